@@ -1,0 +1,426 @@
+//! Route table: which RisingWave cluster a SQL connection goes to, and who may connect.
+//!
+//! Routes are written as `kind: Routes` documents in the environment directory. They are
+//! read in three steps: bytes -> [`RoutesDocument`] (serde, unknown fields refused) ->
+//! [`validate`] (every semantic problem collected) -> [`RouteTable`] (the domain type the
+//! proxy routes with). This module has no heavy dependencies so the reconciler can use it
+//! to refuse a bad table before it is ever published.
+
+mod names;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::diagnostics::{Diagnostic, Diagnostics, Position};
+pub use names::{is_dns_label, is_hostname};
+
+/// The `apiVersion` every spec document carries.
+pub const API_VERSION: &str = "byoc.risingwave.dev/v1alpha1";
+
+/// Port RisingWave's frontend listens on; the default backend port.
+pub const FRONTEND_PORT: u16 = 4566;
+
+/// A `kind: Routes` document as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoutesDocument {
+    /// Must be [`API_VERSION`].
+    pub api_version: Spanned<String>,
+    /// Must be `Routes`.
+    pub kind: Spanned<String>,
+    /// Name of this set of routes.
+    pub metadata: Metadata,
+    /// The routes.
+    pub spec: RoutesSpec,
+}
+
+/// `metadata` of a spec document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Name of the object, a DNS label.
+    pub name: Spanned<String>,
+}
+
+/// `spec` of a `Routes` document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesSpec {
+    /// Route entries, in any order: matching does not depend on order.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One route entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Unique name of the route (used in metrics and logs).
+    pub name: Spanned<String>,
+    /// How a connection is matched to this route: exactly one of the fields.
+    #[serde(rename = "match")]
+    pub matcher: Spanned<MatchSpec>,
+    /// Name of the RisingWave cluster the route sends connections to.
+    pub cluster: Spanned<String>,
+    /// Client networks allowed to use the route. Required: write `0.0.0.0/0` to allow all.
+    pub allowed_cidrs: Spanned<Vec<Spanned<IpNet>>>,
+    /// Backend address `host:port`. Default: the cluster's frontend service.
+    pub backend: Option<Spanned<String>>,
+}
+
+/// The match part of a route entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MatchSpec {
+    /// TLS SNI host name: exact, or `*.domain` for any single label under `domain`.
+    pub sni: Option<Spanned<String>>,
+    /// Value of the startup `options` token `cluster=VALUE`.
+    pub options_token: Option<Spanned<String>>,
+    /// Database name in the startup message.
+    pub database: Option<Spanned<String>>,
+}
+
+/// A validated route table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    /// Routes sorted by name.
+    pub routes: Vec<Route>,
+}
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Unique route name.
+    pub name: String,
+    /// What selects this route.
+    pub matcher: RouteMatch,
+    /// Target cluster name.
+    pub cluster: String,
+    /// Where the `cluster` field was written, so callers can report unknown clusters.
+    pub cluster_at: Position,
+    /// Allowed client networks.
+    pub allowed: Vec<IpNet>,
+    /// Explicit backend `host:port`, if any.
+    pub backend: Option<Backend>,
+}
+
+/// What a route matches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteMatch {
+    /// SNI host name equal to this (lower case).
+    SniExact(String),
+    /// SNI host of exactly one label followed by this suffix (lower case, starts with `.`).
+    SniWildcard(String),
+    /// Startup options token `cluster=VALUE`.
+    OptionsToken(String),
+    /// Database name.
+    Database(String),
+}
+
+impl std::fmt::Display for RouteMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteMatch::SniExact(h) => write!(f, "sni {h}"),
+            RouteMatch::SniWildcard(s) => write!(f, "sni *{s}"),
+            RouteMatch::OptionsToken(t) => write!(f, "options token cluster={t}"),
+            RouteMatch::Database(d) => write!(f, "database {d}"),
+        }
+    }
+}
+
+/// A backend address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl RouteTable {
+    /// Whether a client at `addr` may use `route`.
+    pub fn allows(route: &Route, addr: IpAddr) -> bool {
+        route.allowed.iter().any(|net| net.contains(&addr))
+    }
+}
+
+/// Parses one `Routes` document. `kind` and `apiVersion` are checked by [`validate`].
+pub fn parse_document(file: &str, text: &str) -> Result<RoutesDocument, Diagnostic> {
+    crate::yaml::parse(file, text)
+}
+
+/// Loads the route table from a directory as the proxy sees it: every `kind: Routes` file
+/// in it; files of other kinds are skipped.
+pub fn load_dir(dir: &std::path::Path) -> Result<RouteTable, Vec<Diagnostic>> {
+    let files = crate::specfiles::read_dir(dir).map_err(|d| vec![d])?;
+    let mut problems = Diagnostics::default();
+    let mut documents = Vec::new();
+    for file in &files {
+        match crate::specfiles::kind_of(file) {
+            Ok((crate::specfiles::Kind::Routes, text)) => match parse_document(&file.path, text) {
+                Ok(doc) => documents.push((file.path.clone(), doc)),
+                Err(d) => problems.push(d),
+            },
+            Ok(_) => {}
+            Err(d) => problems.push(d),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.into_sorted());
+    }
+    validate(&documents)
+}
+
+/// Validates a set of `Routes` documents (each with the file it came from) into one table,
+/// reporting every problem at once.
+pub fn validate(documents: &[(String, RoutesDocument)]) -> Result<RouteTable, Vec<Diagnostic>> {
+    let mut problems = Diagnostics::default();
+    let mut names: BTreeMap<String, Position> = BTreeMap::new();
+    let mut matchers: BTreeMap<RouteMatch, (String, Position)> = BTreeMap::new();
+    let mut routes = Vec::new();
+
+    for (file, doc) in documents {
+        let at = |loc: &serde_saphyr::Location| Position::at(file.as_str(), loc);
+        check_header(file, &doc.api_version, &doc.kind, "Routes", &mut problems);
+        if !is_dns_label(&doc.metadata.name.value) {
+            problems.error(
+                at(&doc.metadata.name.referenced),
+                format!("invalid name {:?}", doc.metadata.name.value),
+                "use lower-case letters, digits and '-', at most 63 characters",
+            );
+        }
+        for spec in &doc.spec.routes {
+            if let Some(route) = validate_route(file, spec, &mut problems) {
+                let name_at = at(&spec.name.referenced);
+                if let Some(first) = names.get(&route.name) {
+                    problems.error(
+                        name_at.clone(),
+                        format!("duplicate route name {:?}", route.name),
+                        format!("route names must be unique; first defined at {first}"),
+                    );
+                } else {
+                    names.insert(route.name.clone(), name_at.clone());
+                }
+                if let Some((other, first)) = matchers.get(&route.matcher) {
+                    problems.error(
+                        at(&spec.matcher.referenced),
+                        format!("route {:?} matches {} like route {other:?}", route.name, route.matcher),
+                        format!("a connection must match one route only; the other is at {first}"),
+                    );
+                } else {
+                    matchers.insert(route.matcher.clone(), (route.name.clone(), name_at));
+                }
+                routes.push(route);
+            }
+        }
+    }
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+    problems.finish(RouteTable { routes })
+}
+
+/// Checks `apiVersion` and `kind` of a spec document.
+pub fn check_header(
+    file: &str,
+    api_version: &Spanned<String>,
+    kind: &Spanned<String>,
+    expected_kind: &str,
+    problems: &mut Diagnostics,
+) {
+    if api_version.value != API_VERSION {
+        problems.error(
+            Position::at(file, &api_version.referenced),
+            format!("unsupported apiVersion {:?}", api_version.value),
+            format!("use apiVersion: {API_VERSION}"),
+        );
+    }
+    if kind.value != expected_kind {
+        problems.error(
+            Position::at(file, &kind.referenced),
+            format!("expected kind {expected_kind}, found {:?}", kind.value),
+            "kinds are Environment, RisingWaveCluster and Routes",
+        );
+    }
+}
+
+fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> Option<Route> {
+    let at = |loc: &serde_saphyr::Location| Position::at(file, loc);
+    let before = problems.len();
+
+    let name = spec.name.value.clone();
+    if !is_dns_label(&name) {
+        problems.error(
+            at(&spec.name.referenced),
+            format!("invalid route name {name:?}"),
+            "use lower-case letters, digits and '-', at most 63 characters",
+        );
+    }
+    if !is_dns_label(&spec.cluster.value) {
+        problems.error(
+            at(&spec.cluster.referenced),
+            format!("invalid cluster name {:?}", spec.cluster.value),
+            "name a RisingWaveCluster of this environment",
+        );
+    }
+
+    let m = &spec.matcher.value;
+    let given = [m.sni.is_some(), m.options_token.is_some(), m.database.is_some()]
+        .iter()
+        .filter(|&&g| g)
+        .count();
+    let matcher = if given != 1 {
+        problems.error(
+            at(&spec.matcher.referenced),
+            format!("route {name:?} must match on exactly one of sni, optionsToken, database ({given} given)"),
+            "write one route entry per way of reaching the cluster",
+        );
+        None
+    } else if let Some(sni) = &m.sni {
+        sni_match(&sni.value).or_else(|| {
+            problems.error(
+                at(&sni.referenced),
+                format!("invalid SNI host {:?}", sni.value),
+                "use a lower-case host name, or *.domain with at least two labels after the '*'",
+            );
+            None
+        })
+    } else if let Some(token) = &m.options_token {
+        let ok = !token.value.is_empty()
+            && token.value.len() <= 63
+            && token.value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Some(RouteMatch::OptionsToken(token.value.clone()))
+        } else {
+            problems.error(
+                at(&token.referenced),
+                format!("invalid options token {:?}", token.value),
+                "use lower-case letters, digits, '-' and '_', at most 63 characters",
+            );
+            None
+        }
+    } else if let Some(db) = &m.database {
+        // PostgreSQL truncates identifiers to 63 bytes; a longer name could never match.
+        if db.value.is_empty() || db.value.len() > 63 || db.value.contains('\0') {
+            problems.error(
+                at(&db.referenced),
+                format!("invalid database name {:?}", db.value),
+                "database names are 1 to 63 bytes",
+            );
+            None
+        } else {
+            Some(RouteMatch::Database(db.value.clone()))
+        }
+    } else {
+        None
+    };
+
+    let mut allowed = Vec::new();
+    if spec.allowed_cidrs.value.is_empty() {
+        problems.error(
+            at(&spec.allowed_cidrs.referenced),
+            format!("route {name:?} allows no client network"),
+            "list the client networks, or 0.0.0.0/0 and ::/0 to allow all",
+        );
+    }
+    for net in &spec.allowed_cidrs.value {
+        if net.value.trunc() != net.value {
+            problems.error(
+                at(&net.referenced),
+                format!("CIDR {} has host bits set", net.value),
+                format!("did you mean {}?", net.value.trunc()),
+            );
+        }
+        allowed.push(net.value);
+    }
+
+    let backend = spec.backend.as_ref().and_then(|b| {
+        parse_backend(&b.value).or_else(|| {
+            problems.error(
+                at(&b.referenced),
+                format!("invalid backend address {:?}", b.value),
+                "write host:port, e.g. analytics-frontend.rw-analytics.svc:4566",
+            );
+            None
+        })
+    });
+
+    if problems.len() != before {
+        return None;
+    }
+    Some(Route {
+        name,
+        matcher: matcher?,
+        cluster: spec.cluster.value.clone(),
+        cluster_at: at(&spec.cluster.referenced),
+        allowed,
+        backend,
+    })
+}
+
+fn sni_match(host: &str) -> Option<RouteMatch> {
+    if let Some(suffix) = host.strip_prefix("*.") {
+        (is_hostname(suffix) && suffix.contains('.')).then(|| RouteMatch::SniWildcard(format!(".{suffix}")))
+    } else {
+        is_hostname(host).then(|| RouteMatch::SniExact(host.to_owned()))
+    }
+}
+
+fn parse_backend(text: &str) -> Option<Backend> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (host.parse::<IpAddr>().is_ok() || is_hostname(host)).then(|| Backend { host: host.to_owned(), port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Result<RouteTable, Vec<Diagnostic>> {
+        let doc = parse_document("routes.yaml", text).map_err(|d| vec![d])?;
+        validate(&[("routes.yaml".to_owned(), doc)])
+    }
+
+    const HEAD: &str = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Routes\nmetadata: {name: default}\nspec:\n  routes:\n";
+
+    #[test]
+    fn valid_routes_become_a_sorted_table() {
+        let t = table(&format!(
+            "{HEAD}    - {{name: b, match: {{sni: '*.sql.example.com'}}, cluster: c1, allowedCidrs: [10.0.0.0/8]}}\n    - {{name: a, match: {{database: dev}}, cluster: c2, allowedCidrs: ['0.0.0.0/0'], backend: '127.0.0.1:5432'}}\n"
+        ))
+        .unwrap();
+        let names: Vec<_> = t.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(t.routes[1].matcher, RouteMatch::SniWildcard(".sql.example.com".into()));
+        assert_eq!(t.routes[0].backend, Some(Backend { host: "127.0.0.1".into(), port: 5432 }));
+        assert!(RouteTable::allows(&t.routes[1], "10.1.2.3".parse().unwrap()));
+        assert!(!RouteTable::allows(&t.routes[1], "192.168.1.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let errs = table(&format!(
+            "{HEAD}    - {{name: a, match: {{sni: '*.com'}}, cluster: c1, allowedCidrs: [10.0.0.1/8]}}\n    - {{name: a, match: {{database: x, optionsToken: y}}, cluster: C, allowedCidrs: []}}\n"
+        ))
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = text.join("\n");
+        assert!(all.contains("routes.yaml:6:30: error: invalid SNI host \"*.com\""), "{all}");
+        assert!(all.contains("host bits set"), "{all}");
+        assert!(all.contains("exactly one of sni, optionsToken, database (2 given)"), "{all}");
+        assert!(all.contains("invalid cluster name \"C\""), "{all}");
+        assert!(all.contains("allows no client network"), "{all}");
+    }
+
+    #[test]
+    fn two_routes_with_the_same_match_are_refused() {
+        let errs = table(&format!(
+            "{HEAD}    - {{name: a, match: {{database: dev}}, cluster: c1, allowedCidrs: [10.0.0.0/8]}}\n    - {{name: b, match: {{database: dev}}, cluster: c2, allowedCidrs: [10.0.0.0/8]}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("matches database dev like route \"a\""), "{}", errs[0]);
+    }
+}

@@ -1,0 +1,113 @@
+//! The files of an environment directory and the header every spec document starts with.
+//!
+//! Both the reconciler (reading a revision from git objects) and the proxy (reading the
+//! published tree from disk) see an environment as a sorted list of [`SourceFile`]s and
+//! dispatch each on its `kind`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::diagnostics::{Diagnostic, Position};
+
+/// One spec file: its path (for messages) and its bytes, not yet decoded.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path shown in messages: relative to the repository root, or as found on disk.
+    pub path: String,
+    /// Raw content.
+    pub bytes: Vec<u8>,
+}
+
+/// Whether a file name is a spec file. Other files (README.md, ...) are ignored.
+pub fn is_spec_file(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// Reads the spec files under `dir` (recursively, skipping hidden entries and not following
+/// symlinked directories), sorted by path so every run sees them in the same order.
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostic> {
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn walk(dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), Diagnostic> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Diagnostic::new(Position::file(&shown), format!("cannot read directory: {e}"))
+            .hint("pass the environment directory, e.g. examples/aws")
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Diagnostic::new(Position::file(&shown), format!("cannot list directory: {e}")))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .map_err(|e| Diagnostic::new(Position::file(path.display().to_string()), e.to_string()))?;
+        if name.starts_with('.') {
+            continue;
+        }
+        if file_type.is_dir() {
+            walk(&path, out)?;
+        } else if is_spec_file(&name) {
+            let shown = path.display().to_string();
+            // Read at most one byte past the limit, so a huge file costs no more than that.
+            let bytes = read_capped(&path).map_err(|e| Diagnostic::new(Position::file(&shown), format!("cannot read file: {e}")))?;
+            out.push(SourceFile { path: shown, bytes });
+        }
+    }
+    Ok(())
+}
+
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(crate::yaml::MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The fields every spec document starts with; the rest is parsed by kind.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    /// Should be [`crate::routes::API_VERSION`].
+    pub api_version: Option<Spanned<String>>,
+    /// Environment, RisingWaveCluster or Routes.
+    pub kind: Option<Spanned<String>>,
+}
+
+/// The kinds of spec document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `kind: Environment`.
+    Environment,
+    /// `kind: RisingWaveCluster`.
+    RisingWaveCluster,
+    /// `kind: Routes`.
+    Routes,
+}
+
+/// Decodes a file and reads its `kind`, with a clear error when it is absent or unknown.
+pub fn kind_of(file: &SourceFile) -> Result<(Kind, &str), Diagnostic> {
+    let text = crate::yaml::decode(&file.path, &file.bytes)?;
+    let header: Header = crate::yaml::parse(&file.path, text)?;
+    let Some(kind) = header.kind else {
+        return Err(Diagnostic::new(Position::file(&file.path), "document has no `kind`")
+            .hint("start each spec file with apiVersion and kind (Environment, RisingWaveCluster or Routes)"));
+    };
+    let k = match kind.value.as_str() {
+        "Environment" => Kind::Environment,
+        "RisingWaveCluster" => Kind::RisingWaveCluster,
+        "Routes" => Kind::Routes,
+        other => {
+            return Err(Diagnostic::new(Position::at(&file.path, &kind.referenced), format!("unknown kind {other:?}"))
+                .hint("kinds are Environment, RisingWaveCluster and Routes"));
+        }
+    };
+    Ok((k, text))
+}
