@@ -1,1 +1,14 @@
-//! tmp
+//! The BYOC reconciler: reads signed environment specs from git and converges a customer's
+//! cloud account and Kubernetes to them.
+//!
+//! The flow of one reconcile is `fetch -> verify -> load -> expand -> observe -> plan ->
+//! apply -> publish -> report` (see the project's DESIGN). This crate holds the stages
+//! implemented so far: [`spec`] (load), [`expand`], [`plan`], and [`source`] for reading a
+//! revision's files straight from git objects.
+
+pub mod cli;
+pub mod expand;
+pub mod plan;
+pub mod resource;
+pub mod source;
+pub mod spec;

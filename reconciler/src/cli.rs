@@ -1,0 +1,193 @@
+//! The `byoc` command line: argument types and the commands. `main.rs` only parses and
+//! calls [`run`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rwproxy::diagnostics::Diagnostic;
+use rwproxy::specfiles;
+
+use crate::expand::expand;
+use crate::plan::render::Report;
+use crate::plan::plan;
+use crate::resource::Graph;
+use crate::source::{self, SourceError};
+use crate::spec::load::load;
+use crate::spec::{Cloud, Specs};
+
+/// Exit code for "no changes" / "valid".
+pub const EXIT_OK: u8 = 0;
+/// Exit code for errors.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code for "the plan has changes" (like `terraform plan -detailed-exitcode`).
+pub const EXIT_CHANGES: u8 = 2;
+
+/// GitOps for RisingWave in your own cloud account.
+#[derive(Debug, Parser)]
+#[command(name = "byoc", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check an environment directory; prints every problem with file:line:col.
+    Validate {
+        /// The environment directory.
+        dir: PathBuf,
+    },
+    /// Show what merging head into base would change. Reads both revisions from git
+    /// objects; what is observed is the desired state at base. Exit code: 0 no changes,
+    /// 2 changes, 1 error.
+    Plan {
+        /// Path of the git repository.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Revision the pull request starts from (observed).
+        #[arg(long)]
+        base: String,
+        /// Revision of the pull request (desired).
+        #[arg(long)]
+        head: String,
+        /// Environment directory inside the repository, e.g. examples/aws.
+        #[arg(long)]
+        env: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Plan output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For terminals.
+    Text,
+    /// For pull-request comments.
+    Markdown,
+    /// For machines; deterministic.
+    Json,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Validate { dir } => validate(&dir),
+        Command::Plan { repo, base, head, env, output } => plan_command(&repo, &base, &head, &env, output),
+    };
+    ExitCode::from(code)
+}
+
+fn validate(dir: &std::path::Path) -> u8 {
+    let shown = dir.display().to_string();
+    let files = match specfiles::read_dir(dir) {
+        Ok(f) => f,
+        Err(d) => return report_problems(&format!("cannot read {shown}"), &[d]),
+    };
+    match load(&shown, &files) {
+        Ok(specs) => {
+            let graph = expand(&specs);
+            println!(
+                "{shown}: valid {} environment {:?}: {} cluster(s), {} route(s), {} resource(s)",
+                specs.environment.cloud.as_str(),
+                specs.environment.name,
+                specs.clusters.len(),
+                specs.routes.routes.len(),
+                graph.len()
+            );
+            EXIT_OK
+        }
+        Err(problems) => report_problems(&format!("{shown} is not valid"), &problems),
+    }
+}
+
+fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, output: Output) -> u8 {
+    let repository = match source::open(repo) {
+        Ok(r) => r,
+        Err(e) => return report_error(&e),
+    };
+    let head_rev = match source::read(&repository, head, env) {
+        Ok(r) => r,
+        Err(e) => return report_source_error("head", &e),
+    };
+    let base_rev = match source::read(&repository, base, env) {
+        Ok(r) => r,
+        Err(e) => return report_source_error("base", &e),
+    };
+    let Some(head_files) = &head_rev.files else {
+        eprintln!("error: {env} does not exist at head {}", head_rev.name);
+        eprintln!("  hint: pass the environment directory inside the repository, e.g. --env examples/aws");
+        return EXIT_ERROR;
+    };
+    let head_specs = match load(env, head_files) {
+        Ok(s) => s,
+        Err(problems) => return report_problems(&format!("head {} is not valid", head_rev.name), &problems),
+    };
+    // The base was merged earlier and should be valid; if it is not, the plan cannot say
+    // what exists, so refuse rather than plan against a guess.
+    let observed = match &base_rev.files {
+        None => Graph::default(),
+        Some(files) => match load(env, files) {
+            Ok(s) => {
+                if s.environment.cloud != head_specs.environment.cloud {
+                    eprintln!("error: the pull request moves environment {} from {} to {}", env, s.environment.cloud.as_str(), head_specs.environment.cloud.as_str());
+                    eprintln!("  hint: an environment cannot change cloud; create a new environment directory instead");
+                    return EXIT_ERROR;
+                }
+                expand(&s)
+            }
+            Err(problems) => return report_problems(&format!("base {} is not valid", base_rev.name), &problems),
+        },
+    };
+    let desired = expand(&head_specs);
+    let the_plan = plan(&desired, &observed);
+    let report = Report::new(&head_specs.environment.name, cloud_name(&head_specs), &base_rev.name, &head_rev.name, &the_plan);
+    let text = match output {
+        Output::Text => report.text(),
+        Output::Markdown => report.markdown(),
+        Output::Json => report.json(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        eprintln!("error: cannot write the plan: {e}");
+        return EXIT_ERROR;
+    }
+    if the_plan.has_changes() { EXIT_CHANGES } else { EXIT_OK }
+}
+
+fn cloud_name(specs: &Specs) -> &'static str {
+    match specs.environment.cloud {
+        Cloud::Aws => "aws",
+        Cloud::Gcp => "gcp",
+        Cloud::Azure => "azure",
+    }
+}
+
+fn report_problems(headline: &str, problems: &[Diagnostic]) -> u8 {
+    let mut stderr = std::io::stderr().lock();
+    for p in problems {
+        let _ = writeln!(stderr, "{p}");
+    }
+    let _ = writeln!(stderr, "error: {headline}: {} problem(s)", problems.len());
+    EXIT_ERROR
+}
+
+fn report_source_error(which: &str, e: &SourceError) -> u8 {
+    match e {
+        SourceError::Files(problems) => report_problems(&format!("{which} revision has files that cannot be specs"), problems),
+        other => {
+            eprintln!("error: {which}: {other}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn report_error(e: &SourceError) -> u8 {
+    eprintln!("error: {e}");
+    EXIT_ERROR
+}

@@ -1,0 +1,233 @@
+//! AWS: VPC with subnets, gateways and security groups; EKS with its roles, OIDC provider
+//! and managed node groups; S3 buckets; NLBs; the VPC endpoint service; IRSA roles.
+
+use std::collections::BTreeMap;
+
+use super::permissions::{AWS_AGENT_ACTIONS, AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS};
+use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, tags};
+use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
+use crate::spec::{Cluster, Environment, Tier};
+
+fn resource(env: &Environment, kind: Kind, name: &str) -> Resource {
+    let r = Resource::new(kind, name);
+    let t = tags(env, &r.id);
+    r.set("tags", t)
+}
+
+pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
+    let prefix = format!("byoc-{}", env.name);
+    let vpc = g.add(
+        resource(env, Kind::AwsVpc, "main")
+            .set("cidr", env.network.cidr.to_string())
+            .set("region", &env.region)
+            .set("enableDnsHostnames", true),
+    );
+
+    let mut private = Vec::new();
+    let mut public = Vec::new();
+    for s in &env.network.subnets {
+        // The elb role tags let the AWS load balancer controller find the subnets.
+        let elb_tag = match s.tier {
+            Tier::Private => "kubernetes.io/role/internal-elb",
+            Tier::Public => "kubernetes.io/role/elb",
+        };
+        let mut r = resource(env, Kind::AwsSubnet, &s.name);
+        if let Some(Value::Map(t)) = r.properties.get_mut("tags") {
+            t.insert(elb_tag.to_owned(), Value::from("1"));
+        }
+        let id = g.add(
+            r.set("vpc", Value::reference(&vpc))
+                .set("cidr", s.cidr.to_string())
+                .set("zone", s.zone.clone().unwrap_or_default())
+                .set("tier", s.tier.as_str())
+                .set("mapPublicIpOnLaunch", false),
+        );
+        match s.tier {
+            Tier::Private => private.push(id),
+            Tier::Public => public.push(id),
+        }
+    }
+
+    let igw = g.add(resource(env, Kind::AwsInternetGateway, "main").set("vpc", Value::reference(&vpc)));
+    // Validation guarantees a public subnet on AWS; without one there is no NAT to build.
+    let nat = public.first().map(|first| {
+        g.add(
+            resource(env, Kind::AwsNatGateway, "main")
+                .set("subnet", Value::reference(first))
+                .set("connectivity", "public")
+                .after(&igw),
+        )
+    });
+    g.add(
+        resource(env, Kind::AwsRouteTable, "public")
+            .set("vpc", Value::reference(&vpc))
+            .set("routes", Value::List(vec![Value::map([("destination", "0.0.0.0/0".into()), ("target", Value::reference(&igw))])]))
+            .set("subnets", Value::references(&public)),
+    );
+    g.add(
+        resource(env, Kind::AwsRouteTable, "private")
+            .set("vpc", Value::reference(&vpc))
+            .set("routes", Value::List(nat.iter().map(|n| Value::map([("destination", "0.0.0.0/0".into()), ("target", Value::reference(n))])).collect()))
+            .set("subnets", Value::references(&private)),
+    );
+
+    let vpc_cidr = env.network.cidr.to_string();
+    let rule = |port: Value, from: &str| Value::map([("protocol", "tcp".into()), ("port", port), ("from", from.into())]);
+    let sg_cluster = g.add(
+        resource(env, Kind::AwsSecurityGroup, "cluster")
+            .set("vpc", Value::reference(&vpc))
+            .set("name", format!("{prefix}-cluster"))
+            .set("ingress", Value::List(vec![Value::map([("protocol", "all".into()), ("from", vpc_cidr.as_str().into())])])),
+    );
+    let sg_agent = g.add(
+        resource(env, Kind::AwsSecurityGroup, "agent")
+            .set("vpc", Value::reference(&vpc))
+            .set("name", format!("{prefix}-agent"))
+            .set("ingress", Value::List(vec![rule(AGENT_PORT.into(), &vpc_cidr)])),
+    );
+    let sg_proxy = g.add(
+        resource(env, Kind::AwsSecurityGroup, "proxy")
+            .set("vpc", Value::reference(&vpc))
+            .set("name", format!("{prefix}-proxy"))
+            .set("ingress", Value::List(vec![rule(env.proxy_port.into(), &vpc_cidr)])),
+    );
+
+    let cluster_role = g.add(
+        resource(env, Kind::AwsIamRole, "eks-cluster")
+            .set("name", format!("{prefix}-eks-cluster"))
+            .set("trust", Value::map([("service", "eks.amazonaws.com".into())]))
+            .set("managedPolicies", Value::strings(["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"])),
+    );
+    let node_role = g.add(
+        resource(env, Kind::AwsIamRole, "eks-node")
+            .set("name", format!("{prefix}-eks-node"))
+            .set("trust", Value::map([("service", "ec2.amazonaws.com".into())]))
+            .set(
+                "managedPolicies",
+                Value::strings([
+                    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+                    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+                    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+                ]),
+            ),
+    );
+    let k = &env.kubernetes;
+    let eks = g.add(
+        resource(env, Kind::AwsEksCluster, "main")
+            .set("name", prefix.clone())
+            .set("version", &k.version)
+            .set("role", Value::reference(&cluster_role))
+            .set("subnets", Value::references(&private))
+            .set("securityGroups", Value::references([&sg_cluster]))
+            .set("endpointPrivateAccess", true)
+            .set("endpointPublicAccess", false)
+            .set("serviceCidr", k.service_cidr.map(|c| c.to_string()).unwrap_or_default()),
+    );
+    let oidc = g.add(resource(env, Kind::AwsOidcProvider, "main").set("cluster", Value::reference(&eks)).set("clientIds", Value::strings(["sts.amazonaws.com"])));
+    for ng in &k.node_groups {
+        g.add(
+            resource(env, Kind::AwsEksNodeGroup, &ng.name)
+                .set("cluster", Value::reference(&eks))
+                .set("nodeRole", Value::reference(&node_role))
+                .set("instanceType", &ng.machine_type)
+                .set("subnets", Value::references(&private))
+                .set("minSize", ng.min)
+                .set("maxSize", ng.max)
+                .set("labels", super::node_labels(ng))
+                .set("taints", Value::List(ng.taints.iter().map(|t| Value::map([("key", t.key.as_str().into()), ("value", t.value.as_str().into()), ("effect", format!("{:?}", t.effect).into())])).collect())),
+        );
+    }
+
+    let mut bucket = |role: &str, name: &str| {
+        g.add(
+            resource(env, Kind::AwsS3Bucket, role)
+                .set("name", name)
+                .set("region", &env.region)
+                .set("versioning", true)
+                .set("encryption", "aws:kms")
+                .set("publicAccessBlock", true)
+                .protect(format!("the {role} bucket holds data; the reconciler never deletes or replaces buckets, empty and delete it by hand if you mean to")),
+        )
+    };
+    let data = bucket("data", &env.data_bucket);
+    bucket("state", &env.state_bucket);
+
+    let nlb = |g: &mut Graph, name: &str, scheme: &str, subnets: &[ResourceId], sg: &ResourceId, port: u16| {
+        g.add(
+            resource(env, Kind::AwsNlb, name)
+                .set("name", format!("{prefix}-{name}"))
+                .set("scheme", scheme)
+                .set("subnets", Value::references(subnets))
+                .set("securityGroups", Value::references([sg]))
+                .set("listeners", Value::List(vec![Value::map([("protocol", "TCP".into()), ("port", port.into())])]))
+                .set("crossZone", true),
+        )
+    };
+    let nlb_agent = nlb(g, "agent", "internal", &private, &sg_agent, AGENT_PORT);
+    let nlb_proxy = nlb(g, "proxy", "internal", &private, &sg_proxy, env.proxy_port);
+    if let Some(allowed) = &env.public_proxy {
+        let sg_public = g.add(
+            resource(env, Kind::AwsSecurityGroup, "proxy-public")
+                .set("vpc", Value::reference(&vpc))
+                .set("name", format!("{prefix}-proxy-public"))
+                .set("ingress", Value::List(allowed.iter().map(|c| rule(env.proxy_port.into(), &c.to_string())).collect())),
+        );
+        nlb(g, "proxy-public", "internet-facing", &public, &sg_public, env.proxy_port);
+    }
+    g.add(
+        resource(env, Kind::AwsVpcEndpointService, "control-plane")
+            .set("loadBalancers", Value::references([&nlb_agent, &nlb_proxy]))
+            .set("allowedPrincipals", Value::strings(&env.control_plane_principals))
+            .set("acceptanceRequired", false),
+    );
+
+    let agent_statements = vec![statement(AWS_AGENT_ACTIONS, vec!["*".to_owned()], None)];
+    g.add(irsa_role(env, "agent", &format!("{prefix}-agent"), &oidc, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, agent_statements));
+
+    Foundation { kube_cluster: eks, data_bucket: data, identity_issuer: oidc }
+}
+
+pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, protection: Option<&str>, g: &mut Graph) -> WorkloadIdentity {
+    let ns = cluster_namespace(c);
+    let bucket_arn = format!("arn:aws:s3:::{}", env.data_bucket);
+    let statements = vec![
+        statement(AWS_CLUSTER_OBJECT_ACTIONS, vec![format!("{bucket_arn}/{}/*", c.state_prefix)], None),
+        statement(AWS_CLUSTER_BUCKET_ACTIONS, vec![bucket_arn], Some(format!("{}/*", c.state_prefix))),
+    ];
+    let mut role = irsa_role(env, &ns, &format!("byoc-{}-{ns}", env.name), &f.identity_issuer, &ns, &ns, statements).after(&f.data_bucket);
+    if let Some(reason) = protection {
+        role = role.protect(reason);
+    }
+    let id = g.add(role);
+    WorkloadIdentity {
+        annotations: BTreeMap::from([("eks.amazonaws.com/role-arn".to_owned(), Value::reference(&id))]),
+        pod_labels: BTreeMap::new(),
+        identity: id,
+    }
+}
+
+fn irsa_role(env: &Environment, name: &str, role_name: &str, oidc: &ResourceId, namespace: &str, service_account: &str, statements: Vec<Value>) -> Resource {
+    resource(env, Kind::AwsIamRole, name)
+        .set("name", role_name)
+        .set(
+            "trust",
+            Value::map([
+                ("federated", Value::reference(oidc)),
+                ("subject", format!("system:serviceaccount:{namespace}:{service_account}").into()),
+                ("audience", "sts.amazonaws.com".into()),
+            ]),
+        )
+        .set("inlinePolicy", Value::List(statements))
+}
+
+fn statement(actions: &[&str], resources: Vec<String>, s3_prefix: Option<String>) -> Value {
+    let mut m = BTreeMap::from([
+        ("effect".to_owned(), Value::from("Allow")),
+        ("actions".to_owned(), Value::strings(actions)),
+        ("resources".to_owned(), Value::strings(resources)),
+    ]);
+    if let Some(p) = s3_prefix {
+        m.insert("condition".to_owned(), Value::map([("StringLike", Value::map([("s3:prefix", p.into())]))]));
+    }
+    Value::Map(m)
+}

@@ -1,0 +1,103 @@
+//! `expand(specs) -> Graph`: every resource the environment's cloud needs, and per
+//! RisingWave cluster its workload identity and Kubernetes objects. Pure: no I/O.
+
+mod aws;
+mod azure;
+mod gcp;
+mod kubernetes;
+pub mod permissions;
+
+use std::collections::BTreeMap;
+
+use crate::resource::{Graph, ResourceId, Value};
+use crate::spec::{Cloud, Cluster, DeletionPolicy, Environment, Specs};
+
+/// Tag/label keys the reconciler owns on every cloud resource; observe finds resources by them.
+pub const TAG_ENVIRONMENT: &str = "byoc.risingwave.dev/environment";
+/// See [`TAG_ENVIRONMENT`].
+pub const TAG_MANAGED_BY: &str = "byoc.risingwave.dev/managed-by";
+/// See [`TAG_ENVIRONMENT`].
+pub const TAG_RESOURCE: &str = "byoc.risingwave.dev/resource";
+
+/// Namespace and service account the reconciler and proxy run as.
+pub const AGENT_NAMESPACE: &str = "byoc-system";
+/// See [`AGENT_NAMESPACE`].
+pub const AGENT_SERVICE_ACCOUNT: &str = "byoc-agent";
+/// TCP port of the agent's private endpoint.
+pub const AGENT_PORT: u16 = 8443;
+
+/// What the environment's expansion hands to the per-cluster expansion.
+pub(crate) struct Foundation {
+    /// The managed Kubernetes cluster.
+    pub kube_cluster: ResourceId,
+    /// The cluster-data bucket (or container).
+    pub data_bucket: ResourceId,
+    /// Cloud-specific anchor for workload identity (OIDC provider, GKE cluster, AKS issuer).
+    pub identity_issuer: ResourceId,
+}
+
+/// How a cluster's Kubernetes service account maps to its cloud identity.
+pub(crate) struct WorkloadIdentity {
+    /// Annotations on the service account.
+    pub annotations: BTreeMap<String, Value>,
+    /// Labels on the pods (Azure needs one).
+    pub pod_labels: BTreeMap<String, Value>,
+    /// The identity resource.
+    pub identity: ResourceId,
+}
+
+/// Expands validated specs into the desired resource graph.
+pub fn expand(specs: &Specs) -> Graph {
+    let mut graph = Graph::default();
+    let env = &specs.environment;
+    let foundation = match env.cloud {
+        Cloud::Aws => aws::environment(env, &mut graph),
+        Cloud::Gcp => gcp::environment(env, &mut graph),
+        Cloud::Azure => azure::environment(env, &mut graph),
+    };
+    for cluster in &specs.clusters {
+        let protection = retain_reason(cluster);
+        let identity = match env.cloud {
+            Cloud::Aws => aws::cluster_identity(env, &foundation, cluster, protection.as_deref(), &mut graph),
+            Cloud::Gcp => gcp::cluster_identity(env, &foundation, cluster, protection.as_deref(), &mut graph),
+            Cloud::Azure => azure::cluster_identity(env, &foundation, cluster, protection.as_deref(), &mut graph),
+        };
+        kubernetes::cluster(env, &foundation, cluster, &identity, protection.as_deref(), &mut graph);
+    }
+    graph
+}
+
+/// Why a cluster's resources are kept when it leaves the specs, if they are.
+fn retain_reason(cluster: &Cluster) -> Option<String> {
+    (cluster.deletion_policy == DeletionPolicy::Retain).then(|| {
+        format!(
+            "cluster {} has deletionPolicy Retain; to delete it, first commit deletionPolicy: Delete, then remove it",
+            cluster.name
+        )
+    })
+}
+
+/// Tags for a cloud resource: the user's, then the reconciler's ownership tags.
+pub(crate) fn tags(env: &Environment, id: &ResourceId) -> Value {
+    let mut map: BTreeMap<String, Value> = env.tags.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect();
+    map.insert(TAG_ENVIRONMENT.to_owned(), Value::from(&env.name));
+    map.insert(TAG_MANAGED_BY.to_owned(), Value::from("byoc"));
+    map.insert(TAG_RESOURCE.to_owned(), Value::from(id.as_str()));
+    Value::Map(map)
+}
+
+/// The namespace and service account a cluster's pods run as.
+pub(crate) fn cluster_namespace(cluster: &Cluster) -> String {
+    format!("rw-{}", cluster.name)
+}
+
+/// Label every node carries with its node group's name; a cluster pinned to a node group
+/// selects its nodes by it.
+pub const LABEL_NODE_GROUP: &str = "byoc.risingwave.dev/node-group";
+
+/// A node group's labels: the user's plus [`LABEL_NODE_GROUP`].
+pub(crate) fn node_labels(group: &crate::spec::NodeGroup) -> Value {
+    let mut map: BTreeMap<String, Value> = group.labels.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect();
+    map.insert(LABEL_NODE_GROUP.to_owned(), Value::from(&group.name));
+    Value::Map(map)
+}

@@ -1,0 +1,284 @@
+//! `plan(&desired, &observed) -> Plan`: pure. Each resource gets one action with the
+//! property-level changes and the reason. The same function serves the pull-request
+//! preview (observed = desired at the base revision) and the live loop.
+//!
+//! Order: creates, updates and replacements in dependency order (dependencies first), then
+//! deletions in reverse dependency order (dependents first). Ties break by resource id, so
+//! the same inputs always give the same plan.
+
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
+
+/// What happens to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The resource does not exist and will be created.
+    Create,
+    /// The resource changes in place.
+    Update,
+    /// The resource is deleted and created anew.
+    Replace,
+    /// The resource is deleted.
+    Delete,
+    /// A deletion or replacement the reconciler refuses to make; a person must act.
+    Blocked,
+    /// Nothing changes.
+    #[serde(rename = "no-op")]
+    NoOp,
+}
+
+impl Action {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+            Action::Blocked => "blocked",
+            Action::NoOp => "no-op",
+        }
+    }
+}
+
+/// One property that changes. `path` is dotted for nested maps (`components.compute.replicas`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// Property path.
+    pub path: String,
+    /// Value before, absent when the property is new.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    /// Value after, absent when the property goes away.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+    /// Whether this change alone forces replacement.
+    pub forces_replacement: bool,
+}
+
+/// The planned action for one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Resource id.
+    pub id: ResourceId,
+    /// Resource kind.
+    pub kind: Kind,
+    /// What happens.
+    pub action: Action,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// Property-level changes.
+    pub changes: Vec<Change>,
+    /// Dependencies (of the desired resource, or of the observed one when deleting).
+    pub depends_on: Vec<ResourceId>,
+}
+
+/// Counts of steps by action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Creations.
+    pub create: usize,
+    /// In-place updates.
+    pub update: usize,
+    /// Replacements.
+    pub replace: usize,
+    /// Deletions.
+    pub delete: usize,
+    /// Refused deletions or replacements.
+    pub blocked: usize,
+    /// Unchanged resources.
+    pub no_op: usize,
+}
+
+/// An ordered plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Steps in execution order.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Counts by action.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for step in &self.steps {
+            match step.action {
+                Action::Create => s.create += 1,
+                Action::Update => s.update += 1,
+                Action::Replace => s.replace += 1,
+                Action::Delete => s.delete += 1,
+                Action::Blocked => s.blocked += 1,
+                Action::NoOp => s.no_op += 1,
+            }
+        }
+        s
+    }
+
+    /// Whether anything would change or is blocked.
+    pub fn has_changes(&self) -> bool {
+        self.steps.iter().any(|s| s.action != Action::NoOp)
+    }
+
+    /// The steps that are not no-ops.
+    pub fn changed(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.action != Action::NoOp)
+    }
+}
+
+/// Plans how to move from `observed` to `desired`.
+pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
+    let mut steps: BTreeMap<ResourceId, Step> = BTreeMap::new();
+
+    for (id, want) in &desired.resources {
+        let step = match observed.resources.get(id) {
+            None => step(want, Action::Create, "does not exist yet".to_owned(), want.properties.iter().map(|(k, v)| Change { path: k.clone(), before: None, after: Some(v.clone()), forces_replacement: false }).collect()),
+            Some(have) => compare(want, have),
+        };
+        steps.insert(id.clone(), step);
+    }
+
+    // A replaced resource gets a new cloud id: what refers to it in a property that cannot
+    // change in place must be replaced too; in any other property it is updated.
+    for id in topological(desired) {
+        let want = &desired.resources[&id];
+        if steps[&id].action == Action::Replace {
+            continue;
+        }
+        let mut cascade: Option<(Action, String)> = None;
+        for (prop, value) in &want.properties {
+            let mut hit = None;
+            value.for_each_ref(&mut |dep| {
+                if hit.is_none() && steps.get(dep).is_some_and(|s| s.action == Action::Replace) {
+                    hit = Some(dep.clone());
+                }
+            });
+            if let Some(dep) = hit {
+                if want.kind.replace_on().contains(&prop.as_str()) {
+                    cascade = Some((Action::Replace, format!("{dep} is replaced and `{prop}` cannot change in place")));
+                    break;
+                } else if cascade.is_none() {
+                    cascade = Some((Action::Update, format!("{dep} is replaced; `{prop}` will point at the new one")));
+                }
+            }
+        }
+        if let Some((action, reason)) = cascade {
+            let s = steps.get_mut(&id).expect("step exists for every desired id");
+            if action == Action::Replace || s.action == Action::NoOp {
+                s.action = action;
+                s.reason = reason;
+            }
+        }
+    }
+
+    // Replacing a protected resource would delete it: refuse, like a deletion.
+    for (id, s) in &mut steps {
+        if s.action == Action::Replace {
+            if let Some(reason) = observed.resources.get(id).and_then(|r| r.protection.as_ref()) {
+                s.action = Action::Blocked;
+                s.reason = format!("replacement refused ({}): {reason}", s.reason);
+            }
+        }
+    }
+
+    let mut ordered: Vec<Step> = topological(desired).into_iter().filter_map(|id| steps.remove(&id)).collect();
+
+    let mut deletions = Vec::new();
+    for id in topological(observed).into_iter().rev() {
+        if desired.resources.contains_key(&id) {
+            continue;
+        }
+        let have = &observed.resources[&id];
+        let (action, reason) = match &have.protection {
+            Some(reason) => (Action::Blocked, format!("deletion refused: {reason}")),
+            None => (Action::Delete, "removed from the specs".to_owned()),
+        };
+        let changes = have.properties.iter().map(|(k, v)| Change { path: k.clone(), before: Some(v.clone()), after: None, forces_replacement: false }).collect();
+        deletions.push(step(have, action, reason, changes));
+    }
+    ordered.extend(deletions);
+    Plan { steps: ordered }
+}
+
+fn step(r: &Resource, action: Action, reason: String, changes: Vec<Change>) -> Step {
+    Step { id: r.id.clone(), kind: r.kind, action, reason, changes, depends_on: r.depends_on.iter().cloned().collect() }
+}
+
+fn compare(want: &Resource, have: &Resource) -> Step {
+    let immutable = want.kind.replace_on();
+    let mut changes = Vec::new();
+    let keys: BTreeSet<&String> = want.properties.keys().chain(have.properties.keys()).collect();
+    for key in keys {
+        let forces = immutable.contains(&key.as_str());
+        diff(key, have.properties.get(key), want.properties.get(key), forces, &mut changes);
+    }
+    let forcing: Vec<&str> = changes.iter().filter(|c| c.forces_replacement).map(|c| c.path.as_str()).collect();
+    let (action, reason) = if !forcing.is_empty() {
+        let first: BTreeSet<&str> = forcing.iter().map(|p| p.split('.').next().unwrap_or(p)).collect();
+        let names: Vec<String> = first.iter().map(|p| format!("`{p}`")).collect();
+        (Action::Replace, format!("{} cannot change in place", names.join(", ")))
+    } else if !changes.is_empty() {
+        let n = changes.len();
+        (Action::Update, format!("{n} propert{} change{} in place", if n == 1 { "y" } else { "ies" }, if n == 1 { "s" } else { "" }))
+    } else {
+        (Action::NoOp, "unchanged".to_owned())
+    };
+    step(want, action, reason, changes)
+}
+
+fn diff(path: &str, before: Option<&Value>, after: Option<&Value>, forces: bool, out: &mut Vec<Change>) {
+    match (before, after) {
+        (Some(Value::Map(b)), Some(Value::Map(a))) => {
+            let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            for k in keys {
+                diff(&format!("{path}.{k}"), b.get(k), a.get(k), forces, out);
+            }
+        }
+        (b, a) if b != a => out.push(Change { path: path.to_owned(), before: b.cloned(), after: a.cloned(), forces_replacement: forces }),
+        _ => {}
+    }
+}
+
+/// Resource ids with every dependency before its dependents; ties by id. Dependencies
+/// outside the graph are ignored; a cycle (a bug in expansion) is broken by id order.
+pub fn topological(graph: &Graph) -> Vec<ResourceId> {
+    let mut pending: BTreeMap<&ResourceId, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<&ResourceId, Vec<&ResourceId>> = BTreeMap::new();
+    for (id, r) in &graph.resources {
+        let deps: Vec<&ResourceId> = r.depends_on.iter().filter(|d| graph.resources.contains_key(*d) && *d != id).collect();
+        pending.insert(id, deps.len());
+        for d in deps {
+            dependents.entry(d).or_default().push(id);
+        }
+    }
+    let mut ready: BTreeSet<&ResourceId> = pending.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
+    let mut order = Vec::with_capacity(graph.len());
+    loop {
+        let next = match ready.pop_first() {
+            Some(id) => id,
+            None => match pending.iter().find(|(_, n)| **n > 0) {
+                Some((id, _)) => *id,
+                None => break,
+            },
+        };
+        pending.remove(next);
+        order.push(next.clone());
+        for d in dependents.get(next).into_iter().flatten() {
+            if let Some(n) = pending.get_mut(d) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    ready.insert(d);
+                }
+            }
+        }
+    }
+    order
+}

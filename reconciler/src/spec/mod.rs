@@ -1,0 +1,250 @@
+//! Environment and cluster specs: the documents as written ([`wire`]) and the validated
+//! domain types the rest of the reconciler works with.
+//!
+//! Reading goes bytes -> wire types (serde-saphyr, unknown fields refused) ->
+//! [`validate`] (every semantic problem collected, each with file:line:col) -> [`Specs`].
+
+pub mod load;
+pub mod quantity;
+pub mod validate;
+pub mod wire;
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use rwproxy::routes::RouteTable;
+use serde::{Deserialize, Serialize};
+
+/// Everything one environment directory describes, validated.
+#[derive(Debug, Clone)]
+pub struct Specs {
+    /// The environment (network, Kubernetes, storage, exposure).
+    pub environment: Environment,
+    /// RisingWave clusters, sorted by name.
+    pub clusters: Vec<Cluster>,
+    /// SQL routes for RWProxy.
+    pub routes: RouteTable,
+}
+
+/// The cloud an environment runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cloud {
+    /// Amazon Web Services.
+    Aws,
+    /// Google Cloud.
+    Gcp,
+    /// Microsoft Azure.
+    Azure,
+}
+
+impl Cloud {
+    /// Lower-case name, as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Aws => "aws",
+            Cloud::Gcp => "gcp",
+            Cloud::Azure => "azure",
+        }
+    }
+}
+
+/// A validated environment.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Environment name, a DNS label of at most 24 characters.
+    pub name: String,
+    /// Cloud provider.
+    pub cloud: Cloud,
+    /// Region.
+    pub region: String,
+    /// AWS account id, GCP project id or Azure subscription id.
+    pub account: String,
+    /// Azure resource group (Azure only; defaults to `byoc-<name>`).
+    pub resource_group: Option<String>,
+    /// The network.
+    pub network: Network,
+    /// The managed Kubernetes cluster.
+    pub kubernetes: Kubernetes,
+    /// TCP port of the SQL proxy load balancers.
+    pub proxy_port: u16,
+    /// Client networks allowed to reach the public proxy load balancer; `None`: no public
+    /// load balancer.
+    pub public_proxy: Option<Vec<IpNet>>,
+    /// Control-plane principals allowed through private connectivity.
+    pub control_plane_principals: Vec<String>,
+    /// Name of the bucket holding cluster data.
+    pub data_bucket: String,
+    /// Name of the bucket holding the reconciler's state.
+    pub state_bucket: String,
+    /// Tags added to every cloud resource.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A validated network.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// Address range of the VPC / VNet.
+    pub cidr: IpNet,
+    /// Availability zones used.
+    pub zones: Vec<String>,
+    /// Subnets, in the order written.
+    pub subnets: Vec<Subnet>,
+}
+
+/// Whether a subnet routes to the internet directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// No direct internet route: nodes and internal load balancers.
+    Private,
+    /// Internet gateway route: NAT and public load balancers.
+    Public,
+}
+
+impl Tier {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Private => "private",
+            Tier::Public => "public",
+        }
+    }
+}
+
+/// A validated subnet.
+#[derive(Debug, Clone)]
+pub struct Subnet {
+    /// Subnet name, unique in the environment.
+    pub name: String,
+    /// Private or public.
+    pub tier: Tier,
+    /// Address range, inside the network's.
+    pub cidr: IpNet,
+    /// Zone (AWS only: GCP and Azure subnets are regional).
+    pub zone: Option<String>,
+}
+
+/// The managed Kubernetes cluster.
+#[derive(Debug, Clone)]
+pub struct Kubernetes {
+    /// Kubernetes minor version, like `1.31`.
+    pub version: String,
+    /// Service address range, if set.
+    pub service_cidr: Option<IpNet>,
+    /// Node groups, in the order written.
+    pub node_groups: Vec<NodeGroup>,
+}
+
+/// A node group (EKS managed node group, GKE node pool, AKS agent pool).
+#[derive(Debug, Clone)]
+pub struct NodeGroup {
+    /// Name, unique in the environment.
+    pub name: String,
+    /// Instance / machine / VM size.
+    pub machine_type: String,
+    /// Minimum node count.
+    pub min: u32,
+    /// Maximum node count.
+    pub max: u32,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Node taints.
+    pub taints: Vec<Taint>,
+}
+
+/// A node taint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    /// Taint key.
+    pub key: String,
+    /// Taint value (may be empty).
+    pub value: String,
+    /// Effect.
+    pub effect: TaintEffect,
+}
+
+/// What a taint does to pods that do not tolerate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaintEffect {
+    /// Pods are not scheduled.
+    NoSchedule,
+    /// Pods are avoided when possible.
+    PreferNoSchedule,
+    /// Running pods are evicted.
+    NoExecute,
+}
+
+/// A validated RisingWave cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Cluster name, a DNS label of at most 40 characters; its namespace is `rw-<name>`.
+    pub name: String,
+    /// Container image, with a tag or a digest.
+    pub image: String,
+    /// Meta nodes.
+    pub meta: Component,
+    /// Frontend nodes (the SQL endpoints the proxy routes to).
+    pub frontend: Component,
+    /// Compute nodes.
+    pub compute: Component,
+    /// Compactor nodes.
+    pub compactor: Component,
+    /// Key prefix of the cluster's data in the environment's data bucket.
+    pub state_prefix: String,
+    /// Where the meta service keeps its metadata.
+    pub meta_store: MetaStore,
+    /// Node group the cluster's pods run on, if pinned.
+    pub node_group: Option<String>,
+    /// What happens when the cluster is removed from the specs.
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Replicas and resources of one RisingWave component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    /// Pod count.
+    pub replicas: u32,
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Where the meta service keeps its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaStore {
+    /// SQLite on the meta node's volume.
+    Sqlite,
+    /// An external PostgreSQL database.
+    Postgresql {
+        /// Host name.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Database name.
+        database: String,
+        /// Kubernetes secret (in the cluster's namespace) holding `username` and `password`.
+        credentials_secret: String,
+    },
+}
+
+/// What happens to a cluster removed from the specs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeletionPolicy {
+    /// Keep everything; the reconciler reports the cluster as orphaned.
+    #[default]
+    Retain,
+    /// Delete the cluster's Kubernetes objects and workload identity.
+    Delete,
+}
+
+impl DeletionPolicy {
+    /// Name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionPolicy::Retain => "Retain",
+            DeletionPolicy::Delete => "Delete",
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! Semantic checks on parsed specs. Each check records a diagnostic and carries on, so one
+//! run reports every problem; a domain value is returned only when its part had none.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use rwproxy::diagnostics::{Diagnostics, Position};
+use rwproxy::routes::{check_header, is_dns_label};
+use serde_saphyr::{Location, Spanned};
+
+use super::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
+use super::wire::{ClusterDocument, ComponentSpec, EnvironmentDocument, MetaStoreSpec};
+use super::{Cloud, Cluster, Component, Environment, Kubernetes, MetaStore, Network, NodeGroup, Subnet, Taint, Tier};
+
+/// Longest environment name: it is embedded in bucket and resource names with cloud limits.
+pub const MAX_ENV_NAME: usize = 24;
+/// Longest cluster name: its namespace is `rw-<name>` and its identities carry the name.
+pub const MAX_CLUSTER_NAME: usize = 40;
+/// Kubernetes minor versions the managed services offer.
+pub const KUBERNETES_MINORS: std::ops::RangeInclusive<u32> = 28..=34;
+
+/// Allowed replica counts per component.
+const REPLICAS: [(&str, u32, u32); 4] = [("meta", 1, 5), ("frontend", 1, 64), ("compute", 1, 512), ("compactor", 1, 64)];
+
+struct Ctx<'a> {
+    file: &'a str,
+    problems: &'a mut Diagnostics,
+}
+
+impl Ctx<'_> {
+    fn at(&self, loc: &Location) -> Position {
+        Position::at(self.file, loc)
+    }
+
+    fn error(&mut self, loc: &Location, message: impl Into<String>, hint: impl Into<String>) {
+        let position = self.at(loc);
+        self.problems.error(position, message, hint);
+    }
+}
+
+/// Validates an Environment document.
+pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnostics) -> Option<Environment> {
+    let before = problems.len();
+    let mut cx = Ctx { file, problems };
+    check_header(file, &doc.api_version, &doc.kind, "Environment", cx.problems);
+    let spec = &doc.spec;
+    let name = &doc.metadata.name;
+    if !is_dns_label(&name.value) || name.value.len() > MAX_ENV_NAME {
+        cx.error(&name.referenced, format!("invalid environment name {:?}", name.value), format!("use lower-case letters, digits and '-', at most {MAX_ENV_NAME} characters"));
+    }
+    let cloud = spec.cloud.value;
+    check_region(&mut cx, cloud, &spec.region);
+    check_account(&mut cx, cloud, &spec.account);
+    match (&spec.resource_group, cloud) {
+        (Some(rg), Cloud::Azure) if !valid_resource_group(&rg.value) => {
+            cx.error(&rg.referenced, format!("invalid resource group {:?}", rg.value), "use 1 to 90 letters, digits, '-', '_', '.' or parentheses");
+        }
+        (Some(rg), Cloud::Aws | Cloud::Gcp) => {
+            cx.error(&rg.referenced, format!("resourceGroup is only used on Azure, not {}", cloud.as_str()), "remove resourceGroup");
+        }
+        _ => {}
+    }
+
+    let network = network(&mut cx, cloud, &spec.region.value, spec);
+    let kubernetes = kubernetes(&mut cx, spec);
+
+    let proxy_port = spec.exposure.proxy.port.as_ref().map_or(rwproxy::routes::FRONTEND_PORT, |p| {
+        if p.value < 1024 {
+            cx.error(&p.referenced, format!("proxy port {} is privileged", p.value), "use a port from 1024 to 65535; the default is 4566");
+        }
+        p.value
+    });
+    let public_proxy = spec.exposure.proxy.public.as_ref().map(|public| {
+        if public.allowed_cidrs.value.is_empty() {
+            cx.error(&public.allowed_cidrs.referenced, "the public proxy allows no client network", "list the client networks, or remove `public` to keep the proxy internal");
+        }
+        public.allowed_cidrs.value.iter().map(|n| cidr(&mut cx, n)).collect::<Vec<_>>()
+    });
+    if let (Some(_), Some(net)) = (&public_proxy, &network) {
+        if cloud == Cloud::Aws && !net.subnets.iter().any(|s| s.tier == Tier::Public) {
+            cx.error(&spec.network.subnets.referenced, "a public proxy on AWS needs public subnets", "add a subnet with tier: public in each zone");
+        }
+    }
+
+    let principals = &spec.control_plane.principals;
+    if principals.value.is_empty() {
+        cx.error(&principals.referenced, "no control-plane principal is allowed", "list the principals the control plane connects as");
+    }
+    let mut seen = BTreeSet::new();
+    for p in &principals.value {
+        if !valid_principal(cloud, &p.value) {
+            let hint = match cloud {
+                Cloud::Aws => "write an IAM ARN such as arn:aws:iam::123456789012:root",
+                Cloud::Gcp => "write the consumer project id or number",
+                Cloud::Azure => "write the consumer subscription id (a UUID)",
+            };
+            cx.error(&p.referenced, format!("invalid {} principal {:?}", cloud.as_str(), p.value), hint);
+        } else if !seen.insert(p.value.as_str()) {
+            cx.error(&p.referenced, format!("principal {:?} is listed twice", p.value), "remove the duplicate");
+        }
+    }
+
+    let data_bucket = bucket_name(&mut cx, cloud, spec.storage.data_bucket.as_ref(), &name.value, &spec.account.value, "data");
+    let state_bucket = bucket_name(&mut cx, cloud, spec.storage.state_bucket.as_ref(), &name.value, &spec.account.value, "state");
+    if data_bucket == state_bucket {
+        if let Some(b) = &spec.storage.state_bucket {
+            cx.error(&b.referenced, "the state bucket is the data bucket", "cluster data and reconciler state must live in different buckets");
+        }
+    }
+
+    let mut tags = BTreeMap::new();
+    for (key, value) in &spec.tags {
+        if key.is_empty() || key.len() > 128 || key.starts_with("byoc.risingwave.dev") || value.value.len() > 256 {
+            cx.error(&value.referenced, format!("invalid tag {key:?}"), "tag keys are 1 to 128 characters and may not start with byoc.risingwave.dev (reserved); values at most 256");
+        }
+        tags.insert(key.clone(), value.value.clone());
+    }
+
+    if problems.len() != before {
+        return None;
+    }
+    Some(Environment {
+        name: name.value.clone(),
+        cloud,
+        region: spec.region.value.clone(),
+        account: spec.account.value.clone(),
+        resource_group: match cloud {
+            Cloud::Azure => Some(spec.resource_group.as_ref().map_or_else(|| format!("byoc-{}", name.value), |r| r.value.clone())),
+            _ => None,
+        },
+        network: network?,
+        kubernetes: kubernetes?,
+        proxy_port,
+        public_proxy,
+        control_plane_principals: principals.value.iter().map(|p| p.value.clone()).collect(),
+        data_bucket,
+        state_bucket,
+        tags,
+    })
+}
+
+fn check_region(cx: &mut Ctx<'_>, cloud: Cloud, region: &Spanned<String>) {
+    let r = region.value.as_str();
+    let parts: Vec<&str> = r.split('-').collect();
+    let ok = match cloud {
+        // us-east-1, eu-central-2, us-gov-west-1
+        Cloud::Aws => parts.len() >= 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())) && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())),
+        // us-central1, europe-west4
+        Cloud::Gcp => parts.len() == 2 && parts[0].bytes().all(|b| b.is_ascii_lowercase()) && !parts[0].is_empty() && parts[1].bytes().last().is_some_and(|b| b.is_ascii_digit()) && parts[1].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        // eastus2, westeurope
+        Cloud::Azure => !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+    };
+    if !ok {
+        let example = match cloud {
+            Cloud::Aws => "us-east-1",
+            Cloud::Gcp => "us-central1",
+            Cloud::Azure => "eastus2",
+        };
+        cx.error(&region.referenced, format!("invalid {} region {:?}", cloud.as_str(), r), format!("write a region name such as {example}"));
+    }
+}
+
+fn check_account(cx: &mut Ctx<'_>, cloud: Cloud, account: &Spanned<String>) {
+    let a = account.value.as_str();
+    let (ok, hint) = match cloud {
+        Cloud::Aws => (a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()), "an AWS account id is 12 digits; quote it so YAML keeps leading zeros"),
+        Cloud::Gcp => (valid_gcp_project(a), "a GCP project id is 6 to 30 lower-case letters, digits and '-', starting with a letter"),
+        Cloud::Azure => (is_uuid(a), "an Azure subscription id is a UUID"),
+    };
+    if !ok {
+        cx.error(&account.referenced, format!("invalid {} account {:?}", cloud.as_str(), a), hint);
+    }
+}
+
+fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: &str, spec: &super::wire::EnvironmentSpec) -> Option<Network> {
+    let before = cx.problems.len();
+    let n = &spec.network;
+    let net = cidr(cx, &n.cidr);
+    if !matches!(net, IpNet::V4(_)) || !(16..=24).contains(&net.prefix_len()) {
+        cx.error(&n.cidr.referenced, format!("network CIDR {net} must be IPv4 with a prefix from /16 to /24"), "use a private range such as 10.0.0.0/16");
+    }
+
+    let mut zones = Vec::new();
+    if n.zones.value.is_empty() {
+        cx.error(&n.zones.referenced, "no zones listed", "list the zones the environment spans");
+    }
+    if cloud == Cloud::Aws && n.zones.value.len() < 2 {
+        cx.error(&n.zones.referenced, "EKS needs subnets in at least two zones", "list two or more zones");
+    }
+    for z in &n.zones.value {
+        let ok = match cloud {
+            Cloud::Aws | Cloud::Gcp => z.value.strip_prefix(region).is_some_and(|rest| !rest.is_empty() && rest.trim_start_matches('-').bytes().all(|b| b.is_ascii_lowercase())),
+            Cloud::Azure => matches!(z.value.as_str(), "1" | "2" | "3"),
+        };
+        if !ok {
+            let hint = match cloud {
+                Cloud::Azure => "Azure zones are \"1\", \"2\" and \"3\"".to_owned(),
+                _ => format!("zones are named after the region, like {region}a"),
+            };
+            cx.error(&z.referenced, format!("invalid zone {:?} for region {region}", z.value), hint);
+        } else if zones.contains(&z.value) {
+            cx.error(&z.referenced, format!("zone {:?} is listed twice", z.value), "remove the duplicate");
+        } else {
+            zones.push(z.value.clone());
+        }
+    }
+
+    let mut subnets: Vec<Subnet> = Vec::new();
+    let mut at: Vec<Position> = Vec::new();
+    if n.subnets.value.is_empty() {
+        cx.error(&n.subnets.referenced, "no subnets listed", "add at least one private subnet per zone");
+    }
+    for s in &n.subnets.value {
+        let name = &s.name;
+        if !is_dns_label(&name.value) {
+            cx.error(&name.referenced, format!("invalid subnet name {:?}", name.value), "use lower-case letters, digits and '-'");
+        } else if let Some(i) = subnets.iter().position(|o| o.name == name.value) {
+            let first = at[i].clone();
+            cx.error(&name.referenced, format!("duplicate subnet name {:?}", name.value), format!("first defined at {first}"));
+        }
+        let c = cidr(cx, &s.cidr);
+        if !net.contains(&c) {
+            cx.error(&s.cidr.referenced, format!("subnet {} ({c}) is outside the network {net}", name.value), "pick a range inside spec.network.cidr");
+        }
+        for (other, other_at) in subnets.iter().zip(&at) {
+            if overlaps(&c, &other.cidr) {
+                cx.error(&s.cidr.referenced, format!("subnet {} ({c}) overlaps subnet {} ({})", name.value, other.name, other.cidr), format!("subnet ranges must not overlap; the other is at {other_at}"));
+            }
+        }
+        let zone = match (&s.zone, cloud) {
+            (None, Cloud::Aws) => {
+                cx.error(&name.referenced, format!("subnet {} has no zone", name.value), "on AWS each subnet lives in one zone: add zone");
+                None
+            }
+            (Some(z), Cloud::Aws) => {
+                if !zones.contains(&z.value) {
+                    cx.error(&z.referenced, format!("subnet {} is in zone {:?}, which is not in spec.network.zones", name.value, z.value), "add the zone to spec.network.zones or fix the name");
+                }
+                Some(z.value.clone())
+            }
+            (Some(z), _) => {
+                cx.error(&z.referenced, format!("{} subnets are regional and take no zone", cloud.as_str()), "remove zone");
+                None
+            }
+            (None, _) => None,
+        };
+        at.push(cx.at(&name.referenced));
+        subnets.push(Subnet { name: name.value.clone(), tier: s.tier, cidr: c, zone });
+    }
+    if cloud == Cloud::Aws {
+        for z in &zones {
+            if !subnets.iter().any(|s| s.tier == Tier::Private && s.zone.as_deref() == Some(z)) {
+                cx.error(&n.subnets.referenced, format!("zone {z} has no private subnet"), "add a private subnet in every zone: nodes and internal load balancers span them all");
+            }
+        }
+        if !subnets.iter().any(|s| s.tier == Tier::Public) {
+            cx.error(&n.subnets.referenced, "no public subnet for the NAT gateway", "add a subnet with tier: public; private nodes reach the internet through it");
+        }
+    } else if !subnets.iter().any(|s| s.tier == Tier::Private) {
+        cx.error(&n.subnets.referenced, "no private subnet", "add a subnet with tier: private for the Kubernetes nodes");
+    }
+    (cx.problems.len() == before).then(|| Network { cidr: net, zones, subnets })
+}
+
+fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<Kubernetes> {
+    let before = cx.problems.len();
+    let k = &spec.kubernetes;
+    let minor = k.version.value.strip_prefix("1.").and_then(|m| m.parse::<u32>().ok());
+    if !minor.is_some_and(|m| KUBERNETES_MINORS.contains(&m)) {
+        cx.error(&k.version.referenced, format!("unsupported Kubernetes version {:?}", k.version.value), format!("write a quoted minor version from \"1.{}\" to \"1.{}\"", KUBERNETES_MINORS.start(), KUBERNETES_MINORS.end()));
+    }
+    let service_cidr = k.service_cidr.as_ref().map(|s| {
+        let c = cidr(cx, s);
+        let net = IpNet::from(spec.network.cidr.value);
+        if overlaps(&c, &net.trunc()) {
+            cx.error(&s.referenced, format!("service CIDR {c} overlaps the network {}", net.trunc()), "pick a service range outside the VPC, such as 172.20.0.0/16");
+        }
+        c
+    });
+    let mut groups: Vec<NodeGroup> = Vec::new();
+    if k.node_groups.value.is_empty() {
+        cx.error(&k.node_groups.referenced, "no node groups", "add at least one node group for the RisingWave pods");
+    }
+    for g in &k.node_groups.value {
+        if !is_dns_label(&g.name.value) || g.name.value.len() > 32 {
+            cx.error(&g.name.referenced, format!("invalid node group name {:?}", g.name.value), "use lower-case letters, digits and '-', at most 32 characters");
+        } else if groups.iter().any(|o| o.name == g.name.value) {
+            cx.error(&g.name.referenced, format!("duplicate node group name {:?}", g.name.value), "node group names must be unique");
+        }
+        if g.machine_type.value.trim().is_empty() {
+            cx.error(&g.machine_type.referenced, "empty machine type", "name an instance type such as m6i.2xlarge");
+        }
+        if g.max.value == 0 || g.max.value > 100 {
+            cx.error(&g.max.referenced, format!("max {} is out of range 1..=100", g.max.value), "a node group holds 1 to 100 nodes");
+        }
+        if g.min.value > g.max.value {
+            cx.error(&g.min.referenced, format!("min {} is greater than max {}", g.min.value, g.max.value), "set min <= max");
+        }
+        for (key, value) in &g.labels {
+            if !valid_label_key(key) || value.value.len() > 63 {
+                cx.error(&value.referenced, format!("invalid node label {key:?}"), "label keys are [prefix/]name with a name of at most 63 characters; values at most 63");
+            }
+        }
+        let mut taints = Vec::new();
+        for t in &g.taints {
+            if !valid_label_key(&t.key.value) {
+                cx.error(&t.key.referenced, format!("invalid taint key {:?}", t.key.value), "taint keys follow the label key rules");
+            }
+            taints.push(Taint { key: t.key.value.clone(), value: t.value.clone(), effect: t.effect });
+        }
+        groups.push(NodeGroup {
+            name: g.name.value.clone(),
+            machine_type: g.machine_type.value.clone(),
+            min: g.min.value,
+            max: g.max.value,
+            labels: g.labels.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+            taints,
+        });
+    }
+    (cx.problems.len() == before).then(|| Kubernetes { version: k.version.value.clone(), service_cidr, node_groups: groups })
+}
+
+fn bucket_name(cx: &mut Ctx<'_>, cloud: Cloud, given: Option<&Spanned<String>>, env: &str, account: &str, role: &str) -> String {
+    match given {
+        Some(b) => {
+            if !valid_bucket(cloud, &b.value) {
+                cx.error(&b.referenced, format!("invalid bucket name {:?}", b.value), "bucket names are 3 to 63 lower-case letters, digits and '-'");
+            }
+            b.value.clone()
+        }
+        // S3 and GCS bucket names are global: the account keeps them apart between customers.
+        None => match cloud {
+            Cloud::Aws | Cloud::Gcp => format!("byoc-{env}-{account}-{role}"),
+            // Azure containers live inside the environment's storage account.
+            Cloud::Azure => format!("byoc-{role}"),
+        },
+    }
+}
+
+/// Validates a RisingWaveCluster document against its (already validated) environment.
+pub fn cluster(file: &str, doc: &ClusterDocument, env: Option<&Environment>, problems: &mut Diagnostics) -> Option<Cluster> {
+    let before = problems.len();
+    let mut cx = Ctx { file, problems };
+    check_header(file, &doc.api_version, &doc.kind, "RisingWaveCluster", cx.problems);
+    let spec = &doc.spec;
+    let name = &doc.metadata.name;
+    if !is_dns_label(&name.value) || name.value.len() > MAX_CLUSTER_NAME {
+        cx.error(&name.referenced, format!("invalid cluster name {:?}", name.value), format!("use lower-case letters, digits and '-', at most {MAX_CLUSTER_NAME} characters"));
+    }
+    check_image(&mut cx, &spec.image);
+    let c = &spec.components;
+    let components: Vec<Option<Component>> = [&c.meta, &c.frontend, &c.compute, &c.compactor]
+        .into_iter()
+        .zip(REPLICAS)
+        .map(|(spec, (role, lo, hi))| component(&mut cx, role, spec, lo, hi))
+        .collect();
+
+    let prefix = &spec.state_store.prefix;
+    let p = prefix.value.as_str();
+    let prefix_ok = !p.is_empty()
+        && p.len() <= 200
+        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'/'))
+        && !p.starts_with('/')
+        && !p.contains("//");
+    if !prefix_ok {
+        cx.error(&prefix.referenced, format!("invalid state-store prefix {p:?}"), "use lower-case letters, digits, '-', '_' and '/', not starting with '/', at most 200 characters");
+    }
+
+    let meta_store = match &spec.meta_store {
+        None => Some(MetaStore::Sqlite),
+        Some(m) => meta_store(&mut cx, m),
+    };
+
+    if let (Some(g), Some(env)) = (&spec.node_group, env) {
+        if !env.kubernetes.node_groups.iter().any(|n| n.name == g.value) {
+            let known: Vec<&str> = env.kubernetes.node_groups.iter().map(|n| n.name.as_str()).collect();
+            cx.error(&g.referenced, format!("node group {:?} does not exist", g.value), format!("node groups of this environment: {}", known.join(", ")));
+        }
+    }
+
+    if problems.len() != before {
+        return None;
+    }
+    let [meta, frontend, compute, compactor]: [Option<Component>; 4] = components.try_into().ok()?;
+    Some(Cluster {
+        name: name.value.clone(),
+        image: spec.image.value.clone(),
+        meta: meta?,
+        frontend: frontend?,
+        compute: compute?,
+        compactor: compactor?,
+        state_prefix: p.trim_end_matches('/').to_owned(),
+        meta_store: meta_store?,
+        node_group: spec.node_group.as_ref().map(|g| g.value.clone()),
+        deletion_policy: spec.deletion_policy,
+    })
+}
+
+fn check_image(cx: &mut Ctx<'_>, image: &Spanned<String>) {
+    let text = image.value.as_str();
+    let (rest, digest) = match text.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (text, None),
+    };
+    if let Some(d) = digest {
+        let ok = d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        if !ok {
+            cx.error(&image.referenced, format!("invalid image digest in {text:?}"), "a digest is @sha256: followed by 64 lower-case hex digits");
+            return;
+        }
+    }
+    // The tag is after the last ':' that follows the last '/' (a registry may have a port).
+    let last = rest.rsplit('/').next().unwrap_or(rest);
+    let tag = last.split_once(':').map(|(_, t)| t);
+    let repo_ok = !rest.is_empty() && !rest.contains(char::is_whitespace) && rest.bytes().all(|b| b.is_ascii_graphic());
+    if !repo_ok {
+        cx.error(&image.referenced, format!("invalid image {text:?}"), "write repository:tag or repository@sha256:digest");
+    } else if digest.is_none() && tag.is_none_or(|t| t.is_empty() || t == "latest") {
+        cx.error(&image.referenced, format!("image {text:?} is not pinned"), "name a version tag such as risingwavelabs/risingwave:v2.1.0, or a digest; `latest` changes under you");
+    }
+}
+
+fn component(cx: &mut Ctx<'_>, role: &str, spec: &ComponentSpec, lo: u32, hi: u32) -> Option<Component> {
+    let before = cx.problems.len();
+    if !(lo..=hi).contains(&spec.replicas.value) {
+        cx.error(&spec.replicas.referenced, format!("{role} replicas {} out of range {lo}..={hi}", spec.replicas.value), format!("a cluster runs {lo} to {hi} {role} pods"));
+    }
+    let cpu = parse_cpu(&spec.cpu.value);
+    match cpu {
+        None => cx.error(&spec.cpu.referenced, format!("invalid {role} cpu {:?}", spec.cpu.value), "write cores like \"2\" or \"0.5\", or millicores like \"500m\""),
+        Some(m) if !(100..=64_000).contains(&m) => cx.error(&spec.cpu.referenced, format!("{role} cpu {} out of range 100m..=64", format_cpu(m)), "a pod gets from 0.1 to 64 cores"),
+        _ => {}
+    }
+    let memory = parse_memory(&spec.memory.value);
+    let min = if role == "compute" { 2u64 << 30 } else { 512 << 20 };
+    match memory {
+        None => cx.error(&spec.memory.referenced, format!("invalid {role} memory {:?}", spec.memory.value), "write a quantity like \"4Gi\" or \"512Mi\""),
+        Some(b) if b < min || b > 512 << 30 => cx.error(&spec.memory.referenced, format!("{role} memory {} out of range {}..=512Gi", format_memory(b), format_memory(min)), format!("{role} pods need at least {}", format_memory(min))),
+        _ => {}
+    }
+    (cx.problems.len() == before).then(|| Component { replicas: spec.replicas.value, cpu_millis: cpu.unwrap_or_default(), memory_bytes: memory.unwrap_or_default() })
+}
+
+fn meta_store(cx: &mut Ctx<'_>, m: &Spanned<MetaStoreSpec>) -> Option<MetaStore> {
+    match (&m.value.sqlite, &m.value.postgresql) {
+        (Some(_), None) => Some(MetaStore::Sqlite),
+        (None, Some(pg)) => {
+            let before = cx.problems.len();
+            if pg.host.value.is_empty() || !pg.host.value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')) {
+                cx.error(&pg.host.referenced, format!("invalid meta store host {:?}", pg.host.value), "write a host name or IP address");
+            }
+            if pg.database.value.is_empty() || pg.database.value.len() > 63 {
+                cx.error(&pg.database.referenced, "invalid meta store database name", "database names are 1 to 63 bytes");
+            }
+            if !is_dns_label(&pg.credentials_secret.value) {
+                cx.error(&pg.credentials_secret.referenced, format!("invalid secret name {:?}", pg.credentials_secret.value), "name a Kubernetes secret in the cluster's namespace");
+            }
+            (cx.problems.len() == before).then(|| MetaStore::Postgresql {
+                host: pg.host.value.clone(),
+                port: pg.port,
+                database: pg.database.value.clone(),
+                credentials_secret: pg.credentials_secret.value.clone(),
+            })
+        }
+        _ => {
+            cx.error(&m.referenced, "metaStore must name exactly one of sqlite, postgresql", "write `metaStore: {sqlite: {}}` or a postgresql block");
+            None
+        }
+    }
+}
+
+fn cidr(cx: &mut Ctx<'_>, net: &Spanned<IpNet>) -> IpNet {
+    if net.value.trunc() != net.value {
+        cx.error(&net.referenced, format!("CIDR {} has host bits set", net.value), format!("did you mean {}?", net.value.trunc()));
+    }
+    net.value.trunc()
+}
+
+/// Whether two networks share any address.
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn valid_label_key(key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    name_ok && prefix.is_none_or(rwproxy::routes::is_hostname)
+}
+
+fn valid_bucket(cloud: Cloud, name: &str) -> bool {
+    let extra: &[u8] = if cloud == Cloud::Azure { b"-" } else { b"-." };
+    (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+fn valid_gcp_project(a: &str) -> bool {
+    (6..=30).contains(&a.len())
+        && a.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !a.ends_with('-')
+}
+
+fn is_uuid(a: &str) -> bool {
+    let groups: Vec<&str> = a.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn valid_resource_group(a: &str) -> bool {
+    (1..=90).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'(' | b')')) && !a.ends_with('.')
+}
+
+fn valid_principal(cloud: Cloud, p: &str) -> bool {
+    match cloud {
+        Cloud::Aws => p.strip_prefix("arn:aws:iam::").is_some_and(|rest| {
+            rest.split_once(':').is_some_and(|(acct, res)| acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()) && (res == "root" || res.starts_with("role/") || res.starts_with("user/")))
+        }),
+        Cloud::Gcp => valid_gcp_project(p) || (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit())),
+        Cloud::Azure => is_uuid(p),
+    }
+}
