@@ -44,7 +44,6 @@ fn options() -> serde_saphyr::options::Options {
     budget.max_aliases = 1_000;
     budget.max_anchors = 1_000;
     budget.max_depth = 32;
-    budget.max_documents = 1;
     budget.max_total_scalar_bytes = MAX_FILE_BYTES;
     let mut alias_limits = AliasLimits::default();
     alias_limits.max_total_replayed_events = 10_000;
@@ -67,14 +66,10 @@ fn from_parser(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
         Some(loc) => Position::at(file, loc),
         None => Position::file(file),
     };
-    let message = match (position.line, position.column) {
-        (Some(line), Some(column)) => {
-            let suffix = format!(" at line {line}, column {column}");
-            match rendered.find(&suffix) {
-                Some(i) => format!("{}{}", &rendered[..i], &rendered[i + suffix.len()..]),
-                None => rendered,
-            }
-        }
+    // The parser appends " at line L, column C" (sometimes more location detail after it);
+    // the diagnostic's position already says where, so the text stops before it.
+    let message = match rendered.find(" at line ") {
+        Some(i) if rendered[i + 9..].starts_with(|c: char| c.is_ascii_digit()) => rendered[..i].to_owned(),
         _ => rendered,
     };
     let hint = hint_for(&message);
@@ -90,7 +85,7 @@ fn hint_for(message: &str) -> Option<&'static str> {
         Some("remove the field or fix its spelling; unknown fields are refused so typos cannot pass silently")
     } else if message.starts_with("duplicate mapping key") {
         Some("each key may appear once in a mapping; remove one of them")
-    } else if message.contains("budget breached") || message.contains("alias") {
+    } else if message.contains("budget breached") || message.contains("alias") || message.contains("anchor") {
         Some("anchors and aliases may not expand into large structures; write the values out")
     } else if message.contains("multiple YAML documents") {
         Some("put one document per file")

@@ -20,11 +20,15 @@ pub fn load(dir: &str, files: &[SourceFile]) -> Result<Specs, Vec<Diagnostic>> {
     let mut clusters: Vec<(String, ClusterDocument)> = Vec::new();
     let mut route_docs: Vec<(String, routes::RoutesDocument)> = Vec::new();
 
+    // A file whose kind or content could not be read may hold a cluster: its name is
+    // unknown, so "route targets an unknown cluster" would be a guess and is not reported.
+    let mut unreadable_files = false;
     for file in files {
         let (kind, text) = match kind_of(file) {
             Ok(k) => k,
             Err(d) => {
                 problems.push(d);
+                unreadable_files = true;
                 continue;
             }
         };
@@ -36,6 +40,7 @@ pub fn load(dir: &str, files: &[SourceFile]) -> Result<Specs, Vec<Diagnostic>> {
         };
         if let Err(d) = parsed {
             problems.push(d);
+            unreadable_files |= kind == Kind::RisingWaveCluster;
         }
     }
 
@@ -78,7 +83,7 @@ pub fn load(dir: &str, files: &[SourceFile]) -> Result<Specs, Vec<Diagnostic>> {
 
     let table = match routes::validate(&route_docs) {
         Ok(table) => {
-            for route in &table.routes {
+            for route in table.routes.iter().filter(|_| !unreadable_files) {
                 if !names.contains_key(&route.cluster) {
                     let known: Vec<&str> = names.keys().map(String::as_str).collect();
                     problems.push(Diagnostic::new(route.cluster_at.clone(), format!("route {:?} targets unknown cluster {:?}", route.name, route.cluster)).hint(format!("clusters in this environment: {}", known.join(", "))));

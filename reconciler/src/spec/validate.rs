@@ -49,7 +49,7 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
         cx.error(&name.referenced, format!("invalid environment name {:?}", name.value), format!("use lower-case letters, digits and '-', at most {MAX_ENV_NAME} characters"));
     }
     let cloud = spec.cloud.value;
-    check_region(&mut cx, cloud, &spec.region);
+    let region_ok = check_region(&mut cx, cloud, &spec.region);
     check_account(&mut cx, cloud, &spec.account);
     match (&spec.resource_group, cloud) {
         (Some(rg), Cloud::Azure) if !valid_resource_group(&rg.value) => {
@@ -61,7 +61,7 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
         _ => {}
     }
 
-    let network = network(&mut cx, cloud, &spec.region.value, spec);
+    let network = network(&mut cx, cloud, region_ok.then_some(spec.region.value.as_str()), spec);
     let kubernetes = kubernetes(&mut cx, spec);
 
     let proxy_port = spec.exposure.proxy.port.as_ref().map_or(rwproxy::routes::FRONTEND_PORT, |p| {
@@ -139,7 +139,8 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
     })
 }
 
-fn check_region(cx: &mut Ctx<'_>, cloud: Cloud, region: &Spanned<String>) {
+/// Returns whether the region is well-formed (zones are only checked against a good one).
+fn check_region(cx: &mut Ctx<'_>, cloud: Cloud, region: &Spanned<String>) -> bool {
     let r = region.value.as_str();
     let parts: Vec<&str> = r.split('-').collect();
     let ok = match cloud {
@@ -158,6 +159,7 @@ fn check_region(cx: &mut Ctx<'_>, cloud: Cloud, region: &Spanned<String>) {
         };
         cx.error(&region.referenced, format!("invalid {} region {:?}", cloud.as_str(), r), format!("write a region name such as {example}"));
     }
+    ok
 }
 
 fn check_account(cx: &mut Ctx<'_>, cloud: Cloud, account: &Spanned<String>) {
@@ -172,7 +174,7 @@ fn check_account(cx: &mut Ctx<'_>, cloud: Cloud, account: &Spanned<String>) {
     }
 }
 
-fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: &str, spec: &super::wire::EnvironmentSpec) -> Option<Network> {
+fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::wire::EnvironmentSpec) -> Option<Network> {
     let before = cx.problems.len();
     let n = &spec.network;
     let net = cidr(cx, &n.cidr);
@@ -188,16 +190,18 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: &str, spec: &super::wire::Env
         cx.error(&n.zones.referenced, "EKS needs subnets in at least two zones", "list two or more zones");
     }
     for z in &n.zones.value {
-        let ok = match cloud {
-            Cloud::Aws | Cloud::Gcp => z.value.strip_prefix(region).is_some_and(|rest| !rest.is_empty() && rest.trim_start_matches('-').bytes().all(|b| b.is_ascii_lowercase())),
-            Cloud::Azure => matches!(z.value.as_str(), "1" | "2" | "3"),
+        let ok = match (cloud, region) {
+            // With a malformed region there is nothing to check zone names against.
+            (Cloud::Aws | Cloud::Gcp, None) => true,
+            (Cloud::Aws | Cloud::Gcp, Some(region)) => z.value.strip_prefix(region).is_some_and(|rest| !rest.is_empty() && rest.trim_start_matches('-').bytes().all(|b| b.is_ascii_lowercase())),
+            (Cloud::Azure, _) => matches!(z.value.as_str(), "1" | "2" | "3"),
         };
         if !ok {
             let hint = match cloud {
                 Cloud::Azure => "Azure zones are \"1\", \"2\" and \"3\"".to_owned(),
-                _ => format!("zones are named after the region, like {region}a"),
+                _ => format!("zones are named after the region, like {}a", region.unwrap_or_default()),
             };
-            cx.error(&z.referenced, format!("invalid zone {:?} for region {region}", z.value), hint);
+            cx.error(&z.referenced, format!("invalid zone {:?} for region {}", z.value, region.unwrap_or_default()), hint);
         } else if zones.contains(&z.value) {
             cx.error(&z.referenced, format!("zone {:?} is listed twice", z.value), "remove the duplicate");
         } else {

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `byoc` binary against real git repositories.
+
+mod bad_specs;
+mod golden;
+mod plan_cases;
+mod support;

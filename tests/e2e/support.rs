@@ -1,0 +1,108 @@
+//! Helpers: a throw-away git repository built with the real `git`, and a runner for the
+//! real `byoc` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Root of the project checkout.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("reconciler/ has a parent").to_path_buf()
+}
+
+/// What a `byoc` run returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `byoc` with `args` in `dir`.
+pub fn byoc(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_byoc")).args(args).current_dir(dir).output().expect("byoc runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A git repository in a temporary directory. Commits use fixed names and dates, so the
+/// same content always gets the same commit ids.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+    commits: u32,
+}
+
+impl Repo {
+    pub fn new() -> Self {
+        let repo = Self { dir: tempfile::tempdir().expect("temp dir"), commits: 0 };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let date = format!("2026-01-01T00:00:{:02}Z", self.commits);
+        let out = Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .current_dir(self.path())
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .env_remove("GIT_DIR")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Copies a directory of the project (e.g. examples/aws) to `to` in the repository.
+    pub fn copy_from_project(&self, from: &str, to: &str) {
+        copy_dir(&project_root().join(from), &self.path().join(to));
+    }
+
+    pub fn write(&self, path: &str, content: &str) {
+        let p = self.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+
+    pub fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.path().join(path)).expect("read")
+    }
+
+    /// Replaces `old` by `new` in a file; the test fails if `old` is absent.
+    pub fn edit(&self, path: &str, old: &str, new: &str) {
+        let text = self.read(path);
+        assert!(text.contains(old), "{path} does not contain {old:?}");
+        self.write(path, &text.replacen(old, new, 1));
+    }
+
+    pub fn remove(&self, path: &str) {
+        std::fs::remove_file(self.path().join(path)).expect("remove");
+    }
+
+    /// Commits everything and returns the commit id.
+    pub fn commit(&mut self, message: &str) -> String {
+        self.commits += 1;
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
