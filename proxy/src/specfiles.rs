@@ -95,19 +95,74 @@ pub enum Kind {
 /// Decodes a file and reads its `kind`, with a clear error when it is absent or unknown.
 pub fn kind_of(file: &SourceFile) -> Result<(Kind, &str), Diagnostic> {
     let text = crate::yaml::decode(&file.path, &file.bytes)?;
+    if let Some(kind) = scan_kind(text) {
+        return Ok((kind, text));
+    }
     let header: Header = crate::yaml::parse(&file.path, text)?;
     let Some(kind) = header.kind else {
         return Err(Diagnostic::new(Position::file(&file.path), "document has no `kind`")
             .hint("start each spec file with apiVersion and kind (Environment, RisingWaveCluster or Routes)"));
     };
-    let k = match kind.value.as_str() {
-        "Environment" => Kind::Environment,
-        "RisingWaveCluster" => Kind::RisingWaveCluster,
-        "Routes" => Kind::Routes,
-        other => {
-            return Err(Diagnostic::new(Position::at(&file.path, &kind.referenced), format!("unknown kind {other:?}"))
-                .hint("kinds are Environment, RisingWaveCluster and Routes"));
-        }
-    };
+    let k = parse_kind(&kind.value).ok_or_else(|| {
+        Diagnostic::new(Position::at(&file.path, &kind.referenced), format!("unknown kind {:?}", kind.value))
+            .hint("kinds are Environment, RisingWaveCluster and Routes")
+    })?;
     Ok((k, text))
+}
+
+fn parse_kind(s: &str) -> Option<Kind> {
+    match s {
+        "Environment" => Some(Kind::Environment),
+        "RisingWaveCluster" => Some(Kind::RisingWaveCluster),
+        "Routes" => Some(Kind::Routes),
+        _ => None,
+    }
+}
+
+/// The kind from the usual layout (exactly one line `kind: Name` at column 0, no anchors,
+/// tags or flow style), found without parsing the file twice. Anything unusual returns
+/// `None` and the caller parses the header properly. A wrong guess cannot mis-type a
+/// document: the typed parse checks `kind` again and refuses a mismatch with its position.
+fn scan_kind(text: &str) -> Option<Kind> {
+    let mut found = None;
+    let mut content = false;
+    for line in text.lines() {
+        // A document marker after content starts a second document: let the parser say so.
+        if line.starts_with("---") || line.starts_with("...") {
+            if content {
+                return None;
+            }
+            continue;
+        }
+        content |= !(line.trim().is_empty() || line.trim_start().starts_with('#'));
+        let Some(rest) = line.strip_prefix("kind:") else { continue };
+        let value = rest.split(" #").next().unwrap_or_default().trim();
+        if found.is_some() {
+            return None;
+        }
+        found = Some(parse_kind(value)?);
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(text: &str) -> Result<Kind, String> {
+        let file = SourceFile { path: "f.yaml".into(), bytes: text.as_bytes().to_vec() };
+        kind_of(&file).map(|(k, _)| k).map_err(|d| d.to_string())
+    }
+
+    #[test]
+    fn kinds_are_found_in_any_layout() {
+        assert_eq!(kind("apiVersion: v\nkind: Routes # the routes\n"), Ok(Kind::Routes));
+        assert_eq!(kind("{apiVersion: v, kind: Environment}\n"), Ok(Kind::Environment));
+        assert_eq!(kind("kind: \"RisingWaveCluster\"\n"), Ok(Kind::RisingWaveCluster));
+        // Two top-level-looking lines (one inside a multi-line string): parsed properly.
+        assert_eq!(kind("a: \"x\nkind: Routes\"\nkind: Environment\n"), Ok(Kind::Environment));
+        assert_eq!(kind("kind: Cluster\n"), Err("f.yaml:1:7: error: unknown kind \"Cluster\"\n  hint: kinds are Environment, RisingWaveCluster and Routes".into()));
+        assert!(kind("apiVersion: v\n").unwrap_err().contains("no `kind`"));
+        assert!(kind("kind: Routes\n---\nkind: Routes\n").unwrap_err().contains("multiple YAML documents"));
+    }
 }

@@ -14,7 +14,7 @@ use crate::plan::render::Report;
 use crate::plan::plan;
 use crate::resource::Graph;
 use crate::source::{self, SourceError};
-use crate::spec::load::load;
+use crate::spec::load::{ParseCache, load, load_cached};
 use crate::spec::{Cloud, Specs};
 
 /// Exit code for "no changes" / "valid".
@@ -124,7 +124,9 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
         eprintln!("  hint: pass the environment directory inside the repository, e.g. --env examples/aws");
         return EXIT_ERROR;
     };
-    let head_specs = match load(env, head_files) {
+    // Base and head share most files: each distinct file is parsed once.
+    let cache = ParseCache::default();
+    let head_specs = match load_cached(env, head_files, &cache) {
         Ok(s) => s,
         Err(problems) => return report_problems(&format!("head {} is not valid", head_rev.name), &problems),
     };
@@ -132,7 +134,7 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
     // what exists, so refuse rather than plan against a guess.
     let observed = match &base_rev.files {
         None => Graph::default(),
-        Some(files) => match load(env, files) {
+        Some(files) => match load_cached(env, files, &cache) {
             Ok(s) => {
                 if s.environment.cloud != head_specs.environment.cloud {
                     eprintln!("error: the pull request moves environment {} from {} to {}", env, s.environment.cloud.as_str(), head_specs.environment.cloud.as_str());

@@ -9,18 +9,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-/// Stable identifier of a resource: `<kind>/<name>`, e.g. `aws.vpc/main`.
+/// Stable identifier of a resource: `<kind>/<name>`, e.g. `aws.vpc/main`. Shared, not
+/// copied: an id appears in every reference, dependency and plan step.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct ResourceId(String);
+pub struct ResourceId(Arc<str>);
 
 impl ResourceId {
     /// The id of the resource of `kind` named `name`.
     pub fn new(kind: Kind, name: &str) -> Self {
-        Self(format!("{}/{name}", kind.as_str()))
+        Self(Arc::from(format!("{}/{name}", kind.as_str())))
     }
 
     /// The id as text.

@@ -171,19 +171,21 @@ pub fn load_dir(dir: &std::path::Path) -> Result<RouteTable, Vec<Diagnostic>> {
     if !problems.is_empty() {
         return Err(problems.into_sorted());
     }
-    validate(&documents)
+    let borrowed: Vec<(&str, &RoutesDocument)> = documents.iter().map(|(f, d)| (f.as_str(), d)).collect();
+    validate(&borrowed)
 }
 
 /// Validates a set of `Routes` documents (each with the file it came from) into one table,
 /// reporting every problem at once.
-pub fn validate(documents: &[(String, RoutesDocument)]) -> Result<RouteTable, Vec<Diagnostic>> {
+pub fn validate(documents: &[(&str, &RoutesDocument)]) -> Result<RouteTable, Vec<Diagnostic>> {
     let mut problems = Diagnostics::default();
     let mut names: BTreeMap<String, Position> = BTreeMap::new();
     let mut matchers: BTreeMap<RouteMatch, (String, Position)> = BTreeMap::new();
     let mut routes = Vec::new();
 
     for (file, doc) in documents {
-        let at = |loc: &serde_saphyr::Location| Position::at(file.as_str(), loc);
+        let file: &str = file;
+        let at = |loc: &serde_saphyr::Location| Position::at(file, loc);
         check_header(file, &doc.api_version, &doc.kind, "Routes", &mut problems);
         if !is_dns_label(&doc.metadata.name.value) {
             problems.error(
@@ -380,7 +382,7 @@ mod tests {
 
     fn table(text: &str) -> Result<RouteTable, Vec<Diagnostic>> {
         let doc = parse_document("routes.yaml", text).map_err(|d| vec![d])?;
-        validate(&[("routes.yaml".to_owned(), doc)])
+        validate(&[("routes.yaml", &doc)])
     }
 
     const HEAD: &str = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Routes\nmetadata: {name: default}\nspec:\n  routes:\n";

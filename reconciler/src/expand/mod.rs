@@ -101,3 +101,71 @@ pub(crate) fn node_labels(group: &crate::spec::NodeGroup) -> Value {
     map.insert(LABEL_NODE_GROUP.to_owned(), Value::from(&group.name));
     Value::Map(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::Kind;
+
+    fn example(cloud: &str) -> Specs {
+        let dir = format!("{}/../examples/{cloud}", env!("CARGO_MANIFEST_DIR"));
+        let files = rwproxy::specfiles::read_dir(std::path::Path::new(&dir)).expect("example readable");
+        crate::spec::load::load(&dir, &files).unwrap_or_else(|e| panic!("{cloud}: {e:?}"))
+    }
+
+    #[test]
+    fn every_reference_resolves_and_the_graph_is_acyclic() {
+        for cloud in ["aws", "gcp", "azure"] {
+            let g = expand(&example(cloud));
+            for r in g.resources.values() {
+                for dep in &r.depends_on {
+                    assert!(g.resources.contains_key(dep), "{cloud}: {} depends on missing {dep}", r.id);
+                }
+            }
+            let order = crate::plan::topological(&g);
+            let pos: BTreeMap<&ResourceId, usize> = order.iter().enumerate().map(|(i, id)| (id, i)).collect();
+            for r in g.resources.values() {
+                for dep in &r.depends_on {
+                    assert!(pos[dep] < pos[&r.id], "{cloud}: cycle through {} and {dep}", r.id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cloud_resources_carry_ownership_tags_and_buckets_are_protected() {
+        for cloud in ["aws", "gcp", "azure"] {
+            let g = expand(&example(cloud));
+            for r in g.resources.values().filter(|r| !r.kind.as_str().starts_with("k8s.")) {
+                let owner = match r.properties.get("tags").or_else(|| r.properties.get("labels")) {
+                    Some(Value::Map(m)) => m.get(TAG_MANAGED_BY).or_else(|| m.get("byoc-managed-by")).cloned(),
+                    _ => None,
+                };
+                assert_eq!(owner, Some(Value::from("byoc")), "{cloud}: {} has no ownership tag", r.id);
+            }
+            let buckets = g.resources.values().filter(|r| matches!(r.kind, Kind::AwsS3Bucket | Kind::GcpBucket | Kind::AzureBlobContainer));
+            assert_eq!(buckets.clone().count(), 2, "{cloud}: want a data and a state bucket");
+            assert!(buckets.into_iter().all(|b| b.protection.is_some()), "{cloud}");
+        }
+    }
+
+    #[test]
+    fn service_accounts_carry_the_clouds_workload_identity_annotation() {
+        for (cloud, key) in [("aws", "eks.amazonaws.com/role-arn"), ("gcp", "iam.gke.io/gcp-service-account"), ("azure", "azure.workload.identity/client-id")] {
+            let g = expand(&example(cloud));
+            let sa = &g.resources[&ResourceId::new(Kind::K8sServiceAccount, "analytics")];
+            match sa.properties.get("annotations") {
+                Some(Value::Map(m)) => assert!(matches!(m.get(key), Some(Value::Ref(_))), "{cloud}: {m:?}"),
+                other => panic!("{cloud}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn retained_clusters_are_protected_and_deletable_ones_are_not() {
+        let g = expand(&example("aws"));
+        assert!(g.resources[&ResourceId::new(Kind::K8sRisingWave, "analytics")].protection.is_some());
+        assert!(g.resources[&ResourceId::new(Kind::AwsIamRole, "rw-analytics")].protection.is_some());
+        assert!(g.resources[&ResourceId::new(Kind::K8sRisingWave, "ingest")].protection.is_none());
+    }
+}

@@ -148,9 +148,10 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
 
     // A replaced resource gets a new cloud id: what refers to it in a property that cannot
     // change in place must be replaced too; in any other property it is updated.
-    for id in topological(desired) {
-        let want = &desired.resources[&id];
-        if steps[&id].action == Action::Replace {
+    let desired_order = topological(desired);
+    for id in &desired_order {
+        let want = &desired.resources[id];
+        if steps[id].action == Action::Replace {
             continue;
         }
         let mut cascade: Option<(Action, String)> = None;
@@ -171,7 +172,7 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
             }
         }
         if let Some((action, reason)) = cascade {
-            let s = steps.get_mut(&id).expect("step exists for every desired id");
+            let Some(s) = steps.get_mut(id) else { continue };
             if action == Action::Replace || s.action == Action::NoOp {
                 s.action = action;
                 s.reason = reason;
@@ -189,7 +190,7 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
         }
     }
 
-    let mut ordered: Vec<Step> = topological(desired).into_iter().filter_map(|id| steps.remove(&id)).collect();
+    let mut ordered: Vec<Step> = desired_order.iter().filter_map(|id| steps.remove(id)).collect();
 
     let mut deletions = Vec::new();
     for id in topological(observed).into_iter().rev() {
@@ -215,6 +216,9 @@ fn step(r: &Resource, action: Action, reason: String, changes: Vec<Change>) -> S
 fn compare(want: &Resource, have: &Resource) -> Step {
     let immutable = want.kind.replace_on();
     let mut changes = Vec::new();
+    if want.properties == have.properties {
+        return step(want, Action::NoOp, "unchanged".to_owned(), changes);
+    }
     let keys: BTreeSet<&String> = want.properties.keys().chain(have.properties.keys()).collect();
     for key in keys {
         let forces = immutable.contains(&key.as_str());
@@ -235,6 +239,10 @@ fn compare(want: &Resource, have: &Resource) -> Step {
 }
 
 fn diff(path: &str, before: Option<&Value>, after: Option<&Value>, forces: bool, out: &mut Vec<Change>) {
+    // Most properties of most resources are unchanged: one comparison, no path built.
+    if before == after {
+        return;
+    }
     match (before, after) {
         (Some(Value::Map(b)), Some(Value::Map(a))) => {
             let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
@@ -242,43 +250,158 @@ fn diff(path: &str, before: Option<&Value>, after: Option<&Value>, forces: bool,
                 diff(&format!("{path}.{k}"), b.get(k), a.get(k), forces, out);
             }
         }
-        (b, a) if b != a => out.push(Change { path: path.to_owned(), before: b.cloned(), after: a.cloned(), forces_replacement: forces }),
-        _ => {}
+        (b, a) => out.push(Change { path: path.to_owned(), before: b.cloned(), after: a.cloned(), forces_replacement: forces }),
     }
 }
 
 /// Resource ids with every dependency before its dependents; ties by id. Dependencies
 /// outside the graph are ignored; a cycle (a bug in expansion) is broken by id order.
 pub fn topological(graph: &Graph) -> Vec<ResourceId> {
-    let mut pending: BTreeMap<&ResourceId, usize> = BTreeMap::new();
-    let mut dependents: BTreeMap<&ResourceId, Vec<&ResourceId>> = BTreeMap::new();
-    for (id, r) in &graph.resources {
-        let deps: Vec<&ResourceId> = r.depends_on.iter().filter(|d| graph.resources.contains_key(*d) && *d != id).collect();
-        pending.insert(id, deps.len());
-        for d in deps {
-            dependents.entry(d).or_default().push(id);
+    // Work on indices into the (sorted) id list: the order of indices is the order of ids,
+    // and no string is compared after the edges are resolved.
+    let ids: Vec<&ResourceId> = graph.resources.keys().collect();
+    let index = |id: &ResourceId| ids.binary_search(&id).ok();
+    let mut pending = vec![0usize; ids.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
+    for (i, r) in graph.resources.values().enumerate() {
+        for dep in r.depends_on.iter().filter_map(|d| index(d)).filter(|&d| d != i) {
+            pending[i] += 1;
+            dependents[dep].push(i);
         }
     }
-    let mut ready: BTreeSet<&ResourceId> = pending.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
-    let mut order = Vec::with_capacity(graph.len());
-    loop {
+    let mut done = vec![false; ids.len()];
+    let mut ready: BTreeSet<usize> = (0..ids.len()).filter(|&i| pending[i] == 0).collect();
+    let mut order = Vec::with_capacity(ids.len());
+    let mut scan = 0;
+    while order.len() < ids.len() {
         let next = match ready.pop_first() {
-            Some(id) => id,
-            None => match pending.iter().find(|(_, n)| **n > 0) {
-                Some((id, _)) => *id,
-                None => break,
-            },
-        };
-        pending.remove(next);
-        order.push(next.clone());
-        for d in dependents.get(next).into_iter().flatten() {
-            if let Some(n) = pending.get_mut(d) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    ready.insert(d);
+            Some(i) => i,
+            None => {
+                // Only a cycle gets here: take the first resource not yet placed.
+                while done[scan] {
+                    scan += 1;
                 }
+                scan
+            }
+        };
+        if done[next] {
+            continue;
+        }
+        done[next] = true;
+        order.push(ids[next].clone());
+        for &d in &dependents[next] {
+            pending[d] = pending[d].saturating_sub(1);
+            if pending[d] == 0 && !done[d] {
+                ready.insert(d);
             }
         }
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::Resource;
+
+    fn graph(resources: Vec<Resource>) -> Graph {
+        let mut g = Graph::default();
+        for r in resources {
+            g.add(r);
+        }
+        g
+    }
+
+    fn vpc(cidr: &str) -> Resource {
+        Resource::new(Kind::AwsVpc, "main").set("cidr", cidr)
+    }
+
+    fn subnet(name: &str, cidr: &str) -> Resource {
+        Resource::new(Kind::AwsSubnet, name).set("vpc", Value::reference(&ResourceId::new(Kind::AwsVpc, "main"))).set("cidr", cidr)
+    }
+
+    fn igw() -> Resource {
+        Resource::new(Kind::AwsInternetGateway, "main").set("vpc", Value::reference(&ResourceId::new(Kind::AwsVpc, "main")))
+    }
+
+    fn actions(p: &Plan) -> Vec<(&str, Action)> {
+        p.steps.iter().map(|s| (s.id.as_str(), s.action)).collect()
+    }
+
+    #[test]
+    fn table_of_cases() {
+        struct Case {
+            name: &'static str,
+            observed: Vec<Resource>,
+            desired: Vec<Resource>,
+            want: Vec<(&'static str, Action)>,
+        }
+        let cases = [
+            Case { name: "nothing to nothing", observed: vec![], desired: vec![], want: vec![] },
+            Case {
+                name: "create in dependency order",
+                observed: vec![],
+                desired: vec![subnet("a", "10.0.0.0/24"), vpc("10.0.0.0/16")],
+                want: vec![("aws.vpc/main", Action::Create), ("aws.subnet/a", Action::Create)],
+            },
+            Case {
+                name: "unchanged",
+                observed: vec![vpc("10.0.0.0/16")],
+                desired: vec![vpc("10.0.0.0/16")],
+                want: vec![("aws.vpc/main", Action::NoOp)],
+            },
+            Case {
+                name: "mutable property updates",
+                observed: vec![vpc("10.0.0.0/16").set("enableDnsHostnames", false)],
+                desired: vec![vpc("10.0.0.0/16").set("enableDnsHostnames", true)],
+                want: vec![("aws.vpc/main", Action::Update)],
+            },
+            Case {
+                name: "immutable property replaces and cascades by binding",
+                observed: vec![vpc("10.0.0.0/16"), subnet("a", "10.0.0.0/24"), igw()],
+                desired: vec![vpc("10.1.0.0/16"), subnet("a", "10.0.0.0/24"), igw()],
+                want: vec![("aws.vpc/main", Action::Replace), ("aws.internet-gateway/main", Action::Update), ("aws.subnet/a", Action::Replace)],
+            },
+            Case {
+                name: "delete dependents first",
+                observed: vec![vpc("10.0.0.0/16"), subnet("a", "10.0.0.0/24")],
+                desired: vec![],
+                want: vec![("aws.subnet/a", Action::Delete), ("aws.vpc/main", Action::Delete)],
+            },
+            Case {
+                name: "protected deletion is blocked",
+                observed: vec![Resource::new(Kind::AwsS3Bucket, "data").set("name", "b").protect("holds data")],
+                desired: vec![],
+                want: vec![("aws.s3-bucket/data", Action::Blocked)],
+            },
+            Case {
+                name: "protected replacement is blocked",
+                observed: vec![Resource::new(Kind::AwsS3Bucket, "data").set("name", "b").protect("holds data")],
+                desired: vec![Resource::new(Kind::AwsS3Bucket, "data").set("name", "c").protect("holds data")],
+                want: vec![("aws.s3-bucket/data", Action::Blocked)],
+            },
+        ];
+        for case in cases {
+            let p = plan(&graph(case.desired), &graph(case.observed));
+            assert_eq!(actions(&p), case.want, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn nested_changes_are_reported_by_path() {
+        let before = Resource::new(Kind::K8sRisingWave, "a").set("components", Value::map([("compute", Value::map([("replicas", 3u32.into()), ("cpu", "4".into())]))]));
+        let after = Resource::new(Kind::K8sRisingWave, "a").set("components", Value::map([("compute", Value::map([("replicas", 6u32.into()), ("cpu", "4".into())]))]));
+        let p = plan(&graph(vec![after]), &graph(vec![before]));
+        assert_eq!(p.steps[0].action, Action::Update);
+        assert_eq!(p.steps[0].changes, vec![Change { path: "components.compute.replicas".into(), before: Some(Value::Int(3)), after: Some(Value::Int(6)), forces_replacement: false }]);
+    }
+
+    #[test]
+    fn blocked_replacement_says_why_in_both_parts() {
+        let p = plan(
+            &graph(vec![Resource::new(Kind::AwsS3Bucket, "data").set("name", "c")]),
+            &graph(vec![Resource::new(Kind::AwsS3Bucket, "data").set("name", "b").protect("holds data")]),
+        );
+        assert_eq!(p.steps[0].reason, "replacement refused (`name` cannot change in place): holds data");
+    }
 }
