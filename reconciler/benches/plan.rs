@@ -60,6 +60,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+fn rss_now_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
@@ -68,11 +73,20 @@ fn peak_rss_kib() -> Option<u64> {
 /// One plan in a fresh process, then the peak RSS: what planning a PR of this size needs,
 /// without the allocator's leftovers from repeated runs.
 fn rss_once() {
+    let probe = |stage: &str| if std::env::var_os("BYOC_RSS_STAGES").is_some() { eprintln!("  rss after {stage}: {:.1} MiB", rss_now_kib() as f64 / 1024.0) };
+    probe("start");
     let (base_files, head_files) = revisions();
+    probe("generating files");
     let cache = ParseCache::default();
     let base = load_cached("env", &base_files, &cache).expect("base valid");
+    probe("base load");
     let head = load_cached("env", &head_files, &cache).expect("head valid");
-    let p = plan(&expand(&head), &expand(&base));
+    probe("head load");
+    let desired = expand(&head);
+    let observed = expand(&base);
+    probe("expand");
+    let p = plan(&desired, &observed);
+    probe("plan");
     std::hint::black_box(&p);
     let rss = peak_rss_kib().unwrap_or(0);
     println!("  peak RSS, one plan in a fresh process: {:>6.1} MiB  (target < 64 MiB: {})", rss as f64 / 1024.0, if rss < 64 * 1024 { "met" } else { "MISSED" });

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod expand;
+pub mod map;
 pub mod plan;
 pub mod resource;
 pub mod source;

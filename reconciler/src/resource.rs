@@ -8,6 +8,8 @@
 //! replaces the resource.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+pub use crate::map::{Key, Map};
 use std::fmt;
 use std::sync::Arc;
 
@@ -129,7 +131,7 @@ pub enum Value {
     /// An ordered list.
     List(Vec<Value>),
     /// A map with sorted keys.
-    Map(BTreeMap<String, Value>),
+    Map(Map),
 }
 
 /// A reference to another resource.
@@ -158,12 +160,12 @@ impl Value {
 
     /// A map of strings.
     pub fn string_map<'a>(items: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
-        Value::Map(items.into_iter().map(|(k, v)| (k.clone(), Value::Str(v.clone()))).collect())
+        Value::Map(items.into_iter().map(|(k, v)| (Key::Owned(k.clone()), Value::Str(v.clone()))).collect())
     }
 
     /// A map from `(key, value)` pairs.
-    pub fn map<const N: usize>(pairs: [(&str, Value); N]) -> Self {
-        Value::Map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    pub fn map<const N: usize>(pairs: [(&'static str, Value); N]) -> Self {
+        Value::Map(pairs.into_iter().collect())
     }
 
     /// Calls `f` with every resource this value references.
@@ -252,7 +254,7 @@ pub struct Resource {
     /// Kind.
     pub kind: Kind,
     /// Typed properties by name.
-    pub properties: BTreeMap<String, Value>,
+    pub properties: Map,
     /// Resources that must exist before this one: every reference, plus ordering-only
     /// dependencies.
     #[serde(rename = "dependsOn")]
@@ -265,17 +267,17 @@ pub struct Resource {
 impl Resource {
     /// A resource of `kind` named `name`, with no properties yet.
     pub fn new(kind: Kind, name: &str) -> Self {
-        Self { id: ResourceId::new(kind, name), kind, properties: BTreeMap::new(), depends_on: BTreeSet::new(), protection: None }
+        Self { id: ResourceId::new(kind, name), kind, properties: Map::new(), depends_on: BTreeSet::new(), protection: None }
     }
 
     /// Sets a property; references in it become dependencies.
     #[must_use]
-    pub fn set(mut self, name: &str, value: impl Into<Value>) -> Self {
+    pub fn set(mut self, name: &'static str, value: impl Into<Value>) -> Self {
         let value = value.into();
         value.for_each_ref(&mut |id| {
             self.depends_on.insert(id.clone());
         });
-        self.properties.insert(name.to_owned(), value);
+        self.properties.insert(name, value);
         self
     }
 

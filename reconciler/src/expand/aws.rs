@@ -1,11 +1,9 @@
 //! AWS: VPC with subnets, gateways and security groups; EKS with its roles, OIDC provider
 //! and managed node groups; S3 buckets; NLBs; the VPC endpoint service; IRSA roles.
 
-use std::collections::BTreeMap;
-
 use super::permissions::{AWS_AGENT_ACTIONS, AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS};
 use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, tags};
-use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
+use crate::resource::{Graph, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
 
 fn resource(env: &Environment, kind: Kind, name: &str) -> Resource {
@@ -33,7 +31,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
         };
         let mut r = resource(env, Kind::AwsSubnet, &s.name);
         if let Some(Value::Map(t)) = r.properties.get_mut("tags") {
-            t.insert(elb_tag.to_owned(), Value::from("1"));
+            t.insert(elb_tag, Value::from("1"));
         }
         let id = g.add(
             r.set("vpc", Value::reference(&vpc))
@@ -200,8 +198,8 @@ pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, p
     }
     let id = g.add(role);
     WorkloadIdentity {
-        annotations: BTreeMap::from([("eks.amazonaws.com/role-arn".to_owned(), Value::reference(&id))]),
-        pod_labels: BTreeMap::new(),
+        annotations: [("eks.amazonaws.com/role-arn", Value::reference(&id))].into_iter().collect(),
+        pod_labels: Map::new(),
         identity: id,
     }
 }
@@ -221,13 +219,9 @@ fn irsa_role(env: &Environment, name: &str, role_name: &str, oidc: &ResourceId, 
 }
 
 fn statement(actions: &[&str], resources: Vec<String>, s3_prefix: Option<String>) -> Value {
-    let mut m = BTreeMap::from([
-        ("effect".to_owned(), Value::from("Allow")),
-        ("actions".to_owned(), Value::strings(actions)),
-        ("resources".to_owned(), Value::strings(resources)),
-    ]);
+    let mut m: Map = [("effect", Value::from("Allow")), ("actions", Value::strings(actions)), ("resources", Value::strings(resources))].into_iter().collect();
     if let Some(p) = s3_prefix {
-        m.insert("condition".to_owned(), Value::map([("StringLike", Value::map([("s3:prefix", p.into())]))]));
+        m.insert("condition", Value::map([("StringLike", Value::map([("s3:prefix", p.into())]))]));
     }
     Value::Map(m)
 }

@@ -2,8 +2,6 @@
 //! its OIDC issuer; a storage account with two containers; internal and public load
 //! balancers; a Private Link service; user-assigned identities with federated credentials.
 
-use std::collections::BTreeMap;
-
 use super::permissions::{AZURE_AGENT_ROLES, AZURE_CLUSTER_ROLES};
 use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, tags};
 use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
@@ -168,8 +166,8 @@ pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, p
         g.add(ra);
     }
     WorkloadIdentity {
-        annotations: BTreeMap::from([("azure.workload.identity/client-id".to_owned(), Value::reference(&mi))]),
-        pod_labels: BTreeMap::from([("azure.workload.identity/use".to_owned(), Value::from("true"))]),
+        annotations: [("azure.workload.identity/client-id", Value::reference(&mi))].into_iter().collect(),
+        pod_labels: [("azure.workload.identity/use", Value::from("true"))].into_iter().collect(),
         identity: mi,
     }
 }

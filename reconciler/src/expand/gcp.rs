@@ -2,21 +2,19 @@
 //! GCS buckets; internal and external forwarding rules; a Private Service Connect
 //! attachment; Google service accounts bound through GKE workload identity.
 
-use std::collections::BTreeMap;
-
 use super::permissions::{GCP_AGENT_ROLES, GCP_CLUSTER_ROLES};
 use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace};
-use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
+use crate::resource::{Graph, Key, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
 
 /// GCP labels allow only lower-case letters, digits, '_' and '-': the ownership tags are
 /// rewritten to fit.
 fn resource(env: &Environment, kind: Kind, name: &str) -> Resource {
     let r = Resource::new(kind, name);
-    let mut labels: BTreeMap<String, Value> = env.tags.iter().map(|(k, v)| (sanitize(k), Value::from(sanitize(v)))).collect();
-    labels.insert("byoc-environment".to_owned(), Value::from(&env.name));
-    labels.insert("byoc-managed-by".to_owned(), Value::from("byoc"));
-    labels.insert("byoc-resource".to_owned(), Value::from(sanitize(r.id.as_str())));
+    let mut labels: Map = env.tags.iter().map(|(k, v)| (Key::Owned(sanitize(k)), Value::from(sanitize(v)))).collect();
+    labels.insert("byoc-environment", Value::from(&env.name));
+    labels.insert("byoc-managed-by", Value::from("byoc"));
+    labels.insert("byoc-resource", Value::from(sanitize(r.id.as_str())));
     r.set("labels", Value::Map(labels))
 }
 
@@ -175,8 +173,8 @@ pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, p
         g.add(b);
     }
     WorkloadIdentity {
-        annotations: BTreeMap::from([("iam.gke.io/gcp-service-account".to_owned(), Value::reference(&sa))]),
-        pod_labels: BTreeMap::new(),
+        annotations: [("iam.gke.io/gcp-service-account", Value::reference(&sa))].into_iter().collect(),
+        pod_labels: Map::new(),
         identity: sa,
     }
 }

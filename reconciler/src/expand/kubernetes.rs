@@ -2,10 +2,8 @@
 //! service account bound to the cluster's cloud identity, the risingwave-operator's
 //! `RisingWave` resource, and the frontend service RWProxy routes to.
 
-use std::collections::BTreeMap;
-
 use super::{Foundation, WorkloadIdentity, cluster_namespace};
-use crate::resource::{Graph, Kind, Resource, Value};
+use crate::resource::{Graph, Kind, Map, Resource, Value};
 use crate::spec::quantity::{format_cpu, format_memory};
 use crate::spec::{Cloud, Cluster, Component, Environment, MetaStore};
 
@@ -59,8 +57,8 @@ pub(super) fn cluster(env: &Environment, f: &Foundation, c: &Cluster, identity: 
             Value::map([("host", host.as_str().into()), ("port", (*port).into()), ("database", database.as_str().into()), ("credentialsSecret", credentials_secret.as_str().into())]),
         )]),
     };
-    let mut pod_labels: BTreeMap<String, Value> = identity.pod_labels.clone();
-    pod_labels.insert(LABEL_CLUSTER.to_owned(), c.name.as_str().into());
+    let mut pod_labels: Map = identity.pod_labels.clone();
+    pod_labels.insert(LABEL_CLUSTER, c.name.as_str().into());
     g.add(protect(
         Resource::new(Kind::K8sRisingWave, &c.name)
             .set("namespace", Value::reference(&ns))
@@ -76,7 +74,7 @@ pub(super) fn cluster(env: &Environment, f: &Foundation, c: &Cluster, identity: 
             .set("podLabels", Value::Map(pod_labels))
             .set("nodeSelector", match &c.node_group {
                 Some(group) => Value::map([(super::LABEL_NODE_GROUP, group.as_str().into())]),
-                None => Value::Map(BTreeMap::new()),
+                None => Value::Map(Map::new()),
             })
             .set("labels", labels.clone()),
     ));

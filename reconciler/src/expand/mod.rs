@@ -7,9 +7,7 @@ mod gcp;
 mod kubernetes;
 pub mod permissions;
 
-use std::collections::BTreeMap;
-
-use crate::resource::{Graph, ResourceId, Value};
+use crate::resource::{Graph, Key, Map, ResourceId, Value};
 use crate::spec::{Cloud, Cluster, DeletionPolicy, Environment, Specs};
 
 /// Tag/label keys the reconciler owns on every cloud resource; observe finds resources by them.
@@ -39,9 +37,9 @@ pub(crate) struct Foundation {
 /// How a cluster's Kubernetes service account maps to its cloud identity.
 pub(crate) struct WorkloadIdentity {
     /// Annotations on the service account.
-    pub annotations: BTreeMap<String, Value>,
+    pub annotations: Map,
     /// Labels on the pods (Azure needs one).
-    pub pod_labels: BTreeMap<String, Value>,
+    pub pod_labels: Map,
     /// The identity resource.
     pub identity: ResourceId,
 }
@@ -79,10 +77,10 @@ fn retain_reason(cluster: &Cluster) -> Option<String> {
 
 /// Tags for a cloud resource: the user's, then the reconciler's ownership tags.
 pub(crate) fn tags(env: &Environment, id: &ResourceId) -> Value {
-    let mut map: BTreeMap<String, Value> = env.tags.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect();
-    map.insert(TAG_ENVIRONMENT.to_owned(), Value::from(&env.name));
-    map.insert(TAG_MANAGED_BY.to_owned(), Value::from("byoc"));
-    map.insert(TAG_RESOURCE.to_owned(), Value::from(id.as_str()));
+    let mut map: Map = env.tags.iter().map(|(k, v)| (Key::Owned(k.clone()), Value::from(v))).collect();
+    map.insert(TAG_ENVIRONMENT, Value::from(&env.name));
+    map.insert(TAG_MANAGED_BY, Value::from("byoc"));
+    map.insert(TAG_RESOURCE, Value::from(id.as_str()));
     Value::Map(map)
 }
 
@@ -97,8 +95,8 @@ pub const LABEL_NODE_GROUP: &str = "byoc.risingwave.dev/node-group";
 
 /// A node group's labels: the user's plus [`LABEL_NODE_GROUP`].
 pub(crate) fn node_labels(group: &crate::spec::NodeGroup) -> Value {
-    let mut map: BTreeMap<String, Value> = group.labels.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect();
-    map.insert(LABEL_NODE_GROUP.to_owned(), Value::from(&group.name));
+    let mut map: Map = group.labels.iter().map(|(k, v)| (Key::Owned(k.clone()), Value::from(v))).collect();
+    map.insert(LABEL_NODE_GROUP, Value::from(&group.name));
     Value::Map(map)
 }
 
@@ -123,7 +121,7 @@ mod tests {
                 }
             }
             let order = crate::plan::topological(&g);
-            let pos: BTreeMap<&ResourceId, usize> = order.iter().enumerate().map(|(i, id)| (id, i)).collect();
+            let pos: std::collections::BTreeMap<&ResourceId, usize> = order.iter().enumerate().map(|(i, id)| (id, i)).collect();
             for r in g.resources.values() {
                 for dep in &r.depends_on {
                     assert!(pos[dep] < pos[&r.id], "{cloud}: cycle through {} and {dep}", r.id);

@@ -140,7 +140,7 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
 
     for (id, want) in &desired.resources {
         let step = match observed.resources.get(id) {
-            None => step(want, Action::Create, "does not exist yet".to_owned(), want.properties.iter().map(|(k, v)| Change { path: k.clone(), before: None, after: Some(v.clone()), forces_replacement: false }).collect()),
+            None => step(want, Action::Create, "does not exist yet".to_owned(), want.properties.iter().map(|(k, v)| Change { path: k.to_owned(), before: None, after: Some(v.clone()), forces_replacement: false }).collect()),
             Some(have) => compare(want, have),
         };
         steps.insert(id.clone(), step);
@@ -155,7 +155,7 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
             continue;
         }
         let mut cascade: Option<(Action, String)> = None;
-        for (prop, value) in &want.properties {
+        for (prop, value) in want.properties.iter() {
             let mut hit = None;
             value.for_each_ref(&mut |dep| {
                 if hit.is_none() && steps.get(dep).is_some_and(|s| s.action == Action::Replace) {
@@ -163,7 +163,7 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
                 }
             });
             if let Some(dep) = hit {
-                if want.kind.replace_on().contains(&prop.as_str()) {
+                if want.kind.replace_on().contains(&prop) {
                     cascade = Some((Action::Replace, format!("{dep} is replaced and `{prop}` cannot change in place")));
                     break;
                 } else if cascade.is_none() {
@@ -202,7 +202,7 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
             Some(reason) => (Action::Blocked, format!("deletion refused: {reason}")),
             None => (Action::Delete, "removed from the specs".to_owned()),
         };
-        let changes = have.properties.iter().map(|(k, v)| Change { path: k.clone(), before: Some(v.clone()), after: None, forces_replacement: false }).collect();
+        let changes = have.properties.iter().map(|(k, v)| Change { path: k.to_owned(), before: Some(v.clone()), after: None, forces_replacement: false }).collect();
         deletions.push(step(have, action, reason, changes));
     }
     ordered.extend(deletions);
@@ -219,9 +219,9 @@ fn compare(want: &Resource, have: &Resource) -> Step {
     if want.properties == have.properties {
         return step(want, Action::NoOp, "unchanged".to_owned(), changes);
     }
-    let keys: BTreeSet<&String> = want.properties.keys().chain(have.properties.keys()).collect();
+    let keys: BTreeSet<&str> = want.properties.keys().chain(have.properties.keys()).collect();
     for key in keys {
-        let forces = immutable.contains(&key.as_str());
+        let forces = immutable.contains(&key);
         diff(key, have.properties.get(key), want.properties.get(key), forces, &mut changes);
     }
     let forcing: Vec<&str> = changes.iter().filter(|c| c.forces_replacement).map(|c| c.path.as_str()).collect();
@@ -245,7 +245,7 @@ fn diff(path: &str, before: Option<&Value>, after: Option<&Value>, forces: bool,
     }
     match (before, after) {
         (Some(Value::Map(b)), Some(Value::Map(a))) => {
-            let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            let keys: BTreeSet<&str> = b.keys().chain(a.keys()).collect();
             for k in keys {
                 diff(&format!("{path}.{k}"), b.get(k), a.get(k), forces, out);
             }
