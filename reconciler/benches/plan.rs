@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use byoc::expand::expand;
+use byoc::expand::{expand, expand_pair};
 use byoc::plan::plan;
 use byoc::spec::load::{ParseCache, load, load_cached};
 use rwproxy::specfiles::SourceFile;
@@ -82,8 +82,7 @@ fn rss_once() {
     probe("base load");
     let head = load_cached("env", &head_files, &cache).expect("head valid");
     probe("head load");
-    let desired = expand(&head);
-    let observed = expand(&base);
+    let (observed, desired) = expand_pair(Some(&base), &head);
     probe("expand");
     let p = plan(&desired, &observed);
     probe("plan");
@@ -116,8 +115,7 @@ fn main() {
         let base = load_cached("env", &base_files, &cache).expect("base valid");
         let head = load_cached("env", &head_files, &cache).expect("head valid");
         let loaded = Instant::now();
-        let observed = expand(&base);
-        let desired = expand(&head);
+        let (observed, desired) = expand_pair(Some(&base), &head);
         let expanded = Instant::now();
         let p = plan(&desired, &observed);
         let planned = Instant::now();

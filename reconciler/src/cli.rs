@@ -9,10 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rwproxy::diagnostics::Diagnostic;
 use rwproxy::specfiles;
 
-use crate::expand::expand;
+use crate::expand::{expand, expand_pair};
 use crate::plan::render::Report;
 use crate::plan::plan;
-use crate::resource::Graph;
 use crate::source::{self, SourceError};
 use crate::spec::load::{ParseCache, load, load_cached};
 use crate::spec::{Cloud, Specs};
@@ -132,8 +131,8 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
     };
     // The base was merged earlier and should be valid; if it is not, the plan cannot say
     // what exists, so refuse rather than plan against a guess.
-    let observed = match &base_rev.files {
-        None => Graph::default(),
+    let base_specs = match &base_rev.files {
+        None => None,
         Some(files) => match load_cached(env, files, &cache) {
             Ok(s) => {
                 if s.environment.cloud != head_specs.environment.cloud {
@@ -141,12 +140,12 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
                     eprintln!("  hint: an environment cannot change cloud; create a new environment directory instead");
                     return EXIT_ERROR;
                 }
-                expand(&s)
+                Some(s)
             }
             Err(problems) => return report_problems(&format!("base {} is not valid", base_rev.name), &problems),
         },
     };
-    let desired = expand(&head_specs);
+    let (observed, desired) = expand_pair(base_specs.as_ref(), &head_specs);
     let the_plan = plan(&desired, &observed);
     let report = Report::new(&head_specs.environment.name, cloud_name(&head_specs), &base_rev.name, &head_rev.name, &the_plan);
     let text = match output {

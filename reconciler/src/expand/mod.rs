@@ -44,6 +44,17 @@ pub(crate) struct WorkloadIdentity {
     pub identity: ResourceId,
 }
 
+/// Expands two revisions at once, on two cores: a pull request's base and head.
+pub fn expand_pair(base: Option<&Specs>, head: &Specs) -> (Graph, Graph) {
+    std::thread::scope(|scope| {
+        let base_graph = scope.spawn(move || base.map(expand).unwrap_or_default());
+        let head_graph = expand(head);
+        // expand() does not panic on validated specs; should it, run it here to report it.
+        let base_graph = base_graph.join().unwrap_or_else(|_| base.map(expand).unwrap_or_default());
+        (base_graph, head_graph)
+    })
+}
+
 /// Expands validated specs into the desired resource graph.
 pub fn expand(specs: &Specs) -> Graph {
     let mut graph = Graph::default();

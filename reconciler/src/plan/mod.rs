@@ -149,7 +149,8 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
     // A replaced resource gets a new cloud id: what refers to it in a property that cannot
     // change in place must be replaced too; in any other property it is updated.
     let desired_order = topological(desired);
-    for id in &desired_order {
+    let any_replaced = steps.values().any(|s| s.action == Action::Replace);
+    for id in desired_order.iter().filter(|_| any_replaced) {
         let want = &desired.resources[id];
         if steps[id].action == Action::Replace {
             continue;
