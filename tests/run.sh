@@ -17,5 +17,7 @@ if ((${#missing[@]})); then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo test --workspace --locked
 bash tests/bench/plan.sh

@@ -7,5 +7,5 @@
 
 pub mod diagnostics;
 pub mod routes;
-pub mod yaml;
 pub mod specfiles;
+pub mod yaml;

@@ -44,9 +44,7 @@ fn walk(dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), Diagnostic> {
         let entry = entry.map_err(|e| Diagnostic::new(Position::file(&shown), format!("cannot list directory: {e}")))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let file_type = entry
-            .file_type()
-            .map_err(|e| Diagnostic::new(Position::file(path.display().to_string()), e.to_string()))?;
+        let file_type = entry.file_type().map_err(|e| Diagnostic::new(Position::file(path.display().to_string()), e.to_string()))?;
         if name.starts_with('.') {
             continue;
         }
@@ -65,9 +63,7 @@ fn walk(dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), Diagnostic> {
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(crate::yaml::MAX_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)?;
+    std::fs::File::open(path)?.take(crate::yaml::MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -161,7 +157,10 @@ mod tests {
         assert_eq!(kind("kind: \"RisingWaveCluster\"\n"), Ok(Kind::RisingWaveCluster));
         // Two top-level-looking lines (one inside a multi-line string): parsed properly.
         assert_eq!(kind("a: \"x\nkind: Routes\"\nkind: Environment\n"), Ok(Kind::Environment));
-        assert_eq!(kind("kind: Cluster\n"), Err("f.yaml:1:7: error: unknown kind \"Cluster\"\n  hint: kinds are Environment, RisingWaveCluster and Routes".into()));
+        assert_eq!(
+            kind("kind: Cluster\n"),
+            Err("f.yaml:1:7: error: unknown kind \"Cluster\"\n  hint: kinds are Environment, RisingWaveCluster and Routes".into())
+        );
         assert!(kind("apiVersion: v\n").unwrap_err().contains("no `kind`"));
         assert!(kind("kind: Routes\n---\nkind: Routes\n").unwrap_err().contains("multiple YAML documents"));
     }

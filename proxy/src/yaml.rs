@@ -14,19 +14,13 @@ pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 /// Checks a file's size and encoding before any parsing happens.
 pub fn decode<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(Diagnostic::new(
-            Position::file(file),
-            format!("file is larger than the limit of {MAX_FILE_BYTES} bytes (1 MiB)"),
-        )
-        .hint("split the specs into several files; no single spec needs to be this large"));
+        return Err(Diagnostic::new(Position::file(file), format!("file is larger than the limit of {MAX_FILE_BYTES} bytes (1 MiB)"))
+            .hint("split the specs into several files; no single spec needs to be this large"));
     }
     std::str::from_utf8(bytes).map_err(|e| {
         let (line, column) = line_col_at(bytes, e.valid_up_to());
-        Diagnostic::new(
-            Position { file: file.to_owned(), line: Some(line), column: Some(column) },
-            "file is not valid UTF-8",
-        )
-        .hint("save the file as UTF-8 text")
+        Diagnostic::new(Position { file: file.to_owned(), line: Some(line), column: Some(column) }, "file is not valid UTF-8")
+            .hint("save the file as UTF-8 text")
     })
 }
 

@@ -24,7 +24,7 @@ fn environment() -> String {
 fn cluster(i: usize, compute: u32) -> String {
     format!(
         "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: RisingWaveCluster\nmetadata:\n  name: c{i:04}\nspec:\n  image: risingwavelabs/risingwave:v2.1.0\n  components:\n    meta: {{replicas: 1, cpu: \"1\", memory: 4Gi}}\n    frontend: {{replicas: 2, cpu: \"2\", memory: 4Gi}}\n    compute: {{replicas: {compute}, cpu: \"4\", memory: 16Gi}}\n    compactor: {{replicas: 1, cpu: \"2\", memory: 4Gi}}\n  stateStore:\n    prefix: c{i:04}\n  deletionPolicy: {}\n",
-        if i % 2 == 0 { "Retain" } else { "Delete" }
+        if i.is_multiple_of(2) { "Retain" } else { "Delete" }
     )
 }
 
@@ -73,7 +73,11 @@ fn peak_rss_kib() -> Option<u64> {
 /// One plan in a fresh process, then the peak RSS: what planning a PR of this size needs,
 /// without the allocator's leftovers from repeated runs.
 fn rss_once() {
-    let probe = |stage: &str| if std::env::var_os("BYOC_RSS_STAGES").is_some() { eprintln!("  rss after {stage}: {:.1} MiB", rss_now_kib() as f64 / 1024.0) };
+    let probe = |stage: &str| {
+        if std::env::var_os("BYOC_RSS_STAGES").is_some() {
+            eprintln!("  rss after {stage}: {:.1} MiB", rss_now_kib() as f64 / 1024.0)
+        }
+    };
     probe("start");
     let (base_files, head_files) = revisions();
     probe("generating files");
@@ -88,7 +92,11 @@ fn rss_once() {
     probe("plan");
     std::hint::black_box(&p);
     let rss = peak_rss_kib().unwrap_or(0);
-    println!("  peak RSS, one plan in a fresh process: {:>6.1} MiB  (target < 64 MiB: {})", rss as f64 / 1024.0, if rss < 64 * 1024 { "met" } else { "MISSED" });
+    println!(
+        "  peak RSS, one plan in a fresh process: {:>6.1} MiB  (target < 64 MiB: {})",
+        rss as f64 / 1024.0,
+        if rss < 64 * 1024 { "met" } else { "MISSED" }
+    );
 }
 
 fn main() {
@@ -128,12 +136,20 @@ fn main() {
         std::hint::black_box(p);
     }
     let total = median(t_total);
-    println!("plan benchmark: {CLUSTERS} clusters, {CLUSTERS} routes, {} spec files ({} KiB), {resources} resources per revision, median of {RUNS} runs", head_files.len(), bytes / 1024);
+    println!(
+        "plan benchmark: {CLUSTERS} clusters, {CLUSTERS} routes, {} spec files ({} KiB), {resources} resources per revision, median of {RUNS} runs",
+        head_files.len(),
+        bytes / 1024
+    );
     println!("  one revision from nothing (load+validate+expand+plan): {:>8.2} ms", median(t_cold).as_secs_f64() * 1e3);
     println!("  pull request, base and head:");
     println!("  load+validate both revisions: {:>8.2} ms", median(t_load).as_secs_f64() * 1e3);
     println!("  expand both revisions:        {:>8.2} ms", median(t_expand).as_secs_f64() * 1e3);
     println!("  plan:                         {:>8.2} ms", median(t_plan).as_secs_f64() * 1e3);
-    println!("  total:                        {:>8.2} ms   (target < 100 ms: {})", total.as_secs_f64() * 1e3, if total < Duration::from_millis(100) { "met" } else { "MISSED" });
+    println!(
+        "  total:                        {:>8.2} ms   (target < 100 ms: {})",
+        total.as_secs_f64() * 1e3,
+        if total < Duration::from_millis(100) { "met" } else { "MISSED" }
+    );
     println!("  plan summary: {:?}", summary.expect("ran"));
 }

@@ -10,8 +10,8 @@ use rwproxy::diagnostics::Diagnostic;
 use rwproxy::specfiles;
 
 use crate::expand::{expand, expand_pair};
-use crate::plan::render::Report;
 use crate::plan::plan;
+use crate::plan::render::Report;
 use crate::source::{self, SourceError};
 use crate::spec::load::{ParseCache, load, load_cached};
 use crate::spec::{Cloud, Specs};
@@ -136,7 +136,12 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
         Some(files) => match load_cached(env, files, &cache) {
             Ok(s) => {
                 if s.environment.cloud != head_specs.environment.cloud {
-                    eprintln!("error: the pull request moves environment {} from {} to {}", env, s.environment.cloud.as_str(), head_specs.environment.cloud.as_str());
+                    eprintln!(
+                        "error: the pull request moves environment {} from {} to {}",
+                        env,
+                        s.environment.cloud.as_str(),
+                        head_specs.environment.cloud.as_str()
+                    );
                     eprintln!("  hint: an environment cannot change cloud; create a new environment directory instead");
                     return EXIT_ERROR;
                 }

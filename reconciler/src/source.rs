@@ -75,7 +75,8 @@ pub fn read(repo: &Repository, rev: &str, env_dir: &str) -> Result<Revision, Sou
     let object = repo.revparse_single(rev).map_err(resolve_err)?;
     let commit = object.peel_to_commit().map_err(resolve_err)?;
     let name = revision_name(repo, rev, commit.id());
-    let read_err = |path: &str, e: git2::Error| SourceError::Read { path: path.to_owned(), revision: name.clone(), message: e.message().to_owned() };
+    let read_err =
+        |path: &str, e: git2::Error| SourceError::Read { path: path.to_owned(), revision: name.clone(), message: e.message().to_owned() };
 
     let dir = normalize(env_dir);
     let root = commit.tree().map_err(|e| read_err("/", e))?;
@@ -100,7 +101,13 @@ pub fn read(repo: &Repository, rev: &str, env_dir: &str) -> Result<Revision, Sou
     Ok(Revision { name, commit: commit.id(), files: Some(files) })
 }
 
-fn walk(repo: &Repository, tree: &Tree<'_>, prefix: &str, files: &mut Vec<SourceFile>, problems: &mut Vec<Diagnostic>) -> Result<(), git2::Error> {
+fn walk(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    prefix: &str,
+    files: &mut Vec<SourceFile>,
+    problems: &mut Vec<Diagnostic>,
+) -> Result<(), git2::Error> {
     for entry in tree {
         let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
         if name.starts_with('.') {
@@ -111,7 +118,10 @@ fn walk(repo: &Repository, tree: &Tree<'_>, prefix: &str, files: &mut Vec<Source
             Some(ObjectType::Tree) => walk(repo, &repo.find_tree(entry.id())?, &path, files, problems)?,
             Some(ObjectType::Blob) if is_spec_file(&name) => {
                 if entry.filemode() == 0o120_000 {
-                    problems.push(Diagnostic::new(Position::file(&path), "spec file is a symbolic link").hint("commit the file itself; links could point outside the verified tree"));
+                    problems.push(
+                        Diagnostic::new(Position::file(&path), "spec file is a symbolic link")
+                            .hint("commit the file itself; links could point outside the verified tree"),
+                    );
                     continue;
                 }
                 // Read at most one byte past the limit: a huge blob costs no more memory
@@ -126,7 +136,10 @@ fn walk(repo: &Repository, tree: &Tree<'_>, prefix: &str, files: &mut Vec<Source
                 files.push(SourceFile { path, bytes });
             }
             Some(ObjectType::Commit) => {
-                problems.push(Diagnostic::new(Position::file(&path), "submodules are not followed").hint("keep specs in this repository; a submodule's commits are not verified"));
+                problems.push(
+                    Diagnostic::new(Position::file(&path), "submodules are not followed")
+                        .hint("keep specs in this repository; a submodule's commits are not verified"),
+                );
             }
             _ => {}
         }
@@ -139,7 +152,10 @@ fn revision_name(repo: &Repository, rev: &str, id: Oid) -> String {
     let branch = if rev == "HEAD" {
         repo.head().ok().filter(git2::Reference::is_branch).and_then(|r| r.shorthand().ok().map(str::to_owned))
     } else {
-        repo.resolve_reference_from_short_name(rev).ok().filter(|r| r.is_branch() || r.is_remote()).and_then(|r| r.shorthand().ok().map(str::to_owned))
+        repo.resolve_reference_from_short_name(rev)
+            .ok()
+            .filter(|r| r.is_branch() || r.is_remote())
+            .and_then(|r| r.shorthand().ok().map(str::to_owned))
     };
     match branch {
         Some(b) => format!("{b}@sha1:{id}"),

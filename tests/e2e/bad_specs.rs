@@ -80,7 +80,8 @@ fn run_case(corpus: &Path, case: &Path) -> Result<(), String> {
             return Err(format!("diagnostic does not name a file of the case: {line}"));
         }
         let has_position = place.split(':').count() == 3;
-        let whole_file = line.contains("not valid UTF-8") || line.contains("larger than the limit") || line.contains("no `kind`") || file == "env";
+        let whole_file =
+            line.contains("not valid UTF-8") || line.contains("larger than the limit") || line.contains("no `kind`") || file == "env";
         if !has_position && !whole_file {
             return Err(format!("diagnostic has no line and column: {line}"));
         }

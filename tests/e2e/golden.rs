@@ -21,7 +21,8 @@ fn golden(cloud: &str) {
     if std::env::var_os("BYOC_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &first.stdout).expect("write golden");
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with BYOC_UPDATE_GOLDEN=1 to create)", path.display()));
+    let want =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with BYOC_UPDATE_GOLDEN=1 to create)", path.display()));
     assert!(first.stdout == want, "plan differs from {}; rerun with BYOC_UPDATE_GOLDEN=1 and review the diff", path.display());
     let json: serde_json::Value = serde_json::from_str(&first.stdout).expect("json");
     assert!(json["steps"].as_array().expect("steps").iter().all(|s| s["action"] == "create"));

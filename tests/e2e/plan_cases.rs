@@ -46,7 +46,10 @@ fn a_resizing_a_cluster_updates_only_its_risingwave_resource() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(changed(&json), [("update".to_owned(), "k8s.risingwave/analytics".to_owned())]);
     let s = step(&json, "k8s.risingwave/analytics");
-    assert_eq!(s["changes"], serde_json::json!([{"path": "components.compute.replicas", "before": 3, "after": 6, "forcesReplacement": false}]));
+    assert_eq!(
+        s["changes"],
+        serde_json::json!([{"path": "components.compute.replicas", "before": 3, "after": 6, "forcesReplacement": false}])
+    );
     assert_eq!(json["summary"]["update"], 1);
 }
 
@@ -121,7 +124,10 @@ fn d_removing_a_retained_cluster_is_blocked_and_a_deletable_one_is_deleted() {
     let (mut repo, base) = repo_with_example();
     repo.remove(ANALYTICS);
     repo.remove("envs/prod/clusters/ingest.yaml");
-    repo.write("envs/prod/routes.yaml", "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Routes\nmetadata: {name: default}\nspec:\n  routes: []\n");
+    repo.write(
+        "envs/prod/routes.yaml",
+        "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Routes\nmetadata: {name: default}\nspec:\n  routes: []\n",
+    );
     repo.commit("remove both clusters");
     let (run, json) = plan_json(&repo, &base);
     assert_eq!(run.code, 2, "{}", run.stderr);

@@ -224,13 +224,7 @@ pub fn validate(documents: &[(&str, &RoutesDocument)]) -> Result<RouteTable, Vec
 }
 
 /// Checks `apiVersion` and `kind` of a spec document.
-pub fn check_header(
-    file: &str,
-    api_version: &Spanned<String>,
-    kind: &Spanned<String>,
-    expected_kind: &str,
-    problems: &mut Diagnostics,
-) {
+pub fn check_header(file: &str, api_version: &Spanned<String>, kind: &Spanned<String>, expected_kind: &str, problems: &mut Diagnostics) {
     if api_version.value != API_VERSION {
         problems.error(
             Position::at(file, &api_version.referenced),
@@ -268,10 +262,7 @@ fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> O
     }
 
     let m = &spec.matcher.value;
-    let given = [m.sni.is_some(), m.options_token.is_some(), m.database.is_some()]
-        .iter()
-        .filter(|&&g| g)
-        .count();
+    let given = [m.sni.is_some(), m.options_token.is_some(), m.database.is_some()].iter().filter(|&&g| g).count();
     let matcher = if given != 1 {
         problems.error(
             at(&spec.matcher.referenced),
@@ -305,11 +296,7 @@ fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> O
     } else if let Some(db) = &m.database {
         // PostgreSQL truncates identifiers to 63 bytes; a longer name could never match.
         if db.value.is_empty() || db.value.len() > 63 || db.value.contains('\0') {
-            problems.error(
-                at(&db.referenced),
-                format!("invalid database name {:?}", db.value),
-                "database names are 1 to 63 bytes",
-            );
+            problems.error(at(&db.referenced), format!("invalid database name {:?}", db.value), "database names are 1 to 63 bytes");
             None
         } else {
             Some(RouteMatch::Database(db.value.clone()))
@@ -351,14 +338,7 @@ fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> O
     if problems.len() != before {
         return None;
     }
-    Some(Route {
-        name,
-        matcher: matcher?,
-        cluster: spec.cluster.value.clone(),
-        cluster_at: at(&spec.cluster.referenced),
-        allowed,
-        backend,
-    })
+    Some(Route { name, matcher: matcher?, cluster: spec.cluster.value.clone(), cluster_at: at(&spec.cluster.referenced), allowed, backend })
 }
 
 fn sni_match(host: &str) -> Option<RouteMatch> {

@@ -49,12 +49,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let igw = g.add(resource(env, Kind::AwsInternetGateway, "main").set("vpc", Value::reference(&vpc)));
     // Validation guarantees a public subnet on AWS; without one there is no NAT to build.
     let nat = public.first().map(|first| {
-        g.add(
-            resource(env, Kind::AwsNatGateway, "main")
-                .set("subnet", Value::reference(first))
-                .set("connectivity", "public")
-                .after(&igw),
-        )
+        g.add(resource(env, Kind::AwsNatGateway, "main").set("subnet", Value::reference(first)).set("connectivity", "public").after(&igw))
     });
     g.add(
         resource(env, Kind::AwsRouteTable, "public")
@@ -65,7 +60,12 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     g.add(
         resource(env, Kind::AwsRouteTable, "private")
             .set("vpc", Value::reference(&vpc))
-            .set("routes", Value::List(nat.iter().map(|n| Value::map([("destination", "0.0.0.0/0".into()), ("target", Value::reference(n))])).collect()))
+            .set(
+                "routes",
+                Value::List(
+                    nat.iter().map(|n| Value::map([("destination", "0.0.0.0/0".into()), ("target", Value::reference(n))])).collect(),
+                ),
+            )
             .set("subnets", Value::references(&private)),
     );
 
@@ -121,7 +121,11 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             .set("endpointPublicAccess", false)
             .set("serviceCidr", k.service_cidr.map(|c| c.to_string()).unwrap_or_default()),
     );
-    let oidc = g.add(resource(env, Kind::AwsOidcProvider, "main").set("cluster", Value::reference(&eks)).set("clientIds", Value::strings(["sts.amazonaws.com"])));
+    let oidc = g.add(
+        resource(env, Kind::AwsOidcProvider, "main")
+            .set("cluster", Value::reference(&eks))
+            .set("clientIds", Value::strings(["sts.amazonaws.com"])),
+    );
     for ng in &k.node_groups {
         g.add(
             resource(env, Kind::AwsEksNodeGroup, &ng.name)
@@ -132,7 +136,21 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("minSize", ng.min)
                 .set("maxSize", ng.max)
                 .set("labels", super::node_labels(ng))
-                .set("taints", Value::List(ng.taints.iter().map(|t| Value::map([("key", t.key.as_str().into()), ("value", t.value.as_str().into()), ("effect", format!("{:?}", t.effect).into())])).collect())),
+                .set(
+                    "taints",
+                    Value::List(
+                        ng.taints
+                            .iter()
+                            .map(|t| {
+                                Value::map([
+                                    ("key", t.key.as_str().into()),
+                                    ("value", t.value.as_str().into()),
+                                    ("effect", format!("{:?}", t.effect).into()),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
         );
     }
 
@@ -185,7 +203,13 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     Foundation { kube_cluster: eks, data_bucket: data, identity_issuer: oidc }
 }
 
-pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, protection: Option<&str>, g: &mut Graph) -> WorkloadIdentity {
+pub(super) fn cluster_identity(
+    env: &Environment,
+    f: &Foundation,
+    c: &Cluster,
+    protection: Option<&str>,
+    g: &mut Graph,
+) -> WorkloadIdentity {
     let ns = cluster_namespace(c);
     let bucket_arn = format!("arn:aws:s3:::{}", env.data_bucket);
     let statements = vec![
@@ -204,7 +228,15 @@ pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, p
     }
 }
 
-fn irsa_role(env: &Environment, name: &str, role_name: &str, oidc: &ResourceId, namespace: &str, service_account: &str, statements: Vec<Value>) -> Resource {
+fn irsa_role(
+    env: &Environment,
+    name: &str,
+    role_name: &str,
+    oidc: &ResourceId,
+    namespace: &str,
+    service_account: &str,
+    statements: Vec<Value>,
+) -> Resource {
     resource(env, Kind::AwsIamRole, name)
         .set("name", role_name)
         .set(
@@ -219,7 +251,9 @@ fn irsa_role(env: &Environment, name: &str, role_name: &str, oidc: &ResourceId, 
 }
 
 fn statement(actions: &[&str], resources: Vec<String>, s3_prefix: Option<String>) -> Value {
-    let mut m: Map = [("effect", Value::from("Allow")), ("actions", Value::strings(actions)), ("resources", Value::strings(resources))].into_iter().collect();
+    let mut m: Map = [("effect", Value::from("Allow")), ("actions", Value::strings(actions)), ("resources", Value::strings(resources))]
+        .into_iter()
+        .collect();
     if let Some(p) = s3_prefix {
         m.insert("condition", Value::map([("StringLike", Value::map([("s3:prefix", p.into())]))]));
     }

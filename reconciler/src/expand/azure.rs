@@ -28,17 +28,34 @@ fn storage_account_name(env: &Environment) -> String {
 pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let prefix = format!("byoc-{}", env.name);
     let rg_name = env.resource_group.clone().unwrap_or_else(|| prefix.clone());
-    let rg = g.add(resource(env, Kind::AzureResourceGroup, "main").set("name", rg_name).set("location", &env.region).set("subscription", &env.account));
-    let vnet = g.add(resource(env, Kind::AzureVnet, "main").set("resourceGroup", Value::reference(&rg)).set("name", prefix.clone()).set("addressSpace", Value::strings([env.network.cidr.to_string()])));
-    let nat = g.add(resource(env, Kind::AzureNatGateway, "main").set("resourceGroup", Value::reference(&rg)).set("zones", Value::strings(&env.network.zones)));
-    let mut rules = vec![Value::map([("port", AGENT_PORT.into()), ("from", "VirtualNetwork".into())]), Value::map([("port", env.proxy_port.into()), ("from", "VirtualNetwork".into())])];
+    let rg = g.add(
+        resource(env, Kind::AzureResourceGroup, "main").set("name", rg_name).set("location", &env.region).set("subscription", &env.account),
+    );
+    let vnet = g.add(
+        resource(env, Kind::AzureVnet, "main")
+            .set("resourceGroup", Value::reference(&rg))
+            .set("name", prefix.clone())
+            .set("addressSpace", Value::strings([env.network.cidr.to_string()])),
+    );
+    let nat = g.add(
+        resource(env, Kind::AzureNatGateway, "main")
+            .set("resourceGroup", Value::reference(&rg))
+            .set("zones", Value::strings(&env.network.zones)),
+    );
+    let mut rules = vec![
+        Value::map([("port", AGENT_PORT.into()), ("from", "VirtualNetwork".into())]),
+        Value::map([("port", env.proxy_port.into()), ("from", "VirtualNetwork".into())]),
+    ];
     for c in env.public_proxy.iter().flatten() {
         rules.push(Value::map([("port", env.proxy_port.into()), ("from", c.to_string().into())]));
     }
     let nsg = g.add(resource(env, Kind::AzureNsg, "main").set("resourceGroup", Value::reference(&rg)).set("inbound", Value::List(rules)));
     let mut private = Vec::new();
     for s in &env.network.subnets {
-        let mut r = resource(env, Kind::AzureSubnet, &s.name).set("vnet", Value::reference(&vnet)).set("cidr", s.cidr.to_string()).set("nsg", Value::reference(&nsg));
+        let mut r = resource(env, Kind::AzureSubnet, &s.name)
+            .set("vnet", Value::reference(&vnet))
+            .set("cidr", s.cidr.to_string())
+            .set("nsg", Value::reference(&nsg));
         if s.tier == Tier::Private {
             r = r.set("natGateway", Value::reference(&nat)).set("privateLinkServiceNetworkPolicies", false);
         }
@@ -90,7 +107,9 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("account", Value::reference(&account))
                 .set("name", name)
                 .set("publicAccess", "None")
-                .protect(format!("the {role} container holds data; the reconciler never deletes or replaces it, delete it by hand if you mean to")),
+                .protect(format!(
+                    "the {role} container holds data; the reconciler never deletes or replaces it, delete it by hand if you mean to"
+                )),
         )
     };
     let data = container("data", &env.data_bucket);
@@ -134,9 +153,19 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     Foundation { kube_cluster: aks.clone(), data_bucket: data, identity_issuer: aks }
 }
 
-fn identity(env: &Environment, g: &mut Graph, name: &str, aks: &ResourceId, namespace: &str, ksa: &str, protection: Option<&str>) -> ResourceId {
+fn identity(
+    env: &Environment,
+    g: &mut Graph,
+    name: &str,
+    aks: &ResourceId,
+    namespace: &str,
+    ksa: &str,
+    protection: Option<&str>,
+) -> ResourceId {
     let rg = ResourceId::new(Kind::AzureResourceGroup, "main");
-    let mut mi = resource(env, Kind::AzureManagedIdentity, name).set("name", format!("byoc-{}-{name}", env.name)).set("resourceGroup", Value::reference(&rg));
+    let mut mi = resource(env, Kind::AzureManagedIdentity, name)
+        .set("name", format!("byoc-{}-{name}", env.name))
+        .set("resourceGroup", Value::reference(&rg));
     let mut fc = resource(env, Kind::AzureFederatedCredential, name)
         .set("identity", Value::reference(&ResourceId::new(Kind::AzureManagedIdentity, name)))
         .set("issuer", Value::reference(aks))
@@ -151,7 +180,13 @@ fn identity(env: &Environment, g: &mut Graph, name: &str, aks: &ResourceId, name
     id
 }
 
-pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, protection: Option<&str>, g: &mut Graph) -> WorkloadIdentity {
+pub(super) fn cluster_identity(
+    env: &Environment,
+    f: &Foundation,
+    c: &Cluster,
+    protection: Option<&str>,
+    g: &mut Graph,
+) -> WorkloadIdentity {
     let ns = cluster_namespace(c);
     let mi = identity(env, g, &ns, &f.identity_issuer, &ns, &ns, protection);
     for role in AZURE_CLUSTER_ROLES {
@@ -159,7 +194,13 @@ pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, p
             .set("principal", Value::reference(&mi))
             .set("role", *role)
             .set("scope", Value::reference(&f.data_bucket))
-            .set("condition", format!("@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith '{}/'", c.state_prefix));
+            .set(
+                "condition",
+                format!(
+                    "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith '{}/'",
+                    c.state_prefix
+                ),
+            );
         if let Some(reason) = protection {
             ra = ra.protect(reason);
         }

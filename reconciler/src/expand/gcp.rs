@@ -19,7 +19,17 @@ fn resource(env: &Environment, kind: Kind, name: &str) -> Resource {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' { c } else if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
+                c
+            } else if c.is_ascii_uppercase() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
@@ -42,7 +52,12 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     // Validation guarantees a private subnet; the id is stable even if it did not.
     let nodes_subnet = private.first().cloned().unwrap_or_else(|| ResourceId::new(Kind::GcpSubnetwork, "private"));
     // Public-tier subnets carry the PSC NAT range; without one, the first private subnet does.
-    let psc_subnet = env.network.subnets.iter().find(|s| s.tier == Tier::Public).map_or_else(|| nodes_subnet.clone(), |s| ResourceId::new(Kind::GcpSubnetwork, &s.name));
+    let psc_subnet = env
+        .network
+        .subnets
+        .iter()
+        .find(|s| s.tier == Tier::Public)
+        .map_or_else(|| nodes_subnet.clone(), |s| ResourceId::new(Kind::GcpSubnetwork, &s.name));
     let cidr = env.network.cidr.to_string();
     g.add(
         resource(env, Kind::GcpFirewall, "internal")
@@ -60,7 +75,12 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("allow", Value::strings([format!("tcp:{}", env.proxy_port)])),
         );
     }
-    g.add(resource(env, Kind::GcpRouterNat, "main").set("network", Value::reference(&network)).set("region", &env.region).set("natIpAllocation", "AUTO_ONLY"));
+    g.add(
+        resource(env, Kind::GcpRouterNat, "main")
+            .set("network", Value::reference(&network))
+            .set("region", &env.region)
+            .set("natIpAllocation", "AUTO_ONLY"),
+    );
 
     let k = &env.kubernetes;
     let gke = g.add(
@@ -84,7 +104,21 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("minNodes", ng.min)
                 .set("maxNodes", ng.max)
                 .set("nodeLabels", super::node_labels(ng))
-                .set("taints", Value::List(ng.taints.iter().map(|t| Value::map([("key", t.key.as_str().into()), ("value", t.value.as_str().into()), ("effect", format!("{:?}", t.effect).into())])).collect()))
+                .set(
+                    "taints",
+                    Value::List(
+                        ng.taints
+                            .iter()
+                            .map(|t| {
+                                Value::map([
+                                    ("key", t.key.as_str().into()),
+                                    ("value", t.value.as_str().into()),
+                                    ("effect", format!("{:?}", t.effect).into()),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                )
                 .set("workloadMetadata", "GKE_METADATA"),
         );
     }
@@ -140,7 +174,16 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn google_service_account(env: &Environment, g: &mut Graph, name: &str, account_id: &str, gke: &ResourceId, namespace: &str, ksa: &str, protection: Option<&str>) -> ResourceId {
+fn google_service_account(
+    env: &Environment,
+    g: &mut Graph,
+    name: &str,
+    account_id: &str,
+    gke: &ResourceId,
+    namespace: &str,
+    ksa: &str,
+    protection: Option<&str>,
+) -> ResourceId {
     let mut sa = resource(env, Kind::GcpServiceAccount, name).set("accountId", account_id).set("project", &env.account);
     let mut wi = resource(env, Kind::GcpIamBinding, &format!("{name}-workload-identity"))
         .set("resource", Value::reference(&ResourceId::new(Kind::GcpServiceAccount, name)))
@@ -156,7 +199,13 @@ fn google_service_account(env: &Environment, g: &mut Graph, name: &str, account_
     id
 }
 
-pub(super) fn cluster_identity(env: &Environment, f: &Foundation, c: &Cluster, protection: Option<&str>, g: &mut Graph) -> WorkloadIdentity {
+pub(super) fn cluster_identity(
+    env: &Environment,
+    f: &Foundation,
+    c: &Cluster,
+    protection: Option<&str>,
+    g: &mut Graph,
+) -> WorkloadIdentity {
     let ns = cluster_namespace(c);
     // Service account ids are at most 30 characters: byoc- plus the cluster's name, cut.
     let account_id: String = format!("byoc-{}", c.name).chars().take(30).collect::<String>().trim_end_matches('-').to_owned();

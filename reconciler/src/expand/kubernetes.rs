@@ -12,7 +12,14 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Label naming the RisingWave cluster an object belongs to.
 pub const LABEL_CLUSTER: &str = "byoc.risingwave.dev/cluster";
 
-pub(super) fn cluster(env: &Environment, f: &Foundation, c: &Cluster, identity: &WorkloadIdentity, protection: Option<&str>, g: &mut Graph) {
+pub(super) fn cluster(
+    env: &Environment,
+    f: &Foundation,
+    c: &Cluster,
+    identity: &WorkloadIdentity,
+    protection: Option<&str>,
+    g: &mut Graph,
+) {
     let ns_name = cluster_namespace(c);
     let labels = Value::map([(LABEL_MANAGED_BY, "byoc".into()), (LABEL_CLUSTER, c.name.as_str().into())]);
     let protect = |r: Resource| match protection {
@@ -46,15 +53,37 @@ pub(super) fn cluster(env: &Environment, f: &Foundation, c: &Cluster, identity: 
         ])
     };
     let state_store = match env.cloud {
-        Cloud::Aws => Value::map([("s3", Value::map([("bucket", env.data_bucket.as_str().into()), ("region", env.region.as_str().into()), ("useServiceAccount", true.into())]))]),
-        Cloud::Gcp => Value::map([("gcs", Value::map([("bucket", env.data_bucket.as_str().into()), ("root", "".into()), ("useWorkloadIdentity", true.into())]))]),
-        Cloud::Azure => Value::map([("azureBlob", Value::map([("container", env.data_bucket.as_str().into()), ("endpoint", Value::reference(&super::ResourceId::new(Kind::AzureStorageAccount, "main"))), ("useServiceAccount", true.into())]))]),
+        Cloud::Aws => Value::map([(
+            "s3",
+            Value::map([
+                ("bucket", env.data_bucket.as_str().into()),
+                ("region", env.region.as_str().into()),
+                ("useServiceAccount", true.into()),
+            ]),
+        )]),
+        Cloud::Gcp => Value::map([(
+            "gcs",
+            Value::map([("bucket", env.data_bucket.as_str().into()), ("root", "".into()), ("useWorkloadIdentity", true.into())]),
+        )]),
+        Cloud::Azure => Value::map([(
+            "azureBlob",
+            Value::map([
+                ("container", env.data_bucket.as_str().into()),
+                ("endpoint", Value::reference(&super::ResourceId::new(Kind::AzureStorageAccount, "main"))),
+                ("useServiceAccount", true.into()),
+            ]),
+        )]),
     };
     let meta_store = match &c.meta_store {
         MetaStore::Sqlite => Value::map([("sqlite", Value::map([("path", "/risingwave/data/meta.db".into())]))]),
         MetaStore::Postgresql { host, port, database, credentials_secret } => Value::map([(
             "postgresql",
-            Value::map([("host", host.as_str().into()), ("port", (*port).into()), ("database", database.as_str().into()), ("credentialsSecret", credentials_secret.as_str().into())]),
+            Value::map([
+                ("host", host.as_str().into()),
+                ("port", (*port).into()),
+                ("database", database.as_str().into()),
+                ("credentialsSecret", credentials_secret.as_str().into()),
+            ]),
         )]),
     };
     let mut pod_labels: Map = identity.pod_labels.clone();
@@ -66,16 +95,24 @@ pub(super) fn cluster(env: &Environment, f: &Foundation, c: &Cluster, identity: 
             .set("image", c.image.as_str())
             .set(
                 "components",
-                Value::map([("meta", component(&c.meta)), ("frontend", component(&c.frontend)), ("compute", component(&c.compute)), ("compactor", component(&c.compactor))]),
+                Value::map([
+                    ("meta", component(&c.meta)),
+                    ("frontend", component(&c.frontend)),
+                    ("compute", component(&c.compute)),
+                    ("compactor", component(&c.compactor)),
+                ]),
             )
             .set("stateStore", Value::map([("dataDirectory", c.state_prefix.as_str().into()), ("backend", state_store)]))
             .set("metaStore", meta_store)
             .set("serviceAccount", Value::reference(&sa))
             .set("podLabels", Value::Map(pod_labels))
-            .set("nodeSelector", match &c.node_group {
-                Some(group) => Value::map([(super::LABEL_NODE_GROUP, group.as_str().into())]),
-                None => Value::Map(Map::new()),
-            })
+            .set(
+                "nodeSelector",
+                match &c.node_group {
+                    Some(group) => Value::map([(super::LABEL_NODE_GROUP, group.as_str().into())]),
+                    None => Value::Map(Map::new()),
+                },
+            )
             .set("labels", labels.clone()),
     ));
     g.add(protect(

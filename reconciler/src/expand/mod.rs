@@ -79,10 +79,7 @@ pub fn expand(specs: &Specs) -> Graph {
 /// Why a cluster's resources are kept when it leaves the specs, if they are.
 fn retain_reason(cluster: &Cluster) -> Option<String> {
     (cluster.deletion_policy == DeletionPolicy::Retain).then(|| {
-        format!(
-            "cluster {} has deletionPolicy Retain; to delete it, first commit deletionPolicy: Delete, then remove it",
-            cluster.name
-        )
+        format!("cluster {} has deletionPolicy Retain; to delete it, first commit deletionPolicy: Delete, then remove it", cluster.name)
     })
 }
 
@@ -160,7 +157,11 @@ mod tests {
 
     #[test]
     fn service_accounts_carry_the_clouds_workload_identity_annotation() {
-        for (cloud, key) in [("aws", "eks.amazonaws.com/role-arn"), ("gcp", "iam.gke.io/gcp-service-account"), ("azure", "azure.workload.identity/client-id")] {
+        for (cloud, key) in [
+            ("aws", "eks.amazonaws.com/role-arn"),
+            ("gcp", "iam.gke.io/gcp-service-account"),
+            ("azure", "azure.workload.identity/client-id"),
+        ] {
             let g = expand(&example(cloud));
             let sa = &g.resources[&ResourceId::new(Kind::K8sServiceAccount, "analytics")];
             match sa.properties.get("annotations") {

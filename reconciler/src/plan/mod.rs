@@ -140,7 +140,15 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
 
     for (id, want) in &desired.resources {
         let step = match observed.resources.get(id) {
-            None => step(want, Action::Create, "does not exist yet".to_owned(), want.properties.iter().map(|(k, v)| Change { path: k.to_owned(), before: None, after: Some(v.clone()), forces_replacement: false }).collect()),
+            None => step(
+                want,
+                Action::Create,
+                "does not exist yet".to_owned(),
+                want.properties
+                    .iter()
+                    .map(|(k, v)| Change { path: k.to_owned(), before: None, after: Some(v.clone()), forces_replacement: false })
+                    .collect(),
+            ),
             Some(have) => compare(want, have),
         };
         steps.insert(id.clone(), step);
@@ -183,11 +191,11 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
 
     // Replacing a protected resource would delete it: refuse, like a deletion.
     for (id, s) in &mut steps {
-        if s.action == Action::Replace {
-            if let Some(reason) = observed.resources.get(id).and_then(|r| r.protection.as_ref()) {
-                s.action = Action::Blocked;
-                s.reason = format!("replacement refused ({}): {reason}", s.reason);
-            }
+        if s.action == Action::Replace
+            && let Some(reason) = observed.resources.get(id).and_then(|r| r.protection.as_ref())
+        {
+            s.action = Action::Blocked;
+            s.reason = format!("replacement refused ({}): {reason}", s.reason);
         }
     }
 
@@ -203,7 +211,11 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
             Some(reason) => (Action::Blocked, format!("deletion refused: {reason}")),
             None => (Action::Delete, "removed from the specs".to_owned()),
         };
-        let changes = have.properties.iter().map(|(k, v)| Change { path: k.to_owned(), before: Some(v.clone()), after: None, forces_replacement: false }).collect();
+        let changes = have
+            .properties
+            .iter()
+            .map(|(k, v)| Change { path: k.to_owned(), before: Some(v.clone()), after: None, forces_replacement: false })
+            .collect();
         deletions.push(step(have, action, reason, changes));
     }
     ordered.extend(deletions);
@@ -265,7 +277,7 @@ pub fn topological(graph: &Graph) -> Vec<ResourceId> {
     let mut pending = vec![0usize; ids.len()];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
     for (i, r) in graph.resources.values().enumerate() {
-        for dep in r.depends_on.iter().filter_map(|d| index(d)).filter(|&d| d != i) {
+        for dep in r.depends_on.iter().filter_map(&index).filter(|&d| d != i) {
             pending[i] += 1;
             dependents[dep].push(i);
         }
@@ -361,7 +373,11 @@ mod tests {
                 name: "immutable property replaces and cascades by binding",
                 observed: vec![vpc("10.0.0.0/16"), subnet("a", "10.0.0.0/24"), igw()],
                 desired: vec![vpc("10.1.0.0/16"), subnet("a", "10.0.0.0/24"), igw()],
-                want: vec![("aws.vpc/main", Action::Replace), ("aws.internet-gateway/main", Action::Update), ("aws.subnet/a", Action::Replace)],
+                want: vec![
+                    ("aws.vpc/main", Action::Replace),
+                    ("aws.internet-gateway/main", Action::Update),
+                    ("aws.subnet/a", Action::Replace),
+                ],
             },
             Case {
                 name: "delete dependents first",
@@ -390,11 +406,21 @@ mod tests {
 
     #[test]
     fn nested_changes_are_reported_by_path() {
-        let before = Resource::new(Kind::K8sRisingWave, "a").set("components", Value::map([("compute", Value::map([("replicas", 3u32.into()), ("cpu", "4".into())]))]));
-        let after = Resource::new(Kind::K8sRisingWave, "a").set("components", Value::map([("compute", Value::map([("replicas", 6u32.into()), ("cpu", "4".into())]))]));
+        let before = Resource::new(Kind::K8sRisingWave, "a")
+            .set("components", Value::map([("compute", Value::map([("replicas", 3u32.into()), ("cpu", "4".into())]))]));
+        let after = Resource::new(Kind::K8sRisingWave, "a")
+            .set("components", Value::map([("compute", Value::map([("replicas", 6u32.into()), ("cpu", "4".into())]))]));
         let p = plan(&graph(vec![after]), &graph(vec![before]));
         assert_eq!(p.steps[0].action, Action::Update);
-        assert_eq!(p.steps[0].changes, vec![Change { path: "components.compute.replicas".into(), before: Some(Value::Int(3)), after: Some(Value::Int(6)), forces_replacement: false }]);
+        assert_eq!(
+            p.steps[0].changes,
+            vec![Change {
+                path: "components.compute.replicas".into(),
+                before: Some(Value::Int(3)),
+                after: Some(Value::Int(6)),
+                forces_replacement: false
+            }]
+        );
     }
 
     #[test]

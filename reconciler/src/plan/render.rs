@@ -49,7 +49,9 @@ impl<'a> Report<'a> {
         let _ = writeln!(out, "{}\n", summary_line(&self.summary));
         for step in self.steps.iter().filter(|s| s.action != Action::NoOp) {
             let _ = writeln!(out, "{} {} {}  ({})", symbol(step.action), step.action.as_str(), step.id, step.reason);
-            if matches!(step.action, Action::Update | Action::Replace) || (step.action == Action::Blocked && !step.changes.iter().all(|c| c.after.is_none())) {
+            if matches!(step.action, Action::Update | Action::Replace)
+                || (step.action == Action::Blocked && !step.changes.iter().all(|c| c.after.is_none()))
+            {
                 for c in &step.changes {
                     let before = c.before.as_ref().map_or("(none)".to_owned(), ToString::to_string);
                     let after = c.after.as_ref().map_or("(none)".to_owned(), ToString::to_string);
@@ -95,7 +97,14 @@ impl<'a> Report<'a> {
 
         let _ = writeln!(out, "#### Property changes\n");
         for step in &changed {
-            let _ = writeln!(out, "<details><summary>{} <code>{}</code> ({} change{})</summary>\n", step.action.as_str(), step.id, step.changes.len(), if step.changes.len() == 1 { "" } else { "s" });
+            let _ = writeln!(
+                out,
+                "<details><summary>{} <code>{}</code> ({} change{})</summary>\n",
+                step.action.as_str(),
+                step.id,
+                step.changes.len(),
+                if step.changes.len() == 1 { "" } else { "s" }
+            );
             let _ = writeln!(out, "```diff");
             for c in &step.changes {
                 let forces = if c.forces_replacement { "  # forces replacement" } else { "" };

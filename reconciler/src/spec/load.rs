@@ -13,9 +13,11 @@ use rwproxy::yaml;
 use super::wire::{ClusterDocument, EnvironmentDocument};
 use super::{Specs, validate};
 
-/// One parsed spec document.
+/// One parsed spec document. Clusters are the common case and stay inline; the rarer,
+/// larger environment is boxed.
+#[allow(clippy::large_enum_variant)]
 enum Document {
-    Environment(EnvironmentDocument),
+    Environment(Box<EnvironmentDocument>),
     Cluster(ClusterDocument),
     Routes(routes::RoutesDocument),
 }
@@ -47,7 +49,9 @@ impl ParseCache {
         let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         for (file, slot) in files.iter().zip(&mut found) {
             if slot.is_none() {
-                let result = parsed.next().unwrap_or_else(|| Err((Diagnostic::new(Position::file(&file.path), "internal error: file was not parsed"), true)));
+                let result = parsed
+                    .next()
+                    .unwrap_or_else(|| Err((Diagnostic::new(Position::file(&file.path), "internal error: file was not parsed"), true)));
                 map.insert(key(file), result.clone());
                 *slot = Some(result);
             }
@@ -88,13 +92,21 @@ pub fn load_cached(dir: &str, files: &[SourceFile], cache: &ParseCache) -> Resul
     let environment = match environments.as_slice() {
         [] => {
             if problems.is_empty() {
-                problems.error(Position::file(dir), "no Environment document in the directory", "add a file with kind: Environment; see examples/aws/environment.yaml");
+                problems.error(
+                    Position::file(dir),
+                    "no Environment document in the directory",
+                    "add a file with kind: Environment; see examples/aws/environment.yaml",
+                );
             }
             None
         }
         [(file, doc), rest @ ..] => {
             for (other, d) in rest {
-                problems.error(Position::at(*other, &d.kind.referenced), "a second Environment in the same directory", format!("one environment per directory; the first is in {file}"));
+                problems.error(
+                    Position::at(*other, &d.kind.referenced),
+                    "a second Environment in the same directory",
+                    format!("one environment per directory; the first is in {file}"),
+                );
             }
             validate::environment(file, doc, &mut problems)
         }
@@ -107,12 +119,20 @@ pub fn load_cached(dir: &str, files: &[SourceFile], cache: &ParseCache) -> Resul
         let name = doc.metadata.name.value.as_str();
         let name_at = Position::at(file, &doc.metadata.name.referenced);
         if let Some(first) = names.get(name) {
-            problems.error(name_at, format!("duplicate cluster name {name:?}"), format!("cluster names must be unique; first defined at {first}"));
+            problems.error(
+                name_at,
+                format!("duplicate cluster name {name:?}"),
+                format!("cluster names must be unique; first defined at {first}"),
+            );
         } else {
             names.insert(name, name_at);
         }
         if let Some(cluster) = validate::cluster(file, doc, environment.as_ref(), &mut problems) {
-            prefixes.push(Prefix { cluster: cluster.name.clone(), prefix: cluster.state_prefix.clone(), at: Position::at(file, &doc.spec.state_store.prefix.referenced) });
+            prefixes.push(Prefix {
+                cluster: cluster.name.clone(),
+                prefix: cluster.state_prefix.clone(),
+                at: Position::at(file, &doc.spec.state_store.prefix.referenced),
+            });
             valid_clusters.push(cluster);
         }
     }
@@ -123,7 +143,13 @@ pub fn load_cached(dir: &str, files: &[SourceFile], cache: &ParseCache) -> Resul
             if !unreadable_clusters {
                 for route in table.routes.iter().filter(|r| !names.contains_key(r.cluster.as_str())) {
                     let known: Vec<&str> = names.keys().copied().collect();
-                    problems.push(Diagnostic::new(route.cluster_at.clone(), format!("route {:?} targets unknown cluster {:?}", route.name, route.cluster)).hint(format!("clusters in this environment: {}", known.join(", "))));
+                    problems.push(
+                        Diagnostic::new(
+                            route.cluster_at.clone(),
+                            format!("route {:?} targets unknown cluster {:?}", route.name, route.cluster),
+                        )
+                        .hint(format!("clusters in this environment: {}", known.join(", "))),
+                    );
                 }
             }
             Some(table)
@@ -149,7 +175,7 @@ fn parse_one(file: &SourceFile) -> Parsed {
     let (kind, text) = kind_of(file).map_err(|d| (d, true))?;
     let path = &file.path;
     let doc = match kind {
-        Kind::Environment => yaml::parse(path, text).map(Document::Environment).map_err(|d| (d, false))?,
+        Kind::Environment => yaml::parse(path, text).map(|d| Document::Environment(Box::new(d))).map_err(|d| (d, false))?,
         Kind::RisingWaveCluster => yaml::parse(path, text).map(Document::Cluster).map_err(|d| (d, true))?,
         Kind::Routes => routes::parse_document(path, text).map(Document::Routes).map_err(|d| (d, false))?,
     };
@@ -166,13 +192,18 @@ fn parse_all(files: &[&SourceFile]) -> Vec<Parsed> {
     }
     let chunk = files.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = files.chunks(chunk).map(|part| (part, scope.spawn(move || part.iter().map(|f| parse_one(f)).collect::<Vec<_>>()))).collect();
+        let handles: Vec<_> =
+            files.chunks(chunk).map(|part| (part, scope.spawn(move || part.iter().map(|f| parse_one(f)).collect::<Vec<_>>()))).collect();
         handles
             .into_iter()
             .flat_map(|(part, handle)| {
                 // A panic in the parser is a bug; report it against the files rather than
                 // bringing the whole process down.
-                handle.join().unwrap_or_else(|_| part.iter().map(|f| Err((Diagnostic::new(Position::file(&f.path), "internal error while parsing this file"), true))).collect())
+                handle.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|f| Err((Diagnostic::new(Position::file(&f.path), "internal error while parsing this file"), true)))
+                        .collect()
+                })
             })
             .collect()
     })
@@ -218,7 +249,11 @@ mod tests {
         let prefixes = list
             .iter()
             .enumerate()
-            .map(|(i, (c, p))| Prefix { cluster: (*c).to_owned(), prefix: (*p).to_owned(), at: Position { file: "f".into(), line: Some(i as u64 + 1), column: Some(1) } })
+            .map(|(i, (c, p))| Prefix {
+                cluster: (*c).to_owned(),
+                prefix: (*p).to_owned(),
+                at: Position { file: "f".into(), line: Some(i as u64 + 1), column: Some(1) },
+            })
             .collect();
         let mut problems = Diagnostics::default();
         check_prefixes(prefixes, &mut problems);

@@ -36,13 +36,13 @@ pub fn parse_memory(text: &str) -> Option<u64> {
 
 /// Canonical CPU text: whole cores as `2`, otherwise millicores as `500m`.
 pub fn format_cpu(millis: u64) -> String {
-    if millis % 1000 == 0 { (millis / 1000).to_string() } else { format!("{millis}m") }
+    if millis.is_multiple_of(1000) { (millis / 1000).to_string() } else { format!("{millis}m") }
 }
 
 /// Canonical memory text in the largest binary unit that divides it exactly.
 pub fn format_memory(bytes: u64) -> String {
     for (suffix, factor) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{suffix}", bytes / factor);
         }
     }
@@ -55,7 +55,16 @@ mod tests {
 
     #[test]
     fn cpu() {
-        for (text, want) in [("2", Some(2000)), ("0.5", Some(500)), (".25", Some(250)), ("250m", Some(250)), ("1.2345", None), ("x", None), ("", None), ("-1", None)] {
+        for (text, want) in [
+            ("2", Some(2000)),
+            ("0.5", Some(500)),
+            (".25", Some(250)),
+            ("250m", Some(250)),
+            ("1.2345", None),
+            ("x", None),
+            ("", None),
+            ("-1", None),
+        ] {
             assert_eq!(parse_cpu(text), want, "{text}");
         }
         assert_eq!(format_cpu(2000), "2");
@@ -64,7 +73,9 @@ mod tests {
 
     #[test]
     fn memory() {
-        for (text, want) in [("4Gi", Some(4 << 30)), ("512Mi", Some(512 << 20)), ("1G", Some(1_000_000_000)), ("12", Some(12)), ("4gb", None), ("Gi", None)] {
+        for (text, want) in
+            [("4Gi", Some(4 << 30)), ("512Mi", Some(512 << 20)), ("1G", Some(1_000_000_000)), ("12", Some(12)), ("4gb", None), ("Gi", None)]
+        {
             assert_eq!(parse_memory(text), want, "{text}");
         }
         assert_eq!(format_memory(4096 << 20), "4Gi");

@@ -46,14 +46,22 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
     let spec = &doc.spec;
     let name = &doc.metadata.name;
     if !is_dns_label(&name.value) || name.value.len() > MAX_ENV_NAME {
-        cx.error(&name.referenced, format!("invalid environment name {:?}", name.value), format!("use lower-case letters, digits and '-', at most {MAX_ENV_NAME} characters"));
+        cx.error(
+            &name.referenced,
+            format!("invalid environment name {:?}", name.value),
+            format!("use lower-case letters, digits and '-', at most {MAX_ENV_NAME} characters"),
+        );
     }
     let cloud = spec.cloud.value;
     let region_ok = check_region(&mut cx, cloud, &spec.region);
     check_account(&mut cx, cloud, &spec.account);
     match (&spec.resource_group, cloud) {
         (Some(rg), Cloud::Azure) if !valid_resource_group(&rg.value) => {
-            cx.error(&rg.referenced, format!("invalid resource group {:?}", rg.value), "use 1 to 90 letters, digits, '-', '_', '.' or parentheses");
+            cx.error(
+                &rg.referenced,
+                format!("invalid resource group {:?}", rg.value),
+                "use 1 to 90 letters, digits, '-', '_', '.' or parentheses",
+            );
         }
         (Some(rg), Cloud::Aws | Cloud::Gcp) => {
             cx.error(&rg.referenced, format!("resourceGroup is only used on Azure, not {}", cloud.as_str()), "remove resourceGroup");
@@ -72,14 +80,23 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
     });
     let public_proxy = spec.exposure.proxy.public.as_ref().map(|public| {
         if public.allowed_cidrs.value.is_empty() {
-            cx.error(&public.allowed_cidrs.referenced, "the public proxy allows no client network", "list the client networks, or remove `public` to keep the proxy internal");
+            cx.error(
+                &public.allowed_cidrs.referenced,
+                "the public proxy allows no client network",
+                "list the client networks, or remove `public` to keep the proxy internal",
+            );
         }
         public.allowed_cidrs.value.iter().map(|n| cidr(&mut cx, n)).collect::<Vec<_>>()
     });
-    if let (Some(_), Some(net)) = (&public_proxy, &network) {
-        if cloud == Cloud::Aws && !net.subnets.iter().any(|s| s.tier == Tier::Public) {
-            cx.error(&spec.network.subnets.referenced, "a public proxy on AWS needs public subnets", "add a subnet with tier: public in each zone");
-        }
+    if let (Some(_), Some(net)) = (&public_proxy, &network)
+        && cloud == Cloud::Aws
+        && !net.subnets.iter().any(|s| s.tier == Tier::Public)
+    {
+        cx.error(
+            &spec.network.subnets.referenced,
+            "a public proxy on AWS needs public subnets",
+            "add a subnet with tier: public in each zone",
+        );
     }
 
     let principals = &spec.control_plane.principals;
@@ -102,16 +119,20 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
 
     let data_bucket = bucket_name(&mut cx, cloud, spec.storage.data_bucket.as_ref(), &name.value, &spec.account.value, "data");
     let state_bucket = bucket_name(&mut cx, cloud, spec.storage.state_bucket.as_ref(), &name.value, &spec.account.value, "state");
-    if data_bucket == state_bucket {
-        if let Some(b) = &spec.storage.state_bucket {
-            cx.error(&b.referenced, "the state bucket is the data bucket", "cluster data and reconciler state must live in different buckets");
-        }
+    if data_bucket == state_bucket
+        && let Some(b) = &spec.storage.state_bucket
+    {
+        cx.error(&b.referenced, "the state bucket is the data bucket", "cluster data and reconciler state must live in different buckets");
     }
 
     let mut tags = BTreeMap::new();
     for (key, value) in &spec.tags {
         if key.is_empty() || key.len() > 128 || key.starts_with("byoc.risingwave.dev") || value.value.len() > 256 {
-            cx.error(&value.referenced, format!("invalid tag {key:?}"), "tag keys are 1 to 128 characters and may not start with byoc.risingwave.dev (reserved); values at most 256");
+            cx.error(
+                &value.referenced,
+                format!("invalid tag {key:?}"),
+                "tag keys are 1 to 128 characters and may not start with byoc.risingwave.dev (reserved); values at most 256",
+            );
         }
         tags.insert(key.clone(), value.value.clone());
     }
@@ -145,9 +166,19 @@ fn check_region(cx: &mut Ctx<'_>, cloud: Cloud, region: &Spanned<String>) -> boo
     let parts: Vec<&str> = r.split('-').collect();
     let ok = match cloud {
         // us-east-1, eu-central-2, us-gov-west-1
-        Cloud::Aws => parts.len() >= 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())) && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())),
+        Cloud::Aws => {
+            parts.len() >= 3
+                && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+                && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        }
         // us-central1, europe-west4
-        Cloud::Gcp => parts.len() == 2 && parts[0].bytes().all(|b| b.is_ascii_lowercase()) && !parts[0].is_empty() && parts[1].bytes().last().is_some_and(|b| b.is_ascii_digit()) && parts[1].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        Cloud::Gcp => {
+            parts.len() == 2
+                && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+                && !parts[0].is_empty()
+                && parts[1].bytes().last().is_some_and(|b| b.is_ascii_digit())
+                && parts[1].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        }
         // eastus2, westeurope
         Cloud::Azure => !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
     };
@@ -157,7 +188,11 @@ fn check_region(cx: &mut Ctx<'_>, cloud: Cloud, region: &Spanned<String>) -> boo
             Cloud::Gcp => "us-central1",
             Cloud::Azure => "eastus2",
         };
-        cx.error(&region.referenced, format!("invalid {} region {:?}", cloud.as_str(), r), format!("write a region name such as {example}"));
+        cx.error(
+            &region.referenced,
+            format!("invalid {} region {:?}", cloud.as_str(), r),
+            format!("write a region name such as {example}"),
+        );
     }
     ok
 }
@@ -165,7 +200,9 @@ fn check_region(cx: &mut Ctx<'_>, cloud: Cloud, region: &Spanned<String>) -> boo
 fn check_account(cx: &mut Ctx<'_>, cloud: Cloud, account: &Spanned<String>) {
     let a = account.value.as_str();
     let (ok, hint) = match cloud {
-        Cloud::Aws => (a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()), "an AWS account id is 12 digits; quote it so YAML keeps leading zeros"),
+        Cloud::Aws => {
+            (a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()), "an AWS account id is 12 digits; quote it so YAML keeps leading zeros")
+        }
         Cloud::Gcp => (valid_gcp_project(a), "a GCP project id is 6 to 30 lower-case letters, digits and '-', starting with a letter"),
         Cloud::Azure => (is_uuid(a), "an Azure subscription id is a UUID"),
     };
@@ -179,7 +216,11 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
     let n = &spec.network;
     let net = cidr(cx, &n.cidr);
     if !matches!(net, IpNet::V4(_)) || !(16..=24).contains(&net.prefix_len()) {
-        cx.error(&n.cidr.referenced, format!("network CIDR {net} must be IPv4 with a prefix from /16 to /24"), "use a private range such as 10.0.0.0/16");
+        cx.error(
+            &n.cidr.referenced,
+            format!("network CIDR {net} must be IPv4 with a prefix from /16 to /24"),
+            "use a private range such as 10.0.0.0/16",
+        );
     }
 
     let mut zones = Vec::new();
@@ -193,7 +234,10 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
         let ok = match (cloud, region) {
             // With a malformed region there is nothing to check zone names against.
             (Cloud::Aws | Cloud::Gcp, None) => true,
-            (Cloud::Aws | Cloud::Gcp, Some(region)) => z.value.strip_prefix(region).is_some_and(|rest| !rest.is_empty() && rest.trim_start_matches('-').bytes().all(|b| b.is_ascii_lowercase())),
+            (Cloud::Aws | Cloud::Gcp, Some(region)) => z
+                .value
+                .strip_prefix(region)
+                .is_some_and(|rest| !rest.is_empty() && rest.trim_start_matches('-').bytes().all(|b| b.is_ascii_lowercase())),
             (Cloud::Azure, _) => matches!(z.value.as_str(), "1" | "2" | "3"),
         };
         if !ok {
@@ -224,11 +268,19 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
         }
         let c = cidr(cx, &s.cidr);
         if !net.contains(&c) {
-            cx.error(&s.cidr.referenced, format!("subnet {} ({c}) is outside the network {net}", name.value), "pick a range inside spec.network.cidr");
+            cx.error(
+                &s.cidr.referenced,
+                format!("subnet {} ({c}) is outside the network {net}", name.value),
+                "pick a range inside spec.network.cidr",
+            );
         }
         for (other, other_at) in subnets.iter().zip(&at) {
             if overlaps(&c, &other.cidr) {
-                cx.error(&s.cidr.referenced, format!("subnet {} ({c}) overlaps subnet {} ({})", name.value, other.name, other.cidr), format!("subnet ranges must not overlap; the other is at {other_at}"));
+                cx.error(
+                    &s.cidr.referenced,
+                    format!("subnet {} ({c}) overlaps subnet {} ({})", name.value, other.name, other.cidr),
+                    format!("subnet ranges must not overlap; the other is at {other_at}"),
+                );
             }
         }
         let zone = match (&s.zone, cloud) {
@@ -238,7 +290,11 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
             }
             (Some(z), Cloud::Aws) => {
                 if !zones.contains(&z.value) {
-                    cx.error(&z.referenced, format!("subnet {} is in zone {:?}, which is not in spec.network.zones", name.value, z.value), "add the zone to spec.network.zones or fix the name");
+                    cx.error(
+                        &z.referenced,
+                        format!("subnet {} is in zone {:?}, which is not in spec.network.zones", name.value, z.value),
+                        "add the zone to spec.network.zones or fix the name",
+                    );
                 }
                 Some(z.value.clone())
             }
@@ -254,16 +310,24 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
     if cloud == Cloud::Aws {
         for z in &zones {
             if !subnets.iter().any(|s| s.tier == Tier::Private && s.zone.as_deref() == Some(z)) {
-                cx.error(&n.subnets.referenced, format!("zone {z} has no private subnet"), "add a private subnet in every zone: nodes and internal load balancers span them all");
+                cx.error(
+                    &n.subnets.referenced,
+                    format!("zone {z} has no private subnet"),
+                    "add a private subnet in every zone: nodes and internal load balancers span them all",
+                );
             }
         }
         if !subnets.iter().any(|s| s.tier == Tier::Public) {
-            cx.error(&n.subnets.referenced, "no public subnet for the NAT gateway", "add a subnet with tier: public; private nodes reach the internet through it");
+            cx.error(
+                &n.subnets.referenced,
+                "no public subnet for the NAT gateway",
+                "add a subnet with tier: public; private nodes reach the internet through it",
+            );
         }
     } else if !subnets.iter().any(|s| s.tier == Tier::Private) {
         cx.error(&n.subnets.referenced, "no private subnet", "add a subnet with tier: private for the Kubernetes nodes");
     }
-    (cx.problems.len() == before).then(|| Network { cidr: net, zones, subnets })
+    (cx.problems.len() == before).then_some(Network { cidr: net, zones, subnets })
 }
 
 fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<Kubernetes> {
@@ -271,13 +335,21 @@ fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<K
     let k = &spec.kubernetes;
     let minor = k.version.value.strip_prefix("1.").and_then(|m| m.parse::<u32>().ok());
     if !minor.is_some_and(|m| KUBERNETES_MINORS.contains(&m)) {
-        cx.error(&k.version.referenced, format!("unsupported Kubernetes version {:?}", k.version.value), format!("write a quoted minor version from \"1.{}\" to \"1.{}\"", KUBERNETES_MINORS.start(), KUBERNETES_MINORS.end()));
+        cx.error(
+            &k.version.referenced,
+            format!("unsupported Kubernetes version {:?}", k.version.value),
+            format!("write a quoted minor version from \"1.{}\" to \"1.{}\"", KUBERNETES_MINORS.start(), KUBERNETES_MINORS.end()),
+        );
     }
     let service_cidr = k.service_cidr.as_ref().map(|s| {
         let c = cidr(cx, s);
-        let net = IpNet::from(spec.network.cidr.value);
+        let net = spec.network.cidr.value;
         if overlaps(&c, &net.trunc()) {
-            cx.error(&s.referenced, format!("service CIDR {c} overlaps the network {}", net.trunc()), "pick a service range outside the VPC, such as 172.20.0.0/16");
+            cx.error(
+                &s.referenced,
+                format!("service CIDR {c} overlaps the network {}", net.trunc()),
+                "pick a service range outside the VPC, such as 172.20.0.0/16",
+            );
         }
         c
     });
@@ -287,7 +359,11 @@ fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<K
     }
     for g in &k.node_groups.value {
         if !is_dns_label(&g.name.value) || g.name.value.len() > 32 {
-            cx.error(&g.name.referenced, format!("invalid node group name {:?}", g.name.value), "use lower-case letters, digits and '-', at most 32 characters");
+            cx.error(
+                &g.name.referenced,
+                format!("invalid node group name {:?}", g.name.value),
+                "use lower-case letters, digits and '-', at most 32 characters",
+            );
         } else if groups.iter().any(|o| o.name == g.name.value) {
             cx.error(&g.name.referenced, format!("duplicate node group name {:?}", g.name.value), "node group names must be unique");
         }
@@ -302,7 +378,11 @@ fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<K
         }
         for (key, value) in &g.labels {
             if !valid_label_key(key) || value.value.len() > 63 {
-                cx.error(&value.referenced, format!("invalid node label {key:?}"), "label keys are [prefix/]name with a name of at most 63 characters; values at most 63");
+                cx.error(
+                    &value.referenced,
+                    format!("invalid node label {key:?}"),
+                    "label keys are [prefix/]name with a name of at most 63 characters; values at most 63",
+                );
             }
         }
         let mut taints = Vec::new();
@@ -328,7 +408,11 @@ fn bucket_name(cx: &mut Ctx<'_>, cloud: Cloud, given: Option<&Spanned<String>>, 
     match given {
         Some(b) => {
             if !valid_bucket(cloud, &b.value) {
-                cx.error(&b.referenced, format!("invalid bucket name {:?}", b.value), "bucket names are 3 to 63 lower-case letters, digits and '-'");
+                cx.error(
+                    &b.referenced,
+                    format!("invalid bucket name {:?}", b.value),
+                    "bucket names are 3 to 63 lower-case letters, digits and '-'",
+                );
             }
             b.value.clone()
         }
@@ -349,7 +433,11 @@ pub fn cluster(file: &str, doc: &ClusterDocument, env: Option<&Environment>, pro
     let spec = &doc.spec;
     let name = &doc.metadata.name;
     if !is_dns_label(&name.value) || name.value.len() > MAX_CLUSTER_NAME {
-        cx.error(&name.referenced, format!("invalid cluster name {:?}", name.value), format!("use lower-case letters, digits and '-', at most {MAX_CLUSTER_NAME} characters"));
+        cx.error(
+            &name.referenced,
+            format!("invalid cluster name {:?}", name.value),
+            format!("use lower-case letters, digits and '-', at most {MAX_CLUSTER_NAME} characters"),
+        );
     }
     check_image(&mut cx, &spec.image);
     let c = &spec.components;
@@ -367,7 +455,11 @@ pub fn cluster(file: &str, doc: &ClusterDocument, env: Option<&Environment>, pro
         && !p.starts_with('/')
         && !p.contains("//");
     if !prefix_ok {
-        cx.error(&prefix.referenced, format!("invalid state-store prefix {p:?}"), "use lower-case letters, digits, '-', '_' and '/', not starting with '/', at most 200 characters");
+        cx.error(
+            &prefix.referenced,
+            format!("invalid state-store prefix {p:?}"),
+            "use lower-case letters, digits, '-', '_' and '/', not starting with '/', at most 200 characters",
+        );
     }
 
     let meta_store = match &spec.meta_store {
@@ -375,11 +467,15 @@ pub fn cluster(file: &str, doc: &ClusterDocument, env: Option<&Environment>, pro
         Some(m) => meta_store(&mut cx, m),
     };
 
-    if let (Some(g), Some(env)) = (&spec.node_group, env) {
-        if !env.kubernetes.node_groups.iter().any(|n| n.name == g.value) {
-            let known: Vec<&str> = env.kubernetes.node_groups.iter().map(|n| n.name.as_str()).collect();
-            cx.error(&g.referenced, format!("node group {:?} does not exist", g.value), format!("node groups of this environment: {}", known.join(", ")));
-        }
+    if let (Some(g), Some(env)) = (&spec.node_group, env)
+        && !env.kubernetes.node_groups.iter().any(|n| n.name == g.value)
+    {
+        let known: Vec<&str> = env.kubernetes.node_groups.iter().map(|n| n.name.as_str()).collect();
+        cx.error(
+            &g.referenced,
+            format!("node group {:?} does not exist", g.value),
+            format!("node groups of this environment: {}", known.join(", ")),
+        );
     }
 
     if problems.len() != before {
@@ -407,9 +503,14 @@ fn check_image(cx: &mut Ctx<'_>, image: &Spanned<String>) {
         None => (text, None),
     };
     if let Some(d) = digest {
-        let ok = d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let ok =
+            d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         if !ok {
-            cx.error(&image.referenced, format!("invalid image digest in {text:?}"), "a digest is @sha256: followed by 64 lower-case hex digits");
+            cx.error(
+                &image.referenced,
+                format!("invalid image digest in {text:?}"),
+                "a digest is @sha256: followed by 64 lower-case hex digits",
+            );
             return;
         }
     }
@@ -420,29 +521,57 @@ fn check_image(cx: &mut Ctx<'_>, image: &Spanned<String>) {
     if !repo_ok {
         cx.error(&image.referenced, format!("invalid image {text:?}"), "write repository:tag or repository@sha256:digest");
     } else if digest.is_none() && tag.is_none_or(|t| t.is_empty() || t == "latest") {
-        cx.error(&image.referenced, format!("image {text:?} is not pinned"), "name a version tag such as risingwavelabs/risingwave:v2.1.0, or a digest; `latest` changes under you");
+        cx.error(
+            &image.referenced,
+            format!("image {text:?} is not pinned"),
+            "name a version tag such as risingwavelabs/risingwave:v2.1.0, or a digest; `latest` changes under you",
+        );
     }
 }
 
 fn component(cx: &mut Ctx<'_>, role: &str, spec: &ComponentSpec, lo: u32, hi: u32) -> Option<Component> {
     let before = cx.problems.len();
     if !(lo..=hi).contains(&spec.replicas.value) {
-        cx.error(&spec.replicas.referenced, format!("{role} replicas {} out of range {lo}..={hi}", spec.replicas.value), format!("a cluster runs {lo} to {hi} {role} pods"));
+        cx.error(
+            &spec.replicas.referenced,
+            format!("{role} replicas {} out of range {lo}..={hi}", spec.replicas.value),
+            format!("a cluster runs {lo} to {hi} {role} pods"),
+        );
     }
     let cpu = parse_cpu(&spec.cpu.value);
     match cpu {
-        None => cx.error(&spec.cpu.referenced, format!("invalid {role} cpu {:?}", spec.cpu.value), "write cores like \"2\" or \"0.5\", or millicores like \"500m\""),
-        Some(m) if !(100..=64_000).contains(&m) => cx.error(&spec.cpu.referenced, format!("{role} cpu {} out of range 100m..=64", format_cpu(m)), "a pod gets from 0.1 to 64 cores"),
+        None => cx.error(
+            &spec.cpu.referenced,
+            format!("invalid {role} cpu {:?}", spec.cpu.value),
+            "write cores like \"2\" or \"0.5\", or millicores like \"500m\"",
+        ),
+        Some(m) if !(100..=64_000).contains(&m) => cx.error(
+            &spec.cpu.referenced,
+            format!("{role} cpu {} out of range 100m..=64", format_cpu(m)),
+            "a pod gets from 0.1 to 64 cores",
+        ),
         _ => {}
     }
     let memory = parse_memory(&spec.memory.value);
     let min = if role == "compute" { 2u64 << 30 } else { 512 << 20 };
     match memory {
-        None => cx.error(&spec.memory.referenced, format!("invalid {role} memory {:?}", spec.memory.value), "write a quantity like \"4Gi\" or \"512Mi\""),
-        Some(b) if b < min || b > 512 << 30 => cx.error(&spec.memory.referenced, format!("{role} memory {} out of range {}..=512Gi", format_memory(b), format_memory(min)), format!("{role} pods need at least {}", format_memory(min))),
+        None => cx.error(
+            &spec.memory.referenced,
+            format!("invalid {role} memory {:?}", spec.memory.value),
+            "write a quantity like \"4Gi\" or \"512Mi\"",
+        ),
+        Some(b) if b < min || b > 512 << 30 => cx.error(
+            &spec.memory.referenced,
+            format!("{role} memory {} out of range {}..=512Gi", format_memory(b), format_memory(min)),
+            format!("{role} pods need at least {}", format_memory(min)),
+        ),
         _ => {}
     }
-    (cx.problems.len() == before).then(|| Component { replicas: spec.replicas.value, cpu_millis: cpu.unwrap_or_default(), memory_bytes: memory.unwrap_or_default() })
+    (cx.problems.len() == before).then(|| Component {
+        replicas: spec.replicas.value,
+        cpu_millis: cpu.unwrap_or_default(),
+        memory_bytes: memory.unwrap_or_default(),
+    })
 }
 
 fn meta_store(cx: &mut Ctx<'_>, m: &Spanned<MetaStoreSpec>) -> Option<MetaStore> {
@@ -457,7 +586,11 @@ fn meta_store(cx: &mut Ctx<'_>, m: &Spanned<MetaStoreSpec>) -> Option<MetaStore>
                 cx.error(&pg.database.referenced, "invalid meta store database name", "database names are 1 to 63 bytes");
             }
             if !is_dns_label(&pg.credentials_secret.value) {
-                cx.error(&pg.credentials_secret.referenced, format!("invalid secret name {:?}", pg.credentials_secret.value), "name a Kubernetes secret in the cluster's namespace");
+                cx.error(
+                    &pg.credentials_secret.referenced,
+                    format!("invalid secret name {:?}", pg.credentials_secret.value),
+                    "name a Kubernetes secret in the cluster's namespace",
+                );
             }
             (cx.problems.len() == before).then(|| MetaStore::Postgresql {
                 host: pg.host.value.clone(),
@@ -467,7 +600,11 @@ fn meta_store(cx: &mut Ctx<'_>, m: &Spanned<MetaStoreSpec>) -> Option<MetaStore>
             })
         }
         _ => {
-            cx.error(&m.referenced, "metaStore must name exactly one of sqlite, postgresql", "write `metaStore: {sqlite: {}}` or a postgresql block");
+            cx.error(
+                &m.referenced,
+                "metaStore must name exactly one of sqlite, postgresql",
+                "write `metaStore: {sqlite: {}}` or a postgresql block",
+            );
             None
         }
     }
@@ -516,13 +653,19 @@ fn is_uuid(a: &str) -> bool {
 }
 
 fn valid_resource_group(a: &str) -> bool {
-    (1..=90).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'(' | b')')) && !a.ends_with('.')
+    (1..=90).contains(&a.len())
+        && a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'(' | b')'))
+        && !a.ends_with('.')
 }
 
 fn valid_principal(cloud: Cloud, p: &str) -> bool {
     match cloud {
         Cloud::Aws => p.strip_prefix("arn:aws:iam::").is_some_and(|rest| {
-            rest.split_once(':').is_some_and(|(acct, res)| acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()) && (res == "root" || res.starts_with("role/") || res.starts_with("user/")))
+            rest.split_once(':').is_some_and(|(acct, res)| {
+                acct.len() == 12
+                    && acct.bytes().all(|b| b.is_ascii_digit())
+                    && (res == "root" || res.starts_with("role/") || res.starts_with("user/"))
+            })
         }),
         Cloud::Gcp => valid_gcp_project(p) || (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit())),
         Cloud::Azure => is_uuid(p),
