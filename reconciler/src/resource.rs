@@ -295,6 +295,15 @@ impl Resource {
         self
     }
 
+    /// [`Resource::protect`] when there is a reason, e.g. a cluster's `Retain` policy.
+    #[must_use]
+    pub fn protect_if(self, reason: Option<&str>) -> Self {
+        match reason {
+            Some(r) => self.protect(r),
+            None => self,
+        }
+    }
+
     /// The resources referenced from property `name`.
     pub fn refs_in(&self, name: &str) -> BTreeSet<ResourceId> {
         let mut ids = BTreeSet::new();

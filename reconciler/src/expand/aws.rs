@@ -136,21 +136,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("minSize", ng.min)
                 .set("maxSize", ng.max)
                 .set("labels", super::node_labels(ng))
-                .set(
-                    "taints",
-                    Value::List(
-                        ng.taints
-                            .iter()
-                            .map(|t| {
-                                Value::map([
-                                    ("key", t.key.as_str().into()),
-                                    ("value", t.value.as_str().into()),
-                                    ("effect", format!("{:?}", t.effect).into()),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                ),
+                .set("taints", super::taints(ng)),
         );
     }
 
@@ -216,11 +202,11 @@ pub(super) fn cluster_identity(
         statement(AWS_CLUSTER_OBJECT_ACTIONS, vec![format!("{bucket_arn}/{}/*", c.state_prefix)], None),
         statement(AWS_CLUSTER_BUCKET_ACTIONS, vec![bucket_arn], Some(format!("{}/*", c.state_prefix))),
     ];
-    let mut role = irsa_role(env, &ns, &format!("byoc-{}-{ns}", env.name), &f.identity_issuer, &ns, &ns, statements).after(&f.data_bucket);
-    if let Some(reason) = protection {
-        role = role.protect(reason);
-    }
-    let id = g.add(role);
+    let id = g.add(
+        irsa_role(env, &ns, &format!("byoc-{}-{ns}", env.name), &f.identity_issuer, &ns, &ns, statements)
+            .after(&f.data_bucket)
+            .protect_if(protection),
+    );
     WorkloadIdentity {
         annotations: [("eks.amazonaws.com/role-arn", Value::reference(&id))].into_iter().collect(),
         pod_labels: Map::new(),

@@ -163,20 +163,16 @@ fn identity(
     protection: Option<&str>,
 ) -> ResourceId {
     let rg = ResourceId::new(Kind::AzureResourceGroup, "main");
-    let mut mi = resource(env, Kind::AzureManagedIdentity, name)
+    let mi = resource(env, Kind::AzureManagedIdentity, name)
         .set("name", format!("byoc-{}-{name}", env.name))
         .set("resourceGroup", Value::reference(&rg));
-    let mut fc = resource(env, Kind::AzureFederatedCredential, name)
+    let fc = resource(env, Kind::AzureFederatedCredential, name)
         .set("identity", Value::reference(&ResourceId::new(Kind::AzureManagedIdentity, name)))
         .set("issuer", Value::reference(aks))
         .set("subject", format!("system:serviceaccount:{namespace}:{ksa}"))
         .set("audiences", Value::strings(["api://AzureADTokenExchange"]));
-    if let Some(reason) = protection {
-        mi = mi.protect(reason);
-        fc = fc.protect(reason);
-    }
-    let id = g.add(mi);
-    g.add(fc);
+    let id = g.add(mi.protect_if(protection));
+    g.add(fc.protect_if(protection));
     id
 }
 
@@ -190,7 +186,7 @@ pub(super) fn cluster_identity(
     let ns = cluster_namespace(c);
     let mi = identity(env, g, &ns, &f.identity_issuer, &ns, &ns, protection);
     for role in AZURE_CLUSTER_ROLES {
-        let mut ra = resource(env, Kind::AzureRoleAssignment, &format!("{ns}-data"))
+        let ra = resource(env, Kind::AzureRoleAssignment, &format!("{ns}-data"))
             .set("principal", Value::reference(&mi))
             .set("role", *role)
             .set("scope", Value::reference(&f.data_bucket))
@@ -201,10 +197,7 @@ pub(super) fn cluster_identity(
                     c.state_prefix
                 ),
             );
-        if let Some(reason) = protection {
-            ra = ra.protect(reason);
-        }
-        g.add(ra);
+        g.add(ra.protect_if(protection));
     }
     WorkloadIdentity {
         annotations: [("azure.workload.identity/client-id", Value::reference(&mi))].into_iter().collect(),

@@ -104,21 +104,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("minNodes", ng.min)
                 .set("maxNodes", ng.max)
                 .set("nodeLabels", super::node_labels(ng))
-                .set(
-                    "taints",
-                    Value::List(
-                        ng.taints
-                            .iter()
-                            .map(|t| {
-                                Value::map([
-                                    ("key", t.key.as_str().into()),
-                                    ("value", t.value.as_str().into()),
-                                    ("effect", format!("{:?}", t.effect).into()),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                )
+                .set("taints", super::taints(ng))
                 .set("workloadMetadata", "GKE_METADATA"),
         );
     }
@@ -184,18 +170,14 @@ fn google_service_account(
     ksa: &str,
     protection: Option<&str>,
 ) -> ResourceId {
-    let mut sa = resource(env, Kind::GcpServiceAccount, name).set("accountId", account_id).set("project", &env.account);
-    let mut wi = resource(env, Kind::GcpIamBinding, &format!("{name}-workload-identity"))
+    let sa = resource(env, Kind::GcpServiceAccount, name).set("accountId", account_id).set("project", &env.account);
+    let wi = resource(env, Kind::GcpIamBinding, &format!("{name}-workload-identity"))
         .set("resource", Value::reference(&ResourceId::new(Kind::GcpServiceAccount, name)))
         .set("role", "roles/iam.workloadIdentityUser")
         .set("member", format!("serviceAccount:{}.svc.id.goog[{namespace}/{ksa}]", env.account))
         .after(gke);
-    if let Some(reason) = protection {
-        sa = sa.protect(reason);
-        wi = wi.protect(reason);
-    }
-    let id = g.add(sa);
-    g.add(wi);
+    let id = g.add(sa.protect_if(protection));
+    g.add(wi.protect_if(protection));
     id
 }
 
@@ -211,15 +193,12 @@ pub(super) fn cluster_identity(
     let account_id: String = format!("byoc-{}", c.name).chars().take(30).collect::<String>().trim_end_matches('-').to_owned();
     let sa = google_service_account(env, g, &ns, &account_id, &f.kube_cluster, &ns, &ns, protection);
     for role in GCP_CLUSTER_ROLES {
-        let mut b = resource(env, Kind::GcpIamBinding, &format!("{ns}-data"))
+        let b = resource(env, Kind::GcpIamBinding, &format!("{ns}-data"))
             .set("resource", Value::reference(&f.data_bucket))
             .set("role", *role)
             .set("member", Value::reference(&sa))
             .set("condition", format!("resource.name.startsWith('projects/_/buckets/{}/objects/{}/')", env.data_bucket, c.state_prefix));
-        if let Some(reason) = protection {
-            b = b.protect(reason);
-        }
-        g.add(b);
+        g.add(b.protect_if(protection));
     }
     WorkloadIdentity {
         annotations: [("iam.gke.io/gcp-service-account", Value::reference(&sa))].into_iter().collect(),

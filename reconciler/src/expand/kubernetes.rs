@@ -22,10 +22,7 @@ pub(super) fn cluster(
 ) {
     let ns_name = cluster_namespace(c);
     let labels = Value::map([(LABEL_MANAGED_BY, "byoc".into()), (LABEL_CLUSTER, c.name.as_str().into())]);
-    let protect = |r: Resource| match protection {
-        Some(reason) => r.protect(reason),
-        None => r,
-    };
+    let protect = |r: Resource| r.protect_if(protection);
 
     let ns = g.add(protect(
         Resource::new(Kind::K8sNamespace, &c.name)

@@ -101,6 +101,23 @@ pub(crate) fn cluster_namespace(cluster: &Cluster) -> String {
 /// selects its nodes by it.
 pub const LABEL_NODE_GROUP: &str = "byoc.risingwave.dev/node-group";
 
+/// A node group's taints as a list of `{key, value, effect}`.
+pub(crate) fn taints(group: &crate::spec::NodeGroup) -> Value {
+    Value::List(
+        group
+            .taints
+            .iter()
+            .map(|t| {
+                Value::map([
+                    ("key", t.key.as_str().into()),
+                    ("value", t.value.as_str().into()),
+                    ("effect", format!("{:?}", t.effect).into()),
+                ])
+            })
+            .collect(),
+    )
+}
+
 /// A node group's labels: the user's plus [`LABEL_NODE_GROUP`].
 pub(crate) fn node_labels(group: &crate::spec::NodeGroup) -> Value {
     let mut map: Map = group.labels.iter().map(|(k, v)| (Key::Owned(k.clone()), Value::from(v))).collect();
