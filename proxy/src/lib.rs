@@ -2,10 +2,27 @@
 //!
 //! The [`routes`] module (route table types, parsing and validation) has no heavy
 //! dependencies and is shared with the reconciler, which validates routes before it
-//! publishes a revision. [`diagnostics`] and [`yaml`] are the error type and the hardened
-//! YAML reader that both use.
+//! publishes a revision. [`diagnostics`], [`specfiles`] and [`yaml`] are the error type,
+//! the spec-file reader and the hardened YAML reader that both use. The proxy itself
+//! (feature `server`) is [`protocol`] and [`routing`] (pure), then [`server`], [`tls`],
+//! [`cancel`], [`reload`] and [`metrics`].
 
 pub mod diagnostics;
 pub mod routes;
 pub mod specfiles;
 pub mod yaml;
+
+#[cfg(feature = "server")]
+pub mod cancel;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod protocol;
+#[cfg(feature = "server")]
+pub mod reload;
+#[cfg(feature = "server")]
+pub mod routing;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod tls;

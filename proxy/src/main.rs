@@ -1,45 +1,117 @@
-//! `rwproxy`: for now, checks a routes directory the way the proxy will load it.
+//! `rwproxy`: parses the command line, loads routes and certificates, runs the proxy.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use arc_swap::ArcSwap;
+use clap::Parser;
+use ipnet::IpNet;
+use rwproxy::metrics::Metrics;
+use rwproxy::routing::Router;
+use rwproxy::server::{Shared, serve};
+use rwproxy::tls::{CertFiles, SniResolver};
+use tokio_util::sync::CancellationToken;
 
 /// RWProxy, the PostgreSQL-wire routing proxy for RisingWave clusters.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Validate the `kind: Routes` files of a directory and print the route table.
-    Check {
-        /// Directory holding the routes (the published environment tree).
-        #[arg(long)]
-        routes: PathBuf,
-    },
+    /// Directory with the `kind: Routes` files (the published, verified tree).
+    #[arg(long)]
+    routes: PathBuf,
+    /// Address to accept SQL connections on.
+    #[arg(long, default_value = "127.0.0.1:4566")]
+    listen: SocketAddr,
+    /// PEM certificate chain; repeat with --tls-key for several (chosen by SNI).
+    #[arg(long)]
+    tls_cert: Vec<PathBuf>,
+    /// PEM private key of the --tls-cert at the same position.
+    #[arg(long)]
+    tls_key: Vec<PathBuf>,
+    /// Address for /metrics and /healthz.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Load balancer networks whose connections start with a PROXY protocol v2 header.
+    #[arg(long)]
+    proxy_protocol_from: Vec<IpNet>,
+    /// Seconds open sessions get to finish after SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    grace: u64,
+    /// Validate the routes, print the table and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { routes } => match rwproxy::routes::load_dir(&routes) {
-            Ok(table) => {
-                for r in &table.routes {
-                    let nets: Vec<String> = r.allowed.iter().map(ToString::to_string).collect();
-                    println!("{}\t{}\t-> {}\tallow {}", r.name, r.matcher, r.cluster, nets.join(","));
-                }
-                ExitCode::SUCCESS
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RWPROXY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let table = match rwproxy::routes::load_dir(&cli.routes) {
+        Ok(t) => t,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
             }
-            Err(problems) => {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                ExitCode::FAILURE
-            }
-        },
+            eprintln!("error: the routes in {} are not valid", cli.routes.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.check {
+        for r in &table.routes {
+            let nets: Vec<String> = r.allowed.iter().map(ToString::to_string).collect();
+            println!("{}\t{}\t-> {}\tallow {}", r.name, r.matcher, r.cluster, nets.join(","));
+        }
+        return ExitCode::SUCCESS;
     }
+    match run(cli, table) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, table: rwproxy::routes::RouteTable) -> anyhow::Result<()> {
+    anyhow::ensure!(cli.tls_cert.len() == cli.tls_key.len(), "give one --tls-key for each --tls-cert");
+    let resolver = if cli.tls_cert.is_empty() {
+        None
+    } else {
+        let files = cli.tls_cert.iter().zip(&cli.tls_key).map(|(c, k)| CertFiles { cert: c.clone(), key: k.clone() }).collect();
+        Some(Arc::new(SniResolver::load(files)?))
+    };
+    let metrics = Arc::new(Metrics::default());
+    let router = Arc::new(ArcSwap::from_pointee(Router::new(table)));
+    let mut shared = Shared::new(router.clone(), resolver.clone().map(rwproxy::tls::server_config), metrics.clone());
+    shared.proxy_protocol_from = cli.proxy_protocol_from;
+    let shared = Arc::new(shared);
+    let _watcher = rwproxy::reload::watch(cli.routes.clone(), router, resolver, metrics.clone())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, "accepting SQL connections");
+        if let Some(admin) = cli.admin {
+            let admin = tokio::net::TcpListener::bind(admin).await?;
+            tokio::spawn(rwproxy::metrics::serve_admin(admin, metrics, shutdown.clone()));
+        }
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("shutting down: no new connections");
+            signals.cancel();
+        });
+        serve(listener, shared, shutdown, Duration::from_secs(cli.grace)).await;
+        anyhow::Ok(())
+    })
 }

@@ -1,0 +1,498 @@
+//! The accept loop and one connection's life: first packet, TLS, routing, the relayed
+//! startup and authentication exchange, then both directions spliced.
+//!
+//! The handshake is generic over `AsyncRead + AsyncWrite`, so tests can drive it over
+//! in-memory pipes as well as real sockets. Every connection is a tracked task; on
+//! shutdown the listener stops, open sessions get a grace period to finish, then the
+//! rest are closed.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cancel::{CancelMap, RateLimiter, Target};
+use crate::metrics::{Direction, Metrics};
+use crate::protocol::{self, AuthStep, FirstPacket, MAX_AUTH_MESSAGE_LEN, ProtocolError};
+use crate::routing::{self, Refusal, Router};
+
+/// Everything connections share.
+pub struct Shared {
+    /// The current route table.
+    pub router: Arc<ArcSwap<Router>>,
+    /// TLS configuration; `None` answers SSLRequest with 'N'.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Live cancel keys.
+    pub cancel: CancelMap,
+    /// Cancel request limiter.
+    pub cancel_limit: RateLimiter,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Load balancers whose connections start with a PROXY protocol v2 header.
+    pub proxy_protocol_from: Vec<IpNet>,
+    /// Deadline from accept to a ready session.
+    pub handshake_timeout: Duration,
+}
+
+impl Shared {
+    /// Defaults: 15 s handshake deadline, 10 cancel requests per second per network.
+    pub fn new(router: Arc<ArcSwap<Router>>, tls: Option<Arc<rustls::ServerConfig>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            router,
+            tls,
+            cancel: CancelMap::default(),
+            cancel_limit: RateLimiter::new(10, Duration::from_secs(1)),
+            metrics,
+            proxy_protocol_from: Vec::new(),
+            handshake_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown`, then waits up to `grace` for open sessions.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken, grace: Duration) {
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    tracker.spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        connection(stream, peer, &shared).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    tracker.close();
+    tracing::info!(open = tracker.len(), grace_seconds = grace.as_secs(), "draining");
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(open = tracker.len(), "grace period over; closing open sessions");
+    }
+}
+
+/// Metric labels for how a connection ended.
+mod outcome {
+    pub const SESSION: &str = "session";
+    pub const REFUSED: &str = "refused";
+    pub const AUTH_FAILED: &str = "auth_failed";
+    pub const PROTOCOL_ERROR: &str = "protocol_error";
+    pub const BACKEND_UNREACHABLE: &str = "backend_unreachable";
+    pub const TLS_FAILED: &str = "tls_failed";
+    pub const TIMEOUT: &str = "timeout";
+    pub const CANCEL: &str = "cancel";
+    pub const CANCEL_REFUSED: &str = "cancel_refused";
+    pub const CLOSED: &str = "closed";
+}
+
+/// Why a handshake stopped.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("client went away: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("refused: {}", .0.label())]
+    Refused(Refusal),
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
+    #[error("backend {0} unreachable: {1}")]
+    Backend(String, io::Error),
+    #[error("backend refused authentication")]
+    AuthFailed,
+    #[error("cancel request handled")]
+    Cancel(bool),
+}
+
+impl HandshakeError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            HandshakeError::Io(_) => outcome::CLOSED,
+            HandshakeError::Protocol(_) => outcome::PROTOCOL_ERROR,
+            HandshakeError::Refused(_) => outcome::REFUSED,
+            HandshakeError::Tls(_) => outcome::TLS_FAILED,
+            HandshakeError::Backend(..) => outcome::BACKEND_UNREACHABLE,
+            HandshakeError::AuthFailed => outcome::AUTH_FAILED,
+            HandshakeError::Cancel(true) => outcome::CANCEL,
+            HandshakeError::Cancel(false) => outcome::CANCEL_REFUSED,
+        }
+    }
+}
+
+/// A session ready to splice.
+struct Session<'a, S> {
+    client: ClientStream<S>,
+    backend: TcpStream,
+    _cancel: crate::cancel::Registration<'a>,
+}
+
+/// Serves one accepted connection to the end.
+pub async fn connection<S>(mut stream: S, peer: SocketAddr, shared: &Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    shared.metrics.active.inc();
+    let handshake = async {
+        let client = if shared.proxy_protocol_from.iter().any(|n| n.contains(&peer.ip())) {
+            read_proxy_header(&mut stream).await?.unwrap_or(peer.ip())
+        } else {
+            peer.ip()
+        };
+        handshake(ClientStream::Plain(stream), client, shared).await
+    };
+    match tokio::time::timeout(shared.handshake_timeout, handshake).await {
+        Ok(Ok(mut session)) => {
+            shared.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
+            shared.metrics.outcome(outcome::SESSION);
+            // Both directions with backpressure: a slow reader stalls its writer.
+            let copied = tokio::io::copy_bidirectional_with_sizes(&mut session.client, &mut session.backend, 16 * 1024, 16 * 1024).await;
+            if let Ok((up, down)) = copied {
+                shared.metrics.bytes.get_or_create(&Direction { direction: "client_to_backend" }).inc_by(up);
+                shared.metrics.bytes.get_or_create(&Direction { direction: "backend_to_client" }).inc_by(down);
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(client.addr = %peer, error = %e, "connection ended in handshake");
+            shared.metrics.outcome(e.outcome());
+        }
+        Err(_) => {
+            tracing::debug!(client.addr = %peer, "handshake deadline passed");
+            shared.metrics.outcome(outcome::TIMEOUT);
+        }
+    }
+    shared.metrics.active.dec();
+}
+
+async fn handshake<'a, S>(mut client: ClientStream<S>, client_ip: IpAddr, shared: &'a Shared) -> Result<Session<'a, S>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut sni: Option<String> = None;
+    let mut gss_answered = false;
+    let params = loop {
+        match read_first_packet(&mut client).await? {
+            FirstPacket::SslRequest => {
+                let ClientStream::Plain(plain) = client else {
+                    return Err(ProtocolError::Unexpected(b'S').into());
+                };
+                let mut plain = plain;
+                match &shared.tls {
+                    Some(config) => {
+                        plain.write_all(b"S").await?;
+                        let tls = tokio_rustls::TlsAcceptor::from(config.clone()).accept(plain).await.map_err(HandshakeError::Tls)?;
+                        sni = tls.get_ref().1.server_name().map(str::to_owned);
+                        client = ClientStream::Tls(Box::new(tls));
+                    }
+                    None => {
+                        plain.write_all(b"N").await?;
+                        client = ClientStream::Plain(plain);
+                    }
+                }
+            }
+            FirstPacket::GssEncRequest if !gss_answered => {
+                gss_answered = true;
+                client.write_all(b"N").await?;
+            }
+            FirstPacket::GssEncRequest => return Err(ProtocolError::Unexpected(b'G').into()),
+            FirstPacket::Cancel(key) => return Err(HandshakeError::Cancel(cancel(key, client_ip, shared).await)),
+            FirstPacket::Startup(params) => break params,
+        }
+    };
+
+    let router = shared.router.load();
+    let request = routing::Request { sni: sni.as_deref(), params: &params, client: client_ip };
+    let decision = match routing::choose(&router, &request) {
+        Ok(d) => d,
+        Err(refusal) => {
+            client.write_all(&protocol::error_response(refusal.sqlstate(), refusal.message())).await?;
+            client.flush().await?;
+            return Err(HandshakeError::Refused(refusal));
+        }
+    };
+    drop(router);
+    tracing::debug!(route = %decision.route, cluster = %decision.cluster, "routed");
+
+    let address = format!("{}:{}", decision.backend.host, decision.backend.port);
+    let mut backend = match TcpStream::connect(&address).await {
+        Ok(b) => b,
+        Err(e) => {
+            client.write_all(&protocol::error_response("08006", "the cluster is not reachable right now")).await?;
+            client.flush().await?;
+            return Err(HandshakeError::Backend(address, e));
+        }
+    };
+    let _ = backend.set_nodelay(true);
+    let backend_addr = backend.peer_addr().map_err(|e| HandshakeError::Backend(address.clone(), e))?;
+    backend.write_all(&protocol::startup_message(&decision.params)).await?;
+
+    // Relay the authentication exchange unchanged, so the backend checks the client's own
+    // credentials; only the cancel key is swapped for one of the proxy's.
+    let mut registration = None;
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let (tag, body) = read_message(&mut backend, MAX_AUTH_MESSAGE_LEN).await?;
+        match protocol::auth_step(tag, &body)? {
+            AuthStep::ClientResponds => {
+                push_message(&mut out, tag, &body);
+                client.write_all(&out).await?;
+                client.flush().await?;
+                out.clear();
+                let (reply, reply_body) = read_message(&mut client, MAX_AUTH_MESSAGE_LEN).await?;
+                if reply != b'p' {
+                    return Err(ProtocolError::Unexpected(reply).into());
+                }
+                let mut msg = Vec::with_capacity(reply_body.len() + 5);
+                push_message(&mut msg, reply, &reply_body);
+                backend.write_all(&msg).await?;
+            }
+            AuthStep::Forward => push_message(&mut out, tag, &body),
+            AuthStep::BackendKey(key) => {
+                let (proxy_key, reg) = shared.cancel.register(Target { backend: backend_addr, key });
+                registration = Some(reg);
+                out.extend_from_slice(&protocol::backend_key_data(proxy_key));
+            }
+            AuthStep::Ready => {
+                push_message(&mut out, tag, &body);
+                client.write_all(&out).await?;
+                client.flush().await?;
+                break;
+            }
+            AuthStep::Failed => {
+                push_message(&mut out, tag, &body);
+                client.write_all(&out).await?;
+                client.flush().await?;
+                return Err(HandshakeError::AuthFailed);
+            }
+        }
+    }
+    // A backend that never sent a key cannot be cancelled; register a key that leads
+    // nowhere so the session still has one.
+    let registration = registration.unwrap_or_else(|| shared.cancel.register(Target { backend: backend_addr, key: protocol::CancelKey { pid: 0, secret: 0 } }).1);
+    Ok(Session { client, backend, _cancel: registration })
+}
+
+/// Forwards a cancel request to the backend that issued the key, if the key is live and
+/// the client's network is within its rate. Says nothing to the client either way, like
+/// PostgreSQL, so a guesser learns nothing.
+async fn cancel(key: protocol::CancelKey, client: IpAddr, shared: &Shared) -> bool {
+    if !shared.cancel_limit.allow(client, Instant::now()) {
+        return false;
+    }
+    let Some(target) = shared.cancel.lookup(key) else { return false };
+    if target.key.pid == 0 && target.key.secret == 0 {
+        return false;
+    }
+    match TcpStream::connect(target.backend).await {
+        Ok(mut backend) => backend.write_all(&protocol::cancel_request(target.key)).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn read_first_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<FirstPacket, HandshakeError> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header).await?;
+    let len = protocol::first_packet_body_len(header)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(protocol::parse_first_packet(&body)?)
+}
+
+async fn read_message<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<(u8, Vec<u8>), HandshakeError> {
+    let mut header = [0u8; 5];
+    r.read_exact(&mut header).await?;
+    let (tag, len) = protocol::message_header(header, limit)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok((tag, body))
+}
+
+fn push_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// PROXY protocol v2 signature.
+const PROXY_V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Reads a PROXY protocol v2 header; returns the client's address (`None` for LOCAL, a
+/// health check from the load balancer itself).
+async fn read_proxy_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<IpAddr>, HandshakeError> {
+    let mut header = [0u8; 16];
+    r.read_exact(&mut header).await?;
+    if header[..12] != PROXY_V2_SIGNATURE || header[12] >> 4 != 2 {
+        return Err(ProtocolError::MalformedStartup("expected a PROXY protocol v2 header").into());
+    }
+    let len = u16::from_be_bytes([header[14], header[15]]) as usize;
+    if len > 1024 {
+        return Err(ProtocolError::BadLength(len).into());
+    }
+    let mut rest = vec![0u8; len];
+    r.read_exact(&mut rest).await?;
+    let command = header[12] & 0x0f;
+    if command == 0 {
+        return Ok(None);
+    }
+    match header[13] >> 4 {
+        1 if rest.len() >= 12 => Ok(Some(IpAddr::from([rest[0], rest[1], rest[2], rest[3]]))),
+        2 if rest.len() >= 36 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&rest[..16]);
+            Ok(Some(IpAddr::from(octets)))
+        }
+        _ => Err(ProtocolError::MalformedStartup("unsupported PROXY protocol address family").into()),
+    }
+}
+
+/// The client side, before or after TLS.
+enum ClientStream<S> {
+    Plain(S),
+    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::RouteTable;
+
+    fn shared() -> Shared {
+        let mut s = Shared::new(Arc::new(ArcSwap::from_pointee(Router::new(RouteTable::default()))), None, Arc::new(Metrics::default()));
+        s.handshake_timeout = Duration::from_secs(15);
+        s
+    }
+
+    async fn run(input: Vec<u8>) -> (Vec<u8>, String) {
+        let shared = shared();
+        let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let conn = tokio::spawn(async move {
+            connection(theirs, peer, &shared).await;
+            shared.metrics.encode()
+        });
+        ours.write_all(&input).await.unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), ours.read_to_end(&mut reply)).await;
+        drop(ours);
+        (reply, conn.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_oversized_startup_length_is_refused_without_reading_it() {
+        let (reply, metrics) = run(20_000u32.to_be_bytes().to_vec()).await;
+        assert!(reply.is_empty());
+        assert!(metrics.contains("rwproxy_connections_total{outcome=\"protocol_error\"} 1"), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_protocol_error() {
+        let (_, metrics) = run(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+        assert!(metrics.contains("outcome=\"protocol_error\"} 1"), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn unroutable_startup_gets_a_proper_error_response() {
+        let startup = protocol::startup_message(&[("user".into(), "u".into()), ("database".into(), "nowhere".into())]);
+        let (reply, metrics) = run(startup).await;
+        assert_eq!(reply[0], b'E');
+        assert!(reply.windows(6).any(|w| w == b"C08004"), "{reply:?}");
+        assert!(metrics.contains("outcome=\"refused\"} 1"), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn ssl_request_without_tls_is_answered_n_then_startup_continues() {
+        let mut input = 8u32.to_be_bytes().to_vec();
+        input.extend_from_slice(&80_877_103u32.to_be_bytes());
+        input.extend(protocol::startup_message(&[("user".into(), "u".into())]));
+        let (reply, _) = run(input).await;
+        assert_eq!(reply[0], b'N');
+        assert_eq!(reply[1], b'E');
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_closed_at_the_deadline() {
+        let shared = shared();
+        let (_ours, theirs) = tokio::io::duplex(1024);
+        let started = tokio::time::Instant::now();
+        connection(theirs, "10.0.0.1:1".parse().unwrap(), &shared).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+        assert!(shared.metrics.encode().contains("outcome=\"timeout\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn proxy_protocol_v2_gives_the_real_client_address() {
+        let mut header = PROXY_V2_SIGNATURE.to_vec();
+        header.extend_from_slice(&[0x21, 0x11, 0, 12, 203, 0, 113, 7, 10, 0, 0, 1, 0x30, 0x39, 0x11, 0xd6]);
+        let mut r = header.as_slice();
+        assert_eq!(read_proxy_header(&mut r).await.unwrap(), Some("203.0.113.7".parse().unwrap()));
+        let mut local = PROXY_V2_SIGNATURE.to_vec();
+        local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+        assert_eq!(read_proxy_header(&mut local.as_slice()).await.unwrap(), None);
+        let mut bad = b"PROXY TCP4 1.2.3.4".to_vec();
+        bad.resize(16, 0);
+        assert!(read_proxy_header(&mut bad.as_slice()).await.is_err());
+    }
+}
