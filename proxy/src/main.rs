@@ -37,6 +37,9 @@ struct Cli {
     /// Load balancer networks whose connections start with a PROXY protocol v2 header.
     #[arg(long)]
     proxy_protocol_from: Vec<IpNet>,
+    /// Seconds from accept to a ready session before the connection is closed.
+    #[arg(long, default_value_t = 15)]
+    handshake_timeout: u64,
     /// Seconds open sessions get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     grace: u64,
@@ -89,6 +92,7 @@ fn run(cli: Cli, table: rwproxy::routes::RouteTable) -> anyhow::Result<()> {
     let router = Arc::new(ArcSwap::from_pointee(Router::new(table)));
     let mut shared = Shared::new(router.clone(), resolver.clone().map(rwproxy::tls::server_config), metrics.clone());
     shared.proxy_protocol_from = cli.proxy_protocol_from;
+    shared.handshake_timeout = Duration::from_secs(cli.handshake_timeout);
     let shared = Arc::new(shared);
     let _watcher = rwproxy::reload::watch(cli.routes.clone(), router, resolver, metrics.clone())?;
 

@@ -103,7 +103,10 @@ pub async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, shutdown:
             } else {
                 ("404 Not Found", "not found\n".to_owned())
             };
-            let response = format!("HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = stream.write_all(response.as_bytes()).await;
         });
     }

@@ -200,7 +200,8 @@ pub enum AuthStep {
 pub fn auth_step(tag: u8, body: &[u8]) -> Result<AuthStep, ProtocolError> {
     match tag {
         b'R' => {
-            let code = body.get(..4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).ok_or(ProtocolError::BadLength(body.len() + 4))?;
+            let code =
+                body.get(..4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).ok_or(ProtocolError::BadLength(body.len() + 4))?;
             match code {
                 // Ok, SASLFinal: informational.
                 0 | 12 => Ok(AuthStep::Forward),

@@ -37,7 +37,12 @@ pub fn reload_routes(dir: &Path, router: &ArcSwap<Router>, metrics: &Metrics) ->
 
 /// Watches the routes directory and the certificate files; reloads on change. Returns the
 /// watcher, which stops watching when dropped.
-pub fn watch(routes: PathBuf, router: Arc<ArcSwap<Router>>, tls: Option<Arc<SniResolver>>, metrics: Arc<Metrics>) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch(
+    routes: PathBuf,
+    router: Arc<ArcSwap<Router>>,
+    tls: Option<Arc<SniResolver>>,
+    metrics: Arc<Metrics>,
+) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
@@ -57,8 +62,11 @@ pub fn watch(routes: PathBuf, router: Arc<ArcSwap<Router>>, tls: Option<Arc<SniR
     }
     std::thread::Builder::new().name("rwproxy-reload".into()).spawn(move || {
         while rx.recv().is_ok() {
-            // Settle: a publish is several file operations; reload once after they stop.
-            while rx.recv_timeout(Duration::from_millis(50)).is_ok() {}
+            // A publish is several file operations: let them land, then reload once for all
+            // of them. The window is fixed, not "until quiet", so a stream of publishes
+            // cannot starve reloads.
+            std::thread::sleep(Duration::from_millis(20));
+            while rx.try_recv().is_ok() {}
             reload_routes(&routes, &router, &metrics);
             if let Some(t) = &tls {
                 if let Err(e) = t.reload() {

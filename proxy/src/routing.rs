@@ -102,7 +102,9 @@ impl Refusal {
     /// Message sent to the client: says what to fix, reveals nothing about the table.
     pub fn message(&self) -> &'static str {
         match self {
-            Refusal::NoRoute => "no route for this connection: connect with the cluster's host name, options=cluster=NAME, or a routed database",
+            Refusal::NoRoute => {
+                "no route for this connection: connect with the cluster's host name, options=cluster=NAME, or a routed database"
+            }
             Refusal::Conflict => "the host name and the cluster option name different clusters",
             Refusal::NotAllowed => "connections from this address are not allowed",
             Refusal::BadOptions => "invalid options parameter",
@@ -158,10 +160,10 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
 
 /// The backend of a route: explicit, or the cluster's frontend service.
 pub fn backend_of(route: &Route) -> Backend {
-    route.backend.clone().unwrap_or_else(|| Backend {
-        host: format!("{c}-frontend.rw-{c}.svc.cluster.local", c = route.cluster),
-        port: FRONTEND_PORT,
-    })
+    route
+        .backend
+        .clone()
+        .unwrap_or_else(|| Backend { host: format!("{c}-frontend.rw-{c}.svc.cluster.local", c = route.cluster), port: FRONTEND_PORT })
 }
 
 /// Splits libpq's `options` (space-separated, `\` escapes) into the routing token's value
@@ -250,8 +252,18 @@ mod tests {
             want: Result<(&'a str, Vec<(String, String)>), Refusal>,
         }
         let cases = [
-            Case { sni: Some("A.sql.example.com"), params: params(&[("user", "u")]), client: wan, want: Ok(("a-sni", params(&[("user", "u")]))) },
-            Case { sni: Some("x.dev.example.com"), params: params(&[("user", "u")]), client: wan, want: Ok(("wild", params(&[("user", "u")]))) },
+            Case {
+                sni: Some("A.sql.example.com"),
+                params: params(&[("user", "u")]),
+                client: wan,
+                want: Ok(("a-sni", params(&[("user", "u")]))),
+            },
+            Case {
+                sni: Some("x.dev.example.com"),
+                params: params(&[("user", "u")]),
+                client: wan,
+                want: Ok(("wild", params(&[("user", "u")]))),
+            },
             Case { sni: Some("x.y.dev.example.com"), params: params(&[("user", "u")]), client: wan, want: Err(Refusal::NoRoute) },
             Case {
                 sni: None,
@@ -259,15 +271,45 @@ mod tests {
                 client: wan,
                 want: Ok(("b-token", params(&[("user", "u"), ("options", "-c search_path=x")]))),
             },
-            Case { sni: None, params: params(&[("user", "u"), ("options", "cluster=b")]), client: wan, want: Ok(("b-token", params(&[("user", "u")]))) },
-            Case { sni: Some("a.sql.example.com"), params: params(&[("user", "u"), ("options", "cluster=a")]), client: wan, want: Ok(("a-sni", params(&[("user", "u")]))) },
-            Case { sni: Some("a.sql.example.com"), params: params(&[("user", "u"), ("options", "cluster=b")]), client: wan, want: Err(Refusal::Conflict) },
+            Case {
+                sni: None,
+                params: params(&[("user", "u"), ("options", "cluster=b")]),
+                client: wan,
+                want: Ok(("b-token", params(&[("user", "u")]))),
+            },
+            Case {
+                sni: Some("a.sql.example.com"),
+                params: params(&[("user", "u"), ("options", "cluster=a")]),
+                client: wan,
+                want: Ok(("a-sni", params(&[("user", "u")]))),
+            },
+            Case {
+                sni: Some("a.sql.example.com"),
+                params: params(&[("user", "u"), ("options", "cluster=b")]),
+                client: wan,
+                want: Err(Refusal::Conflict),
+            },
             Case { sni: None, params: params(&[("user", "u"), ("options", "cluster=zzz")]), client: wan, want: Err(Refusal::NoRoute) },
-            Case { sni: None, params: params(&[("user", "u"), ("options", "cluster=a cluster=b")]), client: wan, want: Err(Refusal::BadOptions) },
-            Case { sni: None, params: params(&[("user", "u"), ("database", "cdb")]), client: lan, want: Ok(("c-db", params(&[("user", "u"), ("database", "cdb")]))) },
+            Case {
+                sni: None,
+                params: params(&[("user", "u"), ("options", "cluster=a cluster=b")]),
+                client: wan,
+                want: Err(Refusal::BadOptions),
+            },
+            Case {
+                sni: None,
+                params: params(&[("user", "u"), ("database", "cdb")]),
+                client: lan,
+                want: Ok(("c-db", params(&[("user", "u"), ("database", "cdb")]))),
+            },
             Case { sni: None, params: params(&[("user", "cdb")]), client: lan, want: Ok(("c-db", params(&[("user", "cdb")]))) },
             Case { sni: None, params: params(&[("user", "u"), ("database", "cdb")]), client: wan, want: Err(Refusal::NotAllowed) },
-            Case { sni: Some("unknown.example.org"), params: params(&[("user", "u"), ("database", "cdb")]), client: lan, want: Ok(("c-db", params(&[("user", "u"), ("database", "cdb")]))) },
+            Case {
+                sni: Some("unknown.example.org"),
+                params: params(&[("user", "u"), ("database", "cdb")]),
+                client: lan,
+                want: Ok(("c-db", params(&[("user", "u"), ("database", "cdb")]))),
+            },
             Case { sni: None, params: params(&[("user", "u"), ("database", "nope")]), client: lan, want: Err(Refusal::NoRoute) },
         ];
         for (i, c) in cases.into_iter().enumerate() {

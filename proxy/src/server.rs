@@ -285,7 +285,8 @@ where
     }
     // A backend that never sent a key cannot be cancelled; register a key that leads
     // nowhere so the session still has one.
-    let registration = registration.unwrap_or_else(|| shared.cancel.register(Target { backend: backend_addr, key: protocol::CancelKey { pid: 0, secret: 0 } }).1);
+    let registration = registration
+        .unwrap_or_else(|| shared.cancel.register(Target { backend: backend_addr, key: protocol::CancelKey { pid: 0, secret: 0 } }).1);
     Ok(Session { client, backend, _cancel: registration })
 }
 

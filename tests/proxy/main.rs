@@ -1,0 +1,9 @@
+//! End-to-end tests of the real `rwproxy` binary in front of two real PostgreSQL servers
+//! (standing in for two RisingWave clusters), with psql, pgbench and tokio-postgres as
+//! clients.
+
+mod cancel;
+mod hostile;
+mod reload;
+mod routing;
+mod support;

@@ -1,0 +1,81 @@
+//! Reloads: the route table is republished 100 times while pgbench runs through the proxy,
+//! with no failed transaction; a broken table is refused and routing stays as it was.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::support::{Proxy, default_routes, psql, servers, text};
+
+#[test]
+fn republishing_routes_100_times_under_pgbench_fails_no_transaction() {
+    let s = servers();
+    let init = Command::new("pgbench")
+        .args(["-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", &s.alpha.to_string(), "-U", "postgres", "postgres"])
+        .output()
+        .expect("pgbench -i");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+
+    let proxy = Proxy::start(&default_routes(""), &[]);
+    let bench = Command::new("pgbench")
+        .args(["-n", "-S", "-c", "4", "-j", "2", "-T", "6", "-h", "127.0.0.1", "-p", &proxy.port.to_string(), "-U", "postgres", "postgres"])
+        .output();
+    let bench = std::thread::scope(|scope| {
+        let runner = scope.spawn(|| bench);
+        // 100 revisions, each a different table (an extra route that changes every time).
+        for i in 0..100 {
+            let extra = format!("    - {{name: extra-{i}, match: {{database: extra{i}}}, cluster: alpha, allowedCidrs: [127.0.0.0/8], backend: '127.0.0.1:1'}}\n");
+            proxy.publish(&default_routes(&extra));
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        runner.join().expect("pgbench thread")
+    })
+    .expect("pgbench runs");
+    let out = String::from_utf8_lossy(&bench.stdout);
+    assert!(bench.status.success(), "{out}\n{}", String::from_utf8_lossy(&bench.stderr));
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+    let processed: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next()?.parse().ok())
+        .expect("count");
+    assert!(processed > 1000, "{out}");
+    let reloads = proxy.metric("rwproxy_route_reloads_total{result=\"ok\"}");
+    eprintln!("pgbench through the proxy: {processed} transactions, 0 failed, {reloads} route reloads during the run");
+    // Publishes 40 ms apart, reloads after a 20 ms settle: nearly every revision is loaded.
+    assert!(reloads >= 50.0, "only {reloads} reloads:\n{}", proxy.metrics());
+}
+
+#[test]
+fn a_broken_table_is_refused_and_routing_stays_as_it_was() {
+    let proxy = Proxy::start(&default_routes(""), &[]);
+    let by_ip = format!("host=127.0.0.1 port={} sslmode=require user=postgres", proxy.port);
+    let before = proxy.metric("rwproxy_route_reloads_total{result=\"failed\"}");
+    // A route to a cluster with an invalid name, plus a duplicate: validation fails.
+    proxy.publish(&default_routes("    - {name: alpha-sni, match: {database: x}, cluster: Bad_Name, allowedCidrs: [127.0.0.0/8]}\n"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.metric("rwproxy_route_reloads_total{result=\"failed\"}") <= before {
+        assert!(std::time::Instant::now() < deadline, "no failed reload counted:\n{}", proxy.metrics());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = psql(&format!("{by_ip} dbname=ingest"), "SHOW cluster_name", &[]);
+    assert_eq!(text(&out).0, "beta", "{:?}", text(&out));
+    // A good table afterwards is taken: the ingest route now goes to alpha.
+    let (a, b) = (servers().alpha, servers().beta);
+    let route = |cluster: &str, port: u16| {
+        format!(
+            "{{name: ingest-db, match: {{database: ingest}}, cluster: {cluster}, allowedCidrs: [127.0.0.0/8], backend: '127.0.0.1:{port}'}}"
+        )
+    };
+    let swapped = default_routes("").replace(&route("beta", b), &route("alpha", a));
+    assert_ne!(swapped, default_routes(""));
+    proxy.publish(&swapped);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = psql(&format!("{by_ip} dbname=ingest"), "SHOW cluster_name", &[]);
+        if text(&out).0 == "alpha" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the good table was not taken: {:?}", text(&out));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
