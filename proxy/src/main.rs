@@ -43,6 +43,10 @@ struct Cli {
     /// Seconds open sessions get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     grace: u64,
+    /// Worker threads. One (the default) is what a small pod should run: relaying is
+    /// cheap and a single thread avoids cross-thread wake-ups on every message.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Validate the routes, print the table and exit.
     #[arg(long)]
     check: bool,
@@ -96,7 +100,11 @@ fn run(cli: Cli, table: rwproxy::routes::RouteTable) -> anyhow::Result<()> {
     let shared = Arc::new(shared);
     let _watcher = rwproxy::reload::watch(cli.routes.clone(), router, resolver, metrics.clone())?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads).enable_all().build()?
+    };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind(cli.listen).await?;
