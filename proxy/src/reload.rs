@@ -68,10 +68,8 @@ pub fn watch(
             std::thread::sleep(Duration::from_millis(20));
             while rx.try_recv().is_ok() {}
             reload_routes(&routes, &router, &metrics);
-            if let Some(t) = &tls {
-                if let Err(e) = t.reload() {
-                    tracing::error!(error = %e, "certificates refused; keeping the previous ones");
-                }
+            if let Some(Err(e)) = tls.as_ref().map(|t| t.reload()) {
+                tracing::error!(error = %e, "certificates refused; keeping the previous ones");
             }
         }
     })?;

@@ -236,7 +236,9 @@ mod tests {
         })
     }
 
-    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    type Params = Vec<(String, String)>;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
@@ -247,9 +249,9 @@ mod tests {
         let wan: IpAddr = "203.0.113.9".parse().unwrap();
         struct Case<'a> {
             sni: Option<&'a str>,
-            params: Vec<(String, String)>,
+            params: Params,
             client: IpAddr,
-            want: Result<(&'a str, Vec<(String, String)>), Refusal>,
+            want: Result<(&'a str, Params), Refusal>,
         }
         let cases = [
             Case {
