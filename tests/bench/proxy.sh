@@ -69,7 +69,7 @@ pidfile = $work/bouncer/pgbouncer.pid
 INI
 echo '"postgres" ""' > "$work/bouncer/users.txt"
 chown -R postgres:postgres "$work/bouncer"
-runuser -u postgres -- pgbouncer -d "$work/bouncer/pgbouncer.ini"
+(cd / && runuser -u postgres -- pgbouncer -d "$work/bouncer/pgbouncer.ini")
 for _ in $(seq 50); do [ -s "$work/bouncer/pgbouncer.pid" ] && break; sleep 0.1; done
 bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid")
 pids+=("$bouncer_pid")

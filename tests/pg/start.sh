@@ -10,6 +10,8 @@
 # `ingest` exists on every server.
 set -euo pipefail
 dir=$1 port=$2 name=$3 owner=$4
+# runuser keeps the working directory, which the postgres user may not be allowed to enter.
+cd /
 
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then

@@ -8,7 +8,7 @@
 
 pub mod render;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
@@ -136,10 +136,17 @@ impl Plan {
 
 /// Plans how to move from `observed` to `desired`.
 pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
-    let mut steps: BTreeMap<ResourceId, Step> = BTreeMap::new();
-
+    // Steps are indexed like the desired resources (sorted by id); both graphs are sorted,
+    // so one merge pass pairs each desired resource with what is observed.
+    let ids: Vec<&ResourceId> = desired.resources.keys().collect();
+    let mut observed_iter = observed.resources.iter().peekable();
+    let mut steps: Vec<Step> = Vec::with_capacity(ids.len());
     for (id, want) in &desired.resources {
-        let step = match observed.resources.get(id) {
+        while observed_iter.peek().is_some_and(|(oid, _)| *oid < id) {
+            observed_iter.next();
+        }
+        let have = observed_iter.peek().filter(|(oid, _)| *oid == id).map(|(_, r)| *r);
+        steps.push(match have {
             None => step(
                 want,
                 Action::Create,
@@ -150,63 +157,64 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
                     .collect(),
             ),
             Some(have) => compare(want, have),
-        };
-        steps.insert(id.clone(), step);
+        });
     }
 
     // A replaced resource gets a new cloud id: what refers to it in a property that cannot
     // change in place must be replaced too; in any other property it is updated.
-    let desired_order = topological(desired);
-    let any_replaced = steps.values().any(|s| s.action == Action::Replace);
-    for id in desired_order.iter().filter(|_| any_replaced) {
-        let want = &desired.resources[id];
-        if steps[id].action == Action::Replace {
-            continue;
-        }
-        let mut cascade: Option<(Action, String)> = None;
-        for (prop, value) in want.properties.iter() {
-            let mut hit = None;
-            value.for_each_ref(&mut |dep| {
-                if hit.is_none() && steps.get(dep).is_some_and(|s| s.action == Action::Replace) {
-                    hit = Some(dep.clone());
-                }
-            });
-            if let Some(dep) = hit {
-                if want.kind.replace_on().contains(&prop) {
-                    cascade = Some((Action::Replace, format!("{dep} is replaced and `{prop}` cannot change in place")));
-                    break;
-                } else if cascade.is_none() {
-                    cascade = Some((Action::Update, format!("{dep} is replaced; `{prop}` will point at the new one")));
+    let order = topological_indices(desired);
+    if steps.iter().any(|s| s.action == Action::Replace) {
+        let index = |id: &ResourceId| ids.binary_search(&id).ok();
+        for &i in &order {
+            if steps[i].action == Action::Replace {
+                continue;
+            }
+            let want = &desired.resources[ids[i]];
+            let mut cascade: Option<(Action, String)> = None;
+            for (prop, value) in want.properties.iter() {
+                let mut hit = None;
+                value.for_each_ref(&mut |dep| {
+                    if hit.is_none() && index(dep).is_some_and(|d| steps[d].action == Action::Replace) {
+                        hit = Some(dep.clone());
+                    }
+                });
+                if let Some(dep) = hit {
+                    if want.kind.replace_on().contains(&prop) {
+                        cascade = Some((Action::Replace, format!("{dep} is replaced and `{prop}` cannot change in place")));
+                        break;
+                    } else if cascade.is_none() {
+                        cascade = Some((Action::Update, format!("{dep} is replaced; `{prop}` will point at the new one")));
+                    }
                 }
             }
-        }
-        if let Some((action, reason)) = cascade {
-            let Some(s) = steps.get_mut(id) else { continue };
-            if action == Action::Replace || s.action == Action::NoOp {
-                s.action = action;
-                s.reason = reason;
+            if let Some((action, reason)) = cascade {
+                let s = &mut steps[i];
+                if action == Action::Replace || s.action == Action::NoOp {
+                    s.action = action;
+                    s.reason = reason;
+                }
             }
         }
     }
 
     // Replacing a protected resource would delete it: refuse, like a deletion.
-    for (id, s) in &mut steps {
-        if s.action == Action::Replace
-            && let Some(reason) = observed.resources.get(id).and_then(|r| r.protection.as_ref())
-        {
+    for s in steps.iter_mut().filter(|s| s.action == Action::Replace) {
+        if let Some(reason) = observed.resources.get(&s.id).and_then(|r| r.protection.as_ref()) {
             s.action = Action::Blocked;
             s.reason = format!("replacement refused ({}): {reason}", s.reason);
         }
     }
 
-    let mut ordered: Vec<Step> = desired_order.iter().filter_map(|id| steps.remove(id)).collect();
+    let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    let mut ordered: Vec<Step> = order.iter().filter_map(|&i| slots[i].take()).collect();
 
-    let mut deletions = Vec::new();
-    for id in topological(observed).into_iter().rev() {
-        if desired.resources.contains_key(&id) {
+    let observed_ids: Vec<&ResourceId> = observed.resources.keys().collect();
+    for i in topological_indices(observed).into_iter().rev() {
+        let id = observed_ids[i];
+        if desired.resources.contains_key(id) {
             continue;
         }
-        let have = &observed.resources[&id];
+        let have = &observed.resources[id];
         let (action, reason) = match &have.protection {
             Some(reason) => (Action::Blocked, format!("deletion refused: {reason}")),
             None => (Action::Delete, "removed from the specs".to_owned()),
@@ -216,9 +224,8 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
             .iter()
             .map(|(k, v)| Change { path: k.to_owned(), before: Some(v.clone()), after: None, forces_replacement: false })
             .collect();
-        deletions.push(step(have, action, reason, changes));
+        ordered.push(step(have, action, reason, changes));
     }
-    ordered.extend(deletions);
     Plan { steps: ordered }
 }
 
@@ -270,6 +277,12 @@ fn diff(path: &str, before: Option<&Value>, after: Option<&Value>, forces: bool,
 /// Resource ids with every dependency before its dependents; ties by id. Dependencies
 /// outside the graph are ignored; a cycle (a bug in expansion) is broken by id order.
 pub fn topological(graph: &Graph) -> Vec<ResourceId> {
+    let ids: Vec<&ResourceId> = graph.resources.keys().collect();
+    topological_indices(graph).into_iter().map(|i| ids[i].clone()).collect()
+}
+
+/// [`topological`] as positions in the graph's (sorted) resource map.
+fn topological_indices(graph: &Graph) -> Vec<usize> {
     // Work on indices into the (sorted) id list: the order of indices is the order of ids,
     // and no string is compared after the edges are resolved.
     let ids: Vec<&ResourceId> = graph.resources.keys().collect();
@@ -301,7 +314,7 @@ pub fn topological(graph: &Graph) -> Vec<ResourceId> {
             continue;
         }
         done[next] = true;
-        order.push(ids[next].clone());
+        order.push(next);
         for &d in &dependents[next] {
             pending[d] = pending[d].saturating_sub(1);
             if pending[d] == 0 && !done[d] {
