@@ -4,6 +4,7 @@
 
 mod cancel;
 mod hostile;
+mod lifecycle;
 mod reload;
 mod routing;
 mod support;
