@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::routes::{Backend, FRONTEND_PORT, Route, RouteMatch, RouteTable};
+use crate::routes::{Backend, CLUSTER_FROM_SNI, FRONTEND_PORT, Route, RouteMatch, RouteTable};
 
 /// A route table indexed for lookup.
 #[derive(Debug, Default)]
@@ -42,13 +42,25 @@ impl Router {
         &self.table
     }
 
-    fn by_sni(&self, host: &str) -> Option<usize> {
+    /// The route for an SNI host, and the host's first label when a wildcard matched.
+    fn by_sni(&self, host: &str) -> Option<(usize, Option<String>)> {
         let host = host.to_ascii_lowercase();
         if let Some(&i) = self.sni.get(&host) {
-            return Some(i);
+            return Some((i, None));
         }
         let dot = host.find('.')?;
-        self.wildcard.get(&host[dot..]).copied()
+        let i = *self.wildcard.get(&host[dot..])?;
+        Some((i, Some(host[..dot].to_owned())))
+    }
+
+    /// The cluster a route sends to: its own, or for `cluster: "*"` the SNI host's first
+    /// label, provided it names a cluster of the environment.
+    fn cluster_of(&self, index: usize, label: Option<&str>) -> Option<String> {
+        let route = &self.table.routes[index];
+        if route.cluster != CLUSTER_FROM_SNI {
+            return Some(route.cluster.clone());
+        }
+        label.filter(|l| self.table.clusters.contains(*l)).map(str::to_owned)
     }
 }
 
@@ -129,20 +141,25 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
         Some(o) => split_token(o).ok_or(Refusal::BadOptions)?,
         None => (None, None),
     };
-    let by_sni = req.sni.and_then(|h| router.by_sni(h));
+    // An SNI match counts only if it leads to a cluster (a wildcard's label may not).
+    let by_sni = req.sni.and_then(|h| router.by_sni(h)).and_then(|(i, label)| Some((i, router.cluster_of(i, label.as_deref())?)));
     let by_token = match &token {
-        Some(t) => Some(*router.token.get(t.as_str()).ok_or(Refusal::NoRoute)?),
+        Some(t) => {
+            let i = *router.token.get(t.as_str()).ok_or(Refusal::NoRoute)?;
+            Some((i, router.cluster_of(i, None).ok_or(Refusal::NoRoute)?))
+        }
         None => None,
     };
-    let index = match (by_sni, by_token) {
-        (Some(a), Some(b)) if router.table.routes[a].cluster != router.table.routes[b].cluster => return Err(Refusal::Conflict),
+    let (index, cluster) = match (by_sni, by_token) {
+        (Some((_, a)), Some((_, b))) if a != b => return Err(Refusal::Conflict),
         (Some(a), _) => a,
         (None, Some(b)) => b,
         (None, None) => {
             let user = req.params.iter().find(|(k, _)| k == "user").map(|(_, v)| v.as_str());
             // Like PostgreSQL: the database defaults to the user name.
             let db = req.params.iter().find(|(k, _)| k == "database").map(|(_, v)| v.as_str()).or(user);
-            *db.and_then(|d| router.database.get(d)).ok_or(Refusal::NoRoute)?
+            let i = *db.and_then(|d| router.database.get(d)).ok_or(Refusal::NoRoute)?;
+            (i, router.cluster_of(i, None).ok_or(Refusal::NoRoute)?)
         }
     };
     let route = &router.table.routes[index];
@@ -155,15 +172,17 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
     } else if let Some(rest) = rest_options {
         params.push(("options".to_owned(), rest));
     }
-    Ok(Decision { route: route.name.clone(), cluster: route.cluster.clone(), backend: backend_of(route), params })
+    let backend = backend_of(route, &cluster);
+    Ok(Decision { route: route.name.clone(), cluster, backend, params })
 }
 
-/// The backend of a route: explicit, or the cluster's frontend service.
-pub fn backend_of(route: &Route) -> Backend {
-    route
-        .backend
-        .clone()
-        .unwrap_or_else(|| Backend { host: format!("{c}-frontend.rw-{c}.svc.cluster.local", c = route.cluster), port: FRONTEND_PORT })
+/// The backend of a route for `cluster`: explicit (with `{cluster}` filled in), or the
+/// cluster's frontend service.
+pub fn backend_of(route: &Route, cluster: &str) -> Backend {
+    match &route.backend {
+        Some(b) => Backend { host: b.host.replace("{cluster}", cluster), port: b.port },
+        None => Backend { host: format!("{cluster}-frontend.rw-{cluster}.svc.cluster.local"), port: FRONTEND_PORT },
+    }
 }
 
 /// Splits libpq's `options` (space-separated, `\` escapes) into the routing token's value
@@ -232,7 +251,12 @@ mod tests {
                 route("b-token", RouteMatch::OptionsToken("b".into()), "b", "0.0.0.0/0"),
                 route("a-token", RouteMatch::OptionsToken("a".into()), "a", "0.0.0.0/0"),
                 route("c-db", RouteMatch::Database("cdb".into()), "c", "10.0.0.0/8"),
+                Route {
+                    backend: Some(Backend { host: "{cluster}.rw.internal".into(), port: 4566 }),
+                    ..route("by-label", RouteMatch::SniWildcard(".rw.example.com".into()), CLUSTER_FROM_SNI, "0.0.0.0/0")
+                },
             ],
+            clusters: ["a", "b", "c"].into_iter().map(String::from).collect(),
         })
     }
 
@@ -319,6 +343,21 @@ mod tests {
             let want = c.want.map(|(n, p)| (n.to_owned(), p));
             assert_eq!(got, want, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_wildcards_first_label_names_a_known_cluster() {
+        let r = router();
+        let wan: IpAddr = "203.0.113.9".parse().unwrap();
+        let p = params(&[("user", "u")]);
+        let go = |sni: &str, p: &[(String, String)]| choose(&r, &Request { sni: Some(sni), params: p, client: wan });
+        let d = go("b.rw.example.com", &p).unwrap();
+        assert_eq!((d.route.as_str(), d.cluster.as_str(), d.backend.host.as_str()), ("by-label", "b", "b.rw.internal"));
+        // A label that is not a cluster of the environment: no route, and nothing dialled.
+        assert_eq!(go("evil.rw.example.com", &p), Err(Refusal::NoRoute));
+        // The token must agree with the label.
+        assert_eq!(go("a.rw.example.com", &params(&[("user", "u"), ("options", "cluster=b")])), Err(Refusal::Conflict));
+        assert_eq!(go("b.rw.example.com", &params(&[("user", "u"), ("options", "cluster=b")])).unwrap().cluster, "b");
     }
 
     #[test]

@@ -63,11 +63,13 @@ pub struct RouteSpec {
     /// How a connection is matched to this route: exactly one of the fields.
     #[serde(rename = "match")]
     pub matcher: Spanned<MatchSpec>,
-    /// Name of the RisingWave cluster the route sends connections to.
+    /// Name of the RisingWave cluster the route sends connections to; on a `*.domain` SNI
+    /// route, `*` means the first label of the host names the cluster.
     pub cluster: Spanned<String>,
     /// Client networks allowed to use the route. Required: write `0.0.0.0/0` to allow all.
     pub allowed_cidrs: Spanned<Vec<Spanned<IpNet>>>,
-    /// Backend address `host:port`. Default: the cluster's frontend service.
+    /// Backend address `host:port`; `{cluster}` in it stands for the cluster's name.
+    /// Default: the cluster's frontend service.
     pub backend: Option<Spanned<String>>,
 }
 
@@ -88,7 +90,13 @@ pub struct MatchSpec {
 pub struct RouteTable {
     /// Routes sorted by name.
     pub routes: Vec<Route>,
+    /// Names of the environment's clusters, when known (read from the same tree); a
+    /// wildcard route with `cluster: "*"` only reaches these.
+    pub clusters: std::collections::BTreeSet<String>,
 }
+
+/// The `cluster` value of a route whose SNI wildcard's first label names the cluster.
+pub const CLUSTER_FROM_SNI: &str = "*";
 
 /// A validated route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +105,7 @@ pub struct Route {
     pub name: String,
     /// What selects this route.
     pub matcher: RouteMatch,
-    /// Target cluster name.
+    /// Target cluster name, or [`CLUSTER_FROM_SNI`].
     pub cluster: String,
     /// Where the `cluster` field was written, so callers can report unknown clusters.
     pub cluster_at: Position,
@@ -158,10 +166,18 @@ pub fn load_dir(dir: &std::path::Path) -> Result<RouteTable, Vec<Diagnostic>> {
     let files = crate::specfiles::read_dir(dir).map_err(|d| vec![d])?;
     let mut problems = Diagnostics::default();
     let mut documents = Vec::new();
+    let mut clusters = std::collections::BTreeSet::new();
     for file in &files {
         match crate::specfiles::kind_of(file) {
             Ok((crate::specfiles::Kind::Routes, text)) => match parse_document(&file.path, text) {
                 Ok(doc) => documents.push((file.path.clone(), doc)),
+                Err(d) => problems.push(d),
+            },
+            // The cluster names bound where a `cluster: "*"` route may go.
+            Ok((crate::specfiles::Kind::RisingWaveCluster, text)) => match crate::yaml::parse::<NamedDocument>(&file.path, text) {
+                Ok(doc) => {
+                    clusters.insert(doc.metadata.name.value);
+                }
                 Err(d) => problems.push(d),
             },
             Ok(_) => {}
@@ -172,7 +188,15 @@ pub fn load_dir(dir: &std::path::Path) -> Result<RouteTable, Vec<Diagnostic>> {
         return Err(problems.into_sorted());
     }
     let borrowed: Vec<(&str, &RoutesDocument)> = documents.iter().map(|(f, d)| (f.as_str(), d)).collect();
-    validate(&borrowed)
+    let mut table = validate(&borrowed)?;
+    table.clusters = clusters;
+    Ok(table)
+}
+
+/// Any spec document, read only for its name.
+#[derive(Debug, Deserialize)]
+struct NamedDocument {
+    metadata: Metadata,
 }
 
 /// Validates a set of `Routes` documents (each with the file it came from) into one table,
@@ -220,7 +244,7 @@ pub fn validate(documents: &[(&str, &RoutesDocument)]) -> Result<RouteTable, Vec
         }
     }
     routes.sort_by(|a, b| a.name.cmp(&b.name));
-    problems.finish(RouteTable { routes })
+    problems.finish(RouteTable { routes, clusters: Default::default() })
 }
 
 /// Checks `apiVersion` and `kind` of a spec document.
@@ -253,11 +277,20 @@ fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> O
             "use lower-case letters, digits and '-', at most 63 characters",
         );
     }
-    if !is_dns_label(&spec.cluster.value) {
+    let wildcard = spec.matcher.value.sni.as_ref().is_some_and(|h| h.value.starts_with("*."));
+    if spec.cluster.value == CLUSTER_FROM_SNI {
+        if !wildcard {
+            problems.error(
+                at(&spec.cluster.referenced),
+                format!("route {name:?} takes its cluster from the SNI host but does not match `sni: \"*.domain\"`"),
+                "use cluster: \"*\" only with a wildcard SNI match, or name the cluster",
+            );
+        }
+    } else if !is_dns_label(&spec.cluster.value) {
         problems.error(
             at(&spec.cluster.referenced),
             format!("invalid cluster name {:?}", spec.cluster.value),
-            "name a RisingWaveCluster of this environment",
+            "name a RisingWaveCluster of this environment, or \"*\" on a wildcard SNI route",
         );
     }
 
@@ -350,10 +383,13 @@ fn sni_match(host: &str) -> Option<RouteMatch> {
 }
 
 fn parse_backend(text: &str) -> Option<Backend> {
+    // `{cluster}` is filled in per connection; check the rest with a stand-in name.
     let (host, port) = text.rsplit_once(':')?;
+    let checked = host.replace("{cluster}", "c");
     let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let bare = checked.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&checked);
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    (host.parse::<IpAddr>().is_ok() || is_hostname(host)).then(|| Backend { host: host.to_owned(), port })
+    (bare.parse::<IpAddr>().is_ok() || is_hostname(bare)).then(|| Backend { host: host.to_owned(), port })
 }
 
 #[cfg(test)]
@@ -394,6 +430,16 @@ mod tests {
         assert!(all.contains("exactly one of sni, optionsToken, database (2 given)"), "{all}");
         assert!(all.contains("invalid cluster name \"C\""), "{all}");
         assert!(all.contains("allows no client network"), "{all}");
+    }
+
+    #[test]
+    fn cluster_from_sni_needs_a_wildcard_and_backends_may_name_the_cluster() {
+        let ok = table(&format!("{HEAD}    - {{name: a, match: {{sni: '*.rw.example.com'}}, cluster: '*', allowedCidrs: [10.0.0.0/8], backend: '{{cluster}}.internal:4566'}}\n")).unwrap();
+        assert_eq!(ok.routes[0].cluster, CLUSTER_FROM_SNI);
+        assert_eq!(ok.routes[0].backend.as_ref().map(|b| b.host.as_str()), Some("{cluster}.internal"));
+        let errs =
+            table(&format!("{HEAD}    - {{name: a, match: {{database: dev}}, cluster: '*', allowedCidrs: [10.0.0.0/8]}}\n")).unwrap_err();
+        assert!(errs[0].message.contains("takes its cluster from the SNI host but does not match"), "{}", errs[0]);
     }
 
     #[test]

@@ -141,7 +141,10 @@ pub fn load_cached(dir: &str, files: &[SourceFile], cache: &ParseCache) -> Resul
     let table = match routes::validate(&route_docs) {
         Ok(table) => {
             if !unreadable_clusters {
-                for route in table.routes.iter().filter(|r| !names.contains_key(r.cluster.as_str())) {
+                // `cluster: "*"` routes by the SNI host's first label: any cluster here.
+                let unknown =
+                    |r: &&rwproxy::routes::Route| r.cluster != rwproxy::routes::CLUSTER_FROM_SNI && !names.contains_key(r.cluster.as_str());
+                for route in table.routes.iter().filter(unknown) {
                     let known: Vec<&str> = names.keys().copied().collect();
                     problems.push(
                         Diagnostic::new(
