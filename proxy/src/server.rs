@@ -67,10 +67,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
-                    tracker.spawn(async move {
+                    // One span per connection; its fields tag every event of the session.
+                    let span = tracing::info_span!("connection", client.addr = %peer);
+                    tracker.spawn(tracing::Instrument::instrument(async move {
                         let _ = stream.set_nodelay(true);
                         connection(stream, peer, &shared).await;
-                    });
+                    }, span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -228,7 +230,7 @@ where
         }
     };
     drop(router);
-    tracing::debug!(route = %decision.route, cluster = %decision.cluster, "routed");
+    tracing::debug!(route = %decision.route, cluster = %decision.cluster, backend.addr = %decision.backend.host, "routed");
 
     let address = format!("{}:{}", decision.backend.host, decision.backend.port);
     let mut backend = match TcpStream::connect(&address).await {
