@@ -135,6 +135,7 @@ fn main() {
         summary = Some(p.summary());
         std::hint::black_box(p);
     }
+    let (min, max) = (t_total.iter().min().copied().unwrap_or_default(), t_total.iter().max().copied().unwrap_or_default());
     let total = median(t_total);
     println!(
         "plan benchmark: {CLUSTERS} clusters, {CLUSTERS} routes, {} spec files ({} KiB), {resources} resources per revision, median of {RUNS} runs",
@@ -150,6 +151,13 @@ fn main() {
         "  total:                        {:>8.2} ms   (target < 100 ms: {})",
         total.as_secs_f64() * 1e3,
         if total < Duration::from_millis(100) { "met" } else { "MISSED" }
+    );
+    // This host's speed varies from run to run; the spread says how far to trust the median.
+    println!(
+        "  total over {RUNS} runs: min {:.2} ms, median {:.2} ms, max {:.2} ms",
+        min.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
     );
     println!("  plan summary: {:?}", summary.expect("ran"));
 }
