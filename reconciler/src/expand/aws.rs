@@ -2,15 +2,9 @@
 //! and managed node groups; S3 buckets; NLBs; the VPC endpoint service; IRSA roles.
 
 use super::permissions::{AWS_AGENT_ACTIONS, AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS};
-use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, tags};
+use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, tagged as resource};
 use crate::resource::{Graph, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
-
-fn resource(env: &Environment, kind: Kind, name: &str) -> Resource {
-    let r = Resource::new(kind, name);
-    let t = tags(env, &r.id);
-    r.set("tags", t)
-}
 
 pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let prefix = format!("byoc-{}", env.name);

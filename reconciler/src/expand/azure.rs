@@ -3,15 +3,9 @@
 //! balancers; a Private Link service; user-assigned identities with federated credentials.
 
 use super::permissions::{AZURE_AGENT_ROLES, AZURE_CLUSTER_ROLES};
-use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, tags};
-use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
+use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, tagged as resource};
+use crate::resource::{Graph, Kind, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
-
-fn resource(env: &Environment, kind: Kind, name: &str) -> Resource {
-    let r = Resource::new(kind, name);
-    let t = tags(env, &r.id);
-    r.set("tags", t)
-}
 
 /// Storage account names are 3 to 24 lower-case letters and digits, globally unique: the
 /// environment name squeezed, plus a short stable hash of subscription and name.

@@ -7,7 +7,7 @@ mod gcp;
 mod kubernetes;
 pub mod permissions;
 
-use crate::resource::{Graph, Key, Map, ResourceId, Value};
+use crate::resource::{Graph, Key, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cloud, Cluster, DeletionPolicy, Environment, Specs};
 
 /// Tag/label keys the reconciler owns on every cloud resource; observe finds resources by them.
@@ -83,13 +83,15 @@ fn retain_reason(cluster: &Cluster) -> Option<String> {
     })
 }
 
-/// Tags for a cloud resource: the user's, then the reconciler's ownership tags.
-pub(crate) fn tags(env: &Environment, id: &ResourceId) -> Value {
+/// A cloud resource with its `tags`: the user's, then the reconciler's ownership tags
+/// (AWS and Azure; GCP labels have their own character rules, see `gcp.rs`).
+pub(crate) fn tagged(env: &Environment, kind: Kind, name: &str) -> Resource {
+    let r = Resource::new(kind, name);
     let mut map: Map = env.tags.iter().map(|(k, v)| (Key::Owned(k.clone()), Value::from(v))).collect();
     map.insert(TAG_ENVIRONMENT, Value::from(&env.name));
     map.insert(TAG_MANAGED_BY, Value::from("byoc"));
-    map.insert(TAG_RESOURCE, Value::from(id.as_str()));
-    Value::Map(map)
+    map.insert(TAG_RESOURCE, Value::from(r.id.as_str()));
+    r.set("tags", Value::Map(map))
 }
 
 /// The namespace and service account a cluster's pods run as.
