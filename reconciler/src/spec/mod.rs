@@ -198,6 +198,8 @@ pub struct Cluster {
     pub node_group: Option<String>,
     /// What happens when the cluster is removed from the specs.
     pub deletion_policy: DeletionPolicy,
+    /// Report drift of the cluster's Kubernetes objects but leave it in place.
+    pub ignore_drift: bool,
 }
 
 /// Replicas and resources of one RisingWave component.

@@ -493,6 +493,7 @@ pub fn cluster(file: &str, doc: &ClusterDocument, env: Option<&Environment>, pro
         meta_store: meta_store?,
         node_group: spec.node_group.as_ref().map(|g| g.value.clone()),
         deletion_policy: spec.deletion_policy,
+        ignore_drift: spec.ignore_drift,
     })
 }
 

@@ -201,6 +201,9 @@ pub struct ClusterSpec {
     /// Retain (default) or Delete.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Report drift in Kubernetes without correcting it (default false).
+    #[serde(default)]
+    pub ignore_drift: bool,
 }
 
 /// `spec.components`.

@@ -1,0 +1,46 @@
+//! `kube-double`: the Kubernetes API double as a loopback HTTP server, for trying the real
+//! `byoc` binary by hand. It prints a kubeconfig to use and stops by itself after
+//! `--lifetime` seconds.
+//!
+//! ```text
+//! cargo run -p kube-double -- --listen 127.0.0.1:8001 --crd manifests/crds/risingwave.yaml > /tmp/kubeconfig
+//! ```
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut listen = "127.0.0.1:0".to_owned();
+    let mut crds = Vec::new();
+    let mut lifetime = 3600u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--listen" => listen = value()?,
+            "--crd" => {
+                let path = value()?;
+                crds.push(std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?);
+            }
+            "--lifetime" => lifetime = value()?.parse().context("--lifetime takes seconds")?,
+            other => bail!("unknown argument {other:?}; usage: kube-double [--listen 127.0.0.1:PORT] [--crd FILE]... [--lifetime SECS]"),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        bail!("the double only listens on loopback addresses, not {addr}");
+    }
+    let texts: Vec<&str> = crds.iter().map(String::as_str).collect();
+    let double = kube_double::Double::new(&texts)?;
+    let server = double.serve(listener);
+    println!("{}", kube_double::kubeconfig(&format!("http://{addr}")));
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(lifetime)) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    server.abort();
+    Ok(())
+}
