@@ -9,12 +9,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rwproxy::diagnostics::Diagnostic;
 use rwproxy::specfiles;
 
+use std::time::Duration;
+
 use crate::expand::{expand, expand_pair};
+use crate::k8s;
+use crate::state::{LocalDir, StateStore};
 use crate::plan::plan;
 use crate::plan::render::Report;
 use crate::source::{self, SourceError};
 use crate::spec::load::{ParseCache, load, load_cached};
 use crate::spec::{Cloud, Specs};
+
+/// Key in the state store of the values only the cloud knows (an Azure identity's client
+/// id, ...), a JSON object by resource id; written by the cloud apply.
+pub const CLOUD_OUTPUTS_KEY: &str = "cloud-outputs.json";
 
 /// Exit code for "no changes" / "valid".
 pub const EXIT_OK: u8 = 0;
@@ -60,6 +68,39 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Converge the RisingWave clusters' Kubernetes objects (namespace, service account,
+    /// `RisingWave`, frontend service) with server-side apply; prune removed clusters by
+    /// their deletionPolicy; wait until each is ready. Exit code: 0 all ready, 1 otherwise.
+    Clusters(ClustersArgs),
+}
+
+/// Arguments of `byoc clusters`.
+#[derive(Debug, clap::Args)]
+pub struct ClustersArgs {
+    /// The environment directory (a verified, published revision).
+    #[arg(long)]
+    pub env: PathBuf,
+    /// State store directory: the inventory of applied objects lives here.
+    #[arg(long, default_value = ".byoc-state")]
+    pub state_dir: PathBuf,
+    /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, then the pod's service account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Seconds a RisingWave may take to become ready.
+    #[arg(long, default_value_t = 600.0)]
+    pub health_timeout: f64,
+    /// Seconds between status reads.
+    #[arg(long, default_value_t = 2.0)]
+    pub poll_interval: f64,
+    /// Seconds a deleted namespace may take to go.
+    #[arg(long, default_value_t = 300.0)]
+    pub namespace_timeout: f64,
+    /// Output format (text or json).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 /// Plan output formats.
@@ -78,6 +119,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Validate { dir } => validate(&dir),
         Command::Plan { repo, base, head, env, output } => plan_command(&repo, &base, &head, &env, output),
+        Command::Clusters(args) => clusters_command(&args),
     };
     ExitCode::from(code)
 }
@@ -164,6 +206,60 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
         return EXIT_ERROR;
     }
     if the_plan.has_changes() { EXIT_CHANGES } else { EXIT_OK }
+}
+
+fn clusters_command(args: &ClustersArgs) -> u8 {
+    let shown = args.env.display().to_string();
+    let specs = match specfiles::read_dir(&args.env) {
+        Ok(files) => match load(&shown, &files) {
+            Ok(s) => s,
+            Err(problems) => return report_problems(&format!("{shown} is not valid"), &problems),
+        },
+        Err(d) => return report_problems(&format!("cannot read {shown}"), &[d]),
+    };
+    let seconds = |what: &str, s: f64| {
+        Duration::try_from_secs_f64(s).map_err(|_| format!("--{what} takes a non-negative number of seconds, not {s}"))
+    };
+    let options = match (seconds("health-timeout", args.health_timeout), seconds("poll-interval", args.poll_interval), seconds("namespace-timeout", args.namespace_timeout)) {
+        (Ok(health_timeout), Ok(poll_interval), Ok(namespace_timeout)) => k8s::reconcile::Options { health_timeout, poll_interval, namespace_timeout },
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    match runtime.block_on(converge_clusters(args, &specs, options)) {
+        Ok(report) => {
+            let text = match args.output {
+                Output::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+                Output::Text | Output::Markdown => k8s::render_text(&report),
+            };
+            print!("{text}");
+            if report.ok() { EXIT_OK } else { EXIT_ERROR }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn converge_clusters(args: &ClustersArgs, specs: &Specs, options: k8s::reconcile::Options) -> anyhow::Result<k8s::reconcile::Report> {
+    let store = LocalDir::new(&args.state_dir)?;
+    let outputs: k8s::objects::CloudOutputs = match store.get(CLOUD_OUTPUTS_KEY)? {
+        Some(v) => serde_json::from_slice(&v.value).map_err(|e| anyhow::anyhow!("state {CLOUD_OUTPUTS_KEY}: {e}"))?,
+        None => Default::default(),
+    };
+    let desired = k8s::objects::desired(specs, &outputs).map_err(anyhow::Error::msg)?;
+    let client = k8s::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    let mut reconciler = k8s::reconcile::Reconciler::new(client, &store, options)?;
+    reconciler.reconcile(&desired).await
 }
 
 fn cloud_name(specs: &Specs) -> &'static str {

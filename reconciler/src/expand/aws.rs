@@ -197,7 +197,7 @@ pub(super) fn cluster_identity(
         statement(AWS_CLUSTER_BUCKET_ACTIONS, vec![bucket_arn], Some(format!("{}/*", c.state_prefix))),
     ];
     let id = g.add(
-        irsa_role(env, &ns, &format!("byoc-{}-{ns}", env.name), &f.identity_issuer, &ns, &ns, statements)
+        irsa_role(env, &ns, &cluster_role_name(env, c), &f.identity_issuer, &ns, &ns, statements)
             .after(&f.data_bucket)
             .protect_if(protection),
     );
@@ -206,6 +206,11 @@ pub(super) fn cluster_identity(
         pod_labels: Map::new(),
         identity: id,
     }
+}
+
+/// Name of the IAM role a cluster's pods assume (IRSA).
+pub(crate) fn cluster_role_name(env: &Environment, c: &Cluster) -> String {
+    format!("byoc-{}-{}", env.name, cluster_namespace(c))
 }
 
 fn irsa_role(

@@ -9,7 +9,8 @@ use crate::spec::{Cluster, Environment, Tier};
 
 /// Storage account names are 3 to 24 lower-case letters and digits, globally unique: the
 /// environment name squeezed, plus a short stable hash of subscription and name.
-fn storage_account_name(env: &Environment) -> String {
+/// Name of the environment's storage account (globally unique, at most 24 characters).
+pub(crate) fn storage_account_name(env: &Environment) -> String {
     let squeezed: String = env.name.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
     // FNV-1a: stable across releases and platforms, unlike std's hasher.
     let mut h: u32 = 0x811c_9dc5;

@@ -181,6 +181,12 @@ fn google_service_account(
     id
 }
 
+/// Id of the Google service account a cluster's pods act as: `byoc-` plus the cluster's
+/// name, cut to the 30 characters ids may have.
+pub(crate) fn cluster_account_id(c: &Cluster) -> String {
+    format!("byoc-{}", c.name).chars().take(30).collect::<String>().trim_end_matches('-').to_owned()
+}
+
 pub(super) fn cluster_identity(
     env: &Environment,
     f: &Foundation,
@@ -189,9 +195,7 @@ pub(super) fn cluster_identity(
     g: &mut Graph,
 ) -> WorkloadIdentity {
     let ns = cluster_namespace(c);
-    // Service account ids are at most 30 characters: byoc- plus the cluster's name, cut.
-    let account_id: String = format!("byoc-{}", c.name).chars().take(30).collect::<String>().trim_end_matches('-').to_owned();
-    let sa = google_service_account(env, g, &ns, &account_id, &f.kube_cluster, &ns, &ns, protection);
+    let sa = google_service_account(env, g, &ns, &cluster_account_id(c), &f.kube_cluster, &ns, &ns, protection);
     for role in GCP_CLUSTER_ROLES {
         let b = resource(env, Kind::GcpIamBinding, &format!("{ns}-data"))
             .set("resource", Value::reference(&f.data_bucket))

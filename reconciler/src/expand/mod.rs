@@ -1,10 +1,10 @@
 //! `expand(specs) -> Graph`: every resource the environment's cloud needs, and per
 //! RisingWave cluster its workload identity and Kubernetes objects. Pure: no I/O.
 
-mod aws;
-mod azure;
-mod gcp;
-mod kubernetes;
+pub(crate) mod aws;
+pub(crate) mod azure;
+pub(crate) mod gcp;
+pub(crate) mod kubernetes;
 pub mod permissions;
 
 use crate::resource::{Graph, Key, Kind, Map, Resource, ResourceId, Value};

@@ -1,0 +1,51 @@
+//! Kubernetes: each RisingWave cluster's namespace, service account, `RisingWave` resource
+//! and frontend service, converged with server-side apply ([`reconcile`]) from the objects
+//! [`objects`] derives from the specs.
+
+pub mod objects;
+pub mod reconcile;
+
+use std::path::Path;
+
+use anyhow::Context;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Builds the one client a run shares: from `kubeconfig` if given, else the usual places
+/// (`$KUBECONFIG`, `~/.kube/config`, then the pod's service account).
+pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<kube::Client> {
+    let options = KubeConfigOptions { context: context.map(str::to_owned), ..KubeConfigOptions::default() };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await.with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options).await.context("reading the kubeconfig")?,
+        None => kube::Config::infer().await.context("no kubeconfig found and not running in a pod")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// The report for terminals: one block per cluster.
+pub fn render_text(report: &reconcile::Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for c in &report.clusters {
+        let _ = writeln!(out, "{}: {:?}{}", c.cluster, c.outcome, if c.message.is_empty() { String::new() } else { format!(" - {}", c.message) });
+        for a in &c.actions {
+            let _ = writeln!(out, "  {a}");
+        }
+        for d in &c.drift {
+            let what = if d.corrected { "corrected" } else { "not corrected" };
+            let _ = writeln!(out, "  drift {} {}: applied {} live {} ({what})", d.object, d.path, d.applied, d.live);
+        }
+        for x in &c.conflicts {
+            let _ = writeln!(out, "  conflict {} {}: {}", x.object, x.field, x.message);
+        }
+        if c.actions.is_empty() && c.drift.is_empty() && c.conflicts.is_empty() {
+            let _ = writeln!(out, "  no changes");
+        }
+    }
+    let ready = report.clusters.iter().filter(|c| c.outcome == reconcile::Outcome::Ready).count();
+    let _ = writeln!(out, "{} cluster(s), {ready} ready, {} write(s)", report.clusters.len(), report.clusters.iter().map(|c| c.actions.len()).sum::<usize>());
+    out
+}

@@ -1,0 +1,438 @@
+//! The Kubernetes objects of each RisingWave cluster, as the reconciler applies them: the
+//! namespace, the service account bound to the cluster's cloud identity, the
+//! risingwave-operator's `RisingWave` resource (a typed subset: only the fields we set), and
+//! the frontend service RWProxy routes to. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, ResourceRequirements, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::discovery::ApiResource;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::expand::{LABEL_NODE_GROUP, aws, azure, cluster_namespace, gcp};
+use crate::resource::{Kind, ResourceId};
+use crate::spec::quantity::{format_cpu, format_memory};
+use crate::spec::{Cloud, Cluster, Component, DeletionPolicy, Environment, MetaStore, Specs, TaintEffect};
+
+pub use crate::expand::kubernetes::{LABEL_CLUSTER, LABEL_MANAGED_BY};
+
+/// Value of [`LABEL_MANAGED_BY`] on everything the reconciler owns.
+pub const MANAGED_BY: &str = "byoc";
+/// Annotation on a cluster's namespace recording its deletion policy, so a cluster removed
+/// from the specs is pruned by the policy it had, even with the inventory lost.
+pub const ANNOTATION_DELETION_POLICY: &str = "byoc.risingwave.dev/deletion-policy";
+/// Label put on the objects of a removed cluster that is retained.
+pub const LABEL_ORPHANED: &str = "byoc.risingwave.dev/orphaned";
+
+/// The kinds of object the reconciler writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ObjectKind {
+    /// `v1` Namespace.
+    Namespace,
+    /// `v1` ServiceAccount.
+    ServiceAccount,
+    /// `risingwave.risingwavelabs.com/v1alpha1` RisingWave.
+    RisingWave,
+    /// `v1` Service.
+    Service,
+}
+
+impl ObjectKind {
+    /// Group, version, kind and plural, for `kube::Api<DynamicObject>`.
+    pub fn api_resource(self) -> ApiResource {
+        let (group, version, kind, plural) = match self {
+            ObjectKind::Namespace => ("", "v1", "Namespace", "namespaces"),
+            ObjectKind::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts"),
+            ObjectKind::Service => ("", "v1", "Service", "services"),
+            ObjectKind::RisingWave => ("risingwave.risingwavelabs.com", "v1alpha1", "RisingWave", "risingwaves"),
+        };
+        ApiResource::from_gvk_with_plural(&kube::api::GroupVersionKind::gvk(group, version, kind), plural)
+    }
+
+    /// Name as in `kind:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Namespace => "Namespace",
+            ObjectKind::ServiceAccount => "ServiceAccount",
+            ObjectKind::RisingWave => "RisingWave",
+            ObjectKind::Service => "Service",
+        }
+    }
+}
+
+/// One object to apply.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// Its kind.
+    pub kind: ObjectKind,
+    /// Namespace; `None` for the namespace itself.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// The whole body sent with server-side apply: only fields the reconciler owns.
+    pub body: Value,
+}
+
+impl Object {
+    /// `Kind namespace/name`, for reports and inventory keys.
+    pub fn id(&self) -> String {
+        object_id(self.kind, self.namespace.as_deref(), &self.name)
+    }
+}
+
+/// `Kind namespace/name` (or `Kind name` for cluster-scoped objects).
+pub fn object_id(kind: ObjectKind, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{} {ns}/{name}", kind.as_str()),
+        None => format!("{} {name}", kind.as_str()),
+    }
+}
+
+/// One RisingWave cluster's objects, in the order they are applied.
+#[derive(Debug, Clone)]
+pub struct ClusterObjects {
+    /// The cluster's name.
+    pub cluster: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// What happens when it is removed from the specs.
+    pub deletion_policy: DeletionPolicy,
+    /// Report drift, do not correct it.
+    pub ignore_drift: bool,
+    /// Namespace, service account, RisingWave, service.
+    pub objects: Vec<Object>,
+}
+
+/// Values only the cloud knows (e.g. an Azure identity's client id), by resource id
+/// (`azure.managed-identity/rw-analytics`); filled from the cloud inventory.
+pub type CloudOutputs = BTreeMap<String, String>;
+
+/// The objects of every cluster in the specs.
+pub fn desired(specs: &Specs, outputs: &CloudOutputs) -> Result<Vec<ClusterObjects>, String> {
+    specs.clusters.iter().map(|c| cluster_objects(&specs.environment, c, outputs)).collect()
+}
+
+fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<ClusterObjects, String> {
+    let ns = cluster_namespace(c);
+    let labels: BTreeMap<String, String> =
+        [(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()), (LABEL_CLUSTER.to_owned(), c.name.clone())].into_iter().collect();
+    let (identity_annotation, identity_value) = identity(env, c, outputs)?;
+    let mut pod_labels = BTreeMap::from([(LABEL_CLUSTER.to_owned(), c.name.clone())]);
+    if env.cloud == Cloud::Azure {
+        pod_labels.insert("azure.workload.identity/use".into(), "true".into());
+    }
+
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([(ANNOTATION_DELETION_POLICY.to_owned(), c.deletion_policy.as_str().to_owned())])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    let service_account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(ns.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([(identity_annotation.to_owned(), identity_value)])),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    let (node_selector, tolerations) = placement(env, c);
+    let group = |x: &Component| ComponentSpec {
+        node_groups: vec![NodeGroupSpec {
+            name: "default".into(),
+            replicas: x.replicas,
+            template: PodTemplate {
+                metadata: TemplateMeta { labels: pod_labels.clone() },
+                spec: PodSpecSubset {
+                    service_account_name: ns.clone(),
+                    resources: resources(x),
+                    node_selector: node_selector.clone(),
+                    tolerations: tolerations.clone(),
+                },
+            },
+        }],
+    };
+    let risingwave = RisingWave {
+        api_version: "risingwave.risingwavelabs.com/v1alpha1",
+        kind: "RisingWave",
+        metadata: ObjectMeta { name: Some(c.name.clone()), namespace: Some(ns.clone()), labels: Some(labels.clone()), ..ObjectMeta::default() },
+        spec: RisingWaveSpec {
+            image: c.image.clone(),
+            components: Components { meta: group(&c.meta), frontend: group(&c.frontend), compute: group(&c.compute), compactor: group(&c.compactor) },
+            state_store: state_store(env, c),
+            meta_store: meta_store(&c.meta_store),
+        },
+    };
+    let port = i32::from(rwproxy::routes::FRONTEND_PORT);
+    let service = Service {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-frontend", c.name)),
+            namespace: Some(ns.clone()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            ports: Some(vec![ServicePort {
+                name: Some("sql".into()),
+                port,
+                target_port: Some(IntOrString::Int(port)),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            selector: Some(BTreeMap::from([
+                (LABEL_CLUSTER.to_owned(), c.name.clone()),
+                ("risingwave/component".to_owned(), "frontend".to_owned()),
+            ])),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let object = |kind, namespace: Option<&str>, name: String, body: Result<Value, serde_json::Error>| -> Result<Object, String> {
+        let body = body.map_err(|e| format!("cannot encode {} {name}: {e}", ObjectKind::as_str(kind)))?;
+        Ok(Object { kind, namespace: namespace.map(str::to_owned), name, body })
+    };
+    Ok(ClusterObjects {
+        cluster: c.name.clone(),
+        namespace: ns.clone(),
+        deletion_policy: c.deletion_policy,
+        ignore_drift: c.ignore_drift,
+        objects: vec![
+            object(ObjectKind::Namespace, None, ns.clone(), serde_json::to_value(&namespace))?,
+            object(ObjectKind::ServiceAccount, Some(&ns), ns.clone(), serde_json::to_value(&service_account))?,
+            object(ObjectKind::RisingWave, Some(&ns), c.name.clone(), serde_json::to_value(&risingwave))?,
+            object(ObjectKind::Service, Some(&ns), format!("{}-frontend", c.name), serde_json::to_value(&service))?,
+        ],
+    })
+}
+
+/// The service-account annotation binding the cluster's pods to its cloud identity.
+fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&'static str, String), String> {
+    Ok(match env.cloud {
+        Cloud::Aws => ("eks.amazonaws.com/role-arn", format!("arn:aws:iam::{}:role/{}", env.account, aws::cluster_role_name(env, c))),
+        Cloud::Gcp => {
+            ("iam.gke.io/gcp-service-account", format!("{}@{}.iam.gserviceaccount.com", gcp::cluster_account_id(c), env.account))
+        }
+        Cloud::Azure => {
+            let id = ResourceId::new(Kind::AzureManagedIdentity, &cluster_namespace(c)).to_string();
+            let client_id = outputs.get(&id).ok_or_else(|| {
+                format!(
+                    "cluster {:?}: the client id of Azure identity {id} is not in the cloud inventory; \
+                     Azure assigns it when the identity is created, so apply the environment first",
+                    c.name
+                )
+            })?;
+            ("azure.workload.identity/client-id", client_id.clone())
+        }
+    })
+}
+
+/// Node selector and tolerations for a cluster pinned to a node group: the group's label,
+/// and a toleration for each of its taints (otherwise no pod could schedule there).
+fn placement(env: &Environment, c: &Cluster) -> (BTreeMap<String, String>, Vec<Toleration>) {
+    let Some(group) = c.node_group.as_ref().and_then(|g| env.kubernetes.node_groups.iter().find(|n| &n.name == g)) else {
+        return (BTreeMap::new(), Vec::new());
+    };
+    let tolerations = group
+        .taints
+        .iter()
+        .map(|t| Toleration {
+            key: Some(t.key.clone()),
+            operator: Some("Equal".into()),
+            value: Some(t.value.clone()),
+            effect: Some(
+                match t.effect {
+                    TaintEffect::NoSchedule => "NoSchedule",
+                    TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+                    TaintEffect::NoExecute => "NoExecute",
+                }
+                .into(),
+            ),
+            ..Toleration::default()
+        })
+        .collect();
+    (BTreeMap::from([(LABEL_NODE_GROUP.to_owned(), group.name.clone())]), tolerations)
+}
+
+fn resources(x: &Component) -> ResourceRequirements {
+    // Requests equal limits: RisingWave sizes its memory from the limit, and equal values
+    // give the pods the Guaranteed QoS class.
+    let amounts =
+        BTreeMap::from([("cpu".to_owned(), Quantity(format_cpu(x.cpu_millis))), ("memory".to_owned(), Quantity(format_memory(x.memory_bytes)))]);
+    ResourceRequirements { limits: Some(amounts.clone()), requests: Some(amounts), ..ResourceRequirements::default() }
+}
+
+fn state_store(env: &Environment, c: &Cluster) -> StateStore {
+    let mut s = StateStore { data_directory: c.state_prefix.clone(), s3: None, gcs: None, azure_blob: None };
+    match env.cloud {
+        Cloud::Aws => {
+            s.s3 = Some(S3 { bucket: env.data_bucket.clone(), region: env.region.clone(), credentials: Credentials { use_service_account: true } });
+        }
+        Cloud::Gcp => s.gcs = Some(Gcs { bucket: env.data_bucket.clone(), root: String::new(), use_workload_identity: true }),
+        Cloud::Azure => {
+            s.azure_blob = Some(AzureBlob {
+                container: env.data_bucket.clone(),
+                root: String::new(),
+                endpoint: format!("https://{}.blob.core.windows.net", azure::storage_account_name(env)),
+                credentials: Credentials { use_service_account: true },
+            });
+        }
+    }
+    s
+}
+
+fn meta_store(m: &MetaStore) -> MetaStoreSpec {
+    match m {
+        MetaStore::Sqlite => MetaStoreSpec { sqlite: Some(Sqlite { path: "/risingwave/data/meta.db".into() }), postgresql: None },
+        MetaStore::Postgresql { host, port, database, credentials_secret } => MetaStoreSpec {
+            sqlite: None,
+            postgresql: Some(Postgresql {
+                host: host.clone(),
+                port: *port,
+                database: database.clone(),
+                credentials: SecretRef { secret_name: credentials_secret.clone() },
+            }),
+        },
+    }
+}
+
+// The typed subset of the risingwave-operator's `RisingWave` (v1alpha1): the fields we set.
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RisingWave {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ObjectMeta,
+    spec: RisingWaveSpec,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RisingWaveSpec {
+    image: String,
+    components: Components,
+    state_store: StateStore,
+    meta_store: MetaStoreSpec,
+}
+
+#[derive(Serialize)]
+struct Components {
+    meta: ComponentSpec,
+    frontend: ComponentSpec,
+    compute: ComponentSpec,
+    compactor: ComponentSpec,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ComponentSpec {
+    node_groups: Vec<NodeGroupSpec>,
+}
+
+#[derive(Serialize)]
+struct NodeGroupSpec {
+    name: String,
+    replicas: u32,
+    template: PodTemplate,
+}
+
+#[derive(Serialize)]
+struct PodTemplate {
+    metadata: TemplateMeta,
+    spec: PodSpecSubset,
+}
+
+#[derive(Serialize)]
+struct TemplateMeta {
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecSubset {
+    service_account_name: String,
+    resources: ResourceRequirements,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    node_selector: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tolerations: Vec<Toleration>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StateStore {
+    data_directory: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3: Option<S3>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gcs: Option<Gcs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    azure_blob: Option<AzureBlob>,
+}
+
+#[derive(Serialize)]
+struct S3 {
+    bucket: String,
+    region: String,
+    credentials: Credentials,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Credentials {
+    use_service_account: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Gcs {
+    bucket: String,
+    root: String,
+    use_workload_identity: bool,
+}
+
+#[derive(Serialize)]
+struct AzureBlob {
+    container: String,
+    root: String,
+    endpoint: String,
+    credentials: Credentials,
+}
+
+#[derive(Serialize)]
+struct MetaStoreSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sqlite: Option<Sqlite>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    postgresql: Option<Postgresql>,
+}
+
+#[derive(Serialize)]
+struct Sqlite {
+    path: String,
+}
+
+#[derive(Serialize)]
+struct Postgresql {
+    host: String,
+    port: u16,
+    database: String,
+    credentials: SecretRef,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretRef {
+    secret_name: String,
+}

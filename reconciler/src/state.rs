@@ -1,0 +1,162 @@
+//! The state store: environment-level state kept outside git and outside the pod (the
+//! inventory of what the reconciler applied, and later the last verified and applied
+//! revisions, the journal and the lease). Every write is conditional on the version read,
+//! so two reconcilers cannot interleave silently.
+//!
+//! [`LocalDir`] is the embedded default; the bucket-backed stores (S3 `If-Match`, GCS
+//! generation preconditions, Azure ETags) implement the same trait.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A stored value and the version a conditional write must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// Opaque version (a generation number here; an ETag in a bucket).
+    pub version: String,
+}
+
+/// What can go wrong with the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The object changed since it was read (or exists when it should not).
+    #[error("state {key:?} was changed by someone else (expected version {expected:?}, found {found:?}); reload and retry")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The version the writer read.
+        expected: Option<String>,
+        /// The version found.
+        found: Option<String>,
+    },
+    /// Another writer holds the key's write lock.
+    #[error("state {key:?} is being written by another process ({lock}); if no byoc is running, remove that file")]
+    Locked {
+        /// The key.
+        key: String,
+        /// The lock file.
+        lock: String,
+    },
+    /// I/O or a malformed stored object.
+    #[error("state {key:?}: {message}")]
+    Io {
+        /// The key.
+        key: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Keys to versioned byte values, with compare-and-swap writes.
+pub trait StateStore {
+    /// The value at `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Versioned>, StateError>;
+    /// Writes `value` if the stored version is `expected` (`None`: only if absent); returns
+    /// the new version.
+    fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError>;
+}
+
+/// A state store in a local directory: `<dir>/<key>` holds the value and `<key>.version`
+/// its generation; writes go through a temporary file and a rename under a lock file.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    dir: PathBuf,
+}
+
+impl LocalDir {
+    /// Uses `dir`, creating it if needed.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<LocalDir, StateError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| StateError::Io { key: String::new(), message: format!("creating {}: {e}", dir.display()) })?;
+        Ok(LocalDir { dir })
+    }
+
+    fn path(&self, key: &str, suffix: &str) -> Result<PathBuf, StateError> {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') || key.starts_with('.') {
+            return Err(StateError::Io { key: key.into(), message: "keys are letters, digits, '-', '_' and '.', not starting with '.'".into() });
+        }
+        Ok(self.dir.join(format!("{key}{suffix}")))
+    }
+
+    fn read_version(&self, key: &str) -> Result<Option<String>, StateError> {
+        let path = self.path(key, ".version")?;
+        match fs::read_to_string(&path) {
+            Ok(v) => Ok(Some(v.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(key, &path, &e)),
+        }
+    }
+}
+
+fn io(key: &str, path: &Path, e: &std::io::Error) -> StateError {
+    StateError::Io { key: key.into(), message: format!("{}: {e}", path.display()) }
+}
+
+impl StateStore for LocalDir {
+    fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        let Some(version) = self.read_version(key)? else { return Ok(None) };
+        let path = self.path(key, "")?;
+        let value = fs::read(&path).map_err(|e| io(key, &path, &e))?;
+        Ok(Some(Versioned { value, version }))
+    }
+
+    fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError> {
+        let lock = self.path(key, ".lock")?;
+        match fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::Locked { key: key.into(), lock: lock.display().to_string() });
+            }
+            Err(e) => return Err(io(key, &lock, &e)),
+        }
+        let result = (|| {
+            let found = self.read_version(key)?;
+            if found.as_deref() != expected {
+                return Err(StateError::Conflict { key: key.into(), expected: expected.map(str::to_owned), found });
+            }
+            let next = found.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
+            let path = self.path(key, "")?;
+            let tmp = self.path(key, ".tmp")?;
+            let mut f = fs::File::create(&tmp).map_err(|e| io(key, &tmp, &e))?;
+            f.write_all(value).and_then(|()| f.sync_all()).map_err(|e| io(key, &tmp, &e))?;
+            fs::rename(&tmp, &path).map_err(|e| io(key, &path, &e))?;
+            // The version is written last: a crash in between leaves the new value under
+            // the old version, and the next conditional write still sees a consistent one.
+            let vpath = self.path(key, ".version")?;
+            fs::write(&vpath, next.to_string()).map_err(|e| io(key, &vpath, &e))?;
+            Ok(next.to_string())
+        })();
+        // Removing our own lock; if that fails the next writer says where it is.
+        let _ = fs::remove_file(&lock);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_conditional_on_the_version_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalDir::new(dir.path()).expect("store");
+        assert_eq!(s.get("inv").expect("get"), None);
+        let v1 = s.put("inv", b"a", None).expect("create");
+        assert!(matches!(s.put("inv", b"b", None), Err(StateError::Conflict { .. })), "create over an existing value");
+        let v2 = s.put("inv", b"b", Some(&v1)).expect("update");
+        assert!(matches!(s.put("inv", b"c", Some(&v1)), Err(StateError::Conflict { .. })), "stale version");
+        assert_eq!(s.get("inv").expect("get"), Some(Versioned { value: b"b".to_vec(), version: v2 }));
+    }
+
+    #[test]
+    fn a_held_lock_refuses_the_write_and_keys_cannot_escape_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalDir::new(dir.path()).expect("store");
+        fs::write(dir.path().join("inv.lock"), "").expect("lock");
+        assert!(matches!(s.put("inv", b"a", None), Err(StateError::Locked { .. })));
+        assert!(matches!(s.get("../etc"), Err(StateError::Io { .. })));
+    }
+}
