@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use crate::expand::{expand, expand_pair};
 use crate::k8s;
-use crate::state::{LocalDir, StateStore};
 use crate::plan::plan;
 use crate::plan::render::Report;
 use crate::source::{self, SourceError};
 use crate::spec::load::{ParseCache, load, load_cached};
 use crate::spec::{Cloud, Specs};
+use crate::state::{LocalDir, StateStore};
 
 /// Key in the state store of the values only the cloud knows (an Azure identity's client
 /// id, ...), a JSON object by resource id; written by the cloud apply.
@@ -220,8 +220,14 @@ fn clusters_command(args: &ClustersArgs) -> u8 {
     let seconds = |what: &str, s: f64| {
         Duration::try_from_secs_f64(s).map_err(|_| format!("--{what} takes a non-negative number of seconds, not {s}"))
     };
-    let options = match (seconds("health-timeout", args.health_timeout), seconds("poll-interval", args.poll_interval), seconds("namespace-timeout", args.namespace_timeout)) {
-        (Ok(health_timeout), Ok(poll_interval), Ok(namespace_timeout)) => k8s::reconcile::Options { health_timeout, poll_interval, namespace_timeout },
+    let options = match (
+        seconds("health-timeout", args.health_timeout),
+        seconds("poll-interval", args.poll_interval),
+        seconds("namespace-timeout", args.namespace_timeout),
+    ) {
+        (Ok(health_timeout), Ok(poll_interval), Ok(namespace_timeout)) => {
+            k8s::reconcile::Options { health_timeout, poll_interval, namespace_timeout }
+        }
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("error: {e}");
             return EXIT_ERROR;

@@ -75,8 +75,12 @@ impl LocalDir {
     }
 
     fn path(&self, key: &str, suffix: &str) -> Result<PathBuf, StateError> {
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') || key.starts_with('.') {
-            return Err(StateError::Io { key: key.into(), message: "keys are letters, digits, '-', '_' and '.', not starting with '.'".into() });
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') || key.starts_with('.')
+        {
+            return Err(StateError::Io {
+                key: key.into(),
+                message: "keys are letters, digits, '-', '_' and '.', not starting with '.'".into(),
+            });
         }
         Ok(self.dir.join(format!("{key}{suffix}")))
     }

@@ -2,5 +2,6 @@
 
 mod bad_specs;
 mod golden;
+mod kube;
 mod plan_cases;
 mod support;

@@ -30,7 +30,13 @@ pub fn render_text(report: &reconcile::Report) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     for c in &report.clusters {
-        let _ = writeln!(out, "{}: {:?}{}", c.cluster, c.outcome, if c.message.is_empty() { String::new() } else { format!(" - {}", c.message) });
+        let _ = writeln!(
+            out,
+            "{}: {:?}{}",
+            c.cluster,
+            c.outcome,
+            if c.message.is_empty() { String::new() } else { format!(" - {}", c.message) }
+        );
         for a in &c.actions {
             let _ = writeln!(out, "  {a}");
         }
@@ -46,6 +52,11 @@ pub fn render_text(report: &reconcile::Report) -> String {
         }
     }
     let ready = report.clusters.iter().filter(|c| c.outcome == reconcile::Outcome::Ready).count();
-    let _ = writeln!(out, "{} cluster(s), {ready} ready, {} write(s)", report.clusters.len(), report.clusters.iter().map(|c| c.actions.len()).sum::<usize>());
+    let _ = writeln!(
+        out,
+        "{} cluster(s), {ready} ready, {} write(s)",
+        report.clusters.len(),
+        report.clusters.iter().map(|c| c.actions.len()).sum::<usize>()
+    );
     out
 }

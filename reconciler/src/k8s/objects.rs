@@ -164,10 +164,20 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
     let risingwave = RisingWave {
         api_version: "risingwave.risingwavelabs.com/v1alpha1",
         kind: "RisingWave",
-        metadata: ObjectMeta { name: Some(c.name.clone()), namespace: Some(ns.clone()), labels: Some(labels.clone()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(c.name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
         spec: RisingWaveSpec {
             image: c.image.clone(),
-            components: Components { meta: group(&c.meta), frontend: group(&c.frontend), compute: group(&c.compute), compactor: group(&c.compactor) },
+            components: Components {
+                meta: group(&c.meta),
+                frontend: group(&c.frontend),
+                compute: group(&c.compute),
+                compactor: group(&c.compactor),
+            },
             state_store: state_store(env, c),
             meta_store: meta_store(&c.meta_store),
         },
@@ -220,9 +230,7 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
 fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&'static str, String), String> {
     Ok(match env.cloud {
         Cloud::Aws => ("eks.amazonaws.com/role-arn", format!("arn:aws:iam::{}:role/{}", env.account, aws::cluster_role_name(env, c))),
-        Cloud::Gcp => {
-            ("iam.gke.io/gcp-service-account", format!("{}@{}.iam.gserviceaccount.com", gcp::cluster_account_id(c), env.account))
-        }
+        Cloud::Gcp => ("iam.gke.io/gcp-service-account", format!("{}@{}.iam.gserviceaccount.com", gcp::cluster_account_id(c), env.account)),
         Cloud::Azure => {
             let id = ResourceId::new(Kind::AzureManagedIdentity, &cluster_namespace(c)).to_string();
             let client_id = outputs.get(&id).ok_or_else(|| {
@@ -267,8 +275,10 @@ fn placement(env: &Environment, c: &Cluster) -> (BTreeMap<String, String>, Vec<T
 fn resources(x: &Component) -> ResourceRequirements {
     // Requests equal limits: RisingWave sizes its memory from the limit, and equal values
     // give the pods the Guaranteed QoS class.
-    let amounts =
-        BTreeMap::from([("cpu".to_owned(), Quantity(format_cpu(x.cpu_millis))), ("memory".to_owned(), Quantity(format_memory(x.memory_bytes)))]);
+    let amounts = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(format_cpu(x.cpu_millis))),
+        ("memory".to_owned(), Quantity(format_memory(x.memory_bytes))),
+    ]);
     ResourceRequirements { limits: Some(amounts.clone()), requests: Some(amounts), ..ResourceRequirements::default() }
 }
 
@@ -276,7 +286,11 @@ fn state_store(env: &Environment, c: &Cluster) -> StateStore {
     let mut s = StateStore { data_directory: c.state_prefix.clone(), s3: None, gcs: None, azure_blob: None };
     match env.cloud {
         Cloud::Aws => {
-            s.s3 = Some(S3 { bucket: env.data_bucket.clone(), region: env.region.clone(), credentials: Credentials { use_service_account: true } });
+            s.s3 = Some(S3 {
+                bucket: env.data_bucket.clone(),
+                region: env.region.clone(),
+                credentials: Credentials { use_service_account: true },
+            });
         }
         Cloud::Gcp => s.gcs = Some(Gcs { bucket: env.data_bucket.clone(), root: String::new(), use_workload_identity: true }),
         Cloud::Azure => {

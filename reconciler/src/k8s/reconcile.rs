@@ -17,7 +17,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::objects::{ANNOTATION_DELETION_POLICY, ClusterObjects, LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_ORPHANED, MANAGED_BY, Object, ObjectKind, object_id};
+use super::objects::{
+    ANNOTATION_DELETION_POLICY, ClusterObjects, LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_ORPHANED, MANAGED_BY, Object, ObjectKind, object_id,
+};
 use crate::spec::DeletionPolicy;
 use crate::state::{StateError, StateStore};
 
@@ -39,7 +41,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { health_timeout: Duration::from_secs(600), poll_interval: Duration::from_secs(2), namespace_timeout: Duration::from_secs(300) }
+        Options {
+            health_timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(2),
+            namespace_timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -197,7 +203,9 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
             if let Some(h) = health.next() {
                 let (outcome, message) = h?;
                 report.outcome = outcome;
-                report.message = message;
+                if !message.is_empty() {
+                    report.message = if report.message.is_empty() { message } else { format!("{}; {message}", report.message) };
+                }
             }
         }
         let wanted: BTreeSet<&str> = desired.iter().map(|c| c.cluster.as_str()).collect();
@@ -217,7 +225,8 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         for obj in &c.objects {
             let id = obj.id();
             let api = self.api(obj.kind, obj.namespace.as_deref());
-            let live = api.get_opt(&obj.name).await.with_context(|| format!("reading {id}"))?.map(|o| serde_json::to_value(o)).transpose()?;
+            let live =
+                api.get_opt(&obj.name).await.with_context(|| format!("reading {id}"))?.map(serde_json::to_value).transpose()?;
             let last = self.inventory.objects.get(&id).map(|a| a.body.clone());
             let (write, force) = match (&live, &last) {
                 (None, _) => (true, false),
@@ -254,7 +263,11 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
                             self.apply(obj, true).await.map_err(|e| anyhow!("applying {id} with force: {e}"))?;
                             report.actions.push(format!("applied {id} (forced: drift corrected)"));
                         } else {
-                            report.conflicts.extend(causes.into_iter().map(|(field, message)| Conflict { object: id.clone(), field, message }));
+                            report.conflicts.extend(causes.into_iter().map(|(field, message)| Conflict {
+                                object: id.clone(),
+                                field,
+                                message,
+                            }));
                             report.outcome = Outcome::Stalled;
                             report.message = format!(
                                 "{id}: fields owned by another field manager were not overwritten: {}",
@@ -296,7 +309,9 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
                     status.details.iter().flat_map(|d| &d.causes).map(|c| (c.field.clone(), c.message.clone())).collect();
                 if causes.is_empty() { Err(ApplyError::Other(anyhow!("{}", status.message))) } else { Err(ApplyError::Conflict(causes)) }
             }
-            Err(kube::Error::Api(status)) => Err(ApplyError::Other(anyhow!("the API server refused it ({} {}): {}", status.code, status.reason, status.message))),
+            Err(kube::Error::Api(status)) => {
+                Err(ApplyError::Other(anyhow!("the API server refused it ({} {}): {}", status.code, status.reason, status.message)))
+            }
             Err(e) => Err(ApplyError::Other(e.into())),
         }
     }
@@ -327,7 +342,8 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
     /// have: deleted with `Delete`, labelled orphaned and left with `Retain`.
     async fn prune(&mut self, wanted: &BTreeSet<&str>) -> anyhow::Result<Vec<ClusterReport>> {
         let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-        let namespaces = self.api(ObjectKind::Namespace, None).list(&ListParams::default().labels(&selector)).await.context("listing namespaces")?;
+        let namespaces =
+            self.api(ObjectKind::Namespace, None).list(&ListParams::default().labels(&selector)).await.context("listing namespaces")?;
         // cluster -> (namespace, policy, already orphaned)
         let mut removed: BTreeMap<String, (String, DeletionPolicy, bool)> = BTreeMap::new();
         for ns in namespaces.items {
@@ -384,7 +400,12 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         // Dependents first, so the operator sees its resource go before the namespace does.
         for kind in [ObjectKind::Service, ObjectKind::RisingWave, ObjectKind::ServiceAccount] {
             let api = self.api(kind, Some(ns));
-            for obj in api.list(&ListParams::default().labels(&selector)).await.with_context(|| format!("listing {}s in {ns}", kind.as_str()))?.items {
+            for obj in api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .with_context(|| format!("listing {}s in {ns}", kind.as_str()))?
+                .items
+            {
                 let name = obj.metadata.name.unwrap_or_default();
                 delete_if_present(&api, &name).await.with_context(|| format!("deleting {}", object_id(kind, Some(ns), &name)))?;
                 report.actions.push(format!("deleted {}", object_id(kind, Some(ns), &name)));
@@ -409,7 +430,10 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
     async fn label_orphaned(&self, cluster: &str, ns: &str, report: &mut ClusterReport) -> anyhow::Result<()> {
         let patch = json!({"metadata": {"labels": {LABEL_ORPHANED: "true"}}});
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-        self.api(ObjectKind::Namespace, None).patch(ns, &params, &Patch::Merge(&patch)).await.with_context(|| format!("labelling namespace {ns}"))?;
+        self.api(ObjectKind::Namespace, None)
+            .patch(ns, &params, &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("labelling namespace {ns}"))?;
         report.actions.push(format!("labelled {} orphaned", object_id(ObjectKind::Namespace, None, ns)));
         let api = self.api(ObjectKind::RisingWave, Some(ns));
         if api.get_opt(cluster).await.with_context(|| format!("reading RisingWave {ns}/{cluster}"))?.is_some() {
@@ -428,7 +452,9 @@ enum ApplyError {
 impl std::fmt::Display for ApplyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApplyError::Conflict(c) => write!(f, "conflicts on {}", c.iter().map(|(field, _)| field.as_str()).collect::<Vec<_>>().join(", ")),
+            ApplyError::Conflict(c) => {
+                write!(f, "conflicts on {}", c.iter().map(|(field, _)| field.as_str()).collect::<Vec<_>>().join(", "))
+            }
             ApplyError::Other(e) => write!(f, "{e:#}"),
         }
     }
@@ -470,14 +496,22 @@ fn health(rw: &Value) -> Health {
         return Health::Failed(message("Failed"));
     }
     if observed != generation {
-        return Health::Waiting(format!("the operator has not observed generation {} yet (observed {:?})", generation.unwrap_or(0), observed));
+        return Health::Waiting(format!(
+            "the operator has not observed generation {} yet (observed {:?})",
+            generation.unwrap_or(0),
+            observed
+        ));
     }
     if is_true("Upgrading") {
         return Health::Waiting(format!("still upgrading: {}", message("Upgrading")));
     }
     if !is_true("Running") {
         let m = message("Running");
-        return Health::Waiting(if m.is_empty() { "condition Running is not True".into() } else { format!("condition Running is not True: {m}") });
+        return Health::Waiting(if m.is_empty() {
+            "condition Running is not True".into()
+        } else {
+            format!("condition Running is not True: {m}")
+        });
     }
     Health::Ready
 }
@@ -592,7 +626,10 @@ mod tests {
         let rw = |observed: i64, conds: Value| json!({"metadata": {"generation": 2}, "status": {"observedGeneration": observed, "conditions": conds}});
         assert_eq!(health(&rw(2, json!([{"type": "Running", "status": "True"}]))), Health::Ready);
         assert!(matches!(health(&rw(1, json!([{"type": "Running", "status": "True"}]))), Health::Waiting(_)));
-        assert!(matches!(health(&rw(2, json!([{"type": "Running", "status": "True"}, {"type": "Upgrading", "status": "True"}]))), Health::Waiting(_)));
+        assert!(matches!(
+            health(&rw(2, json!([{"type": "Running", "status": "True"}, {"type": "Upgrading", "status": "True"}]))),
+            Health::Waiting(_)
+        ));
         assert_eq!(health(&rw(2, json!([{"type": "Failed", "status": "True", "message": "boom"}]))), Health::Failed("boom".into()));
     }
 

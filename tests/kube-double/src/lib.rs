@@ -274,6 +274,13 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A kubeconfig whose one context points at `server` (e.g. `http://127.0.0.1:8001`).
+pub fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {server}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: double\n    namespace: default\ncurrent-context: double\nusers:\n- name: double\n  user:\n    token: double\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,11 +301,4 @@ mod tests {
         assert_eq!(percent_decode("a%3Db%2Cc"), "a=b,c");
         assert_eq!(percent_decode("%zz"), "%zz");
     }
-}
-
-/// A kubeconfig whose one context points at `server` (e.g. `http://127.0.0.1:8001`).
-pub fn kubeconfig(server: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {server}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: double\n    namespace: default\ncurrent-context: double\nusers:\n- name: double\n  user:\n    token: double\n"
-    )
 }

@@ -1,0 +1,7 @@
+//! Kubernetes: the reconcile against the API double, its wire requests, and the real
+//! `byoc clusters` binary against the double served over HTTP.
+
+mod binary;
+mod converge;
+mod support;
+mod wire;

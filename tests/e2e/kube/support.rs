@@ -1,0 +1,133 @@
+//! Helpers for the Kubernetes tests: the API double with the RisingWave CRD, the example
+//! specs, a stand-in for the risingwave-operator's status updates, and a reconcile runner.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use byoc::k8s::objects::{ClusterObjects, desired};
+use byoc::k8s::reconcile::{Options, Reconciler, Report};
+use byoc::spec::Specs;
+use byoc::spec::load::load;
+use byoc::state::LocalDir;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube_double::Double;
+use serde_json::{Value, json};
+
+use crate::support::project_root;
+
+pub const CRD: &str = include_str!("../../../manifests/crds/risingwave.yaml");
+
+/// The double, with the RisingWave CRD installed and namespaces terminating in 50 ms.
+pub fn double() -> Double {
+    let d = Double::new(&[CRD]).expect("the shipped CRD loads");
+    d.set_terminate_after(Duration::from_millis(50));
+    d
+}
+
+/// The specs of `examples/<cloud>`.
+pub fn example(cloud: &str) -> Specs {
+    let dir = project_root().join("examples").join(cloud);
+    let files = rwproxy::specfiles::read_dir(&dir).expect("example reads");
+    load(cloud, &files).expect("example is valid")
+}
+
+pub fn objects(specs: &Specs) -> Vec<ClusterObjects> {
+    desired(specs, &BTreeMap::new()).expect("objects")
+}
+
+pub fn fast() -> Options {
+    Options { health_timeout: Duration::from_secs(5), poll_interval: Duration::from_millis(20), namespace_timeout: Duration::from_secs(5) }
+}
+
+/// One reconcile with a fresh `Reconciler` over the state in `state`, as each run of the
+/// daemon would do.
+pub async fn reconcile(client: &kube::Client, state: &LocalDir, specs: &Specs, options: Options) -> Report {
+    let mut r = Reconciler::new(client.clone(), state, options).expect("inventory loads");
+    r.reconcile(&objects(specs)).await.expect("reconcile")
+}
+
+/// What the stand-in operator reports for a cluster.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    Running,
+    Failed(&'static str),
+    Upgrading,
+}
+
+/// Stands in for the risingwave-operator: whenever a `RisingWave`'s generation moves, it
+/// writes a status through the status subresource, as field manager `risingwave-operator`.
+/// Stops when dropped.
+pub struct Operator {
+    pub behaviour: Arc<Mutex<BTreeMap<String, Behaviour>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn operator(client: &kube::Client) -> Operator {
+    let behaviour: Arc<Mutex<BTreeMap<String, Behaviour>>> = Arc::default();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &byoc::k8s::objects::ObjectKind::RisingWave.api_resource());
+    let client = client.clone();
+    let b = behaviour.clone();
+    let task = tokio::spawn(async move {
+        // Bounded: 3,000 rounds of 10 ms, longer than any test.
+        for _ in 0..3000 {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for rw in list.items {
+                    let name = rw.metadata.name.clone().unwrap_or_default();
+                    let ns = rw.metadata.namespace.clone().unwrap_or_default();
+                    let generation = rw.metadata.generation.unwrap_or(0);
+                    let wanted = b.lock().expect("lock").get(&name).cloned().unwrap_or(Behaviour::Running);
+                    let status = status_for(generation, &wanted);
+                    if rw.data.get("status") != Some(&status) {
+                        let api: Api<DynamicObject> =
+                            Api::namespaced_with(client.clone(), &ns, &byoc::k8s::objects::ObjectKind::RisingWave.api_resource());
+                        let params = PatchParams { field_manager: Some("risingwave-operator".into()), ..PatchParams::default() };
+                        let _ = api.patch_status(&name, &params, &Patch::Merge(json!({"status": status}))).await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    Operator { behaviour, task }
+}
+
+fn status_for(generation: i64, b: &Behaviour) -> Value {
+    let cond = |ty: &str, status: &str, message: &str| json!({"type": ty, "status": status, "message": message});
+    match b {
+        Behaviour::Running => {
+            json!({"observedGeneration": generation, "conditions": [cond("Running", "True", ""), cond("Upgrading", "False", "")]})
+        }
+        Behaviour::Failed(m) => {
+            json!({"observedGeneration": generation, "conditions": [cond("Running", "False", ""), cond("Failed", "True", m)]})
+        }
+        Behaviour::Upgrading => {
+            json!({"observedGeneration": generation, "conditions": [cond("Running", "True", ""), cond("Upgrading", "True", "rolling compute nodes")]})
+        }
+    }
+}
+
+/// GET of one object through the double's client, `None` when it is not there.
+pub async fn get(client: &kube::Client, kind: byoc::k8s::objects::ObjectKind, ns: Option<&str>, name: &str) -> Option<Value> {
+    let ar = kind.api_resource();
+    let api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.get_opt(name).await.expect("get").map(|o| serde_json::to_value(o).expect("json"))
+}
+
+/// The writes the double saw from anyone but the stand-in operator, as `METHOD path`.
+pub fn byoc_writes(d: &Double) -> Vec<String> {
+    d.writes()
+        .iter()
+        .filter(|r| !r.uri.contains("fieldManager=risingwave-operator"))
+        .map(|r| format!("{} {}", r.method, r.uri.split('?').next().unwrap_or("")))
+        .collect()
+}
