@@ -225,8 +225,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         for obj in &c.objects {
             let id = obj.id();
             let api = self.api(obj.kind, obj.namespace.as_deref());
-            let live =
-                api.get_opt(&obj.name).await.with_context(|| format!("reading {id}"))?.map(serde_json::to_value).transpose()?;
+            let live = api.get_opt(&obj.name).await.with_context(|| format!("reading {id}"))?.map(serde_json::to_value).transpose()?;
             let last = self.inventory.objects.get(&id).map(|a| a.body.clone());
             let (write, force) = match (&live, &last) {
                 (None, _) => (true, false),

@@ -3,22 +3,9 @@
 
 use std::path::Path;
 
-use crate::support::{byoc, project_root};
+use crate::support::{byoc, copy_dir, project_root};
 
 use super::support::{byoc_writes, double, operator};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
 
 async fn run(dir: &Path, args: Vec<String>) -> crate::support::Run {
     let dir = dir.to_path_buf();

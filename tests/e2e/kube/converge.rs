@@ -6,26 +6,17 @@ use byoc::k8s::objects::ObjectKind::{Namespace, RisingWave, Service, ServiceAcco
 use byoc::k8s::reconcile::Outcome;
 use byoc::spec::DeletionPolicy;
 use byoc::state::LocalDir;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
-use super::support::{Behaviour, byoc_writes, double, example, fast, get, operator, reconcile};
-
-fn state() -> (tempfile::TempDir, LocalDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = LocalDir::new(dir.path()).expect("state");
-    (dir, store)
-}
+use super::support::{Behaviour, Fixture, byoc_writes, edit_replicas, example, fast, get, reconcile};
 
 #[tokio::test]
 async fn applying_the_aws_example_creates_every_object_and_a_second_reconcile_writes_nothing() {
-    let d = double();
-    let client = d.client();
-    let _op = operator(&client);
-    let (_dir, store) = state();
+    let fx = Fixture::new();
+    let (d, client) = (&fx.double, &fx.client);
     let specs = example("aws");
 
-    let report = reconcile(&client, &store, &specs, fast()).await;
+    let report = fx.reconcile(&specs).await;
     assert!(report.ok(), "{report:#?}");
     assert_eq!(
         report.clusters.iter().map(|c| (c.cluster.as_str(), c.outcome)).collect::<Vec<_>>(),
@@ -34,18 +25,18 @@ async fn applying_the_aws_example_creates_every_object_and_a_second_reconcile_wr
 
     for c in &specs.clusters {
         let ns = format!("rw-{}", c.name);
-        let namespace = get(&client, Namespace, None, &ns).await.expect("namespace");
+        let namespace = get(client, Namespace, None, &ns).await.expect("namespace");
         assert_eq!(namespace["metadata"]["labels"]["app.kubernetes.io/managed-by"], "byoc");
         assert_eq!(namespace["metadata"]["labels"]["byoc.risingwave.dev/cluster"], c.name.as_str());
         assert_eq!(namespace["metadata"]["annotations"]["byoc.risingwave.dev/deletion-policy"], c.deletion_policy.as_str());
 
-        let sa = get(&client, ServiceAccount, Some(&ns), &ns).await.expect("service account");
+        let sa = get(client, ServiceAccount, Some(&ns), &ns).await.expect("service account");
         assert_eq!(
             sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
             format!("arn:aws:iam::123456789012:role/byoc-prod-use1-{ns}").as_str()
         );
 
-        let rw = get(&client, RisingWave, Some(&ns), &c.name).await.expect("RisingWave");
+        let rw = get(client, RisingWave, Some(&ns), &c.name).await.expect("RisingWave");
         let spec = &rw["spec"];
         assert_eq!(spec["image"], c.image.as_str());
         for (name, comp) in [("meta", &c.meta), ("frontend", &c.frontend), ("compute", &c.compute), ("compactor", &c.compactor)] {
@@ -85,114 +76,98 @@ async fn applying_the_aws_example_creates_every_object_and_a_second_reconcile_wr
             rw["metadata"]["managedFields"].as_array().expect("managedFields").iter().filter_map(|m| m["manager"].as_str()).collect();
         assert!(managers.contains(&"byoc"), "{managers:?}");
 
-        let svc = get(&client, Service, Some(&ns), &format!("{}-frontend", c.name)).await.expect("service");
+        let svc = get(client, Service, Some(&ns), &format!("{}-frontend", c.name)).await.expect("service");
         assert_eq!(svc["spec"]["ports"][0]["port"], 4566);
         assert_eq!(svc["spec"]["selector"]["risingwave/component"], "frontend");
     }
 
     d.clear_requests();
-    let again = reconcile(&client, &store, &specs, fast()).await;
+    let again = fx.reconcile(&specs).await;
     assert!(again.ok(), "{again:#?}");
     assert!(again.clusters.iter().all(|c| c.actions.is_empty() && c.drift.is_empty()), "{again:#?}");
-    assert_eq!(byoc_writes(&d), Vec::<String>::new(), "a second reconcile of unchanged specs writes nothing");
+    assert_eq!(byoc_writes(d), Vec::<String>::new(), "a second reconcile of unchanged specs writes nothing");
     assert!(!d.requests().is_empty(), "it did read");
 }
 
 #[tokio::test]
 async fn a_resize_and_an_image_change_are_one_patch_each() {
-    let d = double();
-    let client = d.client();
-    let _op = operator(&client);
-    let (_dir, store) = state();
+    let fx = Fixture::new();
+    let (d, client) = (&fx.double, &fx.client);
     let mut specs = example("aws");
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
+    assert!(fx.reconcile(&specs).await.ok());
 
     specs.clusters[0].compute.replicas = 6;
     d.clear_requests();
-    let report = reconcile(&client, &store, &specs, fast()).await;
+    let report = fx.reconcile(&specs).await;
     assert!(report.ok(), "{report:#?}");
-    assert_eq!(byoc_writes(&d), ["PATCH /apis/risingwave.risingwavelabs.com/v1alpha1/namespaces/rw-analytics/risingwaves/analytics"]);
+    assert_eq!(byoc_writes(d), ["PATCH /apis/risingwave.risingwavelabs.com/v1alpha1/namespaces/rw-analytics/risingwaves/analytics"]);
     let body: serde_json::Value = serde_json::from_str(&d.writes()[0].body).expect("json body");
     assert_eq!(body["spec"]["components"]["compute"]["nodeGroups"][0]["replicas"], 6);
-    let rw = get(&client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
+    let rw = get(client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
     assert_eq!(rw["spec"]["components"]["compute"]["nodeGroups"][0]["replicas"], 6);
     assert_eq!(rw["metadata"]["generation"], 2);
 
     specs.clusters[0].image = "risingwavelabs/risingwave:v2.2.0".into();
     d.clear_requests();
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
-    assert_eq!(byoc_writes(&d), ["PATCH /apis/risingwave.risingwavelabs.com/v1alpha1/namespaces/rw-analytics/risingwaves/analytics"]);
-    let rw = get(&client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
+    assert!(fx.reconcile(&specs).await.ok());
+    assert_eq!(byoc_writes(d), ["PATCH /apis/risingwave.risingwavelabs.com/v1alpha1/namespaces/rw-analytics/risingwaves/analytics"]);
+    let rw = get(client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
     assert_eq!(rw["spec"]["image"], "risingwavelabs/risingwave:v2.2.0");
 }
 
 #[tokio::test]
 async fn a_removed_cluster_is_deleted_with_delete_and_kept_labelled_with_retain() {
-    let d = double();
-    let client = d.client();
-    let _op = operator(&client);
-    let (_dir, store) = state();
+    let fx = Fixture::new();
+    let (d, client) = (&fx.double, &fx.client);
     let mut specs = example("aws");
     assert_eq!(specs.clusters[0].deletion_policy, DeletionPolicy::Retain, "analytics is Retain in the example");
     assert_eq!(specs.clusters[1].deletion_policy, DeletionPolicy::Delete, "ingest is Delete in the example");
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
+    assert!(fx.reconcile(&specs).await.ok());
 
     specs.clusters.clear();
-    let report = reconcile(&client, &store, &specs, fast()).await;
+    let report = fx.reconcile(&specs).await;
     assert!(report.ok(), "{report:#?}");
     let by_name = |n: &str| report.clusters.iter().find(|c| c.cluster == n).expect("reported");
 
     let ingest = by_name("ingest");
     assert_eq!(ingest.outcome, Outcome::Deleted);
     assert!(ingest.actions.contains(&"deleted RisingWave rw-ingest/ingest".to_owned()), "{:?}", ingest.actions);
-    assert_eq!(get(&client, Namespace, None, "rw-ingest").await, None, "the reconcile waited for the namespace to go");
-    assert_eq!(get(&client, RisingWave, Some("rw-ingest"), "ingest").await, None);
+    assert_eq!(get(client, Namespace, None, "rw-ingest").await, None, "the reconcile waited for the namespace to go");
+    assert_eq!(get(client, RisingWave, Some("rw-ingest"), "ingest").await, None);
 
     let analytics = by_name("analytics");
     assert_eq!(analytics.outcome, Outcome::Retained);
     assert!(analytics.message.contains("Retain"), "{}", analytics.message);
-    let ns = get(&client, Namespace, None, "rw-analytics").await.expect("kept");
+    let ns = get(client, Namespace, None, "rw-analytics").await.expect("kept");
     assert_eq!(ns["metadata"]["labels"]["byoc.risingwave.dev/orphaned"], "true");
-    let rw = get(&client, RisingWave, Some("rw-analytics"), "analytics").await.expect("kept");
+    let rw = get(client, RisingWave, Some("rw-analytics"), "analytics").await.expect("kept");
     assert_eq!(rw["metadata"]["labels"]["byoc.risingwave.dev/orphaned"], "true");
     assert_eq!(rw["spec"]["components"]["compute"]["nodeGroups"][0]["replicas"], 3, "untouched");
 
     // The retained cluster is still reported, and not written again.
     d.clear_requests();
-    let again = reconcile(&client, &store, &specs, fast()).await;
+    let again = fx.reconcile(&specs).await;
     assert_eq!(again.clusters.len(), 1);
     assert_eq!(again.clusters[0].outcome, Outcome::Retained);
-    assert_eq!(byoc_writes(&d), Vec::<String>::new());
-}
-
-async fn edit_replicas(client: &kube::Client, replicas: i64) {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "rw-analytics", &RisingWave.api_resource());
-    // Like `kubectl edit`: the whole list, since nodeGroups is one field here.
-    let mut rw = serde_json::to_value(api.get("analytics").await.expect("get")).expect("json");
-    rw["spec"]["components"]["compute"]["nodeGroups"][0]["replicas"] = json!(replicas);
-    let patch = json!({"spec": {"components": {"compute": {"nodeGroups": rw["spec"]["components"]["compute"]["nodeGroups"]}}}});
-    let params = PatchParams { field_manager: Some("kubectl-edit".into()), ..PatchParams::default() };
-    api.patch("analytics", &params, &Patch::Merge(&patch)).await.expect("edit");
+    assert_eq!(byoc_writes(d), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn drift_is_reported_with_its_path_and_set_back() {
-    let d = double();
-    let client = d.client();
-    let _op = operator(&client);
-    let (_dir, store) = state();
+    let fx = Fixture::new();
+    let client = &fx.client;
     let specs = example("aws");
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
+    assert!(fx.reconcile(&specs).await.ok());
 
-    edit_replicas(&client, 9).await;
-    let report = reconcile(&client, &store, &specs, fast()).await;
+    edit_replicas(client, 9).await;
+    let report = fx.reconcile(&specs).await;
     assert!(report.ok(), "{report:#?}");
     let drift = &report.clusters[0].drift;
     assert_eq!(drift.len(), 1, "{drift:#?}");
     assert_eq!(drift[0].object, "RisingWave rw-analytics/analytics");
     assert_eq!(drift[0].path, ".spec.components.compute.nodeGroups[0].replicas");
     assert_eq!((drift[0].applied.clone(), drift[0].live.clone(), drift[0].corrected), (json!(3), json!(9), true));
-    let rw = get(&client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
+    let rw = get(client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
     assert_eq!(rw["spec"]["components"]["compute"]["nodeGroups"][0]["replicas"], 3, "restored");
     let managers: Vec<&str> =
         rw["metadata"]["managedFields"].as_array().expect("mf").iter().filter_map(|m| m["manager"].as_str()).collect();
@@ -201,39 +176,36 @@ async fn drift_is_reported_with_its_path_and_set_back() {
 
 #[tokio::test]
 async fn with_ignore_drift_drift_is_only_reported() {
-    let d = double();
-    let client = d.client();
-    let _op = operator(&client);
-    let (_dir, store) = state();
+    let fx = Fixture::new();
+    let (d, client) = (&fx.double, &fx.client);
     let mut specs = example("aws");
     specs.clusters[0].ignore_drift = true;
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
+    assert!(fx.reconcile(&specs).await.ok());
 
-    edit_replicas(&client, 9).await;
+    edit_replicas(client, 9).await;
     d.clear_requests();
-    let report = reconcile(&client, &store, &specs, fast()).await;
+    let report = fx.reconcile(&specs).await;
     let analytics = &report.clusters[0];
     assert_eq!(analytics.drift.len(), 1, "{analytics:#?}");
     assert!(!analytics.drift[0].corrected);
     assert!(analytics.message.contains("ignoreDrift"), "{}", analytics.message);
-    assert_eq!(byoc_writes(&d), Vec::<String>::new(), "nothing written");
-    let rw = get(&client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
+    assert_eq!(byoc_writes(d), Vec::<String>::new(), "nothing written");
+    let rw = get(client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
     assert_eq!(rw["spec"]["components"]["compute"]["nodeGroups"][0]["replicas"], 9, "left as edited");
 }
 
 #[tokio::test]
 async fn health_is_ready_stalled_with_the_operators_message_or_timed_out() {
-    let d = double();
-    let client = d.client();
-    let op = operator(&client);
+    let fx = Fixture::new();
+    let (client, op) = (&fx.client, &fx.operator);
     op.behaviour.lock().expect("lock").insert("analytics".into(), Behaviour::Failed("meta store unreachable: connection refused"));
     op.behaviour.lock().expect("lock").insert("ingest".into(), Behaviour::Upgrading);
-    let (_dir, store) = state();
+    let store = &fx.store;
     let specs = example("aws");
     let mut options = fast();
     options.health_timeout = std::time::Duration::from_millis(600);
     let started = std::time::Instant::now();
-    let report = reconcile(&client, &store, &specs, options.clone()).await;
+    let report = reconcile(client, store, &specs, options.clone()).await;
     let elapsed = started.elapsed();
     assert!(!report.ok());
     let analytics = &report.clusters[0];
@@ -248,48 +220,45 @@ async fn health_is_ready_stalled_with_the_operators_message_or_timed_out() {
     op.behaviour.lock().expect("lock").clear();
     // Recovery is the operator's to report: wait (bounded) until it has.
     for _ in 0..200 {
-        let rw = get(&client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
+        let rw = get(client, RisingWave, Some("rw-analytics"), "analytics").await.expect("rw");
         if rw["status"]["conditions"].as_array().is_some_and(|c| c.iter().all(|c| c["type"] != "Failed")) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let report = reconcile(&client, &store, &specs, options).await;
+    let report = reconcile(client, store, &specs, options).await;
     assert!(report.ok(), "{report:#?}");
     assert!(report.clusters.iter().all(|c| c.outcome == Outcome::Ready));
 }
 
 #[tokio::test]
 async fn a_lost_inventory_is_rebuilt_without_writes() {
-    let d = double();
-    let client = d.client();
-    let _op = operator(&client);
-    let (_dir, store) = state();
+    let fx = Fixture::new();
+    let (d, client) = (&fx.double, &fx.client);
     let specs = example("aws");
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
+    assert!(fx.reconcile(&specs).await.ok());
 
-    let (_dir2, fresh) = state();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fresh = LocalDir::new(dir.path()).expect("state");
     d.clear_requests();
-    let report = reconcile(&client, &fresh, &specs, fast()).await;
+    let report = reconcile(client, &fresh, &specs, fast()).await;
     assert!(report.ok(), "{report:#?}");
-    assert_eq!(byoc_writes(&d), Vec::<String>::new());
+    assert_eq!(byoc_writes(d), Vec::<String>::new());
     let inventory = byoc::k8s::reconcile::Reconciler::new(client.clone(), &fresh, fast()).expect("loads").inventory().clone();
     assert_eq!(inventory.objects.len(), 8, "four objects per cluster recorded again");
 }
 
 #[tokio::test]
 async fn a_namespace_that_does_not_go_times_out_with_a_clear_message() {
-    let d = double();
-    d.set_terminate_after(std::time::Duration::from_secs(60));
-    let client = d.client();
-    let _op = operator(&client);
-    let (_dir, store) = state();
+    let fx = Fixture::new();
+    fx.double.set_terminate_after(std::time::Duration::from_secs(60));
+    let (client, store) = (&fx.client, &fx.store);
     let mut specs = example("aws");
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
+    assert!(fx.reconcile(&specs).await.ok());
     specs.clusters.retain(|c| c.name != "ingest");
     let mut options = fast();
     options.namespace_timeout = std::time::Duration::from_millis(300);
-    let mut r = byoc::k8s::reconcile::Reconciler::new(client.clone(), &store, options).expect("loads");
+    let mut r = byoc::k8s::reconcile::Reconciler::new(client.clone(), store, options).expect("loads");
     let err = r.reconcile(&super::support::objects(&specs)).await.expect_err("times out");
     let text = format!("{err:#}");
     assert!(text.contains("namespace rw-ingest of removed cluster ingest is still terminating after 0.3s"), "{text}");

@@ -113,6 +113,43 @@ fn status_for(generation: i64, b: &Behaviour) -> Value {
     }
 }
 
+/// A double with the stand-in operator running and an empty local state store.
+pub struct Fixture {
+    pub double: Double,
+    pub client: kube::Client,
+    pub operator: Operator,
+    pub store: LocalDir,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let double = double();
+        let client = double.client();
+        let operator = operator(&client);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalDir::new(dir.path()).expect("state");
+        Fixture { double, client, operator, store, _dir: dir }
+    }
+
+    /// One reconcile of `specs` with the test deadlines.
+    pub async fn reconcile(&self, specs: &Specs) -> Report {
+        reconcile(&self.client, &self.store, specs, fast()).await
+    }
+}
+
+/// Like `kubectl edit` of the analytics cluster's compute replicas: a merge patch of the
+/// whole `nodeGroups` list (one field for the double) as field manager `kubectl-edit`.
+pub async fn edit_replicas(client: &kube::Client, replicas: i64) {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "rw-analytics", &byoc::k8s::objects::ObjectKind::RisingWave.api_resource());
+    let mut rw = serde_json::to_value(api.get("analytics").await.expect("get")).expect("json");
+    rw["spec"]["components"]["compute"]["nodeGroups"][0]["replicas"] = json!(replicas);
+    let patch = json!({"spec": {"components": {"compute": {"nodeGroups": rw["spec"]["components"]["compute"]["nodeGroups"]}}}});
+    let params = PatchParams { field_manager: Some("kubectl-edit".into()), ..PatchParams::default() };
+    api.patch("analytics", &params, &Patch::Merge(&patch)).await.expect("edit");
+}
+
 /// GET of one object through the double's client, `None` when it is not there.
 pub async fn get(client: &kube::Client, kind: byoc::k8s::objects::ObjectKind, ns: Option<&str>, name: &str) -> Option<Value> {
     let ar = kind.api_resource();

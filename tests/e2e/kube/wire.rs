@@ -10,7 +10,7 @@ use http::{Request, Response};
 use kube::client::Body;
 use serde_json::Value;
 
-use super::support::{double, example, fast, objects, operator, reconcile};
+use super::support::{double, edit_replicas, example, fast, objects, operator, reconcile};
 
 #[derive(Debug, Clone)]
 struct Wire {
@@ -81,31 +81,37 @@ async fn every_write_is_server_side_apply_as_byoc_without_force_and_sends_exactl
     assert!(log.lock().expect("lock").iter().all(|w| !w.uri.contains("force")));
 }
 
-async fn edit_replicas(client: &kube::Client) {
-    use kube::api::{Api, DynamicObject, Patch, PatchParams};
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "rw-analytics", &byoc::k8s::objects::ObjectKind::RisingWave.api_resource());
-    let mut rw = serde_json::to_value(api.get("analytics").await.expect("get")).expect("json");
-    rw["spec"]["components"]["compute"]["nodeGroups"][0]["replicas"] = 9.into();
-    let patch = serde_json::json!({"spec": {"components": {"compute": {"nodeGroups": rw["spec"]["components"]["compute"]["nodeGroups"]}}}});
-    let params = PatchParams { field_manager: Some("kubectl-edit".into()), ..PatchParams::default() };
-    api.patch("analytics", &params, &Patch::Merge(&patch)).await.expect("edit");
+/// The reconciler's client recording, one reconcile of the AWS example done, then the
+/// analytics cluster's compute replicas edited by `kubectl-edit`; the log starts empty.
+struct Edited {
+    double: kube_double::Double,
+    client: kube::Client,
+    log: Arc<Mutex<Vec<Wire>>>,
+    store: LocalDir,
+    specs: byoc::spec::Specs,
+    _operator: super::support::Operator,
+    _task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
 }
 
-#[tokio::test]
-async fn force_is_sent_only_to_set_back_a_field_we_applied() {
+async fn edited() -> Edited {
     let d = double();
-    let _op = operator(&d.client());
-    let (client, log, _task) = recording(&d);
+    let operator = operator(&d.client());
+    let (client, log, task) = recording(&d);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LocalDir::new(dir.path()).expect("state");
     let specs = example("aws");
     assert!(reconcile(&client, &store, &specs, fast()).await.ok());
-    edit_replicas(&d.client()).await;
+    edit_replicas(&d.client(), 9).await;
     log.lock().expect("lock").clear();
+    Edited { double: d, client, log, store, specs, _operator: operator, _task: task, _dir: dir }
+}
 
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
-    let sent = patches(&log);
+#[tokio::test]
+async fn force_is_sent_only_to_set_back_a_field_we_applied() {
+    let Edited { client, log, store, specs, .. } = &edited().await;
+    assert!(reconcile(client, store, specs, fast()).await.ok());
+    let sent = patches(log);
     assert_eq!(sent.len(), 1, "{sent:#?}");
     assert_eq!(
         sent[0].uri,
@@ -116,21 +122,12 @@ async fn force_is_sent_only_to_set_back_a_field_we_applied() {
 
 #[tokio::test]
 async fn force_is_never_sent_for_a_field_another_manager_owns() {
-    let d = double();
-    let _op = operator(&d.client());
-    let (client, log, _task) = recording(&d);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = LocalDir::new(dir.path()).expect("state");
-    let specs = example("aws");
-    assert!(reconcile(&client, &store, &specs, fast()).await.ok());
-    edit_replicas(&d.client()).await;
-    log.lock().expect("lock").clear();
-
+    let Edited { double: d, client, log, specs, .. } = &edited().await;
     // A reconciler with no record of having applied the field (its inventory is gone)
     // cannot tell an edit from someone else's field: it must not take it.
     let fresh_dir = tempfile::tempdir().expect("tempdir");
     let fresh = LocalDir::new(fresh_dir.path()).expect("state");
-    let report = reconcile(&client, &fresh, &specs, fast()).await;
+    let report = reconcile(client, &fresh, specs, fast()).await;
     assert!(!report.ok());
     let analytics = &report.clusters[0];
     assert_eq!(analytics.outcome, byoc::k8s::reconcile::Outcome::Stalled);
@@ -138,7 +135,7 @@ async fn force_is_never_sent_for_a_field_another_manager_owns() {
     assert_eq!(analytics.conflicts[0].field, ".spec.components.compute.nodeGroups");
     assert!(analytics.conflicts[0].message.contains("kubectl-edit"), "{}", analytics.conflicts[0].message);
 
-    let sent = patches(&log);
+    let sent = patches(log);
     assert_eq!(sent.len(), 1, "one apply, refused with 409, and no forced retry: {sent:#?}");
     assert!(sent.iter().all(|w| !w.uri.contains("force")), "{sent:#?}");
     let rw =
