@@ -110,6 +110,15 @@ pub(super) fn cluster(
                     None => Value::Map(Map::new()),
                 },
             )
+            // Pods must tolerate the taints of the node group they are pinned to.
+            .set(
+                "tolerations",
+                env.kubernetes
+                    .node_groups
+                    .iter()
+                    .find(|g| c.node_group.as_ref() == Some(&g.name))
+                    .map_or(Value::List(Vec::new()), super::taints),
+            )
             .set("labels", labels.clone()),
     ));
     g.add(protect(

@@ -292,3 +292,43 @@ async fn gcp_and_azure_service_accounts_carry_their_clouds_identity() {
     );
     assert!(rw["spec"]["stateStore"]["azureBlob"]["endpoint"].as_str().expect("endpoint").ends_with(".blob.core.windows.net"));
 }
+
+/// The pull-request plan shows the graph's `k8s.*` resources; what `byoc clusters` applies
+/// is built separately, as typed objects. They must say the same thing.
+#[test]
+fn the_plan_preview_and_the_applied_objects_agree() {
+    for cloud in ["aws", "gcp"] {
+        let specs = example(cloud);
+        let graph = byoc::expand::expand(&specs);
+        for c in super::support::objects(&specs) {
+            let id = |kind: &str, name: &str| format!("{kind}/{name}");
+            let props = |id: String| {
+                let r = graph.resources.values().find(|r| r.id.to_string() == id).unwrap_or_else(|| panic!("{id} in the plan"));
+                serde_json::to_value(&r.properties).expect("json")
+            };
+            let planned = props(id("k8s.risingwave", &c.cluster));
+            let applied = &c.objects[2].body["spec"];
+            assert_eq!(planned["image"], applied["image"], "{cloud} {}", c.cluster);
+            for comp in ["meta", "frontend", "compute", "compactor"] {
+                let group = &applied["components"][comp]["nodeGroups"][0];
+                assert_eq!(planned["components"][comp]["replicas"], group["replicas"], "{cloud} {} {comp}", c.cluster);
+                assert_eq!(planned["components"][comp]["cpu"], group["template"]["spec"]["resources"]["limits"]["cpu"]);
+                assert_eq!(planned["components"][comp]["memory"], group["template"]["spec"]["resources"]["limits"]["memory"]);
+                assert_eq!(planned["nodeSelector"], group["template"]["spec"]["nodeSelector"]);
+                let tolerations: Vec<(&serde_json::Value, &serde_json::Value)> = group["template"]["spec"]["tolerations"]
+                    .as_array()
+                    .map(|t| t.iter().map(|t| (&t["key"], &t["effect"])).collect())
+                    .unwrap_or_default();
+                let planned_tolerations: Vec<(&serde_json::Value, &serde_json::Value)> =
+                    planned["tolerations"].as_array().expect("list").iter().map(|t| (&t["key"], &t["effect"])).collect();
+                assert_eq!(planned_tolerations, tolerations, "{cloud} {} {comp}", c.cluster);
+            }
+            assert_eq!(planned["stateStore"]["dataDirectory"], applied["stateStore"]["dataDirectory"]);
+            let ns = props(id("k8s.namespace", &c.cluster));
+            assert_eq!(ns["name"], c.objects[0].body["metadata"]["name"]);
+            let svc = props(id("k8s.service", &format!("{}-frontend", c.cluster)));
+            assert_eq!(svc["ports"][0]["port"], c.objects[3].body["spec"]["ports"][0]["port"]);
+            assert_eq!(svc["selector"], c.objects[3].body["spec"]["selector"]);
+        }
+    }
+}
