@@ -72,6 +72,35 @@ pub enum Command {
     /// `RisingWave`, frontend service) with server-side apply; prune removed clusters by
     /// their deletionPolicy; wait until each is ready. Exit code: 0 all ready, 1 otherwise.
     Clusters(ClustersArgs),
+    /// Verify that every commit in LAST..TO is signed as the signing policy requires, that
+    /// TO descends from LAST (fast-forward only), and that each changed path has its rule's
+    /// threshold of distinct signers. Exit code: 0 verified, 1 refused or error.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `byoc verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Path of the git repository.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The signing policy (a file outside the repository).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Last verified revision; default: the one recorded in --state-dir, else none (the
+    /// whole history is verified).
+    #[arg(long, conflicts_with = "state_dir")]
+    pub from: Option<String>,
+    /// The new tip.
+    #[arg(long, default_value = "HEAD")]
+    pub to: String,
+    /// State store directory: keeps the last verified revision (the high-water mark) and
+    /// when each pending commit was first seen; advanced only when the range verifies.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Output format (text or json).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 /// Arguments of `byoc clusters`.
@@ -120,6 +149,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate { dir } => validate(&dir),
         Command::Plan { repo, base, head, env, output } => plan_command(&repo, &base, &head, &env, output),
         Command::Clusters(args) => clusters_command(&args),
+        Command::Verify(args) => verify_command(&args),
     };
     ExitCode::from(code)
 }
@@ -266,6 +296,77 @@ async fn converge_clusters(args: &ClustersArgs, specs: &Specs, options: k8s::rec
     let client = k8s::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let mut reconciler = k8s::reconcile::Reconciler::new(client, &store, options)?;
     reconciler.reconcile(&desired).await
+}
+
+/// Key in the state store of the source's state: the last verified revision and when each
+/// not-yet-verified commit was first seen.
+pub const SOURCE_STATE_KEY: &str = "source-state.json";
+
+/// What the state store keeps about the git source.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SourceState {
+    last_verified: Option<String>,
+    first_seen: std::collections::BTreeMap<String, i64>,
+}
+
+fn verify_command(args: &VerifyArgs) -> u8 {
+    match verify_run(args) {
+        Ok(ok) => {
+            if ok {
+                EXIT_OK
+            } else {
+                EXIT_ERROR
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let policy = crate::verify::policy::Policy::load(&args.policy).map_err(anyhow::Error::msg)?;
+    let repo = source::open(&args.repo)?;
+    let resolve = |rev: &str| -> anyhow::Result<git2::Oid> {
+        Ok(repo.revparse_single(rev).and_then(|o| o.peel_to_commit()).with_context(|| format!("unknown revision {rev:?}"))?.id())
+    };
+    let to = resolve(&args.to)?;
+    let store = args.state_dir.as_ref().map(LocalDir::new).transpose()?;
+    let (mut state, version) = match &store {
+        Some(s) => match s.get(SOURCE_STATE_KEY)? {
+            Some(v) => (serde_json::from_slice::<SourceState>(&v.value).with_context(|| format!("state {SOURCE_STATE_KEY}"))?, Some(v.version)),
+            None => (SourceState::default(), None),
+        },
+        None => (SourceState::default(), None),
+    };
+    let from = match (&args.from, &state.last_verified) {
+        (Some(rev), _) => Some(resolve(rev)?),
+        (None, Some(hex)) => Some(git2::Oid::from_str(hex).with_context(|| format!("state {SOURCE_STATE_KEY}: lastVerified {hex:?}"))?),
+        (None, None) => None,
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let seen = &mut state.first_seen;
+    let report = crate::verify::verify_range(&repo, &policy, from, to, &mut |oid| *seen.entry(oid.to_string()).or_insert(now))
+        .with_context(|| format!("walking {}", args.repo.display()))?;
+    if let Some(store) = &store {
+        if report.ok {
+            state.last_verified = Some(to.to_string());
+            for c in &report.commits {
+                state.first_seen.remove(&c.id);
+            }
+        }
+        store.put(SOURCE_STATE_KEY, &serde_json::to_vec_pretty(&state)?, version.as_deref())?;
+    }
+    let name = source::revision_name(&repo, &args.to, to);
+    let text = match args.output {
+        Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Output::Text | Output::Markdown => crate::verify::render_text(&report, &name),
+    };
+    print!("{text}");
+    Ok(report.ok)
 }
 
 fn cloud_name(specs: &Specs) -> &'static str {

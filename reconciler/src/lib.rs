@@ -16,3 +16,4 @@ pub mod resource;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod verify;

@@ -148,7 +148,7 @@ fn walk(
 }
 
 /// `main@sha1:<hex>` when `rev` is a branch (or HEAD on a branch), else `sha1:<hex>`.
-fn revision_name(repo: &Repository, rev: &str, id: Oid) -> String {
+pub fn revision_name(repo: &Repository, rev: &str, id: Oid) -> String {
     let branch = if rev == "HEAD" {
         repo.head().ok().filter(git2::Reference::is_branch).and_then(|r| r.shorthand().ok().map(str::to_owned))
     } else {

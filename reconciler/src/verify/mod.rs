@@ -1,0 +1,262 @@
+//! verify: every commit in `last_verified..new` (all parents) must be signed by a signer the
+//! policy accepts for every path it changes, `new` must descend from `last_verified`, and
+//! each path changed in the range needs its rule's threshold of distinct signers.
+//!
+//! How approvals count: the signers of the commits in the range that changed a path approve
+//! it; a merge commit changes (relative to its first parent) everything its branch brings
+//! in, so the person who signs the merge approves the branch's changes as well. A prod path
+//! with threshold 2 is met by an author signing the branch commits and a second person
+//! signing the merge (`git merge --no-ff -S`). One identity with several keys counts once.
+//!
+//! Key validity is judged at a time the signer cannot choose: when the reconciler first saw
+//! the commit (supplied by the caller from the state store), never the committer date.
+//!
+//! Formats: SSH (SSHSIG, namespace `git`). OpenPGP and x509/gitsign signatures are
+//! recognised and refused as not supported yet.
+
+pub mod policy;
+pub mod ssh;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use git2::{Oid, Repository, Sort};
+use serde::Serialize;
+
+use policy::{FORGE, Policy};
+
+/// The verdict on one commit.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitReport {
+    /// Commit id (hex).
+    pub id: String,
+    /// First line of the message.
+    pub summary: String,
+    /// `ssh`, `openpgp`, `x509`, `unknown` or `none`.
+    pub format: &'static str,
+    /// Signer identity, when the signature verified.
+    pub signer: Option<String>,
+    /// Rules governing the paths it changes.
+    pub rules: Vec<String>,
+    /// Accepted or not.
+    pub ok: bool,
+    /// Why not (empty when accepted).
+    pub reason: String,
+}
+
+/// The threshold check of one path changed in the range.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathReport {
+    /// The path.
+    pub path: String,
+    /// The governing rule (`rules[1]`), none when no rule covers it.
+    pub rule: Option<String>,
+    /// Distinct signers it needs.
+    pub threshold: u32,
+    /// Distinct accepted signers of the range's commits that changed it.
+    pub signers: Vec<String>,
+    /// Threshold met.
+    pub ok: bool,
+}
+
+/// The verdict on a range.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeReport {
+    /// Last verified commit, if any.
+    pub from: Option<String>,
+    /// The new tip.
+    pub to: String,
+    /// Policy name and version.
+    pub policy: String,
+    /// Oldest first.
+    pub commits: Vec<CommitReport>,
+    /// Every path changed between `from` and `to`.
+    pub paths: Vec<PathReport>,
+    /// The whole range may be used.
+    pub ok: bool,
+    /// Why not, first reason first.
+    pub reasons: Vec<String>,
+}
+
+/// Verifies `from..to` (everything reachable from `to` when `from` is `None`).
+/// `first_seen(id)` gives the time (seconds since the epoch) validity is judged at.
+pub fn verify_range(
+    repo: &Repository,
+    policy: &Policy,
+    from: Option<Oid>,
+    to: Oid,
+    first_seen: &mut dyn FnMut(Oid) -> i64,
+) -> Result<RangeReport, git2::Error> {
+    let mut report = RangeReport {
+        from: from.map(|f| f.to_string()),
+        to: to.to_string(),
+        policy: format!("{} v{}", policy.name, policy.version),
+        commits: Vec::new(),
+        paths: Vec::new(),
+        ok: false,
+        reasons: Vec::new(),
+    };
+    if let Some(f) = from
+        && f != to
+        && !repo.graph_descendant_of(to, f)?
+    {
+        report.reasons.push(format!("history rewritten: {to} is not a descendant of {f}"));
+        return Ok(report);
+    }
+    let mut walk = repo.revwalk()?;
+    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
+    walk.push(to)?;
+    if let Some(f) = from {
+        walk.hide(f)?;
+    }
+    // path -> identities of accepted commits in the range that changed it
+    let mut approvals: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for oid in walk {
+        let oid = oid?;
+        let commit = repo.find_commit(oid)?;
+        let changed = changed_paths(repo, &commit)?;
+        let mut c = CommitReport {
+            id: oid.to_string(),
+            summary: commit.summary().ok().flatten().unwrap_or("").to_owned(),
+            format: "none",
+            signer: None,
+            rules: Vec::new(),
+            ok: false,
+            reason: String::new(),
+        };
+        let at = first_seen(oid);
+        match signature_of(repo, oid, policy, at) {
+            Err((format, reason)) => {
+                c.format = format;
+                c.reason = reason;
+            }
+            Ok(signer) => {
+                c.format = "ssh";
+                c.signer = Some(signer.clone());
+                let mut rules = BTreeSet::new();
+                let mut problems = Vec::new();
+                for path in &changed {
+                    match policy.rule_for(path) {
+                        None => problems.push(format!("changes {path}, which no rule covers")),
+                        Some(rule) => {
+                            rules.insert(rule.name.clone());
+                            if signer != FORGE && !rule.signers.contains(&signer) {
+                                problems.push(format!("{signer} may not sign {path} ({} allows {:?})", rule.name, rule.signers));
+                            }
+                        }
+                    }
+                }
+                c.rules = rules.into_iter().collect();
+                if problems.is_empty() {
+                    c.ok = true;
+                    if signer != FORGE {
+                        for path in &changed {
+                            approvals.entry(path.clone()).or_default().insert(signer.clone());
+                        }
+                    }
+                } else {
+                    c.reason = problems.join("; ");
+                }
+            }
+        }
+        if !c.ok {
+            report.reasons.push(format!("commit {} ({:?}): {}", c.id, c.summary, c.reason));
+        }
+        report.commits.push(c);
+    }
+    let from_tree = from.map(|f| repo.find_commit(f).and_then(|c| c.tree())).transpose()?;
+    let to_tree = repo.find_commit(to)?.tree()?;
+    for path in diff_paths(repo, from_tree.as_ref(), &to_tree)? {
+        let rule = policy.rule_for(&path);
+        let signers: Vec<String> = approvals.get(&path).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let threshold = rule.map_or(0, |r| r.threshold);
+        let ok = rule.is_some() && signers.len() >= threshold as usize;
+        if !ok {
+            report.reasons.push(match rule {
+                None => format!("{path} changed, and no rule covers it"),
+                Some(r) => format!("{path} needs {threshold} distinct signer(s) under {} and has {}: {signers:?}", r.name, signers.len()),
+            });
+        }
+        report.paths.push(PathReport { path, rule: rule.map(|r| r.name.clone()), threshold, signers, ok });
+    }
+    report.ok = report.reasons.is_empty();
+    Ok(report)
+}
+
+/// The accepted signer identity of commit `oid`, or (format, reason).
+fn signature_of(repo: &Repository, oid: Oid, policy: &Policy, at: i64) -> Result<String, (&'static str, String)> {
+    let (sig, payload) = match repo.extract_signature(&oid, None) {
+        Ok(x) => x,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return Err(("none", "not signed".into())),
+        Err(e) => return Err(("unknown", format!("cannot read its signature: {}", e.message()))),
+    };
+    let head = sig.get(..40).unwrap_or(&sig[..]);
+    if head.starts_with(b"-----BEGIN SSH SIGNATURE-----") {
+        if !policy.forge_ssh.is_empty() && ssh::verify(&sig, &payload, &policy.forge_ssh, at).is_ok() {
+            return if policy.trust_forge_merge_key {
+                Ok(FORGE.into())
+            } else {
+                Err(("ssh", "signed with the forge's web-UI merge key, which this policy does not trust (forgeMergeKey.trusted: false)".into()))
+            };
+        }
+        return ssh::verify(&sig, &payload, &policy.ssh, at)
+            .map(|s| s.principals.first().cloned().unwrap_or_default())
+            .map_err(|e| ("ssh", e.to_string()));
+    }
+    if head.starts_with(b"-----BEGIN PGP SIGNATURE-----") {
+        return Err(("openpgp", "OpenPGP signatures are not supported yet; sign with SSH".into()));
+    }
+    if head.starts_with(b"-----BEGIN SIGNED MESSAGE-----") || head.starts_with(b"-----BEGIN CMS-----") {
+        return Err(("x509", "x509/gitsign signatures are not supported yet; sign with SSH".into()));
+    }
+    Err(("unknown", "the signature is in no format git knows".into()))
+}
+
+/// Paths a commit changes: against its first parent, or every file of a root commit.
+fn changed_paths(repo: &Repository, commit: &git2::Commit<'_>) -> Result<BTreeSet<String>, git2::Error> {
+    let parent_tree = match commit.parent_count() {
+        0 => None,
+        _ => Some(commit.parent(0)?.tree()?),
+    };
+    diff_paths(repo, parent_tree.as_ref(), &commit.tree()?)
+}
+
+fn diff_paths(repo: &Repository, old: Option<&git2::Tree<'_>>, new: &git2::Tree<'_>) -> Result<BTreeSet<String>, git2::Error> {
+    let diff = repo.diff_tree_to_tree(old, Some(new), None)?;
+    let mut paths = BTreeSet::new();
+    for d in diff.deltas() {
+        for f in [d.old_file(), d.new_file()] {
+            if let Some(p) = f.path() {
+                paths.insert(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(paths)
+}
+
+/// The report for terminals: one line per commit, the paths below their threshold, the verdict.
+pub fn render_text(r: &RangeReport, name: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "policy {}; range {}..{}", r.policy, r.from.as_deref().map_or("(root)", |f| &f[..12.min(f.len())]), &r.to[..12.min(r.to.len())]);
+    for c in &r.commits {
+        let _ = writeln!(
+            out,
+            "  {} {:<7} {:<24} {:<10} {}{}",
+            &c.id[..12.min(c.id.len())],
+            c.format,
+            c.signer.as_deref().unwrap_or("-"),
+            if c.rules.is_empty() { "-".to_owned() } else { c.rules.join(",") },
+            if c.ok { "ok" } else { "REFUSED: " },
+            c.reason
+        );
+    }
+    for p in r.paths.iter().filter(|p| !p.ok) {
+        let _ = writeln!(out, "  path {} under {}: {} of {} signer(s) {:?}", p.path, p.rule.as_deref().unwrap_or("no rule"), p.signers.len(), p.threshold, p.signers);
+    }
+    if r.ok {
+        let _ = writeln!(out, "verified {name}: {} commit(s), {} path(s)", r.commits.len(), r.paths.len());
+    } else {
+        let _ = writeln!(out, "refused {name}: {}", r.reasons.first().map_or("", String::as_str));
+    }
+    out
+}

@@ -1,0 +1,261 @@
+//! The signing policy (`kind: SigningPolicy`), loaded from a file outside the repository:
+//! who may sign (SSH keys, inline or from a git `allowed_signers` file), groups, and rules
+//! from path globs to the signers and how many distinct ones a change needs.
+//!
+//! ```yaml
+//! apiVersion: byoc.risingwave.dev/v1alpha1
+//! kind: SigningPolicy
+//! metadata: {name: prod}
+//! spec:
+//!   version: 3
+//!   signers:
+//!     - {name: alice@example.com, sshKeys: ["ssh-ed25519 AAAA..."]}
+//!   allowedSignersFile: allowed_signers      # relative to this file
+//!   groups:
+//!     - {name: platform, members: [alice@example.com, bob@example.com]}
+//!   rules:
+//!     - {paths: ["**"], signers: [platform], threshold: 1}
+//!     - {paths: ["environments/prod/**"], signers: [platform], threshold: 2}
+//!   forgeMergeKey: {trusted: false}
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+
+use super::ssh::{SshSigner, parse_allowed_signers};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Document {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    version: u64,
+    #[serde(default)]
+    signers: Vec<SignerSpec>,
+    allowed_signers_file: Option<String>,
+    #[serde(default)]
+    groups: Vec<GroupSpec>,
+    rules: Vec<RuleSpec>,
+    forge_merge_key: ForgeSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SignerSpec {
+    name: String,
+    #[serde(default)]
+    ssh_keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupSpec {
+    name: String,
+    members: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    paths: Vec<String>,
+    signers: Vec<String>,
+    threshold: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ForgeSpec {
+    trusted: bool,
+    #[serde(default)]
+    ssh_keys: Vec<String>,
+}
+
+/// A rule: paths it governs, who may sign them, how many distinct signers a change needs.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The glob patterns as written.
+    pub patterns: Vec<String>,
+    matchers: Vec<(GlobMatcher, (usize, usize))>,
+    /// Signer identities allowed (groups expanded).
+    pub signers: BTreeSet<String>,
+    /// Distinct signers needed.
+    pub threshold: u32,
+    /// Its position in the policy, for messages (`rules[1]`).
+    pub name: String,
+}
+
+impl Rule {
+    /// How specifically the rule matches `path`: the literal prefix length of the best
+    /// matching pattern, then its length; `None` when it does not match.
+    fn specificity(&self, path: &str) -> Option<(usize, usize)> {
+        self.matchers.iter().filter(|(m, _)| m.is_match(path)).map(|(_, s)| *s).max()
+    }
+}
+
+/// A loaded, checked policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Name from metadata.
+    pub name: String,
+    /// Must increase whenever the policy changes.
+    pub version: u64,
+    /// Every accepted SSH key; its first principal is the signer's identity.
+    pub ssh: Vec<SshSigner>,
+    /// Rules, in file order.
+    pub rules: Vec<Rule>,
+    /// Whether commits signed with the forge's web-UI key are accepted.
+    pub trust_forge_merge_key: bool,
+    /// The forge's keys.
+    pub forge_ssh: Vec<SshSigner>,
+}
+
+/// The identity under which the forge's web-UI key signs.
+pub const FORGE: &str = "forge-web-ui";
+
+impl Policy {
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<Policy, String> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+        let text = rwproxy::yaml::decode(&shown, &bytes).map_err(|d| d.to_string())?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Policy::parse(&shown, text, &|name| {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+        })
+    }
+
+    /// Parses a policy from text; `read` fetches the allowed_signers file it names.
+    pub fn parse(file: &str, text: &str, read: &dyn Fn(&str) -> Result<String, String>) -> Result<Policy, String> {
+        let doc: Document = rwproxy::yaml::parse(file, text).map_err(|d| d.to_string())?;
+        if doc.api_version != "byoc.risingwave.dev/v1alpha1" || doc.kind != "SigningPolicy" {
+            return Err(format!("{file}: expected apiVersion byoc.risingwave.dev/v1alpha1, kind SigningPolicy"));
+        }
+        let spec = doc.spec;
+        let mut ssh = Vec::new();
+        for (i, s) in spec.signers.iter().enumerate() {
+            if s.ssh_keys.is_empty() {
+                return Err(format!("{file}: spec.signers[{i}] ({}) has no keys", s.name));
+            }
+            for (j, k) in s.ssh_keys.iter().enumerate() {
+                let origin = format!("{file}: spec.signers[{i}].sshKeys[{j}]");
+                let key = ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| format!("{origin}: not an OpenSSH public key: {e}"))?;
+                ssh.push(SshSigner { principals: vec![s.name.clone()], key, namespaces: Vec::new(), valid_after: None, valid_before: None, origin });
+            }
+        }
+        if let Some(name) = &spec.allowed_signers_file {
+            ssh.extend(parse_allowed_signers(name, &read(name)?)?);
+        }
+        let known: BTreeSet<String> = ssh.iter().flat_map(|s| s.principals.iter().cloned()).collect();
+        let mut groups: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for g in &spec.groups {
+            if known.contains(&g.name) {
+                return Err(format!("{file}: group {:?} has the name of a signer", g.name));
+            }
+            for m in &g.members {
+                if !known.contains(m) {
+                    return Err(format!("{file}: group {:?} lists {m:?}, who is not a signer", g.name));
+                }
+            }
+            groups.insert(&g.name, g.members.iter().cloned().collect());
+        }
+        if spec.rules.is_empty() {
+            return Err(format!("{file}: no rules: every path would be refused"));
+        }
+        let mut rules = Vec::new();
+        for (i, r) in spec.rules.iter().enumerate() {
+            let name = format!("rules[{i}]");
+            let mut signers = BTreeSet::new();
+            for s in &r.signers {
+                match groups.get(s.as_str()) {
+                    Some(members) => signers.extend(members.iter().cloned()),
+                    None if known.contains(s) => {
+                        signers.insert(s.clone());
+                    }
+                    None => return Err(format!("{file}: spec.{name}.signers names {s:?}, which is neither a signer nor a group")),
+                }
+            }
+            if r.threshold == 0 || r.threshold as usize > signers.len() {
+                return Err(format!(
+                    "{file}: spec.{name}.threshold is {} but the rule has {} distinct signer(s); it must be 1 to {}",
+                    r.threshold,
+                    signers.len(),
+                    signers.len()
+                ));
+            }
+            let mut matchers = Vec::new();
+            for p in &r.paths {
+                let glob = Glob::new(p).map_err(|e| format!("{file}: spec.{name}.paths: {e}"))?;
+                let literal = p.find(['*', '?', '[', '{']).unwrap_or(p.len());
+                matchers.push((glob.compile_matcher(), (literal, p.len())));
+            }
+            rules.push(Rule { patterns: r.paths.clone(), matchers, signers, threshold: r.threshold, name });
+        }
+        let mut forge_ssh = Vec::new();
+        for (j, k) in spec.forge_merge_key.ssh_keys.iter().enumerate() {
+            let origin = format!("{file}: spec.forgeMergeKey.sshKeys[{j}]");
+            let key = ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| format!("{origin}: not an OpenSSH public key: {e}"))?;
+            forge_ssh.push(SshSigner { principals: vec![FORGE.into()], key, namespaces: Vec::new(), valid_after: None, valid_before: None, origin });
+        }
+        Ok(Policy { name: doc.metadata.name, version: spec.version, ssh, rules, trust_forge_merge_key: spec.forge_merge_key.trusted, forge_ssh })
+    }
+
+    /// The rule governing `path`: the most specific matching one; `None` means no rule
+    /// covers it, and a change to it is refused.
+    pub fn rule_for(&self, path: &str) -> Option<&Rule> {
+        self.rules.iter().filter_map(|r| r.specificity(path).map(|s| (s, r))).max_by_key(|(s, _)| *s).map(|(_, r)| r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHoZ7F6m5yFQ3mCv4Pn1rG4VYxqkJwTqLqvY4ZgN8m8n";
+
+    fn policy(rules: &str) -> Result<Policy, String> {
+        let text = format!(
+            "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: SigningPolicy\nmetadata: {{name: t}}\nspec:\n  version: 1\n  signers:\n    - {{name: alice, sshKeys: [\"{KEY}\"]}}\n    - {{name: bob, sshKeys: [\"{KEY}\"]}}\n  groups:\n    - {{name: platform, members: [alice, bob]}}\n  rules:\n{rules}\n  forgeMergeKey: {{trusted: false}}\n"
+        );
+        Policy::parse("policy.yaml", &text, &|_| Err("no files".into()))
+    }
+
+    #[test]
+    fn the_most_specific_rule_wins_and_uncovered_paths_have_none() {
+        let p = policy(
+            "    - {paths: [\"environments/**\"], signers: [platform], threshold: 1}\n    - {paths: [\"environments/prod/**\"], signers: [platform], threshold: 2}",
+        )
+        .expect("valid");
+        assert_eq!(p.rule_for("environments/prod/clusters/a.yaml").map(|r| r.threshold), Some(2));
+        assert_eq!(p.rule_for("environments/dev/a.yaml").map(|r| r.threshold), Some(1));
+        assert!(p.rule_for("README.md").is_none());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (rules, want) in [
+            ("    - {paths: [\"**\"], signers: [carol], threshold: 1}", "neither a signer nor a group"),
+            ("    - {paths: [\"**\"], signers: [alice], threshold: 2}", "threshold is 2 but the rule has 1"),
+            ("    - {paths: [\"a/[\"], signers: [alice], threshold: 1}", "spec.rules[0].paths"),
+        ] {
+            let e = policy(rules).expect_err(rules);
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}
