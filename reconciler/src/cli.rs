@@ -337,7 +337,9 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     let store = args.state_dir.as_ref().map(LocalDir::new).transpose()?;
     let (mut state, version) = match &store {
         Some(s) => match s.get(SOURCE_STATE_KEY)? {
-            Some(v) => (serde_json::from_slice::<SourceState>(&v.value).with_context(|| format!("state {SOURCE_STATE_KEY}"))?, Some(v.version)),
+            Some(v) => {
+                (serde_json::from_slice::<SourceState>(&v.value).with_context(|| format!("state {SOURCE_STATE_KEY}"))?, Some(v.version))
+            }
             None => (SourceState::default(), None),
         },
         None => (SourceState::default(), None),

@@ -5,3 +5,4 @@ mod golden;
 mod kube;
 mod plan_cases;
 mod support;
+mod verify;

@@ -195,7 +195,10 @@ fn signature_of(repo: &Repository, oid: Oid, policy: &Policy, at: i64) -> Result
             return if policy.trust_forge_merge_key {
                 Ok(FORGE.into())
             } else {
-                Err(("ssh", "signed with the forge's web-UI merge key, which this policy does not trust (forgeMergeKey.trusted: false)".into()))
+                Err((
+                    "ssh",
+                    "signed with the forge's web-UI merge key, which this policy does not trust (forgeMergeKey.trusted: false)".into(),
+                ))
             };
         }
         return ssh::verify(&sig, &payload, &policy.ssh, at)
@@ -237,7 +240,13 @@ fn diff_paths(repo: &Repository, old: Option<&git2::Tree<'_>>, new: &git2::Tree<
 pub fn render_text(r: &RangeReport, name: &str) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "policy {}; range {}..{}", r.policy, r.from.as_deref().map_or("(root)", |f| &f[..12.min(f.len())]), &r.to[..12.min(r.to.len())]);
+    let _ = writeln!(
+        out,
+        "policy {}; range {}..{}",
+        r.policy,
+        r.from.as_deref().map_or("(root)", |f| &f[..12.min(f.len())]),
+        &r.to[..12.min(r.to.len())]
+    );
     for c in &r.commits {
         let _ = writeln!(
             out,
@@ -251,7 +260,15 @@ pub fn render_text(r: &RangeReport, name: &str) -> String {
         );
     }
     for p in r.paths.iter().filter(|p| !p.ok) {
-        let _ = writeln!(out, "  path {} under {}: {} of {} signer(s) {:?}", p.path, p.rule.as_deref().unwrap_or("no rule"), p.signers.len(), p.threshold, p.signers);
+        let _ = writeln!(
+            out,
+            "  path {} under {}: {} of {} signer(s) {:?}",
+            p.path,
+            p.rule.as_deref().unwrap_or("no rule"),
+            p.signers.len(),
+            p.threshold,
+            p.signers
+        );
     }
     if r.ok {
         let _ = writeln!(out, "verified {name}: {} commit(s), {} path(s)", r.commits.len(), r.paths.len());

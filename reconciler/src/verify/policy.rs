@@ -156,7 +156,14 @@ impl Policy {
             for (j, k) in s.ssh_keys.iter().enumerate() {
                 let origin = format!("{file}: spec.signers[{i}].sshKeys[{j}]");
                 let key = ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| format!("{origin}: not an OpenSSH public key: {e}"))?;
-                ssh.push(SshSigner { principals: vec![s.name.clone()], key, namespaces: Vec::new(), valid_after: None, valid_before: None, origin });
+                ssh.push(SshSigner {
+                    principals: vec![s.name.clone()],
+                    key,
+                    namespaces: Vec::new(),
+                    valid_after: None,
+                    valid_before: None,
+                    origin,
+                });
             }
         }
         if let Some(name) = &spec.allowed_signers_file {
@@ -211,9 +218,23 @@ impl Policy {
         for (j, k) in spec.forge_merge_key.ssh_keys.iter().enumerate() {
             let origin = format!("{file}: spec.forgeMergeKey.sshKeys[{j}]");
             let key = ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| format!("{origin}: not an OpenSSH public key: {e}"))?;
-            forge_ssh.push(SshSigner { principals: vec![FORGE.into()], key, namespaces: Vec::new(), valid_after: None, valid_before: None, origin });
+            forge_ssh.push(SshSigner {
+                principals: vec![FORGE.into()],
+                key,
+                namespaces: Vec::new(),
+                valid_after: None,
+                valid_before: None,
+                origin,
+            });
         }
-        Ok(Policy { name: doc.metadata.name, version: spec.version, ssh, rules, trust_forge_merge_key: spec.forge_merge_key.trusted, forge_ssh })
+        Ok(Policy {
+            name: doc.metadata.name,
+            version: spec.version,
+            ssh,
+            rules,
+            trust_forge_merge_key: spec.forge_merge_key.trusted,
+            forge_ssh,
+        })
     }
 
     /// The rule governing `path`: the most specific matching one; `None` means no rule

@@ -155,9 +155,11 @@ pub enum SshError {
 impl std::fmt::Display for SshError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SshError::Malformed(m) | SshError::Namespace(m) | SshError::UnknownKey(m) | SshError::NotValid(m) | SshError::BadSignature(m) => {
-                f.write_str(m)
-            }
+            SshError::Malformed(m)
+            | SshError::Namespace(m)
+            | SshError::UnknownKey(m)
+            | SshError::NotValid(m)
+            | SshError::BadSignature(m) => f.write_str(m),
         }
     }
 }
@@ -176,7 +178,8 @@ pub fn verify<'a>(armored: &[u8], payload: &[u8], signers: &'a [SshSigner], at: 
     if candidates.is_empty() {
         return Err(SshError::UnknownKey(format!("signed with SSH key {fingerprint}, which the policy does not list")));
     }
-    key.verify("git", payload, &sig).map_err(|_| SshError::BadSignature(format!("the SSH signature by {fingerprint} does not match the commit's content")))?;
+    key.verify("git", payload, &sig)
+        .map_err(|_| SshError::BadSignature(format!("the SSH signature by {fingerprint} does not match the commit's content")))?;
     let mut why = Vec::new();
     for s in candidates {
         if !s.namespaces.is_empty() && !s.namespaces.iter().any(|n| n == "git") {
