@@ -76,6 +76,20 @@ pub enum Command {
     /// TO descends from LAST (fast-forward only), and that each changed path has its rule's
     /// threshold of distinct signers. Exit code: 0 verified, 1 refused or error.
     Verify(VerifyArgs),
+    /// Roll back by going forward: make one new commit on the current branch whose tree is
+    /// REV's, signed through your own git signing set-up (`git commit-tree -S`, so
+    /// gpg.format, user.signingkey and gpg.program apply). History is never reset.
+    Revert {
+        /// Path of the git repository (a work tree).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// The revision whose tree to restore.
+        #[arg(long)]
+        to: String,
+        /// Commit message; default "Revert to <REV>".
+        #[arg(long, short)]
+        message: Option<String>,
+    },
 }
 
 /// Arguments of `byoc verify`.
@@ -150,6 +164,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan { repo, base, head, env, output } => plan_command(&repo, &base, &head, &env, output),
         Command::Clusters(args) => clusters_command(&args),
         Command::Verify(args) => verify_command(&args),
+        Command::Revert { repo, to, message } => revert_command(&repo, &to, message.as_deref()),
     };
     ExitCode::from(code)
 }
@@ -369,6 +384,44 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     print!("{text}");
     Ok(report.ok)
+}
+
+fn revert_command(repo: &std::path::Path, to: &str, message: Option<&str>) -> u8 {
+    let git = |args: &[&str]| -> Result<String, String> {
+        let out = std::process::Command::new("git").arg("-C").arg(repo).args(args).output().map_err(|e| format!("cannot run git: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(format!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    };
+    let run = || -> Result<String, String> {
+        if !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
+            return Err("the work tree has uncommitted changes; commit or stash them first".into());
+        }
+        let head = git(&["rev-parse", "--verify", "HEAD^{commit}"])?;
+        let target = git(&["rev-parse", "--verify", &format!("{to}^{{commit}}")]).map_err(|_| format!("unknown revision {to:?}"))?;
+        let tree = git(&["rev-parse", &format!("{target}^{{tree}}")])?;
+        if git(&["rev-parse", "HEAD^{tree}"])? == tree {
+            return Err(format!("HEAD already has the tree of {to}; nothing to revert"));
+        }
+        let message = message.map_or_else(|| format!("Revert to {to}\n\nRestores the tree of {target}."), str::to_owned);
+        let commit = git(&["commit-tree", "-S", &tree, "-p", &head, "-m", &message])?;
+        // Moves the branch only if it is still where we read it.
+        git(&["update-ref", "-m", &format!("byoc revert --to {to}"), "HEAD", &commit, &head])?;
+        git(&["reset", "-q", "--hard", "HEAD"])?;
+        Ok(commit)
+    };
+    match run() {
+        Ok(commit) => {
+            println!("made signed commit {commit} restoring the tree of {to}; push it for review");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
+    }
 }
 
 fn cloud_name(specs: &Specs) -> &'static str {

@@ -307,3 +307,35 @@ fn json_output_names_format_signer_rule_and_result_per_commit() {
     assert_eq!((c["format"].as_str(), c["signer"].as_str(), c["ok"].as_bool()), (Some("ssh"), Some("alice@example.com"), Some(true)));
     assert_eq!(c["rules"], serde_json::json!(["rules[0]"]));
 }
+
+#[test]
+fn byoc_revert_to_makes_one_signed_commit_that_verifies_and_restores_the_tree() {
+    let mut s = Signed::new();
+    let base = s.verified_base();
+    s.write("env/a.yaml", "a: 2\n");
+    s.write("env/b.yaml", "b: 1\n");
+    s.commit(Some("alice"), "two changes");
+    s.write("env/a.yaml", "a: 3\n");
+    let before = s.commit(Some("bob"), "third");
+    assert_eq!(s.verify(&[]).code, 0);
+
+    let repo = s.repo().display().to_string();
+    let key = s.key_path("bob");
+    s.git(&["config", "gpg.format", "ssh"]);
+    s.git(&["config", "user.signingkey", &key]);
+    s.git(&["config", "user.name", "Bob"]);
+    s.git(&["config", "user.email", "bob@example.com"]);
+    let run = byoc(s.dir.path(), &["revert", "--repo", &repo, "--to", &base]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let head = s.git(&["rev-parse", "HEAD"]);
+    assert_eq!(s.git(&["rev-parse", "HEAD^"]), before, "one new commit on top; nothing reset");
+    assert_eq!(s.git(&["rev-parse", "HEAD^{tree}"]), s.git(&["rev-parse", &format!("{base}^{{tree}}")]));
+    assert!(!s.repo().join("env/b.yaml").exists(), "the work tree follows");
+    let run = s.verify(&[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(s.last_verified(), Some(head));
+
+    let again = byoc(s.dir.path(), &["revert", "--repo", &repo, "--to", &base]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("nothing to revert"), "{}", again.stderr);
+}
