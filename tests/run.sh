@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, and .ci/run): installs what the tests need, runs every test,
-# then prints the plan benchmark's figures.
+# then prints the benchmarks' figures (plan, verify, proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/byoc/target}"
@@ -11,6 +11,8 @@ missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || missing+=(make)
+# ssh-keygen makes the keys the signature tests sign with.
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
@@ -29,6 +31,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked -q cargo-fuzz
 (cd proxy && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" cargo fuzz run first_packet --fuzz-dir fuzz --sanitizer none -- -max_total_time=30 2>&1 | tail -n 1)
 
 bash tests/bench/plan.sh
+bash tests/bench/verify.sh
 # The proxy benchmark, shorter runs: figures for the log, not a pass/fail gate (a
 # shared CI machine makes throughput ratios noisy); its failure is printed, not hidden.
 bash tests/bench/proxy.sh 5 || echo "PROXY BENCHMARK FAILED (exit $?)"
