@@ -67,6 +67,10 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Signing policy: also show the signature status of the pull request's commits
+        /// (base..head) and which rules still lack signatures. Does not change the exit code.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Converge the RisingWave clusters' Kubernetes objects (namespace, service account,
     /// `RisingWave`, frontend service) with server-side apply; prune removed clusters by
@@ -161,7 +165,7 @@ pub enum Output {
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Validate { dir } => validate(&dir),
-        Command::Plan { repo, base, head, env, output } => plan_command(&repo, &base, &head, &env, output),
+        Command::Plan { repo, base, head, env, output, policy } => plan_command(&repo, &base, &head, &env, output, policy.as_deref()),
         Command::Clusters(args) => clusters_command(&args),
         Command::Verify(args) => verify_command(&args),
         Command::Revert { repo, to, message } => revert_command(&repo, &to, message.as_deref()),
@@ -192,7 +196,7 @@ fn validate(dir: &std::path::Path) -> u8 {
     }
 }
 
-fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, output: Output) -> u8 {
+fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, output: Output, policy: Option<&std::path::Path>) -> u8 {
     let repository = match source::open(repo) {
         Ok(r) => r,
         Err(e) => return report_error(&e),
@@ -240,10 +244,24 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
     let (observed, desired) = expand_pair(base_specs.as_ref(), &head_specs);
     let the_plan = plan(&desired, &observed);
     let report = Report::new(&head_specs.environment.name, cloud_name(&head_specs), &base_rev.name, &head_rev.name, &the_plan);
-    let text = match output {
-        Output::Text => report.text(),
-        Output::Markdown => report.markdown(),
-        Output::Json => report.json(),
+    let signatures = match policy.map(|p| pr_signatures(&repository, p, base_rev.commit, head_rev.commit)).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let text = match (output, &signatures) {
+        (Output::Text, None) => report.text(),
+        (Output::Text, Some(s)) => report.text() + "\n" + &crate::verify::render_text(s, &head_rev.name),
+        (Output::Markdown, None) => report.markdown(),
+        (Output::Markdown, Some(s)) => report.markdown() + "\n" + &crate::verify::render_markdown(s),
+        (Output::Json, None) => report.json(),
+        (Output::Json, Some(s)) => {
+            let mut v: serde_json::Value = serde_json::from_str(&report.json()).unwrap_or_default();
+            v["signatures"] = serde_json::to_value(s).unwrap_or_default();
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
     };
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
@@ -422,6 +440,19 @@ fn revert_command(repo: &std::path::Path, to: &str, message: Option<&str>) -> u8
             EXIT_ERROR
         }
     }
+}
+
+/// Signature status of a pull request's commits: base..head, judged as if seen now.
+fn pr_signatures(
+    repo: &git2::Repository,
+    policy: &std::path::Path,
+    base: git2::Oid,
+    head: git2::Oid,
+) -> Result<crate::verify::RangeReport, String> {
+    let policy = crate::verify::policy::Policy::load(policy)?;
+    let from = repo.merge_base(base, head).map_err(|e| format!("base and head share no history: {}", e.message()))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    crate::verify::verify_range(repo, &policy, Some(from), head, &mut |_| now).map_err(|e| e.message().to_owned())
 }
 
 fn cloud_name(specs: &Specs) -> &'static str {

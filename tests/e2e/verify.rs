@@ -339,3 +339,30 @@ fn byoc_revert_to_makes_one_signed_commit_that_verifies_and_restores_the_tree() 
     assert_eq!(again.code, 1);
     assert!(again.stderr.contains("nothing to revert"), "{}", again.stderr);
 }
+
+#[test]
+fn the_pull_request_plan_shows_signature_status_and_the_rules_still_lacking_signatures() {
+    let mut s = Signed::new();
+    s.default_policy();
+    crate::support::copy_dir(&crate::support::project_root().join("examples/aws"), &s.repo().join("prod/aws"));
+    let base = s.commit(Some("alice"), "base");
+    s.git(&["checkout", "-q", "-b", "pr"]);
+    let file = s.repo().join("prod/aws/clusters/analytics.yaml");
+    let text = std::fs::read_to_string(&file).expect("read").replace("compute: {replicas: 3,", "compute: {replicas: 6,");
+    std::fs::write(&file, text).expect("write");
+    let head = s.commit(Some("alice"), "prod change");
+    let repo = s.repo().display().to_string();
+    let policy = s.dir.path().join("policy.yaml").display().to_string();
+    let run = byoc(
+        s.dir.path(),
+        &["plan", "--repo", &repo, "--base", &base, "--head", &head, "--env", "prod/aws", "--output", "markdown", "--policy", &policy],
+    );
+    assert_eq!(run.code, 2, "the plan's exit code is the plan's: {}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("### Signatures"), "{}", run.stdout);
+    assert!(run.stdout.contains("| ssh | alice@example.com | rules[1] | ok |"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("- `prod/aws/clusters/analytics.yaml` (rules[1]): 1 of 2 distinct signer(s) so far [\"alice@example.com\"]"),
+        "{}",
+        run.stdout
+    );
+}

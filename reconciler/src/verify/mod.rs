@@ -277,3 +277,44 @@ pub fn render_text(r: &RangeReport, name: &str) -> String {
     }
     out
 }
+
+/// The signature section of a pull-request comment.
+pub fn render_markdown(r: &RangeReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("### Signatures\n\n");
+    let _ = writeln!(
+        out,
+        "Policy `{}`. {}\n",
+        r.policy,
+        if r.ok { "**All commits verify; every rule has its signatures.**" } else { "**Not mergeable yet:** see below." }
+    );
+    out.push_str("| commit | format | signer | rules | result |\n|---|---|---|---|---|\n");
+    for c in &r.commits {
+        let _ = writeln!(
+            out,
+            "| `{}` {} | {} | {} | {} | {} |",
+            &c.id[..12.min(c.id.len())],
+            c.summary.replace('|', "\\|"),
+            c.format,
+            c.signer.as_deref().unwrap_or("-"),
+            c.rules.join(", "),
+            if c.ok { "ok".to_owned() } else { format!("refused: {}", c.reason.replace('|', "\\|")) }
+        );
+    }
+    let lacking: Vec<&PathReport> = r.paths.iter().filter(|p| !p.ok).collect();
+    if !lacking.is_empty() {
+        out.push_str("\nRules still lacking signatures:\n\n");
+        for p in lacking {
+            let _ = writeln!(
+                out,
+                "- `{}` ({}): {} of {} distinct signer(s) so far {:?}",
+                p.path,
+                p.rule.as_deref().unwrap_or("no rule covers it"),
+                p.signers.len(),
+                p.threshold,
+                p.signers
+            );
+        }
+    }
+    out
+}
