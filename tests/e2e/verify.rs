@@ -366,3 +366,59 @@ fn the_pull_request_plan_shows_signature_status_and_the_rules_still_lacking_sign
         run.stdout
     );
 }
+
+impl Signed {
+    /// A `.byoc/policy.yaml` with `version`, listing the given people's keys inline.
+    fn repo_policy(&self, version: u32, people: &[(&str, &str)]) {
+        let signers: String = people
+            .iter()
+            .map(|(name, key)| {
+                format!(
+                    "    - {{name: {name}, sshKeys: [\"{}\"]}}\n",
+                    self.public(key).split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+                )
+            })
+            .collect();
+        let names: Vec<&str> = people.iter().map(|(n, _)| *n).collect();
+        self.write(
+            ".byoc/policy.yaml",
+            &format!(
+                "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: SigningPolicy\nmetadata: {{name: in-repo}}\nspec:\n  version: {version}\n  signers:\n{signers}  rules:\n    - {{paths: [\"**\"], signers: [{}], threshold: 1}}\n  forgeMergeKey: {{trusted: false}}\n",
+                names.join(", ")
+            ),
+        );
+    }
+}
+
+#[test]
+fn an_in_repo_policy_takes_effect_for_later_commits_and_cannot_be_rolled_back() {
+    let mut s = Signed::new();
+    s.verified_base();
+    // v2 drops bob; alice, allowed by the policy in force, signs the change.
+    s.repo_policy(2, &[("alice@example.com", "alice")]);
+    s.commit(Some("alice"), "policy v2 without bob");
+    s.write("env/b.yaml", "b: 1\n");
+    s.commit(Some("bob"), "bob after v2");
+    let run = s.verify(&[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.contains("\"bob after v2\"): signed with SSH key"), "{}", run.stdout);
+
+    s.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    let v2 = s.git(&["rev-parse", "HEAD"]);
+    assert_eq!(s.verify(&[]).code, 0);
+    assert_eq!(s.last_verified().as_deref(), Some(v2.as_str()));
+
+    // Back to version 1, signed by someone the policy allows: refused all the same.
+    s.repo_policy(1, &[("alice@example.com", "alice"), ("bob@example.com", "bob")]);
+    s.commit(Some("alice"), "policy v1 again");
+    s.assert_refused("policy rolled back: .byoc/policy.yaml has version 1 but the policy in force has version 2", &v2);
+}
+
+#[test]
+fn an_in_repo_policy_change_must_satisfy_the_policy_before_it() {
+    let mut s = Signed::new();
+    let base = s.verified_base();
+    s.repo_policy(5, &[("mallory@example.com", "mallory")]);
+    s.commit(Some("mallory"), "mallory trusts mallory");
+    s.assert_refused("which the policy does not list", &base);
+}

@@ -11,6 +11,12 @@
 //! Key validity is judged at a time the signer cannot choose: when the reconciler first saw
 //! the commit (supplied by the caller from the state store), never the committer date.
 //!
+//! A repository may carry its own policy in `.byoc/policy.yaml`. A commit that changes it
+//! is judged by the policy in force before it, and the new file must load and carry a
+//! higher `version`; from then on it judges the commits after it. Thresholds of a range
+//! are counted under the policy in force where the range starts. An operator's file with a
+//! higher version than the repository's (e.g. to revoke a key) takes precedence.
+//!
 //! Formats: SSH (SSHSIG, namespace `git`). OpenPGP and x509/gitsign signatures are
 //! recognised and refused as not supported yet.
 
@@ -18,6 +24,7 @@ pub mod policy;
 pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use git2::{Oid, Repository, Sort};
 use serde::Serialize;
@@ -102,6 +109,15 @@ pub fn verify_range(
         report.reasons.push(format!("history rewritten: {to} is not a descendant of {f}"));
         return Ok(report);
     }
+    // The policy in force where the range starts: the repository's own, if the verified
+    // `from` carries one at least as new as the operator's file; otherwise the file.
+    let start_file_policy = policy;
+    let start: Rc<Policy> = match from.map(|f| repo_policy(repo, f)).transpose()?.flatten() {
+        Some(Ok(p)) if p.version >= policy.version => Rc::new(p),
+        _ => Rc::new(policy.clone()),
+    };
+    let policy = &*start;
+    let mut in_force: BTreeMap<Oid, Rc<Policy>> = BTreeMap::new();
     let mut walk = repo.revwalk()?;
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
     walk.push(to)?;
@@ -124,6 +140,9 @@ pub fn verify_range(
             reason: String::new(),
         };
         let at = first_seen(oid);
+        // Each commit is judged by the policy in force at its first parent.
+        let current = commit.parent_id(0).ok().and_then(|p| in_force.get(&p).cloned()).unwrap_or_else(|| start.clone());
+        let policy = &*current;
         match signature_of(repo, oid, policy, at) {
             Err((format, reason)) => {
                 c.format = format;
@@ -146,6 +165,19 @@ pub fn verify_range(
                     }
                 }
                 c.rules = rules.into_iter().collect();
+                let mut next = current.clone();
+                if changed.contains(REPO_POLICY) {
+                    match repo_policy(repo, oid)? {
+                        None => next = Rc::new(start_file_policy.clone()),
+                        Some(Err(e)) => problems.push(format!("{REPO_POLICY} does not load: {e}")),
+                        Some(Ok(p)) if p.version <= current.version => problems.push(format!(
+                            "policy rolled back: {REPO_POLICY} has version {} but the policy in force has version {}; versions must increase",
+                            p.version, current.version
+                        )),
+                        Some(Ok(p)) => next = Rc::new(p),
+                    }
+                }
+                in_force.insert(oid, next);
                 if problems.is_empty() {
                     c.ok = true;
                     if signer != FORGE {
@@ -180,6 +212,32 @@ pub fn verify_range(
     }
     report.ok = report.reasons.is_empty();
     Ok(report)
+}
+
+/// Where a repository carries its own signing policy.
+pub const REPO_POLICY: &str = ".byoc/policy.yaml";
+
+/// The repository's own policy at commit `oid`: `None` when it has none; its
+/// `allowedSignersFile` is read from the same commit, relative to `.byoc/`.
+fn repo_policy(repo: &Repository, oid: Oid) -> Result<Option<Result<Policy, String>>, git2::Error> {
+    let tree = repo.find_commit(oid)?.tree()?;
+    let read = |path: &str| -> Result<Option<String>, String> {
+        let Ok(entry) = tree.get_path(std::path::Path::new(path)) else { return Ok(None) };
+        let blob = entry.to_object(repo).and_then(|o| o.peel_to_blob()).map_err(|e| format!("{path}: {}", e.message()))?;
+        if blob.size() > 1 << 20 {
+            return Err(format!("{path}: larger than 1 MiB"));
+        }
+        String::from_utf8(blob.content().to_vec()).map(Some).map_err(|_| format!("{path}: not UTF-8"))
+    };
+    let text = match read(REPO_POLICY) {
+        Ok(None) => return Ok(None),
+        Ok(Some(t)) => t,
+        Err(e) => return Ok(Some(Err(e))),
+    };
+    let parsed = Policy::parse(REPO_POLICY, &text, &|name| {
+        read(&format!(".byoc/{name}"))?.ok_or_else(|| format!(".byoc/{name}: not in the commit"))
+    });
+    Ok(Some(parsed))
 }
 
 /// The accepted signer identity of commit `oid`, or (format, reason).
