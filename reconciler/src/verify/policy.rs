@@ -269,6 +269,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_policy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/signing-policy.yaml");
+        let p = Policy::load(&path).expect("policies/signing-policy.yaml loads");
+        assert_eq!((p.version, p.ssh.len(), p.trust_forge_merge_key), (1, 2, false));
+        assert_eq!(p.rule_for("environments/prod/aws/environment.yaml").map(|r| r.threshold), Some(2));
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (rules, want) in [
             ("    - {paths: [\"**\"], signers: [carol], threshold: 1}", "neither a signer nor a group"),
