@@ -65,6 +65,20 @@ pub struct PathReport {
     pub ok: bool,
 }
 
+impl PathReport {
+    /// `` `path` (rules[1]): 1 of 2 distinct signer(s) so far ["alice"] ``.
+    pub fn shortfall(&self) -> String {
+        format!(
+            "`{}` ({}): {} of {} distinct signer(s) so far {:?}",
+            self.path,
+            self.rule.as_deref().unwrap_or("no rule covers it"),
+            self.signers.len(),
+            self.threshold,
+            self.signers
+        )
+    }
+}
+
 /// The verdict on a range.
 #[derive(Debug, Clone, Serialize)]
 pub struct RangeReport {
@@ -318,15 +332,7 @@ pub fn render_text(r: &RangeReport, name: &str) -> String {
         );
     }
     for p in r.paths.iter().filter(|p| !p.ok) {
-        let _ = writeln!(
-            out,
-            "  path {} under {}: {} of {} signer(s) {:?}",
-            p.path,
-            p.rule.as_deref().unwrap_or("no rule"),
-            p.signers.len(),
-            p.threshold,
-            p.signers
-        );
+        let _ = writeln!(out, "  path {}", p.shortfall());
     }
     if r.ok {
         let _ = writeln!(out, "verified {name}: {} commit(s), {} path(s)", r.commits.len(), r.paths.len());
@@ -363,15 +369,7 @@ pub fn render_markdown(r: &RangeReport) -> String {
     if !lacking.is_empty() {
         out.push_str("\nRules still lacking signatures:\n\n");
         for p in lacking {
-            let _ = writeln!(
-                out,
-                "- `{}` ({}): {} of {} distinct signer(s) so far {:?}",
-                p.path,
-                p.rule.as_deref().unwrap_or("no rule covers it"),
-                p.signers.len(),
-                p.threshold,
-                p.signers
-            );
+            let _ = writeln!(out, "- {}", p.shortfall());
         }
     }
     out
