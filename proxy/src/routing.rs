@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::routes::{Backend, CLUSTER_FROM_SNI, FRONTEND_PORT, Route, RouteMatch, RouteTable};
+use crate::routes::{Backend, CLUSTER_FROM_SNI, FRONTEND_PORT, Route, RouteMatch, RouteTable, cluster_namespace, frontend_service};
 
 /// A route table indexed for lookup.
 #[derive(Debug, Default)]
@@ -181,7 +181,9 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
 pub fn backend_of(route: &Route, cluster: &str) -> Backend {
     match &route.backend {
         Some(b) => Backend { host: b.host.replace("{cluster}", cluster), port: b.port },
-        None => Backend { host: format!("{cluster}-frontend.rw-{cluster}.svc.cluster.local"), port: FRONTEND_PORT },
+        None => {
+            Backend { host: format!("{}.{}.svc.cluster.local", frontend_service(cluster), cluster_namespace(cluster)), port: FRONTEND_PORT }
+        }
     }
 }
 

@@ -24,6 +24,16 @@ pub const API_VERSION: &str = "byoc.risingwave.dev/v1alpha1";
 /// Port RisingWave's frontend listens on; the default backend port.
 pub const FRONTEND_PORT: u16 = 4566;
 
+/// The namespace the reconciler gives a RisingWave cluster: `rw-<cluster>`.
+pub fn cluster_namespace(cluster: &str) -> String {
+    format!("rw-{cluster}")
+}
+
+/// The name of a cluster's frontend service, which routes reach by default.
+pub fn frontend_service(cluster: &str) -> String {
+    format!("{cluster}-frontend")
+}
+
 /// A `kind: Routes` document as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

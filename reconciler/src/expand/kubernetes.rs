@@ -6,6 +6,7 @@ use super::{Foundation, WorkloadIdentity, cluster_namespace};
 use crate::resource::{Graph, Kind, Map, Resource, Value};
 use crate::spec::quantity::{format_cpu, format_memory};
 use crate::spec::{Cloud, Cluster, Component, Environment, MetaStore};
+use rwproxy::routes::frontend_service;
 
 /// Label on every object the reconciler owns in Kubernetes.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -122,9 +123,9 @@ pub(super) fn cluster(
             .set("labels", labels.clone()),
     ));
     g.add(protect(
-        Resource::new(Kind::K8sService, &format!("{}-frontend", c.name))
+        Resource::new(Kind::K8sService, &frontend_service(&c.name))
             .set("namespace", Value::reference(&ns))
-            .set("name", format!("{}-frontend", c.name))
+            .set("name", frontend_service(&c.name))
             .set("type", "ClusterIP")
             .set("ports", Value::List(vec![Value::map([("name", "sql".into()), ("port", rwproxy::routes::FRONTEND_PORT.into())])]))
             .set("selector", Value::map([(LABEL_CLUSTER, c.name.as_str().into()), ("risingwave/component", "frontend".into())]))

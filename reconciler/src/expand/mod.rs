@@ -96,7 +96,7 @@ pub(crate) fn tagged(env: &Environment, kind: Kind, name: &str) -> Resource {
 
 /// The namespace and service account a cluster's pods run as.
 pub(crate) fn cluster_namespace(cluster: &Cluster) -> String {
-    format!("rw-{}", cluster.name)
+    rwproxy::routes::cluster_namespace(&cluster.name)
 }
 
 /// Label every node carries with its node group's name; a cluster pinned to a node group

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::discovery::ApiResource;
+use rwproxy::routes::frontend_service;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -185,7 +186,7 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
     let port = i32::from(rwproxy::routes::FRONTEND_PORT);
     let service = Service {
         metadata: ObjectMeta {
-            name: Some(format!("{}-frontend", c.name)),
+            name: Some(frontend_service(&c.name)),
             namespace: Some(ns.clone()),
             labels: Some(labels),
             ..ObjectMeta::default()
@@ -221,7 +222,7 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
             object(ObjectKind::Namespace, None, ns.clone(), serde_json::to_value(&namespace))?,
             object(ObjectKind::ServiceAccount, Some(&ns), ns.clone(), serde_json::to_value(&service_account))?,
             object(ObjectKind::RisingWave, Some(&ns), c.name.clone(), serde_json::to_value(&risingwave))?,
-            object(ObjectKind::Service, Some(&ns), format!("{}-frontend", c.name), serde_json::to_value(&service))?,
+            object(ObjectKind::Service, Some(&ns), frontend_service(&c.name), serde_json::to_value(&service))?,
         ],
     })
 }
