@@ -82,7 +82,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("minCount", ng.min)
                 .set("maxCount", ng.max)
                 .set("nodeLabels", super::node_labels(ng))
-                .set("taints", Value::strings(ng.taints.iter().map(|t| format!("{}={}:{:?}", t.key, t.value, t.effect)))),
+                .set("taints", Value::strings(ng.taints.iter().map(|t| format!("{}={}:{}", t.key, t.value, t.effect.as_str())))),
         );
     }
     let account = g.add(

@@ -10,6 +10,8 @@ use rwproxy::routes::frontend_service;
 
 /// Label on every object the reconciler owns in Kubernetes.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`] on everything the reconciler owns.
+pub const MANAGED_BY: &str = "byoc";
 /// Label naming the RisingWave cluster an object belongs to.
 pub const LABEL_CLUSTER: &str = "byoc.risingwave.dev/cluster";
 
@@ -22,7 +24,7 @@ pub(super) fn cluster(
     g: &mut Graph,
 ) {
     let ns_name = cluster_namespace(c);
-    let labels = Value::map([(LABEL_MANAGED_BY, "byoc".into()), (LABEL_CLUSTER, c.name.as_str().into())]);
+    let labels = Value::map([(LABEL_MANAGED_BY, MANAGED_BY.into()), (LABEL_CLUSTER, c.name.as_str().into())]);
     let protect = |r: Resource| r.protect_if(protection);
 
     let ns = g.add(protect(

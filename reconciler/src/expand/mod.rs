@@ -109,13 +109,7 @@ pub(crate) fn taints(group: &crate::spec::NodeGroup) -> Value {
         group
             .taints
             .iter()
-            .map(|t| {
-                Value::map([
-                    ("key", t.key.as_str().into()),
-                    ("value", t.value.as_str().into()),
-                    ("effect", format!("{:?}", t.effect).into()),
-                ])
-            })
+            .map(|t| Value::map([("key", t.key.as_str().into()), ("value", t.value.as_str().into()), ("effect", t.effect.as_str().into())]))
             .collect(),
     )
 }

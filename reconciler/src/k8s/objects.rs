@@ -17,12 +17,9 @@ use serde_json::Value;
 use crate::expand::{LABEL_NODE_GROUP, aws, azure, cluster_namespace, gcp};
 use crate::resource::{Kind, ResourceId};
 use crate::spec::quantity::{format_cpu, format_memory};
-use crate::spec::{Cloud, Cluster, Component, DeletionPolicy, Environment, MetaStore, Specs, TaintEffect};
+use crate::spec::{Cloud, Cluster, Component, DeletionPolicy, Environment, MetaStore, Specs};
 
-pub use crate::expand::kubernetes::{LABEL_CLUSTER, LABEL_MANAGED_BY};
-
-/// Value of [`LABEL_MANAGED_BY`] on everything the reconciler owns.
-pub const MANAGED_BY: &str = "byoc";
+pub use crate::expand::kubernetes::{LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY};
 /// Annotation on a cluster's namespace recording its deletion policy, so a cluster removed
 /// from the specs is pruned by the policy it had, even with the inventory lost.
 pub const ANNOTATION_DELETION_POLICY: &str = "byoc.risingwave.dev/deletion-policy";
@@ -259,14 +256,7 @@ fn placement(env: &Environment, c: &Cluster) -> (BTreeMap<String, String>, Vec<T
             key: Some(t.key.clone()),
             operator: Some("Equal".into()),
             value: Some(t.value.clone()),
-            effect: Some(
-                match t.effect {
-                    TaintEffect::NoSchedule => "NoSchedule",
-                    TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-                    TaintEffect::NoExecute => "NoExecute",
-                }
-                .into(),
-            ),
+            effect: Some(t.effect.as_str().into()),
             ..Toleration::default()
         })
         .collect();
