@@ -26,7 +26,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: String) -> Self {
+    /// An error with no causes or details.
+    pub(crate) fn new(code: u16, reason: &'static str, message: String) -> Self {
         ApiError { code, reason, message, causes: Vec::new(), details: (String::new(), String::new()) }
     }
 
