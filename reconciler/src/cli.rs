@@ -382,7 +382,7 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
         (None, Some(hex)) => Some(git2::Oid::from_str(hex).with_context(|| format!("state {SOURCE_STATE_KEY}: lastVerified {hex:?}"))?),
         (None, None) => None,
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = unix_now();
     let seen = &mut state.first_seen;
     let report = crate::verify::verify_range(&repo, &policy, from, to, &mut |oid| *seen.entry(oid.to_string()).or_insert(now))
         .with_context(|| format!("walking {}", args.repo.display()))?;
@@ -451,8 +451,13 @@ fn pr_signatures(
 ) -> Result<crate::verify::RangeReport, String> {
     let policy = crate::verify::policy::Policy::load(policy)?;
     let from = repo.merge_base(base, head).map_err(|e| format!("base and head share no history: {}", e.message()))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = unix_now();
     crate::verify::verify_range(repo, &policy, Some(from), head, &mut |_| now).map_err(|e| e.message().to_owned())
+}
+
+/// Seconds since the Unix epoch: when a commit is first seen.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn cloud_name(specs: &Specs) -> &'static str {

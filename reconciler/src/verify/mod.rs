@@ -102,7 +102,7 @@ pub struct RangeReport {
 /// `first_seen(id)` gives the time (seconds since the epoch) validity is judged at.
 pub fn verify_range(
     repo: &Repository,
-    policy: &Policy,
+    file_policy: &Policy,
     from: Option<Oid>,
     to: Oid,
     first_seen: &mut dyn FnMut(Oid) -> i64,
@@ -110,7 +110,7 @@ pub fn verify_range(
     let mut report = RangeReport {
         from: from.map(|f| f.to_string()),
         to: to.to_string(),
-        policy: format!("{} v{}", policy.name, policy.version),
+        policy: format!("{} v{}", file_policy.name, file_policy.version),
         commits: Vec::new(),
         paths: Vec::new(),
         ok: false,
@@ -125,12 +125,11 @@ pub fn verify_range(
     }
     // The policy in force where the range starts: the repository's own, if the verified
     // `from` carries one at least as new as the operator's file; otherwise the file.
-    let start_file_policy = policy;
+    let file = Rc::new(file_policy.clone());
     let start: Rc<Policy> = match from.map(|f| repo_policy(repo, f)).transpose()?.flatten() {
-        Some(Ok(p)) if p.version >= policy.version => Rc::new(p),
-        _ => Rc::new(policy.clone()),
+        Some(Ok(p)) if p.version >= file.version => Rc::new(p),
+        _ => file.clone(),
     };
-    let policy = &*start;
     let mut in_force: BTreeMap<Oid, Rc<Policy>> = BTreeMap::new();
     let mut walk = repo.revwalk()?;
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
@@ -182,7 +181,7 @@ pub fn verify_range(
                 let mut next = current.clone();
                 if changed.contains(REPO_POLICY) {
                     match repo_policy(repo, oid)? {
-                        None => next = Rc::new(start_file_policy.clone()),
+                        None => next = file.clone(),
                         Some(Err(e)) => problems.push(format!("{REPO_POLICY} does not load: {e}")),
                         Some(Ok(p)) if p.version <= current.version => problems.push(format!(
                             "policy rolled back: {REPO_POLICY} has version {} but the policy in force has version {}; versions must increase",
@@ -212,7 +211,7 @@ pub fn verify_range(
     let from_tree = from.map(|f| repo.find_commit(f).and_then(|c| c.tree())).transpose()?;
     let to_tree = repo.find_commit(to)?.tree()?;
     for path in diff_paths(repo, from_tree.as_ref(), &to_tree)? {
-        let rule = policy.rule_for(&path);
+        let rule = start.rule_for(&path);
         let signers: Vec<String> = approvals.get(&path).map(|s| s.iter().cloned().collect()).unwrap_or_default();
         let threshold = rule.map_or(0, |r| r.threshold);
         let ok = rule.is_some() && signers.len() >= threshold as usize;
