@@ -19,6 +19,7 @@ use crate::source::{self, SourceError};
 use crate::spec::load::{ParseCache, load, load_cached};
 use crate::spec::{Cloud, Specs};
 use crate::state::{LocalDir, StateStore};
+use crate::verify::SourceState;
 
 /// Key in the state store of the values only the cloud knows (an Azure identity's client
 /// id, ...), a JSON object by resource id; written by the cloud apply.
@@ -331,18 +332,6 @@ async fn converge_clusters(args: &ClustersArgs, specs: &Specs, options: k8s::rec
     reconciler.reconcile(&desired).await
 }
 
-/// Key in the state store of the source's state: the last verified revision and when each
-/// not-yet-verified commit was first seen.
-pub const SOURCE_STATE_KEY: &str = "source-state.json";
-
-/// What the state store keeps about the git source.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SourceState {
-    last_verified: Option<String>,
-    first_seen: std::collections::BTreeMap<String, i64>,
-}
-
 fn verify_command(args: &VerifyArgs) -> u8 {
     match verify_run(args) {
         Ok(ok) => {
@@ -369,31 +358,20 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     let to = resolve(&args.to)?;
     let store = args.state_dir.as_ref().map(LocalDir::new).transpose()?;
     let (mut state, version) = match &store {
-        Some(s) => match s.get(SOURCE_STATE_KEY)? {
-            Some(v) => {
-                (serde_json::from_slice::<SourceState>(&v.value).with_context(|| format!("state {SOURCE_STATE_KEY}"))?, Some(v.version))
-            }
-            None => (SourceState::default(), None),
-        },
+        Some(s) => SourceState::load(s)?,
         None => (SourceState::default(), None),
     };
-    let from = match (&args.from, &state.last_verified) {
-        (Some(rev), _) => Some(resolve(rev)?),
-        (None, Some(hex)) => Some(git2::Oid::from_str(hex).with_context(|| format!("state {SOURCE_STATE_KEY}: lastVerified {hex:?}"))?),
-        (None, None) => None,
+    let from = match &args.from {
+        Some(rev) => Some(resolve(rev)?),
+        None => state.last_verified()?,
     };
     let now = unix_now();
     let seen = &mut state.first_seen;
     let report = crate::verify::verify_range(&repo, &policy, from, to, &mut |oid| *seen.entry(oid.to_string()).or_insert(now))
         .with_context(|| format!("walking {}", args.repo.display()))?;
     if let Some(store) = &store {
-        if report.ok {
-            state.last_verified = Some(to.to_string());
-            for c in &report.commits {
-                state.first_seen.remove(&c.id);
-            }
-        }
-        store.put(SOURCE_STATE_KEY, &serde_json::to_vec_pretty(&state)?, version.as_deref())?;
+        state.record(&report, to);
+        state.save(store, version.as_deref())?;
     }
     let name = source::revision_name(&repo, &args.to, to);
     let text = match args.output {

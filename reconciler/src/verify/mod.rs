@@ -27,8 +27,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use git2::{Oid, Repository, Sort};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::state::StateStore;
 use policy::{FORGE, Policy};
 
 /// The verdict on one commit.
@@ -225,6 +226,56 @@ pub fn verify_range(
     }
     report.ok = report.reasons.is_empty();
     Ok(report)
+}
+
+/// Key in the state store of the source's state.
+pub const SOURCE_STATE_KEY: &str = "source-state.json";
+
+/// What the state store keeps about the git source: the last verified revision (the
+/// high-water mark) and when each commit not yet verified was first seen.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceState {
+    last_verified: Option<String>,
+    /// Commit id -> seconds since the epoch.
+    pub first_seen: BTreeMap<String, i64>,
+}
+
+impl SourceState {
+    /// Reads it, with the version a later [`SourceState::save`] must name.
+    pub fn load(store: &impl StateStore) -> anyhow::Result<(SourceState, Option<String>)> {
+        match store.get(SOURCE_STATE_KEY)? {
+            Some(v) => {
+                Ok((serde_json::from_slice(&v.value).map_err(|e| anyhow::anyhow!("state {SOURCE_STATE_KEY}: {e}"))?, Some(v.version)))
+            }
+            None => Ok((SourceState::default(), None)),
+        }
+    }
+
+    /// The high-water mark.
+    pub fn last_verified(&self) -> anyhow::Result<Option<Oid>> {
+        self.last_verified
+            .as_deref()
+            .map(|hex| Oid::from_str(hex).map_err(|_| anyhow::anyhow!("state {SOURCE_STATE_KEY}: lastVerified {hex:?} is not a commit id")))
+            .transpose()
+    }
+
+    /// After a verification: a verified range moves the mark to `to` and forgets when its
+    /// commits were first seen; a refused one keeps those times for the next attempt.
+    pub fn record(&mut self, report: &RangeReport, to: Oid) {
+        if report.ok {
+            self.last_verified = Some(to.to_string());
+            for c in &report.commits {
+                self.first_seen.remove(&c.id);
+            }
+        }
+    }
+
+    /// Writes it if nobody else did since it was read.
+    pub fn save(&self, store: &impl StateStore, version: Option<&str>) -> anyhow::Result<()> {
+        store.put(SOURCE_STATE_KEY, &serde_json::to_vec_pretty(self)?, version)?;
+        Ok(())
+    }
 }
 
 /// Where a repository carries its own signing policy.
