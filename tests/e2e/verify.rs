@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod openpgp;
+
 use crate::support::{Run, byoc};
 
 /// A repository, SSH keys made by ssh-keygen, and a policy file outside the repository.

@@ -20,6 +20,7 @@
 //! Formats: SSH (SSHSIG, namespace `git`). OpenPGP and x509/gitsign signatures are
 //! recognised and refused as not supported yet.
 
+pub mod openpgp;
 pub mod policy;
 pub mod ssh;
 
@@ -162,8 +163,8 @@ pub fn verify_range(
                 c.format = format;
                 c.reason = reason;
             }
-            Ok(signer) => {
-                c.format = "ssh";
+            Ok((format, signer)) => {
+                c.format = format;
                 c.signer = Some(signer.clone());
                 let mut rules = BTreeSet::new();
                 let mut problems = Vec::new();
@@ -304,8 +305,8 @@ fn repo_policy(repo: &Repository, oid: Oid) -> Result<Option<Result<Policy, Stri
     Ok(Some(parsed))
 }
 
-/// The accepted signer identity of commit `oid`, or (format, reason).
-fn signature_of(repo: &Repository, oid: Oid, policy: &Policy, at: i64) -> Result<String, (&'static str, String)> {
+/// The signature's format and accepted signer identity of commit `oid`, or (format, reason).
+fn signature_of(repo: &Repository, oid: Oid, policy: &Policy, at: i64) -> Result<(&'static str, String), (&'static str, String)> {
     let (sig, payload) = match repo.extract_signature(&oid, None) {
         Ok(x) => x,
         Err(e) if e.code() == git2::ErrorCode::NotFound => return Err(("none", "not signed".into())),
@@ -315,7 +316,7 @@ fn signature_of(repo: &Repository, oid: Oid, policy: &Policy, at: i64) -> Result
     if head.starts_with(b"-----BEGIN SSH SIGNATURE-----") {
         if !policy.forge_ssh.is_empty() && ssh::verify(&sig, &payload, &policy.forge_ssh, at).is_ok() {
             return if policy.trust_forge_merge_key {
-                Ok(FORGE.into())
+                Ok(("ssh", FORGE.into()))
             } else {
                 Err((
                     "ssh",
@@ -324,11 +325,11 @@ fn signature_of(repo: &Repository, oid: Oid, policy: &Policy, at: i64) -> Result
             };
         }
         return ssh::verify(&sig, &payload, &policy.ssh, at)
-            .map(|s| s.principals.first().cloned().unwrap_or_default())
+            .map(|s| ("ssh", s.principals.first().cloned().unwrap_or_default()))
             .map_err(|e| ("ssh", e.to_string()));
     }
     if head.starts_with(b"-----BEGIN PGP SIGNATURE-----") {
-        return Err(("openpgp", "OpenPGP signatures are not supported yet; sign with SSH".into()));
+        return openpgp::verify(&sig, &payload, &policy.pgp, at).map(|s| ("openpgp", s.name.clone())).map_err(|e| ("openpgp", e));
     }
     if head.starts_with(b"-----BEGIN SIGNED MESSAGE-----") || head.starts_with(b"-----BEGIN CMS-----") {
         return Err(("x509", "x509/gitsign signatures are not supported yet; sign with SSH".into()));

@@ -10,6 +10,11 @@
 //!   version: 3
 //!   signers:
 //!     - {name: alice@example.com, sshKeys: ["ssh-ed25519 AAAA..."]}
+//!     - name: carol@example.com
+//!       openpgpKeys:
+//!         - |
+//!           -----BEGIN PGP PUBLIC KEY BLOCK-----
+//!           ...
 //!   allowedSignersFile: allowed_signers      # relative to this file
 //!   groups:
 //!     - {name: platform, members: [alice@example.com, bob@example.com]}
@@ -25,6 +30,7 @@ use std::path::Path;
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 
+use super::openpgp::PgpSigner;
 use super::ssh::{SshSigner, parse_allowed_signers};
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +67,9 @@ struct SignerSpec {
     name: String,
     #[serde(default)]
     ssh_keys: Vec<String>,
+    /// ASCII-armored OpenPGP public keys (`gpg --export --armor`).
+    #[serde(default)]
+    openpgp_keys: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +126,8 @@ pub struct Policy {
     pub version: u64,
     /// Every accepted SSH key; its first principal is the signer's identity.
     pub ssh: Vec<SshSigner>,
+    /// Every accepted OpenPGP certificate.
+    pub pgp: Vec<PgpSigner>,
     /// Rules, in file order.
     pub rules: Vec<Rule>,
     /// Whether commits signed with the forge's web-UI key are accepted.
@@ -149,9 +160,13 @@ impl Policy {
         }
         let spec = doc.spec;
         let mut ssh = Vec::new();
+        let mut pgp = Vec::new();
         for (i, s) in spec.signers.iter().enumerate() {
-            if s.ssh_keys.is_empty() {
+            if s.ssh_keys.is_empty() && s.openpgp_keys.is_empty() {
                 return Err(format!("{file}: spec.signers[{i}] ({}) has no keys", s.name));
+            }
+            for (j, k) in s.openpgp_keys.iter().enumerate() {
+                pgp.push(PgpSigner::parse(&s.name, k, format!("{file}: spec.signers[{i}].openpgpKeys[{j}]"))?);
             }
             for (j, k) in s.ssh_keys.iter().enumerate() {
                 let origin = format!("{file}: spec.signers[{i}].sshKeys[{j}]");
@@ -169,7 +184,8 @@ impl Policy {
         if let Some(name) = &spec.allowed_signers_file {
             ssh.extend(parse_allowed_signers(name, &read(name)?)?);
         }
-        let known: BTreeSet<String> = ssh.iter().flat_map(|s| s.principals.iter().cloned()).collect();
+        let known: BTreeSet<String> =
+            ssh.iter().flat_map(|s| s.principals.iter().cloned()).chain(pgp.iter().map(|p| p.name.clone())).collect();
         let mut groups: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for g in &spec.groups {
             if known.contains(&g.name) {
@@ -231,6 +247,7 @@ impl Policy {
             name: doc.metadata.name,
             version: spec.version,
             ssh,
+            pgp,
             rules,
             trust_forge_merge_key: spec.forge_merge_key.trusted,
             forge_ssh,
