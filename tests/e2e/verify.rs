@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod gitsign;
 mod openpgp;
 
 use crate::support::{Run, byoc};

@@ -17,9 +17,10 @@
 //! are counted under the policy in force where the range starts. An operator's file with a
 //! higher version than the repository's (e.g. to revoke a key) takes precedence.
 //!
-//! Formats: SSH (SSHSIG, namespace `git`). OpenPGP and x509/gitsign signatures are
-//! recognised and refused as not supported yet.
+//! Formats: SSH (SSHSIG, namespace `git`, [`ssh`]), OpenPGP ([`openpgp`]), and x509 as
+//! gitsign makes it ([`gitsign`]: judged at the transparency log's time, not first-seen).
 
+pub mod gitsign;
 pub mod openpgp;
 pub mod policy;
 pub mod ssh;
@@ -332,7 +333,10 @@ fn signature_of(repo: &Repository, oid: Oid, policy: &Policy, at: i64) -> Result
         return openpgp::verify(&sig, &payload, &policy.pgp, at).map(|s| ("openpgp", s.name.clone())).map_err(|e| ("openpgp", e));
     }
     if head.starts_with(b"-----BEGIN SIGNED MESSAGE-----") || head.starts_with(b"-----BEGIN CMS-----") {
-        return Err(("x509", "x509/gitsign signatures are not supported yet; sign with SSH".into()));
+        let Some(sigstore) = &policy.sigstore else {
+            return Err(("x509", "an x509/gitsign signature, and the policy has no sigstore identities".into()));
+        };
+        return gitsign::verify(&sig, &payload, sigstore).map(|v| ("x509", v.signer.name.clone())).map_err(|e| ("x509", e));
     }
     Err(("unknown", "the signature is in no format git knows".into()))
 }

@@ -15,7 +15,10 @@
 //!         - |
 //!           -----BEGIN PGP PUBLIC KEY BLOCK-----
 //!           ...
+//!     - name: dana@example.com
+//!       sigstore: [{issuer: "https://accounts.google.com", subject: dana@example.com}]
 //!   allowedSignersFile: allowed_signers      # relative to this file
+//!   trustedRoot: sigstore-public-good        # or a trusted_root.json relative to this file
 //!   groups:
 //!     - {name: platform, members: [alice@example.com, bob@example.com]}
 //!   rules:
@@ -26,10 +29,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 
+use super::gitsign::{Sigstore, SigstoreSigner, Subject};
 use super::openpgp::PgpSigner;
 use super::ssh::{SshSigner, parse_allowed_signers};
 
@@ -55,6 +60,13 @@ struct Spec {
     #[serde(default)]
     signers: Vec<SignerSpec>,
     allowed_signers_file: Option<String>,
+    /// sigstore's trust material for gitsign signatures: a `trusted_root.json` path
+    /// relative to this file, or `sigstore-public-good` for the public instance's root as
+    /// shipped in sigstore-trust-root.
+    trusted_root: Option<String>,
+    /// Whether gitsign certificates need a valid SCT (default true; a private Fulcio
+    /// without a CT log sets false).
+    require_sct: Option<bool>,
     #[serde(default)]
     groups: Vec<GroupSpec>,
     rules: Vec<RuleSpec>,
@@ -70,6 +82,17 @@ struct SignerSpec {
     /// ASCII-armored OpenPGP public keys (`gpg --export --armor`).
     #[serde(default)]
     openpgp_keys: Vec<String>,
+    /// gitsign identities: OIDC issuer plus exact subject or a subject pattern.
+    #[serde(default)]
+    sigstore: Vec<SigstoreSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SigstoreSpec {
+    issuer: String,
+    subject: Option<String>,
+    subject_pattern: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +151,8 @@ pub struct Policy {
     pub ssh: Vec<SshSigner>,
     /// Every accepted OpenPGP certificate.
     pub pgp: Vec<PgpSigner>,
+    /// gitsign identities and the trusted root they are checked against.
+    pub sigstore: Option<Arc<Sigstore>>,
     /// Rules, in file order.
     pub rules: Vec<Rule>,
     /// Whether commits signed with the forge's web-UI key are accepted.
@@ -135,6 +160,9 @@ pub struct Policy {
     /// The forge's keys.
     pub forge_ssh: Vec<SshSigner>,
 }
+
+/// `trustedRoot` value naming the public sigstore instance's root shipped in sigstore-trust-root.
+pub const PUBLIC_GOOD: &str = "sigstore-public-good";
 
 /// The identity under which the forge's web-UI key signs.
 pub const FORGE: &str = "forge-web-ui";
@@ -161,8 +189,18 @@ impl Policy {
         let spec = doc.spec;
         let mut ssh = Vec::new();
         let mut pgp = Vec::new();
+        let mut sigstore = Vec::new();
         for (i, s) in spec.signers.iter().enumerate() {
-            if s.ssh_keys.is_empty() && s.openpgp_keys.is_empty() {
+            for (j, id) in s.sigstore.iter().enumerate() {
+                let origin = format!("{file}: spec.signers[{i}].sigstore[{j}]");
+                let subject = match (&id.subject, &id.subject_pattern) {
+                    (Some(e), None) => Subject::Exact(e.clone()),
+                    (None, Some(p)) => Subject::pattern(p).map_err(|e| format!("{origin}.subjectPattern: {e}"))?,
+                    _ => return Err(format!("{origin}: give exactly one of subject and subjectPattern")),
+                };
+                sigstore.push(SigstoreSigner { name: s.name.clone(), issuer: id.issuer.clone(), subject, origin });
+            }
+            if s.ssh_keys.is_empty() && s.openpgp_keys.is_empty() && s.sigstore.is_empty() {
                 return Err(format!("{file}: spec.signers[{i}] ({}) has no keys", s.name));
             }
             for (j, k) in s.openpgp_keys.iter().enumerate() {
@@ -184,8 +222,25 @@ impl Policy {
         if let Some(name) = &spec.allowed_signers_file {
             ssh.extend(parse_allowed_signers(name, &read(name)?)?);
         }
-        let known: BTreeSet<String> =
-            ssh.iter().flat_map(|s| s.principals.iter().cloned()).chain(pgp.iter().map(|p| p.name.clone())).collect();
+        let known: BTreeSet<String> = ssh
+            .iter()
+            .flat_map(|s| s.principals.iter().cloned())
+            .chain(pgp.iter().map(|p| p.name.clone()))
+            .chain(sigstore.iter().map(|s| s.name.clone()))
+            .collect();
+        let sigstore = match (&spec.trusted_root, sigstore.is_empty()) {
+            (None, true) => None,
+            (None, false) => return Err(format!("{file}: signers have sigstore identities but spec.trustedRoot is not set")),
+            (Some(root), _) => {
+                let json = if root == PUBLIC_GOOD {
+                    sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_owned()
+                } else {
+                    read(root)?
+                };
+                let origin = format!("{file}: spec.trustedRoot ({root})");
+                Some(Arc::new(Sigstore::new(&origin, &json, sigstore, spec.require_sct.unwrap_or(true))?))
+            }
+        };
         let mut groups: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for g in &spec.groups {
             if known.contains(&g.name) {
@@ -248,6 +303,7 @@ impl Policy {
             version: spec.version,
             ssh,
             pgp,
+            sigstore,
             rules,
             trust_forge_merge_key: spec.forge_merge_key.trusted,
             forge_ssh,
