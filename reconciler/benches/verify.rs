@@ -30,8 +30,8 @@ fn main() -> anyhow::Result<()> {
     let (repo, tip) = generate(&dir.path().join("ssh"), SSH_COMMITS, "SSH", &mut |text| {
         Ok(SshSig::sign(&key, "git", HashAlg::Sha512, text)?.to_pem(LineEnding::LF)?)
     })?;
-    let policy = policy(&format!("sshKeys: [\"{public}\"]"))?;
-    let median = measure(&repo, &policy, tip, SSH_COMMITS, "SSH")?;
+    let ssh_policy = policy(&format!("sshKeys: [\"{public}\"]"))?;
+    let median = measure(&repo, &ssh_policy, tip, SSH_COMMITS, "SSH")?;
     println!("target: {SSH_COMMITS} SSH commits in under {TARGET_SECS} s: {}", if median < TARGET_SECS { "met" } else { "MISSED" });
 
     let (secret, public) = gpg_key(&dir.path().join("gnupg"))?;
@@ -41,8 +41,8 @@ fn main() -> anyhow::Result<()> {
         Ok(sig.to_armored_string(ArmorOptions::default())?)
     })?;
     let indented: String = public.lines().map(|l| format!("\n          {l}")).collect();
-    let policy = policy(&format!("openpgpKeys:\n        - |{indented}"))?;
-    measure(&repo, &policy, tip, PGP_COMMITS, "OpenPGP")?;
+    let pgp_policy = policy(&format!("openpgpKeys:\n        - |{indented}"))?;
+    measure(&repo, &pgp_policy, tip, PGP_COMMITS, "OpenPGP")?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::process::Command;
 
 mod gitsign;
 mod openpgp;
+mod x509;
 
 use crate::support::{Run, byoc};
 

@@ -187,30 +187,21 @@ fn dearmor(armored: &[u8]) -> Result<Vec<u8>, String> {
     B64.decode(body).map_err(|e| format!("the x509 signature is not base64: {e}"))
 }
 
-/// A sigstore bundle (v0.3, message signature) of the gitsign signature and its log entry,
-/// whose `hashedrekord` body is rebuilt as Rekor canonicalised it.
+/// A sigstore bundle (message signature) of the gitsign signature and its log entry, whose
+/// `hashedrekord` body is rebuilt as Rekor canonicalised it.
 fn bundle(entry: &rekor::TransparencyLogEntry, signed_attrs: &[u8], signature: &[u8], leaf_der: &[u8], leaf_pem: &str) -> Result<Bundle, String> {
     let kv = entry.kind_version.as_ref().ok_or("the embedded Rekor entry has no kind")?;
     if (kv.kind.as_str(), kv.version.as_str()) != ("hashedrekord", "0.0.1") {
         return Err(format!("the embedded Rekor entry is {}/{}, not hashedrekord/0.0.1", kv.kind, kv.version));
     }
     let digest = Sha256::digest(signed_attrs);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    // serde_json's map is ordered by key: this is the RFC 8785 form Rekor stored.
-    let body = serde_json::json!({
-        "apiVersion": "0.0.1",
-        "kind": "hashedrekord",
-        "spec": {
-            "data": {"hash": {"algorithm": "sha256", "value": hex}},
-            "signature": {"content": B64.encode(signature), "publicKey": {"content": B64.encode(leaf_pem)}},
-        },
-    });
+    let body = hashedrekord_body(signed_attrs, signature, leaf_pem);
     let mut tlog = serde_json::json!({
         "logIndex": entry.log_index.to_string(),
         "logId": {"keyId": B64.encode(entry.log_id.as_ref().map(|l| l.key_id.as_slice()).unwrap_or_default())},
         "kindVersion": {"kind": kv.kind, "version": kv.version},
         "integratedTime": entry.integrated_time.to_string(),
-        "canonicalizedBody": B64.encode(body.to_string()),
+        "canonicalizedBody": B64.encode(body),
     });
     if let Some(p) = &entry.inclusion_promise {
         tlog["inclusionPromise"] = serde_json::json!({"signedEntryTimestamp": B64.encode(&p.signed_entry_timestamp)});
@@ -224,15 +215,43 @@ fn bundle(entry: &rekor::TransparencyLogEntry, signed_attrs: &[u8], signature: &
             "checkpoint": {"envelope": p.checkpoint.as_ref().map(|c| c.envelope.as_str()).unwrap_or_default()},
         });
     }
+    // An entry with only the log's signed promise (no inclusion proof) is what bundle
+    // v0.1 carries; v0.3 requires the proof.
+    let (media_type, material) = if entry.inclusion_proof.is_some() {
+        ("application/vnd.dev.sigstore.bundle.v0.3+json", serde_json::json!({"certificate": {"rawBytes": B64.encode(leaf_der)}}))
+    } else {
+        (
+            "application/vnd.dev.sigstore.bundle+json;version=0.1",
+            serde_json::json!({"x509CertificateChain": {"certificates": [{"rawBytes": B64.encode(leaf_der)}]}}),
+        )
+    };
+    let mut material = material;
+    material["tlogEntries"] = serde_json::json!([tlog]);
     let json = serde_json::json!({
-        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-        "verificationMaterial": {"certificate": {"rawBytes": B64.encode(leaf_der)}, "tlogEntries": [tlog]},
+        "mediaType": media_type,
+        "verificationMaterial": material,
         "messageSignature": {
             "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(digest)},
             "signature": B64.encode(signature),
         },
     });
     Bundle::from_json(&json.to_string()).map_err(|e| format!("the embedded Rekor entry does not form a bundle: {e}"))
+}
+
+/// The `hashedrekord` 0.0.1 entry body Rekor stores for a gitsign signature, in the
+/// canonical JSON form it hashed into the log.
+pub fn hashedrekord_body(signed_attrs: &[u8], signature: &[u8], leaf_pem: &str) -> String {
+    let hex: String = Sha256::digest(signed_attrs).iter().map(|b| format!("{b:02x}")).collect();
+    // serde_json's map is ordered by key: this is the RFC 8785 form.
+    serde_json::json!({
+        "apiVersion": "0.0.1",
+        "kind": "hashedrekord",
+        "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": hex}},
+            "signature": {"content": B64.encode(signature), "publicKey": {"content": B64.encode(leaf_pem)}},
+        },
+    })
+    .to_string()
 }
 
 /// The protobuf messages of `dev.sigstore.rekor.v1` that gitsign embeds (field numbers from
