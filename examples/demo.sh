@@ -6,8 +6,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/byoc/target}"
-command -v git >/dev/null 2>&1 && command -v cc >/dev/null 2>&1 || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git gcc libc6-dev make
+command -v git >/dev/null 2>&1 && command -v cc >/dev/null 2>&1 && command -v pkg-config >/dev/null 2>&1 \
+  && [ -e /usr/include/openssl/ssl.h ] || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    git gcc libc6-dev make pkg-config libssl-dev
 }
 cargo build -q --locked -p byoc-reconciler --bin byoc --manifest-path "$root/Cargo.toml"
 byoc="$CARGO_TARGET_DIR/debug/byoc"

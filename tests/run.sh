@@ -11,8 +11,15 @@ missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || missing+=(make)
-# ssh-keygen makes the keys the signature tests sign with.
+# libgit2's https and ssh transports link OpenSSL.
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+[ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+# The signature tests sign with ssh-keygen keys, gpg keys and openssl's CMS, and fetch
+# over ssh:// from a real sshd on a loopback port.
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

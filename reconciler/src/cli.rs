@@ -100,9 +100,22 @@ pub enum Command {
 /// Arguments of `byoc verify`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Path of the git repository.
+    /// The git repository: a local path, or a `file://`, `https://` or `ssh://` URL whose
+    /// --branch is fetched into --cache-dir first.
     #[arg(long)]
-    pub repo: PathBuf,
+    pub repo: String,
+    /// With a URL: the branch to fetch and verify.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// With a URL: where fetched repositories are cached (one bare repository per URL).
+    #[arg(long, default_value = ".byoc-cache")]
+    pub cache_dir: PathBuf,
+    /// With an ssh:// URL: the private key to authenticate with.
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
+    /// With an ssh:// URL: known_hosts file the server's host key must be listed in.
+    #[arg(long)]
+    pub ssh_known_hosts: Option<PathBuf>,
     /// The signing policy (a file outside the repository).
     #[arg(long)]
     pub policy: PathBuf,
@@ -110,9 +123,9 @@ pub struct VerifyArgs {
     /// whole history is verified).
     #[arg(long, conflicts_with = "state_dir")]
     pub from: Option<String>,
-    /// The new tip.
-    #[arg(long, default_value = "HEAD")]
-    pub to: String,
+    /// The new tip; default: HEAD of a local repository, the fetched branch of a URL.
+    #[arg(long)]
+    pub to: Option<String>,
     /// State store directory: keeps the last verified revision (the high-water mark) and
     /// when each pending commit was first seen; advanced only when the range verifies.
     #[arg(long)]
@@ -351,11 +364,26 @@ fn verify_command(args: &VerifyArgs) -> u8 {
 fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     use anyhow::Context;
     let policy = crate::verify::policy::Policy::load(&args.policy).map_err(anyhow::Error::msg)?;
-    let repo = source::open(&args.repo)?;
+    let (repo, default_to) = if crate::fetch::is_url(&args.repo) {
+        let remote = crate::fetch::Remote {
+            url: args.repo.clone(),
+            branch: args.branch.clone(),
+            ssh_key: args.ssh_key.clone(),
+            known_hosts: args.ssh_known_hosts.clone(),
+            token: std::env::var("BYOC_GIT_TOKEN").ok(),
+        };
+        let fetched = crate::fetch::fetch(&remote, &args.cache_dir)?;
+        let what = if fetched.downloaded { "fetched" } else { "remote tip unchanged, nothing fetched:" };
+        eprintln!("{what} {} {} at {}", args.repo, args.branch, fetched.tip);
+        (fetched.repo, crate::fetch::cache_ref(&args.branch))
+    } else {
+        (source::open(std::path::Path::new(&args.repo))?, "HEAD".to_owned())
+    };
     let resolve = |rev: &str| -> anyhow::Result<git2::Oid> {
         Ok(repo.revparse_single(rev).and_then(|o| o.peel_to_commit()).with_context(|| format!("unknown revision {rev:?}"))?.id())
     };
-    let to = resolve(&args.to)?;
+    let to_rev = args.to.clone().unwrap_or(default_to);
+    let to = resolve(&to_rev)?;
     let store = args.state_dir.as_ref().map(LocalDir::new).transpose()?;
     let (mut state, version) = match &store {
         Some(s) => SourceState::load(s)?,
@@ -368,12 +396,16 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     let now = unix_now();
     let seen = &mut state.first_seen;
     let report = crate::verify::verify_range(&repo, &policy, from, to, &mut |oid| *seen.entry(oid.to_string()).or_insert(now))
-        .with_context(|| format!("walking {}", args.repo.display()))?;
+        .with_context(|| format!("walking {}", args.repo))?;
     if let Some(store) = &store {
         state.record(&report, to);
         state.save(store, version.as_deref())?;
     }
-    let name = source::revision_name(&repo, &args.to, to);
+    let name = if crate::fetch::is_url(&args.repo) && args.to.is_none() {
+        format!("{}@sha1:{to}", args.branch)
+    } else {
+        source::revision_name(&repo, &to_rev, to)
+    };
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&report)? + "\n",
         Output::Text | Output::Markdown => crate::verify::render_text(&report, &name),

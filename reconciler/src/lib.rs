@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod expand;
+pub mod fetch;
 pub mod k8s;
 pub mod map;
 pub mod plan;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod fetch;
 mod gitsign;
 mod openpgp;
 mod x509;
