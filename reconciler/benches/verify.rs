@@ -47,12 +47,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A linear history of `n` commits, each changing one of 50 files, signed by `sign`.
-fn generate(
-    path: &Path,
-    n: usize,
-    what: &str,
-    sign: &mut dyn FnMut(&[u8]) -> anyhow::Result<String>,
-) -> anyhow::Result<(Repository, Oid)> {
+fn generate(path: &Path, n: usize, what: &str, sign: &mut dyn FnMut(&[u8]) -> anyhow::Result<String>) -> anyhow::Result<(Repository, Oid)> {
     let repo = Repository::init(path)?;
     let started = Instant::now();
     let mut parent: Option<Oid> = None;

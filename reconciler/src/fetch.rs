@@ -131,7 +131,8 @@ fn callbacks<'a>(remote: &'a Remote, problem: &Rc<RefCell<Option<String>>>) -> R
             return Ok(CertificateCheckStatus::CertificatePassthrough);
         };
         let key = hostkey.hostkey().ok_or_else(|| fail("the SSH server sent no host key".into()))?;
-        let known = remote.known_hosts.as_deref().ok_or_else(|| fail(format!("cannot check the host key of {host}: pass --ssh-known-hosts")))?;
+        let known =
+            remote.known_hosts.as_deref().ok_or_else(|| fail(format!("cannot check the host key of {host}: pass --ssh-known-hosts")))?;
         if known_host(known, host, key).map_err(fail)? {
             Ok(CertificateCheckStatus::CertificateOk)
         } else {

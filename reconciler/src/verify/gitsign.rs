@@ -144,14 +144,9 @@ pub fn verify<'a>(armored: &[u8], payload: &[u8], sigstore: &'a Sigstore) -> Res
             })
         })
         .ok_or("the CMS signature does not carry its signer's certificate")?;
-    let entry = si
-        .unsigned_attrs
-        .as_ref()
-        .and_then(|u| u.iter().find(|a| a.oid == REKOR_ENTRY_OID))
-        .and_then(|a| a.values.get(0))
-        .ok_or(
-            "no transparency-log entry is embedded (gitsign's online mode); without it the short-lived certificate cannot be judged offline",
-        )?;
+    let entry = si.unsigned_attrs.as_ref().and_then(|u| u.iter().find(|a| a.oid == REKOR_ENTRY_OID)).and_then(|a| a.values.get(0)).ok_or(
+        "no transparency-log entry is embedded (gitsign's online mode); without it the short-lived certificate cannot be judged offline",
+    )?;
     let entry = entry.decode_as::<der::asn1::OctetString>().map_err(|e| format!("malformed embedded Rekor entry: {e}"))?;
     let entry = <rekor::TransparencyLogEntry as prost::Message>::decode(entry.as_bytes())
         .map_err(|e| format!("malformed embedded Rekor entry: {e}"))?;
@@ -165,18 +160,17 @@ pub fn verify<'a>(armored: &[u8], payload: &[u8], sigstore: &'a Sigstore) -> Res
     if !sigstore.require_sct {
         policy = policy.skip_sct();
     }
-    let result = sigstore.verifier.verify(signed_attrs.as_slice(), &bundle, &policy).map_err(|e| format!("sigstore verification failed: {e}"))?;
+    let result =
+        sigstore.verifier.verify(signed_attrs.as_slice(), &bundle, &policy).map_err(|e| format!("sigstore verification failed: {e}"))?;
     let subject = result.identity().map(|s| s.as_str().to_owned()).ok_or("the certificate names no identity")?;
     let issuer = result.issuer().ok_or("the certificate names no OIDC issuer")?.to_owned();
     let log_time = result.integrated_time().map(|t| t.as_second()).ok_or("the log entry has no integrated time")?;
-    let signer = sigstore
-        .signers
-        .iter()
-        .find(|s| s.issuer == issuer && s.subject.matches(&subject))
-        .ok_or_else(|| match sigstore.signers.iter().find(|s| s.subject.matches(&subject)) {
+    let signer = sigstore.signers.iter().find(|s| s.issuer == issuer && s.subject.matches(&subject)).ok_or_else(|| {
+        match sigstore.signers.iter().find(|s| s.subject.matches(&subject)) {
             Some(s) => format!("signed by {subject} with OIDC issuer {issuer}, but the policy trusts {} only from {}", s.name, s.issuer),
             None => format!("signed by {subject} (OIDC issuer {issuer}), which is not in the policy"),
-        })?;
+        }
+    })?;
     Ok(Verified { signer, log_time })
 }
 
@@ -189,7 +183,13 @@ fn dearmor(armored: &[u8]) -> Result<Vec<u8>, String> {
 
 /// A sigstore bundle (message signature) of the gitsign signature and its log entry, whose
 /// `hashedrekord` body is rebuilt as Rekor canonicalised it.
-fn bundle(entry: &rekor::TransparencyLogEntry, signed_attrs: &[u8], signature: &[u8], leaf_der: &[u8], leaf_pem: &str) -> Result<Bundle, String> {
+fn bundle(
+    entry: &rekor::TransparencyLogEntry,
+    signed_attrs: &[u8],
+    signature: &[u8],
+    leaf_der: &[u8],
+    leaf_pem: &str,
+) -> Result<Bundle, String> {
     let kv = entry.kind_version.as_ref().ok_or("the embedded Rekor entry has no kind")?;
     if (kv.kind.as_str(), kv.version.as_str()) != ("hashedrekord", "0.0.1") {
         return Err(format!("the embedded Rekor entry is {}/{}, not hashedrekord/0.0.1", kv.kind, kv.version));

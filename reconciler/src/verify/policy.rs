@@ -346,6 +346,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/signing-policy.yaml");
         let p = Policy::load(&path).expect("policies/signing-policy.yaml loads");
         assert_eq!((p.version, p.ssh.len(), p.trust_forge_merge_key), (1, 2, false));
+        assert_eq!(p.sigstore.as_ref().map(|s| s.signers.len()), Some(1));
         assert_eq!(p.rule_for("environments/prod/aws/environment.yaml").map(|r| r.threshold), Some(2));
     }
 
@@ -359,5 +360,31 @@ mod tests {
             let e = policy(rules).expect_err(rules);
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn signer_key_mistakes_are_named() {
+        let doc = |signer: &str, extra: &str| {
+            format!(
+                "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: SigningPolicy\nmetadata: {{name: t}}\nspec:\n  version: 1\n{extra}  signers:\n    - {signer}\n  rules:\n    - {{paths: [\"**\"], signers: [dana], threshold: 1}}\n  forgeMergeKey: {{trusted: false}}\n"
+            )
+        };
+        for (signer, extra, want) in [
+            ("{name: dana, openpgpKeys: [\"not a key\"]}", "", "spec.signers[0].openpgpKeys[0]: not an OpenPGP public key"),
+            ("{name: dana, sigstore: [{issuer: i, subject: s}]}", "", "spec.trustedRoot is not set"),
+            ("{name: dana, sigstore: [{issuer: i, subject: s, subjectPattern: \"*\"}]}", "  trustedRoot: sigstore-public-good\n", "exactly one of subject and subjectPattern"),
+            ("{name: dana, sigstore: [{issuer: i, subject: s}]}", "  trustedRoot: root.json\n", "root.json: missing"),
+            ("{name: dana}", "", "spec.signers[0] (dana) has no keys"),
+        ] {
+            let e = Policy::parse("policy.yaml", &doc(signer, extra), &|name| Err(format!("{name}: missing"))).expect_err(signer);
+            assert!(e.contains(want), "{signer}: {e}");
+        }
+        let ok = Policy::parse(
+            "policy.yaml",
+            &doc("{name: dana, sigstore: [{issuer: i, subjectPattern: \"*@example.com\"}]}", "  trustedRoot: sigstore-public-good\n"),
+            &|_| Err("no files".into()),
+        )
+        .expect("loads");
+        assert_eq!(ok.rule_for("a").map(|r| r.signers.len()), Some(1));
     }
 }

@@ -63,9 +63,13 @@ struct Sshd {
 
 impl Sshd {
     fn start(dir: &Path, client_pub: &str) -> Sshd {
-        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| Path::new(p).exists()).expect("sshd (openssh-server) is installed by tests/run.sh");
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd (openssh-server) is installed by tests/run.sh");
         std::fs::create_dir_all(dir).expect("mkdir");
-        let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join("host")).output().expect("ssh-keygen");
+        let out =
+            Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join("host")).output().expect("ssh-keygen");
         assert!(out.status.success());
         std::fs::write(dir.join("authorized_keys"), client_pub).expect("write");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
@@ -75,10 +79,21 @@ impl Sshd {
         );
         std::fs::write(dir.join("sshd_config"), config).expect("write");
         let _ = std::fs::create_dir_all("/run/sshd"); // privilege-separation directory, when root
-        let child = Command::new(sshd).arg("-D").arg("-e").arg("-f").arg(dir.join("sshd_config")).stderr(std::fs::File::create(dir.join("sshd.log")).expect("log")).spawn().expect("sshd starts");
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(dir.join("sshd_config"))
+            .stderr(std::fs::File::create(dir.join("sshd.log")).expect("log"))
+            .spawn()
+            .expect("sshd starts");
         let started = Instant::now();
         while TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(100)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "sshd did not listen: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "sshd did not listen: {}",
+                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Sshd { child, port, dir: dir.to_owned() }
@@ -123,7 +138,14 @@ fn an_ssh_remote_is_fetched_with_a_key_and_a_checked_host_key() {
     assert!(run.stderr.contains("pass --ssh-key"), "{}", run.stderr);
 
     let run = s.verify_url(&url, &["--ssh-key", &key, "--ssh-known-hosts", &known_arg]);
-    assert_eq!(run.code, 0, "{}{}\nsshd: {}", run.stdout, run.stderr, std::fs::read_to_string(sshd.dir.join("sshd.log")).unwrap_or_default());
+    assert_eq!(
+        run.code,
+        0,
+        "{}{}\nsshd: {}",
+        run.stdout,
+        run.stderr,
+        std::fs::read_to_string(sshd.dir.join("sshd.log")).unwrap_or_default()
+    );
     assert!(run.stderr.contains(&format!("fetched {url} main at {tip}")), "{}", run.stderr);
     assert_eq!(s.last_verified().as_deref(), Some(tip.as_str()));
 }

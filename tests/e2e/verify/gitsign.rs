@@ -59,7 +59,9 @@ fn the_three_commits_with_a_rekor_entry_verify_offline_at_their_log_time() {
 
 #[test]
 fn a_commit_without_an_embedded_rekor_entry_is_refused_with_that_reason() {
-    let policy = policy(&format!("    - name: billy\n      sigstore: [{{issuer: \"{GOOGLE}\", subjectPattern: \"*@chainguard.dev\"}}]\n    - name: adam\n      sigstore: [{{issuer: \"{GOOGLE}\", subject: x}}]\n"));
+    let policy = policy(&format!(
+        "    - name: billy\n      sigstore: [{{issuer: \"{GOOGLE}\", subjectPattern: \"*@chainguard.dev\"}}]\n    - name: adam\n      sigstore: [{{issuer: \"{GOOGLE}\", subject: x}}]\n"
+    ));
     let (sig, payload) = signature_of("efb9f4e74328b23de3c0df9cc669c17121fe1758");
     let e = gitsign::verify(&sig, &payload, policy.sigstore.as_ref().expect("sigstore")).expect_err("refused");
     assert!(e.contains("no transparency-log entry is embedded"), "{e}");

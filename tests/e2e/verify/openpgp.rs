@@ -92,7 +92,10 @@ impl Signed {
         let env = [("GNUPGHOME", home.as_str()), ("GIT_AUTHOR_DATE", date), ("GIT_COMMITTER_DATE", date)];
         let program = format!("gpg.program={}", program.unwrap_or("gpg"));
         let key = format!("user.signingkey={fpr}");
-        self.git_with(&["-c", "gpg.format=openpgp", "-c", &program, "-c", &key, "commit", "-q", "--allow-empty", "-S", "-m", message], &env);
+        self.git_with(
+            &["-c", "gpg.format=openpgp", "-c", &program, "-c", &key, "commit", "-q", "--allow-empty", "-S", "-m", message],
+            &env,
+        );
         self.git(&["rev-parse", "HEAD"])
     }
 

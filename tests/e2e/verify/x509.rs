@@ -37,8 +37,18 @@ impl Pki {
         let mut ca = vec!["req", "-x509"];
         ca.extend(ec);
         ca.extend([
-            "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/O=test/CN=test-fulcio", "-days", "3650", "-addext",
-            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/O=test/CN=test-fulcio",
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         openssl(&dir, &ca);
         openssl(&dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "log.key"]);
@@ -57,13 +67,43 @@ impl Pki {
         let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
         openssl(
             &self.dir,
-            &["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key, "-out", &csr, "-subj", "/"],
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/",
+            ],
         );
         let days = days.to_string();
         let ext = format!("{name}.ext");
         openssl(
             &self.dir,
-            &["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", &days, "-extfile", &ext, "-out", &pem],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                &days,
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ],
         );
         (self.dir.join(pem).display().to_string(), self.dir.join(key).display().to_string())
     }
@@ -125,7 +165,9 @@ impl Pki {
             log_id: Some(rekor::LogId { key_id: log_id }),
             kind_version: Some(rekor::KindVersion { kind: "hashedrekord".into(), version: "0.0.1".into() }),
             integrated_time: time,
-            inclusion_promise: Some(rekor::InclusionPromise { signed_entry_timestamp: std::fs::read(self.dir.join("set.sig")).expect("sig") }),
+            inclusion_promise: Some(rekor::InclusionPromise {
+                signed_entry_timestamp: std::fs::read(self.dir.join("set.sig")).expect("sig"),
+            }),
             inclusion_proof: None,
             canonicalized_body: Vec::new(),
         };
@@ -168,7 +210,10 @@ impl Signed {
         let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/x509/openssl-gpgsm.sh").display().to_string();
         let program = format!("gpg.x509.program={wrapper}");
         let env = [("X509_LEAF", leaf.0.as_str()), ("X509_KEY", leaf.1.as_str())];
-        self.git_with(&["-c", "gpg.format=x509", "-c", &program, "-c", "user.signingkey=test", "commit", "-q", "--allow-empty", "-S", "-m", message], &env);
+        self.git_with(
+            &["-c", "gpg.format=x509", "-c", &program, "-c", "user.signingkey=test", "commit", "-q", "--allow-empty", "-S", "-m", message],
+            &env,
+        );
         if let Some((pki, time)) = log {
             let raw = self.git(&["cat-file", "commit", "HEAD"]);
             let path = self.dir.path().join("logged");
@@ -213,7 +258,11 @@ fn an_x509_certificate_outside_its_validity_at_the_log_time_is_refused() {
     s.commit_x509(&alice, "logged before the certificate existed", Some((&pki, now() - 2 * 86_400)));
     let run = s.verify(&[]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stdout.contains("sigstore verification failed: certificate chain is invalid") && run.stdout.contains("CertNotValidYet"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("sigstore verification failed: certificate chain is invalid") && run.stdout.contains("CertNotValidYet"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(s.last_verified(), None);
 }
 
@@ -227,7 +276,11 @@ fn an_x509_identity_from_the_wrong_issuer_or_a_forged_log_entry_is_refused() {
     s.commit_x509(&mallory, "right name, wrong issuer", Some((&pki, now())));
     let run = s.verify(&[]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stdout.contains("with OIDC issuer https://evil.example.com, but the policy trusts alice only from https://issuer.example.com"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("with OIDC issuer https://evil.example.com, but the policy trusts alice only from https://issuer.example.com"),
+        "{}",
+        run.stdout
+    );
     // A log nobody trusts: same shape, another key.
     let alice = pki.leaf("alice", "alice@example.com", ISSUER, 1);
     let rogue = Pki::new(s.dir.path().join("rogue"));
