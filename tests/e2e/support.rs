@@ -18,7 +18,12 @@ pub struct Run {
 
 /// Runs `byoc` with `args` in `dir`.
 pub fn byoc(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_byoc")).args(args).current_dir(dir).output().expect("byoc runs");
+    byoc_env(dir, args, &[])
+}
+
+/// Runs `byoc` with `args` in `dir` and extra environment variables.
+pub fn byoc_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_byoc")).args(args).envs(env.iter().copied()).current_dir(dir).output().expect("byoc runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -149,3 +149,86 @@ fn an_ssh_remote_is_fetched_with_a_key_and_a_checked_host_key() {
     assert!(run.stderr.contains(&format!("fetched {url} main at {tip}")), "{}", run.stderr);
     assert_eq!(s.last_verified().as_deref(), Some(tip.as_str()));
 }
+
+/// `tests/git/https_server.py`: `git http-backend` behind HTTPS with a token, its
+/// certificate issued by a test CA; stopped by pid when dropped.
+struct HttpsGit {
+    child: Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl HttpsGit {
+    fn start(dir: &Path, root: &Path, token: &str) -> HttpsGit {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "2"];
+        ca.extend(ec);
+        openssl(&ca);
+        let mut csr = vec!["req", "-new", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"];
+        csr.extend(ec);
+        openssl(&csr);
+        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
+        openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.pem"]);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/git/https_server.py");
+        let port_file = dir.join("port");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(root)
+            .arg(dir.join("server.pem"))
+            .arg(dir.join("server.key"))
+            .arg(token)
+            .arg(&port_file)
+            .spawn()
+            .expect("python3 runs");
+        let started = Instant::now();
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p.trim().parse().expect("port");
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the https git server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        HttpsGit { child, port, ca: dir.join("ca.pem") }
+    }
+}
+
+impl Drop for HttpsGit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_https_remote_is_fetched_with_a_token_over_checked_tls() {
+    let mut s = Signed::new();
+    s.default_policy();
+    s.write("env/a.yaml", "a: 1\n");
+    let tip = s.commit(Some("alice"), "base");
+    let server = HttpsGit::start(&s.dir.path().join("https"), s.dir.path(), "s3cret");
+    let url = format!("https://127.0.0.1:{}/repo", server.port);
+    let policy = s.dir.path().join("policy.yaml").display().to_string();
+    let cache = s.dir.path().join("cache").display().to_string();
+    let ca = server.ca.display().to_string();
+    let run = |env: &[(&str, &str)]| {
+        crate::support::byoc_env(s.dir.path(), &["verify", "--repo", &url, "--cache-dir", &cache, "--policy", &policy], env)
+    };
+    let untrusted = run(&[("BYOC_GIT_TOKEN", "s3cret")]);
+    assert_eq!(untrusted.code, 1, "a certificate from an unknown CA: {}{}", untrusted.stdout, untrusted.stderr);
+    assert!(untrusted.stderr.contains("cannot reach"), "{}", untrusted.stderr);
+    let no_token = run(&[("SSL_CERT_FILE", &ca)]);
+    assert_eq!(no_token.code, 1);
+    assert!(no_token.stderr.contains("the server wants a token: set BYOC_GIT_TOKEN"), "{}", no_token.stderr);
+    let wrong = run(&[("SSL_CERT_FILE", &ca), ("BYOC_GIT_TOKEN", "guess")]);
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("authentication to"), "{}", wrong.stderr);
+    let ok = run(&[("SSL_CERT_FILE", &ca), ("BYOC_GIT_TOKEN", "s3cret")]);
+    assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
+    assert!(ok.stderr.contains(&format!("fetched {url} main at {tip}")), "{}", ok.stderr);
+    assert!(ok.stdout.contains(&format!("verified main@sha1:{tip}")), "{}", ok.stdout);
+}
