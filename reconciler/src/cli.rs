@@ -391,7 +391,7 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     let from = match &args.from {
         Some(rev) => Some(resolve(rev)?),
-        None => state.last_verified()?,
+        None => state.last_verified(&repo)?,
     };
     let now = unix_now();
     let seen = &mut state.first_seen;
@@ -402,7 +402,7 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
         state.save(store, version.as_deref())?;
     }
     let name = if crate::fetch::is_url(&args.repo) && args.to.is_none() {
-        format!("{}@sha1:{to}", args.branch)
+        format!("{}@{}:{to}", args.branch, to.object_format())
     } else {
         source::revision_name(&repo, &to_rev, to)
     };

@@ -6,6 +6,9 @@
 //! backwards: judging the move (fast-forward only) is verification's job, which refuses it
 //! with the evidence at hand. Nothing here trusts the fetched bytes.
 //!
+//! A SHA-256 remote (known from the object ids it advertises) is fetched into a cache of
+//! that format.
+//!
 //! Auth: SSH with a private key file (`--ssh-key`), the server's host key checked against
 //! a known_hosts file (no trust on first use); HTTPS with a token from `BYOC_GIT_TOKEN`
 //! (sent as the password, the way GitHub, GitLab and Gitea accept tokens).
@@ -14,7 +17,10 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use git2::{CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions, ObjectFormat, Oid, RemoteCallbacks, Repository,
+    RepositoryInitOptions,
+};
 use sha2::{Digest, Sha256};
 
 /// Where to fetch from, and how to authenticate.
@@ -61,16 +67,9 @@ pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
         anyhow::bail!("{:?} is not a valid branch name", remote.branch);
     }
     let key: String = Sha256::digest(remote.url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let path = cache.join(format!("{key}.git"));
-    let repo = match Repository::open_bare(&path) {
-        Ok(r) => r,
-        Err(_) => {
-            std::fs::create_dir_all(&path)?;
-            Repository::init_bare(&path).map_err(|e| anyhow::anyhow!("cannot create cache {}: {}", path.display(), e.message()))?
-        }
-    };
+    let path = cache.join(key);
+    let repo = cache_repo(&path, ObjectFormat::Sha1)?;
     let wanted = format!("refs/heads/{}", remote.branch);
-    let local = repo.refname_to_id(&cache_ref(&remote.branch)).ok();
     // libgit2 replaces a callback's error with its own words; keep ours.
     let problem = Rc::new(RefCell::new(None::<String>));
     let why = |e: git2::Error| problem.borrow_mut().take().unwrap_or_else(|| e.message().to_owned());
@@ -85,6 +84,10 @@ pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
     let Some(tip) = advertised else {
         anyhow::bail!("{} has no branch {:?}", remote.url, remote.branch);
     };
+    // The advertisement tells the remote's hash. A repository of the other format gets
+    // a cache of its own: libgit2 must never fetch SHA-256 objects into a SHA-1 store.
+    let repo = if tip.object_format() == repo.object_format() { repo } else { cache_repo(&path, tip.object_format())? };
+    let local = repo.refname_to_id(&cache_ref(&remote.branch)).ok();
     if local == Some(tip) && repo.find_commit(tip).is_ok() {
         return Ok(Fetched { repo, tip, downloaded: false });
     }
@@ -99,6 +102,18 @@ pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
     // The tip advertised a moment ago may have moved since; report what was fetched.
     let tip = repo.refname_to_id(&cache_ref(&remote.branch))?;
     Ok(Fetched { repo, tip, downloaded: true })
+}
+
+/// The bare cache repository of one remote for one object format, created if missing.
+fn cache_repo(base: &Path, format: ObjectFormat) -> anyhow::Result<Repository> {
+    let path = base.with_extension(format!("{format}.git"));
+    if let Ok(r) = Repository::open_bare(&path) {
+        return Ok(r);
+    }
+    std::fs::create_dir_all(&path)?;
+    let mut options = RepositoryInitOptions::new();
+    options.bare(true).object_format(format);
+    Repository::init_opts(&path, &options).map_err(|e| anyhow::anyhow!("cannot create cache {}: {}", path.display(), e.message()))
 }
 
 fn callbacks<'a>(remote: &'a Remote, problem: &Rc<RefCell<Option<String>>>) -> RemoteCallbacks<'a> {

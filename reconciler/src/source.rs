@@ -157,9 +157,10 @@ pub fn revision_name(repo: &Repository, rev: &str, id: Oid) -> String {
             .filter(|r| r.is_branch() || r.is_remote())
             .and_then(|r| r.shorthand().ok().map(str::to_owned))
     };
+    let format = id.object_format();
     match branch {
-        Some(b) => format!("{b}@sha1:{id}"),
-        None => format!("sha1:{id}"),
+        Some(b) => format!("{b}@{format}:{id}"),
+        None => format!("{format}:{id}"),
     }
 }
 

@@ -20,6 +20,11 @@ struct Signed {
 
 impl Signed {
     fn new() -> Self {
+        Self::with_format("sha1")
+    }
+
+    /// A repository of the given object format (`sha1`, `sha256`).
+    fn with_format(format: &str) -> Self {
         let s = Signed { dir: tempfile::tempdir().expect("tempdir"), commits: 0 };
         for d in ["repo", "keys", "state"] {
             std::fs::create_dir_all(s.dir.path().join(d)).expect("mkdir");
@@ -32,7 +37,7 @@ impl Signed {
                 .expect("ssh-keygen runs");
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
-        s.git(&["init", "-q", "-b", "main"]);
+        s.git(&["init", "-q", "-b", "main", &format!("--object-format={format}")]);
         s
     }
 
@@ -164,6 +169,25 @@ fn a_signed_push_verifies_and_moves_the_mark() {
     assert_ne!(s.last_verified(), Some(base));
     assert_eq!(s.last_verified().as_deref(), Some(tip.as_str()));
     assert!(s.dir.path().join("state/source-state.json").exists());
+}
+
+#[test]
+fn a_sha256_repository_is_verified_from_its_gpgsig_sha256_headers() {
+    let mut s = Signed::with_format("sha256");
+    let base = s.verified_base();
+    assert_eq!(base.len(), 64, "a SHA-256 commit id");
+    assert!(s.git(&["cat-file", "commit", &base]).contains("\ngpgsig-sha256 -----BEGIN SSH SIGNATURE-----"));
+    s.write("env/b.yaml", "b: 1\n");
+    let tip = s.commit(Some("bob"), "add b");
+    let run = s.verify(&[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&format!("verified main@sha256:{tip}")), "{}", run.stdout);
+    assert_eq!(s.last_verified().as_deref(), Some(tip.as_str()));
+    s.write("env/c.yaml", "c: 1\n");
+    s.commit(None, "unsigned");
+    s.assert_refused("\"unsigned\"): not signed", &tip);
+    s.git(&["reset", "-q", "--hard", &base]);
+    s.assert_refused(&format!("history rewritten: {base} is not a descendant of {tip}"), &tip);
 }
 
 #[test]

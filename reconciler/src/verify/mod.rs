@@ -254,11 +254,21 @@ impl SourceState {
         }
     }
 
-    /// The high-water mark.
-    pub fn last_verified(&self) -> anyhow::Result<Option<Oid>> {
+    /// The high-water mark, an id in `repo`'s object format.
+    pub fn last_verified(&self, repo: &Repository) -> anyhow::Result<Option<Oid>> {
         self.last_verified
             .as_deref()
-            .map(|hex| Oid::from_str(hex).map_err(|_| anyhow::anyhow!("state {SOURCE_STATE_KEY}: lastVerified {hex:?} is not a commit id")))
+            .map(|hex| {
+                let format = repo.object_format();
+                let width = match format {
+                    git2::ObjectFormat::Sha1 => 40,
+                    git2::ObjectFormat::Sha256 => 64,
+                };
+                Oid::from_str_ext(hex, format)
+                    .ok()
+                    .filter(|_| hex.len() == width)
+                    .ok_or_else(|| anyhow::anyhow!("state {SOURCE_STATE_KEY}: lastVerified {hex:?} is not a {format} commit id"))
+            })
             .transpose()
     }
 
@@ -308,7 +318,13 @@ fn repo_policy(repo: &Repository, oid: Oid) -> Result<Option<Result<Policy, Stri
 
 /// The signature's format and accepted signer identity of commit `oid`, or (format, reason).
 fn signature_of(repo: &Repository, oid: Oid, policy: &Policy, at: i64) -> Result<(&'static str, String), (&'static str, String)> {
-    let (sig, payload) = match repo.extract_signature(&oid, None) {
+    // git names the signature header after the repository's hash: `gpgsig` for SHA-1,
+    // `gpgsig-sha256` for SHA-256.
+    let field = match repo.object_format() {
+        git2::ObjectFormat::Sha1 => "gpgsig",
+        git2::ObjectFormat::Sha256 => "gpgsig-sha256",
+    };
+    let (sig, payload) = match repo.extract_signature(&oid, Some(field)) {
         Ok(x) => x,
         Err(e) if e.code() == git2::ErrorCode::NotFound => return Err(("none", "not signed".into())),
         Err(e) => return Err(("unknown", format!("cannot read its signature: {}", e.message()))),

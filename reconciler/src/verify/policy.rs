@@ -372,7 +372,11 @@ mod tests {
         for (signer, extra, want) in [
             ("{name: dana, openpgpKeys: [\"not a key\"]}", "", "spec.signers[0].openpgpKeys[0]: not an OpenPGP public key"),
             ("{name: dana, sigstore: [{issuer: i, subject: s}]}", "", "spec.trustedRoot is not set"),
-            ("{name: dana, sigstore: [{issuer: i, subject: s, subjectPattern: \"*\"}]}", "  trustedRoot: sigstore-public-good\n", "exactly one of subject and subjectPattern"),
+            (
+                "{name: dana, sigstore: [{issuer: i, subject: s, subjectPattern: \"*\"}]}",
+                "  trustedRoot: sigstore-public-good\n",
+                "exactly one of subject and subjectPattern",
+            ),
             ("{name: dana, sigstore: [{issuer: i, subject: s}]}", "  trustedRoot: root.json\n", "root.json: missing"),
             ("{name: dana}", "", "spec.signers[0] (dana) has no keys"),
         ] {

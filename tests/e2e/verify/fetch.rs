@@ -173,7 +173,23 @@ impl HttpsGit {
         csr.extend(ec);
         openssl(&csr);
         std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
-        openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.pem"]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/git/https_server.py");
         let port_file = dir.join("port");
         let child = Command::new("python3")
@@ -231,4 +247,18 @@ fn an_https_remote_is_fetched_with_a_token_over_checked_tls() {
     assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
     assert!(ok.stderr.contains(&format!("fetched {url} main at {tip}")), "{}", ok.stderr);
     assert!(ok.stdout.contains(&format!("verified main@sha1:{tip}")), "{}", ok.stdout);
+}
+
+#[test]
+fn a_sha256_remote_gets_a_sha256_cache_and_verifies() {
+    let mut s = Signed::with_format("sha256");
+    s.default_policy();
+    s.write("env/a.yaml", "a: 1\n");
+    let tip = s.commit(Some("alice"), "base");
+    let url = format!("file://{}", s.repo().display());
+    let run = s.verify_url(&url, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&format!("verified main@sha256:{tip}")), "{}", run.stdout);
+    let run = s.verify_url(&url, &[]);
+    assert!(run.stderr.contains("remote tip unchanged, nothing fetched"), "{}", run.stderr);
 }
