@@ -31,6 +31,12 @@ pub fn byoc_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Runs `openssl` with `args` in `dir`; panics with its message when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A git repository in a temporary directory. Commits use fixed names and dates, so the
 /// same content always gets the same commit ids.
 pub struct Repo {

@@ -161,10 +161,7 @@ struct HttpsGit {
 impl HttpsGit {
     fn start(dir: &Path, root: &Path, token: &str) -> HttpsGit {
         std::fs::create_dir_all(dir).expect("mkdir");
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
+        let openssl = |args: &[&str]| crate::support::openssl(dir, args);
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
         let mut ca = vec!["req", "-x509", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "2"];
         ca.extend(ec);

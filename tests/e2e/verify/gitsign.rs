@@ -1,4 +1,4 @@
-//! gitsign (x509/CMS) signatures: the real commits in shared/fixtures/gitsign, signed by
+//! gitsign (x509/CMS) signatures: the real commits in tests/fixtures/gitsign, signed by
 //! gitsign with Fulcio certificates and logged in Rekor, verified offline against the
 //! public sigstore trusted root.
 
@@ -11,7 +11,7 @@ use git2::{Oid, Repository};
 const GOOGLE: &str = "https://accounts.google.com";
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/gitsign")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gitsign")
 }
 
 /// The fixture commit stored in a scratch repository under its own id, split as `byoc

@@ -17,13 +17,9 @@ use der::{Decode, Encode, EncodePem};
 use sha2::{Digest, Sha256};
 
 use super::Signed;
+use crate::support::openssl;
 
 const ISSUER: &str = "https://issuer.example.com";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// A test CA, a test log key, and leaves issued by the CA.
 struct Pki {
