@@ -6,7 +6,6 @@
 //! `trusted_root.json` naming the test CA and the test log.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
