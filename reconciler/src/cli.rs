@@ -119,9 +119,9 @@ pub struct VerifyArgs {
     /// The signing policy (a file outside the repository).
     #[arg(long)]
     pub policy: PathBuf,
-    /// Last verified revision; default: the one recorded in --state-dir, else none (the
-    /// whole history is verified).
-    #[arg(long, conflicts_with = "state_dir")]
+    /// Last verified revision; default: the one recorded in the state store, else none
+    /// (the whole history is verified).
+    #[arg(long, conflicts_with_all = ["state_dir", "state_s3"])]
     pub from: Option<String>,
     /// The new tip; default: HEAD of a local repository, the fetched branch of a URL.
     #[arg(long)]
@@ -130,6 +130,13 @@ pub struct VerifyArgs {
     /// when each pending commit was first seen; advanced only when the range verifies.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// The same state in a bucket, `s3://BUCKET/PREFIX` (conditional writes; credentials
+    /// from the default chain, including web identity).
+    #[arg(long, conflicts_with = "state_dir")]
+    pub state_s3: Option<String>,
+    /// Endpoint of an S3 emulator for --state-s3.
+    #[arg(long, requires = "state_s3")]
+    pub endpoint_url: Option<String>,
     /// Output format (text or json).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -384,9 +391,21 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     let to_rev = args.to.clone().unwrap_or(default_to);
     let to = resolve(&to_rev)?;
-    let store = args.state_dir.as_ref().map(LocalDir::new).transpose()?;
+    let store: Option<Box<dyn StateStore>> = match (&args.state_dir, &args.state_s3) {
+        (Some(dir), _) => Some(Box::new(LocalDir::new(dir)?)),
+        (None, Some(url)) => {
+            let (bucket, prefix) = url
+                .strip_prefix("s3://")
+                .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+                .filter(|(b, _)| !b.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--state-s3 {url:?}: expected s3://BUCKET/PREFIX"))?;
+            let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+            Some(Box::new(crate::state::s3::S3Store::new(bucket, &prefix, args.endpoint_url.as_deref())?))
+        }
+        (None, None) => None,
+    };
     let (mut state, version) = match &store {
-        Some(s) => SourceState::load(s)?,
+        Some(s) => SourceState::load(s.as_ref())?,
         None => (SourceState::default(), None),
     };
     let from = match &args.from {
@@ -399,7 +418,7 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("walking {}", args.repo))?;
     if let Some(store) = &store {
         state.record(&report, to);
-        state.save(store, version.as_deref())?;
+        state.save(store.as_ref(), version.as_deref())?;
     }
     let name = if crate::fetch::is_url(&args.repo) && args.to.is_none() {
         format!("{}@{}:{to}", args.branch, to.object_format())

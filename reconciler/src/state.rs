@@ -3,8 +3,12 @@
 //! revisions, the journal and the lease). Every write is conditional on the version read,
 //! so two reconcilers cannot interleave silently.
 //!
-//! [`LocalDir`] is the embedded default; the bucket-backed stores (S3 `If-Match`, GCS
-//! generation preconditions, Azure ETags) implement the same trait.
+//! [`LocalDir`] is the embedded default; [`s3::S3Store`] keeps the same objects in a bucket
+//! with S3's conditional writes (GCS generation preconditions and Azure ETags would
+//! implement the same trait). [`lease::Lease`] builds an expiring lock on top.
+
+pub mod lease;
+pub mod s3;
 
 use std::fs;
 use std::io::Write;

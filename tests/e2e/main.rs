@@ -4,5 +4,6 @@ mod bad_specs;
 mod golden;
 mod kube;
 mod plan_cases;
+mod state_s3;
 mod support;
 mod verify;

@@ -191,6 +191,35 @@ fn a_sha256_repository_is_verified_from_its_gpgsig_sha256_headers() {
 }
 
 #[test]
+fn the_high_water_mark_can_live_in_an_s3_bucket() {
+    let mut s = Signed::new();
+    s.default_policy();
+    s.write("env/a.yaml", "a: 1\n");
+    let base = s.commit(Some("alice"), "base");
+    let bucket = crate::state_s3::new_bucket();
+    let (repo, policy) = (s.repo().display().to_string(), s.dir.path().join("policy.yaml").display().to_string());
+    let state = format!("s3://{bucket}/envs/prod");
+    let dir = s.dir.path().to_owned();
+    let verify = || {
+        let args = ["verify", "--repo", &repo, "--policy", &policy, "--state-s3", &state, "--endpoint-url", crate::state_s3::moto()];
+        crate::support::byoc_env(&dir, &args, &crate::state_s3::MOTO_ENV)
+    };
+    let run = verify();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // The mark is in the bucket: the next run verifies only the new commit, and a
+    // rewind to the old one is refused.
+    s.write("env/b.yaml", "b: 1\n");
+    let tip = s.commit(Some("bob"), "add b");
+    let run = verify();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&format!("range {}..{}", &base[..12], &tip[..12])), "{}", run.stdout);
+    s.git(&["reset", "-q", "--hard", &base]);
+    let run = verify();
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&format!("history rewritten: {base} is not a descendant of {tip}")), "{}", run.stdout);
+}
+
+#[test]
 fn an_unsigned_commit_inside_the_range_is_refused() {
     let mut s = Signed::new();
     let base = s.verified_base();

@@ -245,7 +245,7 @@ pub struct SourceState {
 
 impl SourceState {
     /// Reads it, with the version a later [`SourceState::save`] must name.
-    pub fn load(store: &impl StateStore) -> anyhow::Result<(SourceState, Option<String>)> {
+    pub fn load(store: &(impl StateStore + ?Sized)) -> anyhow::Result<(SourceState, Option<String>)> {
         match store.get(SOURCE_STATE_KEY)? {
             Some(v) => {
                 Ok((serde_json::from_slice(&v.value).map_err(|e| anyhow::anyhow!("state {SOURCE_STATE_KEY}: {e}"))?, Some(v.version)))
@@ -284,7 +284,7 @@ impl SourceState {
     }
 
     /// Writes it if nobody else did since it was read.
-    pub fn save(&self, store: &impl StateStore, version: Option<&str>) -> anyhow::Result<()> {
+    pub fn save(&self, store: &(impl StateStore + ?Sized), version: Option<&str>) -> anyhow::Result<()> {
         store.put(SOURCE_STATE_KEY, &serde_json::to_vec_pretty(self)?, version)?;
         Ok(())
     }

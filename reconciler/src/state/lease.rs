@@ -1,0 +1,129 @@
+//! A lease on an environment, kept in the state store: whoever holds an unexpired lease
+//! may apply; everyone else is told who holds it and until when. Acquiring, renewing and
+//! releasing are conditional writes, so two processes can never both believe they hold it.
+
+use serde::{Deserialize, Serialize};
+
+use super::{StateError, StateStore};
+
+/// Key of the lease object.
+pub const LEASE_KEY: &str = "lease.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    holder: String,
+    /// Seconds since the epoch; 0 when released.
+    expires_at: i64,
+}
+
+/// Why a lease was not obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Someone else holds it.
+    #[error("the environment is locked by {holder} until {expires_at} (unix time); another byoc is applying it")]
+    Held {
+        /// Who.
+        holder: String,
+        /// Until when (seconds since the epoch).
+        expires_at: i64,
+    },
+    /// We lost it (it expired and someone else took it).
+    #[error("the lease was lost to another holder; stop and start over")]
+    Lost,
+    /// The store failed, or the record is malformed.
+    #[error(transparent)]
+    Store(#[from] StateError),
+}
+
+/// A held lease.
+#[derive(Debug)]
+pub struct Lease {
+    holder: String,
+    version: String,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl Lease {
+    /// Takes the lease for `ttl` seconds if nobody holds an unexpired one at `now`.
+    pub fn acquire(store: &impl StateStore, holder: &str, now: i64, ttl: i64) -> Result<Lease, LeaseError> {
+        let current = store.get(LEASE_KEY)?;
+        let expected = match &current {
+            None => None,
+            Some(v) => {
+                let r: Record = serde_json::from_slice(&v.value)
+                    .map_err(|e| StateError::Io { key: LEASE_KEY.into(), message: format!("malformed lease: {e}") })?;
+                if r.expires_at > now && r.holder != holder {
+                    return Err(LeaseError::Held { holder: r.holder, expires_at: r.expires_at });
+                }
+                Some(v.version.as_str())
+            }
+        };
+        let record = Record { holder: holder.to_owned(), expires_at: now + ttl };
+        match store.put(LEASE_KEY, &encode(&record), expected) {
+            Ok(version) => Ok(Lease { holder: record.holder, version, expires_at: record.expires_at }),
+            // Someone wrote between our read and our write: they hold it now.
+            Err(StateError::Conflict { .. }) => match store.get(LEASE_KEY)? {
+                Some(v) => {
+                    let r: Record =
+                        serde_json::from_slice(&v.value).unwrap_or(Record { holder: "another process".into(), expires_at: now + ttl });
+                    Err(LeaseError::Held { holder: r.holder, expires_at: r.expires_at })
+                }
+                None => Err(LeaseError::Held { holder: "another process".into(), expires_at: now + ttl }),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Extends the lease to `now + ttl`; fails if it was taken over meanwhile.
+    pub fn renew(&mut self, store: &impl StateStore, now: i64, ttl: i64) -> Result<(), LeaseError> {
+        let record = Record { holder: self.holder.clone(), expires_at: now + ttl };
+        match store.put(LEASE_KEY, &encode(&record), Some(&self.version)) {
+            Ok(v) => {
+                self.version = v;
+                self.expires_at = record.expires_at;
+                Ok(())
+            }
+            Err(StateError::Conflict { .. }) => Err(LeaseError::Lost),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives the lease up.
+    pub fn release(self, store: &impl StateStore) -> Result<(), LeaseError> {
+        let record = Record { holder: self.holder.clone(), expires_at: 0 };
+        match store.put(LEASE_KEY, &encode(&record), Some(&self.version)) {
+            Ok(_) => Ok(()),
+            Err(StateError::Conflict { .. }) => Err(LeaseError::Lost),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn encode(r: &Record) -> Vec<u8> {
+    serde_json::to_vec(r).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::LocalDir;
+
+    #[test]
+    fn one_holder_at_a_time_until_expiry_or_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalDir::new(dir.path()).expect("store");
+        let mut a = Lease::acquire(&s, "a", 1000, 60).expect("a takes it");
+        match Lease::acquire(&s, "b", 1010, 60) {
+            Err(LeaseError::Held { holder, expires_at }) => assert_eq!((holder.as_str(), expires_at), ("a", 1060)),
+            other => panic!("{other:?}"),
+        }
+        a.renew(&s, 1050, 60).expect("renewed");
+        assert!(matches!(Lease::acquire(&s, "b", 1100, 60), Err(LeaseError::Held { .. })), "renewed to 1110");
+        let b = Lease::acquire(&s, "b", 1111, 60).expect("expired: b takes it");
+        assert!(matches!(a.renew(&s, 1112, 60), Err(LeaseError::Lost)), "a learns it lost the lease");
+        b.release(&s).expect("released");
+        Lease::acquire(&s, "c", 1113, 60).expect("free after release");
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Starts moto's AWS emulator on a loopback port for the tests.
+# Usage: tests/moto/start.sh PORT OWNER_PID
+#   PORT       loopback TCP port
+#   OWNER_PID  the server is stopped when this process exits (a watchdog polls it), so a
+#              test run that dies leaves nothing behind
+# moto is installed from PyPI into a virtualenv kept outside the clone
+# (BYOC_MOTO_VENV, default ~/.cache/byoc/moto-venv) and reused by later runs.
+set -euo pipefail
+port=$1 owner=$2
+venv="${BYOC_MOTO_VENV:-$HOME/.cache/byoc/moto-venv}"
+if [ ! -x "$venv/bin/moto_server" ]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$venv"
+  }
+  "$venv/bin/pip" install -q 'moto[server]' >&2
+fi
+log="$(mktemp)"
+nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+    nohup bash -c "while kill -0 $owner 2>/dev/null; do sleep 1; done; kill $pid" >/dev/null 2>&1 &
+    echo "$pid"
+    exit 0
+  fi
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+echo "moto did not start on 127.0.0.1:$port:" >&2
+cat "$log" >&2
+kill "$pid" 2>/dev/null || true
+exit 1
