@@ -197,3 +197,41 @@ fn a_revoked_openpgp_key_is_refused() {
     assert!(run.stdout.contains("carol@example.com (OpenPGP key") && run.stdout.contains("its certificate is revoked"), "{}", run.stdout);
     assert_eq!(s.last_verified(), None);
 }
+
+#[test]
+fn a_signature_by_a_key_not_marked_for_signing_is_refused() {
+    use pgp::composed::{ArmorOptions, Deserializable, DetachedSignature, SignedSecretKey};
+    use pgp::crypto::hash::HashAlgorithm;
+    use pgp::types::Password;
+
+    // gpg gives Dave's primary key only the certify flag and a separate signing subkey;
+    // gpg itself would never sign with that primary, so rPGP does it directly.
+    let gpg = Gpg::new();
+    let dave = gpg.generate("Dave <dave@example.com>", &["ed25519", "cert", "never"], None);
+    gpg.run(&["--quick-add-key", &dave, "ed25519", "sign", "never"]);
+    let secret = gpg.run(&["--armor", "--export-secret-keys", &dave]);
+    let (secret, _) = SignedSecretKey::from_string(&secret).expect("secret key");
+    let signer = byoc::verify::openpgp::PgpSigner::parse("dave@example.com", &gpg.export(&dave), "test".into()).expect("public key");
+    let payload = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor A <a@example.com> 1767225600 +0000\ncommitter A <a@example.com> 1767225600 +0000\n\nmsg\n";
+    let sig = DetachedSignature::sign_binary_data(
+        rand08::thread_rng(),
+        &secret.primary_key,
+        &Password::empty(),
+        HashAlgorithm::Sha256,
+        &payload[..],
+    )
+    .expect("sign")
+    .to_armored_string(ArmorOptions::default())
+    .expect("armor");
+    let now = 1_900_000_000;
+    let e = byoc::verify::openpgp::verify(sig.as_bytes(), payload, std::slice::from_ref(&signer), now).expect_err("refused");
+    assert!(e.contains("the primary key is not marked for signing"), "{e}");
+    // The same bytes signed by the signing subkey verify.
+    let sub = &secret.secret_subkeys[0];
+    let sig = DetachedSignature::sign_binary_data(rand08::thread_rng(), &sub.key, &Password::empty(), HashAlgorithm::Sha256, &payload[..])
+        .expect("sign")
+        .to_armored_string(ArmorOptions::default())
+        .expect("armor");
+    let ok = byoc::verify::openpgp::verify(sig.as_bytes(), payload, std::slice::from_ref(&signer), now).expect("verifies");
+    assert_eq!(ok.name, "dave@example.com");
+}
