@@ -13,6 +13,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 /// Builds the one client a run shares: from `kubeconfig` if given, else the usual places
 /// (`$KUBECONFIG`, `~/.kube/config`, then the pod's service account).
 pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<kube::Client> {
+    // Both rustls providers are linked (kube asks for ring, the AWS SDK for aws-lc-rs), so
+    // rustls cannot pick the process default kube's TLS needs; ring it is. A provider
+    // installed earlier by the embedding program stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let options = KubeConfigOptions { context: context.map(str::to_owned), ..KubeConfigOptions::default() };
     let config = match kubeconfig {
         Some(path) => {
