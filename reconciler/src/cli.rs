@@ -371,7 +371,8 @@ fn verify_command(args: &VerifyArgs) -> u8 {
 fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     use anyhow::Context;
     let policy = crate::verify::policy::Policy::load(&args.policy).map_err(anyhow::Error::msg)?;
-    let (repo, default_to) = if crate::fetch::is_url(&args.repo) {
+    // With a URL the fetched branch is the default tip, and names it.
+    let (repo, default_to, fetched_branch) = if crate::fetch::is_url(&args.repo) {
         let remote = crate::fetch::Remote {
             url: args.repo.clone(),
             branch: args.branch.clone(),
@@ -382,9 +383,9 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
         let fetched = crate::fetch::fetch(&remote, &args.cache_dir)?;
         let what = if fetched.downloaded { "fetched" } else { "remote tip unchanged, nothing fetched:" };
         eprintln!("{what} {} {} at {}", args.repo, args.branch, fetched.tip);
-        (fetched.repo, crate::fetch::cache_ref(&args.branch))
+        (fetched.repo, crate::fetch::cache_ref(&args.branch), Some(args.branch.as_str()))
     } else {
-        (source::open(std::path::Path::new(&args.repo))?, "HEAD".to_owned())
+        (source::open(std::path::Path::new(&args.repo))?, "HEAD".to_owned(), None)
     };
     let resolve = |rev: &str| -> anyhow::Result<git2::Oid> {
         Ok(repo.revparse_single(rev).and_then(|o| o.peel_to_commit()).with_context(|| format!("unknown revision {rev:?}"))?.id())
@@ -420,10 +421,9 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
         state.record(&report, to);
         state.save(store.as_ref(), version.as_deref())?;
     }
-    let name = if crate::fetch::is_url(&args.repo) && args.to.is_none() {
-        format!("{}@{}:{to}", args.branch, to.object_format())
-    } else {
-        source::revision_name(&repo, &to_rev, to)
+    let name = match (fetched_branch, &args.to) {
+        (Some(branch), None) => source::label(Some(branch), to),
+        _ => source::revision_name(&repo, &to_rev, to),
     };
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&report)? + "\n",

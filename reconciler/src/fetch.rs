@@ -63,7 +63,8 @@ pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
     if remote.url.starts_with("http://") {
         anyhow::bail!("{}: plain http is refused; use https://", remote.url);
     }
-    if !git2::Reference::is_valid_name(&cache_ref(&remote.branch)) {
+    let mirror = cache_ref(&remote.branch);
+    if !git2::Reference::is_valid_name(&mirror) {
         anyhow::bail!("{:?} is not a valid branch name", remote.branch);
     }
     let key: String = Sha256::digest(remote.url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -87,7 +88,7 @@ pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
     // The advertisement tells the remote's hash. A repository of the other format gets
     // a cache of its own: libgit2 must never fetch SHA-256 objects into a SHA-1 store.
     let repo = if tip.object_format() == repo.object_format() { repo } else { cache_repo(&path, tip.object_format())? };
-    let local = repo.refname_to_id(&cache_ref(&remote.branch)).ok();
+    let local = repo.refname_to_id(&mirror).ok();
     if local == Some(tip) && repo.find_commit(tip).is_ok() {
         return Ok(Fetched { repo, tip, downloaded: false });
     }
@@ -95,12 +96,12 @@ pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
         let mut r = repo.remote_anonymous(&remote.url)?;
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks(remote, &problem));
-        let spec = format!("+{wanted}:{}", cache_ref(&remote.branch));
+        let spec = format!("+{wanted}:{mirror}");
         r.fetch(&[spec.as_str()], Some(&mut options), None)
             .map_err(|e| anyhow::anyhow!("fetching {} from {}: {}", remote.branch, remote.url, why(e)))?;
     }
     // The tip advertised a moment ago may have moved since; report what was fetched.
-    let tip = repo.refname_to_id(&cache_ref(&remote.branch))?;
+    let tip = repo.refname_to_id(&mirror)?;
     Ok(Fetched { repo, tip, downloaded: true })
 }
 

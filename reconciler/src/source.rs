@@ -157,6 +157,11 @@ pub fn revision_name(repo: &Repository, rev: &str, id: Oid) -> String {
             .filter(|r| r.is_branch() || r.is_remote())
             .and_then(|r| r.shorthand().ok().map(str::to_owned))
     };
+    label(branch.as_deref(), id)
+}
+
+/// `branch@<hash>:<hex>` (`main@sha1:…`, `main@sha256:…`), or `<hash>:<hex>` without a branch.
+pub fn label(branch: Option<&str>, id: Oid) -> String {
     let format = id.object_format();
     match branch {
         Some(b) => format!("{b}@{format}:{id}"),

@@ -79,13 +79,7 @@ impl LocalDir {
     }
 
     fn path(&self, key: &str, suffix: &str) -> Result<PathBuf, StateError> {
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') || key.starts_with('.')
-        {
-            return Err(StateError::Io {
-                key: key.into(),
-                message: "keys are letters, digits, '-', '_' and '.', not starting with '.'".into(),
-            });
-        }
+        check_key(key)?;
         Ok(self.dir.join(format!("{key}{suffix}")))
     }
 
@@ -97,6 +91,18 @@ impl LocalDir {
             Err(e) => Err(io(key, &path, &e)),
         }
     }
+}
+
+/// Keys are plain names (letters, digits, '-', '_', '.'; not starting with '.'), so no
+/// store can be led outside its directory or prefix.
+fn check_key(key: &str) -> Result<(), StateError> {
+    if key.is_empty() || key.starts_with('.') || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+        return Err(StateError::Io {
+            key: key.into(),
+            message: "keys are letters, digits, '-', '_' and '.', not starting with '.'".into(),
+        });
+    }
+    Ok(())
 }
 
 fn io(key: &str, path: &Path, e: &std::io::Error) -> StateError {

@@ -37,6 +37,93 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A test certificate authority made with the openssl CLI: `ca.pem` and `ca.key` (P-256)
+/// in its directory.
+pub struct TestCa {
+    pub dir: PathBuf,
+}
+
+impl TestCa {
+    /// A CA named `subject` (e.g. `/O=test/CN=test-ca`) in `dir`, created if missing.
+    pub fn new(dir: &Path, subject: &str) -> TestCa {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        openssl(
+            dir,
+            &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem"]
+                .into_iter()
+                .chain([
+                    "-subj",
+                    subject,
+                    "-days",
+                    "3650",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ])
+                .collect::<Vec<_>>(),
+        );
+        TestCa { dir: dir.to_owned() }
+    }
+
+    /// Issues `<name>.pem` with key `<name>.key` (P-256) for `subject`, with the extension
+    /// lines `ext` (openssl's extfile syntax), valid from now for `days`; returns their paths.
+    pub fn issue(&self, name: &str, subject: &str, ext: &str, days: u32) -> (PathBuf, PathBuf) {
+        let (key, csr, pem, extfile) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        std::fs::write(self.dir.join(&extfile), ext).expect("write");
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                subject,
+            ],
+        );
+        let days = days.to_string();
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                &days,
+                "-extfile",
+                &extfile,
+                "-out",
+                &pem,
+            ],
+        );
+        (self.dir.join(pem), self.dir.join(key))
+    }
+}
+
+/// A child process (a test server), killed and reaped when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A git repository in a temporary directory. Commits use fixed names and dates, so the
 /// same content always gets the same commit ids.
 pub struct Repo {

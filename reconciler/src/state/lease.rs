@@ -48,57 +48,56 @@ pub struct Lease {
 impl Lease {
     /// Takes the lease for `ttl` seconds if nobody holds an unexpired one at `now`.
     pub fn acquire(store: &impl StateStore, holder: &str, now: i64, ttl: i64) -> Result<Lease, LeaseError> {
-        let current = store.get(LEASE_KEY)?;
-        let expected = match &current {
-            None => None,
-            Some(v) => {
-                let r: Record = serde_json::from_slice(&v.value)
-                    .map_err(|e| StateError::Io { key: LEASE_KEY.into(), message: format!("malformed lease: {e}") })?;
-                if r.expires_at > now && r.holder != holder {
-                    return Err(LeaseError::Held { holder: r.holder, expires_at: r.expires_at });
-                }
-                Some(v.version.as_str())
-            }
-        };
+        let current = read(store)?;
+        if let Some((r, _)) = &current
+            && r.expires_at > now
+            && r.holder != holder
+        {
+            return Err(LeaseError::Held { holder: r.holder.clone(), expires_at: r.expires_at });
+        }
         let record = Record { holder: holder.to_owned(), expires_at: now + ttl };
-        match store.put(LEASE_KEY, &encode(&record), expected) {
+        match store.put(LEASE_KEY, &encode(&record), current.as_ref().map(|(_, v)| v.as_str())) {
             Ok(version) => Ok(Lease { holder: record.holder, version, expires_at: record.expires_at }),
             // Someone wrote between our read and our write: they hold it now.
-            Err(StateError::Conflict { .. }) => match store.get(LEASE_KEY)? {
-                Some(v) => {
-                    let r: Record =
-                        serde_json::from_slice(&v.value).unwrap_or(Record { holder: "another process".into(), expires_at: now + ttl });
-                    Err(LeaseError::Held { holder: r.holder, expires_at: r.expires_at })
-                }
-                None => Err(LeaseError::Held { holder: "another process".into(), expires_at: now + ttl }),
-            },
+            Err(StateError::Conflict { .. }) => {
+                let (holder, expires_at) = read(store)?.map_or(("another process".into(), now + ttl), |(r, _)| (r.holder, r.expires_at));
+                Err(LeaseError::Held { holder, expires_at })
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Extends the lease to `now + ttl`; fails if it was taken over meanwhile.
     pub fn renew(&mut self, store: &impl StateStore, now: i64, ttl: i64) -> Result<(), LeaseError> {
-        let record = Record { holder: self.holder.clone(), expires_at: now + ttl };
+        self.write(store, now + ttl)
+    }
+
+    /// Gives the lease up.
+    pub fn release(mut self, store: &impl StateStore) -> Result<(), LeaseError> {
+        self.write(store, 0)
+    }
+
+    /// Rewrites our record with a new expiry, conditional on the version we wrote last.
+    fn write(&mut self, store: &impl StateStore, expires_at: i64) -> Result<(), LeaseError> {
+        let record = Record { holder: self.holder.clone(), expires_at };
         match store.put(LEASE_KEY, &encode(&record), Some(&self.version)) {
             Ok(v) => {
                 self.version = v;
-                self.expires_at = record.expires_at;
+                self.expires_at = expires_at;
                 Ok(())
             }
             Err(StateError::Conflict { .. }) => Err(LeaseError::Lost),
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    /// Gives the lease up.
-    pub fn release(self, store: &impl StateStore) -> Result<(), LeaseError> {
-        let record = Record { holder: self.holder.clone(), expires_at: 0 };
-        match store.put(LEASE_KEY, &encode(&record), Some(&self.version)) {
-            Ok(_) => Ok(()),
-            Err(StateError::Conflict { .. }) => Err(LeaseError::Lost),
-            Err(e) => Err(e.into()),
-        }
-    }
+/// The stored lease record and its version, if any.
+fn read(store: &impl StateStore) -> Result<Option<(Record, String)>, LeaseError> {
+    let Some(v) = store.get(LEASE_KEY)? else { return Ok(None) };
+    let r =
+        serde_json::from_slice(&v.value).map_err(|e| StateError::Io { key: LEASE_KEY.into(), message: format!("malformed lease: {e}") })?;
+    Ok(Some((r, v.version)))
 }
 
 fn encode(r: &Record) -> Vec<u8> {

@@ -11,7 +11,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{StateError, StateStore, Versioned};
+use super::{StateError, StateStore, Versioned, check_key};
 
 /// An S3-backed state store.
 pub struct S3Store {
@@ -63,24 +63,18 @@ impl S3Store {
     }
 
     fn object(&self, key: &str) -> Result<String, StateError> {
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') || key.starts_with('.')
-        {
-            return Err(StateError::Io {
-                key: key.into(),
-                message: "keys are letters, digits, '-', '_' and '.', not starting with '.'".into(),
-            });
-        }
+        check_key(key)?;
         Ok(format!("{}{key}", self.prefix))
     }
 
-    fn failure(&self, key: &str, what: &str, e: &impl ProvideErrorMetadata, raw: &dyn std::fmt::Display) -> StateError {
+    fn failure(&self, key: &str, what: &str, e: &(impl ProvideErrorMetadata + std::fmt::Display)) -> StateError {
         StateError::Io {
             key: key.into(),
             message: format!(
-                "{what} s3://{}/{}: {}",
+                "{what} s3://{}/{}{key}: {}",
                 self.bucket,
-                self.object(key).unwrap_or_default(),
-                e.message().map_or_else(|| raw.to_string(), |m| format!("{} ({m})", e.code().unwrap_or("error")))
+                self.prefix,
+                e.message().map_or_else(|| e.to_string(), |m| format!("{} ({m})", e.code().unwrap_or("error")))
             ),
         }
     }
@@ -108,7 +102,7 @@ impl StateStore for S3Store {
                     Ok(Some(Versioned { value: value.into_bytes().to_vec(), version }))
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-                Err(e) => Err(self.failure(key, "reading", &e, &e)),
+                Err(e) => Err(self.failure(key, "reading", &e)),
             }
         })?
     }
@@ -129,7 +123,7 @@ impl StateStore for S3Store {
                 {
                     Err(StateError::Conflict { key: key.into(), expected: expected.map(str::to_owned), found: None })
                 }
-                Err(e) => Err(self.failure(key, "writing", &e, &e)),
+                Err(e) => Err(self.failure(key, "writing", &e)),
             }
         })?
     }

@@ -217,7 +217,7 @@ fn bundle(
     }
     // An entry with only the log's signed promise (no inclusion proof) is what bundle
     // v0.1 carries; v0.3 requires the proof.
-    let (media_type, material) = if entry.inclusion_proof.is_some() {
+    let (media_type, mut material) = if entry.inclusion_proof.is_some() {
         ("application/vnd.dev.sigstore.bundle.v0.3+json", serde_json::json!({"certificate": {"rawBytes": B64.encode(leaf_der)}}))
     } else {
         (
@@ -225,7 +225,6 @@ fn bundle(
             serde_json::json!({"x509CertificateChain": {"certificates": [{"rawBytes": B64.encode(leaf_der)}]}}),
         )
     };
-    let mut material = material;
     material["tlogEntries"] = serde_json::json!([tlog]);
     let json = serde_json::json!({
         "mediaType": media_type,

@@ -260,13 +260,10 @@ impl SourceState {
             .as_deref()
             .map(|hex| {
                 let format = repo.object_format();
-                let width = match format {
-                    git2::ObjectFormat::Sha1 => 40,
-                    git2::ObjectFormat::Sha256 => 64,
-                };
+                // A prefix would parse too; only the full id in the repository's format counts.
                 Oid::from_str_ext(hex, format)
                     .ok()
-                    .filter(|_| hex.len() == width)
+                    .filter(|oid| oid.to_string() == hex)
                     .ok_or_else(|| anyhow::anyhow!("state {SOURCE_STATE_KEY}: lastVerified {hex:?} is not a {format} commit id"))
             })
             .transpose()

@@ -4,11 +4,11 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::Signed;
-use crate::support::{Run, byoc};
+use crate::support::{Killed, Run, TestCa, byoc};
 
 impl Signed {
     fn verify_url(&self, url: &str, extra: &[&str]) -> Run {
@@ -56,7 +56,7 @@ fn a_file_remote_is_fetched_only_when_its_tip_moved_and_a_rewrite_is_refused() {
 
 /// An OpenSSH server on a loopback port, stopped by pid when dropped.
 struct Sshd {
-    child: Child,
+    _server: Killed,
     port: u16,
     dir: PathBuf,
 }
@@ -96,19 +96,12 @@ impl Sshd {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Sshd { child, port, dir: dir.to_owned() }
+        Sshd { _server: Killed(child), port, dir: dir.to_owned() }
     }
 
     fn known_hosts(&self) -> String {
         let host = std::fs::read_to_string(self.dir.join("host.pub")).expect("host key");
         format!("[127.0.0.1]:{} {}", self.port, host.trim())
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -153,51 +146,19 @@ fn an_ssh_remote_is_fetched_with_a_key_and_a_checked_host_key() {
 /// `tests/git/https_server.py`: `git http-backend` behind HTTPS with a token, its
 /// certificate issued by a test CA; stopped by pid when dropped.
 struct HttpsGit {
-    child: Child,
+    _server: Killed,
     port: u16,
     ca: PathBuf,
 }
 
 impl HttpsGit {
     fn start(dir: &Path, root: &Path, token: &str) -> HttpsGit {
-        std::fs::create_dir_all(dir).expect("mkdir");
-        let openssl = |args: &[&str]| crate::support::openssl(dir, args);
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ca = vec!["req", "-x509", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "2"];
-        ca.extend(ec);
-        openssl(&ca);
-        let mut csr = vec!["req", "-new", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"];
-        csr.extend(ec);
-        openssl(&csr);
-        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ]);
+        let ca = TestCa::new(dir, "/CN=test-ca");
+        let (cert, key) = ca.issue("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\n", 2);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/git/https_server.py");
         let port_file = dir.join("port");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(root)
-            .arg(dir.join("server.pem"))
-            .arg(dir.join("server.key"))
-            .arg(token)
-            .arg(&port_file)
-            .spawn()
-            .expect("python3 runs");
+        let child =
+            Command::new("python3").arg(script).arg(root).arg(cert).arg(key).arg(token).arg(&port_file).spawn().expect("python3 runs");
         let started = Instant::now();
         let port = loop {
             if let Ok(p) = std::fs::read_to_string(&port_file) {
@@ -206,14 +167,7 @@ impl HttpsGit {
             assert!(started.elapsed() < Duration::from_secs(10), "the https git server did not start");
             std::thread::sleep(Duration::from_millis(50));
         };
-        HttpsGit { child, port, ca: dir.join("ca.pem") }
-    }
-}
-
-impl Drop for HttpsGit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        HttpsGit { _server: Killed(child), port, ca: dir.join("ca.pem") }
     }
 }
 

@@ -16,7 +16,7 @@ use der::{Decode, Encode, EncodePem};
 use sha2::{Digest, Sha256};
 
 use super::Signed;
-use crate::support::openssl;
+use crate::support::{TestCa, openssl};
 
 const ISSUER: &str = "https://issuer.example.com";
 
@@ -27,25 +27,7 @@ struct Pki {
 
 impl Pki {
     fn new(dir: PathBuf) -> Pki {
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/O=test/CN=test-fulcio",
-            "-days",
-            "3650",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&dir, &ca);
+        TestCa::new(&dir, "/O=test/CN=test-fulcio");
         openssl(&dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "log.key"]);
         openssl(&dir, &["pkey", "-in", "log.key", "-pubout", "-outform", "DER", "-out", "log.der"]);
         Pki { dir }
@@ -58,49 +40,8 @@ impl Pki {
         let ext = format!(
             "keyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\nsubjectAltName=critical,email:{email}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n1.3.6.1.4.1.57264.1.1=DER:{raw}\n1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:{issuer}\n"
         );
-        std::fs::write(self.dir.join(format!("{name}.ext")), ext).expect("write");
-        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                "/",
-            ],
-        );
-        let days = days.to_string();
-        let ext = format!("{name}.ext");
-        openssl(
-            &self.dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                &days,
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ],
-        );
-        (self.dir.join(pem).display().to_string(), self.dir.join(key).display().to_string())
+        let (pem, key) = TestCa { dir: self.dir.clone() }.issue(name, "/", &ext, days);
+        (pem.display().to_string(), key.display().to_string())
     }
 
     fn log_id(&self) -> Vec<u8> {
