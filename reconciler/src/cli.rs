@@ -81,6 +81,14 @@ pub enum Command {
     /// TO descends from LAST (fast-forward only), and that each changed path has its rule's
     /// threshold of distinct signers. Exit code: 0 verified, 1 refused or error.
     Verify(VerifyArgs),
+    /// Create or converge the environment's cloud resources (AWS) to a revision: observe
+    /// what exists by tag, show the plan, run preflight checks, ask, apply. Holds the
+    /// environment's lease throughout; each finished action is recorded, so a rerun after
+    /// a crash continues. Exit code: 0 applied or nothing to do, 1 error or refused.
+    Apply(ApplyArgs),
+    /// Delete every resource tagged for the environment, dependents first. Buckets and
+    /// retained clusters' roles are kept unless --delete-data is given.
+    Destroy(ApplyArgs),
     /// Roll back by going forward: make one new commit on the current branch whose tree is
     /// REV's, signed through your own git signing set-up (`git commit-tree -S`, so
     /// gpg.format, user.signingkey and gpg.program apply). History is never reset.
@@ -142,6 +150,45 @@ pub struct VerifyArgs {
     pub output: Output,
 }
 
+/// Arguments of `byoc apply` and `byoc destroy`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Path of the git repository holding the environment.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// Environment directory inside the repository, e.g. examples/aws.
+    #[arg(long)]
+    pub env: String,
+    /// Revision to apply (read from git objects, not the work tree).
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// State store directory (inventory, journal, lease); default .byoc-state.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The state in a bucket instead, `s3://BUCKET/PREFIX` (conditional writes).
+    #[arg(long, conflicts_with = "state_dir")]
+    pub state_s3: Option<String>,
+    /// Endpoint of an AWS emulator (every service, and --state-s3).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Apply without asking.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Cloud actions in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds between status reads while waiting for a resource (EKS, NAT gateways).
+    #[arg(long, default_value_t = 10.0)]
+    pub poll_interval: f64,
+    /// Seconds the environment's lease lasts unless renewed (it is renewed while applying).
+    #[arg(long, default_value_t = 900)]
+    pub lease_seconds: i64,
+    /// destroy only: lift every protection: empty and delete the data and state buckets,
+    /// and delete the roles of clusters whose deletionPolicy is Retain.
+    #[arg(long)]
+    pub delete_data: bool,
+}
+
 /// Arguments of `byoc clusters`.
 #[derive(Debug, clap::Args)]
 pub struct ClustersArgs {
@@ -189,6 +236,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan { repo, base, head, env, output, policy } => plan_command(&repo, &base, &head, &env, output, policy.as_deref()),
         Command::Clusters(args) => clusters_command(&args),
         Command::Verify(args) => verify_command(&args),
+        Command::Apply(args) => crate::cloud::command::apply(&args, false),
+        Command::Destroy(args) => crate::cloud::command::apply(&args, true),
         Command::Revert { repo, to, message } => revert_command(&repo, &to, message.as_deref()),
     };
     ExitCode::from(code)
@@ -392,19 +441,7 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     let to_rev = args.to.clone().unwrap_or(default_to);
     let to = resolve(&to_rev)?;
-    let store: Option<Box<dyn StateStore>> = match (&args.state_dir, &args.state_s3) {
-        (Some(dir), _) => Some(Box::new(LocalDir::new(dir)?)),
-        (None, Some(url)) => {
-            let (bucket, prefix) = url
-                .strip_prefix("s3://")
-                .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
-                .filter(|(b, _)| !b.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("--state-s3 {url:?}: expected s3://BUCKET/PREFIX"))?;
-            let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
-            Some(Box::new(crate::state::s3::S3Store::new(bucket, &prefix, args.endpoint_url.as_deref())?))
-        }
-        (None, None) => None,
-    };
+    let store = open_store(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?;
     let (mut state, version) = match &store {
         Some(s) => SourceState::load(s.as_ref())?,
         None => (SourceState::default(), None),
@@ -431,6 +468,23 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     print!("{text}");
     Ok(report.ok)
+}
+
+/// The state store the flags name: a directory, or `s3://BUCKET/PREFIX`; `None` for neither.
+pub(crate) fn open_store(dir: Option<&std::path::Path>, s3: Option<&str>, endpoint_url: Option<&str>) -> anyhow::Result<Option<Box<dyn StateStore>>> {
+    Ok(match (dir, s3) {
+        (Some(dir), _) => Some(Box::new(LocalDir::new(dir)?)),
+        (None, Some(url)) => {
+            let (bucket, prefix) = url
+                .strip_prefix("s3://")
+                .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+                .filter(|(b, _)| !b.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--state-s3 {url:?}: expected s3://BUCKET/PREFIX"))?;
+            let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+            Some(Box::new(crate::state::s3::S3Store::new(bucket, &prefix, endpoint_url)?))
+        }
+        (None, None) => None,
+    })
 }
 
 fn revert_command(repo: &std::path::Path, to: &str, message: Option<&str>) -> u8 {

@@ -8,6 +8,7 @@
 //! files straight from git objects.
 
 pub mod cli;
+pub mod cloud;
 pub mod expand;
 pub mod fetch;
 pub mod k8s;

@@ -31,6 +31,14 @@ impl ResourceId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Reads an id written by [`ResourceId::as_str`] (a tag, a stored inventory): the
+    /// kind and the id, or `None` when the text names no known kind.
+    pub fn parse(text: &str) -> Option<(Kind, ResourceId)> {
+        let (kind, name) = text.split_once('/')?;
+        let kind = Kind::parse(kind)?;
+        (!name.is_empty()).then(|| (kind, ResourceId::new(kind, name)))
+    }
 }
 
 impl fmt::Display for ResourceId {
@@ -55,6 +63,11 @@ macro_rules! kinds {
             /// Machine name, used in resource ids and JSON.
             pub fn as_str(self) -> &'static str {
                 match self { $(Kind::$variant => $name,)* }
+            }
+
+            /// The kind whose machine name is `name`.
+            pub fn parse(name: &str) -> Option<Kind> {
+                match name { $($name => Some(Kind::$variant),)* _ => None }
             }
 
             /// Human name, used in plan tables.
@@ -166,6 +179,30 @@ impl Value {
     /// A map from `(key, value)` pairs.
     pub fn map<const N: usize>(pairs: [(&'static str, Value); N]) -> Self {
         Value::Map(pairs.into_iter().collect())
+    }
+
+    /// Reads back the JSON that serializing a value writes (a stored inventory): an object
+    /// whose only key is `ref` is a reference; numbers must be whole.
+    pub fn from_json(json: &serde_json::Value) -> Option<Value> {
+        Some(match json {
+            serde_json::Value::Null => return None,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => Value::Int(n.as_i64()?),
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::Array(items) => Value::List(items.iter().map(Value::from_json).collect::<Option<_>>()?),
+            serde_json::Value::Object(m) => match (m.len(), m.get("ref").and_then(|r| r.as_str())) {
+                (1, Some(r)) => Value::reference(&ResourceId::parse(r)?.1),
+                _ => Value::Map(m.iter().map(|(k, v)| Some((Key::Owned(k.clone()), Value::from_json(v)?))).collect::<Option<_>>()?),
+            },
+        })
+    }
+
+    /// The text of a string value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// Calls `f` with every resource this value references.

@@ -63,6 +63,16 @@ pub trait StateStore {
     fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError>;
 }
 
+impl StateStore for Box<dyn StateStore> {
+    fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        (**self).get(key)
+    }
+
+    fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError> {
+        (**self).put(key, value, expected)
+    }
+}
+
 /// A state store in a local directory: `<dir>/<key>` holds the value and `<key>.version`
 /// its generation; writes go through a temporary file and a rename under a lock file.
 #[derive(Debug, Clone)]

@@ -1,0 +1,484 @@
+//! The apply engine: observe, plan, and run the plan against a [`Cloud`], recording each
+//! finished action in the state store before the next is counted as done.
+//!
+//! Phases, each bounded by `concurrency`:
+//! 1. replacements delete the old resource, dependents first ([`super::DELETE_ORDER`]);
+//! 2. creates, updates and replacements' creates run as soon as what they depend on is
+//!    done;
+//! 3. deletions, dependents first.
+//!
+//! A crash anywhere leaves the cloud ahead of the inventory by at most the actions in
+//! flight; those resources carry their tags already, so the next run finds and adopts
+//! them. The journal says what the interrupted run had finished.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use super::{Cloud, CloudError, Found, Inventory, Journal, JournalEntry, Record, Refs, delete_rank, INVENTORY_KEY};
+use crate::plan::{Action, Plan, Step, plan};
+use crate::resource::{Graph, Kind, Resource, ResourceId};
+use crate::state::lease::{Lease, LeaseError};
+use crate::state::{StateError, StateStore};
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The revision being applied (`destroy` for a destroy); kept in the journal.
+    pub revision: String,
+    /// Cloud actions in flight at once.
+    pub concurrency: usize,
+    /// Who we are, for the lease (`host:pid`).
+    pub holder: String,
+    /// Lease lifetime in seconds; renewed at a third of it while applying.
+    pub lease_ttl: i64,
+    /// Destroy: every protection is lifted; buckets are emptied and deleted, retained
+    /// clusters' roles deleted.
+    pub delete_data: bool,
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Another apply holds the environment.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The stored inventory is not readable.
+    #[error("state {key:?} is not a byoc inventory: {message}")]
+    Inventory {
+        /// Key.
+        key: &'static str,
+        /// Parse error.
+        message: String,
+    },
+    /// Observing failed; nothing was changed.
+    #[error("cannot observe the account, nothing was changed: {0}")]
+    Observe(CloudError),
+    /// The person did not approve, or a check refused; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// Actions failed; what finished is recorded.
+    #[error("{failed} action(s) failed ({done} finished and recorded; run apply again to continue):\n{errors}")]
+    Actions {
+        /// Failed actions.
+        failed: usize,
+        /// Finished actions.
+        done: usize,
+        /// One line per failure.
+        errors: String,
+    },
+}
+
+/// What the account holds, read against the inventory.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// What exists, as last applied (adopted resources as desired; leaked ones bare).
+    pub graph: Graph,
+    /// Cloud ids and outputs of everything that exists.
+    pub found: Refs,
+    /// Found by tag but missing from the inventory, and desired: adopted.
+    pub adopted: BTreeSet<ResourceId>,
+    /// Found by tag, missing from the inventory, and not desired: leaked.
+    pub leaked: BTreeSet<ResourceId>,
+    /// A second resource with a tag already seen: deleted after the plan.
+    pub duplicates: Vec<Found>,
+    /// In the inventory but not found: deleted outside byoc.
+    pub gone: Vec<ResourceId>,
+}
+
+/// Reads the account and the inventory together.
+pub fn reconcile(inventory: &Inventory, found: Vec<Found>, desired: &Graph, delete_data: bool) -> Observed {
+    let mut o = Observed::default();
+    for f in found {
+        let record = inventory.resources.get(f.id.as_str());
+        if let Some(first) = o.found.get(&f.id) {
+            // Keep the one the inventory names; the other is a duplicate.
+            if record.is_some_and(|r| r.cloud_id == f.cloud_id) && first.cloud_id != f.cloud_id {
+                let first = o.found.insert(f.id.clone(), f).expect("present");
+                o.duplicates.push(first);
+            } else {
+                o.duplicates.push(f);
+            }
+            continue;
+        }
+        let mut resource = match (record, desired.resources.get(&f.id)) {
+            (Some(r), _) => Inventory::applied_resource(&f.id, f.kind, r),
+            (None, Some(want)) => {
+                o.adopted.insert(f.id.clone());
+                Resource { protection: None, ..want.clone() }
+            }
+            (None, None) => {
+                o.leaked.insert(f.id.clone());
+                Resource { id: f.id.clone(), ..Resource::new(f.kind, "leaked") }
+            }
+        };
+        resource.protection = record.and_then(|r| r.protection.clone()).filter(|_| !delete_data);
+        if f.kind == Kind::AwsS3Bucket && !delete_data {
+            resource.protection.get_or_insert_with(|| {
+                "buckets hold data; byoc never deletes or replaces one unless destroy is given --delete-data".to_owned()
+            });
+        }
+        o.graph.resources.insert(f.id.clone(), resource);
+        o.found.insert(f.id.clone(), f);
+    }
+    o.gone = inventory
+        .resources
+        .keys()
+        .filter_map(|k| ResourceId::parse(k))
+        .filter(|(_, id)| !o.found.contains_key(id))
+        .map(|(_, id)| id)
+        .collect();
+    o
+}
+
+/// The plan from `observed` to `desired`; adopted resources are re-applied (their
+/// settings were never confirmed), leaked ones deleted.
+pub fn plan_apply(desired: &Graph, observed: &Observed) -> Plan {
+    let mut p = plan(desired, &observed.graph);
+    for s in &mut p.steps {
+        if observed.adopted.contains(&s.id) && s.action == Action::NoOp {
+            s.action = Action::Update;
+            s.reason = "found by its tags but not in the inventory (an earlier apply stopped before recording it): adopted, its settings re-applied".to_owned();
+        }
+        if observed.leaked.contains(&s.id) && s.action == Action::Delete {
+            s.reason = "tagged for this environment but neither desired nor in the inventory (leaked)".to_owned();
+        }
+    }
+    p
+}
+
+/// Reads the inventory and its version.
+pub fn load_inventory(store: &impl StateStore) -> Result<(Inventory, Option<String>), ApplyError> {
+    match store.get(INVENTORY_KEY)? {
+        None => Ok((Inventory::default(), None)),
+        Some(v) => {
+            let inv = serde_json::from_slice(&v.value).map_err(|e| ApplyError::Inventory { key: INVENTORY_KEY, message: e.to_string() })?;
+            Ok((inv, Some(v.version)))
+        }
+    }
+}
+
+/// The inventory in the state store, written only on top of the version read.
+struct Recorder<'a, S: StateStore> {
+    store: &'a S,
+    inventory: Inventory,
+    version: Option<String>,
+    lease: Lease,
+    options: &'a Options,
+    renewed: Instant,
+}
+
+impl<S: StateStore> Recorder<'_, S> {
+    fn save(&mut self) -> Result<(), ApplyError> {
+        let bytes = serde_json::to_vec_pretty(&self.inventory).expect("inventory serializes");
+        self.version = Some(self.store.put(INVENTORY_KEY, &bytes, self.version.as_deref())?);
+        Ok(())
+    }
+
+    fn renew_if_due(&mut self) -> Result<(), ApplyError> {
+        if self.renewed.elapsed() >= Duration::from_secs((self.options.lease_ttl / 3).max(1) as u64) {
+            self.lease.renew(self.store, now(), self.options.lease_ttl)?;
+            self.renewed = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn done(&mut self, id: &ResourceId, action: Action, desired: Option<&Resource>, found: Option<&Found>) -> Result<(), ApplyError> {
+        match (desired, found) {
+            (Some(r), Some(f)) => {
+                let record = Record {
+                    kind: r.kind.as_str().to_owned(),
+                    cloud_id: f.cloud_id.clone(),
+                    outputs: f.outputs.clone(),
+                    applied: serde_json::to_value(&r.properties).expect("properties serialize"),
+                    depends_on: r.depends_on.iter().map(|d| d.as_str().to_owned()).collect(),
+                    protection: r.protection.clone(),
+                };
+                self.inventory.resources.insert(id.as_str().to_owned(), record);
+            }
+            _ => {
+                self.inventory.resources.remove(id.as_str());
+            }
+        }
+        if let Some(j) = &mut self.inventory.journal {
+            j.done.push(JournalEntry {
+                id: id.as_str().to_owned(),
+                action: action.as_str().to_owned(),
+                at: now(),
+                cloud_id: found.map(|f| f.cloud_id.clone()).unwrap_or_default(),
+            });
+        }
+        self.save()?;
+        self.renew_if_due()
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Everything before the first change: the lease, the inventory, what exists, the plan.
+pub struct Prepared<'a, S: StateStore> {
+    recorder: Recorder<'a, S>,
+    /// What exists.
+    pub observed: Observed,
+    /// The plan that [`Prepared::execute`] runs, exactly.
+    pub plan: Plan,
+    desired: Graph,
+}
+
+/// Takes the lease, reads the inventory and the account, and plans. Nothing is changed;
+/// drop the result (or call [`Prepared::release`]) to give the lease back.
+pub async fn prepare<'a, S: StateStore, C: Cloud>(cloud: &C, store: &'a S, desired: &Graph, options: &'a Options) -> Result<Prepared<'a, S>, ApplyError> {
+    let lease = Lease::acquire(store, &options.holder, now(), options.lease_ttl)?;
+    let mut recorder = Recorder { store, inventory: Inventory::default(), version: None, lease, options, renewed: Instant::now() };
+    let result = async {
+        let (inventory, version) = load_inventory(store)?;
+        recorder.inventory = inventory;
+        recorder.version = version;
+        let found = cloud.observe().await.map_err(ApplyError::Observe)?;
+        Ok::<_, ApplyError>(reconcile(&recorder.inventory, found, desired, options.delete_data))
+    }
+    .await;
+    let observed = match result {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = recorder.lease.release(store);
+            return Err(e);
+        }
+    };
+    let plan = plan_apply(desired, &observed);
+    Ok(Prepared { recorder, observed, plan, desired: desired.clone() })
+}
+
+impl<S: StateStore> Prepared<'_, S> {
+    /// Gives the lease back without changing anything.
+    pub fn release(self) -> Result<(), ApplyError> {
+        self.recorder.lease.release(self.recorder.store)?;
+        Ok(())
+    }
+
+    /// Notes from reading the inventory against the account, one line each.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(j) = &self.recorder.inventory.journal {
+            if j.finished_at.is_none() {
+                notes.push(format!(
+                    "resuming: the apply of {} started at {} stopped after {} of {} action(s); what is left is planned again from what exists",
+                    j.revision,
+                    j.started_at,
+                    j.done.len(),
+                    j.planned
+                ));
+            }
+        }
+        for id in &self.observed.gone {
+            notes.push(format!("{id} is in the inventory but no longer exists (deleted outside byoc); it will be created again if desired"));
+        }
+        for id in &self.observed.adopted {
+            notes.push(format!("{id} exists with its tags but was not recorded (an interrupted apply); adopting it"));
+        }
+        for id in &self.observed.leaked {
+            notes.push(format!("{id} is tagged for this environment but not managed (leaked); it will be deleted"));
+        }
+        for d in &self.observed.duplicates {
+            notes.push(format!("{} {} is a second resource tagged {}; it will be deleted", d.kind.label(), d.cloud_id, d.id));
+        }
+        notes
+    }
+
+    /// Whether there is anything to do.
+    pub fn has_work(&self) -> bool {
+        self.plan.steps.iter().any(|s| !matches!(s.action, Action::NoOp | Action::Blocked)) || !self.observed.duplicates.is_empty()
+    }
+
+    /// Runs the plan. Prints one line per finished action; returns how many finished.
+    pub async fn execute<C: Cloud>(mut self, cloud: &C, concurrency: usize) -> Result<usize, ApplyError> {
+        let steps: Vec<Step> = self.plan.steps.iter().filter(|s| !matches!(s.action, Action::NoOp | Action::Blocked)).cloned().collect();
+        let planned = steps.len() + self.observed.duplicates.len();
+        self.recorder.inventory.journal =
+            Some(Journal { revision: self.recorder.options.revision.clone(), started_at: now(), planned, done: Vec::new(), finished_at: None });
+        self.recorder.save()?;
+        let mut refs = std::mem::take(&mut self.observed.found);
+        let mut progress = Progress { total: planned, finished: 0, failures: Vec::new() };
+        let concurrency = concurrency.max(1);
+
+        // 1. Replacements: the old resource goes first, dependents before dependencies.
+        let replaced: Vec<Step> = steps.iter().filter(|s| s.action == Action::Replace).cloned().collect();
+        self.delete_in_order(cloud, &replaced, &mut refs, &mut progress, concurrency, true).await?;
+
+        // 2. Creates and updates, each once its dependencies are done.
+        if progress.failures.is_empty() {
+            let ensures: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Create | Action::Update | Action::Replace)).collect();
+            let desired = std::mem::take(&mut self.desired);
+            self.ensure_in_order(cloud, &desired, &ensures, &mut refs, &mut progress, concurrency).await?;
+        }
+
+        // 3. Deletions (and duplicates), dependents first.
+        if progress.failures.is_empty() {
+            let deletes: Vec<Step> = steps.iter().filter(|s| s.action == Action::Delete).cloned().collect();
+            let duplicates = std::mem::take(&mut self.observed.duplicates);
+            self.delete_in_order(cloud, &deletes, &mut refs, &mut progress, concurrency, false).await?;
+            for d in duplicates {
+                let started = Instant::now();
+                match cloud.delete(&d).await {
+                    Ok(()) => {
+                        progress.finished += 1;
+                        println!("done {}/{} {} delete-duplicate {} ({:.1}s)", progress.finished, progress.total, d.id, d.cloud_id, started.elapsed().as_secs_f64());
+                    }
+                    Err(e) => progress.failures.push(e.to_string()),
+                }
+            }
+        }
+
+        if !progress.failures.is_empty() {
+            let _ = self.recorder.lease.release(self.recorder.store);
+            return Err(ApplyError::Actions { failed: progress.failures.len(), done: progress.finished, errors: progress.failures.join("\n") });
+        }
+        if let Some(j) = &mut self.recorder.inventory.journal {
+            j.finished_at = Some(now());
+        }
+        self.recorder.inventory.last_applied = Some(self.recorder.options.revision.clone());
+        self.recorder.save()?;
+        self.recorder.lease.release(self.recorder.store)?;
+        Ok(progress.finished)
+    }
+
+    async fn delete_in_order<C: Cloud>(
+        &mut self,
+        cloud: &C,
+        steps: &[Step],
+        refs: &mut Refs,
+        progress: &mut Progress,
+        concurrency: usize,
+        replacing: bool,
+    ) -> Result<(), ApplyError> {
+        let mut by_rank: BTreeMap<usize, Vec<&Step>> = BTreeMap::new();
+        for s in steps {
+            by_rank.entry(delete_rank(s.kind)).or_default().push(s);
+        }
+        for wave in by_rank.values() {
+            let mut queue = wave.iter();
+            let mut running = FuturesUnordered::new();
+            loop {
+                while running.len() < concurrency && progress.failures.is_empty() {
+                    let Some(step) = queue.next() else { break };
+                    let Some(found) = refs.get(&step.id).cloned() else { continue };
+                    running.push(async move {
+                        let started = Instant::now();
+                        (*step, cloud.delete(&found).await, started, found)
+                    });
+                }
+                let Some((step, result, started, found)) = self.next_or_renew(&mut running).await? else { break };
+                match result {
+                    Ok(()) => {
+                        refs.remove(&step.id);
+                        progress.finished += usize::from(!replacing);
+                        // A replacement is recorded once its new resource exists.
+                        if !replacing {
+                            self.recorder.done(&step.id, Action::Delete, None, None)?;
+                        } else {
+                            self.recorder.inventory.resources.remove(step.id.as_str());
+                            self.recorder.save()?;
+                        }
+                        let label = if replacing { "replace: deleted" } else { "delete" };
+                        println!("done {}/{} {} {label} {} ({:.1}s)", progress.finished, progress.total, step.id, found.cloud_id, started.elapsed().as_secs_f64());
+                    }
+                    Err(e) => progress.failures.push(e.to_string()),
+                }
+            }
+            if !progress.failures.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_in_order<C: Cloud>(
+        &mut self,
+        cloud: &C,
+        desired: &Graph,
+        steps: &[&Step],
+        refs: &mut Refs,
+        progress: &mut Progress,
+        concurrency: usize,
+    ) -> Result<(), ApplyError> {
+        let pending_ids: BTreeSet<&ResourceId> = steps.iter().map(|s| &s.id).collect();
+        let mut waiting: Vec<&Step> = steps.to_vec();
+        let mut finished: BTreeSet<ResourceId> = BTreeSet::new();
+        let mut running = FuturesUnordered::new();
+        loop {
+            // Start every step whose pending dependencies are finished.
+            let mut i = 0;
+            while i < waiting.len() && running.len() < concurrency && progress.failures.is_empty() {
+                let step = waiting[i];
+                let want = &desired.resources[&step.id];
+                let ready = want.depends_on.iter().all(|d| !pending_ids.contains(d) || finished.contains(d));
+                if !ready {
+                    i += 1;
+                    continue;
+                }
+                waiting.remove(i);
+                let existing = refs.get(&step.id).cloned();
+                let deps: Refs = want.depends_on.iter().filter_map(|d| refs.get(d).map(|f| (d.clone(), f.clone()))).collect();
+                running.push(async move {
+                    let started = Instant::now();
+                    let result = cloud.ensure(want, existing.as_ref(), &deps).await;
+                    (step, result, started)
+                });
+            }
+            let Some((step, result, started)) = self.next_or_renew(&mut running).await? else { break };
+            match result {
+                Ok(found) => {
+                    progress.finished += 1;
+                    let want = &desired.resources[&step.id];
+                    self.recorder.done(&step.id, step.action, Some(want), Some(&found))?;
+                    println!(
+                        "done {}/{} {} {} {} ({:.1}s)",
+                        progress.finished,
+                        progress.total,
+                        step.id,
+                        step.action.as_str(),
+                        found.cloud_id,
+                        started.elapsed().as_secs_f64()
+                    );
+                    finished.insert(step.id.clone());
+                    refs.insert(step.id.clone(), found);
+                }
+                Err(e) => progress.failures.push(e.to_string()),
+            }
+        }
+        for step in waiting {
+            if progress.failures.is_empty() {
+                progress.failures.push(format!("{}: not started, a dependency did not finish", step.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The next finished future, renewing the lease while waiting; `None` when none run.
+    async fn next_or_renew<F: std::future::Future>(&mut self, running: &mut FuturesUnordered<F>) -> Result<Option<F::Output>, ApplyError> {
+        if running.is_empty() {
+            return Ok(None);
+        }
+        let period = Duration::from_secs((self.recorder.options.lease_ttl / 3).max(1) as u64);
+        loop {
+            tokio::select! {
+                out = running.next() => return Ok(out),
+                () = tokio::time::sleep(period) => self.recorder.renew_if_due()?,
+            }
+        }
+    }
+}
+
+struct Progress {
+    total: usize,
+    finished: usize,
+    failures: Vec<String>,
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""An HTTP proxy in front of the moto server, for the AWS tests. Two jobs:
+
+1. Fault injection: with probability --fault-rate a request is answered, without being
+   forwarded, by the throttling or internal-error response the service would give
+   (EC2 RequestLimitExceeded 503, IAM/STS/ELBv2 Throttling 400, EKS
+   TooManyRequestsException 429, S3 SlowDown 503, or each service's 500). Because the
+   request never reached moto, retrying it is always safe. GET /__faults returns how many
+   were injected, per service.
+
+2. A recorded-response double for the two calls moto does not implement, answered with
+   the response shapes the AWS API references document:
+   - iam SimulatePrincipalPolicy: every action "allowed", except those in --deny
+     ("implicitDeny");
+   - service-quotas GetServiceQuota for eks/L-6D54EA21 (managed node groups per
+     cluster): value --quota. moto knows only VPC quotas.
+   Everything else goes to moto unchanged.
+
+Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
+                 [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50]
+Listens on 127.0.0.1 only; exits when the owner process is gone.
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ARGS = None
+LOCK = threading.Lock()
+RNG = None
+INJECTED = {}
+
+
+def service_of(headers):
+    m = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", headers.get("Authorization", ""))
+    return m.group(1) if m else "unknown"
+
+
+def fault(service):
+    """(status, headers, body) of a throttling or server error for `service`."""
+    throttle = RNG.random() < 0.5
+    if service == "ec2":
+        code, status = ("RequestLimitExceeded", 503) if throttle else ("InternalError", 500)
+        body = f"<Response><Errors><Error><Code>{code}</Code><Message>injected by faults.py</Message></Error></Errors><RequestID>fault</RequestID></Response>"
+        return status, {"Content-Type": "text/xml"}, body
+    if service == "s3":
+        code, status = ("SlowDown", 503) if throttle else ("InternalError", 500)
+        body = f"<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>injected by faults.py</Message><RequestId>fault</RequestId></Error>"
+        return status, {"Content-Type": "application/xml"}, body
+    if service == "eks":
+        code, status = ("TooManyRequestsException", 429) if throttle else ("ServerException", 500)
+        return status, {"Content-Type": "application/json", "x-amzn-ErrorType": code}, json.dumps({"message": "injected by faults.py"})
+    if service == "servicequotas":
+        code, status = ("TooManyRequestsException", 400) if throttle else ("ServiceException", 500)
+        return status, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps({"__type": code, "message": "injected by faults.py"})
+    # Query protocols: IAM, STS, ELBv2.
+    code, status = ("Throttling", 400) if throttle else ("InternalFailure", 500)
+    body = f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>injected by faults.py</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
+    return status, {"Content-Type": "text/xml"}, body
+
+
+def simulate(form):
+    actions = [v[0] for k, v in sorted(form.items(), key=lambda kv: kv[0]) if k.startswith("ActionNames.member.")]
+    deny = set(filter(None, ARGS.deny.split(",")))
+    members = "".join(
+        f"<member><EvalActionName>{a}</EvalActionName><EvalResourceName>*</EvalResourceName>"
+        f"<EvalDecision>{'implicitDeny' if a in deny else 'allowed'}</EvalDecision>"
+        "<MatchedStatements/><MissingContextValues/></member>"
+        for a in actions
+    )
+    body = (
+        '<SimulatePrincipalPolicyResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+        f"<SimulatePrincipalPolicyResult><IsTruncated>false</IsTruncated><EvaluationResults>{members}</EvaluationResults>"
+        "</SimulatePrincipalPolicyResult><ResponseMetadata><RequestId>recorded</RequestId></ResponseMetadata>"
+        "</SimulatePrincipalPolicyResponse>"
+    )
+    return 200, {"Content-Type": "text/xml"}, body
+
+
+def quota(request):
+    if request.get("ServiceCode") != "eks" or request.get("QuotaCode") != "L-6D54EA21":
+        return None
+    q = {
+        "ServiceCode": "eks",
+        "ServiceName": "Amazon Elastic Kubernetes Service (Amazon EKS)",
+        "QuotaArn": "arn:aws:servicequotas:us-east-1:123456789012:eks/L-6D54EA21",
+        "QuotaCode": "L-6D54EA21",
+        "QuotaName": "Managed node groups per cluster",
+        "Value": float(ARGS.quota),
+        "Unit": "None",
+        "Adjustable": True,
+        "GlobalQuota": False,
+    }
+    return 200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps({"Quota": q})
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, headers, body):
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path == "/__faults":
+            with LOCK:
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(INJECTED))
+        service = service_of(self.headers)
+        with LOCK:
+            inject = RNG.random() < ARGS.fault_rate
+            if inject:
+                INJECTED[service] = INJECTED.get(service, 0) + 1
+                status, headers, payload = fault(service)
+        if inject:
+            return self.answer(status, headers, payload)
+        if service == "iam" and b"Action=SimulatePrincipalPolicy" in body:
+            return self.answer(*simulate(urllib.parse.parse_qs(body.decode())))
+        if self.headers.get("X-Amz-Target", "").endswith(".GetServiceQuota"):
+            recorded = quota(json.loads(body or b"{}"))
+            if recorded:
+                return self.answer(*recorded)
+        self.forward(body)
+
+    def forward(self, body):
+        up = urllib.parse.urlsplit(ARGS.upstream)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding", "content-length")}
+        headers["Content-Length"] = str(len(body))
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        out = {k: v for k, v in resp.getheaders() if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date")}
+        conn.close()
+        self.answer(resp.status, out, data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
+
+
+def watch_owner(pid, server):
+    while True:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            server.shutdown()
+            return
+        time.sleep(1)
+
+
+def main():
+    global ARGS, RNG
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--owner", type=int, required=True)
+    p.add_argument("--fault-rate", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--deny", default="")
+    p.add_argument("--quota", default="50")
+    ARGS = p.parse_args()
+    RNG = random.Random(ARGS.seed)
+    server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=watch_owner, args=(ARGS.owner, server), daemon=True).start()
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
