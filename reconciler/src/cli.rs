@@ -471,7 +471,11 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
 }
 
 /// The state store the flags name: a directory, or `s3://BUCKET/PREFIX`; `None` for neither.
-pub(crate) fn open_store(dir: Option<&std::path::Path>, s3: Option<&str>, endpoint_url: Option<&str>) -> anyhow::Result<Option<Box<dyn StateStore>>> {
+pub(crate) fn open_store(
+    dir: Option<&std::path::Path>,
+    s3: Option<&str>,
+    endpoint_url: Option<&str>,
+) -> anyhow::Result<Option<Box<dyn StateStore>>> {
     Ok(match (dir, s3) {
         (Some(dir), _) => Some(Box::new(LocalDir::new(dir)?)),
         (None, Some(url)) => {

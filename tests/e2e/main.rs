@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `byoc` binary against real git repositories.
 
+mod aws;
 mod bad_specs;
 mod golden;
 mod kube;

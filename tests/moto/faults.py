@@ -13,7 +13,9 @@
    - iam SimulatePrincipalPolicy: every action "allowed", except those in --deny
      ("implicitDeny");
    - service-quotas GetServiceQuota for eks/L-6D54EA21 (managed node groups per
-     cluster): value --quota. moto knows only VPC quotas.
+     cluster): value --quota ("none": not answered, so moto's NoSuchResource comes
+     back, as from an account where the quota cannot be read). moto knows only VPC
+     quotas.
    Everything else goes to moto unchanged.
 
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
@@ -84,7 +86,7 @@ def simulate(form):
 
 
 def quota(request):
-    if request.get("ServiceCode") != "eks" or request.get("QuotaCode") != "L-6D54EA21":
+    if ARGS.quota == "none" or request.get("ServiceCode") != "eks" or request.get("QuotaCode") != "L-6D54EA21":
         return None
     q = {
         "ServiceCode": "eks",
@@ -176,6 +178,8 @@ def main():
     ARGS = p.parse_args()
     RNG = random.Random(ARGS.seed)
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
+    # A client killed mid-request (the crash tests) breaks its connection; not an error here.
+    server.handle_error = lambda request, address: None
     server.daemon_threads = True
     threading.Thread(target=watch_owner, args=(ARGS.owner, server), daemon=True).start()
     print("ready", flush=True)

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::{Cloud, CloudError, Found, Inventory, Journal, JournalEntry, Record, Refs, delete_rank, INVENTORY_KEY};
+use super::{Cloud, CloudError, Found, INVENTORY_KEY, Inventory, Journal, JournalEntry, Record, Refs, delete_rank};
 use crate::plan::{Action, Plan, Step, plan};
 use crate::resource::{Graph, Kind, Resource, ResourceId};
 use crate::state::lease::{Lease, LeaseError};
@@ -218,6 +218,18 @@ impl<S: StateStore> Recorder<'_, S> {
     }
 }
 
+/// Whether a lease holder (`host:pid`) is a process of this host that no longer runs: an
+/// apply that was killed. Its lease is taken over at once instead of after it expires.
+fn dead_here(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else { return false };
+    host == hostname() && pid.parse::<u32>().is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// This host's name, as lease holders name it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".to_owned())
+}
+
 /// Seconds since the epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -235,8 +247,13 @@ pub struct Prepared<'a, S: StateStore> {
 
 /// Takes the lease, reads the inventory and the account, and plans. Nothing is changed;
 /// drop the result (or call [`Prepared::release`]) to give the lease back.
-pub async fn prepare<'a, S: StateStore, C: Cloud>(cloud: &C, store: &'a S, desired: &Graph, options: &'a Options) -> Result<Prepared<'a, S>, ApplyError> {
-    let lease = Lease::acquire(store, &options.holder, now(), options.lease_ttl)?;
+pub async fn prepare<'a, S: StateStore, C: Cloud>(
+    cloud: &C,
+    store: &'a S,
+    desired: &Graph,
+    options: &'a Options,
+) -> Result<Prepared<'a, S>, ApplyError> {
+    let lease = Lease::acquire_unless(store, &options.holder, now(), options.lease_ttl, dead_here)?;
     let mut recorder = Recorder { store, inventory: Inventory::default(), version: None, lease, options, renewed: Instant::now() };
     let result = async {
         let (inventory, version) = load_inventory(store)?;
@@ -279,7 +296,8 @@ impl<S: StateStore> Prepared<'_, S> {
             }
         }
         for id in &self.observed.gone {
-            notes.push(format!("{id} is in the inventory but no longer exists (deleted outside byoc); it will be created again if desired"));
+            notes
+                .push(format!("{id} is in the inventory but no longer exists (deleted outside byoc); it will be created again if desired"));
         }
         for id in &self.observed.adopted {
             notes.push(format!("{id} exists with its tags but was not recorded (an interrupted apply); adopting it"));
@@ -302,8 +320,13 @@ impl<S: StateStore> Prepared<'_, S> {
     pub async fn execute<C: Cloud>(mut self, cloud: &C, concurrency: usize) -> Result<usize, ApplyError> {
         let steps: Vec<Step> = self.plan.steps.iter().filter(|s| !matches!(s.action, Action::NoOp | Action::Blocked)).cloned().collect();
         let planned = steps.len() + self.observed.duplicates.len();
-        self.recorder.inventory.journal =
-            Some(Journal { revision: self.recorder.options.revision.clone(), started_at: now(), planned, done: Vec::new(), finished_at: None });
+        self.recorder.inventory.journal = Some(Journal {
+            revision: self.recorder.options.revision.clone(),
+            started_at: now(),
+            planned,
+            done: Vec::new(),
+            finished_at: None,
+        });
         self.recorder.save()?;
         let mut refs = std::mem::take(&mut self.observed.found);
         let mut progress = Progress { total: planned, finished: 0, failures: Vec::new() };
@@ -315,7 +338,8 @@ impl<S: StateStore> Prepared<'_, S> {
 
         // 2. Creates and updates, each once its dependencies are done.
         if progress.failures.is_empty() {
-            let ensures: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Create | Action::Update | Action::Replace)).collect();
+            let ensures: Vec<&Step> =
+                steps.iter().filter(|s| matches!(s.action, Action::Create | Action::Update | Action::Replace)).collect();
             let desired = std::mem::take(&mut self.desired);
             self.ensure_in_order(cloud, &desired, &ensures, &mut refs, &mut progress, concurrency).await?;
         }
@@ -330,7 +354,14 @@ impl<S: StateStore> Prepared<'_, S> {
                 match cloud.delete(&d).await {
                     Ok(()) => {
                         progress.finished += 1;
-                        println!("done {}/{} {} delete-duplicate {} ({:.1}s)", progress.finished, progress.total, d.id, d.cloud_id, started.elapsed().as_secs_f64());
+                        println!(
+                            "done {}/{} {} delete-duplicate {} ({:.1}s)",
+                            progress.finished,
+                            progress.total,
+                            d.id,
+                            d.cloud_id,
+                            started.elapsed().as_secs_f64()
+                        );
                     }
                     Err(e) => progress.failures.push(e.to_string()),
                 }
@@ -339,7 +370,11 @@ impl<S: StateStore> Prepared<'_, S> {
 
         if !progress.failures.is_empty() {
             let _ = self.recorder.lease.release(self.recorder.store);
-            return Err(ApplyError::Actions { failed: progress.failures.len(), done: progress.finished, errors: progress.failures.join("\n") });
+            return Err(ApplyError::Actions {
+                failed: progress.failures.len(),
+                done: progress.finished,
+                errors: progress.failures.join("\n"),
+            });
         }
         if let Some(j) = &mut self.recorder.inventory.journal {
             j.finished_at = Some(now());
@@ -388,7 +423,14 @@ impl<S: StateStore> Prepared<'_, S> {
                             self.recorder.save()?;
                         }
                         let label = if replacing { "replace: deleted" } else { "delete" };
-                        println!("done {}/{} {} {label} {} ({:.1}s)", progress.finished, progress.total, step.id, found.cloud_id, started.elapsed().as_secs_f64());
+                        println!(
+                            "done {}/{} {} {label} {} ({:.1}s)",
+                            progress.finished,
+                            progress.total,
+                            step.id,
+                            found.cloud_id,
+                            started.elapsed().as_secs_f64()
+                        );
                     }
                     Err(e) => progress.failures.push(e.to_string()),
                 }

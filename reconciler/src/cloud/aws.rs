@@ -177,7 +177,12 @@ fn resolve_list(refs: &Refs, r: &Resource, name: &str) -> Result<Vec<String>, Cl
 }
 
 fn found(r: &Resource, cloud_id: impl Into<String>, outputs: impl IntoIterator<Item = (&'static str, String)>) -> Found {
-    Found { id: r.id.clone(), kind: r.kind, cloud_id: cloud_id.into(), outputs: outputs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect() }
+    Found {
+        id: r.id.clone(),
+        kind: r.kind,
+        cloud_id: cloud_id.into(),
+        outputs: outputs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
 }
 
 fn missing(what: &str, field: &str) -> CloudError {
@@ -217,19 +222,35 @@ impl Cloud for Aws {
     async fn delete(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("{op} for {} {}", f.id, f.cloud_id);
         let id = f.cloud_id.as_str();
-        let gone = ["InvalidVpcID.NotFound", "InvalidSubnetID.NotFound", "InvalidInternetGatewayID.NotFound", "InvalidRouteTableID.NotFound", "InvalidGroup.NotFound", "NatGatewayNotFound", "InvalidVpcEndpointService.NotFound", "NoSuchEntity", "ResourceNotFoundException", "NoSuchBucket", "LoadBalancerNotFound"];
+        let gone = [
+            "InvalidVpcID.NotFound",
+            "InvalidSubnetID.NotFound",
+            "InvalidInternetGatewayID.NotFound",
+            "InvalidRouteTableID.NotFound",
+            "InvalidGroup.NotFound",
+            "NatGatewayNotFound",
+            "InvalidVpcEndpointService.NotFound",
+            "NoSuchEntity",
+            "ResourceNotFoundException",
+            "NoSuchBucket",
+            "LoadBalancerNotFound",
+        ];
         let result = match f.kind {
             Kind::AwsVpc => self.retry.call(&what("ec2 DeleteVpc"), || self.ec2.delete_vpc().vpc_id(id).send()).await.map(drop),
             Kind::AwsSubnet => self.retry.call(&what("ec2 DeleteSubnet"), || self.ec2.delete_subnet().subnet_id(id).send()).await.map(drop),
             Kind::AwsInternetGateway => self.delete_igw(f).await,
             Kind::AwsNatGateway => self.delete_nat(f).await,
             Kind::AwsRouteTable => self.delete_route_table(f).await,
-            Kind::AwsSecurityGroup => self.retry.call(&what("ec2 DeleteSecurityGroup"), || self.ec2.delete_security_group().group_id(id).send()).await.map(drop),
+            Kind::AwsSecurityGroup => {
+                self.retry.call(&what("ec2 DeleteSecurityGroup"), || self.ec2.delete_security_group().group_id(id).send()).await.map(drop)
+            }
             Kind::AwsIamRole => self.delete_role(f).await,
             Kind::AwsEksCluster => self.delete_cluster(f).await,
             Kind::AwsOidcProvider => self
                 .retry
-                .call(&what("iam DeleteOpenIDConnectProvider"), || self.iam.delete_open_id_connect_provider().open_id_connect_provider_arn(id).send())
+                .call(&what("iam DeleteOpenIDConnectProvider"), || {
+                    self.iam.delete_open_id_connect_provider().open_id_connect_provider_arn(id).send()
+                })
                 .await
                 .map(drop),
             Kind::AwsEksNodeGroup => self.delete_node_group(f).await,
@@ -269,16 +290,23 @@ impl Aws {
                 out.push(Found { id, kind: Kind::AwsSubnet, cloud_id: cloud_id.to_owned(), outputs: [("vpcId".to_owned(), vpc)].into() });
             }
         }
-        let igws = self.retry.call("ec2 DescribeInternetGateways", || self.ec2.describe_internet_gateways().filters(f.clone()).send()).await?;
+        let igws =
+            self.retry.call("ec2 DescribeInternetGateways", || self.ec2.describe_internet_gateways().filters(f.clone()).send()).await?;
         for g in igws.internet_gateways() {
-            if let (Some(id), Some(cloud_id)) = (self.ours(Kind::AwsInternetGateway, ec2_tags(g.tags.as_deref())), g.internet_gateway_id()) {
+            if let (Some(id), Some(cloud_id)) = (self.ours(Kind::AwsInternetGateway, ec2_tags(g.tags.as_deref())), g.internet_gateway_id())
+            {
                 out.push(Found { id, kind: Kind::AwsInternetGateway, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
             }
         }
         let nats = self.retry.call("ec2 DescribeNatGateways", || self.ec2.describe_nat_gateways().filter(f.clone()).send()).await?;
         for n in nats.nat_gateways() {
-            let live = !matches!(n.state(), Some(ec2t::NatGatewayState::Deleted | ec2t::NatGatewayState::Deleting | ec2t::NatGatewayState::Failed));
-            if let (true, Some(id), Some(cloud_id)) = (live, self.ours(Kind::AwsNatGateway, ec2_tags(n.tags.as_deref())), n.nat_gateway_id()) {
+            let live = !matches!(
+                n.state(),
+                Some(ec2t::NatGatewayState::Deleted | ec2t::NatGatewayState::Deleting | ec2t::NatGatewayState::Failed)
+            );
+            if let (true, Some(id), Some(cloud_id)) =
+                (live, self.ours(Kind::AwsNatGateway, ec2_tags(n.tags.as_deref())), n.nat_gateway_id())
+            {
                 out.push(Found { id, kind: Kind::AwsNatGateway, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
             }
         }
@@ -288,7 +316,8 @@ impl Aws {
                 out.push(Found { id, kind: Kind::AwsRouteTable, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
             }
         }
-        let groups = self.retry.call("ec2 DescribeSecurityGroups", || self.ec2.describe_security_groups().filters(f.clone()).send()).await?;
+        let groups =
+            self.retry.call("ec2 DescribeSecurityGroups", || self.ec2.describe_security_groups().filters(f.clone()).send()).await?;
         for g in groups.security_groups() {
             if let (Some(id), Some(cloud_id)) = (self.ours(Kind::AwsSecurityGroup, ec2_tags(g.tags.as_deref())), g.group_id()) {
                 out.push(Found { id, kind: Kind::AwsSecurityGroup, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
@@ -301,10 +330,18 @@ impl Aws {
             .call("ec2 DescribeVpcEndpointServiceConfigurations", || self.ec2.describe_vpc_endpoint_service_configurations().send())
             .await?;
         for s in services.service_configurations() {
-            let live = !matches!(s.service_state(), Some(ec2t::ServiceState::Deleted | ec2t::ServiceState::Deleting | ec2t::ServiceState::Failed));
-            if let (true, Some(id), Some(cloud_id)) = (live, self.ours(Kind::AwsVpcEndpointService, ec2_tags(s.tags.as_deref())), s.service_id()) {
+            let live =
+                !matches!(s.service_state(), Some(ec2t::ServiceState::Deleted | ec2t::ServiceState::Deleting | ec2t::ServiceState::Failed));
+            if let (true, Some(id), Some(cloud_id)) =
+                (live, self.ours(Kind::AwsVpcEndpointService, ec2_tags(s.tags.as_deref())), s.service_id())
+            {
                 let name = s.service_name().unwrap_or_default().to_owned();
-                out.push(Found { id, kind: Kind::AwsVpcEndpointService, cloud_id: cloud_id.to_owned(), outputs: [("serviceName".to_owned(), name)].into() });
+                out.push(Found {
+                    id,
+                    kind: Kind::AwsVpcEndpointService,
+                    cloud_id: cloud_id.to_owned(),
+                    outputs: [("serviceName".to_owned(), name)].into(),
+                });
             }
         }
         Ok(())
@@ -314,17 +351,19 @@ impl Aws {
         let prefix = format!("byoc-{}-", self.environment);
         let mut marker: Option<String> = None;
         loop {
-            let page = self
-                .retry
-                .call("iam ListRoles", || self.iam.list_roles().set_marker(marker.clone()).send())
-                .await?;
+            let page = self.retry.call("iam ListRoles", || self.iam.list_roles().set_marker(marker.clone()).send()).await?;
             // Role names are `byoc-<environment>-...` (the ARN the pods' annotation
             // names has no path); only those are asked for their tags.
             for role in page.roles().iter().filter(|r| r.role_name().starts_with(&prefix)) {
                 let name = role.role_name();
                 let t = self.retry.call(&format!("iam ListRoleTags {name}"), || self.iam.list_role_tags().role_name(name).send()).await?;
                 if let Some(id) = self.ours(Kind::AwsIamRole, t.tags().iter().map(|t| (t.key(), t.value()))) {
-                    out.push(Found { id, kind: Kind::AwsIamRole, cloud_id: name.to_owned(), outputs: [("arn".to_owned(), role.arn().to_owned())].into() });
+                    out.push(Found {
+                        id,
+                        kind: Kind::AwsIamRole,
+                        cloud_id: name.to_owned(),
+                        outputs: [("arn".to_owned(), role.arn().to_owned())].into(),
+                    });
                 }
             }
             marker = page.marker().map(str::to_owned);
@@ -337,11 +376,18 @@ impl Aws {
             let Some(arn) = p.arn() else { continue };
             let got = self
                 .retry
-                .call(&format!("iam GetOpenIDConnectProvider {arn}"), || self.iam.get_open_id_connect_provider().open_id_connect_provider_arn(arn).send())
+                .call(&format!("iam GetOpenIDConnectProvider {arn}"), || {
+                    self.iam.get_open_id_connect_provider().open_id_connect_provider_arn(arn).send()
+                })
                 .await?;
             if let Some(id) = self.ours(Kind::AwsOidcProvider, got.tags().iter().map(|t| (t.key(), t.value()))) {
                 let issuer = got.url().unwrap_or_default().to_owned();
-                out.push(Found { id, kind: Kind::AwsOidcProvider, cloud_id: arn.to_owned(), outputs: [("issuer".to_owned(), issuer)].into() });
+                out.push(Found {
+                    id,
+                    kind: Kind::AwsOidcProvider,
+                    cloud_id: arn.to_owned(),
+                    outputs: [("issuer".to_owned(), issuer)].into(),
+                });
             }
         }
         Ok(())
@@ -357,18 +403,26 @@ impl Aws {
                     out.push(cluster_found(id, cluster));
                 }
             }
-            let groups = self.retry.call(&format!("eks ListNodegroups {name}"), || self.eks.list_nodegroups().cluster_name(name).send()).await?;
+            let groups =
+                self.retry.call(&format!("eks ListNodegroups {name}"), || self.eks.list_nodegroups().cluster_name(name).send()).await?;
             for group in groups.nodegroups() {
                 let d = self
                     .retry
-                    .call(&format!("eks DescribeNodegroup {name}/{group}"), || self.eks.describe_nodegroup().cluster_name(name).nodegroup_name(group).send())
+                    .call(&format!("eks DescribeNodegroup {name}/{group}"), || {
+                        self.eks.describe_nodegroup().cluster_name(name).nodegroup_name(group).send()
+                    })
                     .await?;
                 let Some(ng) = d.nodegroup() else { continue };
                 if ng.status() == Some(&ekst::NodegroupStatus::Deleting) {
                     continue;
                 }
                 if let Some(id) = self.ours(Kind::AwsEksNodeGroup, ng.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
-                    out.push(Found { id, kind: Kind::AwsEksNodeGroup, cloud_id: group.clone(), outputs: [("cluster".to_owned(), name.clone())].into() });
+                    out.push(Found {
+                        id,
+                        kind: Kind::AwsEksNodeGroup,
+                        cloud_id: group.clone(),
+                        outputs: [("cluster".to_owned(), name.clone())].into(),
+                    });
                 }
             }
         }
@@ -379,7 +433,8 @@ impl Aws {
         let buckets = self.retry.call("s3 ListBuckets", || self.s3.list_buckets().send()).await?;
         for b in buckets.buckets() {
             let Some(name) = b.name() else { continue };
-            let t = match self.retry.call(&format!("s3 GetBucketTagging {name}"), || self.s3.get_bucket_tagging().bucket(name).send()).await {
+            let t = match self.retry.call(&format!("s3 GetBucketTagging {name}"), || self.s3.get_bucket_tagging().bucket(name).send()).await
+            {
                 Ok(t) => t,
                 Err(e) if e.is(&["NoSuchTagSet", "NoSuchBucket"]) => continue,
                 Err(e) => return Err(e),
@@ -395,7 +450,10 @@ impl Aws {
         let mut marker: Option<String> = None;
         let mut lbs = Vec::new();
         loop {
-            let page = self.retry.call("elbv2 DescribeLoadBalancers", || self.elb.describe_load_balancers().set_marker(marker.clone()).send()).await?;
+            let page = self
+                .retry
+                .call("elbv2 DescribeLoadBalancers", || self.elb.describe_load_balancers().set_marker(marker.clone()).send())
+                .await?;
             lbs.extend(page.load_balancers().iter().cloned());
             marker = page.next_marker().map(str::to_owned);
             if marker.is_none() {
@@ -407,7 +465,9 @@ impl Aws {
             let t = self.retry.call("elbv2 DescribeTags", || self.elb.describe_tags().set_resource_arns(Some(arns.clone())).send()).await?;
             for d in t.tag_descriptions() {
                 let Some(arn) = d.resource_arn() else { continue };
-                if let Some(id) = self.ours(Kind::AwsNlb, d.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))) {
+                if let Some(id) =
+                    self.ours(Kind::AwsNlb, d.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())))
+                {
                     let lb = chunk.iter().find(|l| l.load_balancer_arn() == Some(arn));
                     let dns = lb.and_then(|l| l.dns_name()).unwrap_or_default().to_owned();
                     out.push(Found { id, kind: Kind::AwsNlb, cloud_id: arn.to_owned(), outputs: [("dnsName".to_owned(), dns)].into() });
@@ -446,10 +506,14 @@ impl Aws {
             }
         };
         let on = || ec2t::AttributeBooleanValue::builder().value(true).build();
-        self.retry.call(&what("ModifyVpcAttribute"), || self.ec2.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_support(on()).send()).await?;
+        self.retry
+            .call(&what("ModifyVpcAttribute"), || self.ec2.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_support(on()).send())
+            .await?;
         let hostnames = ec2t::AttributeBooleanValue::builder().value(flag(r, "enableDnsHostnames")).build();
         self.retry
-            .call(&what("ModifyVpcAttribute"), || self.ec2.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_hostnames(hostnames.clone()).send())
+            .call(&what("ModifyVpcAttribute"), || {
+                self.ec2.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_hostnames(hostnames.clone()).send()
+            })
             .await?;
         Ok(found(r, vpc_id, []))
     }
@@ -497,15 +561,23 @@ impl Aws {
                         self.ec2.create_internet_gateway().tag_specifications(tag_spec(ec2t::ResourceType::InternetGateway, r)).send()
                     })
                     .await?;
-                out.internet_gateway().and_then(|g| g.internet_gateway_id()).ok_or_else(|| missing(&what("CreateInternetGateway"), "InternetGatewayId"))?.to_owned()
+                out.internet_gateway()
+                    .and_then(|g| g.internet_gateway_id())
+                    .ok_or_else(|| missing(&what("CreateInternetGateway"), "InternetGatewayId"))?
+                    .to_owned()
             }
         };
-        let d = self.retry.call(&what("DescribeInternetGateways"), || self.ec2.describe_internet_gateways().internet_gateway_ids(&igw_id).send()).await?;
+        let d = self
+            .retry
+            .call(&what("DescribeInternetGateways"), || self.ec2.describe_internet_gateways().internet_gateway_ids(&igw_id).send())
+            .await?;
         let attached: Vec<String> =
             d.internet_gateways().iter().flat_map(|g| g.attachments()).filter_map(|a| a.vpc_id().map(str::to_owned)).collect();
         for other in attached.iter().filter(|v| v.as_str() != vpc) {
             self.retry
-                .call(&what("DetachInternetGateway"), || self.ec2.detach_internet_gateway().internet_gateway_id(&igw_id).vpc_id(other).send())
+                .call(&what("DetachInternetGateway"), || {
+                    self.ec2.detach_internet_gateway().internet_gateway_id(&igw_id).vpc_id(other).send()
+                })
                 .await?;
         }
         if !attached.iter().any(|v| v == vpc) {
@@ -518,15 +590,22 @@ impl Aws {
 
     async fn delete_igw(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("ec2 {op} for {} {}", f.id, f.cloud_id);
-        let d = self.retry.call(&what("DescribeInternetGateways"), || self.ec2.describe_internet_gateways().internet_gateway_ids(&f.cloud_id).send()).await?;
+        let d = self
+            .retry
+            .call(&what("DescribeInternetGateways"), || self.ec2.describe_internet_gateways().internet_gateway_ids(&f.cloud_id).send())
+            .await?;
         for a in d.internet_gateways().iter().flat_map(|g| g.attachments()) {
             if let Some(vpc) = a.vpc_id() {
                 self.retry
-                    .call(&what("DetachInternetGateway"), || self.ec2.detach_internet_gateway().internet_gateway_id(&f.cloud_id).vpc_id(vpc).send())
+                    .call(&what("DetachInternetGateway"), || {
+                        self.ec2.detach_internet_gateway().internet_gateway_id(&f.cloud_id).vpc_id(vpc).send()
+                    })
                     .await?;
             }
         }
-        self.retry.call(&what("DeleteInternetGateway"), || self.ec2.delete_internet_gateway().internet_gateway_id(&f.cloud_id).send()).await?;
+        self.retry
+            .call(&what("DeleteInternetGateway"), || self.ec2.delete_internet_gateway().internet_gateway_id(&f.cloud_id).send())
+            .await?;
         Ok(())
     }
 
@@ -536,7 +615,9 @@ impl Aws {
         let env = self.env_filter();
         let d = self
             .retry
-            .call(&format!("ec2 DescribeAddresses for {id}"), || self.ec2.describe_addresses().filters(filter.clone()).filters(env.clone()).send())
+            .call(&format!("ec2 DescribeAddresses for {id}"), || {
+                self.ec2.describe_addresses().filters(filter.clone()).filters(env.clone()).send()
+            })
             .await?;
         Ok(d.addresses().to_vec())
     }
@@ -548,14 +629,23 @@ impl Aws {
         }
         let subnet = resolve_prop(refs, r, "subnet")?;
         // An address an interrupted run allocated is reused, not allocated again.
-        let spare = self.addresses_of(&r.id).await?.into_iter().find(|a| a.association_id().is_none()).and_then(|a| a.allocation_id().map(str::to_owned));
+        let spare = self
+            .addresses_of(&r.id)
+            .await?
+            .into_iter()
+            .find(|a| a.association_id().is_none())
+            .and_then(|a| a.allocation_id().map(str::to_owned));
         let allocation = match spare {
             Some(a) => a,
             None => {
                 let out = self
                     .retry
                     .call(&what("AllocateAddress"), || {
-                        self.ec2.allocate_address().domain(ec2t::DomainType::Vpc).tag_specifications(tag_spec(ec2t::ResourceType::ElasticIp, r)).send()
+                        self.ec2
+                            .allocate_address()
+                            .domain(ec2t::DomainType::Vpc)
+                            .tag_specifications(tag_spec(ec2t::ResourceType::ElasticIp, r))
+                            .send()
                     })
                     .await?;
                 out.allocation_id().ok_or_else(|| missing(&what("AllocateAddress"), "AllocationId"))?.to_owned()
@@ -573,7 +663,11 @@ impl Aws {
                     .send()
             })
             .await?;
-        let nat = out.nat_gateway().and_then(|n| n.nat_gateway_id()).ok_or_else(|| missing(&what("CreateNatGateway"), "NatGatewayId"))?.to_owned();
+        let nat = out
+            .nat_gateway()
+            .and_then(|n| n.nat_gateway_id())
+            .ok_or_else(|| missing(&what("CreateNatGateway"), "NatGatewayId"))?
+            .to_owned();
         self.wait(&r.id, || async {
             let d = self.retry.call(&what("DescribeNatGateways"), || self.ec2.describe_nat_gateways().nat_gateway_ids(&nat).send()).await?;
             let state = d.nat_gateways().first().and_then(|n| n.state().cloned());
@@ -591,7 +685,10 @@ impl Aws {
         let what = |op: &str| format!("ec2 {op} for {} {}", f.id, f.cloud_id);
         self.retry.call(&what("DeleteNatGateway"), || self.ec2.delete_nat_gateway().nat_gateway_id(&f.cloud_id).send()).await?;
         self.wait(&f.id, || async {
-            let d = self.retry.call(&what("DescribeNatGateways"), || self.ec2.describe_nat_gateways().nat_gateway_ids(&f.cloud_id).send()).await?;
+            let d = self
+                .retry
+                .call(&what("DescribeNatGateways"), || self.ec2.describe_nat_gateways().nat_gateway_ids(&f.cloud_id).send())
+                .await?;
             Ok(match d.nat_gateways().first().and_then(|n| n.state().cloned()) {
                 None | Some(ec2t::NatGatewayState::Deleted) => Wait::Done,
                 Some(other) => Wait::Pending(other.as_str().to_owned()),
@@ -618,11 +715,18 @@ impl Aws {
                         self.ec2.create_route_table().vpc_id(vpc).tag_specifications(tag_spec(ec2t::ResourceType::RouteTable, r)).send()
                     })
                     .await?;
-                out.route_table().and_then(|t| t.route_table_id()).ok_or_else(|| missing(&what("CreateRouteTable"), "RouteTableId"))?.to_owned()
+                out.route_table()
+                    .and_then(|t| t.route_table_id())
+                    .ok_or_else(|| missing(&what("CreateRouteTable"), "RouteTableId"))?
+                    .to_owned()
             }
         };
         let d = self.retry.call(&what("DescribeRouteTables"), || self.ec2.describe_route_tables().route_table_ids(&table).send()).await?;
-        let current = d.route_tables().first().cloned().ok_or_else(|| CloudError::new(what("DescribeRouteTables"), format!("{table} does not exist")))?;
+        let current = d
+            .route_tables()
+            .first()
+            .cloned()
+            .ok_or_else(|| CloudError::new(what("DescribeRouteTables"), format!("{table} does not exist")))?;
 
         // Routes: destination -> (gateway id, NAT gateway id).
         let mut want: BTreeMap<String, (Kind, String)> = BTreeMap::new();
@@ -652,21 +756,35 @@ impl Aws {
                 Some(_) => {
                     self.retry
                         .call(&what("ReplaceRoute"), || {
-                            self.ec2.replace_route().route_table_id(&table).destination_cidr_block(dest).set_gateway_id(gw.clone()).set_nat_gateway_id(nat.clone()).send()
+                            self.ec2
+                                .replace_route()
+                                .route_table_id(&table)
+                                .destination_cidr_block(dest)
+                                .set_gateway_id(gw.clone())
+                                .set_nat_gateway_id(nat.clone())
+                                .send()
                         })
                         .await?;
                 }
                 None => {
                     self.retry
                         .call(&what("CreateRoute"), || {
-                            self.ec2.create_route().route_table_id(&table).destination_cidr_block(dest).set_gateway_id(gw.clone()).set_nat_gateway_id(nat.clone()).send()
+                            self.ec2
+                                .create_route()
+                                .route_table_id(&table)
+                                .destination_cidr_block(dest)
+                                .set_gateway_id(gw.clone())
+                                .set_nat_gateway_id(nat.clone())
+                                .send()
                         })
                         .await?;
                 }
             }
         }
         for dest in have.keys().filter(|d| !want.contains_key(*d)) {
-            self.retry.call(&what("DeleteRoute"), || self.ec2.delete_route().route_table_id(&table).destination_cidr_block(dest).send()).await?;
+            self.retry
+                .call(&what("DeleteRoute"), || self.ec2.delete_route().route_table_id(&table).destination_cidr_block(dest).send())
+                .await?;
         }
 
         // Subnet associations.
@@ -675,7 +793,9 @@ impl Aws {
         for a in current.associations().iter().filter(|a| a.main() != Some(true)) {
             match (a.subnet_id(), a.route_table_association_id()) {
                 (Some(s), Some(assoc)) if !want_subnets.contains(s) => {
-                    self.retry.call(&what("DisassociateRouteTable"), || self.ec2.disassociate_route_table().association_id(assoc).send()).await?;
+                    self.retry
+                        .call(&what("DisassociateRouteTable"), || self.ec2.disassociate_route_table().association_id(assoc).send())
+                        .await?;
                 }
                 (Some(s), _) => {
                     have_subnets.insert(s.to_owned());
@@ -684,17 +804,22 @@ impl Aws {
             }
         }
         for s in want_subnets.difference(&have_subnets) {
-            self.retry.call(&what("AssociateRouteTable"), || self.ec2.associate_route_table().route_table_id(&table).subnet_id(s).send()).await?;
+            self.retry
+                .call(&what("AssociateRouteTable"), || self.ec2.associate_route_table().route_table_id(&table).subnet_id(s).send())
+                .await?;
         }
         Ok(found(r, table, []))
     }
 
     async fn delete_route_table(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("ec2 {op} for {} {}", f.id, f.cloud_id);
-        let d = self.retry.call(&what("DescribeRouteTables"), || self.ec2.describe_route_tables().route_table_ids(&f.cloud_id).send()).await?;
+        let d =
+            self.retry.call(&what("DescribeRouteTables"), || self.ec2.describe_route_tables().route_table_ids(&f.cloud_id).send()).await?;
         for a in d.route_tables().iter().flat_map(|t| t.associations()).filter(|a| a.main() != Some(true)) {
             if let Some(assoc) = a.route_table_association_id() {
-                self.retry.call(&what("DisassociateRouteTable"), || self.ec2.disassociate_route_table().association_id(assoc).send()).await?;
+                self.retry
+                    .call(&what("DisassociateRouteTable"), || self.ec2.disassociate_route_table().association_id(assoc).send())
+                    .await?;
             }
         }
         self.retry.call(&what("DeleteRouteTable"), || self.ec2.delete_route_table().route_table_id(&f.cloud_id).send()).await?;
@@ -812,14 +937,18 @@ impl Aws {
                             .send()
                     })
                     .await?;
-                let c = out.service_configuration().ok_or_else(|| missing(&what("CreateVpcEndpointServiceConfiguration"), "ServiceConfiguration"))?;
+                let c = out
+                    .service_configuration()
+                    .ok_or_else(|| missing(&what("CreateVpcEndpointServiceConfiguration"), "ServiceConfiguration"))?;
                 (c.service_id().unwrap_or_default().to_owned(), c.service_name().unwrap_or_default().to_owned())
             }
         };
         let want: BTreeSet<String> = strings(r.properties.get("allowedPrincipals")).into_iter().collect();
         let d = self
             .retry
-            .call(&what("DescribeVpcEndpointServicePermissions"), || self.ec2.describe_vpc_endpoint_service_permissions().service_id(&service).send())
+            .call(&what("DescribeVpcEndpointServicePermissions"), || {
+                self.ec2.describe_vpc_endpoint_service_permissions().service_id(&service).send()
+            })
             .await?;
         let have: BTreeSet<String> = d.allowed_principals().iter().filter_map(|p| p.principal().map(str::to_owned)).collect();
         let add: Vec<String> = want.difference(&have).cloned().collect();
@@ -904,7 +1033,11 @@ impl Aws {
         let arn = match created {
             Ok(out) => out.role().map(|r| r.arn().to_owned()).ok_or_else(|| missing(&what("CreateRole"), "Role"))?,
             Err(e) if e.is(&["EntityAlreadyExists"]) => {
-                self.retry.call(&what("UpdateAssumeRolePolicy"), || self.iam.update_assume_role_policy().role_name(name).policy_document(&trust).send()).await?;
+                self.retry
+                    .call(&what("UpdateAssumeRolePolicy"), || {
+                        self.iam.update_assume_role_policy().role_name(name).policy_document(&trust).send()
+                    })
+                    .await?;
                 self.retry.call(&what("TagRole"), || self.iam.tag_role().role_name(name).set_tags(Some(iam_tags.clone())).send()).await?;
                 let got = self.retry.call(&what("GetRole"), || self.iam.get_role().role_name(name).send()).await?;
                 got.role().map(|r| r.arn().to_owned()).ok_or_else(|| missing(&what("GetRole"), "Role"))?
@@ -912,7 +1045,8 @@ impl Aws {
             Err(e) => return Err(e),
         };
         let want: BTreeSet<String> = strings(r.properties.get("managedPolicies")).into_iter().collect();
-        let attached = self.retry.call(&what("ListAttachedRolePolicies"), || self.iam.list_attached_role_policies().role_name(name).send()).await?;
+        let attached =
+            self.retry.call(&what("ListAttachedRolePolicies"), || self.iam.list_attached_role_policies().role_name(name).send()).await?;
         let have: BTreeSet<String> = attached.attached_policies().iter().filter_map(|p| p.policy_arn().map(str::to_owned)).collect();
         for p in want.difference(&have) {
             self.retry.call(&what("AttachRolePolicy"), || self.iam.attach_role_policy().role_name(name).policy_arn(p).send()).await?;
@@ -922,7 +1056,9 @@ impl Aws {
         }
         if let Some(doc) = inline_policy(r) {
             self.retry
-                .call(&what("PutRolePolicy"), || self.iam.put_role_policy().role_name(name).policy_name(INLINE_POLICY).policy_document(&doc).send())
+                .call(&what("PutRolePolicy"), || {
+                    self.iam.put_role_policy().role_name(name).policy_name(INLINE_POLICY).policy_document(&doc).send()
+                })
                 .await?;
         }
         Ok(found(r, name, [("arn", arn)]))
@@ -931,7 +1067,8 @@ impl Aws {
     async fn delete_role(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("iam {op} for {} {}", f.id, f.cloud_id);
         let name = f.cloud_id.as_str();
-        let attached = self.retry.call(&what("ListAttachedRolePolicies"), || self.iam.list_attached_role_policies().role_name(name).send()).await?;
+        let attached =
+            self.retry.call(&what("ListAttachedRolePolicies"), || self.iam.list_attached_role_policies().role_name(name).send()).await?;
         for p in attached.attached_policies().iter().filter_map(|p| p.policy_arn()) {
             self.retry.call(&what("DetachRolePolicy"), || self.iam.detach_role_policy().role_name(name).policy_arn(p).send()).await?;
         }
@@ -947,18 +1084,28 @@ impl Aws {
         let what = |op: &str| format!("iam {op} for {}", r.id);
         let cluster_id = ref_of(r, "cluster").ok_or_else(|| CloudError::new(r.id.to_string(), "`cluster` names no resource"))?;
         let cluster = refs.get(&cluster_id).ok_or_else(|| CloudError::new(r.id.to_string(), format!("{cluster_id} does not exist yet")))?;
-        let issuer = cluster.outputs.get("issuer").filter(|i| !i.is_empty()).ok_or_else(|| CloudError::new(r.id.to_string(), format!("{cluster_id} has no OIDC issuer")))?;
+        let issuer = cluster
+            .outputs
+            .get("issuer")
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| CloudError::new(r.id.to_string(), format!("{cluster_id} has no OIDC issuer")))?;
         let clients = strings(r.properties.get("clientIds"));
         let arn = match existing {
             Some(f) => {
                 let got = self
                     .retry
-                    .call(&what("GetOpenIDConnectProvider"), || self.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&f.cloud_id).send())
+                    .call(&what("GetOpenIDConnectProvider"), || {
+                        self.iam.get_open_id_connect_provider().open_id_connect_provider_arn(&f.cloud_id).send()
+                    })
                     .await?;
                 for c in clients.iter().filter(|c| !got.client_id_list().contains(c)) {
                     self.retry
                         .call(&what("AddClientIDToOpenIDConnectProvider"), || {
-                            self.iam.add_client_id_to_open_id_connect_provider().open_id_connect_provider_arn(&f.cloud_id).client_id(c).send()
+                            self.iam
+                                .add_client_id_to_open_id_connect_provider()
+                                .open_id_connect_provider_arn(&f.cloud_id)
+                                .client_id(c)
+                                .send()
                         })
                         .await?;
                 }
@@ -970,7 +1117,12 @@ impl Aws {
                 let out = self
                     .retry
                     .call(&what("CreateOpenIDConnectProvider"), || {
-                        self.iam.create_open_id_connect_provider().url(issuer).set_client_id_list(Some(clients.clone())).set_tags(Some(iam_tags.clone())).send()
+                        self.iam
+                            .create_open_id_connect_provider()
+                            .url(issuer)
+                            .set_client_id_list(Some(clients.clone()))
+                            .set_tags(Some(iam_tags.clone()))
+                            .send()
                     })
                     .await?;
                 out.open_id_connect_provider_arn().ok_or_else(|| missing(&what("CreateOpenIDConnectProvider"), "arn"))?.to_owned()
@@ -1078,7 +1230,9 @@ impl Aws {
     }
 
     async fn delete_cluster(&self, f: &Found) -> Result<(), CloudError> {
-        self.retry.call(&format!("eks DeleteCluster for {} {}", f.id, f.cloud_id), || self.eks.delete_cluster().name(&f.cloud_id).send()).await?;
+        self.retry
+            .call(&format!("eks DeleteCluster for {} {}", f.id, f.cloud_id), || self.eks.delete_cluster().name(&f.cloud_id).send())
+            .await?;
         self.wait_cluster(&f.id, &f.cloud_id, true).await.map(drop)
     }
 
@@ -1086,16 +1240,23 @@ impl Aws {
         self.wait(id, || async {
             let d = self
                 .retry
-                .call(&format!("eks DescribeNodegroup {cluster}/{group}"), || self.eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(group).send())
+                .call(&format!("eks DescribeNodegroup {cluster}/{group}"), || {
+                    self.eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(group).send()
+                })
                 .await;
             Ok(match d {
                 Err(e) if gone && e.is(&["ResourceNotFoundException"]) => Wait::Done,
                 Err(e) => return Err(e),
                 Ok(d) => match d.nodegroup().and_then(|n| n.status().cloned()) {
                     Some(ekst::NodegroupStatus::Active) if !gone => Wait::Done,
-                    Some(s @ (ekst::NodegroupStatus::CreateFailed | ekst::NodegroupStatus::DeleteFailed | ekst::NodegroupStatus::Degraded)) => {
-                        let issues: Vec<String> =
-                            d.nodegroup().and_then(|n| n.health()).map(|h| h.issues().iter().filter_map(|i| i.message().map(str::to_owned)).collect()).unwrap_or_default();
+                    Some(
+                        s @ (ekst::NodegroupStatus::CreateFailed | ekst::NodegroupStatus::DeleteFailed | ekst::NodegroupStatus::Degraded),
+                    ) => {
+                        let issues: Vec<String> = d
+                            .nodegroup()
+                            .and_then(|n| n.health())
+                            .map(|h| h.issues().iter().filter_map(|i| i.message().map(str::to_owned)).collect())
+                            .unwrap_or_default();
                         Wait::Failed(format!("node group {group} is {}: {}", s.as_str(), issues.join("; ")))
                     }
                     other => Wait::Pending(other.map_or("unknown".to_owned(), |s| s.as_str().to_owned())),
@@ -1109,7 +1270,11 @@ impl Aws {
         let what = |op: &str| format!("eks {op} for {}", r.id);
         let cluster = resolve_prop(refs, r, "cluster")?.to_owned();
         let group = short_name(&r.id).to_owned();
-        let scaling = ekst::NodegroupScalingConfig::builder().min_size(int(r, "minSize")).max_size(int(r, "maxSize")).desired_size(int(r, "minSize")).build();
+        let scaling = ekst::NodegroupScalingConfig::builder()
+            .min_size(int(r, "minSize"))
+            .max_size(int(r, "maxSize"))
+            .desired_size(int(r, "minSize"))
+            .build();
         let labels: HashMap<String, String> = match r.properties.get("labels") {
             Some(Value::Map(m)) => m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.to_owned(), v.to_owned()))).collect(),
             _ => HashMap::new(),
@@ -1163,7 +1328,10 @@ impl Aws {
                 }
             }
             Some(_) => {
-                let d = self.retry.call(&what("DescribeNodegroup"), || self.eks.describe_nodegroup().cluster_name(&cluster).nodegroup_name(&group).send()).await?;
+                let d = self
+                    .retry
+                    .call(&what("DescribeNodegroup"), || self.eks.describe_nodegroup().cluster_name(&cluster).nodegroup_name(&group).send())
+                    .await?;
                 let ng = d.nodegroup().cloned().ok_or_else(|| missing(&what("DescribeNodegroup"), "nodegroup"))?;
                 let have_scaling = ng.scaling_config().map(|s| (s.min_size(), s.max_size()));
                 let have_labels: HashMap<String, String> = ng.labels().cloned().unwrap_or_default();
@@ -1177,7 +1345,9 @@ impl Aws {
                 let taint_update = (have_taints != taints).then(|| {
                     ekst::UpdateTaintsPayload::builder()
                         .set_add_or_update_taints(Some(taints.clone()))
-                        .set_remove_taints(Some(have_taints.iter().filter(|t| !taints.iter().any(|w| w.key() == t.key())).cloned().collect()))
+                        .set_remove_taints(Some(
+                            have_taints.iter().filter(|t| !taints.iter().any(|w| w.key() == t.key())).cloned().collect(),
+                        ))
                         .build()
                 });
                 let scaling_update = (have_scaling != Some((scaling.min_size(), scaling.max_size()))).then(|| {
@@ -1212,7 +1382,9 @@ impl Aws {
     async fn delete_node_group(&self, f: &Found) -> Result<(), CloudError> {
         let cluster = f.outputs.get("cluster").cloned().unwrap_or_default();
         self.retry
-            .call(&format!("eks DeleteNodegroup for {} {}", f.id, f.cloud_id), || self.eks.delete_nodegroup().cluster_name(&cluster).nodegroup_name(&f.cloud_id).send())
+            .call(&format!("eks DeleteNodegroup for {} {}", f.id, f.cloud_id), || {
+                self.eks.delete_nodegroup().cluster_name(&cluster).nodegroup_name(&f.cloud_id).send()
+            })
             .await?;
         self.wait_node_group(&f.id, &cluster, &f.cloud_id, true).await
     }
@@ -1228,25 +1400,47 @@ impl Aws {
         let region = text(r, "region");
         let location = (region != "us-east-1" && !region.is_empty())
             .then(|| s3t::CreateBucketConfiguration::builder().location_constraint(s3t::BucketLocationConstraint::from(region)).build());
-        match self.retry.call(&what("CreateBucket"), || self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location.clone()).send()).await {
+        match self
+            .retry
+            .call(&what("CreateBucket"), || self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location.clone()).send())
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.is(&["BucketAlreadyOwnedByYou"]) => {}
             Err(e) if e.is(&["BucketAlreadyExists"]) => {
-                return Err(CloudError { message: format!("bucket name {name:?} is taken by another account; choose another name in the environment spec"), ..e });
+                return Err(CloudError {
+                    message: format!("bucket name {name:?} is taken by another account; choose another name in the environment spec"),
+                    ..e
+                });
             }
             Err(e) => return Err(e),
         }
         let status = if flag(r, "versioning") { s3t::BucketVersioningStatus::Enabled } else { s3t::BucketVersioningStatus::Suspended };
         let versioning = s3t::VersioningConfiguration::builder().status(status).build();
-        self.retry.call(&what("PutBucketVersioning"), || self.s3.put_bucket_versioning().bucket(name).versioning_configuration(versioning.clone()).send()).await?;
-        let algorithm = if text(r, "encryption") == "aws:kms" { s3t::ServerSideEncryption::AwsKms } else { s3t::ServerSideEncryption::Aes256 };
+        self.retry
+            .call(&what("PutBucketVersioning"), || {
+                self.s3.put_bucket_versioning().bucket(name).versioning_configuration(versioning.clone()).send()
+            })
+            .await?;
+        let algorithm =
+            if text(r, "encryption") == "aws:kms" { s3t::ServerSideEncryption::AwsKms } else { s3t::ServerSideEncryption::Aes256 };
         let rule = s3t::ServerSideEncryptionRule::builder()
-            .apply_server_side_encryption_by_default(s3t::ServerSideEncryptionByDefault::builder().sse_algorithm(algorithm).build().map_err(|e| CloudError::new(what("encryption"), e.to_string()))?)
+            .apply_server_side_encryption_by_default(
+                s3t::ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(algorithm)
+                    .build()
+                    .map_err(|e| CloudError::new(what("encryption"), e.to_string()))?,
+            )
             .bucket_key_enabled(true)
             .build();
-        let encryption = s3t::ServerSideEncryptionConfiguration::builder().rules(rule).build().map_err(|e| CloudError::new(what("encryption"), e.to_string()))?;
+        let encryption = s3t::ServerSideEncryptionConfiguration::builder()
+            .rules(rule)
+            .build()
+            .map_err(|e| CloudError::new(what("encryption"), e.to_string()))?;
         self.retry
-            .call(&what("PutBucketEncryption"), || self.s3.put_bucket_encryption().bucket(name).server_side_encryption_configuration(encryption.clone()).send())
+            .call(&what("PutBucketEncryption"), || {
+                self.s3.put_bucket_encryption().bucket(name).server_side_encryption_configuration(encryption.clone()).send()
+            })
             .await?;
         if flag(r, "publicAccessBlock") {
             let block = s3t::PublicAccessBlockConfiguration::builder()
@@ -1256,11 +1450,14 @@ impl Aws {
                 .restrict_public_buckets(true)
                 .build();
             self.retry
-                .call(&what("PutPublicAccessBlock"), || self.s3.put_public_access_block().bucket(name).public_access_block_configuration(block.clone()).send())
+                .call(&what("PutPublicAccessBlock"), || {
+                    self.s3.put_public_access_block().bucket(name).public_access_block_configuration(block.clone()).send()
+                })
                 .await?;
         }
         let tag_set: Vec<s3t::Tag> = tags(r).into_iter().filter_map(|(k, v)| s3t::Tag::builder().key(k).value(v).build().ok()).collect();
-        let tagging = s3t::Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(|e| CloudError::new(what("tags"), e.to_string()))?;
+        let tagging =
+            s3t::Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(|e| CloudError::new(what("tags"), e.to_string()))?;
         self.retry.call(&what("PutBucketTagging"), || self.s3.put_bucket_tagging().bucket(name).tagging(tagging.clone()).send()).await?;
         Ok(found(r, name, []))
     }
@@ -1282,7 +1479,11 @@ impl Aws {
             if ids.is_empty() {
                 break;
             }
-            let delete = s3t::Delete::builder().set_objects(Some(ids)).quiet(true).build().map_err(|e| CloudError::new(what("DeleteObjects"), e.to_string()))?;
+            let delete = s3t::Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| CloudError::new(what("DeleteObjects"), e.to_string()))?;
             self.retry.call(&what("DeleteObjects"), || self.s3.delete_objects().bucket(&f.cloud_id).delete(delete.clone()).send()).await?;
         }
         self.retry.call(&what("DeleteBucket"), || self.s3.delete_bucket().bucket(&f.cloud_id).send()).await?;
@@ -1312,12 +1513,19 @@ impl Aws {
         let elb_tags: Vec<elbt::Tag> = tags(r).into_iter().map(|(k, v)| elbt::Tag::builder().key(k).value(v).build()).collect();
         let (arn, dns, vpc) = match existing {
             Some(f) => {
-                let d = self.retry.call(&what("DescribeLoadBalancers"), || self.elb.describe_load_balancers().load_balancer_arns(&f.cloud_id).send()).await?;
+                let d = self
+                    .retry
+                    .call(&what("DescribeLoadBalancers"), || self.elb.describe_load_balancers().load_balancer_arns(&f.cloud_id).send())
+                    .await?;
                 let lb = d.load_balancers().first().cloned().ok_or_else(|| missing(&what("DescribeLoadBalancers"), "load balancer"))?;
                 (f.cloud_id.clone(), lb.dns_name().unwrap_or_default().to_owned(), lb.vpc_id().unwrap_or_default().to_owned())
             }
             None => {
-                let scheme = if text(r, "scheme") == "internet-facing" { elbt::LoadBalancerSchemeEnum::InternetFacing } else { elbt::LoadBalancerSchemeEnum::Internal };
+                let scheme = if text(r, "scheme") == "internet-facing" {
+                    elbt::LoadBalancerSchemeEnum::InternetFacing
+                } else {
+                    elbt::LoadBalancerSchemeEnum::Internal
+                };
                 let groups = resolve_list(refs, r, "securityGroups")?;
                 let out = self
                     .retry
@@ -1338,9 +1546,12 @@ impl Aws {
                 (arn, lb.dns_name().unwrap_or_default().to_owned(), lb.vpc_id().unwrap_or_default().to_owned())
             }
         };
-        let cross_zone = elbt::LoadBalancerAttribute::builder().key("load_balancing.cross_zone.enabled").value(flag(r, "crossZone").to_string()).build();
+        let cross_zone =
+            elbt::LoadBalancerAttribute::builder().key("load_balancing.cross_zone.enabled").value(flag(r, "crossZone").to_string()).build();
         self.retry
-            .call(&what("ModifyLoadBalancerAttributes"), || self.elb.modify_load_balancer_attributes().load_balancer_arn(&arn).attributes(cross_zone.clone()).send())
+            .call(&what("ModifyLoadBalancerAttributes"), || {
+                self.elb.modify_load_balancer_attributes().load_balancer_arn(&arn).attributes(cross_zone.clone()).send()
+            })
             .await?;
 
         // Listeners by port, each forwarding to its own target group (IP targets).
@@ -1354,7 +1565,8 @@ impl Aws {
                 }
             }
         }
-        let listeners = self.retry.call(&what("DescribeListeners"), || self.elb.describe_listeners().load_balancer_arn(&arn).send()).await?;
+        let listeners =
+            self.retry.call(&what("DescribeListeners"), || self.elb.describe_listeners().load_balancer_arn(&arn).send()).await?;
         let mut have = BTreeSet::new();
         for l in listeners.listeners() {
             let port = l.port().unwrap_or_default();
@@ -1369,7 +1581,7 @@ impl Aws {
         }
         for port in want.difference(&have) {
             let tg_name = target_group_name(name, *port);
-            let tg = self
+            let created = self
                 .retry
                 .call(&what("CreateTargetGroup"), || {
                     self.elb
@@ -1382,8 +1594,24 @@ impl Aws {
                         .set_tags(Some(elb_tags.clone()))
                         .send()
                 })
-                .await?;
-            let tg_arn = tg.target_groups().first().and_then(|t| t.target_group_arn()).ok_or_else(|| missing(&what("CreateTargetGroup"), "TargetGroupArn"))?.to_owned();
+                .await;
+            let groups = match created {
+                Ok(out) => out.target_groups().to_vec(),
+                // An interrupted run created it but not its listener (AWS answers a repeated
+                // create with the existing group; some emulators refuse it).
+                Err(e) if e.is(&["DuplicateTargetGroupName"]) => self
+                    .retry
+                    .call(&what("DescribeTargetGroups"), || self.elb.describe_target_groups().names(&tg_name).send())
+                    .await?
+                    .target_groups()
+                    .to_vec(),
+                Err(e) => return Err(e),
+            };
+            let tg_arn = groups
+                .first()
+                .and_then(|t| t.target_group_arn())
+                .ok_or_else(|| missing(&what("CreateTargetGroup"), "TargetGroupArn"))?
+                .to_owned();
             let action = elbt::Action::builder().r#type(elbt::ActionTypeEnum::Forward).target_group_arn(&tg_arn).build();
             self.retry
                 .call(&what("CreateListener"), || {
@@ -1403,8 +1631,12 @@ impl Aws {
 
     async fn delete_nlb(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("elbv2 {op} for {} {}", f.id, f.cloud_id);
-        let groups = self.retry.call(&what("DescribeTargetGroups"), || self.elb.describe_target_groups().load_balancer_arn(&f.cloud_id).send()).await?;
-        let listeners = self.retry.call(&what("DescribeListeners"), || self.elb.describe_listeners().load_balancer_arn(&f.cloud_id).send()).await?;
+        let groups = self
+            .retry
+            .call(&what("DescribeTargetGroups"), || self.elb.describe_target_groups().load_balancer_arn(&f.cloud_id).send())
+            .await?;
+        let listeners =
+            self.retry.call(&what("DescribeListeners"), || self.elb.describe_listeners().load_balancer_arn(&f.cloud_id).send()).await?;
         for l in listeners.listeners().iter().filter_map(|l| l.listener_arn()) {
             self.retry.call(&what("DeleteListener"), || self.elb.delete_listener().listener_arn(l).send()).await?;
         }
@@ -1460,7 +1692,9 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
         (Kind::AwsVpc, true) => &["ec2:DeleteVpc"],
         (Kind::AwsSubnet, false) => &["ec2:CreateSubnet", "ec2:CreateTags", "ec2:ModifySubnetAttribute"],
         (Kind::AwsSubnet, true) => &["ec2:DeleteSubnet"],
-        (Kind::AwsInternetGateway, false) => &["ec2:CreateInternetGateway", "ec2:CreateTags", "ec2:AttachInternetGateway", "ec2:DetachInternetGateway"],
+        (Kind::AwsInternetGateway, false) => {
+            &["ec2:CreateInternetGateway", "ec2:CreateTags", "ec2:AttachInternetGateway", "ec2:DetachInternetGateway"]
+        }
         (Kind::AwsInternetGateway, true) => &["ec2:DetachInternetGateway", "ec2:DeleteInternetGateway"],
         (Kind::AwsNatGateway, false) => &["ec2:DescribeAddresses", "ec2:AllocateAddress", "ec2:CreateNatGateway", "ec2:CreateTags"],
         (Kind::AwsNatGateway, true) => &["ec2:DeleteNatGateway", "ec2:DescribeAddresses", "ec2:ReleaseAddress"],
@@ -1474,7 +1708,9 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "ec2:DisassociateRouteTable",
         ],
         (Kind::AwsRouteTable, true) => &["ec2:DisassociateRouteTable", "ec2:DeleteRouteTable"],
-        (Kind::AwsSecurityGroup, false) => &["ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"],
+        (Kind::AwsSecurityGroup, false) => {
+            &["ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"]
+        }
         (Kind::AwsSecurityGroup, true) => &["ec2:DeleteSecurityGroup"],
         (Kind::AwsIamRole, false) => &[
             "iam:CreateRole",
@@ -1486,14 +1722,24 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "iam:DetachRolePolicy",
             "iam:PutRolePolicy",
         ],
-        (Kind::AwsIamRole, true) => &["iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:DeleteRole"],
+        (Kind::AwsIamRole, true) => {
+            &["iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:DeleteRole"]
+        }
         (Kind::AwsEksCluster, false) => &["eks:CreateCluster", "eks:TagResource", "iam:PassRole", "eks:UpdateClusterVersion"],
         (Kind::AwsEksCluster, true) => &["eks:DeleteCluster"],
-        (Kind::AwsOidcProvider, false) => &["iam:CreateOpenIDConnectProvider", "iam:TagOpenIDConnectProvider", "iam:AddClientIDToOpenIDConnectProvider"],
+        (Kind::AwsOidcProvider, false) => {
+            &["iam:CreateOpenIDConnectProvider", "iam:TagOpenIDConnectProvider", "iam:AddClientIDToOpenIDConnectProvider"]
+        }
         (Kind::AwsOidcProvider, true) => &["iam:DeleteOpenIDConnectProvider"],
         (Kind::AwsEksNodeGroup, false) => &["eks:CreateNodegroup", "eks:TagResource", "iam:PassRole", "eks:UpdateNodegroupConfig"],
         (Kind::AwsEksNodeGroup, true) => &["eks:DeleteNodegroup"],
-        (Kind::AwsS3Bucket, false) => &["s3:CreateBucket", "s3:PutBucketVersioning", "s3:PutEncryptionConfiguration", "s3:PutBucketPublicAccessBlock", "s3:PutBucketTagging"],
+        (Kind::AwsS3Bucket, false) => &[
+            "s3:CreateBucket",
+            "s3:PutBucketVersioning",
+            "s3:PutEncryptionConfiguration",
+            "s3:PutBucketPublicAccessBlock",
+            "s3:PutBucketTagging",
+        ],
         (Kind::AwsS3Bucket, true) => &["s3:ListBucketVersions", "s3:DeleteObjectVersion", "s3:DeleteBucket"],
         (Kind::AwsNlb, false) => &[
             "elasticloadbalancing:CreateLoadBalancer",
@@ -1501,6 +1747,7 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "elasticloadbalancing:ModifyLoadBalancerAttributes",
             "elasticloadbalancing:DescribeListeners",
             "elasticloadbalancing:CreateTargetGroup",
+            "elasticloadbalancing:DescribeTargetGroups",
             "elasticloadbalancing:CreateListener",
             "elasticloadbalancing:DeleteListener",
             "elasticloadbalancing:DeleteTargetGroup",
@@ -1564,13 +1811,18 @@ impl Aws {
         }
 
         let (service, code) = NODE_GROUP_QUOTA;
-        let quota = match self.retry.call("service-quotas GetServiceQuota", || self.quotas.get_service_quota().service_code(service).quota_code(code).send()).await {
-            Err(e) if e.is(&["NoSuchResourceException"]) => {
-                self.retry
-                    .call("service-quotas GetAWSDefaultServiceQuota", || self.quotas.get_aws_default_service_quota().service_code(service).quota_code(code).send())
-                    .await
-                    .map(|o| o.quota().and_then(|q| q.value()))
-            }
+        let quota = match self
+            .retry
+            .call("service-quotas GetServiceQuota", || self.quotas.get_service_quota().service_code(service).quota_code(code).send())
+            .await
+        {
+            Err(e) if e.is(&["NoSuchResourceException"]) => self
+                .retry
+                .call("service-quotas GetAWSDefaultServiceQuota", || {
+                    self.quotas.get_aws_default_service_quota().service_code(service).quota_code(code).send()
+                })
+                .await
+                .map(|o| o.quota().and_then(|q| q.value())),
             other => other.map(|o| o.quota().and_then(|q| q.value())),
         };
         match quota {
@@ -1584,7 +1836,6 @@ impl Aws {
     }
 
     async fn permission_checks(&self, plan: &Plan, p: &mut Preflight) {
-
         let principal = match self.principal_arn(&p.caller).await {
             Ok(Some(arn)) => arn,
             Ok(None) => {

@@ -52,11 +52,12 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
     let state_dir = args.state_dir.clone().unwrap_or_else(|| ".byoc-state".into());
     let store = open_store(args.state_s3.is_none().then_some(state_dir.as_path()), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
         .expect("a directory is always given without --state-s3");
-    let poll = Duration::try_from_secs_f64(args.poll_interval).map_err(|_| anyhow::anyhow!("--poll-interval takes seconds, not {}", args.poll_interval))?;
+    let poll = Duration::try_from_secs_f64(args.poll_interval)
+        .map_err(|_| anyhow::anyhow!("--poll-interval takes seconds, not {}", args.poll_interval))?;
     let options = Options {
         revision: if destroy { format!("destroy at {}", revision.name) } else { revision.name.clone() },
         concurrency: args.concurrency.max(1),
-        holder: format!("{}:{}", hostname(), std::process::id()),
+        holder: format!("{}:{}", apply::hostname(), std::process::id()),
         lease_ttl: args.lease_seconds.max(3),
         delete_data: destroy && args.delete_data,
     };
@@ -130,7 +131,9 @@ impl Aws {
     /// Preflight for what the plan does: the node-group checks only when node groups are
     /// created or changed.
     async fn preflight_for(&self, plan: &Plan) -> super::aws::Preflight {
-        let node_groups = plan.changed().any(|s| s.kind == Kind::AwsEksNodeGroup && matches!(s.action, Action::Create | Action::Update | Action::Replace));
+        let node_groups = plan
+            .changed()
+            .any(|s| s.kind == Kind::AwsEksNodeGroup && matches!(s.action, Action::Create | Action::Update | Action::Replace));
         self.preflight(plan, node_groups).await
     }
 }
@@ -162,8 +165,4 @@ fn write_outputs(store: &impl StateStore) -> anyhow::Result<()> {
     let current = store.get(CLOUD_OUTPUTS_KEY)?;
     store.put(CLOUD_OUTPUTS_KEY, &serde_json::to_vec_pretty(&outputs)?, current.as_ref().map(|v| v.version.as_str()))?;
     Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".to_owned())
 }

@@ -171,7 +171,14 @@ pub trait Cloud {
 /// The part of a desired graph a cloud converges: everything but Kubernetes objects, which
 /// `byoc clusters` applies.
 pub fn cloud_part(graph: &Graph) -> Graph {
-    Graph { resources: graph.resources.iter().filter(|(_, r)| !r.kind.as_str().starts_with("k8s.")).map(|(k, v)| (k.clone(), v.clone())).collect() }
+    Graph {
+        resources: graph
+            .resources
+            .iter()
+            .filter(|(_, r)| !r.kind.as_str().starts_with("k8s."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
 }
 
 /// Order in which kinds are deleted, first to last: dependents before what they depend on.

@@ -48,10 +48,24 @@ pub struct Lease {
 impl Lease {
     /// Takes the lease for `ttl` seconds if nobody holds an unexpired one at `now`.
     pub fn acquire(store: &impl StateStore, holder: &str, now: i64, ttl: i64) -> Result<Lease, LeaseError> {
+        Lease::acquire_unless(store, holder, now, ttl, |_| false)
+    }
+
+    /// [`Lease::acquire`], also taking over an unexpired lease whose holder `dead` says
+    /// is known to have died (a process of this host that no longer runs). The take-over
+    /// is a conditional write like any other, so two survivors cannot both win.
+    pub fn acquire_unless(
+        store: &impl StateStore,
+        holder: &str,
+        now: i64,
+        ttl: i64,
+        dead: impl Fn(&str) -> bool,
+    ) -> Result<Lease, LeaseError> {
         let current = read(store)?;
         if let Some((r, _)) = &current
             && r.expires_at > now
             && r.holder != holder
+            && !dead(&r.holder)
         {
             return Err(LeaseError::Held { holder: r.holder.clone(), expires_at: r.expires_at });
         }
@@ -124,5 +138,7 @@ mod tests {
         assert!(matches!(a.renew(&s, 1112, 60), Err(LeaseError::Lost)), "a learns it lost the lease");
         b.release(&s).expect("released");
         Lease::acquire(&s, "c", 1113, 60).expect("free after release");
+        assert!(matches!(Lease::acquire_unless(&s, "d", 1114, 60, |h| h == "x"), Err(LeaseError::Held { .. })), "c is alive");
+        Lease::acquire_unless(&s, "d", 1114, 60, |h| h == "c").expect("c died: d takes over before expiry");
     }
 }

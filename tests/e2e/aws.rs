@@ -1,0 +1,543 @@
+//! `byoc apply` / `byoc destroy` against the moto server: examples/aws from nothing, the
+//! second plan, a resize, a removal, destroy; SIGKILL after each step; two concurrent
+//! applies; injected throttling and 500s; preflight; web identity credentials.
+//!
+//! Each test starts its own moto (tests/moto/start.sh) and, in front of it,
+//! tests/moto/faults.py: a proxy that injects faults when asked and answers the two calls
+//! moto does not implement (iam SimulatePrincipalPolicy, Service Quotas for EKS) from
+//! recorded responses — a recorded-response double, named as such; every other call
+//! reaches moto. What exists is read back with boto3 describe calls
+//! (tests/moto/inventory.py), never from byoc's own state.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::state_s3::MOTO_ENV;
+use crate::support::{Killed, Repo, Run, byoc_env, project_root};
+
+/// Every AWS resource examples/aws describes.
+const EXPECTED: &[&str] = &[
+    "aws.eks-cluster/main",
+    "aws.eks-nodegroup/risingwave",
+    "aws.eks-nodegroup/system",
+    "aws.iam-role/agent",
+    "aws.iam-role/eks-cluster",
+    "aws.iam-role/eks-node",
+    "aws.iam-role/rw-analytics",
+    "aws.iam-role/rw-ingest",
+    "aws.internet-gateway/main",
+    "aws.nat-gateway/main",
+    "aws.nlb/agent",
+    "aws.nlb/proxy",
+    "aws.nlb/proxy-public",
+    "aws.oidc-provider/main",
+    "aws.route-table/private",
+    "aws.route-table/public",
+    "aws.s3-bucket/data",
+    "aws.s3-bucket/state",
+    "aws.security-group/agent",
+    "aws.security-group/cluster",
+    "aws.security-group/proxy",
+    "aws.security-group/proxy-public",
+    "aws.subnet/private-a",
+    "aws.subnet/private-b",
+    "aws.subnet/private-c",
+    "aws.subnet/public-a",
+    "aws.subnet/public-b",
+    "aws.subnet/public-c",
+    "aws.vpc-endpoint-service/control-plane",
+    "aws.vpc/main",
+    // Owned by the NAT gateway and the load balancers, tagged with their ids.
+    "eip:aws.nat-gateway/main",
+    "tg:aws.nlb/agent",
+    "tg:aws.nlb/proxy",
+    "tg:aws.nlb/proxy-public",
+];
+
+fn venv_python() -> PathBuf {
+    let venv = std::env::var("BYOC_MOTO_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/byoc/moto-venv"));
+    venv.join("bin/python")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// A moto server of this test's own, and the fault proxy / recorded-response double in
+/// front of it. Both stop when dropped (and when the test binary exits).
+struct Account {
+    moto: String,
+    moto_pid: u32,
+    front: Option<(String, Killed)>,
+}
+
+impl Account {
+    fn new() -> Account {
+        let port = free_port();
+        let out = Command::new("bash")
+            .arg(project_root().join("tests/moto/start.sh"))
+            .arg(port.to_string())
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("run tests/moto/start.sh");
+        assert!(out.status.success(), "starting moto failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let pid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("start.sh prints the pid");
+        let mut a = Account { moto: format!("http://127.0.0.1:{port}"), moto_pid: pid, front: None };
+        a.front(&[]);
+        a
+    }
+
+    /// (Re)starts the proxy in front of moto with `args` (fault rate, denied actions, quota).
+    fn front(&mut self, args: &[&str]) {
+        self.front = None;
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(project_root().join("tests/moto/faults.py"))
+            .args(["--port", &port.to_string(), "--upstream", &self.moto, "--owner", &std::process::id().to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start faults.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("faults.py starts");
+        assert_eq!(line.trim(), "ready");
+        self.front = Some((format!("http://127.0.0.1:{port}"), Killed(child)));
+    }
+
+    /// The endpoint byoc talks to (the proxy).
+    fn endpoint(&self) -> &str {
+        &self.front.as_ref().expect("front proxy").0
+    }
+
+    /// boto3 against moto directly.
+    fn python(&self, code: &str) -> String {
+        let out = Command::new(venv_python())
+            .args(["-c", code])
+            .envs(MOTO_ENV)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &self.moto)
+            .output()
+            .expect("python runs");
+        assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The service-linked role node groups need (a real account has it once used).
+    fn with_autoscaling_role(self) -> Account {
+        self.python("import boto3; boto3.client('iam').create_service_linked_role(AWSServiceName='autoscaling.amazonaws.com')");
+        self
+    }
+
+    /// What the account holds for environment prod-use1, read with describe calls.
+    fn inventory(&self) -> Value {
+        let out = Command::new(venv_python())
+            .arg(project_root().join("tests/moto/inventory.py"))
+            .args([&self.moto, "prod-use1"])
+            .envs(MOTO_ENV)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .expect("inventory.py runs");
+        assert!(out.status.success(), "inventory.py: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("inventory JSON")
+    }
+
+    /// Resource id -> how many cloud resources carry its tag.
+    fn counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let inv = self.inventory();
+        inv["tagged"].as_object().expect("tagged").iter().map(|(k, v)| (k.clone(), v.as_array().map_or(0, Vec::len))).collect()
+    }
+
+    fn faults_injected(&self) -> u64 {
+        let url = format!("{}/__faults", self.endpoint());
+        let out = Command::new("python3")
+            .args(["-c", &format!("import urllib.request,json; print(sum(json.load(urllib.request.urlopen('{url}')).values()))")])
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.moto_pid.to_string()).status();
+    }
+}
+
+fn assert_exactly_one_of_each(counts: &std::collections::BTreeMap<String, usize>) {
+    let want: std::collections::BTreeMap<String, usize> = EXPECTED.iter().map(|id| ((*id).to_owned(), 1)).collect();
+    assert_eq!(counts, &want, "exactly one of each resource, counted by tag");
+}
+
+fn example_repo() -> Repo {
+    let mut repo = Repo::new();
+    repo.copy_from_project("examples/aws", "examples/aws");
+    repo.commit("aws example");
+    repo
+}
+
+fn apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
+    vec![
+        "apply",
+        "--repo",
+        ".",
+        "--env",
+        "examples/aws",
+        "--endpoint-url",
+        account.endpoint(),
+        "--state-dir",
+        state,
+        "--poll-interval",
+        "0.1",
+    ]
+}
+
+fn run(repo: &Repo, args: &[&str]) -> Run {
+    byoc_env(repo.path(), args, &MOTO_ENV)
+}
+
+fn ok(r: &Run) -> &Run {
+    assert_eq!(r.code, 0, "byoc failed\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    r
+}
+
+fn summary(r: &Run) -> &str {
+    r.stdout.lines().find(|l| l.contains(" to create, ")).unwrap_or_else(|| panic!("no plan summary in:\n{}", r.stdout))
+}
+
+#[test]
+fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys() {
+    let account = Account::new().with_autoscaling_role();
+    let mut repo = example_repo();
+    let mut args = apply_args(&account, "state");
+    args.push("--auto-approve");
+
+    let first = run(&repo, &args);
+    ok(&first);
+    assert!(summary(&first).starts_with("30 to create, 0 to update"), "{}", summary(&first));
+    assert_exactly_one_of_each(&account.counts());
+
+    let inv = account.inventory();
+    let d = &inv["details"];
+    assert_eq!(d["vpcCidr"], serde_json::json!(["10.20.0.0/16"]));
+    assert_eq!(d["subnets"]["aws.subnet/private-b"], serde_json::json!({"zone": "us-east-1b", "cidr": "10.20.32.0/19"}));
+    assert_eq!(d["igwAttached"].as_array().map(Vec::len), Some(1));
+    let routes = &d["routes"];
+    assert!(
+        routes["aws.route-table/public"]["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.starts_with("0.0.0.0/0->igw-")))
+    );
+    assert!(
+        routes["aws.route-table/private"]["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.starts_with("0.0.0.0/0->nat-")))
+    );
+    assert_eq!(routes["aws.route-table/private"]["subnets"], 3);
+    assert_eq!(d["ingress"]["aws.security-group/proxy-public"], serde_json::json!(["tcp:4566:203.0.113.0/24"]));
+    assert_eq!(d["cluster"]["version"], "1.31");
+    assert_eq!(d["nodeGroups"]["risingwave"]["taints"], serde_json::json!(["dedicated=risingwave:NO_SCHEDULE"]));
+    assert_eq!((d["nodeGroups"]["risingwave"]["min"].as_i64(), d["nodeGroups"]["risingwave"]["max"].as_i64()), (Some(3), Some(12)));
+    for bucket in ["aws.s3-bucket/data", "aws.s3-bucket/state"] {
+        assert_eq!(
+            d["buckets"][bucket],
+            serde_json::json!({"versioning": "Enabled", "encryption": "aws:kms", "publicAccessBlocked": true}),
+            "{bucket}"
+        );
+    }
+    // IRSA: trusted through the cluster's OIDC provider for one service account.
+    let oidc_arn = d["oidc"]["arn"].as_str().expect("oidc arn");
+    let trust = &d["roles"]["aws.iam-role/rw-analytics"]["trust"];
+    assert_eq!(trust["Principal"]["Federated"], oidc_arn);
+    assert_eq!(trust["Action"], "sts:AssumeRoleWithWebIdentity");
+    let host = d["oidc"]["url"].as_str().expect("url").trim_start_matches("https://").to_owned();
+    assert_eq!(trust["Condition"]["StringEquals"][format!("{host}:sub")], "system:serviceaccount:rw-analytics:rw-analytics");
+    // Least privilege, as in policies/aws/agent.json.
+    let agent_policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(project_root().join("policies/aws/agent.json")).expect("policy")).expect("json");
+    let mut want: Vec<String> =
+        agent_policy["permissions"].as_array().expect("permissions").iter().map(|a| a.as_str().unwrap_or_default().to_owned()).collect();
+    want.sort();
+    assert_eq!(d["roles"]["aws.iam-role/agent"]["actions"], serde_json::json!(want));
+    assert_eq!(d["roles"]["aws.iam-role/eks-cluster"]["managed"], serde_json::json!(["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"]));
+    assert_eq!(d["nlbs"]["aws.nlb/proxy-public"]["scheme"], "internet-facing");
+    assert_eq!(d["nlbs"]["aws.nlb/agent"]["scheme"], "internal");
+    assert_eq!(d["nlbs"]["aws.nlb/proxy"]["ports"], serde_json::json!([4566]));
+    assert_eq!(
+        d["endpointService"],
+        serde_json::json!({"loadBalancers": 2, "principals": ["arn:aws:iam::210987654321:root"], "acceptanceRequired": false})
+    );
+
+    let second = run(&repo, &args);
+    ok(&second);
+    assert!(
+        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 30 unchanged"),
+        "{}",
+        summary(&second)
+    );
+    assert!(second.stdout.contains("nothing to do"));
+
+    // Resize one node group: one update, seen in EKS.
+    repo.edit("examples/aws/environment.yaml", "        min: 3\n        max: 12", "        min: 3\n        max: 16");
+    repo.commit("grow risingwave nodes");
+    let resize = run(&repo, &args);
+    ok(&resize);
+    assert!(summary(&resize).starts_with("0 to create, 1 to update, 0 to replace, 0 to delete"), "{}", summary(&resize));
+    assert!(resize.stdout.contains("~ update aws.eks-nodegroup/risingwave"), "{}", resize.stdout);
+    assert_eq!(account.inventory()["details"]["nodeGroups"]["risingwave"]["max"], 16);
+
+    // Remove the external NLB: it is deleted, with the security group that only it used.
+    repo.edit("examples/aws/environment.yaml", "      public:\n        allowedCidrs: [203.0.113.0/24]\n", "");
+    repo.commit("no public endpoint");
+    let removal = run(&repo, &args);
+    ok(&removal);
+    assert!(summary(&removal).starts_with("0 to create, 0 to update, 0 to replace, 2 to delete"), "{}", summary(&removal));
+    assert_eq!(removal.stdout.matches("- delete aws.nlb/proxy-public").count(), 1, "{}", removal.stdout);
+    let counts = account.counts();
+    assert!(!counts.contains_key("aws.nlb/proxy-public") && !counts.contains_key("tg:aws.nlb/proxy-public"), "{counts:?}");
+    assert!(!counts.contains_key("aws.security-group/proxy-public"), "{counts:?}");
+    assert_eq!(counts.len(), EXPECTED.len() - 3);
+
+    // Destroy keeps the buckets (and the retained cluster's role) unless told otherwise.
+    let mut destroy: Vec<&str> = args.clone();
+    destroy[0] = "destroy";
+    let kept = run(&repo, &destroy);
+    ok(&kept);
+    assert!(kept.stdout.contains("kept: aws.s3-bucket/data"), "{}", kept.stdout);
+    assert_eq!(
+        account.counts().keys().cloned().collect::<Vec<_>>(),
+        ["aws.iam-role/rw-analytics", "aws.s3-bucket/data", "aws.s3-bucket/state"]
+    );
+    destroy.push("--delete-data");
+    ok(&run(&repo, &destroy));
+    assert_eq!(account.counts(), Default::default(), "destroy --delete-data leaves nothing tagged");
+}
+
+/// Runs `byoc apply` and SIGKILLs it once `k` actions have printed "done".
+fn apply_killed_after(repo: &Repo, args: &[&str], k: usize) -> usize {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_byoc"))
+        .args(args)
+        .envs(MOTO_ENV)
+        .current_dir(repo.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("byoc runs");
+    let mut done = 0;
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with("done ") {
+            done += 1;
+            if done == k {
+                child.kill().expect("SIGKILL");
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    done
+}
+
+#[test]
+fn killed_after_each_step_a_rerun_completes_with_exactly_one_of_each() {
+    // k = 1..=30 split over three accounts (moto servers) that run side by side.
+    let lanes: Vec<Vec<usize>> = (0..3).map(|lane| (1..=30).filter(|k| k % 3 == lane).collect()).collect();
+    std::thread::scope(|s| {
+        for ks in &lanes {
+            s.spawn(move || killed_lane(ks));
+        }
+    });
+}
+
+fn killed_lane(ks: &[usize]) {
+    let account = Account::new();
+    let repo = example_repo();
+    for &k in ks {
+        // A fresh account and state for each k.
+        account.python("import urllib.request, os; urllib.request.urlopen(urllib.request.Request(os.environ['AWS_ENDPOINT_URL'] + '/moto-api/reset', method='POST'))");
+        account.python("import boto3; boto3.client('iam').create_service_linked_role(AWSServiceName='autoscaling.amazonaws.com')");
+        let state = format!("state-{k}");
+        let mut args = apply_args(&account, &state);
+        args.push("--auto-approve");
+        let reached = apply_killed_after(&repo, &args, k);
+        assert_eq!(reached, k, "the apply was killed after step {k}");
+        let rerun = run(&repo, &args);
+        ok(&rerun);
+        if k < 30 {
+            assert!(rerun.stdout.contains("note: resuming: the apply of"), "k={k}: the journal tells what was done:\n{}", rerun.stdout);
+        }
+        assert!(!rerun.stdout.contains("is a second resource tagged"), "k={k}: a duplicate was created:\n{}", rerun.stdout);
+        assert_exactly_one_of_each(&account.counts());
+        if k % 5 == 0 {
+            let again = run(&repo, &args);
+            assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "k={k}: {}", summary(&again));
+        }
+    }
+}
+
+#[test]
+fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
+    let account = Account::new().with_autoscaling_role();
+    let repo = example_repo();
+    let mut args = apply_args(&account, "state");
+    args.push("--auto-approve");
+    ok(&run(&repo, &args));
+    std::fs::remove_file(repo.path().join("state/cloud-inventory.json")).expect("remove inventory");
+    std::fs::remove_file(repo.path().join("state/cloud-inventory.json.version")).expect("remove version");
+    let rebuilt = run(&repo, &args);
+    ok(&rebuilt);
+    assert!(summary(&rebuilt).starts_with("0 to create, 30 to update"), "{}", summary(&rebuilt));
+    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 30);
+    assert_exactly_one_of_each(&account.counts());
+    assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update"));
+}
+
+#[test]
+fn a_second_concurrent_apply_is_refused_by_the_lease_and_no_state_update_is_lost() {
+    let account = Account::new().with_autoscaling_role();
+    let repo = example_repo();
+    account.python("import boto3; boto3.client('s3').create_bucket(Bucket='infra-state')");
+    let common = [
+        "--repo",
+        ".",
+        "--env",
+        "examples/aws",
+        "--endpoint-url",
+        account.endpoint(),
+        "--state-s3",
+        "s3://infra-state/prod-use1",
+        "--poll-interval",
+        "0.1",
+    ];
+
+    // The first apply holds the lease while it waits for approval.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_byoc"))
+        .arg("apply")
+        .args(common)
+        .envs(MOTO_ENV)
+        .current_dir(repo.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("byoc runs");
+    let mut stderr = first.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("Only 'yes' approves: ") {
+        let n = stderr.read(&mut buf).expect("read stderr");
+        assert!(n > 0, "the first apply ended before asking:\n{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+
+    let second = byoc_env(repo.path(), &[&["apply"][..], &common, &["--auto-approve"]].concat(), &MOTO_ENV);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(second.stderr.contains("the environment is locked by") && second.stderr.contains("nothing was changed"), "{}", second.stderr);
+    assert_eq!(account.counts(), Default::default(), "the refused apply changed nothing");
+
+    first.stdin.take().expect("stdin").write_all(b"yes\n").expect("approve");
+    let out = first.wait_with_output().expect("first apply ends");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_exactly_one_of_each(&account.counts());
+
+    // Every one of the 30 conditional writes landed: the inventory in the bucket has all.
+    let records = account.python(
+        "import boto3, json; b = boto3.client('s3').get_object(Bucket='infra-state', Key='prod-use1/cloud-inventory.json')['Body'].read(); d = json.loads(b); print(len(d['resources']), len(d['journal']['done']), d['journal']['finishedAt'] is not None)",
+    );
+    assert_eq!(records.trim(), "30 30 True");
+    // The lease was released: the second apply now runs (and finds nothing to do).
+    let later = byoc_env(repo.path(), &[&["apply"][..], &common, &["--auto-approve"]].concat(), &MOTO_ENV);
+    assert!(ok(&later).stdout.contains("nothing to do"));
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_and_each_retry_is_printed() {
+    let mut account = Account::new().with_autoscaling_role();
+    account.front(&["--fault-rate", "0.2", "--seed", "42"]);
+    let repo = example_repo();
+    let mut args = apply_args(&account, "state");
+    args.push("--auto-approve");
+    let r = run(&repo, &args);
+    ok(&r);
+    let retries = r.stderr.lines().filter(|l| l.starts_with("retry: ")).count() as u64;
+    let injected = account.faults_injected();
+    assert!(injected >= 10, "the proxy injected only {injected} faults");
+    assert_eq!(retries, injected, "one printed retry per injected fault:\n{}", r.stderr);
+    assert!(r.stdout.contains(&format!("{injected} retries of throttled or failed calls")), "{}", r.stdout);
+    assert!(r.stderr.contains("RequestLimitExceeded") && r.stderr.contains("Throttling"), "{}", r.stderr);
+    assert_exactly_one_of_each(&account.counts());
+}
+
+#[test]
+fn preflight_reports_every_problem_at_once_and_changes_nothing() {
+    let mut account = Account::new(); // no AWSServiceRoleForAutoScaling
+    account.front(&["--deny", "ec2:CreateVpc,eks:CreateNodegroup,iam:PassRole", "--quota", "30"]);
+    let repo = example_repo();
+    let mut args = apply_args(&account, "state");
+    args.push("--auto-approve");
+    let r = run(&repo, &args);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("preflight found 3 problem(s); nothing was changed"), "{}", r.stderr);
+    assert!(r.stderr.contains("the service-linked role AWSServiceRoleForAutoScaling does not exist"), "{}", r.stderr);
+    assert!(r.stderr.contains("eks/L-6D54EA21 (managed node groups per cluster) is 30, below the 36"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not allowed 3 action(s) this plan needs: ec2:CreateVpc (implicitDeny), eks:CreateNodegroup (implicitDeny), iam:PassRole (implicitDeny)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(account.counts(), Default::default());
+
+    // A quota that cannot be read is a problem too, not a pass.
+    account.front(&["--quota", "none"]);
+    let account = account.with_autoscaling_role();
+    let mut args = apply_args(&account, "state");
+    args.push("--auto-approve");
+    let r = run(&repo, &args);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("cannot read the quota eks/L-6D54EA21"), "{}", r.stderr);
+    assert_eq!(account.counts(), Default::default());
+}
+
+#[test]
+fn web_identity_credentials_from_a_projected_token_file() {
+    let account = Account::new().with_autoscaling_role();
+    account.python(
+        "import boto3, json; boto3.client('iam').create_role(RoleName='byoc-deployer', AssumeRolePolicyDocument=json.dumps({'Version': '2012-10-17', 'Statement': []}))",
+    );
+    let repo = example_repo();
+    let token: &Path = &repo.path().join("token");
+    std::fs::write(token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YnlvYy1zeXN0ZW06YnlvYy1hZ2VudCJ9.c2ln")
+        .expect("token");
+    let mut args = apply_args(&account, "state");
+    args.push("--auto-approve");
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().expect("utf-8")),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/byoc-deployer"),
+        ("AWS_ROLE_SESSION_NAME", "ci"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_ENDPOINT_URL", account.endpoint()),
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_byoc"))
+        .args(&args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .envs(env)
+        .current_dir(repo.path())
+        .output()
+        .expect("byoc runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("credentials: arn:aws:sts::123456789012:assumed-role/byoc-deployer/ci"), "{stdout}");
+    assert_exactly_one_of_each(&account.counts());
+}
