@@ -393,12 +393,55 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
     ok(&run(&repo, &args));
     std::fs::remove_file(repo.path().join("state/cloud-inventory.json")).expect("remove inventory");
     std::fs::remove_file(repo.path().join("state/cloud-inventory.json.version")).expect("remove version");
+    // A VPC tagged for this environment that nothing wants (leaked), and one of another
+    // environment, which is not ours to touch.
+    let tag = |env: &str, id: &str| {
+        format!(
+            "{{'ResourceType': 'vpc', 'Tags': [{{'Key': 'byoc.risingwave.dev/environment', 'Value': '{env}'}}, {{'Key': 'byoc.risingwave.dev/resource', 'Value': '{id}'}}]}}"
+        )
+    };
+    let other = account.python(&format!(
+        "import boto3; e = boto3.client('ec2'); e.create_vpc(CidrBlock='10.99.0.0/16', TagSpecifications=[{}]); print(e.create_vpc(CidrBlock='10.98.0.0/16', TagSpecifications=[{}])['Vpc']['VpcId'])",
+        tag("prod-use1", "aws.vpc/old"),
+        tag("staging", "aws.vpc/main")
+    ));
     let rebuilt = run(&repo, &args);
     ok(&rebuilt);
-    assert!(summary(&rebuilt).starts_with("0 to create, 30 to update"), "{}", summary(&rebuilt));
+    assert!(summary(&rebuilt).starts_with("0 to create, 30 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
     assert_eq!(rebuilt.stdout.matches("adopting it").count(), 30);
+    assert!(
+        rebuilt.stdout.contains("note: aws.vpc/old is tagged for this environment but not managed (leaked); it will be deleted"),
+        "{}",
+        rebuilt.stdout
+    );
     assert_exactly_one_of_each(&account.counts());
+    let still =
+        account.python(&format!("import boto3; print(len(boto3.client('ec2').describe_vpcs(VpcIds=['{}'])['Vpcs']))", other.trim()));
+    assert_eq!(still.trim(), "1", "another environment's VPC is left alone");
     assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update"));
+}
+
+#[test]
+fn apply_asks_and_anything_but_yes_changes_nothing() {
+    let account = Account::new().with_autoscaling_role();
+    let repo = example_repo();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_byoc"))
+        .args(apply_args(&account, "state"))
+        .envs(MOTO_ENV)
+        .current_dir(repo.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("byoc runs");
+    child.stdin.take().expect("stdin").write_all(b"y\n").expect("answer");
+    let out = child.wait_with_output().expect("byoc ends");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("30 to create"), "the live plan is shown first:\n{stdout}");
+    assert!(stderr.contains("Apply these 30 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
+    assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
+    assert_eq!(account.counts(), Default::default());
 }
 
 #[test]
@@ -505,6 +548,42 @@ fn preflight_reports_every_problem_at_once_and_changes_nothing() {
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("cannot read the quota eks/L-6D54EA21"), "{}", r.stderr);
     assert_eq!(account.counts(), Default::default());
+}
+
+#[test]
+fn slow_eks_phases_are_waited_for_with_progress_and_a_version_upgrade_is_one_update() {
+    let mut account = Account::new().with_autoscaling_role();
+    // moto's clusters are ACTIVE at once and it has no UpdateClusterVersion: the double in
+    // front shows CREATING / UPDATING for three reads and answers the upgrade.
+    account.front(&["--creating", "3"]);
+    let mut repo = example_repo();
+    let mut args = apply_args(&account, "state");
+    args.push("--auto-approve");
+    let first = run(&repo, &args);
+    ok(&first);
+    for id in ["aws.eks-cluster/main", "aws.eks-nodegroup/system", "aws.eks-nodegroup/risingwave"] {
+        assert_eq!(first.stdout.matches(&format!("waiting {id}: CREATING (")).count(), 3, "{id}:\n{}", first.stdout);
+    }
+    // Nothing that depends on the cluster started before it was ACTIVE.
+    let line = |needle: &str| first.stdout.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?}"));
+    assert!(line("done") < line("waiting aws.eks-cluster/main"));
+    assert!(line("create byoc-prod-use1 (") < line("waiting aws.eks-nodegroup/system"));
+    assert!(line("create byoc-prod-use1 (") < line("aws.oidc-provider/main create"));
+
+    repo.edit("examples/aws/environment.yaml", "version: \"1.31\"", "version: \"1.32\"");
+    repo.commit("upgrade Kubernetes");
+    let upgrade = run(&repo, &args);
+    ok(&upgrade);
+    assert!(summary(&upgrade).starts_with("0 to create, 1 to update, 0 to replace, 0 to delete"), "{}", summary(&upgrade));
+    assert_eq!(upgrade.stdout.matches("waiting aws.eks-cluster/main: UPDATING (").count(), 3, "{}", upgrade.stdout);
+    let url = format!("{}/__eks", account.endpoint());
+    let requested = Command::new("python3")
+        .args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('{url}').read().decode())")])
+        .output()
+        .expect("python3");
+    let requested: Value = serde_json::from_slice(&requested.stdout).expect("json");
+    assert_eq!(requested["byoc-prod-use1"]["version"], "1.32", "UpdateClusterVersion asked for 1.32");
+    assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update"));
 }
 
 #[test]

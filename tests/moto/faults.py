@@ -16,10 +16,15 @@
      cluster): value --quota ("none": not answered, so moto's NoSuchResource comes
      back, as from an account where the quota cannot be read). moto knows only VPC
      quotas.
+   - EKS's slow phases, which moto skips (its clusters and node groups are ACTIVE at
+     once): with --creating N the first N DescribeCluster / DescribeNodegroup reads of
+     each name say CREATING; UpdateClusterVersion (moto: 404) is answered with the
+     documented Update object, and the cluster then reads UPDATING for N reads and
+     reports the new version. GET /__eks shows the version updates requested.
    Everything else goes to moto unchanged.
 
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
-                 [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50]
+                 [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50] [--creating N]
 Listens on 127.0.0.1 only; exits when the owner process is gone.
 """
 import argparse
@@ -37,6 +42,8 @@ ARGS = None
 LOCK = threading.Lock()
 RNG = None
 INJECTED = {}
+READS = {}  # (kind, name) -> describe reads answered so far
+UPDATES = {}  # cluster name -> {"version": v, "reads": reads left in UPDATING}
 
 
 def service_of(headers):
@@ -124,6 +131,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/__faults":
             with LOCK:
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(INJECTED))
+        if self.path == "/__eks":
+            with LOCK:
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(UPDATES))
         service = service_of(self.headers)
         with LOCK:
             inject = RNG.random() < ARGS.fault_rate
@@ -138,9 +148,41 @@ class Handler(BaseHTTPRequestHandler):
             recorded = quota(json.loads(body or b"{}"))
             if recorded:
                 return self.answer(*recorded)
-        self.forward(body)
+        if service == "eks":
+            m = re.fullmatch(r"/clusters/([^/?]+)/updates", self.path)
+            if self.command == "POST" and m:
+                version = json.loads(body or b"{}").get("version")
+                with LOCK:
+                    UPDATES[m.group(1)] = {"version": version, "reads": ARGS.creating}
+                update = {"id": "recorded-update", "status": "InProgress", "type": "VersionUpdate",
+                          "params": [{"type": "Version", "value": version}], "createdAt": time.time(), "errors": []}
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps({"update": update}))
+        self.forward(body, service)
 
-    def forward(self, body):
+    def slow_phases(self, data):
+        """Rewrites moto's describe answers to show the phases it skips."""
+        m = re.fullmatch(r"/clusters/([^/?]+)(/node-groups/([^/?]+))?", self.path)
+        if self.command != "GET" or not m:
+            return data
+        doc = json.loads(data)
+        key = "nodegroup" if m.group(3) else "cluster"
+        obj = doc.get(key)
+        if not obj:
+            return data
+        with LOCK:
+            name = (key, m.group(1), m.group(3))
+            READS[name] = READS.get(name, 0) + 1
+            if READS[name] <= ARGS.creating and obj.get("status") == "ACTIVE":
+                obj["status"] = "CREATING"
+            update = UPDATES.get(m.group(1)) if key == "cluster" else None
+            if update:
+                obj["version"] = update["version"]
+                if update["reads"] > 0:
+                    update["reads"] -= 1
+                    obj["status"] = "UPDATING"
+        return json.dumps(doc).encode()
+
+    def forward(self, body, service):
         up = urllib.parse.urlsplit(ARGS.upstream)
         conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding", "content-length")}
@@ -148,6 +190,8 @@ class Handler(BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
+        if service == "eks" and resp.status == 200:
+            data = self.slow_phases(data)
         out = {k: v for k, v in resp.getheaders() if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date")}
         conn.close()
         self.answer(resp.status, out, data)
@@ -175,6 +219,7 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--deny", default="")
     p.add_argument("--quota", default="50")
+    p.add_argument("--creating", type=int, default=0)
     ARGS = p.parse_args()
     RNG = random.Random(ARGS.seed)
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)

@@ -284,16 +284,16 @@ impl<S: StateStore> Prepared<'_, S> {
     /// Notes from reading the inventory against the account, one line each.
     pub fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        if let Some(j) = &self.recorder.inventory.journal {
-            if j.finished_at.is_none() {
-                notes.push(format!(
-                    "resuming: the apply of {} started at {} stopped after {} of {} action(s); what is left is planned again from what exists",
-                    j.revision,
-                    j.started_at,
-                    j.done.len(),
-                    j.planned
-                ));
-            }
+        if let Some(j) = &self.recorder.inventory.journal
+            && j.finished_at.is_none()
+        {
+            notes.push(format!(
+                "resuming: the apply of {} started at {} stopped after {} of {} action(s); what is left is planned again from what exists",
+                j.revision,
+                j.started_at,
+                j.done.len(),
+                j.planned
+            ));
         }
         for id in &self.observed.gone {
             notes
@@ -329,7 +329,7 @@ impl<S: StateStore> Prepared<'_, S> {
         });
         self.recorder.save()?;
         let mut refs = std::mem::take(&mut self.observed.found);
-        let mut progress = Progress { total: planned, finished: 0, failures: Vec::new() };
+        let mut progress = Progress { total: planned, finished: 0, failures: Vec::new(), skipped: Vec::new() };
         let concurrency = concurrency.max(1);
 
         // 1. Replacements: the old resource goes first, dependents before dependencies.
@@ -370,11 +370,9 @@ impl<S: StateStore> Prepared<'_, S> {
 
         if !progress.failures.is_empty() {
             let _ = self.recorder.lease.release(self.recorder.store);
-            return Err(ApplyError::Actions {
-                failed: progress.failures.len(),
-                done: progress.finished,
-                errors: progress.failures.join("\n"),
-            });
+            let failed = progress.failures.len();
+            progress.failures.append(&mut progress.skipped);
+            return Err(ApplyError::Actions { failed, done: progress.finished, errors: progress.failures.join("\n") });
         }
         if let Some(j) = &mut self.recorder.inventory.journal {
             j.finished_at = Some(now());
@@ -497,9 +495,7 @@ impl<S: StateStore> Prepared<'_, S> {
             }
         }
         for step in waiting {
-            if progress.failures.is_empty() {
-                progress.failures.push(format!("{}: not started, a dependency did not finish", step.id));
-            }
+            progress.skipped.push(format!("{}: not started (it waits on an action that failed)", step.id));
         }
         Ok(())
     }
@@ -523,4 +519,131 @@ struct Progress {
     total: usize,
     finished: usize,
     failures: Vec<String>,
+    skipped: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::resource::Value;
+    use crate::state::LocalDir;
+
+    fn found(id: &ResourceId, kind: Kind, cloud_id: &str) -> Found {
+        Found { id: id.clone(), kind, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() }
+    }
+
+    fn record(kind: Kind, cloud_id: &str, cidr: &str) -> Record {
+        Record {
+            kind: kind.as_str().to_owned(),
+            cloud_id: cloud_id.to_owned(),
+            outputs: BTreeMap::new(),
+            applied: serde_json::json!({"cidr": cidr}),
+            depends_on: Vec::new(),
+            protection: None,
+        }
+    }
+
+    #[test]
+    fn the_account_read_against_the_inventory() {
+        let vpc = ResourceId::new(Kind::AwsVpc, "main");
+        let subnet = ResourceId::new(Kind::AwsSubnet, "a");
+        let leaked = ResourceId::new(Kind::AwsSubnet, "old");
+        let gone = ResourceId::new(Kind::AwsSecurityGroup, "gone");
+        let mut inventory = Inventory::default();
+        inventory.resources.insert(vpc.to_string(), record(Kind::AwsVpc, "vpc-2", "10.0.0.0/16"));
+        inventory.resources.insert(gone.to_string(), record(Kind::AwsSecurityGroup, "sg-1", ""));
+        let mut desired = Graph::default();
+        desired.add(Resource::new(Kind::AwsVpc, "main").set("cidr", "10.0.0.0/16"));
+        desired.add(Resource::new(Kind::AwsSubnet, "a").set("cidr", "10.0.1.0/24").set("vpc", Value::reference(&vpc)));
+        let seen = vec![
+            found(&vpc, Kind::AwsVpc, "vpc-1"),
+            found(&vpc, Kind::AwsVpc, "vpc-2"),
+            found(&subnet, Kind::AwsSubnet, "subnet-1"),
+            found(&leaked, Kind::AwsSubnet, "subnet-9"),
+        ];
+        let o = reconcile(&inventory, seen, &desired, false);
+        assert_eq!(o.found[&vpc].cloud_id, "vpc-2", "the one the inventory names is kept");
+        assert_eq!(o.duplicates.iter().map(|d| d.cloud_id.as_str()).collect::<Vec<_>>(), ["vpc-1"]);
+        assert_eq!(o.adopted, BTreeSet::from([subnet.clone()]));
+        assert_eq!(o.leaked, BTreeSet::from([leaked.clone()]));
+        assert_eq!(o.gone, [gone]);
+        let p = plan_apply(&desired, &o);
+        let action = |id: &ResourceId| p.steps.iter().find(|s| &s.id == id).map(|s| s.action);
+        assert_eq!(action(&vpc), Some(Action::NoOp));
+        assert_eq!(action(&subnet), Some(Action::Update), "adopted: its settings are re-applied");
+        assert_eq!(action(&leaked), Some(Action::Delete));
+    }
+
+    #[test]
+    fn buckets_are_protected_unless_data_may_be_deleted() {
+        let bucket = ResourceId::new(Kind::AwsS3Bucket, "data");
+        let seen = || vec![found(&bucket, Kind::AwsS3Bucket, "b")];
+        let kept = plan_apply(&Graph::default(), &reconcile(&Inventory::default(), seen(), &Graph::default(), false));
+        assert_eq!(kept.steps[0].action, Action::Blocked);
+        let deleted = plan_apply(&Graph::default(), &reconcile(&Inventory::default(), seen(), &Graph::default(), true));
+        assert_eq!(deleted.steps[0].action, Action::Delete);
+    }
+
+    /// A cloud that keeps resources in memory and fails to create the ones named in
+    /// `fail`: enough to see ordering and what is recorded when an action fails.
+    #[derive(Default)]
+    struct Memory {
+        fail: BTreeSet<ResourceId>,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Cloud for Memory {
+        async fn observe(&self) -> Result<Vec<Found>, CloudError> {
+            Ok(Vec::new())
+        }
+
+        async fn ensure(&self, desired: &Resource, _existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
+            for dep in &desired.depends_on {
+                assert!(refs.contains_key(dep), "{} started before {dep} existed", desired.id);
+            }
+            self.calls.borrow_mut().push(desired.id.to_string());
+            tokio::task::yield_now().await;
+            if self.fail.contains(&desired.id) {
+                return Err(CloudError::new(desired.id.to_string(), "refused"));
+            }
+            Ok(found(&desired.id, desired.kind, &format!("cloud-{}", desired.id)))
+        }
+
+        async fn delete(&self, f: &Found) -> Result<(), CloudError> {
+            self.calls.borrow_mut().push(format!("delete {}", f.id));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_action_stops_its_dependents_and_what_finished_is_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalDir::new(dir.path()).expect("store");
+        let mut desired = Graph::default();
+        let vpc = desired.add(Resource::new(Kind::AwsVpc, "main"));
+        let a = desired.add(Resource::new(Kind::AwsSubnet, "a").set("vpc", Value::reference(&vpc)));
+        let b = desired.add(Resource::new(Kind::AwsSubnet, "b").set("vpc", Value::reference(&vpc)));
+        desired.add(Resource::new(Kind::AwsRouteTable, "rt").set("subnets", Value::references([&a, &b])));
+        let cloud = Memory { fail: BTreeSet::from([b.clone()]), ..Memory::default() };
+        let options = Options { revision: "r1".into(), concurrency: 4, holder: "test:1".into(), lease_ttl: 60, delete_data: false };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let err = rt
+            .block_on(async {
+                let prepared = prepare(&cloud, &store, &desired, &options).await?;
+                prepared.execute(&cloud, 4).await
+            })
+            .expect_err("subnet b fails");
+        let text = err.to_string();
+        assert!(text.contains("aws.subnet/b: refused") && text.contains("aws.route-table/rt: not started"), "{text}");
+        assert!(!cloud.calls.borrow().contains(&"aws.route-table/rt".to_owned()));
+        let (inventory, _) = load_inventory(&store).expect("inventory");
+        assert_eq!(inventory.resources.keys().collect::<Vec<_>>(), ["aws.subnet/a", "aws.vpc/main"]);
+        let journal = inventory.journal.expect("journal");
+        assert_eq!((journal.done.len(), journal.planned, journal.finished_at), (2, 4, None));
+        assert_eq!(inventory.last_applied, None);
+        // The lease was given back: the next run may start at once.
+        Lease::acquire(&store, "test:2", now(), 60).expect("lease released after the failure");
+    }
 }

@@ -398,10 +398,10 @@ impl Aws {
         for name in clusters.clusters() {
             let c = self.retry.call(&format!("eks DescribeCluster {name}"), || self.eks.describe_cluster().name(name).send()).await?;
             let Some(cluster) = c.cluster() else { continue };
-            if let Some(id) = self.ours(Kind::AwsEksCluster, cluster.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
-                if cluster.status() != Some(&ekst::ClusterStatus::Deleting) {
-                    out.push(cluster_found(id, cluster));
-                }
+            if let Some(id) = self.ours(Kind::AwsEksCluster, cluster.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
+                && cluster.status() != Some(&ekst::ClusterStatus::Deleting)
+            {
+                out.push(cluster_found(id, cluster));
             }
             let groups =
                 self.retry.call(&format!("eks ListNodegroups {name}"), || self.eks.list_nodegroups().cluster_name(name).send()).await?;
@@ -1558,10 +1558,10 @@ impl Aws {
         let mut want: BTreeSet<i32> = BTreeSet::new();
         if let Some(Value::List(items)) = r.properties.get("listeners") {
             for l in items {
-                if let Value::Map(m) = l {
-                    if let Some(Value::Int(p)) = m.get("port") {
-                        want.insert(*p as i32);
-                    }
+                if let Value::Map(m) = l
+                    && let Some(Value::Int(p)) = m.get("port")
+                {
+                    want.insert(*p as i32);
                 }
             }
         }
