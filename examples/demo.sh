@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The demo: a pull request against examples/aws, planned the way a CI job would comment
-# it. Builds byoc, puts the example into a throw-away git repository, commits a change
-# (scale a cluster, add a cluster, drop the public SQL endpoint) and prints the plan as
-# markdown, then as text. Usage: bash examples/demo.sh
+# it, then applied to an emulated AWS account. Builds byoc, puts the example into a
+# throw-away git repository, commits a change (scale a cluster, add a cluster, drop the
+# public SQL endpoint) and prints the plan as markdown, then as text. Then it starts the
+# moto AWS emulator on 127.0.0.1 (installed from PyPI on first run), applies main,
+# applies the merged pull request (the live plan shows the same change), and destroys the
+# environment. Usage: bash examples/demo.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/byoc/target}"
@@ -48,3 +51,28 @@ set -e
 echo
 echo "byoc plan exited $code (0: no changes, 2: changes, 1: error)"
 [ "$code" -eq 2 ]
+
+echo
+echo "== byoc apply to an emulated AWS account (moto on 127.0.0.1)"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+moto_pid=$(bash "$root/tests/moto/start.sh" "$port" $$)
+trap 'kill "$moto_pid" 2>/dev/null; rm -rf "$repo"' EXIT
+export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+venv="${BYOC_MOTO_VENV:-$HOME/.cache/byoc/moto-venv}"
+# A real account has this role once autoscaling was used; preflight checks for it. moto
+# answers neither Service Quotas for EKS nor iam:SimulatePrincipalPolicy, so the demo
+# goes through the tests' recorded-response double for those two.
+AWS_DEFAULT_REGION=us-east-1 "$venv/bin/python" -c "import boto3; boto3.client('iam', endpoint_url='http://127.0.0.1:$port').create_service_linked_role(AWSServiceName='autoscaling.amazonaws.com')"
+front=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 "$root/tests/moto/faults.py" --port "$front" --upstream "http://127.0.0.1:$port" --owner $$ > "$repo/front.log" 2>&1 &
+for _ in $(seq 1 50); do grep -q ready "$repo/front.log" && break; sleep 0.1; done
+apply() { (cd "$repo" && "$byoc" "$@" --repo . --env envs/prod --endpoint-url "http://127.0.0.1:$front" --state-dir .byoc-state --auto-approve --poll-interval 0.2); }
+git switch -q main
+apply apply
+echo
+echo "== the pull request merged: byoc apply shows the live plan and applies it"
+git merge -q --ff-only scale-analytics
+apply apply
+echo
+echo "== byoc destroy --delete-data"
+apply destroy --delete-data

@@ -66,7 +66,7 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
         let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
         cloud.poll = poll;
         let started = Instant::now();
-        let prepared = match apply::prepare(&cloud, &store, &desired, &options).await {
+        let mut prepared = match apply::prepare(&cloud, &store, &desired, &options).await {
             Ok(p) => p,
             Err(e @ ApplyError::Lease(_)) => {
                 eprintln!("error: {e}");
@@ -75,6 +75,11 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
             }
             Err(e) => return Err(anyhow::Error::new(e)),
         };
+        if destroy {
+            for s in prepared.plan.steps.iter_mut().filter(|s| s.action == Action::Delete) {
+                s.reason = "destroy".to_owned();
+            }
+        }
         for note in prepared.notes() {
             println!("note: {note}");
         }
