@@ -37,7 +37,7 @@ pub enum StateError {
         found: Option<String>,
     },
     /// Another writer holds the key's write lock.
-    #[error("state {key:?} is being written by another process ({lock}); if no byoc is running, remove that file")]
+    #[error("state {key:?} is being written by another process, which held the lock on {lock} longer than the wait")]
     Locked {
         /// The key.
         key: String,
@@ -74,10 +74,13 @@ impl StateStore for Box<dyn StateStore> {
 }
 
 /// A state store in a local directory: `<dir>/<key>` holds the value and `<key>.version`
-/// its generation; writes go through a temporary file and a rename under a lock file.
+/// its generation; writes go through a temporary file and a rename while holding an
+/// advisory lock on `<key>.lock`. The kernel drops that lock when its holder dies, so a
+/// writer killed mid-write (SIGKILL) blocks nobody.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     dir: PathBuf,
+    lock_wait: std::time::Duration,
 }
 
 impl LocalDir {
@@ -85,7 +88,13 @@ impl LocalDir {
     pub fn new(dir: impl Into<PathBuf>) -> Result<LocalDir, StateError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| StateError::Io { key: String::new(), message: format!("creating {}: {e}", dir.display()) })?;
-        Ok(LocalDir { dir })
+        Ok(LocalDir { dir, lock_wait: std::time::Duration::from_secs(5) })
+    }
+
+    /// How long a write waits for another writer of the same key (default 5 s).
+    pub fn with_lock_wait(mut self, wait: std::time::Duration) -> LocalDir {
+        self.lock_wait = wait;
+        self
     }
 
     fn path(&self, key: &str, suffix: &str) -> Result<PathBuf, StateError> {
@@ -129,12 +138,17 @@ impl StateStore for LocalDir {
 
     fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError> {
         let lock = self.path(key, ".lock")?;
-        match fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StateError::Locked { key: key.into(), lock: lock.display().to_string() });
+        let lock_file = fs::OpenOptions::new().write(true).create(true).truncate(false).open(&lock).map_err(|e| io(key, &lock, &e))?;
+        let deadline = std::time::Instant::now() + self.lock_wait;
+        loop {
+            match lock_file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(fs::TryLockError::WouldBlock) => return Err(StateError::Locked { key: key.into(), lock: lock.display().to_string() }),
+                Err(fs::TryLockError::Error(e)) => return Err(io(key, &lock, &e)),
             }
-            Err(e) => return Err(io(key, &lock, &e)),
         }
         let result = (|| {
             let found = self.read_version(key)?;
@@ -153,8 +167,9 @@ impl StateStore for LocalDir {
             fs::write(&vpath, next.to_string()).map_err(|e| io(key, &vpath, &e))?;
             Ok(next.to_string())
         })();
-        // Removing our own lock; if that fails the next writer says where it is.
-        let _ = fs::remove_file(&lock);
+        // Closing the file releases the lock; the file itself stays (removing it would let
+        // two writers lock two different files of one name).
+        drop(lock_file);
         result
     }
 }
@@ -178,9 +193,21 @@ mod tests {
     #[test]
     fn a_held_lock_refuses_the_write_and_keys_cannot_escape_the_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = LocalDir::new(dir.path()).expect("store");
-        fs::write(dir.path().join("inv.lock"), "").expect("lock");
+        let s = LocalDir::new(dir.path()).expect("store").with_lock_wait(std::time::Duration::from_millis(50));
+        let held = fs::File::create(dir.path().join("inv.lock")).expect("lock file");
+        held.lock().expect("another writer holds the lock");
         assert!(matches!(s.put("inv", b"a", None), Err(StateError::Locked { .. })));
+        drop(held);
+        s.put("inv", b"a", None).expect("free once the holder is gone");
         assert!(matches!(s.get("../etc"), Err(StateError::Io { .. })));
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_killed_writer_blocks_nobody() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalDir::new(dir.path()).expect("store");
+        // A writer SIGKILLed mid-write leaves its lock file, but not its lock.
+        fs::write(dir.path().join("inv.lock"), "").expect("lock file");
+        s.put("inv", b"a", None).expect("written");
     }
 }

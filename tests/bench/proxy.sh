@@ -123,6 +123,12 @@ done
 echo "  c16 CPU per transaction: rwproxy is $(ratio "${cpu[rwproxy.c16]}" "${cpu[pgbouncer.c16]}") of pgbouncer's"
 awk -v d="${lat[direct.c1]}" -v r="${lat[rwproxy.c1]}" -v b="${lat[pgbouncer.c1]}" \
   'BEGIN {printf "  c1 latency added to direct %.3f ms: rwproxy +%.3f ms, pgbouncer +%.3f ms\n", d, r - d, b - d}'
+met() { awk "BEGIN {exit !($1)}" && echo "met" || echo "NOT met"; }
+echo "targets:"
+echo "  c16 TPS >= 90% of direct: $(met "${tps[rwproxy.c16]} >= 0.9 * ${tps[direct.c16]}")"
+echo "  c16 TPS ahead of pgbouncer: $(met "${tps[rwproxy.c16]} > ${tps[pgbouncer.c16]}")"
+echo "  c16 CPU per transaction <= 1/3 of pgbouncer's: $(met "${cpu[rwproxy.c16]} * 3 <= ${cpu[pgbouncer.c16]}")"
+echo "  c1 latency added < pgbouncer's: $(met "${lat[rwproxy.c1]} < ${lat[pgbouncer.c1]}")"
 
 echo
 rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$rwproxy_pid/status")
