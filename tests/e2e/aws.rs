@@ -422,6 +422,39 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
 }
 
 #[test]
+fn drift_made_outside_byoc_is_reported_and_set_back() {
+    let account = Account::new().with_autoscaling_role();
+    let repo = example_repo();
+    let mut args = apply_args(&account, "state");
+    args.push("--auto-approve");
+    ok(&run(&repo, &args));
+    // Someone grows a node group, opens SSH on a security group and suspends versioning.
+    account.python(
+        "import boto3
+eks = boto3.client('eks'); ec2 = boto3.client('ec2'); s3 = boto3.client('s3')
+eks.update_nodegroup_config(clusterName='byoc-prod-use1', nodegroupName='risingwave', scalingConfig={'minSize': 3, 'maxSize': 20, 'desiredSize': 3})
+g = [x for x in ec2.describe_security_groups()['SecurityGroups'] if any(t['Value'] == 'aws.security-group/proxy' for t in x.get('Tags', []))][0]
+ec2.authorize_security_group_ingress(GroupId=g['GroupId'], IpPermissions=[{'IpProtocol': 'tcp', 'FromPort': 22, 'ToPort': 22, 'IpRanges': [{'CidrIp': '0.0.0.0/0'}]}])
+s3.put_bucket_versioning(Bucket='byoc-prod-use1-123456789012-data', VersioningConfiguration={'Status': 'Suspended'})",
+    );
+    let fixed = run(&repo, &args);
+    ok(&fixed);
+    for note in [
+        "note: drift: aws.eks-nodegroup/risingwave `maxSize`: applied 12, live 20; it will be set back",
+        "note: drift: aws.s3-bucket/data `versioning`: applied true, live false; it will be set back",
+        "note: drift: aws.security-group/proxy `ingress`: applied [{from: \"10.20.0.0/16\", port: 4566, protocol: \"tcp\"}], live [",
+    ] {
+        assert!(fixed.stdout.contains(note), "{note}\n{}", fixed.stdout);
+    }
+    assert!(summary(&fixed).starts_with("0 to create, 3 to update, 0 to replace, 0 to delete"), "{}", summary(&fixed));
+    let d = &account.inventory()["details"];
+    assert_eq!(d["nodeGroups"]["risingwave"]["max"], 12);
+    assert_eq!(d["ingress"]["aws.security-group/proxy"], serde_json::json!(["tcp:4566:10.20.0.0/16"]));
+    assert_eq!(d["buckets"]["aws.s3-bucket/data"]["versioning"], "Enabled");
+    assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update"));
+}
+
+#[test]
 fn apply_asks_and_anything_but_yes_changes_nothing() {
     let account = Account::new().with_autoscaling_role();
     let repo = example_repo();

@@ -21,6 +21,9 @@
      each name say CREATING; UpdateClusterVersion (moto: 404) is answered with the
      documented Update object, and the cluster then reads UPDATING for N reads and
      reports the new version. GET /__eks shows the version updates requested.
+   - s3 GetBucketVersioning: moto's answer has the root element GetBucketVersioningResponse
+     where S3 sends VersioningConfiguration, which the AWS SDK for Rust cannot parse; it is
+     renamed on the way back.
    Everything else goes to moto unchanged.
 
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
@@ -192,6 +195,8 @@ class Handler(BaseHTTPRequestHandler):
         data = resp.read()
         if service == "eks" and resp.status == 200:
             data = self.slow_phases(data)
+        if service == "s3" and resp.status == 200 and self.command == "GET" and re.search(r"[?&]versioning(=|&|$)", self.path):
+            data = data.replace(b"GetBucketVersioningResponse", b"VersioningConfiguration")
         out = {k: v for k, v in resp.getheaders() if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date")}
         conn.close()
         self.answer(resp.status, out, data)

@@ -19,7 +19,7 @@ use futures::stream::FuturesUnordered;
 
 use super::{Cloud, CloudError, Found, INVENTORY_KEY, Inventory, Journal, JournalEntry, Record, Refs, delete_rank};
 use crate::plan::{Action, Plan, Step, plan};
-use crate::resource::{Graph, Kind, Resource, ResourceId};
+use crate::resource::{Graph, Kind, Map, Resource, ResourceId, Value};
 use crate::state::lease::{Lease, LeaseError};
 use crate::state::{StateError, StateStore};
 
@@ -89,6 +89,36 @@ pub struct Observed {
     pub duplicates: Vec<Found>,
     /// In the inventory but not found: deleted outside byoc.
     pub gone: Vec<ResourceId>,
+    /// Settings changed outside byoc, one line each (`id `prop`: applied X, live Y`).
+    pub drift: Vec<String>,
+}
+
+/// Lists are compared as multisets: the cloud returns rules and principals in its own order.
+fn same(applied: &Value, live: &Value) -> bool {
+    match (applied, live) {
+        (Value::List(a), Value::List(b)) => {
+            let key = |items: &Vec<Value>| {
+                let mut v: Vec<String> = items.iter().map(ToString::to_string).collect();
+                v.sort();
+                v
+            };
+            key(a) == key(b)
+        }
+        _ => applied == live,
+    }
+}
+
+/// Puts the live value of each drifted setting into `resource` (what exists), so the plan
+/// shows the change back to what is desired; notes each one.
+fn overlay_drift(resource: &mut Resource, live: &Map, notes: &mut Vec<String>) {
+    for (prop, now) in live.iter() {
+        if let Some(applied) = resource.properties.get(prop)
+            && !same(applied, now)
+        {
+            notes.push(format!("{} `{prop}`: applied {applied}, live {now}", resource.id));
+            resource.properties.insert(prop.to_owned(), now.clone());
+        }
+    }
 }
 
 /// Reads the account and the inventory together.
@@ -117,6 +147,9 @@ pub fn reconcile(inventory: &Inventory, found: Vec<Found>, desired: &Graph, dele
                 Resource { id: f.id.clone(), ..Resource::new(f.kind, "leaked") }
             }
         };
+        if record.is_some() {
+            overlay_drift(&mut resource, &f.live, &mut o.drift);
+        }
         resource.protection = record.and_then(|r| r.protection.clone()).filter(|_| !delete_data);
         if f.kind == Kind::AwsS3Bucket && !delete_data {
             resource.protection.get_or_insert_with(|| {
@@ -298,6 +331,9 @@ impl<S: StateStore> Prepared<'_, S> {
         for id in &self.observed.gone {
             notes
                 .push(format!("{id} is in the inventory but no longer exists (deleted outside byoc); it will be created again if desired"));
+        }
+        for d in &self.observed.drift {
+            notes.push(format!("drift: {d}; it will be set back"));
         }
         for id in &self.observed.adopted {
             notes.push(format!("{id} exists with its tags but was not recorded (an interrupted apply); adopting it"));
@@ -531,7 +567,7 @@ mod tests {
     use crate::state::LocalDir;
 
     fn found(id: &ResourceId, kind: Kind, cloud_id: &str) -> Found {
-        Found { id: id.clone(), kind, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() }
+        Found { live: Map::new(), id: id.clone(), kind, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() }
     }
 
     fn record(kind: Kind, cloud_id: &str, cidr: &str) -> Record {

@@ -20,7 +20,7 @@ use super::retry::Retrier;
 use super::{Cloud, CloudError, Found, Refs};
 use crate::expand::{TAG_ENVIRONMENT, TAG_RESOURCE};
 use crate::plan::{Action, Plan};
-use crate::resource::{Kind, Resource, ResourceId, Value};
+use crate::resource::{Kind, Map, Resource, ResourceId, Value};
 
 /// Name of the inline policy byoc puts on a role.
 const INLINE_POLICY: &str = "byoc";
@@ -178,6 +178,7 @@ fn resolve_list(refs: &Refs, r: &Resource, name: &str) -> Result<Vec<String>, Cl
 
 fn found(r: &Resource, cloud_id: impl Into<String>, outputs: impl IntoIterator<Item = (&'static str, String)>) -> Found {
     Found {
+        live: Map::new(),
         id: r.id.clone(),
         kind: r.kind,
         cloud_id: cloud_id.into(),
@@ -280,14 +281,20 @@ impl Aws {
         let vpcs = self.retry.call("ec2 DescribeVpcs", || self.ec2.describe_vpcs().filters(f.clone()).send()).await?;
         for v in vpcs.vpcs() {
             if let (Some(id), Some(cloud_id)) = (self.ours(Kind::AwsVpc, ec2_tags(v.tags.as_deref())), v.vpc_id()) {
-                out.push(Found { id, kind: Kind::AwsVpc, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
+                out.push(Found { live: Map::new(), id, kind: Kind::AwsVpc, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
             }
         }
         let subnets = self.retry.call("ec2 DescribeSubnets", || self.ec2.describe_subnets().filters(f.clone()).send()).await?;
         for s in subnets.subnets() {
             if let (Some(id), Some(cloud_id)) = (self.ours(Kind::AwsSubnet, ec2_tags(s.tags.as_deref())), s.subnet_id()) {
                 let vpc = s.vpc_id().unwrap_or_default().to_owned();
-                out.push(Found { id, kind: Kind::AwsSubnet, cloud_id: cloud_id.to_owned(), outputs: [("vpcId".to_owned(), vpc)].into() });
+                out.push(Found {
+                    live: Map::new(),
+                    id,
+                    kind: Kind::AwsSubnet,
+                    cloud_id: cloud_id.to_owned(),
+                    outputs: [("vpcId".to_owned(), vpc)].into(),
+                });
             }
         }
         let igws =
@@ -295,7 +302,13 @@ impl Aws {
         for g in igws.internet_gateways() {
             if let (Some(id), Some(cloud_id)) = (self.ours(Kind::AwsInternetGateway, ec2_tags(g.tags.as_deref())), g.internet_gateway_id())
             {
-                out.push(Found { id, kind: Kind::AwsInternetGateway, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
+                out.push(Found {
+                    live: Map::new(),
+                    id,
+                    kind: Kind::AwsInternetGateway,
+                    cloud_id: cloud_id.to_owned(),
+                    outputs: BTreeMap::new(),
+                });
             }
         }
         let nats = self.retry.call("ec2 DescribeNatGateways", || self.ec2.describe_nat_gateways().filter(f.clone()).send()).await?;
@@ -307,20 +320,33 @@ impl Aws {
             if let (true, Some(id), Some(cloud_id)) =
                 (live, self.ours(Kind::AwsNatGateway, ec2_tags(n.tags.as_deref())), n.nat_gateway_id())
             {
-                out.push(Found { id, kind: Kind::AwsNatGateway, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
+                out.push(Found {
+                    live: Map::new(),
+                    id,
+                    kind: Kind::AwsNatGateway,
+                    cloud_id: cloud_id.to_owned(),
+                    outputs: BTreeMap::new(),
+                });
             }
         }
         let tables = self.retry.call("ec2 DescribeRouteTables", || self.ec2.describe_route_tables().filters(f.clone()).send()).await?;
         for t in tables.route_tables() {
             if let (Some(id), Some(cloud_id)) = (self.ours(Kind::AwsRouteTable, ec2_tags(t.tags.as_deref())), t.route_table_id()) {
-                out.push(Found { id, kind: Kind::AwsRouteTable, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
+                out.push(Found {
+                    live: Map::new(),
+                    id,
+                    kind: Kind::AwsRouteTable,
+                    cloud_id: cloud_id.to_owned(),
+                    outputs: BTreeMap::new(),
+                });
             }
         }
         let groups =
             self.retry.call("ec2 DescribeSecurityGroups", || self.ec2.describe_security_groups().filters(f.clone()).send()).await?;
         for g in groups.security_groups() {
             if let (Some(id), Some(cloud_id)) = (self.ours(Kind::AwsSecurityGroup, ec2_tags(g.tags.as_deref())), g.group_id()) {
-                out.push(Found { id, kind: Kind::AwsSecurityGroup, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
+                let live = [("ingress", live_ingress(g))].into_iter().collect();
+                out.push(Found { live, id, kind: Kind::AwsSecurityGroup, cloud_id: cloud_id.to_owned(), outputs: BTreeMap::new() });
             }
         }
         // Tags are checked here rather than filtered by the service: not every emulator
@@ -336,7 +362,23 @@ impl Aws {
                 (live, self.ours(Kind::AwsVpcEndpointService, ec2_tags(s.tags.as_deref())), s.service_id())
             {
                 let name = s.service_name().unwrap_or_default().to_owned();
+                let perms = self
+                    .retry
+                    .call("ec2 DescribeVpcEndpointServicePermissions", || {
+                        self.ec2.describe_vpc_endpoint_service_permissions().service_id(cloud_id).send()
+                    })
+                    .await?;
+                let mut principals: Vec<String> =
+                    perms.allowed_principals().iter().filter_map(|p| p.principal().map(str::to_owned)).collect();
+                principals.sort();
+                let live = [
+                    ("allowedPrincipals", Value::strings(principals)),
+                    ("acceptanceRequired", Value::Bool(s.acceptance_required().unwrap_or(false))),
+                ]
+                .into_iter()
+                .collect();
                 out.push(Found {
+                    live,
                     id,
                     kind: Kind::AwsVpcEndpointService,
                     cloud_id: cloud_id.to_owned(),
@@ -359,6 +401,7 @@ impl Aws {
                 let t = self.retry.call(&format!("iam ListRoleTags {name}"), || self.iam.list_role_tags().role_name(name).send()).await?;
                 if let Some(id) = self.ours(Kind::AwsIamRole, t.tags().iter().map(|t| (t.key(), t.value()))) {
                     out.push(Found {
+                        live: Map::new(),
                         id,
                         kind: Kind::AwsIamRole,
                         cloud_id: name.to_owned(),
@@ -383,6 +426,7 @@ impl Aws {
             if let Some(id) = self.ours(Kind::AwsOidcProvider, got.tags().iter().map(|t| (t.key(), t.value()))) {
                 let issuer = got.url().unwrap_or_default().to_owned();
                 out.push(Found {
+                    live: Map::new(),
                     id,
                     kind: Kind::AwsOidcProvider,
                     cloud_id: arn.to_owned(),
@@ -418,6 +462,7 @@ impl Aws {
                 }
                 if let Some(id) = self.ours(Kind::AwsEksNodeGroup, ng.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
                     out.push(Found {
+                        live: live_node_group(ng),
                         id,
                         kind: Kind::AwsEksNodeGroup,
                         cloud_id: group.clone(),
@@ -440,7 +485,8 @@ impl Aws {
                 Err(e) => return Err(e),
             };
             if let Some(id) = self.ours(Kind::AwsS3Bucket, t.tag_set().iter().map(|t| (t.key(), t.value()))) {
-                out.push(Found { id, kind: Kind::AwsS3Bucket, cloud_id: name.to_owned(), outputs: BTreeMap::new() });
+                let live = self.live_bucket(name).await?;
+                out.push(Found { live, id, kind: Kind::AwsS3Bucket, cloud_id: name.to_owned(), outputs: BTreeMap::new() });
             }
         }
         Ok(())
@@ -470,7 +516,13 @@ impl Aws {
                 {
                     let lb = chunk.iter().find(|l| l.load_balancer_arn() == Some(arn));
                     let dns = lb.and_then(|l| l.dns_name()).unwrap_or_default().to_owned();
-                    out.push(Found { id, kind: Kind::AwsNlb, cloud_id: arn.to_owned(), outputs: [("dnsName".to_owned(), dns)].into() });
+                    out.push(Found {
+                        live: Map::new(),
+                        id,
+                        kind: Kind::AwsNlb,
+                        cloud_id: arn.to_owned(),
+                        outputs: [("dnsName".to_owned(), dns)].into(),
+                    });
                 }
             }
         }
@@ -478,9 +530,56 @@ impl Aws {
     }
 }
 
+/// A security group's ingress rules in property form (`{protocol, port, from}`).
+fn live_ingress(g: &ec2t::SecurityGroup) -> Value {
+    let mut rules = Vec::new();
+    for p in g.ip_permissions() {
+        let proto = p.ip_protocol().unwrap_or("-1");
+        for range in p.ip_ranges() {
+            let from = Value::from(range.cidr_ip().unwrap_or_default());
+            rules.push(match proto {
+                "-1" => Value::map([("protocol", "all".into()), ("from", from)]),
+                _ => Value::map([("protocol", proto.into()), ("port", Value::Int(p.from_port().unwrap_or(0).into())), ("from", from)]),
+            });
+        }
+    }
+    Value::List(rules)
+}
+
+/// A node group's size, labels and taints in property form.
+fn live_node_group(ng: &ekst::Nodegroup) -> Map {
+    let mut live = Map::new();
+    if let Some(sc) = ng.scaling_config() {
+        live.insert("minSize", Value::Int(sc.min_size().unwrap_or(0).into()));
+        live.insert("maxSize", Value::Int(sc.max_size().unwrap_or(0).into()));
+    }
+    if let Some(labels) = ng.labels() {
+        live.insert("labels", Value::Map(labels.iter().map(|(k, v)| (crate::resource::Key::Owned(k.clone()), Value::from(v))).collect()));
+    }
+    let effect = |e: Option<&ekst::TaintEffect>| match e {
+        Some(ekst::TaintEffect::NoExecute) => "NoExecute",
+        Some(ekst::TaintEffect::PreferNoSchedule) => "PreferNoSchedule",
+        _ => "NoSchedule",
+    };
+    let taints = ng
+        .taints()
+        .iter()
+        .map(|t| {
+            Value::map([
+                ("key", t.key().unwrap_or_default().into()),
+                ("value", t.value().unwrap_or_default().into()),
+                ("effect", effect(t.effect()).into()),
+            ])
+        })
+        .collect();
+    live.insert("taints", Value::List(taints));
+    live
+}
+
 fn cluster_found(id: ResourceId, c: &ekst::Cluster) -> Found {
     let issuer = c.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).unwrap_or_default().to_owned();
     Found {
+        live: Map::new(),
         id,
         kind: Kind::AwsEksCluster,
         cloud_id: c.name().unwrap_or_default().to_owned(),
@@ -1393,6 +1492,43 @@ impl Aws {
 // ---- S3 ---------------------------------------------------------------------------
 
 impl Aws {
+    /// A bucket's versioning, default encryption and public access block in property form.
+    async fn live_bucket(&self, name: &str) -> Result<Map, CloudError> {
+        let mut live = Map::new();
+        let v = self.retry.call(&format!("s3 GetBucketVersioning {name}"), || self.s3.get_bucket_versioning().bucket(name).send()).await?;
+        live.insert("versioning", Value::Bool(v.status() == Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled)));
+        let blocked = match self
+            .retry
+            .call(&format!("s3 GetPublicAccessBlock {name}"), || self.s3.get_public_access_block().bucket(name).send())
+            .await
+        {
+            Ok(b) => b.public_access_block_configuration().is_some_and(|c| {
+                [c.block_public_acls(), c.ignore_public_acls(), c.block_public_policy(), c.restrict_public_buckets()]
+                    .iter()
+                    .all(|x| *x == Some(true))
+            }),
+            Err(e) if e.is(&["NoSuchPublicAccessBlockConfiguration"]) => false,
+            Err(e) => return Err(e),
+        };
+        live.insert("publicAccessBlock", Value::Bool(blocked));
+        let algorithm = match self
+            .retry
+            .call(&format!("s3 GetBucketEncryption {name}"), || self.s3.get_bucket_encryption().bucket(name).send())
+            .await
+        {
+            Ok(e) => e
+                .server_side_encryption_configuration()
+                .and_then(|c| c.rules().first())
+                .and_then(|r| r.apply_server_side_encryption_by_default())
+                .map(|d| d.sse_algorithm().as_str().to_owned())
+                .unwrap_or_default(),
+            Err(e) if e.is(&["ServerSideEncryptionConfigurationNotFoundError"]) => String::new(),
+            Err(e) => return Err(e),
+        };
+        live.insert("encryption", Value::from(algorithm));
+        Ok(live)
+    }
+
     async fn ensure_bucket(&self, r: &Resource) -> Result<Found, CloudError> {
         use aws_sdk_s3::types as s3t;
         let what = |op: &str| format!("s3 {op} for {}", r.id);
@@ -1680,6 +1816,10 @@ const OBSERVE_ACTIONS: &[&str] = &[
     "eks:DescribeNodegroup",
     "s3:ListAllMyBuckets",
     "s3:GetBucketTagging",
+    "s3:GetBucketVersioning",
+    "s3:GetBucketPublicAccessBlock",
+    "s3:GetEncryptionConfiguration",
+    "ec2:DescribeVpcEndpointServicePermissions",
     "elasticloadbalancing:DescribeLoadBalancers",
     "elasticloadbalancing:DescribeTags",
 ];

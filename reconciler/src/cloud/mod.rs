@@ -36,6 +36,10 @@ pub struct Found {
     pub cloud_id: String,
     /// Values other resources refer to, by name (`arn`, `issuer`, `dnsName`, ...).
     pub outputs: BTreeMap<String, String>,
+    /// Settings read from the cloud that someone else may change (a node group's size, a
+    /// security group's rules), in the resource's property form: compared with what was
+    /// applied to find drift.
+    pub live: Map,
 }
 
 /// One inventory entry: what was applied, and where it lives.
