@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::state_s3::MOTO_ENV;
+use crate::state_s3::{MOTO_ENV, start_moto};
 use crate::support::{Killed, Repo, Run, byoc_env, project_root};
 
 /// Every AWS resource examples/aws describes.
@@ -78,16 +78,8 @@ struct Account {
 
 impl Account {
     fn new() -> Account {
-        let port = free_port();
-        let out = Command::new("bash")
-            .arg(project_root().join("tests/moto/start.sh"))
-            .arg(port.to_string())
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("run tests/moto/start.sh");
-        assert!(out.status.success(), "starting moto failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let pid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("start.sh prints the pid");
-        let mut a = Account { moto: format!("http://127.0.0.1:{port}"), moto_pid: pid, front: None };
+        let (moto, pid) = start_moto();
+        let mut a = Account { moto, moto_pid: pid, front: None };
         a.front(&[]);
         a
     }

@@ -13,20 +13,25 @@ use byoc::state::{StateError, StateStore};
 
 use crate::support::project_root;
 
-/// The moto endpoint URL.
+/// Starts a moto server on a free loopback port (tests/moto/start.sh; it stops when this
+/// test binary exits): its URL and pid.
+pub fn start_moto() -> (String, u32) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let out = Command::new("bash")
+        .arg(project_root().join("tests/moto/start.sh"))
+        .arg(port.to_string())
+        .arg(std::process::id().to_string())
+        .output()
+        .expect("run tests/moto/start.sh");
+    assert!(out.status.success(), "starting moto failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let pid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("start.sh prints the pid");
+    (format!("http://127.0.0.1:{port}"), pid)
+}
+
+/// The moto endpoint URL shared by this file's tests.
 pub fn moto() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let out = Command::new("bash")
-            .arg(project_root().join("tests/moto/start.sh"))
-            .arg(port.to_string())
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("run tests/moto/start.sh");
-        assert!(out.status.success(), "starting moto failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        format!("http://127.0.0.1:{port}")
-    })
+    URL.get_or_init(|| start_moto().0)
 }
 
 /// Client configuration for moto (any credentials do).
