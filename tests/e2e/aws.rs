@@ -145,12 +145,7 @@ impl Account {
     }
 
     fn faults_injected(&self) -> u64 {
-        let url = format!("{}/__faults", self.endpoint());
-        let out = Command::new("python3")
-            .args(["-c", &format!("import urllib.request,json; print(sum(json.load(urllib.request.urlopen('{url}')).values()))")])
-            .output()
-            .expect("python3");
-        String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+        get_json(&format!("{}/__faults", self.endpoint())).as_object().expect("counts").values().filter_map(Value::as_u64).sum()
     }
 }
 
@@ -190,6 +185,22 @@ fn apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
 
 fn run(repo: &Repo, args: &[&str]) -> Run {
     byoc_env(repo.path(), args, &MOTO_ENV)
+}
+
+/// The real `byoc` in the repository, with moto's credentials.
+fn byoc_command(repo: &Repo) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_byoc"));
+    c.envs(MOTO_ENV).current_dir(repo.path());
+    c
+}
+
+/// GET `url` and parse the JSON answer (the fault proxy's counters).
+fn get_json(url: &str) -> Value {
+    let out = Command::new("python3")
+        .args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('{url}').read().decode())")])
+        .output()
+        .expect("python3");
+    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 fn ok(r: &Run) -> &Run {
@@ -315,14 +326,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
 
 /// Runs `byoc apply` and SIGKILLs it once `k` actions have printed "done".
 fn apply_killed_after(repo: &Repo, args: &[&str], k: usize) -> usize {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_byoc"))
-        .args(args)
-        .envs(MOTO_ENV)
-        .current_dir(repo.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("byoc runs");
+    let mut child = byoc_command(repo).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("byoc runs");
     let mut done = 0;
     let stdout = child.stdout.take().expect("stdout");
     for line in BufReader::new(stdout).lines() {
@@ -450,10 +454,8 @@ s3.put_bucket_versioning(Bucket='byoc-prod-use1-123456789012-data', VersioningCo
 fn apply_asks_and_anything_but_yes_changes_nothing() {
     let account = Account::new().with_autoscaling_role();
     let repo = example_repo();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_byoc"))
+    let mut child = byoc_command(&repo)
         .args(apply_args(&account, "state"))
-        .envs(MOTO_ENV)
-        .current_dir(repo.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -488,11 +490,9 @@ fn a_second_concurrent_apply_is_refused_by_the_lease_and_no_state_update_is_lost
     ];
 
     // The first apply holds the lease while it waits for approval.
-    let mut first = Command::new(env!("CARGO_BIN_EXE_byoc"))
+    let mut first = byoc_command(&repo)
         .arg("apply")
         .args(common)
-        .envs(MOTO_ENV)
-        .current_dir(repo.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -601,12 +601,7 @@ fn slow_eks_phases_are_waited_for_with_progress_and_a_version_upgrade_is_one_upd
     ok(&upgrade);
     assert!(summary(&upgrade).starts_with("0 to create, 1 to update, 0 to replace, 0 to delete"), "{}", summary(&upgrade));
     assert_eq!(upgrade.stdout.matches("waiting aws.eks-cluster/main: UPDATING (").count(), 3, "{}", upgrade.stdout);
-    let url = format!("{}/__eks", account.endpoint());
-    let requested = Command::new("python3")
-        .args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('{url}').read().decode())")])
-        .output()
-        .expect("python3");
-    let requested: Value = serde_json::from_slice(&requested.stdout).expect("json");
+    let requested = get_json(&format!("{}/__eks", account.endpoint()));
     assert_eq!(requested["byoc-prod-use1"]["version"], "1.32", "UpdateClusterVersion asked for 1.32");
     assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update"));
 }

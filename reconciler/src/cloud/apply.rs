@@ -388,17 +388,7 @@ impl<S: StateStore> Prepared<'_, S> {
             for d in duplicates {
                 let started = Instant::now();
                 match cloud.delete(&d).await {
-                    Ok(()) => {
-                        progress.finished += 1;
-                        println!(
-                            "done {}/{} {} delete-duplicate {} ({:.1}s)",
-                            progress.finished,
-                            progress.total,
-                            d.id,
-                            d.cloud_id,
-                            started.elapsed().as_secs_f64()
-                        );
-                    }
+                    Ok(()) => progress.done(&d.id, "delete-duplicate", &d.cloud_id, started, true),
                     Err(e) => progress.failures.push(e.to_string()),
                 }
             }
@@ -448,7 +438,6 @@ impl<S: StateStore> Prepared<'_, S> {
                 match result {
                     Ok(()) => {
                         refs.remove(&step.id);
-                        progress.finished += usize::from(!replacing);
                         // A replacement is recorded once its new resource exists.
                         if !replacing {
                             self.recorder.done(&step.id, Action::Delete, None, None)?;
@@ -457,14 +446,7 @@ impl<S: StateStore> Prepared<'_, S> {
                             self.recorder.save()?;
                         }
                         let label = if replacing { "replace: deleted" } else { "delete" };
-                        println!(
-                            "done {}/{} {} {label} {} ({:.1}s)",
-                            progress.finished,
-                            progress.total,
-                            step.id,
-                            found.cloud_id,
-                            started.elapsed().as_secs_f64()
-                        );
+                        progress.done(&step.id, label, &found.cloud_id, started, !replacing);
                     }
                     Err(e) => progress.failures.push(e.to_string()),
                 }
@@ -512,18 +494,9 @@ impl<S: StateStore> Prepared<'_, S> {
             let Some((step, result, started)) = self.next_or_renew(&mut running).await? else { break };
             match result {
                 Ok(found) => {
-                    progress.finished += 1;
                     let want = &desired.resources[&step.id];
                     self.recorder.done(&step.id, step.action, Some(want), Some(&found))?;
-                    println!(
-                        "done {}/{} {} {} {} ({:.1}s)",
-                        progress.finished,
-                        progress.total,
-                        step.id,
-                        step.action.as_str(),
-                        found.cloud_id,
-                        started.elapsed().as_secs_f64()
-                    );
+                    progress.done(&step.id, step.action.as_str(), &found.cloud_id, started, true);
                     finished.insert(step.id.clone());
                     refs.insert(step.id.clone(), found);
                 }
@@ -556,6 +529,15 @@ struct Progress {
     finished: usize,
     failures: Vec<String>,
     skipped: Vec<String>,
+}
+
+impl Progress {
+    /// Prints `done k/n <id> <what> <cloud id> (<seconds>s)`. `counts`: whether this
+    /// finishes a planned action (a replacement counts once its new resource exists).
+    fn done(&mut self, id: &ResourceId, what: &str, cloud_id: &str, started: Instant, counts: bool) {
+        self.finished += usize::from(counts);
+        println!("done {}/{} {id} {what} {cloud_id} ({:.1}s)", self.finished, self.total, started.elapsed().as_secs_f64());
+    }
 }
 
 #[cfg(test)]

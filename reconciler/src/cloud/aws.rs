@@ -34,7 +34,6 @@ pub const NODE_GROUP_QUOTA_MIN: f64 = 36.0;
 /// An AWS account and region, through the SDK.
 pub struct Aws {
     environment: String,
-    region: String,
     ec2: aws_sdk_ec2::Client,
     eks: aws_sdk_eks::Client,
     iam: aws_sdk_iam::Client,
@@ -65,7 +64,6 @@ impl Aws {
         let s3 = aws_sdk_s3::config::Builder::from(&conf).force_path_style(endpoint_url.is_some()).build();
         Aws {
             environment: environment.to_owned(),
-            region: region.to_owned(),
             ec2: aws_sdk_ec2::Client::new(&conf),
             eks: aws_sdk_eks::Client::new(&conf),
             iam: aws_sdk_iam::Client::new(&conf),
@@ -109,6 +107,11 @@ fn tags(r: &Resource) -> Vec<(String, String)> {
         Some(Value::Map(m)) => m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.to_owned(), v.to_owned()))).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The resource's tags as IAM takes them.
+fn iam_tags(r: &Resource) -> Vec<aws_sdk_iam::types::Tag> {
+    tags(r).into_iter().filter_map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().ok()).collect()
 }
 
 fn tag_spec(kind: ec2t::ResourceType, r: &Resource) -> ec2t::TagSpecification {
@@ -1121,12 +1124,11 @@ impl Aws {
         let what = |op: &str| format!("iam {op} for {}", r.id);
         let name = text(r, "name");
         let trust = trust_policy(r, refs)?;
-        let iam_tags: Vec<aws_sdk_iam::types::Tag> =
-            tags(r).into_iter().filter_map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().ok()).collect();
+        let tag_list = iam_tags(r);
         let created = self
             .retry
             .call(&what("CreateRole"), || {
-                self.iam.create_role().role_name(name).assume_role_policy_document(&trust).set_tags(Some(iam_tags.clone())).send()
+                self.iam.create_role().role_name(name).assume_role_policy_document(&trust).set_tags(Some(tag_list.clone())).send()
             })
             .await;
         let arn = match created {
@@ -1137,7 +1139,7 @@ impl Aws {
                         self.iam.update_assume_role_policy().role_name(name).policy_document(&trust).send()
                     })
                     .await?;
-                self.retry.call(&what("TagRole"), || self.iam.tag_role().role_name(name).set_tags(Some(iam_tags.clone())).send()).await?;
+                self.retry.call(&what("TagRole"), || self.iam.tag_role().role_name(name).set_tags(Some(tag_list.clone())).send()).await?;
                 let got = self.retry.call(&what("GetRole"), || self.iam.get_role().role_name(name).send()).await?;
                 got.role().map(|r| r.arn().to_owned()).ok_or_else(|| missing(&what("GetRole"), "Role"))?
             }
@@ -1211,8 +1213,7 @@ impl Aws {
                 f.cloud_id.clone()
             }
             None => {
-                let iam_tags: Vec<aws_sdk_iam::types::Tag> =
-                    tags(r).into_iter().filter_map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().ok()).collect();
+                let tag_list = iam_tags(r);
                 let out = self
                     .retry
                     .call(&what("CreateOpenIDConnectProvider"), || {
@@ -1220,7 +1221,7 @@ impl Aws {
                             .create_open_id_connect_provider()
                             .url(issuer)
                             .set_client_id_list(Some(clients.clone()))
-                            .set_tags(Some(iam_tags.clone()))
+                            .set_tags(Some(tag_list.clone()))
                             .send()
                     })
                     .await?;
@@ -1924,7 +1925,12 @@ pub fn plan_actions(plan: &Plan) -> Vec<&'static str> {
 
 impl Aws {
     /// Checks made before any change; every problem is collected, none stops the others.
-    pub async fn preflight(&self, plan: &Plan, node_groups: bool) -> Preflight {
+    /// The node-group checks (service-linked role, quota) are made only when the plan
+    /// creates or changes node groups.
+    pub async fn preflight(&self, plan: &Plan) -> Preflight {
+        let node_groups = plan
+            .changed()
+            .any(|s| s.kind == Kind::AwsEksNodeGroup && matches!(s.action, Action::Create | Action::Update | Action::Replace));
         let mut p = Preflight::default();
         match self.retry.call("sts GetCallerIdentity", || self.sts.get_caller_identity().send()).await {
             Ok(id) => p.caller = id.arn().unwrap_or_default().to_owned(),
@@ -2037,10 +2043,5 @@ impl Aws {
             return Ok(got.role().map(|r| r.arn().to_owned()));
         }
         Ok(Some(caller.to_owned()))
-    }
-
-    /// Region the clients talk to.
-    pub fn region(&self) -> &str {
-        &self.region
     }
 }

@@ -11,7 +11,7 @@ use crate::cli::{ApplyArgs, CLOUD_OUTPUTS_KEY, EXIT_ERROR, EXIT_OK, open_store};
 use crate::expand::expand;
 use crate::plan::render::Report;
 use crate::plan::{Action, Plan};
-use crate::resource::{Graph, Kind};
+use crate::resource::Graph;
 use crate::source;
 use crate::spec::Cloud as CloudKind;
 use crate::spec::load::load;
@@ -93,7 +93,7 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
             prepared.release()?;
             return Ok(EXIT_OK);
         }
-        let check = cloud.preflight_for(&prepared.plan).await;
+        let check = cloud.preflight(&prepared.plan).await;
         println!("credentials: {}", if check.caller.is_empty() { "unknown" } else { &check.caller });
         for n in &check.notes {
             println!("preflight note: {n}");
@@ -130,17 +130,6 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
             }
         }
     })
-}
-
-impl Aws {
-    /// Preflight for what the plan does: the node-group checks only when node groups are
-    /// created or changed.
-    async fn preflight_for(&self, plan: &Plan) -> super::aws::Preflight {
-        let node_groups = plan
-            .changed()
-            .any(|s| s.kind == Kind::AwsEksNodeGroup && matches!(s.action, Action::Create | Action::Update | Action::Replace));
-        self.preflight(plan, node_groups).await
-    }
 }
 
 fn report_blocked(plan: &Plan) {
