@@ -31,6 +31,10 @@ struct Cli {
     /// PEM private key of the --tls-cert at the same position.
     #[arg(long)]
     tls_key: Vec<PathBuf>,
+    /// PEM certificates that backends' certificates must chain to, for routes with
+    /// `backendTls: verify-full`. Read at start.
+    #[arg(long)]
+    backend_ca: Option<PathBuf>,
     /// Address for /metrics and /healthz.
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -75,6 +79,9 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    if cli.backend_ca.is_none() && table.routes.iter().any(|r| r.backend_tls == rwproxy::routes::BackendTls::VerifyFull) {
+        eprintln!("warning: some routes ask for backendTls: verify-full, but no --backend-ca was given; their connections will be refused");
+    }
     match run(cli, table) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -97,6 +104,7 @@ fn run(cli: Cli, table: rwproxy::routes::RouteTable) -> anyhow::Result<()> {
     let mut shared = Shared::new(router.clone(), resolver.clone().map(rwproxy::tls::server_config), metrics.clone());
     shared.proxy_protocol_from = cli.proxy_protocol_from;
     shared.handshake_timeout = Duration::from_secs(cli.handshake_timeout);
+    shared.backend_tls = cli.backend_ca.as_deref().map(rwproxy::tls::backend_config).transpose()?;
     let shared = Arc::new(shared);
     let _watcher = rwproxy::reload::watch(cli.routes.clone(), router, resolver, metrics.clone())?;
 

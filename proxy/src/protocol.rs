@@ -137,6 +137,14 @@ pub fn startup_message(params: &[(String, String)]) -> Vec<u8> {
     with_length(None, &body)
 }
 
+/// An SSLRequest, as the proxy sends it to a backend it speaks TLS to.
+pub fn ssl_request() -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..4].copy_from_slice(&8u32.to_be_bytes());
+    m[4..].copy_from_slice(&SSL_REQUEST.to_be_bytes());
+    m
+}
+
 /// Encodes a CancelRequest.
 pub fn cancel_request(key: CancelKey) -> Vec<u8> {
     let mut body = CANCEL_REQUEST.to_be_bytes().to_vec();

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::routes::{Backend, CLUSTER_FROM_SNI, FRONTEND_PORT, Route, RouteMatch, RouteTable, cluster_namespace, frontend_service};
+use crate::routes::{
+    Backend, BackendTls, CLUSTER_FROM_SNI, FRONTEND_PORT, Route, RouteMatch, RouteTable, cluster_namespace, frontend_service,
+};
 
 /// A route table indexed for lookup.
 #[derive(Debug, Default)]
@@ -84,6 +86,8 @@ pub struct Decision {
     pub cluster: String,
     /// Backend address.
     pub backend: Backend,
+    /// TLS to the backend.
+    pub backend_tls: BackendTls,
     /// Startup parameters to forward (the routing token removed).
     pub params: Vec<(String, String)>,
 }
@@ -173,7 +177,7 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
         params.push(("options".to_owned(), rest));
     }
     let backend = backend_of(route, &cluster);
-    Ok(Decision { route: route.name.clone(), cluster, backend, params })
+    Ok(Decision { route: route.name.clone(), cluster, backend, backend_tls: route.backend_tls, params })
 }
 
 /// The backend of a route for `cluster`: explicit (with `{cluster}` filled in), or the
@@ -242,6 +246,7 @@ mod tests {
             cluster_at: Position::file("routes.yaml"),
             allowed: vec![allowed.parse().unwrap()],
             backend: Some(Backend { host: format!("{cluster}.internal"), port: 4566 }),
+            backend_tls: BackendTls::Disable,
         }
     }
 

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::cancel::{CancelMap, RateLimiter, Target};
 use crate::metrics::{Direction, Metrics};
 use crate::protocol::{self, AuthStep, FirstPacket, MAX_AUTH_MESSAGE_LEN, ProtocolError};
+use crate::routes::BackendTls;
 use crate::routing::{self, Refusal, Router};
 
 /// Everything connections share.
@@ -31,6 +32,8 @@ pub struct Shared {
     pub router: Arc<ArcSwap<Router>>,
     /// TLS configuration; `None` answers SSLRequest with 'N'.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS to backends, for routes with `backendTls: verify-full` (from `--backend-ca`).
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
     /// Live cancel keys.
     pub cancel: CancelMap,
     /// Cancel request limiter.
@@ -49,6 +52,7 @@ impl Shared {
         Self {
             router,
             tls,
+            backend_tls: None,
             cancel: CancelMap::default(),
             cancel_limit: RateLimiter::new(10, Duration::from_secs(1)),
             metrics,
@@ -97,6 +101,7 @@ mod outcome {
     pub const AUTH_FAILED: &str = "auth_failed";
     pub const PROTOCOL_ERROR: &str = "protocol_error";
     pub const BACKEND_UNREACHABLE: &str = "backend_unreachable";
+    pub const BACKEND_TLS_FAILED: &str = "backend_tls_failed";
     pub const TLS_FAILED: &str = "tls_failed";
     pub const TIMEOUT: &str = "timeout";
     pub const CANCEL: &str = "cancel";
@@ -117,6 +122,8 @@ enum HandshakeError {
     Tls(io::Error),
     #[error("backend {0} unreachable: {1}")]
     Backend(String, io::Error),
+    #[error("TLS to backend {0} failed: {1}")]
+    BackendTls(String, String),
     #[error("backend refused authentication")]
     AuthFailed,
     #[error("cancel request handled")]
@@ -131,6 +138,7 @@ impl HandshakeError {
             HandshakeError::Refused(_) => outcome::REFUSED,
             HandshakeError::Tls(_) => outcome::TLS_FAILED,
             HandshakeError::Backend(..) => outcome::BACKEND_UNREACHABLE,
+            HandshakeError::BackendTls(..) => outcome::BACKEND_TLS_FAILED,
             HandshakeError::AuthFailed => outcome::AUTH_FAILED,
             HandshakeError::Cancel(true) => outcome::CANCEL,
             HandshakeError::Cancel(false) => outcome::CANCEL_REFUSED,
@@ -141,7 +149,7 @@ impl HandshakeError {
 /// A session ready to splice.
 struct Session<'a, S> {
     client: ClientStream<S>,
-    backend: TcpStream,
+    backend: BackendStream,
     _cancel: crate::cancel::Registration<'a>,
 }
 
@@ -158,7 +166,7 @@ where
         } else {
             peer.ip()
         };
-        handshake(ClientStream::Plain(stream), client, shared).await
+        handshake(Stream::Plain(stream), client, shared).await
     };
     match tokio::time::timeout(shared.handshake_timeout, handshake).await {
         Ok(Ok(mut session)) => {
@@ -172,7 +180,12 @@ where
             }
         }
         Ok(Err(e)) => {
-            tracing::debug!(client.addr = %peer, error = %e, "connection ended in handshake");
+            if matches!(e, HandshakeError::Backend(..) | HandshakeError::BackendTls(..)) {
+                // The operator's problem, not the client's: say it where operators look.
+                tracing::warn!(client.addr = %peer, error = %e, "connection ended in handshake");
+            } else {
+                tracing::debug!(client.addr = %peer, error = %e, "connection ended in handshake");
+            }
             shared.metrics.outcome(e.outcome());
         }
         Err(_) => {
@@ -192,7 +205,7 @@ where
     let params = loop {
         match read_first_packet(&mut client).await? {
             FirstPacket::SslRequest => {
-                let ClientStream::Plain(plain) = client else {
+                let Stream::Plain(plain) = client else {
                     return Err(ProtocolError::Unexpected(b'S').into());
                 };
                 let mut plain = plain;
@@ -201,11 +214,11 @@ where
                         plain.write_all(b"S").await?;
                         let tls = tokio_rustls::TlsAcceptor::from(config.clone()).accept(plain).await.map_err(HandshakeError::Tls)?;
                         sni = tls.get_ref().1.server_name().map(str::to_owned);
-                        client = ClientStream::Tls(Box::new(tls));
+                        client = Stream::Tls(Box::new(tls));
                     }
                     None => {
                         plain.write_all(b"N").await?;
-                        client = ClientStream::Plain(plain);
+                        client = Stream::Plain(plain);
                     }
                 }
             }
@@ -233,16 +246,28 @@ where
     tracing::debug!(route = %decision.route, cluster = %decision.cluster, backend.addr = %decision.backend.host, "routed");
 
     let address = format!("{}:{}", decision.backend.host, decision.backend.port);
-    let mut backend = match TcpStream::connect(&address).await {
+    let unreachable = protocol::error_response("08006", "the cluster is not reachable right now");
+    let tcp = match TcpStream::connect(&address).await {
         Ok(b) => b,
         Err(e) => {
-            client.write_all(&protocol::error_response("08006", "the cluster is not reachable right now")).await?;
+            client.write_all(&unreachable).await?;
             client.flush().await?;
             return Err(HandshakeError::Backend(address, e));
         }
     };
-    let _ = backend.set_nodelay(true);
-    let backend_addr = backend.peer_addr().map_err(|e| HandshakeError::Backend(address.clone(), e))?;
+    let _ = tcp.set_nodelay(true);
+    let backend_addr = tcp.peer_addr().map_err(|e| HandshakeError::Backend(address.clone(), e))?;
+    let mut backend = match decision.backend_tls {
+        BackendTls::Disable => Stream::Plain(tcp),
+        BackendTls::VerifyFull => match backend_tls(tcp, &decision.backend.host, shared).await {
+            Ok(tls) => Stream::Tls(Box::new(tls)),
+            Err(why) => {
+                client.write_all(&unreachable).await?;
+                client.flush().await?;
+                return Err(HandshakeError::BackendTls(address, why));
+            }
+        },
+    };
     backend.write_all(&protocol::startup_message(&decision.params)).await?;
 
     // Relay the authentication exchange unchanged, so the backend checks the client's own
@@ -290,6 +315,22 @@ where
     let registration = registration
         .unwrap_or_else(|| shared.cancel.register(Target { backend: backend_addr, key: protocol::CancelKey { pid: 0, secret: 0 } }).1);
     Ok(Session { client, backend, _cancel: registration })
+}
+
+/// Asks the backend for TLS and completes the handshake, checking its certificate against
+/// the backend CA and the host name the route dials.
+async fn backend_tls(mut tcp: TcpStream, host: &str, shared: &Shared) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let Some(config) = &shared.backend_tls else {
+        return Err("the route asks for backendTls: verify-full but rwproxy was started without --backend-ca".to_owned());
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+    tcp.write_all(&protocol::ssl_request()).await.map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.map_err(|e| e.to_string())?;
+    if answer[0] != b'S' {
+        return Err("the backend does not accept TLS".to_owned());
+    }
+    tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await.map_err(|e| e.to_string())
 }
 
 /// Forwards a cancel request to the backend that issued the key, if the key is live and
@@ -365,54 +406,59 @@ async fn read_proxy_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<IpA
     }
 }
 
-/// The client side, before or after TLS.
-enum ClientStream<S> {
-    Plain(S),
-    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+/// A connection before or after TLS: `P` the plain stream, `T` the same wrapped in TLS.
+enum Stream<P, T> {
+    Plain(P),
+    Tls(Box<T>),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientStream<S> {
+/// The client side: TLS terminated here.
+type ClientStream<S> = Stream<S, tokio_rustls::server::TlsStream<S>>;
+/// The backend side: TLS when the route asks for it.
+type BackendStream = Stream<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl<P: AsyncRead + Unpin, T: AsyncRead + Unpin> AsyncRead for Stream<P, T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
+impl<P: AsyncWrite + Unpin, T: AsyncWrite + Unpin> AsyncWrite for Stream<P, T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            ClientStream::Plain(s) => s.is_write_vectored(),
-            ClientStream::Tls(s) => s.is_write_vectored(),
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 }

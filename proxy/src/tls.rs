@@ -99,3 +99,23 @@ pub fn server_config(resolver: Arc<SniResolver>) -> Arc<rustls::ServerConfig> {
     // the builder's defaults rather than run without TLS.
     Arc::new(config.unwrap_or_else(|_| rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(resolver)))
 }
+
+/// A client configuration for TLS to backends: their certificates must chain to one of the
+/// certificates in `ca` (PEM) and name the host dialled.
+pub fn backend_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let err = |message: String| TlsError::File { path: ca.display().to_string(), message };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| err(e.to_string()))? {
+        roots.add(cert.map_err(|e| err(e.to_string()))?).map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate in the file".to_owned()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

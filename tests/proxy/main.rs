@@ -2,6 +2,7 @@
 //! (standing in for two RisingWave clusters), with psql, pgbench and tokio-postgres as
 //! clients.
 
+mod backend_tls;
 mod cancel;
 mod hostile;
 mod lifecycle;

@@ -26,13 +26,14 @@ pub struct Servers {
     _dir: tempfile::TempDir,
 }
 
-/// The two PostgreSQL servers, `alpha` and `beta` (their `cluster_name`).
+/// The two PostgreSQL servers, `alpha` and `beta` (their `cluster_name`); beta also
+/// accepts TLS, with a certificate from the test CA for 127.0.0.1.
 pub fn servers() -> &'static Servers {
     static SERVERS: OnceLock<Servers> = OnceLock::new();
     SERVERS.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let script = project_root().join("tests/pg/start.sh");
-        let start = |name: &str| {
+        let start = |name: &str, tls: &[&Path]| {
             let port = free_port();
             let out = Command::new("bash")
                 .arg(&script)
@@ -40,13 +41,15 @@ pub fn servers() -> &'static Servers {
                 .arg(port.to_string())
                 .arg(name)
                 .arg(std::process::id().to_string())
+                .args(tls)
                 .output()
                 .expect("run tests/pg/start.sh");
             assert!(out.status.success(), "starting PostgreSQL {name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
             port
         };
-        let alpha = start("alpha");
-        let beta = start("beta");
+        let c = certs();
+        let alpha = start("alpha", &[]);
+        let beta = start("beta", &[&c.backend_cert, &c.backend_key]);
         Servers { alpha, beta, _dir: dir }
     })
 }
@@ -55,10 +58,14 @@ pub struct Certs {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// A backend server's certificate: for the address 127.0.0.1 only.
+    pub backend_cert: PathBuf,
+    pub backend_key: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-/// A test CA and a leaf for `sql.test` and `*.sql.test`, made with the openssl CLI.
+/// A test CA, a leaf for `sql.test` and `*.sql.test`, and one for a backend at 127.0.0.1,
+/// made with the openssl CLI.
 pub fn certs() -> &'static Certs {
     static CERTS: OnceLock<Certs> = OnceLock::new();
     CERTS.get_or_init(|| {
@@ -69,11 +76,15 @@ pub fn certs() -> &'static Certs {
              openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=rwproxy-test-ca 2>/dev/null
              openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj /CN=sql.test 2>/dev/null
              printf 'subjectAltName=DNS:sql.test,DNS:*.sql.test\\n' > ext
-             openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out leaf.crt -days 2 -extfile ext 2>/dev/null"
+             openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out leaf.crt -days 2 -extfile ext 2>/dev/null
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout backend.key -out backend.csr -subj /CN=backend 2>/dev/null
+             printf 'subjectAltName=IP:127.0.0.1\n' > backend.ext
+             openssl x509 -req -in backend.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out backend.crt -days 2 -extfile backend.ext 2>/dev/null"
         );
         let out = Command::new("bash").arg("-c").arg(script).output().expect("openssl");
         assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-        Certs { ca: dir.path().join("ca.crt"), cert: dir.path().join("leaf.crt"), key: dir.path().join("leaf.key"), _dir: dir }
+        let at = |f: &str| dir.path().join(f);
+        Certs { ca: at("ca.crt"), cert: at("leaf.crt"), key: at("leaf.key"), backend_cert: at("backend.crt"), backend_key: at("backend.key"), _dir: dir }
     })
 }
 

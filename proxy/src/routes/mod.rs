@@ -81,6 +81,21 @@ pub struct RouteSpec {
     /// Backend address `host:port`; `{cluster}` in it stands for the cluster's name.
     /// Default: the cluster's frontend service.
     pub backend: Option<Spanned<String>>,
+    /// TLS from the proxy to the backend: `disable` (the default, for a frontend inside
+    /// the cluster's network) or `verify-full` (the backend's certificate must chain to
+    /// rwproxy's `--backend-ca` and name the backend host).
+    pub backend_tls: Option<Spanned<BackendTls>>,
+}
+
+/// Whether the proxy speaks TLS to a route's backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS, with the certificate checked against the proxy's backend CA and host name.
+    VerifyFull,
 }
 
 /// The match part of a route entry.
@@ -123,6 +138,8 @@ pub struct Route {
     pub allowed: Vec<IpNet>,
     /// Explicit backend `host:port`, if any.
     pub backend: Option<Backend>,
+    /// TLS to the backend.
+    pub backend_tls: BackendTls,
 }
 
 /// What a route matches.
@@ -381,7 +398,16 @@ fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> O
     if problems.len() != before {
         return None;
     }
-    Some(Route { name, matcher: matcher?, cluster: spec.cluster.value.clone(), cluster_at: at(&spec.cluster.referenced), allowed, backend })
+    let backend_tls = spec.backend_tls.as_ref().map(|t| t.value).unwrap_or_default();
+    Some(Route {
+        name,
+        matcher: matcher?,
+        cluster: spec.cluster.value.clone(),
+        cluster_at: at(&spec.cluster.referenced),
+        allowed,
+        backend,
+        backend_tls,
+    })
 }
 
 fn sni_match(host: &str) -> Option<RouteMatch> {
@@ -460,5 +486,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].message.contains("matches database dev like route \"a\""), "{}", errs[0]);
+    }
+
+    #[test]
+    fn backend_tls_defaults_to_disable_and_names_its_values_when_misspelt() {
+        let route = |tls: &str| format!("{HEAD}    - {{name: a, match: {{database: dev}}, cluster: c, allowedCidrs: [10.0.0.0/8]{tls}}}\n");
+        assert_eq!(table(&route("")).unwrap().routes[0].backend_tls, BackendTls::Disable);
+        assert_eq!(table(&route(", backendTls: verify-full")).unwrap().routes[0].backend_tls, BackendTls::VerifyFull);
+        let errs = table(&route(", backendTls: require")).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(text.contains("routes.yaml:6") && text.contains("verify-full"), "{text}");
     }
 }
