@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # RWProxy benchmark, one run, side by side on the same PostgreSQL server:
 #   direct connection  vs  rwproxy  vs  PgBouncer (Debian package, session mode)
-# pgbench -S at -c 16 -j 2, at -c 1, and with -C (a new connection per transaction).
-# Prints TPS, average and p99 latency, proxy CPU seconds per 10k transactions (from
-# /proc), and ratios; then holds 10,000 idle TLS connections to rwproxy and prints its
-# RSS. Usage: bash tests/bench/proxy.sh [SECONDS_PER_RUN]   (default 10)
+# pgbench -S at -c 16 -j 2, at -c 1, and with -C (a new connection per transaction), each
+# ROUNDS times (default 3) with the targets in turn. Prints medians of TPS, average and p99
+# latency, the proxy's CPU seconds per 10k transactions, its kernel share and context
+# switches (from /proc), TCP segments per transaction, and the ratios; then holds 10,000
+# idle TLS connections to rwproxy and prints its RSS.
+# Usage: [ROUNDS=N] bash tests/bench/proxy.sh [SECONDS_PER_RUN]   (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -77,58 +79,91 @@ for port in "$rp" "$bp"; do
   for _ in $(seq 100); do psql -qX -h 127.0.0.1 -p "$port" -U postgres -d postgres -c 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Per-process figures from /proc: CPU ticks split into user and kernel time, and context
+# switches summed over every thread.
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
+switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+# TCP segments sent by every socket on the machine (loopback: each is also received).
+tcp_out_segs() { awk '/^Tcp:/ {if (seen) print $12; seen = 1}' /proc/net/snmp; }
 hz=$(getconf CLK_TCK)
+rounds=${ROUNDS:-3}
 
-# run NAME PORT PID|- ARGS...: one pgbench run; prints a result row and remembers it.
-declare -A tps lat p99 cpu
+# run NAME PORT PID|- ARGS...: one pgbench run; appends its figures to the per-target lists.
+declare -A tps lat p99 cpu ksh segs csw
 run() {
   local name=$1 port=$2 pid=$3; shift 3
-  local logdir="$work/log-$name-$mode"; mkdir -p "$logdir"
-  local before=0; [ "$pid" != - ] && before=$(cpu_ticks "$pid")
+  local key=$name.$mode logdir="$work/log-$name-$mode-$round"; mkdir -p "$logdir"
+  local u0=0 s0=0 c0=0 g0; g0=$(tcp_out_segs)
+  [ "$pid" != - ] && { u0=$(user_ticks "$pid"); s0=$(sys_ticks "$pid"); c0=$(switches "$pid"); }
   local out
   out=$(cd "$logdir" && pgbench -n -S -T "$secs" -h 127.0.0.1 -p "$port" -U postgres -l --sampling-rate=0.2 "$@" postgres 2>&1)
+  local g1; g1=$(tcp_out_segs)
   local tx; tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
-  tps[$name.$mode]=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | head -n 1)
-  lat[$name.$mode]=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
-  p99[$name.$mode]=$(cat "$logdir"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]/1000}')
+  [ -n "$tx" ] && [ "$tx" -gt 0 ] || { echo "pgbench against $name failed:" >&2; echo "$out" >&2; exit 1; }
+  tps[$key]+=" $(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | head -n 1)"
+  lat[$key]+=" $(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
+  p99[$key]+=" $(cat "$logdir"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]/1000}')"
+  segs[$key]+=" $(awk -v d=$((g1 - g0)) -v tx="$tx" 'BEGIN {printf "%.2f", d / tx}')"
   if [ "$pid" != - ]; then
-    local after; after=$(cpu_ticks "$pid")
-    cpu[$name.$mode]=$(awk -v d=$((after - before)) -v hz="$hz" -v tx="$tx" 'BEGIN {printf "%.3f", d / hz / tx * 10000}')
-  else
-    cpu[$name.$mode]="-"
+    local du=$(($(user_ticks "$pid") - u0)) ds=$(($(sys_ticks "$pid") - s0)) dc=$(($(switches "$pid") - c0))
+    cpu[$key]+=" $(awk -v d=$((du + ds)) -v hz="$hz" -v tx="$tx" 'BEGIN {printf "%.3f", d / hz / tx * 10000}')"
+    ksh[$key]+=" $(awk -v u=$du -v s=$ds 'BEGIN {if (u + s > 0) printf "%.0f", 100 * s / (u + s); else print 0}')"
+    csw[$key]+=" $(awk -v d=$dc -v tx="$tx" 'BEGIN {printf "%.2f", d / tx}')"
   fi
-  printf '%-10s %-8s %10s %10s %10s %14s\n' "$name" "$mode" "${tps[$name.$mode]}" "${lat[$name.$mode]}" "${p99[$name.$mode]}" "${cpu[$name.$mode]}"
 }
+# median "LIST": the middle value (lower middle for an even count); "-" for an empty list.
+median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
+spread() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.0f-%.0f", a[1], a[NR]}'; }
 
-echo "pgbench -S, $secs s per run, same server; rwproxy $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo dev), $(pgbouncer --version | head -n 1)"
-printf '%-10s %-8s %10s %10s %10s %14s\n' target mode tps "avg ms" "p99 ms" "cpu s/10k tx"
+echo "pgbench -S, $secs s per run, $rounds rounds (targets in turn within each round, order rotated), same server;"
+echo "rwproxy $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo dev), $(pgbouncer --version | head -n 1). Medians:"
+targets=(direct:"$pg":- rwproxy:"$rp":"$rwproxy_pid" pgbouncer:"$bp":"$bouncer_pid")
 for mode in c16 c1 connect; do
   case $mode in
     c16) args=(-c 16 -j 2) ;;
     c1) args=(-c 1 -j 1) ;;
     connect) args=(-C -c 4 -j 2) ;;
   esac
-  run direct "$pg" - "${args[@]}"
-  run rwproxy "$rp" "$rwproxy_pid" "${args[@]}"
-  run pgbouncer "$bp" "$bouncer_pid" "${args[@]}"
+  for round in $(seq "$rounds"); do
+    # Rotate the order so no target always runs first, or right after the same neighbour.
+    for i in 0 1 2; do
+      IFS=: read -r name port pid <<<"${targets[$(((i + round) % 3))]}"
+      run "$name" "$port" "$pid" "${args[@]}"
+    done
+  done
+done
+
+printf '%-10s %-8s %10s %12s %8s %8s %13s %8s %10s %9s\n' target mode tps "tps range" "avg ms" "p99 ms" "cpu s/10k tx" "kernel%" "switch/tx" "segs/tx"
+for mode in c16 c1 connect; do
+  for name in direct rwproxy pgbouncer; do
+    k=$name.$mode
+    printf '%-10s %-8s %10s %12s %8s %8s %13s %8s %10s %9s\n' "$name" "$mode" "$(median "${tps[$k]}" | xargs printf '%.0f')" "$(spread "${tps[$k]}")" \
+      "$(median "${lat[$k]}")" "$(median "${p99[$k]}")" "$(median "${cpu[$k]:-}")" "$(median "${ksh[$k]:-}")" "$(median "${csw[$k]:-}")" "$(median "${segs[$k]}")"
+  done
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.1f%%", 100 * a / b; else print "-"}'; }
+declare -A med
+for key in "${!tps[@]}"; do med[tps.$key]=$(median "${tps[$key]}"); med[lat.$key]=$(median "${lat[$key]}"); done
+for key in "${!cpu[@]}"; do med[cpu.$key]=$(median "${cpu[$key]}"); done
 echo
-echo "ratios (of direct):"
+echo "ratios (medians, of direct):"
 for mode in c16 c1 connect; do
-  echo "  $mode: rwproxy $(ratio "${tps[rwproxy.$mode]}" "${tps[direct.$mode]}") of direct TPS, pgbouncer $(ratio "${tps[pgbouncer.$mode]}" "${tps[direct.$mode]}")"
+  echo "  $mode: rwproxy $(ratio "${med[tps.rwproxy.$mode]}" "${med[tps.direct.$mode]}") of direct TPS, pgbouncer $(ratio "${med[tps.pgbouncer.$mode]}" "${med[tps.direct.$mode]}")"
 done
-echo "  c16 CPU per transaction: rwproxy is $(ratio "${cpu[rwproxy.c16]}" "${cpu[pgbouncer.c16]}") of pgbouncer's"
-awk -v d="${lat[direct.c1]}" -v r="${lat[rwproxy.c1]}" -v b="${lat[pgbouncer.c1]}" \
+echo "  c16 CPU per transaction: rwproxy is $(ratio "${med[cpu.rwproxy.c16]}" "${med[cpu.pgbouncer.c16]}") of pgbouncer's"
+awk -v d="${med[lat.direct.c1]}" -v r="${med[lat.rwproxy.c1]}" -v b="${med[lat.pgbouncer.c1]}" \
   'BEGIN {printf "  c1 latency added to direct %.3f ms: rwproxy +%.3f ms, pgbouncer +%.3f ms\n", d, r - d, b - d}'
 met() { awk "BEGIN {exit !($1)}" && echo "met" || echo "NOT met"; }
-echo "targets:"
-echo "  c16 TPS >= 90% of direct: $(met "${tps[rwproxy.c16]} >= 0.9 * ${tps[direct.c16]}")"
-echo "  c16 TPS ahead of pgbouncer: $(met "${tps[rwproxy.c16]} > ${tps[pgbouncer.c16]}")"
-echo "  c16 CPU per transaction <= 1/3 of pgbouncer's: $(met "${cpu[rwproxy.c16]} * 3 <= ${cpu[pgbouncer.c16]}")"
-echo "  c1 latency added < pgbouncer's: $(met "${lat[rwproxy.c1]} < ${lat[pgbouncer.c1]}")"
+echo "targets (medians):"
+echo "  c16 TPS >= 90% of direct: $(met "${med[tps.rwproxy.c16]} >= 0.9 * ${med[tps.direct.c16]}")"
+echo "  c16 TPS ahead of pgbouncer: $(met "${med[tps.rwproxy.c16]} > ${med[tps.pgbouncer.c16]}")"
+echo "  c16 CPU per transaction <= 1/3 of pgbouncer's: $(met "${med[cpu.rwproxy.c16]} * 3 <= ${med[cpu.pgbouncer.c16]}")"
+echo "  c1 latency added < pgbouncer's: $(met "${med[lat.rwproxy.c1]} < ${med[lat.pgbouncer.c1]}")"
+echo "Any relay that ends the client's TCP connection and opens its own to the server sends"
+echo "two extra segments per transaction (segs/tx above) and wakes one extra process each way;"
+echo "the kernel% column is the share of the proxy's CPU spent in the kernel doing that."
 
 echo
 rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$rwproxy_pid/status")
