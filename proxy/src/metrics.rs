@@ -14,18 +14,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// How a connection ended, or how far it got.
+/// How a connection ended, or how far it got, and on which route.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     /// One of the fixed values in [`crate::server`]'s outcomes.
     pub outcome: &'static str,
+    /// The route's name from the verified table; empty when the connection was not routed.
+    /// Clients cannot add values: only the table's names appear.
+    pub route: String,
 }
 
-/// Direction of relayed bytes.
+/// Direction of relayed bytes, by route.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Direction {
     /// `client_to_backend` or `backend_to_client`.
     pub direction: &'static str,
+    /// The route's name.
+    pub route: String,
 }
 
 /// Result of a routes reload.
@@ -37,13 +42,13 @@ pub struct ReloadResult {
 
 /// Every metric of the proxy.
 pub struct Metrics {
-    /// Connections by outcome.
+    /// Connections by outcome and route.
     pub connections: Family<Outcome, Counter>,
     /// Connections open now.
     pub active: Gauge,
     /// Time from accept to a ready session.
     pub handshake_seconds: Histogram,
-    /// Bytes relayed, by direction.
+    /// Bytes relayed, by direction and route, counted as they pass.
     pub bytes: Family<Direction, Counter>,
     /// Route table reloads, by result.
     pub reloads: Family<ReloadResult, Counter>,
@@ -58,19 +63,24 @@ impl Default for Metrics {
         let bytes = Family::<Direction, Counter>::default();
         let reloads = Family::<ReloadResult, Counter>::default();
         let mut registry = Registry::with_prefix("rwproxy");
-        registry.register("connections", "Connections by outcome", connections.clone());
+        registry.register("connections", "Connections by outcome and route", connections.clone());
         registry.register("active_connections", "Connections open now", active.clone());
         registry.register("handshake_seconds", "Time from accept to a ready session", handshake_seconds.clone());
-        registry.register("bytes", "Bytes relayed by direction", bytes.clone());
+        registry.register("bytes", "Bytes relayed by direction and route", bytes.clone());
         registry.register("route_reloads", "Route table reloads by result", reloads.clone());
         Self { connections, active, handshake_seconds, bytes, reloads, registry }
     }
 }
 
 impl Metrics {
-    /// Counts a connection outcome.
-    pub fn outcome(&self, outcome: &'static str) {
-        self.connections.get_or_create(&Outcome { outcome }).inc();
+    /// Counts a connection outcome on `route` (empty when not routed).
+    pub fn outcome(&self, outcome: &'static str, route: &str) {
+        self.connections.get_or_create(&Outcome { outcome, route: route.to_owned() }).inc();
+    }
+
+    /// The byte counter of one direction of a route.
+    pub fn bytes(&self, direction: &'static str, route: &str) -> Counter {
+        self.bytes.get_or_create(&Direction { direction, route: route.to_owned() }).clone()
     }
 
     /// The metrics in Prometheus text format.

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cancel::{CancelMap, RateLimiter, Target};
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::Metrics;
 use crate::protocol::{self, AuthStep, FirstPacket, MAX_AUTH_MESSAGE_LEN, ProtocolError};
 use crate::routes::BackendTls;
 use crate::routing::{self, Refusal, Router};
@@ -160,24 +160,26 @@ where
 {
     let started = Instant::now();
     shared.metrics.active.inc();
+    // The route's name once chosen, for the metrics of however the connection ends.
+    let mut route = String::new();
     let handshake = async {
         let client = if shared.proxy_protocol_from.iter().any(|n| n.contains(&peer.ip())) {
             read_proxy_header(&mut stream).await?.unwrap_or(peer.ip())
         } else {
             peer.ip()
         };
-        handshake(Stream::Plain(stream), client, shared).await
+        handshake(Stream::Plain(stream), client, shared, &mut route).await
     };
-    match tokio::time::timeout(shared.handshake_timeout, handshake).await {
-        Ok(Ok(mut session)) => {
+    let result = tokio::time::timeout(shared.handshake_timeout, handshake).await;
+    match result {
+        Ok(Ok(session)) => {
             shared.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
-            shared.metrics.outcome(outcome::SESSION);
-            // Both directions with backpressure: a slow reader stalls its writer.
-            let copied = tokio::io::copy_bidirectional_with_sizes(&mut session.client, &mut session.backend, 16 * 1024, 16 * 1024).await;
-            if let Ok((up, down)) = copied {
-                shared.metrics.bytes.get_or_create(&Direction { direction: "client_to_backend" }).inc_by(up);
-                shared.metrics.bytes.get_or_create(&Direction { direction: "backend_to_client" }).inc_by(down);
-            }
+            shared.metrics.outcome(outcome::SESSION, &route);
+            // Both directions with backpressure: a slow reader stalls its writer. Bytes
+            // are counted as they are read, so a long session shows in the metrics.
+            let mut client = Counted { inner: session.client, read: shared.metrics.bytes(CLIENT_TO_BACKEND, &route) };
+            let mut backend = Counted { inner: session.backend, read: shared.metrics.bytes(BACKEND_TO_CLIENT, &route) };
+            let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, 16 * 1024, 16 * 1024).await;
         }
         Ok(Err(e)) => {
             if matches!(e, HandshakeError::Backend(..) | HandshakeError::BackendTls(..)) {
@@ -186,17 +188,22 @@ where
             } else {
                 tracing::debug!(client.addr = %peer, error = %e, "connection ended in handshake");
             }
-            shared.metrics.outcome(e.outcome());
+            shared.metrics.outcome(e.outcome(), &route);
         }
         Err(_) => {
             tracing::debug!(client.addr = %peer, "handshake deadline passed");
-            shared.metrics.outcome(outcome::TIMEOUT);
+            shared.metrics.outcome(outcome::TIMEOUT, &route);
         }
     }
     shared.metrics.active.dec();
 }
 
-async fn handshake<'a, S>(mut client: ClientStream<S>, client_ip: IpAddr, shared: &'a Shared) -> Result<Session<'a, S>, HandshakeError>
+async fn handshake<'a, S>(
+    mut client: ClientStream<S>,
+    client_ip: IpAddr,
+    shared: &'a Shared,
+    route: &mut String,
+) -> Result<Session<'a, S>, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -243,6 +250,7 @@ where
         }
     };
     drop(router);
+    route.clone_from(&decision.route);
     tracing::debug!(route = %decision.route, cluster = %decision.cluster, backend.addr = %decision.backend.host, "routed");
 
     let address = format!("{}:{}", decision.backend.host, decision.backend.port);
@@ -406,6 +414,48 @@ async fn read_proxy_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<IpA
     }
 }
 
+/// Labels of the byte counters.
+const CLIENT_TO_BACKEND: &str = "client_to_backend";
+const BACKEND_TO_CLIENT: &str = "backend_to_client";
+
+/// A stream whose reads are added to a counter.
+struct Counted<S> {
+    inner: S,
+    read: prometheus_client::metrics::counter::Counter,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.read.inc_by((buf.filled().len() - before) as u64);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// A connection before or after TLS: `P` the plain stream, `T` the same wrapped in TLS.
 enum Stream<P, T> {
     Plain(P),
@@ -493,13 +543,13 @@ mod tests {
     async fn an_oversized_startup_length_is_refused_without_reading_it() {
         let (reply, metrics) = run(20_000u32.to_be_bytes().to_vec()).await;
         assert!(reply.is_empty());
-        assert!(metrics.contains("rwproxy_connections_total{outcome=\"protocol_error\"} 1"), "{metrics}");
+        assert!(metrics.contains("rwproxy_connections_total{outcome=\"protocol_error\",route=\"\"} 1"), "{metrics}");
     }
 
     #[tokio::test]
     async fn garbage_is_a_protocol_error() {
         let (_, metrics) = run(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
-        assert!(metrics.contains("outcome=\"protocol_error\"} 1"), "{metrics}");
+        assert!(metrics.contains("outcome=\"protocol_error\",route=\"\"} 1"), "{metrics}");
     }
 
     #[tokio::test]
@@ -508,7 +558,7 @@ mod tests {
         let (reply, metrics) = run(startup).await;
         assert_eq!(reply[0], b'E');
         assert!(reply.windows(6).any(|w| w == b"C08004"), "{reply:?}");
-        assert!(metrics.contains("outcome=\"refused\"} 1"), "{metrics}");
+        assert!(metrics.contains("outcome=\"refused\",route=\"\"} 1"), "{metrics}");
     }
 
     #[tokio::test]
@@ -528,7 +578,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         connection(theirs, "10.0.0.1:1".parse().unwrap(), &shared).await;
         assert_eq!(started.elapsed(), Duration::from_secs(15));
-        assert!(shared.metrics.encode().contains("outcome=\"timeout\"} 1"));
+        assert!(shared.metrics.encode().contains("outcome=\"timeout\",route=\"\"} 1"));
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ async fn the_clients_key_cancels_its_query_within_a_second() {
         assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
         assert!(started.elapsed() < Duration::from_millis(1300), "{host}: took {:?}", started.elapsed());
     }
-    assert!(proxy.metric("rwproxy_connections_total{outcome=\"cancel\"}") >= 2.0);
+    assert!(proxy.connections("cancel") >= 2.0);
 }
 
 #[tokio::test]
@@ -49,5 +49,5 @@ async fn a_forged_key_cancels_nothing() {
     }
     let result = tokio::time::timeout(Duration::from_secs(10), query).await.expect("ended").expect("task");
     assert!(result.is_ok(), "the query ran to the end: {result:?}");
-    assert!(proxy.metric("rwproxy_connections_total{outcome=\"cancel_refused\"}") >= 5.0);
+    assert!(proxy.connections("cancel_refused") >= 5.0);
 }

@@ -59,7 +59,7 @@ fn tls_garbage_after_ssl_request_is_closed() {
     assert_eq!(reply.first(), Some(&b'S'), "{reply:?}");
     assert!(took < Duration::from_millis(2600), "{took:?}");
     assert!(proxy.is_running());
-    assert!(proxy.metric("rwproxy_connections_total{outcome=\"tls_failed\"}") >= 1.0);
+    assert!(proxy.connections("tls_failed") >= 1.0);
     still_serves(&proxy);
 }
 
@@ -87,7 +87,7 @@ fn a_slowloris_is_cut_at_the_handshake_deadline() {
     }
     let closed_at = closed_at.expect("the proxy closed the connection");
     assert!(closed_at < Duration::from_millis(3500), "closed after {closed_at:?}");
-    assert!(proxy.metric("rwproxy_connections_total{outcome=\"timeout\"}") >= 1.0);
+    assert!(proxy.connections("timeout") >= 1.0);
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn a_client_outside_the_allowlist_and_an_unknown_route_are_refused() {
     assert!(text(&out).1.contains("connections from this address are not allowed"), "{:?}", text(&out));
     let out = psql(&format!("{by_ip} dbname=elsewhere"), "SELECT 1", &[]);
     assert!(text(&out).1.contains("no route for this connection"), "{:?}", text(&out));
-    assert!(proxy.metric("rwproxy_connections_total{outcome=\"refused\"}") >= 2.0);
+    assert!(proxy.connections("refused") >= 2.0);
 }
 
 #[test]
@@ -108,6 +108,26 @@ fn md5_and_scram_roles_authenticate_through_the_proxy_and_a_wrong_password_fails
             text(&out)
         );
     }
-    assert!(proxy.metric("rwproxy_connections_total{outcome=\"auth_failed\"}") >= 2.0);
+    assert!(proxy.connections("auth_failed") >= 2.0);
+    // Both wrong passwords went through alpha's SNI route, and the metrics say so.
+    assert_eq!(proxy.metric("rwproxy_connections_total{outcome=\"auth_failed\",route=\"alpha-sni\"}"), 2.0);
     let _ = servers();
+}
+
+#[tokio::test]
+async fn sessions_are_counted_by_route_and_bytes_while_the_session_is_still_open() {
+    let proxy = Proxy::start(&default_routes(""), &[]);
+    let mut config = tokio_postgres::Config::new();
+    config.host("beta.sql.test").hostaddr("127.0.0.1".parse().expect("ip")).port(proxy.port).user("postgres").dbname("postgres");
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, connection) = config.connect(tls_connector()).await.expect("connect");
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT repeat('x', 200000)", &[]).await.expect("query");
+    assert_eq!(row.get::<_, String>(0).len(), 200_000);
+    // The session is open: its bytes are already in the metrics, on its route.
+    let down = proxy.metric("rwproxy_bytes_total{direction=\"backend_to_client\",route=\"beta-wildcard\"}");
+    let up = proxy.metric("rwproxy_bytes_total{direction=\"client_to_backend\",route=\"beta-wildcard\"}");
+    assert!(down >= 200_000.0 && up > 0.0, "down {down}, up {up}:\n{}", proxy.metrics());
+    assert_eq!(proxy.metric("rwproxy_connections_total{outcome=\"session\",route=\"beta-wildcard\"}"), 1.0);
+    drop(client);
 }

@@ -165,6 +165,12 @@ impl Proxy {
         self.metrics().lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
     }
 
+    /// Connections that ended with `outcome`, summed over routes.
+    pub fn connections(&self, outcome: &str) -> f64 {
+        let prefix = format!("rwproxy_connections_total{{outcome=\"{outcome}\",");
+        self.metrics().lines().filter_map(|l| l.strip_prefix(&prefix)?.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
