@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RWProxy benchmark, one run, side by side on the same PostgreSQL server:
 #   direct connection  vs  rwproxy  vs  PgBouncer (Debian package, session mode)
-# pgbench -S at -c 16 -j 2, at -c 1, and with -C (a new connection per transaction), each
+# pgbench -S at -c 16 -j 2, at -c 1, with -C (a new connection per transaction), all over
+# plain TCP, and at -c 16 over TLS (tls16: the server, rwproxy and PgBouncer each end it), each
 # ROUNDS times (default 3) with the targets in turn. Prints medians of TPS, average and p99
 # latency, the proxy's CPU seconds per 10k transactions, its kernel share and context
 # switches (from /proc), TCP segments per transaction, and the ratios; then holds 10,000
@@ -25,12 +26,17 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# One certificate for every TLS endpoint: the server itself, rwproxy and PgBouncer.
+(cd "$work" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca 2>/dev/null \
+  && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out leaf.csr -subj /CN=bench.sql.test 2>/dev/null \
+  && printf 'subjectAltName=DNS:bench.sql.test\n' > ext \
+  && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext 2>/dev/null)
 pg=$(free_port)
-bash tests/pg/start.sh "$work/pg" "$pg" bench $$ >/dev/null
+bash tests/pg/start.sh "$work/pg" "$pg" bench $$ "$work/cert.pem" "$work/key.pem" >/dev/null
 psql -qX -h 127.0.0.1 -p "$pg" -U postgres -c "ALTER SYSTEM SET max_connections = 400" >/dev/null
 pgbench -i -q -s 10 -h 127.0.0.1 -p "$pg" -U postgres postgres >/dev/null 2>&1
 
-# rwproxy: route database `postgres` to the server; a TLS certificate for the idle test.
+# rwproxy: route database `postgres` to the server.
 mkdir -p "$work/routes"
 cat > "$work/routes/routes.yaml" <<YAML
 apiVersion: byoc.risingwave.dev/v1alpha1
@@ -40,10 +46,6 @@ spec:
   routes:
     - {name: bench, match: {database: postgres}, cluster: bench, allowedCidrs: [127.0.0.0/8], backend: '127.0.0.1:$pg'}
 YAML
-(cd "$work" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca 2>/dev/null \
-  && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out leaf.csr -subj /CN=bench.sql.test 2>/dev/null \
-  && printf 'subjectAltName=DNS:bench.sql.test\n' > ext \
-  && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext 2>/dev/null)
 rp=$(free_port)
 prlimit --pid $$ --nofile=30000:30000 2>/dev/null || true
 ulimit -n 30000 2>/dev/null || true
@@ -68,7 +70,11 @@ max_client_conn = 2000
 default_pool_size = 100
 logfile = $work/bouncer/pgbouncer.log
 pidfile = $work/bouncer/pgbouncer.pid
+client_tls_sslmode = allow
+client_tls_cert_file = $work/bouncer/cert.pem
+client_tls_key_file = $work/bouncer/key.pem
 INI
+cp "$work/cert.pem" "$work/key.pem" "$work/bouncer/"
 echo '"postgres" ""' > "$work/bouncer/users.txt"
 chown -R postgres:postgres "$work/bouncer"
 (cd / && runuser -u postgres -- pgbouncer -d "$work/bouncer/pgbouncer.ini")
@@ -97,7 +103,7 @@ run() {
   local u0=0 s0=0 c0=0 g0; g0=$(tcp_out_segs)
   [ "$pid" != - ] && { u0=$(user_ticks "$pid"); s0=$(sys_ticks "$pid"); c0=$(switches "$pid"); }
   local out
-  out=$(cd "$logdir" && pgbench -n -S -T "$secs" -h 127.0.0.1 -p "$port" -U postgres -l --sampling-rate=0.2 "$@" postgres 2>&1)
+  out=$(cd "$logdir" && PGSSLMODE=$sslmode pgbench -n -S -T "$secs" -h 127.0.0.1 -p "$port" -U postgres -l --sampling-rate=0.2 "$@" postgres 2>&1)
   local g1; g1=$(tcp_out_segs)
   local tx; tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
   [ -n "$tx" ] && [ "$tx" -gt 0 ] || { echo "pgbench against $name failed:" >&2; echo "$out" >&2; exit 1; }
@@ -119,11 +125,16 @@ spread() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {if
 echo "pgbench -S, $secs s per run, $rounds rounds (targets in turn within each round, order rotated), same server;"
 echo "rwproxy $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo dev), $(pgbouncer --version | head -n 1). Medians:"
 targets=(direct:"$pg":- rwproxy:"$rp":"$rwproxy_pid" pgbouncer:"$bp":"$bouncer_pid")
-for mode in c16 c1 connect; do
+# Plain TCP unless the mode says TLS (libpq's default, prefer, would take TLS wherever
+# it is offered, and only rwproxy and the server offer it unless PgBouncer is set up to).
+modes=(c16 c1 connect tls16)
+for mode in "${modes[@]}"; do
+  sslmode=disable
   case $mode in
     c16) args=(-c 16 -j 2) ;;
     c1) args=(-c 1 -j 1) ;;
     connect) args=(-C -c 4 -j 2) ;;
+    tls16) args=(-c 16 -j 2) sslmode=require ;;
   esac
   for round in $(seq "$rounds"); do
     # Rotate the order so no target always runs first, or right after the same neighbour.
@@ -135,7 +146,7 @@ for mode in c16 c1 connect; do
 done
 
 printf '%-10s %-8s %10s %12s %8s %8s %13s %8s %10s %9s\n' target mode tps "tps range" "avg ms" "p99 ms" "cpu s/10k tx" "kernel%" "switch/tx" "segs/tx"
-for mode in c16 c1 connect; do
+for mode in "${modes[@]}"; do
   for name in direct rwproxy pgbouncer; do
     k=$name.$mode
     printf '%-10s %-8s %10s %12s %8s %8s %13s %8s %10s %9s\n' "$name" "$mode" "$(median "${tps[$k]}" | xargs printf '%.0f')" "$(spread "${tps[$k]}")" \
@@ -149,10 +160,11 @@ for key in "${!tps[@]}"; do med[tps.$key]=$(median "${tps[$key]}"); med[lat.$key
 for key in "${!cpu[@]}"; do med[cpu.$key]=$(median "${cpu[$key]}"); done
 echo
 echo "ratios (medians, of direct):"
-for mode in c16 c1 connect; do
+for mode in "${modes[@]}"; do
   echo "  $mode: rwproxy $(ratio "${med[tps.rwproxy.$mode]}" "${med[tps.direct.$mode]}") of direct TPS, pgbouncer $(ratio "${med[tps.pgbouncer.$mode]}" "${med[tps.direct.$mode]}")"
 done
 echo "  c16 CPU per transaction: rwproxy is $(ratio "${med[cpu.rwproxy.c16]}" "${med[cpu.pgbouncer.c16]}") of pgbouncer's"
+echo "  tls16 (both proxies end the client's TLS): rwproxy $(ratio "${med[tps.rwproxy.tls16]}" "${med[tps.pgbouncer.tls16]}") of pgbouncer's TPS, CPU per transaction $(ratio "${med[cpu.rwproxy.tls16]}" "${med[cpu.pgbouncer.tls16]}") of pgbouncer's"
 awk -v d="${med[lat.direct.c1]}" -v r="${med[lat.rwproxy.c1]}" -v b="${med[lat.pgbouncer.c1]}" \
   'BEGIN {printf "  c1 latency added to direct %.3f ms: rwproxy +%.3f ms, pgbouncer +%.3f ms\n", d, r - d, b - d}'
 met() { awk "BEGIN {exit !($1)}" && echo "met" || echo "NOT met"; }
