@@ -106,7 +106,7 @@ fn run(cli: Cli, table: rwproxy::routes::RouteTable) -> anyhow::Result<()> {
     shared.handshake_timeout = Duration::from_secs(cli.handshake_timeout);
     shared.backend_tls = cli.backend_ca.as_deref().map(rwproxy::tls::backend_config).transpose()?;
     let shared = Arc::new(shared);
-    let _watcher = rwproxy::reload::watch(cli.routes.clone(), router, resolver, metrics.clone())?;
+    rwproxy::reload::watch(cli.routes.clone(), router, resolver, metrics.clone())?;
 
     let runtime = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?

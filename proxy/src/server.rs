@@ -267,7 +267,7 @@ where
     let backend_addr = tcp.peer_addr().map_err(|e| HandshakeError::Backend(address.clone(), e))?;
     let mut backend = match decision.backend_tls {
         BackendTls::Disable => Stream::Plain(tcp),
-        BackendTls::VerifyFull => match backend_tls(tcp, &decision.backend.host, shared).await {
+        BackendTls::VerifyFull => match Box::pin(backend_tls(tcp, &decision.backend.host, shared)).await {
             Ok(tls) => Stream::Tls(Box::new(tls)),
             Err(why) => {
                 client.write_all(&unreachable).await?;

@@ -79,3 +79,42 @@ fn a_broken_table_is_refused_and_routing_stays_as_it_was() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Waits up to 5 s for the `ok` reload count to pass `above`; returns it.
+fn reloads_after(proxy: &Proxy, above: f64) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = proxy.metric("rwproxy_route_reloads_total{result=\"ok\"}");
+        if now > above || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn only_the_routes_and_their_symlink_trigger_a_reload_and_a_swap_moves_the_watch() {
+    let proxy = Proxy::start(&default_routes(""), &[]);
+    let dir = proxy.published_dir();
+    let start = proxy.metric("rwproxy_route_reloads_total{result=\"ok\"}");
+    // Busy neighbours of the symlink (another program's files and subdirectories) are not
+    // the routes: 200 writes there reload nothing.
+    std::fs::create_dir(dir.join("neighbour")).expect("mkdir");
+    for i in 0..100 {
+        std::fs::write(dir.join("neighbour").join(format!("log-{i}")), "x").expect("write");
+        std::fs::write(dir.join(format!("stray-{i}")), "x").expect("write");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(proxy.metric("rwproxy_route_reloads_total{result=\"ok\"}"), start, "writes beside the routes reloaded them");
+
+    // A swap is seen, and afterwards an edit inside the new revision is seen too: the watch
+    // followed the symlink.
+    proxy.publish(&default_routes(""));
+    let swapped = reloads_after(&proxy, start);
+    assert!(swapped > start, "the swap was not seen");
+    let extra = "    - {name: edited, match: {database: edited}, cluster: alpha, allowedCidrs: [127.0.0.0/8], backend: '127.0.0.1:1'}\n";
+    std::fs::write(dir.join("current").join("routes.yaml"), default_routes(extra)).expect("edit in place");
+    assert!(reloads_after(&proxy, swapped) > swapped, "an edit inside the new revision was not seen");
+    let out = psql(&format!("host=127.0.0.1 port={} sslmode=require user=postgres dbname=edited", proxy.port), "SELECT 1", &[]);
+    assert!(text(&out).1.contains("the cluster is not reachable right now"), "the edited route is in use: {:?}", text(&out));
+}

@@ -146,6 +146,11 @@ impl Proxy {
         proxy
     }
 
+    /// The directory revisions are published in (the parent of the `current` symlink).
+    pub fn published_dir(&self) -> &Path {
+        self.published.path()
+    }
+
     /// Publishes a routes file as a new revision.
     pub fn publish(&self, routes: &str) {
         publish(self.published.path(), self.revision.fetch_add(1, Ordering::SeqCst), routes);
