@@ -65,7 +65,6 @@ pub fn watch(routes: PathBuf, router: Arc<ArcSwap<Router>>, tls: Option<Arc<SniR
             }
         }
     }
-    let routes_name = routes.file_name().map(std::ffi::OsStr::to_os_string);
     std::thread::Builder::new().name("rwproxy-reload".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
             // A publish is several file operations: let them land, then reload once for all
@@ -74,9 +73,8 @@ pub fn watch(routes: PathBuf, router: Arc<ArcSwap<Router>>, tls: Option<Arc<SniR
             std::thread::sleep(Duration::from_millis(20));
             let events: Vec<notify::Event> = std::iter::once(first).chain(rx.try_iter()).collect();
             let paths = || events.iter().flat_map(|e| e.paths.iter());
-            // The entry itself changed (a swap): its paths are the parent's and its name.
-            let swapped =
-                paths().any(|p| p.parent() == Some(parent.as_path()) && p.file_name().map(std::ffi::OsStr::to_os_string) == routes_name);
+            // The entry itself changed: the symlink was swapped (or the directory replaced).
+            let swapped = paths().any(|p| p == &routes);
             if swapped {
                 // Follow the symlink to the new revision; the old one may be gone already.
                 let _ = watcher.unwatch(&routes);
@@ -84,7 +82,7 @@ pub fn watch(routes: PathBuf, router: Arc<ArcSwap<Router>>, tls: Option<Arc<SniR
                     tracing::error!(error = %e, routes = %routes.display(), "cannot watch the routes directory");
                 }
             }
-            if swapped || paths().any(|p| p.starts_with(&routes) && p != &routes) {
+            if paths().any(|p| p.starts_with(&routes)) {
                 reload_routes(&routes, &router, &metrics);
             }
             if paths().any(|p| p.parent().is_some_and(|d| cert_dirs.iter().any(|c| c == d)))

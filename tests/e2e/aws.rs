@@ -183,6 +183,13 @@ fn apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// `apply_args` that approve the plan without asking.
+fn approved_apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
+    let mut args = apply_args(account, state);
+    args.push("--auto-approve");
+    args
+}
+
 fn run(repo: &Repo, args: &[&str]) -> Run {
     byoc_env(repo.path(), args, &MOTO_ENV)
 }
@@ -216,8 +223,7 @@ fn summary(r: &Run) -> &str {
 fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys() {
     let account = Account::new().with_autoscaling_role();
     let mut repo = example_repo();
-    let mut args = apply_args(&account, "state");
-    args.push("--auto-approve");
+    let args = approved_apply_args(&account, "state");
 
     let first = run(&repo, &args);
     ok(&first);
@@ -362,8 +368,7 @@ fn killed_lane(ks: &[usize]) {
         account.python("import urllib.request, os; urllib.request.urlopen(urllib.request.Request(os.environ['AWS_ENDPOINT_URL'] + '/moto-api/reset', method='POST'))");
         account.python("import boto3; boto3.client('iam').create_service_linked_role(AWSServiceName='autoscaling.amazonaws.com')");
         let state = format!("state-{k}");
-        let mut args = apply_args(&account, &state);
-        args.push("--auto-approve");
+        let args = approved_apply_args(&account, &state);
         let reached = apply_killed_after(&repo, &args, k);
         assert_eq!(reached, k, "the apply was killed after step {k}");
         let rerun = run(&repo, &args);
@@ -384,8 +389,7 @@ fn killed_lane(ks: &[usize]) {
 fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
     let account = Account::new().with_autoscaling_role();
     let repo = example_repo();
-    let mut args = apply_args(&account, "state");
-    args.push("--auto-approve");
+    let args = approved_apply_args(&account, "state");
     ok(&run(&repo, &args));
     std::fs::remove_file(repo.path().join("state/cloud-inventory.json")).expect("remove inventory");
     std::fs::remove_file(repo.path().join("state/cloud-inventory.json.version")).expect("remove version");
@@ -421,8 +425,7 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
 fn drift_made_outside_byoc_is_reported_and_set_back() {
     let account = Account::new().with_autoscaling_role();
     let repo = example_repo();
-    let mut args = apply_args(&account, "state");
-    args.push("--auto-approve");
+    let args = approved_apply_args(&account, "state");
     ok(&run(&repo, &args));
     // Someone grows a node group, opens SSH on a security group and suspends versioning.
     account.python(
@@ -532,8 +535,7 @@ fn throttling_and_server_errors_are_retried_and_each_retry_is_printed() {
     let mut account = Account::new().with_autoscaling_role();
     account.front(&["--fault-rate", "0.2", "--seed", "42"]);
     let repo = example_repo();
-    let mut args = apply_args(&account, "state");
-    args.push("--auto-approve");
+    let args = approved_apply_args(&account, "state");
     let r = run(&repo, &args);
     ok(&r);
     let retries = r.stderr.lines().filter(|l| l.starts_with("retry: ")).count() as u64;
@@ -550,8 +552,7 @@ fn preflight_reports_every_problem_at_once_and_changes_nothing() {
     let mut account = Account::new(); // no AWSServiceRoleForAutoScaling
     account.front(&["--deny", "ec2:CreateVpc,eks:CreateNodegroup,iam:PassRole", "--quota", "30"]);
     let repo = example_repo();
-    let mut args = apply_args(&account, "state");
-    args.push("--auto-approve");
+    let args = approved_apply_args(&account, "state");
     let r = run(&repo, &args);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("preflight found 3 problem(s); nothing was changed"), "{}", r.stderr);
@@ -567,8 +568,7 @@ fn preflight_reports_every_problem_at_once_and_changes_nothing() {
     // A quota that cannot be read is a problem too, not a pass.
     account.front(&["--quota", "none"]);
     let account = account.with_autoscaling_role();
-    let mut args = apply_args(&account, "state");
-    args.push("--auto-approve");
+    let args = approved_apply_args(&account, "state");
     let r = run(&repo, &args);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("cannot read the quota eks/L-6D54EA21"), "{}", r.stderr);
@@ -582,8 +582,7 @@ fn slow_eks_phases_are_waited_for_with_progress_and_a_version_upgrade_is_one_upd
     // front shows CREATING / UPDATING for three reads and answers the upgrade.
     account.front(&["--creating", "3"]);
     let mut repo = example_repo();
-    let mut args = apply_args(&account, "state");
-    args.push("--auto-approve");
+    let args = approved_apply_args(&account, "state");
     let first = run(&repo, &args);
     ok(&first);
     for id in ["aws.eks-cluster/main", "aws.eks-nodegroup/system", "aws.eks-nodegroup/risingwave"] {
@@ -616,8 +615,7 @@ fn web_identity_credentials_from_a_projected_token_file() {
     let token: &Path = &repo.path().join("token");
     std::fs::write(token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YnlvYy1zeXN0ZW06YnlvYy1hZ2VudCJ9.c2ln")
         .expect("token");
-    let mut args = apply_args(&account, "state");
-    args.push("--auto-approve");
+    let args = approved_apply_args(&account, "state");
     let env = [
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().expect("utf-8")),
         ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/byoc-deployer"),
