@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use globset::{Glob, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 
 use super::gitsign::{Sigstore, SigstoreSigner, Subject};
@@ -164,6 +164,10 @@ pub struct Policy {
 /// `trustedRoot` value naming the public sigstore instance's root shipped in sigstore-trust-root.
 pub const PUBLIC_GOOD: &str = "sigstore-public-good";
 
+/// The largest `spec.version` accepted. A bound keeps a version from being set so high
+/// that no later policy (the operator's override included) could ever be newer.
+pub const MAX_VERSION: u64 = 1_000_000;
+
 /// The identity under which the forge's web-UI key signs.
 pub const FORGE: &str = "forge-web-ui";
 
@@ -187,6 +191,13 @@ impl Policy {
             return Err(format!("{file}: expected apiVersion byoc.risingwave.dev/v1alpha1, kind SigningPolicy"));
         }
         let spec = doc.spec;
+        if spec.version > MAX_VERSION {
+            let line = text.lines().position(|l| l.trim_start().starts_with("version:")).map_or(String::new(), |i| format!(":{}", i + 1));
+            return Err(format!(
+                "{file}{line}: spec.version {} is past the largest version accepted, {MAX_VERSION}; versions count policy changes, one at a time",
+                spec.version
+            ));
+        }
         let mut ssh = Vec::new();
         let mut pgp = Vec::new();
         let mut sigstore = Vec::new();
@@ -209,18 +220,13 @@ impl Policy {
             for (j, k) in s.ssh_keys.iter().enumerate() {
                 let origin = format!("{file}: spec.signers[{i}].sshKeys[{j}]");
                 let key = ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| format!("{origin}: not an OpenSSH public key: {e}"))?;
-                ssh.push(SshSigner {
-                    principals: vec![s.name.clone()],
-                    key,
-                    namespaces: Vec::new(),
-                    valid_after: None,
-                    valid_before: None,
-                    origin,
-                });
+                ssh.push(SshSigner::plain(&s.name, key, origin));
             }
         }
         if let Some(name) = &spec.allowed_signers_file {
-            ssh.extend(parse_allowed_signers(name, &read(name)?)?);
+            // Named relative to the policy, as the user wrote it down.
+            let shown = Path::new(file).parent().map_or_else(|| name.clone(), |dir| dir.join(name).display().to_string());
+            ssh.extend(parse_allowed_signers(&shown, &read(name)?)?);
         }
         let known: BTreeSet<String> = ssh
             .iter()
@@ -279,7 +285,8 @@ impl Policy {
             }
             let mut matchers = Vec::new();
             for p in &r.paths {
-                let glob = Glob::new(p).map_err(|e| format!("{file}: spec.{name}.paths: {e}"))?;
+                // `*` stops at `/` (as in a shell); only `**` crosses directories.
+                let glob = GlobBuilder::new(p).literal_separator(true).build().map_err(|e| format!("{file}: spec.{name}.paths: {e}"))?;
                 let literal = p.find(['*', '?', '[', '{']).unwrap_or(p.len());
                 matchers.push((glob.compile_matcher(), (literal, p.len())));
             }
@@ -289,14 +296,7 @@ impl Policy {
         for (j, k) in spec.forge_merge_key.ssh_keys.iter().enumerate() {
             let origin = format!("{file}: spec.forgeMergeKey.sshKeys[{j}]");
             let key = ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| format!("{origin}: not an OpenSSH public key: {e}"))?;
-            forge_ssh.push(SshSigner {
-                principals: vec![FORGE.into()],
-                key,
-                namespaces: Vec::new(),
-                valid_after: None,
-                valid_before: None,
-                origin,
-            });
+            forge_ssh.push(SshSigner::plain(FORGE, key, origin));
         }
         Ok(Policy {
             name: doc.metadata.name,
@@ -339,6 +339,24 @@ mod tests {
         assert_eq!(p.rule_for("environments/prod/clusters/a.yaml").map(|r| r.threshold), Some(2));
         assert_eq!(p.rule_for("environments/dev/a.yaml").map(|r| r.threshold), Some(1));
         assert!(p.rule_for("README.md").is_none());
+    }
+
+    #[test]
+    fn a_single_star_does_not_cross_directories() {
+        let p = policy(
+            "    - {paths: [\"environments/prod/**\"], signers: [platform], threshold: 2}\n    - {paths: [\"environments/prod/README*\"], signers: [platform], threshold: 1}",
+        )
+        .expect("valid");
+        assert_eq!(p.rule_for("environments/prod/README.md").map(|r| r.threshold), Some(1));
+        assert_eq!(p.rule_for("environments/prod/README-notes/cluster.yaml").map(|r| r.threshold), Some(2));
+        assert_eq!(p.rule_for("environments/prod/a/b/c.yaml").map(|r| r.threshold), Some(2));
+    }
+
+    #[test]
+    fn a_version_past_the_bound_is_refused_with_its_line() {
+        let text = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: SigningPolicy\nmetadata: {name: t}\nspec:\n  version: 18446744073709551615\n  signers: []\n  rules: []\n  forgeMergeKey: {trusted: false}\n";
+        let e = Policy::parse("policy.yaml", text, &|_| Err("none".into())).expect_err("too big");
+        assert!(e.starts_with("policy.yaml:5: spec.version 18446744073709551615 is past the largest version accepted, 1000000"), "{e}");
     }
 
     #[test]

@@ -23,8 +23,12 @@ fn signature_of(id: &str) -> (Vec<u8>, Vec<u8>) {
     let odb = repo.odb().expect("odb");
     let oid = odb.write(git2::ObjectType::Commit, &raw).expect("write");
     assert_eq!(oid, Oid::from_str(id).expect("id"), "stored under its original id");
-    let (sig, payload) = repo.extract_signature(&oid, None).expect("signed");
-    (sig.to_vec(), payload.to_vec())
+    let split = byoc::verify::commit::parse(&raw, "gpgsig").expect("one signature header");
+    let (sig, payload) = (split.signature.expect("signed"), split.payload);
+    // On a well-formed commit, the header split agrees with libgit2's.
+    let (git_sig, git_payload) = repo.extract_signature(&oid, None).expect("signed");
+    assert!(sig == git_sig.to_vec() && payload == git_payload.to_vec(), "{id}: the header split differs from libgit2's");
+    (sig, payload)
 }
 
 fn policy(signers: &str) -> Policy {
