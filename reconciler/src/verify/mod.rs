@@ -81,6 +81,7 @@ pub struct NotCounted {
 
 /// The threshold check of one path changed in the range.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PathReport {
     /// The path.
     pub path: String,
