@@ -81,6 +81,11 @@ pub enum Command {
     /// TO descends from LAST (fast-forward only), and that each changed path has its rule's
     /// threshold of distinct signers. Exit code: 0 verified, 1 refused or error.
     Verify(VerifyArgs),
+    /// Publish the last verified revision's routes and clusters where RWProxy reads them:
+    /// DIR/revisions/<commit>, then DIR/current swapped to it in one step. Only the
+    /// revision the state store's high-water mark names is published, after its specs
+    /// validate. Exit code: 0 published or already current, 1 otherwise.
+    Publish(PublishArgs),
     /// Create or converge the environment's cloud resources (AWS) to a revision: observe
     /// what exists by tag, show the plan, run preflight checks, ask, apply. Holds the
     /// environment's lease throughout; each finished action is recorded, so a rerun after
@@ -103,6 +108,29 @@ pub enum Command {
         #[arg(long, short)]
         message: Option<String>,
     },
+}
+
+/// Arguments of `byoc publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Path of the git repository (a work tree, bare repository or fetch cache).
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// Environment directory inside the repository, e.g. environments/prod.
+    #[arg(long)]
+    pub env: String,
+    /// The publish directory (RWProxy's --routes is DIR/current).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// State directory holding the high-water mark `byoc verify` moved.
+    #[arg(long, conflicts_with = "state_s3")]
+    pub state_dir: Option<PathBuf>,
+    /// Or the state in a bucket: s3://BUCKET/PREFIX.
+    #[arg(long)]
+    pub state_s3: Option<String>,
+    /// Endpoint for the state bucket (an emulator).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
 }
 
 /// Arguments of `byoc verify`.
@@ -236,6 +264,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan { repo, base, head, env, output, policy } => plan_command(&repo, &base, &head, &env, output, policy.as_deref()),
         Command::Clusters(args) => clusters_command(&args),
         Command::Verify(args) => verify_command(&args),
+        Command::Publish(args) => publish_command(&args),
         Command::Apply(args) => crate::cloud::command::apply(&args, false),
         Command::Destroy(args) => crate::cloud::command::apply(&args, true),
         Command::Revert { repo, to, message } => revert_command(&repo, &to, message.as_deref()),
@@ -468,6 +497,39 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     print!("{text}");
     Ok(report.ok)
+}
+
+fn publish_command(args: &PublishArgs) -> u8 {
+    let run = || -> anyhow::Result<u8> {
+        let store = open_store(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
+            .ok_or_else(|| anyhow::anyhow!("give --state-dir or --state-s3: only the revision `byoc verify` accepted is published"))?;
+        let repo = source::open(&args.repo)?;
+        let (state, _) = SourceState::load(store.as_ref())?;
+        let Some(verified) = state.last_verified(&repo)? else {
+            anyhow::bail!("nothing verified yet in this state store: run `byoc verify` first");
+        };
+        let revision = source::read(&repo, &verified.to_string(), &args.env)?;
+        let Some(files) = &revision.files else {
+            anyhow::bail!("{} does not exist at the verified revision {}", args.env, revision.name);
+        };
+        if let Err(problems) = crate::spec::load::load(&args.env, files) {
+            return Ok(report_problems(&format!("the verified revision {} is not valid; nothing published", revision.name), &problems));
+        }
+        let published = crate::publish::publish(&args.to, &verified.to_string(), &args.env, files)?;
+        if published.changed {
+            println!("published {} ({} file(s)) to {}", revision.name, published.files, args.to.join(crate::publish::CURRENT).display());
+        } else {
+            println!("{} is already published at {}", revision.name, args.to.join(crate::publish::CURRENT).display());
+        }
+        Ok(EXIT_OK)
+    };
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
 }
 
 /// The state store the flags name: a directory, or `s3://BUCKET/PREFIX`; `None` for neither.

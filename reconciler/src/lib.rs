@@ -4,7 +4,8 @@
 //! The flow of one reconcile is `fetch -> verify -> load -> expand -> observe -> plan ->
 //! apply -> publish -> report` (see the project's DESIGN). This crate holds the stages
 //! implemented so far: [`spec`] (load), [`expand`], [`plan`], [`k8s`] (observe and apply
-//! in Kubernetes), [`state`] (the state store), and [`source`] for reading a revision's
+//! in Kubernetes), [`publish`] (the verified tree RWProxy reads), [`state`] (the state
+//! store), and [`source`] for reading a revision's
 //! files straight from git objects.
 
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod fetch;
 pub mod k8s;
 pub mod map;
 pub mod plan;
+pub mod publish;
 pub mod resource;
 pub mod source;
 pub mod spec;

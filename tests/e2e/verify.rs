@@ -10,6 +10,7 @@ mod gitsign;
 mod holes;
 mod openpgp;
 mod property;
+mod publish;
 mod x509;
 
 use crate::support::{Run, byoc};
