@@ -81,6 +81,22 @@ pub enum Command {
     /// TO descends from LAST (fast-forward only), and that each changed path has its rule's
     /// threshold of distinct signers. Exit code: 0 verified, 1 refused or error.
     Verify(VerifyArgs),
+    /// The in-account daemon: fetch, verify, converge the clusters in Kubernetes and
+    /// publish the routes, on every poll interval and at once on a push webhook; serves
+    /// /status, /metrics, /healthz, /readyz and /hooks/git on the configured listen
+    /// address. A bad configuration exits 1 before anything starts. Exit code with --once:
+    /// 0 applied or unchanged, 1 stopped at a stage.
+    Run {
+        /// The daemon's configuration (`kind: Reconciler`), kept outside the repository.
+        #[arg(long)]
+        config: PathBuf,
+        /// One reconcile, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Only check the configuration (exit 0 valid, 1 with every problem).
+        #[arg(long, conflicts_with = "once")]
+        check: bool,
+    },
     /// Publish the last verified revision's routes and clusters where RWProxy reads them:
     /// DIR/revisions/<commit>, then DIR/current swapped to it in one step. Only the
     /// revision the state store's high-water mark names is published, after its specs
@@ -265,6 +281,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Clusters(args) => clusters_command(&args),
         Command::Verify(args) => verify_command(&args),
         Command::Publish(args) => publish_command(&args),
+        Command::Run { config, once, check } => run_command(&config, once, check),
         Command::Apply(args) => crate::cloud::command::apply(&args, false),
         Command::Destroy(args) => crate::cloud::command::apply(&args, true),
         Command::Revert { repo, to, message } => revert_command(&repo, &to, message.as_deref()),
@@ -497,6 +514,41 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     print!("{text}");
     Ok(report.ok)
+}
+
+fn run_command(path: &std::path::Path, once: bool, check: bool) -> u8 {
+    let config = match crate::run::config::load(path) {
+        Ok(c) => c,
+        Err(problems) => return report_problems(&format!("{} is not a valid configuration", path.display()), &problems),
+    };
+    if check {
+        println!("{} is a valid configuration", path.display());
+        return EXIT_OK;
+    }
+    // One JSON object a line on stderr, with the stage and revision as fields.
+    let _ = tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_ansi(false).try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let daemon = match crate::run::Daemon::new(config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_ERROR;
+        }
+    };
+    match runtime.block_on(daemon.run(once)) {
+        Ok(crate::run::Ended::Stopped) if once => EXIT_ERROR,
+        Ok(_) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
 }
 
 fn publish_command(args: &PublishArgs) -> u8 {

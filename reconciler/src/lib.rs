@@ -17,6 +17,7 @@ pub mod map;
 pub mod plan;
 pub mod publish;
 pub mod resource;
+pub mod run;
 pub mod source;
 pub mod spec;
 pub mod state;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod daemon;
 mod fetch;
 mod gitsign;
 mod holes;

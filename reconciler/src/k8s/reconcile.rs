@@ -188,8 +188,17 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         }
     }
 
-    /// One reconcile: apply, prune, wait for health.
+    /// One reconcile: apply, wait for health, prune.
     pub async fn reconcile(&mut self, desired: &[ClusterObjects]) -> anyhow::Result<Report> {
+        let mut report = self.converge_and_wait(desired).await?;
+        report.clusters.extend(self.prune_absent(desired).await?);
+        Ok(report)
+    }
+
+    /// Applies every desired cluster and waits for each to be ready (or to stall), without
+    /// pruning: the daemon publishes the routes of the new revision in between, so a
+    /// removed cluster's routes are gone before its objects are.
+    pub async fn converge_and_wait(&mut self, desired: &[ClusterObjects]) -> anyhow::Result<Report> {
         let mut reports = Vec::new();
         for c in desired {
             reports.push(self.converge(c).await?);
@@ -208,9 +217,14 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
                 }
             }
         }
-        let wanted: BTreeSet<&str> = desired.iter().map(|c| c.cluster.as_str()).collect();
-        reports.extend(self.prune(&wanted).await?);
         Ok(Report { clusters: reports })
+    }
+
+    /// Deletes (by their deletionPolicy) the clusters of the inventory that `desired` no
+    /// longer holds.
+    pub async fn prune_absent(&mut self, desired: &[ClusterObjects]) -> anyhow::Result<Vec<ClusterReport>> {
+        let wanted: BTreeSet<&str> = desired.iter().map(|c| c.cluster.as_str()).collect();
+        self.prune(&wanted).await
     }
 
     async fn converge(&mut self, c: &ClusterObjects) -> anyhow::Result<ClusterReport> {

@@ -3,5 +3,5 @@
 
 mod binary;
 mod converge;
-mod support;
+pub(crate) mod support;
 mod wire;

@@ -14,7 +14,11 @@ impl Signed {
     }
 
     fn publish(&self) -> Run {
-        let (repo, to, state) = (self.repo().display().to_string(), self.publish_dir().display().to_string(), self.dir.path().join("state").display().to_string());
+        let (repo, to, state) = (
+            self.repo().display().to_string(),
+            self.publish_dir().display().to_string(),
+            self.dir.path().join("state").display().to_string(),
+        );
         byoc(self.dir.path(), &["publish", "--repo", &repo, "--env", "env", "--to", &to, "--state-dir", &state])
     }
 
@@ -31,7 +35,8 @@ fn route_names(dir: &Path) -> Vec<String> {
     names
 }
 
-const EXTRA_ROUTE: &str = "    - name: ingest-sni\n      match: {sni: ingest.sql.example.com}\n      cluster: ingest\n      allowedCidrs: [10.20.0.0/16]\n";
+const EXTRA_ROUTE: &str =
+    "    - name: ingest-sni\n      match: {sni: ingest.sql.example.com}\n      cluster: ingest\n      allowedCidrs: [10.20.0.0/16]\n";
 
 #[test]
 fn only_the_verified_revision_is_published_and_the_swap_is_atomic() {
@@ -103,7 +108,9 @@ fn a_verified_revision_with_invalid_specs_publishes_nothing() {
     let good = s.commit(Some("alice"), "environment");
     assert_eq!(s.verify(&[]).code, 0);
     assert_eq!(s.publish().code, 0);
-    s.routes_file("    - name: nowhere\n      match: {database: nowhere}\n      cluster: no-such-cluster\n      allowedCidrs: [10.20.0.0/16]\n");
+    s.routes_file(
+        "    - name: nowhere\n      match: {database: nowhere}\n      cluster: no-such-cluster\n      allowedCidrs: [10.20.0.0/16]\n",
+    );
     s.commit(Some("alice"), "a route to a cluster that does not exist");
     assert_eq!(s.verify(&[]).code, 0, "signed and verified: validity is the next stage's");
     let run = s.publish();

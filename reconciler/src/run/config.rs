@@ -1,0 +1,323 @@
+//! The daemon's configuration (`kind: Reconciler`), held outside the repository it
+//! governs (in the pod: a ConfigMap), like the signing policy.
+//!
+//! ```yaml
+//! apiVersion: byoc.risingwave.dev/v1alpha1
+//! kind: Reconciler
+//! metadata: {name: prod}
+//! spec:
+//!   repository: {url: "https://git.example.com/org/infra.git", branch: main, tokenFile: /etc/byoc/token}
+//!   environment: environments/prod          # the environment directory in the repository
+//!   signingPolicy: /etc/byoc/policy/signing-policy.yaml
+//!   stateStore: {dir: /var/lib/byoc}        # or {s3: "s3://bucket/prefix"}
+//!   publishDir: /publish                    # RWProxy reads publishDir/current
+//!   cacheDir: /var/cache/byoc               # the fetch cache
+//!   listen: "127.0.0.1:8080"                # status, metrics, probes, webhooks
+//!   interval: 60s                           # poll period (with jitter)
+//!   staleAfter: 10m                         # no successful fetch for this long: SourceStale
+//!   webhook: {secretFile: /etc/byoc/webhook/secret}
+//! ```
+//!
+//! Read with the project's hardened YAML reader (size cap, alias limits, duplicate keys
+//! refused); unknown fields are refused with file:line:col, and every problem (a policy
+//! that does not load, an unreadable secret) is reported at once, before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rwproxy::diagnostics::{Diagnostic, Position};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::verify::policy::Policy;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Document {
+    api_version: Spanned<String>,
+    kind: Spanned<String>,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    repository: RepositorySpec,
+    environment: String,
+    signing_policy: Spanned<String>,
+    state_store: StateStoreSpec,
+    publish_dir: String,
+    cache_dir: String,
+    listen: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    stale_after: Option<Spanned<String>>,
+    webhook: Option<WebhookSpec>,
+    cloud: Option<CloudSpec>,
+    kubernetes: Option<KubernetesSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RepositorySpec {
+    url: String,
+    branch: Option<String>,
+    ssh_key: Option<String>,
+    known_hosts: Option<String>,
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StateStoreSpec {
+    dir: Option<String>,
+    s3: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct WebhookSpec {
+    secret_file: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CloudSpec {
+    endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct KubernetesSpec {
+    kubeconfig: Option<String>,
+    context: Option<String>,
+}
+
+/// Where the daemon keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    /// A local directory.
+    Dir(PathBuf),
+    /// `s3://BUCKET/PREFIX`.
+    S3(String),
+}
+
+/// A checked daemon configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// metadata.name.
+    pub name: String,
+    /// The repository to follow.
+    pub remote: crate::fetch::Remote,
+    /// Environment directory inside the repository.
+    pub environment: String,
+    /// The signing policy, loaded.
+    pub policy: Policy,
+    /// Where the state lives.
+    pub state: StateLocation,
+    /// RWProxy's published tree.
+    pub publish_dir: PathBuf,
+    /// The fetch cache.
+    pub cache_dir: PathBuf,
+    /// The status, metrics, probe and webhook listener (loopback by default).
+    pub listen: SocketAddr,
+    /// Poll period.
+    pub interval: Duration,
+    /// No successful fetch for this long: `SourceStale`.
+    pub stale_after: Duration,
+    /// The webhook secret, when webhooks are on.
+    pub webhook_secret: Option<Vec<u8>>,
+    /// Cloud API endpoint override (an emulator).
+    pub cloud_endpoint: Option<String>,
+    /// Kubeconfig and context; in-cluster when absent.
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    pub context: Option<String>,
+}
+
+/// Default poll period, as Flux's `interval` is commonly set.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Default staleness bound.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(600);
+
+/// Reads and checks the file at `path`; every problem at once.
+pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|e| vec![Diagnostic::new(Position::file(&file), format!("cannot read the configuration: {e}"))])?;
+    let text = rwproxy::yaml::decode(&file, &bytes).map_err(|d| vec![d])?;
+    parse(&file, text, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Parses and checks a configuration; relative paths are taken from `base`.
+pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let doc: Document = rwproxy::yaml::parse(file, text).map_err(|d| vec![d])?;
+    let mut problems = Vec::new();
+    let at = |s: &Spanned<String>| Position::at(file, &s.referenced);
+    if doc.api_version.value != "byoc.risingwave.dev/v1alpha1" {
+        problems.push(Diagnostic::new(at(&doc.api_version), "apiVersion must be byoc.risingwave.dev/v1alpha1"));
+    }
+    if doc.kind.value != "Reconciler" {
+        problems.push(Diagnostic::new(at(&doc.kind), "kind must be Reconciler"));
+    }
+    let spec = doc.spec;
+    let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+    let policy_path = resolve(&spec.signing_policy.value);
+    let policy = Policy::load(&policy_path)
+        .map_err(|e| problems.push(Diagnostic::new(at(&spec.signing_policy), format!("signingPolicy does not load: {e}"))))
+        .ok();
+    let state = match (&spec.state_store.dir, &spec.state_store.s3) {
+        (Some(dir), None) => Some(StateLocation::Dir(resolve(dir))),
+        (None, Some(url)) if url.value.starts_with("s3://") => Some(StateLocation::S3(url.value.clone())),
+        (None, Some(url)) => {
+            problems.push(Diagnostic::new(at(url), "stateStore.s3 must be s3://BUCKET/PREFIX"));
+            None
+        }
+        _ => {
+            problems.push(Diagnostic::new(Position::file(file), "stateStore needs exactly one of dir and s3"));
+            None
+        }
+    };
+    let listen = match &spec.listen {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        Some(l) => l.value.parse().map_err(|_| problems.push(Diagnostic::new(at(l), "listen must be ADDRESS:PORT"))).ok(),
+    };
+    let mut duration = |field: &Option<Spanned<String>>, name: &str, default: Duration| match field {
+        None => default,
+        Some(s) => match parse_duration(&s.value) {
+            Some(d) if d >= Duration::from_secs(1) => d,
+            _ => {
+                problems.push(Diagnostic::new(at(s), format!("{name} must be a duration of at least 1s, like 30s, 5m or 1h")));
+                default
+            }
+        },
+    };
+    let interval = duration(&spec.interval, "interval", DEFAULT_INTERVAL);
+    let stale_after = duration(&spec.stale_after, "staleAfter", DEFAULT_STALE_AFTER);
+    let read_secret = |s: &Spanned<String>, what: &str, problems: &mut Vec<Diagnostic>| -> Option<Vec<u8>> {
+        match std::fs::read(resolve(&s.value)) {
+            Ok(bytes) if !bytes.trim_ascii().is_empty() => Some(bytes.trim_ascii().to_vec()),
+            Ok(_) => {
+                problems.push(Diagnostic::new(at(s), format!("{what} {} is empty", s.value)));
+                None
+            }
+            Err(e) => {
+                problems.push(Diagnostic::new(at(s), format!("{what} {} cannot be read: {e}", s.value)));
+                None
+            }
+        }
+    };
+    let webhook_secret = spec.webhook.as_ref().and_then(|w| read_secret(&w.secret_file, "webhook.secretFile", &mut problems));
+    let token = spec
+        .repository
+        .token_file
+        .as_ref()
+        .and_then(|t| read_secret(t, "repository.tokenFile", &mut problems))
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let (Some(policy), Some(state), Some(listen)) = (policy, state, listen) else {
+        return Err(vec![Diagnostic::new(Position::file(file), "the configuration is incomplete")]);
+    };
+    let (kubeconfig, context) = spec.kubernetes.map_or((None, None), |k| (k.kubeconfig.map(|p| resolve(&p)), k.context));
+    Ok(Config {
+        name: doc.metadata.name,
+        remote: crate::fetch::Remote {
+            url: spec.repository.url,
+            branch: spec.repository.branch.unwrap_or_else(|| "main".into()),
+            ssh_key: spec.repository.ssh_key.map(|p| resolve(&p)),
+            known_hosts: spec.repository.known_hosts.map(|p| resolve(&p)),
+            token,
+        },
+        environment: spec.environment,
+        policy,
+        state,
+        publish_dir: resolve(&spec.publish_dir),
+        cache_dir: resolve(&spec.cache_dir),
+        listen,
+        interval,
+        stale_after,
+        webhook_secret,
+        cloud_endpoint: spec.cloud.and_then(|c| c.endpoint_url),
+        kubeconfig,
+        context,
+    })
+}
+
+/// `30s`, `5m`, `1h`, `250ms`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_policy() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        for f in ["signing-policy.yaml", "allowed_signers"] {
+            std::fs::copy(policy.join(f), dir.path().join(f)).expect("copy");
+        }
+        std::fs::write(dir.path().join("secret"), "s3cret\n").expect("write");
+        dir
+    }
+
+    const GOOD: &str = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Reconciler\nmetadata: {name: prod}\nspec:\n  repository: {url: \"file:///srv/infra.git\"}\n  environment: environments/prod\n  signingPolicy: signing-policy.yaml\n  stateStore: {dir: state}\n  publishDir: publish\n  cacheDir: cache\n  interval: 30s\n  webhook: {secretFile: secret}\n";
+
+    #[test]
+    fn a_good_configuration_loads_with_defaults_and_relative_paths() {
+        let dir = dir_with_policy();
+        let c = parse("reconciler.yaml", GOOD, dir.path()).expect("loads");
+        assert_eq!(c.remote.branch, "main");
+        assert_eq!(c.state, StateLocation::Dir(dir.path().join("state")));
+        assert_eq!((c.interval, c.stale_after), (Duration::from_secs(30), DEFAULT_STALE_AFTER));
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(c.webhook_secret.as_deref(), Some(&b"s3cret"[..]));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_position() {
+        let dir = dir_with_policy();
+        let bad = GOOD
+            .replace("signingPolicy: signing-policy.yaml", "signingPolicy: missing.yaml")
+            .replace("secretFile: secret", "secretFile: nope")
+            .replace("interval: 30s", "interval: soon");
+        let problems = parse("reconciler.yaml", &bad, dir.path()).expect_err("refused");
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 3, "{text:#?}");
+        assert!(text[0].starts_with("reconciler.yaml:7:18: error: signingPolicy does not load"), "{text:#?}");
+        assert!(text.iter().any(|t| t.starts_with("reconciler.yaml:11:13: error: interval must be a duration")), "{text:#?}");
+        assert!(text.iter().any(|t| t.contains("webhook.secretFile nope cannot be read")), "{text:#?}");
+        let unknown = GOOD.replace("  interval: 30s\n", "  intervall: 30s\n");
+        let problems = parse("reconciler.yaml", &unknown, dir.path()).expect_err("refused");
+        assert!(problems[0].to_string().starts_with("reconciler.yaml:11:3: error: unknown field `intervall`"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m"), None);
+    }
+}

@@ -1,0 +1,337 @@
+//! `byoc run`: the in-account daemon. Each reconcile runs the same stages the one-shot
+//! commands run, in the flow's order:
+//!
+//! 1. **fetch** the branch into the cache ([`crate::fetch`]); a failure moves nothing, and
+//!    after `staleAfter` without a successful fetch the source is `SourceStale`;
+//! 2. **verify** `last_verified..tip` ([`crate::verify`]), moving the high-water mark only
+//!    on success; a refused range stops here: nothing is applied, the proxy keeps its
+//!    routes, and the status names the commit and why;
+//! 3. **load** the verified revision's specs ([`crate::spec`]); invalid specs on a signed
+//!    commit end the reconcile `Stalled` with every file:line:col;
+//! 4. **apply** the clusters' Kubernetes objects and wait for them ([`crate::k8s`]);
+//! 5. **publish** the revision's routes ([`crate::publish`]) once every desired cluster is
+//!    ready, and only then **prune** the clusters the revision removed, so a published
+//!    route never points at a cluster that does not exist;
+//! 6. **report** ([`status`]).
+//!
+//! It polls every `interval` (with up to 10% jitter) and at once when a webhook arrives or
+//! the agent API asks; SIGTERM lets the reconcile in progress finish, then exits.
+//!
+//! Not done here yet (see the README): leader election between two replicas, the
+//! clusters' cloud identities, and environment drift reporting.
+
+pub mod config;
+mod http;
+pub mod status;
+pub mod webhook;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::state::{LocalDir, StateStore};
+use crate::verify::SourceState;
+use config::{Config, StateLocation};
+use status::{ClusterHealth, LastError, STATUS_KEY, Status};
+
+/// Shared between the loop and the HTTP doors.
+pub struct Shared {
+    /// The status as last reported.
+    pub status: Mutex<Status>,
+    /// Wakes the loop (webhook, agent API).
+    pub wake: Notify,
+    /// Set once the first reconcile finished.
+    pub ready: std::sync::atomic::AtomicBool,
+    /// Counters for `/metrics`.
+    pub metrics: http::Metrics,
+    /// Webhook checking, when a secret is configured.
+    pub webhooks: Option<webhook::Webhooks>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Box<dyn StateStore>> {
+    Ok(match &config.state {
+        StateLocation::Dir(dir) => Box::new(LocalDir::new(dir)?),
+        StateLocation::S3(url) => {
+            let (bucket, prefix) = url.trim_start_matches("s3://").split_once('/').unwrap_or((url.trim_start_matches("s3://"), ""));
+            let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+            Box::new(crate::state::s3::S3Store::new(bucket, &prefix, config.cloud_endpoint.as_deref())?)
+        }
+    })
+}
+
+/// How one reconcile ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The revision is applied and published.
+    Applied,
+    /// Nothing new since the last applied revision.
+    Unchanged,
+    /// Stopped at a stage; the status says why.
+    Stopped,
+}
+
+/// The daemon: the loop and its doors.
+pub struct Daemon {
+    config: Config,
+    store: Box<dyn StateStore>,
+    shared: Arc<Shared>,
+    last_fetch_ok: Option<Instant>,
+    started: Instant,
+    /// Health wait per reconcile; a cluster not ready by then is retried next time.
+    pub health_timeout: Duration,
+}
+
+impl Daemon {
+    /// Opens the state store; nothing is fetched yet.
+    pub fn new(config: Config) -> anyhow::Result<Daemon> {
+        let store = open_store(&config)?;
+        let shared = Arc::new(Shared {
+            status: Mutex::new(Status { name: config.name.clone(), ..Status::default() }),
+            wake: Notify::new(),
+            ready: false.into(),
+            metrics: http::Metrics::default(),
+            webhooks: config.webhook_secret.clone().map(webhook::Webhooks::new),
+        });
+        Ok(Daemon { config, store, shared, last_fetch_ok: None, started: Instant::now(), health_timeout: Duration::from_secs(120) })
+    }
+
+    /// The state shared with the HTTP doors.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        let mut s = self.shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut s);
+    }
+
+    fn stop(&self, stage: &'static str, condition: &'static str, reason: &str, message: String) -> Ended {
+        tracing::error!(stage, reason, "{message}");
+        let t = now();
+        self.update(|s| {
+            s.set(condition, false, reason, message.clone(), t);
+            if condition != "Ready" {
+                s.set("Ready", false, reason, message.clone(), t);
+            }
+            s.set("Reconciling", false, reason, "", t);
+            s.last_error = Some(LastError { stage, message });
+        });
+        Ended::Stopped
+    }
+
+    /// One reconcile, start to end.
+    pub async fn reconcile(&mut self) -> Ended {
+        let started = Instant::now();
+        let t = now();
+        self.update(|s| s.set("Reconciling", true, "Progressing", "reconciling", t));
+        let ended = self.stages().await;
+        let result = match ended {
+            Ended::Applied => "applied",
+            Ended::Unchanged => "unchanged",
+            Ended::Stopped => "stopped",
+        };
+        self.shared.metrics.observe(result, started.elapsed());
+        let t = now();
+        self.update(|s| {
+            s.reconciles += 1;
+            if ended != Ended::Stopped {
+                s.set("Reconciling", false, "Succeeded", "", t);
+                s.last_error = None;
+            }
+        });
+        let snapshot = self.shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) {
+            let version = self.store.get(STATUS_KEY).ok().flatten().map(|v| v.version);
+            if let Err(e) = self.store.put(STATUS_KEY, &bytes, version.as_deref()) {
+                tracing::warn!("cannot save the status: {e}");
+            }
+        }
+        self.shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        ended
+    }
+
+    async fn stages(&mut self) -> Ended {
+        // fetch
+        let remote = self.config.remote.clone();
+        let cache = self.config.cache_dir.clone();
+        let fetched = tokio::task::spawn_blocking(move || crate::fetch::fetch(&remote, &cache)).await;
+        let (repo, tip) = match fetched {
+            Ok(Ok(f)) => (f.repo, f.tip),
+            Ok(Err(e)) => return self.fetch_failed(format!("{e:#}")),
+            Err(e) => return self.fetch_failed(e.to_string()),
+        };
+        self.last_fetch_ok = Some(Instant::now());
+        let t = now();
+        self.update(|s| {
+            s.last_fetch = Some(t);
+            s.set("SourceStale", false, "Fetched", format!("fetched {} at {tip}", self.config.remote.branch), t);
+        });
+
+        // verify
+        let (mut state, version) = match SourceState::load(self.store.as_ref()) {
+            Ok(x) => x,
+            Err(e) => return self.stop("verify", "SourceVerified", "StateUnreadable", format!("{e:#}")),
+        };
+        let from = match state.last_verified(&repo) {
+            Ok(f) => f,
+            Err(e) => return self.stop("verify", "SourceVerified", "StateUnreadable", format!("{e:#}")),
+        };
+        let revision = crate::source::label(Some(&self.config.remote.branch), tip);
+        self.update(|s| s.last_attempted_revision = Some(revision.clone()));
+        let t = now();
+        let seen = &mut state.first_seen;
+        let report = match crate::verify::verify_range(&repo, &self.config.policy, from, tip, &mut |oid| {
+            *seen.entry(oid.to_string()).or_insert(t)
+        }) {
+            Ok(r) => r,
+            Err(e) => return self.stop("verify", "SourceVerified", "VerifyFailed", e.message().to_owned()),
+        };
+        state.record(&report, tip);
+        if let Err(e) = state.save(self.store.as_ref(), version.as_deref()) {
+            return self.stop("verify", "SourceVerified", "StateUnwritable", format!("{e:#}"));
+        }
+        if !report.ok {
+            self.shared.metrics.verify_refused();
+            let why = report.reasons.first().cloned().unwrap_or_default();
+            return self.stop("verify", "SourceVerified", "VerificationFailed", format!("{revision} refused: {why}"));
+        }
+        let t = now();
+        self.update(|s| s.set("SourceVerified", true, "Verified", format!("{revision}: {} commit(s) verified", report.commits.len()), t));
+        if self.applied() == Some(revision.clone()) {
+            return Ended::Unchanged;
+        }
+
+        // load
+        let files = match crate::source::read(&repo, &tip.to_string(), &self.config.environment) {
+            Ok(r) => match r.files {
+                Some(files) => files,
+                None => {
+                    let message = format!("{} does not exist at {revision}", self.config.environment);
+                    return self.stop("load", "Stalled", "EnvironmentMissing", message);
+                }
+            },
+            Err(e) => return self.stop("load", "Stalled", "SourceUnreadable", e.to_string()),
+        };
+        let specs = match crate::spec::load::load(&self.config.environment, &files) {
+            Ok(s) => s,
+            Err(problems) => {
+                let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                return self.stop("load", "Stalled", "InvalidSpecs", format!("{revision} is not valid:\n{}", all.join("\n")));
+            }
+        };
+
+        // apply
+        let outputs: crate::k8s::objects::CloudOutputs = match self.store.get(crate::cli::CLOUD_OUTPUTS_KEY) {
+            Ok(Some(v)) => serde_json::from_slice(&v.value).unwrap_or_default(),
+            _ => Default::default(),
+        };
+        let desired = match crate::k8s::objects::desired(&specs, &outputs) {
+            Ok(d) => d,
+            Err(e) => return self.stop("apply", "Stalled", "ObjectsInvalid", e),
+        };
+        let client = match crate::k8s::client(self.config.kubeconfig.as_deref(), self.config.context.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => return self.stop("apply", "Ready", "KubernetesUnreachable", format!("{e:#}")),
+        };
+        let options = crate::k8s::reconcile::Options {
+            health_timeout: self.health_timeout,
+            poll_interval: Duration::from_millis(500).min(self.health_timeout),
+            ..Default::default()
+        };
+        let mut k8s = match crate::k8s::reconcile::Reconciler::new(client, &self.store, options) {
+            Ok(r) => r,
+            Err(e) => return self.stop("apply", "Ready", "InventoryUnreadable", format!("{e:#}")),
+        };
+        let report = match k8s.converge_and_wait(&desired).await {
+            Ok(r) => r,
+            Err(e) => return self.stop("apply", "Ready", "ApplyFailed", format!("{e:#}")),
+        };
+        let health: Vec<ClusterHealth> = report
+            .clusters
+            .iter()
+            .map(|c| ClusterHealth {
+                name: c.cluster.clone(),
+                outcome: format!("{:?}", c.outcome).to_lowercase(),
+                message: c.message.clone(),
+            })
+            .collect();
+        self.update(|s| s.clusters = health);
+        if !report.ok() {
+            let stalled: Vec<String> =
+                report.clusters.iter().filter(|c| !report_ok(c)).map(|c| format!("{}: {}", c.cluster, c.message)).collect();
+            return self.stop("apply", "Ready", "ClustersNotReady", format!("{revision}: not published; {}", stalled.join("; ")));
+        }
+
+        // publish, then prune
+        if let Err(e) = crate::publish::publish(&self.config.publish_dir, &tip.to_string(), &self.config.environment, &files) {
+            return self.stop("publish", "Ready", "PublishFailed", e.to_string());
+        }
+        let removed = match k8s.prune_absent(&desired).await {
+            Ok(r) => r,
+            Err(e) => return self.stop("apply", "Ready", "PruneFailed", format!("{e:#}")),
+        };
+        let t = now();
+        self.update(|s| {
+            s.clusters.extend(removed.iter().map(|c| ClusterHealth {
+                name: c.cluster.clone(),
+                outcome: format!("{:?}", c.outcome).to_lowercase(),
+                message: c.message.clone(),
+            }));
+            s.last_applied_revision = Some(revision.clone());
+            s.set("Ready", true, "Applied", format!("applied and published {revision}"), t);
+            s.set("Stalled", false, "Applied", "", t);
+        });
+        self.shared.metrics.succeeded(t);
+        tracing::info!(revision, "applied and published");
+        Ended::Applied
+    }
+
+    fn applied(&self) -> Option<String> {
+        self.shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_applied_revision.clone()
+    }
+
+    fn fetch_failed(&mut self, message: String) -> Ended {
+        self.shared.metrics.fetch_failed();
+        let since = self.last_fetch_ok.unwrap_or(self.started);
+        if since.elapsed() >= self.config.stale_after {
+            let t = now();
+            let m = format!("no successful fetch for {}s: {message}", since.elapsed().as_secs());
+            self.update(|s| s.set("SourceStale", true, "FetchFailing", m, t));
+        }
+        self.stop("fetch", "Ready", "FetchFailed", message)
+    }
+
+    /// Reconciles until SIGTERM (or, with `once`, one time), serving the doors meanwhile.
+    pub async fn run(mut self, once: bool) -> anyhow::Result<Ended> {
+        let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, "status, metrics and webhooks");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(http::serve(listener, self.shared.clone(), shutdown.clone()));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let last = loop {
+            let ended = self.reconcile().await;
+            if once {
+                break ended;
+            }
+            let jitter = self.config.interval.mul_f64(rand::random::<f64>() * 0.1);
+            tokio::select! {
+                () = tokio::time::sleep(self.config.interval + jitter) => {}
+                () = self.shared.wake.notified() => {}
+                _ = term.recv() => break ended,
+                _ = tokio::signal::ctrl_c() => break ended,
+            }
+        };
+        shutdown.cancel();
+        let _ = server.await;
+        Ok(last)
+    }
+}
+
+fn report_ok(c: &crate::k8s::reconcile::ClusterReport) -> bool {
+    c.outcome != crate::k8s::reconcile::Outcome::Stalled
+}
