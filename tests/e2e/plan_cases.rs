@@ -196,7 +196,7 @@ fn a_symlinked_spec_is_refused() {
     repo.commit("link");
     let run = byoc(repo.path(), &["plan", "--repo", ".", "--base", &base, "--head", "HEAD", "--env", ENV]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("envs/prod/clusters/link.yaml: error: spec file is a symbolic link"), "{}", run.stderr);
+    assert!(run.stderr.contains("envs/prod/clusters/link.yaml: error: is a symbolic link"), "{}", run.stderr);
 }
 
 #[test]
