@@ -283,7 +283,13 @@ fn state_store(env: &Environment, c: &Cluster) -> StateStore {
                 credentials: Credentials { use_service_account: true },
             });
         }
-        Cloud::Gcp => s.gcs = Some(Gcs { bucket: env.data_bucket.clone(), root: String::new(), use_workload_identity: true }),
+        Cloud::Gcp => {
+            s.gcs = Some(Gcs {
+                bucket: env.data_bucket.clone(),
+                root: String::new(),
+                credentials: GcsCredentials { use_workload_identity: true },
+            });
+        }
         Cloud::Azure => {
             s.azure_blob = Some(AzureBlob {
                 container: env.data_bucket.clone(),
@@ -400,10 +406,17 @@ struct Credentials {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Gcs {
     bucket: String,
     root: String,
+    credentials: GcsCredentials,
+}
+
+/// `spec.stateStore.gcs.credentials`: the operator reads `useWorkloadIdentity` here only;
+/// anywhere else a real API server prunes it and the pods get no identity.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GcsCredentials {
     use_workload_identity: bool,
 }
 
