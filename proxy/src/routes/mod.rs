@@ -29,10 +29,17 @@ pub fn cluster_namespace(cluster: &str) -> String {
     format!("rw-{cluster}")
 }
 
-/// The name of a cluster's frontend service, which routes reach by default.
+/// The name of a cluster's frontend service, which routes reach by default: the Service the
+/// risingwave-operator creates and owns for every `RisingWave` (it names each component's
+/// objects `<name>-<component>`). byoc does not create a Service of its own: two writers of
+/// one object would fight over it.
 pub fn frontend_service(cluster: &str) -> String {
     format!("{cluster}-frontend")
 }
+
+/// The port of the operator's frontend Service (its port `service`; the operator starts
+/// the frontends listening there), which routes without a `backend:` dial.
+pub const OPERATOR_FRONTEND_PORT: u16 = 4567;
 
 /// A `kind: Routes` document as written.
 #[derive(Debug, Deserialize)]
@@ -79,7 +86,8 @@ pub struct RouteSpec {
     /// Client networks allowed to use the route. Required: write `0.0.0.0/0` to allow all.
     pub allowed_cidrs: Spanned<Vec<Spanned<IpNet>>>,
     /// Backend address `host:port`; `{cluster}` in it stands for the cluster's name.
-    /// Default: the cluster's frontend service.
+    /// Default: the operator's frontend service of the cluster,
+    /// `<cluster>-frontend.rw-<cluster>.svc.cluster.local:4567`.
     pub backend: Option<Spanned<String>>,
     /// TLS from the proxy to the backend: `disable` (the default, for a frontend inside
     /// the cluster's network) or `verify-full` (the backend's certificate must chain to
