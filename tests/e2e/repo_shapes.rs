@@ -75,13 +75,17 @@ impl Shapes {
         let fresh = root.join("fresh");
         std::fs::create_dir(&fresh).expect("mkdir");
         git(&fresh, &["init", "-q", "-b", "main"]);
-        crate::support::copy_dir(&project_root().join(ENV), &fresh.join(ENV));
         let signing = format!("user.signingkey={}", key.display());
         let commit = |message: &str| {
             git(&fresh, &["add", "-A"]);
             git(&fresh, &["-c", &signing, "commit", "-q", "-S", "-m", message]);
             git(&fresh, &["rev-parse", "HEAD"])
         };
+        // A first commit, so the shallow clone (two commits deep) really lacks history.
+        std::fs::write(fresh.join("README.md"), "environments\n").expect("write");
+        git(&fresh, &["add", "README.md"]);
+        git(&fresh, &["-c", &signing, "commit", "-q", "-S", "-m", "start"]);
+        crate::support::copy_dir(&project_root().join(ENV), &fresh.join(ENV));
         let base = commit("aws example");
         let analytics = fresh.join(ENV).join("clusters/analytics.yaml");
         let text = std::fs::read_to_string(&analytics).expect("read");
@@ -145,8 +149,8 @@ fn plan_and_verify_read_every_repository_shape() {
         assert!(plan.stdout.contains("k8s.risingwave/analytics"), "{}: the resize is planned:\n{}", shape.name, plan.stdout);
         assert!(plan.stdout.contains(&format!("sha1:{}", s.head)), "{}: head named by its id:\n{}", shape.name, plan.stdout);
 
-        // The whole history where there is one; a shallow clone holds two commits, so its
-        // range starts at the base.
+        // The whole history where there is one; the shallow clone lacks the first commit,
+        // so its range starts at the base.
         let mut args = vec!["verify", "--repo", &repo, "--policy", "policy.yaml", "--to", &shape.head];
         if shape.name == "shallow" {
             args.extend(["--from", &s.base]);
