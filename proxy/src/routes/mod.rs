@@ -567,6 +567,42 @@ mod tests {
     }
 
     #[test]
+    fn where_a_route_may_go_depends_on_the_clusters_of_its_tree() {
+        let verdict = |route: &str, names: &[&str], environment: bool, complete: bool| {
+            let doc = parse_document("routes.yaml", &format!("{HEAD}    - {route}\n")).expect("parses");
+            let clusters = TreeClusters { names: names.iter().map(|n| (*n).to_owned()).collect(), environment, complete };
+            validate(&[("routes.yaml", &doc)], &clusters).map(|_| ()).map_err(|e| e[0].message.clone())
+        };
+        let plain = "{name: r, match: {database: d}, cluster: c, allowedCidrs: [10.0.0.0/8]}";
+        let backed = "{name: r, match: {database: d}, cluster: c, allowedCidrs: [10.0.0.0/8], backend: '10.0.0.1:5432'}";
+        let wildcard = "{name: r, match: {sni: '*.sql.example.com'}, cluster: '*', allowedCidrs: [10.0.0.0/8]}";
+        // A routes-only tree: an explicit backend is needed.
+        assert_eq!(verdict(backed, &[], false, true), Ok(()));
+        assert!(verdict(plain, &[], false, true).is_err_and(|m| m.contains("no RisingWaveCluster in this tree defines")));
+        // An environment: the cluster must be one of its own, backend or not.
+        assert_eq!(verdict(plain, &["c"], true, true), Ok(()));
+        assert!(verdict(backed, &["x"], true, true).is_err_and(|m| m.contains("targets unknown cluster \"c\"")));
+        assert!(verdict(backed, &[], true, true).is_err_and(|m| m.contains("targets unknown cluster")));
+        // A wildcard reaches the tree's clusters only: with none it could match nothing.
+        assert_eq!(verdict(wildcard, &["c"], true, true), Ok(()));
+        assert!(verdict(wildcard, &[], false, true).is_err_and(|m| m.contains("tree defines no RisingWaveCluster")));
+        // Some file unreadable: which clusters exist is unknown, so nothing is guessed.
+        assert_eq!(verdict(backed, &["x"], true, false), Ok(()));
+    }
+
+    #[test]
+    fn a_route_with_several_problems_reports_each() {
+        let errs = table(&format!(
+            "{HEAD}    - {{name: a, match: {{database: dev}}, cluster: c1, allowedCidrs: [10.0.0.0/8]}}\n    - {{name: a, match: {{database: dev}}, cluster: C, allowedCidrs: [10.0.0.1/8]}}\n"
+        ))
+        .unwrap_err();
+        let all: Vec<&str> = errs.iter().map(|d| d.message.as_str()).collect();
+        for want in ["duplicate route name \"a\"", "matches database dev like route \"a\"", "invalid cluster name \"C\"", "host bits set"] {
+            assert!(all.iter().any(|m| m.contains(want)), "missing {want:?} in {all:?}");
+        }
+    }
+
+    #[test]
     fn two_routes_with_the_same_match_are_refused() {
         let errs = table(&format!(
             "{HEAD}    - {{name: a, match: {{database: dev}}, cluster: c1, allowedCidrs: [10.0.0.0/8]}}\n    - {{name: b, match: {{database: dev}}, cluster: c2, allowedCidrs: [10.0.0.0/8]}}\n"
