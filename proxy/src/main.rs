@@ -72,6 +72,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if table.routes.is_empty() {
+        // An empty table routes nothing: most likely the wrong directory, or a tree the
+        // reconciler has not published routes into yet.
+        let what = format!("{} holds no route (no `kind: Routes` document lists one)", cli.routes.display());
+        if cli.check {
+            eprintln!("error: {what}");
+            eprintln!("  hint: pass the published tree or an environment directory with a Routes document");
+            return ExitCode::FAILURE;
+        }
+        tracing::warn!(routes = %cli.routes.display(), "starting with NO ROUTES: {what}; every connection is refused until routes are published");
+    }
     if cli.check {
         for r in &table.routes {
             let nets: Vec<String> = r.allowed.iter().map(ToString::to_string).collect();

@@ -23,7 +23,11 @@ pub fn reload_routes(dir: &Path, router: &ArcSwap<Router>, metrics: &Metrics) ->
     match crate::routes::load_dir(dir) {
         Ok(table) => {
             if router.load().table() != &table {
-                tracing::info!(routes = table.routes.len(), "route table reloaded");
+                if table.routes.is_empty() {
+                    tracing::warn!(routes = %dir.display(), "route table reloaded with NO ROUTES: every connection is refused");
+                } else {
+                    tracing::info!(routes = table.routes.len(), "route table reloaded");
+                }
             }
             router.store(Arc::new(Router::new(table)));
             metrics.reloads.get_or_create(&ReloadResult { result: "ok" }).inc();

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::routes::{
-    Backend, BackendTls, CLUSTER_FROM_SNI, FRONTEND_PORT, Route, RouteMatch, RouteTable, cluster_namespace, frontend_service,
+    Backend, BackendTls, CLUSTER_FROM_SNI, OPERATOR_FRONTEND_PORT, Route, RouteMatch, RouteTable, cluster_namespace, frontend_service,
 };
 
 /// A route table indexed for lookup.
@@ -181,13 +181,14 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
 }
 
 /// The backend of a route for `cluster`: explicit (with `{cluster}` filled in), or the
-/// cluster's frontend service.
+/// frontend Service the risingwave-operator made for the cluster.
 pub fn backend_of(route: &Route, cluster: &str) -> Backend {
     match &route.backend {
         Some(b) => Backend { host: b.host.replace("{cluster}", cluster), port: b.port },
-        None => {
-            Backend { host: format!("{}.{}.svc.cluster.local", frontend_service(cluster), cluster_namespace(cluster)), port: FRONTEND_PORT }
-        }
+        None => Backend {
+            host: format!("{}.{}.svc.cluster.local", frontend_service(cluster), cluster_namespace(cluster)),
+            port: OPERATOR_FRONTEND_PORT,
+        },
     }
 }
 
@@ -248,6 +249,13 @@ mod tests {
             backend: Some(Backend { host: format!("{cluster}.internal"), port: 4566 }),
             backend_tls: BackendTls::Disable,
         }
+    }
+
+    #[test]
+    fn a_route_without_a_backend_dials_the_operators_frontend_service() {
+        let r = Route { backend: None, ..route("r", RouteMatch::Database("d".into()), "analytics", "0.0.0.0/0") };
+        // The risingwave-operator names it `<name>-frontend` and serves it on port 4567.
+        assert_eq!(backend_of(&r, "analytics"), Backend { host: "analytics-frontend.rw-analytics.svc.cluster.local".into(), port: 4567 });
     }
 
     fn router() -> Router {

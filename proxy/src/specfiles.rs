@@ -20,21 +20,88 @@ pub struct SourceFile {
     pub bytes: Vec<u8>,
 }
 
-/// Whether a file name is a spec file. Other files (README.md, ...) are ignored.
+/// Whether a file name is a spec file: `.yaml` or `.yml` in any letter case, not hidden.
+/// Other files (README.md, ...) are ignored. `routes.YAML` is a spec file: skipping it
+/// silently would leave an environment "valid" without the routes its author wrote.
 pub fn is_spec_file(name: &str) -> bool {
-    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+    let lower = name.to_ascii_lowercase();
+    !name.starts_with('.') && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
 }
 
-/// Reads the spec files under `dir` (recursively, skipping hidden entries and not following
-/// symlinked directories), sorted by path so every run sees them in the same order.
-pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostic> {
+/// What an entry of an environment directory is, as a work tree or a git tree shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory (a git tree).
+    Directory,
+    /// A regular file (a git blob, executable or not).
+    File,
+    /// A symbolic link (a git blob of mode 120000), whatever it points at.
+    Symlink,
+    /// A submodule (a git commit entry), or a work-tree directory holding its own `.git`.
+    Submodule,
+    /// Anything else on disk: a FIFO, a socket, a device.
+    Special,
+}
+
+/// What the walker does with one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryVerdict {
+    /// Not a spec: hidden entries and files of other types.
+    Skip,
+    /// A directory: read what is in it.
+    Descend,
+    /// A spec file: read its bytes.
+    Read,
+    /// Cannot be part of a verified tree: reported, and the tree is refused.
+    Refuse(Diagnostic),
+}
+
+/// The one rule every entry point applies to the entries of an environment directory, so
+/// `byoc validate` (a work tree), `byoc plan` and `byoc apply` (a git revision) and
+/// `rwproxy` (the published tree) give the same verdict on the same tree. `path` is the
+/// entry's path as shown in messages, `name` its last component.
+///
+/// Symbolic links are refused everywhere, spec-named or not, rather than followed: a link
+/// committed to git can point anywhere on the machine that reads it (outside the verified
+/// tree), and one that points at a directory of specs would otherwise be skipped silently.
+pub fn judge(path: &str, name: &str, kind: EntryKind) -> EntryVerdict {
+    if name.starts_with('.') {
+        return EntryVerdict::Skip;
+    }
+    match kind {
+        EntryKind::Directory => EntryVerdict::Descend,
+        EntryKind::File if is_spec_file(name) => EntryVerdict::Read,
+        EntryKind::File => EntryVerdict::Skip,
+        EntryKind::Symlink => EntryVerdict::Refuse(
+            Diagnostic::new(Position::file(path), "is a symbolic link; links in an environment directory are not followed")
+                .hint("commit the file (or directory) itself; a link could point outside the verified tree"),
+        ),
+        EntryKind::Submodule => EntryVerdict::Refuse(
+            Diagnostic::new(Position::file(path), "is a submodule (or a nested repository); submodules are not followed")
+                .hint("keep specs in this repository; a submodule's commits are not verified"),
+        ),
+        EntryKind::Special => EntryVerdict::Refuse(
+            Diagnostic::new(Position::file(path), "is not a regular file or directory").hint("remove it from the environment directory"),
+        ),
+    }
+}
+
+/// Reads the spec files under `dir` (recursively, by the rules of [`judge`]), sorted by
+/// path so every run sees them in the same order. `dir` itself may be a symbolic link (the
+/// published tree is one); links inside it are refused. Every refused entry is reported.
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
     let mut files = Vec::new();
-    walk(dir, &mut files)?;
+    let mut problems = Vec::new();
+    walk(dir, &mut files, &mut problems).map_err(|d| vec![d])?;
+    if !problems.is_empty() {
+        problems.sort_by(|a: &Diagnostic, b| a.position.cmp(&b.position));
+        return Err(problems);
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
 
-fn walk(dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), Diagnostic> {
+fn walk(dir: &Path, out: &mut Vec<SourceFile>, problems: &mut Vec<Diagnostic>) -> Result<(), Diagnostic> {
     let shown = dir.display().to_string();
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Diagnostic::new(Position::file(&shown), format!("cannot read directory: {e}"))
@@ -44,17 +111,27 @@ fn walk(dir: &Path, out: &mut Vec<SourceFile>) -> Result<(), Diagnostic> {
         let entry = entry.map_err(|e| Diagnostic::new(Position::file(&shown), format!("cannot list directory: {e}")))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let file_type = entry.file_type().map_err(|e| Diagnostic::new(Position::file(path.display().to_string()), e.to_string()))?;
-        if name.starts_with('.') {
-            continue;
-        }
-        if file_type.is_dir() {
-            walk(&path, out)?;
-        } else if is_spec_file(&name) {
-            let shown = path.display().to_string();
-            // Read at most one byte past the limit, so a huge file costs no more than that.
-            let bytes = read_capped(&path).map_err(|e| Diagnostic::new(Position::file(&shown), format!("cannot read file: {e}")))?;
-            out.push(SourceFile { path: shown, bytes });
+        let shown = path.display().to_string();
+        // `file_type` does not follow links: a link is judged as a link.
+        let file_type = entry.file_type().map_err(|e| Diagnostic::new(Position::file(&shown), e.to_string()))?;
+        let kind = if file_type.is_symlink() {
+            EntryKind::Symlink
+        } else if file_type.is_dir() {
+            if path.join(".git").symlink_metadata().is_ok() { EntryKind::Submodule } else { EntryKind::Directory }
+        } else if file_type.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Special
+        };
+        match judge(&shown, &name, kind) {
+            EntryVerdict::Skip => {}
+            EntryVerdict::Descend => walk(&path, out, problems)?,
+            EntryVerdict::Refuse(d) => problems.push(d),
+            EntryVerdict::Read => {
+                // Read at most one byte past the limit, so a huge file costs no more than that.
+                let bytes = read_capped(&path).map_err(|e| Diagnostic::new(Position::file(&shown), format!("cannot read file: {e}")))?;
+                out.push(SourceFile { path: shown, bytes });
+            }
         }
     }
     Ok(())

@@ -293,7 +293,7 @@ fn validate(dir: &std::path::Path) -> u8 {
     let shown = dir.display().to_string();
     let files = match specfiles::read_dir(dir) {
         Ok(f) => f,
-        Err(d) => return report_problems(&format!("cannot read {shown}"), &[d]),
+        Err(problems) => return report_problems(&format!("cannot read {shown}"), &problems),
     };
     match load(&shown, &files) {
         Ok(specs) => {
@@ -394,7 +394,7 @@ fn clusters_command(args: &ClustersArgs) -> u8 {
             Ok(s) => s,
             Err(problems) => return report_problems(&format!("{shown} is not valid"), &problems),
         },
-        Err(d) => return report_problems(&format!("cannot read {shown}"), &[d]),
+        Err(problems) => return report_problems(&format!("cannot read {shown}"), &problems),
     };
     let seconds = |what: &str, s: f64| {
         Duration::try_from_secs_f64(s).map_err(|_| format!("--{what} takes a non-negative number of seconds, not {s}"))

@@ -2,12 +2,11 @@
 //! checkout, no working tree, so a pull request's head can be planned without touching
 //! the files of anything else.
 
-use std::io::Read;
 use std::path::Path;
 
 use git2::{ObjectType, Oid, Repository, Tree};
 use rwproxy::diagnostics::{Diagnostic, Position};
-use rwproxy::specfiles::{SourceFile, is_spec_file};
+use rwproxy::specfiles::{EntryKind, EntryVerdict, SourceFile, judge};
 use rwproxy::yaml::MAX_FILE_BYTES;
 
 /// Failure to read a revision.
@@ -48,8 +47,12 @@ pub enum SourceError {
         message: String,
     },
     /// Files that cannot be specs (symlinks, submodules).
-    #[error("{} problem(s) in the files of the revision", .0.len())]
+    #[error("{} problem(s) in the files of the revision:\n{}", .0.len(), lines(.0))]
     Files(Vec<Diagnostic>),
+}
+
+fn lines(problems: &[Diagnostic]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 /// A resolved revision and the spec files of the environment directory in it.
@@ -95,6 +98,7 @@ pub fn read(repo: &Repository, rev: &str, env_dir: &str) -> Result<Revision, Sou
     let mut problems = Vec::new();
     walk(repo, &tree, &dir, &mut files, &mut problems).map_err(|e| read_err(&dir, e))?;
     if !problems.is_empty() {
+        problems.sort_by(|a, b| a.position.cmp(&b.position));
         return Err(SourceError::Files(problems));
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -110,41 +114,45 @@ fn walk(
 ) -> Result<(), git2::Error> {
     for entry in tree {
         let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
         let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        match entry.kind() {
-            Some(ObjectType::Tree) => walk(repo, &repo.find_tree(entry.id())?, &path, files, problems)?,
-            Some(ObjectType::Blob) if is_spec_file(&name) => {
-                if entry.filemode() == 0o120_000 {
-                    problems.push(
-                        Diagnostic::new(Position::file(&path), "spec file is a symbolic link")
-                            .hint("commit the file itself; links could point outside the verified tree"),
-                    );
-                    continue;
+        let kind = match entry.kind() {
+            Some(ObjectType::Tree) => EntryKind::Directory,
+            Some(ObjectType::Blob) if entry.filemode() == 0o120_000 => EntryKind::Symlink,
+            Some(ObjectType::Blob) => EntryKind::File,
+            Some(ObjectType::Commit) => EntryKind::Submodule,
+            _ => EntryKind::Special,
+        };
+        // The same rule as a work tree's (`rwproxy::specfiles::read_dir`): one verdict for
+        // one tree, whichever command reads it.
+        match judge(&path, &name, kind) {
+            EntryVerdict::Skip => {}
+            EntryVerdict::Descend => walk(repo, &repo.find_tree(entry.id())?, &path, files, problems)?,
+            EntryVerdict::Refuse(d) => problems.push(d),
+            EntryVerdict::Read => match read_blob(repo, entry.id()) {
+                Ok(bytes) => files.push(SourceFile { path, bytes }),
+                Err(e) => {
+                    problems.push(Diagnostic::new(Position::file(&path), format!("cannot read blob {}: {}", entry.id(), e.message())))
                 }
-                // Read at most one byte past the limit: a huge blob costs no more memory
-                // than that, and the loader reports it as too large.
-                let mut bytes = Vec::new();
-                let odb = repo.odb()?;
-                let mut reader = odb.reader(entry.id())?.0;
-                if let Err(e) = (&mut reader).take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes) {
-                    problems.push(Diagnostic::new(Position::file(&path), format!("cannot read blob: {e}")));
-                    continue;
-                }
-                files.push(SourceFile { path, bytes });
-            }
-            Some(ObjectType::Commit) => {
-                problems.push(
-                    Diagnostic::new(Position::file(&path), "submodules are not followed")
-                        .hint("keep specs in this repository; a submodule's commits are not verified"),
-                );
-            }
-            _ => {}
+            },
         }
     }
     Ok(())
+}
+
+/// The bytes of blob `id`, or, when it is larger than [`MAX_FILE_BYTES`],
+/// `MAX_FILE_BYTES + 1` zero bytes: enough for the loader to report the file as too large,
+/// without loading a huge blob into memory.
+///
+/// The size comes from the object header, which libgit2 reads from loose objects and packs
+/// alike (a pack entry's header is its first bytes, and deltas record the result's size);
+/// libgit2's streaming reader (`Odb::reader`) knows loose objects only, and every clone
+/// and `git gc` packs them.
+fn read_blob(repo: &Repository, id: Oid) -> Result<Vec<u8>, git2::Error> {
+    let (size, _) = repo.odb()?.read_header(id)?;
+    if size > MAX_FILE_BYTES {
+        return Ok(vec![0; MAX_FILE_BYTES + 1]);
+    }
+    Ok(repo.find_blob(id)?.content().to_vec())
 }
 
 /// `main@sha1:<hex>` when `rev` is a branch (or HEAD on a branch), else `sha1:<hex>`.

@@ -70,14 +70,14 @@ fn free_port() -> u16 {
 
 /// A moto server of this test's own, and the fault proxy / recorded-response double in
 /// front of it. Both stop when dropped (and when the test binary exits).
-struct Account {
+pub(crate) struct Account {
     moto: String,
     moto_pid: u32,
     front: Option<(String, Killed)>,
 }
 
 impl Account {
-    fn new() -> Account {
+    pub(crate) fn new() -> Account {
         let (moto, pid) = start_moto();
         let mut a = Account { moto, moto_pid: pid, front: None };
         a.front(&[]);
@@ -102,7 +102,7 @@ impl Account {
     }
 
     /// The endpoint byoc talks to (the proxy).
-    fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.front.as_ref().expect("front proxy").0
     }
 
@@ -120,7 +120,7 @@ impl Account {
     }
 
     /// The service-linked role node groups need (a real account has it once used).
-    fn with_autoscaling_role(self) -> Account {
+    pub(crate) fn with_autoscaling_role(self) -> Account {
         self.python("import boto3; boto3.client('iam').create_service_linked_role(AWSServiceName='autoscaling.amazonaws.com')");
         self
     }

@@ -5,6 +5,7 @@ mod bad_specs;
 mod golden;
 mod kube;
 mod plan_cases;
+mod repo_shapes;
 mod state_s3;
 mod support;
 mod verify;

@@ -4,6 +4,7 @@
 
 mod backend_tls;
 mod cancel;
+mod check;
 mod hostile;
 mod lifecycle;
 mod reload;

@@ -29,10 +29,17 @@ pub fn cluster_namespace(cluster: &str) -> String {
     format!("rw-{cluster}")
 }
 
-/// The name of a cluster's frontend service, which routes reach by default.
+/// The name of a cluster's frontend service, which routes reach by default: the Service the
+/// risingwave-operator creates and owns for every `RisingWave` (it names each component's
+/// objects `<name>-<component>`). byoc does not create a Service of its own: two writers of
+/// one object would fight over it.
 pub fn frontend_service(cluster: &str) -> String {
     format!("{cluster}-frontend")
 }
+
+/// The port of the operator's frontend Service (its port `service`; the operator starts
+/// the frontends listening there), which routes without a `backend:` dial.
+pub const OPERATOR_FRONTEND_PORT: u16 = 4567;
 
 /// A `kind: Routes` document as written.
 #[derive(Debug, Deserialize)]
@@ -79,7 +86,8 @@ pub struct RouteSpec {
     /// Client networks allowed to use the route. Required: write `0.0.0.0/0` to allow all.
     pub allowed_cidrs: Spanned<Vec<Spanned<IpNet>>>,
     /// Backend address `host:port`; `{cluster}` in it stands for the cluster's name.
-    /// Default: the cluster's frontend service.
+    /// Default: the operator's frontend service of the cluster,
+    /// `<cluster>-frontend.rw-<cluster>.svc.cluster.local:4567`.
     pub backend: Option<Spanned<String>>,
     /// TLS from the proxy to the backend: `disable` (the default, for a frontend inside
     /// the cluster's network) or `verify-full` (the backend's certificate must chain to
@@ -187,37 +195,67 @@ pub fn parse_document(file: &str, text: &str) -> Result<RoutesDocument, Diagnost
     crate::yaml::parse(file, text)
 }
 
-/// Loads the route table from a directory as the proxy sees it: every `kind: Routes` file
-/// in it; files of other kinds are skipped.
+/// What a tree says about its RisingWave clusters: it bounds where its routes may go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeClusters {
+    /// The names of the `RisingWaveCluster`s the tree defines.
+    pub names: std::collections::BTreeSet<String>,
+    /// Whether the tree is an environment (it holds an `Environment` or a
+    /// `RisingWaveCluster`) rather than a tree of routes only. In an environment every
+    /// route names one of its clusters; a routes-only tree (a proxy in front of backends
+    /// byoc does not manage, as the benchmark runs it) must give each route a `backend:`.
+    pub environment: bool,
+    /// False when some file could not be read far enough to know whether it defines a
+    /// cluster: "targets unknown cluster" would then be a guess, and is not reported (the
+    /// unreadable file is, so the tree is refused either way).
+    pub complete: bool,
+}
+
+/// Loads the route table from a directory as the proxy sees it: the `kind: Routes` files,
+/// checked against the clusters the same tree defines by [`validate`], the one check
+/// `byoc validate`, `byoc plan` and `byoc apply` use too. Environment documents are not
+/// read (the reconciler validated them before publishing).
 pub fn load_dir(dir: &std::path::Path) -> Result<RouteTable, Vec<Diagnostic>> {
-    let files = crate::specfiles::read_dir(dir).map_err(|d| vec![d])?;
+    let files = crate::specfiles::read_dir(dir)?;
     let mut problems = Diagnostics::default();
     let mut documents = Vec::new();
-    let mut clusters = std::collections::BTreeSet::new();
+    let mut clusters = TreeClusters { complete: true, ..TreeClusters::default() };
     for file in &files {
         match crate::specfiles::kind_of(file) {
             Ok((crate::specfiles::Kind::Routes, text)) => match parse_document(&file.path, text) {
                 Ok(doc) => documents.push((file.path.clone(), doc)),
                 Err(d) => problems.push(d),
             },
-            // The cluster names bound where a `cluster: "*"` route may go.
-            Ok((crate::specfiles::Kind::RisingWaveCluster, text)) => match crate::yaml::parse::<NamedDocument>(&file.path, text) {
-                Ok(doc) => {
-                    clusters.insert(doc.metadata.name.value);
+            Ok((crate::specfiles::Kind::RisingWaveCluster, text)) => {
+                clusters.environment = true;
+                match crate::yaml::parse::<NamedDocument>(&file.path, text) {
+                    Ok(doc) => {
+                        clusters.names.insert(doc.metadata.name.value);
+                    }
+                    Err(d) => {
+                        clusters.complete = false;
+                        problems.push(d);
+                    }
                 }
-                Err(d) => problems.push(d),
-            },
-            Ok(_) => {}
-            Err(d) => problems.push(d),
+            }
+            Ok((crate::specfiles::Kind::Environment, _)) => clusters.environment = true,
+            Err(d) => {
+                // Unreadable: it might have been a cluster.
+                clusters.complete = false;
+                problems.push(d);
+            }
         }
     }
-    if !problems.is_empty() {
-        return Err(problems.into_sorted());
-    }
     let borrowed: Vec<(&str, &RoutesDocument)> = documents.iter().map(|(f, d)| (f.as_str(), d)).collect();
-    let mut table = validate(&borrowed)?;
-    table.clusters = clusters;
-    Ok(table)
+    // Route problems are reported with the files' problems, all at once.
+    match validate(&borrowed, &clusters) {
+        Ok(table) if problems.is_empty() => Ok(table),
+        Ok(_) => Err(problems.into_sorted()),
+        Err(ds) => {
+            problems.extend(ds);
+            Err(problems.into_sorted())
+        }
+    }
 }
 
 /// Any spec document, read only for its name.
@@ -227,8 +265,11 @@ struct NamedDocument {
 }
 
 /// Validates a set of `Routes` documents (each with the file it came from) into one table,
-/// reporting every problem at once.
-pub fn validate(documents: &[(&str, &RoutesDocument)]) -> Result<RouteTable, Vec<Diagnostic>> {
+/// given what the same tree says about its clusters, reporting every problem at once.
+///
+/// This is the one definition of a valid route table: the reconciler refuses to publish
+/// what it refuses, and the proxy refuses to load it (`--check`, start and reload).
+pub fn validate(documents: &[(&str, &RoutesDocument)], clusters: &TreeClusters) -> Result<RouteTable, Vec<Diagnostic>> {
     let mut problems = Diagnostics::default();
     let mut names: BTreeMap<String, Position> = BTreeMap::new();
     let mut matchers: BTreeMap<RouteMatch, (String, Position)> = BTreeMap::new();
@@ -246,32 +287,74 @@ pub fn validate(documents: &[(&str, &RoutesDocument)]) -> Result<RouteTable, Vec
             );
         }
         for spec in &doc.spec.routes {
-            if let Some(route) = validate_route(file, spec, &mut problems) {
-                let name_at = at(&spec.name.referenced);
-                if let Some(first) = names.get(&route.name) {
-                    problems.error(
-                        name_at.clone(),
-                        format!("duplicate route name {:?}", route.name),
-                        format!("route names must be unique; first defined at {first}"),
-                    );
-                } else {
-                    names.insert(route.name.clone(), name_at.clone());
-                }
-                if let Some((other, first)) = matchers.get(&route.matcher) {
+            // Uniqueness is judged on what was written, also for a route with other
+            // problems: each problem is reported, not only the first.
+            let name = &spec.name.value;
+            let name_at = at(&spec.name.referenced);
+            if let Some(first) = names.get(name) {
+                problems.error(
+                    name_at.clone(),
+                    format!("duplicate route name {name:?}"),
+                    format!("route names must be unique; first defined at {first}"),
+                );
+            } else {
+                names.insert(name.clone(), name_at.clone());
+            }
+            let (matcher, route) = validate_route(file, spec, &mut problems);
+            if let Some(matcher) = matcher {
+                if let Some((other, first)) = matchers.get(&matcher) {
                     problems.error(
                         at(&spec.matcher.referenced),
-                        format!("route {:?} matches {} like route {other:?}", route.name, route.matcher),
+                        format!("route {name:?} matches {matcher} like route {other:?}"),
                         format!("a connection must match one route only; the other is at {first}"),
                     );
                 } else {
-                    matchers.insert(route.matcher.clone(), (route.name.clone(), name_at));
+                    matchers.insert(matcher, (name.clone(), name_at));
                 }
-                routes.push(route);
             }
+            check_target(spec, clusters, &at, &mut problems);
+            routes.extend(route);
         }
     }
     routes.sort_by(|a, b| a.name.cmp(&b.name));
-    problems.finish(RouteTable { routes, clusters: Default::default() })
+    problems.finish(RouteTable { routes, clusters: clusters.names.clone() })
+}
+
+/// Whether a route's cluster is one the tree defines (see [`TreeClusters`]).
+fn check_target(spec: &RouteSpec, clusters: &TreeClusters, at: &dyn Fn(&serde_saphyr::Location) -> Position, problems: &mut Diagnostics) {
+    let (name, cluster) = (&spec.name.value, &spec.cluster.value);
+    if !clusters.complete || (cluster != CLUSTER_FROM_SNI && !is_dns_label(cluster)) {
+        return;
+    }
+    let listed = || {
+        if clusters.names.is_empty() {
+            "this tree defines no RisingWaveCluster".to_owned()
+        } else {
+            format!("clusters in this environment: {}", clusters.names.iter().map(String::as_str).collect::<Vec<_>>().join(", "))
+        }
+    };
+    if cluster == CLUSTER_FROM_SNI {
+        // Such a route reaches only the tree's clusters: with none it matches nothing.
+        if clusters.names.is_empty() {
+            problems.error(
+                at(&spec.cluster.referenced),
+                format!("route {name:?} takes its cluster from the SNI host, but the tree defines no RisingWaveCluster"),
+                "name the cluster, or define the clusters the host names in this tree",
+            );
+        }
+    } else if clusters.environment {
+        if !clusters.names.contains(cluster) {
+            problems.push(
+                Diagnostic::new(at(&spec.cluster.referenced), format!("route {name:?} targets unknown cluster {cluster:?}")).hint(listed()),
+            );
+        }
+    } else if spec.backend.is_none() {
+        problems.error(
+            at(&spec.cluster.referenced),
+            format!("route {name:?} targets cluster {cluster:?}, which no RisingWaveCluster in this tree defines, and has no backend"),
+            "give the route a backend: host:port, or add the cluster's RisingWaveCluster to the tree",
+        );
+    }
 }
 
 /// Checks `apiVersion` and `kind` of a spec document.
@@ -292,7 +375,9 @@ pub fn check_header(file: &str, api_version: &Spanned<String>, kind: &Spanned<St
     }
 }
 
-fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> Option<Route> {
+/// Checks one route on its own; returns its matcher when that is valid (for the
+/// duplicate-match check, which does not depend on the rest) and the route when all of it is.
+fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> (Option<RouteMatch>, Option<Route>) {
     let at = |loc: &serde_saphyr::Location| Position::at(file, loc);
     let before = problems.len();
 
@@ -396,18 +481,20 @@ fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> O
     });
 
     if problems.len() != before {
-        return None;
+        return (matcher, None);
     }
+    let Some(valid_matcher) = matcher.clone() else { return (None, None) };
     let backend_tls = spec.backend_tls.as_ref().map(|t| t.value).unwrap_or_default();
-    Some(Route {
+    let route = Route {
         name,
-        matcher: matcher?,
+        matcher: valid_matcher,
         cluster: spec.cluster.value.clone(),
         cluster_at: at(&spec.cluster.referenced),
         allowed,
         backend,
         backend_tls,
-    })
+    };
+    (matcher, Some(route))
 }
 
 fn sni_match(host: &str) -> Option<RouteMatch> {
@@ -434,7 +521,8 @@ mod tests {
 
     fn table(text: &str) -> Result<RouteTable, Vec<Diagnostic>> {
         let doc = parse_document("routes.yaml", text).map_err(|d| vec![d])?;
-        validate(&[("routes.yaml", &doc)])
+        let clusters = TreeClusters { names: ["c", "c1", "c2"].into_iter().map(String::from).collect(), environment: true, complete: true };
+        validate(&[("routes.yaml", &doc)], &clusters)
     }
 
     const HEAD: &str = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Routes\nmetadata: {name: default}\nspec:\n  routes:\n";
@@ -476,6 +564,42 @@ mod tests {
         let errs =
             table(&format!("{HEAD}    - {{name: a, match: {{database: dev}}, cluster: '*', allowedCidrs: [10.0.0.0/8]}}\n")).unwrap_err();
         assert!(errs[0].message.contains("takes its cluster from the SNI host but does not match"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn where_a_route_may_go_depends_on_the_clusters_of_its_tree() {
+        let verdict = |route: &str, names: &[&str], environment: bool, complete: bool| {
+            let doc = parse_document("routes.yaml", &format!("{HEAD}    - {route}\n")).expect("parses");
+            let clusters = TreeClusters { names: names.iter().map(|n| (*n).to_owned()).collect(), environment, complete };
+            validate(&[("routes.yaml", &doc)], &clusters).map(|_| ()).map_err(|e| e[0].message.clone())
+        };
+        let plain = "{name: r, match: {database: d}, cluster: c, allowedCidrs: [10.0.0.0/8]}";
+        let backed = "{name: r, match: {database: d}, cluster: c, allowedCidrs: [10.0.0.0/8], backend: '10.0.0.1:5432'}";
+        let wildcard = "{name: r, match: {sni: '*.sql.example.com'}, cluster: '*', allowedCidrs: [10.0.0.0/8]}";
+        // A routes-only tree: an explicit backend is needed.
+        assert_eq!(verdict(backed, &[], false, true), Ok(()));
+        assert!(verdict(plain, &[], false, true).is_err_and(|m| m.contains("no RisingWaveCluster in this tree defines")));
+        // An environment: the cluster must be one of its own, backend or not.
+        assert_eq!(verdict(plain, &["c"], true, true), Ok(()));
+        assert!(verdict(backed, &["x"], true, true).is_err_and(|m| m.contains("targets unknown cluster \"c\"")));
+        assert!(verdict(backed, &[], true, true).is_err_and(|m| m.contains("targets unknown cluster")));
+        // A wildcard reaches the tree's clusters only: with none it could match nothing.
+        assert_eq!(verdict(wildcard, &["c"], true, true), Ok(()));
+        assert!(verdict(wildcard, &[], false, true).is_err_and(|m| m.contains("tree defines no RisingWaveCluster")));
+        // Some file unreadable: which clusters exist is unknown, so nothing is guessed.
+        assert_eq!(verdict(backed, &["x"], true, false), Ok(()));
+    }
+
+    #[test]
+    fn a_route_with_several_problems_reports_each() {
+        let errs = table(&format!(
+            "{HEAD}    - {{name: a, match: {{database: dev}}, cluster: c1, allowedCidrs: [10.0.0.0/8]}}\n    - {{name: a, match: {{database: dev}}, cluster: C, allowedCidrs: [10.0.0.1/8]}}\n"
+        ))
+        .unwrap_err();
+        let all: Vec<&str> = errs.iter().map(|d| d.message.as_str()).collect();
+        for want in ["duplicate route name \"a\"", "matches database dev like route \"a\"", "invalid cluster name \"C\"", "host bits set"] {
+            assert!(all.iter().any(|m| m.contains(want)), "missing {want:?} in {all:?}");
+        }
     }
 
     #[test]

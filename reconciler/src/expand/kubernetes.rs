@@ -1,12 +1,11 @@
 //! Per RisingWave cluster, the Kubernetes objects in its own namespace: the namespace, the
-//! service account bound to the cluster's cloud identity, the risingwave-operator's
-//! `RisingWave` resource, and the frontend service RWProxy routes to.
+//! service account bound to the cluster's cloud identity, and the risingwave-operator's
+//! `RisingWave` resource. The frontend Service RWProxy routes to is the operator's.
 
 use super::{Foundation, WorkloadIdentity, cluster_namespace};
 use crate::resource::{Graph, Kind, Map, Resource, Value};
 use crate::spec::quantity::{format_cpu, format_memory};
 use crate::spec::{Cloud, Cluster, Component, Environment, MetaStore};
-use rwproxy::routes::frontend_service;
 
 /// Label on every object the reconciler owns in Kubernetes.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -58,19 +57,23 @@ pub(super) fn cluster(
             Value::map([
                 ("bucket", env.data_bucket.as_str().into()),
                 ("region", env.region.as_str().into()),
-                ("useServiceAccount", true.into()),
+                ("credentials", Value::map([("useServiceAccount", true.into())])),
             ]),
         )]),
         Cloud::Gcp => Value::map([(
             "gcs",
-            Value::map([("bucket", env.data_bucket.as_str().into()), ("root", "".into()), ("useWorkloadIdentity", true.into())]),
+            Value::map([
+                ("bucket", env.data_bucket.as_str().into()),
+                ("root", "".into()),
+                ("credentials", Value::map([("useWorkloadIdentity", true.into())])),
+            ]),
         )]),
         Cloud::Azure => Value::map([(
             "azureBlob",
             Value::map([
                 ("container", env.data_bucket.as_str().into()),
                 ("endpoint", Value::reference(&super::ResourceId::new(Kind::AzureStorageAccount, "main"))),
-                ("useServiceAccount", true.into()),
+                ("credentials", Value::map([("useServiceAccount", true.into())])),
             ]),
         )]),
     };
@@ -122,15 +125,7 @@ pub(super) fn cluster(
                     .find(|g| c.node_group.as_ref() == Some(&g.name))
                     .map_or(Value::List(Vec::new()), super::taints),
             )
-            .set("labels", labels.clone()),
-    ));
-    g.add(protect(
-        Resource::new(Kind::K8sService, &frontend_service(&c.name))
-            .set("namespace", Value::reference(&ns))
-            .set("name", frontend_service(&c.name))
-            .set("type", "ClusterIP")
-            .set("ports", Value::List(vec![Value::map([("name", "sql".into()), ("port", rwproxy::routes::FRONTEND_PORT.into())])]))
-            .set("selector", Value::map([(LABEL_CLUSTER, c.name.as_str().into()), ("risingwave/component", "frontend".into())]))
             .set("labels", labels),
     ));
+    // No Service: the operator creates and owns `<cluster>-frontend`, which routes reach.
 }

@@ -1,16 +1,15 @@
 //! The Kubernetes objects of each RisingWave cluster, as the reconciler applies them: the
 //! namespace, the service account bound to the cluster's cloud identity, the
-//! risingwave-operator's `RisingWave` resource (a typed subset: only the fields we set), and
-//! the frontend service RWProxy routes to. Pure.
+//! risingwave-operator's `RisingWave` resource (a typed subset: only the fields we set). No
+//! Service: the operator creates and owns `<cluster>-frontend`, which RWProxy routes to
+//! ([`rwproxy::routes::frontend_service`]). Pure.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, ResourceRequirements, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration};
+use k8s_openapi::api::core::v1::{Namespace, ResourceRequirements, ServiceAccount, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::discovery::ApiResource;
-use rwproxy::routes::frontend_service;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -35,7 +34,8 @@ pub enum ObjectKind {
     ServiceAccount,
     /// `risingwave.risingwavelabs.com/v1alpha1` RisingWave.
     RisingWave,
-    /// `v1` Service.
+    /// `v1` Service: no longer written (the operator owns the frontend Service), but still
+    /// deleted with a removed cluster, since earlier versions of byoc created one.
     Service,
 }
 
@@ -101,7 +101,7 @@ pub struct ClusterObjects {
     pub deletion_policy: DeletionPolicy,
     /// Report drift, do not correct it.
     pub ignore_drift: bool,
-    /// Namespace, service account, RisingWave, service.
+    /// Namespace, service account, RisingWave.
     pub objects: Vec<Object>,
 }
 
@@ -162,12 +162,7 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
     let risingwave = RisingWave {
         api_version: "risingwave.risingwavelabs.com/v1alpha1",
         kind: "RisingWave",
-        metadata: ObjectMeta {
-            name: Some(c.name.clone()),
-            namespace: Some(ns.clone()),
-            labels: Some(labels.clone()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(c.name.clone()), namespace: Some(ns.clone()), labels: Some(labels), ..ObjectMeta::default() },
         spec: RisingWaveSpec {
             image: c.image.clone(),
             components: Components {
@@ -180,32 +175,6 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
             meta_store: meta_store(&c.meta_store),
         },
     };
-    let port = i32::from(rwproxy::routes::FRONTEND_PORT);
-    let service = Service {
-        metadata: ObjectMeta {
-            name: Some(frontend_service(&c.name)),
-            namespace: Some(ns.clone()),
-            labels: Some(labels),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            ports: Some(vec![ServicePort {
-                name: Some("sql".into()),
-                port,
-                target_port: Some(IntOrString::Int(port)),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
-            selector: Some(BTreeMap::from([
-                (LABEL_CLUSTER.to_owned(), c.name.clone()),
-                ("risingwave/component".to_owned(), "frontend".to_owned()),
-            ])),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
-
     let object = |kind, namespace: Option<&str>, name: String, body: Result<Value, serde_json::Error>| -> Result<Object, String> {
         let body = body.map_err(|e| format!("cannot encode {} {name}: {e}", ObjectKind::as_str(kind)))?;
         Ok(Object { kind, namespace: namespace.map(str::to_owned), name, body })
@@ -219,7 +188,6 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
             object(ObjectKind::Namespace, None, ns.clone(), serde_json::to_value(&namespace))?,
             object(ObjectKind::ServiceAccount, Some(&ns), ns.clone(), serde_json::to_value(&service_account))?,
             object(ObjectKind::RisingWave, Some(&ns), c.name.clone(), serde_json::to_value(&risingwave))?,
-            object(ObjectKind::Service, Some(&ns), frontend_service(&c.name), serde_json::to_value(&service))?,
         ],
     })
 }
@@ -283,7 +251,13 @@ fn state_store(env: &Environment, c: &Cluster) -> StateStore {
                 credentials: Credentials { use_service_account: true },
             });
         }
-        Cloud::Gcp => s.gcs = Some(Gcs { bucket: env.data_bucket.clone(), root: String::new(), use_workload_identity: true }),
+        Cloud::Gcp => {
+            s.gcs = Some(Gcs {
+                bucket: env.data_bucket.clone(),
+                root: String::new(),
+                credentials: GcsCredentials { use_workload_identity: true },
+            });
+        }
         Cloud::Azure => {
             s.azure_blob = Some(AzureBlob {
                 container: env.data_bucket.clone(),
@@ -400,10 +374,17 @@ struct Credentials {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Gcs {
     bucket: String,
     root: String,
+    credentials: GcsCredentials,
+}
+
+/// `spec.stateStore.gcs.credentials`: the operator reads `useWorkloadIdentity` here only;
+/// anywhere else a real API server prunes it and the pods get no identity.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GcsCredentials {
     use_workload_identity: bool,
 }
 

@@ -22,9 +22,10 @@ enum Document {
     Routes(routes::RoutesDocument),
 }
 
-/// A parse failure, and whether the file could have held a cluster (its name is then
-/// unknown, so "route targets an unknown cluster" would be a guess and is not reported).
-type ParseError = (Diagnostic, bool);
+/// A parse failure, and the file's kind when that much was read (a file of unknown kind
+/// could have held a cluster: its name is then unknown, so "route targets an unknown
+/// cluster" would be a guess and is not reported).
+type ParseError = (Diagnostic, Option<Kind>);
 
 type Parsed = Result<Arc<Document>, ParseError>;
 
@@ -51,7 +52,7 @@ impl ParseCache {
             if slot.is_none() {
                 let result = parsed
                     .next()
-                    .unwrap_or_else(|| Err((Diagnostic::new(Position::file(&file.path), "internal error: file was not parsed"), true)));
+                    .unwrap_or_else(|| Err((Diagnostic::new(Position::file(&file.path), "internal error: file was not parsed"), None)));
                 map.insert(key(file), result.clone());
                 *slot = Some(result);
             }
@@ -74,17 +75,22 @@ pub fn load_cached(dir: &str, files: &[SourceFile], cache: &ParseCache) -> Resul
     let mut clusters: Vec<(&str, &ClusterDocument)> = Vec::new();
     let mut route_docs: Vec<(&str, &routes::RoutesDocument)> = Vec::new();
     let mut unreadable_clusters = false;
+    let mut environment_tree = false;
     for (file, result) in files.iter().zip(&parsed) {
         let path = file.path.as_str();
         match result {
             Ok(doc) => match doc.as_ref() {
-                Document::Environment(d) => environments.push((path, d)),
+                Document::Environment(d) => {
+                    environment_tree = true;
+                    environments.push((path, d));
+                }
                 Document::Cluster(d) => clusters.push((path, d)),
                 Document::Routes(d) => route_docs.push((path, d)),
             },
-            Err((d, maybe_cluster)) => {
+            Err((d, kind)) => {
                 problems.push(d.clone());
-                unreadable_clusters |= maybe_cluster;
+                unreadable_clusters |= matches!(kind, None | Some(Kind::RisingWaveCluster));
+                environment_tree |= kind.is_some_and(|k| k != Kind::Routes);
             }
         }
     }
@@ -138,25 +144,14 @@ pub fn load_cached(dir: &str, files: &[SourceFile], cache: &ParseCache) -> Resul
     }
     check_prefixes(prefixes, &mut problems);
 
-    let table = match routes::validate(&route_docs) {
-        Ok(table) => {
-            if !unreadable_clusters {
-                // `cluster: "*"` routes by the SNI host's first label: any cluster here.
-                let unknown =
-                    |r: &&rwproxy::routes::Route| r.cluster != rwproxy::routes::CLUSTER_FROM_SNI && !names.contains_key(r.cluster.as_str());
-                for route in table.routes.iter().filter(unknown) {
-                    let known: Vec<&str> = names.keys().copied().collect();
-                    problems.push(
-                        Diagnostic::new(
-                            route.cluster_at.clone(),
-                            format!("route {:?} targets unknown cluster {:?}", route.name, route.cluster),
-                        )
-                        .hint(format!("clusters in this environment: {}", known.join(", "))),
-                    );
-                }
-            }
-            Some(table)
-        }
+    // The proxy judges the same tree with the same function (`rwproxy::routes::load_dir`).
+    let tree_clusters = routes::TreeClusters {
+        names: names.keys().map(|n| (*n).to_owned()).collect(),
+        environment: environment_tree || !clusters.is_empty(),
+        complete: !unreadable_clusters,
+    };
+    let table = match routes::validate(&route_docs, &tree_clusters) {
+        Ok(table) => Some(table),
         Err(ds) => {
             problems.extend(ds);
             None
@@ -175,13 +170,14 @@ pub fn load_cached(dir: &str, files: &[SourceFile], cache: &ParseCache) -> Resul
 }
 
 fn parse_one(file: &SourceFile) -> Parsed {
-    let (kind, text) = kind_of(file).map_err(|d| (d, true))?;
+    let (kind, text) = kind_of(file).map_err(|d| (d, None))?;
     let path = &file.path;
     let doc = match kind {
-        Kind::Environment => yaml::parse(path, text).map(|d| Document::Environment(Box::new(d))).map_err(|d| (d, false))?,
-        Kind::RisingWaveCluster => yaml::parse(path, text).map(Document::Cluster).map_err(|d| (d, true))?,
-        Kind::Routes => routes::parse_document(path, text).map(Document::Routes).map_err(|d| (d, false))?,
-    };
+        Kind::Environment => yaml::parse(path, text).map(|d| Document::Environment(Box::new(d))),
+        Kind::RisingWaveCluster => yaml::parse(path, text).map(Document::Cluster),
+        Kind::Routes => routes::parse_document(path, text).map(Document::Routes),
+    }
+    .map_err(|d| (d, Some(kind)))?;
     Ok(Arc::new(doc))
 }
 
@@ -204,7 +200,7 @@ fn parse_all(files: &[&SourceFile]) -> Vec<Parsed> {
                 // bringing the whole process down.
                 handle.join().unwrap_or_else(|_| {
                     part.iter()
-                        .map(|f| Err((Diagnostic::new(Position::file(&f.path), "internal error while parsing this file"), true)))
+                        .map(|f| Err((Diagnostic::new(Position::file(&f.path), "internal error while parsing this file"), None)))
                         .collect()
                 })
             })

@@ -3,5 +3,6 @@
 
 mod binary;
 mod converge;
+mod operator_schema;
 pub(crate) mod support;
 mod wire;

@@ -16,11 +16,23 @@ use serde_json::{Value, json};
 
 use crate::support::project_root;
 
-pub const CRD: &str = include_str!("../../../manifests/crds/risingwave.yaml");
+/// The risingwave-operator's own `RisingWave` CRD (tests/fixtures/risingwave-operator, the
+/// operator's file unchanged), decompressed once with the real `gzip`: the double prunes
+/// and refuses `RisingWave` objects by the schema a real API server would use.
+pub fn crd() -> &'static str {
+    static CRD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CRD.get_or_init(|| {
+        let file = project_root().join("tests/fixtures/risingwave-operator/risingwaves.crd.yaml.gz");
+        let out = std::process::Command::new("gzip").arg("-dc").arg(&file).output().expect("gzip runs");
+        assert!(out.status.success(), "gzip -dc {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("the CRD is UTF-8")
+    })
+}
 
-/// The double, with the RisingWave CRD installed and namespaces terminating in 50 ms.
+/// The double, with the operator's RisingWave CRD installed and namespaces terminating in
+/// 50 ms.
 pub fn double() -> Double {
-    let d = Double::new(&[CRD]).expect("the shipped CRD loads");
+    let d = Double::new(&[crd()]).expect("the operator's CRD loads");
     d.set_terminate_after(Duration::from_millis(50));
     d
 }

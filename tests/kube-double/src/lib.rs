@@ -8,8 +8,10 @@
 //! with field managers, conflicts (409 with `FieldManagerConflict` causes) and `force`;
 //! create, update, JSON merge patch, the status subresource; list with equality label
 //! selectors; delete, namespaces staying `Terminating` for [`Double::set_terminate_after`];
-//! `Status` bodies for 400/403/404/409/415/422; CRDs with a minimal structural schema
-//! (pruning, type, required, minimum). It does not do watch, strategic merge patch,
+//! `Status` bodies for 400/403/404/409/415/422; CRDs with their structural schema judged on
+//! write as the API server judges it (pruning of unknown fields and nulls; type with
+//! int-or-string, required, enum, items, additionalProperties, minimum, maximum, maxLength,
+//! pattern), so the risingwave-operator's real CRD can be loaded. No defaulting. It does not do watch, strategic merge patch,
 //! list-map merging (lists are atomic), admission, RBAC, or defaulting beyond a service's
 //! clusterIP and a namespace's phase.
 //!

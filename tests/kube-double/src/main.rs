@@ -3,7 +3,8 @@
 //! `--lifetime` seconds.
 //!
 //! ```text
-//! cargo run -p kube-double -- --listen 127.0.0.1:8001 --crd manifests/crds/risingwave.yaml > /tmp/kubeconfig
+//! gzip -dc tests/fixtures/risingwave-operator/risingwaves.crd.yaml.gz > /tmp/rw.crd.yaml
+//! cargo run -p kube-double -- --listen 127.0.0.1:8001 --crd /tmp/rw.crd.yaml > /tmp/kubeconfig
 //! ```
 
 use std::time::Duration;

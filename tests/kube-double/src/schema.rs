@@ -21,8 +21,9 @@ pub struct ResourceType {
     pub namespaced: bool,
     /// Whether `status` is written only through the `/status` subresource.
     pub status_subresource: bool,
-    /// The openAPIV3Schema of a custom resource.
-    pub schema: Option<Value>,
+    /// The openAPIV3Schema of a custom resource; shared, since a real CRD's is megabytes
+    /// and every request looks its type up.
+    pub schema: Option<std::sync::Arc<Value>>,
 }
 
 impl ResourceType {
@@ -79,70 +80,194 @@ impl ResourceType {
                     kind: kind.clone(),
                     namespaced,
                     status_subresource: v.pointer("/subresources/status").is_some(),
-                    schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+                    schema: v.pointer("/schema/openAPIV3Schema").cloned().map(std::sync::Arc::new),
                 })
             })
             .collect()
     }
 }
 
-/// Prunes fields the schema does not know and checks the rest; returns `(field, message)`
-/// for each violation.
-pub fn validate(schema: &Value, obj: &mut Value) -> Vec<(String, String)> {
+/// One way an object breaks its schema, as the API server reports it in the causes of a
+/// 422 `Invalid` status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `FieldValueRequired`, `FieldValueTypeInvalid`, `FieldValueNotSupported`,
+    /// `FieldValueInvalid` or `FieldValueTooLong`.
+    pub reason: &'static str,
+    /// The field path, e.g. `spec.components.meta.nodeGroups[0].replicas`.
+    pub field: String,
+    /// The message, worded as kube-apiserver words it.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(reason: &'static str, field: &str, message: String) -> Self {
+        Problem { reason, field: field.to_owned(), message }
+    }
+}
+
+/// Prunes what a structural schema does not know and checks the rest, the way the API
+/// server treats a custom resource on write: fields not under `properties` are dropped
+/// silently (unless `x-kubernetes-preserve-unknown-fields`), as are nulls where the schema
+/// is not `nullable`; `type` (with `x-kubernetes-int-or-string`), `required`, `enum`,
+/// `items`, `additionalProperties`, `minimum`, `maximum`, `maxLength` and `pattern` are
+/// checked. Defaults are not applied. Returns every problem found.
+pub fn validate(schema: &Value, obj: &mut Value) -> Vec<Problem> {
     let mut problems = Vec::new();
     if let Some(map) = obj.as_object_mut() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        // `apiVersion`, `kind` and `metadata` are the server's own, whatever the schema says.
+        let own = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata");
+        map.retain(|k, v| own(k) || props.and_then(|p| p.get(k)).is_some_and(|sub| !v.is_null() || nullable(Some(sub))));
         for (key, value) in map.iter_mut() {
-            if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+            if own(key) {
                 continue;
             }
-            if let Some(sub) = schema.pointer(&format!("/properties/{key}")) {
+            if let Some(sub) = props.and_then(|p| p.get(key)) {
                 check(sub, value, key, &mut problems);
             }
         }
-        let known = |k: &str| matches!(k, "apiVersion" | "kind" | "metadata") || schema.pointer(&format!("/properties/{k}")).is_some();
-        map.retain(|k, _| known(k));
+        for req in required(schema) {
+            if !map.contains_key(req) {
+                problems.push(Problem::new("FieldValueRequired", req, "Required value".into()));
+            }
+        }
     }
     problems
 }
 
-fn check(schema: &Value, v: &mut Value, path: &str, problems: &mut Vec<(String, String)>) {
-    let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
-    let type_ok = match ty {
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "string" => v.is_string(),
-        "integer" => v.is_i64() || v.is_u64(),
-        "number" => v.is_number(),
-        "boolean" => v.is_boolean(),
-        _ => true,
-    };
-    if !type_ok {
-        problems.push((path.to_owned(), format!("Invalid value: {v}: {path} in body must be of type {ty}")));
+fn nullable(schema: Option<&Value>) -> bool {
+    schema.and_then(|s| s.get("nullable")).and_then(Value::as_bool) == Some(true)
+}
+
+fn required(schema: &Value) -> impl Iterator<Item = &str> {
+    schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A value as the server quotes it in messages.
+fn quoted(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `text` matches `pattern`; `None` when the pattern does not compile. Compiled
+/// patterns are kept: a CRD has a few dozen, and every write checks them again.
+fn matches(pattern: &str, text: &str) -> Option<bool> {
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Option<regex::Regex>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let re = cache.entry(pattern.to_owned()).or_insert_with(|| regex::Regex::new(pattern).ok());
+    re.as_ref().map(|re| re.is_match(text))
+}
+
+fn check(schema: &Value, v: &mut Value, path: &str, problems: &mut Vec<Problem>) {
+    if v.is_null() && nullable(Some(schema)) {
         return;
     }
-    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64())
-        && n < min
+    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
+    let type_ok = if int_or_string {
+        v.is_string() || v.is_i64() || v.is_u64()
+    } else {
+        match ty {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            _ => true,
+        }
+    };
+    if !type_ok {
+        let want = if int_or_string { "integer or string" } else { ty };
+        problems.push(Problem::new(
+            "FieldValueTypeInvalid",
+            path,
+            format!("Invalid value: {}: {path} in body must be of type {want}: {:?}", quoted(v), type_name(v)),
+        ));
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
     {
-        problems.push((path.to_owned(), format!("Invalid value: {v}: {path} in body should be greater than or equal to {min}")));
+        let list: Vec<String> = allowed.iter().map(quoted).collect();
+        problems.push(Problem::new(
+            "FieldValueNotSupported",
+            path,
+            format!("Unsupported value: {}: supported values: {}", quoted(v), list.join(", ")),
+        ));
+    }
+    if let Some(n) = v.as_f64() {
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+            && n < min
+        {
+            problems.push(Problem::new(
+                "FieldValueInvalid",
+                path,
+                format!("Invalid value: {v}: {path} in body should be greater than or equal to {min}"),
+            ));
+        }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+            && n > max
+        {
+            problems.push(Problem::new(
+                "FieldValueInvalid",
+                path,
+                format!("Invalid value: {v}: {path} in body should be less than or equal to {max}"),
+            ));
+        }
+    }
+    if let Some(text) = v.as_str() {
+        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+            && text.chars().count() as u64 > max
+        {
+            problems.push(Problem::new("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
+        }
+        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+            // A pattern this regex engine cannot read is not the object's fault.
+            if matches(pattern, text) == Some(false) {
+                problems.push(Problem::new(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {text:?}: {path} in body should match '{pattern}'"),
+                ));
+            }
+        }
     }
     match v {
         Value::Object(map) => {
-            for req in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
-                if !map.contains_key(req) {
-                    problems.push((format!("{path}.{req}"), format!("Required value: {path}.{req} in body is required")));
-                }
-            }
             let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
             let props = schema.get("properties").and_then(Value::as_object);
-            if let Some(props) = props {
-                for (k, child) in map.iter_mut() {
-                    if let Some(sub) = props.get(k) {
-                        check(sub, child, &format!("{path}.{k}"), problems);
-                    }
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let any_key = preserve || additional.is_some() || schema.get("additionalProperties").and_then(Value::as_bool) == Some(true);
+            let known = |k: &str| any_key || props.is_some_and(|p| p.contains_key(k));
+            let child = |k: &str| props.and_then(|p| p.get(k)).or(additional);
+            // Pruned silently: unknown fields, and nulls the schema does not allow.
+            map.retain(|k, v| known(k) && (!v.is_null() || child(k).is_none_or(|c| nullable(Some(c)))));
+            for (k, value) in map.iter_mut() {
+                if let Some(sub) = child(k) {
+                    check(sub, value, &format!("{path}.{k}"), problems);
                 }
             }
-            if !preserve {
-                map.retain(|k, _| props.is_some_and(|p| p.contains_key(k)));
+            for req in required(schema) {
+                if !map.contains_key(req) {
+                    problems.push(Problem::new("FieldValueRequired", &format!("{path}.{req}"), "Required value".into()));
+                }
             }
         }
         Value::Array(items) => {
@@ -169,7 +294,41 @@ mod tests {
         let mut obj = json!({"metadata": {"name": "a"}, "spec": {"replicas": -1, "unknown": 1, "free": {"x": 1}}, "junk": 2});
         let problems = validate(&schema, &mut obj);
         assert_eq!(obj, json!({"metadata": {"name": "a"}, "spec": {"replicas": -1, "free": {"x": 1}}}));
-        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(fields, ["spec.image", "spec.replicas"]);
+        let fields: Vec<(&str, &str)> = problems.iter().map(|p| (p.reason, p.field.as_str())).collect();
+        assert_eq!(fields, [("FieldValueInvalid", "spec.replicas"), ("FieldValueRequired", "spec.image")]);
+    }
+
+    #[test]
+    fn int_or_string_enum_maps_nulls_and_patterns_are_judged_like_the_api_server() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "cpu": {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": true},
+            "policy": {"type": "string", "enum": ["Always", "Never"]},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "name": {"type": "string", "maxLength": 5, "pattern": "^[a-z]+$"},
+            "note": {"type": "string"},
+            "maybe": {"type": "string", "nullable": true}}}}});
+        let mut obj = json!({"spec": {"cpu": "2", "policy": "Always", "labels": {"a": "b"}, "name": "ok", "note": null, "maybe": null}});
+        assert_eq!(validate(&schema, &mut obj), []);
+        assert_eq!(
+            obj,
+            json!({"spec": {"cpu": "2", "policy": "Always", "labels": {"a": "b"}, "name": "ok", "maybe": null}}),
+            "a null note is pruned"
+        );
+        let mut obj = json!({"spec": {"cpu": true, "policy": "Sometimes", "labels": {"a": 1}, "name": "TooLong"}});
+        let mut got: Vec<(&str, String)> = validate(&schema, &mut obj).into_iter().map(|p| (p.reason, p.message)).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("FieldValueInvalid", "Invalid value: \"TooLong\": spec.name in body should match '^[a-z]+$'".to_owned()),
+                ("FieldValueNotSupported", "Unsupported value: \"Sometimes\": supported values: \"Always\", \"Never\"".to_owned()),
+                ("FieldValueTooLong", "Too long: may not be more than 5 bytes".to_owned()),
+                ("FieldValueTypeInvalid", "Invalid value: 1: spec.labels.a in body must be of type string: \"integer\"".to_owned()),
+                (
+                    "FieldValueTypeInvalid",
+                    "Invalid value: true: spec.cpu in body must be of type integer or string: \"boolean\"".to_owned()
+                ),
+            ]
+        );
     }
 }

@@ -221,9 +221,9 @@ impl Store {
                     "{}.{} {name:?} is invalid: {}",
                     rt.plural,
                     rt.group,
-                    problems.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join(", ")
+                    problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join(", ")
                 );
-                e.causes = problems.into_iter().map(|(f, m)| ("FieldValueInvalid".to_owned(), f, m)).collect();
+                e.causes = problems.into_iter().map(|p| (p.reason.to_owned(), p.field, p.message)).collect();
                 return Err(e);
             }
         }
