@@ -4,6 +4,7 @@ mod aws;
 mod bad_specs;
 mod golden;
 mod kube;
+mod operating;
 mod plan_cases;
 mod state_s3;
 mod support;

@@ -6,6 +6,7 @@ mod backend_tls;
 mod cancel;
 mod hostile;
 mod lifecycle;
+mod logging;
 mod reload;
 mod routing;
 mod support;
