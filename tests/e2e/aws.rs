@@ -70,14 +70,14 @@ fn free_port() -> u16 {
 
 /// A moto server of this test's own, and the fault proxy / recorded-response double in
 /// front of it. Both stop when dropped (and when the test binary exits).
-struct Account {
+pub(crate) struct Account {
     moto: String,
     moto_pid: u32,
     front: Option<(String, Killed)>,
 }
 
 impl Account {
-    fn new() -> Account {
+    pub(crate) fn new() -> Account {
         let (moto, pid) = start_moto();
         let mut a = Account { moto, moto_pid: pid, front: None };
         a.front(&[]);
@@ -102,7 +102,7 @@ impl Account {
     }
 
     /// The endpoint byoc talks to (the proxy).
-    fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.front.as_ref().expect("front proxy").0
     }
 
@@ -120,7 +120,7 @@ impl Account {
     }
 
     /// The service-linked role node groups need (a real account has it once used).
-    fn with_autoscaling_role(self) -> Account {
+    pub(crate) fn with_autoscaling_role(self) -> Account {
         self.python("import boto3; boto3.client('iam').create_service_linked_role(AWSServiceName='autoscaling.amazonaws.com')");
         self
     }
@@ -139,7 +139,7 @@ impl Account {
     }
 
     /// Resource id -> how many cloud resources carry its tag.
-    fn counts(&self) -> std::collections::BTreeMap<String, usize> {
+    pub(crate) fn counts(&self) -> std::collections::BTreeMap<String, usize> {
         let inv = self.inventory();
         inv["tagged"].as_object().expect("tagged").iter().map(|(k, v)| (k.clone(), v.as_array().map_or(0, Vec::len))).collect()
     }
@@ -155,12 +155,12 @@ impl Drop for Account {
     }
 }
 
-fn assert_exactly_one_of_each(counts: &std::collections::BTreeMap<String, usize>) {
+pub(crate) fn assert_exactly_one_of_each(counts: &std::collections::BTreeMap<String, usize>) {
     let want: std::collections::BTreeMap<String, usize> = EXPECTED.iter().map(|id| ((*id).to_owned(), 1)).collect();
     assert_eq!(counts, &want, "exactly one of each resource, counted by tag");
 }
 
-fn example_repo() -> Repo {
+pub(crate) fn example_repo() -> Repo {
     let mut repo = Repo::new();
     repo.copy_from_project("examples/aws", "examples/aws");
     repo.commit("aws example");
@@ -184,7 +184,7 @@ fn apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
 }
 
 /// `apply_args` that approve the plan without asking.
-fn approved_apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
+pub(crate) fn approved_apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
     let mut args = apply_args(account, state);
     args.push("--auto-approve");
     args
@@ -195,7 +195,7 @@ fn run(repo: &Repo, args: &[&str]) -> Run {
 }
 
 /// The real `byoc` in the repository, with moto's credentials.
-fn byoc_command(repo: &Repo) -> Command {
+pub(crate) fn byoc_command(repo: &Repo) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_byoc"));
     c.envs(MOTO_ENV).current_dir(repo.path());
     c

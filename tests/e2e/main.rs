@@ -5,6 +5,7 @@ mod bad_specs;
 mod golden;
 mod kube;
 mod operating;
+mod operating_aws;
 mod plan_cases;
 mod state_s3;
 mod support;
