@@ -420,9 +420,9 @@ impl<'r, W: Write> Layout<'r, W> {
             if !self.graph {
                 note.push_str("; the dependency graph is not shown");
             }
-            let _ = write!(
+            let _ = writeln!(
                 note,
-                ". {} more not listed. See all of it with `byoc plan ... --output text` or `--output json` (e.g. in the CI log), or split it into numbered comments with `--output markdown --max-comment-chars {}`.\n",
+                ". {} more not listed. See all of it with `byoc plan ... --output text` or `--output json` (e.g. in the CI log), or split it into numbered comments with `--output markdown --max-comment-chars {}`.",
                 self.total - self.rows,
                 crate::cli::GITHUB_COMMENT_CHARS
             );
@@ -463,4 +463,74 @@ fn symbol(action: Action) -> &'static str {
 
 fn escape(s: &str) -> String {
     s.replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Change;
+    use crate::resource::Value;
+
+    /// `n` subnets created, the first with a diff far longer than any comment.
+    fn big_plan(n: usize) -> Plan {
+        let steps = (0..n)
+            .map(|i| Step {
+                id: ResourceId::new(Kind::AwsSubnet, &format!("s{i:04}")),
+                kind: Kind::AwsSubnet,
+                action: Action::Create,
+                reason: "does not exist yet".to_owned(),
+                changes: vec![Change {
+                    path: "cidr".to_owned(),
+                    before: None,
+                    after: Some(Value::from(if i == 0 { "x".repeat(10_000) } else { format!("10.0.{i}.0/24") })),
+                    forces_replacement: false,
+                }],
+                depends_on: Vec::new(),
+            })
+            .collect();
+        Plan { steps }
+    }
+
+    fn markdown(plan: &Plan, comments: Comments, trailer: &str) -> String {
+        let report = Report::new("prod", "aws", "main@sha1:a", "pr@sha1:b", plan);
+        let mut out = Vec::new();
+        report.write_markdown(&mut out, comments, trailer).expect("rendered");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn parts_hold_everything_within_the_limit_and_an_oversized_block_is_cut_and_said_so() {
+        let plan = big_plan(200);
+        let text = markdown(&plan, Comments::Parts(3_000), "### Signatures\n\nall signed\n");
+        let parts: Vec<String> = text.split("<!-- byoc plan part ").skip(1).map(|p| format!("<!-- byoc plan part {p}")).collect();
+        assert!(parts.len() > 5, "{} parts", parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            assert!(part.chars().count() <= 3_000, "part {} has {} chars", i + 1, part.chars().count());
+            assert!(part.starts_with(&format!("<!-- byoc plan part {}/{} -->\n", i + 1, parts.len())), "{part}");
+        }
+        for step in &plan.steps {
+            assert!(text.contains(&format!("| `{}` |", step.id)), "{} listed", step.id);
+        }
+        assert!(text.contains("…(cut: too long for one comment; see --output json)"));
+        assert!(parts.last().expect("parts").ends_with("all signed\n"), "the trailer closes the last part");
+        assert!(text.contains("#### Subnet (continued)") || text.contains("#### Property changes (continued)"));
+    }
+
+    #[test]
+    fn one_comment_keeps_the_summary_and_the_trailer_and_counts_what_it_left_out() {
+        let plan = big_plan(200);
+        let text = markdown(&plan, Comments::One(5_000), "### Signatures\n\nall signed\n");
+        assert!(text.chars().count() <= 5_000, "{} chars", text.chars().count());
+        assert!(text.contains("| 200 | 0 | 0 | 0 | 0 | 0 |"), "{text}");
+        let listed = plan.steps.iter().filter(|s| text.contains(&format!("| `{}` |", s.id))).count();
+        assert!((1..200).contains(&listed), "{listed}");
+        assert!(
+            text.contains(&format!("Listed above: {listed} of 200 changed resources"))
+                && text.contains(&format!("{} more not listed", 200 - listed))
+        );
+        assert!(text.ends_with("all signed\n"), "{text}");
+        // A small plan is not cut, and its graph is drawn.
+        let small = markdown(&big_plan(3), Comments::One(65_536), "");
+        assert!(!small.contains("cut to fit") && small.contains("```mermaid"), "{small}");
+    }
 }
