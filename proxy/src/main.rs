@@ -1,5 +1,6 @@
 //! `rwproxy`: parses the command line, loads routes and certificates, runs the proxy.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,34 +42,61 @@ struct Cli {
     /// Load balancer networks whose connections start with a PROXY protocol v2 header.
     #[arg(long)]
     proxy_protocol_from: Vec<IpNet>,
-    /// Seconds from accept to a ready session before the connection is closed.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds from accept to a ready session before the connection is closed; at least 1.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     handshake_timeout: u64,
     /// Seconds open sessions get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     grace: u64,
-    /// Worker threads. One (the default) is what a small pod should run: relaying is
-    /// cheap and a single thread avoids cross-thread wake-ups on every message.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// Worker threads, 1 to 256. One (the default) is what a small pod should run:
+    /// relaying is cheap and a single thread avoids cross-thread wake-ups on every message.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// Validate the routes, print the table and exit.
     #[arg(long)]
     check: bool,
+    /// Format of the log on stderr: text (colour only on a terminal) or json (one object
+    /// a line, for log collectors). The level filter comes from RWPROXY_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
+/// Formats of the log on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Exit code for a command line that does not parse (sysexits' `EX_USAGE`), as `byoc`.
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let log = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RWPROXY_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        // Colour codes only where a person reads them, never into a file or a pipe.
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => log.json().with_ansi(false).init(),
+    }
     let table = match rwproxy::routes::load_dir(&cli.routes) {
         Ok(t) => t,
         Err(problems) => {
+            // Through the log, so that with --log-format json stderr stays one object a line.
             for p in problems {
-                eprintln!("{p}");
+                tracing::error!("{p}");
             }
-            eprintln!("error: the routes in {} are not valid", cli.routes.display());
+            tracing::error!("the routes in {} are not valid", cli.routes.display());
             return ExitCode::FAILURE;
         }
     };
@@ -91,12 +119,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.backend_ca.is_none() && table.routes.iter().any(|r| r.backend_tls == rwproxy::routes::BackendTls::VerifyFull) {
-        eprintln!("warning: some routes ask for backendTls: verify-full, but no --backend-ca was given; their connections will be refused");
+        tracing::warn!("some routes ask for backendTls: verify-full, but no --backend-ca was given; their connections will be refused");
     }
     match run(cli, table) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }
@@ -122,7 +150,7 @@ fn run(cli: Cli, table: rwproxy::routes::RouteTable) -> anyhow::Result<()> {
     let runtime = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads).enable_all().build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(usize::from(cli.threads)).enable_all().build()?
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();

@@ -1,12 +1,15 @@
 //! Plans a pull request on an environment with 1,000 RisingWave clusters and 1,000 routes:
 //! load and validate both revisions from YAML, expand both, plan. Prints the median time of
 //! each phase over several runs and the process's peak RSS, against the targets (100 ms,
-//! 64 MiB; memory with `--rss-once`, in a fresh process). Run: `cargo bench -p byoc-reconciler --bench plan` or tests/bench/plan.sh.
+//! 64 MiB; memory with `--rss-once SCENARIO FORMAT`, in a fresh process, for the mostly
+//! unchanged plan, all 1,000 clusters added, and all removed, each rendered as
+//! `byoc plan --output FORMAT` renders it). Run: `cargo bench -p byoc-reconciler --bench plan` or tests/bench/plan.sh.
 
 use std::time::{Duration, Instant};
 
 use byoc::expand::{expand, expand_pair};
 use byoc::plan::plan;
+use byoc::plan::render::{Comments, Report};
 use byoc::spec::load::{ParseCache, load, load_cached};
 use rwproxy::specfiles::SourceFile;
 
@@ -74,38 +77,112 @@ fn peak_rss_kib() -> Option<u64> {
     status_kib("VmHWM:")
 }
 
-/// One plan in a fresh process, then the peak RSS: what planning a PR of this size needs,
-/// without the allocator's leftovers from repeated runs.
-fn rss_once() {
+/// Which pull request `--rss-once` plans.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// 10 clusters resized, one removed, one added (the timed benchmark's plan).
+    Mostly,
+    /// All 1,000 clusters and their routes added to an environment that had none.
+    AllCreate,
+    /// All 1,000 clusters and their routes removed (half are `Retain`: blocked).
+    AllDelete,
+}
+
+/// The environment alone, with an empty routes table.
+fn bare() -> Vec<SourceFile> {
+    let file = |path: &str, text: String| SourceFile { path: path.to_owned(), bytes: text.into_bytes() };
+    vec![
+        file("env/environment.yaml", environment()),
+        file(
+            "env/routes.yaml",
+            "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Routes\nmetadata:\n  name: default\nspec:\n  routes: []\n".to_owned(),
+        ),
+    ]
+}
+
+/// Counts the bytes a renderer writes, keeping none.
+struct Counting(usize);
+
+impl std::io::Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One plan in a fresh process, rendered as `byoc plan --output FORMAT` renders it, then
+/// the peak RSS: what planning a PR of this size needs, without the allocator's leftovers
+/// from repeated runs.
+fn rss_once(scenario: Scenario, format: &str) {
     let probe = |stage: &str| {
         if std::env::var_os("BYOC_RSS_STAGES").is_some() {
             eprintln!("  rss after {stage}: {:.1} MiB", rss_now_kib() as f64 / 1024.0)
         }
     };
     probe("start");
-    let (base_files, head_files) = revisions();
+    let (base_files, head_files) = match scenario {
+        Scenario::Mostly => revisions(),
+        Scenario::AllCreate => (bare(), revisions().0),
+        Scenario::AllDelete => (revisions().0, bare()),
+    };
     probe("generating files");
     let cache = ParseCache::default();
     let base = load_cached("env", &base_files, &cache).expect("base valid");
     probe("base load");
     let head = load_cached("env", &head_files, &cache).expect("head valid");
     probe("head load");
+    // As `byoc plan` does: the file texts go once parsed.
+    drop((base_files, head_files, cache));
     let (observed, desired) = expand_pair(Some(&base), &head);
     probe("expand");
     let p = plan(&desired, &observed);
+    drop((observed, desired));
     probe("plan");
-    std::hint::black_box(&p);
+    let report = Report::new("prod-use1", "aws", "main@sha1:base", "pr@sha1:head", &p);
+    let mut out = Counting(0);
+    match format {
+        "json" => report.write_json(&mut out),
+        "text" => report.write_text(&mut out),
+        "markdown" => report.write_markdown(&mut out, Comments::One(65_536), ""),
+        "markdown-parts" => report.write_markdown(&mut out, Comments::Parts(65_536), ""),
+        other => panic!("unknown format {other}"),
+    }
+    .expect("rendered");
+    probe("render");
+    let s = p.summary();
     let rss = peak_rss_kib().unwrap_or(0);
+    let name = match scenario {
+        Scenario::Mostly => "10 resized, 1 removed, 1 added",
+        Scenario::AllCreate => "all 1,000 clusters added",
+        Scenario::AllDelete => "all 1,000 clusters removed",
+    };
     println!(
-        "  peak RSS, one plan in a fresh process: {:>6.1} MiB  (target < 64 MiB: {})",
+        "  peak RSS, {name:<31} --output {format:<14} {:>6.1} MiB  (target < 64 MiB: {}); {} steps ({} create, {} delete, {} blocked), {} KiB of output",
         rss as f64 / 1024.0,
-        if rss < 64 * 1024 { "met" } else { "MISSED" }
+        if rss < 64 * 1024 { "met" } else { "MISSED" },
+        p.steps.len(),
+        s.create,
+        s.delete,
+        s.blocked,
+        out.0 / 1024
     );
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--rss-once") {
-        rss_once();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--rss-once") {
+        // `--rss-once [mostly|all-create|all-delete] [json|text|markdown|markdown-parts]`
+        let scenario = match args.get(i + 1).map(String::as_str) {
+            None | Some("mostly") => Scenario::Mostly,
+            Some("all-create") => Scenario::AllCreate,
+            Some("all-delete") => Scenario::AllDelete,
+            Some(other) => panic!("unknown scenario {other}"),
+        };
+        rss_once(scenario, args.get(i + 2).map_or("json", String::as_str));
         return;
     }
     let (base_files, head_files) = revisions();

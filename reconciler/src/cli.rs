@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use crate::expand::{expand, expand_pair};
 use crate::k8s;
+use crate::logging;
 use crate::plan::plan;
-use crate::plan::render::Report;
+use crate::plan::render::{Comments, Report};
 use crate::source::{self, SourceError};
 use crate::spec::load::{ParseCache, load, load_cached};
 use crate::spec::{Cloud, Specs};
@@ -31,14 +32,43 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code for "the plan has changes" (like `terraform plan -detailed-exitcode`).
 pub const EXIT_CHANGES: u8 = 2;
+/// Exit code of `byoc plan` when every entry of the plan is blocked: the pull request asks
+/// for something byoc refuses to do (delete a bucket, a retained cluster), and applying it
+/// would change nothing.
+pub const EXIT_ONLY_BLOCKED: u8 = 3;
+/// Exit code for a command line that does not parse (an unknown flag, a value out of
+/// range): sysexits' `EX_USAGE`, apart from 2 so CI never reads a typo as "changes".
+pub const EXIT_USAGE: u8 = 64;
+
+/// A GitHub comment holds at most this many characters.
+pub const GITHUB_COMMENT_CHARS: usize = 65_536;
 
 /// GitOps for RisingWave in your own cloud account.
 #[derive(Debug, Parser)]
-#[command(name = "byoc", version, about)]
+#[command(
+    name = "byoc",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 success or no changes, 1 error, 2 the plan has changes, 3 the plan's only entries are blocked, 64 the command line is wrong."
+)]
 pub struct Cli {
+    /// Format of the log lines on stderr: text (colour on a terminal only) or json (one
+    /// object a line). Results go to stdout either way.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Formats of the log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 /// Subcommands.
@@ -51,28 +81,8 @@ pub enum Command {
     },
     /// Show what merging head into base would change. Reads both revisions from git
     /// objects; what is observed is the desired state at base. Exit code: 0 no changes,
-    /// 2 changes, 1 error.
-    Plan {
-        /// Path of the git repository.
-        #[arg(long)]
-        repo: PathBuf,
-        /// Revision the pull request starts from (observed).
-        #[arg(long)]
-        base: String,
-        /// Revision of the pull request (desired).
-        #[arg(long)]
-        head: String,
-        /// Environment directory inside the repository, e.g. examples/aws.
-        #[arg(long)]
-        env: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-        /// Signing policy: also show the signature status of the pull request's commits
-        /// (base..head) and which rules still lack signatures. Does not change the exit code.
-        #[arg(long)]
-        policy: Option<PathBuf>,
-    },
+    /// 2 changes, 3 only blocked entries, 1 error.
+    Plan(PlanArgs),
     /// Converge the RisingWave clusters' Kubernetes objects (namespace, service account,
     /// `RisingWave`, frontend service) with server-side apply; prune removed clusters by
     /// their deletionPolicy; wait until each is ready. Exit code: 0 all ready, 1 otherwise.
@@ -108,8 +118,9 @@ pub enum Command {
     /// a crash continues. Exit code: 0 applied or nothing to do, 1 error or refused.
     Apply(ApplyArgs),
     /// Delete every resource tagged for the environment, dependents first. Buckets and
-    /// retained clusters' roles are kept unless --delete-data is given.
-    Destroy(ApplyArgs),
+    /// retained clusters' roles are kept unless --delete-data is given. Exit code: 0
+    /// destroyed or nothing to do, 1 error or refused.
+    Destroy(DestroyArgs),
     /// Roll back by going forward: make one new commit on the current branch whose tree is
     /// REV's, signed through your own git signing set-up (`git commit-tree -S`, so
     /// gpg.format, user.signingkey and gpg.program apply). History is never reset.
@@ -149,6 +160,36 @@ pub struct PublishArgs {
     pub endpoint_url: Option<String>,
 }
 
+/// Arguments of `byoc plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Path of the git repository.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// Revision the pull request starts from (observed).
+    #[arg(long)]
+    pub base: String,
+    /// Revision of the pull request (desired).
+    #[arg(long)]
+    pub head: String,
+    /// Environment directory inside the repository, e.g. examples/aws.
+    #[arg(long)]
+    pub env: String,
+    /// Output format. Markdown fits one GitHub comment (65,536 characters): what does
+    /// not fit is counted, not shown; see --max-comment-chars.
+    #[arg(long, value_enum, default_value_t = PlanOutput::Text)]
+    pub output: PlanOutput,
+    /// With --output markdown: split the whole plan into numbered parts of at most this
+    /// many characters each (one pull-request comment per part), each starting with a line
+    /// `<!-- byoc plan part I/N -->`, instead of cutting it to one comment.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2_000..=1_000_000))]
+    pub max_comment_chars: Option<u32>,
+    /// Signing policy: also show the signature status of the pull request's commits
+    /// (base..head) and which rules still lack signatures. Does not change the exit code.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+}
+
 /// Arguments of `byoc verify`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -156,12 +197,13 @@ pub struct VerifyArgs {
     /// --branch is fetched into --cache-dir first.
     #[arg(long)]
     pub repo: String,
-    /// With a URL: the branch to fetch and verify.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
-    /// With a URL: where fetched repositories are cached (one bare repository per URL).
-    #[arg(long, default_value = ".byoc-cache")]
-    pub cache_dir: PathBuf,
+    /// With a URL: the branch to fetch and verify (default main).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// With a URL: where fetched repositories are cached (one bare repository per URL);
+    /// default $XDG_CACHE_HOME/byoc/git, else ~/.cache/byoc/git.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
     /// With an ssh:// URL: the private key to authenticate with.
     #[arg(long)]
     pub ssh_key: Option<PathBuf>,
@@ -189,24 +231,23 @@ pub struct VerifyArgs {
     /// Endpoint of an S3 emulator for --state-s3.
     #[arg(long, requires = "state_s3")]
     pub endpoint_url: Option<String>,
-    /// Output format (text or json).
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
 }
 
-/// Arguments of `byoc apply` and `byoc destroy`.
+/// What `byoc apply` and `byoc destroy` both need: the environment, the state store, the
+/// cloud endpoint and how to pace the work.
 #[derive(Debug, clap::Args)]
-pub struct ApplyArgs {
+pub struct TargetArgs {
     /// Path of the git repository holding the environment.
     #[arg(long)]
     pub repo: PathBuf,
     /// Environment directory inside the repository, e.g. examples/aws.
     #[arg(long)]
     pub env: String,
-    /// Revision to apply (read from git objects, not the work tree).
-    #[arg(long, default_value = "HEAD")]
-    pub rev: String,
-    /// State store directory (inventory, journal, lease); default .byoc-state.
+    /// State store directory (inventory, journal, lease); default
+    /// `<git dir>/byoc-state/<environment name>`, outside the work tree.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// The state in a bucket instead, `s3://BUCKET/PREFIX` (conditional writes).
@@ -215,20 +256,52 @@ pub struct ApplyArgs {
     /// Endpoint of an AWS emulator (every service, and --state-s3).
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Cloud actions in flight at once (1 to 100).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub concurrency: u16,
+    /// Seconds between status reads while waiting for a resource (EKS, NAT gateways);
+    /// more than 0.
+    #[arg(long, default_value = "10", value_parser = positive_seconds)]
+    pub poll_interval: Duration,
+    /// Seconds the environment's lease lasts unless renewed (it is renewed while the
+    /// command works); 30 to 86400.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u32).range(30..=86_400))]
+    pub lease_seconds: u32,
+    /// Skip the preflight checks (service-linked role, node-group quota, IAM permission
+    /// simulation), e.g. against an emulator that cannot answer them. Each skipped check
+    /// is named on stderr.
+    #[arg(long)]
+    pub skip_preflight: bool,
+}
+
+/// Arguments of `byoc apply`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Environment, state store and pacing.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Revision to apply (read from git objects, not the work tree).
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
     /// Apply without asking.
     #[arg(long)]
     pub auto_approve: bool,
-    /// Cloud actions in flight at once.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// Seconds between status reads while waiting for a resource (EKS, NAT gateways).
-    #[arg(long, default_value_t = 10.0)]
-    pub poll_interval: f64,
-    /// Seconds the environment's lease lasts unless renewed (it is renewed while applying).
-    #[arg(long, default_value_t = 900)]
-    pub lease_seconds: i64,
-    /// destroy only: lift every protection: empty and delete the data and state buckets,
-    /// and delete the roles of clusters whose deletionPolicy is Retain.
+}
+
+/// Arguments of `byoc destroy`.
+#[derive(Debug, clap::Args)]
+pub struct DestroyArgs {
+    /// Environment, state store and pacing.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Revision the environment (its name and region) is read from.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// Destroy without asking.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Lift every protection: empty and delete the data and state buckets, and delete the
+    /// roles of clusters whose deletionPolicy is Retain.
     #[arg(long)]
     pub delete_data: bool,
 }
@@ -239,32 +312,34 @@ pub struct ClustersArgs {
     /// The environment directory (a verified, published revision).
     #[arg(long)]
     pub env: PathBuf,
-    /// State store directory: the inventory of applied objects lives here.
-    #[arg(long, default_value = ".byoc-state")]
-    pub state_dir: PathBuf,
+    /// State store directory: the inventory of applied objects lives here; default
+    /// `<git dir>/byoc-state/<environment name>` of the repository holding --env (the
+    /// store `byoc apply` uses); required when --env is not inside a git repository.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, then the pod's service account.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context.
     #[arg(long)]
     pub context: Option<String>,
-    /// Seconds a RisingWave may take to become ready.
-    #[arg(long, default_value_t = 600.0)]
-    pub health_timeout: f64,
-    /// Seconds between status reads.
-    #[arg(long, default_value_t = 2.0)]
-    pub poll_interval: f64,
-    /// Seconds a deleted namespace may take to go.
-    #[arg(long, default_value_t = 300.0)]
-    pub namespace_timeout: f64,
-    /// Output format (text or json).
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    /// Seconds a RisingWave may take to become ready; more than 0.
+    #[arg(long, default_value = "600", value_parser = positive_seconds)]
+    pub health_timeout: Duration,
+    /// Seconds between status reads; more than 0.
+    #[arg(long, default_value = "2", value_parser = positive_seconds)]
+    pub poll_interval: Duration,
+    /// Seconds a deleted namespace may take to go; more than 0.
+    #[arg(long, default_value = "300", value_parser = positive_seconds)]
+    pub namespace_timeout: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
 }
 
-/// Plan output formats.
+/// Output formats of `byoc plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub enum PlanOutput {
     /// For terminals.
     Text,
     /// For pull-request comments.
@@ -273,17 +348,52 @@ pub enum Output {
     Json,
 }
 
+/// Output formats of the commands that print a report (verify, clusters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextOrJson {
+    /// For terminals.
+    Text,
+    /// For machines.
+    Json,
+}
+
+/// A number of seconds, finite and more than zero (`0.5`, `10`).
+fn positive_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{s} is out of range: give a number of seconds more than 0")),
+    }
+}
+
+/// Parses the command line; a usage error or `--help` ends the process here, a usage
+/// error with [`EXIT_USAGE`].
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK })
+    })
+}
+
+/// A usage error found after parsing (two flags that do not go together), printed the
+/// way clap prints its own.
+fn usage_error(message: &str) -> u8 {
+    let _ = <Cli as clap::CommandFactory>::command().error(clap::error::ErrorKind::ArgumentConflict, message).print();
+    EXIT_USAGE
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    crate::logging::init(cli.log_format);
     let code = match cli.command {
         Command::Validate { dir } => validate(&dir),
-        Command::Plan { repo, base, head, env, output, policy } => plan_command(&repo, &base, &head, &env, output, policy.as_deref()),
+        Command::Plan(args) => plan_command(&args),
         Command::Clusters(args) => clusters_command(&args),
         Command::Verify(args) => verify_command(&args),
         Command::Publish(args) => publish_command(&args),
         Command::Run { config, once, check } => run_command(&config, once, check),
-        Command::Apply(args) => crate::cloud::command::apply(&args, false),
-        Command::Destroy(args) => crate::cloud::command::apply(&args, true),
+        Command::Apply(args) => crate::cloud::command::apply(&args),
+        Command::Destroy(args) => crate::cloud::command::destroy(&args),
         Command::Revert { repo, to, message } => revert_command(&repo, &to, message.as_deref()),
     };
     ExitCode::from(code)
@@ -312,7 +422,13 @@ fn validate(dir: &std::path::Path) -> u8 {
     }
 }
 
-fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, output: Output, policy: Option<&std::path::Path>) -> u8 {
+fn plan_command(args: &PlanArgs) -> u8 {
+    let (repo, base, head, env) = (&args.repo, args.base.as_str(), args.head.as_str(), args.env.as_str());
+    let comments = match (args.output, args.max_comment_chars) {
+        (PlanOutput::Markdown, Some(n)) => Comments::Parts(n as usize),
+        (_, Some(_)) => return usage_error("--max-comment-chars splits markdown only; give it with --output markdown"),
+        (_, None) => Comments::One(GITHUB_COMMENT_CHARS),
+    };
     let repository = match source::open(repo) {
         Ok(r) => r,
         Err(e) => return report_error(&e),
@@ -326,8 +442,10 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
         Err(e) => return report_source_error("base", &e),
     };
     let Some(head_files) = &head_rev.files else {
-        eprintln!("error: {env} does not exist at head {}", head_rev.name);
-        eprintln!("  hint: pass the environment directory inside the repository, e.g. --env examples/aws");
+        logging::error(&format!(
+            "{env} does not exist at head {}\n  hint: pass the environment directory inside the repository, e.g. --env examples/aws",
+            head_rev.name
+        ));
         return EXIT_ERROR;
     };
     // Base and head share most files: each distinct file is parsed once.
@@ -343,13 +461,12 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
         Some(files) => match load_cached(env, files, &cache) {
             Ok(s) => {
                 if s.environment.cloud != head_specs.environment.cloud {
-                    eprintln!(
-                        "error: the pull request moves environment {} from {} to {}",
+                    logging::error(&format!(
+                        "the pull request moves environment {} from {} to {}\n  hint: an environment cannot change cloud; create a new environment directory instead",
                         env,
                         s.environment.cloud.as_str(),
                         head_specs.environment.cloud.as_str()
-                    );
-                    eprintln!("  hint: an environment cannot change cloud; create a new environment directory instead");
+                    ));
                     return EXIT_ERROR;
                 }
                 Some(s)
@@ -357,34 +474,62 @@ fn plan_command(repo: &std::path::Path, base: &str, head: &str, env: &str, outpu
             Err(problems) => return report_problems(&format!("base {} is not valid", base_rev.name), &problems),
         },
     };
+    // The file texts are parsed; what follows needs only the specs.
+    drop((head_rev.files, base_rev.files, cache));
     let (observed, desired) = expand_pair(base_specs.as_ref(), &head_specs);
     let the_plan = plan(&desired, &observed);
+    drop((observed, desired));
     let report = Report::new(&head_specs.environment.name, cloud_name(&head_specs), &base_rev.name, &head_rev.name, &the_plan);
-    let signatures = match policy.map(|p| pr_signatures(&repository, p, base_rev.commit, head_rev.commit)).transpose() {
+    let signatures = match args.policy.as_deref().map(|p| pr_signatures(&repository, p, base_rev.commit, head_rev.commit)).transpose() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            logging::error(&e);
             return EXIT_ERROR;
         }
     };
-    let text = match (output, &signatures) {
-        (Output::Text, None) => report.text(),
-        (Output::Text, Some(s)) => report.text() + "\n" + &crate::verify::render_text(s, &head_rev.name),
-        (Output::Markdown, None) => report.markdown(),
-        (Output::Markdown, Some(s)) => report.markdown() + "\n" + &crate::verify::render_markdown(s),
-        (Output::Json, None) => report.json(),
-        (Output::Json, Some(s)) => {
-            let mut v: serde_json::Value = serde_json::from_str(&report.json()).unwrap_or_default();
-            v["signatures"] = serde_json::to_value(s).unwrap_or_default();
-            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    // Straight to stdout as it is rendered: a plan of thousands of resources is never
+    // held as one string.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match (args.output, &signatures) {
+        (PlanOutput::Text, None) => report.write_text(&mut stdout),
+        (PlanOutput::Text, Some(s)) => {
+            report.write_text(&mut stdout).and_then(|()| write!(stdout, "\n{}", crate::verify::render_text(s, &head_rev.name)))
+        }
+        (PlanOutput::Markdown, s) => {
+            let trailer = s.as_ref().map(crate::verify::render_markdown).unwrap_or_default();
+            report.write_markdown(&mut stdout, comments, &trailer)
+        }
+        (PlanOutput::Json, None) => report.write_json(&mut stdout),
+        (PlanOutput::Json, Some(s)) => {
+            #[derive(serde::Serialize)]
+            struct WithSignatures<'a> {
+                #[serde(flatten)]
+                report: &'a Report<'a>,
+                signatures: &'a crate::verify::RangeReport,
+            }
+            serde_json::to_writer_pretty(&mut stdout, &WithSignatures { report: &report, signatures: s })
+                .map_err(std::io::Error::other)
+                .and_then(|()| stdout.write_all(b"\n"))
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        eprintln!("error: cannot write the plan: {e}");
+    if let Err(e) = written.and_then(|()| stdout.flush()) {
+        logging::error(&format!("cannot write the plan: {e}"));
         return EXIT_ERROR;
     }
-    if the_plan.has_changes() { EXIT_CHANGES } else { EXIT_OK }
+    plan_exit_code(&the_plan)
+}
+
+/// 0 no changes, 2 changes, 3 when every change is blocked (nothing would be applied,
+/// and a person must act on each).
+fn plan_exit_code(p: &crate::plan::Plan) -> u8 {
+    let mut changed = p.changed().peekable();
+    if changed.peek().is_none() {
+        EXIT_OK
+    } else if changed.all(|s| s.action == crate::plan::Action::Blocked) {
+        EXIT_ONLY_BLOCKED
+    } else {
+        EXIT_CHANGES
+    }
 }
 
 fn clusters_command(args: &ClustersArgs) -> u8 {
@@ -396,47 +541,51 @@ fn clusters_command(args: &ClustersArgs) -> u8 {
         },
         Err(problems) => return report_problems(&format!("cannot read {shown}"), &problems),
     };
-    let seconds = |what: &str, s: f64| {
-        Duration::try_from_secs_f64(s).map_err(|_| format!("--{what} takes a non-negative number of seconds, not {s}"))
+    let options = k8s::reconcile::Options {
+        health_timeout: args.health_timeout,
+        poll_interval: args.poll_interval,
+        namespace_timeout: args.namespace_timeout,
     };
-    let options = match (
-        seconds("health-timeout", args.health_timeout),
-        seconds("poll-interval", args.poll_interval),
-        seconds("namespace-timeout", args.namespace_timeout),
-    ) {
-        (Ok(health_timeout), Ok(poll_interval), Ok(namespace_timeout)) => {
-            k8s::reconcile::Options { health_timeout, poll_interval, namespace_timeout }
-        }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            eprintln!("error: {e}");
-            return EXIT_ERROR;
-        }
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => match crate::state::default_dir_for_path(&args.env, &specs.environment.name) {
+            Ok(dir) => dir,
+            Err(e) => {
+                logging::error(&format!("{e}\n  hint: give --state-dir (the store `byoc apply` wrote the environment's cloud outputs to)"));
+                return EXIT_ERROR;
+            }
+        },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            logging::error(&format!("cannot start the async runtime: {e}"));
             return EXIT_ERROR;
         }
     };
-    match runtime.block_on(converge_clusters(args, &specs, options)) {
+    match runtime.block_on(converge_clusters(args, &state_dir, &specs, options)) {
         Ok(report) => {
             let text = match args.output {
-                Output::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
-                Output::Text | Output::Markdown => k8s::render_text(&report),
+                TextOrJson::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+                TextOrJson::Text => k8s::render_text(&report),
             };
             print!("{text}");
             if report.ok() { EXIT_OK } else { EXIT_ERROR }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::error(&format!("{e:#}"));
             EXIT_ERROR
         }
     }
 }
 
-async fn converge_clusters(args: &ClustersArgs, specs: &Specs, options: k8s::reconcile::Options) -> anyhow::Result<k8s::reconcile::Report> {
-    let store = LocalDir::new(&args.state_dir)?;
+async fn converge_clusters(
+    args: &ClustersArgs,
+    state_dir: &std::path::Path,
+    specs: &Specs,
+    options: k8s::reconcile::Options,
+) -> anyhow::Result<k8s::reconcile::Report> {
+    let store = LocalDir::new(state_dir)?;
     let outputs: k8s::objects::CloudOutputs = match store.get(CLOUD_OUTPUTS_KEY)? {
         Some(v) => serde_json::from_slice(&v.value).map_err(|e| anyhow::anyhow!("state {CLOUD_OUTPUTS_KEY}: {e}"))?,
         None => Default::default(),
@@ -456,8 +605,9 @@ fn verify_command(args: &VerifyArgs) -> u8 {
                 EXIT_ERROR
             }
         }
+        Err(e) if e.is::<Usage>() => usage_error(&e.to_string()),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::error(&format!("{e:#}"));
             EXIT_ERROR
         }
     }
@@ -465,20 +615,41 @@ fn verify_command(args: &VerifyArgs) -> u8 {
 
 fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     use anyhow::Context;
+    let is_url = crate::fetch::is_url(&args.repo);
+    if !is_url {
+        let remote_only = [
+            ("--branch", args.branch.is_some()),
+            ("--cache-dir", args.cache_dir.is_some()),
+            ("--ssh-key", args.ssh_key.is_some()),
+            ("--ssh-known-hosts", args.ssh_known_hosts.is_some()),
+        ];
+        if let Some((flag, _)) = remote_only.iter().find(|(_, given)| *given) {
+            return Err(Usage(format!(
+                "{flag} applies to a repository URL (file://, https://, ssh://), and --repo {} is a local path",
+                args.repo
+            ))
+            .into());
+        }
+    }
     let policy = crate::verify::policy::Policy::load(&args.policy).map_err(anyhow::Error::msg)?;
     // With a URL the fetched branch is the default tip, and names it.
-    let (repo, default_to, fetched_branch) = if crate::fetch::is_url(&args.repo) {
+    let branch = args.branch.clone().unwrap_or_else(|| "main".to_owned());
+    let (repo, default_to, fetched_branch) = if is_url {
+        let cache_dir = match &args.cache_dir {
+            Some(dir) => dir.clone(),
+            None => default_cache_dir()?,
+        };
         let remote = crate::fetch::Remote {
             url: args.repo.clone(),
-            branch: args.branch.clone(),
+            branch: branch.clone(),
             ssh_key: args.ssh_key.clone(),
             known_hosts: args.ssh_known_hosts.clone(),
             token: std::env::var("BYOC_GIT_TOKEN").ok(),
         };
-        let fetched = crate::fetch::fetch(&remote, &args.cache_dir)?;
+        let fetched = crate::fetch::fetch(&remote, &cache_dir)?;
         let what = if fetched.downloaded { "fetched" } else { "remote tip unchanged, nothing fetched:" };
-        eprintln!("{what} {} {} at {}", args.repo, args.branch, fetched.tip);
-        (fetched.repo, crate::fetch::cache_ref(&args.branch), Some(args.branch.as_str()))
+        logging::line(logging::Level::Info, &format!("{what} {} {branch} at {}", args.repo, fetched.tip));
+        (fetched.repo, crate::fetch::cache_ref(&branch), Some(branch.as_str()))
     } else {
         (source::open(std::path::Path::new(&args.repo))?, "HEAD".to_owned(), None)
     };
@@ -509,8 +680,8 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
         _ => source::revision_name(&repo, &to_rev, to),
     };
     let text = match args.output {
-        Output::Json => serde_json::to_string_pretty(&report)? + "\n",
-        Output::Text | Output::Markdown => crate::verify::render_text(&report, &name),
+        TextOrJson::Json => serde_json::to_string_pretty(&report)? + "\n",
+        TextOrJson::Text => crate::verify::render_text(&report, &name),
     };
     print!("{text}");
     Ok(report.ok)
@@ -525,19 +696,17 @@ fn run_command(path: &std::path::Path, once: bool, check: bool) -> u8 {
         println!("{} is a valid configuration", path.display());
         return EXIT_OK;
     }
-    // One JSON object a line on stderr, with the stage and revision as fields.
-    let _ = tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_ansi(false).try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::logging::error(&format!("cannot start the async runtime: {e}"));
             return EXIT_ERROR;
         }
     };
     let daemon = match crate::run::Daemon::new(config) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::logging::error(&format!("{e:#}"));
             return EXIT_ERROR;
         }
     };
@@ -545,7 +714,7 @@ fn run_command(path: &std::path::Path, once: bool, check: bool) -> u8 {
         Ok(crate::run::Ended::Stopped) if once => EXIT_ERROR,
         Ok(_) => EXIT_OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::logging::error(&format!("{e:#}"));
             EXIT_ERROR
         }
     }
@@ -578,10 +747,26 @@ fn publish_command(args: &PublishArgs) -> u8 {
     match run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::logging::error(&format!("{e:#}"));
             EXIT_ERROR
         }
     }
+}
+
+/// A command line whose flags parse but do not go together.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+/// Where fetched repositories are cached by default: `$XDG_CACHE_HOME/byoc/git`, else
+/// `~/.cache/byoc/git`; never the current directory, which is often a work tree.
+fn default_cache_dir() -> anyhow::Result<PathBuf> {
+    let base = match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
+        (Some(x), _) if !x.is_empty() => PathBuf::from(x),
+        (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".cache"),
+        _ => anyhow::bail!("neither XDG_CACHE_HOME nor HOME is set; give --cache-dir"),
+    };
+    Ok(base.join("byoc").join("git"))
 }
 
 /// The state store the flags name: a directory, or `s3://BUCKET/PREFIX`; `None` for neither.
@@ -637,7 +822,7 @@ fn revert_command(repo: &std::path::Path, to: &str, message: Option<&str>) -> u8
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            logging::error(&e);
             EXIT_ERROR
         }
     }
@@ -670,11 +855,10 @@ fn cloud_name(specs: &Specs) -> &'static str {
 }
 
 fn report_problems(headline: &str, problems: &[Diagnostic]) -> u8 {
-    let mut stderr = std::io::stderr().lock();
     for p in problems {
-        let _ = writeln!(stderr, "{p}");
+        logging::line(logging::Level::Error, &p.to_string());
     }
-    let _ = writeln!(stderr, "error: {headline}: {} problem(s)", problems.len());
+    logging::error(&format!("{headline}: {} problem(s)", problems.len()));
     EXIT_ERROR
 }
 
@@ -682,13 +866,13 @@ fn report_source_error(which: &str, e: &SourceError) -> u8 {
     match e {
         SourceError::Files(problems) => report_problems(&format!("{which} revision has files that cannot be specs"), problems),
         other => {
-            eprintln!("error: {which}: {other}");
+            logging::error(&format!("{which}: {other}"));
             EXIT_ERROR
         }
     }
 }
 
 fn report_error(e: &SourceError) -> u8 {
-    eprintln!("error: {e}");
+    logging::error(&e.to_string());
     EXIT_ERROR
 }

@@ -13,6 +13,7 @@ pub mod cloud;
 pub mod expand;
 pub mod fetch;
 pub mod k8s;
+pub mod logging;
 pub mod map;
 pub mod plan;
 pub mod publish;

@@ -14,6 +14,37 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Where an environment's state lives when no `--state-dir` is given:
+/// `<git common dir>/byoc-state/<environment name>/`. Tied to the repository (every work
+/// tree and subdirectory of it finds the same store, so there is one lease), kept apart per
+/// environment, and outside the work tree, so `git add -A` never picks up a lease or an
+/// inventory. The state is as local as the clone: for a store shared between hosts, use a
+/// bucket (`--state-s3`).
+pub fn default_dir(repo: &git2::Repository, environment: &str) -> Result<PathBuf, StateError> {
+    // Environment names are validated (lowercase letters, digits, '-'); this keeps the path
+    // inside byoc-state even for a name that was not.
+    if environment.is_empty() || !environment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(StateError::Io {
+            key: String::new(),
+            message: format!("environment name {environment:?} cannot name a state directory; give --state-dir"),
+        });
+    }
+    Ok(repo.commondir().join("byoc-state").join(environment))
+}
+
+/// [`default_dir`] of the git repository that holds `path` (a directory in its work tree).
+pub fn default_dir_for_path(path: &Path, environment: &str) -> Result<PathBuf, StateError> {
+    let repo = git2::Repository::discover(path).map_err(|e| StateError::Io {
+        key: String::new(),
+        message: format!(
+            "{} is not inside a git repository ({}), so there is no default state directory; state is never kept in a work tree or the current directory",
+            path.display(),
+            e.message()
+        ),
+    })?;
+    default_dir(&repo, environment)
+}
+
 /// A stored value and the version a conditional write must name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {

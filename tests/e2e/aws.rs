@@ -139,7 +139,7 @@ impl Account {
     }
 
     /// Resource id -> how many cloud resources carry its tag.
-    fn counts(&self) -> std::collections::BTreeMap<String, usize> {
+    pub(crate) fn counts(&self) -> std::collections::BTreeMap<String, usize> {
         let inv = self.inventory();
         inv["tagged"].as_object().expect("tagged").iter().map(|(k, v)| (k.clone(), v.as_array().map_or(0, Vec::len))).collect()
     }
@@ -155,12 +155,12 @@ impl Drop for Account {
     }
 }
 
-fn assert_exactly_one_of_each(counts: &std::collections::BTreeMap<String, usize>) {
+pub(crate) fn assert_exactly_one_of_each(counts: &std::collections::BTreeMap<String, usize>) {
     let want: std::collections::BTreeMap<String, usize> = EXPECTED.iter().map(|id| ((*id).to_owned(), 1)).collect();
     assert_eq!(counts, &want, "exactly one of each resource, counted by tag");
 }
 
-fn example_repo() -> Repo {
+pub(crate) fn example_repo() -> Repo {
     let mut repo = Repo::new();
     repo.copy_from_project("examples/aws", "examples/aws");
     repo.commit("aws example");
@@ -184,7 +184,7 @@ fn apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
 }
 
 /// `apply_args` that approve the plan without asking.
-fn approved_apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
+pub(crate) fn approved_apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
     let mut args = apply_args(account, state);
     args.push("--auto-approve");
     args
@@ -195,7 +195,7 @@ fn run(repo: &Repo, args: &[&str]) -> Run {
 }
 
 /// The real `byoc` in the repository, with moto's credentials.
-fn byoc_command(repo: &Repo) -> Command {
+pub(crate) fn byoc_command(repo: &Repo) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_byoc"));
     c.envs(MOTO_ENV).current_dir(repo.path());
     c

@@ -4,6 +4,8 @@ mod aws;
 mod bad_specs;
 mod golden;
 mod kube;
+mod operating;
+mod operating_aws;
 mod plan_cases;
 mod repo_shapes;
 mod state_s3;

@@ -7,6 +7,7 @@ mod cancel;
 mod check;
 mod hostile;
 mod lifecycle;
+mod logging;
 mod reload;
 mod routing;
 mod support;

@@ -20,7 +20,7 @@ use futures::stream::FuturesUnordered;
 use super::{Cloud, CloudError, Found, INVENTORY_KEY, Inventory, Journal, JournalEntry, Record, Refs, delete_rank};
 use crate::plan::{Action, Plan, Step, plan};
 use crate::resource::{Graph, Kind, Map, Resource, ResourceId, Value};
-use crate::state::lease::{Lease, LeaseError};
+use crate::state::lease::{Lease, LeaseError, LeaseGuard};
 use crate::state::{StateError, StateStore};
 
 /// How to apply.
@@ -201,7 +201,8 @@ struct Recorder<'a, S: StateStore> {
     store: &'a S,
     inventory: Inventory,
     version: Option<String>,
-    lease: Lease,
+    /// Given back on every way out of the apply, errors and panics included.
+    lease: LeaseGuard<'a, S>,
     options: &'a Options,
     renewed: Instant,
 }
@@ -215,7 +216,7 @@ impl<S: StateStore> Recorder<'_, S> {
 
     fn renew_if_due(&mut self) -> Result<(), ApplyError> {
         if self.renewed.elapsed() >= Duration::from_secs((self.options.lease_ttl / 3).max(1) as u64) {
-            self.lease.renew(self.store, now(), self.options.lease_ttl)?;
+            self.lease.renew(now(), self.options.lease_ttl)?;
             self.renewed = Instant::now();
         }
         Ok(())
@@ -279,14 +280,15 @@ pub struct Prepared<'a, S: StateStore> {
 }
 
 /// Takes the lease, reads the inventory and the account, and plans. Nothing is changed;
-/// drop the result (or call [`Prepared::release`]) to give the lease back.
+/// drop the result (or call [`Prepared::release`] to hear whether that worked) to give the
+/// lease back.
 pub async fn prepare<'a, S: StateStore, C: Cloud>(
     cloud: &C,
     store: &'a S,
     desired: &Graph,
     options: &'a Options,
 ) -> Result<Prepared<'a, S>, ApplyError> {
-    let lease = Lease::acquire_unless(store, &options.holder, now(), options.lease_ttl, dead_here)?;
+    let lease = LeaseGuard::new(store, Lease::acquire_unless(store, &options.holder, now(), options.lease_ttl, dead_here)?);
     let mut recorder = Recorder { store, inventory: Inventory::default(), version: None, lease, options, renewed: Instant::now() };
     let result = async {
         let (inventory, version) = load_inventory(store)?;
@@ -296,13 +298,8 @@ pub async fn prepare<'a, S: StateStore, C: Cloud>(
         Ok::<_, ApplyError>(reconcile(&recorder.inventory, found, desired, options.delete_data))
     }
     .await;
-    let observed = match result {
-        Ok(o) => o,
-        Err(e) => {
-            let _ = recorder.lease.release(store);
-            return Err(e);
-        }
-    };
+    // On an error the recorder, and with it the lease, is dropped: given back.
+    let observed = result?;
     let plan = plan_apply(desired, &observed);
     Ok(Prepared { recorder, observed, plan, desired: desired.clone() })
 }
@@ -310,7 +307,7 @@ pub async fn prepare<'a, S: StateStore, C: Cloud>(
 impl<S: StateStore> Prepared<'_, S> {
     /// Gives the lease back without changing anything.
     pub fn release(self) -> Result<(), ApplyError> {
-        self.recorder.lease.release(self.recorder.store)?;
+        self.recorder.lease.release()?;
         Ok(())
     }
 
@@ -395,7 +392,7 @@ impl<S: StateStore> Prepared<'_, S> {
         }
 
         if !progress.failures.is_empty() {
-            let _ = self.recorder.lease.release(self.recorder.store);
+            // The lease goes back when `self` is dropped on returning.
             let failed = progress.failures.len();
             progress.failures.append(&mut progress.skipped);
             return Err(ApplyError::Actions { failed, done: progress.finished, errors: progress.failures.join("\n") });
@@ -405,7 +402,7 @@ impl<S: StateStore> Prepared<'_, S> {
         }
         self.recorder.inventory.last_applied = Some(self.recorder.options.revision.clone());
         self.recorder.save()?;
-        self.recorder.lease.release(self.recorder.store)?;
+        self.recorder.lease.release()?;
         Ok(progress.finished)
     }
 

@@ -2,13 +2,14 @@
 //! observe, plan, run preflight, ask, apply, report.
 
 use std::io::{BufRead, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::apply::{self, ApplyError, Options, Prepared};
 use super::aws::Aws;
 use super::cloud_part;
-use crate::cli::{ApplyArgs, CLOUD_OUTPUTS_KEY, EXIT_ERROR, EXIT_OK, open_store};
+use crate::cli::{ApplyArgs, CLOUD_OUTPUTS_KEY, DestroyArgs, EXIT_ERROR, EXIT_OK, TargetArgs, open_store};
 use crate::expand::expand;
+use crate::logging;
 use crate::plan::render::Report;
 use crate::plan::{Action, Plan};
 use crate::resource::Graph;
@@ -17,29 +18,56 @@ use crate::spec::Cloud as CloudKind;
 use crate::spec::load::load;
 use crate::state::StateStore;
 
-/// Runs `byoc apply` (or `byoc destroy`); returns the exit code.
-pub fn apply(args: &ApplyArgs, destroy: bool) -> u8 {
-    match run(args, destroy) {
+/// What `byoc apply` and `byoc destroy` were asked to do, whichever it was.
+struct Request<'a> {
+    target: &'a TargetArgs,
+    rev: &'a str,
+    auto_approve: bool,
+    /// `Some` for a destroy: whether to delete the data too.
+    destroy: Option<bool>,
+}
+
+/// Runs `byoc apply`; returns the exit code.
+pub fn apply(args: &ApplyArgs) -> u8 {
+    finish(run(&Request { target: &args.target, rev: &args.rev, auto_approve: args.auto_approve, destroy: None }))
+}
+
+/// Runs `byoc destroy`; returns the exit code.
+pub fn destroy(args: &DestroyArgs) -> u8 {
+    finish(run(&Request { target: &args.target, rev: &args.rev, auto_approve: args.auto_approve, destroy: Some(args.delete_data) }))
+}
+
+fn finish(result: anyhow::Result<u8>) -> u8 {
+    match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::error(&format!("{e:#}"));
             EXIT_ERROR
         }
     }
 }
 
-fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
+/// The checks `--skip-preflight` leaves out, as the warning names them.
+const SKIPPED_CHECKS: &[&str] = &[
+    "the service-linked role AWSServiceRoleForAutoScaling exists (EKS managed node groups need it)",
+    "the quota eks/L-6D54EA21 (managed node groups per cluster) is at least 36",
+    "iam:SimulatePrincipalPolicy allows the caller every action the plan needs",
+];
+
+fn run(request: &Request<'_>) -> anyhow::Result<u8> {
+    let args = request.target;
+    let destroy = request.destroy.is_some();
     let repository = source::open(&args.repo)?;
-    let revision = source::read(&repository, &args.rev, &args.env)?;
+    let revision = source::read(&repository, request.rev, &args.env)?;
     let Some(files) = &revision.files else {
         anyhow::bail!("{} does not exist at {}", args.env, revision.name);
     };
     let specs = match load(&args.env, files) {
         Ok(s) => s,
         Err(problems) => {
-            eprintln!("error: {} at {} is not valid; nothing was applied", args.env, revision.name);
+            logging::error(&format!("{} at {} is not valid; nothing was applied", args.env, revision.name));
             for p in &problems {
-                eprintln!("{p}");
+                logging::line(logging::Level::Error, &p.to_string());
             }
             return Ok(EXIT_ERROR);
         }
@@ -49,28 +77,31 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
         anyhow::bail!("environment {} is on {}; byoc apply converges AWS environments only so far", env.name, env.cloud.as_str());
     }
     let desired = if destroy { Graph::default() } else { cloud_part(&expand(&specs)) };
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| ".byoc-state".into());
-    let store = open_store(args.state_s3.is_none().then_some(state_dir.as_path()), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
-        .expect("a directory is always given without --state-s3");
-    let poll = Duration::try_from_secs_f64(args.poll_interval)
-        .map_err(|_| anyhow::anyhow!("--poll-interval takes seconds, not {}", args.poll_interval))?;
+    let state_dir = match (&args.state_dir, &args.state_s3) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, None) => Some(crate::state::default_dir(&repository, &env.name)?),
+        (None, Some(_)) => None,
+    };
+    let store = open_store(state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
+        .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir or --state-s3"))?;
     let options = Options {
         revision: if destroy { format!("destroy at {}", revision.name) } else { revision.name.clone() },
-        concurrency: args.concurrency.max(1),
+        concurrency: usize::from(args.concurrency),
         holder: format!("{}:{}", apply::hostname(), std::process::id()),
-        lease_ttl: args.lease_seconds.max(3),
-        delete_data: destroy && args.delete_data,
+        lease_ttl: i64::from(args.lease_seconds),
+        delete_data: request.destroy == Some(true),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
-        cloud.poll = poll;
+        cloud.poll = args.poll_interval;
         let started = Instant::now();
         let mut prepared = match apply::prepare(&cloud, &store, &desired, &options).await {
             Ok(p) => p,
             Err(e @ ApplyError::Lease(_)) => {
-                eprintln!("error: {e}");
-                eprintln!("  nothing was changed; wait for the other apply to finish, or for the lease to expire if it died");
+                logging::error(&format!(
+                    "{e}\n  nothing was changed; wait for the other apply to finish, or for the lease to expire if it died"
+                ));
                 return Ok(EXIT_ERROR);
             }
             Err(e) => return Err(anyhow::Error::new(e)),
@@ -83,7 +114,11 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
         for note in prepared.notes() {
             println!("note: {note}");
         }
-        print!("{}", Report::new(&env.name, "aws", "live", &options.revision, &prepared.plan).text());
+        {
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            Report::new(&env.name, "aws", "live", &options.revision, &prepared.plan).write_text(&mut stdout)?;
+            stdout.flush()?;
+        }
         report_blocked(&prepared.plan);
         if destroy && !options.delete_data && prepared.plan.steps.iter().any(|s| s.action == Action::Blocked) {
             println!("kept resources stay; destroy --delete-data deletes them too (emptying the buckets)");
@@ -93,21 +128,33 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
             prepared.release()?;
             return Ok(EXIT_OK);
         }
-        let check = cloud.preflight(&prepared.plan).await;
-        println!("credentials: {}", if check.caller.is_empty() { "unknown" } else { &check.caller });
-        for n in &check.notes {
-            println!("preflight note: {n}");
-        }
-        if !check.problems.is_empty() {
-            eprintln!("error: preflight found {} problem(s); nothing was changed:", check.problems.len());
-            for p in &check.problems {
-                eprintln!("  - {p}");
+        if args.skip_preflight {
+            let mut warning = String::from("warning: --skip-preflight: these preflight checks were NOT made, and a failure they would have caught shows only part-way through:");
+            for check in SKIPPED_CHECKS {
+                warning.push_str("\n  - skipped: ");
+                warning.push_str(check);
             }
-            prepared.release()?;
-            return Ok(EXIT_ERROR);
+            logging::line(logging::Level::Warn, &warning);
+        } else {
+            let check = cloud.preflight(&prepared.plan).await;
+            println!("credentials: {}", if check.caller.is_empty() { "unknown" } else { &check.caller });
+            for n in &check.notes {
+                println!("preflight note: {n}");
+            }
+            if !check.problems.is_empty() {
+                let mut text = format!("error: preflight found {} problem(s); nothing was changed:", check.problems.len());
+                for p in &check.problems {
+                    text.push_str("\n  - ");
+                    text.push_str(p);
+                }
+                text.push_str("\n  hint: against an emulator that cannot answer these checks, --skip-preflight leaves them out");
+                logging::line(logging::Level::Error, &text);
+                prepared.release()?;
+                return Ok(EXIT_ERROR);
+            }
         }
-        if !args.auto_approve && !confirm(&env.name, &prepared)? {
-            eprintln!("not applied: only 'yes' approves; nothing was changed");
+        if !request.auto_approve && !confirm(&env.name, &prepared)? {
+            logging::line(logging::Level::Error, "not applied: only 'yes' approves; nothing was changed");
             prepared.release()?;
             return Ok(EXIT_ERROR);
         }
@@ -124,8 +171,7 @@ fn run(args: &ApplyArgs, destroy: bool) -> anyhow::Result<u8> {
                 Ok(EXIT_OK)
             }
             Err(e) => {
-                eprintln!("error: {e}");
-                eprintln!("  {} retries were made", cloud.retry.retries());
+                logging::error(&format!("{e}\n  {} retries were made", cloud.retry.retries()));
                 Ok(EXIT_ERROR)
             }
         }

@@ -2,11 +2,17 @@
 //! backoff and full jitter, up to a bounded number of attempts; every retry is printed
 //! and counted. The SDK's own retries are switched off so that this is the only place
 //! that retries, and what it did can be reported.
+//!
+//! Only what can succeed on a second try is retried: throttling, 5xx, timeouts, a
+//! connection dropped mid-request. Missing or refused credentials, an endpoint that
+//! refuses connections or a host name that does not resolve fail at once, with a one-line
+//! error and a hint, instead of the same failure eight times over.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -73,7 +79,8 @@ impl Retrier {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let (retryable, error) = classify(what, &error);
+            let (retry, error) = classify(what, &error);
+            let retryable = retry == Retry::Yes;
             if !retryable || attempt >= self.attempts {
                 return Err(error);
             }
@@ -81,12 +88,15 @@ impl Retrier {
             let ceiling = self.base.saturating_mul(1 << (attempt - 1).min(16)).min(self.cap);
             let wait = ceiling.mul_f64(rand::rng().random_range(0.0..=1.0));
             self.retries.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
-                "retry: {what}: {} (attempt {} of {} in {} ms)",
-                error.code.as_deref().unwrap_or(&error.message),
-                attempt + 1,
-                self.attempts,
-                wait.as_millis()
+            crate::logging::line(
+                crate::logging::Level::Warn,
+                &format!(
+                    "retry: {what}: {} (attempt {} of {} in {} ms)",
+                    error.code.as_deref().unwrap_or(&error.message),
+                    attempt + 1,
+                    self.attempts,
+                    wait.as_millis()
+                ),
             );
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -94,32 +104,155 @@ impl Retrier {
     }
 }
 
+/// Whether a failed call may succeed if made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Throttling, a server error, a timeout, a dropped connection.
+    Yes,
+    /// The same request would fail the same way.
+    No,
+}
+
+/// Code of the error made for missing or unusable credentials.
+pub const NO_CREDENTIALS: &str = "NoCredentials";
+/// Code of the error made for an endpoint that cannot be reached at all.
+pub const UNREACHABLE: &str = "EndpointUnreachable";
+
+const CREDENTIALS_HINT: &str = "hint: byoc reads credentials from the AWS default chain: set AWS_PROFILE (a profile in ~/.aws/config), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or for web identity AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN";
+
 /// Whether an error is worth retrying, and the error as ours.
-fn classify<E>(what: &str, error: &SdkError<E, HttpResponse>) -> (bool, CloudError)
+fn classify<E>(what: &str, error: &SdkError<E, HttpResponse>) -> (Retry, CloudError)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let status = error.raw_response().map(|r| r.status().as_u16());
+    let server = status.is_some_and(|s| s >= 500 || s == 429);
+    let verdict = |retry: bool| if retry { Retry::Yes } else { Retry::No };
     match error {
         SdkError::ServiceError(e) => {
             let inner = e.err();
             let code = inner.code().map(str::to_owned);
             let message = inner.message().map(str::to_owned).unwrap_or_else(|| format!("{inner}"));
             let throttled = code.as_deref().is_some_and(|c| THROTTLING.contains(&c));
-            let server = status.is_some_and(|s| s >= 500 || s == 429);
             let message = match status {
                 Some(s) if code.is_none() => format!("HTTP {s}: {message}"),
                 _ => message,
             };
-            (throttled || server, CloudError { what: what.to_owned(), code, message })
+            (verdict(throttled || server), CloudError { what: what.to_owned(), code, message })
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-            (true, CloudError::new(what, format!("{}", aws_smithy_types::error::display::DisplayErrorContext(error))))
+        SdkError::TimeoutError(_) => (Retry::Yes, CloudError::new(what, chain(error))),
+        SdkError::DispatchFailure(failure) => {
+            if let Some(c) = find::<CredentialsError>(error) {
+                // A provider that timed out may answer next time; anything else about
+                // credentials (none found, a bad profile, a refused web identity) will not.
+                let retry = verdict(matches!(c, CredentialsError::ProviderTimedOut(_)));
+                let message = match c {
+                    CredentialsError::CredentialsNotLoaded(_) => "no AWS credentials were found".to_owned(),
+                    other => format!("the AWS credentials could not be loaded: {}", chain(other)),
+                };
+                return (
+                    retry,
+                    CloudError {
+                        what: what.to_owned(),
+                        code: Some(NO_CREDENTIALS.to_owned()),
+                        message: format!("{message}\n  {CREDENTIALS_HINT}"),
+                    },
+                );
+            }
+            let refused = find::<std::io::Error>(error)
+                .is_some_and(|e| matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable));
+            let unresolved = !refused && chain(error).contains("dns error");
+            if refused || unresolved {
+                let why = if refused { "the endpoint refused the connection" } else { "the endpoint's host name does not resolve" };
+                let message = format!(
+                    "{why} ({})\n  hint: check the endpoint (--endpoint-url, AWS_ENDPOINT_URL, the region) and that it is up",
+                    chain(error)
+                );
+                return (Retry::No, CloudError { what: what.to_owned(), code: Some(UNREACHABLE.to_owned()), message });
+            }
+            // A timeout or a connection dropped mid-request may go through next time.
+            let retry = failure.is_timeout() || failure.is_io();
+            (verdict(retry), CloudError::new(what, chain(error)))
         }
-        SdkError::ResponseError(_) => (
-            status.is_some_and(|s| s >= 500 || s == 429),
-            CloudError::new(what, format!("{}", aws_smithy_types::error::display::DisplayErrorContext(error))),
-        ),
-        _ => (false, CloudError::new(what, format!("{}", aws_smithy_types::error::display::DisplayErrorContext(error)))),
+        SdkError::ResponseError(_) => (verdict(server), CloudError::new(what, chain(error))),
+        _ => (Retry::No, CloudError::new(what, chain(error))),
+    }
+}
+
+/// The first error of type `T` in `error`'s chain of sources.
+fn find<'e, T: std::error::Error + 'static>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// An error and its sources on one line (`dispatch failure: io error: ...: Connection
+/// refused (os error 111)`), each said once: what a person needs, not the debug dump.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    #[derive(Debug)]
+    struct NoMeta(ErrorMetadata);
+
+    impl std::fmt::Display for NoMeta {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("service error")
+        }
+    }
+
+    impl std::error::Error for NoMeta {}
+
+    impl ProvideErrorMetadata for NoMeta {
+        fn meta(&self) -> &ErrorMetadata {
+            &self.0
+        }
+    }
+
+    fn dispatch(source: impl std::error::Error + Send + Sync + 'static) -> SdkError<NoMeta, HttpResponse> {
+        SdkError::dispatch_failure(ConnectorError::other(Box::new(source), None))
+    }
+
+    #[test]
+    fn only_what_can_succeed_on_a_second_try_is_retried() {
+        let no_credentials = dispatch(CredentialsError::not_loaded("no providers in chain provided credentials"));
+        let (retry, e) = classify("ec2 DescribeVpcs", &no_credentials);
+        assert_eq!(retry, Retry::No);
+        assert!(e.is(&[NO_CREDENTIALS]) && e.message.contains("AWS_PROFILE") && e.message.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{e}");
+
+        let timed_out = dispatch(CredentialsError::provider_timed_out(std::time::Duration::from_secs(5)));
+        assert_eq!(classify("sts GetCallerIdentity", &timed_out).0, Retry::Yes);
+
+        let refused = SdkError::<NoMeta, HttpResponse>::dispatch_failure(ConnectorError::io(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ))));
+        let (retry, e) = classify("ec2 DescribeVpcs", &refused);
+        assert_eq!(retry, Retry::No);
+        assert!(e.is(&[UNREACHABLE]) && e.message.contains("refused the connection"), "{e}");
+
+        let reset = SdkError::<NoMeta, HttpResponse>::dispatch_failure(ConnectorError::io(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        ))));
+        assert_eq!(classify("ec2 DescribeVpcs", &reset).0, Retry::Yes, "a dropped connection may go through next time");
     }
 }

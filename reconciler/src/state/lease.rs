@@ -106,6 +106,54 @@ impl Lease {
     }
 }
 
+/// A held lease that is given back on every way out of its scope: [`LeaseGuard::release`]
+/// where the caller wants to hear whether that worked, and otherwise when the guard is
+/// dropped (an early return, a `?`, a panic), so a run that failed does not keep the
+/// environment locked until the lease expires. The store is synchronous, so dropping can
+/// write.
+#[derive(Debug)]
+pub struct LeaseGuard<'s, S: StateStore> {
+    store: &'s S,
+    lease: Option<Lease>,
+}
+
+impl<'s, S: StateStore> LeaseGuard<'s, S> {
+    /// Guards `lease`, kept in `store`.
+    pub fn new(store: &'s S, lease: Lease) -> Self {
+        LeaseGuard { store, lease: Some(lease) }
+    }
+
+    /// Extends the lease to `now + ttl`; fails if it was taken over meanwhile.
+    pub fn renew(&mut self, now: i64, ttl: i64) -> Result<(), LeaseError> {
+        match self.lease.as_mut() {
+            Some(lease) => lease.renew(self.store, now, ttl),
+            None => Err(LeaseError::Lost),
+        }
+    }
+
+    /// Gives the lease up now, reporting a failure.
+    pub fn release(mut self) -> Result<(), LeaseError> {
+        match self.lease.take() {
+            Some(lease) => lease.release(self.store),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<S: StateStore> Drop for LeaseGuard<'_, S> {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        match lease.release(self.store) {
+            // Someone else holds it now: nothing of ours to give back.
+            Ok(()) | Err(LeaseError::Lost) => {}
+            Err(e) => crate::logging::line(
+                crate::logging::Level::Warn,
+                &format!("warning: could not release the environment's lease ({e}); it stays taken until it expires"),
+            ),
+        }
+    }
+}
+
 /// The stored lease record and its version, if any.
 fn read(store: &impl StateStore) -> Result<Option<(Record, String)>, LeaseError> {
     let Some(v) = store.get(LEASE_KEY)? else { return Ok(None) };
@@ -140,5 +188,30 @@ mod tests {
         Lease::acquire(&s, "c", 1113, 60).expect("free after release");
         assert!(matches!(Lease::acquire_unless(&s, "d", 1114, 60, |h| h == "x"), Err(LeaseError::Held { .. })), "c is alive");
         Lease::acquire_unless(&s, "d", 1114, 60, |h| h == "c").expect("c died: d takes over before expiry");
+    }
+
+    #[test]
+    fn a_guard_gives_the_lease_back_on_every_way_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalDir::new(dir.path()).expect("store");
+        let far = i64::MAX / 2;
+        // Dropped on an early return (here, the end of a scope): released.
+        {
+            let _guard = LeaseGuard::new(&s, Lease::acquire(&s, "a", 1000, far).expect("a takes it"));
+        }
+        Lease::acquire(&s, "b", 1001, 60).expect("free after the guard was dropped").release(&s).expect("released");
+        // Dropped while a panic unwinds: released too.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = LeaseGuard::new(&s, Lease::acquire(&s, "c", 1002, far).expect("c takes it"));
+            panic!("an error mid-apply");
+        }));
+        assert!(panicked.is_err());
+        Lease::acquire(&s, "d", 1003, 60).expect("free after the panic").release(&s).expect("released");
+        // Released explicitly, and renewable while held.
+        let mut guard = LeaseGuard::new(&s, Lease::acquire(&s, "e", 1004, 60).expect("e takes it"));
+        guard.renew(1010, 60).expect("renewed");
+        assert!(matches!(Lease::acquire(&s, "f", 1065, 60), Err(LeaseError::Held { expires_at: 1070, .. })));
+        guard.release().expect("released");
+        Lease::acquire(&s, "f", 1011, 60).expect("free after release");
     }
 }

@@ -147,9 +147,19 @@ pub fn verify<'a>(armored: &[u8], payload: &[u8], sigstore: &'a Sigstore) -> Res
     let entry = si.unsigned_attrs.as_ref().and_then(|u| u.iter().find(|a| a.oid == REKOR_ENTRY_OID)).and_then(|a| a.values.get(0)).ok_or(
         "no transparency-log entry is embedded (gitsign's online mode); without it the short-lived certificate cannot be judged offline",
     )?;
-    let entry = entry.decode_as::<der::asn1::OctetString>().map_err(|e| format!("malformed embedded Rekor entry: {e}"))?;
-    let entry = <rekor::TransparencyLogEntry as prost::Message>::decode(entry.as_bytes())
-        .map_err(|e| format!("malformed embedded Rekor entry: {e}"))?;
+    let entry = entry.decode_as::<der::asn1::OctetString>().map_err(|e| {
+        format!(
+            "the embedded Rekor entry (attribute {REKOR_ENTRY_OID}) is an ASN.1 {} of {} byte(s), and this verifier reads only gitsign's layout, an OCTET STRING holding a protobuf TransparencyLogEntry; that layout is not supported, so the signature is refused ({e})",
+            der::Tagged::tag(entry),
+            entry.value().len()
+        )
+    })?;
+    let entry = <rekor::TransparencyLogEntry as prost::Message>::decode(entry.as_bytes()).map_err(|e| {
+        format!(
+            "the embedded Rekor entry (attribute {REKOR_ENTRY_OID}) is an OCTET STRING of {} byte(s) that is not a protobuf TransparencyLogEntry, the only layout this verifier reads; that layout is not supported, so the signature is refused ({e})",
+            entry.as_bytes().len()
+        )
+    })?;
 
     let signed_attrs = attrs.to_der().map_err(|e| e.to_string())?;
     let signature = si.signature.as_bytes();

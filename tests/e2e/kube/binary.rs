@@ -96,7 +96,9 @@ async fn invalid_specs_or_an_unreachable_api_server_are_clear_errors_and_write_n
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     std::fs::write(work.path().join("gone"), kube_double::kubeconfig(&format!("http://{closed}"))).expect("kubeconfig");
     copy_dir(&project_root().join("examples/aws"), &env);
-    let down = run(work.path(), ["clusters", "--env", "env", "--kubeconfig", "gone"].map(str::to_owned).to_vec()).await;
+    // Not inside a git repository: the state directory must be named.
+    let down =
+        run(work.path(), ["clusters", "--env", "env", "--kubeconfig", "gone", "--state-dir", "state"].map(str::to_owned).to_vec()).await;
     assert_eq!(down.code, 1, "{}{}", down.stdout, down.stderr);
     assert!(down.stderr.contains("error: reading Namespace rw-analytics"), "{}", down.stderr);
 }

@@ -92,3 +92,54 @@ fn a_gitsign_signature_over_other_content_is_refused() {
     let e = gitsign::verify(&sig, &payload, chainguard().sigstore.as_ref().expect("sigstore")).expect_err("refused");
     assert!(e.contains("does not match the commit's content"), "{e}");
 }
+
+/// The fixture's signature with its embedded Rekor entry (the unsigned attribute gitsign
+/// adds) replaced by `value`, armored again. The attribute is outside what the CMS
+/// signature covers, so everything before the entry still checks out.
+fn with_rekor_entry(sig: &[u8], value: der::Any) -> Vec<u8> {
+    use base64::Engine;
+    use cms::content_info::ContentInfo;
+    use cms::signed_data::{SignedData, SignerInfos};
+    use der::{Decode, Encode};
+    let text = String::from_utf8_lossy(sig);
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.trim().chars()).collect();
+    let der_bytes = base64::engine::general_purpose::STANDARD.decode(body).expect("base64");
+    let mut info = ContentInfo::from_der(&der_bytes).expect("CMS");
+    let mut signed: SignedData = info.content.decode_as().expect("SignedData");
+    let mut signers = signed.signer_infos.0.into_vec();
+    let attrs = signers[0].unsigned_attrs.take().expect("unsigned attributes").into_vec();
+    let attrs: Vec<x509_cert::attr::Attribute> = attrs
+        .into_iter()
+        .map(|mut a| {
+            if a.oid == gitsign::REKOR_ENTRY_OID {
+                a.values = der::asn1::SetOfVec::try_from(vec![value.clone()]).expect("one value");
+            }
+            a
+        })
+        .collect();
+    signers[0].unsigned_attrs = Some(der::asn1::SetOfVec::try_from(attrs).expect("attributes"));
+    signed.signer_infos = SignerInfos(der::asn1::SetOfVec::try_from(signers).expect("signers"));
+    info.content = der::Any::encode_from(&signed).expect("encode");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(info.to_der().expect("DER"));
+    format!("-----BEGIN SIGNED MESSAGE-----\n{encoded}\n-----END SIGNED MESSAGE-----\n").into_bytes()
+}
+
+#[test]
+fn a_rekor_entry_in_a_layout_the_verifier_does_not_read_is_refused_saying_what_was_found() {
+    let policy = chainguard();
+    let sigstore = policy.sigstore.as_ref().expect("sigstore");
+    let (sig, payload) = signature_of("dc68e8ce155fe12ab8fd7c55de6ef336ce716ee8");
+    // The entry as a SEQUENCE (say, a layout with the entry as ASN.1) instead of gitsign's
+    // OCTET STRING around a protobuf message.
+    let sequence =
+        der::Any::new(der::Tag::Sequence, der::Encode::to_der(&der::asn1::Utf8StringRef::new("entry").expect("utf8")).expect("DER"))
+            .expect("any");
+    let e = gitsign::verify(&with_rekor_entry(&sig, sequence), &payload, sigstore).expect_err("refused");
+    assert!(e.contains("is an ASN.1 SEQUENCE of 7 byte(s)") && e.contains("that layout is not supported"), "{e}");
+    assert!(e.contains("refused") && !e.starts_with("malformed"), "{e}");
+    // An OCTET STRING that holds no protobuf TransparencyLogEntry.
+    let octets = der::Any::new(der::Tag::OctetString, vec![0xff_u8, 0xff, 0xff, 0xff]).expect("any");
+    let e = gitsign::verify(&with_rekor_entry(&sig, octets), &payload, sigstore).expect_err("refused");
+    assert!(e.contains("is an OCTET STRING of 4 byte(s) that is not a protobuf TransparencyLogEntry"), "{e}");
+    assert!(e.contains("that layout is not supported"), "{e}");
+}
