@@ -686,6 +686,38 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_deletion_of_a_leaked_resource_keeps_every_later_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalDir::new(dir.path()).expect("store");
+        // Nothing recorded: what the leaked load balancer uses is unknown.
+        let nlb = ResourceId::new(Kind::AwsNlb, "old");
+        let group = ResourceId::new(Kind::AwsVpcEndpointService, "old");
+        let vpc = ResourceId::new(Kind::AwsVpc, "old");
+        let cloud = Memory {
+            existing: vec![
+                found(&group, Kind::AwsVpcEndpointService, "vpce-1"),
+                found(&nlb, Kind::AwsNlb, "lb-1"),
+                found(&vpc, Kind::AwsVpc, "vpc-1"),
+            ],
+            fail_delete: BTreeSet::from([nlb.clone()]),
+            ..Memory::default()
+        };
+        let options = Options { revision: "destroy".into(), concurrency: 4, holder: "test:1".into(), lease_ttl: 60, delete_data: true };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let err = rt
+            .block_on(async {
+                let prepared = prepare(&cloud, &store, &Graph::default(), &options).await?;
+                prepared.execute(&cloud, 4).await
+            })
+            .expect_err("the load balancer's deletion fails");
+        let text = err.to_string();
+        assert!(text.contains("aws.vpc/old: not deleted: the deletion of aws.nlb/old failed and what it uses is not recorded"), "{text}");
+        let calls = cloud.calls.borrow();
+        assert!(calls.contains(&format!("delete {group}")), "an earlier kind is deleted: {calls:?}");
+        assert!(!calls.contains(&format!("delete {vpc}")), "{calls:?}");
+    }
+
+    #[test]
     fn a_failed_deletion_keeps_only_what_it_uses_and_every_other_deletion_goes_on() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalDir::new(dir.path()).expect("store");
