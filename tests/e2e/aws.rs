@@ -127,9 +127,14 @@ impl Account {
 
     /// What the account holds for environment prod-use1, read with describe calls.
     fn inventory(&self) -> Value {
+        self.inventory_of("prod-use1")
+    }
+
+    /// What the account holds for environment `env`, read with describe calls.
+    fn inventory_of(&self, env: &str) -> Value {
         let out = Command::new(venv_python())
             .arg(project_root().join("tests/moto/inventory.py"))
-            .args([&self.moto, "prod-use1"])
+            .args([self.moto.as_str(), env])
             .envs(MOTO_ENV)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .output()
@@ -140,7 +145,12 @@ impl Account {
 
     /// Resource id -> how many cloud resources carry its tag.
     pub(crate) fn counts(&self) -> std::collections::BTreeMap<String, usize> {
-        let inv = self.inventory();
+        self.counts_of("prod-use1")
+    }
+
+    /// [`Account::counts`] for environment `env`.
+    fn counts_of(&self, env: &str) -> std::collections::BTreeMap<String, usize> {
+        let inv = self.inventory_of(env);
         inv["tagged"].as_object().expect("tagged").iter().map(|(k, v)| (k.clone(), v.as_array().map_or(0, Vec::len))).collect()
     }
 
@@ -637,4 +647,152 @@ fn web_identity_credentials_from_a_projected_token_file() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("credentials: arn:aws:sts::123456789012:assumed-role/byoc-deployer/ci"), "{stdout}");
     assert_exactly_one_of_each(&account.counts());
+}
+
+/// Every name byoc derives from the longest environment name validation accepts, a
+/// four-digit proxy port and the longest cluster name is one AWS takes: faults.py answers
+/// load balancer and target group names over 32 characters or with `--`, and role names
+/// over 64, with AWS's ValidationError, as AWS would.
+#[test]
+fn the_longest_valid_names_apply_and_destroy() {
+    const ENV: &str = "abcdefghijklmnop-qrstuvw";
+    let account = Account::new().with_autoscaling_role();
+    let mut repo = example_repo();
+    repo.edit("examples/aws/environment.yaml", "name: prod-use1", &format!("name: {ENV}"));
+    repo.edit("examples/aws/environment.yaml", "      port: 4566", "      port: 9999");
+    let long = "a2345678-0123456789-123456789-123456789z";
+    assert_eq!(long.len(), 40, "the longest cluster name validation accepts");
+    repo.write(
+        &format!("examples/aws/clusters/{long}.yaml"),
+        &repo
+            .read("examples/aws/clusters/ingest.yaml")
+            .replace("name: ingest", &format!("name: {long}"))
+            .replace("prefix: ingest", "prefix: long"),
+    );
+    repo.commit("long names");
+    let args = approved_apply_args(&account, "state");
+    ok(&run(&repo, &args));
+    let counts = account.counts_of(ENV);
+    assert_eq!(counts.len(), EXPECTED.len() + 1, "every resource and the third cluster's role: {counts:?}");
+    let d = &account.inventory_of(ENV)["details"];
+    assert_eq!(d["nlbs"]["aws.nlb/proxy"]["ports"], serde_json::json!([9999]));
+    let role = d["roles"][format!("aws.iam-role/rw-{long}")]["arn"].as_str().expect("the long cluster's role").to_owned();
+    let name = role.rsplit('/').next().unwrap_or_default();
+    assert!(name.len() <= 64 && name.starts_with(&format!("byoc-{ENV}-")), "{name}");
+    let mut destroy = args.clone();
+    destroy[0] = "destroy";
+    destroy.push("--delete-data");
+    ok(&run(&repo, &destroy));
+    assert_eq!(account.counts_of(ENV), Default::default(), "destroy --delete-data leaves nothing tagged");
+}
+
+/// boto3 code that finds this environment's resources by their resource tag.
+const FIND: &str = "import boto3
+ec2 = boto3.client('ec2'); elb = boto3.client('elbv2'); iam = boto3.client('iam'); eks = boto3.client('eks'); s3 = boto3.client('s3')
+def tagged(tags, rid):
+    return any(t['Key'] == 'byoc.risingwave.dev/resource' and t['Value'] == rid for t in tags or [])
+def lb(rid):
+    return [l for l in elb.describe_load_balancers()['LoadBalancers'] if tagged(elb.describe_tags(ResourceArns=[l['LoadBalancerArn']])['TagDescriptions'][0]['Tags'], rid)][0]
+";
+
+#[test]
+fn destroy_deletes_what_is_half_created_and_passes_over_what_is_already_gone() {
+    let account = Account::new().with_autoscaling_role();
+    let repo = example_repo();
+    let args = approved_apply_args(&account, "state");
+    ok(&run(&repo, &args));
+    account.python(&format!(
+        "{FIND}
+# The public load balancer as a run that stopped before its target group left it: no
+# listener, no target group (DescribeTargetGroups by load balancer answers TargetGroupNotFound).
+arn = lb('aws.nlb/proxy-public')['LoadBalancerArn']
+for l in elb.describe_listeners(LoadBalancerArn=arn)['Listeners']:
+    elb.delete_listener(ListenerArn=l['ListenerArn'])
+for t in elb.describe_target_groups(LoadBalancerArn=arn)['TargetGroups']:
+    elb.delete_target_group(TargetGroupArn=t['TargetGroupArn'])
+# A role created but never given its policy.
+iam.delete_role_policy(RoleName='byoc-prod-use1-rw-analytics', PolicyName='byoc')
+# Already gone: a role, a bucket, a node group, the public route table and the internet gateway.
+iam.delete_role_policy(RoleName='byoc-prod-use1-rw-ingest', PolicyName='byoc')
+iam.delete_role(RoleName='byoc-prod-use1-rw-ingest')
+s3.delete_bucket(Bucket='byoc-prod-use1-123456789012-state')
+eks.delete_nodegroup(clusterName='byoc-prod-use1', nodegroupName='system')
+rt = [t for t in ec2.describe_route_tables()['RouteTables'] if tagged(t.get('Tags'), 'aws.route-table/public')][0]
+for a in rt.get('Associations', []):
+    ec2.disassociate_route_table(AssociationId=a['RouteTableAssociationId'])
+ec2.delete_route_table(RouteTableId=rt['RouteTableId'])
+igw = [g for g in ec2.describe_internet_gateways()['InternetGateways'] if tagged(g.get('Tags'), 'aws.internet-gateway/main')][0]
+for a in igw.get('Attachments', []):
+    ec2.detach_internet_gateway(InternetGatewayId=igw['InternetGatewayId'], VpcId=a['VpcId'])
+ec2.delete_internet_gateway(InternetGatewayId=igw['InternetGatewayId'])
+"
+    ));
+    let counts = account.counts();
+    assert!(!counts.contains_key("tg:aws.nlb/proxy-public") && counts.contains_key("aws.nlb/proxy-public"), "{counts:?}");
+    let mut destroy = args.clone();
+    destroy[0] = "destroy";
+    destroy.push("--delete-data");
+    let out = run(&repo, &destroy);
+    ok(&out);
+    for gone in
+        ["aws.iam-role/rw-ingest", "aws.s3-bucket/state", "aws.eks-nodegroup/system", "aws.route-table/public", "aws.internet-gateway/main"]
+    {
+        assert!(
+            out.stdout.contains(&format!("note: {gone} is in the inventory but no longer exists (deleted outside byoc)")),
+            "{gone}\n{}",
+            out.stdout
+        );
+    }
+    assert!(out.stdout.contains("aws.nlb/proxy-public delete"), "{}", out.stdout);
+    assert_eq!(account.counts(), Default::default(), "destroy --delete-data leaves nothing tagged");
+}
+
+#[test]
+fn a_deletion_that_fails_keeps_only_what_it_uses_and_everything_else_is_destroyed() {
+    let account = Account::new().with_autoscaling_role();
+    let repo = example_repo();
+    let args = approved_apply_args(&account, "state");
+    ok(&run(&repo, &args));
+    // Someone added a node group of their own to the EKS cluster: EKS refuses to delete a
+    // cluster that has node groups (ResourceInUseException).
+    account.python(&format!(
+        "{FIND}
+subnets = [s['SubnetId'] for s in ec2.describe_subnets()['Subnets'] if tagged(s.get('Tags'), 'aws.subnet/private-a')]
+eks.create_nodegroup(clusterName='byoc-prod-use1', nodegroupName='theirs', subnets=subnets, nodeRole='arn:aws:iam::123456789012:role/theirs')
+"
+    ));
+    let mut destroy = args.clone();
+    destroy[0] = "destroy";
+    destroy.push("--delete-data");
+    let failed = run(&repo, &destroy);
+    assert_ne!(failed.code, 0, "{}\n{}", failed.stdout, failed.stderr);
+    let text = format!("{}\n{}", failed.stdout, failed.stderr);
+    for line in [
+        "1 action(s) failed",
+        "eks DeleteCluster for aws.eks-cluster/main byoc-prod-use1: ResourceInUseException",
+        "aws.iam-role/eks-cluster: not deleted: aws.eks-cluster/main uses it and is still there",
+        "aws.security-group/cluster: not deleted: aws.eks-cluster/main uses it and is still there",
+        "aws.subnet/private-a: not deleted: aws.eks-cluster/main uses it and is still there",
+        "aws.vpc/main: not deleted: aws.s",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    let left: Vec<String> = account.counts().into_keys().collect();
+    assert_eq!(
+        left,
+        [
+            "aws.eks-cluster/main",
+            "aws.iam-role/eks-cluster",
+            "aws.security-group/cluster",
+            "aws.subnet/private-a",
+            "aws.subnet/private-b",
+            "aws.subnet/private-c",
+            "aws.vpc/main",
+        ],
+        "only the cluster and what it uses are left"
+    );
+    // Once their node group is gone, the rerun finishes the job.
+    account.python("import boto3; boto3.client('eks').delete_nodegroup(clusterName='byoc-prod-use1', nodegroupName='theirs')");
+    ok(&run(&repo, &destroy));
+    assert_eq!(account.counts(), Default::default(), "the second destroy leaves nothing tagged");
 }

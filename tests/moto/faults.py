@@ -24,6 +24,14 @@
    - s3 GetBucketVersioning: moto's answer has the root element GetBucketVersioningResponse
      where S3 sends VersioningConfiguration, which the AWS SDK for Rust cannot parse; it is
      renamed on the way back.
+3. Names AWS refuses and moto takes: CreateLoadBalancer and CreateTargetGroup names that
+   ELBv2 documents as invalid (over 32 characters, anything but letters, digits and
+   hyphens, a leading or trailing hyphen, "--" (the API's target group pattern is
+   (?!.*--)(?!^-)(?!.*-$)^[A-Za-z0-9-]+$), a load balancer name starting with
+   "internal-"), and CreateRole names outside IAM's model (at most 64 of [\w+=,.@-]),
+   are answered with the ValidationError (400, Sender) AWS sends, without reaching moto.
+   So an end-to-end test fails the way a real account would if byoc ever derives such a
+   name again.
    Everything else goes to moto unchanged.
 
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
@@ -75,6 +83,41 @@ def fault(service):
     code, status = ("Throttling", 400) if throttle else ("InternalFailure", 500)
     body = f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>injected by faults.py</Message></Error><RequestId>fault</RequestId></ErrorResponse>"
     return status, {"Content-Type": "text/xml"}, body
+
+
+ELB_NAME = re.compile(r"(?!.*--)(?!^-)(?!.*-$)^[A-Za-z0-9-]{1,32}$")
+IAM_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+
+
+def refused_name(service, form):
+    """The ValidationError AWS answers a create call whose name it refuses, or None."""
+    action = form.get("Action", [""])[0]
+    if service == "elasticloadbalancing" and action in ("CreateLoadBalancer", "CreateTargetGroup"):
+        name = form.get("Name", [""])[0]
+        what = "LoadBalancer" if action == "CreateLoadBalancer" else "Target group"
+        if len(name) > 32:
+            message = f"{what} name '{name}' cannot be longer than '32' characters"
+        elif not ELB_NAME.match(name):
+            message = (f"1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: "
+                       "Member must satisfy regular expression pattern: (?!.*--)(?!^-)(?!.*-$)^[A-Za-z0-9-]+$")
+        elif action == "CreateLoadBalancer" and name.startswith("internal-"):
+            message = f"Load balancer name '{name}' cannot begin with 'internal-'"
+        else:
+            return None
+        ns = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"
+    elif service == "iam" and action == "CreateRole":
+        name = form.get("RoleName", [""])[0]
+        if IAM_ROLE_NAME.match(name):
+            return None
+        constraint = ("Member must have length less than or equal to 64" if len(name) > 64
+                      else "Member must satisfy regular expression pattern: [\\w+=,.@-]+")
+        message = f"1 validation error detected: Value '{name}' at 'roleName' failed to satisfy constraint: {constraint}"
+        ns = "https://iam.amazonaws.com/doc/2010-05-08/"
+    else:
+        return None
+    body = (f'<ErrorResponse xmlns="{ns}"><Error><Type>Sender</Type><Code>ValidationError</Code>'
+            f"<Message>{message}</Message></Error><RequestId>refused-by-faults-py</RequestId></ErrorResponse>")
+    return 400, {"Content-Type": "text/xml"}, body
 
 
 def simulate(form):
@@ -145,6 +188,10 @@ class Handler(BaseHTTPRequestHandler):
                 status, headers, payload = fault(service)
         if inject:
             return self.answer(status, headers, payload)
+        if service in ("iam", "elasticloadbalancing") and b"Action=Create" in body:
+            refused = refused_name(service, urllib.parse.parse_qs(body.decode(), keep_blank_values=True))
+            if refused:
+                return self.answer(*refused)
         if service == "iam" and b"Action=SimulatePrincipalPolicy" in body:
             return self.answer(*simulate(urllib.parse.parse_qs(body.decode())))
         if self.headers.get("X-Amz-Target", "").endswith(".GetServiceQuota"):

@@ -5,7 +5,10 @@
 //! 1. replacements delete the old resource, dependents first ([`super::DELETE_ORDER`]);
 //! 2. creates, updates and replacements' creates run as soon as what they depend on is
 //!    done;
-//! 3. deletions, dependents first.
+//! 3. deletions, dependents first. A failed deletion stops only the deletions of what
+//!    the failed resource still uses (its recorded dependencies, transitively; every later
+//!    kind when nothing is recorded, as for a leaked resource); every other deletion goes
+//!    on, and the error lists each resource left and why.
 //!
 //! A crash anywhere leaves the cloud ahead of the inventory by at most the actions in
 //! flight; those resources carry their tags already, so the next run finds and adopts
@@ -419,12 +422,29 @@ impl<S: StateStore> Prepared<'_, S> {
         for s in steps {
             by_rank.entry(delete_rank(s.kind)).or_default().push(s);
         }
-        for wave in by_rank.values() {
+        // Resources that must stay because something that uses them could not be deleted:
+        // id -> why.
+        let mut kept: BTreeMap<ResourceId, String> = BTreeMap::new();
+        // A failed deletion whose dependencies are unknown keeps every later kind.
+        let mut keep_later_than: Option<(usize, ResourceId)> = None;
+        for (rank, wave) in &by_rank {
             let mut queue = wave.iter();
             let mut running = FuturesUnordered::new();
             loop {
-                while running.len() < concurrency && progress.failures.is_empty() {
+                // A replacement stops at the first failure (its creates must not run);
+                // a deletion goes on with everything the failure does not hold.
+                while running.len() < concurrency && (!replacing || progress.failures.is_empty()) {
                     let Some(step) = queue.next() else { break };
+                    let why = kept.get(&step.id).cloned().or_else(|| {
+                        keep_later_than.as_ref().filter(|(r, _)| r < rank).map(|(_, failed)| {
+                            format!("the deletion of {failed} failed and what it uses is not recorded, so nothing it might use is deleted")
+                        })
+                    });
+                    if let Some(why) = why {
+                        progress.skipped.push(format!("{}: not deleted: {why}", step.id));
+                        self.hold_dependencies(&step.id, &mut kept);
+                        continue;
+                    }
                     let Some(found) = refs.get(&step.id).cloned() else { continue };
                     running.push(async move {
                         let started = Instant::now();
@@ -445,14 +465,37 @@ impl<S: StateStore> Prepared<'_, S> {
                         let label = if replacing { "replace: deleted" } else { "delete" };
                         progress.done(&step.id, label, &found.cloud_id, started, !replacing);
                     }
-                    Err(e) => progress.failures.push(e.to_string()),
+                    Err(e) => {
+                        progress.failures.push(e.to_string());
+                        let known = self.observed.graph.resources.contains_key(&step.id) && !self.observed.leaked.contains(&step.id);
+                        if known {
+                            self.hold_dependencies(&step.id, &mut kept);
+                        } else if keep_later_than.is_none() {
+                            keep_later_than = Some((*rank, step.id.clone()));
+                        }
+                    }
                 }
             }
-            if !progress.failures.is_empty() {
+            if replacing && !progress.failures.is_empty() {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Marks what `id` uses (as recorded, transitively) as kept: it cannot go while `id`
+    /// exists.
+    fn hold_dependencies(&self, id: &ResourceId, kept: &mut BTreeMap<ResourceId, String>) {
+        let mut todo = vec![id.clone()];
+        while let Some(user) = todo.pop() {
+            let Some(r) = self.observed.graph.resources.get(&user) else { continue };
+            for dep in &r.depends_on {
+                if !kept.contains_key(dep) {
+                    kept.insert(dep.clone(), format!("{user} uses it and is still there"));
+                    todo.push(dep.clone());
+                }
+            }
+        }
     }
 
     async fn ensure_in_order<C: Cloud>(
@@ -601,17 +644,20 @@ mod tests {
         assert_eq!(deleted.steps[0].action, Action::Delete);
     }
 
-    /// A cloud that keeps resources in memory and fails to create the ones named in
-    /// `fail`: enough to see ordering and what is recorded when an action fails.
+    /// A cloud that holds `existing`, fails to create the ones named in `fail` and to
+    /// delete those in `fail_delete`: enough to see ordering and what is recorded when an
+    /// action fails.
     #[derive(Default)]
     struct Memory {
+        existing: Vec<Found>,
         fail: BTreeSet<ResourceId>,
+        fail_delete: BTreeSet<ResourceId>,
         calls: RefCell<Vec<String>>,
     }
 
     impl Cloud for Memory {
         async fn observe(&self) -> Result<Vec<Found>, CloudError> {
-            Ok(Vec::new())
+            Ok(self.existing.clone())
         }
 
         async fn ensure(&self, desired: &Resource, _existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
@@ -628,8 +674,89 @@ mod tests {
 
         async fn delete(&self, f: &Found) -> Result<(), CloudError> {
             self.calls.borrow_mut().push(format!("delete {}", f.id));
+            tokio::task::yield_now().await;
+            if self.fail_delete.contains(&f.id) {
+                return Err(CloudError::new(f.id.to_string(), "refused"));
+            }
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_failed_deletion_of_a_leaked_resource_keeps_every_later_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalDir::new(dir.path()).expect("store");
+        // Nothing recorded: what the leaked load balancer uses is unknown.
+        let nlb = ResourceId::new(Kind::AwsNlb, "old");
+        let group = ResourceId::new(Kind::AwsVpcEndpointService, "old");
+        let vpc = ResourceId::new(Kind::AwsVpc, "old");
+        let cloud = Memory {
+            existing: vec![
+                found(&group, Kind::AwsVpcEndpointService, "vpce-1"),
+                found(&nlb, Kind::AwsNlb, "lb-1"),
+                found(&vpc, Kind::AwsVpc, "vpc-1"),
+            ],
+            fail_delete: BTreeSet::from([nlb.clone()]),
+            ..Memory::default()
+        };
+        let options = Options { revision: "destroy".into(), concurrency: 4, holder: "test:1".into(), lease_ttl: 60, delete_data: true };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let err = rt
+            .block_on(async {
+                let prepared = prepare(&cloud, &store, &Graph::default(), &options).await?;
+                prepared.execute(&cloud, 4).await
+            })
+            .expect_err("the load balancer's deletion fails");
+        let text = err.to_string();
+        assert!(text.contains("aws.vpc/old: not deleted: the deletion of aws.nlb/old failed and what it uses is not recorded"), "{text}");
+        let calls = cloud.calls.borrow();
+        assert!(calls.contains(&format!("delete {group}")), "an earlier kind is deleted: {calls:?}");
+        assert!(!calls.contains(&format!("delete {vpc}")), "{calls:?}");
+    }
+
+    #[test]
+    fn a_failed_deletion_keeps_only_what_it_uses_and_every_other_deletion_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalDir::new(dir.path()).expect("store");
+        let vpc = ResourceId::new(Kind::AwsVpc, "main");
+        let used = ResourceId::new(Kind::AwsSubnet, "a");
+        let free = ResourceId::new(Kind::AwsSubnet, "b");
+        let nlb = ResourceId::new(Kind::AwsNlb, "proxy");
+        let role = ResourceId::new(Kind::AwsIamRole, "agent");
+        let cluster = ResourceId::new(Kind::AwsEksCluster, "main");
+        let all = [(&vpc, vec![]), (&used, vec![&vpc]), (&free, vec![&vpc]), (&nlb, vec![&used]), (&role, vec![]), (&cluster, vec![&role])];
+        let mut inventory = Inventory::default();
+        let mut cloud = Memory { fail_delete: BTreeSet::from([nlb.clone()]), ..Memory::default() };
+        for (id, deps) in &all {
+            let kind = ResourceId::parse(id.as_str()).expect("id").0;
+            let mut r = record(kind, &format!("cloud-{id}"), "");
+            r.depends_on = deps.iter().map(|d| d.as_str().to_owned()).collect();
+            inventory.resources.insert(id.to_string(), r);
+            cloud.existing.push(found(id, kind, &format!("cloud-{id}")));
+        }
+        store.put(INVENTORY_KEY, &serde_json::to_vec(&inventory).expect("json"), None).expect("inventory written");
+        let options = Options { revision: "destroy".into(), concurrency: 4, holder: "test:1".into(), lease_ttl: 60, delete_data: true };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let err = rt
+            .block_on(async {
+                let prepared = prepare(&cloud, &store, &Graph::default(), &options).await?;
+                prepared.execute(&cloud, 4).await
+            })
+            .expect_err("the load balancer's deletion fails");
+        let text = err.to_string();
+        assert!(text.starts_with("1 action(s) failed (3 finished"), "{text}");
+        assert!(text.contains("aws.nlb/proxy: refused"), "{text}");
+        assert!(text.contains("aws.subnet/a: not deleted: aws.nlb/proxy uses it"), "{text}");
+        assert!(text.contains("aws.vpc/main: not deleted: aws.subnet/a uses it"), "{text}");
+        let calls = cloud.calls.borrow();
+        for gone in [&free, &role, &cluster] {
+            assert!(calls.contains(&format!("delete {gone}")), "{gone} independent of the failure is deleted: {calls:?}");
+        }
+        for kept in [&used, &vpc] {
+            assert!(!calls.contains(&format!("delete {kept}")), "{kept} is in use and must not be deleted: {calls:?}");
+        }
+        let (inventory, _) = load_inventory(&store).expect("inventory");
+        assert_eq!(inventory.resources.keys().collect::<Vec<_>>(), ["aws.nlb/proxy", "aws.subnet/a", "aws.vpc/main"]);
     }
 
     #[test]

@@ -193,6 +193,17 @@ fn missing(what: &str, field: &str) -> CloudError {
     CloudError::new(what, format!("the response has no {field}"))
 }
 
+/// `None` when the call failed with one of `codes` (what it acts on is already gone):
+/// deletion is idempotent, and a half-created or half-deleted resource is deleted from
+/// wherever it stands.
+fn unless_gone<T>(result: Result<T, CloudError>, codes: &[&str]) -> Result<Option<T>, CloudError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is(codes) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Cloud for Aws {
     async fn observe(&self) -> Result<Vec<Found>, CloudError> {
         let mut out = Vec::new();
@@ -238,6 +249,7 @@ impl Cloud for Aws {
             "ResourceNotFoundException",
             "NoSuchBucket",
             "LoadBalancerNotFound",
+            "InvalidVpcEndpointServiceId.NotFound",
         ];
         let result = match f.kind {
             Kind::AwsVpc => self.retry.call(&what("ec2 DeleteVpc"), || self.ec2.delete_vpc().vpc_id(id).send()).await.map(drop),
@@ -260,13 +272,21 @@ impl Cloud for Aws {
             Kind::AwsEksNodeGroup => self.delete_node_group(f).await,
             Kind::AwsS3Bucket => self.delete_bucket(f).await,
             Kind::AwsNlb => self.delete_nlb(f).await,
-            Kind::AwsVpcEndpointService => self
-                .retry
-                .call(&what("ec2 DeleteVpcEndpointServiceConfigurations"), || {
-                    self.ec2.delete_vpc_endpoint_service_configurations().service_ids(id).send()
-                })
-                .await
-                .map(drop),
+            Kind::AwsVpcEndpointService => {
+                // This call answers 200 and lists the services it could not delete.
+                let what = what("ec2 DeleteVpcEndpointServiceConfigurations");
+                match self.retry.call(&what, || self.ec2.delete_vpc_endpoint_service_configurations().service_ids(id).send()).await {
+                    Ok(out) => match out.unsuccessful().iter().filter_map(|u| u.error()).next() {
+                        Some(err) if !err.code().is_some_and(|c| c.ends_with(".NotFound")) => Err(CloudError {
+                            what,
+                            code: err.code().map(str::to_owned),
+                            message: err.message().unwrap_or_default().to_owned(),
+                        }),
+                        _ => Ok(()),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
             other => Err(CloudError::new(f.id.to_string(), format!("{} is not an AWS resource", other.label()))),
         };
         match result {
@@ -698,11 +718,13 @@ impl Aws {
             .await?;
         for a in d.internet_gateways().iter().flat_map(|g| g.attachments()) {
             if let Some(vpc) = a.vpc_id() {
-                self.retry
+                let detached = self
+                    .retry
                     .call(&what("DetachInternetGateway"), || {
                         self.ec2.detach_internet_gateway().internet_gateway_id(&f.cloud_id).vpc_id(vpc).send()
                     })
-                    .await?;
+                    .await;
+                unless_gone(detached, &["Gateway.NotAttached", "InvalidVpcID.NotFound"])?;
             }
         }
         self.retry
@@ -785,21 +807,28 @@ impl Aws {
 
     async fn delete_nat(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("ec2 {op} for {} {}", f.id, f.cloud_id);
-        self.retry.call(&what("DeleteNatGateway"), || self.ec2.delete_nat_gateway().nat_gateway_id(&f.cloud_id).send()).await?;
-        self.wait(&f.id, || async {
-            let d = self
-                .retry
-                .call(&what("DescribeNatGateways"), || self.ec2.describe_nat_gateways().nat_gateway_ids(&f.cloud_id).send())
-                .await?;
-            Ok(match d.nat_gateways().first().and_then(|n| n.state().cloned()) {
-                None | Some(ec2t::NatGatewayState::Deleted) => Wait::Done,
-                Some(other) => Wait::Pending(other.as_str().to_owned()),
+        // A gateway already deleted may have left its address behind: release it anyway.
+        let gone = &["NatGatewayNotFound", "InvalidNatGatewayID.NotFound"];
+        let deleted = self.retry.call(&what("DeleteNatGateway"), || self.ec2.delete_nat_gateway().nat_gateway_id(&f.cloud_id).send()).await;
+        if unless_gone(deleted, gone)?.is_some() {
+            self.wait(&f.id, || async {
+                let d = self
+                    .retry
+                    .call(&what("DescribeNatGateways"), || self.ec2.describe_nat_gateways().nat_gateway_ids(&f.cloud_id).send())
+                    .await;
+                let Some(d) = unless_gone(d, gone)? else { return Ok(Wait::Done) };
+                Ok(match d.nat_gateways().first().and_then(|n| n.state().cloned()) {
+                    None | Some(ec2t::NatGatewayState::Deleted) => Wait::Done,
+                    Some(other) => Wait::Pending(other.as_str().to_owned()),
+                })
             })
-        })
-        .await?;
+            .await?;
+        }
         for a in self.addresses_of(&f.id).await? {
             if let Some(allocation) = a.allocation_id() {
-                self.retry.call(&what("ReleaseAddress"), || self.ec2.release_address().allocation_id(allocation).send()).await?;
+                let released =
+                    self.retry.call(&what("ReleaseAddress"), || self.ec2.release_address().allocation_id(allocation).send()).await;
+                unless_gone(released, &["InvalidAllocationID.NotFound"])?;
             }
         }
         Ok(())
@@ -919,9 +948,11 @@ impl Aws {
             self.retry.call(&what("DescribeRouteTables"), || self.ec2.describe_route_tables().route_table_ids(&f.cloud_id).send()).await?;
         for a in d.route_tables().iter().flat_map(|t| t.associations()).filter(|a| a.main() != Some(true)) {
             if let Some(assoc) = a.route_table_association_id() {
-                self.retry
+                let done = self
+                    .retry
                     .call(&what("DisassociateRouteTable"), || self.ec2.disassociate_route_table().association_id(assoc).send())
-                    .await?;
+                    .await;
+                unless_gone(done, &["InvalidAssociationID.NotFound"])?;
             }
         }
         self.retry.call(&what("DeleteRouteTable"), || self.ec2.delete_route_table().route_table_id(&f.cloud_id).send()).await?;
@@ -1168,17 +1199,25 @@ impl Aws {
     async fn delete_role(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("iam {op} for {} {}", f.id, f.cloud_id);
         let name = f.cloud_id.as_str();
-        let attached =
-            self.retry.call(&what("ListAttachedRolePolicies"), || self.iam.list_attached_role_policies().role_name(name).send()).await?;
+        // NoSuchEntity from a list means the role is gone; from a detach or a policy
+        // delete, only that policy is (the role is still deleted).
+        let gone = &["NoSuchEntity"];
+        let listed =
+            self.retry.call(&what("ListAttachedRolePolicies"), || self.iam.list_attached_role_policies().role_name(name).send()).await;
+        let Some(attached) = unless_gone(listed, gone)? else { return Ok(()) };
         for p in attached.attached_policies().iter().filter_map(|p| p.policy_arn()) {
-            self.retry.call(&what("DetachRolePolicy"), || self.iam.detach_role_policy().role_name(name).policy_arn(p).send()).await?;
+            let r = self.retry.call(&what("DetachRolePolicy"), || self.iam.detach_role_policy().role_name(name).policy_arn(p).send()).await;
+            unless_gone(r, gone)?;
         }
-        let inline = self.retry.call(&what("ListRolePolicies"), || self.iam.list_role_policies().role_name(name).send()).await?;
+        let listed = self.retry.call(&what("ListRolePolicies"), || self.iam.list_role_policies().role_name(name).send()).await;
+        let Some(inline) = unless_gone(listed, gone)? else { return Ok(()) };
         for p in inline.policy_names() {
-            self.retry.call(&what("DeleteRolePolicy"), || self.iam.delete_role_policy().role_name(name).policy_name(p).send()).await?;
+            let r =
+                self.retry.call(&what("DeleteRolePolicy"), || self.iam.delete_role_policy().role_name(name).policy_name(p).send()).await;
+            unless_gone(r, gone)?;
         }
-        self.retry.call(&what("DeleteRole"), || self.iam.delete_role().role_name(name).send()).await?;
-        Ok(())
+        let r = self.retry.call(&what("DeleteRole"), || self.iam.delete_role().role_name(name).send()).await;
+        unless_gone(r, gone).map(drop)
     }
 
     async fn ensure_oidc(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
@@ -1630,18 +1669,6 @@ impl Aws {
 
 // ---- ELBv2 ------------------------------------------------------------------------
 
-/// A target group's name: at most 32 characters, unique per load balancer and port.
-fn target_group_name(lb: &str, port: i32) -> String {
-    let full = format!("{lb}-{port}");
-    if full.len() <= 32 {
-        return full;
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(full.as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hash}", &full[..32 - 9])
-}
-
 impl Aws {
     async fn ensure_nlb(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
         let what = |op: &str| format!("elbv2 {op} for {}", r.id);
@@ -1717,7 +1744,7 @@ impl Aws {
             }
         }
         for port in want.difference(&have) {
-            let tg_name = target_group_name(name, *port);
+            let tg_name = crate::expand::names::aws::target_group(name, i64::from(*port));
             let created = self
                 .retry
                 .call(&what("CreateTargetGroup"), || {
@@ -1768,20 +1795,65 @@ impl Aws {
 
     async fn delete_nlb(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("elbv2 {op} for {} {}", f.id, f.cloud_id);
-        let groups = self
-            .retry
-            .call(&what("DescribeTargetGroups"), || self.elb.describe_target_groups().load_balancer_arn(&f.cloud_id).send())
-            .await?;
+        // Target groups are found by the load balancer's resource tag, not through the load
+        // balancer: one half created has none yet (DescribeTargetGroups by load balancer
+        // then answers TargetGroupNotFound), and one half deleted may be gone while its
+        // groups remain.
+        let groups = self.target_groups_of(&f.id).await?;
         let listeners =
-            self.retry.call(&what("DescribeListeners"), || self.elb.describe_listeners().load_balancer_arn(&f.cloud_id).send()).await?;
-        for l in listeners.listeners().iter().filter_map(|l| l.listener_arn()) {
-            self.retry.call(&what("DeleteListener"), || self.elb.delete_listener().listener_arn(l).send()).await?;
+            self.retry.call(&what("DescribeListeners"), || self.elb.describe_listeners().load_balancer_arn(&f.cloud_id).send()).await;
+        if let Some(listeners) = unless_gone(listeners, &["LoadBalancerNotFound", "ListenerNotFound"])? {
+            for l in listeners.listeners().iter().filter_map(|l| l.listener_arn()) {
+                let r = self.retry.call(&what("DeleteListener"), || self.elb.delete_listener().listener_arn(l).send()).await;
+                unless_gone(r, &["ListenerNotFound"])?;
+            }
         }
-        self.retry.call(&what("DeleteLoadBalancer"), || self.elb.delete_load_balancer().load_balancer_arn(&f.cloud_id).send()).await?;
-        for tg in groups.target_groups().iter().filter_map(|t| t.target_group_arn()) {
-            self.retry.call(&what("DeleteTargetGroup"), || self.elb.delete_target_group().target_group_arn(tg).send()).await?;
+        let r =
+            self.retry.call(&what("DeleteLoadBalancer"), || self.elb.delete_load_balancer().load_balancer_arn(&f.cloud_id).send()).await;
+        unless_gone(r, &["LoadBalancerNotFound"])?;
+        for tg in &groups {
+            let r = self.retry.call(&what("DeleteTargetGroup"), || self.elb.delete_target_group().target_group_arn(tg).send()).await;
+            unless_gone(r, &["TargetGroupNotFound"])?;
         }
         Ok(())
+    }
+
+    /// ARNs of the target groups tagged for this environment with the resource id `id`.
+    async fn target_groups_of(&self, id: &ResourceId) -> Result<Vec<String>, CloudError> {
+        let mut marker: Option<String> = None;
+        let mut arns = Vec::new();
+        loop {
+            let page = self
+                .retry
+                .call(&format!("elbv2 DescribeTargetGroups for {id}"), || {
+                    self.elb.describe_target_groups().set_marker(marker.clone()).send()
+                })
+                .await;
+            // Some endpoints answer an empty region with TargetGroupNotFound.
+            let Some(page) = unless_gone(page, &["TargetGroupNotFound"])? else { break };
+            arns.extend(page.target_groups().iter().filter_map(|t| t.target_group_arn().map(str::to_owned)));
+            marker = page.next_marker().map(str::to_owned);
+            if marker.is_none() {
+                break;
+            }
+        }
+        let mut ours = Vec::new();
+        for chunk in arns.chunks(20) {
+            let t = self
+                .retry
+                .call(&format!("elbv2 DescribeTags for {id}"), || self.elb.describe_tags().set_resource_arns(Some(chunk.to_vec())).send())
+                .await?;
+            for d in t.tag_descriptions() {
+                let tagged = |key: &str, value: &str| d.tags().iter().any(|t| t.key() == Some(key) && t.value() == Some(value));
+                if tagged(TAG_ENVIRONMENT, &self.environment)
+                    && tagged(TAG_RESOURCE, id.as_str())
+                    && let Some(arn) = d.resource_arn()
+                {
+                    ours.push(arn.to_owned());
+                }
+            }
+        }
+        Ok(ours)
     }
 }
 

@@ -2,7 +2,9 @@
 //! and managed node groups; S3 buckets; NLBs; the VPC endpoint service; IRSA roles.
 
 use super::permissions::{AWS_AGENT_ACTIONS, AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS};
-use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, tagged as resource};
+use super::{
+    AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, names, tagged as resource,
+};
 use crate::resource::{Graph, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
 
@@ -86,13 +88,13 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
 
     let cluster_role = g.add(
         resource(env, Kind::AwsIamRole, "eks-cluster")
-            .set("name", format!("{prefix}-eks-cluster"))
+            .set("name", names::aws::role(&env.name, "eks-cluster"))
             .set("trust", Value::map([("service", "eks.amazonaws.com".into())]))
             .set("managedPolicies", Value::strings(["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"])),
     );
     let node_role = g.add(
         resource(env, Kind::AwsIamRole, "eks-node")
-            .set("name", format!("{prefix}-eks-node"))
+            .set("name", names::aws::role(&env.name, "eks-node"))
             .set("trust", Value::map([("service", "ec2.amazonaws.com".into())]))
             .set(
                 "managedPolicies",
@@ -151,7 +153,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let nlb = |g: &mut Graph, name: &str, scheme: &str, subnets: &[ResourceId], sg: &ResourceId, port: u16| {
         g.add(
             resource(env, Kind::AwsNlb, name)
-                .set("name", format!("{prefix}-{name}"))
+                .set("name", names::aws::load_balancer(&env.name, name))
                 .set("scheme", scheme)
                 .set("subnets", Value::references(subnets))
                 .set("securityGroups", Value::references([sg]))
@@ -178,7 +180,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     );
 
     let agent_statements = vec![statement(AWS_AGENT_ACTIONS, vec!["*".to_owned()], None)];
-    g.add(irsa_role(env, "agent", &format!("{prefix}-agent"), &oidc, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, agent_statements));
+    g.add(irsa_role(env, "agent", &names::aws::role(&env.name, "agent"), &oidc, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, agent_statements));
 
     Foundation { kube_cluster: eks, data_bucket: data, identity_issuer: oidc }
 }
@@ -210,7 +212,7 @@ pub(super) fn cluster_identity(
 
 /// Name of the IAM role a cluster's pods assume (IRSA).
 pub(crate) fn cluster_role_name(env: &Environment, c: &Cluster) -> String {
-    format!("byoc-{}-{}", env.name, cluster_namespace(c))
+    names::aws::role(&env.name, &cluster_namespace(c))
 }
 
 fn irsa_role(

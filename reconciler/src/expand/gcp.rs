@@ -3,7 +3,7 @@
 //! attachment; Google service accounts bound through GKE workload identity.
 
 use super::permissions::{GCP_AGENT_ROLES, GCP_CLUSTER_ROLES};
-use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace};
+use super::{AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, names};
 use crate::resource::{Graph, Key, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
 
@@ -14,7 +14,7 @@ fn resource(env: &Environment, kind: Kind, name: &str) -> Resource {
     let mut labels: Map = env.tags.iter().map(|(k, v)| (Key::Owned(sanitize(k)), Value::from(sanitize(v)))).collect();
     labels.insert("byoc-environment", Value::from(&env.name));
     labels.insert("byoc-managed-by", Value::from("byoc"));
-    labels.insert("byoc-resource", Value::from(sanitize(r.id.as_str())));
+    labels.insert("byoc-resource", Value::from(names::gcp::label_value(r.id.as_str())));
     r.set("labels", Value::Map(labels))
 }
 
@@ -33,7 +33,7 @@ fn sanitize(s: &str) -> String {
 }
 
 pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
-    let prefix = format!("byoc-{}", env.name);
+    let prefix = names::gcp::resource(&env.name, None);
     let network = g.add(resource(env, Kind::GcpNetwork, "main").set("name", prefix.clone()).set("autoCreateSubnetworks", false));
     let mut private = Vec::new();
     for s in &env.network.subnets {
@@ -125,7 +125,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let lb = |g: &mut Graph, name: &str, scheme: &str, port: u16| {
         g.add(
             resource(env, Kind::GcpForwardingRule, name)
-                .set("name", format!("{prefix}-{name}"))
+                .set("name", names::gcp::resource(&env.name, Some(name)))
                 .set("scheme", scheme)
                 .set("subnetwork", if scheme == "INTERNAL" { Value::reference(&nodes_subnet) } else { Value::from("") })
                 .set("ports", Value::List(vec![port.into()]))
@@ -147,7 +147,16 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
         );
     }
 
-    let agent = google_service_account(env, g, "agent", &format!("{prefix}-agent"), &gke, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, None);
+    let agent = google_service_account(
+        env,
+        g,
+        "agent",
+        &names::gcp::service_account(&env.name, "agent"),
+        &gke,
+        AGENT_NAMESPACE,
+        AGENT_SERVICE_ACCOUNT,
+        None,
+    );
     for role in GCP_AGENT_ROLES {
         g.add(
             resource(env, Kind::GcpIamBinding, &format!("agent-{}", role.trim_start_matches("roles/").replace('.', "-")))
@@ -181,10 +190,11 @@ fn google_service_account(
     id
 }
 
-/// Id of the Google service account a cluster's pods act as: `byoc-` plus the cluster's
-/// name, cut to the 30 characters ids may have.
-pub(crate) fn cluster_account_id(c: &Cluster) -> String {
-    format!("byoc-{}", c.name).chars().take(30).collect::<String>().trim_end_matches('-').to_owned()
+/// Id of the Google service account a cluster's pods act as: `byoc-<env>-rw-<cluster>`,
+/// shortened to the 30 characters ids may have (ids are unique per project, which two
+/// environments may share; `rw-` keeps a cluster named `agent` apart from the agent's).
+pub(crate) fn cluster_account_id(env: &Environment, c: &Cluster) -> String {
+    names::gcp::service_account(&env.name, &cluster_namespace(c))
 }
 
 pub(super) fn cluster_identity(
@@ -195,7 +205,7 @@ pub(super) fn cluster_identity(
     g: &mut Graph,
 ) -> WorkloadIdentity {
     let ns = cluster_namespace(c);
-    let sa = google_service_account(env, g, &ns, &cluster_account_id(c), &f.kube_cluster, &ns, &ns, protection);
+    let sa = google_service_account(env, g, &ns, &cluster_account_id(env, c), &f.kube_cluster, &ns, &ns, protection);
     for role in GCP_CLUSTER_ROLES {
         let b = resource(env, Kind::GcpIamBinding, &format!("{ns}-data"))
             .set("resource", Value::reference(&f.data_bucket))

@@ -5,6 +5,7 @@ pub(crate) mod aws;
 pub(crate) mod azure;
 pub(crate) mod gcp;
 pub(crate) mod kubernetes;
+pub mod names;
 pub mod permissions;
 
 use crate::resource::{Graph, Key, Kind, Map, Resource, ResourceId, Value};
@@ -84,13 +85,11 @@ fn retain_reason(cluster: &Cluster) -> Option<String> {
 }
 
 /// A cloud resource with its `tags`: the user's, then the reconciler's ownership tags
-/// (AWS and Azure; GCP labels have their own character rules, see `gcp.rs`).
+/// (AWS and Azure, each under the tag names it allows; GCP labels have their own
+/// character rules, see `gcp.rs`).
 pub(crate) fn tagged(env: &Environment, kind: Kind, name: &str) -> Resource {
     let r = Resource::new(kind, name);
-    let mut map: Map = env.tags.iter().map(|(k, v)| (Key::Owned(k.clone()), Value::from(v))).collect();
-    map.insert(TAG_ENVIRONMENT, Value::from(&env.name));
-    map.insert(TAG_MANAGED_BY, Value::from("byoc"));
-    map.insert(TAG_RESOURCE, Value::from(r.id.as_str()));
+    let map = names::ownership_tags(env, &r);
     r.set("tags", Value::Map(map))
 }
 

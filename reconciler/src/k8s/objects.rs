@@ -196,7 +196,9 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
 fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&'static str, String), String> {
     Ok(match env.cloud {
         Cloud::Aws => ("eks.amazonaws.com/role-arn", format!("arn:aws:iam::{}:role/{}", env.account, aws::cluster_role_name(env, c))),
-        Cloud::Gcp => ("iam.gke.io/gcp-service-account", format!("{}@{}.iam.gserviceaccount.com", gcp::cluster_account_id(c), env.account)),
+        Cloud::Gcp => {
+            ("iam.gke.io/gcp-service-account", format!("{}@{}.iam.gserviceaccount.com", gcp::cluster_account_id(env, c), env.account))
+        }
         Cloud::Azure => {
             let id = ResourceId::new(Kind::AzureManagedIdentity, &cluster_namespace(c)).to_string();
             let client_id = outputs.get(&id).ok_or_else(|| {

@@ -8,6 +8,8 @@ use rwproxy::diagnostics::{Diagnostics, Position};
 use rwproxy::routes::{check_header, is_dns_label};
 use serde_saphyr::{Location, Spanned};
 
+use crate::expand::names::{self, Rule};
+
 use super::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 use super::wire::{ClusterDocument, ComponentSpec, EnvironmentDocument, MetaStoreSpec};
 use super::{Cloud, Cluster, Component, Environment, Kubernetes, MetaStore, Network, NodeGroup, Subnet, Taint, Tier};
@@ -36,6 +38,19 @@ impl Ctx<'_> {
         let position = self.at(loc);
         self.problems.error(position, message, hint);
     }
+
+    /// Refuses `value` where the cloud API that receives it as a name would: `message`
+    /// says what it is, the hint gives the API's rule from [`names`]. Returns whether it
+    /// passed.
+    fn name_rule(&mut self, loc: &Location, rule: &Rule, value: &str, message: impl Into<String>) -> bool {
+        match rule.check(value) {
+            Ok(()) => true,
+            Err(why) => {
+                self.error(loc, message, why);
+                false
+            }
+        }
+    }
 }
 
 /// Validates an Environment document.
@@ -45,11 +60,13 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
     check_header(file, &doc.api_version, &doc.kind, "Environment", cx.problems);
     let spec = &doc.spec;
     let name = &doc.metadata.name;
-    if !is_dns_label(&name.value) || name.value.len() > MAX_ENV_NAME {
+    // `--` is refused too: the name is part of load balancer and target group names,
+    // which may not contain it.
+    if !is_dns_label(&name.value) || name.value.len() > MAX_ENV_NAME || name.value.contains("--") {
         cx.error(
             &name.referenced,
             format!("invalid environment name {:?}", name.value),
-            format!("use lower-case letters, digits and '-', at most {MAX_ENV_NAME} characters"),
+            format!("use lower-case letters, digits and single hyphens, at most {MAX_ENV_NAME} characters"),
         );
     }
     let cloud = spec.cloud.value;
@@ -70,7 +87,7 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
     }
 
     let network = network(&mut cx, cloud, region_ok.then_some(spec.region.value.as_str()), spec);
-    let kubernetes = kubernetes(&mut cx, spec);
+    let kubernetes = kubernetes(&mut cx, cloud, spec);
 
     let proxy_port = spec.exposure.proxy.port.as_ref().map_or(rwproxy::routes::FRONTEND_PORT, |p| {
         if p.value < 1024 {
@@ -126,15 +143,40 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
     }
 
     let mut tags = BTreeMap::new();
+    // Each cloud resource carries the user's tags, byoc's three ownership tags, and on AWS
+    // subnets the load balancer controller's role tag.
+    let (key_rule, value_rule, max_tags) = match cloud {
+        Cloud::Aws => (&names::AWS_TAG_KEY, &names::AWS_TAG_VALUE, names::AWS_MAX_TAGS - 4),
+        Cloud::Gcp => (&names::GCP_LABEL_KEY, &names::GCP_LABEL_VALUE, names::GCP_MAX_LABELS - 3),
+        Cloud::Azure => (&names::AZURE_TAG_NAME, &names::AZURE_TAG_VALUE, names::AZURE_MAX_TAGS - 3),
+    };
     for (key, value) in &spec.tags {
-        if key.is_empty() || key.len() > 128 || key.starts_with("byoc.risingwave.dev") || value.value.len() > 256 {
+        // Clouds count tag lengths in characters, not bytes.
+        let (key_len, value_len) = (key.chars().count(), value.value.chars().count());
+        if key_len == 0 || key_len > 128 || key.starts_with("byoc.risingwave.dev") || key.starts_with("byoc-") || value_len > 256 {
             cx.error(
                 &value.referenced,
                 format!("invalid tag {key:?}"),
-                "tag keys are 1 to 128 characters and may not start with byoc.risingwave.dev (reserved); values at most 256",
+                "tag keys are 1 to 128 characters and may not start with byoc.risingwave.dev or byoc- (reserved); values at most 256",
+            );
+        } else if cx.name_rule(&value.referenced, key_rule, key, format!("tag {key:?} is not a valid {} tag key", cloud.as_str())) {
+            cx.name_rule(
+                &value.referenced,
+                value_rule,
+                &value.value,
+                format!("the value of tag {key:?} is not a valid {} tag value", cloud.as_str()),
             );
         }
         tags.insert(key.clone(), value.value.clone());
+    }
+    if spec.tags.len() > max_tags
+        && let Some((_, last)) = spec.tags.iter().last()
+    {
+        cx.error(
+            &last.referenced,
+            format!("{} tags; {} resources take at most {max_tags} besides byoc's own", spec.tags.len(), cloud.as_str()),
+            "remove some tags",
+        );
     }
 
     if problems.len() != before {
@@ -260,9 +302,21 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
     }
     for s in &n.subnets.value {
         let name = &s.name;
-        if !is_dns_label(&name.value) {
+        // GCP and Azure name subnets after the spec; AWS subnets have ids only.
+        let subnet_rule = match cloud {
+            Cloud::Gcp => Some(&names::GCP_RESOURCE),
+            Cloud::Azure => Some(&names::AZURE_NETWORK),
+            Cloud::Aws => None,
+        };
+        let name_ok = if !is_dns_label(&name.value) {
             cx.error(&name.referenced, format!("invalid subnet name {:?}", name.value), "use lower-case letters, digits and '-'");
-        } else if let Some(i) = subnets.iter().position(|o| o.name == name.value) {
+            false
+        } else {
+            subnet_rule.is_none_or(|rule| {
+                cx.name_rule(&name.referenced, rule, &name.value, format!("invalid {} subnet name {:?}", cloud.as_str(), name.value))
+            })
+        };
+        if name_ok && let Some(i) = subnets.iter().position(|o| o.name == name.value) {
             let first = at[i].clone();
             cx.error(&name.referenced, format!("duplicate subnet name {:?}", name.value), format!("first defined at {first}"));
         }
@@ -330,7 +384,7 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
     (cx.problems.len() == before).then_some(Network { cidr: net, zones, subnets })
 }
 
-fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<Kubernetes> {
+fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpec) -> Option<Kubernetes> {
     let before = cx.problems.len();
     let k = &spec.kubernetes;
     let minor = k.version.value.strip_prefix("1.").and_then(|m| m.parse::<u32>().ok());
@@ -358,13 +412,24 @@ fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<K
         cx.error(&k.node_groups.referenced, "no node groups", "add at least one node group for the RisingWave pods");
     }
     for g in &k.node_groups.value {
-        if !is_dns_label(&g.name.value) || g.name.value.len() > 32 {
+        // The node group's name is its node pool's name in the cloud.
+        let pool_rule = match cloud {
+            Cloud::Aws => &names::AWS_EKS_NODEGROUP,
+            Cloud::Gcp => &names::GCP_GKE,
+            Cloud::Azure => &names::AZURE_AKS_NODE_POOL,
+        };
+        let name_ok = if !is_dns_label(&g.name.value) || g.name.value.len() > 32 {
             cx.error(
                 &g.name.referenced,
                 format!("invalid node group name {:?}", g.name.value),
                 "use lower-case letters, digits and '-', at most 32 characters",
             );
-        } else if groups.iter().any(|o| o.name == g.name.value) {
+            false
+        } else {
+            let what = format!("invalid {} node group name {:?}", cloud.as_str(), g.name.value);
+            cx.name_rule(&g.name.referenced, pool_rule, &g.name.value, what)
+        };
+        if name_ok && groups.iter().any(|o| o.name == g.name.value) {
             cx.error(&g.name.referenced, format!("duplicate node group name {:?}", g.name.value), "node group names must be unique");
         }
         if g.machine_type.value.trim().is_empty() {
@@ -377,11 +442,11 @@ fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<K
             cx.error(&g.min.referenced, format!("min {} is greater than max {}", g.min.value, g.max.value), "set min <= max");
         }
         for (key, value) in &g.labels {
-            if !valid_label_key(key) || value.value.len() > 63 {
+            if !valid_label_key(key) || names::K8S_LABEL_VALUE.check(&value.value).is_err() {
                 cx.error(
                     &value.referenced,
                     format!("invalid node label {key:?}"),
-                    "label keys are [prefix/]name with a name of at most 63 characters; values at most 63",
+                    "label keys are [prefix/]name with a name of at most 63 characters; values at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
                 );
             }
         }
@@ -389,6 +454,9 @@ fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<K
         for t in &g.taints {
             if !valid_label_key(&t.key.value) {
                 cx.error(&t.key.referenced, format!("invalid taint key {:?}", t.key.value), "taint keys follow the label key rules");
+            }
+            if let Err(why) = names::K8S_LABEL_VALUE.check(&t.value) {
+                cx.error(&t.key.referenced, format!("invalid value of taint {:?}", t.key.value), why);
             }
             taints.push(Taint { key: t.key.value.clone(), value: t.value.clone(), effect: t.effect });
         }
@@ -407,18 +475,18 @@ fn kubernetes(cx: &mut Ctx<'_>, spec: &super::wire::EnvironmentSpec) -> Option<K
 fn bucket_name(cx: &mut Ctx<'_>, cloud: Cloud, given: Option<&Spanned<String>>, env: &str, account: &str, role: &str) -> String {
     match given {
         Some(b) => {
-            if !valid_bucket(cloud, &b.value) {
-                cx.error(
-                    &b.referenced,
-                    format!("invalid bucket name {:?}", b.value),
-                    "bucket names are 3 to 63 lower-case letters, digits and '-'",
-                );
-            }
+            let rule = match cloud {
+                Cloud::Aws => &names::AWS_S3_BUCKET,
+                Cloud::Gcp => &names::GCP_BUCKET,
+                Cloud::Azure => &names::AZURE_CONTAINER,
+            };
+            cx.name_rule(&b.referenced, rule, &b.value, format!("invalid bucket name {:?}", b.value));
             b.value.clone()
         }
         // S3 and GCS bucket names are global: the account keeps them apart between customers.
         None => match cloud {
-            Cloud::Aws | Cloud::Gcp => format!("byoc-{env}-{account}-{role}"),
+            Cloud::Aws => names::aws::bucket(env, account, role),
+            Cloud::Gcp => names::gcp::bucket(env, account, role),
             // Azure containers live inside the environment's storage account.
             Cloud::Azure => format!("byoc-{role}"),
         },
@@ -437,6 +505,17 @@ pub fn cluster(file: &str, doc: &ClusterDocument, env: Option<&Environment>, pro
             &name.referenced,
             format!("invalid cluster name {:?}", name.value),
             format!("use lower-case letters, digits and '-', at most {MAX_CLUSTER_NAME} characters"),
+        );
+    } else if !name.value.starts_with(|c: char| c.is_ascii_lowercase()) {
+        // The risingwave-operator names a Service `<cluster>-<component>` per component
+        // (and byoc the frontend's); Service names are DNS-1035 labels.
+        cx.error(
+            &name.referenced,
+            format!("invalid cluster name {:?}: it must start with a letter", name.value),
+            format!(
+                "Kubernetes Service names start with a letter, and the cluster's Services are named {}",
+                rwproxy::routes::frontend_service(&name.value)
+            ),
         );
     }
     check_image(&mut cx, &spec.image);
@@ -631,14 +710,6 @@ fn valid_label_key(key: &str) -> bool {
         && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
     name_ok && prefix.is_none_or(rwproxy::routes::is_hostname)
-}
-
-fn valid_bucket(cloud: Cloud, name: &str) -> bool {
-    let extra: &[u8] = if cloud == Cloud::Azure { b"-" } else { b"-." };
-    (3..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
 fn valid_gcp_project(a: &str) -> bool {

@@ -269,7 +269,7 @@ async fn gcp_and_azure_service_accounts_carry_their_clouds_identity() {
     let gcp = super::support::objects(&example("gcp"));
     let sa = &gcp[0].objects[1].body;
     let email = sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].as_str().expect("annotation");
-    assert!(email.starts_with("byoc-analytics@") && email.ends_with(".iam.gserviceaccount.com"), "{email}");
+    assert!(email.starts_with("byoc-prod-usc1-rw-analytics@") && email.ends_with(".iam.gserviceaccount.com"), "{email}");
 
     let azure = example("azure");
     let err = byoc::k8s::objects::desired(&azure, &Default::default()).expect_err("no client id yet");

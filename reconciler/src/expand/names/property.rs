@@ -1,0 +1,260 @@
+//! Property test: valid specs for all three clouds, generated across the whole space
+//! validation accepts (names at their length limits, hyphens wherever allowed, digits
+//! first where allowed, every proxy port), run through the loader and `expand`; every name
+//! the graph hands to an API must satisfy its rule in [`super`], be unique under that rule,
+//! and match a hand-written regular expression of the provider's documented rule (so the
+//! check does not only repeat the table it tests).
+//!
+//! 256 cases per cloud by default; set `PROPTEST_CASES` for a longer run.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// A spec as generated.
+#[derive(Debug, Clone)]
+struct Case {
+    cloud: Cloud,
+    env: String,
+    account: String,
+    port: u16,
+    public: bool,
+    subnets: Vec<String>,
+    node_groups: Vec<String>,
+    clusters: Vec<String>,
+    tags: Vec<(String, String)>,
+}
+
+/// A name of `min..=max` characters from `alphabet` (hyphens weighted up), with the
+/// length at either limit half the time; hyphens first, last or doubled are replaced
+/// where the rule refuses them.
+fn name(min: usize, max: usize, first_letter: bool, double_hyphen: bool) -> impl Strategy<Value = String> {
+    let len = prop_oneof![Just(min), Just(max), min..=max];
+    len.prop_flat_map(|n| {
+        prop::collection::vec(prop_oneof![4 => prop::char::range('a', 'z'), 2 => prop::char::range('0', '9'), 3 => Just('-')], n)
+    })
+    .prop_map(move |mut cs| {
+        let n = cs.len();
+        for i in 0..n {
+            if cs[i] == '-' && (i == 0 || i + 1 == n || (!double_hyphen && cs[i - 1] == '-')) {
+                cs[i] = '7';
+            }
+        }
+        if first_letter && !cs[0].is_ascii_lowercase() {
+            cs[0] = 'q';
+        }
+        cs.into_iter().collect()
+    })
+}
+
+/// `n` distinct names.
+fn distinct(s: impl Strategy<Value = String>, n: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<String>> {
+    prop::collection::btree_set(s, n).prop_map(|s| s.into_iter().collect())
+}
+
+fn text(chars: &'static str, min: usize, max: usize) -> impl Strategy<Value = String> {
+    let alphabet: Vec<char> = chars.chars().collect();
+    let len = prop_oneof![Just(min), Just(max), min..=max];
+    len.prop_flat_map(move |n| prop::collection::vec(prop::sample::select(alphabet.clone()), n)).prop_map(|v| v.into_iter().collect())
+}
+
+fn tags(cloud: Cloud) -> BoxedStrategy<Vec<(String, String)>> {
+    let pair: BoxedStrategy<(String, String)> = match cloud {
+        Cloud::Aws => (text("abcXYZ059 _.:/=+-@", 1, 128), text("abcXYZ059 _.:/=+-@", 0, 256)).boxed(),
+        Cloud::Gcp => (name(1, 63, true, true), text("abz059_-", 0, 63)).boxed(),
+        Cloud::Azure => (text("abcXYZ059 _.:=+-@!#é", 1, 128), text("abcXYZ059 _.:/=+-@<>?%", 0, 256)).boxed(),
+    };
+    prop::collection::vec(pair, 0..=3)
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(k, v)| {
+                    // Reserved prefixes are refused by validation, not generated.
+                    let reserved = ["aws:", "byoc", "Byoc"].iter().any(|p| k.to_ascii_lowercase().starts_with(p));
+                    (if reserved { format!("t{k}").chars().take(63).collect() } else { k }, v)
+                })
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect()
+        })
+        .boxed()
+}
+
+fn case(cloud: Cloud) -> impl Strategy<Value = Case> {
+    let account: BoxedStrategy<String> = match cloud {
+        Cloud::Aws => text("0123456789", 12, 12).boxed(),
+        Cloud::Gcp => name(6, 30, true, true).boxed(),
+        Cloud::Azure => (text("0123456789abcdef", 8, 8), text("0123456789abcdef", 4, 4), text("0123456789abcdef", 12, 12))
+            .prop_map(|(a, b, c)| format!("{a}-{b}-{b}-{b}-{c}"))
+            .boxed(),
+    };
+    let subnet_count = if cloud == Cloud::Aws { 4..=4 } else { 2..=2 };
+    let subnet = name(1, 63, cloud == Cloud::Gcp, true);
+    let node_group: BoxedStrategy<String> = match cloud {
+        Cloud::Azure => (prop::char::range('a', 'z'), text("abcxyz0123456789", 0, 11)).prop_map(|(c, s)| format!("{c}{s}")).boxed(),
+        _ => name(1, 32, cloud == Cloud::Gcp, true).boxed(),
+    };
+    let port = prop_oneof![Just(1024u16), Just(65535u16), Just(4566u16), Just(9999u16), Just(10000u16), 1024u16..=65535];
+    (
+        name(1, 24, false, false),
+        account,
+        port,
+        prop::bool::ANY,
+        distinct(subnet, subnet_count),
+        distinct(node_group, 1..=3),
+        distinct(name(1, 40, true, true), 1..=3),
+        tags(cloud),
+    )
+        .prop_map(move |(env, account, port, public, subnets, node_groups, clusters, tags)| Case {
+            cloud,
+            env,
+            account,
+            port,
+            public,
+            subnets,
+            node_groups,
+            clusters,
+            tags,
+        })
+}
+
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+fn files(c: &Case) -> Vec<rwproxy::specfiles::SourceFile> {
+    let (region, zones, principal) = match c.cloud {
+        Cloud::Aws => ("us-east-1", "[us-east-1a, us-east-1b]", "arn:aws:iam::210987654321:root"),
+        Cloud::Gcp => ("us-central1", "[us-central1-a]", "consumer-project"),
+        Cloud::Azure => ("eastus2", "[\"1\", \"2\"]", "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"),
+    };
+    let mut subnets = String::new();
+    let layout: &[(&str, &str, &str)] = match c.cloud {
+        Cloud::Aws => &[
+            ("private", "10.20.0.0/19", "us-east-1a"),
+            ("private", "10.20.32.0/19", "us-east-1b"),
+            ("public", "10.20.96.0/22", "us-east-1a"),
+            ("public", "10.20.100.0/22", "us-east-1b"),
+        ],
+        _ => &[("private", "10.20.0.0/19", ""), ("public", "10.20.96.0/22", "")],
+    };
+    for (name, (tier, cidr, zone)) in c.subnets.iter().zip(layout) {
+        let zone = if zone.is_empty() { String::new() } else { format!(", zone: {zone}") };
+        subnets.push_str(&format!("      - {{name: {}, tier: {tier}, cidr: {cidr}{zone}}}\n", quoted(name)));
+    }
+    let mut groups = String::new();
+    for g in &c.node_groups {
+        groups.push_str(&format!("      - {{name: {}, machineType: m6i.large, min: 1, max: 3, labels: {{role: system}}}}\n", quoted(g)));
+    }
+    let public = if c.public { "      public:\n        allowedCidrs: [203.0.113.0/24]\n" } else { "" };
+    let mut tags = String::new();
+    if !c.tags.is_empty() {
+        tags.push_str("  tags:\n");
+        for (k, v) in &c.tags {
+            tags.push_str(&format!("    {}: {}\n", quoted(k), quoted(v)));
+        }
+    }
+    let env = format!(
+        "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Environment\nmetadata:\n  name: {}\nspec:\n  cloud: {}\n  region: {region}\n  account: {}\n  network:\n    cidr: 10.20.0.0/16\n    zones: {zones}\n    subnets:\n{subnets}  kubernetes:\n    version: \"1.31\"\n    nodeGroups:\n{groups}  exposure:\n    proxy:\n      port: {}\n{public}  controlPlane:\n    principals: [{}]\n{tags}",
+        quoted(&c.env),
+        c.cloud.as_str(),
+        quoted(&c.account),
+        c.port,
+        quoted(principal),
+    );
+    let mut out = vec![rwproxy::specfiles::SourceFile { path: "env/environment.yaml".into(), bytes: env.into_bytes() }];
+    for name in &c.clusters {
+        let doc = format!(
+            "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: RisingWaveCluster\nmetadata:\n  name: {}\nspec:\n  image: risingwavelabs/risingwave:v2.1.0\n  components:\n    meta: {{replicas: 1, cpu: \"1\", memory: 2Gi}}\n    frontend: {{replicas: 1, cpu: \"1\", memory: 2Gi}}\n    compute: {{replicas: 1, cpu: \"2\", memory: 8Gi}}\n    compactor: {{replicas: 1, cpu: \"1\", memory: 2Gi}}\n  stateStore:\n    prefix: {}\n  deletionPolicy: Delete\n",
+            quoted(name),
+            quoted(name)
+        );
+        out.push(rwproxy::specfiles::SourceFile { path: format!("env/clusters/{name}.yaml"), bytes: doc.into_bytes() });
+    }
+    out
+}
+
+/// The documented rules again, as regular expressions written from the providers' pages,
+/// independently of the table.
+fn documented(rule: &Rule) -> Option<(regex::Regex, usize)> {
+    let (pattern, max) = match rule.what {
+        "ELBv2 load balancer name" | "ELBv2 target group name" => (r"^[A-Za-z0-9](?:[A-Za-z0-9]|-[A-Za-z0-9])*$", 32),
+        "IAM role name" => (r"^[\w+=,.@-]+$", 64),
+        "S3 bucket name" => (r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$", 63),
+        "EKS cluster name" => (r"^[0-9A-Za-z][A-Za-z0-9_-]*$", 100),
+        "EKS node group name" => (r"^[0-9A-Za-z][A-Za-z0-9_-]*$", 63),
+        "GCP resource name" => (r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$", 63),
+        "GKE cluster or node pool name" => (r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$", 40),
+        "GCP service account id" => (r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$", 30),
+        "GCS bucket name" => (r"^[a-z0-9][a-z0-9_.-]*[a-z0-9]$", 63),
+        "GCP label key" => (r"^[a-z][a-z0-9_-]*$", 63),
+        "GCP label value" => (r"^[a-z0-9_-]*$", 63),
+        "Azure virtual network name" => (r"^[A-Za-z0-9][A-Za-z0-9_.-]*[A-Za-z0-9_]$", 64),
+        "Azure network resource name" => (r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$", 80),
+        "AKS cluster name" => (r"^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?$", 63),
+        "AKS node pool name" => (r"^[a-z][a-z0-9]{0,11}$", 12),
+        "Azure storage account name" => (r"^[a-z0-9]{3,24}$", 24),
+        "Azure blob container name" => (r"^[a-z0-9](?:[a-z0-9]|-[a-z0-9])*$", 63),
+        "Azure tag name" => (r"^[^<>%&\\?/]+$", 512),
+        "Kubernetes name" => (r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$", 63),
+        "Kubernetes Service name" => (r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$", 63),
+        "Kubernetes label value" => (r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?$", 63),
+        _ => return None,
+    };
+    Some((regex::Regex::new(pattern).expect("pattern compiles"), max))
+}
+
+fn check(c: &Case) -> Result<(), TestCaseError> {
+    let specs = crate::spec::load::load("env", &files(c))
+        .map_err(|d| TestCaseError::fail(format!("a spec in the accepted space was refused: {d:?}\n{c:?}")))?;
+    let graph = crate::expand::expand(&specs);
+    let names = cloud_names(&graph, c.cloud);
+    prop_assert!(names.iter().any(|n| n.rule.what == "Kubernetes Service name"), "no names found in the graph");
+    for n in &names {
+        if let Err(why) = n.rule.check(&n.value) {
+            return Err(TestCaseError::fail(format!("{} {}: {why}", n.resource, n.field)));
+        }
+        if let Some((re, max)) = documented(n.rule) {
+            prop_assert!(
+                re.is_match(&n.value) && n.value.chars().count() <= max,
+                "{} {}: {:?} does not match the documented rule {re} (max {max})",
+                n.resource,
+                n.field,
+                n.value
+            );
+        }
+    }
+    let dup = duplicates(&names);
+    prop_assert!(dup.is_empty(), "{dup:?}");
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+}
+
+fn run(cloud: Cloud) {
+    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    let started = std::time::Instant::now();
+    if let Err(e) = runner.run(&case(cloud), |c| check(&c)) {
+        panic!("{}: {e}", cloud.as_str());
+    }
+    eprintln!("{}: {} cases in {:.1}s", cloud.as_str(), cases(), started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn every_derived_aws_name_is_one_aws_accepts() {
+    run(Cloud::Aws);
+}
+
+#[test]
+fn every_derived_gcp_name_is_one_gcp_accepts() {
+    run(Cloud::Gcp);
+}
+
+#[test]
+fn every_derived_azure_name_is_one_azure_accepts() {
+    run(Cloud::Azure);
+}
