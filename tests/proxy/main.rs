@@ -8,4 +8,5 @@ mod hostile;
 mod lifecycle;
 mod reload;
 mod routing;
+mod storm;
 mod support;
