@@ -1,11 +1,11 @@
 //! Cancel keys. Clients get the proxy's own random keys; each maps to the backend that
 //! issued the real key, so a CancelRequest goes to that backend only and a guessed or
-//! forged key cancels nothing. Requests are rate-limited per client network.
+//! forged key cancels nothing. Requests are rate-limited per client network by
+//! [`crate::limits::RateLimiter`].
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use crate::protocol::CancelKey;
 
@@ -70,52 +70,6 @@ impl CancelMap {
     }
 }
 
-/// At most `limit` cancel requests per `window` from one client network (/24 for IPv4,
-/// /64 for IPv6): enough for people pressing Ctrl-C, not for guessing keys.
-#[derive(Debug)]
-pub struct RateLimiter {
-    limit: u32,
-    window: Duration,
-    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl RateLimiter {
-    /// A limiter allowing `limit` requests per `window` per network.
-    pub fn new(limit: u32, window: Duration) -> Self {
-        Self { limit, window, seen: Mutex::new(HashMap::new()) }
-    }
-
-    /// Whether a request from `addr` at `now` is allowed (and counts it).
-    pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
-        let net = network_of(addr);
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Bounded memory: forget finished windows when the map grows.
-        if seen.len() > 10_000 {
-            let window = self.window;
-            seen.retain(|_, (start, _)| now.duration_since(*start) < window);
-        }
-        let entry = seen.entry(net).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        entry.1 <= self.limit
-    }
-}
-
-fn network_of(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::from([a, b, c, 0])
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,18 +84,5 @@ mod tests {
         assert_eq!(map.lookup(CancelKey { pid: key.pid, secret: key.secret ^ 1 }), None);
         drop(registration);
         assert_eq!(map.lookup(key), None);
-    }
-
-    #[test]
-    fn rate_limit_is_per_network_and_window() {
-        let limiter = RateLimiter::new(3, Duration::from_secs(1));
-        let t0 = Instant::now();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let same_net: IpAddr = "10.0.0.200".parse().unwrap();
-        let other: IpAddr = "10.0.1.1".parse().unwrap();
-        assert!((0..3).all(|_| limiter.allow(a, t0)));
-        assert!(!limiter.allow(same_net, t0));
-        assert!(limiter.allow(other, t0));
-        assert!(limiter.allow(a, t0 + Duration::from_secs(1)));
     }
 }

@@ -5,7 +5,7 @@
 //! publishes a revision. [`diagnostics`], [`specfiles`] and [`yaml`] are the error type,
 //! the spec-file reader and the hardened YAML reader that both use. The proxy itself
 //! (feature `server`) is [`protocol`] and [`routing`] (pure), then [`server`], [`tls`],
-//! [`cancel`], [`reload`] and [`metrics`].
+//! [`cancel`], [`limits`], [`reload`] and [`metrics`].
 
 pub mod diagnostics;
 pub mod routes;
@@ -14,6 +14,8 @@ pub mod yaml;
 
 #[cfg(feature = "server")]
 pub mod cancel;
+#[cfg(feature = "server")]
+pub mod limits;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]

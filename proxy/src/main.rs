@@ -52,6 +52,16 @@ struct Cli {
     /// relaying is cheap and a single thread avoids cross-thread wake-ups on every message.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// New connections allowed per client network (/24 for IPv4, /64 for IPv6), written
+    /// `N/s` or `N/m`; past it a client gets SQLSTATE 53400 before any backend is dialled.
+    /// Default: no limit.
+    #[arg(long, value_name = "N/s")]
+    connect_rate_per_network: Option<rwproxy::limits::Rate>,
+    /// Most client connections open at once; at the cap rwproxy stops accepting and new
+    /// clients wait in the listen queue. Default: from the open-files limit (raised to
+    /// its hard limit at start), two descriptors per connection plus headroom.
+    #[arg(long)]
+    max_client_connections: Option<usize>,
     /// Validate the routes, print the table and exit.
     #[arg(long)]
     check: bool,
@@ -144,6 +154,16 @@ fn run(cli: Cli, table: rwproxy::routes::RouteTable) -> anyhow::Result<()> {
     shared.proxy_protocol_from = cli.proxy_protocol_from;
     shared.handshake_timeout = Duration::from_secs(cli.handshake_timeout);
     shared.backend_tls = cli.backend_ca.as_deref().map(rwproxy::tls::backend_config).transpose()?;
+    shared.connect_rate = cli.connect_rate_per_network.map(|r| rwproxy::limits::RateLimiter::new(r.limit, r.per));
+    let nofile = rwproxy::limits::raise_open_files_limit();
+    shared.max_client_connections = cli.max_client_connections.unwrap_or_else(|| rwproxy::limits::default_max_client_connections(nofile));
+    if shared.max_client_connections.saturating_mul(2) > usize::try_from(nofile).unwrap_or(usize::MAX) {
+        tracing::warn!(
+            max_client_connections = shared.max_client_connections,
+            open_files_limit = nofile,
+            "--max-client-connections needs two descriptors per connection, more than the open-files limit allows; raise it (ulimit -n)"
+        );
+    }
     let shared = Arc::new(shared);
     rwproxy::reload::watch(cli.routes.clone(), router, resolver, metrics.clone())?;
 

@@ -44,8 +44,13 @@ pub struct ReloadResult {
 pub struct Metrics {
     /// Connections by outcome and route.
     pub connections: Family<Outcome, Counter>,
-    /// Connections open now.
+    /// Connections open now (accepted and not yet closed, handshakes included): the count
+    /// that `client_connections_limit` caps.
     pub active: Gauge,
+    /// The process-wide cap on open client connections (`--max-client-connections`).
+    pub client_connections_limit: Gauge,
+    /// Times the accept loop found every connection slot taken and stopped accepting.
+    pub accept_paused: Counter,
     /// Time from accept to a ready session.
     pub handshake_seconds: Histogram,
     /// Bytes relayed, by direction and route, counted as they pass.
@@ -59,16 +64,24 @@ impl Default for Metrics {
     fn default() -> Self {
         let connections = Family::<Outcome, Counter>::default();
         let active = Gauge::default();
+        let client_connections_limit = Gauge::default();
+        let accept_paused = Counter::default();
         let handshake_seconds = Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0]);
         let bytes = Family::<Direction, Counter>::default();
         let reloads = Family::<ReloadResult, Counter>::default();
         let mut registry = Registry::with_prefix("rwproxy");
         registry.register("connections", "Connections by outcome and route", connections.clone());
         registry.register("active_connections", "Connections open now", active.clone());
+        registry.register(
+            "client_connections_limit",
+            "Most client connections open at once; at the limit new clients wait in the listen queue",
+            client_connections_limit.clone(),
+        );
+        registry.register("accept_paused", "Times accepting paused because every connection slot was taken", accept_paused.clone());
         registry.register("handshake_seconds", "Time from accept to a ready session", handshake_seconds.clone());
         registry.register("bytes", "Bytes relayed by direction and route", bytes.clone());
         registry.register("route_reloads", "Route table reloads by result", reloads.clone());
-        Self { connections, active, handshake_seconds, bytes, reloads, registry }
+        Self { connections, active, client_connections_limit, accept_paused, handshake_seconds, bytes, reloads, registry }
     }
 }
 

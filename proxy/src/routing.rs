@@ -90,6 +90,8 @@ pub struct Decision {
     pub backend_tls: BackendTls,
     /// Startup parameters to forward (the routing token removed).
     pub params: Vec<(String, String)>,
+    /// The route's `maxConnections`.
+    pub max_connections: Option<u32>,
 }
 
 /// Why a connection is refused; the text is safe to show the client.
@@ -103,6 +105,10 @@ pub enum Refusal {
     NotAllowed,
     /// The options parameter could not be parsed.
     BadOptions,
+    /// The route's `maxConnections` sessions are open (decided by the server's count).
+    TooManyConnections,
+    /// The client's network opened connections faster than `--connect-rate-per-network`.
+    RateLimited,
 }
 
 impl Refusal {
@@ -112,6 +118,9 @@ impl Refusal {
             Refusal::NoRoute | Refusal::Conflict => "08004",
             Refusal::NotAllowed => "28000",
             Refusal::BadOptions => "08P01",
+            // PostgreSQL's own codes, so clients and poolers already treat them as "retry later".
+            Refusal::TooManyConnections => "53300",
+            Refusal::RateLimited => "53400",
         }
     }
 
@@ -124,6 +133,8 @@ impl Refusal {
             Refusal::Conflict => "the host name and the cluster option name different clusters",
             Refusal::NotAllowed => "connections from this address are not allowed",
             Refusal::BadOptions => "invalid options parameter",
+            Refusal::TooManyConnections => "too many connections to this cluster; try again later",
+            Refusal::RateLimited => "too many new connections from this network; try again in a moment",
         }
     }
 
@@ -134,6 +145,8 @@ impl Refusal {
             Refusal::Conflict => "conflict",
             Refusal::NotAllowed => "not_allowed",
             Refusal::BadOptions => "bad_options",
+            Refusal::TooManyConnections => "too_many_connections",
+            Refusal::RateLimited => "rate_limited",
         }
     }
 }
@@ -177,7 +190,14 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
         params.push(("options".to_owned(), rest));
     }
     let backend = backend_of(route, &cluster);
-    Ok(Decision { route: route.name.clone(), cluster, backend, backend_tls: route.backend_tls, params })
+    Ok(Decision {
+        route: route.name.clone(),
+        cluster,
+        backend,
+        backend_tls: route.backend_tls,
+        params,
+        max_connections: route.max_connections,
+    })
 }
 
 /// The backend of a route for `cluster`: explicit (with `{cluster}` filled in), or the
@@ -248,6 +268,7 @@ mod tests {
             allowed: vec![allowed.parse().unwrap()],
             backend: Some(Backend { host: format!("{cluster}.internal"), port: 4566 }),
             backend_tls: BackendTls::Disable,
+            max_connections: None,
         }
     }
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # RWProxy benchmark, one run, side by side on the same PostgreSQL server:
 #   direct connection  vs  rwproxy  vs  PgBouncer (Debian package, session mode)
+#   vs  HAProxy (Debian package, tcp mode, one thread: the reference plain relay)
 # pgbench -S at -c 16 -j 2, at -c 1, with -C (a new connection per transaction), all over
-# plain TCP, and at -c 16 over TLS (tls16: the server, rwproxy and PgBouncer each end it), each
-# ROUNDS times (default 3) with the targets in turn. Prints medians of TPS, average and p99
-# latency, the proxy's CPU seconds per 10k transactions, its kernel share and context
-# switches (from /proc), TCP segments per transaction, and the ratios; then holds 10,000
-# idle TLS connections to rwproxy and prints its RSS.
-# Usage: [ROUNDS=N] bash tests/bench/proxy.sh [SECONDS_PER_RUN]   (default 10)
+# plain TCP against all four; at -c 16 over TLS (tls16: the server, rwproxy and PgBouncer each
+# end it) and with -C over TLS (tlsC: a new TLS connection per transaction, rwproxy and
+# PgBouncer); each ROUNDS times (default 3) with the targets in turn. Prints medians of TPS,
+# average and p99 latency, each proxy's CPU seconds per 10k transactions, its kernel share
+# and context switches (from /proc), TCP segments per transaction; then holds 10,000 idle
+# TLS connections to rwproxy and to PgBouncer and prints the RSS per connection of each;
+# then the summary table with rwproxy's ratio to the best peer and whether each target is met.
+# Usage: [ROUNDS=N] [IDLE_CONNECTIONS=N] bash tests/bench/proxy.sh [SECONDS_PER_RUN]
+#   (defaults: 3 rounds, 10,000 idle connections, 10 s per run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -15,6 +19,7 @@ secs=${1:-10}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/byoc/target}"
 
 command -v pgbouncer >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null; }
+command -v haproxy >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null; }
 command -v pgbench >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-contrib >/dev/null; }
 cargo build -q --release -p rwproxy --bin rwproxy --bench idle_tls
 rwproxy="$CARGO_TARGET_DIR/release/rwproxy"
@@ -47,13 +52,20 @@ spec:
     - {name: bench, match: {database: postgres}, cluster: bench, allowedCidrs: [127.0.0.0/8], backend: '127.0.0.1:$pg'}
 YAML
 rp=$(free_port)
-prlimit --pid $$ --nofile=30000:30000 2>/dev/null || true
-ulimit -n 30000 2>/dev/null || true
+# Every process below inherits this script's open-files limit, raised as far as its hard
+# limit allows (raising the hard limit needs CAP_SYS_RESOURCE, which containers often
+# lack): holding 10,000 idle connections takes 10,000 descriptors.
+nofile=$(ulimit -Hn)
+{ [ "$nofile" = unlimited ] || [ "$nofile" -gt 30000 ]; } && nofile=30000
+ulimit -n "$nofile"
+[ "$nofile" -ge 10200 ] || echo "warning: an open-files limit of $nofile is too low to hold 10,000 idle connections" >&2
 # In a session of its own, as PgBouncer (-d) and PostgreSQL (pg_ctl) are: with the kernel's
 # autogroup scheduling, a process left in this script's session shares one CPU share with
 # pgbench, which cost rwproxy about 8% of its TPS in every earlier run of this benchmark.
 # (setsid execs in place here: a script's background job does not lead a process group.)
-RWPROXY_LOG=warn setsid "$rwproxy" ${RWPROXY_ARGS:-} --routes "$work/routes" --listen "127.0.0.1:$rp" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --handshake-timeout 120 &
+# The cap is set above its default (two descriptors per connection): the idle connections
+# below never reach a backend and hold one each.
+RWPROXY_LOG=warn setsid "$rwproxy" ${RWPROXY_ARGS:-} --routes "$work/routes" --listen "127.0.0.1:$rp" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --handshake-timeout 600 --max-client-connections 12000 &
 rwproxy_pid=$!
 pids+=("$rwproxy_pid")
 
@@ -70,7 +82,10 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $work/bouncer/users.txt
 pool_mode = session
-max_client_conn = 2000
+max_client_conn = 12000
+; The idle connections below sit after TLS without a startup message, as they do on rwproxy
+; (--handshake-timeout 600); PgBouncer's default would close them after 60 s.
+client_login_timeout = 600
 default_pool_size = 100
 logfile = $work/bouncer/pgbouncer.log
 pidfile = $work/bouncer/pgbouncer.pid
@@ -81,15 +96,41 @@ INI
 cp "$work/cert.pem" "$work/key.pem" "$work/bouncer/"
 echo '"postgres" ""' > "$work/bouncer/users.txt"
 chown -R postgres:postgres "$work/bouncer"
-(cd / && runuser -u postgres -- pgbouncer -d "$work/bouncer/pgbouncer.ini")
+# runuser resets the soft open-files limit to 1,024 (the hard limit stays): PgBouncer holds
+# one descriptor per client, so it starts with the soft limit raised back.
+(cd / && runuser -u postgres -- prlimit --nofile="$nofile:$nofile" pgbouncer -d "$work/bouncer/pgbouncer.ini")
 for _ in $(seq 50); do [ -s "$work/bouncer/pgbouncer.pid" ] && break; sleep 0.1; done
 bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid")
 pids+=("$bouncer_pid")
+grep -q "Max open files *$nofile" "/proc/$bouncer_pid/limits" || { echo "PgBouncer did not get the open-files limit $nofile" >&2; exit 1; }
+
+# HAProxy, tcp mode, one thread, in the foreground (-db) in a session of its own.
+hp=$(free_port)
+cat > "$work/haproxy.cfg" <<CFG
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend pg
+  bind 127.0.0.1:$hp
+  default_backend pg
+backend pg
+  server pg 127.0.0.1:$pg
+CFG
+setsid haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+haproxy_pid=$!
+pids+=("$haproxy_pid")
 [ "$(cat "/proc/$rwproxy_pid/comm")" = rwproxy ] || { echo "rwproxy is not pid $rwproxy_pid" >&2; exit 1; }
-echo "autogroups: rwproxy $(cat "/proc/$rwproxy_pid/autogroup" 2>/dev/null || echo -), pgbouncer $(cat "/proc/$bouncer_pid/autogroup" 2>/dev/null || echo -), this script $(cat /proc/$$/autogroup 2>/dev/null || echo -)"
-for port in "$rp" "$bp"; do
+ag() { cat "/proc/$1/autogroup" 2>/dev/null | awk '{print $1}' || echo -; }
+echo "autogroups: rwproxy $(ag "$rwproxy_pid"), pgbouncer $(ag "$bouncer_pid"), haproxy $(ag "$haproxy_pid"), this script $(ag $$)"
+for port in "$rp" "$bp" "$hp"; do
   for _ in $(seq 100); do psql -qX -h 127.0.0.1 -p "$port" -U postgres -d postgres -c 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
 done
+[ "$(cat "/proc/$haproxy_pid/comm")" = haproxy ] || { echo "haproxy is not pid $haproxy_pid" >&2; exit 1; }
 
 # Per-process figures from /proc: CPU ticks split into user and kernel time, and context
 # switches summed over every thread.
@@ -100,6 +141,7 @@ switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {
 tcp_out_segs() { awk '/^Tcp:/ {if (seen) print $12; seen = 1}' /proc/net/snmp; }
 hz=$(getconf CLK_TCK)
 rounds=${ROUNDS:-3}
+idle_count=${IDLE_CONNECTIONS:-10000}
 
 # run NAME PORT PID|- ARGS...: one pgbench run; appends its figures to the per-target lists.
 declare -A tps lat p99 cpu ksh segs csw
@@ -129,11 +171,16 @@ median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {if
 spread() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.0f-%.0f", a[1], a[NR]}'; }
 
 echo "pgbench -S, $secs s per run, $rounds rounds (targets in turn within each round, order rotated), same server;"
-echo "rwproxy $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo dev), $(pgbouncer --version | head -n 1). Medians:"
-targets=(direct:"$pg":- rwproxy:"$rp":"$rwproxy_pid" pgbouncer:"$bp":"$bouncer_pid")
+echo "rwproxy $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo dev), $(pgbouncer --version | head -n 1), $(haproxy -v | head -n 1 | cut -d' ' -f1-3). Medians:"
+declare -A target
+target[direct]="$pg":- target[rwproxy]="$rp":"$rwproxy_pid" target[pgbouncer]="$bp":"$bouncer_pid" target[haproxy]="$hp":"$haproxy_pid"
+# The targets of each mode: HAProxy in tcp mode relays TLS without ending it, so it runs
+# the plain modes only; tlsC compares the two proxies that end the client's TLS.
+declare -A mode_targets=([c16]="direct rwproxy pgbouncer haproxy" [c1]="direct rwproxy pgbouncer haproxy"
+  [connect]="direct rwproxy pgbouncer haproxy" [tls16]="direct rwproxy pgbouncer" [tlsC]="rwproxy pgbouncer")
 # Plain TCP unless the mode says TLS (libpq's default, prefer, would take TLS wherever
 # it is offered, and only rwproxy and the server offer it unless PgBouncer is set up to).
-modes=(c16 c1 connect tls16)
+modes=(c16 c1 connect tls16 tlsC)
 for mode in "${modes[@]}"; do
   sslmode=disable
   case $mode in
@@ -141,11 +188,14 @@ for mode in "${modes[@]}"; do
     c1) args=(-c 1 -j 1) ;;
     connect) args=(-C -c 4 -j 2) ;;
     tls16) args=(-c 16 -j 2) sslmode=require ;;
+    tlsC) args=(-C -c 4 -j 2) sslmode=require ;;
   esac
+  read -r -a names <<<"${mode_targets[$mode]}"
   for round in $(seq "$rounds"); do
     # Rotate the order so no target always runs first, or right after the same neighbour.
-    for i in 0 1 2; do
-      IFS=: read -r name port pid <<<"${targets[$(((i + round) % 3))]}"
+    for i in "${!names[@]}"; do
+      name=${names[$(((i + round) % ${#names[@]}))]}
+      IFS=: read -r port pid <<<"${target[$name]}"
       run "$name" "$port" "$pid" "${args[@]}"
     done
   done
@@ -153,7 +203,7 @@ done
 
 printf '%-10s %-8s %10s %12s %8s %8s %13s %8s %10s %9s\n' target mode tps "tps range" "avg ms" "p99 ms" "cpu s/10k tx" "kernel%" "switch/tx" "segs/tx"
 for mode in "${modes[@]}"; do
-  for name in direct rwproxy pgbouncer; do
+  for name in ${mode_targets[$mode]}; do
     k=$name.$mode
     printf '%-10s %-8s %10s %12s %8s %8s %13s %8s %10s %9s\n' "$name" "$mode" "$(median "${tps[$k]}" | xargs printf '%.0f')" "$(spread "${tps[$k]}")" \
       "$(median "${lat[$k]}")" "$(median "${p99[$k]}")" "$(median "${cpu[$k]:-}")" "$(median "${ksh[$k]:-}")" "$(median "${csw[$k]:-}")" "$(median "${segs[$k]}")"
@@ -164,30 +214,64 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.1f%%", 100 * a / 
 declare -A med
 for key in "${!tps[@]}"; do med[tps.$key]=$(median "${tps[$key]}"); med[lat.$key]=$(median "${lat[$key]}"); done
 for key in "${!cpu[@]}"; do med[cpu.$key]=$(median "${cpu[$key]}"); done
-echo
-echo "ratios (medians, of direct):"
-for mode in "${modes[@]}"; do
-  echo "  $mode: rwproxy $(ratio "${med[tps.rwproxy.$mode]}" "${med[tps.direct.$mode]}") of direct TPS, pgbouncer $(ratio "${med[tps.pgbouncer.$mode]}" "${med[tps.direct.$mode]}")"
-done
-echo "  c16 CPU per transaction: rwproxy is $(ratio "${med[cpu.rwproxy.c16]}" "${med[cpu.pgbouncer.c16]}") of pgbouncer's"
-echo "  tls16 (both proxies end the client's TLS): rwproxy $(ratio "${med[tps.rwproxy.tls16]}" "${med[tps.pgbouncer.tls16]}") of pgbouncer's TPS, CPU per transaction $(ratio "${med[cpu.rwproxy.tls16]}" "${med[cpu.pgbouncer.tls16]}") of pgbouncer's"
-awk -v d="${med[lat.direct.c1]}" -v r="${med[lat.rwproxy.c1]}" -v b="${med[lat.pgbouncer.c1]}" \
-  'BEGIN {printf "  c1 latency added to direct %.3f ms: rwproxy +%.3f ms, pgbouncer +%.3f ms\n", d, r - d, b - d}'
-met() { awk "BEGIN {exit !($1)}" && echo "met" || echo "NOT met"; }
-echo "targets (medians):"
-echo "  c16 TPS >= 90% of direct: $(met "${med[tps.rwproxy.c16]} >= 0.9 * ${med[tps.direct.c16]}")"
-echo "  c16 TPS ahead of pgbouncer: $(met "${med[tps.rwproxy.c16]} > ${med[tps.pgbouncer.c16]}")"
-echo "  c16 CPU per transaction <= 1/3 of pgbouncer's: $(met "${med[cpu.rwproxy.c16]} * 3 <= ${med[cpu.pgbouncer.c16]}")"
-echo "  c1 latency added < pgbouncer's: $(met "${med[lat.rwproxy.c1]} < ${med[lat.pgbouncer.c1]}")"
 echo "Any relay that ends the client's TCP connection and opens its own to the server sends"
 echo "two extra segments per transaction (segs/tx above) and wakes one extra process each way;"
 echo "the kernel% column is the share of the proxy's CPU spent in the kernel doing that."
 
+# idle NAME PORT PID: holds 10,000 idle TLS connections (TLS done, no startup yet) and
+# records the target's RSS per connection once all are open.
+declare -A rss_per idle_open
+idle() {
+  local name=$1 port=$2 pid=$3 out="$work/idle-$1.txt"
+  local before; before=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  "$idle_tls" "$port" "$idle_count" "$work/ca.pem" 5 >"$out" 2>&1 &
+  local tool=$!
+  # The tool prints its line once every connection is open, then holds them 5 s.
+  for _ in $(seq 1200); do grep -q '^idle TLS connections' "$out" && break; kill -0 "$tool" 2>/dev/null || break; sleep 0.1; done
+  sleep 1
+  local held; held=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  wait "$tool" || true
+  local open; open=$(sed -n 's/^idle TLS connections: \([0-9]*\) open.*/\1/p' "$out")
+  idle_open[$name]=${open:-0}
+  rss_per[$name]=$(awk -v a="$before" -v b="$held" -v n="${open:-0}" 'BEGIN {if (n > 0) printf "%.1f", (b - a) / n; else print "-"}')
+  echo "$name: $(cat "$out"); RSS $((before / 1024)) MiB before, $((held / 1024)) MiB holding them: ${rss_per[$name]} KiB per connection"
+  # Let the connections close before the next target is measured.
+  sleep 2
+}
 echo
-rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$rwproxy_pid/status")
-"$idle_tls" "$rp" 10000 "$work/ca.pem" 8 &
-idle=$!
-sleep 6
-rss_held=$(awk '/VmRSS/ {print $2}' "/proc/$rwproxy_pid/status")
-wait "$idle" || true
-awk -v a="$rss_before" -v b="$rss_held" 'BEGIN {printf "rwproxy RSS holding 10,000 idle TLS connections: %.1f MiB (%.1f MiB before; target < 150 MiB)\n", b / 1024, a / 1024}'
+idle rwproxy "$rp" "$rwproxy_pid"
+idle pgbouncer "$bp" "$bouncer_pid"
+
+# The summary: rwproxy, its peers, and rwproxy's ratio to the best peer (above 1 is
+# better than the best peer for throughput, below 1 for CPU, latency and memory).
+share() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.1f%%", 100 * a / b; else print "-"}'; }
+best_high() { printf '%s\n' "$@" | grep -v '^-$' | sort -g | tail -n 1; }
+best_low() { printf '%s\n' "$@" | grep -v '^-$' | sort -g | head -n 1; }
+over() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else print "-"}'; }
+added() { awk -v a="$1" -v d="$2" 'BEGIN {printf "%+.3f", a - d}'; }
+row() { printf '| %-44s | %-12s | %-12s | %-12s | %-14s |\n' "$@"; }
+d16=${med[tps.direct.c16]} dC=${med[tps.direct.connect]} d1=${med[lat.direct.c1]}
+echo
+echo "Summary (medians of this run; ratio = rwproxy / best peer):"
+row "" rwproxy PgBouncer "HAProxy tcp" "vs best peer"
+row "c16, share of direct TPS" "$(share "${med[tps.rwproxy.c16]}" "$d16")" "$(share "${med[tps.pgbouncer.c16]}" "$d16")" "$(share "${med[tps.haproxy.c16]}" "$d16")" \
+  "$(over "${med[tps.rwproxy.c16]}" "$(best_high "${med[tps.pgbouncer.c16]}" "${med[tps.haproxy.c16]}")")"
+row "c16, CPU s per 10k transactions" "${med[cpu.rwproxy.c16]}" "${med[cpu.pgbouncer.c16]}" "${med[cpu.haproxy.c16]}" \
+  "$(over "${med[cpu.rwproxy.c16]}" "$(best_low "${med[cpu.pgbouncer.c16]}" "${med[cpu.haproxy.c16]}")")"
+la_r=$(added "${med[lat.rwproxy.c1]}" "$d1") la_b=$(added "${med[lat.pgbouncer.c1]}" "$d1") la_h=$(added "${med[lat.haproxy.c1]}" "$d1")
+row "c1, latency added (ms; direct $d1)" "$la_r" "$la_b" "$la_h" "$(over "$la_r" "$(best_low "$la_b" "$la_h")")"
+row "-C, share of direct TPS" "$(share "${med[tps.rwproxy.connect]}" "$dC")" "pooled" "$(share "${med[tps.haproxy.connect]}" "$dC")" \
+  "$(over "${med[tps.rwproxy.connect]}" "${med[tps.haproxy.connect]}")"
+row "-C, CPU s per 10k connections" "${med[cpu.rwproxy.connect]}" "pooled" "${med[cpu.haproxy.connect]}" \
+  "$(over "${med[cpu.rwproxy.connect]}" "${med[cpu.haproxy.connect]}")"
+row "TLS c16, TPS / CPU s per 10k tx" "${med[tps.rwproxy.tls16]%.*} / ${med[cpu.rwproxy.tls16]}" "${med[tps.pgbouncer.tls16]%.*} / ${med[cpu.pgbouncer.tls16]}" "-" \
+  "$(over "${med[tps.rwproxy.tls16]}" "${med[tps.pgbouncer.tls16]}") / $(over "${med[cpu.rwproxy.tls16]}" "${med[cpu.pgbouncer.tls16]}")"
+row "TLS -C, new conn/s / CPU ms each (PgB pooled)" "${med[tps.rwproxy.tlsC]%.*} / $(awk -v c="${med[cpu.rwproxy.tlsC]}" 'BEGIN {printf "%.3f", c / 10}')" \
+  "${med[tps.pgbouncer.tlsC]%.*} / $(awk -v c="${med[cpu.pgbouncer.tlsC]}" 'BEGIN {printf "%.3f", c / 10}')" "-" \
+  "$(over "${med[tps.rwproxy.tlsC]}" "${med[tps.pgbouncer.tlsC]}") / $(over "${med[cpu.rwproxy.tlsC]}" "${med[cpu.pgbouncer.tlsC]}")"
+row "RSS per idle TLS connection (KiB, $idle_count)" "${rss_per[rwproxy]}" "${rss_per[pgbouncer]}" "-" "$(over "${rss_per[rwproxy]}" "${rss_per[pgbouncer]}")"
+met() { awk "BEGIN {exit !($1)}" 2>/dev/null && echo "met" || echo "NOT met"; }
+echo "targets (medians of this run):"
+echo "  -C CPU per new plain connection <= HAProxy's: $(met "${med[cpu.rwproxy.connect]} <= ${med[cpu.haproxy.connect]}")"
+echo "  -C throughput >= HAProxy's: $(met "${med[tps.rwproxy.connect]} >= ${med[tps.haproxy.connect]}")"
+echo "  RSS per idle TLS connection <= 5 KiB: $(met "${idle_open[rwproxy]} >= $idle_count && ${rss_per[rwproxy]:-99} <= 5")"

@@ -10,4 +10,5 @@ mod lifecycle;
 mod logging;
 mod reload;
 mod routing;
+mod storm;
 mod support;

@@ -120,11 +120,25 @@ pub struct Proxy {
 impl Proxy {
     /// Starts rwproxy with TLS, `routes` published, and `args` added.
     pub fn start(routes: &str, args: &[&str]) -> Proxy {
+        Proxy::start_under(&[], routes, args)
+    }
+
+    /// Like [`Proxy::start`], run through `wrapper` (a command that execs the rest, such as
+    /// `prlimit --nofile=N:N`), so the child's pid is still rwproxy's.
+    pub fn start_under(wrapper: &[&str], routes: &str, args: &[&str]) -> Proxy {
         let c = certs();
         let published = tempfile::tempdir().expect("temp dir");
         publish(published.path(), 0, routes);
         let (port, admin) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_rwproxy"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_rwproxy")),
+        };
+        let child = command
             .arg("--routes")
             .arg(published.path().join("current"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])

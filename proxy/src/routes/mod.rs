@@ -93,7 +93,15 @@ pub struct RouteSpec {
     /// the cluster's network) or `verify-full` (the backend's certificate must chain to
     /// rwproxy's `--backend-ca` and name the backend host).
     pub backend_tls: Option<Spanned<BackendTls>>,
+    /// Most client connections open at once through this route to its cluster (to each
+    /// cluster, on a `cluster: "*"` route); past it a new client is refused with SQLSTATE
+    /// 53300 while open sessions carry on. Default: no limit.
+    pub max_connections: Option<Spanned<u32>>,
 }
+
+/// Largest `maxConnections` accepted: far above what one RisingWave frontend serves, so a
+/// larger number is a typo rather than a limit.
+pub const MAX_CONNECTIONS_LIMIT: u32 = 1_000_000;
 
 /// Whether the proxy speaks TLS to a route's backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -148,6 +156,8 @@ pub struct Route {
     pub backend: Option<Backend>,
     /// TLS to the backend.
     pub backend_tls: BackendTls,
+    /// Most client connections open at once to the route's cluster; `None`: no limit.
+    pub max_connections: Option<u32>,
 }
 
 /// What a route matches.
@@ -480,6 +490,16 @@ fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> (
         })
     });
 
+    if let Some(max) = &spec.max_connections
+        && !(1..=MAX_CONNECTIONS_LIMIT).contains(&max.value)
+    {
+        problems.error(
+            at(&max.referenced),
+            format!("route {name:?} has maxConnections {}", max.value),
+            format!("use 1 to {MAX_CONNECTIONS_LIMIT}, or leave maxConnections out for no limit"),
+        );
+    }
+
     if problems.len() != before {
         return (matcher, None);
     }
@@ -493,6 +513,7 @@ fn validate_route(file: &str, spec: &RouteSpec, problems: &mut Diagnostics) -> (
         allowed,
         backend,
         backend_tls,
+        max_connections: spec.max_connections.as_ref().map(|m| m.value),
     };
     (matcher, Some(route))
 }
@@ -620,5 +641,22 @@ mod tests {
         let errs = table(&route(", backendTls: require")).unwrap_err();
         let text = errs[0].to_string();
         assert!(text.contains("routes.yaml:6") && text.contains("verify-full"), "{text}");
+    }
+
+    #[test]
+    fn max_connections_is_optional_and_bounded() {
+        let route = |max: &str| format!("{HEAD}    - {{name: a, match: {{database: dev}}, cluster: c, allowedCidrs: [10.0.0.0/8]{max}}}\n");
+        assert_eq!(table(&route("")).unwrap().routes[0].max_connections, None);
+        assert_eq!(table(&route(", maxConnections: 100")).unwrap().routes[0].max_connections, Some(100));
+        for bad in ["0", "1000001"] {
+            let errs = table(&route(&format!(", maxConnections: {bad}"))).unwrap_err();
+            let text = errs[0].to_string();
+            assert!(
+                text.contains("routes.yaml:6:") && text.contains(&format!("maxConnections {bad}")) && text.contains("1 to 1000000"),
+                "{text}"
+            );
+        }
+        assert!(table(&route(", maxConnections: -1")).is_err(), "negative");
+        assert!(table(&route(", maxConnections: many")).is_err(), "not a number");
     }
 }
