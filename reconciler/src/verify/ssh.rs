@@ -39,7 +39,7 @@ impl SshSigner {
     }
 
     fn valid_at(&self, at: i64) -> bool {
-        !self.valid_after.is_some_and(|t| at < t) && !self.valid_before.is_some_and(|t| at > t)
+        self.valid_after.is_none_or(|t| at >= t) && self.valid_before.is_none_or(|t| at <= t)
     }
 
     fn allows_git(&self) -> bool {
