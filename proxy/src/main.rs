@@ -102,11 +102,21 @@ fn main() -> ExitCode {
     let table = match rwproxy::routes::load_dir(&cli.routes) {
         Ok(t) => t,
         Err(problems) => {
-            // Through the log, so that with --log-format json stderr stays one object a line.
+            // Plain diagnostics, as `byoc validate` prints them (the same function judged
+            // them); with --log-format json, through the log, one object a line.
+            let json = matches!(cli.log_format, LogFormat::Json);
             for p in problems {
-                tracing::error!("{p}");
+                if json {
+                    tracing::error!("{p}");
+                } else {
+                    eprintln!("{p}");
+                }
             }
-            tracing::error!("the routes in {} are not valid", cli.routes.display());
+            if json {
+                tracing::error!("the routes in {} are not valid", cli.routes.display());
+            } else {
+                eprintln!("error: the routes in {} are not valid", cli.routes.display());
+            }
             return ExitCode::FAILURE;
         }
     };

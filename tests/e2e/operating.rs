@@ -99,7 +99,7 @@ fn a_plan_whose_only_entries_are_blocked_exits_3() {
         assert_eq!(run.code, 3, "{output}: only blocked entries\n{}\n{}", run.stdout, run.stderr);
         if output == "json" {
             let json: Value = serde_json::from_str(&run.stdout).expect("json");
-            assert_eq!((json["summary"]["blocked"].as_u64(), json["summary"]["delete"].as_u64()), (Some(5), Some(0)));
+            assert_eq!((json["summary"]["blocked"].as_u64(), json["summary"]["delete"].as_u64()), (Some(4), Some(0)));
         }
     }
     // With something to do besides, it is "changes" again.
@@ -341,7 +341,7 @@ fn a_plan_too_big_for_a_comment_is_cut_to_one_or_split_into_numbered_parts() {
         .filter(|s| s["action"] != "no-op")
         .map(|s| s["id"].as_str().expect("id").to_owned())
         .collect();
-    assert!(ids.len() >= 1_500, "{} changed", ids.len());
+    assert!(ids.len() >= 1_200, "{} changed", ids.len());
 
     // Default: one comment, the summary, what fits, and how many more.
     let one = plan(&["--output", "markdown"]);
