@@ -658,7 +658,7 @@ fn verify_run(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     let to_rev = args.to.clone().unwrap_or(default_to);
     let to = resolve(&to_rev)?;
-    let store = open_store(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?;
+    let store = crate::state::open(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?;
     let (mut state, version) = match &store {
         Some(s) => SourceState::load(s.as_ref())?,
         None => (SourceState::default(), None),
@@ -722,7 +722,7 @@ fn run_command(path: &std::path::Path, once: bool, check: bool) -> u8 {
 
 fn publish_command(args: &PublishArgs) -> u8 {
     let run = || -> anyhow::Result<u8> {
-        let store = open_store(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
+        let store = crate::state::open(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
             .ok_or_else(|| anyhow::anyhow!("give --state-dir or --state-s3: only the revision `byoc verify` accepted is published"))?;
         let repo = source::open(&args.repo)?;
         let (state, _) = SourceState::load(store.as_ref())?;
@@ -767,27 +767,6 @@ fn default_cache_dir() -> anyhow::Result<PathBuf> {
         _ => anyhow::bail!("neither XDG_CACHE_HOME nor HOME is set; give --cache-dir"),
     };
     Ok(base.join("byoc").join("git"))
-}
-
-/// The state store the flags name: a directory, or `s3://BUCKET/PREFIX`; `None` for neither.
-pub(crate) fn open_store(
-    dir: Option<&std::path::Path>,
-    s3: Option<&str>,
-    endpoint_url: Option<&str>,
-) -> anyhow::Result<Option<Box<dyn StateStore>>> {
-    Ok(match (dir, s3) {
-        (Some(dir), _) => Some(Box::new(LocalDir::new(dir)?)),
-        (None, Some(url)) => {
-            let (bucket, prefix) = url
-                .strip_prefix("s3://")
-                .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
-                .filter(|(b, _)| !b.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("--state-s3 {url:?}: expected s3://BUCKET/PREFIX"))?;
-            let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
-            Some(Box::new(crate::state::s3::S3Store::new(bucket, &prefix, endpoint_url)?))
-        }
-        (None, None) => None,
-    })
 }
 
 fn revert_command(repo: &std::path::Path, to: &str, message: Option<&str>) -> u8 {

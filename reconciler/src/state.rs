@@ -205,6 +205,23 @@ impl StateStore for LocalDir {
     }
 }
 
+/// The state store the flags name: a directory, or `s3://BUCKET/PREFIX`; `None` for neither.
+pub fn open(dir: Option<&std::path::Path>, s3: Option<&str>, endpoint_url: Option<&str>) -> anyhow::Result<Option<Box<dyn StateStore>>> {
+    Ok(match (dir, s3) {
+        (Some(dir), _) => Some(Box::new(LocalDir::new(dir)?)),
+        (None, Some(url)) => {
+            let (bucket, prefix) = url
+                .strip_prefix("s3://")
+                .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+                .filter(|(b, _)| !b.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--state-s3 {url:?}: expected s3://BUCKET/PREFIX"))?;
+            let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+            Some(Box::new(s3::S3Store::new(bucket, &prefix, endpoint_url)?))
+        }
+        (None, None) => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,7 +147,10 @@ async fn a_storm_of_2000_connects_leaves_exactly_100_open_on_a_route_limited_to_
     // Exactly 100 are open, as the backend itself counts them.
     assert_eq!(open_on_alpha("storm").await, LIMIT as i64);
     assert_eq!(on_route(&proxy, "too_many_connections", "storm"), (STORM - (LIMIT - 1)) as f64);
-    assert!(answered >= 10, "the open session answered {answered} queries during a storm of {storm_took:?}");
+    // Answered throughout: at least one answer for every quarter second the storm lasted
+    // (a fixed count failed when a fast machine finished the storm in 0.4 s).
+    let wanted = u64::try_from(storm_took.as_millis() / 250).unwrap_or(u64::MAX).max(1);
+    assert!(answered >= wanted, "the open session answered {answered} queries during a storm of {storm_took:?}");
     assert!(slowest < Duration::from_secs(2), "the open session waited {slowest:?} for an answer during the storm");
     // Refused clients cost no memory that stays: 100 sessions and 250 handshakes in flight
     // fit well within 32 MiB (measured here: a few MiB).

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::apply::{self, ApplyError, Options, Prepared};
 use super::aws::Aws;
 use super::cloud_part;
-use crate::cli::{ApplyArgs, CLOUD_OUTPUTS_KEY, DestroyArgs, EXIT_ERROR, EXIT_OK, TargetArgs, open_store};
+use crate::cli::{ApplyArgs, CLOUD_OUTPUTS_KEY, DestroyArgs, EXIT_ERROR, EXIT_OK, TargetArgs};
 use crate::expand::expand;
 use crate::logging;
 use crate::plan::render::Report;
@@ -82,7 +82,7 @@ fn run(request: &Request<'_>) -> anyhow::Result<u8> {
         (None, None) => Some(crate::state::default_dir(&repository, &env.name)?),
         (None, Some(_)) => None,
     };
-    let store = open_store(state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
+    let store = crate::state::open(state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
         .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir or --state-s3"))?;
     let options = Options {
         revision: if destroy { format!("destroy at {}", revision.name) } else { revision.name.clone() },

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::state::{LocalDir, StateStore};
+use crate::state::StateStore;
 use crate::verify::SourceState;
 use config::{Config, StateLocation};
 use status::{ClusterHealth, LastError, STATUS_KEY, Status};
@@ -54,14 +54,11 @@ fn now() -> i64 {
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Box<dyn StateStore>> {
-    Ok(match &config.state {
-        StateLocation::Dir(dir) => Box::new(LocalDir::new(dir)?),
-        StateLocation::S3(url) => {
-            let (bucket, prefix) = url.trim_start_matches("s3://").split_once('/').unwrap_or((url.trim_start_matches("s3://"), ""));
-            let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
-            Box::new(crate::state::s3::S3Store::new(bucket, &prefix, config.cloud_endpoint.as_deref())?)
-        }
-    })
+    let (dir, s3) = match &config.state {
+        StateLocation::Dir(dir) => (Some(dir.as_path()), None),
+        StateLocation::S3(url) => (None, Some(url.as_str())),
+    };
+    crate::state::open(dir, s3, config.cloud_endpoint.as_deref())?.ok_or_else(|| anyhow::anyhow!("no state store configured"))
 }
 
 /// How one reconcile ended.
