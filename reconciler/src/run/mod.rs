@@ -248,19 +248,15 @@ impl Daemon {
             Ok(r) => r,
             Err(e) => return self.stop("apply", "Ready", "ApplyFailed", format!("{e:#}")),
         };
-        let health: Vec<ClusterHealth> = report
-            .clusters
-            .iter()
-            .map(|c| ClusterHealth {
-                name: c.cluster.clone(),
-                outcome: format!("{:?}", c.outcome).to_lowercase(),
-                message: c.message.clone(),
-            })
-            .collect();
-        self.update(|s| s.clusters = health);
+        let clusters: Vec<ClusterHealth> = report.clusters.iter().map(health).collect();
+        self.update(|s| s.clusters = clusters);
         if !report.ok() {
-            let stalled: Vec<String> =
-                report.clusters.iter().filter(|c| !report_ok(c)).map(|c| format!("{}: {}", c.cluster, c.message)).collect();
+            let stalled: Vec<String> = report
+                .clusters
+                .iter()
+                .filter(|c| c.outcome == crate::k8s::reconcile::Outcome::Stalled)
+                .map(|c| format!("{}: {}", c.cluster, c.message))
+                .collect();
             return self.stop("apply", "Ready", "ClustersNotReady", format!("{revision}: not published; {}", stalled.join("; ")));
         }
 
@@ -274,11 +270,7 @@ impl Daemon {
         };
         let t = now();
         self.update(|s| {
-            s.clusters.extend(removed.iter().map(|c| ClusterHealth {
-                name: c.cluster.clone(),
-                outcome: format!("{:?}", c.outcome).to_lowercase(),
-                message: c.message.clone(),
-            }));
+            s.clusters.extend(removed.iter().map(health));
             s.last_applied_revision = Some(revision.clone());
             s.set("Ready", true, "Applied", format!("applied and published {revision}"), t);
             s.set("Stalled", false, "Applied", "", t);
@@ -329,6 +321,7 @@ impl Daemon {
     }
 }
 
-fn report_ok(c: &crate::k8s::reconcile::ClusterReport) -> bool {
-    c.outcome != crate::k8s::reconcile::Outcome::Stalled
+/// One cluster's line in the status.
+fn health(c: &crate::k8s::reconcile::ClusterReport) -> ClusterHealth {
+    ClusterHealth { name: c.cluster.clone(), outcome: format!("{:?}", c.outcome).to_lowercase(), message: c.message.clone() }
 }
