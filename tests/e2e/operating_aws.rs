@@ -45,6 +45,23 @@ fn skip_preflight_lets_a_first_apply_run_on_plain_moto_and_says_what_it_skipped(
         assert!(skipped.iter().any(|l| l.contains(check)), "{check} named as skipped: {skipped:?}");
     }
     assert!(!run.stderr.contains("preflight found"), "no preflight was run:\n{}", run.stderr);
+
+    // The user's next steps on the same plain moto: a second apply (observe reads every
+    // bucket's versioning, which plain moto answers in a shape the SDK cannot parse) and a
+    // destroy.
+    let again = |verb: &str, extra: &[&str]| {
+        let mut args = vec![verb, "--repo", ".", "--env", "examples/aws", "--endpoint-url", &moto, "--state-dir", "state"];
+        args.extend_from_slice(&["--auto-approve", "--skip-preflight"]);
+        args.extend_from_slice(extra);
+        byoc_env(repo.path(), &args, &MOTO_ENV)
+    };
+    let second = again("apply", &[]);
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    assert!(second.stdout.contains("No changes"), "{}", second.stdout);
+    assert!(second.stderr.contains("versioning of bucket"), "the unread setting is said:\n{}", second.stderr);
+    let destroy = again("destroy", &["--delete-data"]);
+    assert_eq!(destroy.code, 0, "{}\n{}", destroy.stdout, destroy.stderr);
+    assert!(destroy.stdout.contains("applied 30 action(s)"), "{}", destroy.stdout);
 }
 
 /// Stops a moto server started for one test when dropped.
