@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# The demo: a pull request against examples/aws, planned the way a CI job would comment
-# it, then applied to an emulated AWS account. Builds byoc, puts the example into a
-# throw-away git repository, commits a change (scale a cluster, add a cluster, drop the
-# public SQL endpoint) and prints the plan as markdown, then as text. Then it starts the
-# moto AWS emulator on 127.0.0.1 (installed from PyPI on first run), applies main,
-# applies the merged pull request (the live plan shows the same change), and destroys the
-# environment. Usage: bash examples/demo.sh
+# The demo, in two parts.
+#
+# 1. A pull request against examples/aws, planned the way a CI job would comment it, then
+#    applied to an emulated AWS account. Builds byoc, puts the example into a throw-away
+#    git repository, commits a change (scale a cluster, add a cluster, drop the public SQL
+#    endpoint) and prints the plan as markdown, then as text. Then it starts the moto AWS
+#    emulator on 127.0.0.1 (installed from PyPI on first run), applies main and the merged
+#    pull request (the live plan shows the same change).
+# 2. The product: `byoc run` pulls a signed repository, converges the clusters in
+#    Kubernetes (the API double with a stand-in operator: no kube-apiserver runs here) and
+#    publishes the routes that `rwproxy` serves; two PostgreSQL servers stand in for the
+#    clusters' frontends. A signed push adds a cluster, the webhook wakes the daemon, and
+#    psql reaches the new cluster through rwproxy; an unsigned push is refused and changes
+#    nothing; a signed `git revert` removes the route, then the cluster.
+#
+# Then the AWS environment is destroyed. Usage: bash examples/demo.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/byoc/target}"
@@ -14,8 +23,9 @@ command -v git >/dev/null 2>&1 && command -v cc >/dev/null 2>&1 && command -v pk
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     git gcc libc6-dev make pkg-config libssl-dev
 }
-cargo build -q --locked -p byoc-reconciler --bin byoc --manifest-path "$root/Cargo.toml"
+cargo build -q --locked -p byoc-reconciler -p rwproxy -p kube-double --bins --manifest-path "$root/Cargo.toml"
 byoc="$CARGO_TARGET_DIR/debug/byoc"
+bin="$CARGO_TARGET_DIR/debug"
 
 repo="$(mktemp -d)"
 trap 'rm -rf "$repo"' EXIT
@@ -73,6 +83,11 @@ echo
 echo "== the pull request merged: byoc apply shows the live plan and applies it"
 git merge -q --ff-only scale-analytics
 apply apply
+
+echo
+echo "== part 2: byoc run, the in-account reconciler"
+bash "$root/examples/demo-daemon.sh" "$bin" "$repo/daemon"
+
 echo
 echo "== byoc destroy --delete-data"
 apply destroy --delete-data

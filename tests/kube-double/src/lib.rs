@@ -20,6 +20,7 @@
 //! binary through a kubeconfig.
 
 mod fields;
+pub mod operator;
 mod schema;
 mod store;
 

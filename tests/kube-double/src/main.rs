@@ -6,6 +6,9 @@
 //! gzip -dc tests/fixtures/risingwave-operator/risingwaves.crd.yaml.gz > /tmp/rw.crd.yaml
 //! cargo run -p kube-double -- --listen 127.0.0.1:8001 --crd /tmp/rw.crd.yaml > /tmp/kubeconfig
 //! ```
+//!
+//! With `--stand-in-operator`, RisingWave objects are reported Running as soon as they are
+//! written (see [`kube_double::operator`]), as the demo needs.
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut crds = Vec::new();
     let mut lifetime = 3600u64;
+    let mut operator = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -26,7 +30,10 @@ async fn main() -> anyhow::Result<()> {
                 crds.push(std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?);
             }
             "--lifetime" => lifetime = value()?.parse().context("--lifetime takes seconds")?,
-            other => bail!("unknown argument {other:?}; usage: kube-double [--listen 127.0.0.1:PORT] [--crd FILE]... [--lifetime SECS]"),
+            "--stand-in-operator" => operator = true,
+            other => bail!(
+                "unknown argument {other:?}; usage: kube-double [--listen 127.0.0.1:PORT] [--crd FILE]... [--lifetime SECS] [--stand-in-operator]"
+            ),
         }
     }
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
@@ -37,6 +44,10 @@ async fn main() -> anyhow::Result<()> {
     let texts: Vec<&str> = crds.iter().map(String::as_str).collect();
     let double = kube_double::Double::new(&texts)?;
     let server = double.serve(listener);
+    if operator {
+        // Every 50 ms for the double's lifetime.
+        tokio::spawn(kube_double::operator::run(double.client(), Duration::from_millis(50), lifetime.saturating_mul(20)));
+    }
     println!("{}", kube_double::kubeconfig(&format!("http://{addr}")));
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(lifetime)) => {}
