@@ -146,15 +146,21 @@ impl Reloading {
         if *seen == digest {
             return Reload::Unchanged;
         }
-        // Remember the failed digest too: a bad rotation is reported once, not every poll.
-        *seen = digest;
         match material.server_config(&self.files) {
             Ok(config) => {
+                *seen = digest;
                 self.current.store(config);
                 tracing::info!(cert = %self.files.cert.display(), "agent TLS material reloaded");
                 Reload::Reloaded
             }
+            // The three files are read one after the other: a rotation landing in between
+            // pairs an old certificate with a new key. If the files moved meanwhile, judge
+            // them at the next poll instead.
+            Err(_) if Material::read(&self.files).map(|m| m.digest()).ok() != Some(digest) => Reload::Unchanged,
             Err(e) => {
+                // Remember the failed digest too: a bad rotation is reported once, not
+                // every poll.
+                *seen = digest;
                 tracing::error!(error = %e, "agent TLS files changed but do not load; keeping the previous certificate");
                 Reload::Failed
             }
