@@ -111,13 +111,41 @@ fn allows(g: &Grant, a: &Access) -> bool {
 
 const REPORTS: &str = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: RisingWaveCluster\nmetadata:\n  name: reports\nspec:\n  image: risingwavelabs/risingwave:v2.1.0\n  components:\n    meta: {replicas: 1, cpu: \"1\", memory: 2Gi}\n    frontend: {replicas: 1, cpu: \"1\", memory: 2Gi}\n    compute: {replicas: 1, cpu: \"1\", memory: 4Gi}\n    compactor: {replicas: 1, cpu: \"1\", memory: 2Gi}\n  stateStore:\n    prefix: reports\n  deletionPolicy: Delete\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rendered_rbac_allows_every_call_the_daemon_makes_and_nothing_it_does_not() {
+/// The rendered grants of the base, once.
+fn rendered() -> Vec<Grant> {
+    let objects = kustomize(&crate::support::project_root().join("manifests/base"));
+    let grants = grants(&objects);
+    assert!(!grants.is_empty(), "the daemon's ServiceAccount is bound to roles");
+    grants
+}
+
+/// The double's RBAC for the daemon's token: the grants, less `without`.
+fn enforced(grants: &[Grant], without: Option<&Grant>) -> kube_double::rbac::Rbac {
+    kube_double::rbac::Rbac {
+        token: "double".into(), // the kubeconfig's token: the daemon's requests
+        user: "system:serviceaccount:byoc-system:byoc".into(),
+        rules: grants
+            .iter()
+            .filter(|g| Some(*g) != without)
+            .map(|g| kube_double::rbac::Rule {
+                verbs: vec![g.verb.clone()],
+                api_groups: vec![g.group.clone()],
+                resources: vec![g.resource.clone()],
+                namespace: g.namespace.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The scenario under `rbac`, with the real binary (`byoc run --once`, twice): the
+/// daemon's requests, or the stderr of the run that failed.
+async fn scenario(rbac: kube_double::rbac::Rbac) -> Result<Vec<kube_double::Recorded>, String> {
     let d = double();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let api_addr = listener.local_addr().expect("addr");
     let _server = d.serve(listener);
     let _op = operator(&d.client());
+    d.set_rbac(Some(rbac));
 
     let mut s = Signed::new();
     s.default_policy();
@@ -136,41 +164,18 @@ async fn the_rendered_rbac_allows_every_call_the_daemon_makes_and_nothing_it_doe
         ),
     )
     .expect("config");
-    let run = || Command::new(env!("CARGO_BIN_EXE_byoc")).args(["run", "--config", "reconciler.yaml", "--once"]).current_dir(&work).output().expect("byoc runs");
     let once = || {
-        let out = run();
-        assert!(out.status.success(), "byoc run --once: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_byoc"))
+            .args(["run", "--config", "reconciler.yaml", "--once"])
+            .current_dir(&work)
+            .output()
+            .expect("byoc runs");
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
     };
-    // The double judges the daemon's token by the rules rendered from manifests/.
-    let objects = kustomize(&crate::support::project_root().join("manifests/base"));
-    let grants = grants(&objects);
-    assert!(!grants.is_empty(), "the daemon's ServiceAccount is bound to roles");
-    let rbac = |without: Option<&Grant>| kube_double::rbac::Rbac {
-        token: "double".into(), // the kubeconfig's token: the daemon's requests
-        user: "system:serviceaccount:byoc-system:byoc".into(),
-        rules: grants
-            .iter()
-            .filter(|g| Some(*g) != without)
-            .map(|g| kube_double::rbac::Rule {
-                verbs: vec![g.verb.clone()],
-                api_groups: vec![g.group.clone()],
-                resources: vec![g.resource.clone()],
-                namespace: g.namespace.clone(),
-            })
-            .collect(),
-    };
-    // Without one rule the daemon fails, and says which verb on which resource was refused.
-    let patch_namespaces = grants.iter().find(|g| g.verb == "patch" && g.resource == "namespaces").expect("patch namespaces is granted");
-    d.set_rbac(Some(rbac(Some(patch_namespaces))));
-    let out = run();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot patch resource \"namespaces\" in API group \"\" at the cluster scope"), "{stderr}");
-    d.clear_requests();
-
-    d.set_rbac(Some(rbac(None)));
-    once();
+    // Only the daemon's requests (its kubeconfig's token): the stand-in operator's and the
+    // test's own carry none.
     let daemons = |d: &kube_double::Double| d.requests().into_iter().filter(|r| r.token.as_deref() == Some("double")).collect::<Vec<_>>();
+    once()?;
     let mut requests = daemons(&d);
     // A frontend Service as earlier versions of byoc made it, which the removal deletes.
     let legacy = serde_json::json!({
@@ -182,7 +187,6 @@ async fn the_rendered_rbac_allows_every_call_the_daemon_makes_and_nothing_it_doe
     let services: kube::Api<kube::api::DynamicObject> =
         kube::Api::namespaced_with(d.client(), "rw-ingest", &byoc::k8s::objects::ObjectKind::Service.api_resource());
     services.create(&Default::default(), &serde_json::from_value(legacy).expect("object")).await.expect("legacy service");
-    // The second run's log starts afresh.
     d.clear_requests();
     // One commit: ingest (Delete) removed, analytics (Retain) removed, reports added.
     std::fs::remove_file(s.repo().join("env/clusters/ingest.yaml")).expect("rm");
@@ -194,17 +198,22 @@ async fn the_rendered_rbac_allows_every_call_the_daemon_makes_and_nothing_it_doe
     );
     s.commit(Some("bob"), "replace the clusters");
     s.git(&["push", "-q", "origin", "main"]);
-    once();
+    once()?;
     requests.extend(daemons(&d));
+    Ok(requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_rbac_allows_every_call_the_daemon_makes_and_nothing_it_does_not() {
+    let grants = rendered();
+    // The double enforces the rendered rules for the daemon's token: the scenario passes.
+    let requests = scenario(enforced(&grants, None)).await.unwrap_or_else(|stderr| panic!("refused under the rendered RBAC:\n{stderr}"));
     let kinds: BTreeSet<String> = requests.iter().filter(|r| r.method != http::Method::GET).map(|r| format!("{} {}", r.method, r.uri.split('?').next().unwrap_or(""))).collect();
     assert!(kinds.iter().any(|k| k.starts_with("DELETE /api/v1/namespaces/rw-ingest")), "the scenario deleted a cluster: {kinds:#?}");
     assert!(kinds.iter().any(|k| k.starts_with("PATCH /api/v1/namespaces/rw-analytics")), "the scenario orphaned a cluster: {kinds:#?}");
     assert!(kinds.contains("DELETE /api/v1/namespaces/rw-ingest/services/ingest-frontend-legacy"), "{kinds:#?}");
-
-    // Only the daemon's requests (its kubeconfig's token): the stand-in operator's and the
-    // legacy Service's carry none. The double logged its answers, none of them 403.
-    let calls: BTreeSet<Access> = requests.iter().map(|r| access(&r.method, &r.uri)).collect();
     assert!(requests.iter().all(|r| r.status != 403), "refused under the rendered RBAC");
+    let calls: BTreeSet<Access> = requests.iter().map(|r| access(&r.method, &r.uri)).collect();
 
     // Every call is allowed...
     let denied: Vec<&Access> = calls.iter().filter(|a| !grants.iter().any(|g| allows(g, a))).collect();
@@ -216,10 +225,36 @@ async fn the_rendered_rbac_allows_every_call_the_daemon_makes_and_nothing_it_doe
     let unused: Vec<&Grant> =
         grants.iter().filter(|g| (g.resource != "leases" || leader_election) && !calls.iter().any(|a| allows(g, a))).collect();
     assert!(unused.is_empty(), "rules the daemon never uses (least privilege: remove them):\n{unused:#?}\ncalls:\n{calls:#?}");
-    // Nothing cluster-wide it does not need: the only cluster-scoped resource is namespaces.
+    // Cluster-wide grants only on the clusters' namespaces and what they hold.
     for g in grants.iter().filter(|g| g.namespace.is_none()) {
         assert!(["namespaces", "serviceaccounts", "services", "risingwaves"].contains(&g.resource.as_str()), "{g:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_any_one_rule_the_daemon_fails_with_a_403_naming_its_verb_and_resource() {
+    let grants = rendered();
+    let leader_election = grants.iter().filter(|g| g.resource == "leases").count();
+    let mut judged = 0;
+    for g in &grants {
+        if g.resource == "leases" {
+            // Not called by this build (see above); judged once leader election calls it.
+            continue;
+        }
+        let Err(stderr) = scenario(enforced(&grants, Some(g))).await else {
+            panic!("the scenario passed without {g:?}: the rule is not needed");
+        };
+        let scope = match &g.namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "in the namespace \"rw-".to_owned(),
+        };
+        let needle = format!("cannot {} resource \"{}\" in API group \"{}\"", g.verb, g.resource, g.group);
+        assert!(stderr.contains(&needle), "without {g:?} the daemon must say {needle:?}:\n{stderr}");
+        assert!(stderr.contains(&scope) || stderr.contains("at the cluster scope"), "{stderr}");
+        judged += 1;
+    }
+    assert_eq!(judged + leader_election, grants.len());
+    assert!(judged >= 10, "{judged}");
 }
 
 #[test]
