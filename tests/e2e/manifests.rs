@@ -99,7 +99,9 @@ fn every_overlay_builds_and_runs_a_hardened_two_container_pod() {
 
 #[test]
 fn each_overlay_sets_its_clouds_workload_identity_and_internal_load_balancers() {
-    let expect: [(&str, &[&str], &[(&str, &str)]); 3] = [
+    // (overlay, ServiceAccount annotations, the Services' annotations)
+    type Expected<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let expect: [Expected; 3] = [
         (
             "aws",
             &["eks.amazonaws.com/role-arn"],
@@ -265,7 +267,7 @@ fn the_image_builds_both_binaries_onto_a_non_root_distroless_base() {
     assert!(base.starts_with("gcr.io/distroless/cc-debian12") && base.ends_with(":nonroot"), "{base}");
     // Every stage after the last FROM: a numeric, non-root USER.
     let last_from = lines.iter().rposition(|l| l.starts_with("FROM ")).expect("FROM");
-    let user = lines[last_from..].iter().filter_map(|l| l.strip_prefix("USER ")).last().expect("USER in the final stage");
+    let user = lines[last_from..].iter().filter_map(|l| l.strip_prefix("USER ")).next_back().expect("USER in the final stage");
     let uid: u32 = user.split(':').next().and_then(|u| u.parse().ok()).expect("numeric uid (runAsNonRoot can check it)");
     assert_ne!(uid, 0);
 
@@ -289,4 +291,43 @@ fn the_image_builds_both_binaries_onto_a_non_root_distroless_base() {
     assert!(lint.status.success(), "hadolint: {}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
     let uid_in_pod = object(&objects, "Deployment", "byoc")["spec"]["template"]["spec"]["securityContext"]["runAsUser"].as_u64();
     assert_eq!(uid_in_pod, Some(u64::from(uid)), "the pod runs as the image's user");
+}
+
+/// Each rendered object read into the Kubernetes API's own types (k8s-openapi, the API
+/// version the reconciler is built for) and written back: a field of the wrong type fails to
+/// read, and a field the API does not have (a typo, a field of another version) is lost on
+/// the way, so the two differ. This stands in for kubeconform, which needs schemas fetched
+/// from the network.
+#[test]
+fn every_rendered_object_is_valid_for_the_kubernetes_api_version_in_use() {
+    use k8s_openapi::api::{apps, core, networking, policy, rbac};
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(o: &Value) -> Result<Value, String> {
+        let typed: T = serde_json::from_value(o.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_value(typed).map_err(|e| e.to_string())
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for cloud in OVERLAYS {
+        for o in kustomize(&overlay(cloud)) {
+            let kind = o["kind"].as_str().unwrap_or("").to_owned();
+            let back = match kind.as_str() {
+                "Namespace" => round_trip::<core::v1::Namespace>(&o),
+                "ServiceAccount" => round_trip::<core::v1::ServiceAccount>(&o),
+                "ConfigMap" => round_trip::<core::v1::ConfigMap>(&o),
+                "Service" => round_trip::<core::v1::Service>(&o),
+                "Deployment" => round_trip::<apps::v1::Deployment>(&o),
+                "PodDisruptionBudget" => round_trip::<policy::v1::PodDisruptionBudget>(&o),
+                "NetworkPolicy" => round_trip::<networking::v1::NetworkPolicy>(&o),
+                "ClusterRole" => round_trip::<rbac::v1::ClusterRole>(&o),
+                "ClusterRoleBinding" => round_trip::<rbac::v1::ClusterRoleBinding>(&o),
+                "Role" => round_trip::<rbac::v1::Role>(&o),
+                "RoleBinding" => round_trip::<rbac::v1::RoleBinding>(&o),
+                other => panic!("{cloud}: no check for kind {other}"),
+            };
+            let name = o["metadata"]["name"].as_str().unwrap_or("?");
+            let back = back.unwrap_or_else(|e| panic!("{cloud}: {kind} {name} does not read as the API's type: {e}"));
+            assert_eq!(back, o, "{cloud}: {kind} {name} has fields the API does not know (left: as the API reads it)");
+            seen.insert(kind);
+        }
+    }
+    assert_eq!(seen.len(), 11, "{seen:?}");
 }
