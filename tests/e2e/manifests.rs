@@ -105,7 +105,10 @@ fn each_overlay_sets_its_clouds_workload_identity_and_internal_load_balancers() 
         (
             "aws",
             &["eks.amazonaws.com/role-arn"],
-            &[("service.beta.kubernetes.io/aws-load-balancer-scheme", "internal"), ("service.beta.kubernetes.io/aws-load-balancer-nlb-target-type", "ip")],
+            &[
+                ("service.beta.kubernetes.io/aws-load-balancer-scheme", "internal"),
+                ("service.beta.kubernetes.io/aws-load-balancer-nlb-target-type", "ip"),
+            ],
         ),
         ("gcp", &["iam.gke.io/gcp-service-account"], &[("networking.gke.io/load-balancer-type", "Internal")]),
         (
@@ -118,7 +121,10 @@ fn each_overlay_sets_its_clouds_workload_identity_and_internal_load_balancers() 
         let objects = kustomize(&overlay(cloud));
         let sa = object(&objects, "ServiceAccount", "byoc");
         for key in identity {
-            assert!(sa["metadata"]["annotations"][key].as_str().is_some_and(|v| !v.is_empty()), "{cloud}: {key} on the ServiceAccount: {sa:#}");
+            assert!(
+                sa["metadata"]["annotations"][key].as_str().is_some_and(|v| !v.is_empty()),
+                "{cloud}: {key} on the ServiceAccount: {sa:#}"
+            );
         }
         for service in ["byoc-agent", "rwproxy"] {
             let svc = object(&objects, "Service", service);
@@ -132,7 +138,10 @@ fn each_overlay_sets_its_clouds_workload_identity_and_internal_load_balancers() 
     }
     // AWS: the SQL NLB speaks PROXY protocol v2, and RWProxy accepts it from the VPC.
     let aws = kustomize(&overlay("aws"));
-    assert_eq!(object(&aws, "Service", "rwproxy")["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"], "*");
+    assert_eq!(
+        object(&aws, "Service", "rwproxy")["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"],
+        "*"
+    );
     let args = strs(&object(&aws, "Deployment", "byoc")["spec"]["template"]["spec"]["containers"][1]["args"]).join(" ");
     assert!(args.contains("--proxy-protocol-from="), "{args}");
 }
@@ -219,14 +228,23 @@ fn the_rendered_config_and_container_arguments_are_accepted_by_the_binaries() {
         // byoc: the container's command line, with --check, against the rendered config.
         let byoc = &containers[0];
         assert_eq!(strs(&byoc["command"]), ["/usr/local/bin/byoc"], "{cloud}");
-        let args: Vec<String> = strs(&byoc["args"]).iter().map(|a| a.replace("/etc/byoc/config/reconciler.yaml", &config.display().to_string())).collect();
+        let args: Vec<String> =
+            strs(&byoc["args"]).iter().map(|a| a.replace("/etc/byoc/config/reconciler.yaml", &config.display().to_string())).collect();
         assert!(args.iter().any(|a| *a == config.display().to_string()), "{cloud}: the args name the mounted config: {args:?}");
         let out = Command::new(env!("CARGO_BIN_EXE_byoc")).args(&args).arg("--check").output().expect("byoc runs");
-        assert!(out.status.success(), "{cloud}: byoc {args:?} --check: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cloud}: byoc {args:?} --check: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         // The config mounts where the Deployment mounts it, and the ports agree.
         let text = std::fs::read_to_string(&config).expect("read");
         let ports: Vec<u64> = byoc["ports"].as_array().expect("ports").iter().filter_map(|p| p["containerPort"].as_u64()).collect();
-        assert!(text.contains("listen: \"0.0.0.0:8080\"") && text.contains("listen: \"0.0.0.0:8443\"") && ports == [8080, 8443], "{cloud}: {ports:?}\n{text}");
+        assert!(
+            text.contains("listen: \"0.0.0.0:8080\"") && text.contains("listen: \"0.0.0.0:8443\"") && ports == [8080, 8443],
+            "{cloud}: {ports:?}\n{text}"
+        );
 
         // rwproxy: its arguments with --check, the routes from an example environment.
         let proxy = &containers[1];
@@ -248,7 +266,8 @@ fn the_public_proxy_component_adds_one_restricted_load_balancer() {
     let root = project_root().join("manifests");
     // kustomize refuses paths outside the kustomization root by default; symlink instead.
     std::os::unix::fs::symlink(&root, dir.path().join("m")).expect("symlink");
-    std::fs::write(dir.path().join("kustomization.yaml"), "resources: [m/overlays/aws]\ncomponents: [m/components/public-proxy]\n").expect("write");
+    std::fs::write(dir.path().join("kustomization.yaml"), "resources: [m/overlays/aws]\ncomponents: [m/components/public-proxy]\n")
+        .expect("write");
     let objects = kustomize(dir.path());
     let public = object(&objects, "Service", "rwproxy-public");
     assert_eq!(public["spec"]["type"], "LoadBalancer");

@@ -41,8 +41,24 @@ impl Ca {
         openssl(
             &dir,
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out",
-                "ca.pem", "-subj", &format!("/CN={name}"), "-days", "10", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                &format!("/CN={name}"),
+                "-days",
+                "10",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
@@ -61,9 +77,26 @@ impl Ca {
             .expect("ext");
         openssl(
             &self.dir,
-            &["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")],
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={name}"),
+            ],
         );
-        let mut args = vec!["ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-in", &csr, "-out", &pem, "-extfile", &ext, "-notext"];
+        let mut args = vec![
+            "ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-in", &csr, "-out", &pem, "-extfile", &ext,
+            "-notext",
+        ];
         args.extend_from_slice(validity);
         openssl(&self.dir, &args);
         (self.dir.join(pem), self.dir.join(key))
@@ -91,11 +124,12 @@ fn curl(port: u16, server_ca: &Path, client: Option<&(PathBuf, PathBuf)>, method
     let dir = tempfile::tempdir().expect("tempdir");
     let headers = dir.path().join("headers");
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-v", "--max-time", "10", "-X", method, "--cacert"])
-        .arg(server_ca)
-        .arg("-D")
-        .arg(&headers)
-        .args(["-o", "-", "-w", "\n%{http_code}"]);
+    cmd.args(["-sS", "-v", "--max-time", "10", "-X", method, "--cacert"]).arg(server_ca).arg("-D").arg(&headers).args([
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+    ]);
     if let Some((cert, key)) = client {
         cmd.arg("--cert").arg(cert).arg("--key").arg(key);
     }
@@ -207,8 +241,14 @@ async fn the_agent_api_admits_only_the_allowed_identity_over_tls13_and_its_trigg
     let allowed = client_ca.issue("control-plane", &format!("URI:{SPIFFE}"), "clientAuth", VALID);
     let by_dns = client_ca.issue("by-dns", "DNS:cp.rw.test", "clientAuth", VALID);
     let stranger = client_ca.issue("stranger", "URI:spiffe://rw.test/someone-else,DNS:stranger.rw.test", "clientAuth", VALID);
-    let expired = client_ca.issue("expired", &format!("URI:{SPIFFE}"), "clientAuth", &["-startdate", "20200101000000Z", "-enddate", "20200201000000Z"]);
-    let early = client_ca.issue("early", &format!("URI:{SPIFFE}"), "clientAuth", &["-startdate", "20900101000000Z", "-enddate", "20900201000000Z"]);
+    let expired = client_ca.issue(
+        "expired",
+        &format!("URI:{SPIFFE}"),
+        "clientAuth",
+        &["-startdate", "20200101000000Z", "-enddate", "20200201000000Z"],
+    );
+    let early =
+        client_ca.issue("early", &format!("URI:{SPIFFE}"), "clientAuth", &["-startdate", "20900101000000Z", "-enddate", "20900201000000Z"]);
     let outsider = foreign.issue("outsider", &format!("URI:{SPIFFE}"), "clientAuth", VALID);
     land(&work, "tls-v1", &server_v1.0, &server_v1.1, &client_ca.pem());
 
@@ -281,7 +321,10 @@ async fn the_agent_api_admits_only_the_allowed_identity_over_tls13_and_its_trigg
     assert_eq!(curl(agent_port, &ca, Some(&stranger), "POST", "/v1/reconcile", &[]).code, 403);
     assert_eq!(refusals(port, "identity_not_allowed"), 2);
     let daemon_log = log();
-    assert!(daemon_log.contains("identity_not_allowed") && daemon_log.contains("unknown_issuer"), "refusals are logged with their reason:\n{daemon_log}");
+    assert!(
+        daemon_log.contains("identity_not_allowed") && daemon_log.contains("unknown_issuer"),
+        "refusals are logged with their reason:\n{daemon_log}"
+    );
 
     // POST /v1/reconcile wakes the loop: a signed push (no webhook) is applied.
     s.write("env/clusters/reports.yaml", REPORTS);
@@ -312,7 +355,9 @@ async fn the_agent_api_admits_only_the_allowed_identity_over_tls13_and_its_trigg
     let before = curl(agent_port, &ca, Some(&allowed), "GET", "/v1/status", &[]);
     assert!(before.log.contains("CN=agent-v1"), "{}", before.log);
     land(&work, "tls-v2", &server_v2.0, &server_v2.1, &client_ca.pem());
-    until("the rotated certificate is served", || curl(agent_port, &ca, Some(&allowed), "GET", "/v1/status", &[]).log.contains("CN=agent-v2"));
+    until("the rotated certificate is served", || {
+        curl(agent_port, &ca, Some(&allowed), "GET", "/v1/status", &[]).log.contains("CN=agent-v2")
+    });
     assert_eq!(curl(agent_port, &ca, Some(&allowed), "GET", "/v1/status", &[]).code, 200);
     // The CA bundle too: adding the foreign CA admits its client.
     let bundle = [std::fs::read_to_string(client_ca.pem()).expect("ca"), std::fs::read_to_string(foreign.pem()).expect("ca")].concat();

@@ -106,7 +106,10 @@ fn grants(objects: &[Value]) -> Vec<Grant> {
 }
 
 fn allows(g: &Grant, a: &Access) -> bool {
-    g.verb == a.verb && g.group == a.group && g.resource == a.resource && g.namespace.as_ref().is_none_or(|ns| Some(ns) == a.namespace.as_ref())
+    g.verb == a.verb
+        && g.group == a.group
+        && g.resource == a.resource
+        && g.namespace.as_ref().is_none_or(|ns| Some(ns) == a.namespace.as_ref())
 }
 
 const REPORTS: &str = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: RisingWaveCluster\nmetadata:\n  name: reports\nspec:\n  image: risingwavelabs/risingwave:v2.1.0\n  components:\n    meta: {replicas: 1, cpu: \"1\", memory: 2Gi}\n    frontend: {replicas: 1, cpu: \"1\", memory: 2Gi}\n    compute: {replicas: 1, cpu: \"1\", memory: 4Gi}\n    compactor: {replicas: 1, cpu: \"1\", memory: 2Gi}\n  stateStore:\n    prefix: reports\n  deletionPolicy: Delete\n";
@@ -208,7 +211,11 @@ async fn the_rendered_rbac_allows_every_call_the_daemon_makes_and_nothing_it_doe
     let grants = rendered();
     // The double enforces the rendered rules for the daemon's token: the scenario passes.
     let requests = scenario(enforced(&grants, None)).await.unwrap_or_else(|stderr| panic!("refused under the rendered RBAC:\n{stderr}"));
-    let kinds: BTreeSet<String> = requests.iter().filter(|r| r.method != http::Method::GET).map(|r| format!("{} {}", r.method, r.uri.split('?').next().unwrap_or(""))).collect();
+    let kinds: BTreeSet<String> = requests
+        .iter()
+        .filter(|r| r.method != http::Method::GET)
+        .map(|r| format!("{} {}", r.method, r.uri.split('?').next().unwrap_or("")))
+        .collect();
     assert!(kinds.iter().any(|k| k.starts_with("DELETE /api/v1/namespaces/rw-ingest")), "the scenario deleted a cluster: {kinds:#?}");
     assert!(kinds.iter().any(|k| k.starts_with("PATCH /api/v1/namespaces/rw-analytics")), "the scenario orphaned a cluster: {kinds:#?}");
     assert!(kinds.contains("DELETE /api/v1/namespaces/rw-ingest/services/ingest-frontend-legacy"), "{kinds:#?}");
@@ -259,8 +266,14 @@ async fn without_any_one_rule_the_daemon_fails_with_a_403_naming_its_verb_and_re
 
 #[test]
 fn request_paths_map_to_the_authorizers_verbs() {
-    let a = access(&http::Method::PATCH, "/apis/risingwave.risingwavelabs.com/v1alpha1/namespaces/rw-a/risingwaves/a?fieldManager=byoc&force=true");
-    assert_eq!((a.verb.as_str(), a.group.as_str(), a.resource.as_str(), a.namespace.as_deref()), ("patch", "risingwave.risingwavelabs.com", "risingwaves", Some("rw-a")));
+    let a = access(
+        &http::Method::PATCH,
+        "/apis/risingwave.risingwavelabs.com/v1alpha1/namespaces/rw-a/risingwaves/a?fieldManager=byoc&force=true",
+    );
+    assert_eq!(
+        (a.verb.as_str(), a.group.as_str(), a.resource.as_str(), a.namespace.as_deref()),
+        ("patch", "risingwave.risingwavelabs.com", "risingwaves", Some("rw-a"))
+    );
     let a = access(&http::Method::GET, "/api/v1/namespaces?labelSelector=x%3Dy");
     assert_eq!((a.verb.as_str(), a.resource.as_str(), a.namespace), ("list", "namespaces", None));
     let a = access(&http::Method::GET, "/api/v1/namespaces/rw-a");

@@ -177,7 +177,8 @@ impl Double {
         let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let target = parse_path(path)
             .ok_or_else(|| ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})")))?;
-        if let Some(rbac) = self.rbac.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().filter(|r| r.judges(req.headers())) {
+        if let Some(rbac) = self.rbac.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().filter(|r| r.judges(req.headers()))
+        {
             let verb = rbac::verb(req.method(), target.name.is_some(), matches!(param("watch"), Some("true" | "1")));
             let resource = match &target.subresource {
                 Some(sub) => format!("{}/{sub}", target.plural),

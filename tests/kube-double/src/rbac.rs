@@ -55,11 +55,19 @@ fn matches(list: &[String], value: &str) -> bool {
 impl Rbac {
     /// Whether the request is the user's.
     pub(crate) fn judges(&self, headers: &http::HeaderMap) -> bool {
-        headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) == Some(self.token.as_str())
+        headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+            == Some(self.token.as_str())
     }
 
     /// Allows the request or refuses it with the API server's 403.
-    pub(crate) fn check(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>, name: Option<&str>) -> Result<(), ApiError> {
+    pub(crate) fn check(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<(), ApiError> {
         let allowed = self.rules.iter().any(|r| {
             matches(&r.verbs, verb)
                 && matches(&r.api_groups, group)

@@ -113,7 +113,10 @@ impl AgentSpec {
         }
         let allowed_at = Position::at(file, &self.allowed_identities.referenced);
         if self.allowed_identities.value.is_empty() {
-            problems.push(Diagnostic::new(allowed_at.clone(), "agent.allowedIdentities is empty: name the control plane's SPIFFE id or DNS name"));
+            problems.push(Diagnostic::new(
+                allowed_at.clone(),
+                "agent.allowedIdentities is empty: name the control plane's SPIFFE id or DNS name",
+            ));
         }
         for id in &self.allowed_identities.value {
             if !valid_identity(id) {
@@ -160,9 +163,9 @@ fn valid_identity(id: &str) -> bool {
 /// Whether one of the certificate's identities is allowed: URIs compared exactly (SPIFFE
 /// ids are case-sensitive), DNS names without regard to ASCII case.
 pub fn allowed<'a>(identities: &'a [String], allow: &[String]) -> Option<&'a String> {
-    identities.iter().find(|id| {
-        allow.iter().any(|a| if a.contains("://") { a == *id } else { !id.contains("://") && a.eq_ignore_ascii_case(id) })
-    })
+    identities
+        .iter()
+        .find(|id| allow.iter().any(|a| if a.contains("://") { a == *id } else { !id.contains("://") && a.eq_ignore_ascii_case(id) }))
 }
 
 type Labels = Vec<(&'static str, &'static str)>;
@@ -298,7 +301,10 @@ async fn handle(req: Request<Incoming>, agent: Arc<Agent>, caller: Arc<Caller>) 
         ("GET", "/v1/plan") => "plan",
         ("POST", "/v1/reconcile") => "reconcile",
         (_, "/v1/status" | "/v1/clusters" | "/v1/plan" | "/v1/reconcile") => {
-            return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed: the agent API is read-only plus POST /v1/reconcile"})));
+            return Ok(reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method not allowed: the agent API is read-only plus POST /v1/reconcile"}),
+            ));
         }
         _ => return Ok(reply(StatusCode::NOT_FOUND, &json!({"error": "not found"}))),
     };
@@ -345,7 +351,8 @@ fn clusters(status: &super::status::Status, publish_dir: &Path) -> serde_json::V
         .iter()
         .map(|c| {
             let namespace = rwproxy::routes::cluster_namespace(&c.name);
-            let frontend = format!("{}.{namespace}.svc:{}", rwproxy::routes::frontend_service(&c.name), rwproxy::routes::OPERATOR_FRONTEND_PORT);
+            let frontend =
+                format!("{}.{namespace}.svc:{}", rwproxy::routes::frontend_service(&c.name), rwproxy::routes::OPERATOR_FRONTEND_PORT);
             let published: Vec<&str> = routes.iter().filter(|r| r.cluster == c.name).map(|r| r.name.as_str()).collect();
             json!({
                 "name": c.name,
