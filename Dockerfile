@@ -6,7 +6,9 @@
 #
 # manifests/base/deployment.yaml runs both containers from this one image.
 
-FROM rust:1.89-bookworm AS build
+# The toolchain the tests run with; bookworm, so the binaries need no newer glibc than the
+# distroless debian12 base has.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # libgit2 and libssh2 are built by the git2 crate (cmake, pkg-config); HTTPS fetches link OpenSSL.
 RUN apt-get update \
