@@ -99,7 +99,11 @@ fn main() -> ExitCode {
         LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => log.json().with_ansi(false).init(),
     }
-    let table = match rwproxy::routes::load_dir(&cli.routes) {
+    // In the sidecar pod the reconciler publishes the routes only after its first
+    // reconcile; until then there is nothing at --routes. Serving starts with no routes and
+    // the first publish is picked up, instead of exiting and being restarted with backoff.
+    let unpublished = !cli.check && std::fs::symlink_metadata(&cli.routes).is_err();
+    let table = match if unpublished { Ok(Default::default()) } else { rwproxy::routes::load_dir(&cli.routes) } {
         Ok(t) => t,
         Err(problems) => {
             // Plain diagnostics, as `byoc validate` prints them (the same function judged
@@ -120,7 +124,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if table.routes.is_empty() {
+    if unpublished {
+        tracing::warn!(routes = %cli.routes.display(), "nothing published at --routes yet; every connection is refused until routes are published");
+    } else if table.routes.is_empty() {
         // An empty table routes nothing: most likely the wrong directory, or a tree the
         // reconciler has not published routes into yet.
         let what = format!("{} holds no route (no `kind: Routes` document lists one)", cli.routes.display());

@@ -59,7 +59,10 @@ pub fn watch(routes: PathBuf, router: Arc<ArcSwap<Router>>, tls: Option<Arc<SniR
     })?;
     let parent = routes.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     watcher.watch(&parent, RecursiveMode::NonRecursive)?;
-    watcher.watch(&routes, RecursiveMode::Recursive)?;
+    // Not published yet: the parent's watch sees the symlink appear (a swap, below).
+    if routes.exists() {
+        watcher.watch(&routes, RecursiveMode::Recursive)?;
+    }
     let mut cert_dirs: Vec<PathBuf> = Vec::new();
     for f in tls.iter().flat_map(|t| t.files()) {
         for p in [&f.cert, &f.key] {

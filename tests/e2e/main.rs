@@ -4,6 +4,7 @@ mod aws;
 mod bad_specs;
 mod golden;
 mod kube;
+mod manifests;
 mod operating;
 mod operating_aws;
 mod plan_cases;

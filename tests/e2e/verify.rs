@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod agent;
 mod daemon;
 mod fetch;
 mod gitsign;
@@ -12,6 +13,7 @@ mod holes;
 mod openpgp;
 mod property;
 mod publish;
+mod rbac;
 mod x509;
 
 use crate::support::{Run, byoc};

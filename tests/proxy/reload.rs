@@ -118,3 +118,63 @@ fn only_the_routes_and_their_symlink_trigger_a_reload_and_a_swap_moves_the_watch
     let out = psql(&format!("host=127.0.0.1 port={} sslmode=require user=postgres dbname=edited", proxy.port), "SELECT 1", &[]);
     assert!(text(&out).1.contains("the cluster is not reachable right now"), "the edited route is in use: {:?}", text(&out));
 }
+
+/// The sidecar pod starts rwproxy before the reconciler's first publish: with nothing at
+/// `--routes` yet it serves (refusing every connection) and picks up the first publish,
+/// rather than exiting and being restarted with backoff.
+#[test]
+fn a_proxy_started_before_the_first_publish_routes_once_it_appears() {
+    use std::io::{Read, Write};
+    let c = super::support::certs();
+    let root = tempfile::tempdir().expect("tempdir");
+    let (port, admin) = (super::support::free_port(), super::support::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .arg("--routes")
+        .arg(root.path().join("current"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
+        .arg("--tls-cert")
+        .arg(&c.cert)
+        .arg("--tls-key")
+        .arg(&c.key)
+        .env("RWPROXY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start rwproxy");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    let reloads = || {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else { return -1.0 };
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.lines()
+            .find_map(|l| l.strip_prefix("rwproxy_route_reloads_total{result=\"ok\"}").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    let start = std::time::Instant::now();
+    while reloads() < 0.0 {
+        assert!(child.0.try_wait().expect("wait").is_none(), "rwproxy exited with nothing published");
+        assert!(start.elapsed() < Duration::from_secs(10), "rwproxy did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = psql(&format!("host=127.0.0.1 port={port} sslmode=require user=postgres dbname=postgres"), "SELECT 1", &[]);
+    assert!(!refused.status.success(), "nothing is routed before the first publish: {:?}", text(&refused));
+    // The first publish, as the reconciler makes it: a revision directory, then the symlink.
+    let rev = root.path().join("rev-0");
+    std::fs::create_dir(&rev).expect("mkdir");
+    std::fs::write(rev.join("routes.yaml"), default_routes("")).expect("write");
+    std::os::unix::fs::symlink(&rev, root.path().join("current.tmp")).expect("symlink");
+    std::fs::rename(root.path().join("current.tmp"), root.path().join("current")).expect("swap");
+    while reloads() < 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the first publish was not picked up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = psql(&format!("host=127.0.0.1 port={port} sslmode=require user=postgres dbname=postgres"), "SELECT 1", &[]);
+    assert_eq!(text(&out).0, "1", "{:?}", text(&out));
+}

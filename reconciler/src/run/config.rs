@@ -62,6 +62,7 @@ struct Spec {
     webhook: Option<WebhookSpec>,
     cloud: Option<CloudSpec>,
     kubernetes: Option<KubernetesSpec>,
+    agent: Option<super::agent::AgentSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +141,8 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context.
     pub context: Option<String>,
+    /// The mTLS agent API, when configured.
+    pub agent: Option<super::agent::AgentConfig>,
 }
 
 /// Default poll period, as Flux's `interval` is commonly set.
@@ -222,6 +225,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
         .as_ref()
         .and_then(|t| read_secret(t, "repository.tokenFile", &mut problems))
         .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let agent = spec.agent.and_then(|a| a.check(file, &resolve, &mut problems));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -250,6 +254,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
         cloud_endpoint: spec.cloud.and_then(|c| c.endpoint_url),
         kubeconfig,
         context,
+        agent,
     })
 }
 

@@ -32,6 +32,8 @@ pub struct Metrics {
     fetch_failures: Counter,
     webhooks: Family<Labels, Counter>,
     last_success: Gauge,
+    /// The agent API's counters.
+    pub agent: super::agent::AgentMetrics,
 }
 
 impl Default for Metrics {
@@ -49,7 +51,8 @@ impl Default for Metrics {
         registry.register("fetch_failures", "Fetches that failed", fetch_failures.clone());
         registry.register("webhooks", "Webhook deliveries by verdict", webhooks.clone());
         registry.register("last_success_timestamp_seconds", "When a revision was last applied", last_success.clone());
-        Metrics { registry, reconciles, duration, verify_refusals, fetch_failures, webhooks, last_success }
+        let agent = super::agent::AgentMetrics::register(&mut registry);
+        Metrics { registry, reconciles, duration, verify_refusals, fetch_failures, webhooks, last_success, agent }
     }
 }
 

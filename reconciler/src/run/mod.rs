@@ -20,6 +20,7 @@
 //! Not done here yet (see the README): leader election between two replicas, the
 //! clusters' cloud identities, and environment drift reporting.
 
+pub mod agent;
 pub mod config;
 mod http;
 pub mod status;
@@ -301,6 +302,10 @@ impl Daemon {
         tracing::info!(listen = %listener.local_addr()?, "status, metrics and webhooks");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let server = tokio::spawn(http::serve(listener, self.shared.clone(), shutdown.clone()));
+        let agent = match &self.config.agent {
+            Some(a) => Some(agent::start(a, self.shared.clone(), &self.config.publish_dir, shutdown.clone()).await?),
+            None => None,
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let last = loop {
             let ended = self.reconcile().await;
@@ -317,6 +322,9 @@ impl Daemon {
         };
         shutdown.cancel();
         let _ = server.await;
+        if let Some(agent) = agent {
+            let _ = agent.await;
+        }
         Ok(last)
     }
 }

@@ -11,8 +11,9 @@
 //! `Status` bodies for 400/403/404/409/415/422; CRDs with their structural schema judged on
 //! write as the API server judges it (pruning of unknown fields and nulls; type with
 //! int-or-string, required, enum, items, additionalProperties, minimum, maximum, maxLength,
-//! pattern), so the risingwave-operator's real CRD can be loaded. No defaulting. It does not do watch, strategic merge patch,
-//! list-map merging (lists are atomic), admission, RBAC, or defaulting beyond a service's
+//! pattern), so the risingwave-operator's real CRD can be loaded; and, when given rules
+//! ([`Double::set_rbac`]), RBAC for resource requests ([`rbac`]). No defaulting. It does not do watch, strategic merge patch,
+//! list-map merging (lists are atomic), admission, or defaulting beyond a service's
 //! clusterIP and a namespace's phase.
 //!
 //! Two ways in: [`Double::client`] gives a `kube::Client` whose requests the double answers
@@ -21,6 +22,7 @@
 
 mod fields;
 pub mod operator;
+pub mod rbac;
 mod schema;
 mod store;
 
@@ -49,6 +51,9 @@ pub struct Recorded {
     pub body: String,
     /// The status code answered.
     pub status: u16,
+    /// The bearer token sent, if any (the real binary's come from its kubeconfig; the
+    /// in-process [`Double::client`] sends none).
+    pub token: Option<String>,
 }
 
 /// The double; clones share state.
@@ -56,6 +61,7 @@ pub struct Recorded {
 pub struct Double {
     store: Arc<Mutex<Store>>,
     log: Arc<Mutex<Vec<Recorded>>>,
+    rbac: Arc<Mutex<Option<rbac::Rbac>>>,
 }
 
 impl Double {
@@ -65,7 +71,7 @@ impl Double {
         for crd in crds {
             types.extend(ResourceType::from_crd(crd)?);
         }
-        Ok(Double { store: Arc::new(Mutex::new(Store::new(types))), log: Arc::default() })
+        Ok(Double { store: Arc::new(Mutex::new(Store::new(types))), log: Arc::default(), rbac: Arc::default() })
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
@@ -75,6 +81,11 @@ impl Double {
     /// How long a deleted namespace stays `Terminating` (default 300 ms).
     pub fn set_terminate_after(&self, d: Duration) {
         self.store().terminate_after = d;
+    }
+
+    /// Judges every later request by `rbac` (`None`: everything is allowed, the default).
+    pub fn set_rbac(&self, rbac: Option<rbac::Rbac>) {
+        *self.rbac.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = rbac;
     }
 
     /// Every request answered so far.
@@ -136,6 +147,12 @@ impl Double {
         let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let uri = req.uri().to_string();
         let method = req.method().clone();
+        let token = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
         let body_text = String::from_utf8_lossy(req.body()).into_owned();
         let (status, body) = match self.route(&req, content_type.as_deref()) {
             Ok((status, v)) => (status, v),
@@ -147,6 +164,7 @@ impl Double {
             content_type,
             body: body_text,
             status: status.as_u16(),
+            token,
         });
         let mut resp = Response::new(Bytes::from(body.to_string()));
         *resp.status_mut() = status;
@@ -160,6 +178,15 @@ impl Double {
         let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let target = parse_path(path)
             .ok_or_else(|| ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})")))?;
+        if let Some(rbac) = self.rbac.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().filter(|r| r.judges(req.headers()))
+        {
+            let verb = rbac::verb(req.method(), target.name.is_some(), matches!(param("watch"), Some("true" | "1")));
+            let resource = match &target.subresource {
+                Some(sub) => format!("{}/{sub}", target.plural),
+                None => target.plural.clone(),
+            };
+            rbac.check(verb, &target.group, &resource, target.namespace.as_deref(), target.name.as_deref())?;
+        }
         let mut store = self.store();
         store.sweep();
         let rt = store
