@@ -73,7 +73,10 @@ impl World {
     fn pull_request(&mut self) -> String {
         let r = &self.repo;
         r.edit(&format!("{ENV}/clusters/analytics.yaml"), "compute: {replicas: 3", "compute: {replicas: 6");
-        let reporting = r.read(&format!("{ENV}/clusters/analytics.yaml")).replace("name: analytics", "name: reporting").replace("prefix: analytics", "prefix: reporting");
+        let reporting = r
+            .read(&format!("{ENV}/clusters/analytics.yaml"))
+            .replace("name: analytics", "name: reporting")
+            .replace("prefix: analytics", "prefix: reporting");
         r.write(&format!("{ENV}/clusters/reporting.yaml"), &reporting);
         r.edit(&format!("{ENV}/environment.yaml"), "      public:\n        allowedCidrs: [203.0.113.0/24]\n", "");
         self.repo.commit("scale analytics, add reporting, drop the public endpoint")
@@ -129,7 +132,12 @@ async fn the_demo_pull_request_is_applied_whole_and_a_second_plan_shows_no_chang
     });
     assert_eq!(pr.code, 2, "{}", pr.stderr);
     let reviewed = changed(&serde_json::from_str(&pr.stdout).expect("plan JSON"));
-    for expected in ["update k8s.risingwave/analytics", "create k8s.risingwave/reporting", "create aws.iam-role/rw-reporting", "delete aws.nlb/proxy-public"] {
+    for expected in [
+        "update k8s.risingwave/analytics",
+        "create k8s.risingwave/reporting",
+        "create aws.iam-role/rw-reporting",
+        "delete aws.nlb/proxy-public",
+    ] {
         assert!(reviewed.contains(expected), "the reviewed plan shows {expected}: {reviewed:#?}");
     }
 

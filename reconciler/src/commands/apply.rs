@@ -161,19 +161,18 @@ pub fn apply(args: &ApplyArgs) -> u8 {
         },
         None => None,
     };
-    if let Some(body) = &saved {
-        if body.environment != args.target.env {
-            logging::error(&format!(
-                "the saved plan is for environment {}, not --env {}; nothing was applied",
-                body.environment, args.target.env
-            ));
-            return EXIT_ERROR;
-        }
+    if let Some(body) = &saved
+        && body.environment != args.target.env
+    {
+        logging::error(&format!(
+            "the saved plan is for environment {}, not --env {}; nothing was applied",
+            body.environment, args.target.env
+        ));
+        return EXIT_ERROR;
     }
     // Nothing says where Kubernetes is: the plan and the apply cover the cloud half, and
     // say so before anything is planned.
-    let unconfigured =
-        !args.kube.cloud_only && args.kube.kubeconfig.is_none() && args.kube.context.is_none() && !crate::k8s::configured();
+    let unconfigured = !args.kube.cloud_only && args.kube.kubeconfig.is_none() && args.kube.context.is_none() && !crate::k8s::configured();
     if unconfigured && saved.is_none() {
         logging::line(
             logging::Level::Warn,

@@ -72,13 +72,17 @@ pub fn run(args: &PlanArgs) -> u8 {
     let Some(base) = &args.base else {
         let out = args.out.as_deref().unwrap_or(std::path::Path::new("plan.json"));
         if args.output != PlanOutput::Text || args.max_comment_chars.is_some() || args.policy.is_some() {
-            return usage_error("--out saves the live plan and shows it as text; --output, --max-comment-chars and --policy are for a pull request's plan (--base)");
+            return usage_error(
+                "--out saves the live plan and shows it as text; --output, --max-comment-chars and --policy are for a pull request's plan (--base)",
+            );
         }
         return super::apply::save(&args.repo, &args.env, &args.head, &args.store, &args.kube, out);
     };
     let given_live = args.store.state_dir.is_some() || args.store.state_s3.is_some() || args.store.endpoint_url.is_some();
     if given_live || args.kube.kubeconfig.is_some() || args.kube.context.is_some() || args.kube.cloud_only {
-        return usage_error("--state-dir, --state-s3, --endpoint-url, --kubeconfig, --context and --cloud-only go with --out (a live plan); a pull request's plan (--base) reads git only");
+        return usage_error(
+            "--state-dir, --state-s3, --endpoint-url, --kubeconfig, --context and --cloud-only go with --out (a live plan); a pull request's plan (--base) reads git only",
+        );
     }
     let (repo, head, env) = (&args.repo, args.head.as_str(), args.env.as_str());
     let comments = match (args.output, args.max_comment_chars) {

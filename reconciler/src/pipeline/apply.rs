@@ -7,7 +7,7 @@
 use git2::Oid;
 use serde::{Deserialize, Serialize};
 
-use crate::k8s::objects::{ClusterObjects, CloudOutputs};
+use crate::k8s::objects::{CloudOutputs, ClusterObjects};
 use crate::k8s::reconcile::{ClusterReport, Options, Reconciler, Report};
 use crate::spec::Specs;
 use crate::state::{StateError, StateStore};
@@ -51,7 +51,9 @@ impl KubernetesError {
 /// The cloud's outputs as the last cloud apply wrote them (empty before the first).
 pub fn cloud_outputs(store: &(impl StateStore + ?Sized)) -> Result<CloudOutputs, KubernetesError> {
     match store.get(CLOUD_OUTPUTS_KEY)? {
-        Some(v) => serde_json::from_slice(&v.value).map_err(|e| KubernetesError::Malformed { key: CLOUD_OUTPUTS_KEY, message: e.to_string() }),
+        Some(v) => {
+            serde_json::from_slice(&v.value).map_err(|e| KubernetesError::Malformed { key: CLOUD_OUTPUTS_KEY, message: e.to_string() })
+        }
         None => Ok(CloudOutputs::default()),
     }
 }
@@ -66,7 +68,8 @@ pub fn write_cloud_outputs(store: &impl StateStore) -> Result<(), crate::cloud::
         .map(|(id, r)| (id.clone(), r.outputs.get("arn").cloned().unwrap_or_else(|| r.cloud_id.clone())))
         .collect();
     let current = store.get(CLOUD_OUTPUTS_KEY)?;
-    let bytes = serde_json::to_vec_pretty(&outputs).map_err(|e| StateError::Io { key: CLOUD_OUTPUTS_KEY.into(), message: e.to_string() })?;
+    let bytes =
+        serde_json::to_vec_pretty(&outputs).map_err(|e| StateError::Io { key: CLOUD_OUTPUTS_KEY.into(), message: e.to_string() })?;
     store.put(CLOUD_OUTPUTS_KEY, &bytes, current.as_ref().map(|v| v.version.as_str()))?;
     Ok(())
 }
@@ -103,6 +106,12 @@ pub struct Kubernetes<'a, S: StateStore> {
     desired: Vec<ClusterObjects>,
 }
 
+/// The span every Kubernetes step runs in: the stage, and the clusters as the resource.
+fn span(step: &'static str, desired: &[ClusterObjects]) -> tracing::Span {
+    let clusters: Vec<&str> = desired.iter().map(|c| c.cluster.as_str()).collect();
+    tracing::info_span!("kubernetes", stage = "apply", step, resource = %clusters.join(","))
+}
+
 impl<'a, S: StateStore> Kubernetes<'a, S> {
     /// The objects of `specs`, with the cloud's outputs from `store`, and the inventory.
     pub fn new(client: kube::Client, store: &'a S, specs: &Specs, options: Options) -> Result<Self, KubernetesError> {
@@ -115,12 +124,16 @@ impl<'a, S: StateStore> Kubernetes<'a, S> {
 
     /// Applies every desired cluster and waits until each is ready or stalled.
     pub async fn converge_and_wait(&mut self) -> Result<Report, KubernetesError> {
-        self.reconciler.converge_and_wait(&self.desired).await.map_err(|e| KubernetesError::Api(format!("{e:#}")))
+        use tracing::Instrument;
+        let span = span("converge", &self.desired);
+        self.reconciler.converge_and_wait(&self.desired).instrument(span).await.map_err(|e| KubernetesError::Api(format!("{e:#}")))
     }
 
     /// Deletes (or orphans, by deletionPolicy) the clusters the specs no longer hold.
     pub async fn prune(&mut self) -> Result<Vec<ClusterReport>, KubernetesError> {
-        self.reconciler.prune_absent(&self.desired).await.map_err(|e| KubernetesError::Api(format!("{e:#}")))
+        use tracing::Instrument;
+        let span = span("prune", &self.desired);
+        self.reconciler.prune_absent(&self.desired).instrument(span).await.map_err(|e| KubernetesError::Api(format!("{e:#}")))
     }
 
     /// Both steps, for a caller that publishes nothing in between.

@@ -57,6 +57,7 @@ pub fn at_revision(repo: &Repository, rev: &str, env: &str) -> Result<Loaded, Lo
 
 /// [`at_revision`] sharing parsed files through `cache` (a pull request's base and head
 /// have most files in common).
+#[tracing::instrument(level = "info", skip_all, fields(stage = "load", revision = rev, environment = env))]
 pub fn at_revision_cached(repo: &Repository, rev: &str, env: &str, cache: &ParseCache) -> Result<Loaded, LoadError> {
     let revision = source::read(repo, rev, env)?;
     let Some(files) = revision.files else {

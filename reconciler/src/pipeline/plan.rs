@@ -89,6 +89,7 @@ pub enum PreviewError {
 
 /// Plans merging `head` into `base`; base and head share most files, each distinct file
 /// is parsed once.
+#[tracing::instrument(level = "info", skip_all, fields(stage = "plan", base = base, head = head, environment = env))]
 pub fn preview(repo: &Repository, base: &str, head: &str, env: &str) -> Result<Preview, PreviewError> {
     let cache = ParseCache::default();
     let head = match at_revision_cached(repo, head, env, &cache) {
@@ -175,6 +176,8 @@ impl<S: StateStore> LivePlan<'_, S> {
 
 /// Observes and plans `loaded` (the revision to apply) against the live environment: the
 /// cloud through `cloud`, Kubernetes through `kube` (`None`: the cloud half only).
+#[tracing::instrument(level = "info", skip_all, fields(stage = "plan", revision = %loaded.name, environment = env_dir))]
+#[allow(clippy::too_many_arguments)]
 pub async fn live<'a, S: StateStore, C: Cloud>(
     cloud: &C,
     store: &'a S,
@@ -205,7 +208,10 @@ pub async fn live<'a, S: StateStore, C: Cloud>(
         fingerprint.update(seen.to_string().as_bytes());
         whole.steps.extend(k8s_steps);
     }
-    Ok(LivePlan { cloud: prepared, plan: whole, fingerprint: hex(&fingerprint.finalize()) })
+    let fingerprint = hex(&fingerprint.finalize());
+    let summary = whole.summary();
+    tracing::debug!(%fingerprint, create = summary.create, update = summary.update, delete = summary.delete, "planned against the live state");
+    Ok(LivePlan { cloud: prepared, plan: whole, fingerprint })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -239,7 +245,12 @@ async fn kubernetes<S: StateStore>(
     let generations: BTreeMap<String, Option<i64>> = risingwaves
         .items
         .iter()
-        .map(|rw| (format!("{}/{}", rw.metadata.namespace.clone().unwrap_or_default(), rw.metadata.name.clone().unwrap_or_default()), rw.metadata.generation))
+        .map(|rw| {
+            (
+                format!("{}/{}", rw.metadata.namespace.clone().unwrap_or_default(), rw.metadata.name.clone().unwrap_or_default()),
+                rw.metadata.generation,
+            )
+        })
         .collect();
     let (applied, applied_version) = applied_revision(store)?;
     let inventory_version = store.get(crate::k8s::reconcile::INVENTORY_KEY).map_err(KubernetesError::State)?.map(|v| v.version);

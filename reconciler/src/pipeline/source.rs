@@ -35,6 +35,7 @@ impl VerifyError {
 /// Verifies `from..to` where `from` is `from_override`, else the high-water mark in
 /// `store`, else nothing (the whole history). With a store, the first-seen times and the
 /// mark are saved (the mark moves only if the range verified).
+#[tracing::instrument(level = "info", skip_all, fields(stage = "verify", revision = %to))]
 pub fn verify(
     repo: &Repository,
     policy: &Policy,
