@@ -9,6 +9,7 @@ mod operating;
 mod operating_aws;
 mod plan_cases;
 mod repo_shapes;
+mod reviewed;
 mod state_s3;
 mod support;
 mod verify;

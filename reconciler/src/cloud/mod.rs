@@ -10,7 +10,6 @@
 
 pub mod apply;
 pub mod aws;
-pub mod command;
 pub mod retry;
 
 use std::collections::BTreeMap;
