@@ -107,7 +107,7 @@ impl Account {
     }
 
     /// boto3 against moto directly.
-    fn python(&self, code: &str) -> String {
+    pub(crate) fn python(&self, code: &str) -> String {
         let out = Command::new(venv_python())
             .args(["-c", code])
             .envs(MOTO_ENV)
@@ -237,7 +237,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
 
     let first = run(&repo, &args);
     ok(&first);
-    assert!(summary(&first).starts_with("30 to create, 0 to update"), "{}", summary(&first));
+    assert!(summary(&first).starts_with("31 to create, 0 to update"), "{}", summary(&first));
     assert_exactly_one_of_each(&account.counts());
 
     let inv = account.inventory();
@@ -282,8 +282,15 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     // Least privilege, as in policies/aws/agent.json.
     let agent_policy: Value =
         serde_json::from_str(&std::fs::read_to_string(project_root().join("policies/aws/agent.json")).expect("policy")).expect("json");
-    let mut want: Vec<String> =
-        agent_policy["permissions"].as_array().expect("permissions").iter().map(|a| a.as_str().unwrap_or_default().to_owned()).collect();
+    let mut want: Vec<String> = agent_policy["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .flat_map(|st| match &st["Action"] {
+            Value::Array(a) => a.iter().map(|a| a.as_str().unwrap_or_default().to_owned()).collect(),
+            a => vec![a.as_str().unwrap_or_default().to_owned()],
+        })
+        .collect();
     want.sort();
     assert_eq!(d["roles"]["aws.iam-role/agent"]["actions"], serde_json::json!(want));
     assert_eq!(d["roles"]["aws.iam-role/eks-cluster"]["managed"], serde_json::json!(["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"]));
@@ -298,7 +305,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     let second = run(&repo, &args);
     ok(&second);
     assert!(
-        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 30 unchanged"),
+        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 31 unchanged"),
         "{}",
         summary(&second)
     );
@@ -417,8 +424,8 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
     ));
     let rebuilt = run(&repo, &args);
     ok(&rebuilt);
-    assert!(summary(&rebuilt).starts_with("0 to create, 30 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
-    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 30);
+    assert!(summary(&rebuilt).starts_with("0 to create, 31 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
+    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 31);
     assert!(
         rebuilt.stdout.contains("note: aws.vpc/old is tagged for this environment but not managed (leaked); it will be deleted"),
         "{}",
@@ -478,7 +485,7 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     let out = child.wait_with_output().expect("byoc ends");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("30 to create"), "the live plan is shown first:\n{stdout}");
+    assert!(stdout.contains("31 to create"), "the live plan is shown first:\n{stdout}");
     assert!(stderr.contains("Apply these 30 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
     assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
     assert_eq!(account.counts(), Default::default());

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 mod daemon;
+mod daemon_aws;
 mod fetch;
 mod gitsign;
 mod holes;

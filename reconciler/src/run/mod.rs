@@ -17,11 +17,15 @@
 //! It polls every `interval` (with up to 10% jitter) and at once when a webhook arrives or
 //! the agent API asks; SIGTERM lets the reconcile in progress finish, then exits.
 //!
-//! Not done here yet (see the README): leader election between two replicas, the
-//! clusters' cloud identities, and environment drift reporting.
+//! Each cluster's cloud identity and the environment's drift ([`identity`]): the roles are
+//! converged before the Kubernetes objects and deleted after a removed cluster's objects;
+//! the rest of the environment is only observed (`EnvironmentInSync`).
+//!
+//! Not done here yet (see the README): leader election between two replicas.
 
 pub mod config;
 mod http;
+pub mod identity;
 pub mod status;
 pub mod webhook;
 
@@ -222,7 +226,10 @@ impl Daemon {
             }
         };
 
-        // apply
+        // apply: the clusters' cloud identities first (their service accounts name them)
+        if let Err(ended) = self.cloud_pass(&specs, &revision, identity::Pass::Converge).await {
+            return ended;
+        }
         let outputs: crate::k8s::objects::CloudOutputs = match self.store.get(crate::cli::CLOUD_OUTPUTS_KEY) {
             Ok(Some(v)) => serde_json::from_slice(&v.value).unwrap_or_default(),
             _ => Default::default(),
@@ -268,6 +275,10 @@ impl Daemon {
             Ok(r) => r,
             Err(e) => return self.stop("apply", "Ready", "PruneFailed", format!("{e:#}")),
         };
+        // a removed cluster's identity goes once its Kubernetes objects are gone
+        if let Err(ended) = self.cloud_pass(&specs, &revision, identity::Pass::Prune).await {
+            return ended;
+        }
         let t = now();
         self.update(|s| {
             s.clusters.extend(removed.iter().map(health));
