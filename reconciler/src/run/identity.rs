@@ -70,6 +70,8 @@ pub struct PassReport {
     pub environment: EnvironmentDrift,
     /// Cluster-identity actions that finished.
     pub done: usize,
+    /// Why the cluster-identity actions failed, if they did (what finished is recorded).
+    pub failed: Option<IdentityError>,
 }
 
 /// Why a pass failed.
@@ -176,11 +178,13 @@ pub async fn pass<S: StateStore>(
     }
     if !prepared.has_work() {
         prepared.release().map_err(failed)?;
-        return Ok(PassReport { environment, done: 0 });
+        return Ok(PassReport { environment, done: 0, failed: None });
     }
-    let done = prepared.execute(&cloud, options.concurrency).await.map_err(failed)?;
-    write_outputs(store).map_err(failed)?;
-    Ok(PassReport { environment, done })
+    // The environment's state is known now; a failed action does not hide it.
+    match prepared.execute(&cloud, options.concurrency).await.and_then(|done| write_outputs(store).map(|()| done)) {
+        Ok(done) => Ok(PassReport { environment, done, failed: None }),
+        Err(e) => Ok(PassReport { environment, done: 0, failed: Some(failed(e)) }),
+    }
 }
 
 impl super::Daemon {
@@ -219,6 +223,9 @@ impl super::Daemon {
                         tracing::warn!(revision, stage = "observe", "{m}");
                     }
                     self.update(|s| s.set("EnvironmentInSync", ok, reason, m, t));
+                }
+                if let Some(e) = report.failed {
+                    return Err(self.stop("apply", "Ready", "IdentityFailed", e.to_string()));
                 }
                 if report.done > 0 {
                     tracing::info!(revision, stage = "apply", actions = report.done, "cluster identities converged");

@@ -1,12 +1,14 @@
-//! `byoc run` on AWS, the real binary: each cluster's IAM role converged by the daemon, the
-//! environment only observed, and every AWS call it makes allowed by
-//! `policies/aws/agent.json`.
+//! `byoc run` on AWS, the real binary, from a signed push to psql reaching the new cluster:
+//! each cluster's IAM role converged by the daemon, the environment only observed, and
+//! every AWS call it makes allowed by `policies/aws/agent.json`.
 //!
 //! The environment is applied first with `byoc apply` (the administrator's bootstrap) on
 //! moto, behind tests/moto/faults.py, whose request log records each call as the IAM
 //! action and resource AWS would authorize. The daemon then runs with its state in S3 on
-//! the same moto, the Kubernetes API double over HTTP with a stand-in operator, and a
-//! bare repository of signed commits.
+//! the same moto, a bare repository of ssh-keygen-signed commits served by the https test
+//! server (git http-backend behind TLS and a token), the Kubernetes API double over HTTP
+//! with a stand-in operator, two PostgreSQL servers standing in for cluster frontends, and
+//! the real rwproxy reading the publish directory.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -88,6 +90,64 @@ fn calls(account: &Account, reset: bool) -> Vec<Value> {
     let (code, body) = http(port, if reset { "POST" } else { "GET" }, "/__calls", &[], b"");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str::<Value>(&body).expect("json").as_array().cloned().unwrap_or_default()
+}
+
+// ---- PostgreSQL frontends and rwproxy ------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+/// A PostgreSQL server standing in for cluster `name`'s frontend (`SHOW cluster_name` says
+/// `name`), with a database `name`; stopped when the test binary exits.
+fn frontend(dir: &Path, name: &str) -> u16 {
+    let port = free_port();
+    let out = std::process::Command::new("bash")
+        .arg(crate::support::project_root().join("tests/pg/start.sh"))
+        .arg(dir.join(format!("pg-{name}")))
+        .args([port.to_string(), name.to_owned(), std::process::id().to_string()])
+        .output()
+        .expect("tests/pg/start.sh runs");
+    assert!(out.status.success(), "PostgreSQL did not start: {}", String::from_utf8_lossy(&out.stderr));
+    let made = sql(port, "postgres", &format!("CREATE DATABASE {name}"));
+    assert!(made.is_ok(), "{made:?}");
+    port
+}
+
+/// One statement through psql; the first line of its output, or why it failed.
+fn sql(port: u16, db: &str, statement: &str) -> Result<String, String> {
+    let out = std::process::Command::new("psql")
+        .args(["-XAtq", "-c", statement])
+        .arg(format!("host=127.0.0.1 port={port} dbname={db} user=postgres sslmode=disable connect_timeout=5"))
+        .output()
+        .expect("psql runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Polls `SHOW cluster_name` through the proxy until `want` (a name, or `None`: refused).
+fn through_proxy(port: u16, db: &str, want: Option<&str>) {
+    let start = Instant::now();
+    loop {
+        let got = sql(port, db, "SHOW cluster_name");
+        if got.as_deref().ok() == want || (want.is_none() && got.is_err()) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "psql through rwproxy to {db}: {got:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Proxy(std::process::Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 // ---- a small IAM policy evaluator -------------------------------------------------------
@@ -212,8 +272,16 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     let mut s = Signed::new();
     s.default_policy();
     crate::support::copy_dir(&crate::support::project_root().join("examples/aws"), &s.repo().join("env"));
-    let first = s.commit(Some("alice"), "environment");
+    // Two PostgreSQL servers stand in for the frontends of analytics and (later) reports;
+    // the routes name them as backends, as a route may.
     let work = s.dir.path().to_owned();
+    let (pg_analytics, pg_reports) = (frontend(&work, "analytics"), frontend(&work, "reports"));
+    let routes = std::fs::read_to_string(s.repo().join("env/routes.yaml")).expect("routes");
+    let route = |name: &str, pg: u16| {
+        format!("    - name: {name}-local\n      match: {{database: {name}}}\n      cluster: {name}\n      allowedCidrs: [127.0.0.0/8]\n      backend: '127.0.0.1:{pg}'\n")
+    };
+    s.write("env/routes.yaml", &format!("{routes}{}", route("analytics", pg_analytics)));
+    let first = s.commit(Some("alice"), "environment");
     let remote = work.join("remote.git");
     s.git(&["clone", "-q", "--bare", ".", &remote.display().to_string()]);
     s.git(&["remote", "add", "origin", &remote.display().to_string()]);
@@ -234,12 +302,15 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     let _op = operator(&d.client());
     std::fs::write(work.join("kubeconfig"), kube_double::kubeconfig(&format!("http://{api_addr}"))).expect("kubeconfig");
     std::fs::write(work.join("webhook-secret"), "hook-s3cret\n").expect("secret");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    std::fs::write(work.join("git-token"), "git-s3cret\n").expect("token");
+    // The repository over the https test server (git http-backend behind TLS and a token).
+    let https = super::fetch::HttpsGit::start(&work.join("https"), &work, "git-s3cret");
+    let port = free_port();
     std::fs::write(
         work.join("reconciler.yaml"),
         format!(
-            "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Reconciler\nmetadata: {{name: test}}\nspec:\n  repository: {{url: \"file://{}\", branch: main}}\n  environment: env\n  signingPolicy: policy.yaml\n  stateStore: {{s3: \"{state}\"}}\n  publishDir: publish\n  cacheDir: cache\n  listen: \"127.0.0.1:{port}\"\n  interval: 1h\n  webhook: {{secretFile: webhook-secret}}\n  cloud: {{endpointUrl: \"{}\"}}\n  kubernetes: {{kubeconfig: kubeconfig}}\n",
-            remote.display(),
+            "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Reconciler\nmetadata: {{name: test}}\nspec:\n  repository: {{url: \"https://127.0.0.1:{}/remote.git\", branch: main, tokenFile: git-token}}\n  environment: env\n  signingPolicy: policy.yaml\n  stateStore: {{s3: \"{state}\"}}\n  publishDir: publish\n  cacheDir: cache\n  listen: \"127.0.0.1:{port}\"\n  interval: 1h\n  webhook: {{secretFile: webhook-secret}}\n  cloud: {{endpointUrl: \"{}\"}}\n  kubernetes: {{kubeconfig: kubeconfig}}\n",
+            https.port,
             account.endpoint()
         ),
     )
@@ -247,6 +318,7 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_byoc"))
         .args(["run", "--config", "reconciler.yaml"])
         .envs(MOTO_ENV)
+        .env("SSL_CERT_FILE", &https.ca)
         .current_dir(&work)
         .stderr(std::fs::File::create(work.join("daemon.log")).expect("log"))
         .spawn()
@@ -258,10 +330,27 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     assert_eq!(condition(&st, "EnvironmentInSync").0, "True", "{st:#}");
     assert_eq!(role(&account), Value::Null);
 
+    // The real rwproxy on the published tree: analytics is reachable, reports is not yet.
+    let proxy_port = free_port();
+    let _proxy = Proxy(
+        std::process::Command::new(crate::bad_specs::rwproxy_binary())
+            .arg("--routes")
+            .arg(work.join("publish/current"))
+            .args(["--listen", &format!("127.0.0.1:{proxy_port}"), "--admin", &format!("127.0.0.1:{}", free_port())])
+            .env("RWPROXY_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("rwproxy starts"),
+    );
+    through_proxy(proxy_port, "analytics", Some("analytics"));
+    through_proxy(proxy_port, "reports", None);
+
     // A signed push adding a cluster: the daemon creates its role (moto) before its
     // objects (double), under the clusters' path and with the boundary.
     s.write("env/clusters/reports.yaml", REPORTS);
-    let added = s.commit(Some("bob"), "add the reports cluster");
+    let routes = std::fs::read_to_string(s.repo().join("env/routes.yaml")).expect("routes");
+    s.write("env/routes.yaml", &format!("{routes}{}", route("reports", pg_reports)));
+    let added = s.commit(Some("bob"), "add the reports cluster and its route");
     s.git(&["push", "-q", "origin", "main"]);
     webhook(port, "d-1");
     let st = wait_for(port, &work, "the new cluster is applied", |st| st["lastAppliedRevision"] == format!("main@sha1:{added}"));
@@ -278,6 +367,9 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     let sa: Api<DynamicObject> = Api::namespaced_with(d.client(), "rw-reports", &byoc::k8s::objects::ObjectKind::ServiceAccount.api_resource());
     let sa = sa.get("rw-reports").await.expect("service account");
     assert_eq!(sa.metadata.annotations.unwrap_or_default().get("eks.amazonaws.com/role-arn"), r["arn"].as_str().map(str::to_owned).as_ref());
+    // psql through rwproxy reaches the new cluster's frontend, and only it.
+    through_proxy(proxy_port, "reports", Some("reports"));
+    through_proxy(proxy_port, "analytics", Some("analytics"));
 
     // A signed revert: the cluster's objects go, then its role.
     let bob = s.key_path("bob");
@@ -287,6 +379,7 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     webhook(port, "d-2");
     wait_for(port, &work, "the revert is applied", |st| st["lastAppliedRevision"] == format!("main@sha1:{reverted}"));
     assert_eq!(role(&account), Value::Null, "the removed cluster's role is deleted");
+    through_proxy(proxy_port, "reports", None);
     let rw: Api<DynamicObject> = Api::all_with(d.client(), &byoc::k8s::objects::ObjectKind::RisingWave.api_resource());
     let names: Vec<String> = rw.list(&Default::default()).await.expect("list").items.into_iter().filter_map(|o| o.metadata.name).collect();
     assert_eq!(names, ["analytics", "ingest"]);
