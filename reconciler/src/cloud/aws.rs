@@ -456,7 +456,8 @@ impl Aws {
                 .await?;
             for p in page.policies() {
                 let Some(arn) = p.arn() else { continue };
-                let t = self.retry.call(&format!("iam ListPolicyTags {arn}"), || self.iam.list_policy_tags().policy_arn(arn).send()).await?;
+                let t =
+                    self.retry.call(&format!("iam ListPolicyTags {arn}"), || self.iam.list_policy_tags().policy_arn(arn).send()).await?;
                 if let Some(id) = self.ours(Kind::AwsIamPolicy, t.tags().iter().map(|t| (t.key(), t.value()))) {
                     out.push(Found { live: Map::new(), id, kind: Kind::AwsIamPolicy, cloud_id: arn.to_owned(), outputs: BTreeMap::new() });
                 }
@@ -2069,13 +2070,9 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "iam:PutRolePolicy",
             "iam:PutRolePermissionsBoundary",
         ],
-        (Kind::AwsIamPolicy, false) => &[
-            "iam:CreatePolicy",
-            "iam:TagPolicy",
-            "iam:CreatePolicyVersion",
-            "iam:ListPolicyVersions",
-            "iam:DeletePolicyVersion",
-        ],
+        (Kind::AwsIamPolicy, false) => {
+            &["iam:CreatePolicy", "iam:TagPolicy", "iam:CreatePolicyVersion", "iam:ListPolicyVersions", "iam:DeletePolicyVersion"]
+        }
         (Kind::AwsIamPolicy, true) => &["iam:ListPolicyVersions", "iam:DeletePolicyVersion", "iam:DeletePolicy"],
         (Kind::AwsIamRole, true) => {
             &["iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:DeleteRole"]

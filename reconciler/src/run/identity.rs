@@ -168,7 +168,9 @@ pub async fn pass<S: StateStore>(
         .observed
         .drift
         .iter()
-        .filter(|d| !prepared.observed.graph.resources.iter().any(|(id, r)| is_cluster_identity(&env.name, r) && d.starts_with(&format!("{id} "))))
+        .filter(|d| {
+            !prepared.observed.graph.resources.iter().any(|(id, r)| is_cluster_identity(&env.name, r) && d.starts_with(&format!("{id} ")))
+        })
         .cloned()
         .collect();
     // A second resource with a tag already seen is the environment's to clean up.

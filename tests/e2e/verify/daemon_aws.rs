@@ -79,8 +79,7 @@ fn log(work: &Path) -> String {
 fn webhook(port: u16, delivery: &str) {
     let body = br#"{"ref":"refs/heads/main"}"#;
     let sig = byoc::run::webhook::github_signature(b"hook-s3cret", body);
-    let (code, _) =
-        http(port, "POST", "/hooks/git", &[("X-Hub-Signature-256", sig), ("X-GitHub-Delivery", delivery.to_owned())], body);
+    let (code, _) = http(port, "POST", "/hooks/git", &[("X-Hub-Signature-256", sig), ("X-GitHub-Delivery", delivery.to_owned())], body);
     assert_eq!(code, 202);
 }
 
@@ -278,7 +277,9 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     let (pg_analytics, pg_reports) = (frontend(&work, "analytics"), frontend(&work, "reports"));
     let routes = std::fs::read_to_string(s.repo().join("env/routes.yaml")).expect("routes");
     let route = |name: &str, pg: u16| {
-        format!("    - name: {name}-local\n      match: {{database: {name}}}\n      cluster: {name}\n      allowedCidrs: [127.0.0.0/8]\n      backend: '127.0.0.1:{pg}'\n")
+        format!(
+            "    - name: {name}-local\n      match: {{database: {name}}}\n      cluster: {name}\n      allowedCidrs: [127.0.0.0/8]\n      backend: '127.0.0.1:{pg}'\n"
+        )
     };
     s.write("env/routes.yaml", &format!("{routes}{}", route("analytics", pg_analytics)));
     let first = s.commit(Some("alice"), "environment");
@@ -289,7 +290,20 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     // The administrator's bootstrap: the whole environment, cluster roles included.
     let apply = crate::support::byoc_env(
         &s.repo(),
-        &["apply", "--repo", ".", "--env", "env", "--endpoint-url", account.endpoint(), "--state-s3", &state, "--poll-interval", "0.1", "--auto-approve"],
+        &[
+            "apply",
+            "--repo",
+            ".",
+            "--env",
+            "env",
+            "--endpoint-url",
+            account.endpoint(),
+            "--state-s3",
+            &state,
+            "--poll-interval",
+            "0.1",
+            "--auto-approve",
+        ],
         &MOTO_ENV,
     );
     assert_eq!(apply.code, 0, "{}\n{}", apply.stdout, apply.stderr);
@@ -364,9 +378,13 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     let subjects: Vec<&Value> = trust["Condition"]["StringEquals"].as_object().expect("condition").values().collect();
     assert!(subjects.contains(&&Value::from("system:serviceaccount:rw-reports:rw-reports")), "{trust:#}");
     assert!(r["policy"].to_string().contains("byoc-prod-use1-123456789012-data/reports/*"), "{r:#}");
-    let sa: Api<DynamicObject> = Api::namespaced_with(d.client(), "rw-reports", &byoc::k8s::objects::ObjectKind::ServiceAccount.api_resource());
+    let sa: Api<DynamicObject> =
+        Api::namespaced_with(d.client(), "rw-reports", &byoc::k8s::objects::ObjectKind::ServiceAccount.api_resource());
     let sa = sa.get("rw-reports").await.expect("service account");
-    assert_eq!(sa.metadata.annotations.unwrap_or_default().get("eks.amazonaws.com/role-arn"), r["arn"].as_str().map(str::to_owned).as_ref());
+    assert_eq!(
+        sa.metadata.annotations.unwrap_or_default().get("eks.amazonaws.com/role-arn"),
+        r["arn"].as_str().map(str::to_owned).as_ref()
+    );
     // psql through rwproxy reaches the new cluster's frontend, and only it.
     through_proxy(proxy_port, "reports", Some("reports"));
     through_proxy(proxy_port, "analytics", Some("analytics"));
@@ -413,7 +431,8 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
         }
     }
     assert!(denied.is_empty(), "calls policies/aws/agent.json would deny:\n{}", denied.join("\n"));
-    let eks: Vec<&String> = seen.keys().filter(|a| a.starts_with("eks:") && !a.starts_with("eks:List") && !a.starts_with("eks:Describe")).collect();
+    let eks: Vec<&String> =
+        seen.keys().filter(|a| a.starts_with("eks:") && !a.starts_with("eks:List") && !a.starts_with("eks:Describe")).collect();
     assert!(eks.is_empty(), "EKS writes: {eks:?}");
     assert!(seen.contains_key("eks:DescribeNodegroup"), "the node groups were observed: {seen:?}");
     for write in ["iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:DeleteRole"] {
