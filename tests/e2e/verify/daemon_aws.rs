@@ -416,6 +416,21 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     assert!(message.contains("run `byoc apply` with administrator credentials"), "{message}");
     assert_eq!(condition(&st, "Ready").0, "True", "the clusters are still converged: {st:#}");
 
+    // Live drift made outside byoc (straight to moto, not through the front): reported
+    // with the next revision, never set back by the daemon.
+    account.python(
+        "import boto3; boto3.client('eks').update_nodegroup_config(clusterName='byoc-prod-use1', nodegroupName='system', scalingConfig={'minSize': 2, 'maxSize': 9, 'desiredSize': 2})",
+    );
+    s.write("NOTES.md", "outside the environment directory\n");
+    let noted = s.commit(Some("alice"), "a note");
+    s.git(&["push", "-q", "origin", "main"]);
+    webhook(port, "d-4");
+    let st = wait_for(port, &work, "the live drift is reported", |st| st["lastAppliedRevision"] == format!("main@sha1:{noted}"));
+    let (in_sync, message) = condition(&st, "EnvironmentInSync");
+    assert_eq!(in_sync, "False", "{st:#}");
+    assert!(message.contains("0 to create, 2 to update"), "{message}");
+    assert!(message.contains("drift: aws.eks-nodegroup/system `maxSize`: applied 4, live 9"), "{message}");
+
     // Every call the daemon made, against the agent's policy; no EKS write among them.
     let log = calls(&account, false);
     let policy = agent_policy(ENV, STATE_BUCKET);
