@@ -368,8 +368,8 @@ fn apply_killed_after(repo: &Repo, args: &[&str], k: usize) -> usize {
 
 #[test]
 fn killed_after_each_step_a_rerun_completes_with_exactly_one_of_each() {
-    // k = 1..=30 split over three accounts (moto servers) that run side by side.
-    let lanes: Vec<Vec<usize>> = (0..3).map(|lane| (1..=30).filter(|k| k % 3 == lane).collect()).collect();
+    // k = 1..=31 split over three accounts (moto servers) that run side by side.
+    let lanes: Vec<Vec<usize>> = (0..3).map(|lane| (1..=31).filter(|k| k % 3 == lane).collect()).collect();
     std::thread::scope(|s| {
         for ks in &lanes {
             s.spawn(move || killed_lane(ks));
@@ -390,7 +390,7 @@ fn killed_lane(ks: &[usize]) {
         assert_eq!(reached, k, "the apply was killed after step {k}");
         let rerun = run(&repo, &args);
         ok(&rerun);
-        if k < 30 {
+        if k < 31 {
             assert!(rerun.stdout.contains("note: resuming: the apply of"), "k={k}: the journal tells what was done:\n{}", rerun.stdout);
         }
         assert!(!rerun.stdout.contains("is a second resource tagged"), "k={k}: a duplicate was created:\n{}", rerun.stdout);
@@ -486,7 +486,7 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("31 to create"), "the live plan is shown first:\n{stdout}");
-    assert!(stderr.contains("Apply these 30 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
+    assert!(stderr.contains("Apply these 31 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
     assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
     assert_eq!(account.counts(), Default::default());
 }
@@ -537,11 +537,11 @@ fn a_second_concurrent_apply_is_refused_by_the_lease_and_no_state_update_is_lost
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_exactly_one_of_each(&account.counts());
 
-    // Every one of the 30 conditional writes landed: the inventory in the bucket has all.
+    // Every one of the 31 conditional writes landed: the inventory in the bucket has all.
     let records = account.python(
         "import boto3, json; b = boto3.client('s3').get_object(Bucket='infra-state', Key='prod-use1/cloud-inventory.json')['Body'].read(); d = json.loads(b); print(len(d['resources']), len(d['journal']['done']), d['journal']['finishedAt'] is not None)",
     );
-    assert_eq!(records.trim(), "30 30 True");
+    assert_eq!(records.trim(), "31 31 True");
     // The lease was released: the second apply now runs (and finds nothing to do).
     let later = byoc_env(repo.path(), &[&["apply"][..], &common, &["--auto-approve"]].concat(), &MOTO_ENV);
     assert!(ok(&later).stdout.contains("nothing to do"));
