@@ -194,6 +194,7 @@ pub const DELETE_ORDER: &[Kind] = &[
     Kind::AwsOidcProvider,
     Kind::AwsEksCluster,
     Kind::AwsIamRole,
+    Kind::AwsIamPolicy,
     Kind::AwsRouteTable,
     Kind::AwsNatGateway,
     Kind::AwsInternetGateway,

@@ -17,12 +17,16 @@
 //! It polls every `interval` (with up to 10% jitter) and at once when a webhook arrives or
 //! the agent API asks; SIGTERM lets the reconcile in progress finish, then exits.
 //!
-//! Not done here yet (see the README): leader election between two replicas, the
-//! clusters' cloud identities, and environment drift reporting.
+//! Each cluster's cloud identity and the environment's drift ([`identity`]): the roles are
+//! converged before the Kubernetes objects and deleted after a removed cluster's objects;
+//! the rest of the environment is only observed (`EnvironmentInSync`).
+//!
+//! Not done here yet (see the README): leader election between two replicas.
 
 pub mod agent;
 pub mod config;
 mod http;
+pub mod identity;
 pub mod status;
 pub mod webhook;
 
@@ -206,7 +210,11 @@ impl Daemon {
             Err(e @ load::LoadError::Source(_)) => return self.stop("load", "Stalled", "SourceUnreadable", e.to_string()),
         };
 
-        // apply (the Kubernetes half: what the in-account identity may change)
+        // apply: the clusters' cloud identities first (their service accounts name them),
+        // then the Kubernetes half
+        if let Err(ended) = self.cloud_pass(&loaded.specs, &revision, identity::Pass::Converge).await {
+            return ended;
+        }
         let client = match crate::k8s::client(self.config.kubeconfig.as_deref(), self.config.context.as_deref()).await {
             Ok(c) => c,
             Err(e) => return self.stop("apply", "Ready", "KubernetesUnreachable", format!("{e:#}")),
@@ -245,6 +253,10 @@ impl Daemon {
             Ok(r) => r,
             Err(e) => return self.stop("apply", "Ready", "PruneFailed", e.to_string()),
         };
+        // a removed cluster's identity goes once its Kubernetes objects are gone
+        if let Err(ended) = self.cloud_pass(&loaded.specs, &revision, identity::Pass::Prune).await {
+            return ended;
+        }
         if let Err(e) = k8s.record(Some(tip), &self.config.environment) {
             return self.stop("apply", "Ready", "StateUnwritable", e.to_string());
         }
