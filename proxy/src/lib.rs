@@ -21,6 +21,8 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod protocol;
 #[cfg(feature = "server")]
+pub mod relay;
+#[cfg(feature = "server")]
 pub mod reload;
 #[cfg(feature = "server")]
 pub mod routing;
@@ -28,3 +30,5 @@ pub mod routing;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod tls;
+#[cfg(feature = "server")]
+pub mod tls_stream;
