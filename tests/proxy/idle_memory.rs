@@ -125,7 +125,9 @@ fn an_idle_tls_connection_holds_little_heap() {
     server.join().expect("server thread");
     println!("heap per idle TLS connection: {per_connection} bytes");
     // The target is 5 KiB of RSS per idle TLS connection (tests/bench/proxy.sh measures
-    // it); the heap is what the proxy controls of it. With rustls' buffered connection it
-    // was 9.2 KiB here, 4 KiB of it the receive buffer.
-    assert!(per_connection <= 5 * 1024, "an idle TLS connection holds {per_connection} bytes of heap, more than 5 KiB");
+    // it); the heap is what the proxy controls of it, 4.4 KiB now (debug build): the task
+    // 0.9, rustls' connection 1.2, its handshake deframer 0.6, the two AES-GCM keys 1.1,
+    // tokio's registration 0.25. With rustls' buffered connection it was 9.2 KiB, 4 KiB
+    // of it the receive buffer, and the task 1.4.
+    assert!(per_connection <= 4608, "an idle TLS connection holds {per_connection} bytes of heap, more than 4.5 KiB");
 }
