@@ -128,7 +128,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
 
 /// The task of one accepted connection: [`connection`] in a span of its own, holding its
 /// slot under the connection cap until it ends.
-fn connection_task(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: OwnedSemaphorePermit) -> impl Future<Output = ()> + Send {
+fn connection_task(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
     // One span per connection; its fields tag every event of the session.
     let span = tracing::info_span!("connection", client.addr = %peer);
     // The stream, the address and the slot go straight into `connection`'s own state, with

@@ -68,7 +68,11 @@ fn tls_error(e: rustls::Error) -> io::Error {
 }
 
 /// Appends what `fill` writes to `out`, growing `out` to the size `fill` asks for.
-fn append<E>(out: &mut Vec<u8>, mut fill: impl FnMut(&mut [u8]) -> Result<usize, E>, needed: impl Fn(&E) -> Option<usize>) -> Result<(), E> {
+fn append<E>(
+    out: &mut Vec<u8>,
+    mut fill: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needed: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
     let start = out.len();
     let mut room = 64;
     loop {
@@ -165,10 +169,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsServerStream<S> {
                     None
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append(&mut self.outgoing, |buf| encode.encode(buf), |e| match e {
-                        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Some(*required_size),
-                        _ => None,
-                    })
+                    append(
+                        &mut self.outgoing,
+                        |buf| encode.encode(buf),
+                        |e| match e {
+                            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Some(*required_size),
+                            _ => None,
+                        },
+                    )
                     .map_err(|e| io::Error::other(format!("encoding a TLS record: {e}")))?;
                     None
                 }
@@ -316,5 +324,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsServerStream<S> {
         }
         ready!(this.poll_send(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{CertFiles, SniResolver};
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A CA and a leaf for `sql.test`, made with the openssl CLI.
+    fn certificates(dir: &std::path::Path) {
+        let made = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(
+                "set -e
+                 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=stream-test-ca 2>/dev/null
+                 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj /CN=sql.test 2>/dev/null
+                 printf 'subjectAltName=DNS:sql.test\\n' > ext
+                 openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out leaf.crt -days 2 -extfile ext 2>/dev/null",
+            )
+            .current_dir(dir)
+            .status()
+            .expect("run openssl");
+        assert!(made.success());
+    }
+
+    #[tokio::test]
+    async fn a_megabyte_each_way_through_a_narrow_pipe_then_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        certificates(dir.path());
+        let resolver = SniResolver::load(vec![CertFiles { cert: dir.path().join("leaf.crt"), key: dir.path().join("leaf.key") }]).unwrap();
+        let server_config = crate::tls::server_config(Arc::new(resolver));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_file(dir.path().join("ca.crt")).unwrap()).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // 1 KiB of pipe: records arrive in pieces, and both sides fill it many times over.
+        let (client_io, server_io) = tokio::io::duplex(1024);
+        let server = tokio::spawn(async move {
+            let mut tls = TlsServerStream::accept(server_io, server_config).await.unwrap();
+            assert_eq!(tls.take_server_name().as_deref(), Some("sql.test"));
+            let mut got = Vec::new();
+            tls.read_to_end(&mut got).await.unwrap();
+            // Echoed back reversed, after the client's end: a half-close passes.
+            got.reverse();
+            tls.write_all(&got).await.unwrap();
+            tls.shutdown().await.unwrap();
+        });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+        let name = rustls::pki_types::ServerName::try_from("sql.test").unwrap();
+        let mut tls = connector.connect(name, client_io).await.unwrap();
+        let sent: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+        tls.write_all(&sent).await.unwrap();
+        tls.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        tls.read_to_end(&mut back).await.unwrap();
+        back.reverse();
+        assert!(back == sent, "{} bytes back of {}", back.len(), sent.len());
+        server.await.unwrap();
     }
 }
