@@ -67,14 +67,19 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Appends what `fill` writes to `out`, growing `out` to the size `fill` asks for.
+/// Most a record adds to its plaintext: a 5-byte header, TLS 1.3's content type byte and
+/// a 16-byte tag, or TLS 1.2 AES-GCM's 8-byte explicit nonce and tag; with room to spare.
+const RECORD_OVERHEAD: usize = 64;
+
+/// Appends what `fill` writes to `out`, given `room` bytes first and then as many as
+/// `fill` says it needs.
 fn append<E>(
     out: &mut Vec<u8>,
+    mut room: usize,
     mut fill: impl FnMut(&mut [u8]) -> Result<usize, E>,
     needed: impl Fn(&E) -> Option<usize>,
 ) -> Result<(), E> {
     let start = out.len();
-    let mut room = 64;
     loop {
         out.resize(start + room, 0);
         match fill(&mut out[start..]) {
@@ -171,6 +176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsServerStream<S> {
                 ConnectionState::EncodeTlsData(mut encode) => {
                     append(
                         &mut self.outgoing,
+                        RECORD_OVERHEAD,
                         |buf| encode.encode(buf),
                         |e| match e {
                             EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Some(*required_size),
@@ -198,8 +204,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsServerStream<S> {
                     };
                     let encrypted = match std::mem::replace(&mut write, Write::Nothing) {
                         Write::Nothing => Ok(()),
-                        Write::Data(data) => append(&mut self.outgoing, |buf| traffic.encrypt(data, buf), sized),
-                        Write::CloseNotify => append(&mut self.outgoing, |buf| traffic.queue_close_notify(buf), sized),
+                        // Room for the whole record at once: one encryption, no retry.
+                        Write::Data(data) => {
+                            append(&mut self.outgoing, data.len() + RECORD_OVERHEAD, |buf| traffic.encrypt(data, buf), sized)
+                        }
+                        Write::CloseNotify => append(&mut self.outgoing, RECORD_OVERHEAD, |buf| traffic.queue_close_notify(buf), sized),
                     };
                     encrypted.map_err(|e| io::Error::other(format!("encrypting a TLS record: {e}")))?;
                     Some(Next::Traffic)
