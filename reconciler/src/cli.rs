@@ -272,6 +272,18 @@ pub struct TargetArgs {
     /// is named on stderr.
     #[arg(long)]
     pub skip_preflight: bool,
+    /// Kubeconfig of the environment's cluster: `byoc apply` installs the sidecar there,
+    /// `byoc destroy` removes it first. Without this or --context neither touches
+    /// Kubernetes (and says so).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context of the environment's cluster (see --kubeconfig).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The sidecar's container image; default this byoc's release,
+    /// ghcr.io/risingwavelabs/byoc:VERSION.
+    #[arg(long)]
+    pub sidecar_image: Option<String>,
 }
 
 /// Arguments of `byoc apply`.

@@ -177,7 +177,8 @@ pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
     for obj in &mut objects {
         match (kind_of(obj), name_of(obj)) {
             ("ServiceAccount", "byoc") => {
-                let a = obj.pointer_mut("/metadata/annotations/eks.amazonaws.com~1role-arn").ok_or_else(|| missing("the IRSA annotation"))?;
+                let a =
+                    obj.pointer_mut("/metadata/annotations/eks.amazonaws.com~1role-arn").ok_or_else(|| missing("the IRSA annotation"))?;
                 *a = Value::String(outputs.role_arn.clone());
             }
             ("ConfigMap", n) if n.starts_with("byoc-config-") => {
@@ -187,10 +188,12 @@ pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
                 obj["data"]["reconciler.yaml"] = Value::String(text);
             }
             ("NetworkPolicy", "byoc-agent") => {
-                *obj.pointer_mut("/spec/ingress/0/from").ok_or_else(|| missing("the agent policy's sources"))? = ip_blocks(&outputs.agent_cidrs);
+                *obj.pointer_mut("/spec/ingress/0/from").ok_or_else(|| missing("the agent policy's sources"))? =
+                    ip_blocks(&outputs.agent_cidrs);
             }
             ("NetworkPolicy", "rwproxy") => {
-                *obj.pointer_mut("/spec/ingress/0/from").ok_or_else(|| missing("the proxy policy's sources"))? = ip_blocks(&outputs.proxy_cidrs);
+                *obj.pointer_mut("/spec/ingress/0/from").ok_or_else(|| missing("the proxy policy's sources"))? =
+                    ip_blocks(&outputs.proxy_cidrs);
             }
             ("Deployment", "byoc") => {
                 let containers =
@@ -228,6 +231,72 @@ pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
     }
     objects.sort_by_key(|o| rank(o));
     Ok(objects)
+}
+
+/// The embedded objects in the order [`install`] applies them (their names are all
+/// [`remove`] needs).
+pub fn ordered() -> Result<Vec<Value>, SidecarError> {
+    let mut objects = embedded()?;
+    objects.sort_by_key(|o| ORDER.iter().position(|k| *k == kind_of(o)).unwrap_or(ORDER.len()));
+    Ok(objects)
+}
+
+/// The cluster `byoc apply` and `byoc destroy` reach: only one named on the command line
+/// (`--kubeconfig`, `--context`), never an inferred default, since the user's current
+/// context need not be the environment's cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct KubeTarget<'a> {
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<&'a std::path::Path>,
+    /// `--context`.
+    pub context: Option<&'a str>,
+}
+
+impl KubeTarget<'_> {
+    /// Whether a cluster was named.
+    pub fn given(&self) -> bool {
+        self.kubeconfig.is_some() || self.context.is_some()
+    }
+}
+
+/// The step after `byoc apply` converged the cloud: install (or update) the sidecar with
+/// the environment's outputs. Without a named cluster it says so and skips.
+pub async fn after_apply(
+    kube: KubeTarget<'_>,
+    env: &Environment,
+    env_dir: &str,
+    outputs: &BTreeMap<String, String>,
+    image: Option<&str>,
+) -> anyhow::Result<()> {
+    if !kube.given() {
+        println!("sidecar: not installed: no --kubeconfig or --context names the environment's cluster");
+        return Ok(());
+    }
+    let values = SidecarOutputs::aws(env, env_dir, outputs, image.map_or_else(default_image, str::to_owned))?;
+    let objects = render(&values)?;
+    let client = crate::k8s::client(kube.kubeconfig, kube.context).await?;
+    let applied = install(&client, &objects).await?;
+    for a in &applied {
+        println!("sidecar: applied {a}");
+    }
+    println!("sidecar: {} object(s) applied with the role {} and the state {}", applied.len(), values.role_arn, values.state_store);
+    Ok(())
+}
+
+/// The step before `byoc destroy` deletes the cloud: remove the sidecar while its cluster
+/// is still there. Without a named cluster it says so and skips.
+pub async fn before_destroy(kube: KubeTarget<'_>) -> anyhow::Result<()> {
+    if !kube.given() {
+        println!("sidecar: not removed: no --kubeconfig or --context names the environment's cluster");
+        return Ok(());
+    }
+    let client = crate::k8s::client(kube.kubeconfig, kube.context).await?;
+    let removed = remove(&client, &ordered()?).await?;
+    for r in &removed {
+        println!("sidecar: deleted {r}");
+    }
+    println!("sidecar: {} object(s) deleted", removed.len());
+    Ok(())
 }
 
 /// The API of `obj`'s kind (and namespace).

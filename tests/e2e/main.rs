@@ -9,6 +9,7 @@ mod operating;
 mod operating_aws;
 mod plan_cases;
 mod repo_shapes;
+mod sidecar_install;
 mod state_s3;
 mod support;
 mod verify;

@@ -126,6 +126,10 @@ fn run(request: &Request<'_>) -> anyhow::Result<u8> {
         if !prepared.has_work() {
             println!("nothing to do: the account matches {}", options.revision);
             prepared.release()?;
+            if !destroy {
+                write_outputs(&store)?;
+                return sidecar_after_apply(args, env, &store).await;
+            }
             return Ok(EXIT_OK);
         }
         if args.skip_preflight {
@@ -158,6 +162,12 @@ fn run(request: &Request<'_>) -> anyhow::Result<u8> {
             prepared.release()?;
             return Ok(EXIT_ERROR);
         }
+        // The sidecar goes while its cluster is still there to delete it from.
+        if destroy && let Err(e) = crate::sidecar::before_destroy(kube_target(args)).await {
+            logging::error(&format!("{e:#}\n  nothing was deleted in the cloud; without --kubeconfig/--context destroy skips the sidecar"));
+            prepared.release()?;
+            return Ok(EXIT_ERROR);
+        }
         match prepared.execute(&cloud, options.concurrency).await {
             Ok(done) => {
                 write_outputs(&store)?;
@@ -168,7 +178,7 @@ fn run(request: &Request<'_>) -> anyhow::Result<u8> {
                     cloud.retry.retries(),
                     if cloud.retry.retries() == 1 { "y" } else { "ies" }
                 );
-                Ok(EXIT_OK)
+                if destroy { Ok(EXIT_OK) } else { sidecar_after_apply(args, env, &store).await }
             }
             Err(e) => {
                 logging::error(&format!("{e}\n  {} retries were made", cloud.retry.retries()));
@@ -176,6 +186,25 @@ fn run(request: &Request<'_>) -> anyhow::Result<u8> {
             }
         }
     })
+}
+
+fn kube_target(args: &TargetArgs) -> crate::sidecar::KubeTarget<'_> {
+    crate::sidecar::KubeTarget { kubeconfig: args.kubeconfig.as_deref(), context: args.context.as_deref() }
+}
+
+/// Installs the sidecar with the outputs the apply just wrote.
+async fn sidecar_after_apply(args: &TargetArgs, env: &crate::spec::Environment, store: &impl StateStore) -> anyhow::Result<u8> {
+    let outputs: crate::k8s::objects::CloudOutputs = match store.get(CLOUD_OUTPUTS_KEY)? {
+        Some(v) => serde_json::from_slice(&v.value).map_err(|e| anyhow::anyhow!("state {CLOUD_OUTPUTS_KEY}: {e}"))?,
+        None => Default::default(),
+    };
+    match crate::sidecar::after_apply(kube_target(args), env, &args.env, &outputs, args.sidecar_image.as_deref()).await {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) => {
+            logging::error(&format!("{e:#}\n  the cloud is applied; the sidecar is not: fix the cause and run byoc apply again"));
+            Ok(EXIT_ERROR)
+        }
+    }
 }
 
 fn report_blocked(plan: &Plan) {

@@ -1,0 +1,230 @@
+//! The sidecar installed by `byoc apply` and removed by `byoc destroy`: the real binary
+//! against moto (the cloud) and the Kubernetes API double served over HTTP (the cluster),
+//! the values read back from both. And the embedded rendering kept equal to what the
+//! overlay renders with a real kustomize.
+
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use serde_json::Value;
+
+use crate::aws::example_repo;
+use crate::manifests::{config_in, kustomize};
+use crate::state_s3::{MOTO_ENV, start_moto};
+use crate::support::{byoc_env, project_root};
+
+#[test]
+fn the_embedded_rendering_is_what_kubectl_kustomize_renders_from_the_aws_overlay() {
+    let live = kustomize(&project_root().join("manifests/overlays/aws"));
+    let embedded = byoc::sidecar::embedded().expect("embedded manifests parse");
+    assert_eq!(embedded, live, "manifests/rendered/aws.yaml is stale: regenerate it with `kubectl kustomize manifests/overlays/aws`");
+}
+
+#[test]
+fn the_service_account_is_the_one_the_agent_role_trusts() {
+    let objects = byoc::sidecar::ordered().expect("embedded");
+    let sa = objects.iter().find(|o| o["kind"] == "ServiceAccount").expect("service account");
+    assert_eq!(sa["metadata"]["name"], byoc::expand::AGENT_SERVICE_ACCOUNT);
+    assert_eq!(sa["metadata"]["namespace"], byoc::expand::AGENT_NAMESPACE);
+}
+
+struct Stop(u32);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+fn api(client: &kube::Client, obj: &Value) -> Api<DynamicObject> {
+    let api_version = obj["apiVersion"].as_str().expect("apiVersion");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = obj["kind"].as_str().expect("kind");
+    let plural = if kind == "NetworkPolicy" { "networkpolicies".to_owned() } else { format!("{}s", kind.to_ascii_lowercase()) };
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// The object as the double holds it, `None` when it has none.
+async fn held(client: &kube::Client, obj: &Value) -> Option<Value> {
+    let name = obj["metadata"]["name"].as_str().expect("name");
+    api(client, obj).get_opt(name).await.expect("the double answers").map(|o| serde_json::to_value(o).expect("json"))
+}
+
+/// `%XX` escapes decoded (IAM returns policy documents URL-encoded).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_removes_it_before_the_cluster() {
+    let (moto, pid) = start_moto();
+    let _stop = Stop(pid);
+    let d = crate::kube::support::double();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    let client = d.client();
+    let repo = example_repo();
+    let kube_dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kube_dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
+    let kubeconfig = kubeconfig.display().to_string();
+
+    let run = |verb: &'static str, extra: Vec<String>| {
+        let dir = repo.path().to_path_buf();
+        let moto = moto.clone();
+        let kubeconfig = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args: Vec<String> =
+                [verb, "--repo", ".", "--env", "examples/aws", "--endpoint-url", &moto, "--state-dir", "state"].map(str::to_owned).to_vec();
+            args.extend(["--poll-interval", "0.1", "--auto-approve", "--skip-preflight", "--kubeconfig", &kubeconfig].map(str::to_owned));
+            args.extend(extra);
+            byoc_env(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>(), &MOTO_ENV)
+        })
+    };
+
+    let applied = run("apply", vec!["--sidecar-image".into(), "registry.test/byoc:1.2.3".into()]).await.expect("join");
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
+    assert!(applied.stdout.contains("applied 30 action(s) to prod-use1"), "{}", applied.stdout);
+
+    let objects = byoc::sidecar::ordered().expect("embedded");
+    // Namespace, ServiceAccount, 2 roles, 2 bindings, 2 ConfigMaps, 2 Services,
+    // 4 NetworkPolicies, the PDB and the Deployment.
+    assert_eq!(objects.len(), 16);
+    for obj in &objects {
+        assert!(held(&client, obj).await.is_some(), "{} is in the double after apply", byoc::sidecar::describe(obj));
+    }
+    // Server-side apply as byoc, in dependency order: the Namespace first, the Deployment last.
+    let patches: Vec<String> = d.writes().iter().filter(|r| r.method == http::Method::PATCH).map(|r| r.uri.clone()).collect();
+    assert_eq!(patches.len(), 16, "{patches:#?}");
+    assert!(patches.iter().all(|u| u.contains("fieldManager=byoc") && u.contains("force=true")), "{patches:#?}");
+    assert!(patches[0].starts_with("/api/v1/namespaces/byoc-system?"), "{patches:#?}");
+    assert!(patches[15].starts_with("/apis/apps/v1/namespaces/byoc-system/deployments/byoc?"), "{patches:#?}");
+
+    let find =
+        |kind: &str, name: &str| objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name).expect("object").clone();
+    let deployment = held(&client, &find("Deployment", "byoc")).await.expect("deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_array().expect("containers");
+    let names: Vec<&str> = containers.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["byoc", "rwproxy"]);
+    assert!(containers.iter().all(|c| c["image"] == "registry.test/byoc:1.2.3"), "{containers:?}");
+    assert!(containers[1]["args"].as_array().expect("args").iter().any(|a| a == "--proxy-protocol-from=10.20.0.0/16"), "{containers:?}");
+
+    // The ServiceAccount names the role byoc created, and that role trusts it.
+    let sa = held(&client, &find("ServiceAccount", "byoc")).await.expect("service account");
+    let arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].as_str().expect("IRSA annotation").to_owned();
+    let config = sdk_config(&moto).await;
+    let iam = aws_sdk_iam::Client::new(&config);
+    let roles = iam.list_roles().send().await.expect("moto lists roles");
+    let role = roles.roles().iter().find(|r| r.arn() == arn).unwrap_or_else(|| panic!("{arn} is a role in moto"));
+    let trust = percent_decoded(role.assume_role_policy_document().unwrap_or(""));
+    assert!(trust.contains("system:serviceaccount:byoc-system:byoc\""), "{arn} trusts the sidecar's service account: {trust}");
+
+    // The config carries the environment's state bucket, which exists, and byoc accepts it.
+    let cms: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "byoc-system",
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "ConfigMap"), "configmaps"),
+    );
+    let held_cms: Vec<Value> =
+        cms.list(&ListParams::default()).await.expect("list").items.into_iter().map(|o| serde_json::to_value(o).expect("json")).collect();
+    let reconciler = held_cms
+        .iter()
+        .find(|c| c["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("byoc-config-")))
+        .expect("the config ConfigMap")["data"]["reconciler.yaml"]
+        .as_str()
+        .expect("reconciler.yaml")
+        .to_owned();
+    let s3 = aws_sdk_s3::Client::new(&config);
+    let buckets: Vec<String> =
+        s3.list_buckets().send().await.expect("buckets").buckets().iter().filter_map(|b| b.name().map(str::to_owned)).collect();
+    let state_bucket = buckets.iter().find(|b| reconciler.contains(&format!("stateStore: {{s3: \"s3://{b}/reconciler\"}}"))).cloned();
+    assert!(
+        state_bucket.as_deref().is_some_and(|b| b.contains("state")),
+        "the state store is a bucket in moto ({buckets:?}):\n{reconciler}"
+    );
+    assert!(reconciler.contains("environment: \"examples/aws\""), "{reconciler}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config_in(&held_cms, dir.path());
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_byoc"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .expect("byoc runs");
+    assert!(
+        check.status.success(),
+        "byoc run --check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // The CIDRs: the agent port from the private subnets, the SQL port from the VPC and the
+    // spec's allowed ranges.
+    let cidrs = |p: &Value| -> Vec<String> {
+        p["spec"]["ingress"][0]["from"]
+            .as_array()
+            .expect("from")
+            .iter()
+            .filter_map(|f| f["ipBlock"]["cidr"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let agent = held(&client, &find("NetworkPolicy", "byoc-agent")).await.expect("policy");
+    assert_eq!(cidrs(&agent), ["10.20.0.0/19", "10.20.32.0/19", "10.20.64.0/19"]);
+    let proxy = held(&client, &find("NetworkPolicy", "rwproxy")).await.expect("policy");
+    assert_eq!(cidrs(&proxy), ["10.20.0.0/16", "203.0.113.0/24"]);
+
+    // Destroy: every object deleted, each before EKS deletes the cluster.
+    d.clear_requests();
+    let destroyed = run("destroy", vec![]).await.expect("join");
+    assert_eq!(destroyed.code, 0, "{}\n{}", destroyed.stdout, destroyed.stderr);
+    let deletes = d.writes().iter().filter(|r| r.method == http::Method::DELETE).count();
+    assert_eq!(deletes, 16, "{:?}", d.writes());
+    let lines: Vec<&str> = destroyed.stdout.lines().collect();
+    let last_sidecar = lines.iter().rposition(|l| l.starts_with("sidecar: deleted ")).expect("sidecar deletions reported");
+    let eks =
+        lines.iter().position(|l| l.starts_with("done ") && l.contains("aws.eks-cluster/")).expect("the EKS cluster's deletion reported");
+    assert!(last_sidecar < eks, "the sidecar goes before the cluster:\n{}", destroyed.stdout);
+    let eks_client = aws_sdk_eks::Client::new(&config);
+    assert_eq!(eks_client.list_clusters().send().await.expect("clusters").clusters().len(), 0, "EKS deleted");
+    // The namespace stays Terminating for a moment (50 ms in this double); bounded wait.
+    for obj in &objects {
+        let mut gone = false;
+        for _ in 0..50 {
+            if held(&client, obj).await.is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "{} is gone after destroy", byoc::sidecar::describe(obj));
+    }
+}
