@@ -280,10 +280,6 @@ pub struct TargetArgs {
     /// Kubeconfig context of the environment's cluster (see --kubeconfig).
     #[arg(long)]
     pub context: Option<String>,
-    /// The sidecar's container image; default this byoc's release,
-    /// ghcr.io/risingwavelabs/byoc:VERSION.
-    #[arg(long)]
-    pub sidecar_image: Option<String>,
 }
 
 /// Arguments of `byoc apply`.
@@ -298,6 +294,10 @@ pub struct ApplyArgs {
     /// Apply without asking.
     #[arg(long)]
     pub auto_approve: bool,
+    /// The sidecar's container image; default this byoc's release,
+    /// ghcr.io/risingwavelabs/byoc:VERSION.
+    #[arg(long)]
+    pub sidecar_image: Option<String>,
 }
 
 /// Arguments of `byoc destroy`.

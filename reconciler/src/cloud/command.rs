@@ -25,16 +25,30 @@ struct Request<'a> {
     auto_approve: bool,
     /// `Some` for a destroy: whether to delete the data too.
     destroy: Option<bool>,
+    /// The sidecar's image (`byoc apply --sidecar-image`).
+    sidecar_image: Option<&'a str>,
 }
 
 /// Runs `byoc apply`; returns the exit code.
 pub fn apply(args: &ApplyArgs) -> u8 {
-    finish(run(&Request { target: &args.target, rev: &args.rev, auto_approve: args.auto_approve, destroy: None }))
+    finish(run(&Request {
+        target: &args.target,
+        rev: &args.rev,
+        auto_approve: args.auto_approve,
+        destroy: None,
+        sidecar_image: args.sidecar_image.as_deref(),
+    }))
 }
 
 /// Runs `byoc destroy`; returns the exit code.
 pub fn destroy(args: &DestroyArgs) -> u8 {
-    finish(run(&Request { target: &args.target, rev: &args.rev, auto_approve: args.auto_approve, destroy: Some(args.delete_data) }))
+    finish(run(&Request {
+        target: &args.target,
+        rev: &args.rev,
+        auto_approve: args.auto_approve,
+        destroy: Some(args.delete_data),
+        sidecar_image: None,
+    }))
 }
 
 fn finish(result: anyhow::Result<u8>) -> u8 {
@@ -128,7 +142,7 @@ fn run(request: &Request<'_>) -> anyhow::Result<u8> {
             prepared.release()?;
             if !destroy {
                 write_outputs(&store)?;
-                return sidecar_after_apply(args, env, &store).await;
+                return sidecar_after_apply(args, request.sidecar_image, env, &store).await;
             }
             return Ok(EXIT_OK);
         }
@@ -178,7 +192,7 @@ fn run(request: &Request<'_>) -> anyhow::Result<u8> {
                     cloud.retry.retries(),
                     if cloud.retry.retries() == 1 { "y" } else { "ies" }
                 );
-                if destroy { Ok(EXIT_OK) } else { sidecar_after_apply(args, env, &store).await }
+                if destroy { Ok(EXIT_OK) } else { sidecar_after_apply(args, request.sidecar_image, env, &store).await }
             }
             Err(e) => {
                 logging::error(&format!("{e}\n  {} retries were made", cloud.retry.retries()));
@@ -193,12 +207,17 @@ fn kube_target(args: &TargetArgs) -> crate::sidecar::KubeTarget<'_> {
 }
 
 /// Installs the sidecar with the outputs the apply just wrote.
-async fn sidecar_after_apply(args: &TargetArgs, env: &crate::spec::Environment, store: &impl StateStore) -> anyhow::Result<u8> {
+async fn sidecar_after_apply(
+    args: &TargetArgs,
+    image: Option<&str>,
+    env: &crate::spec::Environment,
+    store: &impl StateStore,
+) -> anyhow::Result<u8> {
     let outputs: crate::k8s::objects::CloudOutputs = match store.get(CLOUD_OUTPUTS_KEY)? {
         Some(v) => serde_json::from_slice(&v.value).map_err(|e| anyhow::anyhow!("state {CLOUD_OUTPUTS_KEY}: {e}"))?,
         None => Default::default(),
     };
-    match crate::sidecar::after_apply(kube_target(args), env, &args.env, &outputs, args.sidecar_image.as_deref()).await {
+    match crate::sidecar::after_apply(kube_target(args), env, &args.env, &outputs, image).await {
         Ok(()) => Ok(EXIT_OK),
         Err(e) => {
             logging::error(&format!("{e:#}\n  the cloud is applied; the sidecar is not: fix the cause and run byoc apply again"));
