@@ -202,6 +202,15 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     let proxy = held(&client, &find("NetworkPolicy", "rwproxy")).await.expect("policy");
     assert_eq!(cidrs(&proxy), ["10.20.0.0/16", "203.0.113.0/24"]);
 
+    // A second apply with nothing to do in the cloud applies the same objects again and
+    // changes nothing in them.
+    d.clear_requests();
+    let again = run("apply", vec!["--sidecar-image".into(), "registry.test/byoc:1.2.3".into()]).await.expect("join");
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert!(again.stdout.contains("sidecar: 16 object(s) applied"), "{}", again.stdout);
+    let after = held(&client, &find("Deployment", "byoc")).await.expect("deployment");
+    assert_eq!(after["metadata"]["generation"], deployment["metadata"]["generation"], "re-applying the same objects changes nothing");
+
     // Destroy: every object deleted, each before EKS deletes the cluster.
     d.clear_requests();
     let destroyed = run("destroy", vec![]).await.expect("join");
