@@ -237,3 +237,99 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
         assert!(gone, "{} is gone after destroy", byoc::sidecar::describe(obj));
     }
 }
+
+/// byoc's filling-in, against a real kustomize given the same values as an overlay of the
+/// AWS overlay: the same objects, but for the ConfigMaps' name hashes (kustomize hashes the
+/// new content, byoc keeps the names) and byoc's config digest on the pod template.
+#[test]
+fn filling_in_gives_what_kustomize_gives_with_the_same_values_in_an_overlay() {
+    let outputs = byoc::sidecar::SidecarOutputs {
+        role_arn: "arn:aws:iam::123456789012:role/byoc-t-agent".into(),
+        state_store: "s3://t-state/reconciler".into(),
+        environment: "envs/t".into(),
+        agent_cidrs: vec!["10.9.0.0/19".parse().expect("cidr"), "10.9.32.0/19".parse().expect("cidr")],
+        proxy_cidrs: vec!["10.9.0.0/16".parse().expect("cidr"), "198.51.100.0/24".parse().expect("cidr")],
+        vpc_cidr: "10.9.0.0/16".parse().expect("cidr"),
+        image: "registry.test/byoc:7".into(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
+    let config = std::fs::read_to_string(project_root().join("manifests/overlays/aws/config/reconciler.yaml"))
+        .expect("read")
+        .replace("environment: environments/prod", "environment: \"envs/t\"")
+        .replace("stateStore: {s3: \"s3://byoc-prod-infra-state/reconciler\"}", "stateStore: {s3: \"s3://t-state/reconciler\"}");
+    std::fs::write(dir.path().join("config/reconciler.yaml"), config).expect("write");
+    let blocks = |cidrs: &[&str]| cidrs.iter().map(|c| format!("{{ipBlock: {{cidr: \"{c}\"}}}}")).collect::<Vec<_>>().join(", ");
+    let kustomization = format!(
+        r#"apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - {base}
+configMapGenerator:
+  - name: byoc-config
+    behavior: replace
+    files:
+      - config/reconciler.yaml
+patches:
+  - target: {{kind: ServiceAccount, name: byoc}}
+    patch: |-
+      - {{op: replace, path: /metadata/annotations/eks.amazonaws.com~1role-arn, value: "arn:aws:iam::123456789012:role/byoc-t-agent"}}
+  - target: {{kind: NetworkPolicy, name: byoc-agent}}
+    patch: |-
+      - {{op: replace, path: /spec/ingress/0/from, value: [{agent}]}}
+  - target: {{kind: NetworkPolicy, name: rwproxy}}
+    patch: |-
+      - {{op: replace, path: /spec/ingress/0/from, value: [{proxy}]}}
+  - target: {{kind: Deployment, name: byoc}}
+    patch: |-
+      - {{op: replace, path: /spec/template/spec/containers/0/image, value: "registry.test/byoc:7"}}
+      - {{op: replace, path: /spec/template/spec/containers/1/image, value: "registry.test/byoc:7"}}
+      - {{op: replace, path: /spec/template/spec/containers/1/args/6, value: "--proxy-protocol-from=10.9.0.0/16"}}
+"#,
+        // kustomize takes no absolute paths: up from the temporary directory to `/`, then down.
+        base = format!(
+            "{}{}",
+            "../".repeat(dir.path().components().count() - 1),
+            project_root().join("manifests/overlays/aws").display().to_string().trim_start_matches('/')
+        ),
+        agent = blocks(&["10.9.0.0/19", "10.9.32.0/19"]),
+        proxy = blocks(&["10.9.0.0/16", "198.51.100.0/24"]),
+    );
+    std::fs::write(dir.path().join("kustomization.yaml"), kustomization).expect("write");
+
+    // ConfigMap names lose their hash suffix, everywhere they appear.
+    let unhashed = |mut objects: Vec<Value>| -> Vec<Value> {
+        let strip = |v: &mut Value| {
+            if let Some(n) = v.as_str().and_then(|n| n.rsplit_once('-')).filter(|(p, _)| p.starts_with("byoc-")).map(|(p, _)| p.to_owned())
+            {
+                *v = Value::String(n);
+            }
+        };
+        for o in &mut objects {
+            if o["kind"] == "ConfigMap" {
+                strip(&mut o["metadata"]["name"]);
+            }
+            if o["kind"] == "Deployment" {
+                for v in o["spec"]["template"]["spec"]["volumes"].as_array_mut().expect("volumes") {
+                    if v.get("configMap").is_some() {
+                        strip(&mut v["configMap"]["name"]);
+                    }
+                }
+                if let Some(a) = o.pointer_mut("/spec/template/metadata/annotations").and_then(Value::as_object_mut) {
+                    a.remove(byoc::sidecar::CONFIG_DIGEST_ANNOTATION);
+                    if a.is_empty() {
+                        o["spec"]["template"]["metadata"].as_object_mut().expect("metadata").remove("annotations");
+                    }
+                }
+            }
+        }
+        objects.sort_by_key(|o| byoc::sidecar::describe(o));
+        objects
+    };
+    let by_kustomize = unhashed(kustomize(dir.path()));
+    let by_byoc = unhashed(byoc::sidecar::render(&outputs).expect("render"));
+    assert_eq!(by_byoc.len(), by_kustomize.len());
+    for (b, k) in by_byoc.iter().zip(&by_kustomize) {
+        assert_eq!(b, k, "{} differs between byoc and kustomize", byoc::sidecar::describe(b));
+    }
+}
