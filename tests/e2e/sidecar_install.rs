@@ -260,6 +260,9 @@ fn filling_in_gives_what_kustomize_gives_with_the_same_values_in_an_overlay() {
         .replace("stateStore: {s3: \"s3://byoc-prod-infra-state/reconciler\"}", "stateStore: {s3: \"s3://t-state/reconciler\"}");
     std::fs::write(dir.path().join("config/reconciler.yaml"), config).expect("write");
     let blocks = |cidrs: &[&str]| cidrs.iter().map(|c| format!("{{ipBlock: {{cidr: \"{c}\"}}}}")).collect::<Vec<_>>().join(", ");
+    // kustomize takes no absolute paths: up from the temporary directory to `/`, then down.
+    let base = "../".repeat(dir.path().components().count() - 1)
+        + project_root().join("manifests/overlays/aws").display().to_string().trim_start_matches('/');
     let kustomization = format!(
         r#"apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -286,12 +289,7 @@ patches:
       - {{op: replace, path: /spec/template/spec/containers/1/image, value: "registry.test/byoc:7"}}
       - {{op: replace, path: /spec/template/spec/containers/1/args/6, value: "--proxy-protocol-from=10.9.0.0/16"}}
 "#,
-        // kustomize takes no absolute paths: up from the temporary directory to `/`, then down.
-        base = format!(
-            "{}{}",
-            "../".repeat(dir.path().components().count() - 1),
-            project_root().join("manifests/overlays/aws").display().to_string().trim_start_matches('/')
-        ),
+        base = base,
         agent = blocks(&["10.9.0.0/19", "10.9.32.0/19"]),
         proxy = blocks(&["10.9.0.0/16", "198.51.100.0/24"]),
     );
@@ -323,7 +321,7 @@ patches:
                 }
             }
         }
-        objects.sort_by_key(|o| byoc::sidecar::describe(o));
+        objects.sort_by_key(byoc::sidecar::describe);
         objects
     };
     let by_kustomize = unhashed(kustomize(dir.path()));
