@@ -331,3 +331,41 @@ patches:
         assert_eq!(b, k, "{} differs between byoc and kustomize", byoc::sidecar::describe(b));
     }
 }
+
+/// Without a named cluster apply and destroy say they skip the sidecar and go on; with a
+/// cluster that cannot be reached, destroy stops before deleting anything in the cloud.
+#[test]
+fn without_a_cluster_the_sidecar_is_skipped_and_an_unreachable_one_stops_destroy_before_the_cloud() {
+    let (moto, pid) = start_moto();
+    let _stop = Stop(pid);
+    let repo = example_repo();
+    let run = |verb: &str, extra: &[&str]| {
+        let mut args = vec![verb, "--repo", ".", "--env", "examples/aws", "--endpoint-url", &moto, "--state-dir", "state"];
+        args.extend_from_slice(&["--poll-interval", "0.1", "--auto-approve", "--skip-preflight"]);
+        args.extend_from_slice(extra);
+        byoc_env(repo.path(), &args, &MOTO_ENV)
+    };
+    let applied = run("apply", &[]);
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
+    assert!(
+        applied.stdout.contains("sidecar: not installed: no --kubeconfig or --context names the environment's cluster"),
+        "{}",
+        applied.stdout
+    );
+
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let kube_dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kube_dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://127.0.0.1:{port}"))).expect("kubeconfig");
+    let refused = run("destroy", &["--kubeconfig", &kubeconfig.display().to_string()]);
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("deleting Deployment byoc-system/byoc"), "names the object: {}", refused.stderr);
+    assert!(refused.stderr.contains("nothing was deleted in the cloud"), "{}", refused.stderr);
+    assert!(!refused.stdout.lines().any(|l| l.starts_with("done ")), "no cloud action ran: {}", refused.stdout);
+
+    let destroyed = run("destroy", &[]);
+    assert_eq!(destroyed.code, 0, "the lease was given back: {}\n{}", destroyed.stdout, destroyed.stderr);
+    assert!(destroyed.stdout.contains("sidecar: not removed: no --kubeconfig or --context"), "{}", destroyed.stdout);
+    assert!(destroyed.stdout.lines().any(|l| l.starts_with("done ") && l.contains("aws.eks-cluster/")), "{}", destroyed.stdout);
+}
