@@ -12,13 +12,16 @@ command -v psql >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || {
 }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+# The servers run as the postgres user, which must reach their directories: they live in a
+# directory of their own under /tmp rather than inside WORK_DIR (which may be private).
+pg=$(mktemp -d)
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$pg"' EXIT
 
 # Two PostgreSQL servers stand in for the frontends of the clusters `analytics` and
 # `reports`; `SHOW cluster_name` tells them apart.
 pg_analytics=$(free_port) pg_reports=$(free_port)
-bash "$root/tests/pg/start.sh" "$work/pg-analytics" "$pg_analytics" analytics $$ >/dev/null
-bash "$root/tests/pg/start.sh" "$work/pg-reports" "$pg_reports" reports $$ >/dev/null
+bash "$root/tests/pg/start.sh" "$pg/analytics" "$pg_analytics" analytics $$ >/dev/null
+bash "$root/tests/pg/start.sh" "$pg/reports" "$pg_reports" reports $$ >/dev/null
 # RisingWave's default database is `dev`; the routes below match on the database name.
 psql -q -h 127.0.0.1 -p "$pg_analytics" -U postgres -c "CREATE DATABASE analytics"
 psql -q -h 127.0.0.1 -p "$pg_reports" -U postgres -c "CREATE DATABASE reports"

@@ -5,7 +5,8 @@
 //! publishes a revision. [`diagnostics`], [`specfiles`] and [`yaml`] are the error type,
 //! the spec-file reader and the hardened YAML reader that both use. The proxy itself
 //! (feature `server`) is [`protocol`] and [`routing`] (pure), then [`server`], [`tls`],
-//! [`cancel`], [`limits`], [`reload`] and [`metrics`].
+//! [`tls_stream`] (the client's TLS, buffered only while bytes are in flight), [`relay`]
+//! (the spliced session), [`cancel`], [`limits`], [`reload`] and [`metrics`].
 
 pub mod diagnostics;
 pub mod routes;
@@ -21,6 +22,8 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod protocol;
 #[cfg(feature = "server")]
+pub mod relay;
+#[cfg(feature = "server")]
 pub mod reload;
 #[cfg(feature = "server")]
 pub mod routing;
@@ -28,3 +31,5 @@ pub mod routing;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod tls;
+#[cfg(feature = "server")]
+pub mod tls_stream;

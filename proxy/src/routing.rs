@@ -183,12 +183,17 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
     if !RouteTable::allows(route, req.client) {
         return Err(Refusal::NotAllowed);
     }
-    let mut params: Vec<(String, String)> = req.params.iter().filter(|(k, _)| k != "options").cloned().collect();
-    if token.is_none() {
-        params = req.params.to_vec();
-    } else if let Some(rest) = rest_options {
-        params.push(("options".to_owned(), rest));
-    }
+    // Forwarded as sent, unless the token is to be taken out of `options`.
+    let params = match token {
+        None => req.params.to_vec(),
+        Some(_) => {
+            let mut params: Vec<(String, String)> = req.params.iter().filter(|(k, _)| k != "options").cloned().collect();
+            if let Some(rest) = rest_options {
+                params.push(("options".to_owned(), rest));
+            }
+            params
+        }
+    };
     let backend = backend_of(route, &cluster);
     Ok(Decision {
         route: route.name.clone(),
@@ -204,6 +209,8 @@ pub fn choose(router: &Router, req: &Request<'_>) -> Result<Decision, Refusal> {
 /// frontend Service the risingwave-operator made for the cluster.
 pub fn backend_of(route: &Route, cluster: &str) -> Backend {
     match &route.backend {
+        // Most hosts have no placeholder; looking for its brace is cheaper than `replace`.
+        Some(b) if !b.host.contains('{') => Backend { host: b.host.clone(), port: b.port },
         Some(b) => Backend { host: b.host.replace("{cluster}", cluster), port: b.port },
         None => Backend {
             host: format!("{}.{}.svc.cluster.local", frontend_service(cluster), cluster_namespace(cluster)),

@@ -59,8 +59,24 @@ impl SniResolver {
     }
 }
 
+thread_local! {
+    /// The SNI host name of the ClientHello this thread resolved last, for
+    /// [`crate::tls_stream`]: rustls' unbuffered server connection does not say which name
+    /// the client sent, and the resolver is the one place that sees it. The handshake
+    /// clears it, processes records (which calls the resolver on this thread, inside the
+    /// same call), then takes it. Every full handshake calls the resolver, and the server
+    /// configuration allows no resumption, so each connection's own name is seen.
+    static LAST_SNI: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Takes the SNI host name recorded by the last certificate resolution on this thread.
+pub(crate) fn take_sni() -> Option<String> {
+    LAST_SNI.with(|s| s.borrow_mut().take())
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        LAST_SNI.with(|s| *s.borrow_mut() = hello.server_name().map(str::to_owned));
         let keys = self.keys.load();
         let covers = |k: &Arc<CertifiedKey>, name: &str| -> bool {
             let Some(leaf) = k.cert.first() else { return false };
@@ -89,7 +105,13 @@ fn load_pair(files: &CertFiles) -> Result<Arc<CertifiedKey>, TlsError> {
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 
-/// A server configuration using `resolver`, for TLS 1.2 and 1.3.
+/// A server configuration using `resolver`, for TLS 1.2 and 1.3, without session
+/// resumption.
+///
+/// No resumption: libpq never resumes a TLS session, so tickets (two per TLS 1.3
+/// handshake by default, each with random numbers drawn and a cache entry kept) cost every
+/// handshake for nothing; and a resumed handshake would skip the certificate resolver,
+/// through which [`crate::tls_stream`] learns the SNI host name that routes the connection.
 pub fn server_config(resolver: Arc<SniResolver>) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -97,7 +119,10 @@ pub fn server_config(resolver: Arc<SniResolver>) -> Arc<rustls::ServerConfig> {
         .map(|b| b.with_no_client_auth().with_cert_resolver(resolver.clone()));
     // The ring provider supports the default versions; should that ever fail, fall back to
     // the builder's defaults rather than run without TLS.
-    Arc::new(config.unwrap_or_else(|_| rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(resolver)))
+    let mut config = config.unwrap_or_else(|_| rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(resolver));
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Arc::new(config)
 }
 
 /// A client configuration for TLS to backends: their certificates must chain to one of the

@@ -91,7 +91,8 @@ kinds! {
     AwsNatGateway => "aws.nat-gateway", "AWS NAT gateway", ["subnet"];
     AwsRouteTable => "aws.route-table", "AWS route table", ["vpc"];
     AwsSecurityGroup => "aws.security-group", "AWS security group", ["vpc", "name"];
-    AwsIamRole => "aws.iam-role", "AWS IAM role", ["name"];
+    AwsIamRole => "aws.iam-role", "AWS IAM role", ["name", "path"];
+    AwsIamPolicy => "aws.iam-policy", "AWS IAM managed policy", ["name", "path"];
     AwsEksCluster => "aws.eks-cluster", "AWS EKS cluster", ["name", "role", "subnets", "serviceCidr"];
     AwsOidcProvider => "aws.oidc-provider", "AWS IAM OIDC provider", ["cluster"];
     AwsEksNodeGroup => "aws.eks-nodegroup", "AWS EKS node group", ["cluster", "nodeRole", "instanceType", "subnets"];

@@ -260,22 +260,22 @@ impl KubeTarget<'_> {
 }
 
 /// The step after `byoc apply` converged the cloud: install (or update) the sidecar with
-/// the environment's outputs. Without a named cluster it says so and skips.
+/// the environment's outputs into the cluster `client` reaches. Without one (`--cloud-only`)
+/// it says so and skips.
 pub async fn after_apply(
-    kube: KubeTarget<'_>,
+    client: Option<&kube::Client>,
     env: &Environment,
     env_dir: &str,
     outputs: &BTreeMap<String, String>,
     image: Option<&str>,
 ) -> anyhow::Result<()> {
-    if !kube.given() {
-        println!("sidecar: not installed: no --kubeconfig or --context names the environment's cluster");
+    let Some(client) = client else {
+        println!("sidecar: not installed: --cloud-only applies no Kubernetes objects");
         return Ok(());
-    }
+    };
     let values = SidecarOutputs::aws(env, env_dir, outputs, image.map_or_else(default_image, str::to_owned))?;
     let objects = render(&values)?;
-    let client = crate::k8s::client(kube.kubeconfig, kube.context).await?;
-    let applied = install(&client, &objects).await?;
+    let applied = install(client, &objects).await?;
     for a in &applied {
         println!("sidecar: applied {a}");
     }

@@ -10,8 +10,9 @@
 # and context switches (from /proc), TCP segments per transaction; then holds 10,000 idle
 # TLS connections to rwproxy and to PgBouncer and prints the RSS per connection of each;
 # then the summary table with rwproxy's ratio to the best peer and whether each target is met.
-# Usage: [ROUNDS=N] [IDLE_CONNECTIONS=N] bash tests/bench/proxy.sh [SECONDS_PER_RUN]
-#   (defaults: 3 rounds, 10,000 idle connections, 10 s per run)
+# Usage: [ROUNDS=N] [IDLE_CONNECTIONS=N] [MODES="c16 c1 connect tls16 tlsC idle"] bash tests/bench/proxy.sh [SECONDS_PER_RUN]
+#   (defaults: 3 rounds, 10,000 idle connections, every mode, 10 s per run; MODES picks
+#   some of them while iterating on one figure, and the summary shows "-" for the others)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -180,7 +181,15 @@ declare -A mode_targets=([c16]="direct rwproxy pgbouncer haproxy" [c1]="direct r
   [connect]="direct rwproxy pgbouncer haproxy" [tls16]="direct rwproxy pgbouncer" [tlsC]="rwproxy pgbouncer")
 # Plain TCP unless the mode says TLS (libpq's default, prefer, would take TLS wherever
 # it is offered, and only rwproxy and the server offer it unless PgBouncer is set up to).
-modes=(c16 c1 connect tls16 tlsC)
+read -r -a selected <<<"${MODES:-c16 c1 connect tls16 tlsC idle}"
+modes=()
+for mode in "${selected[@]}"; do
+  case $mode in
+    c16 | c1 | connect | tls16 | tlsC) modes+=("$mode") ;;
+    idle) ;;
+    *) echo "unknown mode $mode in MODES (known: c16 c1 connect tls16 tlsC idle)" >&2; exit 2 ;;
+  esac
+done
 for mode in "${modes[@]}"; do
   sslmode=disable
   case $mode in
@@ -238,9 +247,18 @@ idle() {
   # Let the connections close before the next target is measured.
   sleep 2
 }
-echo
-idle rwproxy "$rp" "$rwproxy_pid"
-idle pgbouncer "$bp" "$bouncer_pid"
+if [[ " ${selected[*]} " == *" idle "* ]]; then
+  echo
+  idle rwproxy "$rp" "$rwproxy_pid"
+  idle pgbouncer "$bp" "$bouncer_pid"
+fi
+# Figures of the modes not run show as "-".
+for name in direct rwproxy pgbouncer haproxy; do
+  for mode in c16 c1 connect tls16 tlsC; do
+    med[tps.$name.$mode]=${med[tps.$name.$mode]:--} med[lat.$name.$mode]=${med[lat.$name.$mode]:--} med[cpu.$name.$mode]=${med[cpu.$name.$mode]:--}
+  done
+  rss_per[$name]=${rss_per[$name]:--} idle_open[$name]=${idle_open[$name]:-0}
+done
 
 # The summary: rwproxy, its peers, and rwproxy's ratio to the best peer (above 1 is
 # better than the best peer for throughput, below 1 for CPU, latency and memory).

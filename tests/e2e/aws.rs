@@ -107,7 +107,7 @@ impl Account {
     }
 
     /// boto3 against moto directly.
-    fn python(&self, code: &str) -> String {
+    pub(crate) fn python(&self, code: &str) -> String {
         let out = Command::new(venv_python())
             .args(["-c", code])
             .envs(MOTO_ENV)
@@ -237,7 +237,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
 
     let first = run(&repo, &args);
     ok(&first);
-    assert!(summary(&first).starts_with("30 to create, 0 to update"), "{}", summary(&first));
+    assert!(summary(&first).starts_with("31 to create, 0 to update"), "{}", summary(&first));
     assert_exactly_one_of_each(&account.counts());
 
     let inv = account.inventory();
@@ -282,8 +282,15 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     // Least privilege, as in policies/aws/agent.json.
     let agent_policy: Value =
         serde_json::from_str(&std::fs::read_to_string(project_root().join("policies/aws/agent.json")).expect("policy")).expect("json");
-    let mut want: Vec<String> =
-        agent_policy["permissions"].as_array().expect("permissions").iter().map(|a| a.as_str().unwrap_or_default().to_owned()).collect();
+    let mut want: Vec<String> = agent_policy["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .flat_map(|st| match &st["Action"] {
+            Value::Array(a) => a.iter().map(|a| a.as_str().unwrap_or_default().to_owned()).collect(),
+            a => vec![a.as_str().unwrap_or_default().to_owned()],
+        })
+        .collect();
     want.sort();
     assert_eq!(d["roles"]["aws.iam-role/agent"]["actions"], serde_json::json!(want));
     assert_eq!(d["roles"]["aws.iam-role/eks-cluster"]["managed"], serde_json::json!(["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"]));
@@ -298,7 +305,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     let second = run(&repo, &args);
     ok(&second);
     assert!(
-        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 30 unchanged"),
+        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 31 unchanged"),
         "{}",
         summary(&second)
     );
@@ -361,8 +368,8 @@ fn apply_killed_after(repo: &Repo, args: &[&str], k: usize) -> usize {
 
 #[test]
 fn killed_after_each_step_a_rerun_completes_with_exactly_one_of_each() {
-    // k = 1..=30 split over three accounts (moto servers) that run side by side.
-    let lanes: Vec<Vec<usize>> = (0..3).map(|lane| (1..=30).filter(|k| k % 3 == lane).collect()).collect();
+    // k = 1..=31 split over three accounts (moto servers) that run side by side.
+    let lanes: Vec<Vec<usize>> = (0..3).map(|lane| (1..=31).filter(|k| k % 3 == lane).collect()).collect();
     std::thread::scope(|s| {
         for ks in &lanes {
             s.spawn(move || killed_lane(ks));
@@ -383,7 +390,7 @@ fn killed_lane(ks: &[usize]) {
         assert_eq!(reached, k, "the apply was killed after step {k}");
         let rerun = run(&repo, &args);
         ok(&rerun);
-        if k < 30 {
+        if k < 31 {
             assert!(rerun.stdout.contains("note: resuming: the apply of"), "k={k}: the journal tells what was done:\n{}", rerun.stdout);
         }
         assert!(!rerun.stdout.contains("is a second resource tagged"), "k={k}: a duplicate was created:\n{}", rerun.stdout);
@@ -417,8 +424,8 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
     ));
     let rebuilt = run(&repo, &args);
     ok(&rebuilt);
-    assert!(summary(&rebuilt).starts_with("0 to create, 30 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
-    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 30);
+    assert!(summary(&rebuilt).starts_with("0 to create, 31 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
+    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 31);
     assert!(
         rebuilt.stdout.contains("note: aws.vpc/old is tagged for this environment but not managed (leaked); it will be deleted"),
         "{}",
@@ -478,8 +485,8 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     let out = child.wait_with_output().expect("byoc ends");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("30 to create"), "the live plan is shown first:\n{stdout}");
-    assert!(stderr.contains("Apply these 30 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
+    assert!(stdout.contains("31 to create"), "the live plan is shown first:\n{stdout}");
+    assert!(stderr.contains("Apply these 31 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
     assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
     assert_eq!(account.counts(), Default::default());
 }
@@ -530,11 +537,11 @@ fn a_second_concurrent_apply_is_refused_by_the_lease_and_no_state_update_is_lost
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_exactly_one_of_each(&account.counts());
 
-    // Every one of the 30 conditional writes landed: the inventory in the bucket has all.
+    // Every one of the 31 conditional writes landed: the inventory in the bucket has all.
     let records = account.python(
         "import boto3, json; b = boto3.client('s3').get_object(Bucket='infra-state', Key='prod-use1/cloud-inventory.json')['Body'].read(); d = json.loads(b); print(len(d['resources']), len(d['journal']['done']), d['journal']['finishedAt'] is not None)",
     );
-    assert_eq!(records.trim(), "30 30 True");
+    assert_eq!(records.trim(), "31 31 True");
     // The lease was released: the second apply now runs (and finds nothing to do).
     let later = byoc_env(repo.path(), &[&["apply"][..], &common, &["--auto-approve"]].concat(), &MOTO_ENV);
     assert!(ok(&later).stdout.contains("nothing to do"));

@@ -7,6 +7,7 @@ use std::process::Command;
 
 mod agent;
 mod daemon;
+mod daemon_aws;
 mod fetch;
 mod gitsign;
 mod holes;

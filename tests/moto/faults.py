@@ -33,6 +33,14 @@
    So an end-to-end test fails the way a real account would if byoc ever derives such a
    name again.
    Everything else goes to moto unchanged.
+4. A request log: every call is recorded as the IAM action it needs and the resource it
+   acts on, as AWS would authorize it (`iam:CreateRole` on
+   `arn:aws:iam::123456789012:role/byoc/prod/clusters/x`, with the
+   `iam:PermissionsBoundary` the request carries; `s3:GetObject` on
+   `arn:aws:s3:::bucket/key`; `eks:UpdateNodegroupConfig` ...). IAM role paths are learned
+   from the CreateRole calls that pass through. GET /__calls returns the log (a JSON
+   list), POST /__calls/reset empties it. The least-privilege test checks each entry
+   against policies/aws/agent.json.
 
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
                  [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50] [--creating N]
@@ -55,6 +63,103 @@ RNG = None
 INJECTED = {}
 READS = {}  # (kind, name) -> describe reads answered so far
 UPDATES = {}  # cluster name -> {"version": v, "reads": reads left in UPDATING}
+CALLS = []  # the request log: {"action", "resource", "boundary"?}
+ROLE_PATHS = {}  # IAM role name -> path, from the CreateRole calls seen
+ACCOUNT = "123456789012"  # moto's account
+
+
+def eks_action(method, path):
+    """The EKS action of a REST call (the API reference's method and URI)."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    n = len(parts)
+    if parts[:1] == ["tags"]:
+        return {"GET": "ListTagsForResource", "POST": "TagResource", "DELETE": "UntagResource"}.get(method, "Unknown")
+    if parts[:1] != ["clusters"]:
+        return "Unknown"
+    if n == 1:
+        return {"GET": "ListClusters", "POST": "CreateCluster"}.get(method, "Unknown")
+    if n == 2:
+        return {"GET": "DescribeCluster", "DELETE": "DeleteCluster"}.get(method, "Unknown")
+    if n == 3 and parts[2] == "node-groups":
+        return {"GET": "ListNodegroups", "POST": "CreateNodegroup"}.get(method, "Unknown")
+    if n == 3 and parts[2] == "update-config":
+        return "UpdateClusterConfig"
+    if n == 3 and parts[2] == "updates":
+        return {"GET": "ListUpdates", "POST": "UpdateClusterVersion"}.get(method, "Unknown")
+    if n == 4 and parts[2] == "node-groups":
+        return {"GET": "DescribeNodegroup", "DELETE": "DeleteNodegroup"}.get(method, "Unknown")
+    if n == 5 and parts[2] == "node-groups" and parts[4] == "update-config":
+        return "UpdateNodegroupConfig"
+    if n == 5 and parts[2] == "node-groups" and parts[4] == "update-version":
+        return "UpdateNodegroupVersion"
+    return "Unknown"
+
+
+S3_BUCKET_READS = {"tagging": "GetBucketTagging", "versioning": "GetBucketVersioning",
+                   "publicAccessBlock": "GetBucketPublicAccessBlock", "encryption": "GetEncryptionConfiguration",
+                   "location": "GetBucketLocation", "policy": "GetBucketPolicy", "versions": "ListBucketVersions"}
+S3_BUCKET_WRITES = {"tagging": "PutBucketTagging", "versioning": "PutBucketVersioning",
+                    "publicAccessBlock": "PutBucketPublicAccessBlock", "encryption": "PutEncryptionConfiguration",
+                    "policy": "PutBucketPolicy"}
+
+
+def s3_call(method, path):
+    """(action, resource) of a path-style S3 REST call."""
+    split = urllib.parse.urlsplit(path)
+    parts = split.path.lstrip("/").split("/", 1)
+    query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+    bucket = parts[0]
+    key = parts[1] if len(parts) > 1 else ""
+    if not bucket:
+        return "ListAllMyBuckets", "*"
+    if key:
+        arn = f"arn:aws:s3:::{bucket}/{urllib.parse.unquote(key)}"
+        return {"GET": "GetObject", "HEAD": "GetObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(method, "Unknown"), arn
+    arn = f"arn:aws:s3:::{bucket}"
+    sub = next((q for q in query if q in S3_BUCKET_READS or q in S3_BUCKET_WRITES or q == "delete"), None)
+    if method in ("GET", "HEAD"):
+        return (S3_BUCKET_READS.get(sub, "Unknown") if sub else "ListBucket"), arn
+    if method == "PUT":
+        return (S3_BUCKET_WRITES.get(sub, "Unknown") if sub else "CreateBucket"), arn
+    if method == "DELETE":
+        return ("DeleteBucket" if not sub else "Unknown"), arn
+    if method == "POST" and sub == "delete":
+        return "DeleteObject", arn + "/*"
+    return "Unknown", arn
+
+
+def record(service, method, path, headers, body):
+    """Appends the call to the request log, as AWS would authorize it."""
+    entry = {}
+    if service == "eks":
+        entry = {"action": "eks:" + eks_action(method, path), "resource": "*"}
+    elif service == "s3":
+        action, resource = s3_call(method, path)
+        entry = {"action": "s3:" + action, "resource": resource}
+    elif headers.get("X-Amz-Target"):
+        entry = {"action": service + ":" + headers["X-Amz-Target"].rsplit(".", 1)[-1], "resource": "*"}
+    else:
+        form = urllib.parse.parse_qs(body.decode(errors="replace"), keep_blank_values=True)
+        one = lambda k: form.get(k, [""])[0]
+        action = one("Action") or "Unknown"
+        entry = {"action": f"{service}:{action}", "resource": "*"}
+        if service == "iam":
+            role = one("RoleName")
+            if action == "CreateRole" and role:
+                with LOCK:
+                    ROLE_PATHS[role] = one("Path") or "/"
+            if role:
+                with LOCK:
+                    path_of = ROLE_PATHS.get(role, one("Path") or "/")
+                entry["resource"] = f"arn:aws:iam::{ACCOUNT}:role{path_of}{role}"
+            elif one("PolicyArn"):
+                entry["resource"] = one("PolicyArn")
+            elif one("OpenIDConnectProviderArn"):
+                entry["resource"] = one("OpenIDConnectProviderArn")
+            if action in ("CreateRole", "PutRolePermissionsBoundary"):
+                entry["boundary"] = one("PermissionsBoundary")
+    with LOCK:
+        CALLS.append(entry)
 
 
 def service_of(headers):
@@ -180,7 +285,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/__eks":
             with LOCK:
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(UPDATES))
+        if self.path == "/__calls":
+            with LOCK:
+                if self.command == "POST":
+                    CALLS.clear()
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(CALLS))
+        if self.path == "/__calls/reset":
+            with LOCK:
+                CALLS.clear()
+            return self.answer(200, {"Content-Type": "application/json"}, "[]")
         service = service_of(self.headers)
+        record(service, self.command, self.path, self.headers, body)
         with LOCK:
             inject = RNG.random() < ARGS.fault_rate
             if inject:

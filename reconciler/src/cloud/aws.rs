@@ -224,6 +224,7 @@ impl Cloud for Aws {
             Kind::AwsRouteTable => self.ensure_route_table(r, existing, refs).await,
             Kind::AwsSecurityGroup => self.ensure_security_group(r, existing, refs).await,
             Kind::AwsIamRole => self.ensure_role(r, refs).await,
+            Kind::AwsIamPolicy => self.ensure_policy(r, existing).await,
             Kind::AwsEksCluster => self.ensure_cluster(r, existing, refs).await,
             Kind::AwsOidcProvider => self.ensure_oidc(r, existing, refs).await,
             Kind::AwsEksNodeGroup => self.ensure_node_group(r, existing, refs).await,
@@ -261,6 +262,7 @@ impl Cloud for Aws {
                 self.retry.call(&what("ec2 DeleteSecurityGroup"), || self.ec2.delete_security_group().group_id(id).send()).await.map(drop)
             }
             Kind::AwsIamRole => self.delete_role(f).await,
+            Kind::AwsIamPolicy => self.delete_policy(f).await,
             Kind::AwsEksCluster => self.delete_cluster(f).await,
             Kind::AwsOidcProvider => self
                 .retry
@@ -430,6 +432,34 @@ impl Aws {
                         cloud_id: name.to_owned(),
                         outputs: [("arn".to_owned(), role.arn().to_owned())].into(),
                     });
+                }
+            }
+            marker = page.marker().map(str::to_owned);
+            if !page.is_truncated() || marker.is_none() {
+                break;
+            }
+        }
+        // Managed policies byoc makes live under the environment's path.
+        let path = crate::expand::aws::environment_path(&self.environment);
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .retry
+                .call("iam ListPolicies", || {
+                    self.iam
+                        .list_policies()
+                        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+                        .path_prefix(&path)
+                        .set_marker(marker.clone())
+                        .send()
+                })
+                .await?;
+            for p in page.policies() {
+                let Some(arn) = p.arn() else { continue };
+                let t =
+                    self.retry.call(&format!("iam ListPolicyTags {arn}"), || self.iam.list_policy_tags().policy_arn(arn).send()).await?;
+                if let Some(id) = self.ours(Kind::AwsIamPolicy, t.tags().iter().map(|t| (t.key(), t.value()))) {
+                    out.push(Found { live: Map::new(), id, kind: Kind::AwsIamPolicy, cloud_id: arn.to_owned(), outputs: BTreeMap::new() });
                 }
             }
             marker = page.marker().map(str::to_owned);
@@ -1131,7 +1161,12 @@ fn trust_policy(r: &Resource, refs: &Refs) -> Result<String, CloudError> {
 
 /// The inline policy from `inlinePolicy` statements, `None` when there are none.
 fn inline_policy(r: &Resource) -> Option<String> {
-    let Some(Value::List(statements)) = r.properties.get("inlinePolicy") else { return None };
+    policy_document(r, "inlinePolicy")
+}
+
+/// A policy document from the statements in property `prop`, `None` when there are none.
+fn policy_document(r: &Resource, prop: &str) -> Option<String> {
+    let Some(Value::List(statements)) = r.properties.get(prop) else { return None };
     let statements: Vec<serde_json::Value> = statements
         .iter()
         .filter_map(|s| {
@@ -1156,10 +1191,24 @@ impl Aws {
         let name = text(r, "name");
         let trust = trust_policy(r, refs)?;
         let tag_list = iam_tags(r);
+        // A cluster's role lives under the clusters' path with the boundary attached in
+        // the create call itself: the in-account daemon may create roles only so.
+        let path = r.properties.get("path").and_then(Value::as_str);
+        let boundary = match ref_of(r, "permissionsBoundary") {
+            Some(id) => Some(resolve(refs, r, &id)?),
+            None => None,
+        };
         let created = self
             .retry
             .call(&what("CreateRole"), || {
-                self.iam.create_role().role_name(name).assume_role_policy_document(&trust).set_tags(Some(tag_list.clone())).send()
+                self.iam
+                    .create_role()
+                    .role_name(name)
+                    .set_path(path.map(str::to_owned))
+                    .set_permissions_boundary(boundary.map(str::to_owned))
+                    .assume_role_policy_document(&trust)
+                    .set_tags(Some(tag_list.clone()))
+                    .send()
             })
             .await;
         let arn = match created {
@@ -1172,7 +1221,16 @@ impl Aws {
                     .await?;
                 self.retry.call(&what("TagRole"), || self.iam.tag_role().role_name(name).set_tags(Some(tag_list.clone())).send()).await?;
                 let got = self.retry.call(&what("GetRole"), || self.iam.get_role().role_name(name).send()).await?;
-                got.role().map(|r| r.arn().to_owned()).ok_or_else(|| missing(&what("GetRole"), "Role"))?
+                let role = got.role().ok_or_else(|| missing(&what("GetRole"), "Role"))?;
+                let live = role.permissions_boundary().and_then(|b| b.permissions_boundary_arn());
+                if let Some(b) = boundary.filter(|b| live != Some(*b)) {
+                    self.retry
+                        .call(&what("PutRolePermissionsBoundary"), || {
+                            self.iam.put_role_permissions_boundary().role_name(name).permissions_boundary(b).send()
+                        })
+                        .await?;
+                }
+                role.arn().to_owned()
             }
             Err(e) => return Err(e),
         };
@@ -1218,6 +1276,67 @@ impl Aws {
         }
         let r = self.retry.call(&what("DeleteRole"), || self.iam.delete_role().role_name(name).send()).await;
         unless_gone(r, gone).map(drop)
+    }
+
+    /// A managed policy (the clusters' permissions boundary). Its ARN is its cloud id. An
+    /// update makes the desired document the default version and deletes the others
+    /// (IAM keeps at most five).
+    async fn ensure_policy(&self, r: &Resource, existing: Option<&Found>) -> Result<Found, CloudError> {
+        let what = |op: &str| format!("iam {op} for {}", r.id);
+        let doc = policy_document(r, "document").ok_or_else(|| CloudError::new(r.id.to_string(), "no `document` statements"))?;
+        let arn = match existing {
+            Some(f) => {
+                let arn = f.cloud_id.as_str();
+                self.retry
+                    .call(&what("CreatePolicyVersion"), || {
+                        self.iam.create_policy_version().policy_arn(arn).policy_document(&doc).set_as_default(true).send()
+                    })
+                    .await?;
+                self.delete_old_versions(&f.id, arn).await?;
+                arn.to_owned()
+            }
+            None => {
+                let tag_list = iam_tags(r);
+                let out = self
+                    .retry
+                    .call(&what("CreatePolicy"), || {
+                        self.iam
+                            .create_policy()
+                            .policy_name(text(r, "name"))
+                            .path(text(r, "path"))
+                            .policy_document(&doc)
+                            .set_tags(Some(tag_list.clone()))
+                            .send()
+                    })
+                    .await?;
+                out.policy().and_then(|p| p.arn()).ok_or_else(|| missing(&what("CreatePolicy"), "Policy.Arn"))?.to_owned()
+            }
+        };
+        Ok(found(r, arn, []))
+    }
+
+    async fn delete_old_versions(&self, id: &ResourceId, arn: &str) -> Result<(), CloudError> {
+        let what = |op: &str| format!("iam {op} for {id} {arn}");
+        let versions = self.retry.call(&what("ListPolicyVersions"), || self.iam.list_policy_versions().policy_arn(arn).send()).await?;
+        for v in versions.versions().iter().filter(|v| !v.is_default_version()) {
+            let Some(version) = v.version_id() else { continue };
+            let r = self
+                .retry
+                .call(&what("DeletePolicyVersion"), || self.iam.delete_policy_version().policy_arn(arn).version_id(version).send())
+                .await;
+            unless_gone(r, &["NoSuchEntity"])?;
+        }
+        Ok(())
+    }
+
+    async fn delete_policy(&self, f: &Found) -> Result<(), CloudError> {
+        let arn = f.cloud_id.as_str();
+        match self.delete_old_versions(&f.id, arn).await {
+            Err(e) if e.is(&["NoSuchEntity"]) => return Ok(()),
+            other => other?,
+        }
+        let r = self.retry.call(&format!("iam DeletePolicy for {} {arn}", f.id), || self.iam.delete_policy().policy_arn(arn).send()).await;
+        unless_gone(r, &["NoSuchEntity"]).map(drop)
     }
 
     async fn ensure_oidc(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
@@ -1894,6 +2013,8 @@ const OBSERVE_ACTIONS: &[&str] = &[
     "ec2:DescribeVpcEndpointServiceConfigurations",
     "iam:ListRoles",
     "iam:ListRoleTags",
+    "iam:ListPolicies",
+    "iam:ListPolicyTags",
     "iam:ListOpenIDConnectProviders",
     "iam:GetOpenIDConnectProvider",
     "eks:ListClusters",
@@ -1947,7 +2068,12 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "iam:AttachRolePolicy",
             "iam:DetachRolePolicy",
             "iam:PutRolePolicy",
+            "iam:PutRolePermissionsBoundary",
         ],
+        (Kind::AwsIamPolicy, false) => {
+            &["iam:CreatePolicy", "iam:TagPolicy", "iam:CreatePolicyVersion", "iam:ListPolicyVersions", "iam:DeletePolicyVersion"]
+        }
+        (Kind::AwsIamPolicy, true) => &["iam:ListPolicyVersions", "iam:DeletePolicyVersion", "iam:DeletePolicy"],
         (Kind::AwsIamRole, true) => {
             &["iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:DeleteRole"]
         }

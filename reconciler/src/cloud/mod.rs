@@ -10,7 +10,6 @@
 
 pub mod apply;
 pub mod aws;
-pub mod command;
 pub mod retry;
 
 use std::collections::BTreeMap;
@@ -195,6 +194,7 @@ pub const DELETE_ORDER: &[Kind] = &[
     Kind::AwsOidcProvider,
     Kind::AwsEksCluster,
     Kind::AwsIamRole,
+    Kind::AwsIamPolicy,
     Kind::AwsRouteTable,
     Kind::AwsNatGateway,
     Kind::AwsInternetGateway,

@@ -1,7 +1,7 @@
 //! AWS: VPC with subnets, gateways and security groups; EKS with its roles, OIDC provider
 //! and managed node groups; S3 buckets; NLBs; the VPC endpoint service; IRSA roles.
 
-use super::permissions::{AWS_AGENT_ACTIONS, AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS};
+use super::permissions::{AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS, aws_agent_statements};
 use super::{
     AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, names, tagged as resource,
 };
@@ -179,8 +179,25 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             .set("acceptanceRequired", false),
     );
 
-    let agent_statements = vec![statement(AWS_AGENT_ACTIONS, vec!["*".to_owned()], None)];
+    let agent_statements = aws_agent_statements(&env.account, &env.name, &env.state_bucket);
     g.add(irsa_role(env, "agent", &names::aws::role(&env.name, "agent"), &oidc, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, agent_statements));
+
+    // The ceiling of every cluster role: the daemon may create roles under the clusters'
+    // path only with this boundary attached (policies/aws/agent.json), so a role it makes
+    // can never do more than this, whatever inline policy it is given.
+    let bucket_arn = format!("arn:aws:s3:::{}", env.data_bucket);
+    g.add(
+        resource(env, Kind::AwsIamPolicy, CLUSTER_BOUNDARY)
+            .set("name", boundary_name(&env.name))
+            .set("path", environment_path(&env.name))
+            .set(
+                "document",
+                Value::List(vec![
+                    statement(AWS_CLUSTER_OBJECT_ACTIONS, vec![format!("{bucket_arn}/*")], None),
+                    statement(AWS_CLUSTER_BUCKET_ACTIONS, vec![bucket_arn], None),
+                ]),
+            ),
+    );
 
     Foundation { kube_cluster: eks, data_bucket: data, identity_issuer: oidc }
 }
@@ -198,8 +215,11 @@ pub(super) fn cluster_identity(
         statement(AWS_CLUSTER_OBJECT_ACTIONS, vec![format!("{bucket_arn}/{}/*", c.state_prefix)], None),
         statement(AWS_CLUSTER_BUCKET_ACTIONS, vec![bucket_arn], Some(format!("{}/*", c.state_prefix))),
     ];
+    let boundary = ResourceId::new(Kind::AwsIamPolicy, CLUSTER_BOUNDARY);
     let id = g.add(
         irsa_role(env, &ns, &cluster_role_name(env, c), &f.identity_issuer, &ns, &ns, statements)
+            .set("path", cluster_role_path(&env.name))
+            .set("permissionsBoundary", Value::reference(&boundary))
             .after(&f.data_bucket)
             .protect_if(protection),
     );
@@ -208,6 +228,32 @@ pub(super) fn cluster_identity(
         pod_labels: Map::new(),
         identity: id,
     }
+}
+
+/// Id suffix of the permissions boundary of the cluster roles.
+const CLUSTER_BOUNDARY: &str = "cluster-boundary";
+
+/// IAM path of everything byoc makes for environment `env`: `/byoc/<env>/`.
+pub fn environment_path(env: &str) -> String {
+    format!("/byoc/{env}/")
+}
+
+/// IAM path of the clusters' roles, the only roles the in-account daemon may write:
+/// `/byoc/<env>/clusters/` (policies/aws/agent.json grants IAM writes on it alone).
+pub fn cluster_role_path(env: &str) -> String {
+    format!("/byoc/{env}/clusters/")
+}
+
+/// Name of the managed policy that bounds every cluster role: `byoc-<env>-cluster-boundary`.
+pub fn boundary_name(env: &str) -> String {
+    names::aws::role(env, CLUSTER_BOUNDARY)
+}
+
+/// Whether `r` is a RisingWave cluster's own cloud identity (a role under
+/// [`cluster_role_path`]): what the in-account daemon converges. Everything else is the
+/// environment's, changed only by `byoc apply`.
+pub fn is_cluster_identity(env: &str, r: &Resource) -> bool {
+    r.kind == Kind::AwsIamRole && r.properties.get("path").and_then(Value::as_str) == Some(cluster_role_path(env).as_str())
 }
 
 /// Name of the IAM role a cluster's pods assume (IRSA).

@@ -1,16 +1,46 @@
 //! Least-privilege permissions of the workload identities. The same lists are published as
 //! files under `policies/` for security review; a test keeps the two identical.
 
-/// AWS actions of the agent (private connectivity checks and metrics reads).
-pub const AWS_AGENT_ACTIONS: &[&str] = &[
-    "ec2:DescribeVpcEndpoints",
-    "ec2:DescribeVpcEndpointServices",
-    "ec2:DescribeSubnets",
-    "aps:GetLabels",
-    "aps:GetMetricMetadata",
-    "aps:GetSeries",
-    "aps:QueryMetrics",
-];
+use crate::resource::{Map, Value};
+
+/// The agent's AWS policy (the in-account daemon's identity), as published for review in
+/// `policies/aws/agent.json`, with `<account>`, `<env>` and `<state-bucket>` standing for
+/// the environment's values. Compiled in, so the file reviewed is the policy applied.
+pub const AWS_AGENT_POLICY: &str = include_str!("../../../policies/aws/agent.json");
+
+/// [`AWS_AGENT_POLICY`]'s statements for one environment, in the form of a role's
+/// `inlinePolicy` property (`effect`, `actions`, `resources`, `condition`).
+pub fn aws_agent_statements(account: &str, env: &str, state_bucket: &str) -> Vec<Value> {
+    let text = AWS_AGENT_POLICY.replace("<account>", account).replace("<env>", env).replace("<state-bucket>", state_bucket);
+    // The file is checked by the tests below; a broken one yields no statements, not a panic.
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let list = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Value::strings([s.as_str()]),
+        serde_json::Value::Array(items) => Value::strings(items.iter().filter_map(|i| i.as_str())),
+        _ => Value::List(Vec::new()),
+    };
+    doc["Statement"]
+        .as_array()
+        .map(|statements| {
+            statements
+                .iter()
+                .map(|st| {
+                    let mut m: Map = [
+                        ("effect", Value::from(st["Effect"].as_str().unwrap_or("Deny"))),
+                        ("actions", list(&st["Action"])),
+                        ("resources", list(&st["Resource"])),
+                    ]
+                    .into_iter()
+                    .collect();
+                    if let Some(c) = Value::from_json(&st["Condition"]) {
+                        m.insert("condition", c);
+                    }
+                    Value::Map(m)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// AWS actions of a RisingWave cluster on objects under its prefix in the data bucket.
 pub const AWS_CLUSTER_OBJECT_ACTIONS: &[&str] =
@@ -49,8 +79,7 @@ mod tests {
 
     #[test]
     fn policy_files_match_the_code() {
-        let cases: [(&str, Vec<&str>); 6] = [
-            ("aws/agent.json", AWS_AGENT_ACTIONS.to_vec()),
+        let cases: [(&str, Vec<&str>); 5] = [
             ("aws/cluster.json", [AWS_CLUSTER_OBJECT_ACTIONS, AWS_CLUSTER_BUCKET_ACTIONS].concat()),
             ("gcp/agent.json", GCP_AGENT_ROLES.to_vec()),
             ("gcp/cluster.json", GCP_CLUSTER_ROLES.to_vec()),
@@ -60,5 +89,26 @@ mod tests {
         for (path, code) in cases {
             assert_eq!(file(path), code, "policies/{path} differs from expand::permissions");
         }
+    }
+
+    #[test]
+    fn the_agent_policy_grants_iam_writes_only_on_cluster_roles_and_creates_only_with_the_boundary() {
+        let statements = aws_agent_statements("123456789012", "prod", "state-b");
+        assert_eq!(statements.len(), 7);
+        let text = |v: &Value| v.to_string();
+        for st in &statements {
+            let Value::Map(m) = st else { panic!("{st}") };
+            let get = |k: &str| m.get(k).cloned().unwrap_or(Value::List(Vec::new()));
+            let actions = text(&get("actions"));
+            let writes = ["iam:Create", "iam:Put", "iam:Delete", "iam:Update", "iam:Tag", "iam:Attach", "iam:Detach"];
+            if get("effect").as_str() == Some("Allow") && writes.iter().any(|w| actions.contains(w)) {
+                assert_eq!(text(&get("resources")), text(&Value::strings(["arn:aws:iam::123456789012:role/byoc/prod/clusters/*"])), "{st}");
+                if actions.contains("iam:CreateRole") {
+                    let c = text(&get("condition"));
+                    assert!(c.contains("arn:aws:iam::123456789012:policy/byoc/prod/byoc-prod-cluster-boundary"), "{c}");
+                }
+            }
+        }
+        assert!(!AWS_AGENT_POLICY.contains("iam:AttachRolePolicy"), "the daemon never attaches managed policies");
     }
 }

@@ -29,6 +29,13 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow:
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
+/// Whether any Kubernetes configuration is there to find without flags: `$KUBECONFIG`,
+/// `~/.kube/config`, or a pod's service account.
+pub fn configured() -> bool {
+    let home_config = std::env::var_os("HOME").is_some_and(|h| Path::new(&h).join(".kube/config").exists());
+    std::env::var_os("KUBECONFIG").is_some_and(|k| !k.is_empty()) || home_config || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
 /// The report for terminals: one block per cluster.
 pub fn render_text(report: &reconcile::Report) -> String {
     use std::fmt::Write;

@@ -195,7 +195,10 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
 /// The service-account annotation binding the cluster's pods to its cloud identity.
 fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&'static str, String), String> {
     Ok(match env.cloud {
-        Cloud::Aws => ("eks.amazonaws.com/role-arn", format!("arn:aws:iam::{}:role/{}", env.account, aws::cluster_role_name(env, c))),
+        Cloud::Aws => (
+            "eks.amazonaws.com/role-arn",
+            format!("arn:aws:iam::{}:role{}{}", env.account, aws::cluster_role_path(&env.name), aws::cluster_role_name(env, c)),
+        ),
         Cloud::Gcp => {
             ("iam.gke.io/gcp-service-account", format!("{}@{}.iam.gserviceaccount.com", gcp::cluster_account_id(env, c), env.account))
         }

@@ -50,6 +50,9 @@ pub enum Comments {
     Parts(usize),
 }
 
+/// A GitHub comment holds at most this many characters.
+pub const GITHUB_COMMENT_CHARS: usize = 65_536;
+
 /// Mermaid refuses to draw a graph with more edges than this (its default `maxEdges`).
 const MERMAID_MAX_EDGES: usize = 500;
 
@@ -108,7 +111,7 @@ impl<'a> Report<'a> {
     /// Markdown for one pull-request comment of GitHub's size.
     pub fn markdown(&self) -> String {
         let mut out = Vec::new();
-        let _ = self.write_markdown(&mut out, Comments::One(crate::cli::GITHUB_COMMENT_CHARS), "");
+        let _ = self.write_markdown(&mut out, Comments::One(GITHUB_COMMENT_CHARS), "");
         String::from_utf8_lossy(&out).into_owned()
     }
 
@@ -424,7 +427,7 @@ impl<'r, W: Write> Layout<'r, W> {
                 note,
                 ". {} more not listed. See all of it with `byoc plan ... --output text` or `--output json` (e.g. in the CI log), or split it into numbered comments with `--output markdown --max-comment-chars {}`.",
                 self.total - self.rows,
-                crate::cli::GITHUB_COMMENT_CHARS
+                GITHUB_COMMENT_CHARS
             );
             self.write(&note)?;
         }

@@ -17,12 +17,16 @@
 //! It polls every `interval` (with up to 10% jitter) and at once when a webhook arrives or
 //! the agent API asks; SIGTERM lets the reconcile in progress finish, then exits.
 //!
-//! Not done here yet (see the README): leader election between two replicas, the
-//! clusters' cloud identities, and environment drift reporting.
+//! Each cluster's cloud identity and the environment's drift ([`identity`]): the roles are
+//! converged before the Kubernetes objects and deleted after a removed cluster's objects;
+//! the rest of the environment is only observed (`EnvironmentInSync`).
+//!
+//! Not done here yet (see the README): leader election between two replicas.
 
 pub mod agent;
 pub mod config;
 mod http;
+pub mod identity;
 pub mod status;
 pub mod webhook;
 
@@ -32,7 +36,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::state::StateStore;
-use crate::verify::SourceState;
 use config::{Config, StateLocation};
 use status::{ClusterHealth, LastError, STATUS_KEY, Status};
 
@@ -154,10 +157,12 @@ impl Daemon {
     }
 
     async fn stages(&mut self) -> Ended {
+        use crate::pipeline::{apply as apply_stage, load, publish, source};
+
         // fetch
         let remote = self.config.remote.clone();
         let cache = self.config.cache_dir.clone();
-        let fetched = tokio::task::spawn_blocking(move || crate::fetch::fetch(&remote, &cache)).await;
+        let fetched = tokio::task::spawn_blocking(move || source::fetch(&remote, &cache)).await;
         let (repo, tip) = match fetched {
             Ok(Ok(f)) => (f.repo, f.tip),
             Ok(Err(e)) => return self.fetch_failed(format!("{e:#}")),
@@ -171,28 +176,18 @@ impl Daemon {
         });
 
         // verify
-        let (mut state, version) = match SourceState::load(self.store.as_ref()) {
-            Ok(x) => x,
-            Err(e) => return self.stop("verify", "SourceVerified", "StateUnreadable", format!("{e:#}")),
-        };
-        let from = match state.last_verified(&repo) {
-            Ok(f) => f,
-            Err(e) => return self.stop("verify", "SourceVerified", "StateUnreadable", format!("{e:#}")),
-        };
         let revision = crate::source::label(Some(&self.config.remote.branch), tip);
         self.update(|s| s.last_attempted_revision = Some(revision.clone()));
-        let t = now();
-        let seen = &mut state.first_seen;
-        let report = match crate::verify::verify_range(&repo, &self.config.policy, from, tip, &mut |oid| {
-            *seen.entry(oid.to_string()).or_insert(t)
-        }) {
+        let report = match source::verify(&repo, &self.config.policy, Some(self.store.as_ref()), None, tip, now()) {
             Ok(r) => r,
-            Err(e) => return self.stop("verify", "SourceVerified", "VerifyFailed", e.message().to_owned()),
+            Err(e @ source::VerifyError::Walk(_)) => return self.stop("verify", "SourceVerified", "VerifyFailed", e.to_string()),
+            Err(e @ source::VerifyError::StateUnwritable(_)) => {
+                return self.stop("verify", "SourceVerified", "StateUnwritable", e.to_string());
+            }
+            Err(e @ source::VerifyError::StateUnreadable(_)) => {
+                return self.stop("verify", "SourceVerified", "StateUnreadable", e.to_string());
+            }
         };
-        state.record(&report, tip);
-        if let Err(e) = state.save(self.store.as_ref(), version.as_deref()) {
-            return self.stop("verify", "SourceVerified", "StateUnwritable", format!("{e:#}"));
-        }
         if !report.ok {
             self.shared.metrics.verify_refused();
             let why = report.reasons.first().cloned().unwrap_or_default();
@@ -205,33 +200,21 @@ impl Daemon {
         }
 
         // load
-        let files = match crate::source::read(&repo, &tip.to_string(), &self.config.environment) {
-            Ok(r) => match r.files {
-                Some(files) => files,
-                None => {
-                    let message = format!("{} does not exist at {revision}", self.config.environment);
-                    return self.stop("load", "Stalled", "EnvironmentMissing", message);
-                }
-            },
-            Err(e) => return self.stop("load", "Stalled", "SourceUnreadable", e.to_string()),
-        };
-        let specs = match crate::spec::load::load(&self.config.environment, &files) {
-            Ok(s) => s,
-            Err(problems) => {
+        let loaded = match load::at_revision(&repo, &tip.to_string(), &self.config.environment) {
+            Ok(l) => l,
+            Err(e @ load::LoadError::Missing { .. }) => return self.stop("load", "Stalled", "EnvironmentMissing", e.to_string()),
+            Err(load::LoadError::Invalid { problems, .. }) => {
                 let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 return self.stop("load", "Stalled", "InvalidSpecs", format!("{revision} is not valid:\n{}", all.join("\n")));
             }
+            Err(e @ load::LoadError::Source(_)) => return self.stop("load", "Stalled", "SourceUnreadable", e.to_string()),
         };
 
-        // apply
-        let outputs: crate::k8s::objects::CloudOutputs = match self.store.get(crate::cli::CLOUD_OUTPUTS_KEY) {
-            Ok(Some(v)) => serde_json::from_slice(&v.value).unwrap_or_default(),
-            _ => Default::default(),
-        };
-        let desired = match crate::k8s::objects::desired(&specs, &outputs) {
-            Ok(d) => d,
-            Err(e) => return self.stop("apply", "Stalled", "ObjectsInvalid", e),
-        };
+        // apply: the clusters' cloud identities first (their service accounts name them),
+        // then the Kubernetes half
+        if let Err(ended) = self.cloud_pass(&loaded.specs, &revision, identity::Pass::Converge).await {
+            return ended;
+        }
         let client = match crate::k8s::client(self.config.kubeconfig.as_deref(), self.config.context.as_deref()).await {
             Ok(c) => c,
             Err(e) => return self.stop("apply", "Ready", "KubernetesUnreachable", format!("{e:#}")),
@@ -241,13 +224,14 @@ impl Daemon {
             poll_interval: Duration::from_millis(500).min(self.health_timeout),
             ..Default::default()
         };
-        let mut k8s = match crate::k8s::reconcile::Reconciler::new(client, &self.store, options) {
-            Ok(r) => r,
-            Err(e) => return self.stop("apply", "Ready", "InventoryUnreadable", format!("{e:#}")),
+        let mut k8s = match apply_stage::Kubernetes::new(client, &self.store, &loaded.specs, options) {
+            Ok(k) => k,
+            Err(e @ apply_stage::KubernetesError::Objects(_)) => return self.stop("apply", "Stalled", "ObjectsInvalid", e.to_string()),
+            Err(e) => return self.stop("apply", "Ready", "InventoryUnreadable", e.to_string()),
         };
-        let report = match k8s.converge_and_wait(&desired).await {
+        let report = match k8s.converge_and_wait().await {
             Ok(r) => r,
-            Err(e) => return self.stop("apply", "Ready", "ApplyFailed", format!("{e:#}")),
+            Err(e) => return self.stop("apply", "Ready", "ApplyFailed", e.to_string()),
         };
         let clusters: Vec<ClusterHealth> = report.clusters.iter().map(health).collect();
         self.update(|s| s.clusters = clusters);
@@ -262,13 +246,20 @@ impl Daemon {
         }
 
         // publish, then prune
-        if let Err(e) = crate::publish::publish(&self.config.publish_dir, &tip.to_string(), &self.config.environment, &files) {
+        if let Err(e) = publish::publish(&self.config.publish_dir, &tip.to_string(), &self.config.environment, &loaded.files) {
             return self.stop("publish", "Ready", "PublishFailed", e.to_string());
         }
-        let removed = match k8s.prune_absent(&desired).await {
+        let removed = match k8s.prune().await {
             Ok(r) => r,
-            Err(e) => return self.stop("apply", "Ready", "PruneFailed", format!("{e:#}")),
+            Err(e) => return self.stop("apply", "Ready", "PruneFailed", e.to_string()),
         };
+        // a removed cluster's identity goes once its Kubernetes objects are gone
+        if let Err(ended) = self.cloud_pass(&loaded.specs, &revision, identity::Pass::Prune).await {
+            return ended;
+        }
+        if let Err(e) = k8s.record(Some(tip), &self.config.environment) {
+            return self.stop("apply", "Ready", "StateUnwritable", e.to_string());
+        }
         let t = now();
         self.update(|s| {
             s.clusters.extend(removed.iter().map(health));

@@ -33,7 +33,7 @@ async fn applying_the_aws_example_creates_every_object_and_a_second_reconcile_wr
         let sa = get(client, ServiceAccount, Some(&ns), &ns).await.expect("service account");
         assert_eq!(
             sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
-            format!("arn:aws:iam::123456789012:role/byoc-prod-use1-{ns}").as_str()
+            format!("arn:aws:iam::123456789012:role/byoc/prod-use1/clusters/byoc-prod-use1-{ns}").as_str()
         );
 
         let rw = get(client, RisingWave, Some(&ns), &c.name).await.expect("RisingWave");

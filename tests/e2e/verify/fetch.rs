@@ -145,14 +145,14 @@ fn an_ssh_remote_is_fetched_with_a_key_and_a_checked_host_key() {
 
 /// `tests/git/https_server.py`: `git http-backend` behind HTTPS with a token, its
 /// certificate issued by a test CA; stopped by pid when dropped.
-struct HttpsGit {
+pub(super) struct HttpsGit {
     _server: Killed,
-    port: u16,
-    ca: PathBuf,
+    pub(super) port: u16,
+    pub(super) ca: PathBuf,
 }
 
 impl HttpsGit {
-    fn start(dir: &Path, root: &Path, token: &str) -> HttpsGit {
+    pub(super) fn start(dir: &Path, root: &Path, token: &str) -> HttpsGit {
         let ca = TestCa::new(dir, "/CN=test-ca");
         let (cert, key) = ca.issue("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\n", 2);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/git/https_server.py");
