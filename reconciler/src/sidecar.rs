@@ -241,7 +241,7 @@ pub fn ordered() -> Result<Vec<Value>, SidecarError> {
     Ok(objects)
 }
 
-/// The cluster `byoc apply` and `byoc destroy` reach: only one named on the command line
+/// The cluster `byoc destroy` removes the sidecar from: only one named on the command line
 /// (`--kubeconfig`, `--context`), never an inferred default, since the user's current
 /// context need not be the environment's cluster.
 #[derive(Debug, Clone, Copy)]
@@ -260,8 +260,8 @@ impl KubeTarget<'_> {
 }
 
 /// The step after `byoc apply` converged the cloud: install (or update) the sidecar with
-/// the environment's outputs into the cluster `client` reaches. Without one (`--cloud-only`)
-/// it says so and skips.
+/// the environment's outputs into the cluster `client` reaches. Without one (`--cloud-only`,
+/// or no Kubernetes configured) it says so and skips.
 pub async fn after_apply(
     client: Option<&kube::Client>,
     env: &Environment,
@@ -270,7 +270,7 @@ pub async fn after_apply(
     image: Option<&str>,
 ) -> anyhow::Result<()> {
     let Some(client) = client else {
-        println!("sidecar: not installed: --cloud-only applies no Kubernetes objects");
+        println!("sidecar: not installed: no Kubernetes cluster (--cloud-only, or none configured)");
         return Ok(());
     };
     let values = SidecarOutputs::aws(env, env_dir, outputs, image.map_or_else(default_image, str::to_owned))?;
