@@ -183,11 +183,7 @@ pub async fn pass<S: StateStore>(
         return Ok(PassReport { environment, done: 0, failed: None });
     }
     // The environment's state is known now; a failed action does not hide it.
-    match prepared
-        .execute(&cloud, options.concurrency)
-        .await
-        .and_then(|done| crate::pipeline::apply::write_cloud_outputs(store).map(|()| done))
-    {
+    match prepared.execute(&cloud, options.concurrency).await.and_then(|done| crate::pipeline::apply::write_cloud_outputs(store).map(|()| done)) {
         Ok(done) => Ok(PassReport { environment, done, failed: None }),
         Err(e) => Ok(PassReport { environment, done: 0, failed: Some(failed(e)) }),
     }
