@@ -22,6 +22,7 @@ pub mod plan;
 pub mod publish;
 pub mod resource;
 pub mod run;
+pub mod sidecar;
 pub mod source;
 pub mod spec;
 pub mod state;

@@ -9,7 +9,9 @@ mod operating;
 mod operating_aws;
 mod plan_cases;
 mod repo_shapes;
+
 mod reviewed;
+mod sidecar_install;
 mod state_s3;
 mod support;
 mod verify;

@@ -190,7 +190,7 @@ fn network_policy_ports_are_exactly_the_service_ports() {
 /// The rendered config, with the pod's mount points moved under `root`, where the test puts
 /// what the volumes would hold: the signing policy from its ConfigMap, TLS files from a
 /// test CA, a webhook secret.
-fn config_in(objects: &[Value], root: &Path) -> PathBuf {
+pub(crate) fn config_in(objects: &[Value], root: &Path) -> PathBuf {
     let configmap = |prefix: &str| {
         kinds(objects, "ConfigMap")
             .find(|c| c["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(prefix)))

@@ -107,6 +107,10 @@ pub struct ApplyArgs {
     /// Apply without asking.
     #[arg(long)]
     pub auto_approve: bool,
+    /// The sidecar's container image; default this byoc's release,
+    /// ghcr.io/risingwavelabs/byoc:VERSION.
+    #[arg(long)]
+    pub sidecar_image: Option<String>,
 }
 
 /// Arguments of `byoc destroy`.
@@ -125,14 +129,22 @@ pub struct DestroyArgs {
     /// roles of clusters whose deletionPolicy is Retain.
     #[arg(long)]
     pub delete_data: bool,
+    /// Kubeconfig of the environment's cluster: the sidecar is removed from it before the
+    /// cloud is deleted. Without this or --context the sidecar is left alone (and said so).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context of the environment's cluster (see --kubeconfig).
+    #[arg(long)]
+    pub context: Option<String>,
 }
 
 /// What the live plan is for.
 enum Mode<'a> {
     /// Apply it (asking unless `auto_approve`); `saved`: only if it is this saved plan.
-    Apply { auto_approve: bool, saved: Option<Body>, health_timeout: Duration },
-    /// Delete everything; `delete_data` lifts the protections.
-    Destroy { auto_approve: bool, delete_data: bool },
+    Apply { auto_approve: bool, saved: Option<Body>, health_timeout: Duration, sidecar_image: Option<&'a str> },
+    /// Delete everything; `delete_data` lifts the protections; the sidecar goes first from
+    /// the cluster `sidecar` names.
+    Destroy { auto_approve: bool, delete_data: bool, sidecar: crate::sidecar::KubeTarget<'a> },
     /// Save it to a file.
     Save { out: &'a std::path::Path },
 }
@@ -196,7 +208,12 @@ pub fn apply(args: &ApplyArgs) -> u8 {
         poll_interval: t.poll_interval,
         lease_seconds: t.lease_seconds,
         skip_preflight: t.skip_preflight,
-        mode: Mode::Apply { auto_approve: args.auto_approve, saved, health_timeout: args.health_timeout },
+        mode: Mode::Apply {
+            auto_approve: args.auto_approve,
+            saved,
+            health_timeout: args.health_timeout,
+            sidecar_image: args.sidecar_image.as_deref(),
+        },
     }))
 }
 
@@ -213,7 +230,11 @@ pub fn destroy(args: &DestroyArgs) -> u8 {
         poll_interval: t.poll_interval,
         lease_seconds: t.lease_seconds,
         skip_preflight: t.skip_preflight,
-        mode: Mode::Destroy { auto_approve: args.auto_approve, delete_data: args.delete_data },
+        mode: Mode::Destroy {
+            auto_approve: args.auto_approve,
+            delete_data: args.delete_data,
+            sidecar: crate::sidecar::KubeTarget { kubeconfig: args.kubeconfig.as_deref(), context: args.context.as_deref() },
+        },
     }))
 }
 
@@ -373,6 +394,9 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         if !cloud_work && !kubernetes_work {
             println!("nothing to do: the account matches {}", options.revision);
             live.cloud.release()?;
+            if let Mode::Apply { sidecar_image, .. } = request.mode {
+                return sidecar_after_apply(client.as_ref(), sidecar_image, env, request.env, &store).await;
+            }
             return Ok(EXIT_OK);
         }
         if !cloud_work {
@@ -411,6 +435,14 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             live.cloud.release()?;
             return Ok(EXIT_ERROR);
         }
+        // The sidecar goes while its cluster is still there to delete it from.
+        if let Mode::Destroy { sidecar, .. } = request.mode
+            && let Err(e) = crate::sidecar::before_destroy(sidecar).await
+        {
+            logging::error(&format!("{e:#}\n  nothing was deleted in the cloud; without --kubeconfig/--context destroy skips the sidecar"));
+            live.cloud.release()?;
+            return Ok(EXIT_ERROR);
+        }
         if cloud_work {
             match live.cloud.execute(&cloud, options.concurrency).await {
                 Ok(done) => {
@@ -430,6 +462,11 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             }
         } else {
             live.cloud.release()?;
+        }
+        if let Mode::Apply { sidecar_image, .. } = request.mode
+            && sidecar_after_apply(client.as_ref(), sidecar_image, env, request.env, &store).await? != EXIT_OK
+        {
+            return Ok(EXIT_ERROR);
         }
         let (Some(client), Mode::Apply { health_timeout, .. }) = (client, &request.mode) else { return Ok(EXIT_OK) };
         if !kubernetes_work {
@@ -451,6 +488,24 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         println!("applied the Kubernetes objects of {} in {:.1}s", loaded.name, started.elapsed().as_secs_f64());
         Ok(EXIT_OK)
     })
+}
+
+/// Installs the sidecar with the outputs the cloud apply wrote.
+async fn sidecar_after_apply(
+    client: Option<&kube::Client>,
+    image: Option<&str>,
+    env: &crate::spec::Environment,
+    env_dir: &str,
+    store: &(impl crate::state::StateStore + ?Sized),
+) -> anyhow::Result<u8> {
+    let outputs = crate::pipeline::apply::cloud_outputs(store)?;
+    match crate::sidecar::after_apply(client, env, env_dir, &outputs, image).await {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) => {
+            logging::error(&format!("{e:#}\n  the cloud is applied; the sidecar is not: fix the cause and run byoc apply again"));
+            Ok(EXIT_ERROR)
+        }
+    }
 }
 
 fn report_blocked(plan: &Plan) {

@@ -21,7 +21,7 @@ pub const TAG_RESOURCE: &str = "byoc.risingwave.dev/resource";
 /// Namespace and service account the reconciler and proxy run as.
 pub const AGENT_NAMESPACE: &str = "byoc-system";
 /// See [`AGENT_NAMESPACE`].
-pub const AGENT_SERVICE_ACCOUNT: &str = "byoc-agent";
+pub const AGENT_SERVICE_ACCOUNT: &str = "byoc";
 /// TCP port of the agent's private endpoint.
 pub const AGENT_PORT: u16 = 8443;
 

@@ -8,7 +8,9 @@
 //! with field managers, conflicts (409 with `FieldManagerConflict` causes) and `force`;
 //! create, update, JSON merge patch, the status subresource; list with equality label
 //! selectors; delete, namespaces staying `Terminating` for [`Double::set_terminate_after`];
-//! `Status` bodies for 400/403/404/409/415/422; CRDs with their structural schema judged on
+//! `Status` bodies for 400/403/404/409/415/422; besides the core types, Deployments,
+//! PodDisruptionBudgets, NetworkPolicies and RBAC objects, refused without the fields the API
+//! server requires of them (the sidecar `byoc apply` installs); CRDs with their structural schema judged on
 //! write as the API server judges it (pruning of unknown fields and nulls; type with
 //! int-or-string, required, enum, items, additionalProperties, minimum, maximum, maxLength,
 //! pattern), so the risingwave-operator's real CRD can be loaded; and, when given rules

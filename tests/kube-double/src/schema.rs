@@ -1,10 +1,12 @@
-//! The resource types the double serves: a fixed set of core types plus those of the
+//! The resource types the double serves: a fixed set of built-in types (core; Deployment,
+//! PodDisruptionBudget, NetworkPolicy and RBAC with the fields the API server requires of
+//! them) plus those of the
 //! CustomResourceDefinitions it is given, with the part of structural-schema handling the
 //! real API server does on write: unknown fields pruned, `type`, `required` and `minimum`
 //! checked (422 with the field path).
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A resource type: `group/version`, plural, kind, scope.
 #[derive(Debug, Clone)]
@@ -52,7 +54,29 @@ impl ResourceType {
             Self::core("services", "Service", true),
             Self::core("configmaps", "ConfigMap", true),
             Self::core("secrets", "Secret", true),
+            Self::typed("apps", "deployments", "Deployment", true, true, deployment_schema()),
+            Self::typed("policy", "poddisruptionbudgets", "PodDisruptionBudget", true, true, open(json!({"spec": open(json!({}))}))),
+            Self::typed("networking.k8s.io", "networkpolicies", "NetworkPolicy", true, false, network_policy_schema()),
+            Self::typed("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", false, false, role_schema()),
+            Self::typed("rbac.authorization.k8s.io", "roles", "Role", true, false, role_schema()),
+            Self::typed("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", false, false, binding_schema()),
+            Self::typed("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", true, false, binding_schema()),
         ]
+    }
+
+    /// A built-in type of a named group at v1, judged by `schema`: the fields the real API
+    /// server requires of it (its OpenAPI `required` lists and the validation of the kind),
+    /// everything else kept as sent.
+    fn typed(group: &str, plural: &str, kind: &str, namespaced: bool, status: bool, schema: Value) -> Self {
+        ResourceType {
+            group: group.into(),
+            version: "v1".into(),
+            plural: plural.into(),
+            kind: kind.into(),
+            namespaced,
+            status_subresource: status,
+            schema: Some(std::sync::Arc::new(schema)),
+        }
     }
 
     /// The served versions of a CustomResourceDefinition (YAML or JSON text).
@@ -85,6 +109,49 @@ impl ResourceType {
             })
             .collect()
     }
+}
+
+/// An object schema that keeps fields it does not describe, with `props` and `required`.
+fn open(props: Value) -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": props})
+}
+
+fn open_required(props: Value, required: &[&str]) -> Value {
+    let mut s = open(props);
+    s["required"] = json!(required);
+    s
+}
+
+/// apps/v1 Deployment: a selector and a pod template with containers, each with a name and
+/// an image (what kube-apiserver's validation refuses without).
+fn deployment_schema() -> Value {
+    let container = open_required(json!({"name": {"type": "string"}, "image": {"type": "string"}}), &["name", "image"]);
+    let pod_spec = open_required(json!({"containers": {"type": "array", "items": container}}), &["containers"]);
+    let template = open(json!({"spec": pod_spec}));
+    open(json!({
+        "spec": open_required(json!({"replicas": {"type": "integer", "minimum": 0}, "selector": open(json!({})), "template": template}), &["selector", "template"])
+    }))
+}
+
+/// networking.k8s.io/v1 NetworkPolicy: an ipBlock needs its cidr.
+fn network_policy_schema() -> Value {
+    let peer = open(json!({"ipBlock": open_required(json!({"cidr": {"type": "string"}}), &["cidr"])}));
+    let rule = open(json!({"from": {"type": "array", "items": peer}}));
+    open(json!({"spec": open(json!({"ingress": {"type": "array", "items": rule}}))}))
+}
+
+/// rbac.authorization.k8s.io/v1 Role and ClusterRole: each rule needs its verbs.
+fn role_schema() -> Value {
+    let rule = open_required(json!({"verbs": {"type": "array", "items": {"type": "string"}}}), &["verbs"]);
+    open(json!({"rules": {"type": "array", "items": rule}}))
+}
+
+/// rbac.authorization.k8s.io/v1 RoleBinding and ClusterRoleBinding: a complete roleRef,
+/// subjects with kind and name.
+fn binding_schema() -> Value {
+    let role_ref = open_required(json!({}), &["apiGroup", "kind", "name"]);
+    let subject = open_required(json!({}), &["kind", "name"]);
+    open_required(json!({"roleRef": role_ref, "subjects": {"type": "array", "items": subject}}), &["roleRef"])
 }
 
 /// One way an object breaks its schema, as the API server reports it in the causes of a
@@ -330,5 +397,24 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn built_in_kinds_are_refused_without_the_fields_the_api_server_requires() {
+        let t = |plural: &str| ResourceType::builtin().into_iter().find(|t| t.plural == plural).expect(plural).schema.expect("schema");
+        let mut deployment = json!({"spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "a", "image": "i", "x": 1}]}}}});
+        assert_eq!(validate(&t("deployments"), &mut deployment), []);
+        assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["x"], 1, "unknown fields kept");
+        let mut no_image = json!({"spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "a"}]}}}});
+        let fields: Vec<String> = validate(&t("deployments"), &mut no_image).into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["spec.template.spec.containers[0].image"]);
+        let mut binding = json!({"roleRef": {"kind": "Role", "name": "r"}, "subjects": [{"kind": "ServiceAccount"}]});
+        let fields: Vec<String> = validate(&t("rolebindings"), &mut binding).into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["roleRef.apiGroup", "subjects[0].name"]);
+        let mut pdb = json!({"spec": {"minAvailable": 1}});
+        assert_eq!(validate(&t("poddisruptionbudgets"), &mut pdb), []);
+        assert_eq!(pdb["spec"]["minAvailable"], 1, "the spec is kept");
+        let mut policy = json!({"spec": {"ingress": [{"from": [{"ipBlock": {}}]}]}});
+        assert_eq!(validate(&t("networkpolicies"), &mut policy).len(), 1);
     }
 }
