@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 mod daemon;
+mod daemon_ha;
+mod daemon_source;
 mod fetch;
 mod gitsign;
 mod holes;

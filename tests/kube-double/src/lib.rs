@@ -8,7 +8,9 @@
 //! with field managers, conflicts (409 with `FieldManagerConflict` causes) and `force`;
 //! create, update, JSON merge patch, the status subresource; list with equality label
 //! selectors; delete, namespaces staying `Terminating` for [`Double::set_terminate_after`];
-//! `Status` bodies for 400/403/404/409/415/422; CRDs with their structural schema judged on
+//! `Status` bodies for 400/403/404/409/415/422; `coordination.k8s.io/v1` Leases with
+//! resourceVersion-checked replace (409 `Conflict` on a stale one), as leader election uses
+//! them; the `default`, `kube-system` and `kube-node-lease` namespaces from the start; CRDs with their structural schema judged on
 //! write as the API server judges it (pruning of unknown fields and nulls; type with
 //! int-or-string, required, enum, items, additionalProperties, minimum, maximum, maxLength,
 //! pattern), so the risingwave-operator's real CRD can be loaded. No defaulting. It does not do watch, strategic merge patch,
@@ -48,6 +50,11 @@ pub struct Recorded {
     pub body: String,
     /// The status code answered.
     pub status: u16,
+    /// `User-Agent`, if sent: how two clients with one field manager are told apart, as the
+    /// API server's audit log tells them.
+    pub user_agent: Option<String>,
+    /// When the request arrived.
+    pub at: std::time::SystemTime,
 }
 
 /// The double; clones share state.
@@ -132,7 +139,10 @@ impl Double {
 
     /// Answers one request.
     pub fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
-        let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name| req.headers().get(name).and_then(|v: &http::HeaderValue| v.to_str().ok()).map(str::to_owned);
+        let content_type = header(http::header::CONTENT_TYPE);
+        let user_agent = header(http::header::USER_AGENT);
+        let at = std::time::SystemTime::now();
         let uri = req.uri().to_string();
         let method = req.method().clone();
         let body_text = String::from_utf8_lossy(req.body()).into_owned();
@@ -146,6 +156,8 @@ impl Double {
             content_type,
             body: body_text,
             status: status.as_u16(),
+            user_agent,
+            at,
         });
         let mut resp = Response::new(Bytes::from(body.to_string()));
         *resp.status_mut() = status;

@@ -1,6 +1,9 @@
 //! `kube-double`: the Kubernetes API double as a loopback HTTP server, for trying the real
 //! `byoc` binary by hand. It prints a kubeconfig to use and stops by itself after
-//! `--lifetime` seconds.
+//! `--lifetime` seconds. With `--operator` it also stands in for the risingwave-operator
+//! (every `RisingWave` reported Running at its generation), and with `--log FILE` it writes
+//! one line per write it answered (`MICROS_SINCE_EPOCH METHOD STATUS URI USER-AGENT`), for
+//! the daemon benchmark (tests/bench/daemon.sh).
 //!
 //! ```text
 //! gzip -dc tests/fixtures/risingwave-operator/risingwaves.crd.yaml.gz > /tmp/rw.crd.yaml
@@ -16,6 +19,8 @@ async fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut crds = Vec::new();
     let mut lifetime = 3600u64;
+    let mut stand_in = false;
+    let mut log: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -26,7 +31,11 @@ async fn main() -> anyhow::Result<()> {
                 crds.push(std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?);
             }
             "--lifetime" => lifetime = value()?.parse().context("--lifetime takes seconds")?,
-            other => bail!("unknown argument {other:?}; usage: kube-double [--listen 127.0.0.1:PORT] [--crd FILE]... [--lifetime SECS]"),
+            "--operator" => stand_in = true,
+            "--log" => log = Some(value()?),
+            other => bail!(
+                "unknown argument {other:?}; usage: kube-double [--listen 127.0.0.1:PORT] [--crd FILE]... [--lifetime SECS] [--operator] [--log FILE]"
+            ),
         }
     }
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
@@ -38,10 +47,66 @@ async fn main() -> anyhow::Result<()> {
     let double = kube_double::Double::new(&texts)?;
     let server = double.serve(listener);
     println!("{}", kube_double::kubeconfig(&format!("http://{addr}")));
+    let helpers = async {
+        if stand_in {
+            tokio::spawn(operator(double.client()));
+        }
+        let Some(path) = log else { return std::future::pending::<anyhow::Result<()>>().await };
+        write_log(&double, &path).await
+    };
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(lifetime)) => {}
         _ = tokio::signal::ctrl_c() => {}
+        r = helpers => r?,
     }
     server.abort();
     Ok(())
+}
+
+/// Marks every `RisingWave` Running at its generation, as the risingwave-operator would once
+/// its pods are up; its own writes go through the status subresource.
+async fn operator(client: kube::Client) {
+    use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+    let resource = ApiResource {
+        group: "risingwave.risingwavelabs.com".into(),
+        version: "v1alpha1".into(),
+        api_version: "risingwave.risingwavelabs.com/v1alpha1".into(),
+        kind: "RisingWave".into(),
+        plural: "risingwaves".into(),
+    };
+    let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    loop {
+        if let Ok(list) = all.list(&Default::default()).await {
+            for rw in list.items {
+                let generation = rw.metadata.generation.unwrap_or(0);
+                let status = serde_json::json!({"observedGeneration": generation, "conditions": [
+                    {"type": "Running", "status": "True", "message": ""}, {"type": "Upgrading", "status": "False", "message": ""}]});
+                if rw.data.get("status") == Some(&status) {
+                    continue;
+                }
+                let (Some(name), Some(ns)) = (rw.metadata.name, rw.metadata.namespace) else { continue };
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+                let params = PatchParams { field_manager: Some("risingwave-operator".into()), ..PatchParams::default() };
+                let _ = api.patch_status(&name, &params, &Patch::Merge(serde_json::json!({"status": status}))).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Appends the writes answered to `path` every 10 ms, each with its arrival time.
+async fn write_log(double: &kube_double::Double, path: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {path}"))?;
+    let mut done = 0;
+    loop {
+        let requests = double.requests();
+        for r in requests.iter().skip(done).filter(|r| r.method != http::Method::GET) {
+            let micros = r.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+            writeln!(file, "{micros} {} {} {} {}", r.method, r.status, r.uri, r.user_agent.as_deref().unwrap_or("-"))?;
+        }
+        done = requests.len();
+        file.flush()?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

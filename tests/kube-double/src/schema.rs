@@ -6,6 +6,9 @@
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// `metav1.MicroTime` on the wire: RFC 3339 in UTC, with up to microseconds.
+const MICRO_TIME: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$";
+
 /// A resource type: `group/version`, plural, kind, scope.
 #[derive(Debug, Clone)]
 pub struct ResourceType {
@@ -52,7 +55,32 @@ impl ResourceType {
             Self::core("services", "Service", true),
             Self::core("configmaps", "ConfigMap", true),
             Self::core("secrets", "Secret", true),
+            Self::lease(),
         ]
+    }
+
+    /// `coordination.k8s.io/v1` `Lease`, the lock of leader election. Its fields are judged
+    /// as kube-apiserver's validation judges them (`leaseDurationSeconds` and
+    /// `leaseTransitions` bounds, times in RFC 3339 with microseconds); no status.
+    fn lease() -> Self {
+        let time = serde_json::json!({"type": "string", "pattern": MICRO_TIME});
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "holderIdentity": {"type": "string"},
+                "leaseDurationSeconds": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+                "acquireTime": time, "renewTime": time,
+                "leaseTransitions": {"type": "integer", "minimum": 0, "maximum": 2147483647},
+                "strategy": {"type": "string", "enum": ["OldestEmulationVersion"]},
+                "preferredHolder": {"type": "string"}}}}});
+        ResourceType {
+            group: "coordination.k8s.io".into(),
+            version: "v1".into(),
+            plural: "leases".into(),
+            kind: "Lease".into(),
+            namespaced: true,
+            status_subresource: false,
+            schema: Some(std::sync::Arc::new(schema)),
+        }
     }
 
     /// The served versions of a CustomResourceDefinition (YAML or JSON text).
