@@ -274,11 +274,16 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
         return Err(vec![Diagnostic::new(Position::file(file), "the configuration is incomplete")]);
     };
     let (kubeconfig, context) = spec.kubernetes.map_or((None, None), |k| (k.kubeconfig.map(|p| resolve(&p)), k.context));
-    let election = spec.leader_election.unwrap_or(LeaderElectionSpec { lease_name: None, namespace: None, lease_duration: None, identity: None });
+    let election =
+        spec.leader_election.unwrap_or(LeaderElectionSpec { lease_name: None, namespace: None, lease_duration: None, identity: None });
     let lease = super::leader::LeaseSettings {
         name: election.lease_name.unwrap_or_else(|| format!("byoc-{}", doc.metadata.name)),
         namespace: election.namespace.unwrap_or_else(|| {
-            std::fs::read_to_string(POD_NAMESPACE_FILE).ok().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())
+            std::fs::read_to_string(POD_NAMESPACE_FILE)
+                .ok()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into())
         }),
         // The API keeps whole seconds.
         duration: Duration::from_secs(lease_duration.as_secs().max(1)),

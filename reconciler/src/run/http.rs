@@ -55,8 +55,23 @@ impl Default for Metrics {
         let (source_stale, rewinds, parses_skipped) = (Gauge::default(), Counter::default(), Counter::default());
         registry.register("source_stale", "1 while no fetch succeeded for staleAfter", source_stale.clone());
         registry.register("history_rewrites", "Remote tips that did not descend from the last verified revision", rewinds.clone());
-        registry.register("parses_skipped", "Reconciles that found the revision or its environment tree already applied", parses_skipped.clone());
-        Metrics { registry, reconciles, duration, verify_refusals, fetch_failures, webhooks, last_success, source_stale, rewinds, parses_skipped }
+        registry.register(
+            "parses_skipped",
+            "Reconciles that found the revision or its environment tree already applied",
+            parses_skipped.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            duration,
+            verify_refusals,
+            fetch_failures,
+            webhooks,
+            last_success,
+            source_stale,
+            rewinds,
+            parses_skipped,
+        }
     }
 }
 

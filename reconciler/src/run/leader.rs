@@ -133,12 +133,8 @@ impl Elector {
     /// sleep before the next try.
     async fn try_once(&mut self) -> (Role, Duration) {
         let retry = self.settings.retry();
-        let role = |role, holder: Option<String>, error: Option<String>| Role {
-            identity: self.settings.identity.clone(),
-            role,
-            holder,
-            error,
-        };
+        let role =
+            |role, holder: Option<String>, error: Option<String>| Role { identity: self.settings.identity.clone(), role, holder, error };
         let read = match self.api.get_opt(&self.settings.name).await {
             Ok(l) => l,
             Err(e) => return (self.failed(format!("reading Lease {}/{}: {e}", self.settings.namespace, self.settings.name)), retry),
@@ -197,7 +193,8 @@ impl Elector {
             tracing::info!(lease = self.settings.name, identity = self.settings.identity, "acquired the lease; reconciling");
         }
         self.renewed = Some(Instant::now());
-        let role = Role { identity: self.settings.identity.clone(), role: "leader", holder: Some(self.settings.identity.clone()), error: None };
+        let role =
+            Role { identity: self.settings.identity.clone(), role: "leader", holder: Some(self.settings.identity.clone()), error: None };
         (role, self.settings.retry())
     }
 

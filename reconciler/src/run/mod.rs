@@ -256,7 +256,13 @@ impl Daemon {
             let t = now();
             self.update(|s| {
                 s.last_applied_revision = Some(revision.clone());
-                s.set("Ready", true, "Applied", format!("{revision}: {} is unchanged since the last applied revision", self.config.environment), t);
+                s.set(
+                    "Ready",
+                    true,
+                    "Applied",
+                    format!("{revision}: {} is unchanged since the last applied revision", self.config.environment),
+                    t,
+                );
             });
             tracing::info!(revision, fetch_ms, verify_ms, "environment tree unchanged; nothing parsed");
             return Ended::Unchanged;
@@ -293,7 +299,13 @@ impl Daemon {
             Ok(d) => d,
             Err(e) => return self.stop("apply", "Stalled", "ObjectsInvalid", e),
         };
-        let client = match crate::k8s::client_as(self.config.kubeconfig.as_deref(), self.config.context.as_deref(), Some(&self.user_agent())).await {
+        let client = match crate::k8s::client_as(
+            self.config.kubeconfig.as_deref(),
+            self.config.context.as_deref(),
+            Some(&self.user_agent()),
+        )
+        .await
+        {
             Ok(c) => c,
             Err(e) => return self.stop("apply", "Ready", "KubernetesUnreachable", format!("{e:#}")),
         };

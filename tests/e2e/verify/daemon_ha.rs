@@ -80,7 +80,11 @@ impl Repo {
 /// Writes the double answered (leases aside) for the replica with identity `id`.
 fn writes_by(d: &kube_double::Double, id: &str) -> usize {
     let agent = format!("({id})");
-    d.writes().iter().filter(|r| !r.uri.contains("/leases/") && !r.uri.ends_with("/leases")).filter(|r| r.user_agent.as_deref().is_some_and(|ua| ua.ends_with(&agent))).count()
+    d.writes()
+        .iter()
+        .filter(|r| !r.uri.contains("/leases/") && !r.uri.ends_with("/leases"))
+        .filter(|r| r.user_agent.as_deref().is_some_and(|ua| ua.ends_with(&agent)))
+        .count()
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -137,12 +141,14 @@ async fn two_replicas_one_writer_sigkill_takes_over_within_the_lease_and_sigterm
     // Exactly one reconciles: the holder applies the first revision, the other waits.
     let start = Instant::now();
     let (leader, follower) = loop {
-        let roles: Vec<(String, String)> =
-            ports.iter().map(|(_, p)| if super::daemon::request_ok(*p, "/healthz") == Some(200) { role(*p) } else { Default::default() }).collect();
-        if let Some(i) = roles.iter().position(|(r, _)| r == "leader") {
-            if roles[1 - i].0 == "standby" {
-                break (i, 1 - i);
-            }
+        let roles: Vec<(String, String)> = ports
+            .iter()
+            .map(|(_, p)| if super::daemon::request_ok(*p, "/healthz") == Some(200) { role(*p) } else { Default::default() })
+            .collect();
+        if let Some(i) = roles.iter().position(|(r, _)| r == "leader")
+            && roles[1 - i].0 == "standby"
+        {
+            break (i, 1 - i);
         }
         assert!(start.elapsed() < Duration::from_secs(60), "no leader: {roles:?}\n{}", repo.logs());
         std::thread::sleep(Duration::from_millis(50));
