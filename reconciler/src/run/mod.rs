@@ -245,7 +245,10 @@ impl Daemon {
             self.shared.metrics.parse_skipped();
             // Still applied: a stop since (a fetch that failed) is over.
             let t = now();
-            self.update(|s| s.set("Ready", true, "Applied", format!("{revision} is applied"), t));
+            self.update(|s| {
+                s.set("Ready", true, "Applied", format!("{revision} is applied"), t);
+                s.set("Stalled", false, "Applied", "", t);
+            });
             tracing::info!(revision, fetch_ms, verify_ms, "unchanged revision; nothing parsed");
             return Ended::Unchanged;
         }
@@ -263,6 +266,7 @@ impl Daemon {
                     format!("{revision}: {} is unchanged since the last applied revision", self.config.environment),
                     t,
                 );
+                s.set("Stalled", false, "Applied", "", t);
             });
             tracing::info!(revision, fetch_ms, verify_ms, "environment tree unchanged; nothing parsed");
             return Ended::Unchanged;
