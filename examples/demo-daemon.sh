@@ -30,7 +30,7 @@ psql -q -h 127.0.0.1 -p "$pg_reports" -U postgres -c "CREATE DATABASE reports"
 # each RisingWave Running once written.
 gzip -dc "$root/tests/fixtures/risingwave-operator/risingwaves.crd.yaml.gz" > "$work/rw.crd.yaml"
 kube_port=$(free_port)
-"$bin/kube-double" --listen "127.0.0.1:$kube_port" --crd "$work/rw.crd.yaml" --stand-in-operator --lifetime 600 > "$work/kubeconfig" &
+"$bin/kube-double" --listen "127.0.0.1:$kube_port" --crd "$work/rw.crd.yaml" --operator --lifetime 600 > "$work/kubeconfig" &
 pids+=($!)
 for _ in $(seq 1 100); do [ -s "$work/kubeconfig" ] && break; sleep 0.05; done
 

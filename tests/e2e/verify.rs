@@ -8,6 +8,8 @@ use std::process::Command;
 mod agent;
 mod daemon;
 mod daemon_aws;
+mod daemon_ha;
+mod daemon_source;
 mod fetch;
 mod gitsign;
 mod holes;

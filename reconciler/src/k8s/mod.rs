@@ -13,6 +13,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 /// Builds the one client a run shares: from `kubeconfig` if given, else the usual places
 /// (`$KUBECONFIG`, `~/.kube/config`, then the pod's service account).
 pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<kube::Client> {
+    client_as(kubeconfig, context, None).await
+}
+
+/// [`client`], sending `user_agent` with every request, so the API server's audit log can
+/// tell two replicas of the daemon apart (they share one field manager, as they must).
+pub async fn client_as(kubeconfig: Option<&Path>, context: Option<&str>, user_agent: Option<&str>) -> anyhow::Result<kube::Client> {
     // Both rustls providers are linked (kube asks for ring, the AWS SDK for aws-lc-rs), so
     // rustls cannot pick the process default kube's TLS needs; ring it is. A provider
     // installed earlier by the embedding program stays.
@@ -26,6 +32,11 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow:
         None if context.is_some() => kube::Config::from_kubeconfig(&options).await.context("reading the kubeconfig")?,
         None => kube::Config::infer().await.context("no kubeconfig found and not running in a pod")?,
     };
+    let mut config = config;
+    if let Some(agent) = user_agent {
+        let value = http::HeaderValue::from_str(agent).with_context(|| format!("{agent:?} cannot be a User-Agent header"))?;
+        config.headers.push((http::header::USER_AGENT, value));
+    }
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 

@@ -16,6 +16,11 @@
 //!   interval: 60s                           # poll period (with jitter)
 //!   staleAfter: 10m                         # no successful fetch for this long: SourceStale
 //!   webhook: {secretFile: /etc/byoc/webhook/secret}
+//!   leaderElection:                         # all optional; two replicas, one writer
+//!     leaseName: byoc-prod                  # default: byoc-<metadata.name>
+//!     namespace: byoc-system                # default: the pod's namespace, else default
+//!     leaseDuration: 15s                    # whole seconds, at least 1s
+//!     identity: byoc-7d9f-abcde             # default: $POD_NAME, else <hostname>-<pid>
 //! ```
 //!
 //! Read with the project's hardened YAML reader (size cap, alias limits, duplicate keys
@@ -63,6 +68,16 @@ struct Spec {
     cloud: Option<CloudSpec>,
     kubernetes: Option<KubernetesSpec>,
     agent: Option<super::agent::AgentSpec>,
+    leader_election: Option<LeaderElectionSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LeaderElectionSpec {
+    lease_name: Option<String>,
+    namespace: Option<String>,
+    lease_duration: Option<Spanned<String>>,
+    identity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +158,31 @@ pub struct Config {
     pub context: Option<String>,
     /// The mTLS agent API, when configured.
     pub agent: Option<super::agent::AgentConfig>,
+    /// The Lease that makes one of two replicas the writer.
+    pub lease: super::leader::LeaseSettings,
+}
+
+/// Default lease duration, client-go's.
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// Where a pod's service account token mounts its namespace.
+const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// This process's lease identity: the pod's name when the pod says it (`POD_NAME` from the
+/// downward API), else the host's name and the process id, unique on one machine.
+fn default_identity() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.trim().is_empty()
+    {
+        return pod.trim().to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "byoc".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Default poll period, as Flux's `interval` is commonly set.
@@ -204,6 +244,11 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
         },
     };
     let interval = duration(&spec.interval, "interval", DEFAULT_INTERVAL);
+    let lease_duration = duration(
+        &spec.leader_election.as_ref().and_then(|l| l.lease_duration.clone()),
+        "leaderElection.leaseDuration",
+        DEFAULT_LEASE_DURATION,
+    );
     let stale_after = duration(&spec.stale_after, "staleAfter", DEFAULT_STALE_AFTER);
     let read_secret = |s: &Spanned<String>, what: &str, problems: &mut Vec<Diagnostic>| -> Option<Vec<u8>> {
         match std::fs::read(resolve(&s.value)) {
@@ -233,6 +278,21 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
         return Err(vec![Diagnostic::new(Position::file(file), "the configuration is incomplete")]);
     };
     let (kubeconfig, context) = spec.kubernetes.map_or((None, None), |k| (k.kubeconfig.map(|p| resolve(&p)), k.context));
+    let election =
+        spec.leader_election.unwrap_or(LeaderElectionSpec { lease_name: None, namespace: None, lease_duration: None, identity: None });
+    let lease = super::leader::LeaseSettings {
+        name: election.lease_name.unwrap_or_else(|| format!("byoc-{}", doc.metadata.name)),
+        namespace: election.namespace.unwrap_or_else(|| {
+            std::fs::read_to_string(POD_NAMESPACE_FILE)
+                .ok()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into())
+        }),
+        // The API keeps whole seconds.
+        duration: Duration::from_secs(lease_duration.as_secs().max(1)),
+        identity: election.identity.unwrap_or_else(default_identity),
+    };
     Ok(Config {
         name: doc.metadata.name,
         remote: crate::fetch::Remote {
@@ -255,6 +315,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
         kubeconfig,
         context,
         agent,
+        lease,
     })
 }
 
@@ -298,6 +359,19 @@ mod tests {
         assert_eq!((c.interval, c.stale_after), (Duration::from_secs(30), DEFAULT_STALE_AFTER));
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(c.webhook_secret.as_deref(), Some(&b"s3cret"[..]));
+        assert_eq!((c.lease.name.as_str(), c.lease.duration), ("byoc-prod", DEFAULT_LEASE_DURATION));
+        assert!(c.lease.identity.ends_with(&format!("-{}", std::process::id())) || std::env::var("POD_NAME").is_ok());
+        let set = GOOD.to_owned() + "  leaderElection: {leaseName: l, namespace: byoc-system, leaseDuration: 6s, identity: replica-a}\n";
+        let c = parse("reconciler.yaml", &set, dir.path()).expect("loads");
+        assert_eq!(
+            c.lease,
+            crate::run::leader::LeaseSettings {
+                name: "l".into(),
+                namespace: "byoc-system".into(),
+                duration: Duration::from_secs(6),
+                identity: "replica-a".into()
+            }
+        );
     }
 
     #[test]

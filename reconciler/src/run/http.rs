@@ -34,6 +34,9 @@ pub struct Metrics {
     last_success: Gauge,
     /// The agent API's counters.
     pub agent: super::agent::AgentMetrics,
+    source_stale: Gauge,
+    rewinds: Counter,
+    parses_skipped: Counter,
 }
 
 impl Default for Metrics {
@@ -52,7 +55,27 @@ impl Default for Metrics {
         registry.register("webhooks", "Webhook deliveries by verdict", webhooks.clone());
         registry.register("last_success_timestamp_seconds", "When a revision was last applied", last_success.clone());
         let agent = super::agent::AgentMetrics::register(&mut registry);
-        Metrics { registry, reconciles, duration, verify_refusals, fetch_failures, webhooks, last_success, agent }
+        let (source_stale, rewinds, parses_skipped) = (Gauge::default(), Counter::default(), Counter::default());
+        registry.register("source_stale", "1 while no fetch succeeded for staleAfter", source_stale.clone());
+        registry.register("history_rewrites", "Remote tips that did not descend from the last verified revision", rewinds.clone());
+        registry.register(
+            "parses_skipped",
+            "Reconciles that found the revision or its environment tree already applied",
+            parses_skipped.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            duration,
+            verify_refusals,
+            fetch_failures,
+            webhooks,
+            last_success,
+            agent,
+            source_stale,
+            rewinds,
+            parses_skipped,
+        }
     }
 }
 
@@ -71,6 +94,21 @@ impl Metrics {
     /// A fetch failed.
     pub fn fetch_failed(&self) {
         self.fetch_failures.inc();
+    }
+
+    /// Whether the source is stale now.
+    pub fn source_stale(&self, stale: bool) {
+        self.source_stale.set(i64::from(stale));
+    }
+
+    /// The remote tip stopped descending from the last verified revision.
+    pub fn rewound(&self) {
+        self.rewinds.inc();
+    }
+
+    /// A reconcile skipped parsing: nothing changed.
+    pub fn parse_skipped(&self) {
+        self.parses_skipped.inc();
     }
 
     /// A revision was applied at `now` (seconds since the epoch).
@@ -125,14 +163,27 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         ("GET", "/healthz") => reply(StatusCode::OK, text, "ok\n"),
         ("GET", "/readyz") if shared.ready.load(Ordering::Relaxed) => reply(StatusCode::OK, text, "ready\n"),
         ("GET", "/readyz") => reply(StatusCode::SERVICE_UNAVAILABLE, text, "the first reconcile has not finished\n"),
-        ("GET", "/status") => {
-            let status = shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            reply(StatusCode::OK, "application/json", serde_json::to_vec_pretty(&status).unwrap_or_default())
-        }
+        ("GET", "/status") => reply(StatusCode::OK, "application/json", serde_json::to_vec_pretty(&status(&shared)).unwrap_or_default()),
         ("GET", "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render()),
         ("POST", "/hooks/git") => hook(req, &shared).await,
         _ => reply(StatusCode::NOT_FOUND, text, "not found\n"),
     })
+}
+
+/// The status this replica serves: its own while it leads (or before any election), the
+/// holder's last saved one on a standby; with `leaderElection` saying which.
+fn status(shared: &Shared) -> serde_json::Value {
+    let own = || serde_json::to_value(&*shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).unwrap_or_default();
+    let role = shared.role.get().map(|r| r.borrow().clone());
+    let holder = shared.holder_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let mut out = match (&role, holder) {
+        (Some(r), Some(saved)) if !r.is_leader() => saved,
+        _ => own(),
+    };
+    if let (Some(r), Some(map)) = (role, out.as_object_mut()) {
+        map.insert("leaderElection".into(), serde_json::to_value(r).unwrap_or_default());
+    }
+    out
 }
 
 async fn hook(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {

@@ -21,12 +21,14 @@
 //! converged before the Kubernetes objects and deleted after a removed cluster's objects;
 //! the rest of the environment is only observed (`EnvironmentInSync`).
 //!
-//! Not done here yet (see the README): leader election between two replicas.
+//! Two replicas run it; only the holder of a Kubernetes Lease reconciles ([`leader`]), the
+//! other serves the holder's last saved status and waits.
 
 pub mod agent;
 pub mod config;
 mod http;
 pub mod identity;
+pub mod leader;
 pub mod status;
 pub mod webhook;
 
@@ -51,6 +53,10 @@ pub struct Shared {
     pub metrics: http::Metrics,
     /// Webhook checking, when a secret is configured.
     pub webhooks: Option<webhook::Webhooks>,
+    /// This replica's part in the leader election, once it started.
+    pub role: std::sync::OnceLock<tokio::sync::watch::Receiver<leader::Role>>,
+    /// On a standby: the holder's status as last saved in the state store.
+    pub holder_status: Mutex<Option<serde_json::Value>>,
 }
 
 fn now() -> i64 {
@@ -83,6 +89,9 @@ pub struct Daemon {
     shared: Arc<Shared>,
     last_fetch_ok: Option<Instant>,
     started: Instant,
+    /// The git tree id of the environment directory last applied and published: a
+    /// revision with the same tree needs no parsing, no Kubernetes writes and no publish.
+    applied_tree: Option<git2::Oid>,
     /// Health wait per reconcile; a cluster not ready by then is retried next time.
     pub health_timeout: Duration,
 }
@@ -97,8 +106,18 @@ impl Daemon {
             ready: false.into(),
             metrics: http::Metrics::default(),
             webhooks: config.webhook_secret.clone().map(webhook::Webhooks::new),
+            role: std::sync::OnceLock::new(),
+            holder_status: Mutex::new(None),
         });
-        Ok(Daemon { config, store, shared, last_fetch_ok: None, started: Instant::now(), health_timeout: Duration::from_secs(120) })
+        Ok(Daemon {
+            config,
+            store,
+            shared,
+            last_fetch_ok: None,
+            started: Instant::now(),
+            applied_tree: None,
+            health_timeout: Duration::from_secs(120),
+        })
     }
 
     /// The state shared with the HTTP doors.
@@ -115,7 +134,8 @@ impl Daemon {
         tracing::error!(stage, reason, "{message}");
         let t = now();
         self.update(|s| {
-            s.set(condition, false, reason, message.clone(), t);
+            // Stalled says a person must act: it is the one condition set True by a stop.
+            s.set(condition, condition == "Stalled", reason, message.clone(), t);
             if condition != "Ready" {
                 s.set("Ready", false, reason, message.clone(), t);
             }
@@ -137,6 +157,7 @@ impl Daemon {
             Ended::Stopped => "stopped",
         };
         self.shared.metrics.observe(result, started.elapsed());
+        tracing::info!(result, took_ms = started.elapsed().as_secs_f64() * 1e3, "reconcile finished");
         let t = now();
         self.update(|s| {
             s.reconciles += 1;
@@ -159,6 +180,7 @@ impl Daemon {
     async fn stages(&mut self) -> Ended {
         use crate::pipeline::{apply as apply_stage, load, publish, source};
 
+        let stage_started = Instant::now();
         // fetch
         let remote = self.config.remote.clone();
         let cache = self.config.cache_dir.clone();
@@ -169,6 +191,9 @@ impl Daemon {
             Err(e) => return self.fetch_failed(e.to_string()),
         };
         self.last_fetch_ok = Some(Instant::now());
+        self.shared.metrics.source_stale(false);
+        let fetch_ms = stage_started.elapsed().as_secs_f64() * 1e3;
+        let stage_started = Instant::now();
         let t = now();
         self.update(|s| {
             s.last_fetch = Some(t);
@@ -178,6 +203,23 @@ impl Daemon {
         // verify
         let revision = crate::source::label(Some(&self.config.remote.branch), tip);
         self.update(|s| s.last_attempted_revision = Some(revision.clone()));
+        // A tip that does not descend from the last verified revision is a force-push or a
+        // reset of the branch: refused before any signature is read.
+        let from = match source::last_verified(&repo, self.store.as_ref()) {
+            Ok(f) => f,
+            Err(e) => return self.stop("verify", "SourceVerified", "StateUnreadable", e.to_string()),
+        };
+        if let Some(f) = from
+            && f != tip
+            && !repo.graph_descendant_of(tip, f).unwrap_or(false)
+        {
+            self.shared.metrics.rewound();
+            let message = format!(
+                "{revision} refused: history rewritten: the remote tip {tip} is not a descendant of the last verified revision {f} (a force-push or a reset of {}); nothing from it is applied; roll back with a new signed commit (git revert) instead",
+                self.config.remote.branch
+            );
+            return self.stop("verify", "SourceVerified", "HistoryRewritten", message);
+        }
         let report = match source::verify(&repo, &self.config.policy, Some(self.store.as_ref()), None, tip, now()) {
             Ok(r) => r,
             Err(e @ source::VerifyError::Walk(_)) => return self.stop("verify", "SourceVerified", "VerifyFailed", e.to_string()),
@@ -195,7 +237,36 @@ impl Daemon {
         }
         let t = now();
         self.update(|s| s.set("SourceVerified", true, "Verified", format!("{revision}: {} commit(s) verified", report.commits.len()), t));
+        let verify_ms = stage_started.elapsed().as_secs_f64() * 1e3;
+        let stage_started = Instant::now();
         if self.applied() == Some(revision.clone()) {
+            self.shared.metrics.parse_skipped();
+            // Still applied: a stop since (a fetch that failed) is over.
+            let t = now();
+            self.update(|s| {
+                s.set("Ready", true, "Applied", format!("{revision} is applied"), t);
+                s.set("Stalled", false, "Applied", "", t);
+            });
+            tracing::info!(revision, fetch_ms, verify_ms, "unchanged revision; nothing parsed");
+            return Ended::Unchanged;
+        }
+        // The same environment tree as the one applied: nothing to parse, write or publish.
+        let tree = env_tree(&repo, tip, &self.config.environment);
+        if tree.is_some() && tree == self.applied_tree {
+            self.shared.metrics.parse_skipped();
+            let t = now();
+            self.update(|s| {
+                s.last_applied_revision = Some(revision.clone());
+                s.set(
+                    "Ready",
+                    true,
+                    "Applied",
+                    format!("{revision}: {} is unchanged since the last applied revision", self.config.environment),
+                    t,
+                );
+                s.set("Stalled", false, "Applied", "", t);
+            });
+            tracing::info!(revision, fetch_ms, verify_ms, "environment tree unchanged; nothing parsed");
             return Ended::Unchanged;
         }
 
@@ -210,12 +281,21 @@ impl Daemon {
             Err(e @ load::LoadError::Source(_)) => return self.stop("load", "Stalled", "SourceUnreadable", e.to_string()),
         };
 
+        let load_ms = stage_started.elapsed().as_secs_f64() * 1e3;
+        let stage_started = Instant::now();
+
         // apply: the clusters' cloud identities first (their service accounts name them),
         // then the Kubernetes half
         if let Err(ended) = self.cloud_pass(&loaded.specs, &revision, identity::Pass::Converge).await {
             return ended;
         }
-        let client = match crate::k8s::client(self.config.kubeconfig.as_deref(), self.config.context.as_deref()).await {
+        let client = match crate::k8s::client_as(
+            self.config.kubeconfig.as_deref(),
+            self.config.context.as_deref(),
+            Some(&self.user_agent()),
+        )
+        .await
+        {
             Ok(c) => c,
             Err(e) => return self.stop("apply", "Ready", "KubernetesUnreachable", format!("{e:#}")),
         };
@@ -245,6 +325,9 @@ impl Daemon {
             return self.stop("apply", "Ready", "ClustersNotReady", format!("{revision}: not published; {}", stalled.join("; ")));
         }
 
+        let apply_ms = stage_started.elapsed().as_secs_f64() * 1e3;
+        let stage_started = Instant::now();
+
         // publish, then prune
         if let Err(e) = publish::publish(&self.config.publish_dir, &tip.to_string(), &self.config.environment, &loaded.files) {
             return self.stop("publish", "Ready", "PublishFailed", e.to_string());
@@ -268,7 +351,9 @@ impl Daemon {
             s.set("Stalled", false, "Applied", "", t);
         });
         self.shared.metrics.succeeded(t);
-        tracing::info!(revision, "applied and published");
+        self.applied_tree = tree;
+        let publish_ms = stage_started.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(revision, fetch_ms, verify_ms, load_ms, apply_ms, publish_ms, "applied and published");
         Ended::Applied
     }
 
@@ -280,6 +365,7 @@ impl Daemon {
         self.shared.metrics.fetch_failed();
         let since = self.last_fetch_ok.unwrap_or(self.started);
         if since.elapsed() >= self.config.stale_after {
+            self.shared.metrics.source_stale(true);
             let t = now();
             let m = format!("no successful fetch for {}s: {message}", since.elapsed().as_secs());
             self.update(|s| s.set("SourceStale", true, "FetchFailing", m, t));
@@ -287,7 +373,13 @@ impl Daemon {
         self.stop("fetch", "Ready", "FetchFailed", message)
     }
 
-    /// Reconciles until SIGTERM (or, with `once`, one time), serving the doors meanwhile.
+    /// `byoc/VERSION (IDENTITY)`: what the API server sees this replica as.
+    fn user_agent(&self) -> String {
+        format!("byoc/{} ({})", env!("CARGO_PKG_VERSION"), self.config.lease.identity)
+    }
+
+    /// Reconciles until SIGTERM (or, with `once`, one time), serving the doors meanwhile;
+    /// only while this replica holds the lease.
     pub async fn run(mut self, once: bool) -> anyhow::Result<Ended> {
         let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, "status, metrics and webhooks");
@@ -298,8 +390,24 @@ impl Daemon {
             None => None,
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let client =
+            crate::k8s::client_as(self.config.kubeconfig.as_deref(), self.config.context.as_deref(), Some(&self.user_agent())).await?;
+        let mut leadership = leader::Leadership::start(client, self.config.lease.clone());
+        let _ = self.shared.role.set(leadership.watch());
+        let mut last = Ended::Unchanged;
         let last = loop {
-            let ended = self.reconcile().await;
+            if !leadership.role().is_leader() && !self.standby(&mut leadership, &mut term).await {
+                break last;
+            }
+            let ended = tokio::select! {
+                ended = self.reconcile() => ended,
+                () = leadership.lost() => {
+                    // Another replica may take over from now on: not one more write.
+                    tracing::error!(stage = "lease", "lost the lease during a reconcile; stopped it");
+                    Ended::Stopped
+                }
+            };
+            last = ended;
             if once {
                 break ended;
             }
@@ -311,6 +419,8 @@ impl Daemon {
                 _ = tokio::signal::ctrl_c() => break ended,
             }
         };
+        // The step in progress has finished: give the lease to the other replica at once.
+        leadership.release().await;
         shutdown.cancel();
         let _ = server.await;
         if let Some(agent) = agent {
@@ -318,6 +428,44 @@ impl Daemon {
         }
         Ok(last)
     }
+
+    /// Waits while another replica holds the lease, serving its last saved status; false
+    /// when SIGTERM (or Ctrl-C) came first.
+    async fn standby(&mut self, leadership: &mut leader::Leadership, term: &mut tokio::signal::unix::Signal) -> bool {
+        let retry = self.config.lease.retry();
+        loop {
+            let role = leadership.role();
+            if role.is_leader() {
+                *self.shared.holder_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                // Another replica may have written since this one last did: converge fully.
+                self.applied_tree = None;
+                self.update(|s| s.last_applied_revision = None);
+                return true;
+            }
+            if role.role == "standby" {
+                let saved = self.store.get(STATUS_KEY).ok().flatten().and_then(|v| serde_json::from_slice(&v.value).ok());
+                *self.shared.holder_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = saved;
+                // Ready: the pod's RWProxy serves SQL whichever replica writes.
+                self.shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            tokio::select! {
+                () = leadership.changed() => {}
+                () = tokio::time::sleep(retry) => {}
+                _ = term.recv() => return false,
+                _ = tokio::signal::ctrl_c() => return false,
+            }
+        }
+    }
+}
+
+/// The git tree id of `env` at `commit`: equal ids, equal files, byte for byte.
+fn env_tree(repo: &git2::Repository, commit: git2::Oid, env: &str) -> Option<git2::Oid> {
+    let root = repo.find_commit(commit).ok()?.tree().ok()?;
+    let dir = env.trim_matches('/');
+    if dir.is_empty() || dir == "." {
+        return Some(root.id());
+    }
+    root.get_path(std::path::Path::new(dir)).ok().map(|e| e.id())
 }
 
 /// One cluster's line in the status.

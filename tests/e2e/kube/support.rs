@@ -87,8 +87,9 @@ pub fn operator(client: &kube::Client) -> Operator {
     let client = client.clone();
     let b = behaviour.clone();
     let task = tokio::spawn(async move {
-        // Bounded: 3,000 rounds of 10 ms, longer than any test.
-        for _ in 0..3000 {
+        // Bounded: 12,000 rounds of 10 ms, longer than any test (the two-replica ones wait
+        // out whole lease durations).
+        for _ in 0..12_000 {
             if let Ok(list) = api.list(&ListParams::default()).await {
                 for rw in list.items {
                     let name = rw.metadata.name.clone().unwrap_or_default();

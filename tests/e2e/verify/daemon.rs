@@ -14,7 +14,7 @@ use super::Signed;
 use crate::kube::support::{double, operator};
 
 /// The daemon process; SIGKILLed if a test ends without stopping it.
-struct Daemon(std::process::Child);
+pub(super) struct Daemon(pub(super) std::process::Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -23,7 +23,7 @@ impl Drop for Daemon {
     }
 }
 
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+pub(super) fn request(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
@@ -39,19 +39,19 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, String)], body
     (code, body)
 }
 
-fn status(port: u16) -> serde_json::Value {
+pub(super) fn status(port: u16) -> serde_json::Value {
     let (code, body) = request(port, "GET", "/status", &[], b"");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn condition(s: &serde_json::Value, kind: &str) -> (String, String) {
+pub(super) fn condition(s: &serde_json::Value, kind: &str) -> (String, String) {
     let c = s["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).cloned().unwrap_or_default();
     (c["status"].as_str().unwrap_or("").to_owned(), c["message"].as_str().unwrap_or("").to_owned())
 }
 
 /// Polls `/status` until `done` holds (bounded: 60 s).
-fn wait_for(port: u16, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub(super) fn wait_for(port: u16, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let start = Instant::now();
     loop {
         let s = status(port);
@@ -63,24 +63,24 @@ fn wait_for(port: u16, what: &str, done: impl Fn(&serde_json::Value) -> bool) ->
     }
 }
 
-fn webhook(port: u16, secret: &[u8], delivery: &str) -> u16 {
+pub(super) fn webhook(port: u16, secret: &[u8], delivery: &str) -> u16 {
     let body = br#"{"ref":"refs/heads/main"}"#;
     let sig = byoc::run::webhook::github_signature(secret, body);
     request(port, "POST", "/hooks/git", &[("X-Hub-Signature-256", sig), ("X-GitHub-Delivery", delivery.to_owned())], body).0
 }
 
-fn routes(publish: &Path) -> Vec<String> {
+pub(super) fn routes(publish: &Path) -> Vec<String> {
     let table = rwproxy::routes::load_dir(&publish.join("current")).expect("published table loads");
     let mut names: Vec<String> = table.routes.iter().map(|r| r.name.clone()).collect();
     names.sort();
     names
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
 }
 
-const REPORTS: &str = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: RisingWaveCluster\nmetadata:\n  name: reports\nspec:\n  image: risingwavelabs/risingwave:v2.1.0\n  components:\n    meta: {replicas: 1, cpu: \"1\", memory: 2Gi}\n    frontend: {replicas: 1, cpu: \"1\", memory: 2Gi}\n    compute: {replicas: 1, cpu: \"1\", memory: 4Gi}\n    compactor: {replicas: 1, cpu: \"1\", memory: 2Gi}\n  stateStore:\n    prefix: reports\n  deletionPolicy: Delete\n";
+pub(super) const REPORTS: &str = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: RisingWaveCluster\nmetadata:\n  name: reports\nspec:\n  image: risingwavelabs/risingwave:v2.1.0\n  components:\n    meta: {replicas: 1, cpu: \"1\", memory: 2Gi}\n    frontend: {replicas: 1, cpu: \"1\", memory: 2Gi}\n    compute: {replicas: 1, cpu: \"1\", memory: 4Gi}\n    compactor: {replicas: 1, cpu: \"1\", memory: 2Gi}\n  stateStore:\n    prefix: reports\n  deletionPolicy: Delete\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_push_is_applied_and_published_and_refusals_change_nothing() {
@@ -192,7 +192,7 @@ async fn a_signed_push_is_applied_and_published_and_refusals_change_nothing() {
     assert!(code.success(), "{code:?}\n{}", log(&work));
 }
 
-fn request_ok(port: u16, path: &str) -> Option<u16> {
+pub(super) fn request_ok(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
     let mut out = String::new();
@@ -200,7 +200,7 @@ fn request_ok(port: u16, path: &str) -> Option<u16> {
     out.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn log(work: &Path) -> String {
+pub(super) fn log(work: &Path) -> String {
     std::fs::read_to_string(work.join("daemon.log")).unwrap_or_default()
 }
 

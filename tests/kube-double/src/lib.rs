@@ -8,9 +8,12 @@
 //! with field managers, conflicts (409 with `FieldManagerConflict` causes) and `force`;
 //! create, update, JSON merge patch, the status subresource; list with equality label
 //! selectors; delete, namespaces staying `Terminating` for [`Double::set_terminate_after`];
-//! `Status` bodies for 400/403/404/409/415/422; besides the core types, Deployments,
-//! PodDisruptionBudgets, NetworkPolicies and RBAC objects, refused without the fields the API
-//! server requires of them (the sidecar `byoc apply` installs); CRDs with their structural schema judged on
+//! `Status` bodies for 400/403/404/409/415/422; `coordination.k8s.io/v1` Leases with
+//! resourceVersion-checked replace (409 `Conflict` on a stale one), as leader election uses
+//! them; the `default`, `kube-system` and `kube-node-lease` namespaces from the start;
+//! besides the core types, Deployments, PodDisruptionBudgets, NetworkPolicies and RBAC
+//! objects, refused without the fields the API server requires of them (the sidecar
+//! `byoc apply` installs); CRDs with their structural schema judged on
 //! write as the API server judges it (pruning of unknown fields and nulls; type with
 //! int-or-string, required, enum, items, additionalProperties, minimum, maximum, maxLength,
 //! pattern), so the risingwave-operator's real CRD can be loaded; and, when given rules
@@ -56,6 +59,11 @@ pub struct Recorded {
     /// The bearer token sent, if any (the real binary's come from its kubeconfig; the
     /// in-process [`Double::client`] sends none).
     pub token: Option<String>,
+    /// `User-Agent`, if sent: how two clients with one field manager are told apart, as the
+    /// API server's audit log tells them.
+    pub user_agent: Option<String>,
+    /// When the request arrived.
+    pub at: std::time::SystemTime,
 }
 
 /// The double; clones share state.
@@ -146,7 +154,10 @@ impl Double {
 
     /// Answers one request.
     pub fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
-        let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name| req.headers().get(name).and_then(|v: &http::HeaderValue| v.to_str().ok()).map(str::to_owned);
+        let content_type = header(http::header::CONTENT_TYPE);
+        let user_agent = header(http::header::USER_AGENT);
+        let at = std::time::SystemTime::now();
         let uri = req.uri().to_string();
         let method = req.method().clone();
         let token = req
@@ -167,6 +178,8 @@ impl Double {
             body: body_text,
             status: status.as_u16(),
             token,
+            user_agent,
+            at,
         });
         let mut resp = Response::new(Bytes::from(body.to_string()));
         *resp.status_mut() = status;

@@ -8,6 +8,9 @@
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+/// `metav1.MicroTime` on the wire: RFC 3339 in UTC, with up to microseconds.
+const MICRO_TIME: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$";
+
 /// A resource type: `group/version`, plural, kind, scope.
 #[derive(Debug, Clone)]
 pub struct ResourceType {
@@ -61,6 +64,7 @@ impl ResourceType {
             Self::typed("rbac.authorization.k8s.io", "roles", "Role", true, false, role_schema()),
             Self::typed("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", false, false, binding_schema()),
             Self::typed("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", true, false, binding_schema()),
+            Self::lease(),
         ]
     }
 
@@ -75,6 +79,30 @@ impl ResourceType {
             kind: kind.into(),
             namespaced,
             status_subresource: status,
+            schema: Some(std::sync::Arc::new(schema)),
+        }
+    }
+
+    /// `coordination.k8s.io/v1` `Lease`, the lock of leader election. Its fields are judged
+    /// as kube-apiserver's validation judges them (`leaseDurationSeconds` and
+    /// `leaseTransitions` bounds, times in RFC 3339 with microseconds); no status.
+    fn lease() -> Self {
+        let time = serde_json::json!({"type": "string", "pattern": MICRO_TIME});
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "holderIdentity": {"type": "string"},
+                "leaseDurationSeconds": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+                "acquireTime": time, "renewTime": time,
+                "leaseTransitions": {"type": "integer", "minimum": 0, "maximum": 2147483647},
+                "strategy": {"type": "string", "enum": ["OldestEmulationVersion"]},
+                "preferredHolder": {"type": "string"}}}}});
+        ResourceType {
+            group: "coordination.k8s.io".into(),
+            version: "v1".into(),
+            plural: "leases".into(),
+            kind: "Lease".into(),
+            namespaced: true,
+            status_subresource: false,
             schema: Some(std::sync::Arc::new(schema)),
         }
     }

@@ -108,7 +108,15 @@ impl Store {
     pub fn new(types: Vec<ResourceType>) -> Self {
         let mut all = ResourceType::builtin();
         all.extend(types);
-        Store { types: all, objects: BTreeMap::new(), revision: 1, uids: 0, terminate_after: Duration::from_millis(300) }
+        let mut store = Store { types: all, objects: BTreeMap::new(), revision: 1, uids: 0, terminate_after: Duration::from_millis(300) };
+        // Every cluster has these from its first moment; leader-election leases live in them.
+        let ns = ResourceType::builtin().remove(0);
+        for name in ["default", "kube-system", "kube-node-lease"] {
+            let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            let managed = Managed { manager: "kube-apiserver".into(), operation: Operation::Update, fields: BTreeSet::new(), time: now() };
+            store.insert_new(&ns, "", name, body, managed);
+        }
+        store
     }
 
     /// The type served at `group/version/plural`.
@@ -309,7 +317,7 @@ impl Store {
                 return Err(ApiError::new(
                     409,
                     "Conflict",
-                    format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", rt.plural),
+                    format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", qualified(rt)),
                 )
                 .about(rt, name));
             }
@@ -482,9 +490,13 @@ fn merge_identity(old: &Value, new: &Value) -> Value {
     out
 }
 
+/// `leases.coordination.k8s.io`, or `services` for the core group, as messages name types.
+fn qualified(rt: &ResourceType) -> String {
+    if rt.group.is_empty() { rt.plural.clone() } else { format!("{}.{}", rt.plural, rt.group) }
+}
+
 fn not_found(rt: &ResourceType, name: &str) -> ApiError {
-    let what = if rt.group.is_empty() { rt.plural.clone() } else { format!("{}.{}", rt.plural, rt.group) };
-    ApiError::new(404, "NotFound", format!("{what} \"{name}\" not found")).about(rt, name)
+    ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(rt))).about(rt, name)
 }
 
 fn invalid(rt: &ResourceType, name: &str, field: &str, message: String) -> ApiError {
@@ -606,6 +618,39 @@ mod tests {
         s.sweep();
         assert_eq!(s.get(&t, "a", "c").expect_err("gone").code, 404);
         assert_eq!(s.get(&ns_type(), "", "a").expect_err("gone").code, 404);
+    }
+
+    fn lease(holder: &str, rv: Option<&str>) -> Value {
+        let mut l = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "byoc"},
+                           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                                    "renewTime": "2026-01-01T00:00:00.123456Z", "leaseTransitions": 0}});
+        if let Some(rv) = rv {
+            l["metadata"]["resourceVersion"] = json!(rv);
+        }
+        l
+    }
+
+    #[test]
+    fn a_lease_replaced_from_a_stale_read_is_a_conflict_and_its_fields_are_validated() {
+        let mut s = Store::new(vec![]);
+        let t = ResourceType::builtin().into_iter().find(|t| t.plural == "leases").expect("leases");
+        assert_eq!(s.get(&t, "default", "byoc").expect_err("none yet").message, "leases.coordination.k8s.io \"byoc\" not found");
+        let created = s.create(&t, "default", lease("a", None), "byoc").expect("create in the default namespace");
+        let rv = created["metadata"]["resourceVersion"].as_str().expect("rv").to_owned();
+        assert_eq!(s.create(&t, "default", lease("b", None), "byoc").expect_err("exists").reason, "AlreadyExists");
+        assert_eq!(s.create(&t, "nowhere", lease("b", None), "byoc").expect_err("no namespace").code, 404);
+        let mut renewed = lease("a", Some(&rv));
+        renewed["spec"]["renewTime"] = json!("2026-01-01T00:00:02.000001Z");
+        s.update(&t, "default", "byoc", None, Some(renewed), "byoc").expect("renew from the latest read");
+        let e = s.update(&t, "default", "byoc", None, Some(lease("b", Some(&rv))), "byoc").expect_err("stale");
+        assert_eq!((e.code, e.reason), (409, "Conflict"));
+        assert!(e.message.starts_with("Operation cannot be fulfilled on leases.coordination.k8s.io \"byoc\""), "{}", e.message);
+        assert_eq!(s.get(&t, "default", "byoc").expect("get")["spec"]["holderIdentity"], "a");
+        let mut bad = lease("a", None);
+        bad["spec"]["leaseDurationSeconds"] = json!(0);
+        bad["spec"]["renewTime"] = json!("yesterday");
+        let e = s.update(&t, "default", "byoc", None, Some(bad), "byoc").expect_err("invalid");
+        assert_eq!((e.code, e.causes.len()), (422, 2), "{}", e.message);
     }
 
     #[test]

@@ -1,0 +1,244 @@
+//! Two replicas of `byoc run` (the real binary) against one Kubernetes API double and one
+//! state store: only the holder of the Lease writes (writes told apart at the double by
+//! each replica's `User-Agent`, as the API server's audit log tells them apart); SIGKILL of
+//! the holder lets the other take over within the lease and finish the reconcile; SIGTERM
+//! finishes the step in progress and releases the lease, so the other takes over at once.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, PostParams};
+
+use super::Signed;
+use super::daemon::{Daemon, REPORTS, free_port, routes, status, wait_for, webhook};
+use crate::kube::support::{Behaviour, double, operator};
+
+/// The lease the test replicas use: 6 s, so they retry every second.
+const LEASE_SECONDS: u64 = 6;
+const LEASE_NAMESPACE: &str = "byoc-system";
+const LEASE_NAME: &str = "byoc-test";
+
+/// A signed repository with the AWS example, its bare remote, a kubeconfig for the double
+/// and a webhook secret, in one directory every replica shares (each has its own publish
+/// and cache directories, as each pod has).
+pub(super) struct Repo {
+    pub(super) s: Signed,
+    pub(super) work: PathBuf,
+    pub(super) first: String,
+}
+
+impl Repo {
+    pub(super) fn new(api: std::net::SocketAddr) -> Repo {
+        let mut s = Signed::new();
+        s.default_policy();
+        crate::support::copy_dir(&crate::support::project_root().join("examples/aws"), &s.repo().join("env"));
+        let first = s.commit(Some("alice"), "environment");
+        let work = s.dir.path().to_owned();
+        let remote = work.join("remote.git");
+        s.git(&["clone", "-q", "--bare", ".", &remote.display().to_string()]);
+        s.git(&["remote", "add", "origin", &remote.display().to_string()]);
+        std::fs::write(work.join("kubeconfig"), kube_double::kubeconfig(&format!("http://{api}"))).expect("kubeconfig");
+        std::fs::write(work.join("webhook-secret"), "hook-s3cret\n").expect("secret");
+        Repo { s, work, first }
+    }
+
+    /// Writes `reconciler-ID.yaml` (with `extra` lines under `spec`) and starts a replica
+    /// with that identity, listening on `port`.
+    pub(super) fn start(&self, id: &str, port: u16, extra: &str) -> Daemon {
+        let remote = self.work.join("remote.git");
+        std::fs::write(
+            self.work.join(format!("reconciler-{id}.yaml")),
+            format!(
+                "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Reconciler\nmetadata: {{name: test}}\nspec:\n  repository: {{url: \"file://{}\", branch: main}}\n  environment: env\n  signingPolicy: policy.yaml\n  stateStore: {{dir: daemon-state}}\n  publishDir: publish-{id}\n  cacheDir: cache-{id}\n  listen: \"127.0.0.1:{port}\"\n  interval: 1h\n  webhook: {{secretFile: webhook-secret}}\n  kubernetes: {{kubeconfig: kubeconfig}}\n  leaderElection: {{leaseName: {LEASE_NAME}, namespace: {LEASE_NAMESPACE}, leaseDuration: {LEASE_SECONDS}s, identity: {id}}}\n{extra}",
+                remote.display()
+            ),
+        )
+        .expect("config");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_byoc"))
+            .args(["run", "--config", &format!("reconciler-{id}.yaml")])
+            .current_dir(&self.work)
+            .stderr(std::fs::File::create(self.work.join(format!("daemon-{id}.log"))).expect("log"))
+            .spawn()
+            .expect("byoc run starts");
+        Daemon(child)
+    }
+
+    pub(super) fn logs(&self) -> String {
+        ["a", "b", "c"]
+            .iter()
+            .map(|id| format!("--- {id}:\n{}", std::fs::read_to_string(self.work.join(format!("daemon-{id}.log"))).unwrap_or_default()))
+            .collect()
+    }
+
+    pub(super) fn publish(&self, id: &str) -> PathBuf {
+        self.work.join(format!("publish-{id}"))
+    }
+}
+
+/// Writes the double answered (leases aside) for the replica with identity `id`.
+fn writes_by(d: &kube_double::Double, id: &str) -> usize {
+    let agent = format!("({id})");
+    d.writes()
+        .iter()
+        .filter(|r| !r.uri.contains("/leases/") && !r.uri.ends_with("/leases"))
+        .filter(|r| r.user_agent.as_deref().is_some_and(|ua| ua.ends_with(&agent)))
+        .count()
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases.get_opt(LEASE_NAME).await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity)
+}
+
+/// Polls the lease until `id` holds it (bounded: 30 s).
+async fn until_held_by(leases: &Api<Lease>, id: &str, logs: impl Fn() -> String) {
+    let start = Instant::now();
+    while holder(leases).await.as_deref() != Some(id) {
+        assert!(start.elapsed() < Duration::from_secs(30), "{id} never took the lease: {:?}\n{}", holder(leases).await, logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn role(port: u16) -> (String, String) {
+    let st = status(port);
+    let e = &st["leaderElection"];
+    (e["role"].as_str().unwrap_or("").to_owned(), e["holder"].as_str().unwrap_or("").to_owned())
+}
+
+fn current(publish: &Path) -> String {
+    std::fs::read_link(publish.join("current")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+fn wait_exit(daemon: &mut Daemon, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(code) = daemon.0.try_wait().expect("wait") {
+            return code;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_writer_sigkill_takes_over_within_the_lease_and_sigterm_hands_over_at_once() {
+    let d = double();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    let op = operator(&d.client());
+    // The daemons' own namespace, made by whoever installed them.
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": LEASE_NAMESPACE}})).expect("namespace");
+    Api::<Namespace>::all(d.client()).create(&PostParams::default(), &ns).await.expect("namespace");
+    let leases: Api<Lease> = Api::namespaced(d.client(), LEASE_NAMESPACE);
+    let rw: Api<DynamicObject> = Api::all_with(d.client(), &byoc::k8s::objects::ObjectKind::RisingWave.api_resource());
+
+    let mut repo = Repo::new(api_addr);
+    let ports = [("a", free_port()), ("b", free_port())];
+    let mut daemons: Vec<Option<Daemon>> = ports.iter().map(|(id, port)| Some(repo.start(id, *port, ""))).collect();
+
+    // Exactly one reconciles: the holder applies the first revision, the other waits.
+    let start = Instant::now();
+    let (leader, follower) = loop {
+        let roles: Vec<(String, String)> = ports
+            .iter()
+            .map(|(_, p)| if super::daemon::request_ok(*p, "/healthz") == Some(200) { role(*p) } else { Default::default() })
+            .collect();
+        if let Some(i) = roles.iter().position(|(r, _)| r == "leader")
+            && roles[1 - i].0 == "standby"
+        {
+            break (i, 1 - i);
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no leader: {roles:?}\n{}", repo.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (lid, lport) = ports[leader];
+    let (fid, fport) = ports[follower];
+    let first = format!("main@sha1:{}", repo.first);
+    wait_for(lport, "the holder applies the first revision", |st| st["lastAppliedRevision"] == first);
+    let st = wait_for(fport, "the standby serves the holder's saved status", |st| st["lastAppliedRevision"] == first);
+    assert_eq!((st["leaderElection"]["role"].as_str(), st["leaderElection"]["holder"].as_str()), (Some("standby"), Some(lid)), "{st:#}");
+    assert_eq!(super::daemon::request_ok(fport, "/readyz"), Some(200), "a standby is ready: its pod's proxy serves SQL");
+    assert!(writes_by(&d, lid) > 0, "the holder wrote");
+    assert_eq!(writes_by(&d, fid), 0, "the standby wrote nothing:\n{:#?}", d.writes());
+    assert_eq!(holder(&leases).await.as_deref(), Some(lid));
+
+    // A push whose cluster stays Upgrading: the holder is mid-reconcile, waiting for it, when
+    // it is SIGKILLed. The other takes over once the lease is not renewed for its duration,
+    // and finishes the reconcile.
+    op.behaviour.lock().expect("lock").insert("reports".into(), Behaviour::Upgrading);
+    repo.s.write("env/clusters/reports.yaml", REPORTS);
+    let routes_file = std::fs::read_to_string(repo.s.repo().join("env/routes.yaml")).expect("routes");
+    repo.s.write(
+        "env/routes.yaml",
+        &format!("{routes_file}    - name: reports-db\n      match: {{database: reports}}\n      cluster: reports\n      allowedCidrs: [10.20.0.0/16]\n"),
+    );
+    let added = repo.s.commit(Some("bob"), "add the reports cluster");
+    repo.s.git(&["push", "-q", "origin", "main"]);
+    assert_eq!(webhook(lport, b"hook-s3cret", "d-1"), 202);
+    let start = Instant::now();
+    while rw.list(&Default::default()).await.expect("list").items.iter().all(|o| o.metadata.name.as_deref() != Some("reports")) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the holder never applied reports:\n{}", repo.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(writes_by(&d, fid), 0, "the standby still wrote nothing");
+    let killed = Instant::now();
+    daemons[leader].take().expect("holder").0.kill().expect("SIGKILL");
+    op.behaviour.lock().expect("lock").insert("reports".into(), Behaviour::Running);
+    until_held_by(&leases, fid, || repo.logs()).await;
+    let took = killed.elapsed();
+    let lease = Duration::from_secs(LEASE_SECONDS);
+    // Expiry is measured from when the standby last saw a renewal (client-go's rule, so
+    // skewed clocks cannot make two writers): at most one retry period (a sixth) later.
+    println!("SIGKILL: {fid} took the lease {took:?} after {lid} was killed (lease {lease:?})");
+    assert!(took <= lease + lease / 6 + Duration::from_millis(500), "takeover took {took:?}\n{}", repo.logs());
+    let added_rev = format!("main@sha1:{added}");
+    wait_for(fport, "the new holder finishes the reconcile", |st| st["lastAppliedRevision"] == added_rev);
+    assert!(routes(&repo.publish(fid)).contains(&"reports-db".to_owned()));
+
+    // A third replica joins as standby; SIGTERM to the holder in the middle of a resize:
+    // it finishes the step, releases the lease and exits; the third takes over at once.
+    let cport = free_port();
+    let mut c = repo.start("c", cport, "");
+    let start = Instant::now();
+    while super::daemon::request_ok(cport, "/healthz") != Some(200) || role(cport) != ("standby".to_owned(), fid.to_owned()) {
+        assert!(start.elapsed() < Duration::from_secs(30), "c never became standby:\n{}", repo.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    op.behaviour.lock().expect("lock").insert("reports".into(), Behaviour::Upgrading);
+    repo.s.write("env/clusters/reports.yaml", &REPORTS.replace("compute: {replicas: 1,", "compute: {replicas: 2,"));
+    let resized = repo.s.commit(Some("bob"), "resize reports");
+    repo.s.git(&["push", "-q", "origin", "main"]);
+    assert_eq!(webhook(fport, b"hook-s3cret", "d-2"), 202);
+    let start = Instant::now();
+    loop {
+        let list = rw.list(&Default::default()).await.expect("list");
+        let generation = list.items.iter().find(|o| o.metadata.name.as_deref() == Some("reports")).and_then(|o| o.metadata.generation);
+        if generation.is_some_and(|g| g >= 2) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the resize never reached the double:\n{}", repo.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut holder_daemon = daemons[follower].take().expect("holder");
+    std::process::Command::new("kill").args(["-TERM", &holder_daemon.0.id().to_string()]).status().expect("kill");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(holder(&leases).await.as_deref(), Some(fid), "the lease is kept while the step finishes");
+    op.behaviour.lock().expect("lock").insert("reports".into(), Behaviour::Running);
+    let code = wait_exit(&mut holder_daemon, "the holder after SIGTERM");
+    let exited = Instant::now();
+    assert!(code.success(), "{code:?}\n{}", repo.logs());
+    assert!(current(&repo.publish(fid)).contains(&resized), "the step in progress finished and published: {}", current(&repo.publish(fid)));
+    until_held_by(&leases, "c", || repo.logs()).await;
+    let took = exited.elapsed();
+    println!("SIGTERM: c took the lease {took:?} after {fid} exited (lease {lease:?})");
+    assert!(took < lease / 3, "a released lease is taken at once, not after {took:?}\n{}", repo.logs());
+    let transitions = leases.get(LEASE_NAME).await.expect("lease").spec.and_then(|s| s.lease_transitions);
+    assert_eq!(transitions, Some(2), "two takeovers");
+    let resized_rev = format!("main@sha1:{resized}");
+    wait_for(cport, "c reconciles", |st| st["lastAppliedRevision"] == resized_rev && st["leaderElection"]["role"] == "leader");
+    std::process::Command::new("kill").args(["-TERM", &c.0.id().to_string()]).status().expect("kill");
+    assert!(wait_exit(&mut c, "c").success());
+}
