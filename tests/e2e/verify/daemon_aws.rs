@@ -417,11 +417,14 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     assert_eq!(condition(&st, "Ready").0, "True", "the clusters are still converged: {st:#}");
 
     // Live drift made outside byoc (straight to moto, not through the front): reported
-    // with the next revision, never set back by the daemon.
+    // with the next revision that changes the environment, never set back by the daemon.
     account.python(
         "import boto3; boto3.client('eks').update_nodegroup_config(clusterName='byoc-prod-use1', nodegroupName='system', scalingConfig={'minSize': 2, 'maxSize': 9, 'desiredSize': 2})",
     );
-    s.write("NOTES.md", "outside the environment directory\n");
+    // A revision whose environment directory changed (a comment only): a commit outside it
+    // is a no-op the daemon does not even parse (run/mod.rs), so it observes nothing.
+    let env_file = std::fs::read_to_string(s.repo().join("env/environment.yaml")).expect("read");
+    s.write("env/environment.yaml", &format!("{env_file}# a note\n"));
     let noted = s.commit(Some("alice"), "a note");
     s.git(&["push", "-q", "origin", "main"]);
     webhook(port, "d-4");
