@@ -152,3 +152,6 @@ wait_for "the revert applied" "s.get('lastAppliedRevision', '').endswith('$rever
 echo "psql -d reports through rwproxy: $(sql reports | head -n 1)"
 echo "psql -d analytics through rwproxy: cluster_name = $(sql analytics)"
 echo "conditions: $(status | field "print(', '.join(c['type'] + '=' + c['status'] for c in s['conditions']))")"
+# This daemon was given no cloud (no `cloud:` and no inventory in its state store), so it
+# reports the environment as not bootstrapped rather than guessing; see README "The daemon".
+status | field "c = $(cond EnvironmentInSync); print('EnvironmentInSync=' + c.get('status', '?') + ':', c.get('message', '').splitlines()[0] if c.get('message') else '')"
