@@ -17,6 +17,7 @@ use kube::api::{Api, DynamicObject};
 use serde_json::Value;
 
 use super::Signed;
+use super::daemon::{condition, free_port};
 use crate::aws::Account;
 use crate::kube::support::{double, operator};
 use crate::state_s3::MOTO_ENV;
@@ -55,11 +56,6 @@ fn status(port: u16) -> Value {
     serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
-fn condition(s: &Value, kind: &str) -> (String, String) {
-    let c = s["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).cloned().unwrap_or_default();
-    (c["status"].as_str().unwrap_or("").to_owned(), c["message"].as_str().unwrap_or("").to_owned())
-}
-
 fn wait_for(port: u16, work: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
     loop {
@@ -92,10 +88,6 @@ fn calls(account: &Account, reset: bool) -> Vec<Value> {
 }
 
 // ---- PostgreSQL frontends and rwproxy ------------------------------------------------------
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-}
 
 /// A PostgreSQL server standing in for cluster `name`'s frontend (`SHOW cluster_name` says
 /// `name`), with a database `name`; stopped when the test binary exits.
