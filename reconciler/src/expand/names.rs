@@ -73,6 +73,9 @@ impl Rule {
 fn lower_digit_hyphen(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
 }
+fn lower_digit_hyphen_dot(c: char) -> bool {
+    lower_digit_hyphen(c) || c == '.'
+}
 fn alnum_hyphen(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-'
 }
@@ -353,6 +356,18 @@ pub const K8S_DNS1123_LABEL: Rule = Rule {
         63,
         lower_digit_hyphen,
         "1 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit",
+    )
+};
+/// A DNS-1123 subdomain: the names of most other objects (a Lease, a ConfigMap).
+pub const K8S_DNS1123_SUBDOMAIN: Rule = Rule {
+    first: lower_alnum,
+    last: lower_alnum,
+    ..rule(
+        "Kubernetes object name",
+        1,
+        253,
+        lower_digit_hyphen_dot,
+        "1 to 253 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
     )
 };
 /// A DNS-1035 label: Service names, which must start with a letter.

@@ -271,6 +271,23 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
         .and_then(|t| read_secret(t, "repository.tokenFile", &mut problems))
         .map(|b| String::from_utf8_lossy(&b).into_owned());
     let agent = spec.agent.and_then(|a| a.check(file, &resolve, &mut problems));
+    // The Lease is named from the configuration: a name the API server refuses would keep
+    // the daemon retrying in standby forever, so it is refused here, before anything starts.
+    let lease_name =
+        spec.leader_election.as_ref().and_then(|l| l.lease_name.clone()).unwrap_or_else(|| format!("byoc-{}", doc.metadata.name));
+    let from = if spec.leader_election.as_ref().is_some_and(|l| l.lease_name.is_some()) {
+        "leaderElection.leaseName"
+    } else {
+        "the Lease named byoc-<metadata.name>"
+    };
+    if let Err(why) = crate::expand::names::K8S_DNS1123_SUBDOMAIN.check(&lease_name) {
+        problems.push(Diagnostic::new(Position::file(file), format!("{from}: {why}")));
+    }
+    if let Some(ns) = spec.leader_election.as_ref().and_then(|l| l.namespace.as_deref())
+        && let Err(why) = crate::expand::names::K8S_DNS1123_LABEL.check(ns)
+    {
+        problems.push(Diagnostic::new(Position::file(file), format!("leaderElection.namespace: {why}")));
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -281,7 +298,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
     let election =
         spec.leader_election.unwrap_or(LeaderElectionSpec { lease_name: None, namespace: None, lease_duration: None, identity: None });
     let lease = super::leader::LeaseSettings {
-        name: election.lease_name.unwrap_or_else(|| format!("byoc-{}", doc.metadata.name)),
+        name: lease_name,
         namespace: election.namespace.unwrap_or_else(|| {
             std::fs::read_to_string(POD_NAMESPACE_FILE)
                 .ok()
@@ -390,6 +407,23 @@ mod tests {
         let unknown = GOOD.replace("  interval: 30s\n", "  intervall: 30s\n");
         let problems = parse("reconciler.yaml", &unknown, dir.path()).expect_err("refused");
         assert!(problems[0].to_string().starts_with("reconciler.yaml:11:3: error: unknown field `intervall`"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn a_lease_name_the_api_server_would_refuse_is_refused_before_anything_starts() {
+        let dir = dir_with_policy();
+        // Found by hand: `metadata.name: Stranger_Daemon` made the daemon retry a 422 forever.
+        let upper = GOOD.replace("metadata: {name: prod}", "metadata: {name: Stranger_Daemon}");
+        let text = parse("reconciler.yaml", &upper, dir.path()).expect_err("refused")[0].to_string();
+        assert!(
+            text.contains("the Lease named byoc-<metadata.name>: Kubernetes object name \"byoc-Stranger_Daemon\" contains 'S'"),
+            "{text}"
+        );
+        let set = GOOD.to_owned() + "  leaderElection: {leaseName: ok.name, namespace: Byoc}\n";
+        let text = parse("reconciler.yaml", &set, dir.path()).expect_err("refused")[0].to_string();
+        assert!(text.contains("leaderElection.namespace: Kubernetes name \"Byoc\" contains 'B'"), "{text}");
+        let dotted = GOOD.to_owned() + "  leaderElection: {leaseName: byoc.prod}\n";
+        assert_eq!(parse("reconciler.yaml", &dotted, dir.path()).expect("a subdomain is a valid Lease name").lease.name, "byoc.prod");
     }
 
     #[test]
