@@ -58,14 +58,67 @@ pub fn cache_ref(branch: &str) -> String {
     format!("refs/byoc/heads/{branch}")
 }
 
+/// Why a fetch failed. Nothing is moved by a failed fetch: the cache ref keeps the last
+/// tip fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL or branch cannot be fetched as configured (plain http, an invalid branch
+    /// name): a person must change the configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The remote could not be reached or refused the connection or the credentials.
+    #[error("cannot reach {url}: {why}")]
+    Unreachable {
+        /// The remote.
+        url: String,
+        /// libgit2's or our callbacks' words.
+        why: String,
+    },
+    /// The remote does not advertise the branch (deleted, or not pushed yet).
+    #[error("{url} has no branch {branch:?}")]
+    NoBranch {
+        /// The remote.
+        url: String,
+        /// The branch.
+        branch: String,
+    },
+    /// The pack transfer failed part way.
+    #[error("fetching {branch} from {url}: {why}")]
+    Transfer {
+        /// The remote.
+        url: String,
+        /// The branch.
+        branch: String,
+        /// libgit2's or our callbacks' words.
+        why: String,
+    },
+    /// The local cache repository could not be created or read.
+    #[error("cache {path}: {why}")]
+    Cache {
+        /// The cache repository.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+impl FetchError {
+    /// Whether trying again later can help: a remote that was down, a transfer cut short or
+    /// a branch not pushed yet can come back; a bad configuration or a broken cache needs a
+    /// person.
+    pub fn retryable(&self) -> bool {
+        matches!(self, FetchError::Unreachable { .. } | FetchError::NoBranch { .. } | FetchError::Transfer { .. })
+    }
+}
+
 /// Fetches `remote.branch` into a bare repository under `cache` (one per URL).
-pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
+pub fn fetch(remote: &Remote, cache: &Path) -> Result<Fetched, FetchError> {
     if remote.url.starts_with("http://") {
-        anyhow::bail!("{}: plain http is refused; use https://", remote.url);
+        return Err(FetchError::Config(format!("{}: plain http is refused; use https://", remote.url)));
     }
     let mirror = cache_ref(&remote.branch);
     if !git2::Reference::is_valid_name(&mirror) {
-        anyhow::bail!("{:?} is not a valid branch name", remote.branch);
+        return Err(FetchError::Config(format!("{:?} is not a valid branch name", remote.branch)));
     }
     let key: String = Sha256::digest(remote.url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
     let path = cache.join(key);
@@ -74,16 +127,15 @@ pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
     // libgit2 replaces a callback's error with its own words; keep ours.
     let problem = Rc::new(RefCell::new(None::<String>));
     let why = |e: git2::Error| problem.borrow_mut().take().unwrap_or_else(|| e.message().to_owned());
+    let unreachable = |why: String| FetchError::Unreachable { url: remote.url.clone(), why };
     let advertised = {
-        let mut r = repo.remote_anonymous(&remote.url)?;
-        let conn = r
-            .connect_auth(Direction::Fetch, Some(callbacks(remote, &problem)), None)
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", remote.url, why(e)))?;
-        let heads = conn.list().map_err(|e| anyhow::anyhow!("{}: {}", remote.url, e.message()))?;
+        let mut r = repo.remote_anonymous(&remote.url).map_err(|e| FetchError::Config(format!("{}: {}", remote.url, e.message())))?;
+        let conn = r.connect_auth(Direction::Fetch, Some(callbacks(remote, &problem)), None).map_err(|e| unreachable(why(e)))?;
+        let heads = conn.list().map_err(|e| unreachable(e.message().to_owned()))?;
         heads.iter().find(|h| h.name() == wanted).map(|h| h.oid())
     };
     let Some(tip) = advertised else {
-        anyhow::bail!("{} has no branch {:?}", remote.url, remote.branch);
+        return Err(FetchError::NoBranch { url: remote.url.clone(), branch: remote.branch.clone() });
     };
     // The advertisement tells the remote's hash. A repository of the other format gets
     // a cache of its own: libgit2 must never fetch SHA-256 objects into a SHA-1 store.
@@ -93,28 +145,34 @@ pub fn fetch(remote: &Remote, cache: &Path) -> anyhow::Result<Fetched> {
         return Ok(Fetched { repo, tip, downloaded: false });
     }
     {
-        let mut r = repo.remote_anonymous(&remote.url)?;
+        let mut r = repo.remote_anonymous(&remote.url).map_err(|e| FetchError::Config(format!("{}: {}", remote.url, e.message())))?;
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks(remote, &problem));
         let spec = format!("+{wanted}:{mirror}");
-        r.fetch(&[spec.as_str()], Some(&mut options), None)
-            .map_err(|e| anyhow::anyhow!("fetching {} from {}: {}", remote.branch, remote.url, why(e)))?;
+        r.fetch(&[spec.as_str()], Some(&mut options), None).map_err(|e| FetchError::Transfer {
+            url: remote.url.clone(),
+            branch: remote.branch.clone(),
+            why: why(e),
+        })?;
     }
     // The tip advertised a moment ago may have moved since; report what was fetched.
-    let tip = repo.refname_to_id(&mirror)?;
+    let tip = repo
+        .refname_to_id(&mirror)
+        .map_err(|e| FetchError::Cache { path: repo.path().display().to_string(), why: e.message().to_owned() })?;
     Ok(Fetched { repo, tip, downloaded: true })
 }
 
 /// The bare cache repository of one remote for one object format, created if missing.
-fn cache_repo(base: &Path, format: ObjectFormat) -> anyhow::Result<Repository> {
+fn cache_repo(base: &Path, format: ObjectFormat) -> Result<Repository, FetchError> {
     let path = base.with_extension(format!("{format}.git"));
     if let Ok(r) = Repository::open_bare(&path) {
         return Ok(r);
     }
-    std::fs::create_dir_all(&path)?;
+    let failed = |why: String| FetchError::Cache { path: path.display().to_string(), why };
+    std::fs::create_dir_all(&path).map_err(|e| failed(e.to_string()))?;
     let mut options = RepositoryInitOptions::new();
     options.bare(true).object_format(format);
-    Repository::init_opts(&path, &options).map_err(|e| anyhow::anyhow!("cannot create cache {}: {}", path.display(), e.message()))
+    Repository::init_opts(&path, &options).map_err(|e| failed(format!("cannot create it: {}", e.message())))
 }
 
 fn callbacks<'a>(remote: &'a Remote, problem: &Rc<RefCell<Option<String>>>) -> RemoteCallbacks<'a> {
@@ -172,4 +230,29 @@ fn known_host(file: &Path, host: &str, key: &[u8]) -> Result<bool, String> {
         };
         listed && e.marker().is_none() && e.public_key().to_bytes().is_ok_and(|k| k == key)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(url: &str, branch: &str) -> Remote {
+        Remote { url: url.into(), branch: branch.into(), ..Remote::default() }
+    }
+
+    #[test]
+    fn a_configuration_error_is_not_retried_and_an_unreachable_remote_is() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let e = fetch(&remote("http://example.invalid/r.git", "main"), cache.path()).err().expect("plain http refused");
+        assert!(matches!(e, FetchError::Config(_)) && !e.retryable(), "{e:?}");
+        let e = fetch(&remote("file:///nonexistent/r.git", "main..x"), cache.path()).err().expect("bad branch refused");
+        assert!(matches!(e, FetchError::Config(_)) && !e.retryable(), "{e:?}");
+        let gone = cache.path().join("gone.git");
+        let e = fetch(&remote(&format!("file://{}", gone.display()), "main"), cache.path()).err().expect("nothing there");
+        assert!(matches!(e, FetchError::Unreachable { .. }) && e.retryable(), "{e:?}");
+        // A repository without the branch: it may be pushed later.
+        git2::Repository::init_bare(&gone).expect("init");
+        let e = fetch(&remote(&format!("file://{}", gone.display()), "main"), cache.path()).err().expect("no branch");
+        assert!(matches!(e, FetchError::NoBranch { .. }) && e.retryable(), "{e:?}");
+    }
 }

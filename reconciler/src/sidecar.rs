@@ -66,6 +66,17 @@ pub enum SidecarError {
         #[source]
         source: kube::Error,
     },
+    /// No client for the cluster could be built.
+    #[error(transparent)]
+    Client(#[from] crate::k8s::ClientError),
+}
+
+impl SidecarError {
+    /// Whether trying again later can help: only a call the API server failed or refused
+    /// (it may be starting, or a webhook may be down); the rest needs a person.
+    pub fn retryable(&self) -> bool {
+        matches!(self, SidecarError::Kube { .. })
+    }
 }
 
 /// The environment's values the sidecar's objects carry.
@@ -268,7 +279,7 @@ pub async fn after_apply(
     env_dir: &str,
     outputs: &BTreeMap<String, String>,
     image: Option<&str>,
-) -> anyhow::Result<()> {
+) -> Result<(), SidecarError> {
     let Some(client) = client else {
         println!("sidecar: not installed: no Kubernetes cluster (--cloud-only, or none configured)");
         return Ok(());
@@ -285,7 +296,7 @@ pub async fn after_apply(
 
 /// The step before `byoc destroy` deletes the cloud: remove the sidecar while its cluster
 /// is still there. Without a named cluster it says so and skips.
-pub async fn before_destroy(kube: KubeTarget<'_>) -> anyhow::Result<()> {
+pub async fn before_destroy(kube: KubeTarget<'_>) -> Result<(), SidecarError> {
     if !kube.given() {
         println!("sidecar: not removed: no --kubeconfig or --context names the environment's cluster");
         return Ok(());

@@ -176,7 +176,7 @@ fn pr_signatures(
     base: git2::Oid,
     head: git2::Oid,
 ) -> Result<crate::verify::RangeReport, String> {
-    let policy = crate::verify::policy::Policy::load(policy)?;
+    let policy = crate::verify::policy::Policy::load(policy).map_err(|e| e.to_string())?;
     let from = repo.merge_base(base, head).map_err(|e| format!("base and head share no history: {}", e.message()))?;
     let now = crate::pipeline::source::unix_now();
     crate::verify::verify_range(repo, &policy, Some(from), head, &mut |_| now).map_err(|e| e.message().to_owned())

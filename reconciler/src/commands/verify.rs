@@ -90,7 +90,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<bool> {
             .into());
         }
     }
-    let policy = crate::verify::policy::Policy::load(&args.policy).map_err(anyhow::Error::msg)?;
+    let policy = crate::verify::policy::Policy::load(&args.policy)?;
     // With a URL the fetched branch is the default tip, and names it.
     let branch = args.branch.clone().unwrap_or_else(|| "main".to_owned());
     let (repo, default_to, fetched_branch) = if is_url {

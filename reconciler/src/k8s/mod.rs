@@ -7,18 +7,45 @@ pub mod reconcile;
 
 use std::path::Path;
 
-use anyhow::Context;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Why no Kubernetes client could be built. None of these goes away by retrying: each
+/// names the configuration to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The named kubeconfig file cannot be read or used.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// kube's reason.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No configuration found in the usual places (or the named context is not in them).
+    #[error("{what}: {source}")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// kube's reason.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The User-Agent given cannot be sent as a header.
+    #[error("{0:?} cannot be a User-Agent header")]
+    UserAgent(String),
+    /// The configuration was read but the client could not be built from it.
+    #[error("building the Kubernetes client: {0}")]
+    Build(#[source] kube::Error),
+}
 
 /// Builds the one client a run shares: from `kubeconfig` if given, else the usual places
 /// (`$KUBECONFIG`, `~/.kube/config`, then the pod's service account).
-pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<kube::Client> {
+pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<kube::Client, ClientError> {
     client_as(kubeconfig, context, None).await
 }
 
 /// [`client`], sending `user_agent` with every request, so the API server's audit log can
 /// tell two replicas of the daemon apart (they share one field manager, as they must).
-pub async fn client_as(kubeconfig: Option<&Path>, context: Option<&str>, user_agent: Option<&str>) -> anyhow::Result<kube::Client> {
+pub async fn client_as(kubeconfig: Option<&Path>, context: Option<&str>, user_agent: Option<&str>) -> Result<kube::Client, ClientError> {
     // Both rustls providers are linked (kube asks for ring, the AWS SDK for aws-lc-rs), so
     // rustls cannot pick the process default kube's TLS needs; ring it is. A provider
     // installed earlier by the embedding program stays.
@@ -26,18 +53,24 @@ pub async fn client_as(kubeconfig: Option<&Path>, context: Option<&str>, user_ag
     let options = KubeConfigOptions { context: context.map(str::to_owned), ..KubeConfigOptions::default() };
     let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &options).await.with_context(|| format!("using kubeconfig {}", path.display()))?
+            let file =
+                |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Kubeconfig { path: path.display().to_string(), source: e };
+            let kc = Kubeconfig::read_from(path).map_err(|e| file(e.into()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| file(e.into()))?
         }
-        None if context.is_some() => kube::Config::from_kubeconfig(&options).await.context("reading the kubeconfig")?,
-        None => kube::Config::infer().await.context("no kubeconfig found and not running in a pod")?,
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| ClientError::NotFound { what: "reading the kubeconfig", source: e.into() })?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ClientError::NotFound { what: "no kubeconfig found and not running in a pod", source: e.into() })?,
     };
     let mut config = config;
     if let Some(agent) = user_agent {
-        let value = http::HeaderValue::from_str(agent).with_context(|| format!("{agent:?} cannot be a User-Agent header"))?;
+        let value = http::HeaderValue::from_str(agent).map_err(|_| ClientError::UserAgent(agent.to_owned()))?;
         config.headers.push((http::header::USER_AGENT, value));
     }
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    kube::Client::try_from(config).map_err(ClientError::Build)
 }
 
 /// Whether any Kubernetes configuration is there to find without flags: `$KUBECONFIG`,

@@ -109,12 +109,39 @@ pub struct ClusterObjects {
 /// (`azure.managed-identity/rw-analytics`); filled from the cloud inventory.
 pub type CloudOutputs = BTreeMap<String, String>;
 
+/// Why the specs cannot be turned into objects.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    /// A value only the cloud knows is not in its outputs yet (the environment has not been
+    /// applied): applying the cloud first fixes it.
+    #[error(
+        "cluster {cluster:?}: the client id of Azure identity {id} is not in the cloud inventory; \
+         Azure assigns it when the identity is created, so apply the environment first"
+    )]
+    MissingOutput {
+        /// The cluster.
+        cluster: String,
+        /// The resource whose output is missing.
+        id: String,
+    },
+    /// An object could not be encoded (a bug, not an input problem).
+    #[error("cannot encode {kind} {name}: {source}")]
+    Encode {
+        /// Its kind.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// serde's reason.
+        source: serde_json::Error,
+    },
+}
+
 /// The objects of every cluster in the specs.
-pub fn desired(specs: &Specs, outputs: &CloudOutputs) -> Result<Vec<ClusterObjects>, String> {
+pub fn desired(specs: &Specs, outputs: &CloudOutputs) -> Result<Vec<ClusterObjects>, ObjectsError> {
     specs.clusters.iter().map(|c| cluster_objects(&specs.environment, c, outputs)).collect()
 }
 
-fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<ClusterObjects, String> {
+fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<ClusterObjects, ObjectsError> {
     let ns = cluster_namespace(c);
     let labels: BTreeMap<String, String> =
         [(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()), (LABEL_CLUSTER.to_owned(), c.name.clone())].into_iter().collect();
@@ -175,8 +202,8 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
             meta_store: meta_store(&c.meta_store),
         },
     };
-    let object = |kind, namespace: Option<&str>, name: String, body: Result<Value, serde_json::Error>| -> Result<Object, String> {
-        let body = body.map_err(|e| format!("cannot encode {} {name}: {e}", ObjectKind::as_str(kind)))?;
+    let object = |kind, namespace: Option<&str>, name: String, body: Result<Value, serde_json::Error>| -> Result<Object, ObjectsError> {
+        let body = body.map_err(|source| ObjectsError::Encode { kind: ObjectKind::as_str(kind), name: name.clone(), source })?;
         Ok(Object { kind, namespace: namespace.map(str::to_owned), name, body })
     };
     Ok(ClusterObjects {
@@ -193,7 +220,7 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
 }
 
 /// The service-account annotation binding the cluster's pods to its cloud identity.
-fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&'static str, String), String> {
+fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&'static str, String), ObjectsError> {
     Ok(match env.cloud {
         Cloud::Aws => (
             "eks.amazonaws.com/role-arn",
@@ -204,13 +231,7 @@ fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&
         }
         Cloud::Azure => {
             let id = ResourceId::new(Kind::AzureManagedIdentity, &cluster_namespace(c)).to_string();
-            let client_id = outputs.get(&id).ok_or_else(|| {
-                format!(
-                    "cluster {:?}: the client id of Azure identity {id} is not in the cloud inventory; \
-                     Azure assigns it when the identity is created, so apply the environment first",
-                    c.name
-                )
-            })?;
+            let client_id = outputs.get(&id).ok_or_else(|| ObjectsError::MissingOutput { cluster: c.name.clone(), id: id.clone() })?;
             ("azure.workload.identity/client-id", client_id.clone())
         }
     })

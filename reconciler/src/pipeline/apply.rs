@@ -34,8 +34,8 @@ pub enum KubernetesError {
         message: String,
     },
     /// The specs cannot be turned into objects (a cloud output is missing).
-    #[error("{0}")]
-    Objects(String),
+    #[error(transparent)]
+    Objects(#[from] crate::k8s::objects::ObjectsError),
     /// The API server could not be reached or refused a call; retrying may help.
     #[error("{0}")]
     Api(String),
@@ -116,7 +116,7 @@ impl<'a, S: StateStore> Kubernetes<'a, S> {
     /// The objects of `specs`, with the cloud's outputs from `store`, and the inventory.
     pub fn new(client: kube::Client, store: &'a S, specs: &Specs, options: Options) -> Result<Self, KubernetesError> {
         let outputs = cloud_outputs(store)?;
-        let desired = crate::k8s::objects::desired(specs, &outputs).map_err(KubernetesError::Objects)?;
+        let desired = crate::k8s::objects::desired(specs, &outputs)?;
         let reconciler = Reconciler::new(client, store, options)
             .map_err(|e| KubernetesError::Malformed { key: crate::k8s::reconcile::INVENTORY_KEY, message: format!("{e:#}") })?;
         Ok(Kubernetes { reconciler, store, desired })

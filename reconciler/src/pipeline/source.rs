@@ -4,7 +4,7 @@
 
 use git2::{Oid, Repository};
 
-pub use crate::fetch::{Fetched, Remote, fetch};
+pub use crate::fetch::{FetchError, Fetched, Remote, fetch};
 use crate::state::StateStore;
 use crate::verify::policy::Policy;
 use crate::verify::{RangeReport, SourceState};

@@ -58,8 +58,8 @@ pub enum Subject {
 
 impl Subject {
     /// A glob pattern for subjects.
-    pub fn pattern(p: &str) -> Result<Subject, String> {
-        Ok(Subject::Pattern(p.to_owned(), Glob::new(p).map_err(|e| e.to_string())?.compile_matcher()))
+    pub fn pattern(p: &str) -> Result<Subject, globset::Error> {
+        Ok(Subject::Pattern(p.to_owned(), Glob::new(p)?.compile_matcher()))
     }
 
     fn matches(&self, s: &str) -> bool {
@@ -87,9 +87,10 @@ impl std::fmt::Debug for Sigstore {
 
 impl Sigstore {
     /// Prepares a verifier for `trusted_root` (the JSON of a `trusted_root.json`).
-    pub fn new(origin: &str, trusted_root: &str, signers: Vec<SigstoreSigner>, require_sct: bool) -> Result<Sigstore, String> {
-        let root = TrustedRoot::from_json(trusted_root).map_err(|e| format!("{origin}: not a usable trusted_root.json: {e}"))?;
-        let verifier = Verifier::new(&root).map_err(|e| format!("{origin}: not a usable trusted_root.json: {e}"))?;
+    pub fn new(origin: &str, trusted_root: &str, signers: Vec<SigstoreSigner>, require_sct: bool) -> Result<Sigstore, X509Error> {
+        let unusable = |e: &dyn std::fmt::Display| X509Error::Config(format!("{origin}: not a usable trusted_root.json: {e}"));
+        let root = TrustedRoot::from_json(trusted_root).map_err(|e| unusable(&e))?;
+        let verifier = Verifier::new(&root).map_err(|e| unusable(&e))?;
         Ok(Sigstore { verifier, signers, require_sct })
     }
 }
@@ -103,32 +104,51 @@ pub struct Verified<'a> {
     pub log_time: i64,
 }
 
+/// Why a sigstore configuration or an x509/gitsign signature is refused; each carries
+/// the whole sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum X509Error {
+    /// The policy's trusted root is not usable.
+    #[error("{0}")]
+    Config(String),
+    /// Not a detached CMS signature with an embedded log entry in gitsign's layout.
+    #[error("{0}")]
+    Malformed(String),
+    /// The signature, certificate chain or log inclusion does not verify.
+    #[error("{0}")]
+    BadSignature(String),
+    /// It verifies, for an identity the policy does not trust.
+    #[error("{0}")]
+    UnknownSigner(String),
+}
+
 /// Verifies an armored gitsign signature over `payload` (the commit without `gpgsig`).
-pub fn verify<'a>(armored: &[u8], payload: &[u8], sigstore: &'a Sigstore) -> Result<Verified<'a>, String> {
+pub fn verify<'a>(armored: &[u8], payload: &[u8], sigstore: &'a Sigstore) -> Result<Verified<'a>, X509Error> {
+    use X509Error::Malformed;
     let der = dearmor(armored)?;
-    let info = ContentInfo::from_der(&der).map_err(|e| format!("malformed CMS signature: {e}"))?;
+    let info = ContentInfo::from_der(&der).map_err(|e| Malformed(format!("malformed CMS signature: {e}")))?;
     if info.content_type != SIGNED_DATA {
-        return Err(format!("CMS content type {} is not SignedData", info.content_type));
+        return Err(Malformed(format!("CMS content type {} is not SignedData", info.content_type)));
     }
-    let signed: SignedData = info.content.decode_as().map_err(|e| format!("malformed CMS SignedData: {e}"))?;
+    let signed: SignedData = info.content.decode_as().map_err(|e| Malformed(format!("malformed CMS SignedData: {e}")))?;
     if signed.encap_content_info.econtent.is_some() {
-        return Err("the CMS signature embeds its content; a commit signature must be detached".into());
+        return Err(Malformed("the CMS signature embeds its content; a commit signature must be detached".into()));
     }
     let [si] = signed.signer_infos.0.as_slice() else {
-        return Err(format!("the CMS signature has {} signers; exactly one expected", signed.signer_infos.0.len()));
+        return Err(Malformed(format!("the CMS signature has {} signers; exactly one expected", signed.signer_infos.0.len())));
     };
     if si.digest_alg.oid != SHA256 {
-        return Err(format!("digest algorithm {} is not SHA-256", si.digest_alg.oid));
+        return Err(Malformed(format!("digest algorithm {} is not SHA-256", si.digest_alg.oid)));
     }
-    let attrs = si.signed_attrs.as_ref().ok_or("the CMS signature has no signed attributes")?;
+    let attrs = si.signed_attrs.as_ref().ok_or_else(|| Malformed("the CMS signature has no signed attributes".into()))?;
     let digest = attrs
         .iter()
         .find(|a| a.oid == MESSAGE_DIGEST)
         .and_then(|a| a.values.get(0))
         .and_then(|v| v.decode_as::<der::asn1::OctetString>().ok())
-        .ok_or("the CMS signature has no messageDigest attribute")?;
+        .ok_or_else(|| Malformed("the CMS signature has no messageDigest attribute".into()))?;
     if digest.as_bytes() != Sha256::digest(payload).as_slice() {
-        return Err("the signature does not match the commit's content (messageDigest differs)".into());
+        return Err(X509Error::BadSignature("the signature does not match the commit's content (messageDigest differs)".into()));
     }
     let leaf = signed
         .certificates
@@ -143,52 +163,57 @@ pub fn verify<'a>(armored: &[u8], payload: &[u8], sigstore: &'a Sigstore) -> Res
                 _ => None,
             })
         })
-        .ok_or("the CMS signature does not carry its signer's certificate")?;
-    let entry = si.unsigned_attrs.as_ref().and_then(|u| u.iter().find(|a| a.oid == REKOR_ENTRY_OID)).and_then(|a| a.values.get(0)).ok_or(
-        "no transparency-log entry is embedded (gitsign's online mode); without it the short-lived certificate cannot be judged offline",
-    )?;
+        .ok_or_else(|| Malformed("the CMS signature does not carry its signer's certificate".into()))?;
+    let entry = si.unsigned_attrs.as_ref().and_then(|u| u.iter().find(|a| a.oid == REKOR_ENTRY_OID)).and_then(|a| a.values.get(0)).ok_or_else(|| Malformed("no transparency-log entry is embedded (gitsign's online mode); without it the short-lived certificate cannot be judged offline".into()))?;
     let entry = entry.decode_as::<der::asn1::OctetString>().map_err(|e| {
-        format!(
+        Malformed(format!(
             "the embedded Rekor entry (attribute {REKOR_ENTRY_OID}) is an ASN.1 {} of {} byte(s), and this verifier reads only gitsign's layout, an OCTET STRING holding a protobuf TransparencyLogEntry; that layout is not supported, so the signature is refused ({e})",
             der::Tagged::tag(entry),
             entry.value().len()
-        )
+        ))
     })?;
     let entry = <rekor::TransparencyLogEntry as prost::Message>::decode(entry.as_bytes()).map_err(|e| {
-        format!(
+        Malformed(format!(
             "the embedded Rekor entry (attribute {REKOR_ENTRY_OID}) is an OCTET STRING of {} byte(s) that is not a protobuf TransparencyLogEntry, the only layout this verifier reads; that layout is not supported, so the signature is refused ({e})",
             entry.as_bytes().len()
-        )
+        ))
     })?;
 
-    let signed_attrs = attrs.to_der().map_err(|e| e.to_string())?;
+    let signed_attrs = attrs.to_der().map_err(|e| Malformed(e.to_string()))?;
     let signature = si.signature.as_bytes();
-    let leaf_der = leaf.to_der().map_err(|e| e.to_string())?;
-    let leaf_pem = leaf.to_pem(der::pem::LineEnding::LF).map_err(|e| e.to_string())?;
+    let leaf_der = leaf.to_der().map_err(|e| Malformed(e.to_string()))?;
+    let leaf_pem = leaf.to_pem(der::pem::LineEnding::LF).map_err(|e| Malformed(e.to_string()))?;
     let bundle = bundle(&entry, &signed_attrs, signature, &leaf_der, &leaf_pem)?;
     let mut policy = VerificationPolicy::any_identity();
     if !sigstore.require_sct {
         policy = policy.skip_sct();
     }
-    let result =
-        sigstore.verifier.verify(signed_attrs.as_slice(), &bundle, &policy).map_err(|e| format!("sigstore verification failed: {e}"))?;
-    let subject = result.identity().map(|s| s.as_str().to_owned()).ok_or("the certificate names no identity")?;
-    let issuer = result.issuer().ok_or("the certificate names no OIDC issuer")?.to_owned();
-    let log_time = result.integrated_time().map(|t| t.as_second()).ok_or("the log entry has no integrated time")?;
+    let result = sigstore
+        .verifier
+        .verify(signed_attrs.as_slice(), &bundle, &policy)
+        .map_err(|e| X509Error::BadSignature(format!("sigstore verification failed: {e}")))?;
+    let subject = result.identity().map(|s| s.as_str().to_owned()).ok_or_else(|| Malformed("the certificate names no identity".into()))?;
+    let issuer = result.issuer().ok_or_else(|| Malformed("the certificate names no OIDC issuer".into()))?.to_owned();
+    let log_time =
+        result.integrated_time().map(|t| t.as_second()).ok_or_else(|| Malformed("the log entry has no integrated time".into()))?;
     let signer = sigstore.signers.iter().find(|s| s.issuer == issuer && s.subject.matches(&subject)).ok_or_else(|| {
         match sigstore.signers.iter().find(|s| s.subject.matches(&subject)) {
-            Some(s) => format!("signed by {subject} with OIDC issuer {issuer}, but the policy trusts {} only from {}", s.name, s.issuer),
-            None => format!("signed by {subject} (OIDC issuer {issuer}), which is not in the policy"),
+            Some(s) => X509Error::UnknownSigner(format!(
+                "signed by {subject} with OIDC issuer {issuer}, but the policy trusts {} only from {}",
+                s.name, s.issuer
+            )),
+            None => X509Error::UnknownSigner(format!("signed by {subject} (OIDC issuer {issuer}), which is not in the policy")),
         }
     })?;
     Ok(Verified { signer, log_time })
 }
 
 /// `-----BEGIN SIGNED MESSAGE-----` (or `CMS`) armor to DER.
-fn dearmor(armored: &[u8]) -> Result<Vec<u8>, String> {
-    let text = std::str::from_utf8(armored).map_err(|_| "the x509 signature is not text")?;
+fn dearmor(armored: &[u8]) -> Result<Vec<u8>, X509Error> {
+    use X509Error::Malformed;
+    let text = std::str::from_utf8(armored).map_err(|_| Malformed("the x509 signature is not text".into()))?;
     let body: String = text.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.trim().chars()).collect();
-    B64.decode(body).map_err(|e| format!("the x509 signature is not base64: {e}"))
+    B64.decode(body).map_err(|e| Malformed(format!("the x509 signature is not base64: {e}")))
 }
 
 /// A sigstore bundle (message signature) of the gitsign signature and its log entry, whose
@@ -199,10 +224,11 @@ fn bundle(
     signature: &[u8],
     leaf_der: &[u8],
     leaf_pem: &str,
-) -> Result<Bundle, String> {
-    let kv = entry.kind_version.as_ref().ok_or("the embedded Rekor entry has no kind")?;
+) -> Result<Bundle, X509Error> {
+    use X509Error::Malformed;
+    let kv = entry.kind_version.as_ref().ok_or_else(|| Malformed("the embedded Rekor entry has no kind".into()))?;
     if (kv.kind.as_str(), kv.version.as_str()) != ("hashedrekord", "0.0.1") {
-        return Err(format!("the embedded Rekor entry is {}/{}, not hashedrekord/0.0.1", kv.kind, kv.version));
+        return Err(Malformed(format!("the embedded Rekor entry is {}/{}, not hashedrekord/0.0.1", kv.kind, kv.version)));
     }
     let digest = Sha256::digest(signed_attrs);
     let body = hashedrekord_body(signed_attrs, signature, leaf_pem);
@@ -244,7 +270,7 @@ fn bundle(
             "signature": B64.encode(signature),
         },
     });
-    Bundle::from_json(&json.to_string()).map_err(|e| format!("the embedded Rekor entry does not form a bundle: {e}"))
+    Bundle::from_json(&json.to_string()).map_err(|e| Malformed(format!("the embedded Rekor entry does not form a bundle: {e}")))
 }
 
 /// The `hashedrekord` 0.0.1 entry body Rekor stores for a gitsign signature, in the

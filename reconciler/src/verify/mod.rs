@@ -461,7 +461,7 @@ pub const REPO_POLICY: &str = ".byoc/policy.yaml";
 
 /// The repository's own policy at commit `oid`: `None` when it has none; its
 /// `allowedSignersFile` is read from the same commit, relative to `.byoc/`.
-fn repo_policy(repo: &Repository, oid: Oid) -> Result<Option<Result<Policy, String>>, git2::Error> {
+fn repo_policy(repo: &Repository, oid: Oid) -> Result<Option<Result<Policy, policy::PolicyError>>, git2::Error> {
     let tree = repo.find_commit(oid)?.tree()?;
     let read = |path: &str| -> Result<Option<String>, String> {
         let Ok(entry) = tree.get_path(std::path::Path::new(path)) else { return Ok(None) };
@@ -474,7 +474,7 @@ fn repo_policy(repo: &Repository, oid: Oid) -> Result<Option<Result<Policy, Stri
     let text = match read(REPO_POLICY) {
         Ok(None) => return Ok(None),
         Ok(Some(t)) => t,
-        Err(e) => return Ok(Some(Err(e))),
+        Err(e) => return Ok(Some(Err(policy::PolicyError::Unreadable(e)))),
     };
     let parsed = Policy::parse(REPO_POLICY, &text, &|name| {
         // Everything the repository's policy loads is policy: it must live under `.byoc/`.
@@ -503,13 +503,13 @@ fn signature_of(sig: &[u8], payload: &[u8], policy: &Policy, at: i64) -> Result<
         return ssh::verify(sig, payload, &policy.ssh, at).map(|v| ("ssh", v.principal)).map_err(|e| ("ssh", e.to_string()));
     }
     if head.starts_with(b"-----BEGIN PGP SIGNATURE-----") {
-        return openpgp::verify(sig, payload, &policy.pgp, at).map(|s| ("openpgp", s.name.clone())).map_err(|e| ("openpgp", e));
+        return openpgp::verify(sig, payload, &policy.pgp, at).map(|s| ("openpgp", s.name.clone())).map_err(|e| ("openpgp", e.to_string()));
     }
     if head.starts_with(b"-----BEGIN SIGNED MESSAGE-----") || head.starts_with(b"-----BEGIN CMS-----") {
         let Some(sigstore) = &policy.sigstore else {
             return Err(("x509", "an x509/gitsign signature, and the policy has no sigstore identities".into()));
         };
-        return gitsign::verify(sig, payload, sigstore).map(|v| ("x509", v.signer.name.clone())).map_err(|e| ("x509", e));
+        return gitsign::verify(sig, payload, sigstore).map(|v| ("x509", v.signer.name.clone())).map_err(|e| ("x509", e.to_string()));
     }
     Err(("unknown", "the signature is in no format git knows".into()))
 }

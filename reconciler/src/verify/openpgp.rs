@@ -16,6 +16,27 @@ use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::packet::{RevocationCode, Signature, SignatureType};
 use pgp::types::{KeyDetails, Timestamp};
 
+/// Why an OpenPGP certificate or signature is refused; each carries the whole sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PgpError {
+    /// A configured certificate does not parse, or one of its bindings does not verify.
+    #[error("{0}")]
+    Certificate(String),
+    /// Not an armored data signature.
+    #[error("{0}")]
+    Malformed(String),
+    /// The issuing key is in no certificate of the policy.
+    #[error("{0}")]
+    UnknownKey(String),
+    /// The key is known but not valid at the judged time (revoked, expired, not yet
+    /// created or bound, not marked for signing).
+    #[error("{0}")]
+    NotValid(String),
+    /// The signature does not match the commit.
+    #[error("{0}")]
+    BadSignature(String),
+}
+
 /// An OpenPGP certificate the policy accepts, and whose it is.
 #[derive(Debug, Clone)]
 pub struct PgpSigner {
@@ -29,9 +50,10 @@ pub struct PgpSigner {
 
 impl PgpSigner {
     /// Parses an armored public key and checks all its self-signatures and bindings.
-    pub fn parse(name: &str, armored: &str, origin: String) -> Result<PgpSigner, String> {
-        let (cert, _) = SignedPublicKey::from_string(armored).map_err(|e| format!("{origin}: not an OpenPGP public key: {e}"))?;
-        cert.verify_bindings().map_err(|e| format!("{origin}: a self-signature or binding does not verify: {e}"))?;
+    pub fn parse(name: &str, armored: &str, origin: String) -> Result<PgpSigner, PgpError> {
+        let (cert, _) = SignedPublicKey::from_string(armored)
+            .map_err(|e| PgpError::Certificate(format!("{origin}: not an OpenPGP public key: {e}")))?;
+        cert.verify_bindings().map_err(|e| PgpError::Certificate(format!("{origin}: a self-signature or binding does not verify: {e}")))?;
         Ok(PgpSigner { name: name.to_owned(), cert, origin })
     }
 
@@ -43,34 +65,36 @@ impl PgpSigner {
 
 /// Verifies an armored detached signature over `payload` at time `at` (seconds since the
 /// epoch); returns the signer whose key made it, or why not.
-pub fn verify<'a>(armored: &[u8], payload: &[u8], signers: &'a [PgpSigner], at: i64) -> Result<&'a PgpSigner, String> {
-    let (sig, _) = DetachedSignature::from_armor_single(armored).map_err(|e| format!("malformed OpenPGP signature: {e}"))?;
+pub fn verify<'a>(armored: &[u8], payload: &[u8], signers: &'a [PgpSigner], at: i64) -> Result<&'a PgpSigner, PgpError> {
+    use PgpError::{BadSignature, Malformed, NotValid};
+    let (sig, _) = DetachedSignature::from_armor_single(armored).map_err(|e| Malformed(format!("malformed OpenPGP signature: {e}")))?;
     let sig = sig.signature;
     if !matches!(sig.typ(), Some(SignatureType::Binary | SignatureType::Text)) {
-        return Err(format!("OpenPGP signature of type {:?}, not a data signature", sig.typ()));
+        return Err(Malformed(format!("OpenPGP signature of type {:?}, not a data signature", sig.typ())));
     }
     let issuer = issuer_text(&sig);
     let (signer, key) = signers
         .iter()
         .find_map(|s| find_key(&s.cert, &sig).map(|k| (s, k)))
-        .ok_or_else(|| format!("signed by OpenPGP key {issuer}, which is not in the policy"))?;
+        .ok_or_else(|| PgpError::UnknownKey(format!("signed by OpenPGP key {issuer}, which is not in the policy")))?;
     let who = format!("{} (OpenPGP key {issuer})", signer.name);
     let cert = &signer.cert;
     let primary_self = newest_at(cert.details.users.iter().flat_map(|u| u.signatures.iter()).chain(&cert.details.direct_signatures), at);
     if let Some(r) = revoked(&cert.details.revocation_signatures, at) {
-        return Err(format!("{who}: its certificate is revoked ({r})"));
+        return Err(NotValid(format!("{who}: its certificate is revoked ({r})")));
     }
-    expired(cert.primary_key.created_at(), primary_self, at).map_err(|e| format!("{who}: its certificate {e}"))?;
+    expired(cert.primary_key.created_at(), primary_self, at).map_err(|e| NotValid(format!("{who}: its certificate {e}")))?;
     match key {
         Key::Primary => {
             if let Some(s) = primary_self
                 && has_key_flags(s)
                 && !s.key_flags().sign()
             {
-                return Err(format!("{who}: the primary key is not marked for signing"));
+                return Err(NotValid(format!("{who}: the primary key is not marked for signing")));
             }
-            not_before(cert.primary_key.created_at(), at).map_err(|e| format!("{who}: {e}"))?;
-            sig.verify(&cert.primary_key, payload).map_err(|e| format!("{who}: the signature does not match the commit: {e}"))?;
+            not_before(cert.primary_key.created_at(), at).map_err(|e| NotValid(format!("{who}: {e}")))?;
+            sig.verify(&cert.primary_key, payload)
+                .map_err(|e| BadSignature(format!("{who}: the signature does not match the commit: {e}")))?;
         }
         Key::Sub(i) => {
             let sub = &cert.public_subkeys[i];
@@ -78,15 +102,16 @@ pub fn verify<'a>(armored: &[u8], payload: &[u8], signers: &'a [PgpSigner], at: 
             let revocations: Vec<Signature> =
                 sub.signatures.iter().filter(|s| s.typ() == Some(SignatureType::SubkeyRevocation)).cloned().collect();
             if let Some(r) = revoked(&revocations, at) {
-                return Err(format!("{who}: the subkey is revoked ({r})"));
+                return Err(NotValid(format!("{who}: the subkey is revoked ({r})")));
             }
-            let binding = newest_at(bindings, at).ok_or_else(|| format!("{who}: the subkey was not bound to the certificate yet"))?;
+            let binding =
+                newest_at(bindings, at).ok_or_else(|| NotValid(format!("{who}: the subkey was not bound to the certificate yet")))?;
             if !binding.key_flags().sign() {
-                return Err(format!("{who}: the subkey is not marked for signing"));
+                return Err(NotValid(format!("{who}: the subkey is not marked for signing")));
             }
-            expired(sub.key.created_at(), Some(binding), at).map_err(|e| format!("{who}: the subkey {e}"))?;
-            not_before(sub.key.created_at(), at).map_err(|e| format!("{who}: {e}"))?;
-            sig.verify(&sub.key, payload).map_err(|e| format!("{who}: the signature does not match the commit: {e}"))?;
+            expired(sub.key.created_at(), Some(binding), at).map_err(|e| NotValid(format!("{who}: the subkey {e}")))?;
+            not_before(sub.key.created_at(), at).map_err(|e| NotValid(format!("{who}: {e}")))?;
+            sig.verify(&sub.key, payload).map_err(|e| BadSignature(format!("{who}: the signature does not match the commit: {e}")))?;
         }
     }
     Ok(signer)

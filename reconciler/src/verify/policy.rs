@@ -35,7 +35,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 
 use super::gitsign::{Sigstore, SigstoreSigner, Subject};
-use super::openpgp::PgpSigner;
+use super::openpgp::{PgpError, PgpSigner};
 use super::ssh::{SshSigner, parse_allowed_signers};
 
 #[derive(Debug, Deserialize)]
@@ -171,12 +171,26 @@ pub const MAX_VERSION: u64 = 1_000_000;
 /// The identity under which the forge's web-UI key signs.
 pub const FORGE: &str = "forge-web-ui";
 
+/// Why a signing policy cannot be used. Each names the file (and line or field) to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The policy, or a file it names, cannot be read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The policy reads but is not a valid policy.
+    #[error("{0}")]
+    Invalid(String),
+    /// An OpenPGP certificate it lists is refused.
+    #[error(transparent)]
+    Key(#[from] PgpError),
+}
+
 impl Policy {
     /// Reads and checks a policy file.
-    pub fn load(path: &Path) -> Result<Policy, String> {
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
-        let text = rwproxy::yaml::decode(&shown, &bytes).map_err(|d| d.to_string())?;
+        let bytes = std::fs::read(path).map_err(|e| PolicyError::Unreadable(format!("{shown}: {e}")))?;
+        let text = rwproxy::yaml::decode(&shown, &bytes).map_err(|d| PolicyError::Invalid(d.to_string()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Policy::parse(&shown, text, &|name| {
             let p = dir.join(name);
@@ -185,18 +199,20 @@ impl Policy {
     }
 
     /// Parses a policy from text; `read` fetches the allowed_signers file it names.
-    pub fn parse(file: &str, text: &str, read: &dyn Fn(&str) -> Result<String, String>) -> Result<Policy, String> {
-        let doc: Document = rwproxy::yaml::parse(file, text).map_err(|d| d.to_string())?;
+    pub fn parse(file: &str, text: &str, read: &dyn Fn(&str) -> Result<String, String>) -> Result<Policy, PolicyError> {
+        use PolicyError::Invalid;
+        let read = |name: &str| read(name).map_err(PolicyError::Unreadable);
+        let doc: Document = rwproxy::yaml::parse(file, text).map_err(|d| Invalid(d.to_string()))?;
         if doc.api_version != "byoc.risingwave.dev/v1alpha1" || doc.kind != "SigningPolicy" {
-            return Err(format!("{file}: expected apiVersion byoc.risingwave.dev/v1alpha1, kind SigningPolicy"));
+            return Err(Invalid(format!("{file}: expected apiVersion byoc.risingwave.dev/v1alpha1, kind SigningPolicy")));
         }
         let spec = doc.spec;
         if spec.version > MAX_VERSION {
             let line = text.lines().position(|l| l.trim_start().starts_with("version:")).map_or(String::new(), |i| format!(":{}", i + 1));
-            return Err(format!(
+            return Err(Invalid(format!(
                 "{file}{line}: spec.version {} is past the largest version accepted, {MAX_VERSION}; versions count policy changes, one at a time",
                 spec.version
-            ));
+            )));
         }
         let mut ssh = Vec::new();
         let mut pgp = Vec::new();
@@ -206,27 +222,28 @@ impl Policy {
                 let origin = format!("{file}: spec.signers[{i}].sigstore[{j}]");
                 let subject = match (&id.subject, &id.subject_pattern) {
                     (Some(e), None) => Subject::Exact(e.clone()),
-                    (None, Some(p)) => Subject::pattern(p).map_err(|e| format!("{origin}.subjectPattern: {e}"))?,
-                    _ => return Err(format!("{origin}: give exactly one of subject and subjectPattern")),
+                    (None, Some(p)) => Subject::pattern(p).map_err(|e| Invalid(format!("{origin}.subjectPattern: {e}")))?,
+                    _ => return Err(Invalid(format!("{origin}: give exactly one of subject and subjectPattern"))),
                 };
                 sigstore.push(SigstoreSigner { name: s.name.clone(), issuer: id.issuer.clone(), subject, origin });
             }
             if s.ssh_keys.is_empty() && s.openpgp_keys.is_empty() && s.sigstore.is_empty() {
-                return Err(format!("{file}: spec.signers[{i}] ({}) has no keys", s.name));
+                return Err(Invalid(format!("{file}: spec.signers[{i}] ({}) has no keys", s.name)));
             }
             for (j, k) in s.openpgp_keys.iter().enumerate() {
                 pgp.push(PgpSigner::parse(&s.name, k, format!("{file}: spec.signers[{i}].openpgpKeys[{j}]"))?);
             }
             for (j, k) in s.ssh_keys.iter().enumerate() {
                 let origin = format!("{file}: spec.signers[{i}].sshKeys[{j}]");
-                let key = ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| format!("{origin}: not an OpenSSH public key: {e}"))?;
+                let key =
+                    ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| Invalid(format!("{origin}: not an OpenSSH public key: {e}")))?;
                 ssh.push(SshSigner::plain(&s.name, key, origin));
             }
         }
         if let Some(name) = &spec.allowed_signers_file {
             // Named relative to the policy, as the user wrote it down.
             let shown = Path::new(file).parent().map_or_else(|| name.clone(), |dir| dir.join(name).display().to_string());
-            ssh.extend(parse_allowed_signers(&shown, &read(name)?)?);
+            ssh.extend(parse_allowed_signers(&shown, &read(name)?).map_err(Invalid)?);
         }
         let known: BTreeSet<String> = ssh
             .iter()
@@ -236,7 +253,7 @@ impl Policy {
             .collect();
         let sigstore = match (&spec.trusted_root, sigstore.is_empty()) {
             (None, true) => None,
-            (None, false) => return Err(format!("{file}: signers have sigstore identities but spec.trustedRoot is not set")),
+            (None, false) => return Err(Invalid(format!("{file}: signers have sigstore identities but spec.trustedRoot is not set"))),
             (Some(root), _) => {
                 let json = if root == PUBLIC_GOOD {
                     sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_owned()
@@ -244,23 +261,25 @@ impl Policy {
                     read(root)?
                 };
                 let origin = format!("{file}: spec.trustedRoot ({root})");
-                Some(Arc::new(Sigstore::new(&origin, &json, sigstore, spec.require_sct.unwrap_or(true))?))
+                Some(Arc::new(
+                    Sigstore::new(&origin, &json, sigstore, spec.require_sct.unwrap_or(true)).map_err(|e| Invalid(e.to_string()))?,
+                ))
             }
         };
         let mut groups: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for g in &spec.groups {
             if known.contains(&g.name) {
-                return Err(format!("{file}: group {:?} has the name of a signer", g.name));
+                return Err(Invalid(format!("{file}: group {:?} has the name of a signer", g.name)));
             }
             for m in &g.members {
                 if !known.contains(m) {
-                    return Err(format!("{file}: group {:?} lists {m:?}, who is not a signer", g.name));
+                    return Err(Invalid(format!("{file}: group {:?} lists {m:?}, who is not a signer", g.name)));
                 }
             }
             groups.insert(&g.name, g.members.iter().cloned().collect());
         }
         if spec.rules.is_empty() {
-            return Err(format!("{file}: no rules: every path would be refused"));
+            return Err(Invalid(format!("{file}: no rules: every path would be refused")));
         }
         let mut rules = Vec::new();
         for (i, r) in spec.rules.iter().enumerate() {
@@ -272,21 +291,22 @@ impl Policy {
                     None if known.contains(s) => {
                         signers.insert(s.clone());
                     }
-                    None => return Err(format!("{file}: spec.{name}.signers names {s:?}, which is neither a signer nor a group")),
+                    None => return Err(Invalid(format!("{file}: spec.{name}.signers names {s:?}, which is neither a signer nor a group"))),
                 }
             }
             if r.threshold == 0 || r.threshold as usize > signers.len() {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "{file}: spec.{name}.threshold is {} but the rule has {} distinct signer(s); it must be 1 to {}",
                     r.threshold,
                     signers.len(),
                     signers.len()
-                ));
+                )));
             }
             let mut matchers = Vec::new();
             for p in &r.paths {
                 // `*` stops at `/` (as in a shell); only `**` crosses directories.
-                let glob = GlobBuilder::new(p).literal_separator(true).build().map_err(|e| format!("{file}: spec.{name}.paths: {e}"))?;
+                let glob =
+                    GlobBuilder::new(p).literal_separator(true).build().map_err(|e| Invalid(format!("{file}: spec.{name}.paths: {e}")))?;
                 let literal = p.find(['*', '?', '[', '{']).unwrap_or(p.len());
                 matchers.push((glob.compile_matcher(), (literal, p.len())));
             }
@@ -295,7 +315,8 @@ impl Policy {
         let mut forge_ssh = Vec::new();
         for (j, k) in spec.forge_merge_key.ssh_keys.iter().enumerate() {
             let origin = format!("{file}: spec.forgeMergeKey.sshKeys[{j}]");
-            let key = ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| format!("{origin}: not an OpenSSH public key: {e}"))?;
+            let key =
+                ssh_key::PublicKey::from_openssh(k.trim()).map_err(|e| Invalid(format!("{origin}: not an OpenSSH public key: {e}")))?;
             forge_ssh.push(SshSigner::plain(FORGE, key, origin));
         }
         Ok(Policy {
@@ -323,7 +344,7 @@ mod tests {
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHoZ7F6m5yFQ3mCv4Pn1rG4VYxqkJwTqLqvY4ZgN8m8n";
 
-    fn policy(rules: &str) -> Result<Policy, String> {
+    fn policy(rules: &str) -> Result<Policy, PolicyError> {
         let text = format!(
             "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: SigningPolicy\nmetadata: {{name: t}}\nspec:\n  version: 1\n  signers:\n    - {{name: alice, sshKeys: [\"{KEY}\"]}}\n    - {{name: bob, sshKeys: [\"{KEY}\"]}}\n  groups:\n    - {{name: platform, members: [alice, bob]}}\n  rules:\n{rules}\n  forgeMergeKey: {{trusted: false}}\n"
         );
@@ -355,7 +376,7 @@ mod tests {
     #[test]
     fn a_version_past_the_bound_is_refused_with_its_line() {
         let text = "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: SigningPolicy\nmetadata: {name: t}\nspec:\n  version: 18446744073709551615\n  signers: []\n  rules: []\n  forgeMergeKey: {trusted: false}\n";
-        let e = Policy::parse("policy.yaml", text, &|_| Err("none".into())).expect_err("too big");
+        let e = Policy::parse("policy.yaml", text, &|_| Err("none".into())).expect_err("too big").to_string();
         assert!(e.starts_with("policy.yaml:5: spec.version 18446744073709551615 is past the largest version accepted, 1000000"), "{e}");
     }
 
@@ -375,7 +396,7 @@ mod tests {
             ("    - {paths: [\"**\"], signers: [alice], threshold: 2}", "threshold is 2 but the rule has 1"),
             ("    - {paths: [\"a/[\"], signers: [alice], threshold: 1}", "spec.rules[0].paths"),
         ] {
-            let e = policy(rules).expect_err(rules);
+            let e = policy(rules).expect_err(rules).to_string();
             assert!(e.contains(want), "{e}");
         }
     }
@@ -398,7 +419,8 @@ mod tests {
             ("{name: dana, sigstore: [{issuer: i, subject: s}]}", "  trustedRoot: root.json\n", "root.json: missing"),
             ("{name: dana}", "", "spec.signers[0] (dana) has no keys"),
         ] {
-            let e = Policy::parse("policy.yaml", &doc(signer, extra), &|name| Err(format!("{name}: missing"))).expect_err(signer);
+            let e =
+                Policy::parse("policy.yaml", &doc(signer, extra), &|name| Err(format!("{name}: missing"))).expect_err(signer).to_string();
             assert!(e.contains(want), "{signer}: {e}");
         }
         let ok = Policy::parse(

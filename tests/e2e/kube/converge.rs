@@ -272,7 +272,7 @@ async fn gcp_and_azure_service_accounts_carry_their_clouds_identity() {
     assert!(email.starts_with("byoc-prod-usc1-rw-analytics@") && email.ends_with(".iam.gserviceaccount.com"), "{email}");
 
     let azure = example("azure");
-    let err = byoc::k8s::objects::desired(&azure, &Default::default()).expect_err("no client id yet");
+    let err = byoc::k8s::objects::desired(&azure, &Default::default()).expect_err("no client id yet").to_string();
     assert!(err.contains("azure.managed-identity/rw-analytics") && err.contains("apply the environment first"), "{err}");
     let outputs = [
         ("azure.managed-identity/rw-analytics".to_owned(), "11111111-2222-3333-4444-555555555555".to_owned()),
