@@ -1,0 +1,317 @@
+//! Kubernetes on EKS: the cluster (waited for until ACTIVE, its version converged) and its
+//! managed node groups (size, labels and taints converged in place).
+
+use std::collections::HashMap;
+
+use aws_sdk_eks::types as ekst;
+
+use super::{Aws, Wait, flag, found, int, missing, resolve_list, resolve_prop, short_name, tags, text};
+use crate::cloud::{CloudError, Found, Refs};
+use crate::resource::{Kind, Map, Resource, ResourceId, Value};
+
+impl Aws {
+    pub(super) async fn observe_eks(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
+        let clusters = self.retry.call("eks ListClusters", || self.eks.list_clusters().send()).await?;
+        for name in clusters.clusters() {
+            let c = self.retry.call(&format!("eks DescribeCluster {name}"), || self.eks.describe_cluster().name(name).send()).await?;
+            let Some(cluster) = c.cluster() else { continue };
+            if let Some(id) = self.ours(Kind::AwsEksCluster, cluster.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
+                && cluster.status() != Some(&ekst::ClusterStatus::Deleting)
+            {
+                out.push(cluster_found(id, cluster));
+            }
+            let groups =
+                self.retry.call(&format!("eks ListNodegroups {name}"), || self.eks.list_nodegroups().cluster_name(name).send()).await?;
+            for group in groups.nodegroups() {
+                let d = self
+                    .retry
+                    .call(&format!("eks DescribeNodegroup {name}/{group}"), || {
+                        self.eks.describe_nodegroup().cluster_name(name).nodegroup_name(group).send()
+                    })
+                    .await?;
+                let Some(ng) = d.nodegroup() else { continue };
+                if ng.status() == Some(&ekst::NodegroupStatus::Deleting) {
+                    continue;
+                }
+                if let Some(id) = self.ours(Kind::AwsEksNodeGroup, ng.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                    out.push(Found {
+                        live: live_node_group(ng),
+                        id,
+                        kind: Kind::AwsEksNodeGroup,
+                        cloud_id: group.clone(),
+                        outputs: [("cluster".to_owned(), name.clone())].into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A node group's size, labels and taints in property form.
+fn live_node_group(ng: &ekst::Nodegroup) -> Map {
+    let mut live = Map::new();
+    if let Some(sc) = ng.scaling_config() {
+        live.insert("minSize", Value::Int(sc.min_size().unwrap_or(0).into()));
+        live.insert("maxSize", Value::Int(sc.max_size().unwrap_or(0).into()));
+    }
+    if let Some(labels) = ng.labels() {
+        live.insert("labels", Value::Map(labels.iter().map(|(k, v)| (crate::resource::Key::Owned(k.clone()), Value::from(v))).collect()));
+    }
+    let effect = |e: Option<&ekst::TaintEffect>| match e {
+        Some(ekst::TaintEffect::NoExecute) => "NoExecute",
+        Some(ekst::TaintEffect::PreferNoSchedule) => "PreferNoSchedule",
+        _ => "NoSchedule",
+    };
+    let taints = ng
+        .taints()
+        .iter()
+        .map(|t| {
+            Value::map([
+                ("key", t.key().unwrap_or_default().into()),
+                ("value", t.value().unwrap_or_default().into()),
+                ("effect", effect(t.effect()).into()),
+            ])
+        })
+        .collect();
+    live.insert("taints", Value::List(taints));
+    live
+}
+
+fn cluster_found(id: ResourceId, c: &ekst::Cluster) -> Found {
+    let issuer = c.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).unwrap_or_default().to_owned();
+    Found {
+        live: Map::new(),
+        id,
+        kind: Kind::AwsEksCluster,
+        cloud_id: c.name().unwrap_or_default().to_owned(),
+        outputs: [("arn".to_owned(), c.arn().unwrap_or_default().to_owned()), ("issuer".to_owned(), issuer)].into(),
+    }
+}
+
+impl Aws {
+    pub(super) async fn wait_cluster(&self, id: &ResourceId, name: &str, gone: bool) -> Result<Option<ekst::Cluster>, CloudError> {
+        let what = format!("eks DescribeCluster {name}");
+        let describe = || self.retry.call(&what, || self.eks.describe_cluster().name(name).send());
+        self.wait(id, || async {
+            Ok(match describe().await {
+                Err(e) if gone && e.is(&["ResourceNotFoundException"]) => Wait::Done,
+                Err(e) => return Err(e),
+                Ok(d) => match d.cluster().and_then(|c| c.status().cloned()) {
+                    Some(ekst::ClusterStatus::Active) if !gone => Wait::Done,
+                    Some(ekst::ClusterStatus::Failed) => Wait::Failed(format!("EKS cluster {name} is FAILED")),
+                    other => Wait::Pending(other.map_or("unknown".to_owned(), |s| s.as_str().to_owned())),
+                },
+            })
+        })
+        .await?;
+        if gone {
+            return Ok(None);
+        }
+        Ok(describe().await?.cluster().cloned())
+    }
+
+    pub(super) async fn ensure_cluster(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
+        let what = |op: &str| format!("eks {op} for {}", r.id);
+        let name = text(r, "name");
+        let version = text(r, "version");
+        if existing.is_none() {
+            let role = resolve_prop(refs, r, "role")?;
+            let vpc = ekst::VpcConfigRequest::builder()
+                .set_subnet_ids(Some(resolve_list(refs, r, "subnets")?))
+                .set_security_group_ids(Some(resolve_list(refs, r, "securityGroups")?))
+                .endpoint_private_access(flag(r, "endpointPrivateAccess"))
+                .endpoint_public_access(flag(r, "endpointPublicAccess"))
+                .build();
+            let cidr = Some(text(r, "serviceCidr")).filter(|c| !c.is_empty());
+            let network = cidr.map(|c| ekst::KubernetesNetworkConfigRequest::builder().service_ipv4_cidr(c).build());
+            let eks_tags: HashMap<String, String> = tags(r).into_iter().collect();
+            let created = self
+                .retry
+                .call(&what("CreateCluster"), || {
+                    self.eks
+                        .create_cluster()
+                        .name(name)
+                        .version(version)
+                        .role_arn(role)
+                        .resources_vpc_config(vpc.clone())
+                        .set_kubernetes_network_config(network.clone())
+                        .set_tags(Some(eks_tags.clone()))
+                        .send()
+                })
+                .await;
+            match created {
+                Ok(_) => {}
+                // Created by a run that stopped before its tags were read back.
+                Err(e) if e.is(&["ResourceInUseException"]) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
+        if cluster.version().is_some_and(|v| v != version) {
+            self.retry.call(&what("UpdateClusterVersion"), || self.eks.update_cluster_version().name(name).version(version).send()).await?;
+            cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
+        }
+        Ok(cluster_found(r.id.clone(), &cluster))
+    }
+
+    pub(super) async fn delete_cluster(&self, f: &Found) -> Result<(), CloudError> {
+        self.retry
+            .call(&format!("eks DeleteCluster for {} {}", f.id, f.cloud_id), || self.eks.delete_cluster().name(&f.cloud_id).send())
+            .await?;
+        self.wait_cluster(&f.id, &f.cloud_id, true).await.map(drop)
+    }
+
+    pub(super) async fn wait_node_group(&self, id: &ResourceId, cluster: &str, group: &str, gone: bool) -> Result<(), CloudError> {
+        self.wait(id, || async {
+            let d = self
+                .retry
+                .call(&format!("eks DescribeNodegroup {cluster}/{group}"), || {
+                    self.eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(group).send()
+                })
+                .await;
+            Ok(match d {
+                Err(e) if gone && e.is(&["ResourceNotFoundException"]) => Wait::Done,
+                Err(e) => return Err(e),
+                Ok(d) => match d.nodegroup().and_then(|n| n.status().cloned()) {
+                    Some(ekst::NodegroupStatus::Active) if !gone => Wait::Done,
+                    Some(
+                        s @ (ekst::NodegroupStatus::CreateFailed | ekst::NodegroupStatus::DeleteFailed | ekst::NodegroupStatus::Degraded),
+                    ) => {
+                        let issues: Vec<String> = d
+                            .nodegroup()
+                            .and_then(|n| n.health())
+                            .map(|h| h.issues().iter().filter_map(|i| i.message().map(str::to_owned)).collect())
+                            .unwrap_or_default();
+                        Wait::Failed(format!("node group {group} is {}: {}", s.as_str(), issues.join("; ")))
+                    }
+                    other => Wait::Pending(other.map_or("unknown".to_owned(), |s| s.as_str().to_owned())),
+                },
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn ensure_node_group(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
+        let what = |op: &str| format!("eks {op} for {}", r.id);
+        let cluster = resolve_prop(refs, r, "cluster")?.to_owned();
+        let group = short_name(&r.id).to_owned();
+        let scaling = ekst::NodegroupScalingConfig::builder()
+            .min_size(int(r, "minSize"))
+            .max_size(int(r, "maxSize"))
+            .desired_size(int(r, "minSize"))
+            .build();
+        let labels: HashMap<String, String> = match r.properties.get("labels") {
+            Some(Value::Map(m)) => m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.to_owned(), v.to_owned()))).collect(),
+            _ => HashMap::new(),
+        };
+        let taints: Vec<ekst::Taint> = match r.properties.get("taints") {
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|t| match t {
+                    Value::Map(m) => Some(
+                        ekst::Taint::builder()
+                            .key(m.get("key").and_then(Value::as_str).unwrap_or_default())
+                            .value(m.get("value").and_then(Value::as_str).unwrap_or_default())
+                            .effect(match m.get("effect").and_then(Value::as_str) {
+                                Some("NoExecute") => ekst::TaintEffect::NoExecute,
+                                Some("PreferNoSchedule") => ekst::TaintEffect::PreferNoSchedule,
+                                _ => ekst::TaintEffect::NoSchedule,
+                            })
+                            .build(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        match existing {
+            None => {
+                let role = resolve_prop(refs, r, "nodeRole")?;
+                let subnets = resolve_list(refs, r, "subnets")?;
+                let eks_tags: HashMap<String, String> = tags(r).into_iter().collect();
+                let created = self
+                    .retry
+                    .call(&what("CreateNodegroup"), || {
+                        self.eks
+                            .create_nodegroup()
+                            .cluster_name(&cluster)
+                            .nodegroup_name(&group)
+                            .scaling_config(scaling.clone())
+                            .instance_types(text(r, "instanceType"))
+                            .set_subnets(Some(subnets.clone()))
+                            .node_role(role)
+                            .set_labels(Some(labels.clone()))
+                            .set_taints(Some(taints.clone()).filter(|t| !t.is_empty()))
+                            .set_tags(Some(eks_tags.clone()))
+                            .send()
+                    })
+                    .await;
+                match created {
+                    Ok(_) => {}
+                    Err(e) if e.is(&["ResourceInUseException"]) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(_) => {
+                let d = self
+                    .retry
+                    .call(&what("DescribeNodegroup"), || self.eks.describe_nodegroup().cluster_name(&cluster).nodegroup_name(&group).send())
+                    .await?;
+                let ng = d.nodegroup().cloned().ok_or_else(|| missing(&what("DescribeNodegroup"), "nodegroup"))?;
+                let have_scaling = ng.scaling_config().map(|s| (s.min_size(), s.max_size()));
+                let have_labels: HashMap<String, String> = ng.labels().cloned().unwrap_or_default();
+                let label_update = (have_labels != labels).then(|| {
+                    ekst::UpdateLabelsPayload::builder()
+                        .set_add_or_update_labels(Some(labels.clone()))
+                        .set_remove_labels(Some(have_labels.keys().filter(|k| !labels.contains_key(*k)).cloned().collect()))
+                        .build()
+                });
+                let have_taints: Vec<ekst::Taint> = ng.taints().to_vec();
+                let taint_update = (have_taints != taints).then(|| {
+                    ekst::UpdateTaintsPayload::builder()
+                        .set_add_or_update_taints(Some(taints.clone()))
+                        .set_remove_taints(Some(
+                            have_taints.iter().filter(|t| !taints.iter().any(|w| w.key() == t.key())).cloned().collect(),
+                        ))
+                        .build()
+                });
+                let scaling_update = (have_scaling != Some((scaling.min_size(), scaling.max_size()))).then(|| {
+                    // Keep the current desired size within the new bounds; the autoscaler owns it.
+                    let current = ng.scaling_config().and_then(|s| s.desired_size()).unwrap_or(int(r, "minSize"));
+                    ekst::NodegroupScalingConfig::builder()
+                        .min_size(int(r, "minSize"))
+                        .max_size(int(r, "maxSize"))
+                        .desired_size(current.clamp(int(r, "minSize"), int(r, "maxSize").max(int(r, "minSize"))))
+                        .build()
+                });
+                if scaling_update.is_some() || label_update.is_some() || taint_update.is_some() {
+                    self.retry
+                        .call(&what("UpdateNodegroupConfig"), || {
+                            self.eks
+                                .update_nodegroup_config()
+                                .cluster_name(&cluster)
+                                .nodegroup_name(&group)
+                                .set_scaling_config(scaling_update.clone())
+                                .set_labels(label_update.clone())
+                                .set_taints(taint_update.clone())
+                                .send()
+                        })
+                        .await?;
+                }
+            }
+        }
+        self.wait_node_group(&r.id, &cluster, &group, false).await?;
+        Ok(found(r, group, [("cluster", cluster)]))
+    }
+
+    pub(super) async fn delete_node_group(&self, f: &Found) -> Result<(), CloudError> {
+        let cluster = f.outputs.get("cluster").cloned().unwrap_or_default();
+        self.retry
+            .call(&format!("eks DeleteNodegroup for {} {}", f.id, f.cloud_id), || {
+                self.eks.delete_nodegroup().cluster_name(&cluster).nodegroup_name(&f.cloud_id).send()
+            })
+            .await?;
+        self.wait_node_group(&f.id, &cluster, &f.cloud_id, true).await
+    }
+}
