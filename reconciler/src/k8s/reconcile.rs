@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,78 @@ use super::objects::{
 };
 use crate::spec::DeletionPolicy;
 use crate::state::{StateError, StateStore};
+
+/// Why a Kubernetes reconcile stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Another reconciler wrote the inventory since we read it.
+    #[error("{0}: another reconciler is converging this environment")]
+    Contended(#[source] StateError),
+    /// The stored inventory does not parse: a person must look.
+    #[error("state {INVENTORY_KEY} is not a valid inventory: {0}")]
+    Inventory(#[source] serde_json::Error),
+    /// A call to the API server failed (transport, timeout, or an error status).
+    #[error("{action}: {source}")]
+    Api {
+        /// What was being done: `reading Namespace rw-a`.
+        action: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server refused an apply without a field conflict (validation, admission,
+    /// RBAC).
+    #[error("applying {object}: the API server refused it ({code} {reason}): {message}")]
+    Refused {
+        /// `Kind namespace/name`.
+        object: String,
+        /// HTTP status.
+        code: u16,
+        /// Its reason.
+        reason: String,
+        /// Its message.
+        message: String,
+    },
+    /// A removed cluster's namespace did not finish terminating in time.
+    #[error(
+        "namespace {namespace} of removed cluster {cluster} is still terminating after {secs}s; look for finalizers on the objects left in it"
+    )]
+    Terminating {
+        /// The namespace.
+        namespace: String,
+        /// The cluster.
+        cluster: String,
+        /// How long was waited.
+        secs: f64,
+    },
+    /// An object could not be encoded or decoded (a bug, or a server speaking another
+    /// version).
+    #[error("encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
+impl ReconcileError {
+    /// Whether trying again later can help: the store or the API server being down or
+    /// busy, another writer finishing, a namespace still terminating. A refusal for
+    /// validation or RBAC, or a malformed inventory, needs a person.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ReconcileError::State(_) | ReconcileError::Contended(_) | ReconcileError::Terminating { .. } => true,
+            ReconcileError::Api { source: kube::Error::Api(status), .. } => status.code == 429 || status.code >= 500,
+            ReconcileError::Api { .. } => true,
+            ReconcileError::Refused { code, .. } => *code == 429 || *code >= 500,
+            ReconcileError::Inventory(_) | ReconcileError::Encoding(_) => false,
+        }
+    }
+}
+
+fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let action = action.into();
+    move |source| ReconcileError::Api { action, source }
+}
 
 /// The field manager the reconciler applies as.
 pub const FIELD_MANAGER: &str = "byoc";
@@ -152,12 +223,9 @@ pub struct Reconciler<'a, S: StateStore> {
 
 impl<'a, S: StateStore> Reconciler<'a, S> {
     /// Loads the inventory from `store`.
-    pub fn new(client: Client, store: &'a S, options: Options) -> anyhow::Result<Self> {
+    pub fn new(client: Client, store: &'a S, options: Options) -> Result<Self, ReconcileError> {
         let (inventory, version) = match store.get(INVENTORY_KEY)? {
-            Some(v) => (
-                serde_json::from_slice(&v.value).with_context(|| format!("state {INVENTORY_KEY} is not a valid inventory"))?,
-                Some(v.version),
-            ),
+            Some(v) => (serde_json::from_slice(&v.value).map_err(ReconcileError::Inventory)?, Some(v.version)),
             None => (Inventory::default(), None),
         };
         Ok(Reconciler { client, store, options, inventory, version })
@@ -176,20 +244,20 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         }
     }
 
-    fn save(&mut self) -> anyhow::Result<()> {
+    fn save(&mut self) -> Result<(), ReconcileError> {
         let bytes = serde_json::to_vec_pretty(&self.inventory)?;
         match self.store.put(INVENTORY_KEY, &bytes, self.version.as_deref()) {
             Ok(v) => {
                 self.version = Some(v);
                 Ok(())
             }
-            Err(e @ StateError::Conflict { .. }) => Err(anyhow!("{e}: another reconciler is converging this environment")),
+            Err(e @ StateError::Conflict { .. }) => Err(ReconcileError::Contended(e)),
             Err(e) => Err(e.into()),
         }
     }
 
     /// One reconcile: apply, wait for health, prune.
-    pub async fn reconcile(&mut self, desired: &[ClusterObjects]) -> anyhow::Result<Report> {
+    pub async fn reconcile(&mut self, desired: &[ClusterObjects]) -> Result<Report, ReconcileError> {
         let mut report = self.converge_and_wait(desired).await?;
         report.clusters.extend(self.prune_absent(desired).await?);
         Ok(report)
@@ -198,7 +266,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
     /// Applies every desired cluster and waits for each to be ready (or to stall), without
     /// pruning: the daemon publishes the routes of the new revision in between, so a
     /// removed cluster's routes are gone before its objects are.
-    pub async fn converge_and_wait(&mut self, desired: &[ClusterObjects]) -> anyhow::Result<Report> {
+    pub async fn converge_and_wait(&mut self, desired: &[ClusterObjects]) -> Result<Report, ReconcileError> {
         let mut reports = Vec::new();
         for c in desired {
             reports.push(self.converge(c).await?);
@@ -222,12 +290,12 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
 
     /// Deletes (by their deletionPolicy) the clusters of the inventory that `desired` no
     /// longer holds.
-    pub async fn prune_absent(&mut self, desired: &[ClusterObjects]) -> anyhow::Result<Vec<ClusterReport>> {
+    pub async fn prune_absent(&mut self, desired: &[ClusterObjects]) -> Result<Vec<ClusterReport>, ReconcileError> {
         let wanted: BTreeSet<&str> = desired.iter().map(|c| c.cluster.as_str()).collect();
         self.prune(&wanted).await
     }
 
-    async fn converge(&mut self, c: &ClusterObjects) -> anyhow::Result<ClusterReport> {
+    async fn converge(&mut self, c: &ClusterObjects) -> Result<ClusterReport, ReconcileError> {
         let mut report = ClusterReport {
             cluster: c.cluster.clone(),
             outcome: Outcome::Ready,
@@ -239,7 +307,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         for obj in &c.objects {
             let id = obj.id();
             let api = self.api(obj.kind, obj.namespace.as_deref());
-            let live = api.get_opt(&obj.name).await.with_context(|| format!("reading {id}"))?.map(serde_json::to_value).transpose()?;
+            let live = api.get_opt(&obj.name).await.map_err(api_err(format!("reading {id}")))?.map(serde_json::to_value).transpose()?;
             let last = self.inventory.objects.get(&id).map(|a| a.body.clone());
             let (write, force) = match (&live, &last) {
                 (None, _) => (true, false),
@@ -273,7 +341,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
                         let ours = last.as_ref().map(applied_paths).unwrap_or_default();
                         let all_ours = causes.iter().all(|(field, _)| owned_by(&ours, field));
                         if all_ours && !c.ignore_drift {
-                            self.apply(obj, true).await.map_err(|e| anyhow!("applying {id} with force: {e}"))?;
+                            self.apply(obj, true).await.map_err(|e| e.into_error(&id))?;
                             report.actions.push(format!("applied {id} (forced: drift corrected)"));
                         } else {
                             report.conflicts.extend(causes.into_iter().map(|(field, message)| Conflict {
@@ -289,7 +357,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
                             return Ok(report);
                         }
                     }
-                    Err(ApplyError::Other(e)) => return Err(e.context(format!("applying {id}"))),
+                    Err(e @ ApplyError::Other(_)) => return Err(e.into_error(&id)),
                 }
             }
             let applied = Applied {
@@ -320,22 +388,19 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
             Err(kube::Error::Api(status)) if status.code == 409 && !force => {
                 let causes: Vec<(String, String)> =
                     status.details.iter().flat_map(|d| &d.causes).map(|c| (c.field.clone(), c.message.clone())).collect();
-                if causes.is_empty() { Err(ApplyError::Other(anyhow!("{}", status.message))) } else { Err(ApplyError::Conflict(causes)) }
+                if causes.is_empty() { Err(ApplyError::Other(kube::Error::Api(status))) } else { Err(ApplyError::Conflict(causes)) }
             }
-            Err(kube::Error::Api(status)) => {
-                Err(ApplyError::Other(anyhow!("the API server refused it ({} {}): {}", status.code, status.reason, status.message)))
-            }
-            Err(e) => Err(ApplyError::Other(e.into())),
+            Err(e) => Err(ApplyError::Other(e)),
         }
     }
 
     /// Polls the cluster's `RisingWave` until the operator reports it running at the
     /// generation we applied, reports a failure, or the deadline passes.
-    async fn wait_ready(&self, c: &ClusterObjects) -> anyhow::Result<(Outcome, String)> {
+    async fn wait_ready(&self, c: &ClusterObjects) -> Result<(Outcome, String), ReconcileError> {
         let api = self.api(ObjectKind::RisingWave, Some(&c.namespace));
         let started = Instant::now();
         loop {
-            let rw = api.get(&c.cluster).await.with_context(|| format!("reading RisingWave {}/{}", c.namespace, c.cluster))?;
+            let rw = api.get(&c.cluster).await.map_err(api_err(format!("reading RisingWave {}/{}", c.namespace, c.cluster)))?;
             let rw = serde_json::to_value(rw)?;
             match health(&rw) {
                 Health::Ready => return Ok((Outcome::Ready, String::new())),
@@ -353,10 +418,13 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
 
     /// Clusters we manage (found by label, or in the inventory) that the specs no longer
     /// have: deleted with `Delete`, labelled orphaned and left with `Retain`.
-    async fn prune(&mut self, wanted: &BTreeSet<&str>) -> anyhow::Result<Vec<ClusterReport>> {
+    async fn prune(&mut self, wanted: &BTreeSet<&str>) -> Result<Vec<ClusterReport>, ReconcileError> {
         let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-        let namespaces =
-            self.api(ObjectKind::Namespace, None).list(&ListParams::default().labels(&selector)).await.context("listing namespaces")?;
+        let namespaces = self
+            .api(ObjectKind::Namespace, None)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(api_err("listing namespaces"))?;
         // cluster -> (namespace, policy, already orphaned)
         let mut removed: BTreeMap<String, (String, DeletionPolicy, bool)> = BTreeMap::new();
         for ns in namespaces.items {
@@ -408,7 +476,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         Ok(reports)
     }
 
-    async fn delete_cluster(&self, cluster: &str, ns: &str, report: &mut ClusterReport) -> anyhow::Result<()> {
+    async fn delete_cluster(&self, cluster: &str, ns: &str, report: &mut ClusterReport) -> Result<(), ReconcileError> {
         let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CLUSTER}={cluster}");
         // Dependents first, so the operator sees its resource go before the namespace does.
         for kind in [ObjectKind::Service, ObjectKind::RisingWave, ObjectKind::ServiceAccount] {
@@ -416,41 +484,42 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
             for obj in api
                 .list(&ListParams::default().labels(&selector))
                 .await
-                .with_context(|| format!("listing {}s in {ns}", kind.as_str()))?
+                .map_err(api_err(format!("listing {}s in {ns}", kind.as_str())))?
                 .items
             {
                 let name = obj.metadata.name.unwrap_or_default();
-                delete_if_present(&api, &name).await.with_context(|| format!("deleting {}", object_id(kind, Some(ns), &name)))?;
+                delete_if_present(&api, &name).await.map_err(api_err(format!("deleting {}", object_id(kind, Some(ns), &name))))?;
                 report.actions.push(format!("deleted {}", object_id(kind, Some(ns), &name)));
             }
         }
         let api = self.api(ObjectKind::Namespace, None);
-        delete_if_present(&api, ns).await.with_context(|| format!("deleting namespace {ns}"))?;
+        delete_if_present(&api, ns).await.map_err(api_err(format!("deleting namespace {ns}")))?;
         report.actions.push(format!("deleted {}", object_id(ObjectKind::Namespace, None, ns)));
         let started = Instant::now();
-        while api.get_opt(ns).await.with_context(|| format!("reading namespace {ns}"))?.is_some() {
+        while api.get_opt(ns).await.map_err(api_err(format!("reading namespace {ns}")))?.is_some() {
             if started.elapsed() >= self.options.namespace_timeout {
-                return Err(anyhow!(
-                    "namespace {ns} of removed cluster {cluster} is still terminating after {}s; look for finalizers on the objects left in it",
-                    self.options.namespace_timeout.as_secs_f64()
-                ));
+                return Err(ReconcileError::Terminating {
+                    namespace: ns.to_owned(),
+                    cluster: cluster.to_owned(),
+                    secs: self.options.namespace_timeout.as_secs_f64(),
+                });
             }
             tokio::time::sleep(self.options.poll_interval.min(Duration::from_millis(500))).await;
         }
         Ok(())
     }
 
-    async fn label_orphaned(&self, cluster: &str, ns: &str, report: &mut ClusterReport) -> anyhow::Result<()> {
+    async fn label_orphaned(&self, cluster: &str, ns: &str, report: &mut ClusterReport) -> Result<(), ReconcileError> {
         let patch = json!({"metadata": {"labels": {LABEL_ORPHANED: "true"}}});
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
         self.api(ObjectKind::Namespace, None)
             .patch(ns, &params, &Patch::Merge(&patch))
             .await
-            .with_context(|| format!("labelling namespace {ns}"))?;
+            .map_err(api_err(format!("labelling namespace {ns}")))?;
         report.actions.push(format!("labelled {} orphaned", object_id(ObjectKind::Namespace, None, ns)));
         let api = self.api(ObjectKind::RisingWave, Some(ns));
-        if api.get_opt(cluster).await.with_context(|| format!("reading RisingWave {ns}/{cluster}"))?.is_some() {
-            api.patch(cluster, &params, &Patch::Merge(&patch)).await.with_context(|| format!("labelling RisingWave {ns}/{cluster}"))?;
+        if api.get_opt(cluster).await.map_err(api_err(format!("reading RisingWave {ns}/{cluster}")))?.is_some() {
+            api.patch(cluster, &params, &Patch::Merge(&patch)).await.map_err(api_err(format!("labelling RisingWave {ns}/{cluster}")))?;
             report.actions.push(format!("labelled {} orphaned", object_id(ObjectKind::RisingWave, Some(ns), cluster)));
         }
         Ok(())
@@ -459,7 +528,22 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
 
 enum ApplyError {
     Conflict(Vec<(String, String)>),
-    Other(anyhow::Error),
+    Other(kube::Error),
+}
+
+impl ApplyError {
+    /// The reconcile's error for applying `object`.
+    fn into_error(self, object: &str) -> ReconcileError {
+        match self {
+            ApplyError::Other(kube::Error::Api(status)) => {
+                ReconcileError::Refused { object: object.to_owned(), code: status.code, reason: status.reason, message: status.message }
+            }
+            ApplyError::Other(source) => ReconcileError::Api { action: format!("applying {object}"), source },
+            conflict @ ApplyError::Conflict(_) => {
+                ReconcileError::Refused { object: object.to_owned(), code: 409, reason: "Conflict".into(), message: conflict.to_string() }
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for ApplyError {
@@ -468,7 +552,7 @@ impl std::fmt::Display for ApplyError {
             ApplyError::Conflict(c) => {
                 write!(f, "conflicts on {}", c.iter().map(|(field, _)| field.as_str()).collect::<Vec<_>>().join(", "))
             }
-            ApplyError::Other(e) => write!(f, "{e:#}"),
+            ApplyError::Other(e) => write!(f, "{e}"),
         }
     }
 }
@@ -622,6 +706,20 @@ fn owned_by(ours: &BTreeSet<String>, field: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_needs_a_person_and_a_busy_server_does_not() {
+        let status = |code: u16| kube::core::Status { code, reason: "r".into(), message: "m".into(), ..kube::core::Status::default() };
+        let refused = |code: u16| ApplyError::Other(kube::Error::Api(Box::new(status(code)))).into_error("RisingWave rw-a/a");
+        assert!(!refused(422).retryable(), "validation refused");
+        assert!(!refused(403).retryable(), "RBAC refused");
+        assert!(refused(429).retryable() && refused(503).retryable());
+        assert!(refused(422).to_string().contains("applying RisingWave rw-a/a: the API server refused it (422 r): m"));
+        let read = api_err("reading Namespace rw-a")(kube::Error::Api(Box::new(status(500))));
+        assert!(read.retryable(), "{read}");
+        let bad = ReconcileError::Inventory(serde_json::from_slice::<Inventory>(b"{").expect_err("malformed"));
+        assert!(!bad.retryable());
+    }
 
     #[test]
     fn diff_ignores_server_added_fields_and_names_the_path() {

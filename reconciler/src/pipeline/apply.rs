@@ -39,12 +39,19 @@ pub enum KubernetesError {
     /// The API server could not be reached or refused a call; retrying may help.
     #[error("{0}")]
     Api(String),
+    /// Converging the clusters' objects stopped.
+    #[error(transparent)]
+    Reconcile(#[from] crate::k8s::reconcile::ReconcileError),
 }
 
 impl KubernetesError {
     /// Whether trying again later can help.
     pub fn retryable(&self) -> bool {
-        matches!(self, KubernetesError::State(_) | KubernetesError::Api(_))
+        match self {
+            KubernetesError::State(_) | KubernetesError::Api(_) => true,
+            KubernetesError::Reconcile(e) => e.retryable(),
+            KubernetesError::Malformed { .. } | KubernetesError::Objects(_) => false,
+        }
     }
 }
 
@@ -117,8 +124,7 @@ impl<'a, S: StateStore> Kubernetes<'a, S> {
     pub fn new(client: kube::Client, store: &'a S, specs: &Specs, options: Options) -> Result<Self, KubernetesError> {
         let outputs = cloud_outputs(store)?;
         let desired = crate::k8s::objects::desired(specs, &outputs)?;
-        let reconciler = Reconciler::new(client, store, options)
-            .map_err(|e| KubernetesError::Malformed { key: crate::k8s::reconcile::INVENTORY_KEY, message: format!("{e:#}") })?;
+        let reconciler = Reconciler::new(client, store, options)?;
         Ok(Kubernetes { reconciler, store, desired })
     }
 
@@ -126,14 +132,14 @@ impl<'a, S: StateStore> Kubernetes<'a, S> {
     pub async fn converge_and_wait(&mut self) -> Result<Report, KubernetesError> {
         use tracing::Instrument;
         let span = span("converge", &self.desired);
-        self.reconciler.converge_and_wait(&self.desired).instrument(span).await.map_err(|e| KubernetesError::Api(format!("{e:#}")))
+        self.reconciler.converge_and_wait(&self.desired).instrument(span).await.map_err(KubernetesError::from)
     }
 
     /// Deletes (or orphans, by deletionPolicy) the clusters the specs no longer hold.
     pub async fn prune(&mut self) -> Result<Vec<ClusterReport>, KubernetesError> {
         use tracing::Instrument;
         let span = span("prune", &self.desired);
-        self.reconciler.prune_absent(&self.desired).instrument(span).await.map_err(|e| KubernetesError::Api(format!("{e:#}")))
+        self.reconciler.prune_absent(&self.desired).instrument(span).await.map_err(KubernetesError::from)
     }
 
     /// Both steps, for a caller that publishes nothing in between.
