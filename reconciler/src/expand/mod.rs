@@ -24,6 +24,11 @@ pub const AGENT_NAMESPACE: &str = "byoc-system";
 pub const AGENT_SERVICE_ACCOUNT: &str = "byoc";
 /// TCP port of the agent's private endpoint.
 pub const AGENT_PORT: u16 = 8443;
+/// The agent's and the proxy's `LoadBalancer` Services (`manifests/base/services.yaml`),
+/// from which each cloud's controller makes the internal load balancers.
+pub const AGENT_SERVICE: &str = "byoc-agent";
+/// See [`AGENT_SERVICE`].
+pub const PROXY_SERVICE: &str = "rwproxy";
 
 /// What the environment's expansion hands to the per-cluster expansion.
 pub(crate) struct Foundation {
@@ -150,14 +155,35 @@ mod tests {
         }
     }
 
+    fn g_env(cloud: &str) -> String {
+        example(cloud).environment.name
+    }
+
+    #[test]
+    fn the_services_named_here_are_the_manifests() {
+        let services = include_str!("../../../manifests/base/services.yaml");
+        for name in [AGENT_SERVICE, PROXY_SERVICE] {
+            assert!(services.contains(&format!("  name: {name}\n")), "manifests/base/services.yaml has no Service {name}");
+        }
+    }
+
     #[test]
     fn cloud_resources_carry_ownership_tags_and_buckets_are_protected() {
         for cloud in ["aws", "gcp", "azure"] {
             let g = expand(&example(cloud));
-            for r in g.resources.values().filter(|r| !r.kind.as_str().starts_with("k8s.")) {
+            // GCP IAM bindings are entries in a policy, with nowhere to mark them: the
+            // inventory records them.
+            for r in g.resources.values().filter(|r| !r.kind.as_str().starts_with("k8s.") && r.kind != Kind::GcpIamBinding) {
                 let owner = match r.properties.get("tags").or_else(|| r.properties.get("labels")) {
                     Some(Value::Map(m)) => m.get(TAG_MANAGED_BY).or_else(|| m.get("byoc-managed-by")).cloned(),
-                    _ => None,
+                    // What GCP gives no labels says its owner in its description.
+                    _ => r
+                        .properties
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .and_then(names::gcp::owner_of)
+                        .filter(|(env, id)| *env == g_env(cloud) && *id == r.id.as_str())
+                        .map(|_| Value::from("byoc")),
                 };
                 assert_eq!(owner, Some(Value::from("byoc")), "{cloud}: {} has no ownership tag", r.id);
             }
