@@ -22,7 +22,7 @@
 use super::permissions::{GCP_AGENT_ROLES, GCP_CLUSTER_ROLES, GCP_NODE_ROLES};
 use super::{
     AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, WorkloadIdentity, cluster_namespace,
-    names,
+    cluster_service_account, names,
 };
 use crate::resource::{Graph, Key, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
@@ -287,7 +287,8 @@ pub(super) fn cluster_identity(
     g: &mut Graph,
 ) -> WorkloadIdentity {
     let ns = cluster_namespace(c);
-    let sa = google_service_account(env, g, &ns, &cluster_account_id(env, c), &f.kube_cluster, &ns, &ns, protection);
+    let ksa = cluster_service_account(env, c);
+    let sa = google_service_account(env, g, &ns, &cluster_account_id(env, c), &f.kube_cluster, &ns, &ksa, protection);
     for role in GCP_CLUSTER_ROLES {
         let b = Resource::new(Kind::GcpIamBinding, &format!("{ns}-data"))
             .set("resource", Value::reference(&f.data_bucket))
@@ -413,6 +414,19 @@ mod tests {
             .map(|r| text(r, "role"))
             .collect();
         assert_eq!(node_roles, GCP_NODE_ROLES);
+    }
+
+    #[test]
+    fn a_clusters_workload_identity_member_names_its_environment() {
+        let mut specs = example();
+        let first = super::super::expand(&specs);
+        specs.environment.name = "staging".to_owned();
+        let second = super::super::expand(&specs);
+        let member = |g: &Graph| text(get(g, Kind::GcpIamBinding, "rw-analytics-workload-identity"), "member").to_owned();
+        assert_eq!(member(&first), "serviceAccount:acme-data-prod.svc.id.goog[rw-analytics/byoc-prod-usc1]");
+        assert_ne!(member(&first), member(&second), "two environments of one project would share the cluster's Google account");
+        // The pods run as the service account the member names.
+        assert_eq!(text(get(&first, Kind::K8sServiceAccount, "analytics"), "name"), "byoc-prod-usc1");
     }
 
     #[test]

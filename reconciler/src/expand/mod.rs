@@ -98,9 +98,22 @@ pub(crate) fn tagged(env: &Environment, kind: Kind, name: &str) -> Resource {
     r.set("tags", Value::Map(map))
 }
 
-/// The namespace and service account a cluster's pods run as.
+/// The namespace a cluster's pods run in (and, but on GCP, their service account's name).
 pub(crate) fn cluster_namespace(cluster: &Cluster) -> String {
     rwproxy::routes::cluster_namespace(&cluster.name)
+}
+
+/// The Kubernetes service account a cluster's pods run as: `rw-<cluster>`, like its
+/// namespace; on GCP `byoc-<env>`. Every GKE cluster of a project shares one
+/// workload-identity pool, so `<project>.svc.id.goog[rw-<c>/rw-<c>]` would name the pods of
+/// a cluster `c` in every environment of the project, and each could act as the others'
+/// Google account; with the environment in the name the member is this environment's.
+/// (IRSA and Azure federated credentials trust one cluster's issuer, so they need not.)
+pub(crate) fn cluster_service_account(env: &Environment, cluster: &Cluster) -> String {
+    match env.cloud {
+        Cloud::Gcp => format!("byoc-{}", env.name),
+        Cloud::Aws | Cloud::Azure => cluster_namespace(cluster),
+    }
 }
 
 /// Label every node carries with its node group's name; a cluster pinned to a node group

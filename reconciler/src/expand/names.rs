@@ -653,11 +653,15 @@ pub const TOO_MANY: Rule =
 /// Names that two resources of one kind claim under one rule (the cloud keeps one of
 /// them). Tags and labels are values, not names, and may repeat.
 pub fn duplicates(names: &[Named]) -> Vec<String> {
-    let mut seen: std::collections::BTreeMap<(&str, &str, &str), &str> = std::collections::BTreeMap::new();
+    let mut seen: std::collections::BTreeMap<(&str, &str, &str, &str), &str> = std::collections::BTreeMap::new();
     let mut out = Vec::new();
     for n in names.iter().filter(|n| !n.field.starts_with("tags") && !n.field.starts_with("labels") && !n.field.starts_with("node label")) {
         let kind = n.resource.split_once('/').map_or(n.resource.as_str(), |(k, _)| k);
-        if let Some(first) = seen.insert((kind, n.rule.what, n.value.as_str()), n.resource.as_str())
+        // A cluster's service account lives in the cluster's own namespace (whose names
+        // are checked here): its name need only be unique there (on GCP every cluster's
+        // is `byoc-<env>`).
+        let scope = if kind == "k8s.service-account" { n.resource.as_str() } else { "" };
+        if let Some(first) = seen.insert((kind, scope, n.rule.what, n.value.as_str()), n.resource.as_str())
             && first != n.resource
         {
             out.push(format!("{} {:?} is used by {first} and {}", n.rule.what, n.value, n.resource));
