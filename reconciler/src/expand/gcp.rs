@@ -321,6 +321,14 @@ mod tests {
         crate::spec::load::load(&dir, &files).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
+    /// The example's graph, and the same specs as environment `staging` of the same project.
+    fn two_environments() -> (Graph, Graph) {
+        let mut specs = example();
+        let first = super::super::expand(&specs);
+        specs.environment.name = "staging".to_owned();
+        (first, super::super::expand(&specs))
+    }
+
     fn get<'a>(g: &'a Graph, kind: Kind, name: &str) -> &'a Resource {
         g.resources.get(&ResourceId::new(kind, name)).unwrap_or_else(|| panic!("no {kind:?}/{name}"))
     }
@@ -363,10 +371,7 @@ mod tests {
 
     #[test]
     fn names_without_labels_are_scoped_to_the_environment_and_marked_in_the_description() {
-        let mut specs = example();
-        let first = super::super::expand(&specs);
-        specs.environment.name = "staging".to_owned();
-        let second = super::super::expand(&specs);
+        let (first, second) = two_environments();
         for kind in [
             Kind::GcpNetwork,
             Kind::GcpSubnetwork,
@@ -418,10 +423,7 @@ mod tests {
 
     #[test]
     fn a_clusters_workload_identity_member_names_its_environment() {
-        let mut specs = example();
-        let first = super::super::expand(&specs);
-        specs.environment.name = "staging".to_owned();
-        let second = super::super::expand(&specs);
+        let (first, second) = two_environments();
         let member = |g: &Graph| text(get(g, Kind::GcpIamBinding, "rw-analytics-workload-identity"), "member").to_owned();
         assert_eq!(member(&first), "serviceAccount:acme-data-prod.svc.id.goog[rw-analytics/byoc-prod-usc1]");
         assert_ne!(member(&first), member(&second), "two environments of one project would share the cluster's Google account");
