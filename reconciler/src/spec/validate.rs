@@ -488,8 +488,11 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
         (None, _) => None,
     };
     if cloud == Cloud::Gcp {
-        for (what, field, example) in [("pods", "podCidr", "10.100.0.0/16"), ("services", "serviceCidr", "172.30.0.0/20")] {
-            let given = if field == "podCidr" { k.pod_cidr.is_some() } else { k.service_cidr.is_some() };
+        let ranges = [
+            ("pods", "podCidr", "10.100.0.0/16", k.pod_cidr.is_some()),
+            ("services", "serviceCidr", "172.30.0.0/20", k.service_cidr.is_some()),
+        ];
+        for (what, field, example, given) in ranges {
             if !given {
                 cx.error(
                     &k.version.referenced,
