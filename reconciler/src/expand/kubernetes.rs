@@ -2,7 +2,7 @@
 //! service account bound to the cluster's cloud identity, and the risingwave-operator's
 //! `RisingWave` resource. The frontend Service RWProxy routes to is the operator's.
 
-use super::{Foundation, WorkloadIdentity, cluster_namespace};
+use super::{Foundation, WorkloadIdentity, cluster_namespace, cluster_service_account};
 use crate::resource::{Graph, Kind, Map, Resource, Value};
 use crate::spec::quantity::{format_cpu, format_memory};
 use crate::spec::{Cloud, Cluster, Component, Environment, MetaStore};
@@ -38,7 +38,7 @@ pub(super) fn cluster(
     let sa = g.add(protect(
         Resource::new(Kind::K8sServiceAccount, &c.name)
             .set("namespace", Value::reference(&ns))
-            .set("name", ns_name.as_str())
+            .set("name", cluster_service_account(env, c))
             .set("labels", labels.clone())
             .set("annotations", Value::Map(identity.annotations.clone()))
             .after(&identity.identity),

@@ -24,6 +24,11 @@ pub const AGENT_NAMESPACE: &str = "byoc-system";
 pub const AGENT_SERVICE_ACCOUNT: &str = "byoc";
 /// TCP port of the agent's private endpoint.
 pub const AGENT_PORT: u16 = 8443;
+/// The agent's and the proxy's `LoadBalancer` Services (`manifests/base/services.yaml`),
+/// from which each cloud's controller makes the internal load balancers.
+pub const AGENT_SERVICE: &str = "byoc-agent";
+/// See [`AGENT_SERVICE`].
+pub const PROXY_SERVICE: &str = "rwproxy";
 
 /// What the environment's expansion hands to the per-cluster expansion.
 pub(crate) struct Foundation {
@@ -93,9 +98,22 @@ pub(crate) fn tagged(env: &Environment, kind: Kind, name: &str) -> Resource {
     r.set("tags", Value::Map(map))
 }
 
-/// The namespace and service account a cluster's pods run as.
+/// The namespace a cluster's pods run in (and, but on GCP, their service account's name).
 pub(crate) fn cluster_namespace(cluster: &Cluster) -> String {
     rwproxy::routes::cluster_namespace(&cluster.name)
+}
+
+/// The Kubernetes service account a cluster's pods run as: `rw-<cluster>`, like its
+/// namespace; on GCP `byoc-<env>`. Every GKE cluster of a project shares one
+/// workload-identity pool, so `<project>.svc.id.goog[rw-<c>/rw-<c>]` would name the pods of
+/// a cluster `c` in every environment of the project, and each could act as the others'
+/// Google account; with the environment in the name the member is this environment's.
+/// (IRSA and Azure federated credentials trust one cluster's issuer, so they need not.)
+pub(crate) fn cluster_service_account(env: &Environment, cluster: &Cluster) -> String {
+    match env.cloud {
+        Cloud::Gcp => format!("byoc-{}", env.name),
+        Cloud::Aws | Cloud::Azure => cluster_namespace(cluster),
+    }
 }
 
 /// Label every node carries with its node group's name; a cluster pinned to a node group
@@ -150,14 +168,35 @@ mod tests {
         }
     }
 
+    fn g_env(cloud: &str) -> String {
+        example(cloud).environment.name
+    }
+
+    #[test]
+    fn the_services_named_here_are_the_manifests() {
+        let services = include_str!("../../../manifests/base/services.yaml");
+        for name in [AGENT_SERVICE, PROXY_SERVICE] {
+            assert!(services.contains(&format!("  name: {name}\n")), "manifests/base/services.yaml has no Service {name}");
+        }
+    }
+
     #[test]
     fn cloud_resources_carry_ownership_tags_and_buckets_are_protected() {
         for cloud in ["aws", "gcp", "azure"] {
             let g = expand(&example(cloud));
-            for r in g.resources.values().filter(|r| !r.kind.as_str().starts_with("k8s.")) {
+            // GCP IAM bindings are entries in a policy, with nowhere to mark them: the
+            // inventory records them.
+            for r in g.resources.values().filter(|r| !r.kind.as_str().starts_with("k8s.") && r.kind != Kind::GcpIamBinding) {
                 let owner = match r.properties.get("tags").or_else(|| r.properties.get("labels")) {
                     Some(Value::Map(m)) => m.get(TAG_MANAGED_BY).or_else(|| m.get("byoc-managed-by")).cloned(),
-                    _ => None,
+                    // What GCP gives no labels says its owner in its description.
+                    _ => r
+                        .properties
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .and_then(names::gcp::owner_of)
+                        .filter(|(env, id)| *env == g_env(cloud) && *id == r.id.as_str())
+                        .map(|_| Value::from("byoc")),
                 };
                 assert_eq!(owner, Some(Value::from("byoc")), "{cloud}: {} has no ownership tag", r.id);
             }

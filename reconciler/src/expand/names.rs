@@ -400,11 +400,15 @@ pub fn shorten(base: &str, max: usize) -> String {
     if base.chars().count() <= max {
         return base.to_owned();
     }
-    let digest = sha2::Sha256::digest(base.as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hash = hash8(base);
     let keep: String = base.chars().take(max.saturating_sub(hash.len() + 1)).collect();
     let keep = keep.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
     if keep.is_empty() { hash } else { format!("{keep}-{hash}") }
+}
+
+/// 8 hex digits of the SHA-256 of `text`.
+fn hash8(text: &str) -> String {
+    sha2::Sha256::digest(text.as_bytes()).iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
 /// AWS names.
@@ -435,10 +439,18 @@ pub mod aws {
 }
 
 /// GCP names.
+///
+/// Networks, subnetworks, firewalls, routers, service attachments and service accounts
+/// carry no labels in GCP, so they cannot be found by label: each is named from the
+/// environment (`byoc-<env>-<role>`), looked up by that exact name, and proven ours by the
+/// [`gcp::ownership_description`] written in its `description` and by the inventory. Two
+/// environments in one project therefore never share a name, and a name another
+/// environment holds is reported, not adopted.
 pub mod gcp {
     use super::*;
 
-    /// A Compute Engine or GKE resource of the environment: `byoc-<env>[-<role>]`.
+    /// The GKE cluster and the VPC network of the environment: `byoc-<env>[-<role>]`, at
+    /// most 40 (the GKE limit).
     pub fn resource(env: &str, role: Option<&str>) -> String {
         let base = match role {
             Some(r) => format!("byoc-{env}-{r}"),
@@ -447,21 +459,63 @@ pub mod gcp {
         shorten(&base, GCP_GKE.max)
     }
 
-    /// A Google service account id: `byoc-<env>-<who>`, 6 to 30 (ids are unique per
-    /// project, which two environments may share).
+    /// A Compute Engine resource of the environment (subnetwork, firewall rule, router,
+    /// service attachment): `byoc-<env>-<role>`, at most 63.
+    pub fn compute(env: &str, role: &str) -> String {
+        shorten(&format!("byoc-{env}-{role}"), GCP_RESOURCE.max)
+    }
+
+    /// A Google service account id: `byoc-<env>-<who>`, 6 to 30, cut with a hash when
+    /// longer (ids are unique per project, which two environments may share).
     pub fn service_account(env: &str, who: &str) -> String {
         shorten(&format!("byoc-{env}-{who}"), GCP_SERVICE_ACCOUNT.max)
     }
 
-    /// A label value made from any text: lower-cased, other characters as `_`, shortened.
-    pub fn label_value(text: &str) -> String {
-        let s: String = text.chars().map(|c| if gcp_label(c.to_ascii_lowercase()) { c.to_ascii_lowercase() } else { '_' }).collect();
-        shorten(&s, GCP_LABEL_VALUE.max)
+    /// The `description` byoc writes on a resource that cannot carry labels: which
+    /// environment owns it and which resource of the graph it is.
+    pub fn ownership_description(env: &str, id: &str) -> String {
+        format!("{OWNERSHIP_PREFIX}environment={env} resource={id}")
     }
 
-    /// A default bucket: `byoc-<env>-<project>-<role>`, at most 63.
+    /// The owner `(environment, resource id)` a description names, if byoc wrote it.
+    pub fn owner_of(description: &str) -> Option<(&str, &str)> {
+        let rest = description.strip_prefix(OWNERSHIP_PREFIX)?;
+        let (env, id) = rest.strip_prefix("environment=")?.split_once(" resource=")?;
+        Some((env, id))
+    }
+
+    const OWNERSHIP_PREFIX: &str = "managed by byoc: ";
+
+    /// A label key made from any text: lower-cased, other characters as `_`, starting with
+    /// a letter (`k` put in front otherwise), at most 63 (cut with a hash).
+    pub fn label_key(text: &str) -> String {
+        let s = label_chars(text);
+        let s = if s.starts_with(|c: char| c.is_ascii_lowercase()) { s } else { format!("k{s}") };
+        shorten(&s, GCP_LABEL_KEY.max)
+    }
+
+    /// A label value made from any text: lower-cased, other characters as `_`, at most 63
+    /// (cut with a hash).
+    pub fn label_value(text: &str) -> String {
+        shorten(&label_chars(text), GCP_LABEL_VALUE.max)
+    }
+
+    fn label_chars(text: &str) -> String {
+        text.chars().map(|c| if gcp_label(c.to_ascii_lowercase()) { c.to_ascii_lowercase() } else { '_' }).collect()
+    }
+
+    /// A default bucket: `byoc-<env>-<project>-<role>`, at most 63. GCS refuses names
+    /// containing `google`; where the environment or project brings it in, it is written
+    /// `g00gle` and the name carries the hash of the original, so no two inputs meet.
     pub fn bucket(env: &str, project: &str, role: &str) -> String {
-        shorten(&format!("byoc-{env}-{project}-{role}"), GCP_BUCKET.max)
+        let base = format!("byoc-{env}-{project}-{role}");
+        if !base.contains("google") {
+            return shorten(&base, GCP_BUCKET.max);
+        }
+        let shown = base.replace("google", "g00gle");
+        let hash = hash8(&base);
+        let keep: String = shown.chars().take(GCP_BUCKET.max - hash.len() - 1).collect();
+        format!("{}-{hash}", keep.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
     }
 }
 
@@ -504,7 +558,9 @@ pub fn cloud_names(graph: &Graph, cloud: Cloud) -> Vec<Named> {
             Kind::AwsEksCluster => Some(&AWS_EKS_CLUSTER),
             Kind::AwsS3Bucket => Some(&AWS_S3_BUCKET),
             Kind::AwsNlb => Some(&AWS_LOAD_BALANCER),
-            Kind::GcpNetwork | Kind::GcpForwardingRule => Some(&GCP_RESOURCE),
+            Kind::GcpNetwork | Kind::GcpSubnetwork | Kind::GcpFirewall | Kind::GcpRouterNat | Kind::GcpServiceAttachment => {
+                Some(&GCP_RESOURCE)
+            }
             Kind::GcpGkeCluster => Some(&GCP_GKE),
             Kind::GcpBucket => Some(&GCP_BUCKET),
             Kind::AzureResourceGroup => Some(&AZURE_RESOURCE_GROUP),
@@ -526,7 +582,6 @@ pub fn cloud_names(graph: &Graph, cloud: Cloud) -> Vec<Named> {
         let by_id: Option<&'static Rule> = match r.kind {
             Kind::AwsEksNodeGroup => Some(&AWS_EKS_NODEGROUP),
             Kind::GcpNodePool => Some(&GCP_GKE),
-            Kind::GcpSubnetwork => Some(&GCP_RESOURCE),
             Kind::AzureNodePool => Some(&AZURE_AKS_NODE_POOL),
             Kind::AzureSubnet => Some(&AZURE_NETWORK),
             _ => None,
@@ -598,11 +653,15 @@ pub const TOO_MANY: Rule =
 /// Names that two resources of one kind claim under one rule (the cloud keeps one of
 /// them). Tags and labels are values, not names, and may repeat.
 pub fn duplicates(names: &[Named]) -> Vec<String> {
-    let mut seen: std::collections::BTreeMap<(&str, &str, &str), &str> = std::collections::BTreeMap::new();
+    let mut seen: std::collections::BTreeMap<(&str, &str, &str, &str), &str> = std::collections::BTreeMap::new();
     let mut out = Vec::new();
     for n in names.iter().filter(|n| !n.field.starts_with("tags") && !n.field.starts_with("labels") && !n.field.starts_with("node label")) {
         let kind = n.resource.split_once('/').map_or(n.resource.as_str(), |(k, _)| k);
-        if let Some(first) = seen.insert((kind, n.rule.what, n.value.as_str()), n.resource.as_str())
+        // A cluster's service account lives in the cluster's own namespace (whose names
+        // are checked here): its name need only be unique there (on GCP every cluster's
+        // is `byoc-<env>`).
+        let scope = if kind == "k8s.service-account" { n.resource.as_str() } else { "" };
+        if let Some(first) = seen.insert((kind, scope, n.rule.what, n.value.as_str()), n.resource.as_str())
             && first != n.resource
         {
             out.push(format!("{} {:?} is used by {first} and {}", n.rule.what, n.value, n.resource));
@@ -639,6 +698,31 @@ mod tests {
         assert!(s.len() <= 32 && !s.contains("--") && !s.ends_with('-'), "{s}");
         assert_ne!(shorten("byoc-abcdefghijklmnopqrstuvwx-proxy-public", 32), shorten("byoc-abcdefghijklmnopqrstuvwx-proxy-public2", 32));
         AWS_TARGET_GROUP.check(&s).expect("valid");
+    }
+
+    #[test]
+    fn gcp_names_fit_and_stay_apart_where_plain_cutting_would_not() {
+        // 24-character environments overflowed `byoc-<env>-agent` (35 characters).
+        let env = "abcdefghijklmnopqrstuvwx";
+        let agent = gcp::service_account(env, "agent");
+        GCP_SERVICE_ACCOUNT.check(&agent).expect("valid");
+        assert_ne!(agent, gcp::service_account(env, "nodes"));
+        // Two long cluster names sharing their first 30 characters get two accounts.
+        let (a, b) =
+            (gcp::service_account("prod", "rw-analytics-eu-west-one-a"), gcp::service_account("prod", "rw-analytics-eu-west-one-b"));
+        assert_ne!(a, b);
+        assert!(a.len() <= 30 && b.len() <= 30, "{a} {b}");
+        // `google` is refused in bucket names: written otherwise, and kept apart by the hash.
+        let g = gcp::bucket("google-prod", "acme", "data");
+        GCP_BUCKET.check(&g).expect("valid");
+        assert_ne!(g, gcp::bucket("g00gle-prod", "acme", "data"));
+        GCP_BUCKET.check(&gcp::bucket(env, "abcdefghijklmnopqrstuvwxyz1234", "state")).expect("63 at most");
+        // Label keys start with a letter, values fit in 63.
+        assert_eq!(gcp::label_key("Team"), "team");
+        assert_eq!(gcp::label_key("9lives"), "k9lives");
+        GCP_LABEL_VALUE.check(&gcp::label_value(&"V".repeat(100))).expect("cut with a hash");
+        assert_eq!(gcp::owner_of(&gcp::ownership_description("prod", "gcp.firewall/internal")), Some(("prod", "gcp.firewall/internal")));
+        assert_eq!(gcp::owner_of("someone else's network"), None);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub const AWS_CLUSTER_BUCKET_ACTIONS: &[&str] = &["s3:ListBucket"];
 /// GCP roles of the agent, on the project.
 pub const GCP_AGENT_ROLES: &[&str] = &["roles/compute.networkViewer", "roles/monitoring.viewer"];
 
+/// GCP role of the GKE nodes' own service account, on the project: what GKE's nodes need
+/// (logs, metrics, image pulls), instead of the Compute Engine default account's Editor.
+pub const GCP_NODE_ROLES: &[&str] = &["roles/container.defaultNodeServiceAccount"];
+
 /// GCP role of a RisingWave cluster, on the data bucket with a condition on its prefix.
 pub const GCP_CLUSTER_ROLES: &[&str] = &["roles/storage.objectUser"];
 
@@ -79,10 +83,11 @@ mod tests {
 
     #[test]
     fn policy_files_match_the_code() {
-        let cases: [(&str, Vec<&str>); 5] = [
+        let cases: [(&str, Vec<&str>); 6] = [
             ("aws/cluster.json", [AWS_CLUSTER_OBJECT_ACTIONS, AWS_CLUSTER_BUCKET_ACTIONS].concat()),
             ("gcp/agent.json", GCP_AGENT_ROLES.to_vec()),
             ("gcp/cluster.json", GCP_CLUSTER_ROLES.to_vec()),
+            ("gcp/nodes.json", GCP_NODE_ROLES.to_vec()),
             ("azure/agent.json", AZURE_AGENT_ROLES.to_vec()),
             ("azure/cluster.json", AZURE_CLUSTER_ROLES.to_vec()),
         ];

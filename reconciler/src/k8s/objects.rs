@@ -13,7 +13,7 @@ use kube::discovery::ApiResource;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::expand::{LABEL_NODE_GROUP, aws, azure, cluster_namespace, gcp};
+use crate::expand::{LABEL_NODE_GROUP, aws, azure, cluster_namespace, cluster_service_account, gcp};
 use crate::resource::{Kind, ResourceId};
 use crate::spec::quantity::{format_cpu, format_memory};
 use crate::spec::{Cloud, Cluster, Component, DeletionPolicy, Environment, MetaStore, Specs};
@@ -160,9 +160,10 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
         },
         ..Namespace::default()
     };
+    let ksa = cluster_service_account(env, c);
     let service_account = ServiceAccount {
         metadata: ObjectMeta {
-            name: Some(ns.clone()),
+            name: Some(ksa.clone()),
             namespace: Some(ns.clone()),
             labels: Some(labels.clone()),
             annotations: Some(BTreeMap::from([(identity_annotation.to_owned(), identity_value)])),
@@ -178,7 +179,7 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
             template: PodTemplate {
                 metadata: TemplateMeta { labels: pod_labels.clone() },
                 spec: PodSpecSubset {
-                    service_account_name: ns.clone(),
+                    service_account_name: ksa.clone(),
                     resources: resources(x),
                     node_selector: node_selector.clone(),
                     tolerations: tolerations.clone(),
@@ -213,7 +214,7 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
         ignore_drift: c.ignore_drift,
         objects: vec![
             object(ObjectKind::Namespace, None, ns.clone(), serde_json::to_value(&namespace))?,
-            object(ObjectKind::ServiceAccount, Some(&ns), ns.clone(), serde_json::to_value(&service_account))?,
+            object(ObjectKind::ServiceAccount, Some(&ns), ksa, serde_json::to_value(&service_account))?,
             object(ObjectKind::RisingWave, Some(&ns), c.name.clone(), serde_json::to_value(&risingwave))?,
         ],
     })

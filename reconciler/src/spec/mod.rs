@@ -90,6 +90,8 @@ pub struct Network {
     pub zones: Vec<String>,
     /// Subnets, in the order written.
     pub subnets: Vec<Subnet>,
+    /// GCP: the Private Service Connect NAT subnet's range (`None` elsewhere).
+    pub private_service_connect: Option<IpNet>,
 }
 
 /// Whether a subnet routes to the internet directly.
@@ -130,8 +132,10 @@ pub struct Subnet {
 pub struct Kubernetes {
     /// Kubernetes minor version, like `1.31`.
     pub version: String,
-    /// Service address range, if set.
+    /// Service address range, if set (required on GCP).
     pub service_cidr: Option<IpNet>,
+    /// Pod address range (GCP only, where it is required).
+    pub pod_cidr: Option<IpNet>,
     /// Node groups, in the order written.
     pub node_groups: Vec<NodeGroup>,
 }

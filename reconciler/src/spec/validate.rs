@@ -316,6 +316,13 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
                 cx.name_rule(&name.referenced, rule, &name.value, format!("invalid {} subnet name {:?}", cloud.as_str(), name.value))
             })
         };
+        if name_ok && cloud == Cloud::Gcp && name.value == crate::expand::gcp::PSC_SUBNET {
+            cx.error(
+                &name.referenced,
+                format!("subnet name {:?} is taken by the Private Service Connect subnet", name.value),
+                "choose another name; the PSC range goes in network.privateServiceConnect.cidr",
+            );
+        }
         if name_ok && let Some(i) = subnets.iter().position(|o| o.name == name.value) {
             let first = at[i].clone();
             cx.error(&name.referenced, format!("duplicate subnet name {:?}", name.value), format!("first defined at {first}"));
@@ -361,6 +368,54 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
         at.push(cx.at(&name.referenced));
         subnets.push(Subnet { name: name.value.clone(), tier: s.tier, cidr: c, zone });
     }
+    let private_service_connect = match (&n.private_service_connect, cloud) {
+        (Some(psc), Cloud::Gcp) => {
+            let c = cidr(cx, &psc.cidr);
+            if !net.contains(&c) {
+                cx.error(
+                    &psc.cidr.referenced,
+                    format!("the Private Service Connect range {c} is outside the network {net}"),
+                    "pick a range inside spec.network.cidr",
+                );
+            }
+            if let Some(other) = subnets.iter().find(|s| overlaps(&c, &s.cidr)) {
+                cx.error(
+                    &psc.cidr.referenced,
+                    format!("the Private Service Connect range {c} overlaps subnet {} ({})", other.name, other.cidr),
+                    "the PSC NAT subnet is a subnet of its own: pick a range no subnet uses",
+                );
+            }
+            Some(c)
+        }
+        (Some(psc), _) => {
+            cx.error(
+                &psc.cidr.referenced,
+                format!("network.privateServiceConnect is only used on GCP, not {}", cloud.as_str()),
+                "remove privateServiceConnect",
+            );
+            None
+        }
+        (None, Cloud::Gcp) => {
+            cx.error(
+                &n.cidr.referenced,
+                "a GCP network needs a Private Service Connect subnet",
+                "add network.privateServiceConnect: {cidr: ...} with a range inside the network (a /24 is plenty); the control plane reaches the agent and the proxy through it",
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    if cloud == Cloud::Gcp {
+        // GCP has no public subnets (Cloud NAT serves the private ones); the PSC NAT range
+        // has its own field rather than hiding behind `tier: public`.
+        for s in n.subnets.value.iter().filter(|s| s.tier == Tier::Public) {
+            cx.error(
+                &s.name.referenced,
+                format!("subnet {} is public; GCP subnets are private", s.name.value),
+                "use tier: private; the Private Service Connect range goes in network.privateServiceConnect.cidr",
+            );
+        }
+    }
     if cloud == Cloud::Aws {
         for z in &zones {
             if !subnets.iter().any(|s| s.tier == Tier::Private && s.zone.as_deref() == Some(z)) {
@@ -381,7 +436,7 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
     } else if !subnets.iter().any(|s| s.tier == Tier::Private) {
         cx.error(&n.subnets.referenced, "no private subnet", "add a subnet with tier: private for the Kubernetes nodes");
     }
-    (cx.problems.len() == before).then_some(Network { cidr: net, zones, subnets })
+    (cx.problems.len() == before).then_some(Network { cidr: net, zones, subnets, private_service_connect })
 }
 
 fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpec) -> Option<Kubernetes> {
@@ -407,6 +462,46 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
         }
         c
     });
+    // VPC-native GKE takes its pod and service ranges from the nodes subnet's secondary
+    // ranges; without them GKE adds ranges of its own, which would show as drift.
+    let pod_cidr = match (&k.pod_cidr, cloud) {
+        (Some(p), Cloud::Gcp) => {
+            let c = cidr(cx, p);
+            let net = spec.network.cidr.value.trunc();
+            if !matches!(c, IpNet::V4(_)) {
+                cx.error(&p.referenced, format!("pod CIDR {c} must be IPv4"), "use a private range such as 10.100.0.0/16");
+            } else if overlaps(&c, &net) {
+                cx.error(
+                    &p.referenced,
+                    format!("pod CIDR {c} overlaps the network {net}"),
+                    "pick a pod range outside the network, such as 10.100.0.0/16",
+                );
+            } else if let Some(s) = service_cidr.filter(|s| overlaps(&c, s)) {
+                cx.error(&p.referenced, format!("pod CIDR {c} overlaps the service CIDR {s}"), "pick ranges that do not overlap");
+            }
+            Some(c)
+        }
+        (Some(p), _) => {
+            cx.error(&p.referenced, format!("kubernetes.podCidr is only used on GCP, not {}", cloud.as_str()), "remove podCidr");
+            None
+        }
+        (None, _) => None,
+    };
+    if cloud == Cloud::Gcp {
+        let ranges = [
+            ("pods", "podCidr", "10.100.0.0/16", k.pod_cidr.is_some()),
+            ("services", "serviceCidr", "172.30.0.0/20", k.service_cidr.is_some()),
+        ];
+        for (what, field, example, given) in ranges {
+            if !given {
+                cx.error(
+                    &k.version.referenced,
+                    format!("GKE needs a secondary range for {what}: kubernetes.{field} is missing"),
+                    format!("add kubernetes.{field}, a range outside the network such as {example}"),
+                );
+            }
+        }
+    }
     let mut groups: Vec<NodeGroup> = Vec::new();
     if k.node_groups.value.is_empty() {
         cx.error(&k.node_groups.referenced, "no node groups", "add at least one node group for the RisingWave pods");
@@ -469,7 +564,7 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
             taints,
         });
     }
-    (cx.problems.len() == before).then(|| Kubernetes { version: k.version.value.clone(), service_cidr, node_groups: groups })
+    (cx.problems.len() == before).then(|| Kubernetes { version: k.version.value.clone(), service_cidr, pod_cidr, node_groups: groups })
 }
 
 fn bucket_name(cx: &mut Ctx<'_>, cloud: Cloud, given: Option<&Spanned<String>>, env: &str, account: &str, role: &str) -> String {

@@ -56,7 +56,7 @@ pub struct EnvironmentSpec {
 
 /// `spec.network`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NetworkSpec {
     /// VPC / VNet address range.
     pub cidr: Spanned<IpNet>,
@@ -64,6 +64,16 @@ pub struct NetworkSpec {
     pub zones: Spanned<Vec<Spanned<String>>>,
     /// Subnets.
     pub subnets: Spanned<Vec<SubnetSpec>>,
+    /// GCP: the Private Service Connect NAT subnet the service attachments publish from.
+    pub private_service_connect: Option<PrivateServiceConnectSpec>,
+}
+
+/// `spec.network.privateServiceConnect` (GCP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateServiceConnectSpec {
+    /// Address range of the PSC NAT subnet, inside the network's.
+    pub cidr: Spanned<IpNet>,
 }
 
 /// One subnet.
@@ -88,6 +98,8 @@ pub struct KubernetesSpec {
     pub version: Spanned<String>,
     /// Service address range.
     pub service_cidr: Option<Spanned<IpNet>>,
+    /// Pod address range (GCP: the nodes subnet's secondary range for pods).
+    pub pod_cidr: Option<Spanned<IpNet>>,
     /// Node groups.
     pub node_groups: Spanned<Vec<NodeGroupSpec>>,
 }

@@ -272,6 +272,13 @@ async fn gcp_and_azure_service_accounts_carry_their_clouds_identity() {
     let sa = &gcp[0].objects[1].body;
     let email = sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].as_str().expect("annotation");
     assert!(email.starts_with("byoc-prod-usc1-rw-analytics@") && email.ends_with(".iam.gserviceaccount.com"), "{email}");
+    // GKE clusters of one project share a workload-identity pool: the service account's
+    // name carries the environment, and the pods run as it.
+    assert_eq!(sa["metadata"]["name"], "byoc-prod-usc1");
+    let rw = &gcp[0].objects[2].body;
+    for component in ["meta", "frontend", "compute", "compactor"] {
+        assert_eq!(rw["spec"]["components"][component]["nodeGroups"][0]["template"]["spec"]["serviceAccountName"], "byoc-prod-usc1");
+    }
 
     let azure = example("azure");
     let err = byoc::k8s::objects::desired(&azure, &Default::default()).expect_err("no client id yet").to_string();

@@ -138,9 +138,19 @@ fn files(c: &Case) -> Vec<rwproxy::specfiles::SourceFile> {
             ("public", "10.20.96.0/22", "us-east-1a"),
             ("public", "10.20.100.0/22", "us-east-1b"),
         ],
-        _ => &[("private", "10.20.0.0/19", ""), ("public", "10.20.96.0/22", "")],
+        Cloud::Gcp => &[("private", "10.20.0.0/19", ""), ("private", "10.20.32.0/19", "")],
+        Cloud::Azure => &[("private", "10.20.0.0/19", ""), ("public", "10.20.96.0/22", "")],
+    };
+    // GCP: the PSC NAT subnet and GKE's secondary ranges have fields of their own.
+    let (psc, ranges) = match c.cloud {
+        Cloud::Gcp => {
+            ("    privateServiceConnect: {cidr: 10.20.64.0/24}\n", "    serviceCidr: 172.30.0.0/20\n    podCidr: 10.100.0.0/16\n")
+        }
+        _ => ("", ""),
     };
     for (name, (tier, cidr, zone)) in c.subnets.iter().zip(layout) {
+        // The PSC subnet's id is reserved on GCP.
+        let name = if c.cloud == Cloud::Gcp && name == "psc" { "psc0" } else { name.as_str() };
         let zone = if zone.is_empty() { String::new() } else { format!(", zone: {zone}") };
         subnets.push_str(&format!("      - {{name: {}, tier: {tier}, cidr: {cidr}{zone}}}\n", quoted(name)));
     }
@@ -157,7 +167,7 @@ fn files(c: &Case) -> Vec<rwproxy::specfiles::SourceFile> {
         }
     }
     let env = format!(
-        "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Environment\nmetadata:\n  name: {}\nspec:\n  cloud: {}\n  region: {region}\n  account: {}\n  network:\n    cidr: 10.20.0.0/16\n    zones: {zones}\n    subnets:\n{subnets}  kubernetes:\n    version: \"1.31\"\n    nodeGroups:\n{groups}  exposure:\n    proxy:\n      port: {}\n{public}  controlPlane:\n    principals: [{}]\n{tags}",
+        "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Environment\nmetadata:\n  name: {}\nspec:\n  cloud: {}\n  region: {region}\n  account: {}\n  network:\n    cidr: 10.20.0.0/16\n    zones: {zones}\n    subnets:\n{subnets}{psc}  kubernetes:\n    version: \"1.31\"\n{ranges}    nodeGroups:\n{groups}  exposure:\n    proxy:\n      port: {}\n{public}  controlPlane:\n    principals: [{}]\n{tags}",
         quoted(&c.env),
         c.cloud.as_str(),
         quoted(&c.account),
@@ -257,4 +267,75 @@ fn every_derived_gcp_name_is_one_gcp_accepts() {
 #[test]
 fn every_derived_azure_name_is_one_azure_accepts() {
     run(Cloud::Azure);
+}
+
+/// `s` with `google` put in at `at` (a fraction of its length) and cut back to `max`: GCS
+/// refuses bucket names containing it, and nothing else keeps a user from writing it.
+fn with_google(s: String, at: f64, max: usize) -> String {
+    let i = ((s.len() as f64) * at) as usize;
+    let mut out = format!("{}google{}", &s[..i], &s[i..]);
+    out.truncate(max);
+    out.trim_end_matches('-').to_owned()
+}
+
+fn holds(rule: &Rule, value: &str) -> Result<(), TestCaseError> {
+    rule.check(value).map_err(TestCaseError::fail)?;
+    if let Some((re, max)) = documented(rule) {
+        prop_assert!(re.is_match(value) && value.chars().count() <= max, "{value:?} breaks the documented rule {re} (max {max})");
+    }
+    Ok(())
+}
+
+/// Every GCP name derived from user input, straight from [`gcp`], over the whole space
+/// validation accepts (environment names to 24, project ids to 30, subnet names to 63,
+/// cluster names to 40, `google` anywhere) and over any text for labels: each is valid,
+/// and different inputs never meet in one name.
+#[test]
+fn every_gcp_name_function_gives_a_valid_name_for_every_accepted_input() {
+    fn env() -> BoxedStrategy<String> {
+        (name(1, 24, false, false), prop::option::of(0.0..=1.0f64))
+            .prop_map(|(e, g)| g.map_or(e.clone(), |at| with_google(e, at, 24)))
+            .prop_filter("a DNS label", |e| !e.is_empty() && !e.contains("--"))
+            .boxed()
+    }
+    fn any_text() -> BoxedStrategy<String> {
+        prop::collection::vec(prop::char::any(), 0..=80).prop_map(|v| v.into_iter().collect::<String>()).boxed()
+    }
+    let project = (name(6, 30, true, true), prop::option::of(0.0..=1.0f64))
+        .prop_map(|(p, g)| g.map_or(p.clone(), |at| with_google(p, at, 30)))
+        .prop_filter("a project id", |p| p.len() >= 6);
+    let strategy =
+        ((env(), env()), project, name(1, 63, true, true), (name(1, 40, true, true), name(1, 40, true, true)), (any_text(), any_text()));
+    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    let result = runner.run(&strategy, |((env, other_env), project, subnet, (c1, c2), (key, value))| {
+        for role in ["nodes", "internal", "health-checks", "proxy-public", "nat", "agent", "proxy", "psc", subnet.as_str()] {
+            holds(&GCP_RESOURCE, &gcp::compute(&env, role))?;
+        }
+        holds(&GCP_GKE, &gcp::resource(&env, None))?;
+        for who in ["agent", "nodes", &format!("rw-{c1}"), &format!("rw-{c2}")] {
+            holds(&GCP_SERVICE_ACCOUNT, &gcp::service_account(&env, who))?;
+        }
+        for role in ["data", "state"] {
+            holds(&GCP_BUCKET, &gcp::bucket(&env, &project, role))?;
+        }
+        holds(&GCP_LABEL_KEY, &gcp::label_key(&key))?;
+        holds(&GCP_LABEL_VALUE, &gcp::label_value(&value))?;
+        holds(&GCP_LABEL_VALUE, &gcp::label_value(&env))?;
+        // Apart: two clusters' accounts, two environments' buckets and subnetworks.
+        if c1 != c2 {
+            prop_assert_ne!(gcp::service_account(&env, &format!("rw-{c1}")), gcp::service_account(&env, &format!("rw-{c2}")));
+        }
+        if env != other_env {
+            prop_assert_ne!(gcp::bucket(&env, &project, "data"), gcp::bucket(&other_env, &project, "data"));
+            prop_assert_ne!(gcp::service_account(&env, "agent"), gcp::service_account(&other_env, "agent"));
+            prop_assert_ne!(gcp::resource(&env, None), gcp::resource(&other_env, None));
+        }
+        let id = format!("gcp.subnetwork/{subnet}");
+        let description = gcp::ownership_description(&env, &id);
+        prop_assert_eq!(gcp::owner_of(&description), Some((env.as_str(), id.as_str())));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }
