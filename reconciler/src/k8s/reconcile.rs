@@ -142,7 +142,7 @@ impl Report {
 }
 
 /// Converges the clusters' Kubernetes objects. The client is built once and shared.
-pub struct Reconciler<'a, S: StateStore> {
+pub struct Reconciler<'a, S: StateStore + ?Sized> {
     client: Client,
     store: &'a S,
     options: Options,
@@ -150,10 +150,10 @@ pub struct Reconciler<'a, S: StateStore> {
     version: Option<String>,
 }
 
-impl<'a, S: StateStore> Reconciler<'a, S> {
+impl<'a, S: StateStore + ?Sized> Reconciler<'a, S> {
     /// Loads the inventory from `store`.
-    pub fn new(client: Client, store: &'a S, options: Options) -> anyhow::Result<Self> {
-        let (inventory, version) = match store.get(INVENTORY_KEY)? {
+    pub async fn new(client: Client, store: &'a S, options: Options) -> anyhow::Result<Self> {
+        let (inventory, version) = match store.get(INVENTORY_KEY).await? {
             Some(v) => (
                 serde_json::from_slice(&v.value).with_context(|| format!("state {INVENTORY_KEY} is not a valid inventory"))?,
                 Some(v.version),
@@ -176,9 +176,9 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         }
     }
 
-    fn save(&mut self) -> anyhow::Result<()> {
+    async fn save(&mut self) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(&self.inventory)?;
-        match self.store.put(INVENTORY_KEY, &bytes, self.version.as_deref()) {
+        match self.store.put(INVENTORY_KEY, &bytes, self.version.as_deref()).await {
             Ok(v) => {
                 self.version = Some(v);
                 Ok(())
@@ -301,7 +301,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
             };
             if self.inventory.objects.get(&id) != Some(&applied) {
                 self.inventory.objects.insert(id, applied);
-                self.save()?;
+                self.save().await?;
             }
         }
         if c.ignore_drift && !report.drift.is_empty() {
@@ -401,7 +401,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
             let before = self.inventory.objects.len();
             self.inventory.objects.retain(|_, a| a.cluster != cluster);
             if self.inventory.objects.len() != before {
-                self.save()?;
+                self.save().await?;
             }
             reports.push(report);
         }
