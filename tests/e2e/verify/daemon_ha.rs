@@ -14,6 +14,7 @@ use kube::api::{Api, DynamicObject, PostParams};
 use super::Signed;
 use super::daemon::{Daemon, REPORTS, free_port, routes, status, wait_for, webhook};
 use crate::kube::support::{Behaviour, double, operator};
+use crate::support::SpawnTied;
 
 /// The lease the test replicas use: 6 s, so they retry every second.
 const LEASE_SECONDS: u64 = 6;
@@ -56,11 +57,11 @@ impl Repo {
             ),
         )
         .expect("config");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_byoc"))
+        let child = crate::support::tied_byoc()
             .args(["run", "--config", &format!("reconciler-{id}.yaml")])
             .current_dir(&self.work)
             .stderr(std::fs::File::create(self.work.join(format!("daemon-{id}.log"))).expect("log"))
-            .spawn()
+            .spawn_tied()
             .expect("byoc run starts");
         Daemon(child)
     }

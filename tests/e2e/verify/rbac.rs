@@ -9,7 +9,6 @@
 //! `Retain` (labelled orphaned) and add a third.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -173,7 +172,7 @@ async fn scenario(rbac: kube_double::rbac::Rbac) -> Result<Vec<kube_double::Reco
     )
     .expect("config");
     let once = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_byoc"))
+        let out = crate::support::tied_byoc()
             .args(["run", "--config", "reconciler.yaml", "--once"])
             .current_dir(&work)
             .output()
