@@ -97,6 +97,21 @@ pub enum DaemonError {
     /// No Kubernetes client could be built (no kubeconfig, no in-cluster service account).
     #[error("connecting to Kubernetes: {0}")]
     Kubernetes(String),
+    /// The API server refused the Lease requests (RBAC, or the namespace is missing)
+    /// [`leader::MAX_REFUSALS`] times in a row: the daemon exits, so the pod shows it.
+    #[error(
+        "the API server refused the Lease {lease} {attempts} times in a row, so this replica can never reconcile: {message}\n  grant the daemon's ServiceAccount get, create and update on leases in {namespace} (manifests/base), or create the namespace {namespace} (or name another in leaderElection.namespace)"
+    )]
+    LeaseRefused {
+        /// `namespace/name`.
+        lease: String,
+        /// Its namespace.
+        namespace: String,
+        /// Refusals in a row.
+        attempts: u32,
+        /// The last refusal, as the API server worded it.
+        message: String,
+    },
 }
 
 impl DaemonError {
@@ -106,7 +121,7 @@ impl DaemonError {
         match self {
             DaemonError::Store(e) => e.retryable(),
             DaemonError::Kubernetes(_) => true,
-            DaemonError::Listen { .. } | DaemonError::Agent(_) | DaemonError::Signal(_) => false,
+            DaemonError::Listen { .. } | DaemonError::Agent(_) | DaemonError::Signal(_) | DaemonError::LeaseRefused { .. } => false,
         }
     }
 }
@@ -442,9 +457,13 @@ impl Daemon {
         let mut leadership = leader::Leadership::start(client, self.config.lease.clone());
         let _ = self.shared.role.set(leadership.watch());
         let mut last = Ended::Unchanged;
-        let last = loop {
-            if !leadership.role().is_leader() && !self.standby(&mut leadership, &mut term).await {
-                break last;
+        let outcome = loop {
+            if !leadership.role().is_leader() {
+                match self.standby(&mut leadership, &mut term).await {
+                    Standby::Leading => {}
+                    Standby::Stopping => break Ok(last),
+                    Standby::Refused(e) => break Err(e),
+                }
             }
             let mut lost = false;
             let ended = tokio::select! {
@@ -464,14 +483,14 @@ impl Daemon {
             }
             last = ended;
             if once {
-                break ended;
+                break Ok(ended);
             }
             let jitter = self.config.interval.mul_f64(rand::random::<f64>() * 0.1);
             tokio::select! {
                 () = tokio::time::sleep(self.config.interval + jitter) => {}
                 () = self.shared.wake.notified() => {}
-                _ = term.recv() => break ended,
-                _ = tokio::signal::ctrl_c() => break ended,
+                _ = term.recv() => break Ok(ended),
+                _ = tokio::signal::ctrl_c() => break Ok(ended),
             }
         };
         // The step in progress has finished: give the lease to the other replica at once.
@@ -481,7 +500,7 @@ impl Daemon {
         if let Some(agent) = agent {
             let _ = agent.await;
         }
-        Ok(last)
+        outcome
     }
 
     /// A reconcile stopped part-way (its future dropped when the Kubernetes Lease was
@@ -495,10 +514,19 @@ impl Daemon {
         }
     }
 
-    /// Waits while another replica holds the lease, serving its last saved status; false
-    /// when SIGTERM (or Ctrl-C) came first.
-    async fn standby(&mut self, leadership: &mut leader::Leadership, term: &mut tokio::signal::unix::Signal) -> bool {
+    /// Waits while another replica holds the lease, serving its last saved status, until
+    /// this one leads, SIGTERM (or Ctrl-C) comes, or the API server keeps refusing the Lease.
+    ///
+    /// A refused Lease (403: RBAC; 404 on create: no namespace) is reported at once, on
+    /// each refusal (`Stalled` with reason `LeaseRefused`, an error log line,
+    /// `byoc_lease_refusals_total`), and after [`leader::MAX_REFUSALS`] in a row ends the
+    /// daemon with an error: the pod then shows `CrashLoopBackOff` with the message as its
+    /// last log, where a platform engineer looks first, and each restart tries again, so a
+    /// fixed Role heals it without a person restarting anything. Staying up in standby
+    /// would look healthy (a standby is ready, for its RWProxy) while nothing reconciles.
+    async fn standby(&mut self, leadership: &mut leader::Leadership, term: &mut tokio::signal::unix::Signal) -> Standby {
         let retry = self.config.lease.retry();
+        let mut refusals_seen = 0;
         loop {
             let role = leadership.role();
             if role.is_leader() {
@@ -506,9 +534,31 @@ impl Daemon {
                 // Another replica may have written since this one last did: converge fully.
                 self.applied_tree = None;
                 self.update(|s| s.last_applied_revision = None);
-                return true;
+                return Standby::Leading;
             }
-            if role.role == "standby" {
+            if role.refusals > refusals_seen {
+                self.shared.metrics.lease_refused(role.refusals - refusals_seen);
+                refusals_seen = role.refusals;
+                let lease = format!("{}/{}", self.config.lease.namespace, self.config.lease.name);
+                let message = format!(
+                    "the API server refused the Lease {lease} ({} of {} tries): {}",
+                    role.refusals,
+                    leader::MAX_REFUSALS,
+                    role.error.clone().unwrap_or_default()
+                );
+                self.stop("lease", "Stalled", "LeaseRefused", message);
+                if role.role == "refused" {
+                    return Standby::Refused(DaemonError::LeaseRefused {
+                        lease,
+                        namespace: self.config.lease.namespace.clone(),
+                        attempts: role.refusals,
+                        message: role.error.unwrap_or_default(),
+                    });
+                }
+            } else if role.refusals == 0 {
+                refusals_seen = 0;
+            }
+            if role.role == "standby" && role.refusals == 0 {
                 let saved = self.store.get(STATUS_KEY).await.ok().flatten().and_then(|v| serde_json::from_slice(&v.value).ok());
                 *self.shared.holder_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = saved;
                 // Ready: the pod's RWProxy serves SQL whichever replica writes.
@@ -517,11 +567,21 @@ impl Daemon {
             tokio::select! {
                 () = leadership.changed() => {}
                 () = tokio::time::sleep(retry) => {}
-                _ = term.recv() => return false,
-                _ = tokio::signal::ctrl_c() => return false,
+                _ = term.recv() => return Standby::Stopping,
+                _ = tokio::signal::ctrl_c() => return Standby::Stopping,
             }
         }
     }
+}
+
+/// How a standby wait ended.
+enum Standby {
+    /// This replica holds the lease now.
+    Leading,
+    /// SIGTERM or Ctrl-C.
+    Stopping,
+    /// The API server kept refusing the Lease.
+    Refused(DaemonError),
 }
 
 /// The git tree id of `env` at `commit`: equal ids, equal files, byte for byte.

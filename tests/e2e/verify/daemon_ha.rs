@@ -83,7 +83,10 @@ fn writes_by(d: &kube_double::Double, id: &str) -> usize {
     let agent = format!("({id})");
     d.writes()
         .iter()
-        .filter(|r| !r.uri.contains("/leases/") && !r.uri.ends_with("/leases"))
+        .filter(|r| {
+            let path = r.uri.split('?').next().unwrap_or_default();
+            !path.contains("/leases/") && !path.ends_with("/leases")
+        })
         .filter(|r| r.user_agent.as_deref().is_some_and(|ua| ua.ends_with(&agent)))
         .count()
 }
@@ -242,4 +245,49 @@ async fn two_replicas_one_writer_sigkill_takes_over_within_the_lease_and_sigterm
     wait_for(cport, "c reconciles", |st| st["lastAppliedRevision"] == resized_rev && st["leaderElection"]["role"] == "leader");
     std::process::Command::new("kill").args(["-TERM", &c.0.id().to_string()]).status().expect("kill");
     assert!(wait_exit(&mut c, "c").success());
+}
+
+/// A Lease the API server refuses (here 404: the daemon's namespace was never made, as
+/// when the install forgot it) does not leave the replica waiting in standby forever: each
+/// refusal is reported (`Stalled` with reason `LeaseRefused`, `byoc_lease_refusals_total`),
+/// and after `MAX_REFUSALS` in a row the daemon exits 1 naming the Lease, the API server's
+/// answer and what to grant or create, so the pod shows CrashLoopBackOff with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_lease_is_reported_and_ends_the_daemon_with_the_reason() {
+    let d = double();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    // No byoc-system namespace: creating the Lease in it is refused with 404.
+    let repo = Repo::new(api_addr);
+    let port = free_port();
+    let mut daemon = repo.start("a", port, "");
+    let started = Instant::now();
+    while super::daemon::request_ok(port, "/healthz") != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "never listened:\n{}", repo.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = wait_for(port, "the refusal is reported", |st| {
+        st["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Stalled" && c["reason"] == "LeaseRefused"))
+    });
+    let stalled = st["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Stalled")).cloned().unwrap_or_default();
+    assert_eq!(stalled["status"], "True", "{st:#}");
+    let message = stalled["message"].as_str().unwrap_or("");
+    assert!(message.contains(&format!("{LEASE_NAMESPACE}/{LEASE_NAME}")) && message.contains("not found"), "{message}");
+    assert_eq!(st["lastError"]["stage"], "lease", "{st:#}");
+    let (_, metrics) = super::daemon::request(port, "GET", "/metrics", &[], b"");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("byoc_lease_refusals_total ") && !l.ends_with(" 0")),
+        "{}",
+        metrics.lines().filter(|l| l.contains("lease")).collect::<Vec<_>>().join("\n")
+    );
+    let code = wait_exit(&mut daemon, "the refused replica");
+    let took = started.elapsed();
+    println!("a refused Lease ended the daemon after {took:?} (retry every {:?})", Duration::from_secs(LEASE_SECONDS) / 6);
+    assert_eq!(code.code(), Some(1), "{code:?}\n{}", repo.logs());
+    let log = std::fs::read_to_string(repo.work.join("daemon-a.log")).unwrap_or_default();
+    assert!(log.contains("refused the Lease byoc-system/byoc-test 5 times in a row"), "{log}");
+    assert!(log.contains("namespaces \\\"byoc-system\\\" not found") || log.contains("namespaces \"byoc-system\" not found"), "{log}");
+    assert!(log.contains("grant the daemon's ServiceAccount get, create and update on leases in byoc-system"), "{log}");
+    assert_eq!(writes_by(&d, "a"), 0, "a replica without the lease wrote nothing");
 }
