@@ -354,6 +354,8 @@ mod tests {
         let child =
             super::tied_byoc().args(["run", "--config", "reconciler.yaml"]).current_dir(&dir).spawn_tied().expect("byoc run starts");
         std::fs::write(dir.join("daemon.pid"), child.id().to_string()).expect("pid file");
+        // Killed, which stops it if this body ever ends on its own; SIGKILL skips that.
+        let _daemon = crate::support::Killed(child);
         std::thread::sleep(Duration::from_secs(60));
     }
 }
