@@ -29,6 +29,7 @@ pub mod config;
 mod http;
 pub mod identity;
 pub mod leader;
+pub mod mirror;
 pub mod status;
 pub mod webhook;
 
@@ -149,6 +150,8 @@ pub struct Daemon {
     applied_tree: Option<git2::Oid>,
     /// Health wait per reconcile; a cluster not ready by then is retried next time.
     pub health_timeout: Duration,
+    /// On a standby: what it verified and published of the holder's.
+    mirror: mirror::Mirror,
 }
 
 impl Daemon {
@@ -172,6 +175,7 @@ impl Daemon {
             started: Instant::now(),
             applied_tree: None,
             health_timeout: Duration::from_secs(120),
+            mirror: mirror::Mirror::default(),
         })
     }
 
@@ -387,6 +391,11 @@ impl Daemon {
         if let Err(e) = publish::publish(&self.config.publish_dir, &tip.to_string(), &self.config.environment, &loaded.files) {
             return self.stop("publish", "Ready", "PublishFailed", e.to_string());
         }
+        // For the standby's RWProxy: what was published, every cluster Ready (a stalled
+        // one stopped the reconcile above). The standby checks it against git itself.
+        let ready: Vec<String> =
+            report.clusters.iter().filter(|c| c.outcome == crate::k8s::reconcile::Outcome::Ready).map(|c| c.cluster.clone()).collect();
+        self.record_published(&mirror::record(&loaded, &self.config.environment, &ready, &self.config.lease.identity)).await;
         let removed = match k8s.prune().await {
             Ok(r) => r,
             Err(e) => return self.stop("apply", "Ready", "PruneFailed", e.to_string()),
@@ -503,6 +512,22 @@ impl Daemon {
         outcome
     }
 
+    /// Records what this holder published for the standby (a failure only delays the
+    /// standby's routes: logged, not a stop).
+    async fn record_published(&self, record: &mirror::PublishedRecord) {
+        let Ok(bytes) = serde_json::to_vec_pretty(record) else { return };
+        let version = match self.store.get(mirror::PUBLISHED_KEY).await {
+            Ok(v) => v.map(|v| v.version),
+            Err(e) => {
+                tracing::warn!(stage = "publish", "cannot record the published revision for the standby: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.store.put(mirror::PUBLISHED_KEY, &bytes, version.as_deref()).await {
+            tracing::warn!(stage = "publish", "cannot record the published revision for the standby: {e}");
+        }
+    }
+
     /// A reconcile stopped part-way (its future dropped when the Kubernetes Lease was
     /// lost) may have held the environment's apply lease in the state store for a cloud
     /// pass: give it back by name, so the next holder need not wait for it to expire.
@@ -561,8 +586,10 @@ impl Daemon {
             if role.role == "standby" && role.refusals == 0 {
                 let saved = self.store.get(STATUS_KEY).await.ok().flatten().and_then(|v| serde_json::from_slice(&v.value).ok());
                 *self.shared.holder_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = saved;
-                // Ready: the pod's RWProxy serves SQL whichever replica writes.
+                // Ready: the pod's RWProxy serves SQL whichever replica writes, from the
+                // holder's revision, which this replica fetches, verifies and publishes.
                 self.shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.mirror_holder().await;
             }
             tokio::select! {
                 () = leadership.changed() => {}

@@ -92,7 +92,7 @@ fn calls(account: &Account, reset: bool) -> Vec<Value> {
 
 /// A PostgreSQL server standing in for cluster `name`'s frontend (`SHOW cluster_name` says
 /// `name`), with a database `name`; stopped when the test binary exits.
-fn frontend(dir: &Path, name: &str) -> u16 {
+pub(super) fn frontend(dir: &Path, name: &str) -> u16 {
     let port = free_port();
     let out = std::process::Command::new("bash")
         .arg(crate::support::project_root().join("tests/pg/start.sh"))
@@ -121,7 +121,7 @@ fn sql(port: u16, db: &str, statement: &str) -> Result<String, String> {
 }
 
 /// Polls `SHOW cluster_name` through the proxy until `want` (a name, or `None`: refused).
-fn through_proxy(port: u16, db: &str, want: Option<&str>) {
+pub(super) fn through_proxy(port: u16, db: &str, want: Option<&str>) {
     let start = Instant::now();
     loop {
         let got = sql(port, db, "SHOW cluster_name");
@@ -133,7 +133,7 @@ fn through_proxy(port: u16, db: &str, want: Option<&str>) {
     }
 }
 
-struct Proxy(std::process::Child);
+pub(super) struct Proxy(pub(super) std::process::Child);
 
 impl Drop for Proxy {
     fn drop(&mut self) {
