@@ -219,6 +219,7 @@ fn a_slow_bucket_stalls_no_other_task_and_a_released_lease_is_free_at_once() {
         guard.release().await.expect("a gives it back");
         let took = started.elapsed();
         let during = ticks.load(Ordering::Relaxed) - before;
+        println!("three store calls took {took:?}; the ticker on the same thread ticked {during} time(s) meanwhile");
         // Three calls (read, write, release's write) of at least 300 ms each.
         assert!(took >= std::time::Duration::from_millis(900), "the delay was not applied: {took:?}");
         // One tick per 10 ms is about 90 here; a third leaves room for a busy machine.
