@@ -190,25 +190,41 @@ pub async fn live<'a, S: StateStore + ?Sized, C: Cloud>(
 ) -> Result<LivePlan<'a, S>, LiveError> {
     let desired = if destroy { Graph::default() } else { expand(&loaded.specs) };
     let prepared = prepare(cloud, store, &cloud_part(&desired), options).await?;
-    let mut fingerprint = Sha256::new();
-    let (_, inventory_version) = crate::cloud::apply::load_inventory(store).await?;
-    let outputs_version = store.get(CLOUD_OUTPUTS_KEY).await.map_err(ApplyError::State)?.map(|v| v.version);
-    let found: BTreeMap<&str, &str> = prepared.observed.found.iter().map(|(id, f)| (id.as_str(), f.cloud_id.as_str())).collect();
-    let cloud_seen = serde_json::json!({
-        "graph": prepared.observed.graph,
-        "found": found,
-        "duplicates": prepared.observed.duplicates.iter().map(|d| &d.cloud_id).collect::<Vec<_>>(),
-        "inventory": inventory_version,
-        "outputs": outputs_version,
-    });
-    fingerprint.update(cloud_seen.to_string().as_bytes());
-    let mut whole = prepared.plan.clone();
-    if let Some(client) = kube {
-        let (k8s_steps, seen) = kubernetes(client, store, repo, env_dir, &desired).await?;
-        fingerprint.update(seen.to_string().as_bytes());
-        whole.steps.extend(k8s_steps);
+    // Past this point the lease is held: an error gives it back before it is returned.
+    let observed = async {
+        let mut fingerprint = Sha256::new();
+        let (_, inventory_version) = crate::cloud::apply::load_inventory(store).await?;
+        let outputs_version = store.get(CLOUD_OUTPUTS_KEY).await.map_err(ApplyError::State)?.map(|v| v.version);
+        let found: BTreeMap<&str, &str> = prepared.observed.found.iter().map(|(id, f)| (id.as_str(), f.cloud_id.as_str())).collect();
+        let cloud_seen = serde_json::json!({
+            "graph": prepared.observed.graph,
+            "found": found,
+            "duplicates": prepared.observed.duplicates.iter().map(|d| &d.cloud_id).collect::<Vec<_>>(),
+            "inventory": inventory_version,
+            "outputs": outputs_version,
+        });
+        fingerprint.update(cloud_seen.to_string().as_bytes());
+        let mut whole = prepared.plan.clone();
+        if let Some(client) = kube {
+            let (k8s_steps, seen) = kubernetes(client, store, repo, env_dir, &desired).await?;
+            fingerprint.update(seen.to_string().as_bytes());
+            whole.steps.extend(k8s_steps);
+        }
+        Ok::<_, LiveError>((whole, hex(&fingerprint.finalize())))
     }
-    let fingerprint = hex(&fingerprint.finalize());
+    .await;
+    let (whole, fingerprint) = match observed {
+        Ok(o) => o,
+        Err(e) => {
+            if let Err(release) = prepared.release().await {
+                tracing::warn!(
+                    stage = "plan",
+                    "could not give back the environment's lease after an error ({release}); it expires on its own"
+                );
+            }
+            return Err(e);
+        }
+    };
     let summary = whole.summary();
     tracing::debug!(%fingerprint, create = summary.create, update = summary.update, delete = summary.delete, "planned against the live state");
     Ok(LivePlan { cloud: prepared, plan: whole, fingerprint })
