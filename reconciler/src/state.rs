@@ -54,7 +54,8 @@ pub struct Versioned {
     pub version: String,
 }
 
-/// What can go wrong with the state store.
+/// What can go wrong with the state store. [`StateError::retryable`] says whether trying
+/// again later can help, as the pipeline's errors do.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The object changed since it was read (or exists when it should not).
@@ -75,7 +76,25 @@ pub enum StateError {
         /// The lock file.
         lock: String,
     },
-    /// I/O or a malformed stored object.
+    /// The store could not be reached, timed out, or answered with a server error
+    /// (throttling, 5xx): the same call may work later.
+    #[error("state {key:?}: {message}; the store may be unreachable for now, retrying later can help")]
+    Unavailable {
+        /// The key.
+        key: String,
+        /// What happened.
+        message: String,
+    },
+    /// The store refused the call for a reason a retry does not change (access denied, no
+    /// such bucket), or the location is not usable.
+    #[error("state {key:?}: {message}")]
+    Refused {
+        /// The key (empty when the store as a whole is meant).
+        key: String,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// Local I/O, a key that is not a plain name, or a malformed stored object.
     #[error("state {key:?}: {message}")]
     Io {
         /// The key.
@@ -85,21 +104,41 @@ pub enum StateError {
     },
 }
 
-/// Keys to versioned byte values, with compare-and-swap writes.
-pub trait StateStore {
-    /// The value at `key`, if any.
-    fn get(&self, key: &str) -> Result<Option<Versioned>, StateError>;
-    /// Writes `value` if the stored version is `expected` (`None`: only if absent); returns
-    /// the new version.
-    fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError>;
+impl StateError {
+    /// Whether trying again later can help: another writer moved first (reload, then
+    /// retry), held the lock, or the store was unreachable. A refusal, a local I/O error
+    /// or a malformed object needs a person.
+    pub fn retryable(&self) -> bool {
+        matches!(self, StateError::Conflict { .. } | StateError::Locked { .. } | StateError::Unavailable { .. })
+    }
 }
 
-impl StateStore for Box<dyn StateStore> {
-    fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+/// What a store call returns: a boxed future, so the trait stays usable as
+/// `dyn StateStore` (the daemon and the commands pick the backend from their config at run
+/// time). `Send`, so a reconcile that awaits the store can run on any worker thread.
+pub type StoreFuture<'a, T> = futures::future::BoxFuture<'a, Result<T, StateError>>;
+
+/// Keys to versioned byte values, with compare-and-swap writes.
+///
+/// Async, and never blocking the thread that polls it: a call against a slow bucket or a
+/// contended lock lets every other task of the runtime (the lease renewal, the HTTP doors,
+/// actions in flight) go on. The methods return boxed futures rather than being
+/// `async fn`s because an `async fn` in a trait makes it unusable as `dyn StateStore`, and
+/// the few calls a reconcile makes do not notice one allocation each.
+pub trait StateStore: Send + Sync {
+    /// The value at `key`, if any.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>>;
+    /// Writes `value` if the stored version is `expected` (`None`: only if absent); returns
+    /// the new version.
+    fn put<'a>(&'a self, key: &'a str, value: &'a [u8], expected: Option<&'a str>) -> StoreFuture<'a, String>;
+}
+
+impl<S: StateStore + ?Sized> StateStore for Box<S> {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         (**self).get(key)
     }
 
-    fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError> {
+    fn put<'a>(&'a self, key: &'a str, value: &'a [u8], expected: Option<&'a str>) -> StoreFuture<'a, String> {
         (**self).put(key, value, expected)
     }
 }
@@ -108,6 +147,10 @@ impl StateStore for Box<dyn StateStore> {
 /// its generation; writes go through a temporary file and a rename while holding an
 /// advisory lock on `<key>.lock`. The kernel drops that lock when its holder dies, so a
 /// writer killed mid-write (SIGKILL) blocks nobody.
+///
+/// The file system calls and the wait for the lock block, so each call runs on tokio's
+/// blocking pool (`spawn_blocking`), never on a runtime worker: it must be called from
+/// inside a tokio runtime.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     dir: PathBuf,
@@ -115,7 +158,7 @@ pub struct LocalDir {
 }
 
 impl LocalDir {
-    /// Uses `dir`, creating it if needed.
+    /// Uses `dir`, creating it if needed (once, at start-up, before any task runs).
     pub fn new(dir: impl Into<PathBuf>) -> Result<LocalDir, StateError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| StateError::Io { key: String::new(), message: format!("creating {}: {e}", dir.display()) })?;
@@ -141,39 +184,22 @@ impl LocalDir {
             Err(e) => Err(io(key, &path, &e)),
         }
     }
-}
 
-/// Keys are plain names (letters, digits, '-', '_', '.'; not starting with '.'), so no
-/// store can be led outside its directory or prefix.
-fn check_key(key: &str) -> Result<(), StateError> {
-    if key.is_empty() || key.starts_with('.') || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
-        return Err(StateError::Io {
-            key: key.into(),
-            message: "keys are letters, digits, '-', '_' and '.', not starting with '.'".into(),
-        });
-    }
-    Ok(())
-}
-
-fn io(key: &str, path: &Path, e: &std::io::Error) -> StateError {
-    StateError::Io { key: key.into(), message: format!("{}: {e}", path.display()) }
-}
-
-impl StateStore for LocalDir {
-    fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+    fn get_blocking(&self, key: &str) -> Result<Option<Versioned>, StateError> {
         let Some(version) = self.read_version(key)? else { return Ok(None) };
         let path = self.path(key, "")?;
         let value = fs::read(&path).map_err(|e| io(key, &path, &e))?;
         Ok(Some(Versioned { value, version }))
     }
 
-    fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError> {
+    fn put_blocking(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError> {
         let lock = self.path(key, ".lock")?;
         let lock_file = fs::OpenOptions::new().write(true).create(true).truncate(false).open(&lock).map_err(|e| io(key, &lock, &e))?;
         let deadline = std::time::Instant::now() + self.lock_wait;
         loop {
             match lock_file.try_lock() {
                 Ok(()) => break,
+                // On the blocking pool: sleeping here holds no runtime worker.
                 Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5))
                 }
@@ -203,10 +229,58 @@ impl StateStore for LocalDir {
         drop(lock_file);
         result
     }
+
+    /// Runs `f` on a clone of this store on the blocking pool.
+    fn off_runtime<T: Send + 'static>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&LocalDir) -> Result<T, StateError> + Send + 'static,
+    ) -> StoreFuture<'static, T> {
+        let this = self.clone();
+        let key = key.to_owned();
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(move || f(&this)).await {
+                Ok(result) => result,
+                Err(e) => Err(StateError::Io { key, message: format!("the state store's file task failed: {e}") }),
+            }
+        })
+    }
+}
+
+/// Keys are plain names (letters, digits, '-', '_', '.'; not starting with '.'), so no
+/// store can be led outside its directory or prefix.
+fn check_key(key: &str) -> Result<(), StateError> {
+    if key.is_empty() || key.starts_with('.') || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+        return Err(StateError::Io {
+            key: key.into(),
+            message: "keys are letters, digits, '-', '_' and '.', not starting with '.'".into(),
+        });
+    }
+    Ok(())
+}
+
+fn io(key: &str, path: &Path, e: &std::io::Error) -> StateError {
+    StateError::Io { key: key.into(), message: format!("{}: {e}", path.display()) }
+}
+
+impl StateStore for LocalDir {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        let owned = key.to_owned();
+        self.off_runtime(key, move |s| s.get_blocking(&owned))
+    }
+
+    fn put<'a>(&'a self, key: &'a str, value: &'a [u8], expected: Option<&'a str>) -> StoreFuture<'a, String> {
+        let (owned, value, expected) = (key.to_owned(), value.to_vec(), expected.map(str::to_owned));
+        self.off_runtime(key, move |s| s.put_blocking(&owned, &value, expected.as_deref()))
+    }
 }
 
 /// The state store the flags name: a directory, or `s3://BUCKET/PREFIX`; `None` for neither.
-pub fn open(dir: Option<&std::path::Path>, s3: Option<&str>, endpoint_url: Option<&str>) -> anyhow::Result<Option<Box<dyn StateStore>>> {
+pub async fn open(
+    dir: Option<&std::path::Path>,
+    s3: Option<&str>,
+    endpoint_url: Option<&str>,
+) -> Result<Option<Box<dyn StateStore>>, StateError> {
     Ok(match (dir, s3) {
         (Some(dir), _) => Some(Box::new(LocalDir::new(dir)?)),
         (None, Some(url)) => {
@@ -214,9 +288,12 @@ pub fn open(dir: Option<&std::path::Path>, s3: Option<&str>, endpoint_url: Optio
                 .strip_prefix("s3://")
                 .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
                 .filter(|(b, _)| !b.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("--state-s3 {url:?}: expected s3://BUCKET/PREFIX"))?;
+                .ok_or_else(|| StateError::Refused {
+                    key: String::new(),
+                    message: format!("--state-s3 {url:?}: expected s3://BUCKET/PREFIX"),
+                })?;
             let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
-            Some(Box::new(s3::S3Store::new(bucket, &prefix, endpoint_url)?))
+            Some(Box::new(s3::S3Store::new(bucket, &prefix, endpoint_url).await))
         }
         (None, None) => None,
     })
@@ -226,36 +303,70 @@ pub fn open(dir: Option<&std::path::Path>, s3: Option<&str>, endpoint_url: Optio
 mod tests {
     use super::*;
 
-    #[test]
-    fn writes_are_conditional_on_the_version_read() {
+    #[tokio::test]
+    async fn writes_are_conditional_on_the_version_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = LocalDir::new(dir.path()).expect("store");
-        assert_eq!(s.get("inv").expect("get"), None);
-        let v1 = s.put("inv", b"a", None).expect("create");
-        assert!(matches!(s.put("inv", b"b", None), Err(StateError::Conflict { .. })), "create over an existing value");
-        let v2 = s.put("inv", b"b", Some(&v1)).expect("update");
-        assert!(matches!(s.put("inv", b"c", Some(&v1)), Err(StateError::Conflict { .. })), "stale version");
-        assert_eq!(s.get("inv").expect("get"), Some(Versioned { value: b"b".to_vec(), version: v2 }));
+        assert_eq!(s.get("inv").await.expect("get"), None);
+        let v1 = s.put("inv", b"a", None).await.expect("create");
+        assert!(matches!(s.put("inv", b"b", None).await, Err(StateError::Conflict { .. })), "create over an existing value");
+        let v2 = s.put("inv", b"b", Some(&v1)).await.expect("update");
+        assert!(matches!(s.put("inv", b"c", Some(&v1)).await, Err(StateError::Conflict { .. })), "stale version");
+        assert_eq!(s.get("inv").await.expect("get"), Some(Versioned { value: b"b".to_vec(), version: v2 }));
     }
 
-    #[test]
-    fn a_held_lock_refuses_the_write_and_keys_cannot_escape_the_directory() {
+    #[tokio::test]
+    async fn a_held_lock_refuses_the_write_and_keys_cannot_escape_the_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = LocalDir::new(dir.path()).expect("store").with_lock_wait(std::time::Duration::from_millis(50));
         let held = fs::File::create(dir.path().join("inv.lock")).expect("lock file");
         held.lock().expect("another writer holds the lock");
-        assert!(matches!(s.put("inv", b"a", None), Err(StateError::Locked { .. })));
+        let locked = s.put("inv", b"a", None).await;
+        assert!(matches!(locked, Err(StateError::Locked { .. })), "{locked:?}");
+        assert!(locked.is_err_and(|e| e.retryable()), "a held lock is worth waiting for");
         drop(held);
-        s.put("inv", b"a", None).expect("free once the holder is gone");
-        assert!(matches!(s.get("../etc"), Err(StateError::Io { .. })));
+        s.put("inv", b"a", None).await.expect("free once the holder is gone");
+        let escaped = s.get("../etc").await;
+        assert!(matches!(escaped, Err(StateError::Io { .. })), "{escaped:?}");
+        assert!(escaped.is_err_and(|e| !e.retryable()), "a bad key stays bad");
     }
 
-    #[test]
-    fn a_lock_file_left_by_a_killed_writer_blocks_nobody() {
+    #[tokio::test]
+    async fn a_lock_file_left_by_a_killed_writer_blocks_nobody() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = LocalDir::new(dir.path()).expect("store");
         // A writer SIGKILLed mid-write leaves its lock file, but not its lock.
         fs::write(dir.path().join("inv.lock"), "").expect("lock file");
-        s.put("inv", b"a", None).expect("written");
+        s.put("inv", b"a", None).await.expect("written");
+    }
+
+    /// On a single-threaded runtime (the one-shot commands' kind), a write that waits for
+    /// another writer's lock leaves the thread to the other tasks: a ticker keeps ticking.
+    /// Waiting on the runtime's own thread, as the store once did, would freeze it for the
+    /// whole wait.
+    #[tokio::test(flavor = "current_thread")]
+    async fn waiting_for_the_lock_does_not_stall_the_runtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wait = std::time::Duration::from_millis(400);
+        let s = LocalDir::new(dir.path()).expect("store").with_lock_wait(wait);
+        let held = fs::File::create(dir.path().join("inv.lock")).expect("lock file");
+        held.lock().expect("another writer holds the lock");
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(10));
+            loop {
+                every.tick().await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let started = std::time::Instant::now();
+        let result = s.put("inv", b"a", None).await;
+        let waited = started.elapsed();
+        ticker.abort();
+        assert!(matches!(result, Err(StateError::Locked { .. })), "{result:?}");
+        let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        // 400 ms at one tick per 10 ms: 40 on an idle machine; 10 leaves room for a busy one.
+        assert!(ticks >= 10, "the ticker ticked {ticks} time(s) during a {waited:?} wait for the lock");
     }
 }

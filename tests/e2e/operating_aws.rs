@@ -103,3 +103,22 @@ fn an_apply_that_fails_part_way_gives_its_lease_back_and_the_next_one_runs_at_on
     assert_eq!(next.code, 0, "{}\n{}", next.stdout, next.stderr);
     assert_exactly_one_of_each(&account.counts());
 }
+
+/// The lease is taken before the live plan observes Kubernetes; an API server that cannot
+/// be reached then fails the plan, and the lease is given back with it (the release is an
+/// explicit write on that way out: a dropped guard only logs).
+#[test]
+fn a_plan_that_cannot_observe_kubernetes_gives_its_lease_back() {
+    let account = Account::new();
+    let repo = example_repo();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    std::fs::write(repo.path().join("kubeconfig"), kube_double::kubeconfig(&format!("http://127.0.0.1:{port}"))).expect("kubeconfig");
+    let mut args = approved_apply_args(&account, "state");
+    args.extend(["--kubeconfig", "kubeconfig", "--skip-preflight"]);
+    let out = byoc_command(&repo).args(&args).output().expect("byoc runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("observing Kubernetes"), "{stderr}");
+    let lease: Value = serde_json::from_str(&repo.read("state/lease.json")).expect("lease record");
+    assert_eq!(lease["expiresAt"], 0, "the lease was given back: {lease}");
+}

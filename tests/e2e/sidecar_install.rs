@@ -183,12 +183,7 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     assert!(reconciler.contains("environment: \"examples/aws\""), "{reconciler}");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = config_in(&held_cms, dir.path());
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_byoc"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .arg("--check")
-        .output()
-        .expect("byoc runs");
+    let check = crate::support::tied_byoc().args(["run", "--config"]).arg(&path).arg("--check").output().expect("byoc runs");
     assert!(
         check.status.success(),
         "byoc run --check: {}{}",

@@ -114,6 +114,58 @@ impl TestCa {
     }
 }
 
+/// A command for a long-running child of a test (a `byoc run` daemon, an RWProxy, a
+/// server): `program` run under `setpriv --pdeathsig KILL`, so the kernel SIGKILLs it when
+/// the thread that spawned it ends. [`Killed`] and the tests' own `Drop`s stop children on
+/// every way out that unwinds; this covers the ones that do not: a test binary killed
+/// (Ctrl-C, a CI timeout, SIGKILL), where no destructor runs and the children used to
+/// keep their ports and state directories and break the next run.
+///
+/// Start it with [`SpawnTied::spawn_tied`] (or `output()`, which waits anyway). The signal
+/// is tied to the spawning *thread*, not the process (prctl(2)), so spawn from the test's
+/// own thread (a `#[test]` body, or a `#[tokio::test]` body, which runs on the test
+/// thread), never from a pool thread that may exit mid-test; the test thread lives exactly
+/// as long as the test. setpriv (util-linux, on every Debian) sets the signal and then
+/// execs `program`, so the child's pid is the program's; `CommandExt::pre_exec` with
+/// `prctl` would do the same in-process but needs `unsafe`, which the workspace forbids.
+pub fn tied(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    c
+}
+
+/// [`tied`] for the `byoc` binary under test.
+pub fn tied_byoc() -> Command {
+    tied(env!("CARGO_BIN_EXE_byoc"))
+}
+
+/// Spawning a [`tied`] command.
+pub trait SpawnTied {
+    /// Spawns, then waits (at most 5 s) until setpriv has set the signal and exec'd the
+    /// program: until then a spawning thread that ended would leave the child untied, since
+    /// the signal is set in the child after `spawn` returns.
+    fn spawn_tied(&mut self) -> std::io::Result<std::process::Child>;
+}
+
+impl SpawnTied for Command {
+    fn spawn_tied(&mut self) -> std::io::Result<std::process::Child> {
+        let mut child = self.spawn()?;
+        let start = std::time::Instant::now();
+        loop {
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
+            if comm.trim() != "setpriv" || child.try_wait()?.is_some() {
+                return Ok(child);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::other("setpriv did not exec its program within 5 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 /// A child process (a test server), killed and reaped when dropped.
 pub struct Killed(pub std::process::Child);
 
@@ -202,5 +254,108 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), target).expect("copy");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+
+    /// Whether `pid` is gone (or a zombie nobody reaped yet: dead either way).
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    fn until_gone(pid: u32, what: &str) {
+        let start = Instant::now();
+        while !gone(pid) {
+            assert!(start.elapsed() < Duration::from_secs(5), "{what}: pid {pid} still runs after 5 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The spawning thread ends without killing its child (a `Child` dropped does not
+    /// kill): the kernel does. Without `tied`, the `sleep` lives its 10 minutes.
+    #[test]
+    fn a_tied_child_dies_with_the_thread_that_spawned_it() {
+        use super::SpawnTied;
+        let child = std::thread::spawn(|| super::tied("sleep").arg("600").spawn_tied().expect("sleep starts")).join().expect("thread");
+        let start = Instant::now();
+        let mut child = child;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "the child outlived its thread by 5 s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+    }
+
+    /// A test process SIGKILLed (no destructor runs) takes its daemon with it: this test
+    /// binary is started again as the "killed test", which starts `byoc run` (on a config
+    /// that keeps it waiting for an API server that never answers) through `tied_byoc`,
+    /// reports its pid and waits; it is then SIGKILLed, and the daemon must be gone
+    /// within 5 s.
+    #[test]
+    fn a_killed_test_process_takes_its_daemon_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("daemon.pid");
+        let mut test = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["support::tests::killed_test_body", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env("BYOC_KILLED_TEST_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the test binary starts again");
+        let start = Instant::now();
+        let daemon: u32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse().ok()) {
+                break pid;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the killed test never started its daemon");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Still running a moment later: it is the daemon, not a config error exiting.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!gone(daemon), "byoc run {daemon} exited on its own; the test shows nothing");
+        let cmdline = std::fs::read(format!("/proc/{daemon}/cmdline")).unwrap_or_default();
+        assert!(String::from_utf8_lossy(&cmdline).contains("byoc"), "pid {daemon} is not byoc run");
+        test.kill().expect("SIGKILL the test process");
+        test.wait().expect("reaped");
+        until_gone(daemon, "byoc run after its test process was SIGKILLed");
+    }
+
+    /// The body of the "killed test" above; does nothing unless started by it.
+    #[test]
+    #[ignore = "started by a_killed_test_process_takes_its_daemon_with_it"]
+    fn killed_test_body() {
+        let Some(dir) = std::env::var_os("BYOC_KILLED_TEST_DIR").map(std::path::PathBuf::from) else { return };
+        // An API server address nobody listens on: the daemon keeps retrying it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        std::fs::write(dir.join("kubeconfig"), kube_double::kubeconfig(&format!("http://127.0.0.1:{port}"))).expect("kubeconfig");
+        let repo = crate::support::Repo::new();
+        for (from, to) in [("policies/signing-policy.yaml", "policy.yaml"), ("policies/allowed_signers", "allowed_signers")] {
+            std::fs::copy(crate::support::project_root().join(from), dir.join(to)).expect("the example policy");
+        }
+        std::fs::write(
+            dir.join("reconciler.yaml"),
+            format!(
+                "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Reconciler\nmetadata: {{name: killed}}\nspec:\n  repository: {{url: \"file://{}\", branch: main}}\n  environment: env\n  signingPolicy: policy.yaml\n  stateStore: {{dir: state}}\n  publishDir: publish\n  cacheDir: cache\n  listen: \"127.0.0.1:0\"\n  kubernetes: {{kubeconfig: kubeconfig}}\n",
+                repo.dir.path().display()
+            ),
+        )
+        .expect("config");
+        use super::SpawnTied;
+        let child =
+            super::tied_byoc().args(["run", "--config", "reconciler.yaml"]).current_dir(&dir).spawn_tied().expect("byoc run starts");
+        std::fs::write(dir.join("daemon.pid"), child.id().to_string()).expect("pid file");
+        // Killed, which stops it if this body ever ends on its own; SIGKILL skips that.
+        let _daemon = crate::support::Killed(child);
+        std::thread::sleep(Duration::from_secs(60));
     }
 }

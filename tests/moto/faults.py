@@ -33,6 +33,9 @@
    So an end-to-end test fails the way a real account would if byoc ever derives such a
    name again.
    Everything else goes to moto unchanged.
+5. Latency: with --delay SECONDS (or after POST /__delay with a body of seconds, "0" to
+   stop), every call is held that long before it is answered, as from a slow or distant
+   endpoint, so a test can show that a slow store stalls nobody but its caller.
 4. A request log: every call is recorded as the IAM action it needs and the resource it
    acts on, as AWS would authorize it (`iam:CreateRole` on
    `arn:aws:iam::123456789012:role/byoc/prod/clusters/x`, with the
@@ -44,6 +47,7 @@
 
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
                  [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50] [--creating N]
+                 [--delay 0.5]
 Listens on 127.0.0.1 only; exits when the owner process is gone.
 """
 import argparse
@@ -66,6 +70,7 @@ UPDATES = {}  # cluster name -> {"version": v, "reads": reads left in UPDATING}
 CALLS = []  # the request log: {"action", "resource", "boundary"?}
 ROLE_PATHS = {}  # IAM role name -> path, from the CreateRole calls seen
 ACCOUNT = "123456789012"  # moto's account
+DELAY = [0.0]  # seconds every call is held before its answer (--delay, POST /__delay)
 
 
 def eks_action(method, path):
@@ -290,10 +295,20 @@ class Handler(BaseHTTPRequestHandler):
                 if self.command == "POST":
                     CALLS.clear()
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(CALLS))
+        if self.path == "/__delay":
+            with LOCK:
+                if self.command == "POST":
+                    DELAY[0] = max(0.0, float(body.decode() or "0"))
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(DELAY[0]))
         if self.path == "/__calls/reset":
             with LOCK:
                 CALLS.clear()
             return self.answer(200, {"Content-Type": "application/json"}, "[]")
+        with LOCK:
+            delay = DELAY[0]
+        if delay:
+            # Each request has a thread of its own: only this caller waits.
+            time.sleep(delay)
         service = service_of(self.headers)
         record(service, self.command, self.path, self.headers, body)
         with LOCK:
@@ -387,7 +402,9 @@ def main():
     p.add_argument("--deny", default="")
     p.add_argument("--quota", default="50")
     p.add_argument("--creating", type=int, default=0)
+    p.add_argument("--delay", type=float, default=0.0)
     ARGS = p.parse_args()
+    DELAY[0] = ARGS.delay
     RNG = random.Random(ARGS.seed)
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     # A client killed mid-request (the crash tests) breaks its connection; not an error here.

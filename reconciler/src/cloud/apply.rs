@@ -189,8 +189,8 @@ pub fn plan_apply(desired: &Graph, observed: &Observed) -> Plan {
 }
 
 /// Reads the inventory and its version.
-pub fn load_inventory(store: &impl StateStore) -> Result<(Inventory, Option<String>), ApplyError> {
-    match store.get(INVENTORY_KEY)? {
+pub async fn load_inventory(store: &(impl StateStore + ?Sized)) -> Result<(Inventory, Option<String>), ApplyError> {
+    match store.get(INVENTORY_KEY).await? {
         None => Ok((Inventory::default(), None)),
         Some(v) => {
             let inv = serde_json::from_slice(&v.value).map_err(|e| ApplyError::Inventory { key: INVENTORY_KEY, message: e.to_string() })?;
@@ -200,7 +200,7 @@ pub fn load_inventory(store: &impl StateStore) -> Result<(Inventory, Option<Stri
 }
 
 /// The inventory in the state store, written only on top of the version read.
-struct Recorder<'a, S: StateStore> {
+struct Recorder<'a, S: StateStore + ?Sized> {
     store: &'a S,
     inventory: Inventory,
     version: Option<String>,
@@ -210,22 +210,22 @@ struct Recorder<'a, S: StateStore> {
     renewed: Instant,
 }
 
-impl<S: StateStore> Recorder<'_, S> {
-    fn save(&mut self) -> Result<(), ApplyError> {
+impl<S: StateStore + ?Sized> Recorder<'_, S> {
+    async fn save(&mut self) -> Result<(), ApplyError> {
         let bytes = serde_json::to_vec_pretty(&self.inventory).expect("inventory serializes");
-        self.version = Some(self.store.put(INVENTORY_KEY, &bytes, self.version.as_deref())?);
+        self.version = Some(self.store.put(INVENTORY_KEY, &bytes, self.version.as_deref()).await?);
         Ok(())
     }
 
-    fn renew_if_due(&mut self) -> Result<(), ApplyError> {
+    async fn renew_if_due(&mut self) -> Result<(), ApplyError> {
         if self.renewed.elapsed() >= Duration::from_secs((self.options.lease_ttl / 3).max(1) as u64) {
-            self.lease.renew(now(), self.options.lease_ttl)?;
+            self.lease.renew(now(), self.options.lease_ttl).await?;
             self.renewed = Instant::now();
         }
         Ok(())
     }
 
-    fn done(&mut self, id: &ResourceId, action: Action, desired: Option<&Resource>, found: Option<&Found>) -> Result<(), ApplyError> {
+    async fn done(&mut self, id: &ResourceId, action: Action, desired: Option<&Resource>, found: Option<&Found>) -> Result<(), ApplyError> {
         match (desired, found) {
             (Some(r), Some(f)) => {
                 let record = Record {
@@ -250,8 +250,8 @@ impl<S: StateStore> Recorder<'_, S> {
                 cloud_id: found.map(|f| f.cloud_id.clone()).unwrap_or_default(),
             });
         }
-        self.save()?;
-        self.renew_if_due()
+        self.save().await?;
+        self.renew_if_due().await
     }
 }
 
@@ -273,7 +273,7 @@ pub fn now() -> i64 {
 }
 
 /// Everything before the first change: the lease, the inventory, what exists, the plan.
-pub struct Prepared<'a, S: StateStore> {
+pub struct Prepared<'a, S: StateStore + ?Sized> {
     recorder: Recorder<'a, S>,
     /// What exists.
     pub observed: Observed,
@@ -283,34 +283,46 @@ pub struct Prepared<'a, S: StateStore> {
 }
 
 /// Takes the lease, reads the inventory and the account, and plans. Nothing is changed;
-/// drop the result (or call [`Prepared::release`] to hear whether that worked) to give the
-/// lease back.
-pub async fn prepare<'a, S: StateStore, C: Cloud>(
+/// [`Prepared::execute`] or [`Prepared::release`] gives the lease back (an error here
+/// gives it back before returning).
+pub async fn prepare<'a, S: StateStore + ?Sized, C: Cloud>(
     cloud: &C,
     store: &'a S,
     desired: &Graph,
     options: &'a Options,
 ) -> Result<Prepared<'a, S>, ApplyError> {
-    let lease = LeaseGuard::new(store, Lease::acquire_unless(store, &options.holder, now(), options.lease_ttl, dead_here)?);
+    let lease = LeaseGuard::new(store, Lease::acquire_unless(store, &options.holder, now(), options.lease_ttl, dead_here).await?);
     let mut recorder = Recorder { store, inventory: Inventory::default(), version: None, lease, options, renewed: Instant::now() };
     let result = async {
-        let (inventory, version) = load_inventory(store)?;
+        let (inventory, version) = load_inventory(store).await?;
         recorder.inventory = inventory;
         recorder.version = version;
         let found = cloud.observe().await.map_err(ApplyError::Observe)?;
         Ok::<_, ApplyError>(reconcile(&recorder.inventory, found, desired, options.delete_data))
     }
     .await;
-    // On an error the recorder, and with it the lease, is dropped: given back.
-    let observed = result?;
+    let observed = match result {
+        Ok(o) => o,
+        Err(e) => {
+            // Nothing was changed: the lease goes back at once. A failure to give it back
+            // is logged, and the first error is the one reported.
+            if let Err(release) = recorder.lease.release().await {
+                tracing::warn!(
+                    stage = "apply",
+                    "could not give back the environment's lease after an error ({release}); it expires on its own"
+                );
+            }
+            return Err(e);
+        }
+    };
     let plan = plan_apply(desired, &observed);
     Ok(Prepared { recorder, observed, plan, desired: desired.clone() })
 }
 
-impl<S: StateStore> Prepared<'_, S> {
+impl<S: StateStore + ?Sized> Prepared<'_, S> {
     /// Gives the lease back without changing anything.
-    pub fn release(self) -> Result<(), ApplyError> {
-        self.recorder.lease.release()?;
+    pub async fn release(self) -> Result<(), ApplyError> {
+        self.recorder.lease.release().await?;
         Ok(())
     }
 
@@ -352,8 +364,27 @@ impl<S: StateStore> Prepared<'_, S> {
         self.plan.steps.iter().any(|s| !matches!(s.action, Action::NoOp | Action::Blocked)) || !self.observed.duplicates.is_empty()
     }
 
-    /// Runs the plan. Prints one line per finished action; returns how many finished.
+    /// Runs the plan. Prints one line per finished action; returns how many finished. The
+    /// lease is given back at the end, whether the plan succeeded or not.
     pub async fn execute<C: Cloud>(mut self, cloud: &C, concurrency: usize) -> Result<usize, ApplyError> {
+        let result = self.run_plan(cloud, concurrency).await;
+        let released = self.recorder.lease.release().await;
+        match (result, released) {
+            (Ok(done), Ok(())) => Ok(done),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), released) => {
+                if let Err(release) = released {
+                    tracing::warn!(
+                        stage = "apply",
+                        "could not give back the environment's lease after a failed apply ({release}); it expires on its own"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_plan<C: Cloud>(&mut self, cloud: &C, concurrency: usize) -> Result<usize, ApplyError> {
         let steps: Vec<Step> = self.plan.steps.iter().filter(|s| !matches!(s.action, Action::NoOp | Action::Blocked)).cloned().collect();
         let planned = steps.len() + self.observed.duplicates.len();
         self.recorder.inventory.journal = Some(Journal {
@@ -363,7 +394,7 @@ impl<S: StateStore> Prepared<'_, S> {
             done: Vec::new(),
             finished_at: None,
         });
-        self.recorder.save()?;
+        self.recorder.save().await?;
         let mut refs = std::mem::take(&mut self.observed.found);
         let mut progress = Progress { total: planned, finished: 0, failures: Vec::new(), skipped: Vec::new() };
         let concurrency = concurrency.max(1);
@@ -395,7 +426,7 @@ impl<S: StateStore> Prepared<'_, S> {
         }
 
         if !progress.failures.is_empty() {
-            // The lease goes back when `self` is dropped on returning.
+            // The lease goes back in `execute`.
             let failed = progress.failures.len();
             progress.failures.append(&mut progress.skipped);
             return Err(ApplyError::Actions { failed, done: progress.finished, errors: progress.failures.join("\n") });
@@ -404,8 +435,7 @@ impl<S: StateStore> Prepared<'_, S> {
             j.finished_at = Some(now());
         }
         self.recorder.inventory.last_applied = Some(self.recorder.options.revision.clone());
-        self.recorder.save()?;
-        self.recorder.lease.release()?;
+        self.recorder.save().await?;
         Ok(progress.finished)
     }
 
@@ -457,10 +487,10 @@ impl<S: StateStore> Prepared<'_, S> {
                         refs.remove(&step.id);
                         // A replacement is recorded once its new resource exists.
                         if !replacing {
-                            self.recorder.done(&step.id, Action::Delete, None, None)?;
+                            self.recorder.done(&step.id, Action::Delete, None, None).await?;
                         } else {
                             self.recorder.inventory.resources.remove(step.id.as_str());
-                            self.recorder.save()?;
+                            self.recorder.save().await?;
                         }
                         let label = if replacing { "replace: deleted" } else { "delete" };
                         progress.done(&step.id, label, &found.cloud_id, started, !replacing);
@@ -535,7 +565,7 @@ impl<S: StateStore> Prepared<'_, S> {
             match result {
                 Ok(found) => {
                     let want = &desired.resources[&step.id];
-                    self.recorder.done(&step.id, step.action, Some(want), Some(&found))?;
+                    self.recorder.done(&step.id, step.action, Some(want), Some(&found)).await?;
                     progress.done(&step.id, step.action.as_str(), &found.cloud_id, started, true);
                     finished.insert(step.id.clone());
                     refs.insert(step.id.clone(), found);
@@ -558,7 +588,7 @@ impl<S: StateStore> Prepared<'_, S> {
         loop {
             tokio::select! {
                 out = running.next() => return Ok(out),
-                () = tokio::time::sleep(period) => self.recorder.renew_if_due()?,
+                () = tokio::time::sleep(period) => self.recorder.renew_if_due().await?,
             }
         }
     }
@@ -734,11 +764,11 @@ mod tests {
             inventory.resources.insert(id.to_string(), r);
             cloud.existing.push(found(id, kind, &format!("cloud-{id}")));
         }
-        store.put(INVENTORY_KEY, &serde_json::to_vec(&inventory).expect("json"), None).expect("inventory written");
         let options = Options { revision: "destroy".into(), concurrency: 4, holder: "test:1".into(), lease_ttl: 60, delete_data: true };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let err = rt
             .block_on(async {
+                store.put(INVENTORY_KEY, &serde_json::to_vec(&inventory).expect("json"), None).await.expect("inventory written");
                 let prepared = prepare(&cloud, &store, &Graph::default(), &options).await?;
                 prepared.execute(&cloud, 4).await
             })
@@ -755,7 +785,7 @@ mod tests {
         for kept in [&used, &vpc] {
             assert!(!calls.contains(&format!("delete {kept}")), "{kept} is in use and must not be deleted: {calls:?}");
         }
-        let (inventory, _) = load_inventory(&store).expect("inventory");
+        let (inventory, _) = rt.block_on(load_inventory(&store)).expect("inventory");
         assert_eq!(inventory.resources.keys().collect::<Vec<_>>(), ["aws.nlb/proxy", "aws.subnet/a", "aws.vpc/main"]);
     }
 
@@ -780,12 +810,12 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("aws.subnet/b: refused") && text.contains("aws.route-table/rt: not started"), "{text}");
         assert!(!cloud.calls.borrow().contains(&"aws.route-table/rt".to_owned()));
-        let (inventory, _) = load_inventory(&store).expect("inventory");
+        let (inventory, _) = rt.block_on(load_inventory(&store)).expect("inventory");
         assert_eq!(inventory.resources.keys().collect::<Vec<_>>(), ["aws.subnet/a", "aws.vpc/main"]);
         let journal = inventory.journal.expect("journal");
         assert_eq!((journal.done.len(), journal.planned, journal.finished_at), (2, 4, None));
         assert_eq!(inventory.last_applied, None);
         // The lease was given back: the next run may start at once.
-        Lease::acquire(&store, "test:2", now(), 60).expect("lease released after the failure");
+        rt.block_on(Lease::acquire(&store, "test:2", now(), 60)).expect("lease released after the failure");
     }
 }

@@ -302,8 +302,6 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         (None, None) => Some(crate::state::default_dir(&repository, &env.name)?),
         (None, Some(_)) => None,
     };
-    let store = crate::state::open(state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
-        .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir or --state-s3"))?;
     let options = Options {
         revision: if destroy { format!("destroy at {}", loaded.name) } else { loaded.name.clone() },
         concurrency: usize::from(request.concurrency),
@@ -313,6 +311,9 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
+        let store = crate::state::open(state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir or --state-s3"))?;
         let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
         cloud.poll = request.poll_interval;
         let client = match request.kube {
@@ -356,17 +357,21 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
                     "the saved plan of {} is stale: {why}\n  nothing was applied; make a new plan with `byoc plan --out` and review it",
                     saved.revision
                 ));
-                live.cloud.release()?;
+                live.cloud.release().await?;
                 return Ok(EXIT_ERROR);
             }
         }
         for note in live.cloud.notes() {
             println!("note: {note}");
         }
-        {
+        let printed = {
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            Report::new(&env.name, "aws", "live", &options.revision, &live.plan).write_text(&mut stdout)?;
-            stdout.flush()?;
+            Report::new(&env.name, "aws", "live", &options.revision, &live.plan).write_text(&mut stdout).and_then(|()| stdout.flush())
+        };
+        if let Err(e) = printed {
+            // Nothing was changed: the lease goes back before the error is reported.
+            live.cloud.release().await?;
+            return Err(e.into());
         }
         report_blocked(&live.plan);
         if let Mode::Destroy { delete_data: false, .. } = request.mode
@@ -384,7 +389,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
                 observed: live.fingerprint.clone(),
                 plan: serde_json::to_value(&live.plan)?,
             };
-            live.cloud.release()?;
+            live.cloud.release().await?;
             plan_file::write(out, &body)?;
             println!("saved the plan of {} to {}; `byoc apply {}` applies exactly it", loaded.name, out.display(), out.display());
             return Ok(EXIT_OK);
@@ -393,7 +398,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         let cloud_work = live.cloud.has_work();
         if !cloud_work && !kubernetes_work {
             println!("nothing to do: the account matches {}", options.revision);
-            live.cloud.release()?;
+            live.cloud.release().await?;
             if let Mode::Apply { sidecar_image, .. } = request.mode {
                 return sidecar_after_apply(client.as_ref(), sidecar_image, env, request.env, &store).await;
             }
@@ -422,7 +427,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
                 }
                 text.push_str("\n  hint: against an emulator that cannot answer these checks, --skip-preflight leaves them out");
                 logging::line(logging::Level::Error, &text);
-                live.cloud.release()?;
+                live.cloud.release().await?;
                 return Ok(EXIT_ERROR);
             }
         }
@@ -430,9 +435,17 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             Mode::Apply { auto_approve, .. } | Mode::Destroy { auto_approve, .. } => auto_approve,
             Mode::Save { .. } => true,
         };
-        if !auto_approve && !confirm(&env.name, &live.plan)? {
+        let approved = auto_approve
+            || match confirm(&env.name, &live.plan) {
+                Ok(yes) => yes,
+                Err(e) => {
+                    live.cloud.release().await?;
+                    return Err(e);
+                }
+            };
+        if !approved {
             logging::line(logging::Level::Error, "not applied: only 'yes' approves; nothing was changed");
-            live.cloud.release()?;
+            live.cloud.release().await?;
             return Ok(EXIT_ERROR);
         }
         // The sidecar goes while its cluster is still there to delete it from.
@@ -440,13 +453,13 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             && let Err(e) = crate::sidecar::before_destroy(sidecar).await
         {
             logging::error(&format!("{e:#}\n  nothing was deleted in the cloud; without --kubeconfig/--context destroy skips the sidecar"));
-            live.cloud.release()?;
+            live.cloud.release().await?;
             return Ok(EXIT_ERROR);
         }
         if cloud_work {
             match live.cloud.execute(&cloud, options.concurrency).await {
                 Ok(done) => {
-                    write_cloud_outputs(&store)?;
+                    write_cloud_outputs(store.as_ref()).await?;
                     println!(
                         "applied {done} action(s) to {} in {:.1}s; {} retr{} of throttled or failed calls",
                         env.name,
@@ -461,7 +474,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
                 }
             }
         } else {
-            live.cloud.release()?;
+            live.cloud.release().await?;
         }
         if let Mode::Apply { sidecar_image, .. } = request.mode
             && sidecar_after_apply(client.as_ref(), sidecar_image, env, request.env, &store).await? != EXIT_OK
@@ -477,14 +490,14 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             poll_interval: request.poll_interval.min(Duration::from_secs(2)),
             ..Default::default()
         };
-        let mut kubernetes = Kubernetes::new(client, &store, &loaded.specs, k8s_options)?;
+        let mut kubernetes = Kubernetes::new(client, store.as_ref(), &loaded.specs, k8s_options).await?;
         let report = kubernetes.reconcile().await?;
         print!("{}", crate::k8s::render_text(&report));
         if !report.ok() {
             logging::error(&format!("{}: some clusters are not ready; run apply again once the cause is fixed", loaded.name));
             return Ok(EXIT_ERROR);
         }
-        kubernetes.record(Some(loaded.commit), request.env)?;
+        kubernetes.record(Some(loaded.commit), request.env).await?;
         println!("applied the Kubernetes objects of {} in {:.1}s", loaded.name, started.elapsed().as_secs_f64());
         Ok(EXIT_OK)
     })
@@ -498,7 +511,7 @@ async fn sidecar_after_apply(
     env_dir: &str,
     store: &(impl crate::state::StateStore + ?Sized),
 ) -> anyhow::Result<u8> {
-    let outputs = crate::pipeline::apply::cloud_outputs(store)?;
+    let outputs = crate::pipeline::apply::cloud_outputs(store).await?;
     match crate::sidecar::after_apply(client, env, env_dir, &outputs, image).await {
         Ok(()) => Ok(EXIT_OK),
         Err(e) => {

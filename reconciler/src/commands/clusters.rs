@@ -74,10 +74,10 @@ pub fn run(args: &ClustersArgs) -> u8 {
     let converged = runtime.block_on(async {
         let store = LocalDir::new(&state_dir)?;
         let client = k8s::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-        let mut kubernetes = Kubernetes::new(client, &store, &specs, options)?;
+        let mut kubernetes = Kubernetes::new(client, &store, &specs, options).await?;
         let report = kubernetes.reconcile().await?;
         // A work tree: the next `byoc apply` plans Kubernetes from the live objects.
-        kubernetes.record(None, &shown)?;
+        kubernetes.record(None, &shown).await?;
         anyhow::Ok(report)
     });
     match converged {

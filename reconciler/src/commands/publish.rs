@@ -34,10 +34,16 @@ pub struct PublishArgs {
 /// Runs `byoc publish`; returns the exit code.
 pub fn run(args: &PublishArgs) -> u8 {
     let run = || -> anyhow::Result<u8> {
-        let store = crate::state::open(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?
-            .ok_or_else(|| anyhow::anyhow!("give --state-dir or --state-s3: only the revision `byoc verify` accepted is published"))?;
         let repo = source::open(&args.repo)?;
-        let Some(commit) = verified::last_verified(&repo, store.as_ref())? else {
+        // The state store is async; this one-shot command gives it a runtime of its own.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let last = runtime.block_on(async {
+            let store = crate::state::open(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("give --state-dir or --state-s3: only the revision `byoc verify` accepted is published"))?;
+            anyhow::Ok(verified::last_verified(&repo, store.as_ref()).await?)
+        })?;
+        let Some(commit) = last else {
             anyhow::bail!("nothing verified yet in this state store: run `byoc verify` first");
         };
         let loaded = match at_revision(&repo, &commit.to_string(), &args.env) {

@@ -22,7 +22,7 @@ pub fn run(path: &Path, once: bool, check: bool) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let daemon = match crate::run::Daemon::new(config) {
+    let daemon = match runtime.block_on(crate::run::Daemon::new(config)) {
         Ok(d) => d,
         Err(e) => {
             crate::logging::error(&format!("{e:#}"));

@@ -117,11 +117,15 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<bool> {
     };
     let to_rev = args.to.clone().unwrap_or(default_to);
     let to = resolve(&to_rev)?;
-    let store = crate::state::open(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())?;
     let from = args.from.as_deref().map(resolve).transpose()?;
-    let report = stage::verify(&repo, &policy, store.as_deref(), from, to, stage::unix_now()).map_err(|e| match e {
-        stage::VerifyError::Walk(m) => anyhow::anyhow!("walking {}: {m}", args.repo),
-        other => other.into(),
+    // The state store is async; this one-shot command gives it a runtime of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let store = crate::state::open(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref()).await?;
+        stage::verify(&repo, &policy, store.as_deref(), from, to, stage::unix_now()).await.map_err(|e| match e {
+            stage::VerifyError::Walk(m) => anyhow::anyhow!("walking {}: {m}", args.repo),
+            other => other.into(),
+        })
     })?;
     let name = match (fetched_branch, &args.to) {
         (Some(branch), None) => source::label(Some(branch), to),

@@ -213,7 +213,7 @@ impl Report {
 }
 
 /// Converges the clusters' Kubernetes objects. The client is built once and shared.
-pub struct Reconciler<'a, S: StateStore> {
+pub struct Reconciler<'a, S: StateStore + ?Sized> {
     client: Client,
     store: &'a S,
     options: Options,
@@ -223,10 +223,10 @@ pub struct Reconciler<'a, S: StateStore> {
     unsaved: bool,
 }
 
-impl<'a, S: StateStore> Reconciler<'a, S> {
+impl<'a, S: StateStore + ?Sized> Reconciler<'a, S> {
     /// Loads the inventory from `store`.
-    pub fn new(client: Client, store: &'a S, options: Options) -> Result<Self, ReconcileError> {
-        let (inventory, version) = match store.get(INVENTORY_KEY)? {
+    pub async fn new(client: Client, store: &'a S, options: Options) -> Result<Self, ReconcileError> {
+        let (inventory, version) = match store.get(INVENTORY_KEY).await? {
             Some(v) => (serde_json::from_slice(&v.value).map_err(ReconcileError::Inventory)?, Some(v.version)),
             None => (Inventory::default(), None),
         };
@@ -246,9 +246,9 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
         }
     }
 
-    fn save(&mut self) -> Result<(), ReconcileError> {
+    async fn save(&mut self) -> Result<(), ReconcileError> {
         let bytes = serde_json::to_vec_pretty(&self.inventory)?;
-        match self.store.put(INVENTORY_KEY, &bytes, self.version.as_deref()) {
+        match self.store.put(INVENTORY_KEY, &bytes, self.version.as_deref()).await {
             Ok(v) => {
                 self.version = Some(v);
                 self.unsaved = false;
@@ -282,14 +282,14 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
                 Ok(report) => reports.push(report),
                 Err(e) => {
                     if self.unsaved {
-                        self.save()?;
+                        self.save().await?;
                     }
                     return Err(e);
                 }
             }
         }
         if self.unsaved {
-            self.save()?;
+            self.save().await?;
         }
         let healthy = futures::future::join_all(
             desired.iter().zip(&reports).filter(|(_, r)| r.conflicts.is_empty()).map(|(c, _)| self.wait_ready(c)),
@@ -489,7 +489,7 @@ impl<'a, S: StateStore> Reconciler<'a, S> {
             let before = self.inventory.objects.len();
             self.inventory.objects.retain(|_, a| a.cluster != cluster);
             if self.inventory.objects.len() != before {
-                self.save()?;
+                self.save().await?;
             }
             reports.push(report);
         }

@@ -56,8 +56,8 @@ impl KubernetesError {
 }
 
 /// The cloud's outputs as the last cloud apply wrote them (empty before the first).
-pub fn cloud_outputs(store: &(impl StateStore + ?Sized)) -> Result<CloudOutputs, KubernetesError> {
-    match store.get(CLOUD_OUTPUTS_KEY)? {
+pub async fn cloud_outputs(store: &(impl StateStore + ?Sized)) -> Result<CloudOutputs, KubernetesError> {
+    match store.get(CLOUD_OUTPUTS_KEY).await? {
         Some(v) => {
             serde_json::from_slice(&v.value).map_err(|e| KubernetesError::Malformed { key: CLOUD_OUTPUTS_KEY, message: e.to_string() })
         }
@@ -67,17 +67,17 @@ pub fn cloud_outputs(store: &(impl StateStore + ?Sized)) -> Result<CloudOutputs,
 
 /// Writes what Kubernetes objects need from the cloud, by resource id (a role's ARN,
 /// anything else's cloud id), from the cloud inventory.
-pub fn write_cloud_outputs(store: &impl StateStore) -> Result<(), crate::cloud::apply::ApplyError> {
-    let (inventory, _) = crate::cloud::apply::load_inventory(store)?;
+pub async fn write_cloud_outputs(store: &(impl StateStore + ?Sized)) -> Result<(), crate::cloud::apply::ApplyError> {
+    let (inventory, _) = crate::cloud::apply::load_inventory(store).await?;
     let outputs: CloudOutputs = inventory
         .resources
         .iter()
         .map(|(id, r)| (id.clone(), r.outputs.get("arn").cloned().unwrap_or_else(|| r.cloud_id.clone())))
         .collect();
-    let current = store.get(CLOUD_OUTPUTS_KEY)?;
+    let current = store.get(CLOUD_OUTPUTS_KEY).await?;
     let bytes =
         serde_json::to_vec_pretty(&outputs).map_err(|e| StateError::Io { key: CLOUD_OUTPUTS_KEY.into(), message: e.to_string() })?;
-    store.put(CLOUD_OUTPUTS_KEY, &bytes, current.as_ref().map(|v| v.version.as_str()))?;
+    store.put(CLOUD_OUTPUTS_KEY, &bytes, current.as_ref().map(|v| v.version.as_str())).await?;
     Ok(())
 }
 
@@ -93,8 +93,8 @@ pub struct AppliedRevision {
 }
 
 /// The record of [`KUBERNETES_REVISION_KEY`], with its version.
-pub fn applied_revision(store: &(impl StateStore + ?Sized)) -> Result<(Option<AppliedRevision>, Option<String>), KubernetesError> {
-    match store.get(KUBERNETES_REVISION_KEY)? {
+pub async fn applied_revision(store: &(impl StateStore + ?Sized)) -> Result<(Option<AppliedRevision>, Option<String>), KubernetesError> {
+    match store.get(KUBERNETES_REVISION_KEY).await? {
         Some(v) => {
             let r = serde_json::from_slice(&v.value)
                 .map_err(|e| KubernetesError::Malformed { key: KUBERNETES_REVISION_KEY, message: e.to_string() })?;
@@ -107,7 +107,7 @@ pub fn applied_revision(store: &(impl StateStore + ?Sized)) -> Result<(Option<Ap
 /// The Kubernetes half of one apply: the desired objects of a revision's specs and the
 /// reconciler that converges them, in two steps (converge and wait, then prune) so the
 /// daemon can publish the routes in between.
-pub struct Kubernetes<'a, S: StateStore> {
+pub struct Kubernetes<'a, S: StateStore + ?Sized> {
     reconciler: Reconciler<'a, S>,
     store: &'a S,
     desired: Vec<ClusterObjects>,
@@ -119,12 +119,12 @@ fn span(step: &'static str, desired: &[ClusterObjects]) -> tracing::Span {
     tracing::info_span!("kubernetes", stage = "apply", step, resource = %clusters.join(","))
 }
 
-impl<'a, S: StateStore> Kubernetes<'a, S> {
+impl<'a, S: StateStore + ?Sized> Kubernetes<'a, S> {
     /// The objects of `specs`, with the cloud's outputs from `store`, and the inventory.
-    pub fn new(client: kube::Client, store: &'a S, specs: &Specs, options: Options) -> Result<Self, KubernetesError> {
-        let outputs = cloud_outputs(store)?;
+    pub async fn new(client: kube::Client, store: &'a S, specs: &Specs, options: Options) -> Result<Self, KubernetesError> {
+        let outputs = cloud_outputs(store).await?;
         let desired = crate::k8s::objects::desired(specs, &outputs)?;
-        let reconciler = Reconciler::new(client, store, options)?;
+        let reconciler = Reconciler::new(client, store, options).await?;
         Ok(Kubernetes { reconciler, store, desired })
     }
 
@@ -151,15 +151,15 @@ impl<'a, S: StateStore> Kubernetes<'a, S> {
 
     /// Records that `commit` (`None`: a work tree) of `environment` is what Kubernetes
     /// now holds; the next plan observes it.
-    pub fn record(&self, commit: Option<Oid>, environment: &str) -> Result<(), KubernetesError> {
-        let (current, version) = applied_revision(self.store)?;
+    pub async fn record(&self, commit: Option<Oid>, environment: &str) -> Result<(), KubernetesError> {
+        let (current, version) = applied_revision(self.store).await?;
         let record = AppliedRevision { commit: commit.map(|c| c.to_string()), environment: environment.to_owned() };
         if current.as_ref() == Some(&record) {
             return Ok(());
         }
         let bytes = serde_json::to_vec_pretty(&record)
             .map_err(|e| KubernetesError::Malformed { key: KUBERNETES_REVISION_KEY, message: e.to_string() })?;
-        self.store.put(KUBERNETES_REVISION_KEY, &bytes, version.as_deref())?;
+        self.store.put(KUBERNETES_REVISION_KEY, &bytes, version.as_deref()).await?;
         Ok(())
     }
 }

@@ -156,7 +156,7 @@ impl LiveError {
 
 /// The plan `byoc apply` runs, holding the environment's lease until it is executed or
 /// dropped.
-pub struct LivePlan<'a, S: StateStore> {
+pub struct LivePlan<'a, S: StateStore + ?Sized> {
     /// The cloud half, ready to execute.
     pub cloud: Prepared<'a, S>,
     /// The whole plan: the cloud's steps, then the Kubernetes objects'.
@@ -167,7 +167,7 @@ pub struct LivePlan<'a, S: StateStore> {
     pub fingerprint: String,
 }
 
-impl<S: StateStore> LivePlan<'_, S> {
+impl<S: StateStore + ?Sized> LivePlan<'_, S> {
     /// Whether the Kubernetes half has anything to do.
     pub fn kubernetes_changes(&self) -> bool {
         self.plan.changed().any(|s| s.kind.as_str().starts_with("k8s.") && s.action != crate::plan::Action::Blocked)
@@ -178,7 +178,7 @@ impl<S: StateStore> LivePlan<'_, S> {
 /// cloud through `cloud`, Kubernetes through `kube` (`None`: the cloud half only).
 #[tracing::instrument(level = "info", skip_all, fields(stage = "plan", revision = %loaded.name, environment = env_dir))]
 #[allow(clippy::too_many_arguments)]
-pub async fn live<'a, S: StateStore, C: Cloud>(
+pub async fn live<'a, S: StateStore + ?Sized, C: Cloud>(
     cloud: &C,
     store: &'a S,
     repo: &Repository,
@@ -190,25 +190,41 @@ pub async fn live<'a, S: StateStore, C: Cloud>(
 ) -> Result<LivePlan<'a, S>, LiveError> {
     let desired = if destroy { Graph::default() } else { expand(&loaded.specs) };
     let prepared = prepare(cloud, store, &cloud_part(&desired), options).await?;
-    let mut fingerprint = Sha256::new();
-    let (_, inventory_version) = crate::cloud::apply::load_inventory(store)?;
-    let outputs_version = store.get(CLOUD_OUTPUTS_KEY).map_err(ApplyError::State)?.map(|v| v.version);
-    let found: BTreeMap<&str, &str> = prepared.observed.found.iter().map(|(id, f)| (id.as_str(), f.cloud_id.as_str())).collect();
-    let cloud_seen = serde_json::json!({
-        "graph": prepared.observed.graph,
-        "found": found,
-        "duplicates": prepared.observed.duplicates.iter().map(|d| &d.cloud_id).collect::<Vec<_>>(),
-        "inventory": inventory_version,
-        "outputs": outputs_version,
-    });
-    fingerprint.update(cloud_seen.to_string().as_bytes());
-    let mut whole = prepared.plan.clone();
-    if let Some(client) = kube {
-        let (k8s_steps, seen) = kubernetes(client, store, repo, env_dir, &desired).await?;
-        fingerprint.update(seen.to_string().as_bytes());
-        whole.steps.extend(k8s_steps);
+    // Past this point the lease is held: an error gives it back before it is returned.
+    let observed = async {
+        let mut fingerprint = Sha256::new();
+        let (_, inventory_version) = crate::cloud::apply::load_inventory(store).await?;
+        let outputs_version = store.get(CLOUD_OUTPUTS_KEY).await.map_err(ApplyError::State)?.map(|v| v.version);
+        let found: BTreeMap<&str, &str> = prepared.observed.found.iter().map(|(id, f)| (id.as_str(), f.cloud_id.as_str())).collect();
+        let cloud_seen = serde_json::json!({
+            "graph": prepared.observed.graph,
+            "found": found,
+            "duplicates": prepared.observed.duplicates.iter().map(|d| &d.cloud_id).collect::<Vec<_>>(),
+            "inventory": inventory_version,
+            "outputs": outputs_version,
+        });
+        fingerprint.update(cloud_seen.to_string().as_bytes());
+        let mut whole = prepared.plan.clone();
+        if let Some(client) = kube {
+            let (k8s_steps, seen) = kubernetes(client, store, repo, env_dir, &desired).await?;
+            fingerprint.update(seen.to_string().as_bytes());
+            whole.steps.extend(k8s_steps);
+        }
+        Ok::<_, LiveError>((whole, hex(&fingerprint.finalize())))
     }
-    let fingerprint = hex(&fingerprint.finalize());
+    .await;
+    let (whole, fingerprint) = match observed {
+        Ok(o) => o,
+        Err(e) => {
+            if let Err(release) = prepared.release().await {
+                tracing::warn!(
+                    stage = "plan",
+                    "could not give back the environment's lease after an error ({release}); it expires on its own"
+                );
+            }
+            return Err(e);
+        }
+    };
     let summary = whole.summary();
     tracing::debug!(%fingerprint, create = summary.create, update = summary.update, delete = summary.delete, "planned against the live state");
     Ok(LivePlan { cloud: prepared, plan: whole, fingerprint })
@@ -220,7 +236,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The Kubernetes half of a live plan: the `k8s.*` steps from the revision applied last
 /// (restricted to the clusters whose namespace exists) to `desired`, and what was seen.
-async fn kubernetes<S: StateStore>(
+async fn kubernetes<S: StateStore + ?Sized>(
     client: &kube::Client,
     store: &S,
     repo: &Repository,
@@ -252,8 +268,8 @@ async fn kubernetes<S: StateStore>(
             )
         })
         .collect();
-    let (applied, applied_version) = applied_revision(store)?;
-    let inventory_version = store.get(crate::k8s::reconcile::INVENTORY_KEY).map_err(KubernetesError::State)?.map(|v| v.version);
+    let (applied, applied_version) = applied_revision(store).await?;
+    let inventory_version = store.get(crate::k8s::reconcile::INVENTORY_KEY).await.map_err(KubernetesError::State)?.map(|v| v.version);
     let seen = serde_json::json!({
         "namespaces": live,
         "risingwaves": generations,

@@ -36,7 +36,7 @@ impl VerifyError {
 /// `store`, else nothing (the whole history). With a store, the first-seen times and the
 /// mark are saved (the mark moves only if the range verified).
 #[tracing::instrument(level = "info", skip_all, fields(stage = "verify", revision = %to))]
-pub fn verify(
+pub async fn verify(
     repo: &Repository,
     policy: &Policy,
     store: Option<&dyn StateStore>,
@@ -45,7 +45,7 @@ pub fn verify(
     now: i64,
 ) -> Result<RangeReport, VerifyError> {
     let (mut state, version) = match store {
-        Some(s) => SourceState::load(s).map_err(|e| VerifyError::StateUnreadable(format!("{e:#}")))?,
+        Some(s) => SourceState::load(s).await.map_err(|e| VerifyError::StateUnreadable(format!("{e:#}")))?,
         None => (SourceState::default(), None),
     };
     let from = match from_override {
@@ -57,14 +57,14 @@ pub fn verify(
         .map_err(|e| VerifyError::Walk(e.message().to_owned()))?;
     if let Some(store) = store {
         state.record(&report, to);
-        state.save(store, version.as_deref()).map_err(|e| VerifyError::StateUnwritable(format!("{e:#}")))?;
+        state.save(store, version.as_deref()).await.map_err(|e| VerifyError::StateUnwritable(format!("{e:#}")))?;
     }
     Ok(report)
 }
 
 /// The high-water mark: the last revision `verify` accepted, if any.
-pub fn last_verified(repo: &Repository, store: &dyn StateStore) -> Result<Option<Oid>, VerifyError> {
-    let (state, _) = SourceState::load(store).map_err(|e| VerifyError::StateUnreadable(format!("{e:#}")))?;
+pub async fn last_verified(repo: &Repository, store: &dyn StateStore) -> Result<Option<Oid>, VerifyError> {
+    let (state, _) = SourceState::load(store).await.map_err(|e| VerifyError::StateUnreadable(format!("{e:#}")))?;
     state.last_verified(repo).map_err(|e| VerifyError::StateUnreadable(format!("{e:#}")))
 }
 

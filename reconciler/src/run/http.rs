@@ -37,6 +37,7 @@ pub struct Metrics {
     source_stale: Gauge,
     rewinds: Counter,
     parses_skipped: Counter,
+    lease_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +64,12 @@ impl Default for Metrics {
             "Reconciles that found the revision or its environment tree already applied",
             parses_skipped.clone(),
         );
+        let lease_refusals = Counter::default();
+        registry.register(
+            "lease_refusals",
+            "Lease requests the API server refused (403, or 404 on create: RBAC or the namespace)",
+            lease_refusals.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -75,6 +82,7 @@ impl Default for Metrics {
             source_stale,
             rewinds,
             parses_skipped,
+            lease_refusals,
         }
     }
 }
@@ -109,6 +117,11 @@ impl Metrics {
     /// A reconcile skipped parsing: nothing changed.
     pub fn parse_skipped(&self) {
         self.parses_skipped.inc();
+    }
+
+    /// `n` more Lease requests were refused.
+    pub fn lease_refused(&self, n: u32) {
+        self.lease_refusals.inc_by(u64::from(n));
     }
 
     /// A revision was applied at `now` (seconds since the epoch).
@@ -177,7 +190,8 @@ fn status(shared: &Shared) -> serde_json::Value {
     let role = shared.role.get().map(|r| r.borrow().clone());
     let holder = shared.holder_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let mut out = match (&role, holder) {
-        (Some(r), Some(saved)) if !r.is_leader() => saved,
+        // A replica whose Lease requests are refused says so itself.
+        (Some(r), Some(saved)) if !r.is_leader() && r.refusals == 0 => saved,
         _ => own(),
     };
     if let (Some(r), Some(map)) = (role, out.as_object_mut()) {

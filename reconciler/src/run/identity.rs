@@ -143,8 +143,13 @@ pub fn narrow(env: &str, plan: &mut Plan, desired: &Graph, observed: &Graph, pas
     drift
 }
 
+/// Who this process is when it holds the environment's apply lease (`host:pid`).
+pub fn holder() -> String {
+    format!("{}:{}", apply::hostname(), std::process::id())
+}
+
 /// One pass over the clusters' cloud identities of `specs` (an AWS environment).
-pub async fn pass<S: StateStore>(
+pub async fn pass<S: StateStore + ?Sized>(
     store: &S,
     specs: &Specs,
     endpoint: Option<&str>,
@@ -155,13 +160,7 @@ pub async fn pass<S: StateStore>(
     let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
     let cloud = Aws::connect(&env.name, &env.region, endpoint).await;
     let desired = cloud_part(&crate::expand::expand(specs));
-    let options = Options {
-        revision: revision.to_owned(),
-        concurrency: 4,
-        holder: format!("{}:{}", apply::hostname(), std::process::id()),
-        lease_ttl: 300,
-        delete_data: false,
-    };
+    let options = Options { revision: revision.to_owned(), concurrency: 4, holder: holder(), lease_ttl: 300, delete_data: false };
     let mut prepared: Prepared<'_, S> = apply::prepare(&cloud, store, &desired, &options).await.map_err(failed)?;
     let mut environment = narrow(&env.name, &mut prepared.plan, &desired, &prepared.observed.graph, pass);
     environment.live = prepared
@@ -179,15 +178,15 @@ pub async fn pass<S: StateStore>(
         environment.summary.delete += 1;
     }
     if !prepared.has_work() {
-        prepared.release().map_err(failed)?;
+        prepared.release().await.map_err(failed)?;
         return Ok(PassReport { environment, done: 0, failed: None });
     }
     // The environment's state is known now; a failed action does not hide it.
-    match prepared
-        .execute(&cloud, options.concurrency)
-        .await
-        .and_then(|done| crate::pipeline::apply::write_cloud_outputs(store).map(|()| done))
-    {
+    let executed = match prepared.execute(&cloud, options.concurrency).await {
+        Ok(done) => crate::pipeline::apply::write_cloud_outputs(store).await.map(|()| done),
+        Err(e) => Err(e),
+    };
+    match executed {
         Ok(done) => Ok(PassReport { environment, done, failed: None }),
         Err(e) => Ok(PassReport { environment, done: 0, failed: Some(failed(e)) }),
     }
@@ -202,7 +201,7 @@ impl super::Daemon {
             return Ok(());
         }
         let t = super::now();
-        match self.store.get(crate::cloud::INVENTORY_KEY) {
+        match self.store.get(crate::cloud::INVENTORY_KEY).await {
             Ok(Some(_)) => {}
             Ok(None) => {
                 // Nothing to bound or trust the roles with yet (no OIDC provider, no
@@ -216,7 +215,7 @@ impl super::Daemon {
             }
             Err(e) => return Err(self.stop("apply", "Ready", "InventoryUnreadable", e.to_string())),
         }
-        match pass(&self.store, specs, self.config.cloud_endpoint.as_deref(), revision, which).await {
+        match pass(self.store.as_ref(), specs, self.config.cloud_endpoint.as_deref(), revision, which).await {
             Ok(report) => {
                 if which == Pass::Converge {
                     let drift = &report.environment;

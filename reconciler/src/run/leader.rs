@@ -16,6 +16,11 @@
 //!   cleared and `leaseDurationSeconds` 1, as client-go's `ReleaseOnCancel` does, so the
 //!   other replica takes over on its next try instead of after a whole lease duration.
 //!
+//! - a Lease request the API server refuses outright (403: the daemon's RBAC lacks a verb on
+//!   `leases`; 404 on create: the namespace does not exist) will not pass by retrying: after
+//!   [`MAX_REFUSALS`] such answers in a row the role becomes `refused`, and the daemon
+//!   reports it and exits non-zero (see [`crate::run`]).
+//!
 //! `kube-lease-manager` 0.13 builds on this workspace's kube 5, but it decides races by
 //! server-side apply field ownership and strategic merge patches rather than by
 //! `resourceVersion`, and adds `rand` 0.10; the part used here is a hundred lines.
@@ -60,18 +65,39 @@ impl LeaseSettings {
     }
 }
 
+/// Lease requests refused in a row (403, or 404 on create) before the role becomes
+/// `refused`: a few, so an install whose Role or namespace lands a moment after the pod
+/// starts is not taken for a broken one, and few enough that a real misconfiguration shows
+/// within seconds.
+pub const MAX_REFUSALS: u32 = 5;
+
 /// This replica's part, as `/status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Role {
     /// This replica's identity.
     pub identity: String,
-    /// `starting` (no answer from the API server yet), `leader` or `standby`.
+    /// `starting` (no answer from the API server yet), `leader`, `standby`, or `refused`
+    /// (the API server refused the Lease requests [`MAX_REFUSALS`] times in a row).
     pub role: &'static str,
     /// The holder last seen, if any.
     pub holder: Option<String>,
     /// Why the last try failed, when it did (the API server unreachable, say).
     pub error: Option<String>,
+    /// Lease requests refused in a row (403, or 404 on create) so far.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refusals: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Whether the API server refused a Lease request for a reason retrying does not change:
+/// 403 (RBAC), or 404 on create (the namespace is missing; a 404 on a read is "no Lease
+/// yet", and on a replace "deleted meanwhile").
+fn refused(e: &kube::Error, creating: bool) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 || (creating && s.code == 404))
 }
 
 impl Role {
@@ -126,6 +152,8 @@ struct Elector {
     observed: Option<(serde_json::Value, Instant)>,
     /// When this replica last renewed successfully.
     renewed: Option<Instant>,
+    /// Lease requests refused in a row.
+    refusals: u32,
 }
 
 impl Elector {
@@ -133,11 +161,19 @@ impl Elector {
     /// sleep before the next try.
     async fn try_once(&mut self) -> (Role, Duration) {
         let retry = self.settings.retry();
-        let role =
-            |role, holder: Option<String>, error: Option<String>| Role { identity: self.settings.identity.clone(), role, holder, error };
+        let role = |role, holder: Option<String>, error: Option<String>| Role {
+            identity: self.settings.identity.clone(),
+            role,
+            holder,
+            error,
+            refusals: 0,
+        };
         let read = match self.api.get_opt(&self.settings.name).await {
             Ok(l) => l,
-            Err(e) => return (self.failed(format!("reading Lease {}/{}: {e}", self.settings.namespace, self.settings.name)), retry),
+            Err(e) => {
+                let refused = refused(&e, false);
+                return (self.failed(format!("reading Lease {}/{}: {e}", self.settings.namespace, self.settings.name), refused), retry);
+            }
         };
         let spec = read.as_ref().and_then(|l| l.spec.clone());
         let record = serde_json::to_value(&spec).unwrap_or_default();
@@ -155,6 +191,7 @@ impl Elector {
         match decision {
             Decision::Wait { holder, expires_in } => {
                 self.renewed = None;
+                self.refusals = 0;
                 // Wake when it would expire, so a takeover does not wait a further retry.
                 (role("standby", Some(holder), None), expires_in.min(retry) + Duration::from_millis(10))
             }
@@ -169,8 +206,14 @@ impl Elector {
                 match self.api.create(&PostParams::default(), &lease).await {
                     Ok(_) => self.took(true),
                     // Another replica created it first: it holds it.
-                    Err(kube::Error::Api(s)) if s.code == 409 => (role("standby", None, None), Duration::ZERO),
-                    Err(e) => (self.failed(format!("creating Lease {}/{}: {e}", self.settings.namespace, self.settings.name)), retry),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        self.refusals = 0;
+                        (role("standby", None, None), Duration::ZERO)
+                    }
+                    Err(e) => {
+                        let refused = refused(&e, true);
+                        (self.failed(format!("creating Lease {}/{}: {e}", self.settings.namespace, self.settings.name), refused), retry)
+                    }
                 }
             }
             Decision::Take { spec, transition } => {
@@ -180,9 +223,12 @@ impl Elector {
                     Ok(_) => self.took(transition),
                     // Someone wrote it since the read: read again at once to see who.
                     Err(kube::Error::Api(s)) if s.code == 409 => {
-                        (self.failed(format!("Lease {} changed under this replica", self.settings.name)), Duration::ZERO)
+                        (self.failed(format!("Lease {} changed under this replica", self.settings.name), false), Duration::ZERO)
                     }
-                    Err(e) => (self.failed(format!("renewing Lease {}/{}: {e}", self.settings.namespace, self.settings.name)), retry),
+                    Err(e) => {
+                        let refused = refused(&e, false);
+                        (self.failed(format!("renewing Lease {}/{}: {e}", self.settings.namespace, self.settings.name), refused), retry)
+                    }
                 }
             }
         }
@@ -193,21 +239,49 @@ impl Elector {
             tracing::info!(lease = self.settings.name, identity = self.settings.identity, "acquired the lease; reconciling");
         }
         self.renewed = Some(Instant::now());
-        let role =
-            Role { identity: self.settings.identity.clone(), role: "leader", holder: Some(self.settings.identity.clone()), error: None };
+        self.refusals = 0;
+        let role = Role {
+            identity: self.settings.identity.clone(),
+            role: "leader",
+            holder: Some(self.settings.identity.clone()),
+            error: None,
+            refusals: 0,
+        };
         (role, self.settings.retry())
     }
 
-    /// A failed try: a holder stays one until its renew deadline passes.
-    fn failed(&mut self, error: String) -> Role {
-        tracing::warn!(lease = self.settings.name, "{error}");
+    /// A failed try: a holder stays one until its renew deadline passes. `refused`: the API
+    /// server refused it outright; [`MAX_REFUSALS`] of those in a row end in `refused`.
+    fn failed(&mut self, error: String, refused: bool) -> Role {
+        self.refusals = if refused { self.refusals + 1 } else { 0 };
+        if refused {
+            tracing::error!(lease = self.settings.name, refusals = self.refusals, "{error}");
+        } else {
+            tracing::warn!(lease = self.settings.name, "{error}");
+        }
+        if self.refusals >= MAX_REFUSALS {
+            self.renewed = None;
+            return Role {
+                identity: self.settings.identity.clone(),
+                role: "refused",
+                holder: None,
+                error: Some(error),
+                refusals: self.refusals,
+            };
+        }
         let still = self.renewed.is_some_and(|at| at.elapsed() < self.settings.renew_deadline());
         if self.renewed.is_some() && !still {
             tracing::error!(lease = self.settings.name, "could not renew the lease in time; stopped reconciling");
             self.renewed = None;
         }
         let holder = still.then(|| self.settings.identity.clone());
-        Role { identity: self.settings.identity.clone(), role: if still { "leader" } else { "standby" }, holder, error: Some(error) }
+        Role {
+            identity: self.settings.identity.clone(),
+            role: if still { "leader" } else { "standby" },
+            holder,
+            error: Some(error),
+            refusals: self.refusals,
+        }
     }
 
     /// Gives the lease up if this replica holds it.
@@ -239,12 +313,12 @@ impl Leadership {
     /// reconcile runs.
     pub fn start(client: kube::Client, settings: LeaseSettings) -> Leadership {
         let api = Api::namespaced(client, &settings.namespace);
-        let initial = Role { identity: settings.identity.clone(), role: "starting", holder: None, error: None };
+        let initial = Role { identity: settings.identity.clone(), role: "starting", holder: None, error: None, refusals: 0 };
         let (tx, rx) = watch::channel(initial);
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
-            let mut elector = Elector { api, settings, observed: None, renewed: None };
+            let mut elector = Elector { api, settings, observed: None, renewed: None, refusals: 0 };
             loop {
                 let (role, wait) = elector.try_once().await;
                 tx.send_if_modified(|r| {
@@ -345,6 +419,21 @@ mod tests {
         };
         assert!(!transition);
         assert_eq!((spec.lease_transitions, spec.acquire_time), (Some(3), Some(MicroTime(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))));
+    }
+
+    #[test]
+    fn only_a_403_or_a_404_on_create_is_a_refusal() {
+        let api = |code: u16| {
+            let status =
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "m", "reason": "r", "code": code});
+            kube::Error::Api(serde_json::from_value(status).expect("status"))
+        };
+        assert!(refused(&api(403), false) && refused(&api(403), true), "RBAC");
+        assert!(refused(&api(404), true), "no namespace to create in");
+        assert!(!refused(&api(404), false), "a Lease not there yet, or deleted meanwhile");
+        for code in [409, 422, 429, 500, 503] {
+            assert!(!refused(&api(code), true), "{code} may pass");
+        }
     }
 
     #[test]

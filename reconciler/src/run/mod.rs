@@ -29,6 +29,7 @@ pub mod config;
 mod http;
 pub mod identity;
 pub mod leader;
+pub mod mirror;
 pub mod status;
 pub mod webhook;
 
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 use config::{Config, StateLocation};
 use status::{ClusterHealth, LastError, STATUS_KEY, Status};
 
@@ -63,12 +64,67 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Box<dyn StateStore>> {
+async fn open_store(config: &Config) -> Result<Box<dyn StateStore>, StateError> {
     let (dir, s3) = match &config.state {
         StateLocation::Dir(dir) => (Some(dir.as_path()), None),
         StateLocation::S3(url) => (None, Some(url.as_str())),
     };
-    crate::state::open(dir, s3, config.cloud_endpoint.as_deref())?.ok_or_else(|| anyhow::anyhow!("no state store configured"))
+    crate::state::open(dir, s3, config.cloud_endpoint.as_deref())
+        .await?
+        .ok_or_else(|| StateError::Refused { key: String::new(), message: "no state store configured".into() })
+}
+
+/// Why the daemon could not start or stopped before its loop (a reconcile never fails
+/// the daemon: it ends `Stopped` and says why in the status).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state store could not be opened.
+    #[error("opening the state store: {0}")]
+    Store(#[from] StateError),
+    /// The HTTP doors could not listen (the address is taken, or not this host's).
+    #[error("listening on {addr}: {source}; free the address or change `listen` in the config")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The agent API could not start (its certificates, its address).
+    #[error("starting the agent API: {0}")]
+    Agent(String),
+    /// SIGTERM cannot be listened for.
+    #[error("installing the SIGTERM handler: {0}")]
+    Signal(std::io::Error),
+    /// No Kubernetes client could be built (no kubeconfig, no in-cluster service account).
+    #[error("connecting to Kubernetes: {0}")]
+    Kubernetes(String),
+    /// The API server refused the Lease requests (RBAC, or the namespace is missing)
+    /// [`leader::MAX_REFUSALS`] times in a row: the daemon exits, so the pod shows it.
+    #[error(
+        "the API server refused the Lease {lease} {attempts} times in a row, so this replica can never reconcile: {message}\n  grant the daemon's ServiceAccount get, create and update on leases in {namespace} (manifests/base), or create the namespace {namespace} (or name another in leaderElection.namespace)"
+    )]
+    LeaseRefused {
+        /// `namespace/name`.
+        lease: String,
+        /// Its namespace.
+        namespace: String,
+        /// Refusals in a row.
+        attempts: u32,
+        /// The last refusal, as the API server worded it.
+        message: String,
+    },
+}
+
+impl DaemonError {
+    /// Whether starting again later can help: a store or an API server that could not
+    /// be reached may be back; a bad address, certificate or config will not change.
+    pub fn retryable(&self) -> bool {
+        match self {
+            DaemonError::Store(e) => e.retryable(),
+            DaemonError::Kubernetes(_) => true,
+            DaemonError::Listen { .. } | DaemonError::Agent(_) | DaemonError::Signal(_) | DaemonError::LeaseRefused { .. } => false,
+        }
+    }
 }
 
 /// How one reconcile ended.
@@ -94,12 +150,14 @@ pub struct Daemon {
     applied_tree: Option<git2::Oid>,
     /// Health wait per reconcile; a cluster not ready by then is retried next time.
     pub health_timeout: Duration,
+    /// On a standby: what it verified and published of the holder's.
+    mirror: mirror::Mirror,
 }
 
 impl Daemon {
     /// Opens the state store; nothing is fetched yet.
-    pub fn new(config: Config) -> anyhow::Result<Daemon> {
-        let store = open_store(&config)?;
+    pub async fn new(config: Config) -> Result<Daemon, DaemonError> {
+        let store = open_store(&config).await?;
         let shared = Arc::new(Shared {
             status: Mutex::new(Status { name: config.name.clone(), ..Status::default() }),
             wake: Notify::new(),
@@ -117,6 +175,7 @@ impl Daemon {
             started: Instant::now(),
             applied_tree: None,
             health_timeout: Duration::from_secs(120),
+            mirror: mirror::Mirror::default(),
         })
     }
 
@@ -168,8 +227,8 @@ impl Daemon {
         });
         let snapshot = self.shared.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         if let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) {
-            let version = self.store.get(STATUS_KEY).ok().flatten().map(|v| v.version);
-            if let Err(e) = self.store.put(STATUS_KEY, &bytes, version.as_deref()) {
+            let version = self.store.get(STATUS_KEY).await.ok().flatten().map(|v| v.version);
+            if let Err(e) = self.store.put(STATUS_KEY, &bytes, version.as_deref()).await {
                 tracing::warn!("cannot save the status: {e}");
             }
         }
@@ -205,7 +264,7 @@ impl Daemon {
         self.update(|s| s.last_attempted_revision = Some(revision.clone()));
         // A tip that does not descend from the last verified revision is a force-push or a
         // reset of the branch: refused before any signature is read.
-        let from = match source::last_verified(&repo, self.store.as_ref()) {
+        let from = match source::last_verified(&repo, self.store.as_ref()).await {
             Ok(f) => f,
             Err(e) => return self.stop("verify", "SourceVerified", "StateUnreadable", e.to_string()),
         };
@@ -220,7 +279,7 @@ impl Daemon {
             );
             return self.stop("verify", "SourceVerified", "HistoryRewritten", message);
         }
-        let report = match source::verify(&repo, &self.config.policy, Some(self.store.as_ref()), None, tip, now()) {
+        let report = match source::verify(&repo, &self.config.policy, Some(self.store.as_ref()), None, tip, now()).await {
             Ok(r) => r,
             Err(e @ source::VerifyError::Walk(_)) => return self.stop("verify", "SourceVerified", "VerifyFailed", e.to_string()),
             Err(e @ source::VerifyError::StateUnwritable(_)) => {
@@ -304,7 +363,7 @@ impl Daemon {
             poll_interval: Duration::from_millis(500).min(self.health_timeout),
             ..Default::default()
         };
-        let mut k8s = match apply_stage::Kubernetes::new(client, &self.store, &loaded.specs, options) {
+        let mut k8s = match apply_stage::Kubernetes::new(client, self.store.as_ref(), &loaded.specs, options).await {
             Ok(k) => k,
             Err(e @ apply_stage::KubernetesError::Objects(_)) => return self.stop("apply", "Stalled", "ObjectsInvalid", e.to_string()),
             Err(e) => return self.stop("apply", "Ready", "InventoryUnreadable", e.to_string()),
@@ -332,6 +391,11 @@ impl Daemon {
         if let Err(e) = publish::publish(&self.config.publish_dir, &tip.to_string(), &self.config.environment, &loaded.files) {
             return self.stop("publish", "Ready", "PublishFailed", e.to_string());
         }
+        // For the standby's RWProxy: what was published, every cluster Ready (a stalled
+        // one stopped the reconcile above). The standby checks it against git itself.
+        let ready: Vec<String> =
+            report.clusters.iter().filter(|c| c.outcome == crate::k8s::reconcile::Outcome::Ready).map(|c| c.cluster.clone()).collect();
+        self.record_published(&mirror::record(&loaded, &self.config.environment, &ready, &self.config.lease.identity)).await;
         let removed = match k8s.prune().await {
             Ok(r) => r,
             Err(e) => return self.stop("apply", "Ready", "PruneFailed", e.to_string()),
@@ -340,7 +404,7 @@ impl Daemon {
         if let Err(ended) = self.cloud_pass(&loaded.specs, &revision, identity::Pass::Prune).await {
             return ended;
         }
-        if let Err(e) = k8s.record(Some(tip), &self.config.environment) {
+        if let Err(e) = k8s.record(Some(tip), &self.config.environment).await {
             return self.stop("apply", "Ready", "StateUnwritable", e.to_string());
         }
         let t = now();
@@ -380,43 +444,62 @@ impl Daemon {
 
     /// Reconciles until SIGTERM (or, with `once`, one time), serving the doors meanwhile;
     /// only while this replica holds the lease.
-    pub async fn run(mut self, once: bool) -> anyhow::Result<Ended> {
-        let listener = tokio::net::TcpListener::bind(self.config.listen).await?;
-        tracing::info!(listen = %listener.local_addr()?, "status, metrics and webhooks");
+    pub async fn run(mut self, once: bool) -> Result<Ended, DaemonError> {
+        let addr = self.config.listen;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| DaemonError::Listen { addr, source })?;
+        tracing::info!(listen = %bound, "status, metrics and webhooks");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let server = tokio::spawn(http::serve(listener, self.shared.clone(), shutdown.clone()));
         let agent = match &self.config.agent {
-            Some(a) => Some(agent::start(a, self.shared.clone(), &self.config.publish_dir, shutdown.clone()).await?),
+            Some(a) => Some(
+                agent::start(a, self.shared.clone(), &self.config.publish_dir, shutdown.clone())
+                    .await
+                    .map_err(|e| DaemonError::Agent(format!("{e:#}")))?,
+            ),
             None => None,
         };
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let client =
-            crate::k8s::client_as(self.config.kubeconfig.as_deref(), self.config.context.as_deref(), Some(&self.user_agent())).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::Signal)?;
+        let client = crate::k8s::client_as(self.config.kubeconfig.as_deref(), self.config.context.as_deref(), Some(&self.user_agent()))
+            .await
+            .map_err(|e| DaemonError::Kubernetes(format!("{e:#}")))?;
         let mut leadership = leader::Leadership::start(client, self.config.lease.clone());
         let _ = self.shared.role.set(leadership.watch());
         let mut last = Ended::Unchanged;
-        let last = loop {
-            if !leadership.role().is_leader() && !self.standby(&mut leadership, &mut term).await {
-                break last;
+        let outcome = loop {
+            if !leadership.role().is_leader() {
+                match self.standby(&mut leadership, &mut term).await {
+                    Standby::Leading => {}
+                    Standby::Stopping => break Ok(last),
+                    Standby::Refused(e) => break Err(e),
+                }
             }
+            let mut lost = false;
             let ended = tokio::select! {
                 ended = self.reconcile() => ended,
                 () = leadership.lost() => {
-                    // Another replica may take over from now on: not one more write.
+                    // Another replica may take over from now on: not one more write of
+                    // what the reconcile was doing.
                     tracing::error!(stage = "lease", "lost the lease during a reconcile; stopped it");
+                    lost = true;
                     Ended::Stopped
                 }
             };
+            if lost {
+                // The one write still made: freeing what the stopped reconcile held, so the
+                // new holder's cloud pass does not wait for it to expire.
+                self.give_back_apply_lease().await;
+            }
             last = ended;
             if once {
-                break ended;
+                break Ok(ended);
             }
             let jitter = self.config.interval.mul_f64(rand::random::<f64>() * 0.1);
             tokio::select! {
                 () = tokio::time::sleep(self.config.interval + jitter) => {}
                 () = self.shared.wake.notified() => {}
-                _ = term.recv() => break ended,
-                _ = tokio::signal::ctrl_c() => break ended,
+                _ = term.recv() => break Ok(ended),
+                _ = tokio::signal::ctrl_c() => break Ok(ended),
             }
         };
         // The step in progress has finished: give the lease to the other replica at once.
@@ -426,13 +509,49 @@ impl Daemon {
         if let Some(agent) = agent {
             let _ = agent.await;
         }
-        Ok(last)
+        outcome
     }
 
-    /// Waits while another replica holds the lease, serving its last saved status; false
-    /// when SIGTERM (or Ctrl-C) came first.
-    async fn standby(&mut self, leadership: &mut leader::Leadership, term: &mut tokio::signal::unix::Signal) -> bool {
+    /// Records what this holder published for the standby (a failure only delays the
+    /// standby's routes: logged, not a stop).
+    async fn record_published(&self, record: &mirror::PublishedRecord) {
+        let Ok(bytes) = serde_json::to_vec_pretty(record) else { return };
+        let version = match self.store.get(mirror::PUBLISHED_KEY).await {
+            Ok(v) => v.map(|v| v.version),
+            Err(e) => {
+                tracing::warn!(stage = "publish", "cannot record the published revision for the standby: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.store.put(mirror::PUBLISHED_KEY, &bytes, version.as_deref()).await {
+            tracing::warn!(stage = "publish", "cannot record the published revision for the standby: {e}");
+        }
+    }
+
+    /// A reconcile stopped part-way (its future dropped when the Kubernetes Lease was
+    /// lost) may have held the environment's apply lease in the state store for a cloud
+    /// pass: give it back by name, so the next holder need not wait for it to expire.
+    async fn give_back_apply_lease(&self) {
+        match crate::state::lease::release_held_by(self.store.as_ref(), &identity::holder(), now()).await {
+            Ok(true) => tracing::info!(stage = "lease", "gave back the environment's apply lease a stopped reconcile held"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(stage = "lease", "could not give back the environment's apply lease ({e}); it expires on its own"),
+        }
+    }
+
+    /// Waits while another replica holds the lease, serving its last saved status, until
+    /// this one leads, SIGTERM (or Ctrl-C) comes, or the API server keeps refusing the Lease.
+    ///
+    /// A refused Lease (403: RBAC; 404 on create: no namespace) is reported at once, on
+    /// each refusal (`Stalled` with reason `LeaseRefused`, an error log line,
+    /// `byoc_lease_refusals_total`), and after [`leader::MAX_REFUSALS`] in a row ends the
+    /// daemon with an error: the pod then shows `CrashLoopBackOff` with the message as its
+    /// last log, where a platform engineer looks first, and each restart tries again, so a
+    /// fixed Role heals it without a person restarting anything. Staying up in standby
+    /// would look healthy (a standby is ready, for its RWProxy) while nothing reconciles.
+    async fn standby(&mut self, leadership: &mut leader::Leadership, term: &mut tokio::signal::unix::Signal) -> Standby {
         let retry = self.config.lease.retry();
+        let mut refusals_seen = 0;
         loop {
             let role = leadership.role();
             if role.is_leader() {
@@ -440,22 +559,56 @@ impl Daemon {
                 // Another replica may have written since this one last did: converge fully.
                 self.applied_tree = None;
                 self.update(|s| s.last_applied_revision = None);
-                return true;
+                return Standby::Leading;
             }
-            if role.role == "standby" {
-                let saved = self.store.get(STATUS_KEY).ok().flatten().and_then(|v| serde_json::from_slice(&v.value).ok());
+            if role.refusals > refusals_seen {
+                self.shared.metrics.lease_refused(role.refusals - refusals_seen);
+                refusals_seen = role.refusals;
+                let lease = format!("{}/{}", self.config.lease.namespace, self.config.lease.name);
+                let message = format!(
+                    "the API server refused the Lease {lease} ({} of {} tries): {}",
+                    role.refusals,
+                    leader::MAX_REFUSALS,
+                    role.error.clone().unwrap_or_default()
+                );
+                self.stop("lease", "Stalled", "LeaseRefused", message);
+                if role.role == "refused" {
+                    return Standby::Refused(DaemonError::LeaseRefused {
+                        lease,
+                        namespace: self.config.lease.namespace.clone(),
+                        attempts: role.refusals,
+                        message: role.error.unwrap_or_default(),
+                    });
+                }
+            } else if role.refusals == 0 {
+                refusals_seen = 0;
+            }
+            if role.role == "standby" && role.refusals == 0 {
+                let saved = self.store.get(STATUS_KEY).await.ok().flatten().and_then(|v| serde_json::from_slice(&v.value).ok());
                 *self.shared.holder_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = saved;
-                // Ready: the pod's RWProxy serves SQL whichever replica writes.
+                // Ready: the pod's RWProxy serves SQL whichever replica writes, from the
+                // holder's revision, which this replica fetches, verifies and publishes.
                 self.shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.mirror_holder().await;
             }
             tokio::select! {
                 () = leadership.changed() => {}
                 () = tokio::time::sleep(retry) => {}
-                _ = term.recv() => return false,
-                _ = tokio::signal::ctrl_c() => return false,
+                _ = term.recv() => return Standby::Stopping,
+                _ = tokio::signal::ctrl_c() => return Standby::Stopping,
             }
         }
     }
+}
+
+/// How a standby wait ended.
+enum Standby {
+    /// This replica holds the lease now.
+    Leading,
+    /// SIGTERM or Ctrl-C.
+    Stopping,
+    /// The API server kept refusing the Lease.
+    Refused(DaemonError),
 }
 
 /// The git tree id of `env` at `commit`: equal ids, equal files, byte for byte.

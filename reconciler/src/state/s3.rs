@@ -2,23 +2,22 @@
 //! as its version, creates with `If-None-Match: *` and updates with `If-Match: <etag>`, so
 //! a write based on a stale read fails with 412 instead of overwriting.
 //!
-//! [`StateStore`] is synchronous (verification and planning have no runtime); each call
-//! runs the SDK future on the store's own single-threaded runtime from a scoped thread, so
-//! it may be called from inside or outside an async context alike. State calls are a few
-//! per run, so the thread costs nothing that matters.
+//! Each call awaits the SDK on the caller's runtime: no runtime or thread of its own, so a
+//! slow bucket delays only the task that asked.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
-use super::{StateError, StateStore, Versioned, check_key};
+use super::{StateError, StateStore, StoreFuture, Versioned, check_key};
 
 /// An S3-backed state store.
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
-    runtime: tokio::runtime::Runtime,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -31,35 +30,20 @@ impl S3Store {
     /// A store in `bucket` under `prefix` (e.g. `byoc/prod/`), with credentials from the
     /// default chain (environment, profile, web identity from a projected token file,
     /// instance metadata); `endpoint_url` points it at an emulator.
-    pub fn new(bucket: &str, prefix: &str, endpoint_url: Option<&str>) -> Result<S3Store, StateError> {
-        let runtime = runtime()?;
-        let client = std::thread::scope(|s| {
-            s.spawn(|| {
-                runtime.block_on(async {
-                    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-                    if let Some(url) = endpoint_url {
-                        loader = loader.endpoint_url(url);
-                    }
-                    let config = loader.load().await;
-                    // Emulators serve buckets by path, not by host name.
-                    let s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(endpoint_url.is_some()).build();
-                    Client::from_conf(s3)
-                })
-            })
-            .join()
-        })
-        .map_err(|_| StateError::Io { key: String::new(), message: "the S3 client panicked while starting".into() })?;
-        Ok(S3Store { client, bucket: bucket.to_owned(), prefix: prefix.to_owned(), runtime })
+    pub async fn new(bucket: &str, prefix: &str, endpoint_url: Option<&str>) -> S3Store {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        // Emulators serve buckets by path, not by host name.
+        let s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(endpoint_url.is_some()).build();
+        S3Store::from_conf(bucket, prefix, s3)
     }
 
     /// A store using an explicit client configuration.
-    pub fn from_conf(bucket: &str, prefix: &str, conf: aws_sdk_s3::Config) -> Result<S3Store, StateError> {
-        Ok(S3Store { client: Client::from_conf(conf), bucket: bucket.to_owned(), prefix: prefix.to_owned(), runtime: runtime()? })
-    }
-
-    fn run<T: Send>(&self, key: &str, f: impl Future<Output = T> + Send) -> Result<T, StateError> {
-        std::thread::scope(|s| s.spawn(|| self.runtime.block_on(f)).join())
-            .map_err(|_| StateError::Io { key: key.into(), message: "the S3 client panicked".into() })
+    pub fn from_conf(bucket: &str, prefix: &str, conf: aws_sdk_s3::Config) -> S3Store {
+        S3Store { client: Client::from_conf(conf), bucket: bucket.to_owned(), prefix: prefix.to_owned() }
     }
 
     fn object(&self, key: &str) -> Result<String, StateError> {
@@ -67,49 +51,60 @@ impl S3Store {
         Ok(format!("{}{key}", self.prefix))
     }
 
-    fn failure(&self, key: &str, what: &str, e: &(impl ProvideErrorMetadata + std::fmt::Display)) -> StateError {
-        StateError::Io {
-            key: key.into(),
-            message: format!(
-                "{what} s3://{}/{}{key}: {}",
-                self.bucket,
-                self.prefix,
-                e.message().map_or_else(|| e.to_string(), |m| format!("{} ({m})", e.code().unwrap_or("error")))
-            ),
+    /// A failed call, sorted by whether a retry can help: no answer (dispatch, timeout),
+    /// throttling or a server error may pass; any other answer (access denied, no such
+    /// bucket) will not.
+    fn failure<E>(&self, key: &str, what: &str, e: &SdkError<E, HttpResponse>) -> StateError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let message = format!(
+            "{what} s3://{}/{}{key}: {}",
+            self.bucket,
+            self.prefix,
+            e.message().map_or_else(
+                || format!("{}", aws_smithy_types::error::display::DisplayErrorContext(e)),
+                |m| format!("{} ({m})", e.code().unwrap_or("error"))
+            )
+        );
+        let transient = match e {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+            _ => {
+                status.is_some_and(|s| s == 429 || s >= 500)
+                    || matches!(e.code(), Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout" | "InternalError"))
+            }
+        };
+        if transient {
+            StateError::Unavailable { key: key.into(), message }
+        } else {
+            StateError::Refused { key: key.into(), message: format!("{message}; check the bucket name and the identity's S3 permissions") }
         }
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, StateError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StateError::Io { key: String::new(), message: format!("starting the S3 client: {e}") })
-}
-
 impl StateStore for S3Store {
-    fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
-        let object = self.object(key)?;
-        self.run(key, async {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        Box::pin(async move {
+            let object = self.object(key)?;
             match self.client.get_object().bucket(&self.bucket).key(&object).send().await {
                 Ok(out) => {
                     let version = out.e_tag().unwrap_or_default().to_owned();
-                    let value = out
-                        .body
-                        .collect()
-                        .await
-                        .map_err(|e| StateError::Io { key: key.into(), message: format!("reading s3://{}/{object}: {e}", self.bucket) })?;
+                    let value = out.body.collect().await.map_err(|e| StateError::Unavailable {
+                        key: key.into(),
+                        message: format!("reading s3://{}/{object}: {e}", self.bucket),
+                    })?;
                     Ok(Some(Versioned { value: value.into_bytes().to_vec(), version }))
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
                 Err(e) => Err(self.failure(key, "reading", &e)),
             }
-        })?
+        })
     }
 
-    fn put(&self, key: &str, value: &[u8], expected: Option<&str>) -> Result<String, StateError> {
-        let object = self.object(key)?;
-        self.run(key, async {
+    fn put<'a>(&'a self, key: &'a str, value: &'a [u8], expected: Option<&'a str>) -> StoreFuture<'a, String> {
+        Box::pin(async move {
+            let object = self.object(key)?;
             let request = self.client.put_object().bucket(&self.bucket).key(&object).body(ByteStream::from(value.to_vec()));
             let request = match expected {
                 None => request.if_none_match("*"),
@@ -125,6 +120,6 @@ impl StateStore for S3Store {
                 }
                 Err(e) => Err(self.failure(key, "writing", &e)),
             }
-        })?
+        })
     }
 }

@@ -414,8 +414,8 @@ pub struct SourceState {
 
 impl SourceState {
     /// Reads it, with the version a later [`SourceState::save`] must name.
-    pub fn load(store: &(impl StateStore + ?Sized)) -> anyhow::Result<(SourceState, Option<String>)> {
-        match store.get(SOURCE_STATE_KEY)? {
+    pub async fn load(store: &(impl StateStore + ?Sized)) -> anyhow::Result<(SourceState, Option<String>)> {
+        match store.get(SOURCE_STATE_KEY).await? {
             Some(v) => {
                 Ok((serde_json::from_slice(&v.value).map_err(|e| anyhow::anyhow!("state {SOURCE_STATE_KEY}: {e}"))?, Some(v.version)))
             }
@@ -450,8 +450,8 @@ impl SourceState {
     }
 
     /// Writes it if nobody else did since it was read.
-    pub fn save(&self, store: &(impl StateStore + ?Sized), version: Option<&str>) -> anyhow::Result<()> {
-        store.put(SOURCE_STATE_KEY, &serde_json::to_vec_pretty(self)?, version)?;
+    pub async fn save(&self, store: &(impl StateStore + ?Sized), version: Option<&str>) -> anyhow::Result<()> {
+        store.put(SOURCE_STATE_KEY, &serde_json::to_vec_pretty(self)?, version).await?;
         Ok(())
     }
 }

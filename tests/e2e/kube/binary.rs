@@ -125,10 +125,10 @@ async fn on_a_real_cluster() {
     let specs = super::support::example("aws");
     let options = Options { health_timeout: std::time::Duration::from_secs(5), ..Options::default() };
     let desired = super::support::objects(&specs);
-    let first = Reconciler::new(client.clone(), &store, options.clone()).expect("r").reconcile(&desired).await.expect("first");
+    let first = Reconciler::new(client.clone(), &store, options.clone()).await.expect("r").reconcile(&desired).await.expect("first");
     assert!(first.clusters.iter().all(|c| c.conflicts.is_empty()), "{first:#?}");
-    let second = Reconciler::new(client.clone(), &store, options.clone()).expect("r").reconcile(&desired).await.expect("second");
+    let second = Reconciler::new(client.clone(), &store, options.clone()).await.expect("r").reconcile(&desired).await.expect("second");
     assert!(second.clusters.iter().all(|c| c.actions.is_empty() && c.drift.is_empty()), "{second:#?}");
-    let removed = Reconciler::new(client, &store, options).expect("r").reconcile(&[]).await.expect("prune");
+    let removed = Reconciler::new(client, &store, options).await.expect("r").reconcile(&[]).await.expect("prune");
     assert_eq!(removed.clusters.len(), 2);
 }

@@ -244,7 +244,7 @@ async fn a_lost_inventory_is_rebuilt_without_writes() {
     let report = reconcile(client, &fresh, &specs, fast()).await;
     assert!(report.ok(), "{report:#?}");
     assert_eq!(byoc_writes(d), Vec::<String>::new());
-    let inventory = byoc::k8s::reconcile::Reconciler::new(client.clone(), &fresh, fast()).expect("loads").inventory().clone();
+    let inventory = byoc::k8s::reconcile::Reconciler::new(client.clone(), &fresh, fast()).await.expect("loads").inventory().clone();
     assert_eq!(inventory.objects.len(), 6, "three objects per cluster recorded again");
 }
 
@@ -258,7 +258,7 @@ async fn a_namespace_that_does_not_go_times_out_with_a_clear_message() {
     specs.clusters.retain(|c| c.name != "ingest");
     let mut options = fast();
     options.namespace_timeout = std::time::Duration::from_millis(300);
-    let mut r = byoc::k8s::reconcile::Reconciler::new(client.clone(), store, options).expect("loads");
+    let mut r = byoc::k8s::reconcile::Reconciler::new(client.clone(), store, options).await.expect("loads");
     let err = r.reconcile(&super::support::objects(&specs)).await.expect_err("times out");
     // Finalizers may still finish: the daemon tries again rather than giving up.
     assert!(matches!(err, byoc::k8s::reconcile::ReconcileError::Terminating { .. }) && err.retryable(), "{err:?}");

@@ -55,7 +55,7 @@ pub fn fast() -> Options {
 /// One reconcile with a fresh `Reconciler` over the state in `state`, as each run of the
 /// daemon would do.
 pub async fn reconcile(client: &kube::Client, state: &LocalDir, specs: &Specs, options: Options) -> Report {
-    let mut r = Reconciler::new(client.clone(), state, options).expect("inventory loads");
+    let mut r = Reconciler::new(client.clone(), state, options).await.expect("inventory loads");
     r.reconcile(&objects(specs)).await.expect("reconcile")
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::Signed;
 use crate::kube::support::{double, operator};
+use crate::support::SpawnTied;
 
 const SPIFFE: &str = "spiffe://rw.test/control-plane";
 
@@ -264,11 +265,11 @@ async fn the_agent_api_admits_only_the_allowed_identity_over_tls13_and_its_trigg
     .expect("config");
     let check = crate::support::byoc(&work, &["run", "--config", "reconciler.yaml", "--check"]);
     assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
-    let child = Command::new(env!("CARGO_BIN_EXE_byoc"))
+    let child = crate::support::tied_byoc()
         .args(["run", "--config", "reconciler.yaml"])
         .current_dir(&work)
         .stderr(std::fs::File::create(work.join("daemon.log")).expect("log"))
-        .spawn()
+        .spawn_tied()
         .expect("byoc run starts");
     let mut daemon = Daemon(child);
     let log = || std::fs::read_to_string(work.join("daemon.log")).unwrap_or_default();

@@ -12,6 +12,7 @@ use kube::api::{Api, DynamicObject};
 
 use super::Signed;
 use crate::kube::support::{double, operator};
+use crate::support::SpawnTied;
 
 /// The daemon process; SIGKILLed if a test ends without stopping it.
 pub(super) struct Daemon(pub(super) std::process::Child);
@@ -109,11 +110,11 @@ async fn a_signed_push_is_applied_and_published_and_refusals_change_nothing() {
         ),
     )
     .expect("config");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_byoc"))
+    let child = crate::support::tied_byoc()
         .args(["run", "--config", "reconciler.yaml"])
         .current_dir(&work)
         .stderr(std::fs::File::create(work.join("daemon.log")).expect("log"))
-        .spawn()
+        .spawn_tied()
         .expect("byoc run starts");
     let mut daemon = Daemon(child);
 

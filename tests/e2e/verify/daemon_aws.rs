@@ -21,6 +21,7 @@ use super::daemon::{condition, free_port};
 use crate::aws::Account;
 use crate::kube::support::{double, operator};
 use crate::state_s3::MOTO_ENV;
+use crate::support::SpawnTied;
 
 /// The daemon process; SIGKILLed if the test ends without stopping it.
 struct Daemon(std::process::Child);
@@ -91,7 +92,7 @@ fn calls(account: &Account, reset: bool) -> Vec<Value> {
 
 /// A PostgreSQL server standing in for cluster `name`'s frontend (`SHOW cluster_name` says
 /// `name`), with a database `name`; stopped when the test binary exits.
-fn frontend(dir: &Path, name: &str) -> u16 {
+pub(super) fn frontend(dir: &Path, name: &str) -> u16 {
     let port = free_port();
     let out = std::process::Command::new("bash")
         .arg(crate::support::project_root().join("tests/pg/start.sh"))
@@ -120,7 +121,7 @@ fn sql(port: u16, db: &str, statement: &str) -> Result<String, String> {
 }
 
 /// Polls `SHOW cluster_name` through the proxy until `want` (a name, or `None`: refused).
-fn through_proxy(port: u16, db: &str, want: Option<&str>) {
+pub(super) fn through_proxy(port: u16, db: &str, want: Option<&str>) {
     let start = Instant::now();
     loop {
         let got = sql(port, db, "SHOW cluster_name");
@@ -132,7 +133,7 @@ fn through_proxy(port: u16, db: &str, want: Option<&str>) {
     }
 }
 
-struct Proxy(std::process::Child);
+pub(super) struct Proxy(pub(super) std::process::Child);
 
 impl Drop for Proxy {
     fn drop(&mut self) {
@@ -321,13 +322,13 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
         ),
     )
     .expect("config");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_byoc"))
+    let child = crate::support::tied_byoc()
         .args(["run", "--config", "reconciler.yaml"])
         .envs(MOTO_ENV)
         .env("SSL_CERT_FILE", &https.ca)
         .current_dir(&work)
         .stderr(std::fs::File::create(work.join("daemon.log")).expect("log"))
-        .spawn()
+        .spawn_tied()
         .expect("byoc run starts");
     let _daemon = Daemon(child);
 
@@ -339,13 +340,13 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     // The real rwproxy on the published tree: analytics is reachable, reports is not yet.
     let proxy_port = free_port();
     let _proxy = Proxy(
-        std::process::Command::new(crate::bad_specs::rwproxy_binary())
+        crate::support::tied(crate::bad_specs::rwproxy_binary())
             .arg("--routes")
             .arg(work.join("publish/current"))
             .args(["--listen", &format!("127.0.0.1:{proxy_port}"), "--admin", &format!("127.0.0.1:{}", free_port())])
             .env("RWPROXY_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .spawn()
+            .spawn_tied()
             .expect("rwproxy starts"),
     );
     through_proxy(proxy_port, "analytics", Some("analytics"));

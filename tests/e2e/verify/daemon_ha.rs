@@ -14,6 +14,7 @@ use kube::api::{Api, DynamicObject, PostParams};
 use super::Signed;
 use super::daemon::{Daemon, REPORTS, free_port, routes, status, wait_for, webhook};
 use crate::kube::support::{Behaviour, double, operator};
+use crate::support::SpawnTied;
 
 /// The lease the test replicas use: 6 s, so they retry every second.
 const LEASE_SECONDS: u64 = 6;
@@ -56,11 +57,11 @@ impl Repo {
             ),
         )
         .expect("config");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_byoc"))
+        let child = crate::support::tied_byoc()
             .args(["run", "--config", &format!("reconciler-{id}.yaml")])
             .current_dir(&self.work)
             .stderr(std::fs::File::create(self.work.join(format!("daemon-{id}.log"))).expect("log"))
-            .spawn()
+            .spawn_tied()
             .expect("byoc run starts");
         Daemon(child)
     }
@@ -82,7 +83,10 @@ fn writes_by(d: &kube_double::Double, id: &str) -> usize {
     let agent = format!("({id})");
     d.writes()
         .iter()
-        .filter(|r| !r.uri.contains("/leases/") && !r.uri.ends_with("/leases"))
+        .filter(|r| {
+            let path = r.uri.split('?').next().unwrap_or_default();
+            !path.contains("/leases/") && !path.ends_with("/leases")
+        })
         .filter(|r| r.user_agent.as_deref().is_some_and(|ua| ua.ends_with(&agent)))
         .count()
 }
@@ -108,6 +112,41 @@ fn role(port: u16) -> (String, String) {
 
 fn current(publish: &Path) -> String {
     std::fs::read_link(publish.join("current")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Every file of the published tree `publish/current`, by path, with its bytes.
+fn published_files(publish: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.insert(path.strip_prefix(root).unwrap_or(&path).display().to_string(), bytes);
+            }
+        }
+    }
+    let root = publish.join("current");
+    let mut out = std::collections::BTreeMap::new();
+    walk(&root, &root, &mut out);
+    out
+}
+
+/// Waits (bounded: 30 s) until the standby's publish directory holds the same revision,
+/// file for file, as the holder's, and returns its route names.
+fn until_mirrored(repo: &Repo, holder: &str, standby: &str) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let (h, s) = (current(&repo.publish(holder)), current(&repo.publish(standby)));
+        if !h.is_empty() && h == s {
+            let files = published_files(&repo.publish(standby));
+            assert!(!files.is_empty(), "{s} is empty");
+            assert_eq!(files, published_files(&repo.publish(holder)), "the standby published other files than the holder");
+            return routes(&repo.publish(standby));
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{standby} never published {holder}'s {h:?} (has {s:?}):\n{}", repo.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn wait_exit(daemon: &mut Daemon, what: &str) -> std::process::ExitStatus {
@@ -163,6 +202,10 @@ async fn two_replicas_one_writer_sigkill_takes_over_within_the_lease_and_sigterm
     assert!(writes_by(&d, lid) > 0, "the holder wrote");
     assert_eq!(writes_by(&d, fid), 0, "the standby wrote nothing:\n{:#?}", d.writes());
     assert_eq!(holder(&leases).await.as_deref(), Some(lid));
+    // The standby's own RWProxy routes too: it published the holder's revision itself
+    // (fetched and verified here, not copied), file for file.
+    assert_eq!(until_mirrored(&repo, lid, fid), routes(&repo.publish(lid)));
+    assert_eq!(writes_by(&d, fid), 0, "publishing is local: the standby still wrote nothing to Kubernetes");
 
     // A push whose cluster stays Upgrading: the holder is mid-reconcile, waiting for it, when
     // it is SIGKILLed. The other takes over once the lease is not renewed for its duration,
@@ -184,6 +227,10 @@ async fn two_replicas_one_writer_sigkill_takes_over_within_the_lease_and_sigterm
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(writes_by(&d, fid), 0, "the standby still wrote nothing");
+    // reports is not Ready, so the holder published nothing new, and neither did the
+    // standby: no route to a cluster the holder has not seen Ready, though the tip has one.
+    assert!(!routes(&repo.publish(lid)).contains(&"reports-db".to_owned()));
+    assert!(!routes(&repo.publish(fid)).contains(&"reports-db".to_owned()), "the standby published past the holder");
     let killed = Instant::now();
     daemons[leader].take().expect("holder").0.kill().expect("SIGKILL");
     op.behaviour.lock().expect("lock").insert("reports".into(), Behaviour::Running);
@@ -207,6 +254,9 @@ async fn two_replicas_one_writer_sigkill_takes_over_within_the_lease_and_sigterm
         assert!(start.elapsed() < Duration::from_secs(30), "c never became standby:\n{}", repo.logs());
         std::thread::sleep(Duration::from_millis(50));
     }
+    // After the push that added reports, both replicas' proxies have its route.
+    let mirrored = until_mirrored(&repo, fid, "c");
+    assert!(mirrored.contains(&"reports-db".to_owned()), "{mirrored:?}");
     op.behaviour.lock().expect("lock").insert("reports".into(), Behaviour::Upgrading);
     repo.s.write("env/clusters/reports.yaml", &REPORTS.replace("compute: {replicas: 1,", "compute: {replicas: 2,"));
     let resized = repo.s.commit(Some("bob"), "resize reports");
@@ -241,4 +291,116 @@ async fn two_replicas_one_writer_sigkill_takes_over_within_the_lease_and_sigterm
     wait_for(cport, "c reconciles", |st| st["lastAppliedRevision"] == resized_rev && st["leaderElection"]["role"] == "leader");
     std::process::Command::new("kill").args(["-TERM", &c.0.id().to_string()]).status().expect("kill");
     assert!(wait_exit(&mut c, "c").success());
+}
+
+/// A Lease the API server refuses (here 404: the daemon's namespace was never made, as
+/// when the install forgot it) does not leave the replica waiting in standby forever: each
+/// refusal is reported (`Stalled` with reason `LeaseRefused`, `byoc_lease_refusals_total`),
+/// and after `MAX_REFUSALS` in a row the daemon exits 1 naming the Lease, the API server's
+/// answer and what to grant or create, so the pod shows CrashLoopBackOff with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_lease_is_reported_and_ends_the_daemon_with_the_reason() {
+    let d = double();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    // No byoc-system namespace: creating the Lease in it is refused with 404.
+    let repo = Repo::new(api_addr);
+    let port = free_port();
+    let mut daemon = repo.start("a", port, "");
+    let started = Instant::now();
+    while super::daemon::request_ok(port, "/healthz") != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "never listened:\n{}", repo.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = wait_for(port, "the refusal is reported", |st| {
+        st["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Stalled" && c["reason"] == "LeaseRefused"))
+    });
+    let stalled = st["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Stalled")).cloned().unwrap_or_default();
+    assert_eq!(stalled["status"], "True", "{st:#}");
+    let message = stalled["message"].as_str().unwrap_or("");
+    assert!(message.contains(&format!("{LEASE_NAMESPACE}/{LEASE_NAME}")) && message.contains("not found"), "{message}");
+    assert_eq!(st["lastError"]["stage"], "lease", "{st:#}");
+    let (_, metrics) = super::daemon::request(port, "GET", "/metrics", &[], b"");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("byoc_lease_refusals_total ") && !l.ends_with(" 0")),
+        "{}",
+        metrics.lines().filter(|l| l.contains("lease")).collect::<Vec<_>>().join("\n")
+    );
+    let code = wait_exit(&mut daemon, "the refused replica");
+    let took = started.elapsed();
+    println!("a refused Lease ended the daemon after {took:?} (retry every {:?})", Duration::from_secs(LEASE_SECONDS) / 6);
+    assert_eq!(code.code(), Some(1), "{code:?}\n{}", repo.logs());
+    let log = std::fs::read_to_string(repo.work.join("daemon-a.log")).unwrap_or_default();
+    assert!(log.contains("refused the Lease byoc-system/byoc-test 5 times in a row"), "{log}");
+    assert!(log.contains("namespaces \\\"byoc-system\\\" not found") || log.contains("namespaces \"byoc-system\" not found"), "{log}");
+    assert!(log.contains("grant the daemon's ServiceAccount get, create and update on leases in byoc-system"), "{log}");
+    assert_eq!(writes_by(&d, "a"), 0, "a replica without the lease wrote nothing");
+}
+
+/// The standby's own RWProxy serves SQL: a PostgreSQL server stands in for the analytics
+/// frontend, a signed push adds a route to it, and the real `rwproxy` reading only the
+/// *standby's* publish directory takes psql there once the holder has applied and
+/// published the push. (That the standby follows the holder, not the tip, is shown in the
+/// test above: a pushed route to a cluster not yet Ready is published by neither.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_reaches_the_cluster_through_the_standbys_own_rwproxy() {
+    use super::daemon_aws::{Proxy, frontend, through_proxy};
+    let d = double();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    let _op = operator(&d.client());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": LEASE_NAMESPACE}})).expect("namespace");
+    Api::<Namespace>::all(d.client()).create(&PostParams::default(), &ns).await.expect("namespace");
+
+    let mut repo = Repo::new(api_addr);
+    let ports = [("a", free_port()), ("b", free_port())];
+    let _daemons: Vec<Daemon> = ports.iter().map(|(id, port)| repo.start(id, *port, "")).collect();
+    let start = Instant::now();
+    let (leader, follower) = loop {
+        let roles: Vec<String> = ports
+            .iter()
+            .map(|(_, p)| if super::daemon::request_ok(*p, "/healthz") == Some(200) { role(*p).0 } else { String::new() })
+            .collect();
+        if let Some(i) = roles.iter().position(|r| r == "leader")
+            && roles[1 - i] == "standby"
+        {
+            break (ports[i], ports[1 - i]);
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no leader: {roles:?}\n{}", repo.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    until_mirrored(&repo, leader.0, follower.0);
+
+    // The real rwproxy on the standby's tree only.
+    let proxy_port = free_port();
+    let _proxy = Proxy(
+        crate::support::tied(crate::bad_specs::rwproxy_binary())
+            .arg("--routes")
+            .arg(repo.publish(follower.0).join("current"))
+            .args(["--listen", &format!("127.0.0.1:{proxy_port}"), "--admin", &format!("127.0.0.1:{}", free_port())])
+            .env("RWPROXY_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn_tied()
+            .expect("rwproxy starts"),
+    );
+    let pg = frontend(&repo.work, "analytics");
+    through_proxy(proxy_port, "analytics", None);
+
+    let routes_file = std::fs::read_to_string(repo.s.repo().join("env/routes.yaml")).expect("routes");
+    repo.s.write(
+        "env/routes.yaml",
+        &format!(
+            "{routes_file}    - name: analytics-local\n      match: {{database: analytics}}\n      cluster: analytics\n      allowedCidrs: [127.0.0.0/8]\n      backend: '127.0.0.1:{pg}'\n"
+        ),
+    );
+    let pushed = repo.s.commit(Some("bob"), "a route to the analytics frontend");
+    repo.s.git(&["push", "-q", "origin", "main"]);
+    assert_eq!(webhook(leader.1, b"hook-s3cret", "p-1"), 202);
+    wait_for(leader.1, "the holder applies the push", |st| st["lastAppliedRevision"] == format!("main@sha1:{pushed}"));
+    let mirrored = until_mirrored(&repo, leader.0, follower.0);
+    assert!(mirrored.contains(&"analytics-local".to_owned()), "{mirrored:?}");
+    through_proxy(proxy_port, "analytics", Some("analytics"));
+    assert_eq!(writes_by(&d, follower.0), 0, "the standby wrote nothing to Kubernetes");
 }
