@@ -209,6 +209,9 @@ impl HandshakeError {
 struct Session<'a, S> {
     client: ClientStream<S>,
     backend: BackendStream,
+    /// The relay may follow the messages from here (the client has sent nothing the
+    /// backend has not answered); see [`crate::relay`].
+    follow: bool,
     _cancel: crate::cancel::Registration<'a>,
     _slot: RouteSlot<'a>,
 }
@@ -273,12 +276,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     // Held to the end: the session's cancel key and its place in the route's count.
-    let Session { client, backend, _cancel, _slot } = session;
+    let Session { client, backend, follow, _cancel, _slot } = session;
     // Both directions with backpressure: a slow reader stalls its writer. Bytes are
     // counted as they are read, so a long session shows in the metrics.
     let mut client = Counted { inner: client, read: shared.metrics.bytes(CLIENT_TO_BACKEND, route) };
     let mut backend = Counted { inner: backend, read: shared.metrics.bytes(BACKEND_TO_CLIENT, route) };
-    let _ = crate::relay::relay(&mut client, &mut backend).await;
+    let _ = crate::relay::relay(&mut client, &mut backend, follow).await;
 }
 
 async fn handshake<'a, S>(
@@ -394,6 +397,9 @@ where
     let unreachable = || protocol::error_response("08006", "the cluster is not reachable right now");
     let mut startup = protocol::startup_message(&decision.params);
     startup.extend_from_slice(&after);
+    // Queries pipelined behind the startup message are answered after its ReadyForQuery,
+    // uncounted: the relay does not follow such a session.
+    let follow = after.is_empty();
     drop(after);
     // The first bytes the backend gets go out with the connect: the startup message, or
     // the SSLRequest when the route speaks TLS to it.
@@ -480,7 +486,7 @@ where
     // nowhere so the session still has one.
     let registration = registration
         .unwrap_or_else(|| shared.cancel.register(Target { backend: backend_addr, key: protocol::CancelKey { pid: 0, secret: 0 } }).1);
-    Ok(Session { client, backend: backend.into_inner(), _cancel: registration, _slot: slot })
+    Ok(Session { client, backend: backend.into_inner(), follow, _cancel: registration, _slot: slot })
 }
 
 /// Read buffer for the backend's side of the authentication exchange: PostgreSQL's answer
