@@ -79,7 +79,7 @@ struct Follow {
 }
 
 impl Follow {
-    fn from_client(&mut self, data: &[u8]) {
+    fn client_sent(&mut self, data: &[u8]) {
         let owed = &mut self.owed;
         self.lost |= !self.client.pass(data, |tag| {
             if matches!(tag, b'Q' | b'S' | b'F') {
@@ -88,7 +88,7 @@ impl Follow {
         });
     }
 
-    fn from_backend(&mut self, data: &[u8]) {
+    fn backend_sent(&mut self, data: &[u8]) {
         let owed = &mut self.owed;
         self.lost |= !self.backend.pass(data, |tag| {
             if tag == b'Z' {
@@ -232,8 +232,8 @@ impl Direction {
             }
             match side {
                 _ if session.lost => {}
-                Side::Client => session.from_client(data),
-                Side::Backend => session.from_backend(data),
+                Side::Client => session.client_sent(data),
+                Side::Backend => session.backend_sent(data),
             }
             let mut written = 0;
             while written < data.len() {
@@ -383,7 +383,7 @@ mod tests {
         let mut framing = Framing::default();
         assert!(!framing.pass(&[b'Q', 0, 0, 0, 3], |_| {}));
         let mut session = Follow::default();
-        session.from_client(&[b'X', 0, 0, 0, 2]);
+        session.client_sent(&[b'X', 0, 0, 0, 2]);
         assert!(session.lost && !session.ended_cleanly());
     }
 }

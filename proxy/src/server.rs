@@ -351,7 +351,6 @@ where
 /// authentication exchange. `after` is what the client sent behind its startup message
 /// without waiting for an answer (nothing, from every client known): it follows the
 /// startup message to the backend, which reads it as it would on a direct connection.
-#[allow(clippy::too_many_arguments)]
 async fn admit<'a, S>(
     mut client: ClientStream<S>,
     params: Vec<(String, String)>,
