@@ -50,6 +50,10 @@ pub enum ProtocolError {
     MalformedStartup(&'static str),
     /// A message type not expected at this point.
     Unexpected(u8),
+    /// Bytes that came before the proxy answered an SSLRequest or GSSENCRequest: a client
+    /// must wait for the answer, and bytes sent in the clear ahead of a TLS handshake could
+    /// be an injection (PostgreSQL refuses them too, CVE-2021-23214).
+    DataBeforeAnswer,
 }
 
 impl fmt::Display for ProtocolError {
@@ -59,6 +63,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::UnsupportedCode(c) => write!(f, "unsupported protocol request {c}"),
             ProtocolError::MalformedStartup(why) => write!(f, "malformed startup message: {why}"),
             ProtocolError::Unexpected(t) => write!(f, "unexpected message type {:?}", char::from(*t)),
+            ProtocolError::DataBeforeAnswer => f.write_str("data sent after an SSLRequest or GSSENCRequest before its answer"),
         }
     }
 }

@@ -7,10 +7,11 @@
 //! rest are closed.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -87,6 +88,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     let cap = shared.max_client_connections.clamp(1, Semaphore::MAX_PERMITS);
     let capacity = Arc::new(Semaphore::new(cap));
     shared.metrics.client_connections_limit.set(i64::try_from(cap).unwrap_or(i64::MAX));
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt here
+    // instead of one per connection. Whether they do is checked on the first connection;
+    // where they do not, each connection gets its own.
+    let _ = socket2::SockRef::from(&listener).set_tcp_nodelay(true);
+    let mut nodelay_inherited = None;
     loop {
         let permit = match capacity.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -107,7 +113,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
+                    if !*nodelay_inherited.get_or_insert_with(|| stream.nodelay().unwrap_or(false)) {
+                        let _ = stream.set_nodelay(true);
+                    }
                     tracker.spawn(connection_task(stream, peer, shared.clone(), permit));
                 }
                 Err(e) => {
@@ -201,6 +209,9 @@ impl HandshakeError {
 struct Session<'a, S> {
     client: ClientStream<S>,
     backend: BackendStream,
+    /// The relay may follow the messages from here (the client has sent nothing the
+    /// backend has not answered); see [`crate::relay`].
+    follow: bool,
     _cancel: crate::cancel::Registration<'a>,
     _slot: RouteSlot<'a>,
 }
@@ -265,12 +276,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     // Held to the end: the session's cancel key and its place in the route's count.
-    let Session { client, backend, _cancel, _slot } = session;
+    let Session { client, backend, follow, _cancel, _slot } = session;
     // Both directions with backpressure: a slow reader stalls its writer. Bytes are
     // counted as they are read, so a long session shows in the metrics.
     let mut client = Counted { inner: client, read: shared.metrics.bytes(CLIENT_TO_BACKEND, route) };
     let mut backend = Counted { inner: backend, read: shared.metrics.bytes(BACKEND_TO_CLIENT, route) };
-    let _ = crate::relay::relay(&mut client, &mut backend).await;
+    let _ = crate::relay::relay(&mut client, &mut backend, follow).await;
 }
 
 async fn handshake<'a, S>(
@@ -284,8 +295,17 @@ where
 {
     let mut sni: Option<String> = None;
     let mut gss_answered = false;
-    let params = loop {
-        match read_first_packet(&mut client).await? {
+    let (params, after) = loop {
+        // In a block of its own: what the client sent behind a startup message is not kept
+        // in the task through the awaits below.
+        let packet = {
+            let (packet, after) = read_first_packet(&mut client).await?;
+            match packet {
+                FirstPacket::Startup(params) => break (params, after),
+                other => other,
+            }
+        };
+        match packet {
             FirstPacket::SslRequest => {
                 if let Stream::Tls(_) = client {
                     return Err(ProtocolError::Unexpected(b'S').into());
@@ -310,10 +330,10 @@ where
             FirstPacket::GssEncRequest => return Err(ProtocolError::Unexpected(b'G').into()),
             // Boxed: the dial's state would otherwise be part of every connection's task.
             FirstPacket::Cancel(key) => return Err(HandshakeError::Cancel(Box::pin(cancel(key, client_ip, shared)).await)),
-            FirstPacket::Startup(params) => break params,
+            FirstPacket::Startup(_) => unreachable!("a startup message ends the loop above"),
         }
     };
-    Box::pin(admit(client, params, sni, client_ip, shared, route)).await
+    Box::pin(admit(client, params, after, sni, client_ip, shared, route)).await
 }
 
 /// Ends the client's TLS: the handshake over a plain client stream.
@@ -328,10 +348,13 @@ where
 }
 
 /// Routes a startup message, applies the limits, dials the backend and relays the
-/// authentication exchange.
+/// authentication exchange. `after` is what the client sent behind its startup message
+/// without waiting for an answer (nothing, from every client known): it follows the
+/// startup message to the backend, which reads it as it would on a direct connection.
 async fn admit<'a, S>(
     mut client: ClientStream<S>,
     params: Vec<(String, String)>,
+    after: Vec<u8>,
     sni: Option<String>,
     client_ip: IpAddr,
     shared: &'a Shared,
@@ -371,30 +394,34 @@ where
     // every new connection takes (see tests/bench/proxy.sh, mode connect).
     let address = || format!("{}:{}", decision.backend.host, decision.backend.port);
     let unreachable = || protocol::error_response("08006", "the cluster is not reachable right now");
-    // An IP address is dialled as it is, and is the address the cancel key leads to,
-    // without asking the kernel for the peer's address; a name is resolved first.
-    let ip = decision.backend.host.parse::<IpAddr>().ok();
-    let dialled = match ip {
-        Some(ip) => TcpStream::connect(SocketAddr::new(ip, decision.backend.port)).await,
-        None => TcpStream::connect((decision.backend.host.as_str(), decision.backend.port)).await,
+    let mut startup = protocol::startup_message(&decision.params);
+    startup.extend_from_slice(&after);
+    // Queries pipelined behind the startup message are answered after its ReadyForQuery,
+    // uncounted: the relay does not follow such a session.
+    let follow = after.is_empty();
+    drop(after);
+    // The first bytes the backend gets go out with the connect: the startup message, or
+    // the SSLRequest when the route speaks TLS to it.
+    let ssl_request = protocol::ssl_request();
+    let first: &[u8] = match decision.backend_tls {
+        BackendTls::Disable => &startup,
+        BackendTls::VerifyFull => &ssl_request,
     };
-    let tcp = match dialled {
-        Ok(b) => b,
+    let (tcp, backend_addr) = match dial_backend(&decision.backend.host, decision.backend.port, first).await {
+        Ok(dialled) => dialled,
         Err(e) => {
             client.write_all(&unreachable()).await?;
             client.flush().await?;
             return Err(HandshakeError::Backend(address(), e));
         }
     };
-    let _ = tcp.set_nodelay(true);
-    let backend_addr = match ip {
-        Some(ip) => SocketAddr::new(ip, decision.backend.port),
-        None => tcp.peer_addr().map_err(|e| HandshakeError::Backend(address(), e))?,
-    };
-    let mut backend = match decision.backend_tls {
+    let backend = match decision.backend_tls {
         BackendTls::Disable => Stream::Plain(tcp),
         BackendTls::VerifyFull => match Box::pin(backend_tls(tcp, &decision.backend.host, shared)).await {
-            Ok(tls) => Stream::Tls(Box::new(tls)),
+            Ok(mut tls) => {
+                tls.write_all(&startup).await?;
+                Stream::Tls(Box::new(tls))
+            }
             Err(why) => {
                 client.write_all(&unreachable()).await?;
                 client.flush().await?;
@@ -402,7 +429,7 @@ where
             }
         },
     };
-    backend.write_all(&protocol::startup_message(&decision.params)).await?;
+    drop(startup);
     // The backend answers a startup with a dozen small messages at once (authentication,
     // parameter statuses, key, ready); read through a buffer so they cost one or two reads
     // instead of two each (measured with strace -c under pgbench -C: 40 recvfrom per
@@ -458,21 +485,20 @@ where
     // nowhere so the session still has one.
     let registration = registration
         .unwrap_or_else(|| shared.cancel.register(Target { backend: backend_addr, key: protocol::CancelKey { pid: 0, secret: 0 } }).1);
-    Ok(Session { client, backend: backend.into_inner(), _cancel: registration, _slot: slot })
+    Ok(Session { client, backend: backend.into_inner(), follow, _cancel: registration, _slot: slot })
 }
 
 /// Read buffer for the backend's side of the authentication exchange: PostgreSQL's answer
 /// to a trusted startup is about 600 bytes.
 const AUTH_READ_BUFFER: usize = 2048;
 
-/// Asks the backend for TLS and completes the handshake, checking its certificate against
-/// the backend CA and the host name the route dials.
+/// Completes the TLS handshake with a backend that was sent an SSLRequest (by [`dial`]),
+/// checking its certificate against the backend CA and the host name the route dials.
 async fn backend_tls(mut tcp: TcpStream, host: &str, shared: &Shared) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let Some(config) = &shared.backend_tls else {
         return Err("the route asks for backendTls: verify-full but rwproxy was started without --backend-ca".to_owned());
     };
     let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
-    tcp.write_all(&protocol::ssl_request()).await.map_err(|e| e.to_string())?;
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.map_err(|e| e.to_string())?;
     if answer[0] != b'S' {
@@ -492,19 +518,110 @@ async fn cancel(key: protocol::CancelKey, client: IpAddr, shared: &Shared) -> bo
     if target.key.pid == 0 && target.key.secret == 0 {
         return false;
     }
-    match TcpStream::connect(target.backend).await {
-        Ok(mut backend) => backend.write_all(&protocol::cancel_request(target.key)).await.is_ok(),
-        Err(_) => false,
-    }
+    dial(target.backend, &protocol::cancel_request(target.key)).await.is_ok()
 }
 
-async fn read_first_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<FirstPacket, HandshakeError> {
-    let mut header = [0u8; 4];
-    r.read_exact(&mut header).await?;
-    let len = protocol::first_packet_body_len(header)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(protocol::parse_first_packet(&body)?)
+/// Dials a backend by IP address or host name and sends it `first`; returns the stream and
+/// the address it reached (where cancel requests go). An IP address is dialled as it is,
+/// without asking the kernel for the peer's address; a name is resolved first and its
+/// addresses tried in turn.
+async fn dial_backend(host: &str, port: u16, first: &[u8]) -> io::Result<(TcpStream, SocketAddr)> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        let addr = SocketAddr::new(ip, port);
+        return Ok((dial(addr, first).await?, addr));
+    }
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match dial(addr, first).await {
+            Ok(stream) => return Ok((stream, addr)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Connects to `addr` and sends `first`, with TCP_NODELAY set before connecting.
+///
+/// The bytes go out as soon as connect returns, not after waiting for the socket to be
+/// writable and asking the kernel how the connect went (tokio's `connect`: an epoll round
+/// and a getsockopt(SO_ERROR) per connection): to a backend on loopback or in the same
+/// network the TCP handshake is over by then, and the send succeeds at once. Otherwise the
+/// send would block and the bytes go when the socket is writable. A failed connect shows
+/// as the send's error either way.
+async fn dial(addr: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    // Protocol messages are small and each waits for an answer: no Nagle delay.
+    let _ = socket.set_tcp_nodelay(true);
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        // EINPROGRESS: the handshake goes on in the kernel.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
+        Err(e) => return Err(e),
+    }
+    let mut stream = std::net::TcpStream::from(socket);
+    // Never blocks: the socket is non-blocking.
+    let sent = match io::Write::write(&mut stream, first) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    let mut stream = TcpStream::from_std(stream)?;
+    if sent < first.len() {
+        stream.write_all(&first[sent..]).await?;
+    }
+    Ok(stream)
+}
+
+/// Most bytes the first read of a connection takes: a startup message in one read (libpq
+/// sends about 100 bytes, JDBC about 250); a longer one takes a second read for exactly
+/// its remainder.
+const FIRST_READ: usize = 512;
+
+/// Reads a connection's first packet, in one read where it fits (it took two: the length
+/// word, then the rest). Returns the packet and, after a startup message, what the client
+/// sent behind it.
+///
+/// A PostgreSQL client sends nothing after an SSLRequest, GSSENCRequest or startup message
+/// until it is answered, so the one read takes no more than the packet from any client
+/// known. One that does send more gets it treated as PostgreSQL treats it: after an
+/// SSLRequest or GSSENCRequest it is refused (clear-text bytes ahead of a TLS handshake);
+/// after a startup message it is handed back, to follow the startup message to the
+/// backend; after a CancelRequest it is dropped with the connection.
+async fn read_first_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<(FirstPacket, Vec<u8>), HandshakeError> {
+    // The read goes to a buffer on the stack of the poll, not in the task: a connection
+    // waiting for its first bytes (or for its startup message, after TLS) holds no buffer.
+    let mut packet = std::future::poll_fn(|cx| {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut buf = ReadBuf::uninit(&mut chunk);
+        ready!(Pin::new(&mut *r).poll_read(cx, &mut buf))?;
+        Poll::Ready(io::Result::Ok(buf.filled().to_vec()))
+    })
+    .await?;
+    if packet.is_empty() {
+        return Err(HandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    // A packet split across reads: exactly the missing bytes of the length word, then of
+    // the packet, so nothing behind it is read.
+    let have = packet.len();
+    if have < 4 {
+        packet.resize(4, 0);
+        r.read_exact(&mut packet[have..]).await?;
+    }
+    let len = protocol::first_packet_body_len([packet[0], packet[1], packet[2], packet[3]])? + 4;
+    let have = packet.len();
+    if have < len {
+        packet.resize(len, 0);
+        r.read_exact(&mut packet[have..]).await?;
+    }
+    let first = protocol::parse_first_packet(&packet[4..len])?;
+    let after = match first {
+        _ if packet.len() == len => Vec::new(),
+        FirstPacket::Startup(_) => packet.split_off(len),
+        FirstPacket::Cancel(_) => Vec::new(),
+        FirstPacket::SslRequest | FirstPacket::GssEncRequest => return Err(ProtocolError::DataBeforeAnswer.into()),
+    };
+    Ok((first, after))
 }
 
 async fn read_message<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<(u8, Vec<u8>), HandshakeError> {
@@ -711,12 +828,55 @@ mod tests {
 
     #[tokio::test]
     async fn ssl_request_without_tls_is_answered_n_then_startup_continues() {
+        let shared = shared();
+        let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
+        let conn = connection(theirs, "10.0.0.1:5000".parse().unwrap(), &shared, ());
+        let client = async {
+            let mut request = 8u32.to_be_bytes().to_vec();
+            request.extend_from_slice(&80_877_103u32.to_be_bytes());
+            ours.write_all(&request).await.unwrap();
+            let mut answer = [0u8; 1];
+            ours.read_exact(&mut answer).await.unwrap();
+            ours.write_all(&protocol::startup_message(&[("user".into(), "u".into())])).await.unwrap();
+            let mut reply = Vec::new();
+            ours.read_to_end(&mut reply).await.unwrap();
+            (answer[0], reply)
+        };
+        let ((), (answer, reply)) = tokio::join!(conn, client);
+        assert_eq!(answer, b'N');
+        assert_eq!(reply[0], b'E');
+    }
+
+    #[tokio::test]
+    async fn a_startup_message_in_pieces_is_read_whole() {
+        // Split in the length word and in the body, each piece a read of its own.
+        let startup = protocol::startup_message(&[("user".into(), "u".into()), ("database".into(), "nowhere".into())]);
+        for split in [1, 3, 9] {
+            let shared = shared();
+            let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
+            let conn = connection(theirs, "10.0.0.1:5000".parse().unwrap(), &shared, ());
+            let client = async {
+                ours.write_all(&startup[..split]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ours.write_all(&startup[split..]).await.unwrap();
+                let mut reply = Vec::new();
+                ours.read_to_end(&mut reply).await.unwrap();
+                reply
+            };
+            let ((), reply) = tokio::join!(conn, client);
+            // Routed (and refused: the table is empty), so it was parsed whole.
+            assert!(reply.windows(6).any(|w| w == b"C08004"), "split at {split}: {reply:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_behind_an_ssl_request_are_refused_unanswered() {
         let mut input = 8u32.to_be_bytes().to_vec();
         input.extend_from_slice(&80_877_103u32.to_be_bytes());
         input.extend(protocol::startup_message(&[("user".into(), "u".into())]));
-        let (reply, _) = run(input).await;
-        assert_eq!(reply[0], b'N');
-        assert_eq!(reply[1], b'E');
+        let (reply, metrics) = run(input).await;
+        assert!(reply.is_empty(), "{reply:?}");
+        assert!(metrics.contains("outcome=\"protocol_error\",route=\"\"} 1"), "{metrics}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,5 +10,6 @@ mod lifecycle;
 mod logging;
 mod reload;
 mod routing;
+mod startup;
 mod storm;
 mod support;
