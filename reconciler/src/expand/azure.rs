@@ -596,6 +596,15 @@ mod tests {
             (s.action, s.reason.clone())
         };
         assert_eq!(rg, Action::Blocked, "{why}");
+        // Also with the protections lifted (`destroy --delete-data`): adopted, not ours.
+        let mut lifted = before.clone();
+        for r in lifted.resources.values_mut() {
+            r.protection = None;
+        }
+        let p = plan(&Graph::default(), &lifted);
+        let s = p.steps.iter().find(|s| s.id == ResourceId::new(Kind::AzureResourceGroup, "main")).expect("step");
+        assert_eq!(s.action, Action::Blocked, "{}", s.reason);
+        assert!(p.steps.iter().any(|s| s.id == ResourceId::new(Kind::AzureStorageAccount, "data") && s.action == Action::Delete));
         let rg = get(&before, Kind::AzureResourceGroup, "main");
         assert_eq!(rg.properties.get("adopted"), Some(&Value::from(true)));
         // The default group is byoc's own, and protected because it holds the data.
