@@ -116,7 +116,7 @@ kinds! {
     AzurePublicIp => "azure.public-ip", "Azure public IP address", ["name", "resourceGroup", "sku", "zones"];
     AzureNatGateway => "azure.nat-gateway", "Azure NAT gateway", ["name", "resourceGroup", "zones"];
     AzureAksCluster => "azure.aks-cluster", "Azure AKS cluster", ["name", "resourceGroup", "subnet", "network", "apiServerSubnet"];
-    AzureNodePool => "azure.node-pool", "Azure AKS node pool", ["cluster", "vmSize", "taints", "mode"];
+    AzureNodePool => "azure.node-pool", "Azure AKS node pool", ["cluster", "vmSize", "taints", "mode", "subnet", "zones"];
     AzureStorageAccount => "azure.storage-account", "Azure storage account", ["name", "location", "resourceGroup", "sku"];
     AzureBlobContainer => "azure.blob-container", "Azure blob container", ["account", "name"];
     AzurePrivateEndpoint => "azure.private-endpoint", "Azure private endpoint", ["name", "resourceGroup", "subnet", "target", "groupId"];

@@ -14,14 +14,21 @@
 //!
 //! API-server VNet integration: the cluster's API server sits in
 //! [`names::azure::API_SERVER_SUBNET`], delegated to `Microsoft.ContainerService/managedClusters`.
-//! It needed the subscription feature `Microsoft.ContainerService/EnableAPIServerVnetIntegrationPreview`
-//! while it was in preview (api-versions `2022-04-02-preview` and later previews); Microsoft
-//! Learn's current page ("Use API Server VNet Integration", AKS Standard and Automatic) no
-//! longer lists the preview extension nor the flag, and GA api-versions carry
-//! `apiServerAccessProfile.enableVnetIntegration`/`subnetId`. So at a GA api-version
-//! ([`AKS_API_VERSION`]) the flag is not needed; preflight should check it only if an older
-//! preview api-version is ever pinned. (Checked against the documentation available offline;
-//! the ARM fake should confirm at the pinned version.)
+//! Whether `Microsoft.ContainerService/EnableAPIServerVnetIntegrationPreview` must still be
+//! registered, as found in the documentation searchable offline (not against Azure):
+//! - the preview pages ("... API Server VNet Integration (Preview)") require the flag, the
+//!   `aks-preview` CLI extension and api-version `2022-04-02-preview` or later;
+//! - the current Microsoft Learn page has dropped "(Preview)" from its title, applies to AKS
+//!   Standard and AKS Automatic, and says AKS Automatic has the feature preconfigured;
+//! - the stable SDK models (`Azure.ResourceManager.ContainerService`,
+//!   `@azure-rest/arm-containerservice`) carry `apiServerAccessProfile.enableVnetIntegration`
+//!   and `subnetId` (the .NET property pages still show the generic prerelease notice).
+//!
+//! So the feature is GA and the flag is very likely not needed at a GA api-version such as
+//! [`AKS_API_VERSION`]; the excerpts did not show the current page's prerequisites, so this
+//! is not confirmed. The Azure client's preflight should read the flag's registration
+//! state and report it rather than require it, until a create at the pinned api-version
+//! shows the answer.
 
 use ipnet::IpNet;
 
@@ -33,7 +40,9 @@ use super::{
 use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
 
-/// The AKS api-version the graph's managed-cluster properties are written for (GA).
+/// The AKS api-version the graph's managed-cluster properties are written for: a GA
+/// version (assumed from Microsoft.ContainerService's monthly GA cadence; the client that
+/// pins it confirms it).
 pub const AKS_API_VERSION: &str = "2025-05-01";
 /// The public proxy's Service (`manifests/components/public-proxy/service.yaml`).
 pub const PUBLIC_PROXY_SERVICE: &str = "rwproxy-public";
@@ -467,6 +476,25 @@ mod tests {
         specs.environment.public_proxy = None;
         let g = super::super::expand(&specs);
         assert!(!g.resources.values().any(|r| r.kind == Kind::AzureLoadBalancer));
+    }
+
+    #[test]
+    fn a_pool_resize_is_one_in_place_update_and_a_new_zone_list_replaces_the_pool() {
+        let specs = example();
+        let before = super::super::expand(&specs);
+        let step = |after: &crate::spec::Specs| {
+            let p = plan(&super::super::expand(after), &before);
+            let changed: Vec<(String, Action)> =
+                p.steps.iter().filter(|s| s.action != Action::NoOp).map(|s| (s.id.to_string(), s.action)).collect();
+            changed
+        };
+        let mut resized = specs.clone();
+        resized.environment.kubernetes.node_groups[1].max = 12;
+        assert_eq!(step(&resized), vec![("azure.node-pool/risingwave".to_owned(), Action::Update)]);
+        let mut rezoned = specs.clone();
+        rezoned.environment.network.zones = vec!["1".to_owned(), "2".to_owned()];
+        let changed = step(&rezoned);
+        assert!(changed.contains(&("azure.node-pool/risingwave".to_owned(), Action::Replace)), "{changed:?}");
     }
 
     #[test]
