@@ -72,7 +72,7 @@ pub(super) fn cluster(
             "azureBlob",
             Value::map([
                 ("container", env.data_bucket.as_str().into()),
-                ("endpoint", Value::reference(&super::ResourceId::new(Kind::AzureStorageAccount, "main"))),
+                ("endpoint", Value::reference(&super::ResourceId::new(Kind::AzureStorageAccount, "data"))),
                 ("credentials", Value::map([("useServiceAccount", true.into())])),
             ]),
         )]),

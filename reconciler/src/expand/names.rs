@@ -97,6 +97,9 @@ fn lower_alnum(c: char) -> bool {
 fn lower(c: char) -> bool {
     c.is_ascii_lowercase()
 }
+fn hex_or_hyphen(c: char) -> bool {
+    c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-'
+}
 fn any(_: char) -> bool {
     true
 }
@@ -339,6 +342,19 @@ pub const AZURE_CONTAINER: Rule = Rule {
         "3 to 63 lower-case letters, digits and single hyphens, starting and ending with a letter or digit",
     )
 };
+/// Federated identity credential names.
+pub const AZURE_FEDERATED_CREDENTIAL: Rule = Rule {
+    first: alnum,
+    ..rule(
+        "Azure federated credential name",
+        3,
+        120,
+        alnum_hyphen_underscore,
+        "3 to 120 letters, digits, '-' and '_', starting with a letter or digit",
+    )
+};
+/// Role assignment names: a GUID.
+pub const AZURE_ROLE_ASSIGNMENT: Rule = rule("Azure role assignment name", 36, 36, hex_or_hyphen, "a GUID");
 /// Tag names.
 pub const AZURE_TAG_NAME: Rule = rule("Azure tag name", 1, 512, azure_tag_name, "1 to 512 characters, none of < > % & \\ ? /");
 /// Tag values.
@@ -520,13 +536,95 @@ pub mod gcp {
 }
 
 /// Azure names.
+///
+/// Ownership: every Azure resource that takes tags carries [`azure::TAG_ENVIRONMENT`],
+/// [`azure::TAG_MANAGED_BY`] and [`azure::TAG_RESOURCE`] (names without `/`, which Azure
+/// refuses in tag names; [`ownership_tags`] is the one place they are written). Four kinds
+/// take no tags ([`azure::UNTAGGED`]), and are proven byoc's by name and inventory instead:
+/// - subnets live inside byoc's VNet (which is tagged) under the spec's names or byoc's
+///   fixed [`azure::API_SERVER_SUBNET`] and [`azure::PRIVATE_LINK_SUBNET`]; a subnet of
+///   the tagged VNet that the inventory does not list is reported, never adopted;
+/// - blob containers live inside byoc's storage accounts (tagged), one each;
+/// - federated credentials live inside byoc's user-assigned identities (tagged) and are
+///   named [`azure::federated_credential`] from the environment;
+/// - role assignments are named by a GUID derived from the subscription, the environment
+///   and the graph's resource id ([`azure::role_assignment`]), so observe can read each by
+///   its name, and carry [`azure::ownership_description`] in their `description`.
 pub mod azure {
+    use super::*;
+
     /// Ownership tag names on Azure, where tag names may not contain `/`.
     pub const TAG_ENVIRONMENT: &str = "byoc-environment";
     /// See [`TAG_ENVIRONMENT`].
     pub const TAG_MANAGED_BY: &str = "byoc-managed-by";
     /// See [`TAG_ENVIRONMENT`].
     pub const TAG_RESOURCE: &str = "byoc-resource";
+
+    /// Kinds Azure cannot tag (see the module's doc for how they are proven byoc's), and
+    /// what AKS makes from the Services' annotations (found through the Services).
+    pub const UNTAGGED: &[Kind] = &[
+        Kind::AzureSubnet,
+        Kind::AzureBlobContainer,
+        Kind::AzureRoleAssignment,
+        Kind::AzureFederatedCredential,
+        Kind::AzurePrivateLinkService,
+        Kind::AzureLoadBalancer,
+    ];
+
+    /// byoc's subnet delegated to AKS for API-server VNet integration.
+    pub const API_SERVER_SUBNET: &str = "aks-apiserver";
+    /// byoc's subnet the Private Link services take their NAT addresses from.
+    pub const PRIVATE_LINK_SUBNET: &str = "private-link";
+
+    /// A resource of the environment (VNet, NSG, NAT gateway, public IP, AKS cluster,
+    /// private endpoint): `byoc-<env>[-<role>]`, at most 63 (the AKS limit, the tightest).
+    pub fn resource(env: &str, role: Option<&str>) -> String {
+        let base = match role {
+            Some(r) => format!("byoc-{env}-{r}"),
+            None => format!("byoc-{env}"),
+        };
+        shorten(&base, AZURE_AKS_CLUSTER.max)
+    }
+
+    /// A user-assigned identity: `byoc-<env>-<who>`, at most 128.
+    pub fn identity(env: &str, who: &str) -> String {
+        shorten(&format!("byoc-{env}-{who}"), AZURE_MANAGED_IDENTITY.max)
+    }
+
+    /// A federated identity credential: `byoc-<env>-<who>`, at most 120.
+    pub fn federated_credential(env: &str, who: &str) -> String {
+        shorten(&format!("byoc-{env}-{who}"), AZURE_FEDERATED_CREDENTIAL.max)
+    }
+
+    /// A storage account: `byoc`, the environment's letters and digits (at most 11), the
+    /// role's initial and 8 hex digits of the hash of subscription, environment and role;
+    /// at most 24 lower-case letters and digits. Account names are global across Azure:
+    /// the hash keeps two subscriptions, two environments (`a-b` and `ab` squeeze alike)
+    /// and the two roles apart.
+    pub fn storage_account(subscription: &str, env: &str, role: &str) -> String {
+        let squeezed: String = env.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).take(11).collect();
+        let initial = role.chars().find(char::is_ascii_lowercase).unwrap_or('x');
+        format!("byoc{squeezed}{initial}{}", hash8(&format!("{subscription}/{env}/{role}")))
+    }
+
+    /// A role assignment's name, a GUID Azure requires: derived from the subscription,
+    /// the environment and the graph's resource id, so the same assignment gets the same
+    /// name on every run (a PUT of it is idempotent) and two environments never share one.
+    pub fn role_assignment(subscription: &str, env: &str, id: &str) -> String {
+        let d = sha2::Sha256::digest(format!("{subscription}/{env}/{id}").as_bytes());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        // A name-based (version 5 layout) UUID: version and variant bits set.
+        b[6] = (b[6] & 0x0f) | 0x50;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    }
+
+    /// The `description` byoc writes on a role assignment, which takes no tags.
+    pub fn ownership_description(env: &str, id: &str) -> String {
+        super::gcp::ownership_description(env, id)
+    }
 }
 
 /// One name the graph hands to an API.
@@ -568,8 +666,11 @@ pub fn cloud_names(graph: &Graph, cloud: Cloud) -> Vec<Named> {
             Kind::AzureAksCluster => Some(&AZURE_AKS_CLUSTER),
             Kind::AzureStorageAccount => Some(&AZURE_STORAGE_ACCOUNT),
             Kind::AzureBlobContainer => Some(&AZURE_CONTAINER),
-            Kind::AzureLoadBalancer => Some(&AZURE_NETWORK),
+            Kind::AzureNsg | Kind::AzureNatGateway | Kind::AzurePublicIp | Kind::AzurePrivateEndpoint => Some(&AZURE_NETWORK),
+            Kind::AzureLoadBalancer | Kind::AzurePrivateLinkService => Some(&AZURE_NETWORK),
             Kind::AzureManagedIdentity => Some(&AZURE_MANAGED_IDENTITY),
+            Kind::AzureFederatedCredential => Some(&AZURE_FEDERATED_CREDENTIAL),
+            Kind::AzureRoleAssignment => Some(&AZURE_ROLE_ASSIGNMENT),
             Kind::K8sNamespace | Kind::K8sServiceAccount | Kind::K8sRisingWave => Some(&K8S_DNS1123_LABEL),
             Kind::K8sService => Some(&K8S_DNS1035_LABEL),
             _ => None,

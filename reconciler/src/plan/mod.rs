@@ -215,7 +215,14 @@ pub fn plan(desired: &Graph, observed: &Graph) -> Plan {
             continue;
         }
         let have = &observed.resources[id];
+        // An adopted resource (an Azure resource group the spec named) existed before byoc
+        // and outlives it: not even lifting the protections (`destroy --delete-data`)
+        // deletes it.
+        let adopted = have.properties.get("adopted") == Some(&Value::Bool(true));
         let (action, reason) = match &have.protection {
+            _ if adopted => {
+                (Action::Blocked, format!("deletion refused: {} was adopted, not created, by byoc; it is never deleted", have.id))
+            }
             Some(reason) => (Action::Blocked, format!("deletion refused: {reason}")),
             None => (Action::Delete, "removed from the specs".to_owned()),
         };

@@ -62,6 +62,9 @@ pub struct Environment {
     pub account: String,
     /// Azure resource group (Azure only; defaults to `byoc-<name>`).
     pub resource_group: Option<String>,
+    /// Azure: whether the resource group was named in the spec, so exists already and is
+    /// adopted (never created nor deleted by byoc); `false` for the default `byoc-<name>`.
+    pub adopt_resource_group: bool,
     /// The network.
     pub network: Network,
     /// The managed Kubernetes cluster.
@@ -92,6 +95,10 @@ pub struct Network {
     pub subnets: Vec<Subnet>,
     /// GCP: the Private Service Connect NAT subnet's range (`None` elsewhere).
     pub private_service_connect: Option<IpNet>,
+    /// Azure: the range of the subnet delegated to AKS for API-server VNet integration.
+    pub api_server: Option<IpNet>,
+    /// Azure: the range of the Private Link services' subnet.
+    pub private_link: Option<IpNet>,
 }
 
 /// Whether a subnet routes to the internet directly.
@@ -134,7 +141,7 @@ pub struct Kubernetes {
     pub version: String,
     /// Service address range, if set (required on GCP).
     pub service_cidr: Option<IpNet>,
-    /// Pod address range (GCP only, where it is required).
+    /// Pod address range (GCP and Azure, where it is required).
     pub pod_cidr: Option<IpNet>,
     /// Node groups, in the order written.
     pub node_groups: Vec<NodeGroup>,

@@ -80,6 +80,15 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
                 "use 1 to 90 letters, digits, '-', '_', '.' or parentheses",
             );
         }
+        // AKS names its own node resource group `MC_<group>_<cluster>_<region>`: adopting
+        // one would hand byoc a group AKS deletes with the cluster.
+        (Some(rg), Cloud::Azure) if rg.value.to_ascii_uppercase().starts_with("MC_") => {
+            cx.error(
+                &rg.referenced,
+                format!("resource group {:?} looks like an AKS node resource group (MC_...)", rg.value),
+                "name a resource group of your own; AKS creates and deletes the MC_ group with its cluster",
+            );
+        }
         (Some(rg), Cloud::Aws | Cloud::Gcp) => {
             cx.error(&rg.referenced, format!("resourceGroup is only used on Azure, not {}", cloud.as_str()), "remove resourceGroup");
         }
@@ -151,13 +160,22 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
         Cloud::Azure => (&names::AZURE_TAG_NAME, &names::AZURE_TAG_VALUE, names::AZURE_MAX_TAGS - 3),
     };
     for (key, value) in &spec.tags {
-        // Clouds count tag lengths in characters, not bytes.
+        // Clouds count tag lengths in characters, not bytes; Azure tag names are
+        // case-insensitive, so `BYOC-environment` would be byoc's own.
         let (key_len, value_len) = (key.chars().count(), value.value.chars().count());
-        if key_len == 0 || key_len > 128 || key.starts_with("byoc.risingwave.dev") || key.starts_with("byoc-") || value_len > 256 {
+        let reserved = ["byoc.risingwave.dev", "byoc-"]
+            .iter()
+            .any(|p| if cloud == Cloud::Azure { key.to_ascii_lowercase().starts_with(p) } else { key.starts_with(p) });
+        if key_len == 0 || key_len > key_rule.max || reserved || value_len > value_rule.max {
             cx.error(
                 &value.referenced,
                 format!("invalid tag {key:?}"),
-                "tag keys are 1 to 128 characters and may not start with byoc.risingwave.dev or byoc- (reserved); values at most 256",
+                format!(
+                    "{} tag keys are 1 to {} characters and may not start with byoc.risingwave.dev or byoc- (reserved); values at most {}",
+                    cloud.as_str(),
+                    key_rule.max,
+                    value_rule.max
+                ),
             );
         } else if cx.name_rule(&value.referenced, key_rule, key, format!("tag {key:?} is not a valid {} tag key", cloud.as_str())) {
             cx.name_rule(
@@ -191,6 +209,7 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
             Cloud::Azure => Some(spec.resource_group.as_ref().map_or_else(|| format!("byoc-{}", name.value), |r| r.value.clone())),
             _ => None,
         },
+        adopt_resource_group: cloud == Cloud::Azure && spec.resource_group.is_some(),
         network: network?,
         kubernetes: kubernetes?,
         proxy_port,
@@ -405,6 +424,82 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
         }
         (None, _) => None,
     };
+    let own = |cx: &mut Ctx<'_>,
+               given: &Option<super::wire::PrivateServiceConnectSpec>,
+               field: &str,
+               what: &str,
+               max_prefix: u8,
+               example: &str| {
+        match (given, cloud) {
+            (Some(g), Cloud::Azure) => {
+                let c = cidr(cx, &g.cidr);
+                if !net.contains(&c) {
+                    cx.error(
+                        &g.cidr.referenced,
+                        format!("the {what} range {c} is outside the network {net}"),
+                        "pick a range inside spec.network.cidr",
+                    );
+                } else if c.prefix_len() > max_prefix {
+                    cx.error(
+                        &g.cidr.referenced,
+                        format!("the {what} range {c} is smaller than a /{max_prefix}"),
+                        format!("Azure needs at least a /{max_prefix} here, such as {example}"),
+                    );
+                }
+                if let Some(other) = subnets.iter().find(|s| overlaps(&c, &s.cidr)) {
+                    cx.error(
+                        &g.cidr.referenced,
+                        format!("the {what} range {c} overlaps subnet {} ({})", other.name, other.cidr),
+                        format!("network.{field} is a subnet of its own: pick a range no subnet uses"),
+                    );
+                }
+                Some(c)
+            }
+            (Some(g), _) => {
+                cx.error(
+                    &g.cidr.referenced,
+                    format!("network.{field} is only used on Azure, not {}", cloud.as_str()),
+                    format!("remove {field}"),
+                );
+                None
+            }
+            (None, Cloud::Azure) => {
+                cx.error(
+                    &n.cidr.referenced,
+                    format!("an Azure network needs its {what} subnet: network.{field} is missing"),
+                    format!("add network.{field}: {{cidr: ...}} with a range inside the network, such as {example}"),
+                );
+                None
+            }
+            (None, _) => None,
+        }
+    };
+    // AKS API-server VNet integration needs a delegated subnet of at least /28; the Private
+    // Link services take their NAT addresses from a subnet with network policies off.
+    let api_server = own(cx, &n.api_server, "apiServer", "API-server", 28, "10.40.255.0/28");
+    let private_link = own(cx, &n.private_link, "privateLink", "Private Link", 29, "10.40.254.0/24");
+    if let (Some(a), Some(p), Some(g)) = (api_server, private_link, &n.private_link)
+        && overlaps(&a, &p)
+    {
+        cx.error(
+            &g.cidr.referenced,
+            format!("the Private Link range {p} overlaps the API-server range {a}"),
+            "pick ranges that do not overlap",
+        );
+    }
+    if cloud == Cloud::Azure {
+        for s in &n.subnets.value {
+            if [crate::expand::names::azure::API_SERVER_SUBNET, crate::expand::names::azure::PRIVATE_LINK_SUBNET]
+                .contains(&s.name.value.as_str())
+            {
+                cx.error(
+                    &s.name.referenced,
+                    format!("subnet name {:?} is taken by byoc's own subnet of that name", s.name.value),
+                    "choose another name; those ranges go in network.apiServer and network.privateLink",
+                );
+            }
+        }
+    }
     if cloud == Cloud::Gcp {
         // GCP has no public subnets (Cloud NAT serves the private ones); the PSC NAT range
         // has its own field rather than hiding behind `tier: public`.
@@ -436,7 +531,7 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
     } else if !subnets.iter().any(|s| s.tier == Tier::Private) {
         cx.error(&n.subnets.referenced, "no private subnet", "add a subnet with tier: private for the Kubernetes nodes");
     }
-    (cx.problems.len() == before).then_some(Network { cidr: net, zones, subnets, private_service_connect })
+    (cx.problems.len() == before).then_some(Network { cidr: net, zones, subnets, private_service_connect, api_server, private_link })
 }
 
 fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpec) -> Option<Kubernetes> {
@@ -465,7 +560,7 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
     // VPC-native GKE takes its pod and service ranges from the nodes subnet's secondary
     // ranges; without them GKE adds ranges of its own, which would show as drift.
     let pod_cidr = match (&k.pod_cidr, cloud) {
-        (Some(p), Cloud::Gcp) => {
+        (Some(p), Cloud::Gcp | Cloud::Azure) => {
             let c = cidr(cx, p);
             let net = spec.network.cidr.value.trunc();
             if !matches!(c, IpNet::V4(_)) {
@@ -482,7 +577,7 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
             Some(c)
         }
         (Some(p), _) => {
-            cx.error(&p.referenced, format!("kubernetes.podCidr is only used on GCP, not {}", cloud.as_str()), "remove podCidr");
+            cx.error(&p.referenced, format!("kubernetes.podCidr is only used on GCP and Azure, not {}", cloud.as_str()), "remove podCidr");
             None
         }
         (None, _) => None,
@@ -502,9 +597,23 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
             }
         }
     }
+    if cloud == Cloud::Azure {
+        azure_ranges(cx, k);
+    }
     let mut groups: Vec<NodeGroup> = Vec::new();
     if k.node_groups.value.is_empty() {
         cx.error(&k.node_groups.referenced, "no node groups", "add at least one node group for the RisingWave pods");
+    }
+    // AKS needs a System-mode pool, which cannot scale to zero: the first node group is it.
+    if cloud == Cloud::Azure
+        && let Some(first) = k.node_groups.value.first()
+        && first.min.value == 0
+    {
+        cx.error(
+            &first.min.referenced,
+            format!("node group {:?} is AKS's System pool and needs min >= 1", first.name.value),
+            "the first node group is the System-mode pool AKS runs its add-ons on; give it min: 1 or more, or list another group first",
+        );
     }
     for g in &k.node_groups.value {
         // The node group's name is its node pool's name in the cloud.
@@ -565,6 +674,49 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
         });
     }
     (cx.problems.len() == before).then(|| Kubernetes { version: k.version.value.clone(), service_cidr, pod_cidr, node_groups: groups })
+}
+
+/// Ranges AKS refuses for pods and services (Azure CNI overlay): link-local, the ranges
+/// AKS and Docker keep for themselves, and TEST-NET-1.
+pub const AKS_RESERVED_RANGES: [&str; 4] = ["169.254.0.0/16", "172.30.0.0/16", "172.31.0.0/16", "192.0.2.0/24"];
+
+/// AKS with Azure CNI overlay: pod and service ranges are required, IPv4, clear of
+/// [`AKS_RESERVED_RANGES`]; the service range is /12 or smaller, with room for
+/// `dnsServiceIP` (its tenth address, see `expand::azure::dns_service_ip`).
+fn azure_ranges(cx: &mut Ctx<'_>, k: &super::wire::KubernetesSpec) {
+    let given = [("pods", "podCidr", "10.244.0.0/16", &k.pod_cidr), ("services", "serviceCidr", "10.0.0.0/16", &k.service_cidr)];
+    for (what, field, example, range) in given {
+        let Some(r) = range else {
+            cx.error(
+                &k.version.referenced,
+                format!("AKS needs a range for {what}: kubernetes.{field} is missing"),
+                format!("add kubernetes.{field}, a range outside the network such as {example}"),
+            );
+            continue;
+        };
+        let c = r.value.trunc();
+        if !matches!(c, IpNet::V4(_)) {
+            cx.error(&r.referenced, format!("{field} {c} must be IPv4"), format!("use a private range such as {example}"));
+            continue;
+        }
+        for reserved in AKS_RESERVED_RANGES {
+            let reserved: IpNet = reserved.parse().unwrap_or(c);
+            if overlaps(&c, &reserved) {
+                cx.error(
+                    &r.referenced,
+                    format!("{field} {c} overlaps {reserved}, which AKS reserves"),
+                    format!("pick a range clear of {}, such as {example}", AKS_RESERVED_RANGES.join(", ")),
+                );
+            }
+        }
+        if field == "serviceCidr" && !(12..=28).contains(&c.prefix_len()) {
+            cx.error(
+                &r.referenced,
+                format!("serviceCidr {c} must be from /12 to /28"),
+                "AKS takes a service range no larger than /12, and the DNS service address is its tenth",
+            );
+        }
+    }
 }
 
 fn bucket_name(cx: &mut Ctx<'_>, cloud: Cloud, given: Option<&Spanned<String>>, env: &str, account: &str, role: &str) -> String {

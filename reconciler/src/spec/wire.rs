@@ -66,9 +66,14 @@ pub struct NetworkSpec {
     pub subnets: Spanned<Vec<SubnetSpec>>,
     /// GCP: the Private Service Connect NAT subnet the service attachments publish from.
     pub private_service_connect: Option<PrivateServiceConnectSpec>,
+    /// Azure: the subnet delegated to AKS for API-server VNet integration.
+    pub api_server: Option<PrivateServiceConnectSpec>,
+    /// Azure: the subnet the Private Link services take their NAT addresses from.
+    pub private_link: Option<PrivateServiceConnectSpec>,
 }
 
-/// `spec.network.privateServiceConnect` (GCP).
+/// `spec.network.privateServiceConnect` (GCP), `apiServer` and `privateLink` (Azure): a
+/// subnet of its own, given by its range.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivateServiceConnectSpec {
@@ -98,7 +103,8 @@ pub struct KubernetesSpec {
     pub version: Spanned<String>,
     /// Service address range.
     pub service_cidr: Option<Spanned<IpNet>>,
-    /// Pod address range (GCP: the nodes subnet's secondary range for pods).
+    /// Pod address range (GCP: the nodes subnet's secondary range for pods; Azure: the
+    /// CNI overlay's pod range).
     pub pod_cidr: Option<Spanned<IpNet>>,
     /// Node groups.
     pub node_groups: Spanned<Vec<NodeGroupSpec>>,

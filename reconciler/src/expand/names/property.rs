@@ -141,6 +141,15 @@ fn files(c: &Case) -> Vec<rwproxy::specfiles::SourceFile> {
         Cloud::Gcp => &[("private", "10.20.0.0/19", ""), ("private", "10.20.32.0/19", "")],
         Cloud::Azure => &[("private", "10.20.0.0/19", ""), ("public", "10.20.96.0/22", "")],
     };
+    // Azure: the API-server and Private Link subnets have fields of their own, and AKS's
+    // overlay its pod and service ranges.
+    let (azure_subnets, azure_ranges) = match c.cloud {
+        Cloud::Azure => (
+            "    apiServer: {cidr: 10.20.128.0/28}\n    privateLink: {cidr: 10.20.129.0/24}\n",
+            "    serviceCidr: 172.20.0.0/16\n    podCidr: 10.244.0.0/16\n",
+        ),
+        _ => ("", ""),
+    };
     // GCP: the PSC NAT subnet and GKE's secondary ranges have fields of their own.
     let (psc, ranges) = match c.cloud {
         Cloud::Gcp => {
@@ -151,6 +160,8 @@ fn files(c: &Case) -> Vec<rwproxy::specfiles::SourceFile> {
     for (name, (tier, cidr, zone)) in c.subnets.iter().zip(layout) {
         // The PSC subnet's id is reserved on GCP.
         let name = if c.cloud == Cloud::Gcp && name == "psc" { "psc0" } else { name.as_str() };
+        let name =
+            if c.cloud == Cloud::Azure && [azure::API_SERVER_SUBNET, azure::PRIVATE_LINK_SUBNET].contains(&name) { "own0" } else { name };
         let zone = if zone.is_empty() { String::new() } else { format!(", zone: {zone}") };
         subnets.push_str(&format!("      - {{name: {}, tier: {tier}, cidr: {cidr}{zone}}}\n", quoted(name)));
     }
@@ -167,7 +178,7 @@ fn files(c: &Case) -> Vec<rwproxy::specfiles::SourceFile> {
         }
     }
     let env = format!(
-        "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Environment\nmetadata:\n  name: {}\nspec:\n  cloud: {}\n  region: {region}\n  account: {}\n  network:\n    cidr: 10.20.0.0/16\n    zones: {zones}\n    subnets:\n{subnets}{psc}  kubernetes:\n    version: \"1.31\"\n{ranges}    nodeGroups:\n{groups}  exposure:\n    proxy:\n      port: {}\n{public}  controlPlane:\n    principals: [{}]\n{tags}",
+        "apiVersion: byoc.risingwave.dev/v1alpha1\nkind: Environment\nmetadata:\n  name: {}\nspec:\n  cloud: {}\n  region: {region}\n  account: {}\n  network:\n    cidr: 10.20.0.0/16\n    zones: {zones}\n    subnets:\n{subnets}{psc}{azure_subnets}  kubernetes:\n    version: \"1.31\"\n{ranges}{azure_ranges}    nodeGroups:\n{groups}  exposure:\n    proxy:\n      port: {}\n{public}  controlPlane:\n    principals: [{}]\n{tags}",
         quoted(&c.env),
         c.cloud.as_str(),
         quoted(&c.account),
@@ -208,6 +219,9 @@ fn documented(rule: &Rule) -> Option<(regex::Regex, usize)> {
         "Azure storage account name" => (r"^[a-z0-9]{3,24}$", 24),
         "Azure blob container name" => (r"^[a-z0-9](?:[a-z0-9]|-[a-z0-9])*$", 63),
         "Azure tag name" => (r"^[^<>%&\\?/]+$", 512),
+        "Azure managed identity name" => (r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$", 128),
+        "Azure federated credential name" => (r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$", 120),
+        "Azure role assignment name" => (r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", 36),
         "Kubernetes name" => (r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$", 63),
         "Kubernetes Service name" => (r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$", 63),
         "Kubernetes label value" => (r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?$", 63),
@@ -333,6 +347,56 @@ fn every_gcp_name_function_gives_a_valid_name_for_every_accepted_input() {
         let id = format!("gcp.subnetwork/{subnet}");
         let description = gcp::ownership_description(&env, &id);
         prop_assert_eq!(gcp::owner_of(&description), Some((env.as_str(), id.as_str())));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Every Azure name derived from user input, straight from [`azure`], over the whole space
+/// validation accepts (environment names to 24, any subscription id, cluster names to 40):
+/// each is valid, and different inputs never meet in one name (storage account names are
+/// global across Azure, role assignment names unique in the tenant).
+#[test]
+fn every_azure_name_function_gives_a_valid_name_for_every_accepted_input() {
+    fn env() -> BoxedStrategy<String> {
+        name(1, 24, false, false).prop_filter("a DNS label", |e| !e.contains("--")).boxed()
+    }
+    let uuid = || {
+        (text("0123456789abcdef", 8, 8), text("0123456789abcdef", 4, 4), text("0123456789abcdef", 12, 12))
+            .prop_map(|(a, b, c)| format!("{a}-{b}-{b}-{b}-{c}"))
+    };
+    let strategy = ((env(), env()), (uuid(), uuid()), (name(1, 40, true, true), name(1, 40, true, true)));
+    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    let result = runner.run(&strategy, |((env, other_env), (sub, other_sub), (c1, c2))| {
+        holds(&AZURE_AKS_CLUSTER, &azure::resource(&env, None))?;
+        holds(&AZURE_VNET, &azure::resource(&env, None))?;
+        for role in ["nat", "nodes", "agent", "proxy", "data-blob", "state-blob"] {
+            holds(&AZURE_NETWORK, &azure::resource(&env, Some(role)))?;
+        }
+        for who in ["agent", "aks", &format!("rw-{c1}"), &format!("rw-{c2}")] {
+            holds(&AZURE_MANAGED_IDENTITY, &azure::identity(&env, who))?;
+            holds(&AZURE_FEDERATED_CREDENTIAL, &azure::federated_credential(&env, who))?;
+        }
+        for role in ["data", "state"] {
+            holds(&AZURE_STORAGE_ACCOUNT, &azure::storage_account(&sub, &env, role))?;
+        }
+        let ra = |sub: &str, env: &str, c: &str| azure::role_assignment(sub, env, &format!("azure.role-assignment/rw-{c}-data"));
+        holds(&AZURE_ROLE_ASSIGNMENT, &ra(&sub, &env, &c1))?;
+        prop_assert_ne!(azure::storage_account(&sub, &env, "data"), azure::storage_account(&sub, &env, "state"));
+        if env != other_env {
+            prop_assert_ne!(azure::storage_account(&sub, &env, "data"), azure::storage_account(&sub, &other_env, "data"));
+            prop_assert_ne!(ra(&sub, &env, &c1), ra(&sub, &other_env, &c1));
+        }
+        if sub != other_sub {
+            prop_assert_ne!(azure::storage_account(&sub, &env, "data"), azure::storage_account(&other_sub, &env, "data"));
+            prop_assert_ne!(ra(&sub, &env, &c1), ra(&other_sub, &env, &c1));
+        }
+        if c1 != c2 {
+            prop_assert_ne!(azure::identity(&env, &format!("rw-{c1}")), azure::identity(&env, &format!("rw-{c2}")));
+            prop_assert_ne!(ra(&sub, &env, &c1), ra(&sub, &env, &c2));
+        }
         Ok(())
     });
     if let Err(e) = result {
