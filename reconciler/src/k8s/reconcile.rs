@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,9 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileEr
     let action = action.into();
     move |source| ReconcileError::Api { action, source }
 }
+
+/// How many clusters are converged at once.
+const CONVERGE_CONCURRENCY: usize = 16;
 
 /// The field manager the reconciler applies as.
 pub const FIELD_MANAGER: &str = "byoc";
@@ -277,19 +281,38 @@ impl<'a, S: StateStore + ?Sized> Reconciler<'a, S> {
         // harmless: the next reconcile finds it live with no record, compares it with the
         // desired object and writes only if they differ; prune finds our namespaces by
         // label as well as in the inventory.
-        for c in desired {
-            match self.converge(c).await {
-                Ok(report) => reports.push(report),
-                Err(e) => {
-                    if self.unsaved {
-                        self.save().await?;
-                    }
-                    return Err(e);
+        //
+        // Clusters are converged CONVERGE_CONCURRENCY at a time (each is a few calls in
+        // order: namespace, service account, RisingWave); one cluster's failure does not
+        // stop the others, and the first failure is returned after every write is recorded.
+        let this = &*self;
+        let results: Vec<_> = futures::stream::iter(desired)
+            .map(|c| async move {
+                let mut written = Vec::new();
+                let report = this.converge(c, &mut written).await;
+                (report, written)
+            })
+            .buffered(CONVERGE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut failed = None;
+        for (report, written) in results {
+            for (id, applied) in written {
+                if self.inventory.objects.get(&id) != Some(&applied) {
+                    self.inventory.objects.insert(id, applied);
+                    self.unsaved = true;
                 }
+            }
+            match report {
+                Ok(report) => reports.push(report),
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
         if self.unsaved {
             self.save().await?;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let healthy = futures::future::join_all(
             desired.iter().zip(&reports).filter(|(_, r)| r.conflicts.is_empty()).map(|(c, _)| self.wait_ready(c)),
@@ -315,7 +338,9 @@ impl<'a, S: StateStore + ?Sized> Reconciler<'a, S> {
         self.prune(&wanted).await
     }
 
-    async fn converge(&mut self, c: &ClusterObjects) -> Result<ClusterReport, ReconcileError> {
+    /// Converges one cluster's objects in order; what it applied goes to `written` for the
+    /// inventory, even when a later object fails.
+    async fn converge(&self, c: &ClusterObjects, written: &mut Vec<(String, Applied)>) -> Result<ClusterReport, ReconcileError> {
         let mut report = ClusterReport {
             cluster: c.cluster.clone(),
             outcome: Outcome::Ready,
@@ -387,10 +412,7 @@ impl<'a, S: StateStore + ?Sized> Reconciler<'a, S> {
                 name: obj.name.clone(),
                 body: obj.body.clone(),
             };
-            if self.inventory.objects.get(&id) != Some(&applied) {
-                self.inventory.objects.insert(id, applied);
-                self.unsaved = true;
-            }
+            written.push((id, applied));
         }
         if c.ignore_drift && !report.drift.is_empty() {
             report.message = format!("drift reported, not corrected (ignoreDrift): {}", drift_summary(&report.drift));

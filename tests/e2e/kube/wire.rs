@@ -73,10 +73,19 @@ async fn every_write_is_server_side_apply_as_byoc_without_force_and_sends_exactl
         })
         .collect();
     assert_eq!(sent.len(), expected.len(), "{sent:#?}");
-    for (w, (uri, body)) in sent.iter().zip(&expected) {
-        assert_eq!(&w.uri, uri, "field manager byoc and no force");
+    // Clusters converge side by side, so writes of two clusters may interleave; each
+    // cluster's own writes keep their order (namespace, service account, RisingWave).
+    let position = |uri: &str| sent.iter().position(|w| w.uri == uri);
+    let mut last_of_cluster: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (uri, body) in &expected {
+        let at = position(uri).unwrap_or_else(|| panic!("{uri} not written (field manager byoc, no force): {sent:#?}"));
+        let w = &sent[at];
         assert_eq!(w.content_type.as_deref(), Some("application/apply-patch+yaml"));
         assert_eq!(&serde_json::from_str::<Value>(&w.body).expect("json"), body);
+        let namespace = body.pointer("/metadata/namespace").or_else(|| body.pointer("/metadata/name")).and_then(Value::as_str).expect("ns");
+        if let Some(before) = last_of_cluster.insert(namespace.to_owned(), at) {
+            assert!(before < at, "{uri} written before an object it depends on in {namespace}: {sent:#?}");
+        }
     }
     assert!(log.lock().expect("lock").iter().all(|w| !w.uri.contains("force")));
 }
