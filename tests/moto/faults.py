@@ -33,6 +33,19 @@
    So an end-to-end test fails the way a real account would if byoc ever derives such a
    name again.
    Everything else goes to moto unchanged.
+5. --real-aws: AWS behaviours moto does not show, reproduced from AWS's documented
+   answers (the README's "What the moto front's real-AWS mode reproduces" lists them with
+   their sources):
+   - a bucket in another region than the request's signing region answers every request
+     but CreateBucket with 301 PermanentRedirect, the S3 XML error and the
+     x-amz-bucket-region header (Amazon S3 API Reference, "Error responses", and
+     "HeadBucket": x-amz-bucket-region); moto answers from any region;
+   - a bucket whose policy denies Principal "*" an action answers that action with 403
+     AccessDenied (Amazon S3 User Guide, "Bucket policy examples": an explicit deny
+     overrides any allow); moto stores policies but never enforces them;
+   - EKS ListClusters and ListNodegroups come in pages of --page-size (default 1) with a
+     nextToken (EKS API Reference, ListClusters: maxResults 1-100, default 100), so a
+     reader that stops at the first page misses resources with two of them.
 4. A request log: every call is recorded as the IAM action it needs and the resource it
    acts on, as AWS would authorize it (`iam:CreateRole` on
    `arn:aws:iam::123456789012:role/byoc/prod/clusters/x`, with the
@@ -44,6 +57,7 @@
 
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
                  [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50] [--creating N]
+                 [--real-aws] [--page-size 1]
 Listens on 127.0.0.1 only; exits when the owner process is gone.
 """
 import argparse
@@ -160,6 +174,88 @@ def record(service, method, path, headers, body):
                 entry["boundary"] = one("PermissionsBoundary")
     with LOCK:
         CALLS.append(entry)
+
+
+def region_of(headers):
+    m = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", headers.get("Authorization", ""))
+    return m.group(1) if m else "us-east-1"
+
+
+BUCKET_REGION = {}  # bucket -> region, learned from moto's GetBucketLocation
+
+
+def upstream(method, path):
+    """(status, body) of a plain request to moto (moto checks no signature)."""
+    up = urllib.parse.urlsplit(ARGS.upstream)
+    conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+    conn.request(method, path, headers={"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def s3_error(status, code, message, bucket, extra_headers=None, extra_xml=""):
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{extra_xml}'
+            f"<BucketName>{bucket}</BucketName><RequestId>real-aws-mode</RequestId><HostId>real-aws-mode</HostId></Error>")
+    headers = {"Content-Type": "application/xml"}
+    headers.update(extra_headers or {})
+    return status, headers, body
+
+
+def action_matches(pattern, action):
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return action.lower().startswith(pattern[:-1].lower())
+    return pattern.lower() == action.lower()
+
+
+def real_s3(method, path, headers):
+    """The answer real S3 gives where moto's differs (redirect, explicit deny), or None."""
+    action, _ = s3_call(method, path)
+    bucket = urllib.parse.urlsplit(path).path.lstrip("/").split("/", 1)[0]
+    if not bucket or action == "CreateBucket":
+        return None
+    with LOCK:
+        region = BUCKET_REGION.get(bucket)
+    if region is None:
+        status, data = upstream("GET", f"/{bucket}?location")
+        if status != 200:
+            return None
+        m = re.search(rb"<LocationConstraint[^>]*>([^<]*)</LocationConstraint>", data)
+        region = (m.group(1).decode() if m else "") or "us-east-1"
+        with LOCK:
+            BUCKET_REGION[bucket] = region
+    if region != region_of(headers):
+        return s3_error(301, "PermanentRedirect",
+                        "The bucket you are attempting to access must be addressed using the specified endpoint. "
+                        "Please send all future requests to this endpoint.", bucket,
+                        {"x-amz-bucket-region": region}, f"<Endpoint>{bucket}.s3.{region}.amazonaws.com</Endpoint><Bucket>{bucket}</Bucket>")
+    status, data = upstream("GET", f"/{bucket}?policy")
+    if status == 200:
+        try:
+            statements = json.loads(data).get("Statement", [])
+        except ValueError:
+            statements = []
+        for st in statements if isinstance(statements, list) else [statements]:
+            principal = st.get("Principal")
+            everyone = principal == "*" or (isinstance(principal, dict) and principal.get("AWS") in ("*", ["*"]))
+            actions = st.get("Action", [])
+            actions = [actions] if isinstance(actions, str) else actions
+            if st.get("Effect") == "Deny" and everyone and any(action_matches(a, "s3:" + action) for a in actions):
+                return s3_error(403, "AccessDenied", "Access Denied", bucket)
+    return None
+
+
+def page_eks_list(method, path):
+    """EKS list calls with maxResults set to --page-size (AWS pages them; see the docs)."""
+    split = urllib.parse.urlsplit(path)
+    if method != "GET" or not re.fullmatch(r"/clusters(/[^/]+/node-groups)?", split.path):
+        return path
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(split.query, keep_blank_values=True) if k != "maxResults"]
+    query.append(("maxResults", str(ARGS.page_size)))
+    return split.path + "?" + urllib.parse.urlencode(query)
 
 
 def service_of(headers):
@@ -307,6 +403,15 @@ class Handler(BaseHTTPRequestHandler):
             refused = refused_name(service, urllib.parse.parse_qs(body.decode(), keep_blank_values=True))
             if refused:
                 return self.answer(*refused)
+        if ARGS.real_aws and service == "s3":
+            real = real_s3(self.command, self.path, self.headers)
+            if real:
+                return self.answer(*real)
+            if self.command == "DELETE":
+                with LOCK:
+                    BUCKET_REGION.pop(urllib.parse.urlsplit(self.path).path.lstrip("/").split("/", 1)[0], None)
+        if ARGS.real_aws and service == "eks":
+            self.path = page_eks_list(self.command, self.path)
         if service == "iam" and b"Action=SimulatePrincipalPolicy" in body:
             return self.answer(*simulate(urllib.parse.parse_qs(body.decode())))
         if self.headers.get("X-Amz-Target", "").endswith(".GetServiceQuota"):
@@ -387,6 +492,8 @@ def main():
     p.add_argument("--deny", default="")
     p.add_argument("--quota", default="50")
     p.add_argument("--creating", type=int, default=0)
+    p.add_argument("--real-aws", action="store_true")
+    p.add_argument("--page-size", type=int, default=1)
     ARGS = p.parse_args()
     RNG = random.Random(ARGS.seed)
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)

@@ -315,6 +315,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
     runtime.block_on(async {
         let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
         cloud.poll = request.poll_interval;
+        cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
         let client = match request.kube {
             Some(k) => match crate::k8s::client(k.kubeconfig.as_deref(), k.context.as_deref()).await {
                 Ok(c) => Some(c),

@@ -11,8 +11,19 @@ use crate::resource::{Kind, Map, Resource, ResourceId, Value};
 
 impl Aws {
     pub(super) async fn observe_eks(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
-        let clusters = self.retry.call("eks ListClusters", || self.eks.list_clusters().send()).await?;
-        for name in clusters.clusters() {
+        // Both lists come in pages (100 names by default); every page is read.
+        let mut clusters = Vec::new();
+        let mut token = None;
+        loop {
+            let page =
+                self.retry.call("eks ListClusters", || self.eks.list_clusters().set_next_token(token.clone()).send()).await?;
+            clusters.extend(page.clusters().iter().cloned());
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for name in &clusters {
             let c = self.retry.call(&format!("eks DescribeCluster {name}"), || self.eks.describe_cluster().name(name).send()).await?;
             let Some(cluster) = c.cluster() else { continue };
             if let Some(id) = self.ours(Kind::AwsEksCluster, cluster.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -20,9 +31,22 @@ impl Aws {
             {
                 out.push(cluster_found(id, cluster));
             }
-            let groups =
-                self.retry.call(&format!("eks ListNodegroups {name}"), || self.eks.list_nodegroups().cluster_name(name).send()).await?;
-            for group in groups.nodegroups() {
+            let mut groups = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self
+                    .retry
+                    .call(&format!("eks ListNodegroups {name}"), || {
+                        self.eks.list_nodegroups().cluster_name(name).set_next_token(token.clone()).send()
+                    })
+                    .await?;
+                groups.extend(page.nodegroups().iter().cloned());
+                token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+                if token.is_none() {
+                    break;
+                }
+            }
+            for group in &groups {
                 let d = self
                     .retry
                     .call(&format!("eks DescribeNodegroup {name}/{group}"), || {

@@ -41,6 +41,9 @@ pub struct Aws {
     s3: aws_sdk_s3::Client,
     sts: aws_sdk_sts::Client,
     quotas: aws_sdk_servicequotas::Client,
+    /// The names of the environment's buckets: observe looks up these only (see
+    /// `observe_s3`). Set by the caller from the environment spec.
+    pub buckets: Vec<String>,
     /// Retries of every call.
     pub retry: Retrier,
     /// Time between status reads while waiting for a resource.
@@ -71,6 +74,7 @@ impl Aws {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sts: aws_sdk_sts::Client::new(&conf),
             quotas: aws_sdk_servicequotas::Client::new(&conf),
+            buckets: Vec::new(),
             retry: Retrier::default(),
             poll: Duration::from_secs(10),
             wait_limit: Duration::from_secs(40 * 60),

@@ -13,11 +13,23 @@ impl Aws {
     pub(super) async fn observe_endpoint_services(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         // Tags are checked here rather than filtered by the service: not every emulator
         // filters endpoint services by tag.
-        let services = self
-            .retry
-            .call("ec2 DescribeVpcEndpointServiceConfigurations", || self.ec2.describe_vpc_endpoint_service_configurations().send())
-            .await?;
-        for s in services.service_configurations() {
+        // Read every page: EC2 answers at most 1,000 per page.
+        let mut services = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retry
+                .call("ec2 DescribeVpcEndpointServiceConfigurations", || {
+                    self.ec2.describe_vpc_endpoint_service_configurations().set_next_token(token.clone()).send()
+                })
+                .await?;
+            services.extend(page.service_configurations().iter().cloned());
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for s in &services {
             let live =
                 !matches!(s.service_state(), Some(ec2t::ServiceState::Deleted | ec2t::ServiceState::Deleting | ec2t::ServiceState::Failed));
             if let (true, Some(id), Some(cloud_id)) =

@@ -8,19 +8,33 @@ use crate::cloud::{CloudError, Found};
 use crate::resource::{Kind, Map, Resource, Value};
 
 impl Aws {
+    /// The environment's buckets, looked up by name: S3 bucket names are global and an
+    /// account may hold thousands of buckets in every region, so listing them all and
+    /// asking each for its tags is slow and fails on the first one that answers from
+    /// another region (301 `PermanentRedirect`, which the SDK does not follow) or whose
+    /// policy denies us (403 `AccessDenied`). A bucket that answers so, or that does not
+    /// exist, is not ours.
     pub(super) async fn observe_s3(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
-        let buckets = self.retry.call("s3 ListBuckets", || self.s3.list_buckets().send()).await?;
-        for b in buckets.buckets() {
-            let Some(name) = b.name() else { continue };
-            let t = match self.retry.call(&format!("s3 GetBucketTagging {name}"), || self.s3.get_bucket_tagging().bucket(name).send()).await
-            {
+        for name in &self.buckets {
+            let tagging = self.retry.call(&format!("s3 GetBucketTagging {name}"), || self.s3.get_bucket_tagging().bucket(name).send()).await;
+            let t = match tagging {
                 Ok(t) => t,
-                Err(e) if e.is(&["NoSuchTagSet", "NoSuchBucket"]) => continue,
+                Err(e) if e.is(&["NoSuchBucket", "NoSuchTagSet"]) => continue,
+                Err(e) if e.is(&["PermanentRedirect", "AccessDenied", "AllAccessDisabled"]) || e.message.starts_with("HTTP 301") => {
+                    crate::logging::line(
+                        crate::logging::Level::Warn,
+                        &format!(
+                            "note: bucket {name} exists but is not this environment's ({}); byoc leaves it alone. Choose another bucket name in the environment spec if byoc should make one",
+                            e.code.as_deref().unwrap_or("a redirect to another region")
+                        ),
+                    );
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             if let Some(id) = self.ours(Kind::AwsS3Bucket, t.tag_set().iter().map(|t| (t.key(), t.value()))) {
                 let live = self.live_bucket(name).await?;
-                out.push(Found { live, id, kind: Kind::AwsS3Bucket, cloud_id: name.to_owned(), outputs: BTreeMap::new() });
+                out.push(Found { live, id, kind: Kind::AwsS3Bucket, cloud_id: name.clone(), outputs: BTreeMap::new() });
             }
         }
         Ok(())

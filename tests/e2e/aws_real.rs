@@ -1,0 +1,86 @@
+//! AWS as real AWS judges it (issue 16): `byoc apply` against moto behind the front's
+//! real-AWS mode (tests/moto/faults.py --real-aws), which answers as AWS documents where
+//! moto does not: buckets in another region redirect, bucket policies deny, EKS lists come
+//! in pages. Each test fails without the behaviour it names.
+
+use crate::aws::{Account, apply_args, approved_apply_args, assert_exactly_one_of_each, example_repo, get_json, ok, run, summary};
+
+/// The S3 and EKS calls byoc made, from the front's request log.
+fn calls(account: &Account) -> Vec<(String, String)> {
+    get_json(&format!("{}/__calls", account.endpoint()))
+        .as_array()
+        .expect("call log")
+        .iter()
+        .map(|c| (c["action"].as_str().unwrap_or_default().to_owned(), c["resource"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+#[test]
+fn observe_reads_only_our_buckets_and_every_page_of_clusters_and_node_groups() {
+    let account = Account::new().with_autoscaling_role().real_aws(&[]);
+    // What a real account holds besides the environment: a bucket in another region (S3
+    // redirects a us-east-1 request for it), one whose policy denies everyone, and an
+    // EKS cluster made earlier, so ours comes on the second page of ListClusters.
+    account.python(
+        "import boto3, json
+boto3.client('s3', region_name='eu-west-1').create_bucket(Bucket='someone-elses-logs', CreateBucketConfiguration={'LocationConstraint': 'eu-west-1'})
+s3 = boto3.client('s3'); s3.create_bucket(Bucket='locked-down')
+s3.put_bucket_policy(Bucket='locked-down', Policy=json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Deny', 'Principal': '*', 'Action': 's3:*', 'Resource': ['arn:aws:s3:::locked-down', 'arn:aws:s3:::locked-down/*']}]}))
+boto3.client('eks').create_cluster(name='aaa-earlier', roleArn='arn:aws:iam::123456789012:role/x', resourcesVpcConfig={'subnetIds': []})",
+    );
+    // The front answers as AWS would (asked without boto3, which follows S3's redirects
+    // itself, where the AWS SDK for Rust does not).
+    let probe = account.python(&format!(
+        "import json, urllib.request, urllib.error
+auth = {{'Authorization': 'AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0'}}
+for b in ['someone-elses-logs', 'locked-down']:
+    try:
+        urllib.request.urlopen(urllib.request.Request('{0}/' + b + '?tagging', headers=auth))
+    except urllib.error.HTTPError as e:
+        body = e.read().decode()
+        print(b, e.code, body.split('<Code>')[1].split('<')[0], e.headers.get('x-amz-bucket-region'))
+eks = dict(auth, Authorization=auth['Authorization'].replace('/s3/', '/eks/'))
+print(len(json.load(urllib.request.urlopen(urllib.request.Request('{0}/clusters', headers=eks)))['clusters']))
+urllib.request.urlopen(urllib.request.Request('{0}/__calls/reset', method='POST'))",
+        account.endpoint()
+    ));
+    assert_eq!(probe.trim(), "someone-elses-logs 301 PermanentRedirect eu-west-1\nlocked-down 403 AccessDenied None\n1", "{probe}");
+
+    let repo = example_repo();
+    let args = approved_apply_args(&account, "state");
+    ok(&run(&repo, &args));
+    assert_exactly_one_of_each(&account.counts());
+    let seen = calls(&account);
+    assert!(!seen.iter().any(|(a, _)| a == "s3:ListAllMyBuckets"), "observe listed every bucket in the account");
+    for (action, resource) in &seen {
+        assert!(
+            !resource.contains("someone-elses-logs") && !resource.contains("locked-down"),
+            "byoc called {action} on {resource}, which cannot be ours"
+        );
+    }
+    // The second apply sees everything it made, although the cluster and one of the two
+    // node groups are on the second page of their lists.
+    let again = run(&repo, &args);
+    assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", again.stdout);
+    let pages = calls(&account).iter().filter(|(a, _)| a == "eks:ListClusters").count() - seen.iter().filter(|(a, _)| a == "eks:ListClusters").count();
+    assert!(pages >= 2, "the second apply read ListClusters {pages} time(s)");
+}
+
+#[test]
+fn our_bucket_name_redirecting_or_denied_is_not_ours_and_not_a_failed_observe() {
+    let account = Account::new().with_autoscaling_role().real_aws(&[]);
+    let repo = example_repo();
+    let args = approved_apply_args(&account, "state");
+    ok(&run(&repo, &args));
+    // Someone locks the data bucket with a deny-all policy: byoc can no longer read it,
+    // so it is not provably ours; observe must not fail on it.
+    account.python(
+        "import boto3, json
+boto3.client('s3').put_bucket_policy(Bucket='byoc-prod-use1-123456789012-data', Policy=json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Deny', 'Principal': '*', 'Action': 's3:GetBucketTagging', 'Resource': 'arn:aws:s3:::byoc-prod-use1-123456789012-data'}]}))",
+    );
+    // Unapproved: the live plan is shown and nothing changes.
+    let plan = run(&repo, &apply_args(&account, "state"));
+    let out = format!("{}{}", plan.stdout, plan.stderr);
+    assert!(out.contains("note: bucket byoc-prod-use1-123456789012-data exists but is not this environment's (AccessDenied)"), "{out}");
+    assert!(summary(&plan).starts_with("1 to create, 0 to update"), "observe went on past the denied bucket:\n{out}");
+}
