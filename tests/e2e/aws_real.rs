@@ -84,3 +84,25 @@ boto3.client('s3').put_bucket_policy(Bucket='byoc-prod-use1-123456789012-data', 
     assert!(out.contains("note: bucket byoc-prod-use1-123456789012-data exists but is not this environment's (AccessDenied)"), "{out}");
     assert!(summary(&plan).starts_with("1 to create, 0 to update"), "observe went on past the denied bucket:\n{out}");
 }
+
+#[test]
+fn what_was_just_created_is_retried_until_aws_sees_it() {
+    // Each new role, OIDC provider and EC2 id is "not found" for the first three calls
+    // that use it, as AWS's eventual consistency answers them.
+    let account = Account::new().with_autoscaling_role().real_aws(&["--propagation", "3"]);
+    let repo = example_repo();
+    let applied = run(&repo, &approved_apply_args(&account, "state"));
+    ok(&applied);
+    assert_exactly_one_of_each(&account.counts());
+    let injected = get_json(&format!("{}/__propagation", account.endpoint()))["injected"].as_u64().unwrap_or(0);
+    assert!(injected >= 20, "only {injected} not-yet-visible answers were given");
+    for retried in [
+        "retry: eks CreateCluster for aws.eks-cluster/main: InvalidParameterException (not visible yet",
+        "retry: eks CreateNodegroup for aws.eks-nodegroup/system: InvalidParameterException (not visible yet",
+        "retry: ec2 ModifyVpcAttribute for aws.vpc/main: InvalidVpcID.NotFound (not visible yet",
+        "retry: ec2 CreateRoute for aws.route-table/private: InvalidNatGatewayID.NotFound (not visible yet",
+        "MalformedPolicyDocument (not visible yet",
+    ] {
+        assert!(applied.stderr.contains(retried) || applied.stdout.contains(retried), "{retried}\n{}", applied.stderr);
+    }
+}

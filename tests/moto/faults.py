@@ -46,6 +46,15 @@
    - EKS ListClusters and ListNodegroups come in pages of --page-size (default 1) with a
      nextToken (EKS API Reference, ListClusters: maxResults 1-100, default 100), so a
      reader that stops at the first page misses resources with two of them.
+   - eventual consistency after a create (EC2 API Reference, "Eventual consistency in the
+     Amazon EC2 API"; IAM User Guide, "Changes that I make are not always immediately
+     visible"): for --propagation N calls (default 2) after each create, an EC2 call that
+     uses the new id (not a Describe* or Delete*) answers Invalid<Kind>ID.NotFound, and an
+     EKS CreateCluster / CreateNodegroup naming a role just created answers
+     InvalidParameterException "Role with arn: ..., could not be assumed because it does
+     not exist or the trusted entity is not correct", as EKS does; an IAM CreateRole whose
+     trust policy names an OIDC provider just created answers MalformedPolicyDocument
+     "Invalid principal in policy". GET /__propagation counts what was injected.
 4. A request log: every call is recorded as the IAM action it needs and the resource it
    acts on, as AWS would authorize it (`iam:CreateRole` on
    `arn:aws:iam::123456789012:role/byoc/prod/clusters/x`, with the
@@ -57,7 +66,7 @@
 
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
                  [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50] [--creating N]
-                 [--real-aws] [--page-size 1]
+                 [--real-aws] [--page-size 1] [--propagation 2]
 Listens on 127.0.0.1 only; exits when the owner process is gone.
 """
 import argparse
@@ -248,6 +257,81 @@ def real_s3(method, path, headers):
     return None
 
 
+FRESH = {}  # id, role name or OIDC provider ARN just created -> failing answers left
+PROPAGATED = {"injected": 0}
+EC2_CREATED = {"CreateVpc": "vpcId", "CreateSubnet": "subnetId", "CreateInternetGateway": "internetGatewayId",
+               "CreateRouteTable": "routeTableId", "CreateSecurityGroup": "groupId", "AllocateAddress": "allocationId",
+               "CreateNatGateway": "natGatewayId"}
+EC2_NOT_FOUND = {"vpc-": ("InvalidVpcID.NotFound", "vpc ID"), "subnet-": ("InvalidSubnetID.NotFound", "subnet ID"),
+                 "igw-": ("InvalidInternetGatewayID.NotFound", "internetGateway ID"),
+                 "rtb-": ("InvalidRouteTableID.NotFound", "routeTable ID"), "sg-": ("InvalidGroup.NotFound", "security group"),
+                 "eipalloc-": ("InvalidAllocationID.NotFound", "allocation ID"), "nat-": ("InvalidNatGatewayID.NotFound", "nat gateway ID")}
+
+
+def learn_created(service, form, json_body, data):
+    """Marks what a successful create made as not yet visible to the next calls."""
+    if ARGS.propagation <= 0:
+        return
+    fresh = []
+    action = form.get("Action", [""])[0]
+    if service == "ec2" and action in EC2_CREATED:
+        m = re.search(rf"<{EC2_CREATED[action]}>([^<]+)<".encode(), data)
+        if m:
+            fresh.append(m.group(1).decode())
+    elif service == "iam" and action == "CreateRole":
+        fresh.append("role/" + form.get("RoleName", [""])[0])
+    elif service == "iam" and action == "CreateOpenIDConnectProvider":
+        m = re.search(rb"<OpenIDConnectProviderArn>([^<]+)<", data)
+        if m:
+            fresh.append(m.group(1).decode())
+    with LOCK:
+        for f in fresh:
+            FRESH[f] = ARGS.propagation
+
+
+def take_fresh(key):
+    with LOCK:
+        if FRESH.get(key, 0) > 0:
+            FRESH[key] -= 1
+            PROPAGATED["injected"] += 1
+            return True
+    return False
+
+
+def not_visible_yet(service, method, path, form, json_body):
+    """The answer AWS gives a call that uses something created moments ago, or None."""
+    if ARGS.propagation <= 0:
+        return None
+    action = form.get("Action", [""])[0]
+    if service == "ec2" and action and not action.startswith(("Describe", "Delete", "Release")) and action not in EC2_CREATED.keys() - {"CreateSubnet", "CreateRouteTable", "CreateSecurityGroup", "CreateNatGateway"}:
+        for key, values in form.items():
+            for v in values:
+                prefix = next((p for p in EC2_NOT_FOUND if v.startswith(p)), None)
+                if prefix and take_fresh(v):
+                    code, what = EC2_NOT_FOUND[prefix]
+                    body = (f"<Response><Errors><Error><Code>{code}</Code><Message>The {what} '{v}' does not exist</Message>"
+                            "</Error></Errors><RequestID>real-aws-mode</RequestID></Response>")
+                    return 400, {"Content-Type": "text/xml"}, body
+    if service == "eks" and method == "POST":
+        role = None
+        if re.fullmatch(r"/clusters", path):
+            role = json_body.get("roleArn")
+        elif re.fullmatch(r"/clusters/[^/]+/node-groups", path):
+            role = json_body.get("nodeRole")
+        if role and take_fresh("role/" + role.rsplit("/", 1)[-1]):
+            message = f"Role with arn: {role}, could not be assumed because it does not exist or the trusted entity is not correct"
+            return 400, {"Content-Type": "application/json", "x-amzn-ErrorType": "InvalidParameterException"}, json.dumps({"message": message})
+    if service == "iam" and action == "CreateRole":
+        trust = form.get("AssumeRolePolicyDocument", [""])[0]
+        for provider in [k for k in list(FRESH) if k.startswith("arn:") and ":oidc-provider/" in k]:
+            if provider in trust and take_fresh(provider):
+                body = ('<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
+                        "<Code>MalformedPolicyDocument</Code><Message>Invalid principal in policy: \"Federated\":\"" + provider + "\"</Message>"
+                        "</Error><RequestId>real-aws-mode</RequestId></ErrorResponse>")
+                return 400, {"Content-Type": "text/xml"}, body
+    return None
+
+
 def page_eks_list(method, path):
     """EKS list calls with maxResults set to --page-size (AWS pages them; see the docs)."""
     split = urllib.parse.urlsplit(path)
@@ -386,6 +470,9 @@ class Handler(BaseHTTPRequestHandler):
                 if self.command == "POST":
                     CALLS.clear()
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(CALLS))
+        if self.path == "/__propagation":
+            with LOCK:
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(PROPAGATED))
         if self.path == "/__calls/reset":
             with LOCK:
                 CALLS.clear()
@@ -412,6 +499,19 @@ class Handler(BaseHTTPRequestHandler):
                     BUCKET_REGION.pop(urllib.parse.urlsplit(self.path).path.lstrip("/").split("/", 1)[0], None)
         if ARGS.real_aws and service == "eks":
             self.path = page_eks_list(self.command, self.path)
+        form, json_body = {}, {}
+        if ARGS.real_aws and service in ("ec2", "iam"):
+            form = urllib.parse.parse_qs(body.decode(errors="replace"), keep_blank_values=True)
+        if ARGS.real_aws and service == "eks" and body:
+            try:
+                json_body = json.loads(body)
+            except ValueError:
+                json_body = {}
+        if ARGS.real_aws:
+            late = not_visible_yet(service, self.command, urllib.parse.urlsplit(self.path).path, form, json_body)
+            if late:
+                return self.answer(*late)
+            self.learn = (service, form, json_body)
         if service == "iam" and b"Action=SimulatePrincipalPolicy" in body:
             return self.answer(*simulate(urllib.parse.parse_qs(body.decode())))
         if self.headers.get("X-Amz-Target", "").endswith(".GetServiceQuota"):
@@ -460,6 +560,9 @@ class Handler(BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
+        if resp.status == 200 and getattr(self, "learn", None):
+            learn_created(self.learn[0], self.learn[1], self.learn[2], data)
+        self.learn = None
         if service == "eks" and resp.status == 200:
             data = self.slow_phases(data)
         if service == "s3" and resp.status == 200 and self.command == "GET" and re.search(r"[?&]versioning(=|&|$)", self.path):
@@ -494,7 +597,10 @@ def main():
     p.add_argument("--creating", type=int, default=0)
     p.add_argument("--real-aws", action="store_true")
     p.add_argument("--page-size", type=int, default=1)
+    p.add_argument("--propagation", type=int, default=2)
     ARGS = p.parse_args()
+    if not ARGS.real_aws:
+        ARGS.propagation = 0
     RNG = random.Random(ARGS.seed)
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     # A client killed mid-request (the crash tests) breaks its connection; not an error here.

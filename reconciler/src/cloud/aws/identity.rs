@@ -157,7 +157,7 @@ impl Aws {
         };
         let created = self
             .retry
-            .call(&what("CreateRole"), || {
+            .call_fresh(&what("CreateRole"), || {
                 self.iam
                     .create_role()
                     .role_name(name)

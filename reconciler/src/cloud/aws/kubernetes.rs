@@ -152,7 +152,7 @@ impl Aws {
             let eks_tags: HashMap<String, String> = tags(r).into_iter().collect();
             let created = self
                 .retry
-                .call(&what("CreateCluster"), || {
+                .call_fresh(&what("CreateCluster"), || {
                     self.eks
                         .create_cluster()
                         .name(name)
@@ -256,7 +256,7 @@ impl Aws {
                 let eks_tags: HashMap<String, String> = tags(r).into_iter().collect();
                 let created = self
                     .retry
-                    .call(&what("CreateNodegroup"), || {
+                    .call_fresh(&what("CreateNodegroup"), || {
                         self.eks
                             .create_nodegroup()
                             .cluster_name(&cluster)

@@ -97,7 +97,7 @@ impl Aws {
             None => {
                 let out = self
                     .retry
-                    .call(&what("CreateVpcEndpointServiceConfiguration"), || {
+                    .call_fresh(&what("CreateVpcEndpointServiceConfiguration"), || {
                         self.ec2
                             .create_vpc_endpoint_service_configuration()
                             .set_network_load_balancer_arns(Some(lbs.iter().cloned().collect()))
@@ -124,7 +124,7 @@ impl Aws {
         let remove: Vec<String> = have.difference(&want).cloned().collect();
         if !add.is_empty() || !remove.is_empty() {
             self.retry
-                .call(&what("ModifyVpcEndpointServicePermissions"), || {
+                .call_fresh(&what("ModifyVpcEndpointServicePermissions"), || {
                     self.ec2
                         .modify_vpc_endpoint_service_permissions()
                         .service_id(&service)
