@@ -106,3 +106,49 @@ fn what_was_just_created_is_retried_until_aws_sees_it() {
         assert!(applied.stderr.contains(retried) || applied.stdout.contains(retried), "{retried}\n{}", applied.stderr);
     }
 }
+
+/// Someone else's role, bucket, EKS cluster or node group under the name byoc derives:
+/// each is reported as a conflict, and none is changed.
+#[test]
+fn a_same_named_resource_without_our_tags_is_a_conflict_and_never_taken_over() {
+    let account = Account::new().with_autoscaling_role();
+    let trust = r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}"#;
+    account.python(&format!(
+        "import boto3
+boto3.client('iam').create_role(RoleName='byoc-prod-use1-eks-node', AssumeRolePolicyDocument='{trust}')
+s3 = boto3.client('s3'); s3.create_bucket(Bucket='byoc-prod-use1-123456789012-state')
+s3.put_bucket_tagging(Bucket='byoc-prod-use1-123456789012-state', Tagging={{'TagSet': [{{'Key': 'owner', 'Value': 'data-team'}}]}})"
+    ));
+    let repo = example_repo();
+    let failed = run(&repo, &approved_apply_args(&account, "state"));
+    assert_ne!(failed.code, 0, "{}", failed.stdout);
+    let text = format!("{}{}", failed.stdout, failed.stderr);
+    for conflict in [
+        "iam CreateRole for aws.iam-role/eks-node: OwnershipConflict: IAM role \"byoc-prod-use1-eks-node\" already exists and is not tagged as this environment's (byoc.risingwave.dev/environment=prod-use1, byoc.risingwave.dev/resource=aws.iam-role/eks-node)",
+        "s3 CreateBucket for aws.s3-bucket/state: OwnershipConflict: bucket \"byoc-prod-use1-123456789012-state\" already exists and is not tagged as this environment's",
+    ] {
+        assert!(text.contains(conflict), "{conflict}\n{text}");
+    }
+    // Neither was touched: the role's trust policy and tags, the bucket's tags.
+    let after = account.python(
+        "import boto3
+iam = boto3.client('iam'); s3 = boto3.client('s3')
+print(iam.get_role(RoleName='byoc-prod-use1-eks-node')['Role']['AssumeRolePolicyDocument']['Statement'][0]['Principal'])
+print(len(iam.list_role_tags(RoleName='byoc-prod-use1-eks-node')['Tags']), len(iam.list_attached_role_policies(RoleName='byoc-prod-use1-eks-node')['AttachedPolicies']))
+print(s3.get_bucket_tagging(Bucket='byoc-prod-use1-123456789012-state')['TagSet'])",
+    );
+    assert_eq!(after.trim(), "{'Service': 'lambda.amazonaws.com'}\n0 0\n[{'Key': 'owner', 'Value': 'data-team'}]", "{after}");
+
+    // An EKS cluster of that name, made by someone else (after the roles exist).
+    let account = Account::new().with_autoscaling_role();
+    account.python(
+        "import boto3
+boto3.client('eks').create_cluster(name='byoc-prod-use1', roleArn='arn:aws:iam::123456789012:role/theirs', resourcesVpcConfig={'subnetIds': []}, tags={'team': 'theirs'})",
+    );
+    let failed = run(&repo, &approved_apply_args(&account, "state2"));
+    assert_ne!(failed.code, 0, "{}", failed.stdout);
+    let text = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(text.contains("eks CreateCluster for aws.eks-cluster/main: OwnershipConflict: EKS cluster \"byoc-prod-use1\" already exists"), "{text}");
+    let tags = account.python("import boto3; print(boto3.client('eks').describe_cluster(name='byoc-prod-use1')['cluster']['tags'])");
+    assert_eq!(tags.trim(), "{'team': 'theirs'}");
+}

@@ -166,8 +166,15 @@ impl Aws {
                 .await;
             match created {
                 Ok(_) => {}
-                // Created by a run that stopped before its tags were read back.
-                Err(e) if e.is(&["ResourceInUseException"]) => {}
+                // Created by a run that stopped before its tags were read back, or
+                // someone else's cluster of that name, which is not taken over.
+                Err(e) if e.is(&["ResourceInUseException"]) => {
+                    let d = self.retry.call(&what("DescribeCluster"), || self.eks.describe_cluster().name(name).send()).await?;
+                    let tags = d.cluster().and_then(|c| c.tags());
+                    if !self.owns(r, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                        return Err(self.not_ours(r, what("CreateCluster"), "EKS cluster", name));
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -273,7 +280,18 @@ impl Aws {
                     .await;
                 match created {
                     Ok(_) => {}
-                    Err(e) if e.is(&["ResourceInUseException"]) => {}
+                    Err(e) if e.is(&["ResourceInUseException"]) => {
+                        let d = self
+                            .retry
+                            .call(&what("DescribeNodegroup"), || {
+                                self.eks.describe_nodegroup().cluster_name(&cluster).nodegroup_name(&group).send()
+                            })
+                            .await?;
+                        let tags = d.nodegroup().and_then(|n| n.tags());
+                        if !self.owns(r, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                            return Err(self.not_ours(r, what("CreateNodegroup"), "EKS node group", &group));
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             }

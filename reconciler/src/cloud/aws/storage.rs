@@ -99,12 +99,51 @@ impl Aws {
         let region = text(r, "region");
         let location = (region != "us-east-1" && !region.is_empty())
             .then(|| s3t::CreateBucketConfiguration::builder().location_constraint(s3t::BucketLocationConstraint::from(region)).build());
-        match self
-            .retry
-            .call(&what("CreateBucket"), || self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location.clone()).send())
-            .await
-        {
-            Ok(_) => {}
+        let tag_set: Vec<s3t::Tag> = tags(r).into_iter().filter_map(|(k, v)| s3t::Tag::builder().key(k).value(v).build().ok()).collect();
+        let tagging =
+            s3t::Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(|e| CloudError::new(what("tags"), e.to_string()))?;
+        // Look before creating: in us-east-1 CreateBucket answers 200 for a bucket the
+        // account already has, so its answer cannot tell ours from a same-named bucket
+        // byoc did not make, which is never taken over.
+        let tagged = self.retry.call(&what("GetBucketTagging"), || self.s3.get_bucket_tagging().bucket(name).send()).await;
+        let state_store = self.state_store_bucket.as_deref() == Some(name);
+        let exists = match tagged {
+            Ok(t) if state_store || self.owns(r, t.tag_set().iter().map(|t| (t.key(), t.value()))) => true,
+            Err(e) if state_store && e.is(&["NoSuchTagSet"]) => true,
+            // Untagged in this account: what a run stopped between CreateBucket and
+            // PutBucketTagging leaves (the SDK's CreateBucket tags are not taken in every
+            // partition), so it is taken as ours, loudly. A bucket tagged otherwise is not.
+            Err(e) if e.is(&["NoSuchTagSet"]) => {
+                crate::logging::line(
+                    crate::logging::Level::Warn,
+                    &format!("warning: bucket {name} exists in this account without tags; taking it as {} (an earlier run stopped after creating it) and tagging it", r.id),
+                );
+                true
+            }
+            Err(e) if e.is(&["NoSuchBucket"]) => false,
+            Ok(_) => return Err(self.not_ours(r, what("CreateBucket"), "bucket", name)),
+            Err(e) if e.is(&["PermanentRedirect", "AccessDenied"]) || e.message.starts_with("HTTP 301") => {
+                return Err(self.not_ours(r, what("CreateBucket"), "bucket", name));
+            }
+            Err(e) => return Err(e),
+        };
+        let created = if exists {
+            Ok(())
+        } else {
+            self.retry
+                .call(&what("CreateBucket"), || self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location.clone()).send())
+                .await
+                .map(|_| ())
+        };
+        match created {
+            Ok(()) => {
+                // Tagged at once, so a run stopped after the create finds the bucket ours.
+                {
+                    self.retry
+                        .call(&what("PutBucketTagging"), || self.s3.put_bucket_tagging().bucket(name).tagging(tagging.clone()).send())
+                        .await?;
+                }
+            }
             Err(e) if e.is(&["BucketAlreadyOwnedByYou"]) => {}
             Err(e) if e.is(&["BucketAlreadyExists"]) => {
                 return Err(CloudError {
@@ -154,9 +193,6 @@ impl Aws {
                 })
                 .await?;
         }
-        let tag_set: Vec<s3t::Tag> = tags(r).into_iter().filter_map(|(k, v)| s3t::Tag::builder().key(k).value(v).build().ok()).collect();
-        let tagging =
-            s3t::Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(|e| CloudError::new(what("tags"), e.to_string()))?;
         self.retry.call(&what("PutBucketTagging"), || self.s3.put_bucket_tagging().bucket(name).tagging(tagging.clone()).send()).await?;
         Ok(found(r, name, []))
     }
