@@ -62,7 +62,8 @@ urllib.request.urlopen(urllib.request.Request('{0}/__calls/reset', method='POST'
     // node groups are on the second page of their lists.
     let again = run(&repo, &args);
     assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", again.stdout);
-    let pages = calls(&account).iter().filter(|(a, _)| a == "eks:ListClusters").count() - seen.iter().filter(|(a, _)| a == "eks:ListClusters").count();
+    let pages = calls(&account).iter().filter(|(a, _)| a == "eks:ListClusters").count()
+        - seen.iter().filter(|(a, _)| a == "eks:ListClusters").count();
     assert!(pages >= 2, "the second apply read ListClusters {pages} time(s)");
 }
 
@@ -148,7 +149,10 @@ boto3.client('eks').create_cluster(name='byoc-prod-use1', roleArn='arn:aws:iam::
     let failed = run(&repo, &approved_apply_args(&account, "state2"));
     assert_ne!(failed.code, 0, "{}", failed.stdout);
     let text = format!("{}{}", failed.stdout, failed.stderr);
-    assert!(text.contains("eks CreateCluster for aws.eks-cluster/main: OwnershipConflict: EKS cluster \"byoc-prod-use1\" already exists"), "{text}");
+    assert!(
+        text.contains("eks CreateCluster for aws.eks-cluster/main: OwnershipConflict: EKS cluster \"byoc-prod-use1\" already exists"),
+        "{text}"
+    );
     let tags = account.python("import boto3; print(boto3.client('eks').describe_cluster(name='byoc-prod-use1')['cluster']['tags'])");
     assert_eq!(tags.trim(), "{'team': 'theirs'}");
 }

@@ -125,9 +125,8 @@ fn security_group(c: char) -> bool {
 /// is wider (it takes combining marks and circled letters, which AWS refuses), so the
 /// Unicode general categories are read from the regex crate's tables.
 fn aws_tag(c: char) -> bool {
-    static ALLOWED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]$").expect("a literal pattern compiles")
-    });
+    static ALLOWED: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]$").expect("a literal pattern compiles"));
     if c.is_ascii() {
         return c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c);
     }

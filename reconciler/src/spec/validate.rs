@@ -405,9 +405,7 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
         // 192.168.0.0/16", "between /24 and /12" (EKS API Reference,
         // KubernetesNetworkConfigRequest).
         let private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"].map(|p| p.parse::<IpNet>().ok());
-        if cloud == Cloud::Aws
-            && (!private.iter().flatten().any(|p| p.contains(&c)) || !(12..=24).contains(&c.prefix_len()))
-        {
+        if cloud == Cloud::Aws && (!private.iter().flatten().any(|p| p.contains(&c)) || !(12..=24).contains(&c.prefix_len())) {
             cx.error(
                 &s.referenced,
                 format!("service CIDR {c} is not one EKS accepts"),
@@ -747,13 +745,15 @@ fn valid_resource_group(a: &str) -> bool {
 
 fn valid_principal(cloud: Cloud, partition: &str, p: &str) -> bool {
     match cloud {
-        Cloud::Aws => p.strip_prefix("arn:").and_then(|p| p.strip_prefix(partition)).and_then(|p| p.strip_prefix(":iam::")).is_some_and(|rest| {
-            rest.split_once(':').is_some_and(|(acct, res)| {
-                acct.len() == 12
-                    && acct.bytes().all(|b| b.is_ascii_digit())
-                    && (res == "root" || res.starts_with("role/") || res.starts_with("user/"))
+        Cloud::Aws => {
+            p.strip_prefix("arn:").and_then(|p| p.strip_prefix(partition)).and_then(|p| p.strip_prefix(":iam::")).is_some_and(|rest| {
+                rest.split_once(':').is_some_and(|(acct, res)| {
+                    acct.len() == 12
+                        && acct.bytes().all(|b| b.is_ascii_digit())
+                        && (res == "root" || res.starts_with("role/") || res.starts_with("user/"))
+                })
             })
-        }),
+        }
         Cloud::Gcp => valid_gcp_project(p) || (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit())),
         Cloud::Azure => is_uuid(p),
     }

@@ -15,8 +15,7 @@ impl Aws {
         let mut clusters = Vec::new();
         let mut token = None;
         loop {
-            let page =
-                self.retry.call("eks ListClusters", || self.eks.list_clusters().set_next_token(token.clone()).send()).await?;
+            let page = self.retry.call("eks ListClusters", || self.eks.list_clusters().set_next_token(token.clone()).send()).await?;
             clusters.extend(page.clusters().iter().cloned());
             token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
             if token.is_none() {

@@ -196,7 +196,9 @@ impl Aws {
         }
         if !attached.iter().any(|v| v == vpc) {
             self.retry
-                .call_fresh(&what("AttachInternetGateway"), || self.ec2.attach_internet_gateway().internet_gateway_id(&igw_id).vpc_id(vpc).send())
+                .call_fresh(&what("AttachInternetGateway"), || {
+                    self.ec2.attach_internet_gateway().internet_gateway_id(&igw_id).vpc_id(vpc).send()
+                })
                 .await?;
         }
         Ok(found(r, igw_id, []))

@@ -16,7 +16,8 @@ impl Aws {
     /// exist, is not ours.
     pub(super) async fn observe_s3(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         for name in &self.buckets {
-            let tagging = self.retry.call(&format!("s3 GetBucketTagging {name}"), || self.s3.get_bucket_tagging().bucket(name).send()).await;
+            let tagging =
+                self.retry.call(&format!("s3 GetBucketTagging {name}"), || self.s3.get_bucket_tagging().bucket(name).send()).await;
             let t = match tagging {
                 Ok(t) => t,
                 Err(e) if e.is(&["NoSuchBucket", "NoSuchTagSet"]) => continue,
@@ -116,7 +117,10 @@ impl Aws {
             Err(e) if e.is(&["NoSuchTagSet"]) => {
                 crate::logging::line(
                     crate::logging::Level::Warn,
-                    &format!("warning: bucket {name} exists in this account without tags; taking it as {} (an earlier run stopped after creating it) and tagging it", r.id),
+                    &format!(
+                        "warning: bucket {name} exists in this account without tags; taking it as {} (an earlier run stopped after creating it) and tagging it",
+                        r.id
+                    ),
                 );
                 true
             }
@@ -131,7 +135,9 @@ impl Aws {
             Ok(())
         } else {
             self.retry
-                .call(&what("CreateBucket"), || self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location.clone()).send())
+                .call(&what("CreateBucket"), || {
+                    self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location.clone()).send()
+                })
                 .await
                 .map(|_| ())
         };

@@ -362,10 +362,10 @@ fn wild_files(w: &Wild) -> Vec<rwproxy::specfiles::SourceFile> {
     let mut out = files(&base);
     let partition = aws::partition(w.region);
     let text = String::from_utf8(out[0].bytes.clone()).expect("generated as text");
-    let text = text
-        .replace("us-east-1", w.region)
-        .replace("arn:aws:iam::", &format!("arn:{partition}:iam::"))
-        .replace("  tags:\n", &format!("  storage:\n    dataBucket: {}\n    stateBucket: {}\n  tags:\n", quoted(&w.buckets.0), quoted(&w.buckets.1)));
+    let text = text.replace("us-east-1", w.region).replace("arn:aws:iam::", &format!("arn:{partition}:iam::")).replace(
+        "  tags:\n",
+        &format!("  storage:\n    dataBucket: {}\n    stateBucket: {}\n  tags:\n", quoted(&w.buckets.0), quoted(&w.buckets.1)),
+    );
     let text = if w.tags.is_empty() {
         format!("{text}  storage:\n    dataBucket: {}\n    stateBucket: {}\n", quoted(&w.buckets.0), quoted(&w.buckets.1))
     } else {
@@ -385,7 +385,13 @@ fn every_aws_tag_bucket_and_arn_validation_accepts_is_one_aws_accepts() {
         let graph = crate::expand::expand(&specs);
         for n in cloud_names(&graph, Cloud::Aws) {
             if let Some((re, max)) = documented(n.rule) {
-                prop_assert!(re.is_match(&n.value) && n.value.chars().count() <= max, "{} {}: {:?} breaks {re}", n.resource, n.field, n.value);
+                prop_assert!(
+                    re.is_match(&n.value) && n.value.chars().count() <= max,
+                    "{} {}: {:?} breaks {re}",
+                    n.resource,
+                    n.field,
+                    n.value
+                );
             }
             prop_assert!(aws_documented(n.rule, &n.value), "{} {}: {:?} is reserved by AWS", n.resource, n.field, n.value);
         }
