@@ -101,6 +101,14 @@ impl Account {
         self.front = Some((format!("http://127.0.0.1:{port}"), Killed(child)));
     }
 
+    /// Restarts the front in its real-AWS mode (tests/moto/faults.py, item 5) with `args`.
+    pub(crate) fn real_aws(mut self, args: &[&str]) -> Account {
+        let mut all = vec!["--real-aws"];
+        all.extend_from_slice(args);
+        self.front(&all);
+        self
+    }
+
     /// The endpoint byoc talks to (the proxy).
     pub(crate) fn endpoint(&self) -> &str {
         &self.front.as_ref().expect("front proxy").0
@@ -177,7 +185,7 @@ pub(crate) fn example_repo() -> Repo {
     repo
 }
 
-fn apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
+pub(crate) fn apply_args<'a>(account: &'a Account, state: &'a str) -> Vec<&'a str> {
     vec![
         "apply",
         "--repo",
@@ -200,7 +208,7 @@ pub(crate) fn approved_apply_args<'a>(account: &'a Account, state: &'a str) -> V
     args
 }
 
-fn run(repo: &Repo, args: &[&str]) -> Run {
+pub(crate) fn run(repo: &Repo, args: &[&str]) -> Run {
     byoc_env(repo.path(), args, &MOTO_ENV)
 }
 
@@ -212,7 +220,7 @@ pub(crate) fn byoc_command(repo: &Repo) -> Command {
 }
 
 /// GET `url` and parse the JSON answer (the fault proxy's counters).
-fn get_json(url: &str) -> Value {
+pub(crate) fn get_json(url: &str) -> Value {
     let out = Command::new("python3")
         .args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('{url}').read().decode())")])
         .output()
@@ -220,12 +228,12 @@ fn get_json(url: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
-fn ok(r: &Run) -> &Run {
+pub(crate) fn ok(r: &Run) -> &Run {
     assert_eq!(r.code, 0, "byoc failed\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     r
 }
 
-fn summary(r: &Run) -> &str {
+pub(crate) fn summary(r: &Run) -> &str {
     r.stdout.lines().find(|l| l.contains(" to create, ")).unwrap_or_else(|| panic!("no plan summary in:\n{}", r.stdout))
 }
 

@@ -36,6 +36,28 @@
 5. Latency: with --delay SECONDS (or after POST /__delay with a body of seconds, "0" to
    stop), every call is held that long before it is answered, as from a slow or distant
    endpoint, so a test can show that a slow store stalls nobody but its caller.
+6. --real-aws: AWS behaviours moto does not show, reproduced from AWS's documented
+   answers (the README's "What the moto front's real-AWS mode reproduces" lists them with
+   their sources):
+   - a bucket in another region than the request's signing region answers every request
+     but CreateBucket with 301 PermanentRedirect, the S3 XML error and the
+     x-amz-bucket-region header (Amazon S3 API Reference, "Error responses", and
+     "HeadBucket": x-amz-bucket-region); moto answers from any region;
+   - a bucket whose policy denies Principal "*" an action answers that action with 403
+     AccessDenied (Amazon S3 User Guide, "Bucket policy examples": an explicit deny
+     overrides any allow); moto stores policies but never enforces them;
+   - EKS ListClusters and ListNodegroups come in pages of --page-size (default 1) with a
+     nextToken (EKS API Reference, ListClusters: maxResults 1-100, default 100), so a
+     reader that stops at the first page misses resources with two of them.
+   - eventual consistency after a create (EC2 API Reference, "Eventual consistency in the
+     Amazon EC2 API"; IAM User Guide, "Changes that I make are not always immediately
+     visible"): for --propagation N calls (default 2) after each create, an EC2 call that
+     uses the new id (not a Describe* or Delete*) answers Invalid<Kind>ID.NotFound, and an
+     EKS CreateCluster / CreateNodegroup naming a role just created answers
+     InvalidParameterException "Role with arn: ..., could not be assumed because it does
+     not exist or the trusted entity is not correct", as EKS does; an IAM CreateRole whose
+     trust policy names an OIDC provider just created answers MalformedPolicyDocument
+     "Invalid principal in policy". GET /__propagation counts what was injected.
 4. A request log: every call is recorded as the IAM action it needs and the resource it
    acts on, as AWS would authorize it (`iam:CreateRole` on
    `arn:aws:iam::123456789012:role/byoc/prod/clusters/x`, with the
@@ -48,6 +70,7 @@
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
                  [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50] [--creating N]
                  [--delay 0.5]
+                 [--real-aws] [--page-size 1] [--propagation 2]
 Listens on 127.0.0.1 only; exits when the owner process is gone.
 """
 import argparse
@@ -165,6 +188,163 @@ def record(service, method, path, headers, body):
                 entry["boundary"] = one("PermissionsBoundary")
     with LOCK:
         CALLS.append(entry)
+
+
+def region_of(headers):
+    m = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", headers.get("Authorization", ""))
+    return m.group(1) if m else "us-east-1"
+
+
+BUCKET_REGION = {}  # bucket -> region, learned from moto's GetBucketLocation
+
+
+def upstream(method, path):
+    """(status, body) of a plain request to moto (moto checks no signature)."""
+    up = urllib.parse.urlsplit(ARGS.upstream)
+    conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+    conn.request(method, path, headers={"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def s3_error(status, code, message, bucket, extra_headers=None, extra_xml=""):
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{extra_xml}'
+            f"<BucketName>{bucket}</BucketName><RequestId>real-aws-mode</RequestId><HostId>real-aws-mode</HostId></Error>")
+    headers = {"Content-Type": "application/xml"}
+    headers.update(extra_headers or {})
+    return status, headers, body
+
+
+def action_matches(pattern, action):
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return action.lower().startswith(pattern[:-1].lower())
+    return pattern.lower() == action.lower()
+
+
+def real_s3(method, path, headers):
+    """The answer real S3 gives where moto's differs (redirect, explicit deny), or None."""
+    action, _ = s3_call(method, path)
+    bucket = urllib.parse.urlsplit(path).path.lstrip("/").split("/", 1)[0]
+    if not bucket or action == "CreateBucket":
+        return None
+    with LOCK:
+        region = BUCKET_REGION.get(bucket)
+    if region is None:
+        status, data = upstream("GET", f"/{bucket}?location")
+        if status != 200:
+            return None
+        m = re.search(rb"<LocationConstraint[^>]*>([^<]*)</LocationConstraint>", data)
+        region = (m.group(1).decode() if m else "") or "us-east-1"
+        with LOCK:
+            BUCKET_REGION[bucket] = region
+    if region != region_of(headers):
+        return s3_error(301, "PermanentRedirect",
+                        "The bucket you are attempting to access must be addressed using the specified endpoint. "
+                        "Please send all future requests to this endpoint.", bucket,
+                        {"x-amz-bucket-region": region}, f"<Endpoint>{bucket}.s3.{region}.amazonaws.com</Endpoint><Bucket>{bucket}</Bucket>")
+    status, data = upstream("GET", f"/{bucket}?policy")
+    if status == 200:
+        try:
+            statements = json.loads(data).get("Statement", [])
+        except ValueError:
+            statements = []
+        for st in statements if isinstance(statements, list) else [statements]:
+            principal = st.get("Principal")
+            everyone = principal == "*" or (isinstance(principal, dict) and principal.get("AWS") in ("*", ["*"]))
+            actions = st.get("Action", [])
+            actions = [actions] if isinstance(actions, str) else actions
+            if st.get("Effect") == "Deny" and everyone and any(action_matches(a, "s3:" + action) for a in actions):
+                return s3_error(403, "AccessDenied", "Access Denied", bucket)
+    return None
+
+
+FRESH = {}  # id, role name or OIDC provider ARN just created -> failing answers left
+PROPAGATED = {"injected": 0}
+EC2_CREATED = {"CreateVpc": "vpcId", "CreateSubnet": "subnetId", "CreateInternetGateway": "internetGatewayId",
+               "CreateRouteTable": "routeTableId", "CreateSecurityGroup": "groupId", "AllocateAddress": "allocationId",
+               "CreateNatGateway": "natGatewayId"}
+EC2_NOT_FOUND = {"vpc-": ("InvalidVpcID.NotFound", "vpc ID"), "subnet-": ("InvalidSubnetID.NotFound", "subnet ID"),
+                 "igw-": ("InvalidInternetGatewayID.NotFound", "internetGateway ID"),
+                 "rtb-": ("InvalidRouteTableID.NotFound", "routeTable ID"), "sg-": ("InvalidGroup.NotFound", "security group"),
+                 "eipalloc-": ("InvalidAllocationID.NotFound", "allocation ID"), "nat-": ("InvalidNatGatewayID.NotFound", "nat gateway ID")}
+
+
+def learn_created(service, form, json_body, data):
+    """Marks what a successful create made as not yet visible to the next calls."""
+    if ARGS.propagation <= 0:
+        return
+    fresh = []
+    action = form.get("Action", [""])[0]
+    if service == "ec2" and action in EC2_CREATED:
+        m = re.search(rf"<{EC2_CREATED[action]}>([^<]+)<".encode(), data)
+        if m:
+            fresh.append(m.group(1).decode())
+    elif service == "iam" and action == "CreateRole":
+        fresh.append("role/" + form.get("RoleName", [""])[0])
+    elif service == "iam" and action == "CreateOpenIDConnectProvider":
+        m = re.search(rb"<OpenIDConnectProviderArn>([^<]+)<", data)
+        if m:
+            fresh.append(m.group(1).decode())
+    with LOCK:
+        for f in fresh:
+            FRESH[f] = ARGS.propagation
+
+
+def take_fresh(key):
+    with LOCK:
+        if FRESH.get(key, 0) > 0:
+            FRESH[key] -= 1
+            PROPAGATED["injected"] += 1
+            return True
+    return False
+
+
+def not_visible_yet(service, method, path, form, json_body):
+    """The answer AWS gives a call that uses something created moments ago, or None."""
+    if ARGS.propagation <= 0:
+        return None
+    action = form.get("Action", [""])[0]
+    if service == "ec2" and action and not action.startswith(("Describe", "Delete", "Release")) and action not in EC2_CREATED.keys() - {"CreateSubnet", "CreateRouteTable", "CreateSecurityGroup", "CreateNatGateway"}:
+        for key, values in form.items():
+            for v in values:
+                prefix = next((p for p in EC2_NOT_FOUND if v.startswith(p)), None)
+                if prefix and take_fresh(v):
+                    code, what = EC2_NOT_FOUND[prefix]
+                    body = (f"<Response><Errors><Error><Code>{code}</Code><Message>The {what} '{v}' does not exist</Message>"
+                            "</Error></Errors><RequestID>real-aws-mode</RequestID></Response>")
+                    return 400, {"Content-Type": "text/xml"}, body
+    if service == "eks" and method == "POST":
+        role = None
+        if re.fullmatch(r"/clusters", path):
+            role = json_body.get("roleArn")
+        elif re.fullmatch(r"/clusters/[^/]+/node-groups", path):
+            role = json_body.get("nodeRole")
+        if role and take_fresh("role/" + role.rsplit("/", 1)[-1]):
+            message = f"Role with arn: {role}, could not be assumed because it does not exist or the trusted entity is not correct"
+            return 400, {"Content-Type": "application/json", "x-amzn-ErrorType": "InvalidParameterException"}, json.dumps({"message": message})
+    if service == "iam" and action == "CreateRole":
+        trust = form.get("AssumeRolePolicyDocument", [""])[0]
+        for provider in [k for k in list(FRESH) if k.startswith("arn:") and ":oidc-provider/" in k]:
+            if provider in trust and take_fresh(provider):
+                body = ('<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
+                        "<Code>MalformedPolicyDocument</Code><Message>Invalid principal in policy: \"Federated\":\"" + provider + "\"</Message>"
+                        "</Error><RequestId>real-aws-mode</RequestId></ErrorResponse>")
+                return 400, {"Content-Type": "text/xml"}, body
+    return None
+
+
+def page_eks_list(method, path):
+    """EKS list calls with maxResults set to --page-size (AWS pages them; see the docs)."""
+    split = urllib.parse.urlsplit(path)
+    if method != "GET" or not re.fullmatch(r"/clusters(/[^/]+/node-groups)?", split.path):
+        return path
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(split.query, keep_blank_values=True) if k != "maxResults"]
+    query.append(("maxResults", str(ARGS.page_size)))
+    return split.path + "?" + urllib.parse.urlencode(query)
 
 
 def service_of(headers):
@@ -300,6 +480,9 @@ class Handler(BaseHTTPRequestHandler):
                 if self.command == "POST":
                     DELAY[0] = max(0.0, float(body.decode() or "0"))
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(DELAY[0]))
+        if self.path == "/__propagation":
+            with LOCK:
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(PROPAGATED))
         if self.path == "/__calls/reset":
             with LOCK:
                 CALLS.clear()
@@ -322,6 +505,28 @@ class Handler(BaseHTTPRequestHandler):
             refused = refused_name(service, urllib.parse.parse_qs(body.decode(), keep_blank_values=True))
             if refused:
                 return self.answer(*refused)
+        if ARGS.real_aws and service == "s3":
+            real = real_s3(self.command, self.path, self.headers)
+            if real:
+                return self.answer(*real)
+            if self.command == "DELETE":
+                with LOCK:
+                    BUCKET_REGION.pop(urllib.parse.urlsplit(self.path).path.lstrip("/").split("/", 1)[0], None)
+        if ARGS.real_aws and service == "eks":
+            self.path = page_eks_list(self.command, self.path)
+        form, json_body = {}, {}
+        if ARGS.real_aws and service in ("ec2", "iam"):
+            form = urllib.parse.parse_qs(body.decode(errors="replace"), keep_blank_values=True)
+        if ARGS.real_aws and service == "eks" and body:
+            try:
+                json_body = json.loads(body)
+            except ValueError:
+                json_body = {}
+        if ARGS.real_aws:
+            late = not_visible_yet(service, self.command, urllib.parse.urlsplit(self.path).path, form, json_body)
+            if late:
+                return self.answer(*late)
+            self.learn = (service, form, json_body)
         if service == "iam" and b"Action=SimulatePrincipalPolicy" in body:
             return self.answer(*simulate(urllib.parse.parse_qs(body.decode())))
         if self.headers.get("X-Amz-Target", "").endswith(".GetServiceQuota"):
@@ -370,6 +575,9 @@ class Handler(BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
+        if resp.status == 200 and getattr(self, "learn", None):
+            learn_created(self.learn[0], self.learn[1], self.learn[2], data)
+        self.learn = None
         if service == "eks" and resp.status == 200:
             data = self.slow_phases(data)
         if service == "s3" and resp.status == 200 and self.command == "GET" and re.search(r"[?&]versioning(=|&|$)", self.path):
@@ -403,8 +611,13 @@ def main():
     p.add_argument("--quota", default="50")
     p.add_argument("--creating", type=int, default=0)
     p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--real-aws", action="store_true")
+    p.add_argument("--page-size", type=int, default=1)
+    p.add_argument("--propagation", type=int, default=2)
     ARGS = p.parse_args()
     DELAY[0] = ARGS.delay
+    if not ARGS.real_aws:
+        ARGS.propagation = 0
     RNG = random.Random(ARGS.seed)
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     # A client killed mid-request (the crash tests) breaks its connection; not an error here.

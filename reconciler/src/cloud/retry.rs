@@ -35,6 +35,10 @@ const THROTTLING: &[&str] = &[
     "PriorRequestNotComplete",
 ];
 
+/// How long [`Retrier::call_fresh`] waits for something just created to become visible.
+/// AWS documents no bound; propagation takes seconds, rarely a minute or more.
+pub const PROPAGATION_LIMIT: Duration = Duration::from_secs(180);
+
 /// How to retry.
 #[derive(Debug)]
 pub struct Retrier {
@@ -57,6 +61,42 @@ impl Retrier {
     /// A retrier with these bounds.
     pub fn new(attempts: u32, base: Duration, cap: Duration) -> Self {
         Retrier { attempts: attempts.max(1), base, cap, retries: AtomicU32::new(0) }
+    }
+
+    /// [`Retrier::call`] for a call that uses what another call has just created (a new
+    /// role passed to EKS, a new VPC id given to `CreateSubnet`): an answer that it does
+    /// not exist yet ([`propagating`]) is retried too, with backoff, until it has been
+    /// failing for [`PROPAGATION_LIMIT`]. Not for reads or deletes, where "not found" is
+    /// an answer.
+    pub async fn call_fresh<T, E, F, Fut>(&self, what: &str, mut op: F) -> Result<T, CloudError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let started = tokio::time::Instant::now();
+        let mut waits: u32 = 0;
+        loop {
+            match self.call(what, &mut op).await {
+                Err(e) if propagating(&e) && started.elapsed() < PROPAGATION_LIMIT => {
+                    let ceiling = self.base.saturating_mul(1 << waits.min(8)).min(Duration::from_secs(5));
+                    let wait = ceiling.mul_f64(rand::rng().random_range(0.5..=1.0));
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    crate::logging::line(
+                        crate::logging::Level::Warn,
+                        &format!(
+                            "retry: {what}: {} (not visible yet: AWS is eventually consistent; retried for up to {} s, now in {} ms)",
+                            e.code.as_deref().unwrap_or(&e.message),
+                            PROPAGATION_LIMIT.as_secs(),
+                            wait.as_millis()
+                        ),
+                    );
+                    tokio::time::sleep(wait).await;
+                    waits += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Retries made so far.
@@ -101,6 +141,21 @@ impl Retrier {
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+}
+
+/// Whether `error` says that something created moments ago is not visible yet: AWS's
+/// control planes are eventually consistent ("Eventual consistency in the Amazon EC2
+/// API", EC2 API Reference: `Invalid*.NotFound` for an id just returned by a create;
+/// "Changes that I make are not always immediately visible", IAM User Guide: a new role
+/// that EKS cannot assume yet). A later call succeeds once it has spread.
+pub fn propagating(error: &CloudError) -> bool {
+    match error.code.as_deref() {
+        Some(code) if code.starts_with("Invalid") && code.ends_with(".NotFound") => true,
+        Some("InvalidParameterException") => error.message.contains("could not be assumed"),
+        // A trust policy naming an OIDC provider created moments ago.
+        Some("MalformedPolicyDocument") => error.message.contains("Invalid principal"),
+        _ => false,
     }
 }
 
@@ -254,5 +309,19 @@ mod tests {
             std::io::ErrorKind::ConnectionReset,
         ))));
         assert_eq!(classify("ec2 DescribeVpcs", &reset).0, Retry::Yes, "a dropped connection may go through next time");
+    }
+
+    #[test]
+    fn what_is_not_visible_yet_is_told_apart_from_what_is_wrong() {
+        let e = |code: &str, message: &str| CloudError { what: "x".into(), code: Some(code.into()), message: message.into() };
+        assert!(propagating(&e("InvalidVpcID.NotFound", "The vpc ID 'vpc-1' does not exist")));
+        assert!(propagating(&e("InvalidGroup.NotFound", "")));
+        assert!(propagating(&e(
+            "InvalidParameterException",
+            "Role with arn: arn:aws:iam::123456789012:role/r, could not be assumed because it does not exist or the trusted entity is not correct"
+        )));
+        assert!(!propagating(&e("InvalidParameterException", "Version 1.10 is not supported")));
+        assert!(!propagating(&e("InvalidParameterValue", "bad cidr")));
+        assert!(!propagating(&CloudError::new("x", "NotFound")));
     }
 }

@@ -316,6 +316,9 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir or --state-s3"))?;
         let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
         cloud.poll = request.poll_interval;
+        cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
+        cloud.state_store_bucket =
+            args.state_s3.as_deref().and_then(|u| u.strip_prefix("s3://")).and_then(|u| u.split('/').next()).map(str::to_owned);
         let client = match request.kube {
             Some(k) => match crate::k8s::client(k.kubeconfig.as_deref(), k.context.as_deref()).await {
                 Ok(c) => Some(c),

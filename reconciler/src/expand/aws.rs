@@ -90,7 +90,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
         resource(env, Kind::AwsIamRole, "eks-cluster")
             .set("name", names::aws::role(&env.name, "eks-cluster"))
             .set("trust", Value::map([("service", "eks.amazonaws.com".into())]))
-            .set("managedPolicies", Value::strings(["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"])),
+            .set("managedPolicies", Value::strings([names::aws::arn(&env.region, "iam::aws:policy/AmazonEKSClusterPolicy")])),
     );
     let node_role = g.add(
         resource(env, Kind::AwsIamRole, "eks-node")
@@ -98,11 +98,10 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             .set("trust", Value::map([("service", "ec2.amazonaws.com".into())]))
             .set(
                 "managedPolicies",
-                Value::strings([
-                    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-                    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
-                    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
-                ]),
+                Value::strings(
+                    ["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"]
+                        .map(|p| names::aws::arn(&env.region, &format!("iam::aws:policy/{p}"))),
+                ),
             ),
     );
     let k = &env.kubernetes;
@@ -179,13 +178,13 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             .set("acceptanceRequired", false),
     );
 
-    let agent_statements = aws_agent_statements(&env.account, &env.name, &env.state_bucket);
+    let agent_statements = aws_agent_statements(&env.region, &env.account, &env.name, &env.state_bucket);
     g.add(irsa_role(env, "agent", &names::aws::role(&env.name, "agent"), &oidc, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, agent_statements));
 
     // The ceiling of every cluster role: the daemon may create roles under the clusters'
     // path only with this boundary attached (policies/aws/agent.json), so a role it makes
     // can never do more than this, whatever inline policy it is given.
-    let bucket_arn = format!("arn:aws:s3:::{}", env.data_bucket);
+    let bucket_arn = names::aws::arn(&env.region, &format!("s3:::{}", env.data_bucket));
     g.add(
         resource(env, Kind::AwsIamPolicy, CLUSTER_BOUNDARY)
             .set("name", boundary_name(&env.name))
@@ -210,7 +209,7 @@ pub(super) fn cluster_identity(
     g: &mut Graph,
 ) -> WorkloadIdentity {
     let ns = cluster_namespace(c);
-    let bucket_arn = format!("arn:aws:s3:::{}", env.data_bucket);
+    let bucket_arn = names::aws::arn(&env.region, &format!("s3:::{}", env.data_bucket));
     let statements = vec![
         statement(AWS_CLUSTER_OBJECT_ACTIONS, vec![format!("{bucket_arn}/{}/*", c.state_prefix)], None),
         statement(AWS_CLUSTER_BUCKET_ACTIONS, vec![bucket_arn], Some(format!("{}/*", c.state_prefix))),

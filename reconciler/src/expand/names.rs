@@ -33,6 +33,8 @@ pub struct Rule {
     pub no_double_hyphen: bool,
     /// Prefixes the API reserves.
     pub reserved_prefixes: &'static [&'static str],
+    /// Whether the reserved prefixes are reserved in any letter case (AWS's `aws:`).
+    pub prefixes_any_case: bool,
     /// Suffixes the API reserves.
     pub reserved_suffixes: &'static [&'static str],
     /// Text the name must not contain.
@@ -57,7 +59,9 @@ impl Rule {
         if self.no_double_hyphen && name.contains("--") {
             return Err(format!("{} {name:?} contains \"--\"; {}", self.what, self.summary));
         }
-        if let Some(p) = self.reserved_prefixes.iter().find(|p| name.starts_with(**p)) {
+        let lower = name.to_lowercase();
+        let reserved = |p: &&&str| if self.prefixes_any_case { lower.starts_with(**p) } else { name.starts_with(**p) };
+        if let Some(p) = self.reserved_prefixes.iter().find(reserved) {
             return Err(format!("{} {name:?} starts with the reserved {p:?}; {}", self.what, self.summary));
         }
         if let Some(s) = self.reserved_suffixes.iter().find(|s| name.ends_with(**s)) {
@@ -106,19 +110,31 @@ fn any(_: char) -> bool {
 fn iam_name(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)
 }
+/// S3 takes dots too, but a dotted name breaks the TLS certificate of virtual-hosted-style
+/// addressing (`*.s3.<region>.amazonaws.com` matches one label only), which the SDKs use;
+/// without dots a name cannot take the IP-address form S3 refuses, nor contain `..`.
 fn s3_bucket(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-'
+    lower_digit_hyphen(c)
 }
 fn gcs_bucket(c: char) -> bool {
-    s3_bucket(c) || c == '_'
+    lower_digit_hyphen_dot(c) || c == '_'
 }
 fn security_group(c: char) -> bool {
     c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c)
 }
-/// IAM, ELBv2 and EKS tags: letters, digits, spaces and `_.:/=+-@` (EC2 takes more; the
-/// strictest service decides, as every service gets the same tags).
+/// IAM, S3, ELBv2 and EKS tags: the tagging APIs' pattern `[\p{L}\p{Z}\p{N}_.:/=+\-@]`
+/// (Unicode letters, separators and numbers, and `_.:/=+-@`; EC2 takes more; the strictest
+/// service decides, as every service gets the same tags). Rust's `char::is_alphanumeric`
+/// is wider (it takes combining marks and circled letters, which AWS refuses), so the
+/// Unicode general categories are read from the regex crate's tables.
 fn aws_tag(c: char) -> bool {
-    c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c)
+    static ALLOWED: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]$").expect("a literal pattern compiles"));
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c);
+    }
+    let mut buf = [0u8; 4];
+    ALLOWED.is_match(c.encode_utf8(&mut buf))
 }
 fn gcp_label(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
@@ -146,6 +162,7 @@ const fn rule(what: &'static str, min: usize, max: usize, chars: fn(char) -> boo
         last: any,
         no_double_hyphen: false,
         reserved_prefixes: &[],
+        prefixes_any_case: false,
         reserved_suffixes: &[],
         forbidden: &[],
         summary,
@@ -170,7 +187,8 @@ pub const AWS_LOAD_BALANCER: Rule = Rule {
 pub const AWS_TARGET_GROUP: Rule = Rule { what: "ELBv2 target group name", ..AWS_LOAD_BALANCER };
 /// IAM role names (`[\w+=,.@-]+`, at most 64).
 pub const AWS_IAM_ROLE: Rule = rule("IAM role name", 1, 64, iam_name, "1 to 64 of letters, digits and _+=,.@-");
-/// S3 general purpose bucket names.
+/// S3 general purpose bucket names ("General purpose bucket naming rules", Amazon S3 User
+/// Guide), without dots (see `s3_bucket`).
 pub const AWS_S3_BUCKET: Rule = Rule {
     first: lower_alnum,
     last: lower_alnum,
@@ -182,7 +200,7 @@ pub const AWS_S3_BUCKET: Rule = Rule {
         3,
         63,
         s3_bucket,
-        "3 to 63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit, without reserved prefixes or suffixes",
+        "3 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit, not starting with xn--, sthree- or amzn-s3-demo- nor ending with -s3alias, --ol-s3, --x-s3 or --table-s3; byoc refuses dots, which break TLS for virtual-hosted-style requests",
     )
 };
 /// EKS cluster names.
@@ -206,13 +224,19 @@ pub const AWS_SECURITY_GROUP: Rule = Rule {
         "1 to 255 characters of a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*, not starting with sg-",
     )
 };
-/// Tag keys, the same for every AWS service byoc tags.
+/// Tag keys, the same for every AWS service byoc tags ("Tag naming limits and
+/// requirements", Tagging AWS Resources: `aws:` in any case is reserved for keys and values).
 pub const AWS_TAG_KEY: Rule = Rule {
     reserved_prefixes: &["aws:"],
-    ..rule("AWS tag key", 1, 128, aws_tag, "1 to 128 letters, digits, spaces and _.:/=+-@, not starting with aws:")
+    prefixes_any_case: true,
+    ..rule("AWS tag key", 1, 128, aws_tag, "1 to 128 Unicode letters, digits, spaces and _.:/=+-@, not starting with aws: in any case")
 };
 /// Tag values.
-pub const AWS_TAG_VALUE: Rule = rule("AWS tag value", 0, 256, aws_tag, "at most 256 letters, digits, spaces and _.:/=+-@");
+pub const AWS_TAG_VALUE: Rule = Rule {
+    reserved_prefixes: &["aws:"],
+    prefixes_any_case: true,
+    ..rule("AWS tag value", 0, 256, aws_tag, "at most 256 Unicode letters, digits, spaces and _.:/=+-@, not starting with aws: in any case")
+};
 /// Tags one AWS resource may carry.
 pub const AWS_MAX_TAGS: usize = 50;
 
@@ -445,6 +469,26 @@ pub mod aws {
     /// `byoc-<env>-` prefix always survives (observe lists roles by it).
     pub fn role(env: &str, suffix: &str) -> String {
         shorten(&format!("byoc-{env}-{suffix}"), AWS_IAM_ROLE.max)
+    }
+
+    /// The ARN partition of a region ("Identify AWS resources with Amazon Resource Names",
+    /// IAM User Guide): GovCloud and China are their own partitions, and an ARN written
+    /// with `arn:aws:` names nothing there.
+    pub fn partition(region: &str) -> &'static str {
+        const PARTITIONS: [(&str, &str); 6] = [
+            ("cn-", "aws-cn"),
+            ("us-gov-", "aws-us-gov"),
+            ("us-isob-", "aws-iso-b"),
+            ("us-isof-", "aws-iso-f"),
+            ("eu-isoe-", "aws-iso-e"),
+            ("us-iso-", "aws-iso"),
+        ];
+        PARTITIONS.iter().find(|(prefix, _)| region.starts_with(prefix)).map_or("aws", |(_, p)| p)
+    }
+
+    /// `arn:<partition>:<rest>` for the environment's region.
+    pub fn arn(region: &str, rest: &str) -> String {
+        format!("arn:{}:{rest}", partition(region))
     }
 
     /// A default bucket: `byoc-<env>-<account>-<role>` (S3 names are global; the account

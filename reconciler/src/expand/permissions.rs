@@ -9,9 +9,15 @@ use crate::resource::{Map, Value};
 pub const AWS_AGENT_POLICY: &str = include_str!("../../../policies/aws/agent.json");
 
 /// [`AWS_AGENT_POLICY`]'s statements for one environment, in the form of a role's
-/// `inlinePolicy` property (`effect`, `actions`, `resources`, `condition`).
-pub fn aws_agent_statements(account: &str, env: &str, state_bucket: &str) -> Vec<Value> {
-    let text = AWS_AGENT_POLICY.replace("<account>", account).replace("<env>", env).replace("<state-bucket>", state_bucket);
+/// `inlinePolicy` property (`effect`, `actions`, `resources`, `condition`). The file's
+/// ARNs say `arn:aws:`; they are rewritten to the partition of `region`.
+pub fn aws_agent_statements(region: &str, account: &str, env: &str, state_bucket: &str) -> Vec<Value> {
+    let partition = format!("arn:{}:", super::names::aws::partition(region));
+    let text = AWS_AGENT_POLICY
+        .replace("arn:aws:", &partition)
+        .replace("<account>", account)
+        .replace("<env>", env)
+        .replace("<state-bucket>", state_bucket);
     // The file is checked by the tests below; a broken one yields no statements, not a panic.
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let list = |v: &serde_json::Value| match v {
@@ -98,7 +104,7 @@ mod tests {
 
     #[test]
     fn the_agent_policy_grants_iam_writes_only_on_cluster_roles_and_creates_only_with_the_boundary() {
-        let statements = aws_agent_statements("123456789012", "prod", "state-b");
+        let statements = aws_agent_statements("us-east-1", "123456789012", "prod", "state-b");
         assert_eq!(statements.len(), 7);
         let text = |v: &Value| v.to_string();
         for st in &statements {

@@ -225,7 +225,10 @@ fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&
     Ok(match env.cloud {
         Cloud::Aws => (
             "eks.amazonaws.com/role-arn",
-            format!("arn:aws:iam::{}:role{}{}", env.account, aws::cluster_role_path(&env.name), aws::cluster_role_name(env, c)),
+            crate::expand::names::aws::arn(
+                &env.region,
+                &format!("iam::{}:role{}{}", env.account, aws::cluster_role_path(&env.name), aws::cluster_role_name(env, c)),
+            ),
         ),
         Cloud::Gcp => {
             ("iam.gke.io/gcp-service-account", format!("{}@{}.iam.gserviceaccount.com", gcp::cluster_account_id(env, c), env.account))

@@ -158,7 +158,8 @@ pub async fn pass<S: StateStore + ?Sized>(
 ) -> Result<PassReport, IdentityError> {
     let env = &specs.environment;
     let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
-    let cloud = Aws::connect(&env.name, &env.region, endpoint).await;
+    let mut cloud = Aws::connect(&env.name, &env.region, endpoint).await;
+    cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
     let desired = cloud_part(&crate::expand::expand(specs));
     let options = Options { revision: revision.to_owned(), concurrency: 4, holder: holder(), lease_ttl: 300, delete_data: false };
     let mut prepared: Prepared<'_, S> = apply::prepare(&cloud, store, &desired, &options).await.map_err(failed)?;

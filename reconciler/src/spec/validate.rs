@@ -130,12 +130,14 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
         cx.error(&principals.referenced, "no control-plane principal is allowed", "list the principals the control plane connects as");
     }
     let mut seen = BTreeSet::new();
+    // ARNs name their partition, which the region decides (GovCloud and China are apart).
+    let partition = names::aws::partition(&spec.region.value);
     for p in &principals.value {
-        if !valid_principal(cloud, &p.value) {
+        if !valid_principal(cloud, partition, &p.value) {
             let hint = match cloud {
-                Cloud::Aws => "write an IAM ARN such as arn:aws:iam::123456789012:root",
-                Cloud::Gcp => "write the consumer project id or number",
-                Cloud::Azure => "write the consumer subscription id (a UUID)",
+                Cloud::Aws => format!("write an IAM ARN of the region's partition, such as arn:{partition}:iam::123456789012:root"),
+                Cloud::Gcp => "write the consumer project id or number".to_owned(),
+                Cloud::Azure => "write the consumer subscription id (a UUID)".to_owned(),
             };
             cx.error(&p.referenced, format!("invalid {} principal {:?}", cloud.as_str(), p.value), hint);
         } else if !seen.insert(p.value.as_str()) {
@@ -548,7 +550,18 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
     let service_cidr = k.service_cidr.as_ref().map(|s| {
         let c = cidr(cx, s);
         let net = spec.network.cidr.value;
-        if overlaps(&c, &net.trunc()) {
+        // EKS CreateCluster, kubernetesNetworkConfig.serviceIpv4Cidr: "within one of the
+        // following private IP address blocks: 10.0.0.0/8, 172.16.0.0/12, or
+        // 192.168.0.0/16", "between /24 and /12" (EKS API Reference,
+        // KubernetesNetworkConfigRequest).
+        let private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"].map(|p| p.parse::<IpNet>().ok());
+        if cloud == Cloud::Aws && (!private.iter().flatten().any(|p| p.contains(&c)) || !(12..=24).contains(&c.prefix_len())) {
+            cx.error(
+                &s.referenced,
+                format!("service CIDR {c} is not one EKS accepts"),
+                "EKS takes a service range from /12 to /24 inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16, such as 172.20.0.0/16",
+            );
+        } else if overlaps(&c, &net.trunc()) {
             cx.error(
                 &s.referenced,
                 format!("service CIDR {c} overlaps the network {}", net.trunc()),
@@ -977,15 +990,17 @@ fn valid_resource_group(a: &str) -> bool {
         && !a.ends_with('.')
 }
 
-fn valid_principal(cloud: Cloud, p: &str) -> bool {
+fn valid_principal(cloud: Cloud, partition: &str, p: &str) -> bool {
     match cloud {
-        Cloud::Aws => p.strip_prefix("arn:aws:iam::").is_some_and(|rest| {
-            rest.split_once(':').is_some_and(|(acct, res)| {
-                acct.len() == 12
-                    && acct.bytes().all(|b| b.is_ascii_digit())
-                    && (res == "root" || res.starts_with("role/") || res.starts_with("user/"))
+        Cloud::Aws => {
+            p.strip_prefix("arn:").and_then(|p| p.strip_prefix(partition)).and_then(|p| p.strip_prefix(":iam::")).is_some_and(|rest| {
+                rest.split_once(':').is_some_and(|(acct, res)| {
+                    acct.len() == 12
+                        && acct.bytes().all(|b| b.is_ascii_digit())
+                        && (res == "root" || res.starts_with("role/") || res.starts_with("user/"))
+                })
             })
-        }),
+        }
         Cloud::Gcp => valid_gcp_project(p) || (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit())),
         Cloud::Azure => is_uuid(p),
     }

@@ -157,7 +157,7 @@ impl Aws {
         };
         let created = self
             .retry
-            .call(&what("CreateRole"), || {
+            .call_fresh(&what("CreateRole"), || {
                 self.iam
                     .create_role()
                     .role_name(name)
@@ -171,6 +171,12 @@ impl Aws {
         let arn = match created {
             Ok(out) => out.role().map(|r| r.arn().to_owned()).ok_or_else(|| missing(&what("CreateRole"), "Role"))?,
             Err(e) if e.is(&["EntityAlreadyExists"]) => {
+                // Ours (an update, or a create whose record was lost) only if tagged so:
+                // a same-named role of someone else keeps its trust policy.
+                let t = self.retry.call(&what("ListRoleTags"), || self.iam.list_role_tags().role_name(name).send()).await?;
+                if !self.owns(r, t.tags().iter().map(|t| (t.key(), t.value()))) {
+                    return Err(self.not_ours(r, what("CreateRole"), "IAM role", name));
+                }
                 self.retry
                     .call(&what("UpdateAssumeRolePolicy"), || {
                         self.iam.update_assume_role_policy().role_name(name).policy_document(&trust).send()

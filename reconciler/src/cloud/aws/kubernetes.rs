@@ -11,8 +11,18 @@ use crate::resource::{Kind, Map, Resource, ResourceId, Value};
 
 impl Aws {
     pub(super) async fn observe_eks(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
-        let clusters = self.retry.call("eks ListClusters", || self.eks.list_clusters().send()).await?;
-        for name in clusters.clusters() {
+        // Both lists come in pages (100 names by default); every page is read.
+        let mut clusters = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.retry.call("eks ListClusters", || self.eks.list_clusters().set_next_token(token.clone()).send()).await?;
+            clusters.extend(page.clusters().iter().cloned());
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for name in &clusters {
             let c = self.retry.call(&format!("eks DescribeCluster {name}"), || self.eks.describe_cluster().name(name).send()).await?;
             let Some(cluster) = c.cluster() else { continue };
             if let Some(id) = self.ours(Kind::AwsEksCluster, cluster.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -20,9 +30,22 @@ impl Aws {
             {
                 out.push(cluster_found(id, cluster));
             }
-            let groups =
-                self.retry.call(&format!("eks ListNodegroups {name}"), || self.eks.list_nodegroups().cluster_name(name).send()).await?;
-            for group in groups.nodegroups() {
+            let mut groups = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self
+                    .retry
+                    .call(&format!("eks ListNodegroups {name}"), || {
+                        self.eks.list_nodegroups().cluster_name(name).set_next_token(token.clone()).send()
+                    })
+                    .await?;
+                groups.extend(page.nodegroups().iter().cloned());
+                token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+                if token.is_none() {
+                    break;
+                }
+            }
+            for group in &groups {
                 let d = self
                     .retry
                     .call(&format!("eks DescribeNodegroup {name}/{group}"), || {
@@ -128,7 +151,7 @@ impl Aws {
             let eks_tags: HashMap<String, String> = tags(r).into_iter().collect();
             let created = self
                 .retry
-                .call(&what("CreateCluster"), || {
+                .call_fresh(&what("CreateCluster"), || {
                     self.eks
                         .create_cluster()
                         .name(name)
@@ -142,8 +165,15 @@ impl Aws {
                 .await;
             match created {
                 Ok(_) => {}
-                // Created by a run that stopped before its tags were read back.
-                Err(e) if e.is(&["ResourceInUseException"]) => {}
+                // Created by a run that stopped before its tags were read back, or
+                // someone else's cluster of that name, which is not taken over.
+                Err(e) if e.is(&["ResourceInUseException"]) => {
+                    let d = self.retry.call(&what("DescribeCluster"), || self.eks.describe_cluster().name(name).send()).await?;
+                    let tags = d.cluster().and_then(|c| c.tags());
+                    if !self.owns(r, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                        return Err(self.not_ours(r, what("CreateCluster"), "EKS cluster", name));
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -232,7 +262,7 @@ impl Aws {
                 let eks_tags: HashMap<String, String> = tags(r).into_iter().collect();
                 let created = self
                     .retry
-                    .call(&what("CreateNodegroup"), || {
+                    .call_fresh(&what("CreateNodegroup"), || {
                         self.eks
                             .create_nodegroup()
                             .cluster_name(&cluster)
@@ -249,7 +279,18 @@ impl Aws {
                     .await;
                 match created {
                     Ok(_) => {}
-                    Err(e) if e.is(&["ResourceInUseException"]) => {}
+                    Err(e) if e.is(&["ResourceInUseException"]) => {
+                        let d = self
+                            .retry
+                            .call(&what("DescribeNodegroup"), || {
+                                self.eks.describe_nodegroup().cluster_name(&cluster).nodegroup_name(&group).send()
+                            })
+                            .await?;
+                        let tags = d.nodegroup().and_then(|n| n.tags());
+                        if !self.owns(r, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                            return Err(self.not_ours(r, what("CreateNodegroup"), "EKS node group", &group));
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             }

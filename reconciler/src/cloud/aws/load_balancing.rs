@@ -73,7 +73,7 @@ impl Aws {
                 let groups = resolve_list(refs, r, "securityGroups")?;
                 let out = self
                     .retry
-                    .call(&what("CreateLoadBalancer"), || {
+                    .call_fresh(&what("CreateLoadBalancer"), || {
                         self.elb
                             .create_load_balancer()
                             .name(name)

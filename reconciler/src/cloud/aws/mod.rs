@@ -31,6 +31,9 @@ use super::{Cloud, CloudError, Found, Refs};
 use crate::expand::{TAG_ENVIRONMENT, TAG_RESOURCE};
 use crate::resource::{Kind, Map, Resource, ResourceId, Value};
 
+/// Code of the error for a resource that exists under our name but is not ours.
+pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
+
 /// An AWS account and region, through the SDK.
 pub struct Aws {
     environment: String,
@@ -41,6 +44,12 @@ pub struct Aws {
     s3: aws_sdk_s3::Client,
     sts: aws_sdk_sts::Client,
     quotas: aws_sdk_servicequotas::Client,
+    /// The names of the environment's buckets: observe looks up these only (see
+    /// `observe_s3`). Set by the caller from the environment spec.
+    pub buckets: Vec<String>,
+    /// The bucket that holds the state store (`--state-s3`), made by the administrator
+    /// before the first apply, untagged: the one bucket byoc may take over.
+    pub state_store_bucket: Option<String>,
     /// Retries of every call.
     pub retry: Retrier,
     /// Time between status reads while waiting for a resource.
@@ -71,6 +80,8 @@ impl Aws {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sts: aws_sdk_sts::Client::new(&conf),
             quotas: aws_sdk_servicequotas::Client::new(&conf),
+            buckets: Vec::new(),
+            state_store_bucket: None,
             retry: Retrier::default(),
             poll: Duration::from_secs(10),
             wait_limit: Duration::from_secs(40 * 60),
@@ -90,6 +101,24 @@ impl Aws {
             }
         }
         id.filter(|_| env)
+    }
+
+    /// Whether tags mark a resource as `r` of this environment.
+    fn owns<'a>(&self, r: &Resource, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+        self.ours(r.kind, tags).as_ref() == Some(&r.id)
+    }
+
+    /// The error for a resource that exists under `r`'s name without this environment's
+    /// ownership tags for `r`: byoc never takes over what it did not make.
+    fn not_ours(&self, r: &Resource, what: String, noun: &str, name: &str) -> CloudError {
+        CloudError {
+            what,
+            code: Some(OWNERSHIP_CONFLICT.to_owned()),
+            message: format!(
+                "{noun} {name:?} already exists and is not tagged as this environment's ({TAG_ENVIRONMENT}={}, {TAG_RESOURCE}={}); byoc does not take over what it did not make. Delete or rename it, choose other names in the environment spec, or, if it is this environment's, add those tags",
+                self.environment, r.id
+            ),
+        }
     }
 
     fn env_filter(&self) -> ec2t::Filter {

@@ -121,11 +121,11 @@ impl Aws {
         };
         let on = || ec2t::AttributeBooleanValue::builder().value(true).build();
         self.retry
-            .call(&what("ModifyVpcAttribute"), || self.ec2.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_support(on()).send())
+            .call_fresh(&what("ModifyVpcAttribute"), || self.ec2.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_support(on()).send())
             .await?;
         let hostnames = ec2t::AttributeBooleanValue::builder().value(flag(r, "enableDnsHostnames")).build();
         self.retry
-            .call(&what("ModifyVpcAttribute"), || {
+            .call_fresh(&what("ModifyVpcAttribute"), || {
                 self.ec2.modify_vpc_attribute().vpc_id(&vpc_id).enable_dns_hostnames(hostnames.clone()).send()
             })
             .await?;
@@ -141,7 +141,7 @@ impl Aws {
                 let zone = Some(text(r, "zone")).filter(|z| !z.is_empty());
                 let out = self
                     .retry
-                    .call(&what("CreateSubnet"), || {
+                    .call_fresh(&what("CreateSubnet"), || {
                         self.ec2
                             .create_subnet()
                             .vpc_id(vpc)
@@ -156,7 +156,7 @@ impl Aws {
         };
         let public_ip = ec2t::AttributeBooleanValue::builder().value(flag(r, "mapPublicIpOnLaunch")).build();
         self.retry
-            .call(&what("ModifySubnetAttribute"), || {
+            .call_fresh(&what("ModifySubnetAttribute"), || {
                 self.ec2.modify_subnet_attribute().subnet_id(&subnet_id).map_public_ip_on_launch(public_ip.clone()).send()
             })
             .await?;
@@ -196,7 +196,9 @@ impl Aws {
         }
         if !attached.iter().any(|v| v == vpc) {
             self.retry
-                .call(&what("AttachInternetGateway"), || self.ec2.attach_internet_gateway().internet_gateway_id(&igw_id).vpc_id(vpc).send())
+                .call_fresh(&what("AttachInternetGateway"), || {
+                    self.ec2.attach_internet_gateway().internet_gateway_id(&igw_id).vpc_id(vpc).send()
+                })
                 .await?;
         }
         Ok(found(r, igw_id, []))
@@ -269,7 +271,7 @@ impl Aws {
         };
         let out = self
             .retry
-            .call(&what("CreateNatGateway"), || {
+            .call_fresh(&what("CreateNatGateway"), || {
                 self.ec2
                     .create_nat_gateway()
                     .subnet_id(subnet)
@@ -334,7 +336,7 @@ impl Aws {
             None => {
                 let out = self
                     .retry
-                    .call(&what("CreateRouteTable"), || {
+                    .call_fresh(&what("CreateRouteTable"), || {
                         self.ec2.create_route_table().vpc_id(vpc).tag_specifications(tag_spec(ec2t::ResourceType::RouteTable, r)).send()
                     })
                     .await?;
@@ -378,7 +380,7 @@ impl Aws {
                 Some(t) if t == target => {}
                 Some(_) => {
                     self.retry
-                        .call(&what("ReplaceRoute"), || {
+                        .call_fresh(&what("ReplaceRoute"), || {
                             self.ec2
                                 .replace_route()
                                 .route_table_id(&table)
@@ -391,7 +393,7 @@ impl Aws {
                 }
                 None => {
                     self.retry
-                        .call(&what("CreateRoute"), || {
+                        .call_fresh(&what("CreateRoute"), || {
                             self.ec2
                                 .create_route()
                                 .route_table_id(&table)
@@ -428,7 +430,7 @@ impl Aws {
         }
         for s in want_subnets.difference(&have_subnets) {
             self.retry
-                .call(&what("AssociateRouteTable"), || self.ec2.associate_route_table().route_table_id(&table).subnet_id(s).send())
+                .call_fresh(&what("AssociateRouteTable"), || self.ec2.associate_route_table().route_table_id(&table).subnet_id(s).send())
                 .await?;
         }
         Ok(found(r, table, []))
@@ -459,7 +461,7 @@ impl Aws {
             None => {
                 let out = self
                     .retry
-                    .call(&what("CreateSecurityGroup"), || {
+                    .call_fresh(&what("CreateSecurityGroup"), || {
                         self.ec2
                             .create_security_group()
                             .group_name(text(r, "name"))
@@ -504,14 +506,14 @@ impl Aws {
         let remove: Vec<_> = have.difference(&want).map(permission).collect();
         if !add.is_empty() {
             self.retry
-                .call(&what("AuthorizeSecurityGroupIngress"), || {
+                .call_fresh(&what("AuthorizeSecurityGroupIngress"), || {
                     self.ec2.authorize_security_group_ingress().group_id(&group).set_ip_permissions(Some(add.clone())).send()
                 })
                 .await?;
         }
         if !remove.is_empty() {
             self.retry
-                .call(&what("RevokeSecurityGroupIngress"), || {
+                .call_fresh(&what("RevokeSecurityGroupIngress"), || {
                     self.ec2.revoke_security_group_ingress().group_id(&group).set_ip_permissions(Some(remove.clone())).send()
                 })
                 .await?;

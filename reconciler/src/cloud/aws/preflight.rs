@@ -46,7 +46,6 @@ const OBSERVE_ACTIONS: &[&str] = &[
     "eks:DescribeCluster",
     "eks:ListNodegroups",
     "eks:DescribeNodegroup",
-    "s3:ListAllMyBuckets",
     "s3:GetBucketTagging",
     "s3:GetBucketVersioning",
     "s3:GetBucketPublicAccessBlock",

@@ -13,11 +13,23 @@ impl Aws {
     pub(super) async fn observe_endpoint_services(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         // Tags are checked here rather than filtered by the service: not every emulator
         // filters endpoint services by tag.
-        let services = self
-            .retry
-            .call("ec2 DescribeVpcEndpointServiceConfigurations", || self.ec2.describe_vpc_endpoint_service_configurations().send())
-            .await?;
-        for s in services.service_configurations() {
+        // Read every page: EC2 answers at most 1,000 per page.
+        let mut services = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retry
+                .call("ec2 DescribeVpcEndpointServiceConfigurations", || {
+                    self.ec2.describe_vpc_endpoint_service_configurations().set_next_token(token.clone()).send()
+                })
+                .await?;
+            services.extend(page.service_configurations().iter().cloned());
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for s in &services {
             let live =
                 !matches!(s.service_state(), Some(ec2t::ServiceState::Deleted | ec2t::ServiceState::Deleting | ec2t::ServiceState::Failed));
             if let (true, Some(id), Some(cloud_id)) =
@@ -85,7 +97,7 @@ impl Aws {
             None => {
                 let out = self
                     .retry
-                    .call(&what("CreateVpcEndpointServiceConfiguration"), || {
+                    .call_fresh(&what("CreateVpcEndpointServiceConfiguration"), || {
                         self.ec2
                             .create_vpc_endpoint_service_configuration()
                             .set_network_load_balancer_arns(Some(lbs.iter().cloned().collect()))
@@ -112,7 +124,7 @@ impl Aws {
         let remove: Vec<String> = have.difference(&want).cloned().collect();
         if !add.is_empty() || !remove.is_empty() {
             self.retry
-                .call(&what("ModifyVpcEndpointServicePermissions"), || {
+                .call_fresh(&what("ModifyVpcEndpointServicePermissions"), || {
                     self.ec2
                         .modify_vpc_endpoint_service_permissions()
                         .service_id(&service)

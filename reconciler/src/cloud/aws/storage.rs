@@ -8,19 +8,34 @@ use crate::cloud::{CloudError, Found};
 use crate::resource::{Kind, Map, Resource, Value};
 
 impl Aws {
+    /// The environment's buckets, looked up by name: S3 bucket names are global and an
+    /// account may hold thousands of buckets in every region, so listing them all and
+    /// asking each for its tags is slow and fails on the first one that answers from
+    /// another region (301 `PermanentRedirect`, which the SDK does not follow) or whose
+    /// policy denies us (403 `AccessDenied`). A bucket that answers so, or that does not
+    /// exist, is not ours.
     pub(super) async fn observe_s3(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
-        let buckets = self.retry.call("s3 ListBuckets", || self.s3.list_buckets().send()).await?;
-        for b in buckets.buckets() {
-            let Some(name) = b.name() else { continue };
-            let t = match self.retry.call(&format!("s3 GetBucketTagging {name}"), || self.s3.get_bucket_tagging().bucket(name).send()).await
-            {
+        for name in &self.buckets {
+            let tagging =
+                self.retry.call(&format!("s3 GetBucketTagging {name}"), || self.s3.get_bucket_tagging().bucket(name).send()).await;
+            let t = match tagging {
                 Ok(t) => t,
-                Err(e) if e.is(&["NoSuchTagSet", "NoSuchBucket"]) => continue,
+                Err(e) if e.is(&["NoSuchBucket", "NoSuchTagSet"]) => continue,
+                Err(e) if e.is(&["PermanentRedirect", "AccessDenied", "AllAccessDisabled"]) || e.message.starts_with("HTTP 301") => {
+                    crate::logging::line(
+                        crate::logging::Level::Warn,
+                        &format!(
+                            "note: bucket {name} exists but is not this environment's ({}); byoc leaves it alone. Choose another bucket name in the environment spec if byoc should make one",
+                            e.code.as_deref().unwrap_or("a redirect to another region")
+                        ),
+                    );
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             if let Some(id) = self.ours(Kind::AwsS3Bucket, t.tag_set().iter().map(|t| (t.key(), t.value()))) {
                 let live = self.live_bucket(name).await?;
-                out.push(Found { live, id, kind: Kind::AwsS3Bucket, cloud_id: name.to_owned(), outputs: BTreeMap::new() });
+                out.push(Found { live, id, kind: Kind::AwsS3Bucket, cloud_id: name.clone(), outputs: BTreeMap::new() });
             }
         }
         Ok(())
@@ -85,12 +100,56 @@ impl Aws {
         let region = text(r, "region");
         let location = (region != "us-east-1" && !region.is_empty())
             .then(|| s3t::CreateBucketConfiguration::builder().location_constraint(s3t::BucketLocationConstraint::from(region)).build());
-        match self
-            .retry
-            .call(&what("CreateBucket"), || self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location.clone()).send())
-            .await
-        {
-            Ok(_) => {}
+        let tag_set: Vec<s3t::Tag> = tags(r).into_iter().filter_map(|(k, v)| s3t::Tag::builder().key(k).value(v).build().ok()).collect();
+        let tagging =
+            s3t::Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(|e| CloudError::new(what("tags"), e.to_string()))?;
+        // Look before creating: in us-east-1 CreateBucket answers 200 for a bucket the
+        // account already has, so its answer cannot tell ours from a same-named bucket
+        // byoc did not make, which is never taken over.
+        let tagged = self.retry.call(&what("GetBucketTagging"), || self.s3.get_bucket_tagging().bucket(name).send()).await;
+        let state_store = self.state_store_bucket.as_deref() == Some(name);
+        let exists = match tagged {
+            Ok(t) if state_store || self.owns(r, t.tag_set().iter().map(|t| (t.key(), t.value()))) => true,
+            Err(e) if state_store && e.is(&["NoSuchTagSet"]) => true,
+            // Untagged in this account: what a run stopped between CreateBucket and
+            // PutBucketTagging leaves (the SDK's CreateBucket tags are not taken in every
+            // partition), so it is taken as ours, loudly. A bucket tagged otherwise is not.
+            Err(e) if e.is(&["NoSuchTagSet"]) => {
+                crate::logging::line(
+                    crate::logging::Level::Warn,
+                    &format!(
+                        "warning: bucket {name} exists in this account without tags; taking it as {} (an earlier run stopped after creating it) and tagging it",
+                        r.id
+                    ),
+                );
+                true
+            }
+            Err(e) if e.is(&["NoSuchBucket"]) => false,
+            Ok(_) => return Err(self.not_ours(r, what("CreateBucket"), "bucket", name)),
+            Err(e) if e.is(&["PermanentRedirect", "AccessDenied"]) || e.message.starts_with("HTTP 301") => {
+                return Err(self.not_ours(r, what("CreateBucket"), "bucket", name));
+            }
+            Err(e) => return Err(e),
+        };
+        let created = if exists {
+            Ok(())
+        } else {
+            self.retry
+                .call(&what("CreateBucket"), || {
+                    self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location.clone()).send()
+                })
+                .await
+                .map(|_| ())
+        };
+        match created {
+            Ok(()) => {
+                // Tagged at once, so a run stopped after the create finds the bucket ours.
+                {
+                    self.retry
+                        .call(&what("PutBucketTagging"), || self.s3.put_bucket_tagging().bucket(name).tagging(tagging.clone()).send())
+                        .await?;
+                }
+            }
             Err(e) if e.is(&["BucketAlreadyOwnedByYou"]) => {}
             Err(e) if e.is(&["BucketAlreadyExists"]) => {
                 return Err(CloudError {
@@ -140,9 +199,6 @@ impl Aws {
                 })
                 .await?;
         }
-        let tag_set: Vec<s3t::Tag> = tags(r).into_iter().filter_map(|(k, v)| s3t::Tag::builder().key(k).value(v).build().ok()).collect();
-        let tagging =
-            s3t::Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(|e| CloudError::new(what("tags"), e.to_string()))?;
         self.retry.call(&what("PutBucketTagging"), || self.s3.put_bucket_tagging().bucket(name).tagging(tagging.clone()).send()).await?;
         Ok(found(r, name, []))
     }

@@ -203,7 +203,13 @@ fn documented(rule: &Rule) -> Option<(regex::Regex, usize)> {
     let (pattern, max) = match rule.what {
         "ELBv2 load balancer name" | "ELBv2 target group name" => (r"^[A-Za-z0-9](?:[A-Za-z0-9]|-[A-Za-z0-9])*$", 32),
         "IAM role name" => (r"^[\w+=,.@-]+$", 64),
-        "S3 bucket name" => (r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$", 63),
+        // Dots are legal in S3 but refused by byoc (virtual-hosted TLS); the reserved
+        // prefixes and suffixes are checked in `aws_documented` below.
+        "S3 bucket name" => (r"^[a-z0-9][a-z0-9-]*[a-z0-9]$", 63),
+        // "Tag naming limits and requirements" (Tagging AWS Resources), and the IAM, S3
+        // and ELBv2 API models' pattern.
+        "AWS tag key" => (r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]+$", 128),
+        "AWS tag value" => (r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$", 256),
         "EKS cluster name" => (r"^[0-9A-Za-z][A-Za-z0-9_-]*$", 100),
         "EKS node group name" => (r"^[0-9A-Za-z][A-Za-z0-9_-]*$", 63),
         "GCP resource name" => (r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$", 63),
@@ -230,6 +236,22 @@ fn documented(rule: &Rule) -> Option<(regex::Regex, usize)> {
     Some((regex::Regex::new(pattern).expect("pattern compiles"), max))
 }
 
+/// The documented AWS rules a pattern cannot say: reserved bucket prefixes and suffixes
+/// ("General purpose bucket naming rules", Amazon S3 User Guide) and the `aws:` prefix of
+/// tag keys and values in any case.
+fn aws_documented(rule: &Rule, value: &str) -> bool {
+    match rule.what {
+        "S3 bucket name" => {
+            !["xn--", "sthree-", "amzn-s3-demo-"].iter().any(|p| value.starts_with(p))
+                && !["-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap"].iter().any(|p| value.ends_with(p))
+                && !value.contains("..")
+                && value.parse::<std::net::Ipv4Addr>().is_err()
+        }
+        "AWS tag key" | "AWS tag value" => !value.to_lowercase().starts_with("aws:"),
+        _ => true,
+    }
+}
+
 fn check(c: &Case) -> Result<(), TestCaseError> {
     let specs = crate::spec::load::load("env", &files(c))
         .map_err(|d| TestCaseError::fail(format!("a spec in the accepted space was refused: {d:?}\n{c:?}")))?;
@@ -249,6 +271,7 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
                 n.value
             );
         }
+        prop_assert!(aws_documented(n.rule, &n.value), "{} {}: {:?} is reserved by AWS", n.resource, n.field, n.value);
     }
     let dup = duplicates(&names);
     prop_assert!(dup.is_empty(), "{dup:?}");
@@ -402,4 +425,132 @@ fn every_azure_name_function_gives_a_valid_name_for_every_accepted_input() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// An AWS spec with what a user may write anywhere in it: tags and bucket names from an
+/// alphabet wider than AWS takes (symbols, combining marks, circled letters, controls,
+/// reserved prefixes and suffixes, dots, IP forms) and a region in any partition.
+#[derive(Debug, Clone)]
+struct Wild {
+    region: &'static str,
+    tags: Vec<(String, String)>,
+    buckets: (String, String),
+}
+
+/// Text of `min..=max` characters; `wild` mixes in what AWS refuses.
+fn aws_text(min: usize, max: usize, wild: bool) -> impl Strategy<Value = String> {
+    let accepted = prop_oneof![
+        6 => prop::char::range('a', 'z').prop_map(String::from),
+        2 => prop::sample::select(vec!["A", "Z", "0", "9", " ", "_", ".", ":", "/", "=", "+", "-", "@"]).prop_map(str::to_owned),
+        // Unicode letters (Ll, Lo), numbers (No, Nl) and a separator (Zs) AWS accepts.
+        1 => prop::sample::select(vec!["é", "日", "½", "Ⅻ", "\u{a0}"]).prop_map(str::to_owned),
+    ];
+    let pieces = if wild {
+        prop_oneof![
+            8 => accepted,
+            // Symbols, a combining mark, a circled letter (So), controls, the reserved prefix.
+            1 => prop::sample::select(vec!["#", "!", "*", "&", "\u{301}", "Ⓐ", "\t", "€", "<"]).prop_map(str::to_owned),
+            1 => prop::sample::select(vec!["aws:", "AWS:", "Aws:"]).prop_map(str::to_owned),
+        ]
+        .boxed()
+    } else {
+        accepted.boxed()
+    };
+    let len = prop_oneof![Just(min), Just(max), min..=max];
+    len.prop_flat_map(move |n| prop::collection::vec(pieces.clone(), n)).prop_map(move |v| {
+        let t: String = v.concat();
+        // Keys generated clean must not start with the reserved prefix by chance.
+        if !wild && t.to_lowercase().starts_with("aws:") { format!("x{t}").chars().take(max).collect() } else { t }
+    })
+}
+
+fn aws_tag_pair() -> impl Strategy<Value = (String, String)> {
+    prop_oneof![
+        3 => (aws_text(1, 128, false), aws_text(0, 256, false)),
+        1 => (aws_text(1, 130, true), aws_text(0, 258, true)),
+    ]
+}
+
+fn wild_bucket() -> impl Strategy<Value = String> {
+    let body = text("abcxyz0189-.", 1, 64);
+    let prefix = prop::sample::select(vec!["", "xn--", "sthree-", "amzn-s3-demo-", "192.168.", "A"]);
+    let suffix = prop::sample::select(vec!["", "-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3", ".5", "_"]);
+    let wild = (prefix, body, suffix).prop_map(|(p, b, s)| format!("{p}{b}{s}"));
+    prop_oneof![3 => name(3, 63, false, true), 1 => wild]
+}
+
+fn wild() -> impl Strategy<Value = Wild> {
+    (
+        prop::sample::select(vec!["us-east-1", "us-gov-west-1", "cn-north-1", "eu-isoe-west-1"]),
+        prop::collection::vec(aws_tag_pair(), 0..=3),
+        (wild_bucket(), wild_bucket()),
+    )
+        .prop_map(|(region, tags, buckets)| Wild {
+            region,
+            tags: tags.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect(),
+            buckets,
+        })
+}
+
+fn wild_files(w: &Wild) -> Vec<rwproxy::specfiles::SourceFile> {
+    let base = Case {
+        cloud: Cloud::Aws,
+        env: "prod".into(),
+        account: "123456789012".into(),
+        port: 4566,
+        public: false,
+        subnets: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+        node_groups: vec!["system".into()],
+        clusters: vec!["analytics".into()],
+        tags: w.tags.clone(),
+    };
+    let mut out = files(&base);
+    let partition = aws::partition(w.region);
+    let text = String::from_utf8(out[0].bytes.clone()).expect("generated as text");
+    let text = text.replace("us-east-1", w.region).replace("arn:aws:iam::", &format!("arn:{partition}:iam::")).replace(
+        "  tags:\n",
+        &format!("  storage:\n    dataBucket: {}\n    stateBucket: {}\n  tags:\n", quoted(&w.buckets.0), quoted(&w.buckets.1)),
+    );
+    let text = if w.tags.is_empty() {
+        format!("{text}  storage:\n    dataBucket: {}\n    stateBucket: {}\n", quoted(&w.buckets.0), quoted(&w.buckets.1))
+    } else {
+        text
+    };
+    out[0].bytes = text.into_bytes();
+    out
+}
+
+#[test]
+fn every_aws_tag_bucket_and_arn_validation_accepts_is_one_aws_accepts() {
+    let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+    let accepted = std::cell::Cell::new(0u32);
+    let result = runner.run(&wild(), |w| {
+        let Ok(specs) = crate::spec::load::load("env", &wild_files(&w)) else { return Ok(()) };
+        accepted.set(accepted.get() + 1);
+        let graph = crate::expand::expand(&specs);
+        for n in cloud_names(&graph, Cloud::Aws) {
+            if let Some((re, max)) = documented(n.rule) {
+                prop_assert!(
+                    re.is_match(&n.value) && n.value.chars().count() <= max,
+                    "{} {}: {:?} breaks {re}",
+                    n.resource,
+                    n.field,
+                    n.value
+                );
+            }
+            prop_assert!(aws_documented(n.rule, &n.value), "{} {}: {:?} is reserved by AWS", n.resource, n.field, n.value);
+        }
+        // Every ARN the graph holds is in the region's partition.
+        let text = format!("{graph:?}");
+        let want = format!("arn:{}:", aws::partition(w.region));
+        for (at, _) in text.match_indices("arn:") {
+            prop_assert!(text[at..].starts_with(&want), "{} in {}: {}", &text[at..(at + 40).min(text.len())], w.region, want);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // Not vacuous: a good share of the generated specs pass validation.
+    assert!(accepted.get() * 20 >= cases(), "only {} of {} generated specs were accepted", accepted.get(), cases());
 }
