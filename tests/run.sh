@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, and .ci/run): installs what the tests need, runs every test,
-# then prints the benchmarks' figures (plan, verify, proxy).
+# then prints the benchmarks' figures (plan, verify, daemon, proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/byoc/target}"
@@ -41,6 +41,10 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked -q cargo-fuzz
 
 bash tests/bench/plan.sh
 bash tests/bench/verify.sh
+# The daemon benchmark on the debug binaries the tests built (the release link of byoc
+# costs minutes; a debug build that meets the targets means the release one does), one
+# polled push instead of three: figures for the log, its failure printed, not hidden.
+PROFILE=debug POLL_PUSHES=1 bash tests/bench/daemon.sh || echo "DAEMON BENCHMARK FAILED (exit $?)"
 # The proxy benchmark, shorter runs: figures for the log, not a pass/fail gate (a
 # shared CI machine makes throughput ratios noisy); its failure is printed, not hidden.
 bash tests/bench/proxy.sh 5 || echo "PROXY BENCHMARK FAILED (exit $?)"
