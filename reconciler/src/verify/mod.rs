@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use git2::{Oid, Repository, Sort};
 use serde::{Deserialize, Serialize};
 
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 use policy::{FORGE, Policy};
 pub use render::{render_markdown, render_text};
 
@@ -414,17 +414,15 @@ pub struct SourceState {
 
 impl SourceState {
     /// Reads it, with the version a later [`SourceState::save`] must name.
-    pub async fn load(store: &(impl StateStore + ?Sized)) -> anyhow::Result<(SourceState, Option<String>)> {
+    pub async fn load(store: &(impl StateStore + ?Sized)) -> Result<(SourceState, Option<String>), StateError> {
         match store.get(SOURCE_STATE_KEY).await? {
-            Some(v) => {
-                Ok((serde_json::from_slice(&v.value).map_err(|e| anyhow::anyhow!("state {SOURCE_STATE_KEY}: {e}"))?, Some(v.version)))
-            }
+            Some(v) => Ok((serde_json::from_slice(&v.value).map_err(|e| malformed(e.to_string()))?, Some(v.version))),
             None => Ok((SourceState::default(), None)),
         }
     }
 
     /// The high-water mark, an id in `repo`'s object format.
-    pub fn last_verified(&self, repo: &Repository) -> anyhow::Result<Option<Oid>> {
+    pub fn last_verified(&self, repo: &Repository) -> Result<Option<Oid>, StateError> {
         self.last_verified
             .as_deref()
             .map(|hex| {
@@ -433,7 +431,7 @@ impl SourceState {
                 Oid::from_str_ext(hex, format)
                     .ok()
                     .filter(|oid| oid.to_string() == hex)
-                    .ok_or_else(|| anyhow::anyhow!("state {SOURCE_STATE_KEY}: lastVerified {hex:?} is not a {format} commit id"))
+                    .ok_or_else(|| malformed(format!("lastVerified {hex:?} is not a {format} commit id")))
             })
             .transpose()
     }
@@ -450,10 +448,16 @@ impl SourceState {
     }
 
     /// Writes it if nobody else did since it was read.
-    pub async fn save(&self, store: &(impl StateStore + ?Sized), version: Option<&str>) -> anyhow::Result<()> {
-        store.put(SOURCE_STATE_KEY, &serde_json::to_vec_pretty(self)?, version).await?;
+    pub async fn save(&self, store: &(impl StateStore + ?Sized), version: Option<&str>) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| malformed(e.to_string()))?;
+        store.put(SOURCE_STATE_KEY, &bytes, version).await?;
         Ok(())
     }
+}
+
+/// The source state is there but not what this version of byoc wrote: a person must look.
+fn malformed(message: String) -> StateError {
+    StateError::Io { key: SOURCE_STATE_KEY.to_owned(), message }
 }
 
 /// Where a repository carries its own signing policy.

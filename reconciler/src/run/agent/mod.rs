@@ -202,16 +202,33 @@ struct Agent {
     last_trigger: Mutex<Option<Instant>>,
 }
 
+/// Why the agent API could not start: either needs a person (fix the files or the address).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The certificate, key or CA files are missing or do not make a server configuration.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The listen address cannot be bound.
+    #[error("agent API: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+}
+
 /// Binds the agent listener and serves it until `shutdown`, with the TLS reloader.
 pub async fn start(
     config: &AgentConfig,
     shared: Arc<Shared>,
     publish_dir: &Path,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
     let tls = tls::Reloading::load(config.files.clone())?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, "agent API (mTLS)");
+    let bind = |source| StartError::Listen { addr: config.listen, source };
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(bind)?;
+    tracing::info!(listen = %listener.local_addr().map_err(bind)?, "agent API (mTLS)");
     let agent =
         Arc::new(Agent { config: config.clone(), shared, publish_dir: publish_dir.to_owned(), tls, last_trigger: Mutex::new(None) });
     Ok(tokio::spawn(serve(listener, agent, shutdown)))
