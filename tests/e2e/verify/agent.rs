@@ -10,13 +10,13 @@
 //! so the answer can say which identity was seen and that it is not allowed). Each is
 //! counted by reason in `/metrics`.
 
+use super::Signed;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::Signed;
 use crate::kube::support::{double, operator};
 use crate::support::SpawnTied;
 
@@ -221,15 +221,10 @@ async fn the_agent_api_admits_only_the_allowed_identity_over_tls13_and_its_trigg
     let _server = d.serve(listener);
     let _op = operator(&d.client());
 
-    let mut s = Signed::new();
-    s.default_policy();
-    crate::support::copy_dir(&crate::support::project_root().join("examples/aws"), &s.repo().join("env"));
-    let first = s.commit(Some("alice"), "environment");
-    let work = s.dir.path().to_owned();
+    // The signed repository, its bare remote, the kubeconfig and the webhook secret, as
+    // every daemon test sets them up.
+    let super::daemon_ha::Repo { mut s, work, first } = super::daemon_ha::Repo::new(api_addr);
     let remote = work.join("remote.git");
-    s.git(&["clone", "-q", "--bare", ".", &remote.display().to_string()]);
-    s.git(&["remote", "add", "origin", &remote.display().to_string()]);
-    std::fs::write(work.join("kubeconfig"), kube_double::kubeconfig(&format!("http://{api_addr}"))).expect("kubeconfig");
 
     // The PKI: the agent's server certificate from a server CA; clients from the client CA
     // the agent trusts, and from a foreign CA it does not.

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject};
 
-use super::Signed;
 use crate::kube::support::{double, operator};
 use crate::support::SpawnTied;
 
@@ -91,16 +90,10 @@ async fn a_signed_push_is_applied_and_published_and_refusals_change_nothing() {
     let _server = d.serve(listener);
     let _op = operator(&d.client());
 
-    let mut s = Signed::new();
-    s.default_policy();
-    crate::support::copy_dir(&crate::support::project_root().join("examples/aws"), &s.repo().join("env"));
-    let first = s.commit(Some("alice"), "environment");
-    let work = s.dir.path().to_owned();
+    // The signed repository, its bare remote, the kubeconfig and the webhook secret, as
+    // every daemon test sets them up.
+    let super::daemon_ha::Repo { mut s, work, first } = super::daemon_ha::Repo::new(api_addr);
     let remote = work.join("remote.git");
-    s.git(&["clone", "-q", "--bare", ".", &remote.display().to_string()]);
-    s.git(&["remote", "add", "origin", &remote.display().to_string()]);
-    std::fs::write(work.join("kubeconfig"), kube_double::kubeconfig(&format!("http://{api_addr}"))).expect("kubeconfig");
-    std::fs::write(work.join("webhook-secret"), "hook-s3cret\n").expect("secret");
     let port = free_port();
     std::fs::write(
         work.join("reconciler.yaml"),
