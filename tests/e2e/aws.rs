@@ -572,6 +572,23 @@ fn throttling_and_server_errors_are_retried_and_each_retry_is_printed() {
     assert_exactly_one_of_each(&account.counts());
 }
 
+/// Found by hand: an environment whose spec.account differs from the credentials' account
+/// was applied into the credentials' account, under ARNs naming the other one.
+#[test]
+fn credentials_for_another_account_are_refused_before_any_change() {
+    let account = Account::new().with_autoscaling_role();
+    let mut repo = Repo::new();
+    repo.copy_from_project("examples/aws", "examples/aws");
+    let path = repo.path().join("examples/aws/environment.yaml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, text.replace("account: \"123456789012\"", "account: \"999988887777\"")).expect("write");
+    repo.commit("another account");
+    let r = run(&repo, &approved_apply_args(&account, "state"));
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("are for account 123456789012, but the environment's spec.account is 999988887777"), "{}", r.stderr);
+    assert_eq!(account.counts(), Default::default());
+}
+
 #[test]
 fn preflight_reports_every_problem_at_once_and_changes_nothing() {
     let mut account = Account::new(); // no AWSServiceRoleForAutoScaling

@@ -40,8 +40,8 @@ fn skip_preflight_lets_a_first_apply_run_on_plain_moto_and_says_what_it_skipped(
     let warning = run.stderr.lines().skip_while(|l| !l.starts_with("warning: --skip-preflight")).collect::<Vec<_>>();
     assert!(!warning.is_empty(), "the skip is said loudly:\n{}", run.stderr);
     let skipped: Vec<&&str> = warning.iter().filter(|l| l.starts_with("  - skipped: ")).collect();
-    assert_eq!(skipped.len(), 3, "{warning:?}");
-    for check in ["AWSServiceRoleForAutoScaling", "eks/L-6D54EA21", "iam:SimulatePrincipalPolicy"] {
+    assert_eq!(skipped.len(), 4, "{warning:?}");
+    for check in ["spec.account", "AWSServiceRoleForAutoScaling", "eks/L-6D54EA21", "iam:SimulatePrincipalPolicy"] {
         assert!(skipped.iter().any(|l| l.contains(check)), "{check} named as skipped: {skipped:?}");
     }
     assert!(!run.stderr.contains("preflight found"), "no preflight was run:\n{}", run.stderr);

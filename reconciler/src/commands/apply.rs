@@ -273,6 +273,7 @@ fn finish(result: anyhow::Result<u8>) -> u8 {
 
 /// The checks `--skip-preflight` leaves out, as the warning names them.
 const SKIPPED_CHECKS: &[&str] = &[
+    "the credentials are for the account spec.account names",
     "the service-linked role AWSServiceRoleForAutoScaling exists (EKS managed node groups need it)",
     "the quota eks/L-6D54EA21 (managed node groups per cluster) is at least 36",
     "iam:SimulatePrincipalPolicy allows the caller every action the plan needs",
@@ -417,7 +418,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             }
             logging::line(logging::Level::Warn, &warning);
         } else {
-            let check = cloud.preflight(&live.cloud.plan).await;
+            let check = cloud.preflight(&live.cloud.plan, &env.account).await;
             println!("credentials: {}", if check.caller.is_empty() { "unknown" } else { &check.caller });
             for n in &check.notes {
                 println!("preflight note: {n}");

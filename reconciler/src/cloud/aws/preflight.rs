@@ -162,13 +162,25 @@ impl Aws {
     /// Checks made before any change; every problem is collected, none stops the others.
     /// The node-group checks (service-linked role, quota) are made only when the plan
     /// creates or changes node groups.
-    pub async fn preflight(&self, plan: &Plan) -> Preflight {
+    pub async fn preflight(&self, plan: &Plan, account: &str) -> Preflight {
         let node_groups = plan
             .changed()
             .any(|s| s.kind == Kind::AwsEksNodeGroup && matches!(s.action, Action::Create | Action::Update | Action::Replace));
         let mut p = Preflight::default();
         match self.retry.call("sts GetCallerIdentity", || self.sts.get_caller_identity().send()).await {
-            Ok(id) => p.caller = id.arn().unwrap_or_default().to_owned(),
+            Ok(id) => {
+                p.caller = id.arn().unwrap_or_default().to_owned();
+                // Credentials for another account would build everything there, under ARNs
+                // (IRSA annotations, policies) that name the spec's account.
+                if let Some(actual) = id.account()
+                    && actual != account
+                {
+                    p.problems.push(format!(
+                        "the credentials ({}) are for account {actual}, but the environment's spec.account is {account}; use credentials for {account}, or correct spec.account",
+                        p.caller
+                    ));
+                }
+            }
             Err(e) => {
                 p.problems.push(format!("cannot tell who the credentials belong to: {e}"));
                 return p;
