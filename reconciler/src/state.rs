@@ -3,10 +3,13 @@
 //! revisions, the journal and the lease). Every write is conditional on the version read,
 //! so two reconcilers cannot interleave silently.
 //!
-//! [`LocalDir`] is the embedded default; [`s3::S3Store`] keeps the same objects in a bucket
-//! with S3's conditional writes (GCS generation preconditions and Azure ETags would
-//! implement the same trait). [`lease::Lease`] builds an expiring lock on top.
+//! [`LocalDir`] is the embedded default; [`s3::S3Store`], [`gcs::GcsStore`] and
+//! [`azblob::AzureBlobStore`] keep the same objects in a bucket or container with its
+//! conditional writes (S3 and Azure ETags, GCS generations). [`lease::Lease`] builds an
+//! expiring lock on top of any of them.
 
+pub mod azblob;
+pub mod gcs;
 pub mod lease;
 pub mod s3;
 
@@ -275,28 +278,126 @@ impl StateStore for LocalDir {
     }
 }
 
-/// The state store the flags name: a directory, or `s3://BUCKET/PREFIX`; `None` for neither.
+/// A bucket or container that holds the state, as `--state-s3`, `--state-gcs`,
+/// `--state-azblob` or the daemon's `stateStore` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// `s3://BUCKET/PREFIX`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The prefix, empty or ending in '/'.
+        prefix: String,
+    },
+    /// `gs://BUCKET/PREFIX`.
+    Gcs {
+        /// The bucket.
+        bucket: String,
+        /// The prefix, empty or ending in '/'.
+        prefix: String,
+    },
+    /// `https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX`.
+    AzureBlob(azblob::AzureBlobLocation),
+}
+
+/// `SCHEME://BUCKET/PREFIX` split, the prefix ending in '/' unless empty.
+fn bucket_url(flag: &str, scheme: &str, url: &str) -> Result<(String, String), String> {
+    let (bucket, prefix) = url
+        .strip_prefix(scheme)
+        .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+        .filter(|(b, _)| !b.is_empty() && !b.contains(|c: char| c.is_whitespace() || c == '?' || c == '#'))
+        .ok_or_else(|| format!("{flag} {url:?}: expected {scheme}BUCKET/PREFIX"))?;
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+    Ok((bucket.to_owned(), prefix))
+}
+
+impl Remote {
+    /// `s3://BUCKET/PREFIX`; the error names `flag` and says what was expected.
+    pub fn parse_s3(flag: &str, url: &str) -> Result<Remote, String> {
+        bucket_url(flag, "s3://", url).map(|(bucket, prefix)| Remote::S3 { bucket, prefix })
+    }
+
+    /// `gs://BUCKET/PREFIX`.
+    pub fn parse_gcs(flag: &str, url: &str) -> Result<Remote, String> {
+        let (bucket, prefix) = bucket_url(flag, "gs://", url)?;
+        // GCS bucket names: 3-63 (222 with dots) lower-case letters, digits, '-', '_', '.'.
+        if bucket.len() < 3
+            || bucket.len() > 222
+            || !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        {
+            return Err(format!("{flag} {url:?}: {bucket:?} is not a GCS bucket name (lower-case letters, digits, '-', '_', '.')"));
+        }
+        Ok(Remote::Gcs { bucket, prefix })
+    }
+
+    /// `https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX` (or an emulator's
+    /// `http://127.0.0.1:PORT/ACCOUNT/CONTAINER/PREFIX`).
+    pub fn parse_azure_blob(flag: &str, url: &str) -> Result<Remote, String> {
+        azblob::AzureBlobLocation::parse(url).map(Remote::AzureBlob).map_err(|e| format!("{flag} {e}"))
+    }
+
+    /// The bucket's (or container's) name, for the cloud to know it is the state's own.
+    pub fn bucket(&self) -> &str {
+        match self {
+            Remote::S3 { bucket, .. } | Remote::Gcs { bucket, .. } => bucket,
+            Remote::AzureBlob(l) => l.container_url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default(),
+        }
+    }
+
+    /// Connects: S3 and GCS with their default credentials (`endpoint_url` points them at
+    /// an emulator), Azure Blob with `azure_sas` if given (the commands read it from
+    /// `AZURE_STORAGE_SAS_TOKEN`), else the pod's workload identity.
+    pub async fn open(&self, endpoint_url: Option<&str>, azure_sas: Option<String>) -> Result<Box<dyn StateStore>, StateError> {
+        Ok(match self {
+            Remote::S3 { bucket, prefix } => Box::new(s3::S3Store::new(bucket, prefix, endpoint_url).await),
+            Remote::Gcs { bucket, prefix } => Box::new(gcs::GcsStore::new(bucket, prefix, endpoint_url)?),
+            Remote::AzureBlob(location) => Box::new(azblob::AzureBlobStore::connect(location.clone(), azure_sas)?),
+        })
+    }
+}
+
+/// The state store the flags name: a directory, or a bucket (`s3://`, `gs://`, or an
+/// Azure Blob container's `https://` URL); `None` for neither. The bucket's kind is told
+/// by its scheme, so each command passes whichever of `--state-s3`, `--state-gcs` and
+/// `--state-azblob` was given (clap checks each flag's own scheme).
 pub async fn open(
     dir: Option<&std::path::Path>,
-    s3: Option<&str>,
+    bucket: Option<&str>,
     endpoint_url: Option<&str>,
 ) -> Result<Option<Box<dyn StateStore>>, StateError> {
-    Ok(match (dir, s3) {
+    let refused = |message: String| StateError::Refused { key: String::new(), message };
+    Ok(match (dir, bucket) {
         (Some(dir), _) => Some(Box::new(LocalDir::new(dir)?)),
         (None, Some(url)) => {
-            let (bucket, prefix) = url
-                .strip_prefix("s3://")
-                .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
-                .filter(|(b, _)| !b.is_empty())
-                .ok_or_else(|| StateError::Refused {
-                    key: String::new(),
-                    message: format!("--state-s3 {url:?}: expected s3://BUCKET/PREFIX"),
-                })?;
-            let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
-            Some(Box::new(s3::S3Store::new(bucket, &prefix, endpoint_url).await))
+            let remote = if url.starts_with("s3://") {
+                Remote::parse_s3("--state-s3", url)
+            } else if url.starts_with("gs://") {
+                Remote::parse_gcs("--state-gcs", url)
+            } else {
+                Remote::parse_azure_blob("--state-azblob", url)
+            }
+            .map_err(refused)?;
+            // The SAS is a secret: never a flag (visible in the process list) or a file.
+            let sas = std::env::var("AZURE_STORAGE_SAS_TOKEN").ok().filter(|s| !s.is_empty());
+            Some(remote.open(endpoint_url, sas).await?)
         }
         (None, None) => None,
     })
+}
+
+/// clap's check of `--state-s3`.
+pub fn s3_flag(url: &str) -> Result<String, String> {
+    Remote::parse_s3("--state-s3", url).map(|_| url.to_owned())
+}
+
+/// clap's check of `--state-gcs`.
+pub fn gcs_flag(url: &str) -> Result<String, String> {
+    Remote::parse_gcs("--state-gcs", url).map(|_| url.to_owned())
+}
+
+/// clap's check of `--state-azblob`.
+pub fn azblob_flag(url: &str) -> Result<String, String> {
+    Remote::parse_azure_blob("--state-azblob", url).map(|_| url.to_owned())
 }
 
 #[cfg(test)]

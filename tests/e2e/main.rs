@@ -13,6 +13,8 @@ mod repo_shapes;
 
 mod reviewed;
 mod sidecar_install;
+mod state_azblob;
+mod state_gcs;
 mod state_s3;
 mod support;
 mod verify;

@@ -17,6 +17,7 @@ mod openpgp;
 mod property;
 mod publish;
 mod rbac;
+mod state_buckets;
 mod x509;
 
 use crate::support::{Run, byoc};

@@ -31,11 +31,28 @@ pub struct StoreArgs {
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// The state in a bucket instead, `s3://BUCKET/PREFIX` (conditional writes).
-    #[arg(long, conflicts_with = "state_dir")]
+    #[arg(long, conflicts_with_all = ["state_dir", "state_gcs", "state_azblob"], value_parser = crate::state::s3_flag)]
     pub state_s3: Option<String>,
-    /// Endpoint of an AWS emulator (every service, and --state-s3).
+    /// The state in a GCS bucket, `gs://BUCKET/PREFIX` (generation preconditions;
+    /// application-default credentials).
+    #[arg(long, conflicts_with_all = ["state_dir", "state_azblob"], value_parser = crate::state::gcs_flag)]
+    pub state_gcs: Option<String>,
+    /// The state in an Azure Blob container,
+    /// `https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX` (ETag preconditions; the
+    /// workload identity, or a SAS in AZURE_STORAGE_SAS_TOKEN).
+    #[arg(long, conflicts_with = "state_dir", value_parser = crate::state::azblob_flag)]
+    pub state_azblob: Option<String>,
+    /// Endpoint of an AWS emulator (every service, and --state-s3), or of a GCS emulator
+    /// for --state-gcs.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+}
+
+impl StoreArgs {
+    /// The bucket or container given, whichever flag named it.
+    pub fn bucket(&self) -> Option<&str> {
+        self.state_s3.as_deref().or(self.state_gcs.as_deref()).or(self.state_azblob.as_deref())
+    }
 }
 
 /// Which Kubernetes cluster the environment's RisingWave clusters live in.
@@ -298,7 +315,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         anyhow::bail!("environment {} is on {}; byoc apply converges AWS environments only so far", env.name, env.cloud.as_str());
     }
     let args = request.store;
-    let state_dir = match (&args.state_dir, &args.state_s3) {
+    let state_dir = match (&args.state_dir, args.bucket()) {
         (Some(dir), _) => Some(dir.clone()),
         (None, None) => Some(crate::state::default_dir(&repository, &env.name)?),
         (None, Some(_)) => None,
@@ -312,9 +329,9 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let store = crate::state::open(state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())
+        let store = crate::state::open(state_dir.as_deref(), args.bucket(), args.endpoint_url.as_deref())
             .await?
-            .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir or --state-s3"))?;
+            .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir, --state-s3, --state-gcs or --state-azblob"))?;
         let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
         cloud.poll = request.poll_interval;
         cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];

@@ -78,7 +78,7 @@ pub fn run(args: &PlanArgs) -> u8 {
         }
         return super::apply::save(&args.repo, &args.env, &args.head, &args.store, &args.kube, out);
     };
-    let given_live = args.store.state_dir.is_some() || args.store.state_s3.is_some() || args.store.endpoint_url.is_some();
+    let given_live = args.store.state_dir.is_some() || args.store.bucket().is_some() || args.store.endpoint_url.is_some();
     if given_live || args.kube.kubeconfig.is_some() || args.kube.context.is_some() || args.kube.cloud_only {
         return usage_error(
             "--state-dir, --state-s3, --endpoint-url, --kubeconfig, --context and --cloud-only go with --out (a live plan); a pull request's plan (--base) reads git only",

@@ -21,11 +21,17 @@ pub struct PublishArgs {
     #[arg(long)]
     pub to: PathBuf,
     /// State directory holding the high-water mark `byoc verify` moved.
-    #[arg(long, conflicts_with = "state_s3")]
+    #[arg(long, conflicts_with_all = ["state_s3", "state_gcs", "state_azblob"])]
     pub state_dir: Option<PathBuf>,
     /// Or the state in a bucket: s3://BUCKET/PREFIX.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["state_gcs", "state_azblob"], value_parser = crate::state::s3_flag)]
     pub state_s3: Option<String>,
+    /// Or in a GCS bucket: gs://BUCKET/PREFIX.
+    #[arg(long, conflicts_with = "state_azblob", value_parser = crate::state::gcs_flag)]
+    pub state_gcs: Option<String>,
+    /// Or in an Azure Blob container: https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX.
+    #[arg(long, value_parser = crate::state::azblob_flag)]
+    pub state_azblob: Option<String>,
     /// Endpoint for the state bucket (an emulator).
     #[arg(long)]
     pub endpoint_url: Option<String>,
@@ -38,9 +44,12 @@ pub fn run(args: &PublishArgs) -> u8 {
         // The state store is async; this one-shot command gives it a runtime of its own.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let last = runtime.block_on(async {
-            let store = crate::state::open(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("give --state-dir or --state-s3: only the revision `byoc verify` accepted is published"))?;
+            let bucket = args.state_s3.as_deref().or(args.state_gcs.as_deref()).or(args.state_azblob.as_deref());
+            let store = crate::state::open(args.state_dir.as_deref(), bucket, args.endpoint_url.as_deref()).await?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "give --state-dir, --state-s3, --state-gcs or --state-azblob: only the revision `byoc verify` accepted is published"
+                )
+            })?;
             anyhow::Ok(verified::last_verified(&repo, store.as_ref()).await?)
         })?;
         let Some(commit) = last else {

@@ -34,7 +34,7 @@ pub struct VerifyArgs {
     pub policy: PathBuf,
     /// Last verified revision; default: the one recorded in the state store, else none
     /// (the whole history is verified).
-    #[arg(long, conflicts_with_all = ["state_dir", "state_s3"])]
+    #[arg(long, conflicts_with_all = ["state_dir", "state_s3", "state_gcs", "state_azblob"])]
     pub from: Option<String>,
     /// The new tip; default: HEAD of a local repository, the fetched branch of a URL.
     #[arg(long)]
@@ -45,10 +45,17 @@ pub struct VerifyArgs {
     pub state_dir: Option<PathBuf>,
     /// The same state in a bucket, `s3://BUCKET/PREFIX` (conditional writes; credentials
     /// from the default chain, including web identity).
-    #[arg(long, conflicts_with = "state_dir")]
+    #[arg(long, conflicts_with_all = ["state_dir", "state_gcs", "state_azblob"], value_parser = crate::state::s3_flag)]
     pub state_s3: Option<String>,
-    /// Endpoint of an S3 emulator for --state-s3.
-    #[arg(long, requires = "state_s3")]
+    /// Or in a GCS bucket, `gs://BUCKET/PREFIX` (application-default credentials).
+    #[arg(long, conflicts_with_all = ["state_dir", "state_azblob"], value_parser = crate::state::gcs_flag)]
+    pub state_gcs: Option<String>,
+    /// Or in an Azure Blob container, `https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX`
+    /// (the workload identity, or a SAS in AZURE_STORAGE_SAS_TOKEN).
+    #[arg(long, conflicts_with = "state_dir", value_parser = crate::state::azblob_flag)]
+    pub state_azblob: Option<String>,
+    /// Endpoint of an S3 or GCS emulator for --state-s3 or --state-gcs.
+    #[arg(long)]
     pub endpoint_url: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
@@ -121,7 +128,12 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<bool> {
     // The state store is async; this one-shot command gives it a runtime of its own.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = runtime.block_on(async {
-        let store = crate::state::open(args.state_dir.as_deref(), args.state_s3.as_deref(), args.endpoint_url.as_deref()).await?;
+        let store = crate::state::open(
+            args.state_dir.as_deref(),
+            args.state_s3.as_deref().or(args.state_gcs.as_deref()).or(args.state_azblob.as_deref()),
+            args.endpoint_url.as_deref(),
+        )
+        .await?;
         stage::verify(&repo, &policy, store.as_deref(), from, to, stage::unix_now()).await.map_err(|e| match e {
             stage::VerifyError::Walk(m) => anyhow::anyhow!("walking {}: {m}", args.repo),
             other => other.into(),

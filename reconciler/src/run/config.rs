@@ -9,7 +9,8 @@
 //!   repository: {url: "https://git.example.com/org/infra.git", branch: main, tokenFile: /etc/byoc/token}
 //!   environment: environments/prod          # the environment directory in the repository
 //!   signingPolicy: /etc/byoc/policy/signing-policy.yaml
-//!   stateStore: {dir: /var/lib/byoc}        # or {s3: "s3://bucket/prefix"}
+//!   stateStore: {dir: /var/lib/byoc}        # or {s3: "s3://bucket/prefix"}, {gcs: "gs://bucket/prefix"},
+//!                                           # {azureBlob: "https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX"}
 //!   publishDir: /publish                    # RWProxy reads publishDir/current
 //!   cacheDir: /var/cache/byoc               # the fetch cache
 //!   listen: "127.0.0.1:8080"                # status, metrics, probes, webhooks
@@ -95,6 +96,8 @@ struct RepositorySpec {
 struct StateStoreSpec {
     dir: Option<String>,
     s3: Option<Spanned<String>>,
+    gcs: Option<Spanned<String>>,
+    azure_blob: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +126,10 @@ pub enum StateLocation {
     Dir(PathBuf),
     /// `s3://BUCKET/PREFIX`.
     S3(String),
+    /// `gs://BUCKET/PREFIX`.
+    Gcs(String),
+    /// `https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX`.
+    AzureBlob(String),
 }
 
 /// A checked daemon configuration.
@@ -217,17 +224,32 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
     let policy = Policy::load(&policy_path)
         .map_err(|e| problems.push(Diagnostic::new(at(&spec.signing_policy), format!("signingPolicy does not load: {e}"))))
         .ok();
-    let state = match (&spec.state_store.dir, &spec.state_store.s3) {
-        (Some(dir), None) => Some(StateLocation::Dir(resolve(dir))),
-        (None, Some(url)) if url.value.starts_with("s3://") => Some(StateLocation::S3(url.value.clone())),
-        (None, Some(url)) => {
-            problems.push(Diagnostic::new(at(url), "stateStore.s3 must be s3://BUCKET/PREFIX"));
-            None
-        }
-        _ => {
-            problems.push(Diagnostic::new(Position::file(file), "stateStore needs exactly one of dir and s3"));
-            None
-        }
+    let store = &spec.state_store;
+    let given = usize::from(store.dir.is_some()) + [&store.s3, &store.gcs, &store.azure_blob].iter().filter(|u| u.is_some()).count();
+    let state = if given != 1 {
+        problems.push(Diagnostic::new(Position::file(file), "stateStore needs exactly one of dir, s3, gcs and azureBlob"));
+        None
+    } else if let Some(dir) = &store.dir {
+        Some(StateLocation::Dir(resolve(dir)))
+    } else {
+        // Each URL is checked as the store will read it, and a bad one is reported at its
+        // line and column.
+        type Check = fn(&str, &str) -> Result<crate::state::Remote, String>;
+        let urls: [(&Option<Spanned<String>>, &str, Check, fn(String) -> StateLocation); 3] = [
+            (&store.s3, "stateStore.s3", crate::state::Remote::parse_s3, StateLocation::S3),
+            (&store.gcs, "stateStore.gcs", crate::state::Remote::parse_gcs, StateLocation::Gcs),
+            (&store.azure_blob, "stateStore.azureBlob", crate::state::Remote::parse_azure_blob, StateLocation::AzureBlob),
+        ];
+        urls.into_iter().find_map(|(url, name, check, location)| {
+            let url = url.as_ref()?;
+            match check(name, &url.value) {
+                Ok(_) => Some(location(url.value.clone())),
+                Err(why) => {
+                    problems.push(Diagnostic::new(at(url), why));
+                    None
+                }
+            }
+        })
     };
     let listen = match &spec.listen {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -424,6 +446,42 @@ mod tests {
         assert!(text.contains("leaderElection.namespace: Kubernetes name \"Byoc\" contains 'B'"), "{text}");
         let dotted = GOOD.to_owned() + "  leaderElection: {leaseName: byoc.prod}\n";
         assert_eq!(parse("reconciler.yaml", &dotted, dir.path()).expect("a subdomain is a valid Lease name").lease.name, "byoc.prod");
+    }
+
+    #[test]
+    fn bucket_state_stores_load_and_a_bad_url_is_reported_at_its_line() {
+        let dir = dir_with_policy();
+        for (field, url, want) in [
+            ("s3", "s3://st/reconciler", StateLocation::S3("s3://st/reconciler".into())),
+            ("gcs", "gs://infra-state/reconciler", StateLocation::Gcs("gs://infra-state/reconciler".into())),
+            (
+                "azureBlob",
+                "https://acct.blob.core.windows.net/state/reconciler",
+                StateLocation::AzureBlob("https://acct.blob.core.windows.net/state/reconciler".into()),
+            ),
+        ] {
+            let text = GOOD.replace("stateStore: {dir: state}", &format!("stateStore: {{{field}: \"{url}\"}}"));
+            assert_eq!(parse("reconciler.yaml", &text, dir.path()).expect(field).state, want);
+        }
+        for (field, url, why) in [
+            ("gcs", "s3://infra-state/x", "stateStore.gcs \"s3://infra-state/x\": expected gs://BUCKET/PREFIX"),
+            ("gcs", "gs://Infra_State!/x", "is not a GCS bucket name"),
+            ("azureBlob", "http://acct.blob.core.windows.net/state", "must use https"),
+            ("azureBlob", "https://acct.blob.core.windows.net/", "names no container"),
+            ("s3", "gs://b/p", "expected s3://BUCKET/PREFIX"),
+        ] {
+            let text = GOOD.replace("stateStore: {dir: state}", &format!("stateStore: {{{field}: \"{url}\"}}"));
+            let problems = parse("reconciler.yaml", &text, dir.path()).expect_err(url);
+            let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            assert_eq!(text.len(), 1, "{text:#?}");
+            // Line 8 of GOOD holds stateStore; the value starts after `  stateStore: {FIELD: `.
+            let column = "  stateStore: {".len() + field.len() + 3;
+            assert!(text[0].starts_with(&format!("reconciler.yaml:8:{column}: error: ")), "{text:#?}");
+            assert!(text[0].contains(why), "{text:#?}");
+        }
+        let two = GOOD.replace("stateStore: {dir: state}", "stateStore: {dir: state, gcs: \"gs://b/p\"}");
+        let text = parse("reconciler.yaml", &two, dir.path()).expect_err("two stores")[0].to_string();
+        assert!(text.contains("exactly one of dir, s3, gcs and azureBlob"), "{text}");
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn now() -> i64 {
 async fn open_store(config: &Config) -> Result<Box<dyn StateStore>, StateError> {
     let (dir, s3) = match &config.state {
         StateLocation::Dir(dir) => (Some(dir.as_path()), None),
-        StateLocation::S3(url) => (None, Some(url.as_str())),
+        StateLocation::S3(url) | StateLocation::Gcs(url) | StateLocation::AzureBlob(url) => (None, Some(url.as_str())),
     };
     crate::state::open(dir, s3, config.cloud_endpoint.as_deref())
         .await?
