@@ -6,7 +6,8 @@
 //! the spec-file reader and the hardened YAML reader that both use. The proxy itself
 //! (feature `server`) is [`protocol`] and [`routing`] (pure), then [`server`], [`tls`],
 //! [`tls_stream`] (the client's TLS, buffered only while bytes are in flight), [`relay`]
-//! (the spliced session), [`cancel`], [`limits`], [`reload`] and [`metrics`].
+//! (the spliced session), [`spares`] (backend connections opened ahead of clients),
+//! [`cancel`], [`limits`], [`reload`] and [`metrics`].
 
 pub mod diagnostics;
 pub mod routes;
@@ -29,6 +30,8 @@ pub mod reload;
 pub mod routing;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod spares;
 #[cfg(feature = "server")]
 pub mod tls;
 #[cfg(feature = "server")]

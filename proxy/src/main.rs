@@ -62,6 +62,17 @@ struct Cli {
     /// its hard limit at start), two descriptors per connection plus headroom.
     #[arg(long)]
     max_client_connections: Option<usize>,
+    /// Spare connections kept open per backend address, for routes with plain TCP to the
+    /// backend: opened ahead of the clients that will take them, so a new client's startup
+    /// message goes to a backend that has already accepted (PostgreSQL has forked by then).
+    /// Opened only while clients keep coming; 0 turns them off.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+    backend_spares: u16,
+    /// Seconds a spare connection is kept unused before it is closed; keep it well below the
+    /// backend's authentication timeout (PostgreSQL's `authentication_timeout`, 60 s by
+    /// default, counts from the connect: a client handed a spare of this age has the rest).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    backend_spare_max_age: u64,
     /// Validate the routes, print the table and exit.
     #[arg(long)]
     check: bool,
@@ -171,6 +182,8 @@ fn run(cli: Cli, table: rwproxy::routes::RouteTable) -> anyhow::Result<()> {
     shared.handshake_timeout = Duration::from_secs(cli.handshake_timeout);
     shared.backend_tls = cli.backend_ca.as_deref().map(rwproxy::tls::backend_config).transpose()?;
     shared.connect_rate = cli.connect_rate_per_network.map(|r| rwproxy::limits::RateLimiter::new(r.limit, r.per));
+    shared.spares =
+        rwproxy::spares::Spares::new(usize::from(cli.backend_spares), Duration::from_secs(cli.backend_spare_max_age), metrics.clone());
     let nofile = rwproxy::limits::raise_open_files_limit();
     shared.max_client_connections = cli.max_client_connections.unwrap_or_else(|| rwproxy::limits::default_max_client_connections(nofile));
     if shared.max_client_connections.saturating_mul(2) > usize::try_from(nofile).unwrap_or(usize::MAX) {

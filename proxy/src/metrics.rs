@@ -40,6 +40,13 @@ pub struct ReloadResult {
     pub result: &'static str,
 }
 
+/// What became of a spare backend connection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpareFate {
+    /// One of [`crate::spares::fate`].
+    pub result: &'static str,
+}
+
 /// Every metric of the proxy.
 pub struct Metrics {
     /// Connections by outcome and route.
@@ -57,6 +64,10 @@ pub struct Metrics {
     pub bytes: Family<Direction, Counter>,
     /// Route table reloads, by result.
     pub reloads: Family<ReloadResult, Counter>,
+    /// Spare backend connections by what became of them.
+    pub spares: Family<SpareFate, Counter>,
+    /// Spare backend connections open and unused now.
+    pub spares_held: Gauge,
     registry: Registry,
 }
 
@@ -69,6 +80,8 @@ impl Default for Metrics {
         let handshake_seconds = Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0]);
         let bytes = Family::<Direction, Counter>::default();
         let reloads = Family::<ReloadResult, Counter>::default();
+        let spares = Family::<SpareFate, Counter>::default();
+        let spares_held = Gauge::default();
         let mut registry = Registry::with_prefix("rwproxy");
         registry.register("connections", "Connections by outcome and route", connections.clone());
         registry.register("active_connections", "Connections open now", active.clone());
@@ -81,7 +94,20 @@ impl Default for Metrics {
         registry.register("handshake_seconds", "Time from accept to a ready session", handshake_seconds.clone());
         registry.register("bytes", "Bytes relayed by direction and route", bytes.clone());
         registry.register("route_reloads", "Route table reloads by result", reloads.clone());
-        Self { connections, active, client_connections_limit, accept_paused, handshake_seconds, bytes, reloads, registry }
+        registry.register("backend_spares", "Spare backend connections (opened ahead of clients) by what became of them", spares.clone());
+        registry.register("backend_spares_held", "Spare backend connections open and unused now", spares_held.clone());
+        Self {
+            connections,
+            active,
+            client_connections_limit,
+            accept_paused,
+            handshake_seconds,
+            bytes,
+            reloads,
+            spares,
+            spares_held,
+            registry,
+        }
     }
 }
 
@@ -89,6 +115,11 @@ impl Metrics {
     /// Counts a connection outcome on `route` (empty when not routed).
     pub fn outcome(&self, outcome: &'static str, route: &str) {
         self.connections.get_or_create(&Outcome { outcome, route: route.to_owned() }).inc();
+    }
+
+    /// Counts a spare backend connection's fate.
+    pub fn spare(&self, result: &'static str) {
+        self.spares.get_or_create(&SpareFate { result }).inc();
     }
 
     /// The byte counter of one direction of a route.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -55,11 +55,13 @@ pub struct Shared {
     pub proxy_protocol_from: Vec<IpNet>,
     /// Deadline from accept to a ready session.
     pub handshake_timeout: Duration,
+    /// Backend connections opened ahead of the clients that take them (plain-TCP routes).
+    pub spares: crate::spares::Spares,
 }
 
 impl Shared {
     /// Defaults: 15 s handshake deadline, 10 cancel requests per second per network, no
-    /// connect rate limit, no cap on client connections.
+    /// connect rate limit, no cap on client connections, no spare backend connections.
     pub fn new(router: Arc<ArcSwap<Router>>, tls: Option<Arc<rustls::ServerConfig>>, metrics: Arc<Metrics>) -> Self {
         Self {
             router,
@@ -70,6 +72,7 @@ impl Shared {
             connect_rate: None,
             route_counts: RouteCounts::default(),
             max_client_connections: Semaphore::MAX_PERMITS,
+            spares: crate::spares::Spares::off(metrics.clone()),
             metrics,
             proxy_protocol_from: Vec::new(),
             handshake_timeout: Duration::from_secs(15),
@@ -407,34 +410,66 @@ where
         BackendTls::Disable => &startup,
         BackendTls::VerifyFull => &ssl_request,
     };
-    let (tcp, backend_addr) = match dial_backend(&decision.backend.host, decision.backend.port, first).await {
-        Ok(dialled) => dialled,
-        Err(e) => {
-            client.write_all(&unreachable()).await?;
-            client.flush().await?;
-            return Err(HandshakeError::Backend(address(), e));
+    // A spare connection (see crate::spares) when the route is plain TCP and one is ready:
+    // the backend has accepted already. The startup message goes out on it at once, and
+    // the backend's first answer is awaited here, so that a spare the backend closed
+    // (after the check in `take`) costs the client a fresh dial instead of an error.
+    let mut spare = None;
+    if decision.backend_tls == BackendTls::Disable
+        && let Some(taken) = shared.spares.take(&decision.backend.host, decision.backend.port)
+    {
+        let addr = taken.addr;
+        let mut reader = tokio::io::BufReader::with_capacity(AUTH_READ_BUFFER, Stream::Plain(taken.stream));
+        let sent = reader.get_mut().write_all(first).await;
+        // The pool is refilled while this backend answers.
+        shared.spares.replenish(&decision.backend.host, decision.backend.port);
+        let answered = match sent {
+            Ok(()) => matches!(reader.fill_buf().await, Ok(bytes) if !bytes.is_empty()),
+            Err(_) => false,
+        };
+        if answered {
+            spare = Some((reader, addr));
+        } else {
+            shared.spares.closed_after_use();
+        }
+    }
+    let (mut backend, backend_addr) = match spare {
+        Some(ready) => ready,
+        None => {
+            let (tcp, backend_addr) = match dial_backend(&decision.backend.host, decision.backend.port, first).await {
+                Ok(dialled) => dialled,
+                Err(e) => {
+                    client.write_all(&unreachable()).await?;
+                    client.flush().await?;
+                    return Err(HandshakeError::Backend(address(), e));
+                }
+            };
+            let backend = match decision.backend_tls {
+                BackendTls::Disable => {
+                    // Clients keep coming to this backend (or not): spares for the next.
+                    shared.spares.replenish(&decision.backend.host, decision.backend.port);
+                    Stream::Plain(tcp)
+                }
+                BackendTls::VerifyFull => match Box::pin(backend_tls(tcp, &decision.backend.host, shared)).await {
+                    Ok(mut tls) => {
+                        tls.write_all(&startup).await?;
+                        Stream::Tls(Box::new(tls))
+                    }
+                    Err(why) => {
+                        client.write_all(&unreachable()).await?;
+                        client.flush().await?;
+                        return Err(HandshakeError::BackendTls(address(), why));
+                    }
+                },
+            };
+            // The backend answers a startup with a dozen small messages at once (authentication,
+            // parameter statuses, key, ready); read through a buffer so they cost one or two reads
+            // instead of two each (measured with strace -c under pgbench -C: 40 recvfrom per
+            // connection before, against HAProxy's 7). The buffer lives only during the exchange.
+            (tokio::io::BufReader::with_capacity(AUTH_READ_BUFFER, backend), backend_addr)
         }
     };
-    let backend = match decision.backend_tls {
-        BackendTls::Disable => Stream::Plain(tcp),
-        BackendTls::VerifyFull => match Box::pin(backend_tls(tcp, &decision.backend.host, shared)).await {
-            Ok(mut tls) => {
-                tls.write_all(&startup).await?;
-                Stream::Tls(Box::new(tls))
-            }
-            Err(why) => {
-                client.write_all(&unreachable()).await?;
-                client.flush().await?;
-                return Err(HandshakeError::BackendTls(address(), why));
-            }
-        },
-    };
     drop(startup);
-    // The backend answers a startup with a dozen small messages at once (authentication,
-    // parameter statuses, key, ready); read through a buffer so they cost one or two reads
-    // instead of two each (measured with strace -c under pgbench -C: 40 recvfrom per
-    // connection before, against HAProxy's 7). The buffer lives only during the exchange.
-    let mut backend = tokio::io::BufReader::with_capacity(AUTH_READ_BUFFER, backend);
 
     // Relay the authentication exchange unchanged, so the backend checks the client's own
     // credentials; only the cancel key is swapped for one of the proxy's.

@@ -10,6 +10,8 @@
 # and context switches (from /proc), TCP segments per transaction; then holds 10,000 idle
 # TLS connections to rwproxy and to PgBouncer and prints the RSS per connection of each;
 # then the summary table with rwproxy's ratio to the best peer and whether each target is met.
+# rwproxy runs with its defaults, spare backend connections included (see README, RWProxy);
+# RWPROXY_ARGS adds arguments (RWPROXY_ARGS='--backend-spares 0' measures it without them).
 # Usage: [ROUNDS=N] [IDLE_CONNECTIONS=N] [MODES="c16 c1 connect tls16 tlsC idle"] bash tests/bench/proxy.sh [SECONDS_PER_RUN]
 #   (defaults: 3 rounds, 10,000 idle connections, every mode, 10 s per run; MODES picks
 #   some of them while iterating on one figure, and the summary shows "-" for the others)
@@ -53,6 +55,7 @@ spec:
     - {name: bench, match: {database: postgres}, cluster: bench, allowedCidrs: [127.0.0.0/8], backend: '127.0.0.1:$pg'}
 YAML
 rp=$(free_port)
+ap=$(free_port)
 # Every process below inherits this script's open-files limit, raised as far as its hard
 # limit allows (raising the hard limit needs CAP_SYS_RESOURCE, which containers often
 # lack): holding 10,000 idle connections takes 10,000 descriptors.
@@ -66,7 +69,7 @@ ulimit -n "$nofile"
 # (setsid execs in place here: a script's background job does not lead a process group.)
 # The cap is set above its default (two descriptors per connection): the idle connections
 # below never reach a backend and hold one each.
-RWPROXY_LOG=warn setsid "$rwproxy" ${RWPROXY_ARGS:-} --routes "$work/routes" --listen "127.0.0.1:$rp" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --handshake-timeout 600 --max-client-connections 12000 &
+RWPROXY_LOG=warn setsid "$rwproxy" ${RWPROXY_ARGS:-} --routes "$work/routes" --listen "127.0.0.1:$rp" --admin "127.0.0.1:$ap" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --handshake-timeout 600 --max-client-connections 12000 &
 rwproxy_pid=$!
 pids+=("$rwproxy_pid")
 
@@ -219,6 +222,10 @@ for mode in "${modes[@]}"; do
   done
 done
 
+# rwproxy's spare backend connections (--backend-spares, on by default): what became of
+# them over the whole run, from its metrics.
+spare_fates=$(curl -s "http://127.0.0.1:$ap/metrics" | sed -n 's/^rwproxy_backend_spares_total{result="\([a-z_]*\)"} \([0-9]*\)$/\1 \2/p' | tr '\n' ' ' || true)
+echo "rwproxy spare backend connections over the run: ${spare_fates:-none} (RWPROXY_ARGS='--backend-spares 0' turns them off)"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.1f%%", 100 * a / b; else print "-"}'; }
 declare -A med
 for key in "${!tps[@]}"; do med[tps.$key]=$(median "${tps[$key]}"); med[lat.$key]=$(median "${lat[$key]}"); done

@@ -10,6 +10,7 @@ mod lifecycle;
 mod logging;
 mod reload;
 mod routing;
+mod spares;
 mod startup;
 mod storm;
 mod support;

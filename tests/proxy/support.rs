@@ -54,6 +54,35 @@ pub fn servers() -> &'static Servers {
     })
 }
 
+/// A third PostgreSQL server, `gamma`, that closes a connection which has not completed
+/// its startup within one second (`authentication_timeout`, at its minimum): what a spare
+/// backend connection meets when it is kept too long.
+pub fn impatient_server() -> u16 {
+    static SERVER: OnceLock<(u16, tempfile::TempDir)> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = free_port();
+            let out = Command::new("bash")
+                .arg(project_root().join("tests/pg/start.sh"))
+                .arg(dir.path().join("gamma"))
+                .arg(port.to_string())
+                .arg("gamma")
+                .arg(std::process::id().to_string())
+                .output()
+                .expect("run tests/pg/start.sh");
+            assert!(out.status.success(), "starting PostgreSQL gamma failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            let set = Command::new("psql")
+                .args(["-qX", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"])
+                .args(["-c", "ALTER SYSTEM SET authentication_timeout = '1s'", "-c", "SELECT pg_reload_conf()"])
+                .output()
+                .expect("psql runs");
+            assert!(set.status.success(), "setting authentication_timeout: {}", String::from_utf8_lossy(&set.stderr));
+            (port, dir)
+        })
+        .0
+}
+
 pub struct Certs {
     pub ca: PathBuf,
     pub cert: PathBuf,
