@@ -336,14 +336,6 @@ impl Remote {
         azblob::AzureBlobLocation::parse(url).map(Remote::AzureBlob).map_err(|e| format!("{flag} {e}"))
     }
 
-    /// The bucket's (or container's) name, for the cloud to know it is the state's own.
-    pub fn bucket(&self) -> &str {
-        match self {
-            Remote::S3 { bucket, .. } | Remote::Gcs { bucket, .. } => bucket,
-            Remote::AzureBlob(l) => l.container_url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default(),
-        }
-    }
-
     /// Connects: S3 and GCS with their default credentials (`endpoint_url` points them at
     /// an emulator), Azure Blob with `azure_sas` if given (the commands read it from
     /// `AZURE_STORAGE_SAS_TOKEN`), else the pod's workload identity.

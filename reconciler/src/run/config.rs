@@ -232,24 +232,27 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, Vec<Diagnost
     } else if let Some(dir) = &store.dir {
         Some(StateLocation::Dir(resolve(dir)))
     } else {
-        // Each URL is checked as the store will read it, and a bad one is reported at its
+        // The URL is checked as the store will read it, and a bad one is reported at its
         // line and column.
-        type Check = fn(&str, &str) -> Result<crate::state::Remote, String>;
-        let urls: [(&Option<Spanned<String>>, &str, Check, fn(String) -> StateLocation); 3] = [
-            (&store.s3, "stateStore.s3", crate::state::Remote::parse_s3, StateLocation::S3),
-            (&store.gcs, "stateStore.gcs", crate::state::Remote::parse_gcs, StateLocation::Gcs),
-            (&store.azure_blob, "stateStore.azureBlob", crate::state::Remote::parse_azure_blob, StateLocation::AzureBlob),
-        ];
-        urls.into_iter().find_map(|(url, name, check, location)| {
-            let url = url.as_ref()?;
-            match check(name, &url.value) {
-                Ok(_) => Some(location(url.value.clone())),
-                Err(why) => {
-                    problems.push(Diagnostic::new(at(url), why));
-                    None
-                }
+        use crate::state::Remote;
+        let checked = if let Some(u) = &store.s3 {
+            Some((u, Remote::parse_s3("stateStore.s3", &u.value).map(|_| StateLocation::S3(u.value.clone()))))
+        } else if let Some(u) = &store.gcs {
+            Some((u, Remote::parse_gcs("stateStore.gcs", &u.value).map(|_| StateLocation::Gcs(u.value.clone()))))
+        } else {
+            store
+                .azure_blob
+                .as_ref()
+                .map(|u| (u, Remote::parse_azure_blob("stateStore.azureBlob", &u.value).map(|_| StateLocation::AzureBlob(u.value.clone()))))
+        };
+        match checked {
+            Some((_, Ok(location))) => Some(location),
+            Some((url, Err(why))) => {
+                problems.push(Diagnostic::new(at(url), why));
+                None
             }
-        })
+            None => None,
+        }
     };
     let listen = match &spec.listen {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
