@@ -96,6 +96,7 @@ kinds! {
     AwsEksCluster => "aws.eks-cluster", "AWS EKS cluster", ["name", "role", "subnets", "serviceCidr"];
     AwsOidcProvider => "aws.oidc-provider", "AWS IAM OIDC provider", ["cluster"];
     AwsEksNodeGroup => "aws.eks-nodegroup", "AWS EKS node group", ["cluster", "nodeRole", "instanceType", "subnets"];
+    AwsEksAccessEntry => "aws.eks-access-entry", "AWS EKS access entry", ["cluster", "principal"];
     AwsS3Bucket => "aws.s3-bucket", "AWS S3 bucket", ["name", "region"];
     AwsNlb => "aws.nlb", "AWS network load balancer", ["name", "scheme", "subnets"];
     AwsVpcEndpointService => "aws.vpc-endpoint-service", "AWS VPC endpoint service", [];

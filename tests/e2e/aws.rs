@@ -26,6 +26,7 @@ const EXPECTED: &[&str] = &[
     "aws.iam-role/agent",
     "aws.iam-role/eks-cluster",
     "aws.iam-role/eks-node",
+    "aws.iam-role/load-balancer-controller",
     "aws.iam-role/rw-analytics",
     "aws.iam-role/rw-ingest",
     "aws.internet-gateway/main",
@@ -48,7 +49,8 @@ const EXPECTED: &[&str] = &[
     "aws.subnet/public-a",
     "aws.subnet/public-b",
     "aws.subnet/public-c",
-    "aws.vpc-endpoint-service/control-plane",
+    "aws.vpc-endpoint-service/agent",
+    "aws.vpc-endpoint-service/proxy",
     "aws.vpc/main",
     // Owned by the NAT gateway and the load balancers, tagged with their ids.
     "eip:aws.nat-gateway/main",
@@ -245,7 +247,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
 
     let first = run(&repo, &args);
     ok(&first);
-    assert!(summary(&first).starts_with("31 to create, 0 to update"), "{}", summary(&first));
+    assert!(summary(&first).starts_with("33 to create, 0 to update"), "{}", summary(&first));
     assert_exactly_one_of_each(&account.counts());
 
     let inv = account.inventory();
@@ -305,15 +307,28 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     assert_eq!(d["nlbs"]["aws.nlb/proxy-public"]["scheme"], "internet-facing");
     assert_eq!(d["nlbs"]["aws.nlb/agent"]["scheme"], "internal");
     assert_eq!(d["nlbs"]["aws.nlb/proxy"]["ports"], serde_json::json!([4566]));
+    // One endpoint service per internal NLB (an interface endpoint reaches one NLB per
+    // zone), each waiting for acceptance.
+    for service in ["aws.vpc-endpoint-service/agent", "aws.vpc-endpoint-service/proxy"] {
+        assert_eq!(
+            d["endpointServices"][service],
+            serde_json::json!({"loadBalancers": 1, "principals": ["arn:aws:iam::210987654321:root"], "acceptanceRequired": true}),
+            "{service}"
+        );
+    }
+    // The AWS Load Balancer Controller's role: trusted by its service account only, with
+    // the policy published in policies/aws/load-balancer-controller.json.
+    let lbc = &d["roles"]["aws.iam-role/load-balancer-controller"];
     assert_eq!(
-        d["endpointService"],
-        serde_json::json!({"loadBalancers": 2, "principals": ["arn:aws:iam::210987654321:root"], "acceptanceRequired": false})
+        lbc["trust"]["Condition"]["StringEquals"][format!("{host}:sub")],
+        "system:serviceaccount:kube-system:aws-load-balancer-controller"
     );
+    assert!(lbc["actions"].as_array().is_some_and(|a| a.iter().any(|a| a == "elasticloadbalancing:CreateLoadBalancer")), "{lbc}");
 
     let second = run(&repo, &args);
     ok(&second);
     assert!(
-        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 31 unchanged"),
+        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 33 unchanged"),
         "{}",
         summary(&second)
     );
@@ -398,7 +413,7 @@ fn killed_lane(ks: &[usize]) {
         assert_eq!(reached, k, "the apply was killed after step {k}");
         let rerun = run(&repo, &args);
         ok(&rerun);
-        if k < 31 {
+        if k < 33 {
             assert!(rerun.stdout.contains("note: resuming: the apply of"), "k={k}: the journal tells what was done:\n{}", rerun.stdout);
         }
         assert!(!rerun.stdout.contains("is a second resource tagged"), "k={k}: a duplicate was created:\n{}", rerun.stdout);
@@ -432,8 +447,8 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
     ));
     let rebuilt = run(&repo, &args);
     ok(&rebuilt);
-    assert!(summary(&rebuilt).starts_with("0 to create, 31 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
-    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 31);
+    assert!(summary(&rebuilt).starts_with("0 to create, 33 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
+    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 33);
     assert!(
         rebuilt.stdout.contains("note: aws.vpc/old is tagged for this environment but not managed (leaked); it will be deleted"),
         "{}",
@@ -493,8 +508,8 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     let out = child.wait_with_output().expect("byoc ends");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("31 to create"), "the live plan is shown first:\n{stdout}");
-    assert!(stderr.contains("Apply these 31 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
+    assert!(stdout.contains("33 to create"), "the live plan is shown first:\n{stdout}");
+    assert!(stderr.contains("Apply these 33 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
     assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
     assert_eq!(account.counts(), Default::default());
 }
@@ -545,11 +560,11 @@ fn a_second_concurrent_apply_is_refused_by_the_lease_and_no_state_update_is_lost
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_exactly_one_of_each(&account.counts());
 
-    // Every one of the 31 conditional writes landed: the inventory in the bucket has all.
+    // Every one of the 33 conditional writes landed: the inventory in the bucket has all.
     let records = account.python(
         "import boto3, json; b = boto3.client('s3').get_object(Bucket='infra-state', Key='prod-use1/cloud-inventory.json')['Body'].read(); d = json.loads(b); print(len(d['resources']), len(d['journal']['done']), d['journal']['finishedAt'] is not None)",
     );
-    assert_eq!(records.trim(), "31 31 True");
+    assert_eq!(records.trim(), "33 33 True");
     // The lease was released: the second apply now runs (and finds nothing to do).
     let later = byoc_env(repo.path(), &[&["apply"][..], &common, &["--auto-approve"]].concat(), &MOTO_ENV);
     assert!(ok(&later).stdout.contains("nothing to do"));

@@ -156,3 +156,82 @@ boto3.client('eks').create_cluster(name='byoc-prod-use1', roleArn='arn:aws:iam::
     let tags = account.python("import boto3; print(boto3.client('eks').describe_cluster(name='byoc-prod-use1')['cluster']['tags'])");
     assert_eq!(tags.trim(), "{'team': 'theirs'}");
 }
+
+/// What EKS holds about who reaches the API, read through the front (which keeps the
+/// access entries and `accessConfig` moto lacks): one JSON line.
+fn api_access(account: &Account) -> serde_json::Value {
+    let out = account.python(&format!(
+        "import boto3, json
+eks = boto3.client('eks', endpoint_url='{0}')
+c = eks.describe_cluster(name='byoc-prod-use1')['cluster']
+v = c['resourcesVpcConfig']
+entries = {{}}
+# Every page: the front pages this list as AWS does.
+principals = [p for page in eks.get_paginator('list_access_entries').paginate(clusterName='byoc-prod-use1') for p in page['accessEntries']]
+for p in principals:
+    e = eks.describe_access_entry(clusterName='byoc-prod-use1', principalArn=p)['accessEntry']
+    pols = eks.list_associated_access_policies(clusterName='byoc-prod-use1', principalArn=p)['associatedAccessPolicies']
+    entries[p] = {{'resource': e['tags'].get('byoc.risingwave.dev/resource', ''), 'policies': sorted(x['policyArn'].rsplit('/', 1)[1] + ':' + x['accessScope']['type'] for x in pols)}}
+print(json.dumps({{'access': c.get('accessConfig'), 'private': v.get('endpointPrivateAccess'), 'public': v.get('endpointPublicAccess'), 'cidrs': sorted(v.get('publicAccessCidrs', [])), 'entries': entries}}))",
+        account.endpoint()
+    ));
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Issue 16 item 2: the API server's public endpoint is open to the spec's networks only,
+/// the cluster uses access entries (`authenticationMode: API`), and each administrator the
+/// spec names has one with AmazonEKSClusterAdminPolicy on the cluster; changes to either
+/// converge in place.
+#[test]
+fn the_api_endpoint_is_open_to_the_specs_networks_and_administrators_are_access_entries() {
+    let account = Account::new().with_autoscaling_role().real_aws(&[]);
+    let mut repo = example_repo();
+    let ci = "arn:aws:iam::123456789012:role/platform-ci";
+    let alice = "arn:aws:iam::123456789012:user/alice";
+    repo.edit(
+        "examples/aws/environment.yaml",
+        "      # administrators: [arn:aws:iam::123456789012:role/platform-ci]\n",
+        &format!("      administrators: [{ci}, {alice}]\n"),
+    );
+    repo.commit("administrators");
+    let args = approved_apply_args(&account, "state");
+    let first = run(&repo, &args);
+    ok(&first);
+    assert!(!first.stdout.contains("endpoint of prod-use1 is private"), "{}", first.stdout);
+    let a = api_access(&account);
+    assert_eq!(a["access"], serde_json::json!({"authenticationMode": "API", "bootstrapClusterCreatorAdminPermissions": false}), "{a}");
+    assert_eq!([&a["private"], &a["public"]], [true, true], "{a}");
+    assert_eq!(a["cidrs"], serde_json::json!(["198.51.100.0/24"]), "{a}");
+    let entries = a["entries"].as_object().expect("entries");
+    // The two administrators, and no entry for the creator beside them.
+    let mut want = vec![ci, alice];
+    want.sort_unstable();
+    assert_eq!(entries.keys().map(String::as_str).collect::<Vec<_>>(), want, "{a}");
+    for (principal, e) in entries {
+        assert_eq!(e["policies"], serde_json::json!(["AmazonEKSClusterAdminPolicy:cluster"]), "{principal}");
+        assert!(e["resource"].as_str().is_some_and(|r| r.starts_with("aws.eks-access-entry/admin-")), "{principal}: {e}");
+    }
+    let again = run(&repo, &args);
+    assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", again.stdout);
+
+    // Another office network, and alice leaves: the endpoint is updated in place and her
+    // entry deleted; nothing else changes.
+    repo.edit("examples/aws/environment.yaml", "publicCidrs: [198.51.100.0/24]", "publicCidrs: [198.51.100.0/24, 192.0.2.7/32]");
+    repo.edit("examples/aws/environment.yaml", &format!("administrators: [{ci}, {alice}]"), &format!("administrators: [{ci}]"));
+    repo.commit("one more network, one administrator less");
+    let changed = run(&repo, &args);
+    assert!(summary(ok(&changed)).starts_with("0 to create, 1 to update, 0 to replace, 1 to delete"), "{}", changed.stdout);
+    assert!(changed.stdout.contains("~ update aws.eks-cluster/main"), "{}", changed.stdout);
+    let a = api_access(&account);
+    assert_eq!(a["cidrs"], serde_json::json!(["192.0.2.7/32", "198.51.100.0/24"]), "{a}");
+    assert_eq!(a["entries"].as_object().expect("entries").keys().map(String::as_str).collect::<Vec<_>>(), [ci], "{a}");
+
+    // Without public networks the endpoint goes private, and apply says where the
+    // bootstrap must run.
+    repo.edit("examples/aws/environment.yaml", "      publicCidrs: [198.51.100.0/24, 192.0.2.7/32]\n", "");
+    repo.commit("private endpoint only");
+    let private = run(&repo, &args);
+    ok(&private);
+    assert!(private.stdout.contains("note: the Kubernetes API endpoint of prod-use1 is private"), "{}", private.stdout);
+    assert_eq!(api_access(&account)["public"], serde_json::json!(false));
+}

@@ -33,6 +33,16 @@
    So an end-to-end test fails the way a real account would if byoc ever derives such a
    name again.
    Everything else goes to moto unchanged.
+   - EKS access entries (CreateAccessEntry, DescribeAccessEntry, ListAccessEntries,
+     DeleteAccessEntry, AssociateAccessPolicy, ListAssociatedAccessPolicies) and the
+     cluster's accessConfig, which moto lacks: kept per cluster from CreateCluster's
+     accessConfig (default CONFIG_MAP), shown in DescribeCluster, moved by UpdateClusterConfig
+     one step at a time (CONFIG_MAP -> API_AND_CONFIG_MAP -> API) as EKS allows, and judged as
+     the EKS API Reference documents: InvalidRequestException on a CONFIG_MAP cluster,
+     ResourceInUseException for a second entry of a principal, InvalidParameterException
+     for a principal that is not an IAM role or user or a bad accessScope,
+     ResourceNotFoundException for an unknown policy. With bootstrapClusterCreatorAdminPermissions
+     (EKS's default) the creator gets an untagged entry of its own, as EKS makes it.
 5. Latency: with --delay SECONDS (or after POST /__delay with a body of seconds, "0" to
    stop), every call is held that long before it is answered, as from a slow or distant
    endpoint, so a test can show that a slow store stalls nobody but its caller.
@@ -116,6 +126,12 @@ def eks_action(method, path):
         return {"GET": "ListUpdates", "POST": "UpdateClusterVersion"}.get(method, "Unknown")
     if n == 4 and parts[2] == "node-groups":
         return {"GET": "DescribeNodegroup", "DELETE": "DeleteNodegroup"}.get(method, "Unknown")
+    if n == 3 and parts[2] == "access-entries":
+        return {"GET": "ListAccessEntries", "POST": "CreateAccessEntry"}.get(method, "Unknown")
+    if n == 4 and parts[2] == "access-entries":
+        return {"GET": "DescribeAccessEntry", "DELETE": "DeleteAccessEntry", "POST": "UpdateAccessEntry"}.get(method, "Unknown")
+    if n == 5 and parts[2] == "access-entries" and parts[4] == "access-policies":
+        return {"GET": "ListAssociatedAccessPolicies", "POST": "AssociateAccessPolicy"}.get(method, "Unknown")
     if n == 5 and parts[2] == "node-groups" and parts[4] == "update-config":
         return "UpdateNodegroupConfig"
     if n == 5 and parts[2] == "node-groups" and parts[4] == "update-version":
@@ -337,6 +353,132 @@ def not_visible_yet(service, method, path, form, json_body):
     return None
 
 
+# EKS access entries and the cluster's accessConfig, which moto does not implement: a
+# state-keeping double that judges as the EKS API Reference documents (CreateAccessEntry,
+# DescribeAccessEntry, ListAccessEntries, DeleteAccessEntry, AssociateAccessPolicy,
+# ListAssociatedAccessPolicies; Cluster.accessConfig). Answered in every mode, since no
+# apply can go without them.
+ACCESS = {}  # cluster name -> {"mode", "bootstrap", "entries": {principal: entry}}
+ACCESS_POLICIES = ("AmazonEKSClusterAdminPolicy", "AmazonEKSAdminPolicy", "AmazonEKSEditPolicy", "AmazonEKSViewPolicy")
+# What moto's GetCallerIdentity answers for the test credentials: EKS gives the cluster's
+# creator an entry of its own unless told not to (bootstrapClusterCreatorAdminPermissions).
+CREATOR = f"arn:aws:iam::{ACCOUNT}:user/moto"
+
+
+def eks_error(status, code, message):
+    return status, {"Content-Type": "application/json", "x-amzn-ErrorType": code}, json.dumps({"message": message})
+
+
+def access_entry(cluster, principal, tags):
+    kind = "role" if ":role/" in principal else "user"
+    return {"clusterName": cluster, "principalArn": principal, "type": "STANDARD", "kubernetesGroups": [],
+            "accessEntryArn": f"arn:aws:eks:us-east-1:{ACCOUNT}:access-entry/{cluster}/{kind}/{ACCOUNT}/{principal.rsplit('/', 1)[-1]}/00000000",
+            "createdAt": time.time(), "modifiedAt": time.time(), "tags": tags or {},
+            "username": principal, "policies": {}}
+
+
+def public(entry):
+    return {k: v for k, v in entry.items() if k != "policies"}
+
+
+def eks_access(method, path, body):
+    """The answer to an access-entry call or to CreateCluster's accessConfig, or None."""
+    split = urllib.parse.urlsplit(path)
+    parts = [urllib.parse.unquote(p) for p in split.path.split("/") if p]
+    if parts[:1] != ["clusters"]:
+        return None
+    doc = {}
+    if body:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = {}
+    if len(parts) == 1 and method == "POST":
+        # CreateCluster: remember the access config (EKS's default is CONFIG_MAP, with the
+        # creator made admin); moto drops it. Forwarded to moto afterwards.
+        access = doc.get("accessConfig") or {}
+        mode = access.get("authenticationMode", "CONFIG_MAP")
+        if mode not in ("API", "API_AND_CONFIG_MAP", "CONFIG_MAP"):
+            return eks_error(400, "InvalidParameterException", f"authenticationMode {mode} is not valid")
+        bootstrap = access.get("bootstrapClusterCreatorAdminPermissions", True)
+        with LOCK:
+            entries = {CREATOR: access_entry(doc.get("name", ""), CREATOR, {})} if bootstrap and mode != "CONFIG_MAP" else {}
+            # A name in use is refused by moto; what was recorded for it stays.
+            ACCESS.setdefault(doc.get("name", ""), {"mode": mode, "bootstrap": bootstrap, "entries": entries})
+        return None
+    if len(parts) < 2:
+        return None
+    cluster = parts[1]
+    if len(parts) == 2 and method == "DELETE":
+        with LOCK:
+            ACCESS.pop(cluster, None)
+        return None
+    if len(parts) == 3 and parts[2] == "update-config" and method == "POST" and doc.get("accessConfig"):
+        want = doc["accessConfig"].get("authenticationMode")
+        with LOCK:
+            state = ACCESS.get(cluster)
+            if state is None:
+                return eks_error(404, "ResourceNotFoundException", f"No cluster found for name: {cluster}.")
+            # The mode moves one way, one step at a time (EKS User Guide, "Change
+            # authentication mode to use access entries").
+            steps = {("CONFIG_MAP", "API_AND_CONFIG_MAP"), ("API_AND_CONFIG_MAP", "API")}
+            if (state["mode"], want) not in steps:
+                return eks_error(400, "InvalidParameterException", f"Unsupported authentication mode update from {state['mode']} to {want}")
+            state["mode"] = want
+        update = {"id": "recorded-access-update", "status": "Successful", "type": "AccessConfigUpdate", "params": [], "errors": []}
+        return 200, {"Content-Type": "application/json"}, json.dumps({"update": update})
+    if len(parts) < 3 or parts[2] != "access-entries":
+        return None
+    with LOCK:
+        state = ACCESS.get(cluster)
+        if state is None:
+            return eks_error(404, "ResourceNotFoundException", f"No cluster found for name: {cluster}.")
+        if state["mode"] == "CONFIG_MAP":
+            return eks_error(400, "InvalidRequestException",
+                             "The cluster's authentication mode must be set to one of [API, API_AND_CONFIG_MAP] to perform this operation.")
+        entries = state["entries"]
+        if len(parts) == 3 and method == "POST":
+            principal = doc.get("principalArn", "")
+            if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+", principal):
+                return eks_error(400, "InvalidParameterException", f"The specified principalArn is invalid: {principal}")
+            if principal in entries:
+                return eks_error(409, "ResourceInUseException", f"The specified access entry resource is already in use on this cluster.")
+            entries[principal] = access_entry(cluster, principal, doc.get("tags"))
+            return 200, {"Content-Type": "application/json"}, json.dumps({"accessEntry": public(entries[principal])})
+        if len(parts) == 3 and method == "GET":
+            query = dict(urllib.parse.parse_qsl(split.query))
+            names = sorted(entries)
+            start = int(query.get("nextToken") or 0)
+            size = ARGS.page_size if ARGS.real_aws else 100
+            page = {"accessEntries": names[start:start + size]}
+            if start + size < len(names):
+                page["nextToken"] = str(start + size)
+            return 200, {"Content-Type": "application/json"}, json.dumps(page)
+        principal = parts[3]
+        entry = entries.get(principal)
+        if entry is None:
+            return eks_error(404, "ResourceNotFoundException", f"The specified principalArn could not be found: {principal}")
+        if len(parts) == 4 and method == "GET":
+            return 200, {"Content-Type": "application/json"}, json.dumps({"accessEntry": public(entry)})
+        if len(parts) == 4 and method == "DELETE":
+            del entries[principal]
+            return 200, {"Content-Type": "application/json"}, "{}"
+        if len(parts) == 5 and parts[4] == "access-policies" and method == "POST":
+            policy = doc.get("policyArn", "")
+            scope = doc.get("accessScope") or {}
+            if not any(policy == f"arn:aws:eks::aws:cluster-access-policy/{p}" for p in ACCESS_POLICIES):
+                return eks_error(404, "ResourceNotFoundException", f"The specified policyArn could not be found: {policy}")
+            if scope.get("type") not in ("cluster", "namespace") or (scope.get("type") == "namespace") != bool(scope.get("namespaces")):
+                return eks_error(400, "InvalidParameterException", "accessScope must be type cluster, or type namespace with namespaces")
+            entry["policies"][policy] = {"policyArn": policy, "accessScope": scope, "associatedAt": time.time(), "modifiedAt": time.time()}
+            return 200, {"Content-Type": "application/json"}, json.dumps(
+                {"clusterName": cluster, "principalArn": principal, "associatedAccessPolicy": entry["policies"][policy]})
+        if len(parts) == 5 and parts[4] == "access-policies" and method == "GET":
+            return 200, {"Content-Type": "application/json"}, json.dumps(
+                {"clusterName": cluster, "principalArn": principal, "associatedAccessPolicies": list(entry["policies"].values())})
+    return None
+
+
 def page_eks_list(method, path):
     """EKS list calls with maxResults set to --page-size (AWS pages them; see the docs)."""
     split = urllib.parse.urlsplit(path)
@@ -534,6 +676,9 @@ class Handler(BaseHTTPRequestHandler):
             if recorded:
                 return self.answer(*recorded)
         if service == "eks":
+            answered = eks_access(self.command, self.path, body)
+            if answered:
+                return self.answer(*answered)
             m = re.fullmatch(r"/clusters/([^/?]+)/updates", self.path)
             if self.command == "POST" and m:
                 version = json.loads(body or b"{}").get("version")
@@ -555,6 +700,9 @@ class Handler(BaseHTTPRequestHandler):
         if not obj:
             return data
         with LOCK:
+            if key == "cluster" and m.group(1) in ACCESS:
+                state = ACCESS[m.group(1)]
+                obj["accessConfig"] = {"authenticationMode": state["mode"], "bootstrapClusterCreatorAdminPermissions": state["bootstrap"]}
             name = (key, m.group(1), m.group(3))
             READS[name] = READS.get(name, 0) + 1
             if READS[name] <= ARGS.creating and obj.get("status") == "ACTIVE":

@@ -62,9 +62,10 @@ def main():
     for s in ec2.describe_vpc_endpoint_service_configurations()["ServiceConfigurations"]:
         if s.get("ServiceState", "").lower() in ("deleted", "deleting"):
             continue
-        if add(s.get("Tags"), s["ServiceId"]):
+        rid = add(s.get("Tags"), s["ServiceId"])
+        if rid:
             perms = ec2.describe_vpc_endpoint_service_permissions(ServiceId=s["ServiceId"])["AllowedPrincipals"]
-            details["endpointService"] = {
+            details.setdefault("endpointServices", {})[rid] = {
                 "loadBalancers": len(s.get("NetworkLoadBalancerArns", [])),
                 "principals": sorted(p["Principal"] for p in perms),
                 "acceptanceRequired": s.get("AcceptanceRequired"),

@@ -191,6 +191,7 @@ pub const DELETE_ORDER: &[Kind] = &[
     Kind::AwsVpcEndpointService,
     Kind::AwsNlb,
     Kind::AwsEksNodeGroup,
+    Kind::AwsEksAccessEntry,
     Kind::AwsOidcProvider,
     Kind::AwsEksCluster,
     Kind::AwsIamRole,

@@ -385,6 +385,12 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         for note in live.cloud.notes() {
             println!("note: {note}");
         }
+        if !destroy && env.kubernetes.api_access.public_cidrs.is_empty() {
+            println!(
+                "note: the Kubernetes API endpoint of {} is private (kubernetes.apiAccess.publicCidrs is empty): installing in the cluster works only from inside the VPC (a runner or bastion there); from elsewhere, list your network in publicCidrs or use --cloud-only",
+                env.name
+            );
+        }
         let printed = {
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
             Report::new(&env.name, "aws", "live", &options.revision, &live.plan).write_text(&mut stdout).and_then(|()| stdout.flush())

@@ -1,7 +1,10 @@
 //! AWS: VPC with subnets, gateways and security groups; EKS with its roles, OIDC provider
-//! and managed node groups; S3 buckets; NLBs; the VPC endpoint service; IRSA roles.
+//! and managed node groups; S3 buckets; NLBs; a VPC endpoint service per internal NLB; IRSA
+//! roles (the agent's, the AWS Load Balancer Controller's, the clusters').
 
-use super::permissions::{AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS, aws_agent_statements};
+use super::permissions::{
+    AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS, aws_agent_statements, aws_load_balancer_controller_statements,
+};
 use super::{
     AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, names, tagged as resource,
 };
@@ -113,9 +116,25 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             .set("subnets", Value::references(&private))
             .set("securityGroups", Value::references([&sg_cluster]))
             .set("endpointPrivateAccess", true)
-            .set("endpointPublicAccess", false)
-            .set("serviceCidr", k.service_cidr.map(|c| c.to_string()).unwrap_or_default()),
+            .set("endpointPublicAccess", !k.api_access.public_cidrs.is_empty())
+            .set("publicAccessCidrs", Value::strings(&k.api_access.public_cidrs))
+            .set("serviceCidr", k.service_cidr.map(|c| c.to_string()).unwrap_or_default())
+            // Access entries, not the aws-auth ConfigMap: who administers the cluster is
+            // in the graph (and the plan), not in a ConfigMap only the creator can edit.
+            .set("authenticationMode", "API")
+            // With administrators named, the creator (whoever ran the first apply) gets no
+            // entry of its own beside theirs: name it among them to keep it admin.
+            .set("bootstrapCreatorAdmin", k.api_access.administrators.is_empty()),
     );
+    for principal in &k.api_access.administrators {
+        g.add(
+            resource(env, Kind::AwsEksAccessEntry, &access_entry_name(principal))
+                .set("cluster", Value::reference(&eks))
+                .set("principal", principal.as_str())
+                .set("policy", names::aws::arn(&env.region, &format!("eks::aws:cluster-access-policy/{CLUSTER_ADMIN_POLICY}")))
+                .set("scope", "cluster"),
+        );
+    }
     let oidc = g.add(
         resource(env, Kind::AwsOidcProvider, "main")
             .set("cluster", Value::reference(&eks))
@@ -171,15 +190,32 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
         );
         nlb(g, "proxy-public", "internet-facing", &public, &sg_public, env.proxy_port);
     }
-    g.add(
-        resource(env, Kind::AwsVpcEndpointService, "control-plane")
-            .set("loadBalancers", Value::references([&nlb_agent, &nlb_proxy]))
-            .set("allowedPrincipals", Value::strings(&env.control_plane_principals))
-            .set("acceptanceRequired", false),
-    );
+    // One endpoint service per internal NLB: an interface endpoint reaches one NLB per zone,
+    // so two NLBs behind one service would give the control plane one of the two. Each
+    // connection waits for acceptance, and only the control plane's principals may ask.
+    for (role, lb) in [("agent", &nlb_agent), ("proxy", &nlb_proxy)] {
+        g.add(
+            resource(env, Kind::AwsVpcEndpointService, role)
+                .set("loadBalancers", Value::references([lb]))
+                .set("allowedPrincipals", Value::strings(&env.control_plane_principals))
+                .set("acceptanceRequired", true),
+        );
+    }
 
     let agent_statements = aws_agent_statements(&env.region, &env.account, &env.name, &env.state_bucket);
     g.add(irsa_role(env, "agent", &names::aws::role(&env.name, "agent"), &oidc, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, agent_statements));
+    // The AWS Load Balancer Controller's identity: it makes the NLBs of the agent's and the
+    // proxy's Services (`../shared/DESIGN.md`, "Load balancers and private connectivity").
+    let lbc_statements = aws_load_balancer_controller_statements(&env.region, &env.account, &env.name);
+    g.add(irsa_role(
+        env,
+        LOAD_BALANCER_CONTROLLER,
+        &names::aws::role(&env.name, LOAD_BALANCER_CONTROLLER),
+        &oidc,
+        LOAD_BALANCER_CONTROLLER_NAMESPACE,
+        LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT,
+        lbc_statements,
+    ));
 
     // The ceiling of every cluster role: the daemon may create roles under the clusters'
     // path only with this boundary attached (policies/aws/agent.json), so a role it makes
@@ -228,6 +264,25 @@ pub(super) fn cluster_identity(
         identity: id,
     }
 }
+
+/// The EKS access policy the administrators' access entries carry, on the whole cluster.
+pub const CLUSTER_ADMIN_POLICY: &str = "AmazonEKSClusterAdminPolicy";
+
+/// Resource name of the access entry of `principal`: `admin-` and a digest of the ARN, so
+/// the id stays when the list is reordered and two ARNs ending alike stay apart.
+pub fn access_entry_name(principal: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(principal.as_bytes());
+    format!("admin-{}", d.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Name (resource id and role suffix) of the AWS Load Balancer Controller's IRSA role.
+pub const LOAD_BALANCER_CONTROLLER: &str = "load-balancer-controller";
+/// Namespace and service account the AWS Load Balancer Controller runs as, which its role
+/// trusts (the controller's documented install puts it there).
+pub const LOAD_BALANCER_CONTROLLER_NAMESPACE: &str = "kube-system";
+/// See [`LOAD_BALANCER_CONTROLLER_NAMESPACE`].
+pub const LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT: &str = "aws-load-balancer-controller";
 
 /// Id suffix of the permissions boundary of the cluster roles.
 const CLUSTER_BOUNDARY: &str = "cluster-boundary";
@@ -290,4 +345,102 @@ fn statement(actions: &[&str], resources: Vec<String>, s3_prefix: Option<String>
         m.insert("condition", Value::map([("StringLike", Value::map([("s3:prefix", p.into())]))]));
     }
     Value::Map(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Specs;
+
+    fn example() -> Specs {
+        let dir = format!("{}/../examples/aws", env!("CARGO_MANIFEST_DIR"));
+        let files = rwproxy::specfiles::read_dir(std::path::Path::new(&dir)).expect("example readable");
+        crate::spec::load::load(&dir, &files).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn each_internal_nlb_has_an_endpoint_service_of_its_own_that_waits_for_acceptance() {
+        let specs = example();
+        let g = crate::expand::expand(&specs);
+        let services: Vec<&Resource> = g.resources.values().filter(|r| r.kind == Kind::AwsVpcEndpointService).collect();
+        let mut fronted: Vec<String> = Vec::new();
+        for s in &services {
+            let lbs: Vec<ResourceId> = s.refs_in("loadBalancers").into_iter().collect();
+            assert_eq!(lbs.len(), 1, "{}: an interface endpoint reaches one NLB per zone", s.id);
+            let lb = &g.resources[&lbs[0]];
+            assert_eq!(lb.properties.get("scheme").and_then(Value::as_str), Some("internal"), "{}", s.id);
+            assert_eq!(s.properties.get("acceptanceRequired"), Some(&Value::Bool(true)), "{}", s.id);
+            assert_eq!(s.properties.get("allowedPrincipals"), Some(&Value::strings(&specs.environment.control_plane_principals)));
+            fronted.push(lbs[0].to_string());
+        }
+        fronted.sort();
+        assert_eq!(fronted, ["aws.nlb/agent", "aws.nlb/proxy"], "every internal NLB, and only those");
+    }
+
+    #[test]
+    fn the_api_endpoint_takes_the_specs_networks_and_each_administrator_gets_an_access_entry() {
+        let mut specs = example();
+        let eks_of = |g: &Graph| g.resources[&ResourceId::new(Kind::AwsEksCluster, "main")].clone();
+        let entries = |g: &Graph| g.resources.values().filter(|r| r.kind == Kind::AwsEksAccessEntry).cloned().collect::<Vec<_>>();
+        // The example: public to one network, no administrators (the creator stays admin).
+        let g = crate::expand::expand(&specs);
+        let eks = eks_of(&g);
+        assert_eq!(eks.properties.get("endpointPublicAccess"), Some(&Value::Bool(true)));
+        assert_eq!(eks.properties.get("publicAccessCidrs"), Some(&Value::strings(["198.51.100.0/24"])));
+        assert_eq!(eks.properties.get("authenticationMode").and_then(Value::as_str), Some("API"));
+        assert_eq!(eks.properties.get("bootstrapCreatorAdmin"), Some(&Value::Bool(true)));
+        assert!(entries(&g).is_empty());
+
+        let admins = ["arn:aws:iam::123456789012:role/platform-ci", "arn:aws:iam::123456789012:user/alice"];
+        specs.environment.kubernetes.api_access.public_cidrs.clear();
+        specs.environment.kubernetes.api_access.administrators = admins.map(str::to_owned).to_vec();
+        let g = crate::expand::expand(&specs);
+        let eks = eks_of(&g);
+        assert_eq!(eks.properties.get("endpointPublicAccess"), Some(&Value::Bool(false)), "no networks: private only");
+        assert_eq!(eks.properties.get("bootstrapCreatorAdmin"), Some(&Value::Bool(false)));
+        let entries = entries(&g);
+        assert_eq!(entries.len(), 2);
+        for (e, principal) in entries.iter().zip({
+            let mut a = admins;
+            a.sort_by_key(|p| access_entry_name(p));
+            a
+        }) {
+            assert_eq!(e.id, ResourceId::new(Kind::AwsEksAccessEntry, &access_entry_name(principal)));
+            assert_eq!(e.properties.get("principal").and_then(Value::as_str), Some(principal));
+            assert_eq!(e.refs_in("cluster").into_iter().collect::<Vec<_>>(), [eks.id.clone()]);
+            assert_eq!(
+                e.properties.get("policy").and_then(Value::as_str),
+                Some("arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy")
+            );
+            assert_eq!(e.properties.get("scope").and_then(Value::as_str), Some("cluster"));
+        }
+        // The id does not move when the list is reordered.
+        specs.environment.kubernetes.api_access.administrators.reverse();
+        let reordered: Vec<ResourceId> =
+            crate::expand::expand(&specs).resources.values().filter(|r| r.kind == Kind::AwsEksAccessEntry).map(|r| r.id.clone()).collect();
+        assert_eq!(reordered, entries.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_load_balancer_controller_role_trusts_its_service_account_and_carries_the_published_policy() {
+        let specs = example();
+        let env = &specs.environment;
+        let g = crate::expand::expand(&specs);
+        let role = &g.resources[&ResourceId::new(Kind::AwsIamRole, LOAD_BALANCER_CONTROLLER)];
+        assert_eq!(
+            role.properties.get("name").and_then(Value::as_str),
+            Some(format!("byoc-{}-load-balancer-controller", env.name).as_str())
+        );
+        let Some(Value::Map(trust)) = role.properties.get("trust") else { panic!("{role:?}") };
+        assert_eq!(trust.get("subject").and_then(Value::as_str), Some("system:serviceaccount:kube-system:aws-load-balancer-controller"));
+        assert_eq!(trust.get("federated"), Some(&Value::reference(&ResourceId::new(Kind::AwsOidcProvider, "main"))));
+        let want = aws_load_balancer_controller_statements(&env.region, &env.account, &env.name);
+        assert_eq!(role.properties.get("inlinePolicy"), Some(&Value::List(want)));
+        // The tag its writes are held to is the EKS cluster's name, which the controller
+        // stamps on what it makes.
+        let eks = &g.resources[&ResourceId::new(Kind::AwsEksCluster, "main")];
+        let cluster = eks.properties.get("name").and_then(Value::as_str).expect("name");
+        let policy = role.properties.get("inlinePolicy").map(Value::to_string).unwrap_or_default();
+        assert!(policy.contains(&format!("elbv2.k8s.aws/cluster: \"{cluster}\"")), "{cluster}: {policy}");
+    }
 }

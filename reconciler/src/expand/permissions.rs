@@ -8,16 +8,30 @@ use crate::resource::{Map, Value};
 /// the environment's values. Compiled in, so the file reviewed is the policy applied.
 pub const AWS_AGENT_POLICY: &str = include_str!("../../../policies/aws/agent.json");
 
+/// The AWS Load Balancer Controller's policy (its IRSA role's), as published for review in
+/// `policies/aws/load-balancer-controller.json`: what it calls to make the NLBs of the
+/// agent's and the proxy's Services (no Ingress, WAF or Shield: byoc makes no ALBs), its
+/// writes limited to what carries the tag `elbv2.k8s.aws/cluster=byoc-<env>`, which the
+/// controller puts on everything it makes for the cluster.
+pub const AWS_LOAD_BALANCER_CONTROLLER_POLICY: &str = include_str!("../../../policies/aws/load-balancer-controller.json");
+
 /// [`AWS_AGENT_POLICY`]'s statements for one environment, in the form of a role's
 /// `inlinePolicy` property (`effect`, `actions`, `resources`, `condition`). The file's
 /// ARNs say `arn:aws:`; they are rewritten to the partition of `region`.
 pub fn aws_agent_statements(region: &str, account: &str, env: &str, state_bucket: &str) -> Vec<Value> {
+    aws_statements(AWS_AGENT_POLICY, region, account, env, state_bucket)
+}
+
+/// [`AWS_LOAD_BALANCER_CONTROLLER_POLICY`]'s statements for one environment, like
+/// [`aws_agent_statements`].
+pub fn aws_load_balancer_controller_statements(region: &str, account: &str, env: &str) -> Vec<Value> {
+    aws_statements(AWS_LOAD_BALANCER_CONTROLLER_POLICY, region, account, env, "")
+}
+
+fn aws_statements(policy: &str, region: &str, account: &str, env: &str, state_bucket: &str) -> Vec<Value> {
     let partition = format!("arn:{}:", super::names::aws::partition(region));
-    let text = AWS_AGENT_POLICY
-        .replace("arn:aws:", &partition)
-        .replace("<account>", account)
-        .replace("<env>", env)
-        .replace("<state-bucket>", state_bucket);
+    let text =
+        policy.replace("arn:aws:", &partition).replace("<account>", account).replace("<env>", env).replace("<state-bucket>", state_bucket);
     // The file is checked by the tests below; a broken one yields no statements, not a panic.
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let list = |v: &serde_json::Value| match v {
@@ -121,5 +135,35 @@ mod tests {
             }
         }
         assert!(!AWS_AGENT_POLICY.contains("iam:AttachRolePolicy"), "the daemon never attaches managed policies");
+    }
+
+    #[test]
+    fn the_load_balancer_controller_writes_only_what_names_this_environments_cluster() {
+        let statements = aws_load_balancer_controller_statements("cn-north-1", "123456789012", "prod");
+        assert_eq!(statements.len(), 6);
+        let text: String = statements.iter().map(Value::to_string).collect();
+        assert!(!text.contains('<'), "every placeholder filled: {text}");
+        assert!(!text.contains("arn:aws:"), "the partition of cn-north-1: {text}");
+        for st in &statements {
+            let Value::Map(m) = st else { panic!("{st}") };
+            let actions = m.get("actions").map(Value::to_string).unwrap_or_default();
+            let resources = m.get("resources").map(Value::to_string).unwrap_or_default();
+            let condition = m.get("condition").map(Value::to_string).unwrap_or_default();
+            // Anything but a read (Describe*, Get*, List*) is a write.
+            let writes = actions
+                .split(", ")
+                .filter_map(|a| a.trim_matches(|c| matches!(c, '[' | ']' | '"')).split_once(':'))
+                .any(|(_, action)| !["Describe", "Get", "List"].iter().any(|r| action.starts_with(r)));
+            // A write is either held to the cluster's tag, or to ARNs of this account.
+            assert!(
+                !writes
+                    || condition.contains("byoc-prod")
+                    || condition.contains("elasticloadbalancing.amazonaws.com")
+                    || condition.contains("CreateSecurityGroup")
+                    || (!resources.contains("\"*\"") && resources.contains(":123456789012:")),
+                "{st}"
+            );
+        }
+        assert!(!AWS_LOAD_BALANCER_CONTROLLER_POLICY.contains("\"elasticloadbalancing:*\""), "no wildcard actions");
     }
 }

@@ -145,6 +145,20 @@ pub struct Kubernetes {
     pub pod_cidr: Option<IpNet>,
     /// Node groups, in the order written.
     pub node_groups: Vec<NodeGroup>,
+    /// Who reaches the API server, and from where.
+    pub api_access: ApiAccess,
+}
+
+/// Access to the managed cluster's API server (AWS: the EKS endpoint and access entries).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiAccess {
+    /// Networks allowed to the public endpoint; empty keeps the endpoint private, and then
+    /// `byoc apply` must run inside the VPC to install anything in the cluster.
+    pub public_cidrs: Vec<IpNet>,
+    /// IAM role or user ARNs given cluster-admin (EKS access entries with
+    /// AmazonEKSClusterAdminPolicy on the cluster). Empty: EKS makes the cluster's creator
+    /// admin, as before access entries.
+    pub administrators: Vec<String>,
 }
 
 /// A node group (EKS managed node group, GKE node pool, AKS agent pool).

@@ -12,7 +12,7 @@ use crate::expand::names::{self, Rule};
 
 use super::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 use super::wire::{ClusterDocument, ComponentSpec, EnvironmentDocument, MetaStoreSpec};
-use super::{Cloud, Cluster, Component, Environment, Kubernetes, MetaStore, Network, NodeGroup, Subnet, Taint, Tier};
+use super::{ApiAccess, Cloud, Cluster, Component, Environment, Kubernetes, MetaStore, Network, NodeGroup, Subnet, Taint, Tier};
 
 /// Longest environment name: it is embedded in bucket and resource names with cloud limits.
 pub const MAX_ENV_NAME: usize = 24;
@@ -686,7 +686,91 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
             taints,
         });
     }
-    (cx.problems.len() == before).then(|| Kubernetes { version: k.version.value.clone(), service_cidr, pod_cidr, node_groups: groups })
+    let api_access = api_access(cx, cloud, &spec.region.value, &spec.account.value, k);
+    (cx.problems.len() == before).then(|| Kubernetes {
+        version: k.version.value.clone(),
+        service_cidr,
+        pod_cidr,
+        node_groups: groups,
+        api_access,
+    })
+}
+
+/// EKS's limit on `publicAccessCidrs` ("Amazon EKS service quotas": public endpoint access
+/// CIDR ranges per cluster).
+pub const EKS_PUBLIC_ACCESS_CIDRS: usize = 40;
+
+/// `kubernetes.apiAccess`: public networks that EKS takes (IPv4, not everyone, not a
+/// private range, which the public endpoint never sees), and administrators that are IAM
+/// roles or users of the environment's partition.
+fn api_access(cx: &mut Ctx<'_>, cloud: Cloud, region: &str, account: &str, k: &super::wire::KubernetesSpec) -> ApiAccess {
+    let Some(a) = &k.api_access else { return ApiAccess::default() };
+    if cloud != Cloud::Aws {
+        cx.error(
+            &k.version.referenced,
+            format!("kubernetes.apiAccess is used on AWS only so far, not {}", cloud.as_str()),
+            "remove apiAccess",
+        );
+        return ApiAccess::default();
+    }
+    let mut out = ApiAccess::default();
+    if let Some(list) = a.public_cidrs.as_ref().filter(|l| l.value.len() > EKS_PUBLIC_ACCESS_CIDRS) {
+        cx.error(
+            &list.referenced,
+            format!("{} public CIDRs; EKS takes at most {EKS_PUBLIC_ACCESS_CIDRS}", list.value.len()),
+            "merge them into wider ranges",
+        );
+    }
+    let private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16"]
+        .map(|p| p.parse::<IpNet>().ok());
+    for n in a.public_cidrs.iter().flat_map(|l| &l.value) {
+        let c = cidr(cx, n);
+        if !matches!(c, IpNet::V4(_)) {
+            cx.error(&n.referenced, format!("public CIDR {c} is not IPv4"), "EKS's publicAccessCidrs take IPv4 ranges");
+        } else if c.prefix_len() == 0 {
+            cx.error(
+                &n.referenced,
+                "public CIDR 0.0.0.0/0 opens the Kubernetes API to everyone",
+                "list the networks that run byoc apply (an office, a CI runner's egress), or none to keep the endpoint private",
+            );
+        } else if private.iter().flatten().any(|p| overlaps(p, &c)) {
+            cx.error(
+                &n.referenced,
+                format!("public CIDR {c} is a private range, which the public endpoint never sees"),
+                "list the public address your NAT or CI egress uses; from inside the VPC the private endpoint is reached without this",
+            );
+        } else if out.public_cidrs.contains(&c) {
+            cx.error(&n.referenced, format!("public CIDR {c} is listed twice"), "list each network once");
+        } else {
+            out.public_cidrs.push(c);
+        }
+    }
+    let partition = names::aws::partition(region);
+    for p in a.administrators.iter().flat_map(|l| &l.value) {
+        let arn = p.value.as_str();
+        // arn:<partition>:iam::<account>:role/<path/name> or :user/...; EKS refuses other
+        // principals (a root, an assumed-role session) for an access entry.
+        let rest = arn.strip_prefix(&format!("arn:{partition}:iam::"));
+        let ok = rest.and_then(|r| r.split_once(':')).is_some_and(|(acct, res)| {
+            acct.len() == 12
+                && acct.bytes().all(|b| b.is_ascii_digit())
+                && (res.starts_with("role/") || res.starts_with("user/"))
+                && res.len() > 5
+                && res.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+        });
+        if !ok {
+            cx.error(
+                &p.referenced,
+                format!("administrator {arn:?} is not an IAM role or user ARN of partition {partition}"),
+                format!("write arn:{partition}:iam::{account}:role/NAME (the role your CI or people assume; not a session ARN)"),
+            );
+        } else if out.administrators.iter().any(|a| a == arn) {
+            cx.error(&p.referenced, format!("administrator {arn:?} is listed twice"), "list each principal once");
+        } else {
+            out.administrators.push(arn.to_owned());
+        }
+    }
+    out
 }
 
 /// Ranges AKS refuses for pods and services (Azure CNI overlay): link-local, the ranges

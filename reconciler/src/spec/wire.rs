@@ -108,6 +108,19 @@ pub struct KubernetesSpec {
     pub pod_cidr: Option<Spanned<IpNet>>,
     /// Node groups.
     pub node_groups: Spanned<Vec<NodeGroupSpec>>,
+    /// Who reaches the Kubernetes API, and from where (AWS).
+    pub api_access: Option<ApiAccessSpec>,
+}
+
+/// `spec.kubernetes.apiAccess` (AWS): the public endpoint's allowed networks and the IAM
+/// principals that administer the cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiAccessSpec {
+    /// Networks allowed to the public endpoint; none keeps the endpoint private.
+    pub public_cidrs: Option<Spanned<Vec<Spanned<IpNet>>>>,
+    /// IAM role or user ARNs given cluster-admin through EKS access entries.
+    pub administrators: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One node group.

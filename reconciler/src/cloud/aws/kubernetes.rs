@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_eks::types as ekst;
 
-use super::{Aws, Wait, flag, found, int, missing, resolve_list, resolve_prop, short_name, tags, text};
+use super::{Aws, Wait, flag, found, int, missing, resolve_list, resolve_prop, short_name, strings, tags, text};
 use crate::cloud::{CloudError, Found, Refs};
 use crate::resource::{Kind, Map, Resource, ResourceId, Value};
 
@@ -101,14 +101,52 @@ fn live_node_group(ng: &ekst::Nodegroup) -> Map {
     live
 }
 
+/// The `publicAccessCidrs` of `r`, `None` when it has none (EKS then keeps its default,
+/// which is moot with the public endpoint off).
+fn public_cidrs(r: &Resource) -> Option<Vec<String>> {
+    Some(strings(r.properties.get("publicAccessCidrs"))).filter(|c| !c.is_empty())
+}
+
+/// Whether the live endpoint access differs from `r`'s: public on or off, and with it on,
+/// the set of networks allowed (EKS reports 0.0.0.0/0 for a private-only endpoint).
+fn endpoint_differs(r: &Resource, c: &ekst::Cluster) -> bool {
+    let Some(vpc) = c.resources_vpc_config() else { return false };
+    let public = flag(r, "endpointPublicAccess");
+    if vpc.endpoint_public_access() != public {
+        return true;
+    }
+    let mut want = strings(r.properties.get("publicAccessCidrs"));
+    let mut have: Vec<String> = vpc.public_access_cidrs().to_vec();
+    want.sort();
+    have.sort();
+    public && want != have
+}
+
 fn cluster_found(id: ResourceId, c: &ekst::Cluster) -> Found {
     let issuer = c.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).unwrap_or_default().to_owned();
+    // Who can reach the API server is drift worth setting back.
+    let mut live = Map::new();
+    if let Some(vpc) = c.resources_vpc_config() {
+        let public = vpc.endpoint_public_access();
+        live.insert("endpointPublicAccess", Value::Bool(public));
+        let cidrs: Vec<String> = if public { vpc.public_access_cidrs().to_vec() } else { Vec::new() };
+        live.insert("publicAccessCidrs", Value::strings(cidrs));
+    }
     Found {
-        live: Map::new(),
+        live,
         id,
         kind: Kind::AwsEksCluster,
         cloud_id: c.name().unwrap_or_default().to_owned(),
-        outputs: [("arn".to_owned(), c.arn().unwrap_or_default().to_owned()), ("issuer".to_owned(), issuer)].into(),
+        outputs: [
+            ("arn".to_owned(), c.arn().unwrap_or_default().to_owned()),
+            ("issuer".to_owned(), issuer),
+            // Whether access entries can exist (observe reads them only then).
+            (
+                "authenticationMode".to_owned(),
+                c.access_config().and_then(|a| a.authentication_mode()).map(|m| m.as_str().to_owned()).unwrap_or_default(),
+            ),
+        ]
+        .into(),
     }
 }
 
@@ -145,6 +183,11 @@ impl Aws {
                 .set_security_group_ids(Some(resolve_list(refs, r, "securityGroups")?))
                 .endpoint_private_access(flag(r, "endpointPrivateAccess"))
                 .endpoint_public_access(flag(r, "endpointPublicAccess"))
+                .set_public_access_cidrs(public_cidrs(r))
+                .build();
+            let access = ekst::CreateAccessConfigRequest::builder()
+                .authentication_mode(ekst::AuthenticationMode::Api)
+                .bootstrap_cluster_creator_admin_permissions(flag(r, "bootstrapCreatorAdmin"))
                 .build();
             let cidr = Some(text(r, "serviceCidr")).filter(|c| !c.is_empty());
             let network = cidr.map(|c| ekst::KubernetesNetworkConfigRequest::builder().service_ipv4_cidr(c).build());
@@ -159,6 +202,7 @@ impl Aws {
                         .role_arn(role)
                         .resources_vpc_config(vpc.clone())
                         .set_kubernetes_network_config(network.clone())
+                        .access_config(access.clone())
                         .set_tags(Some(eks_tags.clone()))
                         .send()
                 })
@@ -178,11 +222,44 @@ impl Aws {
             }
         }
         let mut cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
+        cluster = self.converge_api_access(r, name, cluster).await?;
         if cluster.version().is_some_and(|v| v != version) {
             self.retry.call(&what("UpdateClusterVersion"), || self.eks.update_cluster_version().name(name).version(version).send()).await?;
             cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
         }
         Ok(cluster_found(r.id.clone(), &cluster))
+    }
+
+    /// Sets the endpoint's public access and the authentication mode to what `r` says when
+    /// the live cluster differs (one made by an older byoc, or changed by hand). EKS moves
+    /// `CONFIG_MAP` to `API` only through `API_AND_CONFIG_MAP`, one update each.
+    async fn converge_api_access(&self, r: &Resource, name: &str, mut cluster: ekst::Cluster) -> Result<ekst::Cluster, CloudError> {
+        let what = |op: &str| format!("eks {op} for {}", r.id);
+        if endpoint_differs(r, &cluster) {
+            let vpc = ekst::VpcConfigRequest::builder()
+                .endpoint_private_access(flag(r, "endpointPrivateAccess"))
+                .endpoint_public_access(flag(r, "endpointPublicAccess"))
+                .set_public_access_cidrs(public_cidrs(r))
+                .build();
+            self.retry
+                .call(&what("UpdateClusterConfig"), || self.eks.update_cluster_config().name(name).resources_vpc_config(vpc.clone()).send())
+                .await?;
+            cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
+        }
+        // An answer without accessConfig (an emulator) says nothing to converge from.
+        while let Some(mode) = cluster.access_config().and_then(|a| a.authentication_mode()).cloned() {
+            let next = match mode {
+                ekst::AuthenticationMode::ConfigMap => ekst::AuthenticationMode::ApiAndConfigMap,
+                ekst::AuthenticationMode::ApiAndConfigMap => ekst::AuthenticationMode::Api,
+                _ => break,
+            };
+            let access = ekst::UpdateAccessConfigRequest::builder().authentication_mode(next).build();
+            self.retry
+                .call(&what("UpdateClusterConfig"), || self.eks.update_cluster_config().name(name).access_config(access.clone()).send())
+                .await?;
+            cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
+        }
+        Ok(cluster)
     }
 
     pub(super) async fn delete_cluster(&self, f: &Found) -> Result<(), CloudError> {

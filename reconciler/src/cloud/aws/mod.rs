@@ -1,7 +1,7 @@
 //! [`Cloud`] on AWS with the AWS SDK, one file per service: [`network`] (VPC, subnets,
 //! gateways, route tables, security groups), [`private_connectivity`] (the VPC endpoint
 //! service), [`identity`] (IAM roles, the clusters' permissions boundary, the cluster's OIDC
-//! provider), [`kubernetes`] (EKS cluster, node groups), [`storage`] (S3 buckets),
+//! provider), [`kubernetes`] (EKS cluster, node groups), [`access`] (who administers it), [`storage`] (S3 buckets),
 //! [`load_balancing`] (ELBv2 network load balancers, their listeners and target groups) and
 //! [`preflight`] (checks made before any change). This file holds the provider type, its
 //! clients, what every service shares (ownership tags, property readers, reference
@@ -12,6 +12,7 @@
 //! specifications, EKS/IAM/ELBv2 tags), so nothing exists untagged even for a moment;
 //! buckets, which S3 tags only after creation, have fixed names and are found by name.
 
+mod access;
 mod identity;
 mod kubernetes;
 mod load_balancing;
@@ -271,6 +272,18 @@ impl Cloud for Aws {
         self.observe_endpoint_services(&mut out).await?;
         self.observe_iam(&mut out).await?;
         self.observe_eks(&mut out).await?;
+        // Access entries live under a cluster: only ours are read, and only where they can
+        // exist (a CONFIG_MAP cluster answers ListAccessEntries with InvalidRequestException;
+        // an answer without accessConfig, from an emulator, has none either).
+        let clusters: Vec<String> = out
+            .iter()
+            .filter(|f| f.kind == Kind::AwsEksCluster)
+            .filter(|f| f.outputs.get("authenticationMode").is_some_and(|m| m.starts_with("API")))
+            .map(|f| f.cloud_id.clone())
+            .collect();
+        for cluster in &clusters {
+            self.observe_access_entries(cluster, &mut out).await?;
+        }
         self.observe_s3(&mut out).await?;
         self.observe_elb(&mut out).await?;
         Ok(out)
@@ -289,6 +302,7 @@ impl Cloud for Aws {
             Kind::AwsEksCluster => self.ensure_cluster(r, existing, refs).await,
             Kind::AwsOidcProvider => self.ensure_oidc(r, existing, refs).await,
             Kind::AwsEksNodeGroup => self.ensure_node_group(r, existing, refs).await,
+            Kind::AwsEksAccessEntry => self.ensure_access_entry(r, existing, refs).await,
             Kind::AwsS3Bucket => self.ensure_bucket(r).await,
             Kind::AwsNlb => self.ensure_nlb(r, existing, refs).await,
             Kind::AwsVpcEndpointService => self.ensure_endpoint_service(r, existing, refs).await,
@@ -323,6 +337,7 @@ impl Cloud for Aws {
             Kind::AwsEksCluster => self.delete_cluster(f).await,
             Kind::AwsOidcProvider => self.delete_oidc(f).await,
             Kind::AwsEksNodeGroup => self.delete_node_group(f).await,
+            Kind::AwsEksAccessEntry => self.delete_access_entry(f).await,
             Kind::AwsS3Bucket => self.delete_bucket(f).await,
             Kind::AwsNlb => self.delete_nlb(f).await,
             Kind::AwsVpcEndpointService => self.delete_endpoint_service(f).await,

@@ -46,6 +46,8 @@ const OBSERVE_ACTIONS: &[&str] = &[
     "eks:DescribeCluster",
     "eks:ListNodegroups",
     "eks:DescribeNodegroup",
+    "eks:ListAccessEntries",
+    "eks:DescribeAccessEntry",
     "s3:GetBucketTagging",
     "s3:GetBucketVersioning",
     "s3:GetBucketPublicAccessBlock",
@@ -101,7 +103,9 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
         (Kind::AwsIamRole, true) => {
             &["iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:DeleteRole"]
         }
-        (Kind::AwsEksCluster, false) => &["eks:CreateCluster", "eks:TagResource", "iam:PassRole", "eks:UpdateClusterVersion"],
+        (Kind::AwsEksCluster, false) => {
+            &["eks:CreateCluster", "eks:TagResource", "iam:PassRole", "eks:UpdateClusterVersion", "eks:UpdateClusterConfig"]
+        }
         (Kind::AwsEksCluster, true) => &["eks:DeleteCluster"],
         (Kind::AwsOidcProvider, false) => {
             &["iam:CreateOpenIDConnectProvider", "iam:TagOpenIDConnectProvider", "iam:AddClientIDToOpenIDConnectProvider"]
@@ -109,6 +113,8 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
         (Kind::AwsOidcProvider, true) => &["iam:DeleteOpenIDConnectProvider"],
         (Kind::AwsEksNodeGroup, false) => &["eks:CreateNodegroup", "eks:TagResource", "iam:PassRole", "eks:UpdateNodegroupConfig"],
         (Kind::AwsEksNodeGroup, true) => &["eks:DeleteNodegroup"],
+        (Kind::AwsEksAccessEntry, false) => &["eks:CreateAccessEntry", "eks:TagResource", "eks:AssociateAccessPolicy"],
+        (Kind::AwsEksAccessEntry, true) => &["eks:DeleteAccessEntry"],
         (Kind::AwsS3Bucket, false) => &[
             "s3:CreateBucket",
             "s3:PutBucketVersioning",
