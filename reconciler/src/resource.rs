@@ -95,11 +95,12 @@ kinds! {
     AwsIamPolicy => "aws.iam-policy", "AWS IAM managed policy", ["name", "path"];
     AwsEksCluster => "aws.eks-cluster", "AWS EKS cluster", ["name", "role", "subnets", "serviceCidr"];
     AwsOidcProvider => "aws.oidc-provider", "AWS IAM OIDC provider", ["cluster"];
-    AwsEksNodeGroup => "aws.eks-nodegroup", "AWS EKS node group", ["cluster", "nodeRole", "instanceType", "subnets"];
+    AwsEksNodeGroup => "aws.eks-nodegroup", "AWS EKS node group", ["cluster", "nodeRole", "instanceType", "subnets", "createFailed"];
     AwsEksAccessEntry => "aws.eks-access-entry", "AWS EKS access entry", ["cluster", "principal"];
     AwsS3Bucket => "aws.s3-bucket", "AWS S3 bucket", ["name", "region"];
     AwsNlb => "aws.nlb", "AWS network load balancer", ["name", "scheme", "subnets"];
     AwsVpcEndpointService => "aws.vpc-endpoint-service", "AWS VPC endpoint service", [];
+    AwsVpcEndpoint => "aws.vpc-endpoint", "AWS VPC endpoint", ["vpc", "service", "type"];
     GcpNetwork => "gcp.network", "GCP VPC network", ["name"];
     GcpSubnetwork => "gcp.subnetwork", "GCP subnetwork", ["name", "network", "region", "cidr", "purpose"];
     GcpFirewall => "gcp.firewall", "GCP firewall rule", ["name", "network", "direction"];

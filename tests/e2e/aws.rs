@@ -51,6 +51,7 @@ const EXPECTED: &[&str] = &[
     "aws.subnet/public-c",
     "aws.vpc-endpoint-service/agent",
     "aws.vpc-endpoint-service/proxy",
+    "aws.vpc-endpoint/s3",
     "aws.vpc/main",
     // Owned by the NAT gateway and the load balancers, tagged with their ids.
     "eip:aws.nat-gateway/main",
@@ -87,7 +88,7 @@ impl Account {
     }
 
     /// (Re)starts the proxy in front of moto with `args` (fault rate, denied actions, quota).
-    fn front(&mut self, args: &[&str]) {
+    pub(crate) fn front(&mut self, args: &[&str]) {
         self.front = None;
         let port = free_port();
         let mut child = Command::new("python3")
@@ -136,7 +137,7 @@ impl Account {
     }
 
     /// What the account holds for environment prod-use1, read with describe calls.
-    fn inventory(&self) -> Value {
+    pub(crate) fn inventory(&self) -> Value {
         self.inventory_of("prod-use1")
     }
 
@@ -247,7 +248,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
 
     let first = run(&repo, &args);
     ok(&first);
-    assert!(summary(&first).starts_with("33 to create, 0 to update"), "{}", summary(&first));
+    assert!(summary(&first).starts_with("34 to create, 0 to update"), "{}", summary(&first));
     assert_exactly_one_of_each(&account.counts());
 
     let inv = account.inventory();
@@ -275,10 +276,10 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     assert_eq!(d["cluster"]["version"], "1.31");
     assert_eq!(d["nodeGroups"]["risingwave"]["taints"], serde_json::json!(["dedicated=risingwave:NO_SCHEDULE"]));
     assert_eq!((d["nodeGroups"]["risingwave"]["min"].as_i64(), d["nodeGroups"]["risingwave"]["max"].as_i64()), (Some(3), Some(12)));
-    for bucket in ["aws.s3-bucket/data", "aws.s3-bucket/state"] {
+    for (bucket, days) in [("aws.s3-bucket/data", vec![7]), ("aws.s3-bucket/state", vec![])] {
         assert_eq!(
             d["buckets"][bucket],
-            serde_json::json!({"versioning": "Enabled", "encryption": "aws:kms", "publicAccessBlocked": true}),
+            serde_json::json!({"versioning": "Enabled", "encryption": "aws:kms", "publicAccessBlocked": true, "noncurrentDays": days}),
             "{bucket}"
         );
     }
@@ -328,7 +329,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     let second = run(&repo, &args);
     ok(&second);
     assert!(
-        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 33 unchanged"),
+        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 34 unchanged"),
         "{}",
         summary(&second)
     );
@@ -391,8 +392,8 @@ fn apply_killed_after(repo: &Repo, args: &[&str], k: usize) -> usize {
 
 #[test]
 fn killed_after_each_step_a_rerun_completes_with_exactly_one_of_each() {
-    // k = 1..=31 split over three accounts (moto servers) that run side by side.
-    let lanes: Vec<Vec<usize>> = (0..3).map(|lane| (1..=31).filter(|k| k % 3 == lane).collect()).collect();
+    // k = 1..=32 split over three accounts (moto servers) that run side by side.
+    let lanes: Vec<Vec<usize>> = (0..3).map(|lane| (1..=32).filter(|k| k % 3 == lane).collect()).collect();
     std::thread::scope(|s| {
         for ks in &lanes {
             s.spawn(move || killed_lane(ks));
@@ -413,7 +414,7 @@ fn killed_lane(ks: &[usize]) {
         assert_eq!(reached, k, "the apply was killed after step {k}");
         let rerun = run(&repo, &args);
         ok(&rerun);
-        if k < 33 {
+        if k < 34 {
             assert!(rerun.stdout.contains("note: resuming: the apply of"), "k={k}: the journal tells what was done:\n{}", rerun.stdout);
         }
         assert!(!rerun.stdout.contains("is a second resource tagged"), "k={k}: a duplicate was created:\n{}", rerun.stdout);
@@ -447,8 +448,8 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
     ));
     let rebuilt = run(&repo, &args);
     ok(&rebuilt);
-    assert!(summary(&rebuilt).starts_with("0 to create, 33 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
-    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 33);
+    assert!(summary(&rebuilt).starts_with("0 to create, 34 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
+    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 34);
     assert!(
         rebuilt.stdout.contains("note: aws.vpc/old is tagged for this environment but not managed (leaked); it will be deleted"),
         "{}",
@@ -508,8 +509,8 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     let out = child.wait_with_output().expect("byoc ends");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("33 to create"), "the live plan is shown first:\n{stdout}");
-    assert!(stderr.contains("Apply these 33 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
+    assert!(stdout.contains("34 to create"), "the live plan is shown first:\n{stdout}");
+    assert!(stderr.contains("Apply these 34 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
     assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
     assert_eq!(account.counts(), Default::default());
 }
@@ -560,11 +561,11 @@ fn a_second_concurrent_apply_is_refused_by_the_lease_and_no_state_update_is_lost
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_exactly_one_of_each(&account.counts());
 
-    // Every one of the 33 conditional writes landed: the inventory in the bucket has all.
+    // Every one of the 34 conditional writes landed: the inventory in the bucket has all.
     let records = account.python(
         "import boto3, json; b = boto3.client('s3').get_object(Bucket='infra-state', Key='prod-use1/cloud-inventory.json')['Body'].read(); d = json.loads(b); print(len(d['resources']), len(d['journal']['done']), d['journal']['finishedAt'] is not None)",
     );
-    assert_eq!(records.trim(), "33 33 True");
+    assert_eq!(records.trim(), "34 34 True");
     // The lease was released: the second apply now runs (and finds nothing to do).
     let later = byoc_env(repo.path(), &[&["apply"][..], &common, &["--auto-approve"]].concat(), &MOTO_ENV);
     assert!(ok(&later).stdout.contains("nothing to do"));
@@ -607,16 +608,17 @@ fn credentials_for_another_account_are_refused_before_any_change() {
 #[test]
 fn preflight_reports_every_problem_at_once_and_changes_nothing() {
     let mut account = Account::new(); // no AWSServiceRoleForAutoScaling
-    account.front(&["--deny", "ec2:CreateVpc,eks:CreateNodegroup,iam:PassRole", "--quota", "30"]);
+    account.front(&["--deny", "ec2:CreateVpc,eks:CreateNodegroup,iam:PassRole,iam:CreateServiceLinkedRole", "--quota", "30"]);
     let repo = example_repo();
     let args = approved_apply_args(&account, "state");
     let r = run(&repo, &args);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stderr.contains("preflight found 3 problem(s); nothing was changed"), "{}", r.stderr);
+    // Four service-linked roles the caller may not create, the quota, the actions.
+    assert!(r.stderr.contains("preflight found 6 problem(s); nothing was changed"), "{}", r.stderr);
     assert!(r.stderr.contains("the service-linked role AWSServiceRoleForAutoScaling does not exist"), "{}", r.stderr);
     assert!(r.stderr.contains("eks/L-6D54EA21 (managed node groups per cluster) is 30, below the 36"), "{}", r.stderr);
     assert!(
-        r.stderr.contains("not allowed 3 action(s) this plan needs: ec2:CreateVpc (implicitDeny), eks:CreateNodegroup (implicitDeny), iam:PassRole (implicitDeny)"),
+        r.stderr.contains("not allowed 3 action(s) this plan needs: ec2:CreateVpc (implicitDeny), eks:CreateNodegroup (implicitDeny), iam:PassRole (implicitDeny) when passing a role to eks.amazonaws.com"),
         "{}",
         r.stderr
     );

@@ -68,6 +68,15 @@
      not exist or the trusted entity is not correct", as EKS does; an IAM CreateRole whose
      trust policy names an OIDC provider just created answers MalformedPolicyDocument
      "Invalid principal in policy". GET /__propagation counts what was injected.
+7. Also in --real-aws mode (the README's table gives each source): --linger N, the
+   DependencyViolation answers while a deleted load balancer's or EKS cluster's network
+   interfaces linger (GET /__linger counts them); --fail-node-group NAME, a node group
+   that stays CREATE_FAILED until deleted; DeleteObjects refused per object by a bucket
+   policy that denies s3:DeleteObjectVersion. In every mode: the endpoint-service
+   connection calls moto lacks (POST /__connect with a service id connects a consumer's
+   endpoint), and with --evaluate-policies SimulatePrincipalPolicy evaluates the caller's
+   inline policies from moto's IAM with the request's context entries (GET /__simulations
+   lists what was asked).
 4. A request log: every call is recorded as the IAM action it needs and the resource it
    acts on, as AWS would authorize it (`iam:CreateRole` on
    `arn:aws:iam::123456789012:role/byoc/prod/clusters/x`, with the
@@ -80,7 +89,8 @@
 Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
                  [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50] [--creating N]
                  [--delay 0.5]
-                 [--real-aws] [--page-size 1] [--propagation 2]
+                 [--real-aws] [--page-size 1] [--propagation 2] [--linger N]
+                 [--fail-node-group NAME] [--evaluate-policies]
 Listens on 127.0.0.1 only; exits when the owner process is gone.
 """
 import argparse
@@ -98,8 +108,10 @@ ARGS = None
 LOCK = threading.Lock()
 RNG = None
 INJECTED = {}
+FAILING = {}  # --fail-node-group: name -> "failing" until deleted, then "replaced"
 READS = {}  # (kind, name) -> describe reads answered so far
 UPDATES = {}  # cluster name -> {"version": v, "reads": reads left in UPDATING}
+SIMULATIONS = []  # each SimulatePrincipalPolicy asked: {"actions", "context"}
 CALLS = []  # the request log: {"action", "resource", "boundary"?}
 ROLE_PATHS = {}  # IAM role name -> path, from the CreateRole calls seen
 ACCOUNT = "123456789012"  # moto's account
@@ -141,10 +153,11 @@ def eks_action(method, path):
 
 S3_BUCKET_READS = {"tagging": "GetBucketTagging", "versioning": "GetBucketVersioning",
                    "publicAccessBlock": "GetBucketPublicAccessBlock", "encryption": "GetEncryptionConfiguration",
-                   "location": "GetBucketLocation", "policy": "GetBucketPolicy", "versions": "ListBucketVersions"}
+                   "location": "GetBucketLocation", "policy": "GetBucketPolicy", "versions": "ListBucketVersions",
+                   "lifecycle": "GetLifecycleConfiguration"}
 S3_BUCKET_WRITES = {"tagging": "PutBucketTagging", "versioning": "PutBucketVersioning",
                     "publicAccessBlock": "PutBucketPublicAccessBlock", "encryption": "PutEncryptionConfiguration",
-                    "policy": "PutBucketPolicy"}
+                    "policy": "PutBucketPolicy", "lifecycle": "PutLifecycleConfiguration"}
 
 
 def s3_call(method, path):
@@ -241,7 +254,24 @@ def action_matches(pattern, action):
     return pattern.lower() == action.lower()
 
 
-def real_s3(method, path, headers):
+def delete_result_denied(body):
+    """S3's answer to a DeleteObjects whose objects a bucket policy denies deleting: 200,
+    and an <Error> per object in the DeleteResult (Amazon S3 API Reference, DeleteObjects:
+    "the result of the delete operation on each object ... Error")."""
+    objects = re.findall(rb"<Object>(.*?)</Object>", body, re.S)
+    errors = ""
+    for o in objects:
+        key = re.search(rb"<Key>(.*?)</Key>", o, re.S)
+        version = re.search(rb"<VersionId>(.*?)</VersionId>", o, re.S)
+        errors += (f"<Error><Key>{key.group(1).decode() if key else ''}</Key>"
+                   + (f"<VersionId>{version.group(1).decode()}</VersionId>" if version else "")
+                   + "<Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
+    return 200, {"Content-Type": "application/xml"}, (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"{errors}</DeleteResult>")
+
+
+def real_s3(method, path, headers, body=b""):
     """The answer real S3 gives where moto's differs (redirect, explicit deny), or None."""
     action, _ = s3_call(method, path)
     bucket = urllib.parse.urlsplit(path).path.lstrip("/").split("/", 1)[0]
@@ -275,6 +305,11 @@ def real_s3(method, path, headers):
             actions = [actions] if isinstance(actions, str) else actions
             if st.get("Effect") == "Deny" and everyone and any(action_matches(a, "s3:" + action) for a in actions):
                 return s3_error(403, "AccessDenied", "Access Denied", bucket)
+            # DeleteObjects is judged per object (s3:DeleteObject, or s3:DeleteObjectVersion
+            # for a version) and answered 200 with an error per refused object.
+            if (st.get("Effect") == "Deny" and everyone and method == "POST" and action == "DeleteObject"
+                    and any(action_matches(a, "s3:DeleteObjectVersion") for a in actions)):
+                return delete_result_denied(body)
     return None
 
 
@@ -476,6 +511,91 @@ def eks_access(method, path, body):
         if len(parts) == 5 and parts[4] == "access-policies" and method == "GET":
             return 200, {"Content-Type": "application/json"}, json.dumps(
                 {"clusterName": cluster, "principalArn": principal, "associatedAccessPolicies": list(entry["policies"].values())})
+
+
+LINGER = {"armed": False, "left": {}, "injected": 0}  # --linger: resource id -> refusals left
+LINGERING_DELETES = {"DeleteSubnet": ("SubnetId", "The subnet '{0}' has dependencies and cannot be deleted."),
+                     "DeleteSecurityGroup": ("GroupId", "resource {0} has a dependent object"),
+                     "DeleteVpc": ("VpcId", "The vpc '{0}' has dependencies and cannot be deleted."),
+                     "DetachInternetGateway": ("VpcId", "Network {0} has some mapped public address(es). Please unmap those public address(es) before detaching the gateway.")}
+
+
+def lingering(service, method, path, form):
+    """--linger N: once a load balancer or an EKS cluster has been deleted, its network
+    interfaces stay for a while ("Delete a load balancer", ELB User Guide: the network
+    interfaces are released some minutes later; "Delete a cluster", EKS User Guide), and
+    EC2 refuses the first N deletions of each subnet, security group and VPC, and each
+    gateway detach, with DependencyViolation. moto deletes them at once."""
+    if ARGS.linger <= 0:
+        return None
+    action = form.get("Action", [""])[0]
+    if (service == "elasticloadbalancing" and action == "DeleteLoadBalancer") or (
+            service == "eks" and method == "DELETE" and re.fullmatch(r"/clusters/[^/]+", path)):
+        with LOCK:
+            LINGER["armed"] = True
+        return None
+    if service != "ec2" or action not in LINGERING_DELETES:
+        return None
+    field, message = LINGERING_DELETES[action]
+    rid = form.get(field, [""])[0]
+    with LOCK:
+        if not LINGER["armed"]:
+            return None
+        left = LINGER["left"].setdefault((action, rid), ARGS.linger)
+        if left <= 0:
+            return None
+        LINGER["left"][(action, rid)] = left - 1
+        LINGER["injected"] += 1
+    body = (f"<Response><Errors><Error><Code>DependencyViolation</Code><Message>{message.format(rid)}</Message>"
+            "</Error></Errors><RequestID>real-aws-mode</RequestID></Response>")
+    return 400, {"Content-Type": "text/xml"}, body
+
+
+CONNECTIONS = {}  # endpoint service id -> {endpoint id: state}, made by POST /__connect
+EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
+
+
+def endpoint_connections(action, form):
+    """The endpoint-service connection calls moto lacks (EC2 API Reference:
+    DescribeVpcEndpointConnections, RejectVpcEndpointConnections), and
+    DeleteVpcEndpointServiceConfigurations refusing a service with connections that are
+    not rejected: 200 with an Unsuccessful item ExistingVpcEndpointConnections, as EC2
+    answers."""
+    if action == "DescribeVpcEndpointConnections":
+        wanted = [v[0] for k, v in form.items() if re.fullmatch(r"Filter\.\d+\.Value\.\d+", k)]
+        with LOCK:
+            items = "".join(
+                f"<item><serviceId>{svc}</serviceId><vpcEndpointId>{e}</vpcEndpointId><vpcEndpointOwner>210987654321</vpcEndpointOwner>"
+                f"<vpcEndpointState>{state}</vpcEndpointState><creationTimestamp>2026-01-01T00:00:00.000Z</creationTimestamp></item>"
+                for svc, conns in CONNECTIONS.items() if not wanted or svc in wanted for e, state in conns.items())
+        return 200, {"Content-Type": "text/xml"}, (
+            f'<DescribeVpcEndpointConnectionsResponse xmlns="{EC2_NS}"><requestId>real-aws-mode</requestId>'
+            f"<vpcEndpointConnectionSet>{items}</vpcEndpointConnectionSet></DescribeVpcEndpointConnectionsResponse>")
+    if action == "RejectVpcEndpointConnections":
+        svc = form.get("ServiceId", [""])[0]
+        failed = ""
+        with LOCK:
+            conns = CONNECTIONS.get(svc, {})
+            for k, v in form.items():
+                if k.startswith("VpcEndpointId."):
+                    if v[0] in conns:
+                        conns[v[0]] = "rejected"
+                    else:
+                        failed += (f"<item><error><code>InvalidVpcEndpoint.NotFound</code><message>The Vpc Endpoint Id '{v[0]}' does not exist</message>"
+                                   f"</error><resourceId>{v[0]}</resourceId></item>")
+        return 200, {"Content-Type": "text/xml"}, (
+            f'<RejectVpcEndpointConnectionsResponse xmlns="{EC2_NS}"><requestId>real-aws-mode</requestId>'
+            f"<unsuccessful>{failed}</unsuccessful></RejectVpcEndpointConnectionsResponse>")
+    if action == "DeleteVpcEndpointServiceConfigurations":
+        ids = [v[0] for k, v in form.items() if k.startswith("ServiceId.")]
+        with LOCK:
+            busy = [i for i in ids if any(st not in ("rejected", "deleted") for st in CONNECTIONS.get(i, {}).values())]
+        if busy:
+            items = "".join(f"<item><error><code>ExistingVpcEndpointConnections</code><message>Service {i} has existing active VPC Endpoint connections!</message>"
+                            f"</error><resourceId>{i}</resourceId></item>" for i in busy)
+            return 200, {"Content-Type": "text/xml"}, (
+                f'<DeleteVpcEndpointServiceConfigurationsResponse xmlns="{EC2_NS}"><requestId>real-aws-mode</requestId>'
+                f"<unsuccessful>{items}</unsuccessful></DeleteVpcEndpointServiceConfigurationsResponse>")
     return None
 
 
@@ -552,12 +672,112 @@ def refused_name(service, form):
     return 400, {"Content-Type": "text/xml"}, body
 
 
+def iam_query(action, **params):
+    """An IAM query call to moto (which checks no signature): the response body."""
+    up = urllib.parse.urlsplit(ARGS.upstream)
+    conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+    body = urllib.parse.urlencode(dict(Action=action, Version="2010-05-08", **params))
+    conn.request("POST", "/", body=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request"})
+    data = conn.getresponse().read().decode()
+    conn.close()
+    return data
+
+
+def principal_statements(arn):
+    """The statements of the inline policies of the user or role `arn` names, from moto."""
+    m = re.match(r"arn:[^:]+:iam::\d+:(user|role)/(?:.*/)?([^/]+)$", arn)
+    if not m:
+        return []
+    kind, name = m.group(1), m.group(2)
+    cap = kind.capitalize()
+    listed = iam_query(f"List{cap}Policies", **{f"{cap}Name": name})
+    statements = []
+    for policy in re.findall(r"<member>([^<]+)</member>", listed):
+        got = iam_query(f"Get{cap}Policy", **{f"{cap}Name": name, "PolicyName": policy})
+        doc = re.search(r"<PolicyDocument>([^<]*)</PolicyDocument>", got)
+        if doc:
+            text = urllib.parse.unquote(doc.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+            st = json.loads(text).get("Statement", [])
+            statements += st if isinstance(st, list) else [st]
+    return statements
+
+
+def listed(value):
+    return value if isinstance(value, list) else [value]
+
+
+def matches_action(st, action):
+    glob = lambda pattern: re.fullmatch(re.escape(pattern).replace("\\*", ".*").replace("\\?", "."), action, re.IGNORECASE)
+    if "NotAction" in st:
+        return not any(glob(p) for p in listed(st["NotAction"]))
+    return any(glob(p) for p in listed(st.get("Action", [])))
+
+
+def conditions_hold(condition, context):
+    """IAM's condition operators the tests use, as the policy evaluation logic documents
+    them: a key missing from the request context fails every operator but ...IfExists."""
+    for operator, keys in (condition or {}).items():
+        op = operator.split(":")[-1]
+        if_exists = op.endswith("IfExists")
+        op = op.removesuffix("IfExists")
+        for key, wanted in keys.items():
+            have = context.get(key.lower())
+            if have is None:
+                if if_exists:
+                    continue
+                return False
+            wanted = listed(wanted)
+            if op == "StringEquals":
+                ok = any(h == w for h in have for w in wanted)
+            elif op == "StringEqualsIgnoreCase":
+                ok = any(h.lower() == w.lower() for h in have for w in wanted)
+            elif op == "StringLike":
+                ok = any(re.fullmatch(re.escape(w).replace("\\*", ".*").replace("\\?", "."), h) for h in have for w in wanted)
+            elif op == "StringNotEquals":
+                ok = all(h != w for h in have for w in wanted)
+            else:
+                return False  # an operator this evaluator does not know never matches
+            if not ok:
+                return False
+    return True
+
+
+def evaluate(statements, action, context):
+    """IAM's decision for one action: an explicit deny wins, then any allow."""
+    decision = "implicitDeny"
+    for st in statements:
+        if matches_action(st, action) and conditions_hold(st.get("Condition"), context):
+            if st.get("Effect") == "Deny":
+                return "explicitDeny"
+            decision = "allowed"
+    return decision
+
+
 def simulate(form):
-    actions = [v[0] for k, v in sorted(form.items(), key=lambda kv: kv[0]) if k.startswith("ActionNames.member.")]
+    named = [(int(k.rsplit(".", 1)[1]), v[0]) for k, v in form.items() if k.startswith("ActionNames.member.")]
+    actions = [a for _, a in sorted(named)]
     deny = set(filter(None, ARGS.deny.split(",")))
+    context = {}
+    for k, v in form.items():
+        m = re.fullmatch(r"ContextEntries\.member\.(\d+)\.ContextKeyName", k)
+        if m:
+            n = m.group(1)
+            values = [vv[0] for kk, vv in sorted(form.items()) if kk.startswith(f"ContextEntries.member.{n}.ContextKeyValues.member.")]
+            context[v[0].lower()] = values
+    with LOCK:
+        SIMULATIONS.append({"actions": actions, "context": context})
+    statements = principal_statements(form.get("PolicySourceArn", [""])[0]) if ARGS.evaluate_policies else None
+
+    def decide(a):
+        if a in deny:
+            return "implicitDeny"
+        return evaluate(statements, a, context) if statements is not None else "allowed"
+
     members = "".join(
         f"<member><EvalActionName>{a}</EvalActionName><EvalResourceName>*</EvalResourceName>"
-        f"<EvalDecision>{'implicitDeny' if a in deny else 'allowed'}</EvalDecision>"
+        f"<EvalDecision>{decide(a)}</EvalDecision>"
         "<MatchedStatements/><MissingContextValues/></member>"
         for a in actions
     )
@@ -622,6 +842,18 @@ class Handler(BaseHTTPRequestHandler):
                 if self.command == "POST":
                     DELAY[0] = max(0.0, float(body.decode() or "0"))
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(DELAY[0]))
+        if self.path == "/__linger":
+            with LOCK:
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps({"injected": LINGER["injected"]}))
+        if self.path == "/__connect":
+            # A consumer's interface endpoint connects to the service named in the body.
+            endpoint = "vpce-" + "".join(random.choice("0123456789abcdef") for _ in range(17))
+            with LOCK:
+                CONNECTIONS.setdefault(body.decode().strip(), {})[endpoint] = "available"
+            return self.answer(200, {"Content-Type": "application/json"}, json.dumps(endpoint))
+        if self.path == "/__simulations":
+            with LOCK:
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(SIMULATIONS))
         if self.path == "/__propagation":
             with LOCK:
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(PROPAGATED))
@@ -648,7 +880,7 @@ class Handler(BaseHTTPRequestHandler):
             if refused:
                 return self.answer(*refused)
         if ARGS.real_aws and service == "s3":
-            real = real_s3(self.command, self.path, self.headers)
+            real = real_s3(self.command, self.path, self.headers, body)
             if real:
                 return self.answer(*real)
             if self.command == "DELETE":
@@ -656,6 +888,11 @@ class Handler(BaseHTTPRequestHandler):
                     BUCKET_REGION.pop(urllib.parse.urlsplit(self.path).path.lstrip("/").split("/", 1)[0], None)
         if ARGS.real_aws and service == "eks":
             self.path = page_eks_list(self.command, self.path)
+            gone = re.fullmatch(r"/clusters/[^/]+/node-groups/([^/?]+)", urllib.parse.urlsplit(self.path).path)
+            if gone and self.command == "DELETE":
+                with LOCK:
+                    if FAILING.get(gone.group(1)) == "failing":
+                        FAILING[gone.group(1)] = "replaced"
         form, json_body = {}, {}
         if ARGS.real_aws and service in ("ec2", "iam"):
             form = urllib.parse.parse_qs(body.decode(errors="replace"), keep_blank_values=True)
@@ -664,6 +901,16 @@ class Handler(BaseHTTPRequestHandler):
                 json_body = json.loads(body)
             except ValueError:
                 json_body = {}
+        if service in ("ec2", "elasticloadbalancing") and not form:
+            form = urllib.parse.parse_qs(body.decode(errors="replace"), keep_blank_values=True)
+        if ARGS.real_aws:
+            refused = lingering(service, self.command, urllib.parse.urlsplit(self.path).path, form)
+            if refused:
+                return self.answer(*refused)
+        if service == "ec2":
+            answered = endpoint_connections(form.get("Action", [""])[0], form)
+            if answered:
+                return self.answer(*answered)
         if ARGS.real_aws:
             late = not_visible_yet(service, self.command, urllib.parse.urlsplit(self.path).path, form, json_body)
             if late:
@@ -705,6 +952,14 @@ class Handler(BaseHTTPRequestHandler):
                 obj["accessConfig"] = {"authenticationMode": state["mode"], "bootstrapClusterCreatorAdminPermissions": state["bootstrap"]}
             name = (key, m.group(1), m.group(3))
             READS[name] = READS.get(name, 0) + 1
+            if key == "nodegroup" and FAILING.get(m.group(3)) == "failing":
+                # --fail-node-group: EKS's answer for a group whose instances never joined
+                # (EKS API Reference, Nodegroup status CREATE_FAILED; Issue code
+                # NodeCreationFailure). It stays so until the group is deleted.
+                obj["status"] = "CREATE_FAILED"
+                obj["health"] = {"issues": [{"code": "NodeCreationFailure", "message": "Instances failed to join the kubernetes cluster",
+                                             "resourceIds": ["i-0123456789abcdef0"]}]}
+                return json.dumps(doc).encode()
             if READS[name] <= ARGS.creating and obj.get("status") == "ACTIVE":
                 obj["status"] = "CREATING"
             update = UPDATES.get(m.group(1)) if key == "cluster" else None
@@ -762,11 +1017,16 @@ def main():
     p.add_argument("--real-aws", action="store_true")
     p.add_argument("--page-size", type=int, default=1)
     p.add_argument("--propagation", type=int, default=2)
+    p.add_argument("--evaluate-policies", action="store_true")
+    p.add_argument("--linger", type=int, default=0)
+    p.add_argument("--fail-node-group", default="")
     ARGS = p.parse_args()
     DELAY[0] = ARGS.delay
     if not ARGS.real_aws:
         ARGS.propagation = 0
     RNG = random.Random(ARGS.seed)
+    for name in filter(None, ARGS.fail_node_group.split(",")):
+        FAILING[name] = "failing"
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     # A client killed mid-request (the crash tests) breaks its connection; not an error here.
     server.handle_error = lambda request, address: None

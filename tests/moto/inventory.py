@@ -19,6 +19,16 @@ ENV_TAG = "byoc.risingwave.dev/environment"
 RES_TAG = "byoc.risingwave.dev/resource"
 
 
+def noncurrent_days(s3, bucket):
+    """Days of the bucket's enabled noncurrent-version expiration rules (empty: none)."""
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except Exception:
+        return []
+    return [r["NoncurrentVersionExpiration"]["NoncurrentDays"] for r in rules
+            if r.get("Status") == "Enabled" and "NoncurrentVersionExpiration" in r]
+
+
 def main():
     endpoint, env = sys.argv[1], sys.argv[2]
     c = lambda s: boto3.client(s, endpoint_url=endpoint, region_name="us-east-1")
@@ -53,6 +63,30 @@ def main():
                 "routes": sorted(r.get("DestinationCidrBlock", "") + "->" + (r.get("NatGatewayId") or r.get("GatewayId") or "") for r in t["Routes"]),
                 "subnets": len([a for a in t.get("Associations", []) if not a.get("Main")]),
             }
+    table_ids = {}
+    for t in ec2.describe_route_tables()["RouteTables"]:
+        for tag in t.get("Tags", []):
+            if tag["Key"] == RES_TAG:
+                table_ids[t["RouteTableId"]] = tag["Value"]
+    for e in ec2.describe_vpc_endpoints()["VpcEndpoints"]:
+        if e.get("State", "").lower() in ("deleted", "deleting"):
+            continue
+        rid = add(e.get("Tags"), e["VpcEndpointId"])
+        if rid:
+            details.setdefault("vpcEndpoints", {})[rid] = {
+                "service": e["ServiceName"], "type": e["VpcEndpointType"],
+                "routeTables": sorted(table_ids.get(t, t) for t in e.get("RouteTableIds", [])),
+            }
+    nat_zones = {}
+    subnet_zone = {s["SubnetId"]: s["AvailabilityZone"] for s in ec2.describe_subnets()["Subnets"]}
+    for n in ec2.describe_nat_gateways()["NatGateways"]:
+        if n["State"] not in ("deleted", "deleting"):
+            nat_zones[n["NatGatewayId"]] = subnet_zone.get(n["SubnetId"])
+    for t in ec2.describe_route_tables()["RouteTables"]:
+        rid = table_ids.get(t["RouteTableId"])
+        if rid and rid in details.get("routes", {}):
+            details["routes"][rid]["natZones"] = sorted(nat_zones[r["NatGatewayId"]] for r in t["Routes"] if r.get("NatGatewayId") in nat_zones)
+            details["routes"][rid]["subnetZones"] = sorted(subnet_zone.get(a["SubnetId"], "") for a in t.get("Associations", []) if a.get("SubnetId"))
     for g in ec2.describe_security_groups()["SecurityGroups"]:
         rid = add(g.get("Tags"), g["GroupId"])
         if rid:
@@ -117,6 +151,7 @@ def main():
                 "versioning": s3.get_bucket_versioning(Bucket=b["Name"]).get("Status"),
                 "encryption": enc["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"],
                 "publicAccessBlocked": all(pab.values()),
+                "noncurrentDays": noncurrent_days(s3, b["Name"]),
             }
 
     lbs = elb.describe_load_balancers()["LoadBalancers"]

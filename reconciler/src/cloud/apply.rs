@@ -113,13 +113,22 @@ fn same(applied: &Value, live: &Value) -> bool {
 
 /// Puts the live value of each drifted setting into `resource` (what exists), so the plan
 /// shows the change back to what is desired; notes each one.
-fn overlay_drift(resource: &mut Resource, live: &Map, notes: &mut Vec<String>) {
+/// A live setting the desired state never has but that forces replacement (an EKS node
+/// group's `createFailed`) is put in too, so the plan replaces what cannot be repaired;
+/// with `forcing_only` (an adopted resource, whose settings are re-applied anyway) only
+/// that.
+fn overlay_drift(resource: &mut Resource, live: &Map, notes: &mut Vec<String>, forcing_only: bool) {
     for (prop, now) in live.iter() {
-        if let Some(applied) = resource.properties.get(prop)
-            && !same(applied, now)
-        {
-            notes.push(format!("{} `{prop}`: applied {applied}, live {now}", resource.id));
-            resource.properties.insert(prop.to_owned(), now.clone());
+        match resource.properties.get(prop) {
+            Some(applied) if !forcing_only && !same(applied, now) => {
+                notes.push(format!("{} `{prop}`: applied {applied}, live {now}", resource.id));
+                resource.properties.insert(prop.to_owned(), now.clone());
+            }
+            None if resource.kind.replace_on().contains(&prop) => {
+                notes.push(format!("{} `{prop}`: live {now}, which forces a replacement", resource.id));
+                resource.properties.insert(prop.to_owned(), now.clone());
+            }
+            _ => {}
         }
     }
 }
@@ -150,8 +159,8 @@ pub fn reconcile(inventory: &Inventory, found: Vec<Found>, desired: &Graph, dele
                 Resource { id: f.id.clone(), ..Resource::new(f.kind, "leaked") }
             }
         };
-        if record.is_some() {
-            overlay_drift(&mut resource, &f.live, &mut o.drift);
+        if record.is_some() || o.adopted.contains(&f.id) {
+            overlay_drift(&mut resource, &f.live, &mut o.drift, record.is_none());
         }
         resource.protection = record.and_then(|r| r.protection.clone()).filter(|_| !delete_data);
         if f.kind == Kind::AwsS3Bucket && !delete_data {

@@ -189,6 +189,7 @@ pub fn cloud_part(graph: &Graph) -> Graph {
 /// not recorded.
 pub const DELETE_ORDER: &[Kind] = &[
     Kind::AwsVpcEndpointService,
+    Kind::AwsVpcEndpoint,
     Kind::AwsNlb,
     Kind::AwsEksNodeGroup,
     Kind::AwsEksAccessEntry,

@@ -291,9 +291,9 @@ fn finish(result: anyhow::Result<u8>) -> u8 {
 /// The checks `--skip-preflight` leaves out, as the warning names them.
 const SKIPPED_CHECKS: &[&str] = &[
     "the credentials are for the account spec.account names",
-    "the service-linked role AWSServiceRoleForAutoScaling exists (EKS managed node groups need it)",
     "the quota eks/L-6D54EA21 (managed node groups per cluster) is at least 36",
-    "iam:SimulatePrincipalPolicy allows the caller every action the plan needs",
+    "iam:SimulatePrincipalPolicy allows the caller every action the plan needs, with the context its calls carry (iam:PassedToService, ec2:CreateAction)",
+    "the service-linked roles AWSServiceRoleForAmazonEKS, AWSServiceRoleForAmazonEKSNodegroup, AWSServiceRoleForAutoScaling and AWSServiceRoleForElasticLoadBalancing exist, or the caller may iam:CreateServiceLinkedRole for them",
 ];
 
 fn run(request: Request<'_>) -> anyhow::Result<u8> {

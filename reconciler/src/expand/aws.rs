@@ -9,7 +9,7 @@ use super::{
     AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, names, tagged as resource,
 };
 use crate::resource::{Graph, Kind, Map, Resource, ResourceId, Value};
-use crate::spec::{Cluster, Environment, Tier};
+use crate::spec::{Cluster, Environment, NatGateways, Tier};
 
 pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let prefix = format!("byoc-{}", env.name);
@@ -46,26 +46,22 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     }
 
     let igw = g.add(resource(env, Kind::AwsInternetGateway, "main").set("vpc", Value::reference(&vpc)));
-    // Validation guarantees a public subnet on AWS; without one there is no NAT to build.
-    let nat = public.first().map(|first| {
-        g.add(resource(env, Kind::AwsNatGateway, "main").set("subnet", Value::reference(first)).set("connectivity", "public").after(&igw))
-    });
     g.add(
         resource(env, Kind::AwsRouteTable, "public")
             .set("vpc", Value::reference(&vpc))
             .set("routes", Value::List(vec![Value::map([("destination", "0.0.0.0/0".into()), ("target", Value::reference(&igw))])]))
             .set("subnets", Value::references(&public)),
     );
+    let private_tables = private_routes(env, g, &vpc, &igw);
+
+    // S3 traffic from the private subnets goes through a gateway endpoint rather than the
+    // NAT gateway, which bills every GB it carries; the endpoint itself costs nothing.
     g.add(
-        resource(env, Kind::AwsRouteTable, "private")
+        resource(env, Kind::AwsVpcEndpoint, "s3")
             .set("vpc", Value::reference(&vpc))
-            .set(
-                "routes",
-                Value::List(
-                    nat.iter().map(|n| Value::map([("destination", "0.0.0.0/0".into()), ("target", Value::reference(n))])).collect(),
-                ),
-            )
-            .set("subnets", Value::references(&private)),
+            .set("service", names::aws::s3_gateway_service(&env.region))
+            .set("type", "Gateway")
+            .set("routeTables", Value::references(&private_tables)),
     );
 
     let vpc_cidr = env.network.cidr.to_string();
@@ -141,8 +137,14 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             .set("clientIds", Value::strings(["sts.amazonaws.com"])),
     );
     for ng in &k.node_groups {
+        // Nodes in a private subnet join the cluster by pulling images and reaching EKS's
+        // endpoints: without the NAT route they fail, and the group ends CREATE_FAILED.
+        let mut group = resource(env, Kind::AwsEksNodeGroup, &ng.name);
+        for table in &private_tables {
+            group = group.after(table);
+        }
         g.add(
-            resource(env, Kind::AwsEksNodeGroup, &ng.name)
+            group
                 .set("cluster", Value::reference(&eks))
                 .set("nodeRole", Value::reference(&node_role))
                 .set("instanceType", &ng.machine_type)
@@ -167,6 +169,11 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     };
     let data = bucket("data", &env.data_bucket);
     bucket("state", &env.state_bucket);
+    // RisingWave rewrites and deletes its SST files all the time; in a versioned bucket each
+    // leaves a noncurrent version that is billed until it expires.
+    if let Some(r) = g.resources.get_mut(&data) {
+        r.properties.insert("noncurrentVersionDays", Value::from(env.noncurrent_version_days));
+    }
 
     let nlb = |g: &mut Graph, name: &str, scheme: &str, subnets: &[ResourceId], sg: &ResourceId, port: u16| {
         g.add(
@@ -283,6 +290,55 @@ pub const LOAD_BALANCER_CONTROLLER: &str = "load-balancer-controller";
 pub const LOAD_BALANCER_CONTROLLER_NAMESPACE: &str = "kube-system";
 /// See [`LOAD_BALANCER_CONTROLLER_NAMESPACE`].
 pub const LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT: &str = "aws-load-balancer-controller";
+
+/// The NAT gateways and the private route tables, each routing to a NAT gateway: with
+/// `natGateways: single` one gateway (`aws.nat-gateway/main`, in the first public subnet)
+/// and one table (`aws.route-table/private`); with `perZone` one of each per zone
+/// (`aws.nat-gateway/<zone>`, `aws.route-table/private-<zone>`), so a zone's loss cuts
+/// only its own egress. Returns the route tables.
+fn private_routes(env: &Environment, g: &mut Graph, vpc: &ResourceId, igw: &ResourceId) -> Vec<ResourceId> {
+    let subnet_id = |s: &crate::spec::Subnet| ResourceId::new(Kind::AwsSubnet, &s.name);
+    let public: Vec<&crate::spec::Subnet> = env.network.subnets.iter().filter(|s| s.tier == Tier::Public).collect();
+    let private: Vec<&crate::spec::Subnet> = env.network.subnets.iter().filter(|s| s.tier == Tier::Private).collect();
+    let table = |g: &mut Graph, name: &str, nat: Option<ResourceId>, subnets: Vec<ResourceId>| {
+        g.add(
+            resource(env, Kind::AwsRouteTable, name)
+                .set("vpc", Value::reference(vpc))
+                .set(
+                    "routes",
+                    Value::List(
+                        nat.iter().map(|n| Value::map([("destination", "0.0.0.0/0".into()), ("target", Value::reference(n))])).collect(),
+                    ),
+                )
+                .set("subnets", Value::references(&subnets)),
+        )
+    };
+    let nat = |g: &mut Graph, name: &str, subnet: &crate::spec::Subnet| {
+        g.add(
+            resource(env, Kind::AwsNatGateway, name)
+                .set("subnet", Value::reference(&subnet_id(subnet)))
+                .set("connectivity", "public")
+                .after(igw),
+        )
+    };
+    match env.network.nat_gateways {
+        NatGateways::Single => {
+            // Validation guarantees a public subnet on AWS; without one there is no NAT.
+            let n = public.first().map(|first| nat(g, "main", first));
+            vec![table(g, "private", n, private.iter().map(|s| subnet_id(s)).collect())]
+        }
+        NatGateways::PerZone => env
+            .network
+            .zones
+            .iter()
+            .map(|zone| {
+                let in_zone = |s: &&&crate::spec::Subnet| s.zone.as_deref() == Some(zone.as_str());
+                let n = public.iter().find(in_zone).map(|first| nat(g, zone, first));
+                table(g, &format!("private-{zone}"), n, private.iter().filter(in_zone).map(|s| subnet_id(s)).collect())
+            })
+            .collect(),
+    }
+}
 
 /// Id suffix of the permissions boundary of the cluster roles.
 const CLUSTER_BOUNDARY: &str = "cluster-boundary";

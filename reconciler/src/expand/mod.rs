@@ -168,6 +168,29 @@ mod tests {
         }
     }
 
+    /// Nodes in a private subnet that has no route out yet never join (CREATE_FAILED):
+    /// every AWS node group waits for every private route table, whichever NAT mode.
+    #[test]
+    fn aws_node_groups_wait_for_the_private_routes() {
+        let mut specs = example("aws");
+        for mode in [crate::spec::NatGateways::Single, crate::spec::NatGateways::PerZone] {
+            specs.environment.network.nat_gateways = mode;
+            let g = expand(&specs);
+            let tables: Vec<&ResourceId> = g
+                .resources
+                .values()
+                .filter(|r| r.kind == Kind::AwsRouteTable && r.id.as_str().contains("/private"))
+                .map(|r| &r.id)
+                .collect();
+            assert_eq!(tables.len(), if mode == crate::spec::NatGateways::Single { 1 } else { 3 }, "{mode:?}");
+            for ng in g.resources.values().filter(|r| r.kind == Kind::AwsEksNodeGroup) {
+                for t in &tables {
+                    assert!(ng.depends_on.contains(*t), "{mode:?}: {} does not wait for {t}", ng.id);
+                }
+            }
+        }
+    }
+
     fn g_env(cloud: &str) -> String {
         example(cloud).environment.name
     }

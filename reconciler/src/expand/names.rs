@@ -491,6 +491,13 @@ pub mod aws {
         format!("arn:{}:{rest}", partition(region))
     }
 
+    /// The service name of S3's gateway endpoint in `region`: `com.amazonaws.<region>.s3`
+    /// (Amazon VPC User Guide, "Gateway endpoints for Amazon S3"; the China regions use the
+    /// same form for S3).
+    pub fn s3_gateway_service(region: &str) -> String {
+        format!("com.amazonaws.{region}.s3")
+    }
+
     /// A default bucket: `byoc-<env>-<account>-<role>` (S3 names are global; the account
     /// keeps customers apart).
     pub fn bucket(env: &str, account: &str, role: &str) -> String {

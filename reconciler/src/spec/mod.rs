@@ -80,6 +80,8 @@ pub struct Environment {
     pub data_bucket: String,
     /// Name of the bucket holding the reconciler's state.
     pub state_bucket: String,
+    /// AWS: days a noncurrent version of a data-bucket object is kept before S3 expires it.
+    pub noncurrent_version_days: u32,
     /// Tags added to every cloud resource.
     pub tags: BTreeMap<String, String>,
 }
@@ -99,6 +101,20 @@ pub struct Network {
     pub api_server: Option<IpNet>,
     /// Azure: the range of the Private Link services' subnet.
     pub private_link: Option<IpNet>,
+    /// AWS: how many NAT gateways the private subnets go out through.
+    pub nat_gateways: NatGateways,
+}
+
+/// AWS: how many NAT gateways serve the private subnets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NatGateways {
+    /// One, in the first public subnet: cheapest, but one zone's loss cuts every zone's
+    /// egress.
+    #[default]
+    Single,
+    /// One in each zone, each zone's private subnets routed to their own zone's.
+    PerZone,
 }
 
 /// Whether a subnet routes to the internet directly.

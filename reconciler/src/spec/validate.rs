@@ -12,12 +12,15 @@ use crate::expand::names::{self, Rule};
 
 use super::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 use super::wire::{ClusterDocument, ComponentSpec, EnvironmentDocument, MetaStoreSpec};
-use super::{ApiAccess, Cloud, Cluster, Component, Environment, Kubernetes, MetaStore, Network, NodeGroup, Subnet, Taint, Tier};
+use super::{ApiAccess, Cloud, Cluster, Component, Environment, Kubernetes, MetaStore, NatGateways, Network, NodeGroup, Subnet, Taint, Tier};
 
 /// Longest environment name: it is embedded in bucket and resource names with cloud limits.
 pub const MAX_ENV_NAME: usize = 24;
 /// Longest cluster name: its namespace is `rw-<name>` and its identities carry the name.
 pub const MAX_CLUSTER_NAME: usize = 40;
+/// Days a noncurrent version of a data-bucket object is kept when the spec does not say:
+/// RisingWave rewrites its SST files constantly, so every old version is paid for.
+pub const DEFAULT_NONCURRENT_VERSION_DAYS: u32 = 7;
 /// Kubernetes minor versions the managed services offer.
 pub const KUBERNETES_MINORS: std::ops::RangeInclusive<u32> = 28..=34;
 
@@ -153,6 +156,21 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
         cx.error(&b.referenced, "the state bucket is the data bucket", "cluster data and reconciler state must live in different buckets");
     }
 
+    // S3 lifecycle rules: NoncurrentDays "must be a non-zero positive integer" (Amazon S3
+    // API Reference, NoncurrentVersionExpiration).
+    let noncurrent_version_days = match &spec.storage.noncurrent_version_days {
+        Some(d) if cloud != Cloud::Aws => {
+            cx.error(&d.referenced, "noncurrentVersionDays is an AWS setting", "remove it");
+            0
+        }
+        Some(d) if d.value == 0 => {
+            cx.error(&d.referenced, "noncurrentVersionDays is 0", "write a number of days from 1; the default is 7");
+            0
+        }
+        Some(d) => d.value,
+        None => DEFAULT_NONCURRENT_VERSION_DAYS,
+    };
+
     let mut tags = BTreeMap::new();
     // Each cloud resource carries the user's tags, byoc's three ownership tags, and on AWS
     // subnets the load balancer controller's role tag.
@@ -219,6 +237,7 @@ pub fn environment(file: &str, doc: &EnvironmentDocument, problems: &mut Diagnos
         control_plane_principals: principals.value.iter().map(|p| p.value.clone()).collect(),
         data_bucket,
         state_bucket,
+        noncurrent_version_days,
         tags,
     })
 }
@@ -533,7 +552,36 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
     } else if !subnets.iter().any(|s| s.tier == Tier::Private) {
         cx.error(&n.subnets.referenced, "no private subnet", "add a subnet with tier: private for the Kubernetes nodes");
     }
-    (cx.problems.len() == before).then_some(Network { cidr: net, zones, subnets, private_service_connect, api_server, private_link })
+    let nat_gateways = n.nat_gateways.as_ref().map_or(NatGateways::Single, |v| v.value);
+    if let Some(v) = &n.nat_gateways {
+        if cloud != Cloud::Aws {
+            cx.error(
+                &v.referenced,
+                "natGateways is an AWS setting",
+                "remove it; GCP's Cloud NAT and Azure's NAT gateway are regional or zone-redundant",
+            );
+        } else if v.value == NatGateways::PerZone {
+            // A NAT gateway lives in a public subnet of its zone.
+            for z in &zones {
+                if !subnets.iter().any(|s| s.tier == Tier::Public && s.zone.as_deref() == Some(z)) {
+                    cx.error(
+                        &v.referenced,
+                        format!("natGateways: perZone, but zone {z} has no public subnet for its NAT gateway"),
+                        "add a public subnet in every zone, or use natGateways: single",
+                    );
+                }
+            }
+        }
+    }
+    (cx.problems.len() == before).then_some(Network {
+        cidr: net,
+        zones,
+        subnets,
+        private_service_connect,
+        api_server,
+        private_link,
+        nat_gateways,
+    })
 }
 
 fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpec) -> Option<Kubernetes> {

@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 
 pub use rwproxy::routes::Metadata;
 
-use super::{Cloud, DeletionPolicy, TaintEffect, Tier};
+use super::{Cloud, DeletionPolicy, NatGateways, TaintEffect, Tier};
 
 /// A `kind: Environment` document.
 #[derive(Debug, Deserialize)]
@@ -70,6 +70,8 @@ pub struct NetworkSpec {
     pub api_server: Option<PrivateServiceConnectSpec>,
     /// Azure: the subnet the Private Link services take their NAT addresses from.
     pub private_link: Option<PrivateServiceConnectSpec>,
+    /// AWS: one NAT gateway (`single`, the default) or one per zone (`perZone`).
+    pub nat_gateways: Option<Spanned<NatGateways>>,
 }
 
 /// `spec.network.privateServiceConnect` (GCP), `apiServer` and `privateLink` (Azure): a
@@ -199,6 +201,8 @@ pub struct StorageSpec {
     pub data_bucket: Option<Spanned<String>>,
     /// State bucket name.
     pub state_bucket: Option<Spanned<String>>,
+    /// AWS: days a noncurrent object version of the data bucket is kept (default 7).
+    pub noncurrent_version_days: Option<Spanned<u32>>,
 }
 
 /// A `kind: RisingWaveCluster` document.

@@ -74,6 +74,11 @@ impl Aws {
 /// A node group's size, labels and taints in property form.
 fn live_node_group(ng: &ekst::Nodegroup) -> Map {
     let mut live = Map::new();
+    // A group that failed to create is not repaired by EKS: it is replaced (see
+    // `overlay_drift`), never kept as if it were there.
+    if ng.status() == Some(&ekst::NodegroupStatus::CreateFailed) {
+        live.insert("createFailed", Value::Bool(true));
+    }
     if let Some(sc) = ng.scaling_config() {
         live.insert("minSize", Value::Int(sc.min_size().unwrap_or(0).into()));
         live.insert("maxSize", Value::Int(sc.max_size().unwrap_or(0).into()));

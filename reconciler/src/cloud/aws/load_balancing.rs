@@ -191,6 +191,7 @@ impl Aws {
         let r =
             self.retry.call(&what("DeleteLoadBalancer"), || self.elb.delete_load_balancer().load_balancer_arn(&f.cloud_id).send()).await;
         unless_gone(r, &["LoadBalancerNotFound"])?;
+        self.wait_load_balancer_gone(&f.id, &f.cloud_id).await?;
         for tg in &groups {
             let r = self.retry.call(&what("DeleteTargetGroup"), || self.elb.delete_target_group().target_group_arn(tg).send()).await;
             unless_gone(r, &["TargetGroupNotFound"])?;

@@ -13,6 +13,7 @@
 //! buckets, which S3 tags only after creation, have fixed names and are found by name.
 
 mod access;
+mod gateway_endpoints;
 mod identity;
 mod kubernetes;
 mod load_balancing;
@@ -20,6 +21,7 @@ mod network;
 pub mod preflight;
 mod private_connectivity;
 mod storage;
+mod teardown;
 
 use std::time::{Duration, Instant};
 
@@ -269,6 +271,7 @@ impl Cloud for Aws {
     async fn observe(&self) -> Result<Vec<Found>, CloudError> {
         let mut out = Vec::new();
         self.observe_network(&mut out).await?;
+        self.observe_vpc_endpoints(&mut out).await?;
         self.observe_endpoint_services(&mut out).await?;
         self.observe_iam(&mut out).await?;
         self.observe_eks(&mut out).await?;
@@ -306,6 +309,7 @@ impl Cloud for Aws {
             Kind::AwsS3Bucket => self.ensure_bucket(r).await,
             Kind::AwsNlb => self.ensure_nlb(r, existing, refs).await,
             Kind::AwsVpcEndpointService => self.ensure_endpoint_service(r, existing, refs).await,
+            Kind::AwsVpcEndpoint => self.ensure_vpc_endpoint(r, existing, refs).await,
             other => Err(CloudError::new(r.id.to_string(), format!("{} is not an AWS resource", other.label()))),
         }
     }
@@ -324,6 +328,7 @@ impl Cloud for Aws {
             "NoSuchBucket",
             "LoadBalancerNotFound",
             "InvalidVpcEndpointServiceId.NotFound",
+            "InvalidVpcEndpointId.NotFound",
         ];
         let result = match f.kind {
             Kind::AwsVpc => self.delete_vpc(f).await,
@@ -341,6 +346,7 @@ impl Cloud for Aws {
             Kind::AwsS3Bucket => self.delete_bucket(f).await,
             Kind::AwsNlb => self.delete_nlb(f).await,
             Kind::AwsVpcEndpointService => self.delete_endpoint_service(f).await,
+            Kind::AwsVpcEndpoint => self.delete_vpc_endpoint(f).await,
             other => Err(CloudError::new(f.id.to_string(), format!("{} is not an AWS resource", other.label()))),
         };
         match result {

@@ -212,9 +212,9 @@ impl Aws {
             .await?;
         for a in d.internet_gateways().iter().flat_map(|g| g.attachments()) {
             if let Some(vpc) = a.vpc_id() {
+                // Refused while public addresses (NAT gateways, load balancers) remain mapped.
                 let detached = self
-                    .retry
-                    .call(&what("DetachInternetGateway"), || {
+                    .until_released(&what("DetachInternetGateway"), Some(vpc), || {
                         self.ec2.detach_internet_gateway().internet_gateway_id(&f.cloud_id).vpc_id(vpc).send()
                     })
                     .await;
@@ -521,21 +521,25 @@ impl Aws {
         Ok(found(r, group, []))
     }
 
+    // Subnets, security groups and the VPC are released by the network interfaces of
+    // deleted load balancers and EKS minutes after those are gone (see `teardown`).
+
     pub(super) async fn delete_vpc(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("{op} for {} {}", f.id, f.cloud_id);
         let id = f.cloud_id.as_str();
-        self.retry.call(&what("ec2 DeleteVpc"), || self.ec2.delete_vpc().vpc_id(id).send()).await.map(drop)
+        self.until_released(&what("ec2 DeleteVpc"), Some(id), || self.ec2.delete_vpc().vpc_id(id).send()).await.map(drop)
     }
 
     pub(super) async fn delete_subnet(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("{op} for {} {}", f.id, f.cloud_id);
         let id = f.cloud_id.as_str();
-        self.retry.call(&what("ec2 DeleteSubnet"), || self.ec2.delete_subnet().subnet_id(id).send()).await.map(drop)
+        let vpc = f.outputs.get("vpcId").map(String::as_str);
+        self.until_released(&what("ec2 DeleteSubnet"), vpc, || self.ec2.delete_subnet().subnet_id(id).send()).await.map(drop)
     }
 
     pub(super) async fn delete_security_group(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("{op} for {} {}", f.id, f.cloud_id);
         let id = f.cloud_id.as_str();
-        self.retry.call(&what("ec2 DeleteSecurityGroup"), || self.ec2.delete_security_group().group_id(id).send()).await.map(drop)
+        self.until_released(&what("ec2 DeleteSecurityGroup"), None, || self.ec2.delete_security_group().group_id(id).send()).await.map(drop)
     }
 }

@@ -1,15 +1,18 @@
-//! Preflight on AWS: the checks made before any change (who the caller is, the service-linked
-//! role and quota node groups need, and an IAM simulation of every action the plan calls),
-//! all problems collected at once.
+//! Preflight on AWS: the checks made before any change (who the caller is, the quota node
+//! groups need, an IAM simulation of every action the plan calls with the request context
+//! those calls carry, and the service-linked roles AWS makes on first use), all problems
+//! collected at once.
 
 use std::collections::BTreeSet;
+
+use aws_sdk_iam::types as iamt;
 
 use super::Aws;
 use crate::cloud::CloudError;
 use crate::plan::{Action, Plan};
 use crate::resource::Kind;
 
-/// The service-linked role EKS managed node groups need.
+/// The service-linked role of the node groups' Auto Scaling groups.
 pub const AUTOSCALING_ROLE: &str = "AWSServiceRoleForAutoScaling";
 /// Service Quotas: EKS "Managed node groups per cluster".
 pub const NODE_GROUP_QUOTA: (&str, &str) = ("eks", "L-6D54EA21");
@@ -52,6 +55,8 @@ const OBSERVE_ACTIONS: &[&str] = &[
     "s3:GetBucketVersioning",
     "s3:GetBucketPublicAccessBlock",
     "s3:GetEncryptionConfiguration",
+    "s3:GetLifecycleConfiguration",
+    "ec2:DescribeVpcEndpoints",
     "ec2:DescribeVpcEndpointServicePermissions",
     "elasticloadbalancing:DescribeLoadBalancers",
     "elasticloadbalancing:DescribeTags",
@@ -62,13 +67,13 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
     let delete = matches!(action, Action::Delete);
     match (kind, delete) {
         (Kind::AwsVpc, false) => &["ec2:CreateVpc", "ec2:CreateTags", "ec2:ModifyVpcAttribute"],
-        (Kind::AwsVpc, true) => &["ec2:DeleteVpc"],
+        (Kind::AwsVpc, true) => &["ec2:DeleteVpc", "ec2:DescribeNetworkInterfaces"],
         (Kind::AwsSubnet, false) => &["ec2:CreateSubnet", "ec2:CreateTags", "ec2:ModifySubnetAttribute"],
-        (Kind::AwsSubnet, true) => &["ec2:DeleteSubnet"],
+        (Kind::AwsSubnet, true) => &["ec2:DeleteSubnet", "ec2:DescribeNetworkInterfaces"],
         (Kind::AwsInternetGateway, false) => {
             &["ec2:CreateInternetGateway", "ec2:CreateTags", "ec2:AttachInternetGateway", "ec2:DetachInternetGateway"]
         }
-        (Kind::AwsInternetGateway, true) => &["ec2:DetachInternetGateway", "ec2:DeleteInternetGateway"],
+        (Kind::AwsInternetGateway, true) => &["ec2:DetachInternetGateway", "ec2:DeleteInternetGateway", "ec2:DescribeNetworkInterfaces"],
         (Kind::AwsNatGateway, false) => &["ec2:DescribeAddresses", "ec2:AllocateAddress", "ec2:CreateNatGateway", "ec2:CreateTags"],
         (Kind::AwsNatGateway, true) => &["ec2:DeleteNatGateway", "ec2:DescribeAddresses", "ec2:ReleaseAddress"],
         (Kind::AwsRouteTable, false) => &[
@@ -121,6 +126,7 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "s3:PutEncryptionConfiguration",
             "s3:PutBucketPublicAccessBlock",
             "s3:PutBucketTagging",
+            "s3:PutLifecycleConfiguration",
         ],
         (Kind::AwsS3Bucket, true) => &["s3:ListBucketVersions", "s3:DeleteObjectVersion", "s3:DeleteBucket"],
         (Kind::AwsNlb, false) => &[
@@ -140,6 +146,8 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "elasticloadbalancing:DeleteListener",
             "elasticloadbalancing:DeleteLoadBalancer",
             "elasticloadbalancing:DeleteTargetGroup",
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "ec2:DescribeNetworkInterfaces",
         ],
         (Kind::AwsVpcEndpointService, false) => &[
             "ec2:CreateVpcEndpointServiceConfiguration",
@@ -147,9 +155,71 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "ec2:DescribeVpcEndpointServicePermissions",
             "ec2:ModifyVpcEndpointServicePermissions",
         ],
-        (Kind::AwsVpcEndpointService, true) => &["ec2:DeleteVpcEndpointServiceConfigurations"],
+        (Kind::AwsVpcEndpointService, true) => {
+            &["ec2:DescribeVpcEndpointConnections", "ec2:RejectVpcEndpointConnections", "ec2:DeleteVpcEndpointServiceConfigurations"]
+        }
+        (Kind::AwsVpcEndpoint, false) => &["ec2:CreateVpcEndpoint", "ec2:CreateTags", "ec2:DescribeVpcEndpoints", "ec2:ModifyVpcEndpoint"],
+        (Kind::AwsVpcEndpoint, true) => &["ec2:DeleteVpcEndpoints"],
         _ => &[],
     }
+}
+
+/// The service-linked roles AWS makes on first use, the service each is for, and the kind
+/// whose creation first uses it.
+pub const SERVICE_LINKED_ROLES: &[(&str, &str, Kind)] = &[
+    ("AWSServiceRoleForAmazonEKS", "eks.amazonaws.com", Kind::AwsEksCluster),
+    ("AWSServiceRoleForAmazonEKSNodegroup", "eks-nodegroup.amazonaws.com", Kind::AwsEksNodeGroup),
+    (AUTOSCALING_ROLE, "autoscaling.amazonaws.com", Kind::AwsEksNodeGroup),
+    ("AWSServiceRoleForElasticLoadBalancing", "elasticloadbalancing.amazonaws.com", Kind::AwsNlb),
+];
+
+/// The service `iam:PassRole` passes roles to: EKS takes the cluster role and the node role.
+pub const PASSED_TO_SERVICE: &str = "eks.amazonaws.com";
+
+/// EC2 create calls that tag in the same request (tag specifications): their tags are
+/// authorized as `ec2:CreateTags` with `ec2:CreateAction` set to the create call.
+pub const TAG_ON_CREATE: &[&str] = &[
+    "ec2:AllocateAddress",
+    "ec2:CreateInternetGateway",
+    "ec2:CreateNatGateway",
+    "ec2:CreateRouteTable",
+    "ec2:CreateSecurityGroup",
+    "ec2:CreateSubnet",
+    "ec2:CreateVpc",
+    "ec2:CreateVpcEndpoint",
+    "ec2:CreateVpcEndpointServiceConfiguration",
+];
+
+fn context_entry(key: &str, value: &str) -> iamt::ContextEntry {
+    iamt::ContextEntry::builder().context_key_name(key).context_key_type(iamt::ContextKeyTypeEnum::String).context_key_values(value).build()
+}
+
+/// The simulations that judge `actions` as AWS will judge the calls: each with the request
+/// context those calls carry, so a role scoped by condition keys is not flagged falsely
+/// (a simulation without a key the policy's condition names does not match it). Each is
+/// (actions, context, words that say when the action is needed).
+fn simulations(actions: &[&str]) -> Vec<(Vec<String>, Vec<iamt::ContextEntry>, String)> {
+    let contextual = ["iam:PassRole", "ec2:CreateTags"];
+    let plain: Vec<String> = actions.iter().filter(|a| !contextual.contains(a)).map(|a| (*a).to_owned()).collect();
+    let mut out = vec![(plain, Vec::new(), String::new())];
+    if actions.contains(&"iam:PassRole") {
+        out.push((
+            vec!["iam:PassRole".to_owned()],
+            vec![context_entry("iam:PassedToService", PASSED_TO_SERVICE)],
+            format!(" when passing a role to {PASSED_TO_SERVICE}"),
+        ));
+    }
+    if actions.contains(&"ec2:CreateTags") {
+        for create in TAG_ON_CREATE.iter().filter(|c| actions.contains(c)) {
+            let call = create.trim_start_matches("ec2:");
+            out.push((
+                vec!["ec2:CreateTags".to_owned()],
+                vec![context_entry("ec2:CreateAction", call)],
+                format!(" when tagging in {call}"),
+            ));
+        }
+    }
+    out
 }
 
 /// Every IAM action `plan` needs, sorted.
@@ -166,8 +236,8 @@ pub fn plan_actions(plan: &Plan) -> Vec<&'static str> {
 
 impl Aws {
     /// Checks made before any change; every problem is collected, none stops the others.
-    /// The node-group checks (service-linked role, quota) are made only when the plan
-    /// creates or changes node groups.
+    /// The node-group quota is checked only when the plan creates or changes node groups,
+    /// a service-linked role only when the plan creates what first uses it.
     pub async fn preflight(&self, plan: &Plan, account: &str) -> Preflight {
         let node_groups = plan
             .changed()
@@ -201,14 +271,6 @@ impl Aws {
     }
 
     async fn node_group_checks(&self, p: &mut Preflight) {
-        match self.retry.call(&format!("iam GetRole {AUTOSCALING_ROLE}"), || self.iam.get_role().role_name(AUTOSCALING_ROLE).send()).await {
-            Ok(_) => {}
-            Err(e) if e.is(&["NoSuchEntity"]) => p.problems.push(format!(
-                "the service-linked role {AUTOSCALING_ROLE} does not exist in this account; EKS managed node groups need it. Create it once with: aws iam create-service-linked-role --aws-service-name autoscaling.amazonaws.com"
-            )),
-            Err(e) => p.problems.push(format!("cannot check the service-linked role {AUTOSCALING_ROLE}: {e}")),
-        }
-
         let (service, code) = NODE_GROUP_QUOTA;
         let quota = match self
             .retry
@@ -246,7 +308,65 @@ impl Aws {
                 return;
             }
         };
-        let actions: Vec<String> = plan_actions(plan).into_iter().map(str::to_owned).collect();
+        let needed = plan_actions(plan);
+        let mut denied = Vec::new();
+        for (actions, context, when) in simulations(&needed) {
+            match self.simulate(&principal, actions, context).await {
+                Ok(d) => denied.extend(d.into_iter().map(|(action, decision)| format!("{action} ({decision}){when}"))),
+                Err(e) => {
+                    p.problems.push(format!("cannot check the permissions of {principal} (iam:SimulatePrincipalPolicy): {e}"));
+                    return;
+                }
+            }
+        }
+        denied.sort();
+        denied.dedup();
+        if !denied.is_empty() {
+            p.problems.push(format!("{principal} is not allowed {} action(s) this plan needs: {}", denied.len(), denied.join(", ")));
+        }
+        self.service_linked_role_checks(plan, &principal, p).await;
+    }
+
+    /// The service-linked roles the plan's services use: one that is missing is made by
+    /// AWS on first use, if the caller may `iam:CreateServiceLinkedRole` for that service
+    /// (what a fresh account needs); otherwise it is a problem.
+    async fn service_linked_role_checks(&self, plan: &Plan, principal: &str, p: &mut Preflight) {
+        let kinds: BTreeSet<Kind> =
+            plan.changed().filter(|s| matches!(s.action, Action::Create | Action::Update | Action::Replace)).map(|s| s.kind).collect();
+        for (role, service, kind) in SERVICE_LINKED_ROLES {
+            if !kinds.contains(kind) {
+                continue;
+            }
+            match self.retry.call(&format!("iam GetRole {role}"), || self.iam.get_role().role_name(*role).send()).await {
+                Ok(_) => continue,
+                Err(e) if e.is(&["NoSuchEntity"]) => {}
+                Err(e) => {
+                    p.problems.push(format!("cannot check the service-linked role {role}: {e}"));
+                    continue;
+                }
+            }
+            let context = vec![context_entry("iam:AWSServiceName", service)];
+            match self.simulate(principal, vec!["iam:CreateServiceLinkedRole".to_owned()], context).await {
+                Ok(d) if d.is_empty() => p.notes.push(format!(
+                    "the service-linked role {role} does not exist yet; AWS makes it on first use ({principal} may iam:CreateServiceLinkedRole for {service})"
+                )),
+                Ok(d) => p.problems.push(format!(
+                    "the service-linked role {role} does not exist in this account and {principal} may not create it (iam:CreateServiceLinkedRole for {service}: {}); allow that action, or create it once with: aws iam create-service-linked-role --aws-service-name {service}",
+                    d.iter().map(|(_, decision)| decision.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+                Err(e) => p.problems.push(format!("cannot check whether {principal} may create the service-linked role {role}: {e}")),
+            }
+        }
+    }
+
+    /// `(action, decision)` of each of `actions` the principal is not allowed, simulated
+    /// with the request context `context`; every page is read.
+    async fn simulate(
+        &self,
+        principal: &str,
+        actions: Vec<String>,
+        context: Vec<iamt::ContextEntry>,
+    ) -> Result<Vec<(String, String)>, CloudError> {
         let mut denied = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -255,32 +375,22 @@ impl Aws {
                 .call("iam SimulatePrincipalPolicy", || {
                     self.iam
                         .simulate_principal_policy()
-                        .policy_source_arn(&principal)
+                        .policy_source_arn(principal)
                         .set_action_names(Some(actions.clone()))
+                        .set_context_entries(Some(context.clone()).filter(|c| !c.is_empty()))
                         .set_marker(marker.clone())
                         .send()
                 })
-                .await;
-            match out {
-                Ok(out) => {
-                    for r in out.evaluation_results() {
-                        if r.eval_decision() != &aws_sdk_iam::types::PolicyEvaluationDecisionType::Allowed {
-                            denied.push(format!("{} ({})", r.eval_action_name(), r.eval_decision().as_str()));
-                        }
-                    }
-                    marker = out.marker().map(str::to_owned);
-                    if !out.is_truncated() || marker.is_none() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    p.problems.push(format!("cannot check the permissions of {principal} (iam:SimulatePrincipalPolicy): {e}"));
-                    return;
+                .await?;
+            for r in out.evaluation_results() {
+                if r.eval_decision() != &iamt::PolicyEvaluationDecisionType::Allowed {
+                    denied.push((r.eval_action_name().to_owned(), r.eval_decision().as_str().to_owned()));
                 }
             }
-        }
-        if !denied.is_empty() {
-            p.problems.push(format!("{principal} is not allowed {} action(s) this plan needs: {}", denied.len(), denied.join(", ")));
+            marker = out.marker().map(str::to_owned);
+            if !out.is_truncated() || marker.is_none() {
+                return Ok(denied);
+            }
         }
     }
 
@@ -296,5 +406,121 @@ impl Aws {
             return Ok(got.role().map(|r| r.arn().to_owned()));
         }
         Ok(Some(caller.to_owned()))
+    }
+}
+
+/// What preflight itself calls: not simulated (a caller who may not simulate is told so by
+/// the failed simulation), but part of the table the call-site test checks.
+pub const PREFLIGHT_ACTIONS: &[&str] =
+    &["iam:SimulatePrincipalPolicy", "iam:GetRole", "servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota"];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::cloud::DELETE_ORDER;
+
+    /// The IAM action of an SDK call where its name is not the operation's: S3 authorizes
+    /// several operations under other action names (Amazon S3 User Guide, "Amazon S3
+    /// actions"); STS GetCallerIdentity needs no permission.
+    const RENAMED: &[(&str, &str)] = &[
+        ("s3:get_bucket_encryption", "s3:GetEncryptionConfiguration"),
+        ("s3:put_bucket_encryption", "s3:PutEncryptionConfiguration"),
+        ("s3:get_public_access_block", "s3:GetBucketPublicAccessBlock"),
+        ("s3:put_public_access_block", "s3:PutBucketPublicAccessBlock"),
+        ("s3:list_object_versions", "s3:ListBucketVersions"),
+        ("s3:delete_objects", "s3:DeleteObjectVersion"),
+        ("s3:get_bucket_lifecycle_configuration", "s3:GetLifecycleConfiguration"),
+        ("s3:put_bucket_lifecycle_configuration", "s3:PutLifecycleConfiguration"),
+        ("sts:get_caller_identity", ""),
+    ];
+
+    /// `service:op` of every `self.<client>.<op>(` call in the AWS provider's sources, read
+    /// from the directory so that a new file is scanned too.
+    fn sdk_calls() -> BTreeSet<String> {
+        let clients = [
+            ("ec2", "ec2"),
+            ("eks", "eks"),
+            ("iam", "iam"),
+            ("elb", "elasticloadbalancing"),
+            ("s3", "s3"),
+            ("sts", "sts"),
+            ("quotas", "servicequotas"),
+        ];
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cloud/aws");
+        let mut calls = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).expect("provider sources") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            // Calls are split over lines by rustfmt: `self.ec2\n    .create_vpc()`.
+            let code: String = std::fs::read_to_string(&path).expect("source").chars().filter(|c| !c.is_whitespace()).collect();
+            for (client, service) in clients {
+                let needle = format!("self.{client}.");
+                for (at, _) in code.match_indices(&needle) {
+                    let op: String = code[at + needle.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if code[at + needle.len() + op.len()..].starts_with('(') {
+                        calls.insert(format!("{service}:{op}"));
+                    }
+                }
+            }
+        }
+        calls
+    }
+
+    /// `GetOpenIDConnectProvider` and `get_open_id_connect_provider` compare equal, as IAM
+    /// compares action names case-insensitively.
+    fn squash(action: &str) -> String {
+        action.chars().filter(|c| *c != '_').collect::<String>().to_ascii_lowercase()
+    }
+
+    #[test]
+    fn every_sdk_call_the_provider_makes_is_in_the_preflight_table() {
+        let mut table: BTreeSet<String> = OBSERVE_ACTIONS.iter().chain(PREFLIGHT_ACTIONS).map(|a| squash(a)).collect();
+        for kind in DELETE_ORDER.iter().filter(|k| k.as_str().starts_with("aws.")) {
+            for action in [Action::Create, Action::Delete] {
+                table.extend(actions_for(*kind, action).iter().map(|a| squash(a)));
+            }
+        }
+        let calls = sdk_calls();
+        assert!(calls.len() > 60, "the scan found only {} calls: {calls:?}", calls.len());
+        let missing: Vec<&String> = calls
+            .iter()
+            .filter(|call| {
+                let action = RENAMED.iter().find(|(c, _)| c == call).map_or_else(|| call.to_string(), |(_, a)| (*a).to_owned());
+                !action.is_empty() && !table.contains(&squash(&action))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "SDK calls whose IAM action preflight never checks (add them to actions_for or OBSERVE_ACTIONS): {missing:?}"
+        );
+    }
+
+    #[test]
+    fn tags_on_create_and_passed_roles_are_simulated_with_the_context_the_calls_carry() {
+        let actions = ["ec2:CreateTags", "ec2:CreateVpc", "ec2:CreateSubnet", "eks:CreateCluster", "iam:PassRole"];
+        let sims = simulations(&actions);
+        let keyed: Vec<(Vec<String>, Vec<(String, Vec<String>)>)> = sims
+            .iter()
+            .map(|(a, c, _)| {
+                (
+                    a.clone(),
+                    c.iter().map(|e| (e.context_key_name().unwrap_or_default().to_owned(), e.context_key_values().to_vec())).collect(),
+                )
+            })
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            keyed,
+            vec![
+                (s(&["ec2:CreateVpc", "ec2:CreateSubnet", "eks:CreateCluster"]), vec![]),
+                (s(&["iam:PassRole"]), vec![("iam:PassedToService".to_owned(), s(&["eks.amazonaws.com"]))]),
+                (s(&["ec2:CreateTags"]), vec![("ec2:CreateAction".to_owned(), s(&["CreateSubnet"]))]),
+                (s(&["ec2:CreateTags"]), vec![("ec2:CreateAction".to_owned(), s(&["CreateVpc"]))]),
+            ]
+        );
     }
 }

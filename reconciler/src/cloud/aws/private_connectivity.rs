@@ -140,6 +140,7 @@ impl Aws {
     pub(super) async fn delete_endpoint_service(&self, f: &Found) -> Result<(), CloudError> {
         let what = |op: &str| format!("{op} for {} {}", f.id, f.cloud_id);
         let id = f.cloud_id.as_str();
+        self.reject_endpoint_connections(&f.id, id).await?;
         // This call answers 200 and lists the services it could not delete.
         let what = what("ec2 DeleteVpcEndpointServiceConfigurations");
         match self.retry.call(&what, || self.ec2.delete_vpc_endpoint_service_configurations().service_ids(id).send()).await {

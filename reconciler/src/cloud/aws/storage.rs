@@ -3,7 +3,21 @@
 
 use std::collections::BTreeMap;
 
-use super::{Aws, flag, found, tags, text};
+use super::{Aws, flag, found, int, tags, text};
+
+/// Id of byoc's lifecycle rule on a bucket.
+const LIFECYCLE_RULE: &str = "byoc-noncurrent-versions";
+
+/// The days after which byoc's rule expires noncurrent versions; 0 without the rule (or
+/// with it disabled).
+fn noncurrent_days(rules: &[aws_sdk_s3::types::LifecycleRule]) -> i32 {
+    rules
+        .iter()
+        .find(|r| r.id() == Some(LIFECYCLE_RULE) && r.status() == &aws_sdk_s3::types::ExpirationStatus::Enabled)
+        .and_then(|r| r.noncurrent_version_expiration())
+        .and_then(|n| n.noncurrent_days())
+        .unwrap_or(0)
+}
 use crate::cloud::{CloudError, Found};
 use crate::resource::{Kind, Map, Resource, Value};
 
@@ -90,6 +104,18 @@ impl Aws {
             Err(e) => return Err(e),
         };
         live.insert("encryption", Value::from(algorithm));
+        let days = match self
+            .retry
+            .call(&format!("s3 GetBucketLifecycleConfiguration {name}"), || {
+                self.s3.get_bucket_lifecycle_configuration().bucket(name).send()
+            })
+            .await
+        {
+            Ok(l) => noncurrent_days(l.rules()),
+            Err(e) if e.is(&["NoSuchLifecycleConfiguration"]) => 0,
+            Err(e) => return Err(e),
+        };
+        live.insert("noncurrentVersionDays", Value::Int(days.into()));
         Ok(live)
     }
 
@@ -199,15 +225,49 @@ impl Aws {
                 })
                 .await?;
         }
+        let days = int(r, "noncurrentVersionDays");
+        if days > 0 {
+            // One rule of byoc's own, over the whole bucket: a noncurrent version (what an
+            // overwrite or delete leaves behind in a versioned bucket) expires after `days`.
+            // The call replaces the bucket's whole lifecycle configuration.
+            let rule = s3t::LifecycleRule::builder()
+                .id(LIFECYCLE_RULE)
+                .status(s3t::ExpirationStatus::Enabled)
+                .filter(s3t::LifecycleRuleFilter::builder().prefix("").build())
+                .noncurrent_version_expiration(s3t::NoncurrentVersionExpiration::builder().noncurrent_days(days).build())
+                .build()
+                .map_err(|e| CloudError::new(what("lifecycle"), e.to_string()))?;
+            let lifecycle = s3t::BucketLifecycleConfiguration::builder()
+                .rules(rule)
+                .build()
+                .map_err(|e| CloudError::new(what("lifecycle"), e.to_string()))?;
+            self.retry
+                .call(&what("PutBucketLifecycleConfiguration"), || {
+                    self.s3.put_bucket_lifecycle_configuration().bucket(name).lifecycle_configuration(lifecycle.clone()).send()
+                })
+                .await?;
+        }
         self.retry.call(&what("PutBucketTagging"), || self.s3.put_bucket_tagging().bucket(name).tagging(tagging.clone()).send()).await?;
         Ok(found(r, name, []))
     }
 
     /// Empties a bucket (every version and delete marker) and deletes it. Only reached
-    /// when `destroy --delete-data` lifted the protection.
+    /// when `destroy --delete-data` lifted the protection. The bucket that holds the state
+    /// store this run writes (`--state-s3`) is refused: deleting it would lose the
+    /// inventory and the lease mid-run. `DeleteObjects` answers 200 with a per-key `Errors`
+    /// list (a policy's deny, object lock), which is read: any error stops the deletion.
     pub(super) async fn delete_bucket(&self, f: &Found) -> Result<(), CloudError> {
         use aws_sdk_s3::types as s3t;
         let what = |op: &str| format!("s3 {op} for {} {}", f.id, f.cloud_id);
+        if self.state_store_bucket.as_deref() == Some(f.cloud_id.as_str()) {
+            return Err(CloudError::new(
+                what("DeleteBucket"),
+                format!(
+                    "bucket {} holds the state store this run writes (--state-s3); byoc does not delete it. Move the state elsewhere, or delete the bucket by hand after the destroy",
+                    f.cloud_id
+                ),
+            ));
+        }
         loop {
             let page = self.retry.call(&what("ListObjectVersions"), || self.s3.list_object_versions().bucket(&f.cloud_id).send()).await?;
             let ids: Vec<s3t::ObjectIdentifier> = page
@@ -225,7 +285,24 @@ impl Aws {
                 .quiet(true)
                 .build()
                 .map_err(|e| CloudError::new(what("DeleteObjects"), e.to_string()))?;
-            self.retry.call(&what("DeleteObjects"), || self.s3.delete_objects().bucket(&f.cloud_id).delete(delete.clone()).send()).await?;
+            let out = self
+                .retry
+                .call(&what("DeleteObjects"), || self.s3.delete_objects().bucket(&f.cloud_id).delete(delete.clone()).send())
+                .await?;
+            if let Some(first) = out.errors().first() {
+                let code = first.code().unwrap_or("unknown").to_owned();
+                return Err(CloudError {
+                    what: what("DeleteObjects"),
+                    message: format!(
+                        "{} object version(s) were not deleted, the first {:?} (version {}): {code}: {}; the bucket is left as it is. Lift what refuses the deletion (a bucket policy, object lock) and run destroy --delete-data again",
+                        out.errors().len(),
+                        first.key().unwrap_or_default(),
+                        first.version_id().unwrap_or("null"),
+                        first.message().unwrap_or_default()
+                    ),
+                    code: Some(code),
+                });
+            }
         }
         self.retry.call(&what("DeleteBucket"), || self.s3.delete_bucket().bucket(&f.cloud_id).send()).await?;
         Ok(())
