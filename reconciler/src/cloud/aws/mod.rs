@@ -1,7 +1,8 @@
 //! [`Cloud`] on AWS with the AWS SDK, one file per service: [`network`] (VPC, subnets,
 //! gateways, route tables, security groups), [`private_connectivity`] (the VPC endpoint
 //! service), [`identity`] (IAM roles, the clusters' permissions boundary, the cluster's OIDC
-//! provider), [`kubernetes`] (EKS cluster, node groups), [`storage`] (S3 buckets),
+//! provider), [`kubernetes`] (EKS cluster, node groups), [`launch_template`] (the node groups'
+//! launch templates), [`addons`] (EKS add-ons), [`storage`] (S3 buckets),
 //! [`load_balancing`] (ELBv2 network load balancers, their listeners and target groups) and
 //! [`preflight`] (checks made before any change). This file holds the provider type, its
 //! clients, what every service shares (ownership tags, property readers, reference
@@ -12,8 +13,10 @@
 //! specifications, EKS/IAM/ELBv2 tags), so nothing exists untagged even for a moment;
 //! buckets, which S3 tags only after creation, have fixed names and are found by name.
 
+mod addons;
 mod identity;
 mod kubernetes;
+mod launch_template;
 mod load_balancing;
 mod network;
 pub mod preflight;
@@ -166,6 +169,14 @@ fn flag(r: &Resource, name: &str) -> bool {
     matches!(r.properties.get(name), Some(Value::Bool(true)))
 }
 
+/// A map property of strings (`instanceTags`).
+fn strings_map(v: Option<&Value>) -> Vec<(String, String)> {
+    match v {
+        Some(Value::Map(m)) => m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.to_owned(), v.to_owned()))).collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn strings(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::List(items)) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
@@ -271,6 +282,7 @@ impl Cloud for Aws {
         self.observe_endpoint_services(&mut out).await?;
         self.observe_iam(&mut out).await?;
         self.observe_eks(&mut out).await?;
+        self.observe_launch_templates(&mut out).await?;
         self.observe_s3(&mut out).await?;
         self.observe_elb(&mut out).await?;
         Ok(out)
@@ -289,6 +301,8 @@ impl Cloud for Aws {
             Kind::AwsEksCluster => self.ensure_cluster(r, existing, refs).await,
             Kind::AwsOidcProvider => self.ensure_oidc(r, existing, refs).await,
             Kind::AwsEksNodeGroup => self.ensure_node_group(r, existing, refs).await,
+            Kind::AwsLaunchTemplate => self.ensure_launch_template(r, existing).await,
+            Kind::AwsEksAddon => self.ensure_addon(r, existing, refs).await,
             Kind::AwsS3Bucket => self.ensure_bucket(r).await,
             Kind::AwsNlb => self.ensure_nlb(r, existing, refs).await,
             Kind::AwsVpcEndpointService => self.ensure_endpoint_service(r, existing, refs).await,
@@ -310,6 +324,8 @@ impl Cloud for Aws {
             "NoSuchBucket",
             "LoadBalancerNotFound",
             "InvalidVpcEndpointServiceId.NotFound",
+            "InvalidLaunchTemplateId.NotFound",
+            "InvalidLaunchTemplateName.NotFoundException",
         ];
         let result = match f.kind {
             Kind::AwsVpc => self.delete_vpc(f).await,
@@ -323,6 +339,8 @@ impl Cloud for Aws {
             Kind::AwsEksCluster => self.delete_cluster(f).await,
             Kind::AwsOidcProvider => self.delete_oidc(f).await,
             Kind::AwsEksNodeGroup => self.delete_node_group(f).await,
+            Kind::AwsLaunchTemplate => self.delete_launch_template(f).await,
+            Kind::AwsEksAddon => self.delete_addon(f).await,
             Kind::AwsS3Bucket => self.delete_bucket(f).await,
             Kind::AwsNlb => self.delete_nlb(f).await,
             Kind::AwsVpcEndpointService => self.delete_endpoint_service(f).await,
