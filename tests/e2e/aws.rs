@@ -442,8 +442,8 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
     ));
     let rebuilt = run(&repo, &args);
     ok(&rebuilt);
-    assert!(summary(&rebuilt).starts_with("0 to create, 31 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
-    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 31);
+    assert!(summary(&rebuilt).starts_with("0 to create, 35 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
+    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 35);
     assert!(
         rebuilt.stdout.contains("note: aws.vpc/old is tagged for this environment but not managed (leaked); it will be deleted"),
         "{}",
@@ -504,7 +504,7 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("35 to create"), "the live plan is shown first:\n{stdout}");
-    assert!(stderr.contains("Apply these 31 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
+    assert!(stderr.contains("Apply these 35 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
     assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
     assert_eq!(account.counts(), Default::default());
 }
@@ -555,11 +555,11 @@ fn a_second_concurrent_apply_is_refused_by_the_lease_and_no_state_update_is_lost
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_exactly_one_of_each(&account.counts());
 
-    // Every one of the 31 conditional writes landed: the inventory in the bucket has all.
+    // Every one of the 35 conditional writes landed: the inventory in the bucket has all.
     let records = account.python(
         "import boto3, json; b = boto3.client('s3').get_object(Bucket='infra-state', Key='prod-use1/cloud-inventory.json')['Body'].read(); d = json.loads(b); print(len(d['resources']), len(d['journal']['done']), d['journal']['finishedAt'] is not None)",
     );
-    assert_eq!(records.trim(), "31 31 True");
+    assert_eq!(records.trim(), "35 35 True");
     // The lease was released: the second apply now runs (and finds nothing to do).
     let later = byoc_env(repo.path(), &[&["apply"][..], &common, &["--auto-approve"]].concat(), &MOTO_ENV);
     assert!(ok(&later).stdout.contains("nothing to do"));

@@ -566,6 +566,16 @@ def eks_double(method, path, body):
     if len(parts) < 2 or parts[0] != "clusters":
         return None
     name = parts[1]
+    if len(parts) == 2 and method == "DELETE":
+        # EKS deletes a cluster's add-ons with it; what this front keeps goes too.
+        with LOCK:
+            for key in [k for k in ADDONS if k[0] == name]:
+                del ADDONS[key]
+            for key in [k for k in NG_VERSIONS if k[0] == name]:
+                del NG_VERSIONS[key]
+            POLICIES.pop(name, None)
+            UPDATES.pop(name, None)
+        return None
     if len(parts) == 3 and parts[2] == "update-config" and method == "POST" and "upgradePolicy" in doc \
             and set(doc) <= {"upgradePolicy", "clientRequestToken"}:
         if moto_cluster(name) is None:

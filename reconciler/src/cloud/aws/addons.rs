@@ -91,7 +91,8 @@ impl Aws {
         let role = resolve_prop(refs, r, "serviceAccountRole")?.to_owned();
         if existing.is_none() {
             let eks_tags: HashMap<String, String> = tags(r).into_iter().collect();
-            self.retry
+            let created = self
+                .retry
                 .call_fresh(&what("CreateAddon"), || {
                     self.eks
                         .create_addon()
@@ -103,7 +104,22 @@ impl Aws {
                         .set_tags(Some(eks_tags.clone()))
                         .send()
                 })
-                .await?;
+                .await;
+            match created {
+                Ok(_) => {}
+                // Made by a run that stopped before recording it, or someone else's.
+                Err(e) if e.is(&["ResourceInUseException"]) => {
+                    let d = self
+                        .retry
+                        .call(&what("DescribeAddon"), || self.eks.describe_addon().cluster_name(&cluster).addon_name(&name).send())
+                        .await?;
+                    let tags = d.addon().and_then(|a| a.tags());
+                    if !self.owns(r, tags.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                        return Err(self.not_ours(r, what("CreateAddon"), "EKS add-on", &name));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             let d = self
                 .retry
