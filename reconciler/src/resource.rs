@@ -95,8 +95,10 @@ kinds! {
     AwsIamPolicy => "aws.iam-policy", "AWS IAM managed policy", ["name", "path"];
     AwsEksCluster => "aws.eks-cluster", "AWS EKS cluster", ["name", "role", "subnets", "serviceCidr"];
     AwsOidcProvider => "aws.oidc-provider", "AWS IAM OIDC provider", ["cluster"];
-    AwsEksNodeGroup => "aws.eks-nodegroup", "AWS EKS node group", ["cluster", "nodeRole", "instanceType", "subnets", "createFailed"];
+    AwsEksNodeGroup => "aws.eks-nodegroup", "AWS EKS node group", ["cluster", "nodeRole", "instanceType", "subnets", "amiType", "launchTemplate", "createFailed"];
     AwsEksAccessEntry => "aws.eks-access-entry", "AWS EKS access entry", ["cluster", "principal"];
+    AwsLaunchTemplate => "aws.launch-template", "AWS EC2 launch template", ["name", "rootVolumeGiB", "volumeType", "encrypted", "instanceTags"];
+    AwsEksAddon => "aws.eks-addon", "AWS EKS add-on", ["cluster", "name"];
     AwsS3Bucket => "aws.s3-bucket", "AWS S3 bucket", ["name", "region"];
     AwsNlb => "aws.nlb", "AWS network load balancer", ["name", "scheme", "subnets"];
     AwsVpcEndpointService => "aws.vpc-endpoint-service", "AWS VPC endpoint service", [];

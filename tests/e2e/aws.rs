@@ -20,16 +20,20 @@ use crate::support::{Killed, Repo, Run, byoc_env, project_root};
 
 /// Every AWS resource examples/aws describes.
 const EXPECTED: &[&str] = &[
+    "aws.eks-addon/aws-ebs-csi-driver",
     "aws.eks-cluster/main",
     "aws.eks-nodegroup/risingwave",
     "aws.eks-nodegroup/system",
     "aws.iam-role/agent",
+    "aws.iam-role/ebs-csi",
     "aws.iam-role/eks-cluster",
     "aws.iam-role/eks-node",
     "aws.iam-role/load-balancer-controller",
     "aws.iam-role/rw-analytics",
     "aws.iam-role/rw-ingest",
     "aws.internet-gateway/main",
+    "aws.launch-template/risingwave",
+    "aws.launch-template/system",
     "aws.nat-gateway/main",
     "aws.nlb/agent",
     "aws.nlb/proxy",
@@ -90,11 +94,15 @@ impl Account {
     /// (Re)starts the proxy in front of moto with `args` (fault rate, denied actions, quota).
     pub(crate) fn front(&mut self, args: &[&str]) {
         self.front = None;
+        // EKS's version support is judged on the day these tests were written (the front's
+        // table holds the real dates), so they pass on any later day too.
+        let today: &[&str] = if args.contains(&"--today") { &[] } else { &["--today", "2026-11-26"] };
         let port = free_port();
         let mut child = Command::new("python3")
             .arg(project_root().join("tests/moto/faults.py"))
             .args(["--port", &port.to_string(), "--upstream", &self.moto, "--owner", &std::process::id().to_string()])
             .args(args)
+            .args(today)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start faults.py");
@@ -146,6 +154,8 @@ impl Account {
         let out = Command::new(venv_python())
             .arg(project_root().join("tests/moto/inventory.py"))
             .args([self.moto.as_str(), env])
+            // moto has no EKS add-ons: the front keeps them.
+            .args(self.front.as_ref().map(|(url, _)| url.as_str()))
             .envs(MOTO_ENV)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .output()
@@ -248,7 +258,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
 
     let first = run(&repo, &args);
     ok(&first);
-    assert!(summary(&first).starts_with("34 to create, 0 to update"), "{}", summary(&first));
+    assert!(summary(&first).starts_with("38 to create, 0 to update"), "{}", summary(&first));
     assert_exactly_one_of_each(&account.counts());
 
     let inv = account.inventory();
@@ -273,9 +283,9 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     );
     assert_eq!(routes["aws.route-table/private"]["subnets"], 3);
     assert_eq!(d["ingress"]["aws.security-group/proxy-public"], serde_json::json!(["tcp:4566:203.0.113.0/24"]));
-    assert_eq!(d["cluster"]["version"], "1.31");
+    assert_eq!(d["cluster"]["version"], "1.35");
     assert_eq!(d["nodeGroups"]["risingwave"]["taints"], serde_json::json!(["dedicated=risingwave:NO_SCHEDULE"]));
-    assert_eq!((d["nodeGroups"]["risingwave"]["min"].as_i64(), d["nodeGroups"]["risingwave"]["max"].as_i64()), (Some(3), Some(12)));
+    assert_eq!((d["nodeGroups"]["risingwave"]["min"].as_i64(), d["nodeGroups"]["risingwave"]["max"].as_i64()), (Some(4), Some(12)));
     for (bucket, days) in [("aws.s3-bucket/data", vec![7]), ("aws.s3-bucket/state", vec![])] {
         assert_eq!(
             d["buckets"][bucket],
@@ -329,14 +339,14 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     let second = run(&repo, &args);
     ok(&second);
     assert!(
-        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 34 unchanged"),
+        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 38 unchanged"),
         "{}",
         summary(&second)
     );
     assert!(second.stdout.contains("nothing to do"));
 
     // Resize one node group: one update, seen in EKS.
-    repo.edit("examples/aws/environment.yaml", "        min: 3\n        max: 12", "        min: 3\n        max: 16");
+    repo.edit("examples/aws/environment.yaml", "        min: 4\n        max: 12", "        min: 4\n        max: 16");
     repo.commit("grow risingwave nodes");
     let resize = run(&repo, &args);
     ok(&resize);
@@ -448,8 +458,8 @@ fn a_lost_inventory_is_rebuilt_from_tags_without_creating_anything() {
     ));
     let rebuilt = run(&repo, &args);
     ok(&rebuilt);
-    assert!(summary(&rebuilt).starts_with("0 to create, 34 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
-    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 34);
+    assert!(summary(&rebuilt).starts_with("0 to create, 38 to update, 0 to replace, 1 to delete"), "{}", summary(&rebuilt));
+    assert_eq!(rebuilt.stdout.matches("adopting it").count(), 38);
     assert!(
         rebuilt.stdout.contains("note: aws.vpc/old is tagged for this environment but not managed (leaked); it will be deleted"),
         "{}",
@@ -509,8 +519,8 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     let out = child.wait_with_output().expect("byoc ends");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("34 to create"), "the live plan is shown first:\n{stdout}");
-    assert!(stderr.contains("Apply these 34 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
+    assert!(stdout.contains("38 to create"), "the live plan is shown first:\n{stdout}");
+    assert!(stderr.contains("Apply these 38 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
     assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
     assert_eq!(account.counts(), Default::default());
 }
@@ -561,11 +571,11 @@ fn a_second_concurrent_apply_is_refused_by_the_lease_and_no_state_update_is_lost
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_exactly_one_of_each(&account.counts());
 
-    // Every one of the 34 conditional writes landed: the inventory in the bucket has all.
+    // Every one of the 38 conditional writes landed: the inventory in the bucket has all.
     let records = account.python(
         "import boto3, json; b = boto3.client('s3').get_object(Bucket='infra-state', Key='prod-use1/cloud-inventory.json')['Body'].read(); d = json.loads(b); print(len(d['resources']), len(d['journal']['done']), d['journal']['finishedAt'] is not None)",
     );
-    assert_eq!(records.trim(), "34 34 True");
+    assert_eq!(records.trim(), "38 38 True");
     // The lease was released: the second apply now runs (and finds nothing to do).
     let later = byoc_env(repo.path(), &[&["apply"][..], &common, &["--auto-approve"]].concat(), &MOTO_ENV);
     assert!(ok(&later).stdout.contains("nothing to do"));
@@ -635,7 +645,7 @@ fn preflight_reports_every_problem_at_once_and_changes_nothing() {
 }
 
 #[test]
-fn slow_eks_phases_are_waited_for_with_progress_and_a_version_upgrade_is_one_update() {
+fn slow_eks_phases_are_waited_for_with_progress_and_a_version_eks_does_not_offer_is_refused() {
     let mut account = Account::new().with_autoscaling_role();
     // moto's clusters are ACTIVE at once and it has no UpdateClusterVersion: the double in
     // front shows CREATING / UPDATING for three reads and answers the upgrade.
@@ -653,15 +663,181 @@ fn slow_eks_phases_are_waited_for_with_progress_and_a_version_upgrade_is_one_upd
     assert!(line("create byoc-prod-use1 (") < line("waiting aws.eks-nodegroup/system"));
     assert!(line("create byoc-prod-use1 (") < line("aws.oidc-provider/main create"));
 
-    repo.edit("examples/aws/environment.yaml", "version: \"1.31\"", "version: \"1.32\"");
+    repo.edit("examples/aws/environment.yaml", "version: \"1.35\"", "version: \"1.36\"");
     repo.commit("upgrade Kubernetes");
+    // 1.36 is not in the front's table (EKS's calendar as read): preflight says so.
+    let refused = run(&repo, &args);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(refused.stderr.contains("EKS does not offer Kubernetes 1.36"), "{}", refused.stderr);
+    repo.edit("examples/aws/environment.yaml", "version: \"1.36\"", "version: \"1.35\"");
+    repo.commit("back to 1.35");
+    assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update"));
+}
+
+/// Starts examples/aws at Kubernetes `version` (its support type `support`, if given).
+fn repo_at_version(version: &str, support: Option<&str>) -> Repo {
+    let mut repo = example_repo();
+    repo.edit("examples/aws/environment.yaml", "version: \"1.35\"", &format!("version: \"{version}\""));
+    if let Some(t) = support {
+        repo.edit("examples/aws/environment.yaml", "    serviceCidr:", &format!("    supportType: {t}\n    serviceCidr:"));
+    }
+    repo.commit(&format!("Kubernetes {version}"));
+    repo
+}
+
+#[test]
+fn kubernetes_versions_are_asked_of_eks_raised_one_minor_at_a_time_control_plane_first_and_never_lowered() {
+    let account = Account::new().with_autoscaling_role();
+    let args = approved_apply_args(&account, "state");
+
+    // What EKS offers on 2026-11-26 (the front's table, from EKS's release calendar):
+    // 1.31's extended support ends that day, 1.30's ended, 1.36 is not offered.
+    for (version, support, want) in [
+        ("1.31", None, "Kubernetes 1.31 left EKS standard support on 2025-11-26 (extended support ends 2026-11-26)"),
+        ("1.30", Some("extended"), "Kubernetes 1.30 is UNSUPPORTED on EKS (extended support ended 2026-07-23)"),
+        ("1.36", None, "EKS does not offer Kubernetes 1.36"),
+    ] {
+        let r = run(&repo_at_version(version, support), &args);
+        assert_eq!(r.code, 1, "{version}: {}", r.stdout);
+        assert!(r.stderr.contains(want), "{version}:\n{}", r.stderr);
+        assert!(r.stderr.contains("examples/aws/environment.yaml:"), "{version}: names the spec's line:\n{}", r.stderr);
+        assert_eq!(account.counts(), Default::default(), "{version}: nothing made");
+    }
+
+    // 1.33 is in extended support: allowed when the spec asks for it, and the plan says
+    // what it costs. The policy is set explicitly (EKS's default would be EXTENDED too).
+    let mut repo = repo_at_version("1.33", Some("extended"));
+    let first = run(&repo, &args);
+    ok(&first);
+    assert!(first.stdout.contains("note: cost: supportType extended"), "{}", first.stdout);
+    assert!(first.stdout.contains("6 times the standard price"), "{}", first.stdout);
+    let inv = account.inventory();
+    assert_eq!(inv["details"]["cluster"]["version"], "1.33");
+    assert_eq!(inv["details"]["nodeGroups"]["risingwave"]["version"], "1.33");
+
+    // To 1.35 with standard support: two control-plane updates, one minor each, then the
+    // policy, then each node group after the control plane.
+    repo.edit("examples/aws/environment.yaml", "version: \"1.33\"", "version: \"1.35\"");
+    repo.edit("examples/aws/environment.yaml", "    supportType: extended\n", "");
+    repo.commit("Kubernetes 1.35, standard support");
     let upgrade = run(&repo, &args);
     ok(&upgrade);
-    assert!(summary(&upgrade).starts_with("0 to create, 1 to update, 0 to replace, 0 to delete"), "{}", summary(&upgrade));
-    assert_eq!(upgrade.stdout.matches("waiting aws.eks-cluster/main: UPDATING (").count(), 3, "{}", upgrade.stdout);
-    let requested = get_json(&format!("{}/__eks", account.endpoint()));
-    assert_eq!(requested["byoc-prod-use1"]["version"], "1.32", "UpdateClusterVersion asked for 1.32");
+    assert!(summary(&upgrade).starts_with("0 to create, 3 to update, 0 to replace, 0 to delete"), "{}", summary(&upgrade));
+    assert!(!upgrade.stdout.contains("note: cost:"), "{}", upgrade.stdout);
+    let log = get_json(&format!("{}/__eks", account.endpoint()))["log"].clone();
+    let log: Vec<String> = log
+        .as_array()
+        .expect("log")
+        .iter()
+        .map(|e| {
+            let (c, v) = (e["cluster"].as_str().unwrap_or_default(), e["version"].as_str().unwrap_or_default());
+            match (e.get("nodegroup"), e.get("upgradePolicy")) {
+                (Some(g), _) => format!("nodegroup {} {v}", g.as_str().unwrap_or_default()),
+                (_, Some(p)) => format!("policy {c} {}", p.as_str().unwrap_or_default()),
+                _ if e.get("addon").is_some() => "addon".to_owned(),
+                _ => format!("cluster {c} {v}"),
+            }
+        })
+        .filter(|e| e != "addon")
+        .collect();
+    assert_eq!(&log[..3], ["cluster byoc-prod-use1 1.34", "cluster byoc-prod-use1 1.35", "policy byoc-prod-use1 STANDARD"], "{log:?}");
+    let mut groups = log[3..].to_vec();
+    groups.sort();
+    assert_eq!(groups, ["nodegroup risingwave 1.35", "nodegroup system 1.35"], "{log:?}");
+    // moto keeps 1.33 (inventory.py reads it directly); the front answers with the
+    // versions the updates set, and byoc reads those back: nothing left to do.
+    assert_eq!(get_json(&format!("{}/__eks", account.endpoint()))["byoc-prod-use1"]["version"], "1.35");
     assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update"));
+
+    // Lower: refused before anything changes, naming the spec's line.
+    repo.edit("examples/aws/environment.yaml", "version: \"1.35\"", "version: \"1.34\"");
+    repo.commit("downgrade");
+    let down = run(&repo, &args);
+    assert_eq!(down.code, 1, "{}", down.stdout);
+    assert!(
+        down.stderr
+            .contains("examples/aws/environment.yaml:25:14: kubernetes.version \"1.34\" is lower than the 1.35 the EKS cluster runs"),
+        "{}",
+        down.stderr
+    );
+    let after = get_json(&format!("{}/__eks", account.endpoint()))["log"].as_array().map(Vec::len);
+    assert_eq!(after, Some(log.len() + 1), "no update asked (the add-on's create is the one other entry)");
+}
+
+#[test]
+fn nodes_get_their_ami_type_an_encrypted_root_volume_with_the_users_tags_and_the_ebs_csi_driver() {
+    let account = Account::new().with_autoscaling_role();
+    let mut repo = example_repo();
+    let args = approved_apply_args(&account, "state");
+    ok(&run(&repo, &args));
+    let inv = account.inventory();
+    let d = &inv["details"];
+    for (group, size) in [("system", 50), ("risingwave", 50)] {
+        let t = &d["launchTemplates"][format!("aws.launch-template/{group}")];
+        assert_eq!((t["device"].as_str(), t["size"].as_i64(), t["type"].as_str()), (Some("/dev/xvda"), Some(size), Some("gp3")), "{t}");
+        assert_eq!(t["encrypted"], true, "{t}");
+        assert_eq!(t["httpTokens"], "required", "{t}");
+        for on in ["instance", "volume"] {
+            assert_eq!(t["tags"][on]["team"], "data-platform", "{on}: {t}");
+            assert_eq!(t["tags"][on]["cost-center"], "4711", "{on}: {t}");
+        }
+        assert_eq!(d["nodeGroups"][group]["launchTemplate"], t["id"], "{group} uses its template");
+        assert_eq!(d["nodeGroups"][group]["amiType"], "AL2023_x86_64_STANDARD", "{group}");
+    }
+    let role = &d["roles"]["aws.iam-role/ebs-csi"];
+    assert_eq!(role["managed"], serde_json::json!(["arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]));
+    let host = d["oidc"]["url"].as_str().expect("url").trim_start_matches("https://").to_owned();
+    assert_eq!(
+        role["trust"]["Condition"]["StringEquals"][format!("{host}:sub")],
+        "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+    );
+    assert_eq!(d["addons"]["aws-ebs-csi-driver"], serde_json::json!({"role": role["arn"], "status": "ACTIVE"}));
+
+    // Graviton: the AMI type follows, and a bigger root volume; both replace the group.
+    repo.edit(
+        "examples/aws/environment.yaml",
+        "machineType: m6i.large\n        min: 2\n        max: 4\n        rootVolumeGiB: 50",
+        "machineType: m7g.large\n        min: 2\n        max: 4\n        rootVolumeGiB: 80",
+    );
+    repo.commit("system nodes on Graviton, 80 GiB");
+    let r = run(&repo, &args);
+    ok(&r);
+    assert!(r.stdout.contains("replace aws.eks-nodegroup/system"), "{}", r.stdout);
+    let d = account.inventory()["details"].clone();
+    assert_eq!(d["nodeGroups"]["system"]["amiType"], "AL2023_ARM_64_STANDARD");
+    assert_eq!(d["launchTemplates"]["aws.launch-template/system"]["size"], 80);
+    assert_eq!(d["nodeGroups"]["system"]["launchTemplate"], d["launchTemplates"]["aws.launch-template/system"]["id"]);
+    assert_exactly_one_of_each(&account.counts());
+}
+
+#[test]
+fn the_plan_compares_pinned_clusters_requests_with_their_node_groups_minimum() {
+    let mut repo = example_repo();
+    // The example's minimum (4 x r6i.2xlarge: 32 vCPU) holds its clusters (26 CPU).
+    repo.edit("examples/aws/environment.yaml", "        min: 4\n        max: 12", "        min: 3\n        max: 12");
+    repo.commit("min 3");
+    let plan = |repo: &Repo, head: &str| {
+        byoc_env(repo.path(), &["plan", "--repo", ".", "--env", "examples/aws", "--base", "HEAD~1", "--head", head], &MOTO_ENV)
+    };
+    let short = plan(&repo, "HEAD");
+    assert!(
+        short.stdout.contains("note: capacity: the clusters pinned to node group risingwave (analytics, ingest) request 26 CPU and 86.0 GiB, but its minimum of 3 r6i.2xlarge node(s) provides 24 vCPU and 192 GiB"),
+        "{}",
+        short.stdout
+    );
+    assert!(short.stdout.contains("Raise its min to at least 4"), "{}", short.stdout);
+    let fits = plan(&repo, "HEAD~1");
+    assert!(!fits.stdout.contains("capacity"), "{}", fits.stdout);
+
+    // An instance type the table does not know is said, not guessed.
+    repo.edit("examples/aws/environment.yaml", "machineType: r6i.2xlarge", "machineType: x2iedn.2xlarge");
+    repo.commit("unknown type");
+    let unknown = plan(&repo, "HEAD");
+    assert!(
+        unknown.stdout.contains("capacity not checked: byoc's table does not know instance type x2iedn.2xlarge of node group risingwave"),
+        "{}",
+        unknown.stdout
+    );
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn a_resizing_a_cluster_updates_only_its_risingwave_resource() {
 #[test]
 fn a_node_group_resize_is_an_update_not_a_replacement() {
     let (mut repo, base) = repo_with_example();
-    repo.edit("envs/prod/environment.yaml", "min: 3\n        max: 12", "min: 3\n        max: 20");
+    repo.edit("envs/prod/environment.yaml", "min: 4\n        max: 12", "min: 4\n        max: 20");
     repo.commit("grow the risingwave node group");
     let (run, json) = plan_json(&repo, &base);
     assert_eq!(run.code, 2);

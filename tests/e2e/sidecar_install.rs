@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::aws::example_repo;
 use crate::manifests::{config_in, kustomize};
-use crate::state_s3::{MOTO_ENV, start_moto};
+use crate::state_s3::MOTO_ENV;
 use crate::support::{byoc_env, project_root};
 
 #[test]
@@ -26,14 +26,6 @@ fn the_service_account_is_the_one_the_agent_role_trusts() {
     let sa = objects.iter().find(|o| o["kind"] == "ServiceAccount").expect("service account");
     assert_eq!(sa["metadata"]["name"], byoc::expand::AGENT_SERVICE_ACCOUNT);
     assert_eq!(sa["metadata"]["namespace"], byoc::expand::AGENT_NAMESPACE);
-}
-
-struct Stop(u32);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").arg(self.0.to_string()).status();
-    }
 }
 
 fn api(client: &kube::Client, obj: &Value) -> Api<DynamicObject> {
@@ -84,8 +76,9 @@ async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_removes_it_before_the_cluster() {
-    let (moto, pid) = start_moto();
-    let _stop = Stop(pid);
+    // moto has no EKS add-ons (the EBS CSI driver): the front answers them.
+    let account = crate::aws::Account::new();
+    let moto = account.endpoint().to_owned();
     let d = crate::kube::support::double();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -340,8 +333,9 @@ patches:
 /// cluster that cannot be reached, destroy stops before deleting anything in the cloud.
 #[test]
 fn cloud_only_or_no_cluster_skips_the_sidecar_and_an_unreachable_one_stops_destroy_before_the_cloud() {
-    let (moto, pid) = start_moto();
-    let _stop = Stop(pid);
+    // moto has no EKS add-ons (the EBS CSI driver): the front answers them.
+    let account = crate::aws::Account::new();
+    let moto = account.endpoint().to_owned();
     let repo = example_repo();
     let run = |verb: &str, extra: &[&str]| {
         let mut args = vec![verb, "--repo", ".", "--env", "examples/aws", "--endpoint-url", &moto, "--state-dir", "state"];

@@ -21,6 +21,28 @@
      each name say CREATING; UpdateClusterVersion (moto: 404) is answered with the
      documented Update object, and the cluster then reads UPDATING for N reads and
      reports the new version. GET /__eks shows the version updates requested.
+   - EKS DescribeClusterVersions (moto: 404), answered from EKS_VERSIONS below: each
+     minor's release, end of standard support and end of extended support dates as the
+     Amazon EKS User Guide's "Amazon EKS Kubernetes release calendar" lists them
+     (https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html; 1.28-1.35,
+     read 2026-11-26; 1.36 was not listed in the sources read, so it is "not offered"),
+     with versionStatus STANDARD_SUPPORT / EXTENDED_SUPPORT / UNSUPPORTED (and the older
+     status field standard-support / extended-support / unsupported) judged against
+     --today (default: the clock). Without includeAll the unsupported ones are left out.
+   - EKS upgrade policy (moto drops it): CreateCluster's upgradePolicy is kept and
+     DescribeCluster shows it, EXTENDED when none was given (EKS API Reference,
+     UpgradePolicyRequest: "If you don't specify, EXTENDED"); UpdateClusterConfig with
+     upgradePolicy alone is answered with the Update object and changes it.
+   - UpdateClusterVersion as EKS judges it: one minor version up from the running one,
+     never down ("Unsupported Kubernetes minor version update from 1.32 to 1.34",
+     InvalidParameterException), anything else applied as above.
+   - UpdateNodegroupVersion (moto: 404): the node group then reports the new version;
+     a version newer than its cluster's is refused (InvalidParameterException).
+     GET /__eks lists every update requested, in order, under "log".
+   - EKS add-ons (moto: 404): CreateAddon, DescribeAddon, ListAddons, UpdateAddon,
+     DeleteAddon, kept here per cluster with the API reference's shapes; an add-on reads
+     CREATING for --creating reads, then ACTIVE; creating one twice is
+     ResourceInUseException, an unknown one ResourceNotFoundException.
    - s3 GetBucketVersioning: moto's answer has the root element GetBucketVersioningResponse
      where S3 sends VersioningConfiguration, which the AWS SDK for Rust cannot parse; it is
      renamed on the way back.
@@ -90,10 +112,11 @@ Usage: faults.py --port P --upstream http://127.0.0.1:M --owner PID
                  [--fault-rate 0.2] [--seed 1] [--deny a,b] [--quota 50] [--creating N]
                  [--delay 0.5]
                  [--real-aws] [--page-size 1] [--propagation 2] [--linger N]
-                 [--fail-node-group NAME] [--evaluate-policies]
+                 [--fail-node-group NAME] [--evaluate-policies] [--today YYYY-MM-DD]
 Listens on 127.0.0.1 only; exits when the owner process is gone.
 """
 import argparse
+import calendar
 import http.client
 import json
 import os
@@ -112,6 +135,22 @@ FAILING = {}  # --fail-node-group: name -> "failing" until deleted, then "replac
 READS = {}  # (kind, name) -> describe reads answered so far
 UPDATES = {}  # cluster name -> {"version": v, "reads": reads left in UPDATING}
 SIMULATIONS = []  # each SimulatePrincipalPolicy asked: {"actions", "context"}
+EKS_LOG = []  # every version or policy update requested, in order
+POLICIES = {}  # cluster name -> upgradePolicy.supportType
+NG_VERSIONS = {}  # (cluster, node group) -> version set by UpdateNodegroupVersion
+ADDONS = {}  # (cluster, addon name) -> the Addon object
+# Amazon EKS Kubernetes release calendar (see the docstring): minor -> (release, end of
+# standard support, end of extended support).
+EKS_VERSIONS = {
+    "1.28": ("2023-09-26", "2024-11-26", "2025-11-26"),
+    "1.29": ("2024-01-23", "2025-03-23", "2026-03-23"),
+    "1.30": ("2024-05-23", "2025-07-23", "2026-07-23"),
+    "1.31": ("2024-09-26", "2025-11-26", "2026-11-26"),
+    "1.32": ("2025-01-23", "2026-03-23", "2027-03-23"),
+    "1.33": ("2025-05-29", "2026-07-29", "2027-07-29"),
+    "1.34": ("2025-10-02", "2026-12-02", "2027-12-02"),
+    "1.35": ("2026-01-27", "2027-03-27", "2028-03-27"),
+}
 CALLS = []  # the request log: {"action", "resource", "boundary"?}
 ROLE_PATHS = {}  # IAM role name -> path, from the CreateRole calls seen
 ACCOUNT = "123456789012"  # moto's account
@@ -122,6 +161,8 @@ def eks_action(method, path):
     """The EKS action of a REST call (the API reference's method and URI)."""
     parts = [p for p in path.split("?")[0].split("/") if p]
     n = len(parts)
+    if parts[:1] == ["cluster-versions"]:
+        return "DescribeClusterVersions"
     if parts[:1] == ["tags"]:
         return {"GET": "ListTagsForResource", "POST": "TagResource", "DELETE": "UntagResource"}.get(method, "Unknown")
     if parts[:1] != ["clusters"]:
@@ -148,6 +189,14 @@ def eks_action(method, path):
         return "UpdateNodegroupConfig"
     if n == 5 and parts[2] == "node-groups" and parts[4] == "update-version":
         return "UpdateNodegroupVersion"
+    if parts[:1] == ["cluster-versions"]:
+        return "DescribeClusterVersions"
+    if n == 3 and parts[2] == "addons":
+        return {"GET": "ListAddons", "POST": "CreateAddon"}.get(method, "Unknown")
+    if n == 4 and parts[2] == "addons":
+        return {"GET": "DescribeAddon", "DELETE": "DeleteAddon"}.get(method, "Unknown")
+    if n == 5 and parts[2] == "addons" and parts[4] == "update":
+        return "UpdateAddon"
     return "Unknown"
 
 
@@ -807,6 +856,170 @@ def quota(request):
     return 200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps({"Quota": q})
 
 
+def eks_error(status, code, message):
+    return status, {"Content-Type": "application/json", "x-amzn-ErrorType": code}, json.dumps({"message": message})
+
+
+def eks_ok(doc):
+    return 200, {"Content-Type": "application/json"}, json.dumps(doc)
+
+
+def today():
+    return ARGS.today or time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def epoch(day):
+    return calendar.timegm(time.strptime(day + " 12", "%Y-%m-%d %H"))
+
+
+def cluster_versions(query):
+    """DescribeClusterVersions from EKS_VERSIONS, judged against --today."""
+    q = urllib.parse.parse_qs(query, keep_blank_values=True)
+    wanted = set(q.get("clusterVersions", []))
+    include_all = q.get("includeAll", ["false"])[0] == "true"
+    now, out = today(), []
+    newest = max(EKS_VERSIONS, key=lambda v: int(v.split(".")[1]))
+    for v, (release, std, ext) in sorted(EKS_VERSIONS.items(), key=lambda kv: int(kv[0].split(".")[1])):
+        if wanted and v not in wanted:
+            continue
+        # A day is in support up to and including its end date.
+        status = "STANDARD_SUPPORT" if now <= std else "EXTENDED_SUPPORT" if now <= ext else "UNSUPPORTED"
+        if status == "UNSUPPORTED" and not include_all:
+            continue
+        out.append({"clusterType": "eks", "clusterVersion": v, "defaultPlatformVersion": "eks.1", "defaultVersion": v == newest,
+                    "releaseDate": epoch(release), "endOfStandardSupportDate": epoch(std), "endOfExtendedSupportDate": epoch(ext),
+                    "status": status.lower().replace("_", "-"), "versionStatus": status, "kubernetesPatchVersion": v + ".0"})
+    return eks_ok({"clusterVersions": out})
+
+
+def moto_cluster(name):
+    """moto's DescribeCluster answer for `name`, or None."""
+    status, data = upstream_json("GET", f"/clusters/{name}")
+    return json.loads(data).get("cluster") if status == 200 else None
+
+
+def upstream_json(method, path):
+    up = urllib.parse.urlsplit(ARGS.upstream)
+    conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+    conn.request(method, path, headers={"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/eks/aws4_request"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def update_object(kind, params):
+    return {"update": {"id": f"recorded-{len(EKS_LOG)}", "status": "InProgress", "type": kind, "params": params,
+                       "createdAt": time.time(), "errors": []}}
+
+
+def eks_double(method, path, body):
+    """The EKS calls moto lacks or gets wrong, or None to forward."""
+    split = urllib.parse.urlsplit(path)
+    parts = [p for p in split.path.split("/") if p]
+    doc = {}
+    if body:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = {}
+    if parts == ["cluster-versions"] and method == "GET":
+        return cluster_versions(split.query)
+    if len(parts) < 2 or parts[0] != "clusters":
+        return None
+    name = parts[1]
+    if len(parts) == 2 and method == "DELETE":
+        # EKS deletes a cluster's add-ons with it; what this front keeps goes too.
+        with LOCK:
+            for key in [k for k in ADDONS if k[0] == name]:
+                del ADDONS[key]
+            for key in [k for k in NG_VERSIONS if k[0] == name]:
+                del NG_VERSIONS[key]
+            POLICIES.pop(name, None)
+            UPDATES.pop(name, None)
+        return None
+    if len(parts) == 3 and parts[2] == "update-config" and method == "POST" and "upgradePolicy" in doc \
+            and set(doc) <= {"upgradePolicy", "clientRequestToken"}:
+        if moto_cluster(name) is None:
+            return eks_error(404, "ResourceNotFoundException", f"No cluster found for name: {name}.")
+        support = doc["upgradePolicy"].get("supportType", "EXTENDED")
+        with LOCK:
+            POLICIES[name] = support
+            EKS_LOG.append({"cluster": name, "upgradePolicy": support})
+        return eks_ok(update_object("UpgradePolicyUpdate", [{"type": "UpgradePolicy", "value": support}]))
+    if len(parts) == 3 and parts[2] == "updates" and method == "POST":
+        version = doc.get("version", "")
+        c = moto_cluster(name)
+        if c is None:
+            return eks_error(404, "ResourceNotFoundException", f"No cluster found for name: {name}.")
+        with LOCK:
+            running = (UPDATES.get(name) or {}).get("version") or c.get("version", "")
+        try:
+            step = int(version.split(".")[1]) - int(running.split(".")[1])
+        except (IndexError, ValueError):
+            step = None
+        if step != 1 or version not in EKS_VERSIONS:
+            return eks_error(400, "InvalidParameterException", f"Unsupported Kubernetes minor version update from {running} to {version}")
+        with LOCK:
+            UPDATES[name] = {"version": version, "reads": ARGS.creating}
+            EKS_LOG.append({"cluster": name, "version": version})
+        return eks_ok(update_object("VersionUpdate", [{"type": "Version", "value": version}]))
+    if len(parts) == 5 and parts[2] == "node-groups" and parts[4] == "update-version" and method == "POST":
+        group, version = parts[3], doc.get("version", "")
+        c = moto_cluster(name)
+        with LOCK:
+            cluster_version = (UPDATES.get(name) or {}).get("version") or (c or {}).get("version", "")
+        if version and version != cluster_version:
+            return eks_error(400, "InvalidParameterException",
+                             f"Requested Kubernetes version {version} is not supported: the cluster runs {cluster_version}")
+        with LOCK:
+            NG_VERSIONS[(name, group)] = version or cluster_version
+            EKS_LOG.append({"cluster": name, "nodegroup": group, "version": version or cluster_version})
+        return eks_ok(update_object("VersionUpdate", [{"type": "Version", "value": version}]))
+    if len(parts) >= 3 and parts[2] == "addons":
+        return addon_call(method, name, parts[3:], doc, split.query)
+    return None
+
+
+def addon_call(method, cluster, rest, doc, query):
+    if moto_cluster(cluster) is None:
+        return eks_error(404, "ResourceNotFoundException", f"No cluster found for name: {cluster}.")
+    with LOCK:
+        if not rest and method == "GET":
+            names = sorted(n for (c, n) in ADDONS if c == cluster)
+            return eks_ok({"addons": names})
+        if not rest and method == "POST":
+            addon = doc.get("addonName", "")
+            if (cluster, addon) in ADDONS:
+                return eks_error(409, "ResourceInUseException", f"Addon already exists: {addon}")
+            obj = {"addonName": addon, "clusterName": cluster, "status": "CREATING", "addonVersion": "v1.0.0-eksbuild.1",
+                   "health": {"issues": []}, "serviceAccountRoleArn": doc.get("serviceAccountRoleArn"),
+                   "addonArn": f"arn:aws:eks:us-east-1:{ACCOUNT}:addon/{cluster}/{addon}/recorded",
+                   "createdAt": time.time(), "modifiedAt": time.time(), "tags": doc.get("tags") or {}, "reads": 0}
+            ADDONS[(cluster, addon)] = obj
+            EKS_LOG.append({"cluster": cluster, "addon": addon, "create": True})
+            return eks_ok({"addon": {k: v for k, v in obj.items() if k != "reads"}})
+        addon = rest[0]
+        obj = ADDONS.get((cluster, addon))
+        if obj is None:
+            return eks_error(404, "ResourceNotFoundException", f"No addon: {addon} found in cluster: {cluster}")
+        if len(rest) == 1 and method == "GET":
+            obj["reads"] += 1
+            if obj["status"] == "CREATING" and obj["reads"] > ARGS.creating:
+                obj["status"] = "ACTIVE"
+            if obj["status"] == "DELETING":
+                del ADDONS[(cluster, addon)]
+            return eks_ok({"addon": {k: v for k, v in obj.items() if k != "reads"}})
+        if len(rest) == 1 and method == "DELETE":
+            obj["status"] = "DELETING"
+            return eks_ok({"addon": {k: v for k, v in obj.items() if k != "reads"}})
+        if len(rest) == 2 and rest[1] == "update" and method == "POST":
+            if "serviceAccountRoleArn" in doc:
+                obj["serviceAccountRoleArn"] = doc["serviceAccountRoleArn"]
+            return eks_ok(update_object("AddonUpdate", []))
+    return None
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -831,7 +1044,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(INJECTED))
         if self.path == "/__eks":
             with LOCK:
-                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(UPDATES))
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps(dict(UPDATES, log=EKS_LOG)))
         if self.path == "/__calls":
             with LOCK:
                 if self.command == "POST":
@@ -926,14 +1139,14 @@ class Handler(BaseHTTPRequestHandler):
             answered = eks_access(self.command, self.path, body)
             if answered:
                 return self.answer(*answered)
-            m = re.fullmatch(r"/clusters/([^/?]+)/updates", self.path)
-            if self.command == "POST" and m:
-                version = json.loads(body or b"{}").get("version")
+            answer = eks_double(self.command, self.path, body)
+            if answer:
+                return self.answer(*answer)
+            if self.command == "POST" and re.fullmatch(r"/clusters/?", urllib.parse.urlsplit(self.path).path) and body:
+                # moto drops the upgrade policy; EKS's default is EXTENDED.
+                doc = json.loads(body)
                 with LOCK:
-                    UPDATES[m.group(1)] = {"version": version, "reads": ARGS.creating}
-                update = {"id": "recorded-update", "status": "InProgress", "type": "VersionUpdate",
-                          "params": [{"type": "Version", "value": version}], "createdAt": time.time(), "errors": []}
-                return self.answer(200, {"Content-Type": "application/json"}, json.dumps({"update": update}))
+                    POLICIES.setdefault(doc.get("name", ""), (doc.get("upgradePolicy") or {}).get("supportType", "EXTENDED"))
         self.forward(body, service)
 
     def slow_phases(self, data):
@@ -963,6 +1176,10 @@ class Handler(BaseHTTPRequestHandler):
             if READS[name] <= ARGS.creating and obj.get("status") == "ACTIVE":
                 obj["status"] = "CREATING"
             update = UPDATES.get(m.group(1)) if key == "cluster" else None
+            if key == "cluster":
+                obj["upgradePolicy"] = {"supportType": POLICIES.get(m.group(1), "EXTENDED")}
+            elif (m.group(1), m.group(3)) in NG_VERSIONS:
+                obj["version"] = NG_VERSIONS[(m.group(1), m.group(3))]
             if update:
                 obj["version"] = update["version"]
                 if update["reads"] > 0:
@@ -1020,6 +1237,7 @@ def main():
     p.add_argument("--evaluate-policies", action="store_true")
     p.add_argument("--linger", type=int, default=0)
     p.add_argument("--fail-node-group", default="")
+    p.add_argument("--today", default="")
     ARGS = p.parse_args()
     DELAY[0] = ARGS.delay
     if not ARGS.real_aws:

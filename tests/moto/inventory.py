@@ -8,7 +8,8 @@
 Target groups and Elastic IPs are listed under "tg:<id>" and "eip:<id>" (they carry the
 tag of the load balancer or NAT gateway they belong to).
 
-Usage: inventory.py ENDPOINT ENVIRONMENT
+EKS add-ons are read from FRONT (tests/moto/faults.py keeps them; moto has none).
+Usage: inventory.py ENDPOINT ENVIRONMENT [FRONT]
 """
 import json
 import sys
@@ -31,6 +32,7 @@ def noncurrent_days(s3, bucket):
 
 def main():
     endpoint, env = sys.argv[1], sys.argv[2]
+    front = sys.argv[3] if len(sys.argv) > 3 else None
     c = lambda s: boto3.client(s, endpoint_url=endpoint, region_name="us-east-1")
     ec2, eks, iam, s3, elb = c("ec2"), c("eks"), c("iam"), c("s3"), c("elbv2")
     tagged, details = {}, {}
@@ -116,8 +118,27 @@ def main():
                 details.setdefault("nodeGroups", {})[ng] = {
                     "min": sc["minSize"], "max": sc["maxSize"], "instanceTypes": d.get("instanceTypes"),
                     "labels": d.get("labels", {}), "taints": [t["key"] + "=" + t.get("value", "") + ":" + t["effect"] for t in d.get("taints", [])],
+                    "amiType": d.get("amiType"), "version": d.get("version"), "launchTemplate": (d.get("launchTemplate") or {}).get("id"),
                 }
+        if front:
+            from botocore.config import Config
+            addons = boto3.client("eks", endpoint_url=front, region_name="us-east-1", config=Config(retries={"max_attempts": 10}))
+            for a in addons.list_addons(clusterName=name)["addons"]:
+                d = addons.describe_addon(clusterName=name, addonName=a)["addon"]
+                if add(d.get("tags"), a):
+                    details.setdefault("addons", {})[a] = {"role": d.get("serviceAccountRoleArn"), "status": d.get("status")}
 
+    for t in ec2.describe_launch_templates()["LaunchTemplates"]:
+        rid = add(t.get("Tags"), t["LaunchTemplateId"])
+        if rid:
+            v = ec2.describe_launch_template_versions(LaunchTemplateId=t["LaunchTemplateId"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+            ebs = v["BlockDeviceMappings"][0]["Ebs"]
+            details.setdefault("launchTemplates", {})[rid] = {
+                "id": t["LaunchTemplateId"], "device": v["BlockDeviceMappings"][0]["DeviceName"], "size": ebs.get("VolumeSize"),
+                "type": ebs.get("VolumeType"), "encrypted": ebs.get("Encrypted"),
+                "tags": {s["ResourceType"]: {x["Key"]: x["Value"] for x in s.get("Tags", [])} for s in v.get("TagSpecifications", [])},
+                "httpTokens": (v.get("MetadataOptions") or {}).get("HttpTokens"),
+            }
     for r in iam.list_roles()["Roles"]:
         tags = iam.list_role_tags(RoleName=r["RoleName"])["Tags"]
         rid = add(tags, r["RoleName"])

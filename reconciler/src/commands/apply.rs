@@ -19,6 +19,7 @@ use crate::pipeline::load::{LoadError, at_revision};
 use crate::pipeline::plan::{LiveError, live};
 use crate::plan::render::Report;
 use crate::plan::{Action, Plan};
+use crate::resource::{Kind, ResourceId, Value};
 use crate::source;
 use crate::spec::Cloud as CloudKind;
 
@@ -294,6 +295,7 @@ const SKIPPED_CHECKS: &[&str] = &[
     "the quota eks/L-6D54EA21 (managed node groups per cluster) is at least 36",
     "iam:SimulatePrincipalPolicy allows the caller every action the plan needs, with the context its calls carry (iam:PassedToService, ec2:CreateAction)",
     "the service-linked roles AWSServiceRoleForAmazonEKS, AWSServiceRoleForAmazonEKSNodegroup, AWSServiceRoleForAutoScaling and AWSServiceRoleForElasticLoadBalancing exist, or the caller may iam:CreateServiceLinkedRole for them",
+    "EKS offers the spec's Kubernetes version in the support the spec asks for (eks:DescribeClusterVersions)",
 ];
 
 fn run(request: Request<'_>) -> anyhow::Result<u8> {
@@ -393,7 +395,11 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         }
         let printed = {
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            Report::new(&env.name, "aws", "live", &options.revision, &live.plan).write_text(&mut stdout).and_then(|()| stdout.flush())
+            let notes = if destroy { Vec::new() } else { crate::expand::eks::plan_notes(&loaded.specs) };
+            Report::new(&env.name, "aws", "live", &options.revision, &live.plan)
+                .with_notes(notes)
+                .write_text(&mut stdout)
+                .and_then(|()| stdout.flush())
         };
         if let Err(e) = printed {
             // Nothing was changed: the lease goes back before the error is reported.
@@ -421,6 +427,20 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             println!("saved the plan of {} to {}; `byoc apply {}` applies exactly it", loaded.name, out.display(), out.display());
             return Ok(EXIT_OK);
         }
+        // EKS cannot lower a cluster's version: refused before anything changes.
+        let running = live
+            .cloud
+            .observed
+            .graph
+            .resources
+            .get(&ResourceId::new(Kind::AwsEksCluster, "main"))
+            .and_then(|r| r.properties.get("version"))
+            .and_then(Value::as_str);
+        if !destroy && let Some(e) = running.and_then(|v| crate::expand::eks::downgrade(&env.kubernetes.version_at, v, &env.kubernetes.version)) {
+            logging::error(&format!("{e}\n  nothing was changed"));
+            live.cloud.release().await?;
+            return Ok(EXIT_ERROR);
+        }
         let kubernetes_work = live.kubernetes_changes();
         let cloud_work = live.cloud.has_work();
         if !cloud_work && !kubernetes_work {
@@ -441,7 +461,12 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             }
             logging::line(logging::Level::Warn, &warning);
         } else {
-            let check = cloud.preflight(&live.cloud.plan, &env.account).await;
+            let mut check = cloud.preflight(&live.cloud.plan, &env.account).await;
+            // Which versions EKS offers today, asked of EKS when the cluster is made or changed.
+            if live.cloud.plan.changed().any(|s| s.kind == Kind::AwsEksCluster && s.action != Action::Delete) {
+                let k = &env.kubernetes;
+                check.problems.extend(cloud.version_problems(&k.version, k.extended_support, &k.version_at).await);
+            }
             println!("credentials: {}", if check.caller.is_empty() { "unknown" } else { &check.caller });
             for n in &check.notes {
                 println!("preflight note: {n}");

@@ -116,7 +116,8 @@ pub fn run(args: &PlanArgs) -> u8 {
         Cloud::Gcp => "gcp",
         Cloud::Azure => "azure",
     };
-    let report = Report::new(&p.specs.environment.name, cloud, &p.base, &p.head, &p.plan);
+    let report =
+        Report::new(&p.specs.environment.name, cloud, &p.base, &p.head, &p.plan).with_notes(crate::expand::eks::plan_notes(&p.specs));
     let signatures = match args.policy.as_deref().map(|path| pr_signatures(&repository, path, p.base_commit, p.head_commit)).transpose() {
         Ok(s) => s,
         Err(e) => {

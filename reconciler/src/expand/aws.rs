@@ -8,6 +8,7 @@ use super::permissions::{
 use super::{
     AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, names, tagged as resource,
 };
+use crate::expand::TAG_ENVIRONMENT;
 use crate::resource::{Graph, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, NatGateways, Tier};
 
@@ -108,6 +109,10 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
         resource(env, Kind::AwsEksCluster, "main")
             .set("name", prefix.clone())
             .set("version", &k.version)
+            // Explicit, never EKS's default (EXTENDED): extended support costs six times
+            // standard, and a STANDARD cluster is upgraded by EKS at the end of standard
+            // support instead of billed for staying.
+            .set("upgradePolicy", super::eks::support_type(k.extended_support))
             .set("role", Value::reference(&cluster_role))
             .set("subnets", Value::references(&private))
             .set("securityGroups", Value::references([&sg_cluster]))
@@ -136,25 +141,60 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             .set("cluster", Value::reference(&eks))
             .set("clientIds", Value::strings(["sts.amazonaws.com"])),
     );
+    let mut node_groups = Vec::new();
     for ng in &k.node_groups {
+        // One launch template per node group: an encrypted gp3 root volume of the spec's
+        // size, IMDSv2 only, and the user's tags on the instances and their volumes (EKS
+        // copies a node group's tags to neither).
+        let mut user_tags = env.tags.clone();
+        user_tags.insert(TAG_ENVIRONMENT.to_owned(), env.name.clone());
+        let template = g.add(
+            resource(env, Kind::AwsLaunchTemplate, &ng.name)
+                .set("name", names::aws::role(&env.name, &ng.name))
+                .set("rootVolumeGiB", ng.root_volume_gib)
+                .set("volumeType", "gp3")
+                .set("encrypted", true)
+                .set("instanceTags", Value::string_map(&user_tags)),
+        );
         // Nodes in a private subnet join the cluster by pulling images and reaching EKS's
         // endpoints: without the NAT route they fail, and the group ends CREATE_FAILED.
         let mut group = resource(env, Kind::AwsEksNodeGroup, &ng.name);
         for table in &private_tables {
             group = group.after(table);
         }
-        g.add(
-            group
-                .set("cluster", Value::reference(&eks))
-                .set("nodeRole", Value::reference(&node_role))
-                .set("instanceType", &ng.machine_type)
-                .set("subnets", Value::references(&private))
-                .set("minSize", ng.min)
-                .set("maxSize", ng.max)
-                .set("labels", super::node_labels(ng))
-                .set("taints", super::taints(ng)),
+        node_groups.push(
+            g.add(
+                group
+                    .set("cluster", Value::reference(&eks))
+                    .set("nodeRole", Value::reference(&node_role))
+                    .set("instanceType", &ng.machine_type)
+                    .set("amiType", super::eks::ami_type(&ng.machine_type))
+                    .set("launchTemplate", Value::reference(&template))
+                    .set("version", &k.version)
+                    .set("subnets", Value::references(&private))
+                    .set("minSize", ng.min)
+                    .set("maxSize", ng.max)
+                    .set("labels", super::node_labels(ng))
+                    .set("taints", super::taints(ng)),
+            ),
         );
     }
+
+    // The EBS CSI driver as an EKS add-on, with its own IRSA role: RisingWave's meta store
+    // needs a volume, and EKS 1.30+ has no default StorageClass (byoc renders one).
+    let csi_role = g.add(
+        irsa_role(env, "ebs-csi", &names::aws::role(&env.name, "ebs-csi"), &oidc, "kube-system", EBS_CSI_SERVICE_ACCOUNT, Vec::new())
+            .set("managedPolicies", Value::strings([names::aws::arn(&env.region, EBS_CSI_POLICY)])),
+    );
+    let mut addon = resource(env, Kind::AwsEksAddon, EBS_CSI_ADDON)
+        .set("cluster", Value::reference(&eks))
+        .set("name", EBS_CSI_ADDON)
+        .set("serviceAccountRole", Value::reference(&csi_role));
+    // Its controller runs on nodes: made before any, the add-on reads DEGRADED.
+    for n in &node_groups {
+        addon = addon.after(n);
+    }
+    g.add(addon);
 
     let mut bucket = |role: &str, name: &str| {
         g.add(
@@ -339,6 +379,13 @@ fn private_routes(env: &Environment, g: &mut Graph, vpc: &ResourceId, igw: &Reso
             .collect(),
     }
 }
+
+/// The EKS add-on name of the EBS CSI driver.
+pub const EBS_CSI_ADDON: &str = "aws-ebs-csi-driver";
+/// The service account of the EBS CSI controller, in kube-system.
+pub const EBS_CSI_SERVICE_ACCOUNT: &str = "ebs-csi-controller-sa";
+/// The AWS managed policy of the EBS CSI driver's role (policies/aws/ebs-csi-driver.json).
+pub const EBS_CSI_POLICY: &str = "iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy";
 
 /// Id suffix of the permissions boundary of the cluster roles.
 const CLUSTER_BOUNDARY: &str = "cluster-boundary";

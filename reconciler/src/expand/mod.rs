@@ -3,6 +3,7 @@
 
 pub(crate) mod aws;
 pub(crate) mod azure;
+pub mod eks;
 pub(crate) mod gcp;
 pub(crate) mod kubernetes;
 pub mod names;

@@ -38,6 +38,9 @@ pub struct Report<'a> {
     pub summary: Summary,
     /// Every step, no-ops included, in execution order.
     pub steps: &'a [Step],
+    /// What the plan says besides its steps (capacity, cost); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How markdown is fitted into pull-request comments.
@@ -62,7 +65,13 @@ const CUT_NOTE_ROOM: usize = 700;
 impl<'a> Report<'a> {
     /// Bundles a plan with its context.
     pub fn new(environment: &'a str, cloud: &'a str, base: &'a str, head: &'a str, plan: &'a Plan) -> Self {
-        Self { format_version: 1, environment, cloud, base, head, summary: plan.summary(), steps: &plan.steps }
+        Self { format_version: 1, environment, cloud, base, head, summary: plan.summary(), steps: &plan.steps, notes: Vec::new() }
+    }
+
+    /// Adds what the plan says besides its steps (capacity, cost), shown after the summary.
+    pub fn with_notes(mut self, notes: Vec<String>) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// Pretty JSON with a trailing newline.
@@ -89,6 +98,12 @@ impl<'a> Report<'a> {
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "Plan for environment {} ({}): {} -> {}", self.environment, self.cloud, self.base, self.head)?;
         writeln!(out, "{}\n", summary_line(&self.summary))?;
+        for n in &self.notes {
+            writeln!(out, "note: {n}")?;
+        }
+        if !self.notes.is_empty() {
+            writeln!(out)?;
+        }
         for step in self.steps.iter().filter(|s| s.action != Action::NoOp) {
             writeln!(out, "{} {} {}  ({})", symbol(step.action), step.action.as_str(), step.id, step.reason)?;
             if matches!(step.action, Action::Update | Action::Replace)
@@ -145,6 +160,9 @@ impl<'a> Report<'a> {
         let _ = writeln!(block, "`{}` → `{}`\n", self.base, self.head);
         let _ = writeln!(block, "| create | update | replace | delete | blocked | unchanged |\n|---:|---:|---:|---:|---:|---:|");
         let _ = writeln!(block, "| {} | {} | {} | {} | {} | {} |\n", s.create, s.update, s.replace, s.delete, s.blocked, s.no_op);
+        for n in &self.notes {
+            let _ = writeln!(block, "> [!NOTE]\n> {}\n", escape(n));
+        }
         let changed: Vec<&Step> = self.steps.iter().filter(|s| s.action != Action::NoOp).collect();
         layout.total = changed.len();
         if changed.is_empty() {

@@ -153,8 +153,14 @@ pub struct Subnet {
 /// The managed Kubernetes cluster.
 #[derive(Debug, Clone)]
 pub struct Kubernetes {
-    /// Kubernetes minor version, like `1.31`.
+    /// Kubernetes minor version, like `1.35`.
     pub version: String,
+    /// Where the version is written (`file:line:col`), for errors about it found later
+    /// (a downgrade, a version the cloud does not offer).
+    pub version_at: String,
+    /// EKS: whether the cluster may stay on a version in extended support (costs six times
+    /// standard support); otherwise `upgradePolicy.supportType` is `STANDARD`.
+    pub extended_support: bool,
     /// Service address range, if set (required on GCP).
     pub service_cidr: Option<IpNet>,
     /// Pod address range (GCP and Azure, where it is required).
@@ -188,6 +194,8 @@ pub struct NodeGroup {
     pub min: u32,
     /// Maximum node count.
     pub max: u32,
+    /// Root volume of each node in GiB.
+    pub root_volume_gib: u32,
     /// Node labels.
     pub labels: BTreeMap<String, String>,
     /// Node taints.

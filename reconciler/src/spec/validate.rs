@@ -21,8 +21,6 @@ pub const MAX_CLUSTER_NAME: usize = 40;
 /// Days a noncurrent version of a data-bucket object is kept when the spec does not say:
 /// RisingWave rewrites its SST files constantly, so every old version is paid for.
 pub const DEFAULT_NONCURRENT_VERSION_DAYS: u32 = 7;
-/// Kubernetes minor versions the managed services offer.
-pub const KUBERNETES_MINORS: std::ops::RangeInclusive<u32> = 28..=34;
 
 /// Allowed replica counts per component.
 const REPLICAS: [(&str, u32, u32); 4] = [("meta", 1, 5), ("frontend", 1, 64), ("compute", 1, 512), ("compactor", 1, 64)];
@@ -587,14 +585,36 @@ fn network(cx: &mut Ctx<'_>, cloud: Cloud, region: Option<&str>, spec: &super::w
 fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpec) -> Option<Kubernetes> {
     let before = cx.problems.len();
     let k = &spec.kubernetes;
-    let minor = k.version.value.strip_prefix("1.").and_then(|m| m.parse::<u32>().ok());
-    if !minor.is_some_and(|m| KUBERNETES_MINORS.contains(&m)) {
+    // The form only: which versions the cloud offers today (and in which support window)
+    // is asked of the cloud at preflight (AWS: eks:DescribeClusterVersions), as a table
+    // here would go stale.
+    if crate::expand::eks::minor(&k.version.value).is_none() {
         cx.error(
             &k.version.referenced,
-            format!("unsupported Kubernetes version {:?}", k.version.value),
-            format!("write a quoted minor version from \"1.{}\" to \"1.{}\"", KUBERNETES_MINORS.start(), KUBERNETES_MINORS.end()),
+            format!("invalid Kubernetes version {:?}", k.version.value),
+            "write a quoted minor version such as \"1.35\"; which versions the cloud offers is checked before any change",
         );
     }
+    let extended_support = match &k.support_type {
+        None => false,
+        Some(t) if t.value == "standard" => false,
+        Some(t) if t.value == "extended" && cloud == Cloud::Aws => true,
+        Some(t) if cloud != Cloud::Aws => {
+            cx.error(&t.referenced, "kubernetes.supportType is EKS's upgrade policy, used on AWS only", "remove supportType");
+            false
+        }
+        Some(t) => {
+            cx.error(
+                &t.referenced,
+                format!("unknown supportType {:?}", t.value),
+                format!(
+                    "write standard (the default) or extended; extended support costs {} times standard per cluster hour",
+                    crate::expand::eks::EXTENDED_COST_FACTOR
+                ),
+            );
+            false
+        }
+    };
     let service_cidr = k.service_cidr.as_ref().map(|s| {
         let c = cidr(cx, s);
         let net = spec.network.cidr.value;
@@ -706,6 +726,16 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
         if g.min.value > g.max.value {
             cx.error(&g.min.referenced, format!("min {} is greater than max {}", g.min.value, g.max.value), "set min <= max");
         }
+        let range = crate::expand::eks::ROOT_VOLUME_GIB;
+        if let Some(v) = &g.root_volume_gib
+            && !range.contains(&v.value)
+        {
+            cx.error(
+                &v.referenced,
+                format!("rootVolumeGiB {} is out of range {}..={}", v.value, range.start(), range.end()),
+                "the node image needs 20 GiB, and a gp3 volume holds at most 16384 GiB",
+            );
+        }
         for (key, value) in &g.labels {
             if !valid_label_key(key) || names::K8S_LABEL_VALUE.check(&value.value).is_err() {
                 cx.error(
@@ -730,13 +760,17 @@ fn kubernetes(cx: &mut Ctx<'_>, cloud: Cloud, spec: &super::wire::EnvironmentSpe
             machine_type: g.machine_type.value.clone(),
             min: g.min.value,
             max: g.max.value,
+            root_volume_gib: g.root_volume_gib.as_ref().map_or(crate::expand::eks::ROOT_VOLUME_DEFAULT_GIB, |v| v.value),
             labels: g.labels.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
             taints,
         });
     }
     let api_access = api_access(cx, cloud, &spec.region.value, &spec.account.value, k);
+    let version_at = cx.at(&k.version.referenced).to_string();
     (cx.problems.len() == before).then(|| Kubernetes {
         version: k.version.value.clone(),
+        version_at,
+        extended_support,
         service_cidr,
         pod_cidr,
         node_groups: groups,

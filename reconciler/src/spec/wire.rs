@@ -110,6 +110,8 @@ pub struct KubernetesSpec {
     pub pod_cidr: Option<Spanned<IpNet>>,
     /// Node groups.
     pub node_groups: Spanned<Vec<NodeGroupSpec>>,
+    /// EKS: `standard` (the default) or `extended`, the cluster's `upgradePolicy`.
+    pub support_type: Option<Spanned<String>>,
     /// Who reaches the Kubernetes API, and from where (AWS).
     pub api_access: Option<ApiAccessSpec>,
 }
@@ -137,6 +139,9 @@ pub struct NodeGroupSpec {
     pub min: Spanned<u32>,
     /// Maximum nodes.
     pub max: Spanned<u32>,
+    /// Size of each node's root volume in GiB (AWS: the launch template's gp3 volume).
+    #[serde(rename = "rootVolumeGiB")]
+    pub root_volume_gib: Option<Spanned<u32>>,
     /// Node labels.
     #[serde(default)]
     pub labels: BTreeMap<String, Spanned<String>>,

@@ -397,7 +397,7 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
 
     // A node group resized in the specs: reported, never attempted.
     let env_file = std::fs::read_to_string(s.repo().join("env/environment.yaml")).expect("read");
-    s.write("env/environment.yaml", &env_file.replace("        min: 3\n        max: 12", "        min: 3\n        max: 16"));
+    s.write("env/environment.yaml", &env_file.replace("        min: 4\n        max: 12", "        min: 4\n        max: 16"));
     let resized = s.commit(Some("alice"), "grow the risingwave node group");
     s.git(&["push", "-q", "origin", "main"]);
     webhook(port, "d-3");

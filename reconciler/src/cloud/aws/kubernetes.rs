@@ -1,11 +1,13 @@
-//! Kubernetes on EKS: the cluster (waited for until ACTIVE, its version converged) and its
-//! managed node groups (size, labels and taints converged in place).
+//! Kubernetes on EKS: the cluster (waited for until ACTIVE; its version raised one minor
+//! version per update, never lowered; its upgrade policy set explicitly) and its managed
+//! node groups (size, labels and taints converged in place; their version raised after the
+//! control plane's, which the graph orders: a node group refers to its cluster).
 
 use std::collections::HashMap;
 
 use aws_sdk_eks::types as ekst;
 
-use super::{Aws, Wait, flag, found, int, missing, resolve_list, resolve_prop, short_name, strings, tags, text};
+use super::{Aws, Wait, flag, found, int, missing, ref_of, resolve_list, resolve_prop, short_name, strings, tags, text};
 use crate::cloud::{CloudError, Found, Refs};
 use crate::resource::{Kind, Map, Resource, ResourceId, Value};
 
@@ -66,12 +68,18 @@ impl Aws {
                     });
                 }
             }
+            self.observe_addons(name, out).await?;
         }
         Ok(())
     }
 }
 
-/// A node group's size, labels and taints in property form.
+/// The `upgradePolicy` request of an EKS cluster resource.
+fn upgrade_policy(r: &Resource) -> ekst::UpgradePolicyRequest {
+    ekst::UpgradePolicyRequest::builder().support_type(ekst::SupportType::from(text(r, "upgradePolicy"))).build()
+}
+
+/// A node group's size, labels, taints and version in property form.
 fn live_node_group(ng: &ekst::Nodegroup) -> Map {
     let mut live = Map::new();
     // A group that failed to create is not repaired by EKS: it is replaced (see
@@ -103,6 +111,9 @@ fn live_node_group(ng: &ekst::Nodegroup) -> Map {
         })
         .collect();
     live.insert("taints", Value::List(taints));
+    if let Some(v) = ng.version() {
+        live.insert("version", Value::from(v));
+    }
     live
 }
 
@@ -129,8 +140,16 @@ fn endpoint_differs(r: &Resource, c: &ekst::Cluster) -> bool {
 
 fn cluster_found(id: ResourceId, c: &ekst::Cluster) -> Found {
     let issuer = c.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()).unwrap_or_default().to_owned();
-    // Who can reach the API server is drift worth setting back.
+    // The version and upgrade policy are read back: EKS changes both on its own (an
+    // automatic upgrade at the end of support, a console edit).
     let mut live = Map::new();
+    if let Some(v) = c.version() {
+        live.insert("version", Value::from(v));
+    }
+    if let Some(t) = c.upgrade_policy().and_then(|p| p.support_type()) {
+        live.insert("upgradePolicy", Value::from(t.as_str()));
+    }
+    // Who can reach the API server is drift worth setting back.
     if let Some(vpc) = c.resources_vpc_config() {
         let public = vpc.endpoint_public_access();
         live.insert("endpointPublicAccess", Value::Bool(public));
@@ -204,6 +223,7 @@ impl Aws {
                         .create_cluster()
                         .name(name)
                         .version(version)
+                        .upgrade_policy(upgrade_policy(r))
                         .role_arn(role)
                         .resources_vpc_config(vpc.clone())
                         .set_kubernetes_network_config(network.clone())
@@ -228,8 +248,21 @@ impl Aws {
         }
         let mut cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
         cluster = self.converge_api_access(r, name, cluster).await?;
-        if cluster.version().is_some_and(|v| v != version) {
-            self.retry.call(&what("UpdateClusterVersion"), || self.eks.update_cluster_version().name(name).version(version).send()).await?;
+        // One minor version per UpdateClusterVersion, as EKS allows, each waited for; a
+        // downgrade is refused before any change (commands/apply.rs), and again here.
+        let running = cluster.version().unwrap_or(version).to_owned();
+        let steps = crate::expand::eks::upgrade_steps(&running, version).map_err(|why| CloudError::new(r.id.to_string(), why))?;
+        for step in &steps {
+            println!("upgrading {} from {} to {step}", r.id, cluster.version().unwrap_or("?"));
+            self.retry.call(&what("UpdateClusterVersion"), || self.eks.update_cluster_version().name(name).version(step).send()).await?;
+            cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
+        }
+        let want_policy = text(r, "upgradePolicy");
+        let have_policy = cluster.upgrade_policy().and_then(|p| p.support_type()).map(|t| t.as_str().to_owned());
+        if !want_policy.is_empty() && have_policy.as_deref() != Some(want_policy) {
+            self.retry
+                .call(&what("UpdateClusterConfig"), || self.eks.update_cluster_config().name(name).upgrade_policy(upgrade_policy(r)).send())
+                .await?;
             cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
         }
         Ok(cluster_found(r.id.clone(), &cluster))
@@ -265,6 +298,42 @@ impl Aws {
             cluster = self.wait_cluster(&r.id, name, false).await?.ok_or_else(|| missing(&what("DescribeCluster"), "cluster"))?;
         }
         Ok(cluster)
+    }
+
+    /// Problems with running Kubernetes `version` in EKS today, asked of EKS
+    /// (`DescribeClusterVersions`): a version EKS does not offer or no longer supports, or
+    /// one past its standard support while the spec asks for standard support only (EKS
+    /// would upgrade it on its own, or refuse the cluster). `at` is where the spec writes it.
+    pub async fn version_problems(&self, version: &str, extended: bool, at: &str) -> Vec<String> {
+        let what = format!("eks DescribeClusterVersions {version}");
+        let answer =
+            self.retry.call(&what, || self.eks.describe_cluster_versions().cluster_versions(version).include_all(true).send()).await;
+        let offered = match answer {
+            Ok(a) => a.cluster_versions().to_vec(),
+            Err(e) => return vec![format!("cannot read which Kubernetes versions EKS offers, so {version} was not checked: {e}")],
+        };
+        let date = |d: Option<&aws_smithy_types::DateTime>| {
+            d.and_then(|d| d.fmt(aws_smithy_types::date_time::Format::DateTime).ok()).map_or("?".to_owned(), |t| t[..10].to_owned())
+        };
+        let Some(info) = offered.iter().find(|v| v.cluster_version() == Some(version)) else {
+            return vec![format!(
+                "{at}: EKS does not offer Kubernetes {version} (eks:DescribeClusterVersions); write a version it offers in standard support"
+            )];
+        };
+        let end_standard = date(info.end_of_standard_support_date());
+        let end_extended = date(info.end_of_extended_support_date());
+        match info.version_status() {
+            Some(ekst::VersionStatus::StandardSupport) => Vec::new(),
+            Some(ekst::VersionStatus::ExtendedSupport) if extended => Vec::new(),
+            Some(ekst::VersionStatus::ExtendedSupport) => vec![format!(
+                "{at}: Kubernetes {version} left EKS standard support on {end_standard} (extended support ends {end_extended}); write a version in standard support, or supportType: extended, which costs {} times standard per cluster hour",
+                crate::expand::eks::EXTENDED_COST_FACTOR
+            )],
+            other => vec![format!(
+                "{at}: Kubernetes {version} is {} on EKS (extended support ended {end_extended}); write a version in standard support",
+                other.map_or("not supported", |s| s.as_str())
+            )],
+        }
     }
 
     pub(super) async fn delete_cluster(&self, f: &Found) -> Result<(), CloudError> {
@@ -341,6 +410,16 @@ impl Aws {
             None => {
                 let role = resolve_prop(refs, r, "nodeRole")?;
                 let subnets = resolve_list(refs, r, "subnets")?;
+                let template = match ref_of(r, "launchTemplate") {
+                    Some(id) => {
+                        let f = refs.get(&id).ok_or_else(|| CloudError::new(r.id.to_string(), format!("{id} does not exist yet")))?;
+                        let v = f.outputs.get("version").cloned().unwrap_or_else(|| "1".to_owned());
+                        Some(ekst::LaunchTemplateSpecification::builder().id(&f.cloud_id).version(v).build())
+                    }
+                    None => None,
+                };
+                let ami = Some(text(r, "amiType")).filter(|a| !a.is_empty()).map(ekst::AmiTypes::from);
+                let ng_version = Some(text(r, "version")).filter(|v| !v.is_empty());
                 let eks_tags: HashMap<String, String> = tags(r).into_iter().collect();
                 let created = self
                     .retry
@@ -351,6 +430,9 @@ impl Aws {
                             .nodegroup_name(&group)
                             .scaling_config(scaling.clone())
                             .instance_types(text(r, "instanceType"))
+                            .set_ami_type(ami.clone())
+                            .set_launch_template(template.clone())
+                            .set_version(ng_version.map(str::to_owned))
                             .set_subnets(Some(subnets.clone()))
                             .node_role(role)
                             .set_labels(Some(labels.clone()))
@@ -408,6 +490,18 @@ impl Aws {
                         .desired_size(current.clamp(int(r, "minSize"), int(r, "maxSize").max(int(r, "minSize"))))
                         .build()
                 });
+                // After the control plane's (the graph orders it so): a node group may not
+                // run a newer version than its cluster.
+                let want_version = text(r, "version");
+                if !want_version.is_empty() && ng.version().is_some_and(|v| v != want_version) {
+                    println!("upgrading {} from {} to {want_version}", r.id, ng.version().unwrap_or("?"));
+                    self.retry
+                        .call(&what("UpdateNodegroupVersion"), || {
+                            self.eks.update_nodegroup_version().cluster_name(&cluster).nodegroup_name(&group).version(want_version).send()
+                        })
+                        .await?;
+                    self.wait_node_group(&r.id, &cluster, &group, false).await?;
+                }
                 if scaling_update.is_some() || label_update.is_some() || taint_update.is_some() {
                     self.retry
                         .call(&what("UpdateNodegroupConfig"), || {

@@ -1,7 +1,8 @@
 //! [`Cloud`] on AWS with the AWS SDK, one file per service: [`network`] (VPC, subnets,
 //! gateways, route tables, security groups), [`private_connectivity`] (the VPC endpoint
 //! service), [`identity`] (IAM roles, the clusters' permissions boundary, the cluster's OIDC
-//! provider), [`kubernetes`] (EKS cluster, node groups), [`access`] (who administers it), [`storage`] (S3 buckets),
+//! provider), [`kubernetes`] (EKS cluster, node groups), [`access`] (who administers it), [`launch_template`] (the node groups'
+//! launch templates), [`addons`] (EKS add-ons), [`storage`] (S3 buckets),
 //! [`load_balancing`] (ELBv2 network load balancers, their listeners and target groups) and
 //! [`preflight`] (checks made before any change). This file holds the provider type, its
 //! clients, what every service shares (ownership tags, property readers, reference
@@ -13,9 +14,11 @@
 //! buckets, which S3 tags only after creation, have fixed names and are found by name.
 
 mod access;
+mod addons;
 mod gateway_endpoints;
 mod identity;
 mod kubernetes;
+mod launch_template;
 mod load_balancing;
 mod network;
 pub mod preflight;
@@ -169,6 +172,14 @@ fn flag(r: &Resource, name: &str) -> bool {
     matches!(r.properties.get(name), Some(Value::Bool(true)))
 }
 
+/// A map property of strings (`instanceTags`).
+fn strings_map(v: Option<&Value>) -> Vec<(String, String)> {
+    match v {
+        Some(Value::Map(m)) => m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.to_owned(), v.to_owned()))).collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn strings(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::List(items)) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
@@ -287,6 +298,7 @@ impl Cloud for Aws {
         for cluster in &clusters {
             self.observe_access_entries(cluster, &mut out).await?;
         }
+        self.observe_launch_templates(&mut out).await?;
         self.observe_s3(&mut out).await?;
         self.observe_elb(&mut out).await?;
         Ok(out)
@@ -306,6 +318,8 @@ impl Cloud for Aws {
             Kind::AwsOidcProvider => self.ensure_oidc(r, existing, refs).await,
             Kind::AwsEksNodeGroup => self.ensure_node_group(r, existing, refs).await,
             Kind::AwsEksAccessEntry => self.ensure_access_entry(r, existing, refs).await,
+            Kind::AwsLaunchTemplate => self.ensure_launch_template(r, existing).await,
+            Kind::AwsEksAddon => self.ensure_addon(r, existing, refs).await,
             Kind::AwsS3Bucket => self.ensure_bucket(r).await,
             Kind::AwsNlb => self.ensure_nlb(r, existing, refs).await,
             Kind::AwsVpcEndpointService => self.ensure_endpoint_service(r, existing, refs).await,
@@ -329,6 +343,8 @@ impl Cloud for Aws {
             "LoadBalancerNotFound",
             "InvalidVpcEndpointServiceId.NotFound",
             "InvalidVpcEndpointId.NotFound",
+            "InvalidLaunchTemplateId.NotFound",
+            "InvalidLaunchTemplateName.NotFoundException",
         ];
         let result = match f.kind {
             Kind::AwsVpc => self.delete_vpc(f).await,
@@ -343,6 +359,8 @@ impl Cloud for Aws {
             Kind::AwsOidcProvider => self.delete_oidc(f).await,
             Kind::AwsEksNodeGroup => self.delete_node_group(f).await,
             Kind::AwsEksAccessEntry => self.delete_access_entry(f).await,
+            Kind::AwsLaunchTemplate => self.delete_launch_template(f).await,
+            Kind::AwsEksAddon => self.delete_addon(f).await,
             Kind::AwsS3Bucket => self.delete_bucket(f).await,
             Kind::AwsNlb => self.delete_nlb(f).await,
             Kind::AwsVpcEndpointService => self.delete_endpoint_service(f).await,

@@ -51,6 +51,9 @@ const OBSERVE_ACTIONS: &[&str] = &[
     "eks:DescribeNodegroup",
     "eks:ListAccessEntries",
     "eks:DescribeAccessEntry",
+    "eks:ListAddons",
+    "eks:DescribeAddon",
+    "ec2:DescribeLaunchTemplates",
     "s3:GetBucketTagging",
     "s3:GetBucketVersioning",
     "s3:GetBucketPublicAccessBlock",
@@ -108,15 +111,26 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
         (Kind::AwsIamRole, true) => {
             &["iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:DeleteRole"]
         }
-        (Kind::AwsEksCluster, false) => {
-            &["eks:CreateCluster", "eks:TagResource", "iam:PassRole", "eks:UpdateClusterVersion", "eks:UpdateClusterConfig"]
-        }
+        (Kind::AwsEksCluster, false) => &[
+            "eks:CreateCluster",
+            "eks:TagResource",
+            "iam:PassRole",
+            "eks:UpdateClusterVersion",
+            "eks:UpdateClusterConfig",
+            "eks:DescribeClusterVersions",
+        ],
         (Kind::AwsEksCluster, true) => &["eks:DeleteCluster"],
         (Kind::AwsOidcProvider, false) => {
             &["iam:CreateOpenIDConnectProvider", "iam:TagOpenIDConnectProvider", "iam:AddClientIDToOpenIDConnectProvider"]
         }
         (Kind::AwsOidcProvider, true) => &["iam:DeleteOpenIDConnectProvider"],
-        (Kind::AwsEksNodeGroup, false) => &["eks:CreateNodegroup", "eks:TagResource", "iam:PassRole", "eks:UpdateNodegroupConfig"],
+        (Kind::AwsEksNodeGroup, false) => {
+            &["eks:CreateNodegroup", "eks:TagResource", "iam:PassRole", "eks:UpdateNodegroupConfig", "eks:UpdateNodegroupVersion"]
+        }
+        (Kind::AwsLaunchTemplate, false) => &["ec2:CreateLaunchTemplate", "ec2:CreateTags"],
+        (Kind::AwsLaunchTemplate, true) => &["ec2:DeleteLaunchTemplate"],
+        (Kind::AwsEksAddon, false) => &["eks:CreateAddon", "eks:TagResource", "iam:PassRole", "eks:DescribeAddon", "eks:UpdateAddon"],
+        (Kind::AwsEksAddon, true) => &["eks:DeleteAddon", "eks:DescribeAddon"],
         (Kind::AwsEksNodeGroup, true) => &["eks:DeleteNodegroup"],
         (Kind::AwsEksAccessEntry, false) => &["eks:CreateAccessEntry", "eks:TagResource", "eks:AssociateAccessPolicy"],
         (Kind::AwsEksAccessEntry, true) => &["eks:DeleteAccessEntry"],
