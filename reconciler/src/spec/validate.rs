@@ -12,7 +12,9 @@ use crate::expand::names::{self, Rule};
 
 use super::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 use super::wire::{ClusterDocument, ComponentSpec, EnvironmentDocument, MetaStoreSpec};
-use super::{ApiAccess, Cloud, Cluster, Component, Environment, Kubernetes, MetaStore, NatGateways, Network, NodeGroup, Subnet, Taint, Tier};
+use super::{
+    ApiAccess, Cloud, Cluster, Component, Environment, Kubernetes, MetaStore, NatGateways, Network, NodeGroup, Subnet, Taint, Tier,
+};
 
 /// Longest environment name: it is embedded in bucket and resource names with cloud limits.
 pub const MAX_ENV_NAME: usize = 24;
