@@ -510,7 +510,7 @@ mod tests {
         }) {
             assert_eq!(e.id, ResourceId::new(Kind::AwsEksAccessEntry, &access_entry_name(principal)));
             assert_eq!(e.properties.get("principal").and_then(Value::as_str), Some(principal));
-            assert_eq!(e.refs_in("cluster").into_iter().collect::<Vec<_>>(), [eks.id.clone()]);
+            assert_eq!(e.refs_in("cluster").into_iter().collect::<Vec<_>>(), std::slice::from_ref(&eks.id));
             assert_eq!(
                 e.properties.get("policy").and_then(Value::as_str),
                 Some("arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy")

@@ -517,7 +517,9 @@ mod tests {
     fn tags_on_create_and_passed_roles_are_simulated_with_the_context_the_calls_carry() {
         let actions = ["ec2:CreateTags", "ec2:CreateVpc", "ec2:CreateSubnet", "eks:CreateCluster", "iam:PassRole"];
         let sims = simulations(&actions);
-        let keyed: Vec<(Vec<String>, Vec<(String, Vec<String>)>)> = sims
+        // (actions, [(context key, values)]) per simulation.
+        type Keyed = (Vec<String>, Vec<(String, Vec<String>)>);
+        let keyed: Vec<Keyed> = sims
             .iter()
             .map(|(a, c, _)| {
                 (
