@@ -191,7 +191,11 @@ pub const DELETE_ORDER: &[Kind] = &[
     Kind::AwsVpcEndpointService,
     Kind::AwsVpcEndpoint,
     Kind::AwsNlb,
+    // An add-on runs on the nodes and belongs to the cluster: it goes first.
+    Kind::AwsEksAddon,
     Kind::AwsEksNodeGroup,
+    // A launch template is in use until its node group is gone.
+    Kind::AwsLaunchTemplate,
     Kind::AwsEksAccessEntry,
     Kind::AwsOidcProvider,
     Kind::AwsEksCluster,
