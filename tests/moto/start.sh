@@ -8,6 +8,7 @@
 # (BYOC_MOTO_VENV, default ~/.cache/byoc/moto-venv) and reused by later runs.
 set -euo pipefail
 port=$1 owner=$2
+here="$(cd "$(dirname "$0")" && pwd)"
 venv="${BYOC_MOTO_VENV:-$HOME/.cache/byoc/moto-venv}"
 if [ ! -x "$venv/bin/moto_server" ]; then
   python3 -m venv "$venv" 2>/dev/null || {
@@ -18,7 +19,8 @@ if [ ! -x "$venv/bin/moto_server" ]; then
 fi
 log="$(mktemp)"
 # AWS managed policies (AmazonEKSClusterPolicy, ...) exist only when loaded.
-MOTO_IAM_LOAD_MANAGED_POLICIES=true nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# serve.py is moto_server with S3 conditional writes made atomic, as S3 makes them.
+MOTO_IAM_LOAD_MANAGED_POLICIES=true nohup "$venv/bin/python" "$here/serve.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
