@@ -25,16 +25,6 @@ work="$(mktemp -d)"
 (cd "$work" && exec nohup "$bin" --blobHost 127.0.0.1 --blobPort "$port" --inMemoryPersistence --skipApiVersionCheck \
   --disableTelemetry >"$log" 2>&1) &
 pid=$!
-for _ in $(seq 1 150); do
-  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
-    nohup bash -c "while kill -0 $owner 2>/dev/null; do sleep 1; done; kill $pid; rm -rf '$work'" >/dev/null 2>&1 &
-    echo "$pid"
-    exit 0
-  fi
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-echo "azurite did not start on 127.0.0.1:$port:" >&2
-cat "$log" >&2
-kill "$pid" 2>/dev/null || true
-exit 1
+# shellcheck source=../tools/tied-server.sh
+. "$(dirname "$0")/../tools/tied-server.sh"
+await_tied "azurite" "$port" "$pid" "$owner" "$log" 150 "rm -rf '$work'"

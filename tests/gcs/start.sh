@@ -25,16 +25,6 @@ chmod +x "$bin"
 log="$(mktemp)"
 nohup "$bin" -scheme http -host 127.0.0.1 -port "$port" -backend memory -external-url "http://127.0.0.1:$port" -log-level error >"$log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
-    nohup bash -c "while kill -0 $owner 2>/dev/null; do sleep 1; done; kill $pid" >/dev/null 2>&1 &
-    echo "$pid"
-    exit 0
-  fi
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-echo "fake-gcs-server did not start on 127.0.0.1:$port:" >&2
-cat "$log" >&2
-kill "$pid" 2>/dev/null || true
-exit 1
+# shellcheck source=../tools/tied-server.sh
+. "$(dirname "$0")/../tools/tied-server.sh"
+await_tied "fake-gcs-server" "$port" "$pid" "$owner" "$log" 100

@@ -22,16 +22,6 @@ log="$(mktemp)"
 # serve.py is moto_server with S3 conditional writes made atomic, as S3 makes them.
 MOTO_IAM_LOAD_MANAGED_POLICIES=true nohup "$venv/bin/python" "$here/serve.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
-    nohup bash -c "while kill -0 $owner 2>/dev/null; do sleep 1; done; kill $pid" >/dev/null 2>&1 &
-    echo "$pid"
-    exit 0
-  fi
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-echo "moto did not start on 127.0.0.1:$port:" >&2
-cat "$log" >&2
-kill "$pid" 2>/dev/null || true
-exit 1
+# shellcheck source=../tools/tied-server.sh
+. "$(dirname "$0")/../tools/tied-server.sh"
+await_tied "moto" "$port" "$pid" "$owner" "$log" 100
