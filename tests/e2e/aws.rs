@@ -1021,3 +1021,25 @@ eks.create_nodegroup(clusterName='byoc-prod-use1', nodegroupName='theirs', subne
     ok(&run(&repo, &destroy));
     assert_eq!(account.counts(), Default::default(), "the second destroy leaves nothing tagged");
 }
+
+/// An environment in another region than the other tests' us-east-1. moto keeps each
+/// region's clusters apart and reads the region from the request's signature, so the
+/// front's own reads of a cluster (for add-ons and upgrades, which moto lacks) must be
+/// signed for the caller's region: they were signed for us-east-1, and the EBS CSI add-on
+/// of an eu-west-2 cluster failed with "No cluster found" (found by hand, by an
+/// environment written from scratch).
+#[test]
+fn an_environment_in_another_region_applies_and_then_plans_nothing() {
+    let account = Account::new().with_autoscaling_role();
+    let mut repo = example_repo();
+    let spec = "examples/aws/environment.yaml";
+    let text = repo.read(spec).replace("us-east-1", "eu-west-2");
+    repo.write(spec, &text);
+    repo.commit("move to eu-west-2");
+    let first = run(&repo, &approved_apply_args(&account, "state"));
+    ok(&first);
+    assert!(first.stdout.contains("aws.eks-addon/aws-ebs-csi-driver"), "{}", first.stdout);
+    let second = run(&repo, &approved_apply_args(&account, "state"));
+    ok(&second);
+    assert!(second.stdout.contains("nothing to do: the account matches"), "{}", second.stdout);
+}

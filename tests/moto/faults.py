@@ -898,10 +898,17 @@ def moto_cluster(name):
     return json.loads(data).get("cluster") if status == 200 else None
 
 
+# The Authorization header of the EKS request being answered, per handler thread: moto
+# keeps each region's clusters apart and reads the region from the signature, so the
+# front's own reads of moto must be signed for the caller's region.
+CALLER = threading.local()
+
+
 def upstream_json(method, path):
     up = urllib.parse.urlsplit(ARGS.upstream)
     conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
-    conn.request(method, path, headers={"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/eks/aws4_request"})
+    auth = getattr(CALLER, "authorization", None) or "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/eks/aws4_request"
+    conn.request(method, path, headers={"Authorization": auth})
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
@@ -1136,6 +1143,7 @@ class Handler(BaseHTTPRequestHandler):
             if recorded:
                 return self.answer(*recorded)
         if service == "eks":
+            CALLER.authorization = self.headers.get("Authorization")
             answered = eks_access(self.command, self.path, body)
             if answered:
                 return self.answer(*answered)
