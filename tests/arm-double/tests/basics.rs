@@ -1,0 +1,164 @@
+//! The fake through the real azure_identity + azure_core client: token, TLS, resource
+//! groups, generic create/get/list/delete with long-running operations.
+
+mod common;
+
+use arm_double::Options;
+use azure_core::http::Method;
+use common::{Arm, SUB, rg_path};
+use serde_json::json;
+
+#[tokio::test]
+async fn bearer_token_from_the_fake_authorizes_arm_calls_over_tls() {
+    let arm = Arm::new(Options::default());
+    let a = arm.get(&format!("/subscriptions/{SUB}?api-version=2021-04-01")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["subscriptionId"], SUB);
+}
+
+#[tokio::test]
+async fn arm_refuses_requests_without_a_token_it_issued() {
+    let double = arm_double::Double::spawn(Options::default()).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(double.ca_pem().as_bytes()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let url = format!("{}/subscriptions/{SUB}/resourceGroups?api-version=2021-04-01", double.url());
+    let none = http.get(&url).send().await.unwrap();
+    assert_eq!(none.status().as_u16(), 401);
+    let body: serde_json::Value = serde_json::from_slice(&none.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "AuthenticationFailed");
+    let forged = http.get(&url).bearer_auth("made-up").send().await.unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    let body: serde_json::Value = serde_json::from_slice(&forged.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+    // A wrong secret gets no token.
+    let token_url = format!("{}/00000000-0000-0000-0000-000000000002/oauth2/v2.0/token", double.url());
+    let bad = http
+        .post(&token_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=client_credentials&client_id={}&client_secret=wrong&scope=https%3A%2F%2Fmanagement.azure.com%2F.default", double.client_id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+    assert!(double.writes().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_test_ca_cannot_connect() {
+    let double = arm_double::Double::spawn(Options::default()).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let other = arm_double::Double::spawn(Options::default()).unwrap();
+    let ca = reqwest::Certificate::from_pem(other.ca_pem().as_bytes()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    assert!(http.get(format!("{}/subscriptions/{SUB}", double.url())).send().await.is_err());
+}
+
+#[tokio::test]
+async fn api_versions_are_checked_per_namespace() {
+    let arm = Arm::new(Options::default());
+    let wrong = arm.put(&format!("{}?api-version=2020-06-01", rg_path("rg1")), json!({"location": "eastus"})).await;
+    assert_eq!((wrong.status, wrong.code()), (400, "InvalidApiVersionParameter"));
+    let missing = arm.put(&rg_path("rg1"), json!({"location": "eastus"})).await;
+    assert_eq!((missing.status, missing.code()), (400, "MissingApiVersionParameter"));
+    arm.group("rg1").await;
+    let vnet = format!("{}/providers/Microsoft.Network/virtualNetworks/v1?api-version=2023-09-01", rg_path("rg1"));
+    let a = arm.put(&vnet, json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.0.0.0/16"]}}})).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidApiVersionParameter"));
+}
+
+#[tokio::test]
+async fn resource_groups_create_read_list_delete() {
+    let arm = Arm::new(Options { provisioning_polls: 1, ..Options::default() });
+    let path = format!("{}?api-version=2021-04-01", rg_path("Data-RG"));
+    let created = arm.put(&path, json!({"location": "westeurope", "tags": {"team": "data"}})).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["id"], format!("/subscriptions/{SUB}/resourceGroups/Data-RG"));
+    assert_eq!(created.body["properties"]["provisioningState"], "Succeeded");
+    let again = arm.put(&path, json!({"location": "westeurope", "tags": {"team": "data2"}})).await;
+    assert_eq!(again.status, 200);
+    // Names are case-insensitive: the same group.
+    let got = arm.get(&format!("{}?api-version=2021-04-01", rg_path("data-rg"))).await;
+    assert_eq!(got.body["tags"]["team"], "data2");
+    let moved = arm.put(&path, json!({"location": "eastus"})).await;
+    assert_eq!((moved.status, moved.code()), (400, "InvalidResourceGroupLocation"));
+    let list = arm.get(&format!("/subscriptions/{SUB}/resourcegroups?api-version=2021-04-01")).await;
+    assert_eq!(list.body["value"].as_array().map(Vec::len), Some(1));
+    let bad = arm.put(&format!("{}?api-version=2021-04-01", rg_path("bad.")), json!({"location": "eastus"})).await;
+    assert_eq!((bad.status, bad.code()), (400, "InvalidResourceGroup"));
+    let no_loc = arm.put(&format!("{}?api-version=2021-04-01", rg_path("x")), json!({})).await;
+    assert_eq!((no_loc.status, no_loc.code()), (400, "LocationRequired"));
+
+    let deleting = arm.delete(&path).await;
+    assert_eq!(deleting.status, 202);
+    let location = deleting.header("location").expect("Location header").to_owned();
+    assert!(deleting.header("retry-after").is_some());
+    let done = arm.get(&location).await;
+    assert_eq!(done.status, 200);
+    let gone = arm.get(&path).await;
+    assert_eq!((gone.status, gone.code()), (404, "ResourceGroupNotFound"));
+    assert_eq!(arm.double.writes(), vec!["PUT /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Data-RG".to_owned(), "PUT /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Data-RG".to_owned(), format!("DELETE /subscriptions/{SUB}/resourceGroups/Data-RG")]);
+}
+
+#[tokio::test]
+async fn long_running_put_goes_creating_to_succeeded_over_polls() {
+    let arm = Arm::new(Options { provisioning_polls: 3, ..Options::default() });
+    arm.group("rg").await;
+    let path = format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate1?api-version=2023-05-01", rg_path("rg"));
+    let a = arm.put(&path, json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.body["properties"]["provisioningState"], "Creating");
+    assert_eq!(a.header("retry-after"), Some("1"));
+    let op = a.header("azure-asyncoperation").expect("Azure-AsyncOperation").to_owned();
+    assert!(op.starts_with(&arm.double.url()), "{op}");
+    let first = arm.get(&op).await;
+    assert_eq!(first.body["status"], "InProgress");
+    let mid = arm.double.snapshot();
+    let key = format!("/subscriptions/{SUB}/resourcegroups/rg/providers/microsoft.storage/storageaccounts/byocstate1");
+    assert_eq!(mid[&key]["properties"]["provisioningState"], "Creating");
+    let second = arm.get(&op).await;
+    assert_eq!(second.body["status"], "InProgress");
+    let third = arm.get(&op).await;
+    assert_eq!(third.body["status"], "Succeeded");
+    let got = arm.get(&path).await;
+    assert_eq!(got.body["properties"]["provisioningState"], "Succeeded");
+    assert_eq!(got.body["type"], "Microsoft.Storage/storageAccounts");
+    assert_eq!(got.body["id"], format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/byocstate1"));
+
+    let list = arm.get(&format!("{}/providers/Microsoft.Storage/storageAccounts?api-version=2023-05-01", rg_path("rg"))).await;
+    assert_eq!(list.body["value"][0]["name"], "byocstate1");
+
+    let del = arm.delete(&path).await;
+    assert_eq!(del.status, 202);
+    let location = del.header("location").expect("Location").to_owned();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let p = arm.get(&location).await;
+        if p.status != 202 {
+            assert_eq!(p.status, 200);
+            break;
+        }
+        assert!(polls < 10);
+    }
+    assert_eq!(polls, 3);
+    let gone = arm.get(&path).await;
+    assert_eq!((gone.status, gone.code()), (404, "ResourceNotFound"));
+    let again = arm.delete(&path).await;
+    assert_eq!(again.status, 204);
+}
+
+#[tokio::test]
+async fn resources_in_a_missing_group_or_under_a_missing_parent_are_refused() {
+    let arm = Arm::new(Options::default());
+    let path = format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1?api-version=2023-01-31", rg_path("nope"));
+    let a = arm.put(&path, json!({"location": "eastus"})).await;
+    assert_eq!((a.status, a.code()), (404, "ResourceGroupNotFound"));
+    arm.group("rg").await;
+    let child = format!("{}/providers/Microsoft.Network/virtualNetworks/missing/subnets/s1?api-version=2024-05-01", rg_path("rg"));
+    let a = arm.put(&child, json!({"properties": {"addressPrefix": "10.0.0.0/24"}})).await;
+    assert_eq!((a.status, a.code()), (404, "ParentResourceNotFound"));
+    let unknown = arm.put(&format!("{}/providers/Microsoft.Network/virtualHubs/h?api-version=2024-05-01", rg_path("rg")), json!({"location": "eastus"})).await;
+    assert_eq!((unknown.status, unknown.code()), (400, "InvalidResourceType"));
+    let _ = Method::Get;
+}
