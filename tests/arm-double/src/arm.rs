@@ -596,8 +596,18 @@ impl State {
 
     fn remove_tree(&mut self, key: &str) {
         let prefix = format!("{key}/");
+        // Role assignments scoped at or below a deleted resource go with it, as in ARM, and
+        // so does a resource group the resource manages (an AKS node resource group).
+        let managed: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|(_, e)| e.kind == RG_KIND && str_at(&e.json, &["managedBy"]).is_some_and(|m| m.eq_ignore_ascii_case(key)))
+            .map(|(k, _)| k.clone())
+            .collect();
         self.resources.retain(|k, _| k != key && !k.starts_with(&prefix));
-        // Role assignments scoped below a deleted resource go with it, as in ARM.
+        for m in managed {
+            self.remove_tree(&m);
+        }
     }
 
     fn poll(&mut self, id: &str, results: bool) -> Answer {

@@ -1,0 +1,266 @@
+//! The fake refuses what ARM refuses, with ARM's codes, and fills in what ARM fills in.
+
+mod common;
+
+use arm_double::Options;
+use common::{Arm, SUB, rg_path};
+use serde_json::{Value, json};
+
+const NET: &str = "api-version=2024-05-01";
+const AKS: &str = "api-version=2025-01-01";
+const STG: &str = "api-version=2023-05-01";
+const MSI: &str = "api-version=2023-01-31";
+
+fn net(rg: &str, rest: &str) -> String {
+    format!("{}/providers/Microsoft.Network/{rest}?{NET}", rg_path(rg))
+}
+
+async fn fresh(polls: u32) -> Arm {
+    let arm = Arm::new(Options { provisioning_polls: polls, ..Options::default() });
+    arm.group("rg").await;
+    arm
+}
+
+async fn vnet_with_subnet(arm: &Arm) -> String {
+    arm.create(&net("rg", "virtualNetworks/vnet"), json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}})).await;
+    let subnet = net("rg", "virtualNetworks/vnet/subnets/nodes");
+    let s = arm.create(&subnet, json!({"properties": {"addressPrefix": "10.1.0.0/20"}})).await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    s.body["id"].as_str().expect("subnet id").to_owned()
+}
+
+fn cluster(subnet: &str, pool: &str) -> Value {
+    json!({
+        "location": "eastus",
+        "identity": {"type": "SystemAssigned"},
+        "properties": {
+            "dnsPrefix": "byoc-aks",
+            "oidcIssuerProfile": {"enabled": true},
+            "securityProfile": {"workloadIdentity": {"enabled": true}},
+            "networkProfile": {"networkPlugin": "azure", "serviceCidr": "10.2.0.0/16", "dnsServiceIP": "10.2.0.10"},
+            "agentPoolProfiles": [{"name": pool, "mode": "System", "count": 3, "vmSize": "Standard_D4s_v5", "vnetSubnetID": subnet}]
+        }
+    })
+}
+
+#[tokio::test]
+async fn storage_account_names_follow_the_rule_and_are_globally_unique() {
+    let arm = fresh(0).await;
+    let bad = arm.put(&format!("{}/providers/Microsoft.Storage/storageAccounts/Byoc-State?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    assert_eq!((bad.status, bad.code()), (400, "AccountNameInvalid"));
+    let long = "a".repeat(25);
+    let bad = arm.put(&format!("{}/providers/Microsoft.Storage/storageAccounts/{long}?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    assert_eq!((bad.status, bad.code()), (400, "AccountNameInvalid"));
+    let ok = arm.create(&format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    assert_eq!(ok.body["properties"]["primaryEndpoints"]["blob"], "https://byocstate.blob.core.windows.net/");
+    arm.group("other").await;
+    let taken = arm.put(&format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate?{STG}", rg_path("other")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    assert_eq!((taken.status, taken.code()), (409, "StorageAccountAlreadyTaken"));
+    let no_sku = arm.put(&format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate2?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2"})).await;
+    assert_eq!(no_sku.status, 400);
+}
+
+#[tokio::test]
+async fn container_names_are_3_to_63_without_double_hyphens() {
+    let arm = fresh(0).await;
+    let account = format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate", rg_path("rg"));
+    let missing = arm.put(&format!("{account}/blobServices/default/containers/state?{STG}"), json!({})).await;
+    assert_eq!((missing.status, missing.code()), (404, "ParentResourceNotFound"));
+    arm.create(&format!("{account}?{STG}"), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    for bad in ["ab", "a--b", "Upper", "-lead", &"c".repeat(64)] {
+        let a = arm.put(&format!("{account}/blobServices/default/containers/{bad}?{STG}"), json!({"properties": {}})).await;
+        assert_eq!((a.status, a.code()), (400, "InvalidResourceName"), "{bad}");
+    }
+    let ok = arm.put(&format!("{account}/blobServices/default/containers/hummock-001?{STG}"), json!({"properties": {"publicAccess": "None"}})).await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    assert!(ok.body["etag"].is_string());
+    assert_eq!(ok.body["type"], "Microsoft.Storage/storageAccounts/blobServices/containers");
+}
+
+#[tokio::test]
+async fn tag_names_with_reserved_characters_are_refused() {
+    let arm = fresh(0).await;
+    let path = format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rw-id?{MSI}", rg_path("rg"));
+    let a = arm.put(&path, json!({"location": "eastus", "tags": {"byoc.dev/env": "prod"}})).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidTagNameCharacters"));
+    let many: serde_json::Map<String, Value> = (0..51).map(|i| (format!("t{i}"), json!("v"))).collect();
+    let a = arm.put(&path, json!({"location": "eastus", "tags": many})).await;
+    assert_eq!(a.status, 400);
+    let rg = arm.put(&format!("{}?api-version=2021-04-01", rg_path("rg2")), json!({"location": "eastus", "tags": {"a?b": "x"}})).await;
+    assert_eq!((rg.status, rg.code()), (400, "InvalidTagNameCharacters"));
+    let ok = arm.put(&path, json!({"location": "eastus", "tags": {"byoc-env": "prod"}})).await;
+    assert_eq!(ok.status, 201);
+}
+
+#[tokio::test]
+async fn identities_get_client_and_principal_ids_that_stay() {
+    let arm = fresh(0).await;
+    let path = format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rw-compute?{MSI}", rg_path("rg"));
+    let a = arm.put(&path, json!({"location": "eastus"})).await;
+    assert_eq!(a.status, 201);
+    let props = a.body["properties"].clone();
+    assert_eq!(props["tenantId"], "00000000-0000-0000-0000-000000000002");
+    assert!(props["clientId"].as_str().is_some_and(|c| c.len() == 36));
+    assert!(props["principalId"].as_str().is_some_and(|c| c.len() == 36));
+    assert_ne!(props["clientId"], props["principalId"]);
+    let again = arm.put(&path, json!({"location": "eastus", "tags": {"x": "y"}, "properties": {"clientId": "overwritten?"}})).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["properties"]["clientId"], props["clientId"]);
+    let fic = format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rw-compute/federatedIdentityCredentials/rw-fic?{MSI}", rg_path("rg"));
+    let f = arm.put(&fic, json!({"properties": {"issuer": "https://eastus.oic.prod-aks.azure.com/t/c/", "subject": "system:serviceaccount:rw:compute", "audiences": ["api://AzureADTokenExchange"]}})).await;
+    assert_eq!(f.status, 201, "{}", f.body);
+    let dup = arm.put(&fic.replace("/rw-fic?", "/rw-fic2?"), json!({"properties": {"issuer": "https://eastus.oic.prod-aks.azure.com/t/c/", "subject": "system:serviceaccount:rw:compute", "audiences": ["api://AzureADTokenExchange"]}})).await;
+    assert_eq!(dup.status, 409);
+    let http = arm.put(&fic.replace("/rw-fic?", "/rw-fic3?"), json!({"properties": {"issuer": "http://x", "subject": "s", "audiences": ["api://AzureADTokenExchange"]}})).await;
+    assert_eq!(http.status, 400);
+    let moved = arm.put(&path, json!({"location": "westus"})).await;
+    assert_eq!((moved.status, moved.code()), (400, "InvalidResourceLocation"));
+}
+
+#[tokio::test]
+async fn nat_gateways_take_at_most_one_zone() {
+    let arm = fresh(0).await;
+    let a = arm.put(&net("rg", "natGateways/nat"), json!({"location": "eastus", "sku": {"name": "Standard"}, "zones": ["1", "2"]})).await;
+    assert_eq!((a.status, a.code()), (400, "NatGatewayCannotHaveMultipleZones"));
+    let basic_ip = arm.put(&net("rg", "publicIPAddresses/ip"), json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Dynamic"}})).await;
+    assert_eq!((basic_ip.status, basic_ip.code()), (400, "StandardSkuPublicIPAddressesMustBeStatic"));
+    let ip = arm.create(&net("rg", "publicIPAddresses/ip"), json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}})).await;
+    let ip_id = ip.body["id"].as_str().unwrap().to_owned();
+    let missing_ip = arm.put(&net("rg", "natGateways/nat"), json!({"location": "eastus", "zones": ["1"], "properties": {"publicIpAddresses": [{"id": format!("{ip_id}x")}]}})).await;
+    assert_eq!((missing_ip.status, missing_ip.code()), (400, "InvalidResourceReference"));
+    let nat = arm.create(&net("rg", "natGateways/nat"), json!({"location": "eastus", "zones": ["1"], "properties": {"publicIpAddresses": [{"id": ip_id}]}})).await;
+    assert_eq!(nat.body["properties"]["provisioningState"], "Succeeded");
+    let in_use = arm.delete(&net("rg", "publicIPAddresses/ip")).await;
+    assert_eq!(in_use.status, 400);
+}
+
+#[tokio::test]
+async fn aks_pool_names_and_dns_service_ip_are_checked() {
+    let arm = fresh(0).await;
+    let subnet = vnet_with_subnet(&arm).await;
+    let path = format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc?{AKS}", rg_path("rg"));
+    for bad in ["System", "sys-pool", "1system", "abcdefghijklm"] {
+        let a = arm.put(&path, cluster(&subnet, bad)).await;
+        assert_eq!((a.status, a.code()), (400, "InvalidParameter"), "pool {bad}: {}", a.body);
+    }
+    let mut outside = cluster(&subnet, "system");
+    outside["properties"]["networkProfile"]["dnsServiceIP"] = json!("10.3.0.10");
+    let a = arm.put(&path, outside).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidParameter"));
+    assert!(a.body["error"]["message"].as_str().unwrap_or("").contains("dnsServiceIP"));
+    let mut overlapping = cluster(&subnet, "system");
+    overlapping["properties"]["networkProfile"] = json!({"serviceCidr": "10.1.0.0/16", "dnsServiceIP": "10.1.0.10"});
+    let a = arm.put(&path, overlapping).await;
+    assert_eq!((a.status, a.code()), (400, "ServiceCidrOverlapExistingSubnetsCidr"));
+    let mut user_only = cluster(&subnet, "system");
+    user_only["properties"]["agentPoolProfiles"][0]["mode"] = json!("User");
+    let a = arm.put(&path, user_only).await;
+    assert_eq!((a.status, a.code()), (400, "MustDefineAtLeastOneSystemPool"));
+}
+
+#[tokio::test]
+async fn managed_clusters_report_oidc_issuer_and_kubelet_identity_and_own_their_pools() {
+    let arm = fresh(2).await;
+    let subnet = vnet_with_subnet(&arm).await;
+    let path = format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc?{AKS}", rg_path("rg"));
+    let c = arm.create(&path, cluster(&subnet, "system")).await;
+    let p = &c.body["properties"];
+    assert!(p["oidcIssuerProfile"]["issuerURL"].as_str().is_some_and(|u| u.starts_with("https://eastus.oic.prod-aks.azure.com/")), "{p}");
+    assert!(p["identityProfile"]["kubeletidentity"]["clientId"].is_string());
+    assert!(p["identityProfile"]["kubeletidentity"]["objectId"].is_string());
+    assert_eq!(p["agentPoolProfiles"][0]["name"], "system");
+    assert_eq!(p["agentPoolProfiles"][0]["count"], 3);
+    assert_eq!(p["nodeResourceGroup"], "MC_rg_byoc_eastus");
+    assert!(c.body["identity"]["principalId"].is_string());
+    // A second pool through the agentPools child.
+    let pool = format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc/agentPools/rwcompute?{AKS}", rg_path("rg"));
+    let a = arm.create(&pool, json!({"properties": {"mode": "User", "count": 2, "vmSize": "Standard_E8s_v5", "vnetSubnetID": subnet}})).await;
+    assert_eq!(a.body["properties"]["provisioningState"], "Succeeded");
+    let c = arm.get(&path).await;
+    assert_eq!(c.body["properties"]["agentPoolProfiles"].as_array().map(Vec::len), Some(2));
+    let list = arm.get(&format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc/agentPools?{AKS}", rg_path("rg"))).await;
+    assert_eq!(list.body["value"].as_array().map(Vec::len), Some(2));
+    // The last system pool cannot go.
+    let sys = arm.delete(&format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc/agentPools/system?{AKS}", rg_path("rg"))).await;
+    assert_eq!(sys.status, 400);
+    // The issuer stays across updates.
+    let issuer = c.body["properties"]["oidcIssuerProfile"]["issuerURL"].clone();
+    let updated = arm.create(&path, cluster(&subnet, "system")).await;
+    assert_eq!(updated.body["properties"]["oidcIssuerProfile"]["issuerURL"], issuer);
+}
+
+#[tokio::test]
+async fn a_subnet_in_use_cannot_be_deleted_nor_dropped_from_its_vnet() {
+    let arm = fresh(0).await;
+    let subnet = vnet_with_subnet(&arm).await;
+    let path = format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc?{AKS}", rg_path("rg"));
+    arm.create(&path, cluster(&subnet, "system")).await;
+    let a = arm.delete(&net("rg", "virtualNetworks/vnet/subnets/nodes")).await;
+    assert_eq!((a.status, a.code()), (400, "InUseSubnetCannotBeDeleted"));
+    // A VNet PUT without its subnets would delete them: refused while one is in use.
+    let a = arm.put(&net("rg", "virtualNetworks/vnet"), json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}})).await;
+    assert_eq!((a.status, a.code()), (400, "InUseSubnetCannotBeDeleted"));
+    let a = arm.delete(&net("rg", "virtualNetworks/vnet")).await;
+    assert_eq!((a.status, a.code()), (400, "InUseSubnetCannotBeDeleted"));
+    // With the subnet listed the VNet PUT is fine, and GET shows the subnet inline.
+    let v = arm.create(&net("rg", "virtualNetworks/vnet"), json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}, "subnets": [{"name": "nodes", "properties": {"addressPrefix": "10.1.0.0/20"}}]}})).await;
+    assert_eq!(v.body["properties"]["subnets"][0]["name"], "nodes");
+    // Once the cluster is gone the subnet can go.
+    let node_rg = format!("/subscriptions/{SUB}/resourcegroups/mc_rg_byoc_eastus");
+    assert!(arm.double.snapshot().get(&node_rg).is_some(), "the node resource group exists with the cluster");
+    let d = arm.delete(&path).await;
+    assert_eq!(d.status, 202);
+    assert!(arm.double.snapshot().get(&node_rg).is_none(), "the node resource group goes with the cluster");
+    let a = arm.delete(&net("rg", "virtualNetworks/vnet/subnets/nodes")).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+}
+
+#[tokio::test]
+async fn a_vnet_put_without_unused_subnets_deletes_them_as_arm_does() {
+    let arm = fresh(0).await;
+    vnet_with_subnet(&arm).await;
+    arm.create(&net("rg", "virtualNetworks/vnet"), json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}})).await;
+    let s = arm.get(&net("rg", "virtualNetworks/vnet/subnets/nodes")).await;
+    assert_eq!((s.status, s.code()), (404, "ResourceNotFound"));
+}
+
+#[tokio::test]
+async fn subnets_must_fit_their_vnet_and_not_overlap() {
+    let arm = fresh(0).await;
+    vnet_with_subnet(&arm).await;
+    let outside = arm.put(&net("rg", "virtualNetworks/vnet/subnets/x"), json!({"properties": {"addressPrefix": "10.9.0.0/24"}})).await;
+    assert_eq!((outside.status, outside.code()), (400, "NetcfgSubnetRangeOutsideVnet"));
+    let overlap = arm.put(&net("rg", "virtualNetworks/vnet/subnets/x"), json!({"properties": {"addressPrefix": "10.1.8.0/24"}})).await;
+    assert_eq!((overlap.status, overlap.code()), (400, "NetcfgSubnetRangesOverlap"));
+    let bad = arm.put(&net("rg", "virtualNetworks/vnet/subnets/x"), json!({"properties": {"addressPrefix": "10.1.16.1/24"}})).await;
+    assert_eq!((bad.status, bad.code()), (400, "InvalidAddressPrefixFormat"));
+    let no_nsg = arm.put(&net("rg", "virtualNetworks/vnet/subnets/x"), json!({"properties": {"addressPrefix": "10.1.16.0/24", "networkSecurityGroup": {"id": format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/none")}}})).await;
+    assert_eq!((no_nsg.status, no_nsg.code()), (400, "InvalidResourceReference"));
+}
+
+#[tokio::test]
+async fn a_put_while_provisioning_is_refused_with_another_operation_in_progress() {
+    let arm = fresh(3).await;
+    let path = net("rg", "virtualNetworks/vnet");
+    let body = json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}});
+    let first = arm.put(&path, body.clone()).await;
+    assert_eq!(first.status, 201);
+    let second = arm.put(&path, body.clone()).await;
+    assert_eq!((second.status, second.code()), (409, "AnotherOperationInProgress"));
+    let op = first.header("azure-asyncoperation").unwrap().to_owned();
+    assert_eq!(arm.wait(&op).await, "Succeeded");
+    let third = arm.put(&path, body).await;
+    assert_eq!(third.status, 200);
+}
+
+#[tokio::test]
+async fn nsg_rules_are_checked() {
+    let arm = fresh(0).await;
+    let rule = |name: &str, priority: i64| json!({"name": name, "properties": {"priority": priority, "direction": "Inbound", "access": "Allow", "protocol": "Tcp", "sourceAddressPrefix": "*", "sourcePortRange": "*", "destinationAddressPrefix": "*", "destinationPortRange": "4566"}});
+    let a = arm.put(&net("rg", "networkSecurityGroups/nsg"), json!({"location": "eastus", "properties": {"securityRules": [rule("a", 99)]}})).await;
+    assert_eq!((a.status, a.code()), (400, "SecurityRuleInvalidPriority"));
+    let a = arm.put(&net("rg", "networkSecurityGroups/nsg"), json!({"location": "eastus", "properties": {"securityRules": [rule("a", 100), rule("b", 100)]}})).await;
+    assert_eq!((a.status, a.code()), (400, "SecurityRuleConflict"));
+    let a = arm.put(&net("rg", "networkSecurityGroups/nsg"), json!({"location": "eastus", "properties": {"securityRules": [rule("a", 100), rule("b", 110)]}})).await;
+    assert_eq!(a.status, 201);
+}
