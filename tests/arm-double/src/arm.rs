@@ -10,16 +10,19 @@ use crate::rules;
 
 mod types;
 
-/// The one api-version each namespace accepts (`resourcegroups` and `providers` are
-/// Microsoft.Resources). Extend here when a newer stable version is needed.
-pub const API_VERSIONS: &[(&str, &str)] = &[
-    ("microsoft.resources", "2021-04-01"),
-    ("microsoft.features", "2021-07-01"),
-    ("microsoft.network", "2024-05-01"),
-    ("microsoft.containerservice", "2025-01-01"),
-    ("microsoft.storage", "2023-05-01"),
-    ("microsoft.managedidentity", "2023-01-31"),
-    ("microsoft.authorization", "2022-04-01"),
+/// The api-versions each namespace accepts (`resourcegroups` and `providers` are
+/// Microsoft.Resources); any other is refused 400 `InvalidApiVersionParameter`. The first is
+/// the one the fake writes into its operation URLs. Microsoft.ContainerService takes the
+/// shared contract's 2025-01-01 and the graph's `expand::azure::AKS_API_VERSION`, 2025-05-01
+/// (both stable). Extend here when a newer stable version is needed.
+pub const API_VERSIONS: &[(&str, &[&str])] = &[
+    ("microsoft.resources", &["2021-04-01"]),
+    ("microsoft.features", &["2021-07-01"]),
+    ("microsoft.network", &["2024-05-01"]),
+    ("microsoft.containerservice", &["2025-01-01", "2025-05-01"]),
+    ("microsoft.storage", &["2023-05-01"]),
+    ("microsoft.managedidentity", &["2023-01-31"]),
+    ("microsoft.authorization", &["2022-04-01"]),
 ];
 
 /// The principal (object id) the fake's service principal has.
@@ -234,8 +237,12 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_owned())
 }
 
-fn api_version_of(namespace: &str) -> Option<&'static str> {
+fn api_versions_of(namespace: &str) -> Option<&'static [&'static str]> {
     API_VERSIONS.iter().find(|(ns, _)| *ns == namespace).map(|(_, v)| *v)
+}
+
+fn api_version_of(namespace: &str) -> Option<&'static str> {
+    api_versions_of(namespace).and_then(|v| v.first().copied())
 }
 
 fn kind(key: &str) -> Option<&'static Kind> {
@@ -387,16 +394,16 @@ impl State {
     }
 
     fn check_api_version(&self, req: &Req, namespace: &str) -> Result<(), Reply> {
-        let Some(wanted) = api_version_of(namespace) else {
+        let Some(wanted) = api_versions_of(namespace) else {
             return Err(error(400, "InvalidResourceNamespace", format!("The resource namespace '{namespace}' is invalid.")));
         };
         match query_param(&req.query, "api-version") {
             None => Err(error(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")),
-            Some(v) if v == wanted => Ok(()),
+            Some(v) if wanted.contains(&v.as_str()) => Ok(()),
             Some(v) => Err(error(
                 400,
                 "InvalidApiVersionParameter",
-                format!("The api-version '{v}' is invalid. The supported versions for namespace '{namespace}' are '{wanted}'."),
+                format!("The api-version '{v}' is invalid. The supported versions for namespace '{namespace}' are '{}'.", wanted.join(",")),
             )),
         }
     }
@@ -444,7 +451,7 @@ impl State {
             .filter(|k| k.key.split('/').next() == Some(lower.as_str()))
             .map(|k| {
                 let rt = k.canonical.split_once('/').map(|(_, t)| t).unwrap_or(k.canonical);
-                json!({"resourceType": rt, "locations": LOCATIONS, "apiVersions": [api_version_of(&lower).unwrap_or("")]})
+                json!({"resourceType": rt, "locations": LOCATIONS, "apiVersions": api_versions_of(&lower).unwrap_or(&[])})
             })
             .collect();
         json!({"id": format!("{}/providers/{canonical}", self.sub_id()), "namespace": canonical, "registrationState": state.name(), "registrationPolicy": "RegistrationRequired", "resourceTypes": types})
@@ -557,7 +564,7 @@ impl State {
 
     fn op_urls(&self, id: &str) -> (String, String) {
         let Some(op) = self.ops.get(id) else { return (String::new(), String::new()) };
-        let canonical = API_VERSIONS.iter().find(|(ns, _)| *ns == op.namespace.to_ascii_lowercase()).map(|(_, v)| *v).unwrap_or("");
+        let canonical = api_version_of(&op.namespace.to_ascii_lowercase()).unwrap_or("");
         let base = format!("{}{}/providers/{}/locations/{}", self.url, self.sub_id(), op.namespace, op.location);
         (
             format!("{base}/operations/{id}?api-version={canonical}"),
@@ -765,6 +772,9 @@ impl State {
         let Some(rg) = self.resources.get(&rg_key) else {
             return Err(error(404, "ResourceGroupNotFound", format!("Resource group '{rg_name}' could not be found.")));
         };
+        if rg.op.is_some() && req.method != "GET" {
+            return Err(error(409, "ResourceGroupBeingDeleted", format!("The resource group '{rg_name}' is in deprovisioning state and cannot perform this operation.")));
+        }
         let rg_display = str_at(&rg.json, &["name"]).unwrap_or(rg_name).to_owned();
         let rg_location = str_at(&rg.json, &["location"]).unwrap_or("").to_owned();
         // The id with ARM's spelling of the types and the caller's of the names.
@@ -869,6 +879,7 @@ impl State {
             return Err(error(409, "AnotherOperationInProgress", format!("Another operation on this or dependent resource is in progress. To retry later, please check the status of the operation. The resource '{}' is in provisioning state '{state}'.", id)));
         }
         check_etag(req, existing.map(|e| &e.json))?;
+        self.check_dependents_idle(key)?;
         let existing_json = existing.map(|e| e.json.clone());
         if kind.tracked {
             let location = match body.get("location").and_then(Value::as_str) {
@@ -936,6 +947,27 @@ impl State {
         Ok(etag_header(Reply::json(status, self.render(key).unwrap_or(Value::Null))))
     }
 
+    /// ARM refuses a write while an operation runs on the resource's parent or children
+    /// ("this or dependent resource"): a subnet while its VNet updates, a cluster while a
+    /// node pool is created.
+    fn check_dependents_idle(&self, key: &str) -> Result<(), Reply> {
+        let busy = self.resources.iter().find(|(k, e)| {
+            e.op.is_some() && k.as_str() != key && e.kind != RG_KIND && (covers(k, key) || covers(key, k))
+        });
+        match busy {
+            Some((_, e)) => Err(error(
+                409,
+                "AnotherOperationInProgress",
+                format!(
+                    "Another operation on this or dependent resource is in progress: {} is in provisioning state '{}'. To retry later, please check the status of the operation.",
+                    str_at(&e.json, &["id"]).unwrap_or(""),
+                    str_at(&e.json, &["properties", "provisioningState"]).unwrap_or("Updating")
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The location of a resource, or of its top-level ancestor.
     fn location_of(&self, key: &str) -> String {
         let mut k = key.to_owned();
@@ -961,6 +993,7 @@ impl State {
             return Err(error(409, "AnotherOperationInProgress", format!("Another operation on this or dependent resource is in progress. The resource is in provisioning state '{state}'.")));
         }
         check_etag(req, Some(&existing.json))?;
+        self.check_dependents_idle(key)?;
         self.check_delete(kind, key)?;
         if !kind.lro {
             self.remove_tree(key);

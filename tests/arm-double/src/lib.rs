@@ -10,7 +10,7 @@
 //!   [`Double::client_id`]/[`Double::client_secret`]) gives a bearer token; every ARM call
 //!   without a token it issued is answered 401 `AuthenticationFailed` /
 //!   `InvalidAuthenticationToken`;
-//! - each resource type accepts exactly one api-version ([`API_VERSIONS`]), others 400
+//! - each namespace accepts only the api-versions in [`API_VERSIONS`], others 400
 //!   `InvalidApiVersionParameter`, a missing one 400 `MissingApiVersionParameter`;
 //! - resource groups; resources by id under
 //!   `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type}/{name}[/{child}/{name}]`:

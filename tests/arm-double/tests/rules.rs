@@ -264,3 +264,35 @@ async fn nsg_rules_are_checked() {
     let a = arm.put(&net("rg", "networkSecurityGroups/nsg"), json!({"location": "eastus", "properties": {"securityRules": [rule("a", 100), rule("b", 110)]}})).await;
     assert_eq!(a.status, 201);
 }
+
+#[tokio::test]
+async fn a_write_while_a_parent_or_child_is_provisioning_is_refused() {
+    let arm = fresh(2).await;
+    let vnet = net("rg", "virtualNetworks/vnet");
+    let first = arm.put(&vnet, json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}})).await;
+    assert_eq!(first.status, 201);
+    let subnet = arm.put(&net("rg", "virtualNetworks/vnet/subnets/nodes"), json!({"properties": {"addressPrefix": "10.1.0.0/20"}})).await;
+    assert_eq!((subnet.status, subnet.code()), (409, "AnotherOperationInProgress"));
+    let op = first.header("azure-asyncoperation").unwrap().to_owned();
+    arm.wait(&op).await;
+    let subnet = arm.put(&net("rg", "virtualNetworks/vnet/subnets/nodes"), json!({"properties": {"addressPrefix": "10.1.0.0/20"}})).await;
+    assert_eq!(subnet.status, 201, "{}", subnet.body);
+    let del = arm.delete(&vnet).await;
+    assert_eq!((del.status, del.code()), (409, "AnotherOperationInProgress"), "the subnet is still Updating");
+
+    // A group being deleted takes no new resources.
+    arm.group("gone").await;
+    let d = arm.delete(&format!("{}?api-version=2021-04-01", rg_path("gone"))).await;
+    assert_eq!(d.status, 202);
+    let a = arm.put(&net("gone", "networkSecurityGroups/nsg"), json!({"location": "eastus"})).await;
+    assert_eq!((a.status, a.code()), (409, "ResourceGroupBeingDeleted"));
+}
+
+#[tokio::test]
+async fn aks_takes_the_contract_and_the_graph_api_versions_only() {
+    let arm = fresh(0).await;
+    for (version, status) in [("2025-01-01", 404), ("2025-05-01", 404), ("2024-09-01", 400), ("2025-05-02-preview", 400)] {
+        let a = arm.get(&format!("{}/providers/Microsoft.ContainerService/managedClusters/none?api-version={version}", rg_path("rg"))).await;
+        assert_eq!(a.status, status, "{version}: {}", a.body);
+    }
+}
