@@ -51,7 +51,8 @@ const KINDS: &[Kind] = &[
     Kind { key: "microsoft.network/privateendpoints", canonical: "Microsoft.Network/privateEndpoints", lro: true, etag: true, tracked: true },
     Kind { key: "microsoft.containerservice/managedclusters", canonical: "Microsoft.ContainerService/managedClusters", lro: true, etag: true, tracked: true },
     Kind { key: "microsoft.containerservice/managedclusters/agentpools", canonical: "Microsoft.ContainerService/managedClusters/agentPools", lro: true, etag: true, tracked: false },
-    Kind { key: "microsoft.storage/storageaccounts", canonical: "Microsoft.Storage/storageAccounts", lro: true, etag: false, tracked: true },
+    // Storage accounts: see STORAGE_ACCOUNTS.
+    Kind { key: STORAGE_ACCOUNTS, canonical: "Microsoft.Storage/storageAccounts", lro: false, etag: false, tracked: true },
     Kind { key: "microsoft.storage/storageaccounts/blobservices", canonical: "Microsoft.Storage/storageAccounts/blobServices", lro: false, etag: false, tracked: false },
     Kind { key: "microsoft.storage/storageaccounts/blobservices/containers", canonical: "Microsoft.Storage/storageAccounts/blobServices/containers", lro: false, etag: true, tracked: false },
     Kind { key: "microsoft.managedidentity/userassignedidentities", canonical: "Microsoft.ManagedIdentity/userAssignedIdentities", lro: false, etag: false, tracked: true },
@@ -59,6 +60,11 @@ const KINDS: &[Kind] = &[
 ];
 
 const RG_KIND: &str = "resourcegroups";
+/// The storage provider answers a create 202 with an empty body, `Location` and
+/// `Retry-After` (no `Azure-AsyncOperation`), a PUT of an account still being created 200
+/// with its configuration, an update 200 at once, and a delete 200 at once ("Create a storage
+/// account with the REST API", "Track asynchronous Azure operations").
+const STORAGE_ACCOUNTS: &str = "microsoft.storage/storageaccounts";
 const RA_KIND: &str = "microsoft.authorization/roleassignments";
 
 /// Built-in role definitions the fake knows: (id, roleName).
@@ -876,6 +882,9 @@ impl State {
             && e.op.is_some()
         {
             let state = str_at(&e.json, &["properties", "provisioningState"]).unwrap_or("Updating");
+            if kind.key == STORAGE_ACCOUNTS && state == "Creating" {
+                return Ok(Reply::json(200, self.render(key).unwrap_or(Value::Null)));
+            }
             return Err(error(409, "AnotherOperationInProgress", format!("Another operation on this or dependent resource is in progress. To retry later, please check the status of the operation. The resource '{}' is in provisioning state '{state}'.", id)));
         }
         check_etag(req, existing.map(|e| &e.json))?;
@@ -929,8 +938,23 @@ impl State {
             // The network provider says Updating for creates too.
             json["properties"]["provisioningState"] = json!("Updating");
         }
+        let storage_create = kind.key == STORAGE_ACCOUNTS && creating;
+        if storage_create {
+            json["properties"]["provisioningState"] = json!("Creating");
+        }
         self.resources.insert(key.to_owned(), Entry { json, kind: kind.key, op: None });
         self.after_put(kind, id, key, name)?;
+        if storage_create {
+            let location = self.location_of(key);
+            let op = self.new_op(key, Action::Create, ns, &location);
+            if let Some(e) = self.resources.get_mut(key)
+                && !self.ops.get(&op).is_some_and(|o| o.done)
+            {
+                e.op = Some(op.clone());
+            }
+            let (_, result_url) = self.op_urls(&op);
+            return Ok(Reply::empty(202).header("Location", result_url).header("Retry-After", "1"));
+        }
         let status = if creating { 201 } else { 200 };
         if kind.lro {
             let location = self.location_of(key);

@@ -17,7 +17,9 @@
 //!   PUT (create or update), GET, DELETE, list; long-running kinds answer 201 with
 //!   `Azure-AsyncOperation` and `Retry-After` and stay `Creating`/`Updating` for
 //!   [`Options::provisioning_polls`] polls (a GET of the operation or of the resource is a
-//!   poll); deletes of long-running kinds answer 202 with `Location`;
+//!   poll); deletes of long-running kinds answer 202 with `Location` (and
+//!   `Azure-AsyncOperation`); storage accounts as the storage provider does: a create
+//!   answers 202 with an empty body and only `Location` to poll, updates and deletes at once;
 //! - `etag` where the real type has one, `If-Match` (412 `PreconditionFailed`) and
 //!   `If-None-Match: *`;
 //! - per-type rules: names, references that must exist, `InUseSubnetCannotBeDeleted`,

@@ -101,32 +101,32 @@ async fn resource_groups_create_read_list_delete() {
 }
 
 #[tokio::test]
-async fn long_running_put_goes_creating_to_succeeded_over_polls() {
+async fn long_running_put_goes_updating_to_succeeded_over_polls() {
     let arm = Arm::new(Options { provisioning_polls: 3, ..Options::default() });
     arm.group("rg").await;
-    let path = format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate1?api-version=2023-05-01", rg_path("rg"));
-    let a = arm.put(&path, json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    let path = format!("{}/providers/Microsoft.Network/natGateways/nat?api-version=2024-05-01", rg_path("rg"));
+    let a = arm.put(&path, json!({"location": "eastus", "sku": {"name": "Standard"}, "zones": ["1"]})).await;
     assert_eq!(a.status, 201, "{}", a.body);
-    assert_eq!(a.body["properties"]["provisioningState"], "Creating");
+    // The network provider reports Updating while it creates.
+    assert_eq!(a.body["properties"]["provisioningState"], "Updating");
     assert_eq!(a.header("retry-after"), Some("1"));
     let op = a.header("azure-asyncoperation").expect("Azure-AsyncOperation").to_owned();
     assert!(op.starts_with(&arm.double.url()), "{op}");
     let first = arm.get(&op).await;
     assert_eq!(first.body["status"], "InProgress");
-    let mid = arm.double.snapshot();
-    let key = format!("/subscriptions/{SUB}/resourcegroups/rg/providers/microsoft.storage/storageaccounts/byocstate1");
-    assert_eq!(mid[&key]["properties"]["provisioningState"], "Creating");
+    let key = format!("/subscriptions/{SUB}/resourcegroups/rg/providers/microsoft.network/natgateways/nat");
+    assert_eq!(arm.double.snapshot()[&key]["properties"]["provisioningState"], "Updating");
     let second = arm.get(&op).await;
     assert_eq!(second.body["status"], "InProgress");
     let third = arm.get(&op).await;
     assert_eq!(third.body["status"], "Succeeded");
     let got = arm.get(&path).await;
     assert_eq!(got.body["properties"]["provisioningState"], "Succeeded");
-    assert_eq!(got.body["type"], "Microsoft.Storage/storageAccounts");
-    assert_eq!(got.body["id"], format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/byocstate1"));
+    assert_eq!(got.body["type"], "Microsoft.Network/natGateways");
+    assert_eq!(got.body["id"], format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Network/natGateways/nat"));
 
-    let list = arm.get(&format!("{}/providers/Microsoft.Storage/storageAccounts?api-version=2023-05-01", rg_path("rg"))).await;
-    assert_eq!(list.body["value"][0]["name"], "byocstate1");
+    let list = arm.get(&format!("{}/providers/Microsoft.Network/natGateways?api-version=2024-05-01", rg_path("rg"))).await;
+    assert_eq!(list.body["value"][0]["name"], "nat");
 
     let del = arm.delete(&path).await;
     assert_eq!(del.status, 202);
@@ -146,6 +146,37 @@ async fn long_running_put_goes_creating_to_succeeded_over_polls() {
     assert_eq!((gone.status, gone.code()), (404, "ResourceNotFound"));
     let again = arm.delete(&path).await;
     assert_eq!(again.status, 204);
+}
+
+#[tokio::test]
+async fn storage_account_create_answers_202_with_location_only_as_the_storage_provider_does() {
+    let arm = Arm::new(Options { provisioning_polls: 2, ..Options::default() });
+    arm.group("rg").await;
+    let path = format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate1?api-version=2023-05-01", rg_path("rg"));
+    let body = json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_ZRS"}});
+    let a = arm.put(&path, body.clone()).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert!(a.body.is_null(), "empty body");
+    assert!(a.header("azure-asyncoperation").is_none());
+    let location = a.header("location").expect("Location").to_owned();
+    // A PUT while it is created answers with the account as it is.
+    let again = arm.put(&path, body.clone()).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["properties"]["provisioningState"], "Creating");
+    let first = arm.get(&location).await;
+    assert_eq!(first.status, 202);
+    let done = arm.get(&location).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(done.body["properties"]["provisioningState"], "Succeeded");
+    assert_eq!(done.body["properties"]["primaryEndpoints"]["blob"], "https://byocstate1.blob.core.windows.net/");
+    // Updates and deletes are synchronous.
+    let update = arm.put(&path, json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_ZRS"}, "tags": {"a": "b"}})).await;
+    assert_eq!(update.status, 200);
+    assert_eq!(update.body["properties"]["provisioningState"], "Succeeded");
+    let del = arm.delete(&path).await;
+    assert_eq!(del.status, 200);
+    let gone = arm.get(&path).await;
+    assert_eq!(gone.status, 404);
 }
 
 #[tokio::test]

@@ -118,10 +118,18 @@ impl Arm {
     /// PUTs and waits for a long-running PUT to finish; returns the final GET.
     pub async fn create(&self, path: &str, body: Value) -> Answer {
         let a = self.put(path, body).await;
-        assert!(a.status == 200 || a.status == 201, "PUT {path}: {} {}", a.status, a.body);
+        assert!([200, 201, 202].contains(&a.status), "PUT {path}: {} {}", a.status, a.body);
         if let Some(url) = a.header("azure-asyncoperation") {
             let url = url.to_owned();
             assert_eq!(self.wait(&url).await, "Succeeded");
+        } else if a.status == 202 {
+            // Location polling: 202 until done (bounded).
+            let url = a.header("location").expect("a 202 names a Location").to_owned();
+            for _ in 0..20 {
+                if self.get(&url).await.status != 202 {
+                    break;
+                }
+            }
         }
         self.get(path).await
     }
