@@ -64,6 +64,19 @@ async fn role_assignments_are_unique_per_scope_role_and_principal() {
     let defs = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions?{AUTHZ}&$filter=roleName%20eq%20'Storage%20Blob%20Data%20Contributor'")).await;
     assert_eq!(defs.body["value"][0]["name"], BLOB_CONTRIBUTOR);
 
+    // ABAC conditions take conditionVersion 2.0 and are kept.
+    let cond = "((!(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'})) OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith 'env/'))";
+    let mut with_condition = assignment(CONTRIBUTOR, &principal);
+    with_condition["properties"]["condition"] = json!(cond);
+    with_condition["properties"]["conditionVersion"] = json!("1.0");
+    let ra = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/4c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}");
+    let bad_version = arm.put(&ra, with_condition.clone()).await;
+    assert_eq!((bad_version.status, bad_version.code()), (400, "InvalidConditionVersion"));
+    with_condition["properties"]["conditionVersion"] = json!("2.0");
+    let ok = arm.put(&ra, with_condition).await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    assert_eq!(arm.get(&ra).await.body["properties"]["condition"], cond);
+
     let del = arm.delete(&first).await;
     assert_eq!(del.status, 200);
     let del = arm.delete(&first).await;

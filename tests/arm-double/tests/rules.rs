@@ -296,3 +296,43 @@ async fn aks_takes_the_contract_and_the_graph_api_versions_only() {
         assert_eq!(a.status, status, "{version}: {}", a.body);
     }
 }
+
+#[tokio::test]
+async fn api_server_vnet_integration_needs_a_delegated_subnet_and_pools_well_formed_taints() {
+    let arm = fresh(0).await;
+    let nodes = vnet_with_subnet(&arm).await;
+    let plain = arm.create(&net("rg", "virtualNetworks/vnet/subnets/apiserver"), json!({"properties": {"addressPrefix": "10.1.16.0/28"}})).await;
+    let plain_id = plain.body["id"].as_str().unwrap().to_owned();
+    let path = format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc?{AKS}", rg_path("rg"));
+    let mut c = cluster(&nodes, "system");
+    c["properties"]["apiServerAccessProfile"] = json!({"enableVnetIntegration": true, "enablePrivateCluster": true, "subnetId": plain_id});
+    let a = arm.put(&path, c.clone()).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidParameter"));
+    assert!(a.body["error"]["message"].as_str().unwrap_or("").contains("delegated"), "{}", a.body);
+    arm.create(&net("rg", "virtualNetworks/vnet/subnets/apiserver"), json!({"properties": {"addressPrefix": "10.1.16.0/28", "delegations": [{"name": "aks", "properties": {"serviceName": "Microsoft.ContainerService/managedClusters"}}]}})).await;
+    let mut tainted = c.clone();
+    tainted["properties"]["agentPoolProfiles"][0]["nodeTaints"] = json!(["CriticalAddonsOnly=true:NoScheduleX"]);
+    let a = arm.put(&path, tainted).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidParameter"));
+    c["properties"]["agentPoolProfiles"][0]["nodeTaints"] = json!(["CriticalAddonsOnly=true:NoSchedule"]);
+    let ok = arm.put(&path, c).await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn private_endpoints_need_their_subnet_target_and_one_valid_group() {
+    let arm = fresh(0).await;
+    let subnet = vnet_with_subnet(&arm).await;
+    let account = arm.create(&format!("{}/providers/Microsoft.Storage/storageAccounts/byocdata?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_ZRS"}})).await;
+    let target = account.body["id"].as_str().unwrap().to_owned();
+    let pe = |group: &str, target: &str| json!({"location": "eastus", "properties": {"subnet": {"id": subnet}, "privateLinkServiceConnections": [{"name": "blob", "properties": {"privateLinkServiceId": target, "groupIds": [group]}}]}});
+    let a = arm.put(&net("rg", "privateEndpoints/pe-data"), pe("blobs", &target)).await;
+    assert_eq!((a.status, a.code()), (400, "PrivateEndpointBadRequest"));
+    let a = arm.put(&net("rg", "privateEndpoints/pe-data"), pe("blob", &format!("{target}x"))).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidResourceReference"));
+    let a = arm.create(&net("rg", "privateEndpoints/pe-data"), pe("blob", &target)).await;
+    assert_eq!(a.body["properties"]["provisioningState"], "Succeeded");
+    // Now the subnet is in use by the endpoint.
+    let d = arm.delete(&net("rg", "virtualNetworks/vnet/subnets/nodes")).await;
+    assert_eq!((d.status, d.code()), (400, "InUseSubnetCannotBeDeleted"));
+}

@@ -255,7 +255,17 @@ impl State {
             return Err(bad("InvalidRequestFormat", format!("Private endpoint {id} needs at least one privateLinkServiceConnection.")));
         }
         for c in &conns {
-            self.reference(str_at(c, &["properties", "privateLinkServiceId"]), "privateLinkServiceId", id)?;
+            let target = str_at(c, &["properties", "privateLinkServiceId"]);
+            if target.is_none() {
+                return Err(bad("InvalidRequestFormat", format!("A privateLinkServiceConnection of private endpoint {id} needs properties.privateLinkServiceId.")));
+            }
+            self.reference(target, "privateLinkServiceId", id)?;
+            // A storage account offers the sub-resources blob, dfs, file, queue, table, web.
+            let groups: Vec<String> = c["properties"]["groupIds"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default();
+            let storage = target.is_some_and(|t| t.to_ascii_lowercase().contains("/providers/microsoft.storage/storageaccounts/"));
+            if storage && (groups.len() != 1 || !["blob", "dfs", "file", "queue", "table", "web"].contains(&groups[0].as_str())) {
+                return Err(bad("PrivateEndpointBadRequest", format!("Private endpoint {id}: groupIds {groups:?} is not a single valid sub-resource of the storage account (blob, dfs, file, queue, table, web).")));
+            }
         }
         Ok(())
     }
@@ -347,8 +357,18 @@ impl State {
             let Some(sid) = str_at(&body["properties"], &["apiServerAccessProfile", "subnetId"]).map(str::to_owned) else {
                 return Err(invalid("apiServerAccessProfile.subnetId", "a subnet is required when enableVnetIntegration is true".into()));
             };
-            if !self.exists(&sid) {
+            let Some(subnet) = self.resources.get(&sid.to_ascii_lowercase()) else {
                 return Err(invalid("apiServerAccessProfile.subnetId", format!("subnet {sid} was not found")));
+            };
+            // The API server subnet is delegated to AKS and at least a /28.
+            let delegated = subnet.json["properties"]["delegations"].as_array().is_some_and(|d| {
+                d.iter().any(|x| str_at(x, &["properties", "serviceName"]).is_some_and(|s| s.eq_ignore_ascii_case("Microsoft.ContainerService/managedClusters")))
+            });
+            if !delegated {
+                return Err(invalid("apiServerAccessProfile.subnetId", format!("subnet {sid} must be delegated to Microsoft.ContainerService/managedClusters")));
+            }
+            if subnet_prefix(&subnet.json["properties"]).and_then(|p| rules::cidr(&p)).is_some_and(|(_, len)| len > 28) {
+                return Err(invalid("apiServerAccessProfile.subnetId", format!("subnet {sid} must be at least a /28")));
             }
         }
         // Read-only fields the service fills in.
@@ -426,6 +446,15 @@ impl State {
             && !self.exists(&sid)
         {
             return Err(invalid("vnetSubnetID", format!("subnet {sid} was not found")));
+        }
+        for t in p["nodeTaints"].as_array().cloned().unwrap_or_default() {
+            let t = t.as_str().unwrap_or("");
+            let ok = t.split_once(':').is_some_and(|(kv, effect)| {
+                ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) && kv.split_once('=').map_or(!kv.is_empty(), |(k, _)| !k.is_empty())
+            });
+            if !ok {
+                return Err(invalid("nodeTaints", format!("'{t}': a taint is key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute")));
+            }
         }
         if let Some(z) = p.get("availabilityZones").and_then(Value::as_array)
             && z.iter().any(|z| !matches!(z.as_str(), Some("1" | "2" | "3")))
@@ -748,6 +777,14 @@ impl State {
                 return Err(error(409, "RoleAssignmentExists", "The role assignment already exists."));
             }
         }
+        let condition = str_at(props, &["condition"]).map(str::to_owned);
+        let condition_version = str_at(props, &["conditionVersion"]).map(str::to_owned);
+        match (&condition, condition_version.as_deref()) {
+            (Some(_), Some("2.0")) | (None, None) => {}
+            (Some(_), other) => return Err(bad("InvalidConditionVersion", format!("The condition version '{}' is not supported; conditions take conditionVersion '2.0'.", other.unwrap_or("")))),
+            (None, Some(_)) => return Err(bad("InvalidCondition", "A conditionVersion was given without a condition.")),
+        }
+        let description = str_at(props, &["description"]).map(str::to_owned);
         let json = json!({
             "id": format!("{scope_id}/providers/Microsoft.Authorization/roleAssignments/{name}"),
             "name": name,
@@ -759,6 +796,9 @@ impl State {
                 "scope": scope_id,
                 "createdOn": super::now(),
                 "createdBy": super::CALLER_PRINCIPAL_ID,
+                "condition": condition,
+                "conditionVersion": condition_version,
+                "description": description,
             }
         });
         self.resources.insert(key, Entry { json: json.clone(), kind: RA_KIND, op: None });
