@@ -44,19 +44,79 @@ struct Kind {
 
 const KINDS: &[Kind] = &[
     Kind { key: "microsoft.network/virtualnetworks", canonical: "Microsoft.Network/virtualNetworks", lro: true, etag: true, tracked: true },
-    Kind { key: "microsoft.network/virtualnetworks/subnets", canonical: "Microsoft.Network/virtualNetworks/subnets", lro: true, etag: true, tracked: false },
-    Kind { key: "microsoft.network/networksecuritygroups", canonical: "Microsoft.Network/networkSecurityGroups", lro: true, etag: true, tracked: true },
+    Kind {
+        key: "microsoft.network/virtualnetworks/subnets",
+        canonical: "Microsoft.Network/virtualNetworks/subnets",
+        lro: true,
+        etag: true,
+        tracked: false,
+    },
+    Kind {
+        key: "microsoft.network/networksecuritygroups",
+        canonical: "Microsoft.Network/networkSecurityGroups",
+        lro: true,
+        etag: true,
+        tracked: true,
+    },
     Kind { key: "microsoft.network/natgateways", canonical: "Microsoft.Network/natGateways", lro: true, etag: true, tracked: true },
-    Kind { key: "microsoft.network/publicipaddresses", canonical: "Microsoft.Network/publicIPAddresses", lro: true, etag: true, tracked: true },
-    Kind { key: "microsoft.network/privateendpoints", canonical: "Microsoft.Network/privateEndpoints", lro: true, etag: true, tracked: true },
-    Kind { key: "microsoft.containerservice/managedclusters", canonical: "Microsoft.ContainerService/managedClusters", lro: true, etag: true, tracked: true },
-    Kind { key: "microsoft.containerservice/managedclusters/agentpools", canonical: "Microsoft.ContainerService/managedClusters/agentPools", lro: true, etag: true, tracked: false },
+    Kind {
+        key: "microsoft.network/publicipaddresses",
+        canonical: "Microsoft.Network/publicIPAddresses",
+        lro: true,
+        etag: true,
+        tracked: true,
+    },
+    Kind {
+        key: "microsoft.network/privateendpoints",
+        canonical: "Microsoft.Network/privateEndpoints",
+        lro: true,
+        etag: true,
+        tracked: true,
+    },
+    Kind {
+        key: "microsoft.containerservice/managedclusters",
+        canonical: "Microsoft.ContainerService/managedClusters",
+        lro: true,
+        etag: true,
+        tracked: true,
+    },
+    Kind {
+        key: "microsoft.containerservice/managedclusters/agentpools",
+        canonical: "Microsoft.ContainerService/managedClusters/agentPools",
+        lro: true,
+        etag: true,
+        tracked: false,
+    },
     // Storage accounts: see STORAGE_ACCOUNTS.
     Kind { key: STORAGE_ACCOUNTS, canonical: "Microsoft.Storage/storageAccounts", lro: false, etag: false, tracked: true },
-    Kind { key: "microsoft.storage/storageaccounts/blobservices", canonical: "Microsoft.Storage/storageAccounts/blobServices", lro: false, etag: false, tracked: false },
-    Kind { key: "microsoft.storage/storageaccounts/blobservices/containers", canonical: "Microsoft.Storage/storageAccounts/blobServices/containers", lro: false, etag: true, tracked: false },
-    Kind { key: "microsoft.managedidentity/userassignedidentities", canonical: "Microsoft.ManagedIdentity/userAssignedIdentities", lro: false, etag: false, tracked: true },
-    Kind { key: "microsoft.managedidentity/userassignedidentities/federatedidentitycredentials", canonical: "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials", lro: false, etag: false, tracked: false },
+    Kind {
+        key: "microsoft.storage/storageaccounts/blobservices",
+        canonical: "Microsoft.Storage/storageAccounts/blobServices",
+        lro: false,
+        etag: false,
+        tracked: false,
+    },
+    Kind {
+        key: "microsoft.storage/storageaccounts/blobservices/containers",
+        canonical: "Microsoft.Storage/storageAccounts/blobServices/containers",
+        lro: false,
+        etag: true,
+        tracked: false,
+    },
+    Kind {
+        key: "microsoft.managedidentity/userassignedidentities",
+        canonical: "Microsoft.ManagedIdentity/userAssignedIdentities",
+        lro: false,
+        etag: false,
+        tracked: true,
+    },
+    Kind {
+        key: "microsoft.managedidentity/userassignedidentities/federatedidentitycredentials",
+        canonical: "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+        lro: false,
+        etag: false,
+        tracked: false,
+    },
 ];
 
 const RG_KIND: &str = "resourcegroups";
@@ -102,8 +162,22 @@ const PROVIDERS: &[&str] = &[
 
 /// Azure regions the fake accepts as `location`.
 const LOCATIONS: &[&str] = &[
-    "eastus", "eastus2", "westus", "westus2", "westus3", "centralus", "northeurope", "westeurope", "uksouth",
-    "ukwest", "germanywestcentral", "francecentral", "swedencentral", "japaneast", "australiaeast", "southeastasia",
+    "eastus",
+    "eastus2",
+    "westus",
+    "westus2",
+    "westus3",
+    "centralus",
+    "northeurope",
+    "westeurope",
+    "uksouth",
+    "ukwest",
+    "germanywestcentral",
+    "francecentral",
+    "swedencentral",
+    "japaneast",
+    "australiaeast",
+    "southeastasia",
 ];
 
 /// One HTTP request, as the fake sees it.
@@ -343,7 +417,10 @@ impl State {
                 return error(
                     429,
                     "TooManyRequests",
-                    format!("Number of '{kind}' requests for subscription '{}' exceeded the limit. Please try again after '1' seconds.", self.opts.subscription),
+                    format!(
+                        "Number of '{kind}' requests for subscription '{}' exceeded the limit. Please try again after '1' seconds.",
+                        self.opts.subscription
+                    ),
                 )
                 .header("Retry-After", "1");
             }
@@ -370,14 +447,29 @@ impl State {
             return entra(400, "unsupported_grant_type", 70003, "AADSTS70003: The app requested an unsupported grant type.".to_owned());
         }
         if form.get("client_id") != Some(&self.client_id) {
-            return entra(400, "unauthorized_client", 700016, format!("AADSTS700016: Application with identifier '{}' was not found in the directory.", form.get("client_id").map(String::as_str).unwrap_or("")));
+            return entra(
+                400,
+                "unauthorized_client",
+                700016,
+                format!(
+                    "AADSTS700016: Application with identifier '{}' was not found in the directory.",
+                    form.get("client_id").map(String::as_str).unwrap_or("")
+                ),
+            );
         }
         if form.get("client_secret") != Some(&self.client_secret) {
             return entra(401, "invalid_client", 7000215, "AADSTS7000215: Invalid client secret provided.".to_owned());
         }
         let scope = form.get("scope").cloned().unwrap_or_default();
         if !scope.ends_with("/.default") {
-            return entra(400, "invalid_scope", 1002012, format!("AADSTS1002012: The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier."));
+            return entra(
+                400,
+                "invalid_scope",
+                1002012,
+                format!(
+                    "AADSTS1002012: The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier."
+                ),
+            );
         }
         let token = format!("arm-double-{}", self.guid());
         self.tokens.insert(token.clone());
@@ -390,7 +482,8 @@ impl State {
             self.url, self.opts.tenant
         );
         let Some(auth) = &req.authorization else {
-            return Err(error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.").header("WWW-Authenticate", challenge));
+            return Err(error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+                .header("WWW-Authenticate", challenge));
         };
         let token = auth.strip_prefix("Bearer ").unwrap_or("");
         if !self.tokens.contains(token) {
@@ -404,7 +497,11 @@ impl State {
             return Err(error(400, "InvalidResourceNamespace", format!("The resource namespace '{namespace}' is invalid.")));
         };
         match query_param(&req.query, "api-version") {
-            None => Err(error(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")),
+            None => Err(error(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )),
             Some(v) if wanted.contains(&v.as_str()) => Ok(()),
             Some(v) => Err(error(
                 400,
@@ -422,13 +519,18 @@ impl State {
             return Err(error(404, "SubscriptionNotFound", format!("The subscription '{}' could not be found.", segs[1])));
         }
         // Role assignments and definitions hang under any scope.
-        if let Some(i) = (2..lower.len().saturating_sub(1)).rev().find(|&i| lower[i] == "providers" && lower[i + 1] == "microsoft.authorization") {
+        if let Some(i) =
+            (2..lower.len().saturating_sub(1)).rev().find(|&i| lower[i] == "providers" && lower[i + 1] == "microsoft.authorization")
+        {
             self.check_api_version(req, "microsoft.authorization")?;
             return self.authorization(req, &segs[..i], &segs[i + 2..], &lower[i + 2..]);
         }
         if segs.len() == 2 {
             self.check_api_version(req, "microsoft.resources")?;
-            return Ok(Reply::json(200, json!({"id": self.sub_id(), "subscriptionId": self.opts.subscription, "tenantId": self.opts.tenant, "displayName": "arm-double", "state": "Enabled"})));
+            return Ok(Reply::json(
+                200,
+                json!({"id": self.sub_id(), "subscriptionId": self.opts.subscription, "tenantId": self.opts.tenant, "displayName": "arm-double", "state": "Enabled"}),
+            ));
         }
         match lower[2].as_str() {
             "providers" => self.providers(req, segs, lower),
@@ -560,7 +662,15 @@ impl State {
         let remaining = self.opts.provisioning_polls;
         self.ops.insert(
             id.clone(),
-            Op { target: target.to_owned(), action, remaining, done: false, namespace: namespace.to_owned(), location: location.to_owned(), started: now() },
+            Op {
+                target: target.to_owned(),
+                action,
+                remaining,
+                done: false,
+                namespace: namespace.to_owned(),
+                location: location.to_owned(),
+                started: now(),
+            },
         );
         if remaining == 0 {
             self.finish(&id);
@@ -572,10 +682,7 @@ impl State {
         let Some(op) = self.ops.get(id) else { return (String::new(), String::new()) };
         let canonical = api_version_of(&op.namespace.to_ascii_lowercase()).unwrap_or("");
         let base = format!("{}{}/providers/{}/locations/{}", self.url, self.sub_id(), op.namespace, op.location);
-        (
-            format!("{base}/operations/{id}?api-version={canonical}"),
-            format!("{base}/operationresults/{id}?api-version={canonical}"),
-        )
+        (format!("{base}/operations/{id}?api-version={canonical}"), format!("{base}/operationresults/{id}?api-version={canonical}"))
     }
 
     /// One poll of an operation: it completes after `provisioning_polls` of them.
@@ -629,7 +736,9 @@ impl State {
         }
         self.advance(id);
         let (status_url, result_url) = self.op_urls(id);
-        let Some(op) = self.ops.get(id) else { return Err(error(404, "OperationNotFound", format!("The operation '{id}' could not be found."))) };
+        let Some(op) = self.ops.get(id) else {
+            return Err(error(404, "OperationNotFound", format!("The operation '{id}' could not be found.")));
+        };
         if results {
             if !op.done {
                 return Ok(Reply::empty(202).header("Location", result_url).header("Retry-After", "1"));
@@ -685,14 +794,25 @@ impl State {
                 if let Some(e) = existing
                     && e.op.is_some()
                 {
-                    return Err(error(409, "ResourceGroupBeingDeleted", format!("The resource group '{name}' is in deprovisioning state and cannot perform this operation.")));
+                    return Err(error(
+                        409,
+                        "ResourceGroupBeingDeleted",
+                        format!("The resource group '{name}' is in deprovisioning state and cannot perform this operation."),
+                    ));
                 }
                 if req.method == "PATCH" && existing.is_none() {
                     return Err(not_found());
                 }
                 let location = match (body.get("location").and_then(Value::as_str), existing) {
                     (Some(l), Some(e)) if !l.eq_ignore_ascii_case(str_at(&e.json, &["location"]).unwrap_or("")) => {
-                        return Err(error(400, "InvalidResourceGroupLocation", format!("Invalid resource group location '{l}'. The Resource group already exists in location '{}'.", str_at(&e.json, &["location"]).unwrap_or(""))));
+                        return Err(error(
+                            400,
+                            "InvalidResourceGroupLocation",
+                            format!(
+                                "Invalid resource group location '{l}'. The Resource group already exists in location '{}'.",
+                                str_at(&e.json, &["location"]).unwrap_or("")
+                            ),
+                        ));
                     }
                     (_, Some(e)) => str_at(&e.json, &["location"]).unwrap_or("").to_owned(),
                     (Some(l), None) => l.to_owned(),
@@ -743,7 +863,9 @@ impl State {
     fn authorize(&self, key: &str, role_assignment: bool) -> Result<(), Reply> {
         let Some(roles) = &self.opts.caller_roles else { return Ok(()) };
         let allowed: &[&str] = if role_assignment { &[OWNER, USER_ACCESS_ADMIN, RBAC_ADMIN] } else { &[OWNER, CONTRIBUTOR] };
-        let ok = roles.iter().any(|(scope, role)| covers(&scope.to_ascii_lowercase(), key) && allowed.contains(&last_segment(role).to_ascii_lowercase().as_str()));
+        let ok = roles.iter().any(|(scope, role)| {
+            covers(&scope.to_ascii_lowercase(), key) && allowed.contains(&last_segment(role).to_ascii_lowercase().as_str())
+        });
         if ok {
             return Ok(());
         }
@@ -751,7 +873,10 @@ impl State {
         Err(error(
             403,
             "AuthorizationFailed",
-            format!("The client '{}' with object id '{CALLER_PRINCIPAL_ID}' does not have authorization to perform action '{action}' over scope '{key}' or the scope is invalid. If access was recently granted, please refresh your credentials.", self.client_id),
+            format!(
+                "The client '{}' with object id '{CALLER_PRINCIPAL_ID}' does not have authorization to perform action '{action}' over scope '{key}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                self.client_id
+            ),
         ))
     }
 
@@ -771,7 +896,16 @@ impl State {
         };
         let Some(kind) = kind(&type_key) else {
             self.check_api_version(req, ns)?;
-            return Err(error(400, "InvalidResourceType", format!("The resource type '{}' could not be found in the namespace '{}' for api version '{}'.", type_key.split_once('/').map(|(_, t)| t).unwrap_or(""), segs[5], query_param(&req.query, "api-version").unwrap_or_default())));
+            return Err(error(
+                400,
+                "InvalidResourceType",
+                format!(
+                    "The resource type '{}' could not be found in the namespace '{}' for api version '{}'.",
+                    type_key.split_once('/').map(|(_, t)| t).unwrap_or(""),
+                    segs[5],
+                    query_param(&req.query, "api-version").unwrap_or_default()
+                ),
+            ));
         };
         self.check_api_version(req, ns)?;
         let rg_key = self.rg_key(rg_name);
@@ -779,7 +913,11 @@ impl State {
             return Err(error(404, "ResourceGroupNotFound", format!("Resource group '{rg_name}' could not be found.")));
         };
         if rg.op.is_some() && req.method != "GET" {
-            return Err(error(409, "ResourceGroupBeingDeleted", format!("The resource group '{rg_name}' is in deprovisioning state and cannot perform this operation.")));
+            return Err(error(
+                409,
+                "ResourceGroupBeingDeleted",
+                format!("The resource group '{rg_name}' is in deprovisioning state and cannot perform this operation."),
+            ));
         }
         let rg_display = str_at(&rg.json, &["name"]).unwrap_or(rg_name).to_owned();
         let rg_location = str_at(&rg.json, &["location"]).unwrap_or("").to_owned();
@@ -802,7 +940,14 @@ impl State {
             let parent_key = key_prefix(&key, if is_list { 1 } else { 2 });
             if !self.resources.contains_key(&parent_key) {
                 let parent_id = id_prefix(&id, if is_list { 1 } else { 2 });
-                return Err(error(404, "ParentResourceNotFound", format!("Can not perform requested operation on nested resource. Parent resource '{}' not found.", parent_id.split("/providers/").nth(1).unwrap_or(&parent_id))));
+                return Err(error(
+                    404,
+                    "ParentResourceNotFound",
+                    format!(
+                        "Can not perform requested operation on nested resource. Parent resource '{}' not found.",
+                        parent_id.split("/providers/").nth(1).unwrap_or(&parent_id)
+                    ),
+                ));
             }
         }
         if is_list {
@@ -824,14 +969,26 @@ impl State {
             "GET" => {
                 let op = self.resources.get(&key).map(|e| e.op.clone());
                 match op {
-                    None => Err(error(404, "ResourceNotFound", format!("The Resource '{}/{}' under resource group '{rg_display}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix", kind.canonical, rest.iter().skip(1).step_by(2).cloned().collect::<Vec<_>>().join("/")))),
+                    None => Err(error(
+                        404,
+                        "ResourceNotFound",
+                        format!(
+                            "The Resource '{}/{}' under resource group '{rg_display}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+                            kind.canonical,
+                            rest.iter().skip(1).step_by(2).cloned().collect::<Vec<_>>().join("/")
+                        ),
+                    )),
                     Some(op) => {
                         if let Some(op) = op {
                             self.advance(&op);
                         }
                         match self.render(&key) {
                             Some(v) => Ok(etag_header(Reply::json(200, v))),
-                            None => Err(error(404, "ResourceNotFound", format!("The Resource '{}/{name}' under resource group '{rg_display}' was not found.", kind.canonical))),
+                            None => Err(error(
+                                404,
+                                "ResourceNotFound",
+                                format!("The Resource '{}/{name}' under resource group '{rg_display}' was not found.", kind.canonical),
+                            )),
                         }
                     }
                 }
@@ -840,7 +997,11 @@ impl State {
             "PATCH" => {
                 // Tags-only update, as the providers offer.
                 let Some(existing) = self.resources.get(&key) else {
-                    return Err(error(404, "ResourceNotFound", format!("The Resource '{}/{name}' under resource group '{rg_display}' was not found.", kind.canonical)));
+                    return Err(error(
+                        404,
+                        "ResourceNotFound",
+                        format!("The Resource '{}/{name}' under resource group '{rg_display}' was not found.", kind.canonical),
+                    ));
                 };
                 self.authorize(&key, false)?;
                 check_etag(req, Some(&existing.json))?;
@@ -872,7 +1033,13 @@ impl State {
     fn put(&mut self, req: &Req, kind: &'static Kind, id: &str, key: &str, name: &str, rg_location: &str) -> Answer {
         let ns = kind.canonical.split('/').next().unwrap_or("");
         if self.providers.get(&ns.to_ascii_lowercase()).copied().unwrap_or(Reg::Registered) != Reg::Registered {
-            return Err(error(409, "MissingSubscriptionRegistration", format!("The subscription is not registered to use namespace '{ns}'. See https://aka.ms/rps-not-found for how to register subscriptions.")));
+            return Err(error(
+                409,
+                "MissingSubscriptionRegistration",
+                format!(
+                    "The subscription is not registered to use namespace '{ns}'. See https://aka.ms/rps-not-found for how to register subscriptions."
+                ),
+            ));
         }
         self.authorize(key, false)?;
         rules::name(kind.key, name).map_err(|(c, m)| error(400, c, m))?;
@@ -885,7 +1052,14 @@ impl State {
             if kind.key == STORAGE_ACCOUNTS && state == "Creating" {
                 return Ok(Reply::json(200, self.render(key).unwrap_or(Value::Null)));
             }
-            return Err(error(409, "AnotherOperationInProgress", format!("Another operation on this or dependent resource is in progress. To retry later, please check the status of the operation. The resource '{}' is in provisioning state '{state}'.", id)));
+            return Err(error(
+                409,
+                "AnotherOperationInProgress",
+                format!(
+                    "Another operation on this or dependent resource is in progress. To retry later, please check the status of the operation. The resource '{}' is in provisioning state '{state}'.",
+                    id
+                ),
+            ));
         }
         check_etag(req, existing.map(|e| &e.json))?;
         self.check_dependents_idle(key)?;
@@ -899,7 +1073,13 @@ impl State {
             if let Some(old) = existing_json.as_ref().and_then(|e| str_at(e, &["location"]))
                 && old != location
             {
-                return Err(error(400, "InvalidResourceLocation", format!("The resource '{name}' already exists in location '{old}' in resource group. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.")));
+                return Err(error(
+                    400,
+                    "InvalidResourceLocation",
+                    format!(
+                        "The resource '{name}' already exists in location '{old}' in resource group. A resource with the same name cannot be created in location '{location}'. Please select a new resource name."
+                    ),
+                ));
             }
             body["location"] = json!(location);
             rules::tags(body.get("tags")).map_err(|(c, m)| error(400, c, m))?;
@@ -933,7 +1113,13 @@ impl State {
         }
         let creating = existing_json.is_none();
         let mut json = Value::Object(json);
-        json["properties"]["provisioningState"] = json!(if !kind.lro { "Succeeded" } else if creating { "Creating" } else { "Updating" });
+        json["properties"]["provisioningState"] = json!(if !kind.lro {
+            "Succeeded"
+        } else if creating {
+            "Creating"
+        } else {
+            "Updating"
+        });
         if kind.key.starts_with("microsoft.network/") && kind.lro {
             // The network provider says Updating for creates too.
             json["properties"]["provisioningState"] = json!("Updating");
@@ -975,9 +1161,10 @@ impl State {
     /// ("this or dependent resource"): a subnet while its VNet updates, a cluster while a
     /// node pool is created.
     fn check_dependents_idle(&self, key: &str) -> Result<(), Reply> {
-        let busy = self.resources.iter().find(|(k, e)| {
-            e.op.is_some() && k.as_str() != key && e.kind != RG_KIND && (covers(k, key) || covers(key, k))
-        });
+        let busy = self
+            .resources
+            .iter()
+            .find(|(k, e)| e.op.is_some() && k.as_str() != key && e.kind != RG_KIND && (covers(k, key) || covers(key, k)));
         match busy {
             Some((_, e)) => Err(error(
                 409,
@@ -1014,7 +1201,11 @@ impl State {
             if state == "Deleting" {
                 return Ok(self.accepted_reply(existing.op.clone().unwrap_or_default()));
             }
-            return Err(error(409, "AnotherOperationInProgress", format!("Another operation on this or dependent resource is in progress. The resource is in provisioning state '{state}'.")));
+            return Err(error(
+                409,
+                "AnotherOperationInProgress",
+                format!("Another operation on this or dependent resource is in progress. The resource is in provisioning state '{state}'."),
+            ));
         }
         check_etag(req, Some(&existing.json))?;
         self.check_dependents_idle(key)?;
@@ -1097,7 +1288,8 @@ impl State {
     }
 
     pub(crate) fn set_feature(&mut self, feature: &str, registered: bool) {
-        self.features.insert(feature.to_ascii_lowercase(), (feature.to_owned(), if registered { Reg::Registered } else { Reg::NotRegistered }));
+        self.features
+            .insert(feature.to_ascii_lowercase(), (feature.to_owned(), if registered { Reg::Registered } else { Reg::NotRegistered }));
     }
 }
 
@@ -1123,11 +1315,22 @@ fn check_etag(req: &Req, existing: Option<&Value>) -> Result<(), Reply> {
             _ => false,
         };
         if !ok {
-            return Err(error(412, "PreconditionFailed", format!("The condition specified using HTTP conditional header(s) is not met: If-Match '{want}' does not match the current etag '{}'.", current.unwrap_or("(none)"))));
+            return Err(error(
+                412,
+                "PreconditionFailed",
+                format!(
+                    "The condition specified using HTTP conditional header(s) is not met: If-Match '{want}' does not match the current etag '{}'.",
+                    current.unwrap_or("(none)")
+                ),
+            ));
         }
     }
     if req.if_none_match.as_deref() == Some("*") && existing.is_some() {
-        return Err(error(412, "PreconditionFailed", "The condition specified using HTTP conditional header(s) is not met: If-None-Match '*' but the resource exists."));
+        return Err(error(
+            412,
+            "PreconditionFailed",
+            "The condition specified using HTTP conditional header(s) is not met: If-None-Match '*' but the resource exists.",
+        ));
     }
     Ok(())
 }
@@ -1138,8 +1341,14 @@ fn parse_body(body: &Bytes) -> Result<Value, Reply> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(v) if v.is_object() => Ok(v),
-        Ok(_) => Err(error(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized: the body must be a JSON object.")),
-        Err(e) => Err(error(400, "InvalidRequestContent", format!("The request content was invalid and could not be deserialized: '{e}'."))),
+        Ok(_) => Err(error(
+            400,
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized: the body must be a JSON object.",
+        )),
+        Err(e) => {
+            Err(error(400, "InvalidRequestContent", format!("The request content was invalid and could not be deserialized: '{e}'.")))
+        }
     }
 }
 
@@ -1147,7 +1356,14 @@ fn check_location(location: &str) -> Result<(), Reply> {
     if LOCATIONS.contains(&location.to_ascii_lowercase().as_str()) {
         return Ok(());
     }
-    Err(error(400, "LocationNotAvailableForResourceType", format!("The provided location '{location}' is not available for resource type. List of available regions is '{}'.", LOCATIONS.join(","))))
+    Err(error(
+        400,
+        "LocationNotAvailableForResourceType",
+        format!(
+            "The provided location '{location}' is not available for resource type. List of available regions is '{}'.",
+            LOCATIONS.join(",")
+        ),
+    ))
 }
 
 /// The lower-case key `levels` name/type segments up (2 = the parent resource).

@@ -17,39 +17,37 @@ fn first_alnum(name: &str) -> bool {
 /// Checks a resource name against its type's rule; `kind` is the lower-case type key.
 pub(crate) fn name(kind: &str, name: &str) -> Result<(), Refusal> {
     let len = name.chars().count();
-    let invalid = |rule: &str| {
-        Err(("InvalidResourceName", format!("Resource name {name} is invalid. The name can be {rule}.")))
-    };
-    match kind {
+    let ends_word = name.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    let ends_alnum = name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    // (whether the name is good, the rule as ARM words it)
+    let (ok, rule) = match kind {
         "resourcegroups" => {
-            let ok = (1..=90).contains(&len)
-                && name.chars().all(|c| c.is_alphanumeric() || "_-.()".contains(c))
-                && !name.ends_with('.');
+            let ok = (1..=90).contains(&len) && name.chars().all(|c| c.is_alphanumeric() || "_-.()".contains(c)) && !name.ends_with('.');
             if !ok {
                 return Err((
                     "InvalidResourceGroup",
-                    format!("The provided resource group name '{name}' has these invalid characters or length: it must be 1-90 characters of letters, digits, underscores, hyphens, periods and parentheses, and not end with a period."),
+                    format!(
+                        "The provided resource group name '{name}' has these invalid characters or length: it must be 1-90 characters of letters, digits, underscores, hyphens, periods and parentheses, and not end with a period."
+                    ),
                 ));
             }
+            (true, "")
         }
-        "microsoft.network/virtualnetworks" | "microsoft.network/privateendpoints" => {
-            if !((2..=64).contains(&len) && chars_ok(name, "_.-") && first_alnum(name) && (name.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))) {
-                return invalid("2-64 characters of letters, digits, underscores, periods and hyphens, starting with a letter or digit and ending with a letter, digit or underscore");
-            }
-        }
+        "microsoft.network/virtualnetworks" | "microsoft.network/privateendpoints" => (
+            (2..=64).contains(&len) && chars_ok(name, "_.-") && first_alnum(name) && ends_word,
+            "2-64 characters of letters, digits, underscores, periods and hyphens, starting with a letter or digit and ending with a letter, digit or underscore",
+        ),
         "microsoft.network/virtualnetworks/subnets"
         | "microsoft.network/networksecuritygroups"
         | "microsoft.network/natgateways"
-        | "microsoft.network/publicipaddresses" => {
-            if !((1..=80).contains(&len) && chars_ok(name, "_.-") && first_alnum(name) && (name.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))) {
-                return invalid("1-80 characters of letters, digits, underscores, periods and hyphens, starting with a letter or digit and ending with a letter, digit or underscore");
-            }
-        }
-        "microsoft.containerservice/managedclusters" => {
-            if !((1..=63).contains(&len) && chars_ok(name, "_-") && first_alnum(name) && name.ends_with(|c: char| c.is_ascii_alphanumeric())) {
-                return invalid("1-63 characters of letters, digits, underscores and hyphens, starting and ending with a letter or digit");
-            }
-        }
+        | "microsoft.network/publicipaddresses" => (
+            (1..=80).contains(&len) && chars_ok(name, "_.-") && first_alnum(name) && ends_word,
+            "1-80 characters of letters, digits, underscores, periods and hyphens, starting with a letter or digit and ending with a letter, digit or underscore",
+        ),
+        "microsoft.containerservice/managedclusters" => (
+            (1..=63).contains(&len) && chars_ok(name, "_-") && first_alnum(name) && ends_alnum,
+            "1-63 characters of letters, digits, underscores and hyphens, starting and ending with a letter or digit",
+        ),
         "microsoft.containerservice/managedclusters/agentpools" => {
             let ok = (1..=12).contains(&len)
                 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -57,59 +55,63 @@ pub(crate) fn name(kind: &str, name: &str) -> Result<(), Refusal> {
             if !ok {
                 return Err((
                     "InvalidParameter",
-                    format!("The agent pool name '{name}' is invalid: a Linux agent pool name must be 1-12 lower-case letters and digits and start with a letter."),
+                    format!(
+                        "The agent pool name '{name}' is invalid: a Linux agent pool name must be 1-12 lower-case letters and digits and start with a letter."
+                    ),
                 ));
             }
+            (true, "")
         }
         "microsoft.storage/storageaccounts" => {
             let ok = (3..=24).contains(&len) && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
             if !ok {
                 return Err((
                     "AccountNameInvalid",
-                    format!("{name} is not a valid storage account name. Storage account name must be between 3 and 24 characters in length and use numbers and lower-case letters only."),
+                    format!(
+                        "{name} is not a valid storage account name. Storage account name must be between 3 and 24 characters in length and use numbers and lower-case letters only."
+                    ),
                 ));
             }
+            (true, "")
         }
-        "microsoft.storage/storageaccounts/blobservices" => {
-            if name != "default" {
-                return invalid("only 'default'");
-            }
-        }
-        "microsoft.storage/storageaccounts/blobservices/containers" => {
-            let ok = (3..=63).contains(&len)
+        "microsoft.storage/storageaccounts/blobservices" => (name == "default", "only 'default'"),
+        "microsoft.storage/storageaccounts/blobservices/containers" => (
+            (3..=63).contains(&len)
                 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && !name.ends_with('-')
-                && !name.contains("--");
-            if !ok {
-                return invalid("3-63 characters of lower-case letters, digits and single hyphens, starting and ending with a letter or digit");
-            }
-        }
-        "microsoft.managedidentity/userassignedidentities" => {
-            if !((3..=128).contains(&len) && chars_ok(name, "_-") && first_alnum(name)) {
-                return invalid("3-128 characters of letters, digits, hyphens and underscores, starting with a letter or digit");
-            }
-        }
-        "microsoft.managedidentity/userassignedidentities/federatedidentitycredentials" => {
-            if !((3..=120).contains(&len) && chars_ok(name, "_-") && first_alnum(name)) {
-                return invalid("3-120 characters of letters, digits, hyphens and underscores, starting with a letter or digit");
-            }
-        }
+                && !name.contains("--"),
+            "3-63 characters of lower-case letters, digits and single hyphens, starting and ending with a letter or digit",
+        ),
+        "microsoft.managedidentity/userassignedidentities" => (
+            (3..=128).contains(&len) && chars_ok(name, "_-") && first_alnum(name),
+            "3-128 characters of letters, digits, hyphens and underscores, starting with a letter or digit",
+        ),
+        "microsoft.managedidentity/userassignedidentities/federatedidentitycredentials" => (
+            (3..=120).contains(&len) && chars_ok(name, "_-") && first_alnum(name),
+            "3-120 characters of letters, digits, hyphens and underscores, starting with a letter or digit",
+        ),
         "microsoft.authorization/roleassignments" => {
             if !is_guid(name) {
-                return Err(("InvalidRoleAssignmentId", format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID.")));
+                return Err((
+                    "InvalidRoleAssignmentId",
+                    format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."),
+                ));
             }
+            (true, "")
         }
-        _ => {}
+        _ => (true, ""),
+    };
+    if ok {
+        return Ok(());
     }
-    Ok(())
+    Err(("InvalidResourceName", format!("Resource name {name} is invalid. The name can be {rule}.")))
 }
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hexadecimal.
 pub(crate) fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+    parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Tags: at most 50, names 1-512 characters without `< > % & \ ? /`, values up to 256.

@@ -36,7 +36,10 @@ async fn arm_refuses_requests_without_a_token_it_issued() {
     let bad = http
         .post(&token_url)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("grant_type=client_credentials&client_id={}&client_secret=wrong&scope=https%3A%2F%2Fmanagement.azure.com%2F.default", double.client_id()))
+        .body(format!(
+            "grant_type=client_credentials&client_id={}&client_secret=wrong&scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
+            double.client_id()
+        ))
         .send()
         .await
         .unwrap();
@@ -97,7 +100,14 @@ async fn resource_groups_create_read_list_delete() {
     assert_eq!(done.status, 200);
     let gone = arm.get(&path).await;
     assert_eq!((gone.status, gone.code()), (404, "ResourceGroupNotFound"));
-    assert_eq!(arm.double.writes(), vec!["PUT /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Data-RG".to_owned(), "PUT /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Data-RG".to_owned(), format!("DELETE /subscriptions/{SUB}/resourceGroups/Data-RG")]);
+    assert_eq!(
+        arm.double.writes(),
+        vec![
+            "PUT /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Data-RG".to_owned(),
+            "PUT /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Data-RG".to_owned(),
+            format!("DELETE /subscriptions/{SUB}/resourceGroups/Data-RG")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -170,7 +180,8 @@ async fn storage_account_create_answers_202_with_location_only_as_the_storage_pr
     assert_eq!(done.body["properties"]["provisioningState"], "Succeeded");
     assert_eq!(done.body["properties"]["primaryEndpoints"]["blob"], "https://byocstate1.blob.core.windows.net/");
     // Updates and deletes are synchronous.
-    let update = arm.put(&path, json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_ZRS"}, "tags": {"a": "b"}})).await;
+    let update =
+        arm.put(&path, json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_ZRS"}, "tags": {"a": "b"}})).await;
     assert_eq!(update.status, 200);
     assert_eq!(update.body["properties"]["provisioningState"], "Succeeded");
     let del = arm.delete(&path).await;
@@ -189,7 +200,9 @@ async fn resources_in_a_missing_group_or_under_a_missing_parent_are_refused() {
     let child = format!("{}/providers/Microsoft.Network/virtualNetworks/missing/subnets/s1?api-version=2024-05-01", rg_path("rg"));
     let a = arm.put(&child, json!({"properties": {"addressPrefix": "10.0.0.0/24"}})).await;
     assert_eq!((a.status, a.code()), (404, "ParentResourceNotFound"));
-    let unknown = arm.put(&format!("{}/providers/Microsoft.Network/virtualHubs/h?api-version=2024-05-01", rg_path("rg")), json!({"location": "eastus"})).await;
+    let unknown = arm
+        .put(&format!("{}/providers/Microsoft.Network/virtualHubs/h?api-version=2024-05-01", rg_path("rg")), json!({"location": "eastus"}))
+        .await;
     assert_eq!((unknown.status, unknown.code()), (400, "InvalidResourceType"));
     let _ = Method::Get;
 }

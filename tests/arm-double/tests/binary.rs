@@ -1,22 +1,36 @@
 //! The `arm-double` binary: prints its URL, writes its CA, serves, and stops by itself.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Kills the binary if the test fails before it stops by itself.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 
 #[tokio::test]
 async fn the_binary_serves_with_the_ca_it_wrote_and_stops_after_its_lifetime() {
     let dir = std::env::temp_dir().join(format!("arm-double-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_file = dir.join("ca.pem");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arm-double"))
-        .args(["--lifetime", "3", "--ca-file"])
-        .arg(&ca_file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_arm-double"))
+            .args(["--lifetime", "3", "--ca-file"])
+            .arg(&ca_file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the binary starts"),
+    );
     let started = Instant::now();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut url = String::new();
     let mut secret = String::new();
     for line in lines.by_ref().take(6) {
@@ -44,16 +58,13 @@ async fn the_binary_serves_with_the_ca_it_wrote_and_stops_after_its_lifetime() {
     // Bounded wait for the lifetime to end.
     let mut status = None;
     while started.elapsed() < Duration::from_secs(20) {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             status = Some(s);
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let Some(status) = status else {
-        let _ = child.kill();
-        panic!("the binary did not stop after --lifetime 3");
-    };
+    let Some(status) = status else { panic!("the binary did not stop after --lifetime 3") };
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,9 +17,14 @@ const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
 const BLOB_CONTRIBUTOR: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
 
 async fn identity(arm: &Arm, name: &str) -> String {
-    let a = arm.put(&format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}?{MSI}", rg_path("rg")), json!({"location": "eastus"})).await;
+    let a = arm
+        .put(
+            &format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}?{MSI}", rg_path("rg")),
+            json!({"location": "eastus"}),
+        )
+        .await;
     assert_eq!(a.status, 201, "{}", a.body);
-    a.body["properties"]["principalId"].as_str().unwrap().to_owned()
+    a.body["properties"]["principalId"].as_str().expect("an identity has a principalId").to_owned()
 }
 
 fn assignment(role: &str, principal: &str) -> serde_json::Value {
@@ -39,18 +44,43 @@ async fn role_assignments_are_unique_per_scope_role_and_principal() {
     // The same name again is idempotent; another name for the same triple is a conflict.
     let again = arm.put(&first, assignment(BLOB_CONTRIBUTOR, &principal)).await;
     assert_eq!(again.status, 201);
-    let dup = arm.put(&format!("{scope}/providers/Microsoft.Authorization/roleAssignments/0c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}"), assignment(BLOB_CONTRIBUTOR, &principal)).await;
+    let dup = arm
+        .put(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/0c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}"),
+            assignment(BLOB_CONTRIBUTOR, &principal),
+        )
+        .await;
     assert_eq!((dup.status, dup.code()), (409, "RoleAssignmentExists"));
     let changed = arm.put(&first, assignment(CONTRIBUTOR, &principal)).await;
     assert_eq!((changed.status, changed.code()), (400, "RoleAssignmentUpdateNotPermitted"));
-    let not_guid = arm.put(&format!("{scope}/providers/Microsoft.Authorization/roleAssignments/rw-blob?{AUTHZ}"), assignment(BLOB_CONTRIBUTOR, &principal)).await;
+    let not_guid = arm
+        .put(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/rw-blob?{AUTHZ}"),
+            assignment(BLOB_CONTRIBUTOR, &principal),
+        )
+        .await;
     assert_eq!((not_guid.status, not_guid.code()), (400, "InvalidRoleAssignmentId"));
-    let nobody = arm.put(&format!("{scope}/providers/Microsoft.Authorization/roleAssignments/1c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}"), assignment(BLOB_CONTRIBUTOR, "99999999-9999-9999-9999-999999999999")).await;
+    let nobody = arm
+        .put(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/1c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}"),
+            assignment(BLOB_CONTRIBUTOR, "99999999-9999-9999-9999-999999999999"),
+        )
+        .await;
     assert_eq!((nobody.status, nobody.code()), (400, "PrincipalNotFound"));
-    let no_role = arm.put(&format!("{scope}/providers/Microsoft.Authorization/roleAssignments/2c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}"), assignment("00000000-1111-2222-3333-444444444444", &principal)).await;
+    let no_role = arm
+        .put(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/2c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}"),
+            assignment("00000000-1111-2222-3333-444444444444", &principal),
+        )
+        .await;
     assert_eq!((no_role.status, no_role.code()), (400, "RoleDefinitionDoesNotExist"));
     // A missing scope.
-    let missing = arm.put(&format!("{}/providers/Microsoft.Authorization/roleAssignments/3c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}", rg_path("nope")), assignment(BLOB_CONTRIBUTOR, &principal)).await;
+    let missing = arm
+        .put(
+            &format!("{}/providers/Microsoft.Authorization/roleAssignments/3c3b7e0e-2d4f-4a43-8c55-6a0f0b7a9d21?{AUTHZ}", rg_path("nope")),
+            assignment(BLOB_CONTRIBUTOR, &principal),
+        )
+        .await;
     assert_eq!((missing.status, missing.code()), (404, "ResourceGroupNotFound"));
 
     // Listing: atScope() at a resource below sees the group's assignment; principalId filters.
@@ -59,7 +89,11 @@ async fn role_assignments_are_unique_per_scope_role_and_principal() {
     assert_eq!(below.body["value"].as_array().map(Vec::len), Some(1), "{}", below.body);
     let sub = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?{AUTHZ}&$filter=atScope()")).await;
     assert_eq!(sub.body["value"].as_array().map(Vec::len), Some(0));
-    let by_principal = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?{AUTHZ}&$filter=principalId%20eq%20'{principal}'")).await;
+    let by_principal = arm
+        .get(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?{AUTHZ}&$filter=principalId%20eq%20'{principal}'"
+        ))
+        .await;
     assert_eq!(by_principal.body["value"].as_array().map(Vec::len), Some(1));
     let defs = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions?{AUTHZ}&$filter=roleName%20eq%20'Storage%20Blob%20Data%20Contributor'")).await;
     assert_eq!(defs.body["value"][0]["name"], BLOB_CONTRIBUTOR);
@@ -93,7 +127,12 @@ async fn a_caller_without_the_role_is_refused_with_authorization_failed() {
     let rg = arm.put(&format!("{}?api-version=2021-04-01", rg_path("rg")), json!({"location": "eastus"})).await;
     assert_eq!(rg.status, 201, "Contributor at the group's scope may write the group: {}", rg.body);
     let principal = identity(&arm, "rw-compute").await;
-    let ra = arm.put(&format!("{rg_scope}/providers/Microsoft.Authorization/roleAssignments/6f2a8f7c-6e1d-4c3b-9a57-1b1f3f0c2a10?{AUTHZ}"), assignment(BLOB_CONTRIBUTOR, &principal)).await;
+    let ra = arm
+        .put(
+            &format!("{rg_scope}/providers/Microsoft.Authorization/roleAssignments/6f2a8f7c-6e1d-4c3b-9a57-1b1f3f0c2a10?{AUTHZ}"),
+            assignment(BLOB_CONTRIBUTOR, &principal),
+        )
+        .await;
     assert_eq!((ra.status, ra.code()), (403, "AuthorizationFailed"));
 }
 
@@ -113,14 +152,23 @@ async fn unregistered_providers_and_features_are_reported_and_can_be_registered(
     assert_eq!(arm.get(&provider).await.body["registrationState"], "NotRegistered");
     let network = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Network?api-version=2021-04-01")).await;
     assert_eq!(network.body["registrationState"], "Registered");
-    let feature = format!("/subscriptions/{SUB}/providers/Microsoft.Features/providers/Microsoft.ContainerService/features/EnableAPIServerVnetIntegrationPreview?api-version=2021-07-01");
+    let feature = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.Features/providers/Microsoft.ContainerService/features/EnableAPIServerVnetIntegrationPreview?api-version=2021-07-01"
+    );
     let f = arm.get(&feature).await;
     assert_eq!(f.body["properties"]["state"], "NotRegistered");
     assert_eq!(f.body["name"], "Microsoft.ContainerService/EnableAPIServerVnetIntegrationPreview");
     let wrong = arm.get(&feature.replace("2021-07-01", "2021-04-01")).await;
     assert_eq!((wrong.status, wrong.code()), (400, "InvalidApiVersionParameter"));
 
-    let r = arm.call(Method::Post, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerService/register?api-version=2021-04-01"), None, &[]).await;
+    let r = arm
+        .call(
+            Method::Post,
+            &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerService/register?api-version=2021-04-01"),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(r.body["registrationState"], "Registering");
     let mut states = Vec::new();
     for _ in 0..3 {

@@ -22,7 +22,11 @@ async fn fresh(polls: u32) -> Arm {
 }
 
 async fn vnet_with_subnet(arm: &Arm) -> String {
-    arm.create(&net("rg", "virtualNetworks/vnet"), json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}})).await;
+    arm.create(
+        &net("rg", "virtualNetworks/vnet"),
+        json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}}),
+    )
+    .await;
     let subnet = net("rg", "virtualNetworks/vnet/subnets/nodes");
     let s = arm.create(&subnet, json!({"properties": {"addressPrefix": "10.1.0.0/20"}})).await;
     assert_eq!(s.status, 200, "{}", s.body);
@@ -46,17 +50,42 @@ fn cluster(subnet: &str, pool: &str) -> Value {
 #[tokio::test]
 async fn storage_account_names_follow_the_rule_and_are_globally_unique() {
     let arm = fresh(0).await;
-    let bad = arm.put(&format!("{}/providers/Microsoft.Storage/storageAccounts/Byoc-State?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    let bad = arm
+        .put(
+            &format!("{}/providers/Microsoft.Storage/storageAccounts/Byoc-State?{STG}", rg_path("rg")),
+            json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+        )
+        .await;
     assert_eq!((bad.status, bad.code()), (400, "AccountNameInvalid"));
     let long = "a".repeat(25);
-    let bad = arm.put(&format!("{}/providers/Microsoft.Storage/storageAccounts/{long}?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    let bad = arm
+        .put(
+            &format!("{}/providers/Microsoft.Storage/storageAccounts/{long}?{STG}", rg_path("rg")),
+            json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+        )
+        .await;
     assert_eq!((bad.status, bad.code()), (400, "AccountNameInvalid"));
-    let ok = arm.create(&format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    let ok = arm
+        .create(
+            &format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate?{STG}", rg_path("rg")),
+            json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+        )
+        .await;
     assert_eq!(ok.body["properties"]["primaryEndpoints"]["blob"], "https://byocstate.blob.core.windows.net/");
     arm.group("other").await;
-    let taken = arm.put(&format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate?{STG}", rg_path("other")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    let taken = arm
+        .put(
+            &format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate?{STG}", rg_path("other")),
+            json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+        )
+        .await;
     assert_eq!((taken.status, taken.code()), (409, "StorageAccountAlreadyTaken"));
-    let no_sku = arm.put(&format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate2?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2"})).await;
+    let no_sku = arm
+        .put(
+            &format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate2?{STG}", rg_path("rg")),
+            json!({"location": "eastus", "kind": "StorageV2"}),
+        )
+        .await;
     assert_eq!(no_sku.status, 400);
 }
 
@@ -71,7 +100,9 @@ async fn container_names_are_3_to_63_without_double_hyphens() {
         let a = arm.put(&format!("{account}/blobServices/default/containers/{bad}?{STG}"), json!({"properties": {}})).await;
         assert_eq!((a.status, a.code()), (400, "InvalidResourceName"), "{bad}");
     }
-    let ok = arm.put(&format!("{account}/blobServices/default/containers/hummock-001?{STG}"), json!({"properties": {"publicAccess": "None"}})).await;
+    let ok = arm
+        .put(&format!("{account}/blobServices/default/containers/hummock-001?{STG}"), json!({"properties": {"publicAccess": "None"}}))
+        .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
     assert!(ok.body["etag"].is_string());
     assert_eq!(ok.body["type"], "Microsoft.Storage/storageAccounts/blobServices/containers");
@@ -106,12 +137,20 @@ async fn identities_get_client_and_principal_ids_that_stay() {
     let again = arm.put(&path, json!({"location": "eastus", "tags": {"x": "y"}, "properties": {"clientId": "overwritten?"}})).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body["properties"]["clientId"], props["clientId"]);
-    let fic = format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rw-compute/federatedIdentityCredentials/rw-fic?{MSI}", rg_path("rg"));
+    let fic = format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rw-compute/federatedIdentityCredentials/rw-fic?{MSI}",
+        rg_path("rg")
+    );
     let f = arm.put(&fic, json!({"properties": {"issuer": "https://eastus.oic.prod-aks.azure.com/t/c/", "subject": "system:serviceaccount:rw:compute", "audiences": ["api://AzureADTokenExchange"]}})).await;
     assert_eq!(f.status, 201, "{}", f.body);
     let dup = arm.put(&fic.replace("/rw-fic?", "/rw-fic2?"), json!({"properties": {"issuer": "https://eastus.oic.prod-aks.azure.com/t/c/", "subject": "system:serviceaccount:rw:compute", "audiences": ["api://AzureADTokenExchange"]}})).await;
     assert_eq!(dup.status, 409);
-    let http = arm.put(&fic.replace("/rw-fic?", "/rw-fic3?"), json!({"properties": {"issuer": "http://x", "subject": "s", "audiences": ["api://AzureADTokenExchange"]}})).await;
+    let http = arm
+        .put(
+            &fic.replace("/rw-fic?", "/rw-fic3?"),
+            json!({"properties": {"issuer": "http://x", "subject": "s", "audiences": ["api://AzureADTokenExchange"]}}),
+        )
+        .await;
     assert_eq!(http.status, 400);
     let moved = arm.put(&path, json!({"location": "westus"})).await;
     assert_eq!((moved.status, moved.code()), (400, "InvalidResourceLocation"));
@@ -122,13 +161,33 @@ async fn nat_gateways_take_at_most_one_zone() {
     let arm = fresh(0).await;
     let a = arm.put(&net("rg", "natGateways/nat"), json!({"location": "eastus", "sku": {"name": "Standard"}, "zones": ["1", "2"]})).await;
     assert_eq!((a.status, a.code()), (400, "NatGatewayCannotHaveMultipleZones"));
-    let basic_ip = arm.put(&net("rg", "publicIPAddresses/ip"), json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Dynamic"}})).await;
+    let basic_ip = arm
+        .put(
+            &net("rg", "publicIPAddresses/ip"),
+            json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Dynamic"}}),
+        )
+        .await;
     assert_eq!((basic_ip.status, basic_ip.code()), (400, "StandardSkuPublicIPAddressesMustBeStatic"));
-    let ip = arm.create(&net("rg", "publicIPAddresses/ip"), json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}})).await;
+    let ip = arm
+        .create(
+            &net("rg", "publicIPAddresses/ip"),
+            json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}}),
+        )
+        .await;
     let ip_id = ip.body["id"].as_str().unwrap().to_owned();
-    let missing_ip = arm.put(&net("rg", "natGateways/nat"), json!({"location": "eastus", "zones": ["1"], "properties": {"publicIpAddresses": [{"id": format!("{ip_id}x")}]}})).await;
+    let missing_ip = arm
+        .put(
+            &net("rg", "natGateways/nat"),
+            json!({"location": "eastus", "zones": ["1"], "properties": {"publicIpAddresses": [{"id": format!("{ip_id}x")}]}}),
+        )
+        .await;
     assert_eq!((missing_ip.status, missing_ip.code()), (400, "InvalidResourceReference"));
-    let nat = arm.create(&net("rg", "natGateways/nat"), json!({"location": "eastus", "zones": ["1"], "properties": {"publicIpAddresses": [{"id": ip_id}]}})).await;
+    let nat = arm
+        .create(
+            &net("rg", "natGateways/nat"),
+            json!({"location": "eastus", "zones": ["1"], "properties": {"publicIpAddresses": [{"id": ip_id}]}}),
+        )
+        .await;
     assert_eq!(nat.body["properties"]["provisioningState"], "Succeeded");
     let in_use = arm.delete(&net("rg", "publicIPAddresses/ip")).await;
     assert_eq!(in_use.status, 400);
@@ -174,14 +233,16 @@ async fn managed_clusters_report_oidc_issuer_and_kubelet_identity_and_own_their_
     assert!(c.body["identity"]["principalId"].is_string());
     // A second pool through the agentPools child.
     let pool = format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc/agentPools/rwcompute?{AKS}", rg_path("rg"));
-    let a = arm.create(&pool, json!({"properties": {"mode": "User", "count": 2, "vmSize": "Standard_E8s_v5", "vnetSubnetID": subnet}})).await;
+    let a =
+        arm.create(&pool, json!({"properties": {"mode": "User", "count": 2, "vmSize": "Standard_E8s_v5", "vnetSubnetID": subnet}})).await;
     assert_eq!(a.body["properties"]["provisioningState"], "Succeeded");
     let c = arm.get(&path).await;
     assert_eq!(c.body["properties"]["agentPoolProfiles"].as_array().map(Vec::len), Some(2));
     let list = arm.get(&format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc/agentPools?{AKS}", rg_path("rg"))).await;
     assert_eq!(list.body["value"].as_array().map(Vec::len), Some(2));
     // The last system pool cannot go.
-    let sys = arm.delete(&format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc/agentPools/system?{AKS}", rg_path("rg"))).await;
+    let sys =
+        arm.delete(&format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc/agentPools/system?{AKS}", rg_path("rg"))).await;
     assert_eq!(sys.status, 400);
     // The issuer stays across updates.
     let issuer = c.body["properties"]["oidcIssuerProfile"]["issuerURL"].clone();
@@ -198,7 +259,12 @@ async fn a_subnet_in_use_cannot_be_deleted_nor_dropped_from_its_vnet() {
     let a = arm.delete(&net("rg", "virtualNetworks/vnet/subnets/nodes")).await;
     assert_eq!((a.status, a.code()), (400, "InUseSubnetCannotBeDeleted"));
     // A VNet PUT without its subnets would delete them: refused while one is in use.
-    let a = arm.put(&net("rg", "virtualNetworks/vnet"), json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}})).await;
+    let a = arm
+        .put(
+            &net("rg", "virtualNetworks/vnet"),
+            json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}}),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (400, "InUseSubnetCannotBeDeleted"));
     let a = arm.delete(&net("rg", "virtualNetworks/vnet")).await;
     assert_eq!((a.status, a.code()), (400, "InUseSubnetCannotBeDeleted"));
@@ -219,7 +285,11 @@ async fn a_subnet_in_use_cannot_be_deleted_nor_dropped_from_its_vnet() {
 async fn a_vnet_put_without_unused_subnets_deletes_them_as_arm_does() {
     let arm = fresh(0).await;
     vnet_with_subnet(&arm).await;
-    arm.create(&net("rg", "virtualNetworks/vnet"), json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}})).await;
+    arm.create(
+        &net("rg", "virtualNetworks/vnet"),
+        json!({"location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}}),
+    )
+    .await;
     let s = arm.get(&net("rg", "virtualNetworks/vnet/subnets/nodes")).await;
     assert_eq!((s.status, s.code()), (404, "ResourceNotFound"));
 }
@@ -257,11 +327,23 @@ async fn a_put_while_provisioning_is_refused_with_another_operation_in_progress(
 async fn nsg_rules_are_checked() {
     let arm = fresh(0).await;
     let rule = |name: &str, priority: i64| json!({"name": name, "properties": {"priority": priority, "direction": "Inbound", "access": "Allow", "protocol": "Tcp", "sourceAddressPrefix": "*", "sourcePortRange": "*", "destinationAddressPrefix": "*", "destinationPortRange": "4566"}});
-    let a = arm.put(&net("rg", "networkSecurityGroups/nsg"), json!({"location": "eastus", "properties": {"securityRules": [rule("a", 99)]}})).await;
+    let a = arm
+        .put(&net("rg", "networkSecurityGroups/nsg"), json!({"location": "eastus", "properties": {"securityRules": [rule("a", 99)]}}))
+        .await;
     assert_eq!((a.status, a.code()), (400, "SecurityRuleInvalidPriority"));
-    let a = arm.put(&net("rg", "networkSecurityGroups/nsg"), json!({"location": "eastus", "properties": {"securityRules": [rule("a", 100), rule("b", 100)]}})).await;
+    let a = arm
+        .put(
+            &net("rg", "networkSecurityGroups/nsg"),
+            json!({"location": "eastus", "properties": {"securityRules": [rule("a", 100), rule("b", 100)]}}),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (400, "SecurityRuleConflict"));
-    let a = arm.put(&net("rg", "networkSecurityGroups/nsg"), json!({"location": "eastus", "properties": {"securityRules": [rule("a", 100), rule("b", 110)]}})).await;
+    let a = arm
+        .put(
+            &net("rg", "networkSecurityGroups/nsg"),
+            json!({"location": "eastus", "properties": {"securityRules": [rule("a", 100), rule("b", 110)]}}),
+        )
+        .await;
     assert_eq!(a.status, 201);
 }
 
@@ -292,7 +374,8 @@ async fn a_write_while_a_parent_or_child_is_provisioning_is_refused() {
 async fn aks_takes_the_contract_and_the_graph_api_versions_only() {
     let arm = fresh(0).await;
     for (version, status) in [("2025-01-01", 404), ("2025-05-01", 404), ("2024-09-01", 400), ("2025-05-02-preview", 400)] {
-        let a = arm.get(&format!("{}/providers/Microsoft.ContainerService/managedClusters/none?api-version={version}", rg_path("rg"))).await;
+        let a =
+            arm.get(&format!("{}/providers/Microsoft.ContainerService/managedClusters/none?api-version={version}", rg_path("rg"))).await;
         assert_eq!(a.status, status, "{version}: {}", a.body);
     }
 }
@@ -301,7 +384,8 @@ async fn aks_takes_the_contract_and_the_graph_api_versions_only() {
 async fn api_server_vnet_integration_needs_a_delegated_subnet_and_pools_well_formed_taints() {
     let arm = fresh(0).await;
     let nodes = vnet_with_subnet(&arm).await;
-    let plain = arm.create(&net("rg", "virtualNetworks/vnet/subnets/apiserver"), json!({"properties": {"addressPrefix": "10.1.16.0/28"}})).await;
+    let plain =
+        arm.create(&net("rg", "virtualNetworks/vnet/subnets/apiserver"), json!({"properties": {"addressPrefix": "10.1.16.0/28"}})).await;
     let plain_id = plain.body["id"].as_str().unwrap().to_owned();
     let path = format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc?{AKS}", rg_path("rg"));
     let mut c = cluster(&nodes, "system");
@@ -323,7 +407,12 @@ async fn api_server_vnet_integration_needs_a_delegated_subnet_and_pools_well_for
 async fn private_endpoints_need_their_subnet_target_and_one_valid_group() {
     let arm = fresh(0).await;
     let subnet = vnet_with_subnet(&arm).await;
-    let account = arm.create(&format!("{}/providers/Microsoft.Storage/storageAccounts/byocdata?{STG}", rg_path("rg")), json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_ZRS"}})).await;
+    let account = arm
+        .create(
+            &format!("{}/providers/Microsoft.Storage/storageAccounts/byocdata?{STG}", rg_path("rg")),
+            json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_ZRS"}}),
+        )
+        .await;
     let target = account.body["id"].as_str().unwrap().to_owned();
     let pe = |group: &str, target: &str| json!({"location": "eastus", "properties": {"subnet": {"id": subnet}, "privateLinkServiceConnections": [{"name": "blob", "properties": {"privateLinkServiceId": target, "groupIds": [group]}}]}});
     let a = arm.put(&net("rg", "privateEndpoints/pe-data"), pe("blobs", &target)).await;

@@ -34,11 +34,24 @@ impl State {
         if self.exists(id) {
             return Ok(());
         }
-        Err(bad("InvalidResourceReference", format!("Resource {id} referenced by resource {resource} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region. ({what})")))
+        Err(bad(
+            "InvalidResourceReference",
+            format!(
+                "Resource {id} referenced by resource {resource} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region. ({what})"
+            ),
+        ))
     }
 
     /// Checks a PUT body for `kind` and fills in read-only properties.
-    pub(super) fn validate(&mut self, kind: &Kind, id: &str, key: &str, name: &str, body: &mut Value, existing: Option<&Value>) -> Result<(), Reply> {
+    pub(super) fn validate(
+        &mut self,
+        kind: &Kind,
+        id: &str,
+        key: &str,
+        name: &str,
+        body: &mut Value,
+        existing: Option<&Value>,
+    ) -> Result<(), Reply> {
         match kind.key {
             "microsoft.network/virtualnetworks" => self.vnet(id, key, body, existing),
             "microsoft.network/virtualnetworks/subnets" => self.subnet(id, key, body),
@@ -47,7 +60,9 @@ impl State {
             "microsoft.network/publicipaddresses" => self.public_ip(body, existing),
             "microsoft.network/privateendpoints" => self.private_endpoint(id, body),
             "microsoft.containerservice/managedclusters" => self.managed_cluster(id, key, name, body, existing),
-            "microsoft.containerservice/managedclusters/agentpools" => self.agent_pool(id, name, body.get_mut("properties"), existing.is_none()),
+            "microsoft.containerservice/managedclusters/agentpools" => {
+                self.agent_pool(id, name, body.get_mut("properties"), existing.is_none())
+            }
             "microsoft.storage/storageaccounts" => self.storage_account(key, name, body, existing),
             "microsoft.storage/storageaccounts/blobservices/containers" => container(body),
             "microsoft.managedidentity/userassignedidentities" => {
@@ -65,7 +80,10 @@ impl State {
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default();
         if prefixes.is_empty() {
-            return Err(bad("InvalidRequestFormat", format!("Cannot parse the request: virtual network {id} needs properties.addressSpace.addressPrefixes.")));
+            return Err(bad(
+                "InvalidRequestFormat",
+                format!("Cannot parse the request: virtual network {id} needs properties.addressSpace.addressPrefixes."),
+            ));
         }
         let mut nets = Vec::new();
         for p in &prefixes {
@@ -79,7 +97,8 @@ impl State {
             .unwrap_or_default();
         if existing.is_some() {
             let prefix = format!("{key}/subnets/");
-            let current: Vec<String> = self.resources.keys().filter(|k| k.starts_with(&prefix) && !k[prefix.len()..].contains('/')).cloned().collect();
+            let current: Vec<String> =
+                self.resources.keys().filter(|k| k.starts_with(&prefix) && !k[prefix.len()..].contains('/')).cloned().collect();
             for sk in current {
                 let sname = &sk[prefix.len()..];
                 if !given.iter().any(|(n, _)| n.eq_ignore_ascii_case(sname)) {
@@ -90,16 +109,29 @@ impl State {
         // Inline subnets are judged as separate PUTs would be.
         for (i, (sname, s)) in given.iter().enumerate() {
             rules::name("microsoft.network/virtualnetworks/subnets", sname).map_err(|(c, m)| bad(c, m))?;
-            let p = subnet_prefix(s.get("properties").unwrap_or(&Value::Null)).ok_or_else(|| bad("InvalidRequestFormat", format!("Subnet {sname} of {id} needs properties.addressPrefix.")))?;
-            let net = rules::cidr(&p).ok_or_else(|| bad("InvalidAddressPrefixFormat", format!("Address prefix {p} of subnet {sname} is not formatted correctly.")))?;
+            let p = subnet_prefix(s.get("properties").unwrap_or(&Value::Null))
+                .ok_or_else(|| bad("InvalidRequestFormat", format!("Subnet {sname} of {id} needs properties.addressPrefix.")))?;
+            let net = rules::cidr(&p).ok_or_else(|| {
+                bad("InvalidAddressPrefixFormat", format!("Address prefix {p} of subnet {sname} is not formatted correctly."))
+            })?;
             if !nets.iter().any(|n| rules::within(net, *n)) {
-                return Err(bad("NetcfgSubnetRangeOutsideVnet", format!("Subnet '{sname}' is not valid because its IP address range is outside the IP address range of virtual network '{id}'.")));
+                return Err(bad(
+                    "NetcfgSubnetRangeOutsideVnet",
+                    format!(
+                        "Subnet '{sname}' is not valid because its IP address range is outside the IP address range of virtual network '{id}'."
+                    ),
+                ));
             }
             for (other, os) in given.iter().skip(i + 1) {
                 if let Some(onet) = subnet_prefix(os.get("properties").unwrap_or(&Value::Null)).and_then(|p| rules::cidr(&p))
                     && rules::overlap(net, onet)
                 {
-                    return Err(bad("NetcfgSubnetRangesOverlap", format!("Subnet '{sname}' is not valid because its IP address range overlaps with that of an existing subnet '{other}' in virtual network '{id}'.")));
+                    return Err(bad(
+                        "NetcfgSubnetRangesOverlap",
+                        format!(
+                            "Subnet '{sname}' is not valid because its IP address range overlaps with that of an existing subnet '{other}' in virtual network '{id}'."
+                        ),
+                    ));
                 }
             }
             self.reference(str_at(s, &["properties", "natGateway", "id"]), "natGateway", id)?;
@@ -113,14 +145,16 @@ impl State {
         let prefix = format!("{key}/subnets/");
         let given: Vec<Value> = body["properties"]["subnets"].as_array().cloned().unwrap_or_default();
         let names: Vec<String> = given.iter().filter_map(|s| s.get("name")?.as_str().map(str::to_ascii_lowercase)).collect();
-        self.resources.retain(|k, _| !(k.starts_with(&prefix) && !k[prefix.len()..].contains('/') && !names.contains(&k[prefix.len()..].to_owned())));
+        self.resources
+            .retain(|k, _| !(k.starts_with(&prefix) && !k[prefix.len()..].contains('/') && !names.contains(&k[prefix.len()..].to_owned())));
         for s in given {
             let Some(sname) = s.get("name").and_then(Value::as_str).map(str::to_owned) else { continue };
             let sid = format!("{id}/subnets/{sname}");
             let etag = self.new_etag("microsoft.network/virtualnetworks/subnets");
             let mut props = s.get("properties").cloned().unwrap_or(json!({}));
             props["provisioningState"] = json!("Succeeded");
-            let json = json!({"id": sid, "name": sname, "type": "Microsoft.Network/virtualNetworks/subnets", "etag": etag, "properties": props});
+            let json =
+                json!({"id": sid, "name": sname, "type": "Microsoft.Network/virtualNetworks/subnets", "etag": etag, "properties": props});
             self.resources.insert(sid.to_ascii_lowercase(), Entry { json, kind: "microsoft.network/virtualnetworks/subnets", op: None });
         }
         if let Some(e) = self.resources.get_mut(key)
@@ -133,7 +167,8 @@ impl State {
 
     fn subnet(&mut self, id: &str, key: &str, body: &mut Value) -> Result<(), Reply> {
         let props = &body["properties"];
-        let p = subnet_prefix(props).ok_or_else(|| bad("InvalidRequestFormat", format!("Cannot parse the request: subnet {id} needs properties.addressPrefix.")))?;
+        let p = subnet_prefix(props)
+            .ok_or_else(|| bad("InvalidRequestFormat", format!("Cannot parse the request: subnet {id} needs properties.addressPrefix.")))?;
         let net = rules::cidr(&p).ok_or_else(|| bad("InvalidAddressPrefixFormat", format!("Address prefix {p} of resource {id} is not formatted correctly. It should follow CIDR notation, for example 10.0.0.0/24.")))?;
         let vnet_key = super::key_prefix(key, 2);
         let vnet_nets: Vec<(u32, u8)> = self
@@ -145,15 +180,28 @@ impl State {
             .filter_map(|p| p.as_str().and_then(rules::cidr))
             .collect();
         if !vnet_nets.iter().any(|n| rules::within(net, *n)) {
-            return Err(bad("NetcfgSubnetRangeOutsideVnet", format!("Subnet '{id}' is not valid because its IP address range {p} is outside the IP address range of its virtual network.")));
+            return Err(bad(
+                "NetcfgSubnetRangeOutsideVnet",
+                format!(
+                    "Subnet '{id}' is not valid because its IP address range {p} is outside the IP address range of its virtual network."
+                ),
+            ));
         }
         let prefix = format!("{vnet_key}/subnets/");
         for (k, e) in &self.resources {
-            if k.starts_with(&prefix) && k != key && !k[prefix.len()..].contains('/')
+            if k.starts_with(&prefix)
+                && k != key
+                && !k[prefix.len()..].contains('/')
                 && let Some(other) = subnet_prefix(&e.json["properties"]).and_then(|p| rules::cidr(&p))
                 && rules::overlap(net, other)
             {
-                return Err(bad("NetcfgSubnetRangesOverlap", format!("Subnet '{id}' is not valid because its IP address range overlaps with that of an existing subnet '{}' in the virtual network.", str_at(&e.json, &["name"]).unwrap_or(""))));
+                return Err(bad(
+                    "NetcfgSubnetRangesOverlap",
+                    format!(
+                        "Subnet '{id}' is not valid because its IP address range overlaps with that of an existing subnet '{}' in the virtual network.",
+                        str_at(&e.json, &["name"]).unwrap_or("")
+                    ),
+                ));
             }
         }
         self.reference(str_at(props, &["natGateway", "id"]), "natGateway", id)?;
@@ -162,7 +210,10 @@ impl State {
             && subnet_prefix(&current.json["properties"]).as_deref() != Some(p.as_str())
             && let Some(user) = self.subnet_user(key)
         {
-            return Err(bad("InUseSubnetCannotBeUpdated", format!("Subnet {id} is in use by {user} and its address prefix cannot be updated.")));
+            return Err(bad(
+                "InUseSubnetCannotBeUpdated",
+                format!("Subnet {id} is in use by {user} and its address prefix cannot be updated."),
+            ));
         }
         Ok(())
     }
@@ -175,10 +226,11 @@ impl State {
                     str_at(&e.json, &["properties", "vnetSubnetID"]).is_some_and(|s| s.eq_ignore_ascii_case(subnet_key))
                         || str_at(&e.json, &["properties", "podSubnetID"]).is_some_and(|s| s.eq_ignore_ascii_case(subnet_key))
                 }
-                "microsoft.containerservice/managedclusters" => {
-                    str_at(&e.json, &["properties", "apiServerAccessProfile", "subnetId"]).is_some_and(|s| s.eq_ignore_ascii_case(subnet_key))
+                "microsoft.containerservice/managedclusters" => str_at(&e.json, &["properties", "apiServerAccessProfile", "subnetId"])
+                    .is_some_and(|s| s.eq_ignore_ascii_case(subnet_key)),
+                "microsoft.network/privateendpoints" => {
+                    str_at(&e.json, &["properties", "subnet", "id"]).is_some_and(|s| s.eq_ignore_ascii_case(subnet_key))
                 }
-                "microsoft.network/privateendpoints" => str_at(&e.json, &["properties", "subnet", "id"]).is_some_and(|s| s.eq_ignore_ascii_case(subnet_key)),
                 _ => false,
             };
             if uses {
@@ -191,8 +243,18 @@ impl State {
     fn check_subnet_unused(&self, subnet_key: &str) -> Result<(), Reply> {
         match self.subnet_user(subnet_key) {
             Some(user) => {
-                let id = self.resources.get(subnet_key).and_then(|e| str_at(&e.json, &["id"]).map(str::to_owned)).unwrap_or_else(|| subnet_key.to_owned());
-                Err(bad("InUseSubnetCannotBeDeleted", format!("Subnet {} is in use by {user} and cannot be deleted. In order to delete the subnet, delete all the resources within the subnet.", id.rsplit('/').next().unwrap_or(&id))))
+                let id = self
+                    .resources
+                    .get(subnet_key)
+                    .and_then(|e| str_at(&e.json, &["id"]).map(str::to_owned))
+                    .unwrap_or_else(|| subnet_key.to_owned());
+                Err(bad(
+                    "InUseSubnetCannotBeDeleted",
+                    format!(
+                        "Subnet {} is in use by {user} and cannot be deleted. In order to delete the subnet, delete all the resources within the subnet.",
+                        id.rsplit('/').next().unwrap_or(&id)
+                    ),
+                ))
             }
             None => Ok(()),
         }
@@ -208,18 +270,29 @@ impl State {
         }
         let zones = body.get("zones").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
         if zones > 1 {
-            return Err(bad("NatGatewayCannotHaveMultipleZones", format!("NAT gateway {id} specifies {zones} availability zones; a NAT gateway is a zonal resource and takes at most one zone.")));
+            return Err(bad(
+                "NatGatewayCannotHaveMultipleZones",
+                format!(
+                    "NAT gateway {id} specifies {zones} availability zones; a NAT gateway is a zonal resource and takes at most one zone."
+                ),
+            ));
         }
         if let Some(t) = body["properties"].get("idleTimeoutInMinutes").and_then(Value::as_i64)
             && !(4..=120).contains(&t)
         {
-            return Err(bad("InvalidIdleTimeoutInMinutes", format!("The idle timeout of NAT gateway {id} must be between 4 and 120 minutes, not {t}.")));
+            return Err(bad(
+                "InvalidIdleTimeoutInMinutes",
+                format!("The idle timeout of NAT gateway {id} must be between 4 and 120 minutes, not {t}."),
+            ));
         }
         for ip in ref_ids(body, &["properties", "publicIpAddresses"]) {
             self.reference(Some(&ip), "publicIpAddresses", id)?;
             let sku = self.resources.get(&ip).and_then(|e| str_at(&e.json, &["sku", "name"]).map(str::to_owned)).unwrap_or_default();
             if sku != "Standard" {
-                return Err(bad("NatGatewayPublicIpSkuNotStandard", format!("Public IP {ip} must have the Standard sku to be used by NAT gateway {id}.")));
+                return Err(bad(
+                    "NatGatewayPublicIpSkuNotStandard",
+                    format!("Public IP {ip} must have the Standard sku to be used by NAT gateway {id}."),
+                ));
             }
         }
         Ok(())
@@ -227,7 +300,9 @@ impl State {
 
     fn public_ip(&mut self, body: &mut Value, existing: Option<&Value>) -> Result<(), Reply> {
         let sku = str_at(body, &["sku", "name"]).unwrap_or("Standard").to_owned();
-        let method = str_at(body, &["properties", "publicIPAllocationMethod"]).unwrap_or(if sku == "Standard" { "Static" } else { "Dynamic" }).to_owned();
+        let method = str_at(body, &["properties", "publicIPAllocationMethod"])
+            .unwrap_or(if sku == "Standard" { "Static" } else { "Dynamic" })
+            .to_owned();
         if sku == "Standard" && method != "Static" {
             return Err(bad("StandardSkuPublicIPAddressesMustBeStatic", "Standard sku publicIp must have AllocationMethod set to Static."));
         }
@@ -257,21 +332,33 @@ impl State {
         for c in &conns {
             let target = str_at(c, &["properties", "privateLinkServiceId"]);
             if target.is_none() {
-                return Err(bad("InvalidRequestFormat", format!("A privateLinkServiceConnection of private endpoint {id} needs properties.privateLinkServiceId.")));
+                return Err(bad(
+                    "InvalidRequestFormat",
+                    format!("A privateLinkServiceConnection of private endpoint {id} needs properties.privateLinkServiceId."),
+                ));
             }
             self.reference(target, "privateLinkServiceId", id)?;
             // A storage account offers the sub-resources blob, dfs, file, queue, table, web.
-            let groups: Vec<String> = c["properties"]["groupIds"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default();
+            let groups: Vec<String> = c["properties"]["groupIds"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default();
             let storage = target.is_some_and(|t| t.to_ascii_lowercase().contains("/providers/microsoft.storage/storageaccounts/"));
             if storage && (groups.len() != 1 || !["blob", "dfs", "file", "queue", "table", "web"].contains(&groups[0].as_str())) {
-                return Err(bad("PrivateEndpointBadRequest", format!("Private endpoint {id}: groupIds {groups:?} is not a single valid sub-resource of the storage account (blob, dfs, file, queue, table, web).")));
+                return Err(bad(
+                    "PrivateEndpointBadRequest",
+                    format!(
+                        "Private endpoint {id}: groupIds {groups:?} is not a single valid sub-resource of the storage account (blob, dfs, file, queue, table, web)."
+                    ),
+                ));
             }
         }
         Ok(())
     }
 
     fn managed_cluster(&mut self, id: &str, key: &str, name: &str, body: &mut Value, existing: Option<&Value>) -> Result<(), Reply> {
-        let invalid = |target: &str, message: String| bad("InvalidParameter", format!("The value of parameter {target} is invalid: {message}"));
+        let invalid =
+            |target: &str, message: String| bad("InvalidParameter", format!("The value of parameter {target} is invalid: {message}"));
         // Identity: system- or user-assigned; the user-assigned ones must exist.
         let id_type = str_at(body, &["identity", "type"]).unwrap_or("").to_owned();
         match id_type.as_str() {
@@ -284,15 +371,20 @@ impl State {
                 body["identity"]["tenantId"] = json!(self.opts.tenant);
             }
             "UserAssigned" => {
-                let keys: Vec<String> = body["identity"]["userAssignedIdentities"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+                let keys: Vec<String> =
+                    body["identity"]["userAssignedIdentities"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
                 if keys.len() != 1 {
-                    return Err(invalid("identity.userAssignedIdentities", "exactly one user-assigned identity is supported for the control plane".into()));
+                    return Err(invalid(
+                        "identity.userAssignedIdentities",
+                        "exactly one user-assigned identity is supported for the control plane".into(),
+                    ));
                 }
                 for k in keys {
                     let Some(uami) = self.resources.get(&k.to_ascii_lowercase()) else {
                         return Err(invalid("identity.userAssignedIdentities", format!("the user-assigned identity {k} was not found")));
                     };
-                    let detail = json!({"principalId": uami.json["properties"]["principalId"], "clientId": uami.json["properties"]["clientId"]});
+                    let detail =
+                        json!({"principalId": uami.json["properties"]["principalId"], "clientId": uami.json["properties"]["clientId"]});
                     body["identity"]["userAssignedIdentities"][&k] = detail;
                 }
             }
@@ -305,12 +397,18 @@ impl State {
             && dns_prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
             && dns_prefix.ends_with(|c: char| c.is_ascii_alphanumeric());
         if !dns_ok {
-            return Err(invalid("properties.dnsPrefix", format!("'{dns_prefix}': it must be 1-54 letters, digits and hyphens, starting and ending with a letter or digit")));
+            return Err(invalid(
+                "properties.dnsPrefix",
+                format!("'{dns_prefix}': it must be 1-54 letters, digits and hyphens, starting and ending with a letter or digit"),
+            ));
         }
         if let Some(old) = existing.and_then(|e| str_at(e, &["properties", "dnsPrefix"]))
             && old != dns_prefix
         {
-            return Err(bad("PropertyChangeNotAllowed", format!("Changing property 'dnsPrefix' is not allowed (from '{old}' to '{dns_prefix}').")));
+            return Err(bad(
+                "PropertyChangeNotAllowed",
+                format!("Changing property 'dnsPrefix' is not allowed (from '{old}' to '{dns_prefix}')."),
+            ));
         }
         // Agent pools: on create at least one, and at least one System pool.
         let mut pools = props["agentPoolProfiles"].as_array().cloned().unwrap_or_default();
@@ -333,12 +431,19 @@ impl State {
         let np = body["properties"]["networkProfile"].clone();
         let service_cidr = str_at(&np, &["serviceCidr"]).unwrap_or("10.0.0.0/16").to_owned();
         let dns_ip = str_at(&np, &["dnsServiceIP"]).unwrap_or("10.0.0.10").to_owned();
-        let svc = rules::cidr(&service_cidr).ok_or_else(|| invalid("networkProfile.serviceCidr", format!("'{service_cidr}' is not a valid CIDR")))?;
+        let svc = rules::cidr(&service_cidr)
+            .ok_or_else(|| invalid("networkProfile.serviceCidr", format!("'{service_cidr}' is not a valid CIDR")))?;
         if !rules::contains_ip(svc, &dns_ip) {
-            return Err(invalid("networkProfile.dnsServiceIP", format!("'{dns_ip}' must be within the service address range networkProfile.serviceCidr '{service_cidr}'")));
+            return Err(invalid(
+                "networkProfile.dnsServiceIP",
+                format!("'{dns_ip}' must be within the service address range networkProfile.serviceCidr '{service_cidr}'"),
+            ));
         }
         if dns_ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| u32::from(ip) == svc.0) {
-            return Err(invalid("networkProfile.dnsServiceIP", format!("'{dns_ip}' is the network address of {service_cidr}; it cannot be the DNS service IP")));
+            return Err(invalid(
+                "networkProfile.dnsServiceIP",
+                format!("'{dns_ip}' is the network address of {service_cidr}; it cannot be the DNS service IP"),
+            ));
         }
         // The service range may not overlap the cluster's subnets.
         for p in body["properties"]["agentPoolProfiles"].as_array().cloned().unwrap_or_default() {
@@ -347,7 +452,13 @@ impl State {
                 && let Some(snet) = subnet_prefix(&s.json["properties"]).and_then(|x| rules::cidr(&x))
                 && rules::overlap(svc, snet)
             {
-                return Err(bad("ServiceCidrOverlapExistingSubnetsCidr", format!("The specified service CIDR {service_cidr} is conflicted with an existing subnet CIDR {}.", subnet_prefix(&s.json["properties"]).unwrap_or_default())));
+                return Err(bad(
+                    "ServiceCidrOverlapExistingSubnetsCidr",
+                    format!(
+                        "The specified service CIDR {service_cidr} is conflicted with an existing subnet CIDR {}.",
+                        subnet_prefix(&s.json["properties"]).unwrap_or_default()
+                    ),
+                ));
             }
         }
         body["properties"]["networkProfile"]["serviceCidr"] = json!(service_cidr);
@@ -362,10 +473,16 @@ impl State {
             };
             // The API server subnet is delegated to AKS and at least a /28.
             let delegated = subnet.json["properties"]["delegations"].as_array().is_some_and(|d| {
-                d.iter().any(|x| str_at(x, &["properties", "serviceName"]).is_some_and(|s| s.eq_ignore_ascii_case("Microsoft.ContainerService/managedClusters")))
+                d.iter().any(|x| {
+                    str_at(x, &["properties", "serviceName"])
+                        .is_some_and(|s| s.eq_ignore_ascii_case("Microsoft.ContainerService/managedClusters"))
+                })
             });
             if !delegated {
-                return Err(invalid("apiServerAccessProfile.subnetId", format!("subnet {sid} must be delegated to Microsoft.ContainerService/managedClusters")));
+                return Err(invalid(
+                    "apiServerAccessProfile.subnetId",
+                    format!("subnet {sid} must be delegated to Microsoft.ContainerService/managedClusters"),
+                ));
             }
             if subnet_prefix(&subnet.json["properties"]).and_then(|p| rules::cidr(&p)).is_some_and(|(_, len)| len > 28) {
                 return Err(invalid("apiServerAccessProfile.subnetId", format!("subnet {sid} must be at least a /28")));
@@ -376,7 +493,9 @@ impl State {
         let rg = id.split('/').nth(4).unwrap_or("").to_owned();
         let node_rg = match existing.and_then(|e| str_at(e, &["properties", "nodeResourceGroup"])) {
             Some(n) => n.to_owned(),
-            None => str_at(body, &["properties", "nodeResourceGroup"]).map(str::to_owned).unwrap_or_else(|| format!("MC_{rg}_{name}_{location}")),
+            None => str_at(body, &["properties", "nodeResourceGroup"])
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("MC_{rg}_{name}_{location}")),
         };
         body["properties"]["nodeResourceGroup"] = json!(node_rg);
         let suffix = match existing.and_then(|e| str_at(e, &["properties", "fqdn"])) {
@@ -408,7 +527,10 @@ impl State {
         let kubelet = match existing.and_then(|e| e["properties"]["identityProfile"].get("kubeletidentity").cloned()) {
             Some(k) => k,
             None => {
-                let kid = format!("/subscriptions/{}/resourcegroups/{node_rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}-agentpool", self.opts.subscription);
+                let kid = format!(
+                    "/subscriptions/{}/resourcegroups/{node_rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}-agentpool",
+                    self.opts.subscription
+                );
                 json!({"resourceId": kid, "clientId": self.guid(), "objectId": self.guid()})
             }
         };
@@ -417,7 +539,9 @@ impl State {
     }
 
     fn agent_pool(&mut self, id: &str, name: &str, props: Option<&mut Value>, creating: bool) -> Result<(), Reply> {
-        let invalid = |target: &str, message: String| bad("InvalidParameter", format!("The value of parameter agentPoolProfile.{target} is invalid: {message} (agent pool {name})."));
+        let invalid = |target: &str, message: String| {
+            bad("InvalidParameter", format!("The value of parameter agentPoolProfile.{target} is invalid: {message} (agent pool {name})."))
+        };
         let Some(p) = props else { return Ok(()) };
         if creating && str_at(p, &["vmSize"]).is_none() {
             return Err(invalid("vmSize", "a VM size is required".into()));
@@ -429,8 +553,7 @@ impl State {
         p["mode"] = json!(mode);
         let auto = p["enableAutoScaling"].as_bool() == Some(true);
         let count = p["count"].as_i64().unwrap_or(if auto { p["minCount"].as_i64().unwrap_or(1) } else { 1 });
-        let max = if mode == "System" { 1000 } else { 1000 };
-        let min = if mode == "System" { 1 } else { 0 };
+        let (min, max) = if mode == "System" { (1, 1000) } else { (0, 1000) };
         if count < min || count > max {
             return Err(invalid("count", format!("{count}; a {mode} pool takes {min} to {max} nodes")));
         }
@@ -450,10 +573,14 @@ impl State {
         for t in p["nodeTaints"].as_array().cloned().unwrap_or_default() {
             let t = t.as_str().unwrap_or("");
             let ok = t.split_once(':').is_some_and(|(kv, effect)| {
-                ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) && kv.split_once('=').map_or(!kv.is_empty(), |(k, _)| !k.is_empty())
+                ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect)
+                    && kv.split_once('=').map_or(!kv.is_empty(), |(k, _)| !k.is_empty())
             });
             if !ok {
-                return Err(invalid("nodeTaints", format!("'{t}': a taint is key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute")));
+                return Err(invalid(
+                    "nodeTaints",
+                    format!("'{t}': a taint is key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute"),
+                ));
             }
         }
         if let Some(z) = p.get("availabilityZones").and_then(Value::as_array)
@@ -471,10 +598,11 @@ impl State {
     fn storage_account(&mut self, key: &str, name: &str, body: &mut Value, existing: Option<&Value>) -> Result<(), Reply> {
         // Storage account names are global: another subscription's or group's account
         // with the name takes it.
-        let taken = self
-            .resources
-            .iter()
-            .any(|(k, e)| e.kind == "microsoft.storage/storageaccounts" && k != key && str_at(&e.json, &["name"]).is_some_and(|n| n.eq_ignore_ascii_case(name)));
+        let taken = self.resources.iter().any(|(k, e)| {
+            e.kind == "microsoft.storage/storageaccounts"
+                && k != key
+                && str_at(&e.json, &["name"]).is_some_and(|n| n.eq_ignore_ascii_case(name))
+        });
         if taken {
             return Err(error(409, "StorageAccountAlreadyTaken", format!("The storage account named {name} is already taken.")));
         }
@@ -483,14 +611,26 @@ impl State {
             return Err(bad("InvalidRequestPropertyValue", format!("The value '{kind}' is not allowed for property kind.")));
         }
         let sku = str_at(body, &["sku", "name"]).unwrap_or("").to_owned();
-        let skus = ["Standard_LRS", "Standard_GRS", "Standard_RAGRS", "Standard_ZRS", "Premium_LRS", "Premium_ZRS", "Standard_GZRS", "Standard_RAGZRS"];
+        let skus = [
+            "Standard_LRS",
+            "Standard_GRS",
+            "Standard_RAGRS",
+            "Standard_ZRS",
+            "Premium_LRS",
+            "Premium_ZRS",
+            "Standard_GZRS",
+            "Standard_RAGZRS",
+        ];
         if !skus.contains(&sku.as_str()) {
             return Err(bad("InvalidRequestPropertyValue", format!("The value '{sku}' is not allowed for property sku.name.")));
         }
         if let Some(old) = existing.and_then(|e| str_at(e, &["kind"]))
             && old != kind
         {
-            return Err(bad("InvalidRequestPropertyValue", format!("Changing the kind of storage account {name} from {old} to {kind} is not supported.")));
+            return Err(bad(
+                "InvalidRequestPropertyValue",
+                format!("Changing the kind of storage account {name} from {old} to {kind} is not supported."),
+            ));
         }
         body["sku"]["tier"] = json!(if sku.starts_with("Premium") { "Premium" } else { "Standard" });
         let location = str_at(body, &["location"]).unwrap_or("").to_owned();
@@ -505,7 +645,8 @@ impl State {
         });
         p["primaryLocation"] = json!(location);
         p["statusOfPrimary"] = json!("available");
-        p["creationTime"] = json!(existing.and_then(|e| str_at(e, &["properties", "creationTime"]).map(str::to_owned)).unwrap_or_else(super::now));
+        p["creationTime"] =
+            json!(existing.and_then(|e| str_at(e, &["properties", "creationTime"]).map(str::to_owned)).unwrap_or_else(super::now));
         if p.get("minimumTlsVersion").is_none() {
             p["minimumTlsVersion"] = json!("TLS1_0");
         }
@@ -538,13 +679,21 @@ impl State {
         }
         let parent = super::key_prefix(key, 2);
         let prefix = format!("{parent}/federatedidentitycredentials/");
-        let siblings: Vec<&Entry> = self.resources.iter().filter(|(k, _)| k.starts_with(&prefix) && k.as_str() != key).map(|(_, e)| e).collect();
+        let siblings: Vec<&Entry> =
+            self.resources.iter().filter(|(k, _)| k.starts_with(&prefix) && k.as_str() != key).map(|(_, e)| e).collect();
         if siblings.len() >= 20 && !self.resources.contains_key(key) {
             return Err(bad("BadRequest", "A user-assigned identity takes at most 20 federated identity credentials."));
         }
         for s in siblings {
             if str_at(&s.json, &["properties", "issuer"]) == Some(issuer) && str_at(&s.json, &["properties", "subject"]) == Some(subject) {
-                return Err(error(409, "Conflict", format!("A federated identity credential with issuer '{issuer}' and subject '{subject}' already exists on this identity ({}).", str_at(&s.json, &["name"]).unwrap_or(""))));
+                return Err(error(
+                    409,
+                    "Conflict",
+                    format!(
+                        "A federated identity credential with issuer '{issuer}' and subject '{subject}' already exists on this identity ({}).",
+                        str_at(&s.json, &["name"]).unwrap_or("")
+                    ),
+                ));
             }
         }
         Ok(())
@@ -569,7 +718,10 @@ impl State {
                     }
                     props["provisioningState"] = json!("Succeeded");
                     let json = json!({"id": pid, "name": pname, "type": "Microsoft.ContainerService/managedClusters/agentPools", "etag": etag, "properties": props});
-                    self.resources.insert(pid.to_ascii_lowercase(), Entry { json, kind: "microsoft.containerservice/managedclusters/agentpools", op: None });
+                    self.resources.insert(
+                        pid.to_ascii_lowercase(),
+                        Entry { json, kind: "microsoft.containerservice/managedclusters/agentpools", op: None },
+                    );
                 }
                 if let Some(p) = self.resources.get_mut(key).and_then(|e| e.json.get_mut("properties")).and_then(Value::as_object_mut) {
                     p.remove("agentPoolProfiles");
@@ -585,11 +737,10 @@ impl State {
             }
             "microsoft.storage/storageaccounts" => {
                 let bid = format!("{id}/blobServices/default");
-                let bkey = bid.to_ascii_lowercase();
-                if !self.resources.contains_key(&bkey) {
+                self.resources.entry(bid.to_ascii_lowercase()).or_insert_with(|| {
                     let json = json!({"id": bid, "name": "default", "type": "Microsoft.Storage/storageAccounts/blobServices", "properties": {"deleteRetentionPolicy": {"enabled": false}}});
-                    self.resources.insert(bkey, Entry { json, kind: "microsoft.storage/storageaccounts/blobservices", op: None });
-                }
+                    Entry { json, kind: "microsoft.storage/storageaccounts/blobservices", op: None }
+                });
             }
             _ => {}
         }
@@ -604,7 +755,10 @@ impl State {
                 let prefix = format!("{key}/subnets/");
                 for k in self.resources.keys().filter(|k| k.starts_with(&prefix)) {
                     if let Some(user) = self.subnet_user(k) {
-                        return Err(bad("InUseSubnetCannotBeDeleted", format!("Subnet {} is in use by {user} and cannot be deleted.", k.rsplit('/').next().unwrap_or(k))));
+                        return Err(bad(
+                            "InUseSubnetCannotBeDeleted",
+                            format!("Subnet {} is in use by {user} and cannot be deleted.", k.rsplit('/').next().unwrap_or(k)),
+                        ));
                     }
                 }
                 Ok(())
@@ -614,7 +768,11 @@ impl State {
                     let field = if kind.key.ends_with("natgateways") { "natGateway" } else { "networkSecurityGroup" };
                     if str_at(&e.json, &["properties", field, "id"]).is_some_and(|i| i.eq_ignore_ascii_case(key)) {
                         return Err(bad(
-                            if field == "natGateway" { "InUseNatGatewayCannotBeDeleted" } else { "InUseNetworkSecurityGroupCannotBeDeleted" },
+                            if field == "natGateway" {
+                                "InUseNatGatewayCannotBeDeleted"
+                            } else {
+                                "InUseNetworkSecurityGroupCannotBeDeleted"
+                            },
                             format!("{key} is in use by subnet {} and cannot be deleted.", str_at(&e.json, &["id"]).unwrap_or("")),
                         ));
                     }
@@ -624,7 +782,13 @@ impl State {
             "microsoft.network/publicipaddresses" => {
                 for e in self.resources.values().filter(|e| e.kind == "microsoft.network/natgateways") {
                     if ref_ids(&e.json, &["properties", "publicIpAddresses"]).iter().any(|i| i == key) {
-                        return Err(bad("PublicIPAddressInUse", format!("Public IP address {key} is in use by {} and cannot be deleted.", str_at(&e.json, &["id"]).unwrap_or(""))));
+                        return Err(bad(
+                            "PublicIPAddressInUse",
+                            format!(
+                                "Public IP address {key} is in use by {} and cannot be deleted.",
+                                str_at(&e.json, &["id"]).unwrap_or("")
+                            ),
+                        ));
                     }
                 }
                 Ok(())
@@ -638,10 +802,15 @@ impl State {
                 let others = self
                     .resources
                     .iter()
-                    .filter(|(k, e)| k.starts_with(&prefix) && k.as_str() != key && str_at(&e.json, &["properties", "mode"]) == Some("System"))
+                    .filter(|(k, e)| {
+                        k.starts_with(&prefix) && k.as_str() != key && str_at(&e.json, &["properties", "mode"]) == Some("System")
+                    })
                     .count();
                 if others == 0 {
-                    return Err(bad("OperationNotAllowed", "Cannot delete the last system agent pool of a cluster: a cluster needs at least one system pool."));
+                    return Err(bad(
+                        "OperationNotAllowed",
+                        "Cannot delete the last system agent pool of a cluster: a cluster needs at least one system pool.",
+                    ));
                 }
                 Ok(())
             }
@@ -658,10 +827,14 @@ impl State {
         }
         self.resources.values().any(|e| {
             let j = &e.json;
-            [str_at(j, &["properties", "principalId"]), str_at(j, &["identity", "principalId"]), str_at(j, &["properties", "identityProfile", "kubeletidentity", "objectId"])]
-                .into_iter()
-                .flatten()
-                .any(|p| p.eq_ignore_ascii_case(principal))
+            [
+                str_at(j, &["properties", "principalId"]),
+                str_at(j, &["identity", "principalId"]),
+                str_at(j, &["properties", "identityProfile", "kubeletidentity", "objectId"]),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|p| p.eq_ignore_ascii_case(principal))
         })
     }
 
@@ -698,26 +871,34 @@ impl State {
                 }
                 _ => Err(error(405, "MethodNotAllowed", format!("{} is not allowed on {}.", req.method, req.path))),
             },
-            _ => Err(error(400, "InvalidResourceType", format!("The resource type '{}' could not be found in the namespace 'Microsoft.Authorization'.", rest.first().map(String::as_str).unwrap_or("")))),
+            _ => Err(error(
+                400,
+                "InvalidResourceType",
+                format!(
+                    "The resource type '{}' could not be found in the namespace 'Microsoft.Authorization'.",
+                    rest.first().map(String::as_str).unwrap_or("")
+                ),
+            )),
         }
     }
 
     fn role_definitions(&self, req: &Req, scope_id: &str, rest: &[String]) -> Answer {
-        let def = |(rid, name): &(&str, &str)| {
-            json!({"id": format!("{scope_id}/providers/Microsoft.Authorization/roleDefinitions/{rid}"), "name": rid, "type": "Microsoft.Authorization/roleDefinitions", "properties": {"roleName": name, "type": "BuiltInRole", "assignableScopes": ["/"]}})
-        };
+        let def = |(rid, name): &(&str, &str)| json!({"id": format!("{scope_id}/providers/Microsoft.Authorization/roleDefinitions/{rid}"), "name": rid, "type": "Microsoft.Authorization/roleDefinitions", "properties": {"roleName": name, "type": "BuiltInRole", "assignableScopes": ["/"]}});
         if req.method != "GET" {
             return Err(error(405, "MethodNotAllowed", "Only built-in role definitions exist in the fake; they cannot be written."));
         }
         if let Some(rid) = rest.get(1) {
             return match ROLE_DEFINITIONS.iter().find(|(r, _)| r.eq_ignore_ascii_case(rid)) {
                 Some(d) => Ok(Reply::json(200, def(d))),
-                None => Err(error(404, "RoleDefinitionDoesNotExist", format!("The specified role definition with ID '{rid}' does not exist."))),
+                None => {
+                    Err(error(404, "RoleDefinitionDoesNotExist", format!("The specified role definition with ID '{rid}' does not exist.")))
+                }
             };
         }
         let filter = super::query_param(&req.query, "$filter").unwrap_or_default();
         let wanted = filter.split_once("roleName eq '").and_then(|(_, r)| r.split_once('\'')).map(|(n, _)| n.to_owned());
-        let all: Vec<Value> = ROLE_DEFINITIONS.iter().filter(|(_, n)| wanted.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(n))).map(def).collect();
+        let all: Vec<Value> =
+            ROLE_DEFINITIONS.iter().filter(|(_, n)| wanted.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(n))).map(def).collect();
         Ok(Reply::json(200, json!({"value": all})))
     }
 
@@ -735,7 +916,9 @@ impl State {
                 let above = super::covers(&s, scope_key);
                 let below = super::covers(scope_key, &s);
                 (above || (!at_scope && below))
-                    && principal.as_deref().is_none_or(|p| str_at(&e.json, &["properties", "principalId"]).is_some_and(|x| x.eq_ignore_ascii_case(p)))
+                    && principal
+                        .as_deref()
+                        .is_none_or(|p| str_at(&e.json, &["properties", "principalId"]).is_some_and(|x| x.eq_ignore_ascii_case(p)))
             })
             .map(|e| e.json.clone())
             .collect();
@@ -758,18 +941,29 @@ impl State {
             return Err(bad("InvalidPrincipalId", format!("The principal ID '{principal}' is not a valid GUID.")));
         }
         if !self.principal_known(&principal) {
-            return Err(bad("PrincipalNotFound", format!("Principal {} does not exist in the directory {}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay. In this case, set the role assignment principalType property to a value, such as ServicePrincipal, User, or Group.", principal.replace('-', ""), self.opts.tenant)));
+            return Err(bad(
+                "PrincipalNotFound",
+                format!(
+                    "Principal {} does not exist in the directory {}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay. In this case, set the role assignment principalType property to a value, such as ServicePrincipal, User, or Group.",
+                    principal.replace('-', ""),
+                    self.opts.tenant
+                ),
+            ));
         }
         for (k, e) in &self.resources {
             if e.kind != RA_KIND {
                 continue;
             }
             let same_scope = str_at(&e.json, &["properties", "scope"]).is_some_and(|s| s.eq_ignore_ascii_case(scope_id));
-            let same_role = str_at(&e.json, &["properties", "roleDefinitionId"]).is_some_and(|r| super::last_segment(r).eq_ignore_ascii_case(&role_guid));
+            let same_role = str_at(&e.json, &["properties", "roleDefinitionId"])
+                .is_some_and(|r| super::last_segment(r).eq_ignore_ascii_case(&role_guid));
             let same_principal = str_at(&e.json, &["properties", "principalId"]).is_some_and(|p| p.eq_ignore_ascii_case(&principal));
             if *k == key {
                 if !(same_role && same_principal) {
-                    return Err(bad("RoleAssignmentUpdateNotPermitted", "Tenant ID, application ID, principal ID, and scope are not allowed to be updated."));
+                    return Err(bad(
+                        "RoleAssignmentUpdateNotPermitted",
+                        "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+                    ));
                 }
                 return Ok(Reply::json(201, e.json.clone()));
             }
@@ -781,7 +975,12 @@ impl State {
         let condition_version = str_at(props, &["conditionVersion"]).map(str::to_owned);
         match (&condition, condition_version.as_deref()) {
             (Some(_), Some("2.0")) | (None, None) => {}
-            (Some(_), other) => return Err(bad("InvalidConditionVersion", format!("The condition version '{}' is not supported; conditions take conditionVersion '2.0'.", other.unwrap_or("")))),
+            (Some(_), other) => {
+                return Err(bad(
+                    "InvalidConditionVersion",
+                    format!("The condition version '{}' is not supported; conditions take conditionVersion '2.0'.", other.unwrap_or("")),
+                ));
+            }
             (None, Some(_)) => return Err(bad("InvalidCondition", "A conditionVersion was given without a condition.")),
         }
         let description = str_at(props, &["description"]).map(str::to_owned);
@@ -807,11 +1006,9 @@ impl State {
 }
 
 fn subnet_prefix(props: &Value) -> Option<String> {
-    props
-        .get("addressPrefix")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| props.get("addressPrefixes").and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str).map(str::to_owned))
+    props.get("addressPrefix").and_then(Value::as_str).map(str::to_owned).or_else(|| {
+        props.get("addressPrefixes").and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str).map(str::to_owned)
+    })
 }
 
 fn nsg(body: &Value) -> Result<(), Reply> {
@@ -822,7 +1019,10 @@ fn nsg(body: &Value) -> Result<(), Reply> {
         let p = &r["properties"];
         let priority = p["priority"].as_i64().unwrap_or(0);
         if !(100..=4096).contains(&priority) {
-            return Err(bad("SecurityRuleInvalidPriority", format!("Security rule {name} has invalid priority {priority}. Value provided: {priority}. Allowed range 100-4096.")));
+            return Err(bad(
+                "SecurityRuleInvalidPriority",
+                format!("Security rule {name} has invalid priority {priority}. Value provided: {priority}. Allowed range 100-4096."),
+            ));
         }
         let direction = str_at(p, &["direction"]).unwrap_or("");
         if direction != "Inbound" && direction != "Outbound" {
@@ -837,7 +1037,10 @@ fn nsg(body: &Value) -> Result<(), Reply> {
             return Err(bad("SecurityRuleInvalidProtocol", format!("Security rule {name} has invalid protocol '{protocol}'.")));
         }
         if let Some((other, _)) = seen.iter().find(|(d, pr)| *d == direction && *pr == priority) {
-            return Err(bad("SecurityRuleConflict", format!("Security rule {name} conflicts with rule {other}. Rules cannot have the same Priority and Direction.")));
+            return Err(bad(
+                "SecurityRuleConflict",
+                format!("Security rule {name} conflicts with rule {other}. Rules cannot have the same Priority and Direction."),
+            ));
         }
         seen.push((direction.to_owned(), priority));
         let _ = name;

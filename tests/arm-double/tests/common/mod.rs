@@ -57,8 +57,13 @@ impl Arm {
         cred_options.client_options.cloud = Some(Arc::new(cloud));
         cred_options.client_options.transport = Some(transport(&double));
         let tenant = "00000000-0000-0000-0000-000000000002";
-        let credential = ClientSecretCredential::new(tenant, double.client_id().to_owned(), Secret::new(double.client_secret().to_owned()), Some(cred_options))
-            .expect("credential");
+        let credential = ClientSecretCredential::new(
+            tenant,
+            double.client_id().to_owned(),
+            Secret::new(double.client_secret().to_owned()),
+            Some(cred_options),
+        )
+        .expect("credential");
         let bearer = BearerTokenAuthorizationPolicy::new(credential, ["https://management.azure.com/.default"]);
         let options = ClientOptions { transport: Some(transport(&double)), retry, ..Default::default() };
         let pipeline = Pipeline::new(Some("arm-double-tests"), Some("0"), options, Vec::new(), vec![Arc::new(bearer)], None);
@@ -111,7 +116,9 @@ impl Arm {
     }
 
     pub async fn group(&self, name: &str) {
-        let a = self.put(&format!("/subscriptions/{SUB}/resourceGroups/{name}?api-version=2021-04-01"), serde_json::json!({"location": "eastus"})).await;
+        let a = self
+            .put(&format!("/subscriptions/{SUB}/resourceGroups/{name}?api-version=2021-04-01"), serde_json::json!({"location": "eastus"}))
+            .await;
         assert!(a.status == 201 || a.status == 200, "{} {}", a.status, a.body);
     }
 
