@@ -239,6 +239,8 @@ struct Op {
     namespace: String,
     location: String,
     started: String,
+    /// Ends `Failed` with this error (code, message) instead of succeeding.
+    failure: Option<(String, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -276,6 +278,8 @@ pub struct State {
     pub(crate) requests: u64,
     providers: HashMap<String, Reg>,
     features: HashMap<String, (String, Reg)>,
+    /// Planned failures: (lower-case id fragment, code, message), each used once.
+    failures: Vec<(String, String, String)>,
 }
 
 fn splitmix(state: &mut u64) -> u64 {
@@ -379,6 +383,7 @@ impl State {
             requests: 0,
             providers,
             features,
+            failures: Vec::new(),
         }
     }
 
@@ -660,6 +665,10 @@ impl State {
     fn new_op(&mut self, target: &str, action: Action, namespace: &str, location: &str) -> String {
         let id = self.guid();
         let remaining = self.opts.provisioning_polls;
+        let failure = self.failures.iter().position(|(f, _, _)| target.contains(f.as_str())).map(|i| {
+            let (_, code, message) = self.failures.remove(i);
+            (code, message)
+        });
         self.ops.insert(
             id.clone(),
             Op {
@@ -670,6 +679,7 @@ impl State {
                 namespace: namespace.to_owned(),
                 location: location.to_owned(),
                 started: now(),
+                failure,
             },
         );
         if remaining == 0 {
@@ -701,6 +711,16 @@ impl State {
         let Some(op) = self.ops.get_mut(id) else { return };
         op.done = true;
         let target = op.target.clone();
+        if op.failure.is_some() {
+            // A failed operation leaves the resource Failed (a failed delete leaves it too).
+            if let Some(e) = self.resources.get_mut(&target) {
+                e.op = None;
+                if let Some(p) = e.json.get_mut("properties").and_then(Value::as_object_mut) {
+                    p.insert("provisioningState".into(), json!("Failed"));
+                }
+            }
+            return;
+        }
         match op.action {
             Action::Delete => self.remove_tree(&target),
             Action::Create | Action::Update => {
@@ -743,6 +763,10 @@ impl State {
             if !op.done {
                 return Ok(Reply::empty(202).header("Location", result_url).header("Retry-After", "1"));
             }
+            if let Some((code, message)) = &op.failure {
+                // The Location URL answers as the operation would have synchronously.
+                return Ok(error(400, code, message.clone()));
+            }
             if op.action == Action::Delete {
                 return Ok(Reply::empty(200));
             }
@@ -752,10 +776,17 @@ impl State {
                 None => Reply::empty(200),
             });
         }
-        let status = if op.done { "Succeeded" } else { "InProgress" };
+        let status = match (op.done, &op.failure) {
+            (false, _) => "InProgress",
+            (true, None) => "Succeeded",
+            (true, Some(_)) => "Failed",
+        };
         let mut body = json!({"id": status_url.trim_start_matches(&self.url).split('?').next().unwrap_or(""), "name": id, "status": status, "startTime": op.started});
         if op.done {
             body["endTime"] = json!(now());
+        }
+        if let (true, Some((code, message))) = (op.done, &op.failure) {
+            body["error"] = json!({"code": code, "message": message});
         }
         let mut reply = Reply::json(200, body);
         if !op.done {
@@ -1281,6 +1312,10 @@ impl State {
             e.json["etag"] = json!(etag);
         }
         Ok(())
+    }
+
+    pub(crate) fn fail_next(&mut self, id_fragment: &str, code: &str, message: &str) {
+        self.failures.push((id_fragment.to_ascii_lowercase(), code.to_owned(), message.to_owned()));
     }
 
     pub(crate) fn set_provider(&mut self, ns: &str, registered: bool) {

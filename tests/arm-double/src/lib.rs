@@ -24,13 +24,13 @@
 //!   `If-None-Match: *`;
 //! - per-type rules: names, references that must exist, `InUseSubnetCannotBeDeleted`,
 //!   `StorageAccountAlreadyTaken`, NAT gateway zones, AKS `dnsServiceIP` in `serviceCidr`,
-//!   tags, `AnotherOperationInProgress`, `RoleAssignmentExists`, ... ([`arm`]);
+//!   tags, `AnotherOperationInProgress`, `RoleAssignmentExists`, ... (src/arm/types.rs);
 //! - provider and preview-feature registration state, throttling (429 with `Retry-After`),
 //!   and changes by another actor ([`Double::tamper`]).
 //!
 //! ARM's error body: `{"error":{"code":"...","message":"..."}}`.
 
-pub mod arm;
+mod arm;
 mod rules;
 mod tls;
 
@@ -43,7 +43,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-pub use arm::API_VERSIONS;
+pub use arm::{API_VERSIONS, CALLER_PRINCIPAL_ID, ROLE_DEFINITIONS};
 
 /// How the fake behaves.
 #[derive(Debug, Clone)]
@@ -234,6 +234,20 @@ impl Double {
     /// removes a key) and its etag changes, as a change through the portal would.
     pub fn tamper(&self, id: &str, patch: Value) -> anyhow::Result<()> {
         self.state().tamper(id, patch)
+    }
+
+    /// The next long-running operation (PUT or DELETE) on a resource whose id contains
+    /// `id_fragment` (case-insensitive) ends `Failed` with ARM's error `code` and `message`:
+    /// the operation status says `{"status":"Failed","error":{...}}`, a `Location` poll answers
+    /// 400 with the error, and the resource is left with `provisioningState` `Failed`.
+    pub fn fail_next_operation(&self, id_fragment: &str, code: &str, message: &str) {
+        self.state().fail_next(id_fragment, code, message);
+    }
+
+    /// The object id of the service principal the fake's credentials stand for (the
+    /// principal of the caller's role assignments; a known principal for role assignments).
+    pub fn caller_principal_id(&self) -> &'static str {
+        arm::CALLER_PRINCIPAL_ID
     }
 
     /// Marks a provider `Registered` or `NotRegistered` (preflight tests).

@@ -239,3 +239,23 @@ async fn if_match_is_honoured_and_tamper_changes_the_etag() {
     assert_eq!(writes.len(), 3, "{writes:?}");
     assert!(writes.iter().all(|w| w.starts_with("PUT ")));
 }
+
+#[tokio::test]
+async fn a_planned_failure_ends_the_operation_failed_with_the_error() {
+    let arm = Arm::new(Options { provisioning_polls: 1, ..Options::default() });
+    arm.group("rg").await;
+    arm.double.fail_next_operation("natGateways/nat", "InternalServerError", "An error occurred.");
+    let path = format!("{}/providers/Microsoft.Network/natGateways/nat?{NET}", rg_path("rg"));
+    let a = arm.put(&path, json!({"location": "eastus", "zones": ["1"]})).await;
+    assert_eq!(a.status, 201);
+    let op = a.header("azure-asyncoperation").expect("Azure-AsyncOperation").to_owned();
+    let status = arm.get(&op).await;
+    assert_eq!(status.body["status"], "Failed");
+    assert_eq!(status.body["error"]["code"], "InternalServerError");
+    assert_eq!(arm.get(&path).await.body["properties"]["provisioningState"], "Failed");
+    // Used once: the retry succeeds.
+    let again = arm.put(&path, json!({"location": "eastus", "zones": ["1"]})).await;
+    assert_eq!(again.status, 200);
+    let op = again.header("azure-asyncoperation").expect("Azure-AsyncOperation").to_owned();
+    assert_eq!(arm.wait(&op).await, "Succeeded");
+}
