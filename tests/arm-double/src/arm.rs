@@ -280,6 +280,9 @@ pub struct State {
     features: HashMap<String, (String, Reg)>,
     /// Planned failures: (lower-case id fragment, code, message), each used once.
     failures: Vec<(String, String, String)>,
+    /// Role-assignment attempts a new principal still fails (see `new_principal`).
+    pub(crate) replication_delay: u32,
+    replicating: HashMap<String, u32>,
 }
 
 fn splitmix(state: &mut u64) -> u64 {
@@ -384,6 +387,8 @@ impl State {
             providers,
             features,
             failures: Vec::new(),
+            replication_delay: 0,
+            replicating: HashMap::new(),
         }
     }
 

@@ -244,6 +244,14 @@ impl Double {
         self.state().fail_next(id_fragment, code, message);
     }
 
+    /// Principals made from now on (identities, cluster and kubelet identities) are "not
+    /// yet replicated" for `attempts` role-assignment PUTs that name them without
+    /// `principalType`: those fail 400 `PrincipalNotFound`, as they can in Azure right after
+    /// the principal is made ("Assign Azure roles using the REST API"). Default 0.
+    pub fn set_principal_replication_delay(&self, attempts: u32) {
+        self.state().replication_delay = attempts;
+    }
+
     /// The object id of the service principal the fake's credentials stand for (the
     /// principal of the caller's role assignments; a known principal for role assignments).
     pub fn caller_principal_id(&self) -> &'static str {

@@ -259,3 +259,41 @@ async fn a_planned_failure_ends_the_operation_failed_with_the_error() {
     let op = again.header("azure-asyncoperation").expect("Azure-AsyncOperation").to_owned();
     assert_eq!(arm.wait(&op).await, "Succeeded");
 }
+
+#[tokio::test]
+async fn a_new_principal_is_not_found_until_replicated_unless_principal_type_is_given() {
+    let arm = Arm::new(Options::default());
+    arm.group("rg").await;
+    arm.double.set_principal_replication_delay(2);
+    let principal = identity(&arm, "rw-compute").await;
+    let scope = rg_path("rg");
+    let path = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/6f2a8f7c-6e1d-4c3b-9a57-1b1f3f0c2a10?{AUTHZ}");
+    let mut untyped = assignment(BLOB_CONTRIBUTOR, &principal);
+    if let Some(p) = untyped["properties"].as_object_mut() {
+        p.remove("principalType");
+    }
+    let first = arm.put(&path, untyped.clone()).await;
+    assert_eq!((first.status, first.code()), (400, "PrincipalNotFound"));
+    // With principalType ARM does not look the principal up.
+    let typed = arm.put(&path, assignment(BLOB_CONTRIBUTOR, &principal)).await;
+    assert_eq!(typed.status, 201, "{}", typed.body);
+    let other = identity(&arm, "rw-meta").await;
+    let other_path = path.replace("6f2a8f7c", "7f2a8f7c");
+    let a = arm.put(&other_path, assignment(BLOB_CONTRIBUTOR, &other)).await;
+    assert_eq!(a.status, 201);
+    // Without it, retries get through once replicated.
+    let third = identity(&arm, "rw-frontend").await;
+    let third_path = path.replace("6f2a8f7c", "8f2a8f7c");
+    let mut untyped = assignment(BLOB_CONTRIBUTOR, &third);
+    if let Some(p) = untyped["properties"].as_object_mut() {
+        p.remove("principalType");
+    }
+    let codes: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(arm.put(&third_path, untyped.clone()).await.status);
+        }
+        v
+    };
+    assert_eq!(codes, [400, 400, 201]);
+}

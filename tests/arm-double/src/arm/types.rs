@@ -365,7 +365,7 @@ impl State {
             "SystemAssigned" => {
                 let principal = match existing.and_then(|e| str_at(e, &["identity", "principalId"])) {
                     Some(p) => p.to_owned(),
-                    None => self.guid(),
+                    None => self.new_principal(),
                 };
                 body["identity"]["principalId"] = json!(principal);
                 body["identity"]["tenantId"] = json!(self.opts.tenant);
@@ -531,7 +531,8 @@ impl State {
                     "/subscriptions/{}/resourcegroups/{node_rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}-agentpool",
                     self.opts.subscription
                 );
-                json!({"resourceId": kid, "clientId": self.guid(), "objectId": self.guid()})
+                let client = self.guid();
+                json!({"resourceId": kid, "clientId": client, "objectId": self.new_principal()})
             }
         };
         body["properties"]["identityProfile"] = json!({"kubeletidentity": kubelet});
@@ -658,7 +659,7 @@ impl State {
 
     fn identity(&mut self, body: &mut Value, existing: Option<&Value>) {
         let keep = |field: &str| existing.and_then(|e| str_at(e, &["properties", field])).map(str::to_owned);
-        let principal = keep("principalId").unwrap_or_else(|| self.guid());
+        let principal = keep("principalId").unwrap_or_else(|| self.new_principal());
         let client = keep("clientId").unwrap_or_else(|| self.guid());
         body["properties"] = json!({"tenantId": self.opts.tenant, "principalId": principal, "clientId": client});
     }
@@ -820,6 +821,16 @@ impl State {
 
     // ------------------------------------------------------------------ role assignments
 
+    /// A new principal (object) id; with a replication delay set, role assignments naming it
+    /// without `principalType` fail that many times first.
+    fn new_principal(&mut self) -> String {
+        let id = self.guid();
+        if self.replication_delay > 0 {
+            self.replicating.insert(id.clone(), self.replication_delay);
+        }
+        id
+    }
+
     /// Every principal the directory knows: the caller, identities, clusters and kubelets.
     fn principal_known(&self, principal: &str) -> bool {
         if principal.eq_ignore_ascii_case(super::CALLER_PRINCIPAL_ID) {
@@ -940,7 +951,16 @@ impl State {
         if !rules::is_guid(&principal) {
             return Err(bad("InvalidPrincipalId", format!("The principal ID '{principal}' is not a valid GUID.")));
         }
-        if !self.principal_known(&principal) {
+        // A principal made moments ago is not yet replicated to where role assignments look
+        // it up, unless principalType says what it is (then ARM does not look).
+        let replicating = match self.replicating.get_mut(&principal.to_ascii_lowercase()) {
+            Some(n) if *n > 0 && props.get("principalType").is_none() => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        if replicating || !self.principal_known(&principal) {
             return Err(bad(
                 "PrincipalNotFound",
                 format!(
