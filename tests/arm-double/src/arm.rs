@@ -205,6 +205,10 @@ impl Reply {
     fn empty(status: u16) -> Reply {
         Reply { status, headers: Vec::new(), body: None }
     }
+    /// ARM's error body.
+    pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
+        Reply::json(status, json!({"error": {"code": code, "message": message.into()}}))
+    }
     fn header(mut self, k: &str, v: impl Into<String>) -> Reply {
         self.headers.push((k.to_owned(), v.into()));
         self
@@ -212,7 +216,7 @@ impl Reply {
 }
 
 fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
-    Reply::json(status, json!({"error": {"code": code, "message": message.into()}}))
+    Reply::error(status, code, message)
 }
 
 type Answer = Result<Reply, Reply>;
@@ -484,6 +488,10 @@ impl State {
         let token = format!("arm-double-{}", self.guid());
         self.tokens.insert(token.clone());
         Reply::json(200, json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}))
+    }
+
+    pub(crate) fn authenticated(&self, req: &Req) -> bool {
+        self.authenticate(req).is_ok()
     }
 
     fn authenticate(&self, req: &Req) -> Result<(), Reply> {

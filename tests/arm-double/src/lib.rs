@@ -94,7 +94,13 @@ struct Shared {
     client_id: String,
     client_secret: String,
     state: Mutex<arm::State>,
+    /// Identities (lower-case ids) with a federated identity credential write running.
+    fic_writes: Mutex<std::collections::HashSet<String>>,
+    fic_write_time: Mutex<std::time::Duration>,
 }
+
+/// How long a federated identity credential write holds its identity, by default.
+const FIC_WRITE_TIME: std::time::Duration = std::time::Duration::from_millis(150);
 
 /// The fake; clones share state. It runs on its own thread until the process ends.
 #[derive(Clone)]
@@ -121,7 +127,17 @@ impl Double {
         let client_id = "11111111-1111-1111-1111-111111111111".to_owned();
         let client_secret = format!("arm-double-secret-{:016x}", opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let state = arm::State::new(opts, url.clone(), client_id.clone(), client_secret.clone());
-        let double = Double { shared: Arc::new(Shared { url, ca_pem, client_id, client_secret, state: Mutex::new(state) }) };
+        let double = Double {
+            shared: Arc::new(Shared {
+                url,
+                ca_pem,
+                client_id,
+                client_secret,
+                state: Mutex::new(state),
+                fic_writes: Mutex::default(),
+                fic_write_time: Mutex::new(FIC_WRITE_TIME),
+            }),
+        };
         let served = double.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         std::thread::Builder::new().name("arm-double".to_owned()).spawn(move || {
@@ -170,7 +186,18 @@ impl Double {
             if_none_match: header("if-none-match"),
             body,
         };
-        let reply = self.state().handle(&request);
+        let reply = match self.fic_write_slot(&request).await {
+            Ok(Some(identity)) => {
+                // Hold the identity while the write "runs", so an overlapping one collides.
+                let hold = *self.shared.fic_write_time.lock().unwrap_or_else(|e| e.into_inner());
+                tokio::time::sleep(hold).await;
+                let reply = self.state().handle(&request);
+                self.fic_writes().remove(&identity);
+                reply
+            }
+            Ok(None) => self.state().handle(&request),
+            Err(reply) => reply,
+        };
         let mut builder = Response::builder().status(reply.status);
         for (k, v) in &reply.headers {
             builder = builder.header(k.as_str(), v.as_str());
@@ -183,6 +210,32 @@ impl Double {
             None => Bytes::new(),
         };
         builder.body(Full::new(bytes)).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    }
+
+    /// Federated identity credentials of one identity cannot be written concurrently: Azure
+    /// refuses the overlapping write 409
+    /// `ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity`. A FIC PUT or
+    /// DELETE takes [`FIC_WRITE_TIME`] here ([`Double::set_fic_write_time`]); another one on the same identity meanwhile is
+    /// refused. Sequential writes are fine. `Ok(Some(identity))`: this request holds it.
+    async fn fic_write_slot(&self, req: &arm::Req) -> Result<Option<String>, arm::Reply> {
+        let lower = req.path.to_ascii_lowercase();
+        let Some((identity, _)) = lower.split_once("/federatedidentitycredentials/") else { return Ok(None) };
+        if !(req.method == "PUT" || req.method == "DELETE") || !self.state().authenticated(req) {
+            return Ok(None);
+        }
+        let identity = identity.to_owned();
+        if !self.fic_writes().insert(identity.clone()) {
+            return Err(arm::Reply::error(
+                409,
+                "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
+                "Too many Federated Identity Credentials are written concurrently for the managed identity. Concurrent Federated Identity Credentials writes under the same managed identity are not supported.",
+            ));
+        }
+        Ok(Some(identity))
+    }
+
+    fn fic_writes(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
+        self.shared.fic_writes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn state(&self) -> MutexGuard<'_, arm::State> {
@@ -250,6 +303,12 @@ impl Double {
     /// the principal is made ("Assign Azure roles using the REST API"). Default 0.
     pub fn set_principal_replication_delay(&self, attempts: u32) {
         self.state().replication_delay = attempts;
+    }
+
+    /// How long a federated identity credential write holds its identity (150 ms by
+    /// default); an overlapping write to the same identity is refused 409.
+    pub fn set_fic_write_time(&self, hold: std::time::Duration) {
+        *self.shared.fic_write_time.lock().unwrap_or_else(|e| e.into_inner()) = hold;
     }
 
     /// The object id of the service principal the fake's credentials stand for (the

@@ -425,3 +425,30 @@ async fn private_endpoints_need_their_subnet_target_and_one_valid_group() {
     let d = arm.delete(&net("rg", "virtualNetworks/vnet/subnets/nodes")).await;
     assert_eq!((d.status, d.code()), (400, "InUseSubnetCannotBeDeleted"));
 }
+
+#[tokio::test]
+async fn concurrent_federated_credential_writes_on_one_identity_collide_sequential_ones_do_not() {
+    let arm = fresh(0).await;
+    let identity = format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rw-compute", rg_path("rg"));
+    assert_eq!(arm.put(&format!("{identity}?{MSI}"), json!({"location": "eastus"})).await.status, 201);
+    let fic = |name: &str, subject: &str| {
+        (
+            format!("{identity}/federatedIdentityCredentials/{name}?{MSI}"),
+            json!({"properties": {"issuer": "https://eastus.oic.prod-aks.azure.com/t/c/", "subject": subject, "audiences": ["api://AzureADTokenExchange"]}}),
+        )
+    };
+    // Long enough that the second request surely arrives while the first holds the identity.
+    arm.double.set_fic_write_time(std::time::Duration::from_secs(2));
+    let (p1, b1) = fic("meta", "system:serviceaccount:rw:meta");
+    let (p2, b2) = fic("compute", "system:serviceaccount:rw:compute");
+    let (a, b) = tokio::join!(arm.put(&p1, b1.clone()), arm.put(&p2, b2.clone()));
+    let mut codes = vec![(a.status, a.code().to_owned()), (b.status, b.code().to_owned())];
+    codes.sort();
+    assert_eq!(codes, vec![(201, String::new()), (409, "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity".to_owned())]);
+    // One after the other both go through.
+    arm.double.set_fic_write_time(std::time::Duration::from_millis(150));
+    let (p3, b3) = fic("frontend", "system:serviceaccount:rw:frontend");
+    assert_eq!(arm.put(&p3, b3).await.status, 201);
+    let loser = if a.status == 409 { (p1, b1) } else { (p2, b2) };
+    assert_eq!(arm.put(&loser.0, loser.1).await.status, 201);
+}
