@@ -26,9 +26,44 @@
 //!   `StorageAccountAlreadyTaken`, NAT gateway zones, AKS `dnsServiceIP` in `serviceCidr`,
 //!   tags, `AnotherOperationInProgress`, `RoleAssignmentExists`, ... (src/arm/types.rs);
 //! - provider and preview-feature registration state, throttling (429 with `Retry-After`),
-//!   and changes by another actor ([`Double::tamper`]).
+//!   and changes by another actor ([`Double::tamper`]);
+//! - writes refused while the resource, its parent or a child is provisioning (409
+//!   `AnotherOperationInProgress`), PUTs into a group being deleted (409
+//!   `ResourceGroupBeingDeleted`), a VNet PUT that leaves out a subnet deletes it (and is
+//!   refused while that subnet is in use), overlapping federated identity credential writes
+//!   on one identity (409), role assignments for a principal still replicating
+//!   ([`Double::set_principal_replication_delay`]), the caller's own roles
+//!   ([`Options::caller_roles`], 403 `AuthorizationFailed`), and planned operation failures
+//!   ([`Double::fail_next_operation`]).
 //!
 //! ARM's error body: `{"error":{"code":"...","message":"..."}}`.
+//!
+//! Where the error codes come from: the ARM and Entra ones (`AuthenticationFailed`,
+//! `InvalidAuthenticationToken`, `ResourceGroupNotFound`, `ResourceNotFound`,
+//! `ParentResourceNotFound`, `MissingSubscriptionRegistration`, `AuthorizationFailed`,
+//! `InvalidApiVersionParameter`, `LocationRequired`, `InvalidTagNameCharacters`,
+//! `PreconditionFailed`, `AADSTS7000215`), the storage ones (`AccountNameInvalid`,
+//! `StorageAccountAlreadyTaken`), the network ones (`InUseSubnetCannotBeDeleted`,
+//! `NetcfgSubnetRangeOutsideVnet`, `NetcfgSubnetRangesOverlap`, `InvalidResourceReference`,
+//! `AnotherOperationInProgress`, `StandardSkuPublicIPAddressesMustBeStatic`,
+//! `SecurityRuleInvalidPriority`), AKS (`InvalidParameter`, `MustDefineAtLeastOneSystemPool`,
+//! `ServiceCidrOverlapExistingSubnetsCidr`), managed identities
+//! (`ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity`) and RBAC
+//! (`RoleAssignmentExists`, `PrincipalNotFound`, `RoleDefinitionDoesNotExist`) are ARM's
+//! documented or commonly reported codes. Not confirmed against a document here, so match
+//! on the status rather than the code: the NAT gateway zone code
+//! (`NatGatewayCannotHaveMultipleZones`), `InvalidTagCount`, `InvalidRoleAssignmentId`,
+//! `InvalidConditionVersion`, `PrivateEndpointBadRequest`, `InUseNatGatewayCannotBeDeleted`,
+//! `PublicIPAddressInUse`, `OperationNotAllowed` (last system pool), and the federated
+//! credential `BadRequest`s.
+//!
+//! What it does not do: paging (`nextLink`), PATCH beyond tags, deployments, locks, route
+//! tables, private DNS zones, Private Link services, quota and SKU availability, AKS
+//! Kubernetes-version checks, AKS's checks of its identity's permissions on the subnets
+//! (the cluster identity's Network Contributor is not verified), role definitions beyond
+//! the built-in ones in [`ROLE_DEFINITIONS`], Entra flows other than client credentials,
+//! token expiry, blob data (azurite's job). Tokens are accepted for any scope ending in
+//! `/.default`.
 
 mod arm;
 mod rules;
