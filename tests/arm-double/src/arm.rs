@@ -593,6 +593,27 @@ impl State {
             self.check_api_version(req, "microsoft.features")?;
             return self.feature(req, segs, lower);
         }
+        // Storage account name availability, as a preflight asks it.
+        if segs.len() == 5 && lower[3] == "microsoft.storage" && lower[4] == "checknameavailability" {
+            self.check_api_version(req, "microsoft.storage")?;
+            return self.check_storage_name(req);
+        }
+        // A top-level type listed across the subscription.
+        if segs.len() == 5 && req.method == "GET" && lower[3] != "microsoft.resources" {
+            let key = format!("{}/{}", lower[3], lower[4]);
+            let Some(kind) = kind(&key).filter(|k| k.tracked) else {
+                self.check_api_version(req, &lower[3])?;
+                return Err(error(
+                    400,
+                    "InvalidResourceType",
+                    format!("The resource type '{}' could not be found in the namespace '{}'.", segs[4], segs[3]),
+                ));
+            };
+            self.check_api_version(req, &lower[3])?;
+            let keys: Vec<String> = self.resources.iter().filter(|(_, e)| e.kind == kind.key).map(|(k, _)| k.clone()).collect();
+            let all: Vec<Value> = keys.iter().filter_map(|k| self.render(k)).collect();
+            return Ok(Reply::json(200, json!({"value": all})));
+        }
         self.check_api_version(req, "microsoft.resources")?;
         match (req.method.as_str(), segs.len()) {
             ("GET", 3) => {
@@ -619,6 +640,33 @@ impl State {
             }
             _ => Err(error(405, "MethodNotAllowed", format!("{} is not allowed on {}.", req.method, req.path))),
         }
+    }
+
+    /// `POST .../providers/Microsoft.Storage/checkNameAvailability`: the name rule, then
+    /// whether any account has the name.
+    fn check_storage_name(&self, req: &Req) -> Answer {
+        if req.method != "POST" {
+            return Err(error(405, "MethodNotAllowed", format!("{} is not allowed on {}.", req.method, req.path)));
+        }
+        let body = parse_body(&req.body)?;
+        let name = body.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        if !body.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Storage/storageAccounts")) {
+            return Err(error(400, "InvalidRequestContent", "The type must be 'Microsoft.Storage/storageAccounts'."));
+        }
+        if let Err((_, message)) = rules::name(STORAGE_ACCOUNTS, &name) {
+            return Ok(Reply::json(200, json!({"nameAvailable": false, "reason": "AccountNameInvalid", "message": message})));
+        }
+        let taken = self
+            .resources
+            .values()
+            .any(|e| e.kind == STORAGE_ACCOUNTS && str_at(&e.json, &["name"]).is_some_and(|n| n.eq_ignore_ascii_case(&name)));
+        if taken {
+            return Ok(Reply::json(
+                200,
+                json!({"nameAvailable": false, "reason": "AlreadyExists", "message": format!("The storage account named {name} is already taken.")}),
+            ));
+        }
+        Ok(Reply::json(200, json!({"nameAvailable": true})))
     }
 
     /// Reads a provider; a read advances a registration in progress.

@@ -452,3 +452,25 @@ async fn concurrent_federated_credential_writes_on_one_identity_collide_sequenti
     let loser = if a.status == 409 { (p1, b1) } else { (p2, b2) };
     assert_eq!(arm.put(&loser.0, loser.1).await.status, 201);
 }
+
+#[tokio::test]
+async fn storage_name_availability_and_subscription_wide_lists() {
+    let arm = fresh(0).await;
+    let check = format!("/subscriptions/{SUB}/providers/Microsoft.Storage/checkNameAvailability?{STG}");
+    let ask = |name: &str| json!({"name": name, "type": "Microsoft.Storage/storageAccounts"});
+    let free = arm.call(azure_core::http::Method::Post, &check, Some(ask("byocstate")), &[]).await;
+    assert_eq!(free.body["nameAvailable"], true, "{}", free.body);
+    let invalid = arm.call(azure_core::http::Method::Post, &check, Some(ask("Byoc_State")), &[]).await;
+    assert_eq!((invalid.body["nameAvailable"].as_bool(), invalid.body["reason"].as_str()), (Some(false), Some("AccountNameInvalid")));
+    arm.create(
+        &format!("{}/providers/Microsoft.Storage/storageAccounts/byocstate?{STG}", rg_path("rg")),
+        json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
+    )
+    .await;
+    let taken = arm.call(azure_core::http::Method::Post, &check, Some(ask("byocstate")), &[]).await;
+    assert_eq!((taken.body["nameAvailable"].as_bool(), taken.body["reason"].as_str()), (Some(false), Some("AlreadyExists")));
+    let all = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Storage/storageAccounts?{STG}")).await;
+    assert_eq!(all.body["value"].as_array().map(Vec::len), Some(1), "{}", all.body);
+    let wrong = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Storage/storageAccounts?api-version=2021-04-01")).await;
+    assert_eq!((wrong.status, wrong.code()), (400, "InvalidApiVersionParameter"));
+}
