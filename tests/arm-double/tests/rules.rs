@@ -474,3 +474,27 @@ async fn storage_name_availability_and_subscription_wide_lists() {
     let wrong = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Storage/storageAccounts?api-version=2021-04-01")).await;
     assert_eq!((wrong.status, wrong.code()), (400, "InvalidApiVersionParameter"));
 }
+
+#[tokio::test]
+async fn user_assigned_nat_gateway_outbound_needs_the_nat_gateway_on_the_subnet() {
+    let arm = fresh(0).await;
+    let subnet = vnet_with_subnet(&arm).await;
+    let path = format!("{}/providers/Microsoft.ContainerService/managedClusters/byoc?{AKS}", rg_path("rg"));
+    let mut c = cluster(&subnet, "system");
+    c["properties"]["networkProfile"]["outboundType"] = json!("userAssignedNATGateway");
+    let a = arm.put(&path, c.clone()).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidParameter"));
+    assert!(a.body["error"]["message"].as_str().unwrap_or("").contains("NAT gateway"), "{}", a.body);
+    let nat = arm.create(&net("rg", "natGateways/nat"), json!({"location": "eastus", "zones": ["1"]})).await;
+    let nat_id = nat.body["id"].as_str().unwrap().to_owned();
+    arm.create(
+        &net("rg", "virtualNetworks/vnet/subnets/nodes"),
+        json!({"properties": {"addressPrefix": "10.1.0.0/20", "natGateway": {"id": nat_id}}}),
+    )
+    .await;
+    let ok = arm.put(&path, c).await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    // The NAT gateway cannot go while a subnet uses it.
+    let d = arm.delete(&net("rg", "natGateways/nat")).await;
+    assert_eq!(d.status, 400);
+}

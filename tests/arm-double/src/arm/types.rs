@@ -461,6 +461,28 @@ impl State {
                 ));
             }
         }
+        // userAssignedNATGateway: every pool's subnet must already have a NAT gateway.
+        if str_at(&np, &["outboundType"]) == Some("userAssignedNATGateway") {
+            for p in body["properties"]["agentPoolProfiles"].as_array().cloned().unwrap_or_default() {
+                let pool = str_at(&p, &["name"]).unwrap_or("").to_owned();
+                let Some(sid) = str_at(&p, &["vnetSubnetID"]) else {
+                    return Err(invalid(
+                        "networkProfile.outboundType",
+                        format!("userAssignedNATGateway needs agent pool '{pool}' in a custom subnet (vnetSubnetID)"),
+                    ));
+                };
+                let has_nat = self
+                    .resources
+                    .get(&sid.to_ascii_lowercase())
+                    .is_some_and(|s| str_at(&s.json, &["properties", "natGateway", "id"]).is_some());
+                if !has_nat {
+                    return Err(invalid(
+                        "networkProfile.outboundType",
+                        format!("userAssignedNATGateway needs a NAT gateway associated with subnet {sid} of agent pool '{pool}'"),
+                    ));
+                }
+            }
+        }
         body["properties"]["networkProfile"]["serviceCidr"] = json!(service_cidr);
         body["properties"]["networkProfile"]["dnsServiceIP"] = json!(dns_ip);
         // API server VNet integration needs an existing subnet.
