@@ -1,0 +1,599 @@
+//! Compute Engine v1: networks, subnetworks, firewalls, routers and their operations.
+//!
+//! Reproduced from the reference (<https://cloud.google.com/compute/docs/reference/rest/v1>):
+//! - names are RFC 1035, 1-63 characters (`naming-resources#resource-name-format`);
+//! - insert of a taken name: 409 `alreadyExists`; a missing resource: 404 `notFound`;
+//! - a field the resource does not have (e.g. `labels` on a network, subnetwork, firewall or
+//!   router, none of which has labels in v1): 400 "Invalid JSON payload received. Unknown
+//!   name";
+//! - every mutation answers an Operation (`compute#operation`, `PENDING` -> `RUNNING` ->
+//!   `DONE`), and the change is visible only once it is DONE (`globalOperations/get`,
+//!   `regionOperations/get`, `.../wait`);
+//! - `subnetworks.patch` needs the current `fingerprint`: a stale one is 412
+//!   `conditionNotMet`; `ipCidrRange`, `network`, `purpose` cannot be patched (400);
+//! - a subnetwork whose primary or secondary range overlaps a range of another subnetwork of
+//!   the same network, or has host bits set: 400; a `PRIVATE_SERVICE_CONNECT` subnetwork with
+//!   secondary ranges: 400;
+//! - a firewall needs exactly one of `allowed`/`denied`, `direction` INGRESS or EGRESS,
+//!   `priority` 0-65535, valid CIDRs; EGRESS takes no source tags;
+//! - a router's NATs: unique RFC 1035 names, `natIpAllocateOption` AUTO_ONLY or MANUAL_ONLY,
+//!   `LIST_OF_SUBNETWORKS` naming existing subnetworks of the router's region;
+//! - the referenced network of a subnetwork, firewall or router must exist (404);
+//! - deleting a network still used by a subnetwork, firewall or router, or a subnetwork still
+//!   named by a router's NAT or a GKE cluster: 400 `resourceInUseByAnotherResource`.
+
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::names::{check_name, cidr, has_host_bits, overlaps};
+use crate::state::{Effect, OpKind, State, now};
+use crate::{Reply, Req};
+
+/// Where self links point, as the real API writes them.
+pub const BASE: &str = "https://www.googleapis.com/compute/v1/";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Network,
+    Subnetwork,
+    Firewall,
+    Router,
+}
+
+impl Kind {
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Network => "networks",
+            Kind::Subnetwork => "subnetworks",
+            Kind::Firewall => "firewalls",
+            Kind::Router => "routers",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Kind::Network => "compute#network",
+            Kind::Subnetwork => "compute#subnetwork",
+            Kind::Firewall => "compute#firewall",
+            Kind::Router => "compute#router",
+        }
+    }
+
+    /// The fields of the v1 resource (google-cloud-compute-v1's model), so an unknown one is
+    /// refused as the real API's JSON parser refuses it.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Network => &[
+                "IPv4Range", "autoCreateSubnetworks", "creationTimestamp", "description", "enableUlaInternalIpv6",
+                "firewallPolicy", "gatewayIPv4", "id", "internalIpv6Range", "kind", "mtu", "name",
+                "networkFirewallPolicyEnforcementOrder", "networkProfile", "params", "peerings", "routingConfig",
+                "selfLink", "selfLinkWithId", "subnetworks",
+            ],
+            Kind::Subnetwork => &[
+                "allowSubnetCidrRoutesOverlap", "creationTimestamp", "description", "enableFlowLogs", "externalIpv6Prefix",
+                "fingerprint", "gatewayAddress", "id", "internalIpv6Prefix", "ipCidrRange", "ipCollection",
+                "ipv6AccessType", "ipv6CidrRange", "ipv6GceEndpoint", "kind", "logConfig", "name", "network", "params",
+                "privateIpGoogleAccess", "privateIpv6GoogleAccess", "purpose", "region", "reservedInternalRange",
+                "resolveSubnetMask", "role", "secondaryIpRanges", "selfLink", "stackType", "state",
+                "systemReservedExternalIpv6Ranges", "systemReservedInternalIpv6Ranges", "utilizationDetails",
+            ],
+            Kind::Firewall => &[
+                "allowed", "creationTimestamp", "denied", "description", "destinationRanges", "direction", "disabled", "id",
+                "kind", "logConfig", "name", "network", "params", "priority", "selfLink", "sourceRanges",
+                "sourceServiceAccounts", "sourceTags", "targetServiceAccounts", "targetTags",
+            ],
+            Kind::Router => &[
+                "bgp", "bgpPeers", "creationTimestamp", "description", "encryptedInterconnectRouter", "id", "interfaces",
+                "kind", "md5AuthenticationKeys", "name", "nats", "nccGateway", "network", "params", "region", "selfLink",
+            ],
+        }
+    }
+}
+
+/// `projects/P/global/networks` or `projects/P/regions/R/subnetworks`.
+fn collection(project: &str, region: Option<&str>, kind: Kind) -> String {
+    match region {
+        Some(r) => format!("projects/{project}/regions/{r}/{}", kind.plural()),
+        None => format!("projects/{project}/global/{}", kind.plural()),
+    }
+}
+
+/// The stored key (collection, name) of a reference to a Compute resource, given as a full
+/// URL, `projects/P/...`, or `global/...`/`regions/R/...`.
+pub(crate) fn reference(project: &str, link: &str) -> Option<(String, String)> {
+    let tail = match link.find("/compute/v1/") {
+        Some(i) => &link[i + "/compute/v1/".len()..],
+        None => link,
+    };
+    let path = if tail.starts_with("projects/") { tail.to_owned() } else { format!("projects/{project}/{tail}") };
+    let (coll, name) = path.rsplit_once('/')?;
+    Some((coll.to_owned(), name.to_owned()))
+}
+
+fn self_link(coll: &str, name: &str) -> String {
+    format!("{BASE}{coll}/{name}")
+}
+
+/// Routes `/compute/v1/projects/{project}/{rest}`.
+pub(crate) fn route(state: &mut State, req: &Req, project: &str, rest: &[&str]) -> Result<Reply, ApiError> {
+    use http::Method as M;
+    let m = &req.method;
+    match rest {
+        ["global", "operations", op] if m == M::GET => poll(state, &format!("projects/{project}/global/operations/{op}")),
+        ["global", "operations", op, "wait"] if m == M::POST => poll(state, &format!("projects/{project}/global/operations/{op}")),
+        ["regions", r, "operations", op] if m == M::GET => poll(state, &format!("projects/{project}/regions/{r}/operations/{op}")),
+        ["regions", r, "operations", op, "wait"] if m == M::POST => {
+            poll(state, &format!("projects/{project}/regions/{r}/operations/{op}"))
+        }
+        ["global", plural] | ["global", plural, _] => {
+            let kind = match *plural {
+                "networks" => Kind::Network,
+                "firewalls" => Kind::Firewall,
+                _ => return Err(unserved(req)),
+            };
+            resource(state, req, project, None, kind, rest.get(2).copied())
+        }
+        ["regions", region, plural] | ["regions", region, plural, _] => {
+            let kind = match *plural {
+                "subnetworks" => Kind::Subnetwork,
+                "routers" => Kind::Router,
+                _ => return Err(unserved(req)),
+            };
+            resource(state, req, project, Some(region), kind, rest.get(3).copied())
+        }
+        _ => Err(unserved(req)),
+    }
+}
+
+fn unserved(req: &Req) -> ApiError {
+    ApiError::new(404, "NOT_FOUND", "notFound", format!("the fake does not serve {} /{}", req.method, req.segments.join("/")))
+}
+
+fn poll(state: &mut State, key: &str) -> Result<Reply, ApiError> {
+    state.poll_operation(key, key).and_then(Reply::read)
+}
+
+fn resource(state: &mut State, req: &Req, project: &str, region: Option<&str>, kind: Kind, name: Option<&str>) -> Result<Reply, ApiError> {
+    use http::Method as M;
+    let coll = collection(project, region, kind);
+    match (&req.method, name) {
+        (m, None) if m == M::GET => list(state, req, &coll, kind),
+        (m, None) if m == M::POST => insert(state, req, project, region, kind, &coll),
+        (m, Some(n)) if m == M::GET => {
+            let v = state.get(&coll, n).cloned().ok_or_else(|| ApiError::not_found(&format!("{coll}/{n}")))?;
+            Reply::read(present(state, kind, v))
+        }
+        (m, Some(n)) if m == M::PATCH || (m == M::PUT && kind != Kind::Network && kind != Kind::Subnetwork) => {
+            change(state, req, project, region, kind, &coll, n, m == M::PUT)
+        }
+        (m, Some(n)) if m == M::DELETE => delete(state, project, region, kind, &coll, n),
+        _ => Err(unserved(req)),
+    }
+}
+
+/// Fields the API computes when it answers (a network's subnetworks).
+fn present(state: &State, kind: Kind, mut v: Value) -> Value {
+    if kind == Kind::Network
+        && let Some(link) = v.get("selfLink").and_then(Value::as_str).map(str::to_owned)
+    {
+        let subnets: Vec<Value> = state
+            .all_of("subnetworks")
+            .into_iter()
+            .filter(|(_, _, s)| s.get("network").and_then(Value::as_str) == Some(link.as_str()))
+            .filter_map(|(_, _, s)| s.get("selfLink").cloned())
+            .collect();
+        if !subnets.is_empty() {
+            v["subnetworks"] = Value::Array(subnets);
+        }
+    }
+    v
+}
+
+fn list(state: &State, req: &Req, coll: &str, kind: Kind) -> Result<Reply, ApiError> {
+    let wanted = req.param("filter").map(name_filter).transpose()?.flatten();
+    let items: Vec<Value> = state
+        .list(coll)
+        .into_iter()
+        .filter(|v| wanted.as_deref().is_none_or(|w| v.get("name").and_then(Value::as_str) == Some(w)))
+        .map(|v| present(state, kind, v))
+        .collect();
+    let (items, next) = crate::page(items, req.param("maxResults"), req.param("pageToken"))?;
+    let mut body = json!({"kind": format!("{}List", kind.kind()), "id": coll, "selfLink": format!("{BASE}{coll}")});
+    if !items.is_empty() {
+        body["items"] = Value::Array(items);
+    }
+    if let Some(next) = next {
+        body["nextPageToken"] = json!(next);
+    }
+    Reply::read(body)
+}
+
+/// The name a `filter` asks for (`name = "x"`, `name eq x`); other filters are refused, so a
+/// test never silently gets an unfiltered list.
+fn name_filter(filter: &str) -> Result<Option<String>, ApiError> {
+    let f = filter.trim().trim_start_matches('(').trim_end_matches(')').trim();
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let value = f
+        .strip_prefix("name")
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix('=').or_else(|| r.strip_prefix("eq ")))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .ok_or_else(|| ApiError::invalid(format!("the fake only filters on `name = \"...\"`, not {filter:?}")))?;
+    Ok(Some(value))
+}
+
+fn check_fields(kind: Kind, body: &Value) -> Result<(), ApiError> {
+    let Value::Object(map) = body else {
+        return Err(ApiError::invalid("Invalid JSON payload received. The request body must be an object."));
+    };
+    for key in map.keys() {
+        if !kind.fields().contains(&key.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "Invalid JSON payload received. Unknown name \"{key}\" at 'resource': Cannot find field."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn operation(state: &mut State, project: &str, region: Option<&str>, op_type: &str, target: &str, target_id: &str, effects: Vec<Effect>) -> Value {
+    let name = format!("operation-{}-{:016x}", jiff::Timestamp::now().as_millisecond(), state.random());
+    let op_coll = match region {
+        Some(r) => format!("projects/{project}/regions/{r}/operations"),
+        None => format!("projects/{project}/global/operations"),
+    };
+    let mut json = json!({
+        "kind": "compute#operation",
+        "id": state.id(),
+        "name": name,
+        "operationType": op_type,
+        "targetLink": target,
+        "targetId": target_id,
+        "user": "byoc@gcp-double.fake",
+        "progress": 0,
+        "insertTime": now(),
+        "selfLink": format!("{BASE}{op_coll}/{name}"),
+    });
+    if let Some(r) = region {
+        json["region"] = json!(format!("{BASE}projects/{project}/regions/{r}"));
+    }
+    state.start_operation(format!("{op_coll}/{name}"), OpKind::Compute, json, effects)
+}
+
+fn insert(state: &mut State, req: &Req, project: &str, region: Option<&str>, kind: Kind, coll: &str) -> Result<Reply, ApiError> {
+    let mut body = req.body.clone();
+    check_fields(kind, &body)?;
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    check_name("resource.name", &name, 63)?;
+    if state.get(coll, &name).is_some() || state.pending_put(coll, &name) {
+        return Err(ApiError::already_exists(&format!("{coll}/{name}")));
+    }
+    validate(state, project, region, kind, &name, &mut body)?;
+    let id = state.id();
+    let link = self_link(coll, &name);
+    body["id"] = json!(id);
+    body["kind"] = json!(kind.kind());
+    body["selfLink"] = json!(link);
+    body["creationTimestamp"] = json!(now());
+    if let Some(r) = region {
+        body["region"] = json!(format!("{BASE}projects/{project}/regions/{r}"));
+    }
+    if kind == Kind::Subnetwork {
+        body["fingerprint"] = json!(state.fingerprint());
+    }
+    let effects = vec![Effect::Put { collection: coll.to_owned(), name: name.clone(), value: body }];
+    Reply::write(operation(state, project, region, "insert", &link, &id, effects))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn change(state: &mut State, req: &Req, project: &str, region: Option<&str>, kind: Kind, coll: &str, name: &str, replace: bool) -> Result<Reply, ApiError> {
+    let current = state.get(coll, name).cloned().ok_or_else(|| ApiError::not_found(&format!("{coll}/{name}")))?;
+    check_fields(kind, &req.body)?;
+    if kind == Kind::Subnetwork {
+        let sent = req.body.get("fingerprint").and_then(Value::as_str);
+        match sent {
+            None => return Err(ApiError::invalid("Invalid value for field 'resource.fingerprint': ''. Fingerprint is required to patch a subnetwork.")),
+            Some(fp) if Some(fp) != current.get("fingerprint").and_then(Value::as_str) => {
+                return Err(ApiError::condition_not_met(format!(
+                    "Supplied fingerprint does not match current fingerprint of '{coll}/{name}'; get the subnetwork again and retry."
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(sent) = req.body.get("name").and_then(Value::as_str)
+        && sent != name
+    {
+        return Err(ApiError::invalid(format!("Invalid value for field 'resource.name': '{sent}'. The name cannot be changed.")));
+    }
+    let mut next = if replace {
+        let mut v = req.body.clone();
+        v["name"] = json!(name);
+        v
+    } else {
+        let mut v = current.clone();
+        crate::state::merge_patch(&mut v, &req.body);
+        v
+    };
+    for (field, immutable) in [("network", true), ("ipCidrRange", kind == Kind::Subnetwork), ("purpose", kind == Kind::Subnetwork)] {
+        let sent = req.body.get(field);
+        if immutable && sent.is_some() && !same_ref(project, sent, current.get(field)) {
+            return Err(ApiError::invalid(format!("Invalid value for field 'resource.{field}': it cannot be changed by {}.", req.method)));
+        }
+    }
+    validate(state, project, region, kind, name, &mut next)?;
+    for keep in ["id", "kind", "selfLink", "creationTimestamp", "region", "network"] {
+        if let Some(v) = current.get(keep) {
+            next[keep] = v.clone();
+        }
+    }
+    if kind == Kind::Subnetwork {
+        next["fingerprint"] = json!(state.fingerprint());
+    }
+    let id = current.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let link = self_link(coll, name);
+    let effects = vec![Effect::Put { collection: coll.to_owned(), name: name.to_owned(), value: next }];
+    let op_type = if replace { "update" } else { "patch" };
+    Reply::write(operation(state, project, region, op_type, &link, &id, effects))
+}
+
+fn same_ref(project: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a.and_then(Value::as_str), b.and_then(Value::as_str)) {
+        (Some(a), Some(b)) => a == b || (a.contains('/') && reference(project, a) == reference(project, b)),
+        (a, b) => a == b,
+    }
+}
+
+fn delete(state: &mut State, project: &str, region: Option<&str>, kind: Kind, coll: &str, name: &str) -> Result<Reply, ApiError> {
+    let current = state.get(coll, name).cloned().ok_or_else(|| ApiError::not_found(&format!("{coll}/{name}")))?;
+    let link = self_link(coll, name);
+    let users: Vec<String> = match kind {
+        Kind::Network => ["subnetworks", "firewalls", "routers"]
+            .iter()
+            .flat_map(|p| state.all_of(p))
+            .filter(|(_, _, v)| v.get("network").and_then(Value::as_str) == Some(link.as_str()))
+            .map(|(c, n, _)| format!("projects/{}", c.split_once("projects/").map_or(c.as_str(), |x| x.1)) + "/" + &n)
+            .collect(),
+        Kind::Subnetwork => {
+            let mut users: Vec<String> = state
+                .all_of("routers")
+                .into_iter()
+                .filter(|(_, _, r)| {
+                    r.get("nats").and_then(Value::as_array).into_iter().flatten().any(|nat| {
+                        nat.get("subnetworks")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .any(|s| s.get("name").and_then(Value::as_str) == Some(link.as_str()))
+                    })
+                })
+                .map(|(c, n, _)| format!("{c}/{n}"))
+                .collect();
+            users.extend(
+                state
+                    .all_of("clusters")
+                    .into_iter()
+                    .filter(|(_, _, c)| {
+                        c.get("subnetwork")
+                            .and_then(Value::as_str)
+                            .is_some_and(|s| s == name || reference(project, s).is_some_and(|(sc, sn)| sc == coll && sn == name))
+                    })
+                    .map(|(c, n, _)| format!("{c}/{n}")),
+            );
+            users
+        }
+        Kind::Firewall | Kind::Router => Vec::new(),
+    };
+    if let Some(user) = users.first() {
+        return Err(ApiError::in_use(&format!("{coll}/{name}"), user));
+    }
+    let id = current.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let effects = vec![Effect::Delete { collection: coll.to_owned(), name: name.to_owned() }];
+    Reply::write(operation(state, project, region, "delete", &link, &id, effects))
+}
+
+/// The stored network a `network` field names, as its self link; 404 if it does not exist.
+fn network_link(state: &State, project: &str, field: &str, body: &Value) -> Result<String, ApiError> {
+    let text = body
+        .get("network")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid(format!("Invalid value for field '{field}': ''. The network must be specified.")))?;
+    let (coll, name) = reference(project, text).ok_or_else(|| ApiError::invalid(format!("Invalid value for field '{field}': '{text}'.")))?;
+    if !coll.ends_with("/global/networks") || state.get(&coll, &name).is_none() {
+        return Err(ApiError::not_found(&format!("{coll}/{name}")));
+    }
+    Ok(self_link(&coll, &name))
+}
+
+fn validate(state: &State, project: &str, region: Option<&str>, kind: Kind, name: &str, body: &mut Value) -> Result<(), ApiError> {
+    match kind {
+        Kind::Network => {
+            if body.get("IPv4Range").is_some() && body.get("autoCreateSubnetworks").and_then(Value::as_bool) == Some(true) {
+                return Err(ApiError::invalid("Invalid value for field 'resource.IPv4Range': a legacy network cannot create subnetworks."));
+            }
+            if let Some(mtu) = body.get("mtu").and_then(Value::as_i64)
+                && !(1300..=8896).contains(&mtu)
+            {
+                return Err(ApiError::invalid(format!("Invalid value for field 'resource.mtu': '{mtu}'. Must be between 1300 and 8896.")));
+            }
+            if let Some(mode) = body.pointer("/routingConfig/routingMode").and_then(Value::as_str)
+                && !["REGIONAL", "GLOBAL"].contains(&mode)
+            {
+                return Err(ApiError::invalid(format!("Invalid value for field 'resource.routingConfig.routingMode': '{mode}'.")));
+            }
+        }
+        Kind::Subnetwork => {
+            let network = network_link(state, project, "resource.network", body)?;
+            body["network"] = json!(network);
+            validate_subnetwork(state, project, region.unwrap_or_default(), name, &network, body)?;
+        }
+        Kind::Firewall => {
+            let network = network_link(state, project, "resource.network", body)?;
+            body["network"] = json!(network);
+            validate_firewall(body)?;
+        }
+        Kind::Router => {
+            let network = network_link(state, project, "resource.network", body)?;
+            body["network"] = json!(network);
+            validate_router(state, project, region.unwrap_or_default(), body)?;
+            normalize_nat_subnetworks(project, body);
+        }
+    }
+    Ok(())
+}
+
+fn validate_subnetwork(state: &State, project: &str, region: &str, name: &str, network: &str, body: &Value) -> Result<(), ApiError> {
+    let text = body.get("ipCidrRange").and_then(Value::as_str).unwrap_or_default();
+    let primary = cidr(text).ok_or_else(|| ApiError::invalid(format!("Invalid value for field 'resource.ipCidrRange': '{text}'. Invalid IPCidrRange.")))?;
+    if has_host_bits(primary) {
+        return Err(ApiError::invalid(format!("Invalid value for field 'resource.ipCidrRange': '{text}'. The address has host bits set.")));
+    }
+    let purpose = body.get("purpose").and_then(Value::as_str).unwrap_or("PRIVATE");
+    const PURPOSES: &[&str] = &[
+        "PRIVATE", "PRIVATE_RFC_1918", "PRIVATE_SERVICE_CONNECT", "REGIONAL_MANAGED_PROXY", "GLOBAL_MANAGED_PROXY",
+        "INTERNAL_HTTPS_LOAD_BALANCER", "PRIVATE_NAT", "PEER_MIGRATION",
+    ];
+    if !PURPOSES.contains(&purpose) {
+        return Err(ApiError::invalid(format!("Invalid value for field 'resource.purpose': '{purpose}'.")));
+    }
+    let mut ranges = vec![(format!("{name} primary range"), primary)];
+    let secondaries = body.get("secondaryIpRanges").and_then(Value::as_array).cloned().unwrap_or_default();
+    if purpose == "PRIVATE_SERVICE_CONNECT" && !secondaries.is_empty() {
+        return Err(ApiError::invalid("Invalid value for field 'resource.secondaryIpRanges': a PRIVATE_SERVICE_CONNECT subnetwork cannot have secondary ranges."));
+    }
+    let mut seen = Vec::new();
+    for (i, s) in secondaries.iter().enumerate() {
+        let rname = s.get("rangeName").and_then(Value::as_str).unwrap_or_default();
+        check_name(&format!("resource.secondaryIpRanges[{i}].rangeName"), rname, 63)?;
+        if seen.contains(&rname) {
+            return Err(ApiError::invalid(format!("Invalid value for field 'resource.secondaryIpRanges[{i}].rangeName': '{rname}'. Duplicate range name.")));
+        }
+        seen.push(rname);
+        let t = s.get("ipCidrRange").and_then(Value::as_str).unwrap_or_default();
+        let c = cidr(t).filter(|c| !has_host_bits(*c)).ok_or_else(|| {
+            ApiError::invalid(format!("Invalid value for field 'resource.secondaryIpRanges[{i}].ipCidrRange': '{t}'. Invalid IPCidrRange."))
+        })?;
+        ranges.push((format!("{name} secondary range {rname}"), c));
+    }
+    for (i, (a, ra)) in ranges.iter().enumerate() {
+        for (b, rb) in &ranges[i + 1..] {
+            if overlaps(*ra, *rb) {
+                return Err(ApiError::invalid(format!("Invalid IPCidrRange: {a} conflicts with {b}.")));
+            }
+        }
+    }
+    let own = self_link(&format!("projects/{project}/regions/{region}/subnetworks"), name);
+    let others = state.all_of("subnetworks").into_iter().map(|(_, _, v)| v).chain(state.pending_puts_of("subnetworks"));
+    for other in others {
+        if other.get("network").and_then(Value::as_str) != Some(network) || other.get("selfLink").and_then(Value::as_str) == Some(own.as_str()) {
+            continue;
+        }
+        let oname = other.get("name").and_then(Value::as_str).unwrap_or_default();
+        let mut theirs: Vec<&str> = other.get("ipCidrRange").and_then(Value::as_str).into_iter().collect();
+        theirs.extend(other.get("secondaryIpRanges").and_then(Value::as_array).into_iter().flatten().filter_map(|s| s.get("ipCidrRange").and_then(Value::as_str)));
+        for t in theirs {
+            if let Some(rt) = cidr(t)
+                && let Some((mine, _)) = ranges.iter().find(|(_, r)| overlaps(*r, rt))
+            {
+                return Err(ApiError::invalid(format!(
+                    "Invalid IPCidrRange: the {mine} conflicts with range {t} of existing subnetwork '{oname}' in network '{network}'."
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_firewall(body: &Value) -> Result<(), ApiError> {
+    let has = |f: &str| body.get(f).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    if has("allowed") == has("denied") {
+        return Err(ApiError::invalid("Invalid value for field 'resource': exactly one of 'allowed' and 'denied' must be given."));
+    }
+    let direction = body.get("direction").and_then(Value::as_str).unwrap_or("INGRESS");
+    if !["INGRESS", "EGRESS"].contains(&direction) {
+        return Err(ApiError::invalid(format!("Invalid value for field 'resource.direction': '{direction}'.")));
+    }
+    if direction == "EGRESS" && (has("sourceTags") || has("sourceServiceAccounts")) {
+        return Err(ApiError::invalid("Invalid value for field 'resource.sourceTags': an EGRESS firewall cannot have source tags or service accounts."));
+    }
+    if let Some(p) = body.get("priority").and_then(Value::as_i64)
+        && !(0..=65535).contains(&p)
+    {
+        return Err(ApiError::invalid(format!("Invalid value for field 'resource.priority': '{p}'. Must be between 0 and 65535.")));
+    }
+    for field in ["sourceRanges", "destinationRanges"] {
+        for (i, r) in body.get(field).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let t = r.as_str().unwrap_or_default();
+            if cidr(t).is_none() && cidr(&format!("{t}/32")).is_none() {
+                return Err(ApiError::invalid(format!("Invalid value for field 'resource.{field}[{i}]': '{t}'. Must be a CIDR address range.")));
+            }
+        }
+    }
+    for field in ["allowed", "denied"] {
+        for (i, rule) in body.get(field).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let proto = rule.get("IPProtocol").and_then(Value::as_str).unwrap_or_default();
+            if proto.is_empty() {
+                return Err(ApiError::invalid(format!("Required field 'resource.{field}[{i}].IPProtocol' not specified")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores NAT subnetwork references as self links, as the API answers them.
+fn normalize_nat_subnetworks(project: &str, body: &mut Value) {
+    for nat in body.get_mut("nats").and_then(Value::as_array_mut).into_iter().flatten() {
+        for s in nat.get_mut("subnetworks").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some((coll, name)) = s.get("name").and_then(Value::as_str).and_then(|t| reference(project, t)) {
+                s["name"] = json!(self_link(&coll, &name));
+            }
+        }
+    }
+}
+
+fn validate_router(state: &State, project: &str, region: &str, body: &Value) -> Result<(), ApiError> {
+    let mut names = Vec::new();
+    for (i, nat) in body.get("nats").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let n = nat.get("name").and_then(Value::as_str).unwrap_or_default();
+        check_name(&format!("resource.nats[{i}].name"), n, 63)?;
+        if names.contains(&n) {
+            return Err(ApiError::invalid(format!("Invalid value for field 'resource.nats[{i}].name': '{n}'. Duplicate NAT name.")));
+        }
+        names.push(n);
+        let alloc = nat.get("natIpAllocateOption").and_then(Value::as_str).unwrap_or_default();
+        if !["AUTO_ONLY", "MANUAL_ONLY"].contains(&alloc) {
+            return Err(ApiError::invalid(format!("Invalid value for field 'resource.nats[{i}].natIpAllocateOption': '{alloc}'.")));
+        }
+        let source = nat.get("sourceSubnetworkIpRangesToNat").and_then(Value::as_str).unwrap_or_default();
+        if !["ALL_SUBNETWORKS_ALL_IP_RANGES", "ALL_SUBNETWORKS_ALL_PRIMARY_IP_RANGES", "LIST_OF_SUBNETWORKS"].contains(&source) {
+            return Err(ApiError::invalid(format!("Invalid value for field 'resource.nats[{i}].sourceSubnetworkIpRangesToNat': '{source}'.")));
+        }
+        let subnets = nat.get("subnetworks").and_then(Value::as_array).cloned().unwrap_or_default();
+        if source == "LIST_OF_SUBNETWORKS" && subnets.is_empty() {
+            return Err(ApiError::invalid(format!("Invalid value for field 'resource.nats[{i}].subnetworks': LIST_OF_SUBNETWORKS needs at least one subnetwork.")));
+        }
+        for s in &subnets {
+            let text = s.get("name").and_then(Value::as_str).unwrap_or_default();
+            let (coll, sname) = reference(project, text).unwrap_or_default();
+            if coll != format!("projects/{project}/regions/{region}/subnetworks") || state.get(&coll, &sname).is_none() {
+                return Err(ApiError::not_found(&format!("{coll}/{sname}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_in_every_form_name_one_resource() {
+        let want = Some(("projects/p/global/networks".to_owned(), "n".to_owned()));
+        for link in ["https://www.googleapis.com/compute/v1/projects/p/global/networks/n", "projects/p/global/networks/n", "global/networks/n"] {
+            assert_eq!(reference("p", link), want, "{link}");
+        }
+    }
+}

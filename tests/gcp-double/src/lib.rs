@@ -1,0 +1,356 @@
+//! A small, state-keeping FAKE of the Google Cloud REST APIs the GCP provider calls, for
+//! tests. No emulator exists for Compute, GKE, IAM, Resource Manager or Service Usage, so
+//! the provider is tested against this fake, driven by the real `google-cloud-*` Rust
+//! clients (see `tests/`). It is not Google Cloud: it keeps the resources in memory and
+//! judges requests by the rules below, each taken from the API's reference page.
+//!
+//! One plain-HTTP port on 127.0.0.1 serves every API (point the clients at [`Double::url`]
+//! with `with_endpoint` and anonymous credentials):
+//!
+//! - Compute v1 ([`compute`]): networks, subnetworks, firewalls, routers (NAT is a field of
+//!   the router), global and regional operations. Every mutation answers an Operation that
+//!   goes PENDING -> RUNNING -> DONE over [`Options::operation_polls`] polls (`get` or
+//!   `wait`); only DONE makes the change visible
+//!   (<https://cloud.google.com/compute/docs/api/how-tos/api-requests-responses#handling_api_responses>).
+//!
+//! Errors are Google's error JSON ([`error`]). Every request may instead be answered 429
+//! `RESOURCE_EXHAUSTED` or 503 `UNAVAILABLE` with probability [`Options::fault_rate`],
+//! drawn from a generator seeded by [`Options::seed`], so a run is repeatable.
+//!
+//! [`Double::snapshot`] shows the stored resources by collection path: Compute's
+//! `projects/P/global/networks`, `projects/P/global/firewalls`,
+//! `projects/P/regions/R/subnetworks`, `projects/P/regions/R/routers`.
+
+pub mod compute;
+pub mod error;
+pub mod gke;
+pub mod names;
+mod state;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+use error::ApiError;
+use state::State;
+
+/// How the double starts.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The one project that exists.
+    pub project: String,
+    /// The region the provider works in (others are accepted too).
+    pub region: String,
+    /// A fake-gcs-server URL to forward `/storage/v1` and `/upload/storage/v1` to.
+    pub gcs_upstream: Option<String>,
+    /// Share of requests answered 429 or 503 in Google's error JSON instead.
+    pub fault_rate: f64,
+    /// Seed of the fault generator (and of fingerprints).
+    pub seed: u64,
+    /// How many polls an operation takes to reach DONE (0: DONE at once).
+    pub operation_polls: u32,
+    /// Services (`compute.googleapis.com`, ...) that are disabled in the project.
+    pub disabled_services: Vec<String>,
+    /// Permissions `testIamPermissions` leaves out of its answer.
+    pub denied_permissions: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            project: "byoc-test-project".to_owned(),
+            region: "us-central1".to_owned(),
+            gcs_upstream: None,
+            fault_rate: 0.0,
+            seed: 0,
+            operation_polls: 2,
+            disabled_services: Vec::new(),
+            denied_permissions: Vec::new(),
+        }
+    }
+}
+
+/// The state the server and every handle share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Stops the server when the last [`Double`] is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+    url: String,
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            // The server may have stopped already; nothing to tell it then.
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The fake; clones share state.
+#[derive(Clone)]
+pub struct Double {
+    handle: Arc<Handle>,
+}
+
+impl Double {
+    /// Starts on 127.0.0.1:0 on its own thread and tokio runtime (usable from sync tests);
+    /// stops when the last clone is dropped.
+    pub fn spawn(opts: Options) -> anyhow::Result<Double> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared { state: Mutex::new(State::new(opts)) });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let server = shared.clone();
+        std::thread::Builder::new().name("gcp-double".to_owned()).spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                tokio::select! {
+                    _ = serve(server, listener) => {}
+                    _ = stopped => {}
+                }
+            });
+        })?;
+        Ok(Double { handle: Arc::new(Handle { shared, url: format!("http://{addr}"), stop: Mutex::new(Some(stop)) }) })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.handle.shared.state()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.handle.url.clone()
+    }
+
+    /// `{"<collection path>": {"<name>": resource JSON as the API returns it}}`.
+    pub fn snapshot(&self) -> Value {
+        let state = self.state();
+        Value::Object(
+            state
+                .collections
+                .iter()
+                .map(|(c, items)| (c.clone(), Value::Object(items.iter().map(|(n, v)| (n.clone(), v.clone())).collect())))
+                .collect(),
+        )
+    }
+
+    /// `METHOD PATH` of every mutating request answered 2xx, in order.
+    pub fn writes(&self) -> Vec<String> {
+        self.state().writes.clone()
+    }
+
+    /// How many requests were answered with an injected fault.
+    pub fn faults_injected(&self) -> u64 {
+        self.state().faults
+    }
+
+    /// Changes the share of requests answered with a fault from now on.
+    pub fn set_fault_rate(&self, rate: f64) {
+        self.state().opts.fault_rate = rate;
+    }
+
+    /// Drift: changes a stored resource as another actor would (merge-patch of its JSON),
+    /// bumping its fingerprint/etag.
+    pub fn tamper(&self, collection: &str, name: &str, patch: Value) -> anyhow::Result<()> {
+        self.state().tamper(collection, name, &patch).map_err(|e| anyhow::anyhow!("{}", e.message))
+    }
+}
+
+/// One request, parsed.
+pub(crate) struct Req {
+    pub method: Method,
+    /// The path without its leading `/`, split at `/`, percent-decoded.
+    pub segments: Vec<String>,
+    pub query: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Req {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn segs(&self) -> Vec<&str> {
+        self.segments.iter().map(String::as_str).collect()
+    }
+}
+
+/// A handler's answer: the body, and whether the request changed something.
+pub(crate) struct Reply {
+    pub body: Value,
+    pub mutating: bool,
+}
+
+impl Reply {
+    pub(crate) fn read(body: Value) -> Result<Reply, ApiError> {
+        Ok(Reply { body, mutating: false })
+    }
+
+    pub(crate) fn write(body: Value) -> Result<Reply, ApiError> {
+        Ok(Reply { body, mutating: true })
+    }
+}
+
+async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    Ok::<_, Infallible>(answer(&shared, Request::from_parts(parts, bytes)).await.map(Full::new))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            // A client that goes away mid-request is its own business.
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(body.to_string()));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=UTF-8"));
+    resp
+}
+
+async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
+    {
+        let mut state = shared.state();
+        let rate = state.opts.fault_rate;
+        if rate > 0.0 && state.draw() < rate {
+            state.faults += 1;
+            let e = if state.random() % 2 == 0 {
+                ApiError::new(429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", "Quota exceeded for quota metric 'Queries' (injected by the fake)")
+            } else {
+                ApiError::new(503, "UNAVAILABLE", "backendError", "The service is currently unavailable (injected by the fake).")
+            };
+            return json_response(e.code, &e.body());
+        }
+    }
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| percent_decode(s))
+        .collect();
+    let query: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let body = if req.body().is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice::<Value>(req.body()) {
+            Ok(v) => v,
+            Err(e) => {
+                let e = ApiError::invalid(format!("Invalid JSON payload received. {e}"));
+                return json_response(e.code, &e.body());
+            }
+        }
+    };
+    let parsed = Req { method: method.clone(), segments, query, body };
+    let mut state = shared.state();
+    let result = route(&mut state, &parsed);
+    match result {
+        Ok(reply) => {
+            if reply.mutating {
+                state.writes.push(format!("{method} {path}"));
+            }
+            json_response(200, &reply.body)
+        }
+        Err(e) => json_response(e.code, &e.body()),
+    }
+}
+
+fn route(state: &mut State, req: &Req) -> Result<Reply, ApiError> {
+    let segs = req.segs();
+    match segs.as_slice() {
+        ["compute", "v1", "projects", project, rest @ ..] => {
+            check_project(state, project)?;
+            check_service(state, "compute.googleapis.com", "Compute Engine API", project)?;
+            compute::route(state, req, project, rest)
+        }
+        ["v1", "projects", project, "locations", location, rest @ ..] => {
+            check_project(state, project)?;
+            check_service(state, "container.googleapis.com", "Kubernetes Engine API", project)?;
+            gke::route(state, req, project, location, rest)
+        }
+        _ => Err(ApiError::new(404, "NOT_FOUND", "notFound", format!("the fake does not serve {} /{}", req.method, segs.join("/")))),
+    }
+}
+
+/// Only the configured project exists (403 as Google answers for a project one cannot see).
+pub(crate) fn check_project(state: &State, project: &str) -> Result<(), ApiError> {
+    if project == state.opts.project {
+        Ok(())
+    } else {
+        Err(ApiError::denied("forbidden", format!("Permission denied on resource project {project} (or it may not exist).")))
+    }
+}
+
+/// One page of `items` from `pageToken` (an offset) with at most `maxResults` (default 500).
+pub(crate) fn page(items: Vec<Value>, max: Option<&str>, token: Option<&str>) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let max: usize = match max {
+        Some(m) => m.parse().map_err(|_| ApiError::invalid(format!("Invalid value for field 'maxResults': '{m}'")))?,
+        None => 500,
+    };
+    let start: usize = match token.filter(|t| !t.is_empty()) {
+        Some(t) => t.parse().map_err(|_| ApiError::invalid(format!("Invalid value for field 'pageToken': '{t}'")))?,
+        None => 0,
+    };
+    let max = if max == 0 { 500 } else { max };
+    let end = (start + max).min(items.len());
+    let next = (end < items.len()).then(|| end.to_string());
+    Ok((items.into_iter().skip(start).take(max).collect(), next))
+}
+
+/// 403 `SERVICE_DISABLED` for an API that is not enabled in the project, as Google answers
+/// (<https://cloud.google.com/service-usage/docs/reference/rest>: "API has not been used in
+/// project ... before or it is disabled"; `errors[].reason` is `accessNotConfigured`).
+pub(crate) fn check_service(state: &State, service: &str, title: &str, project: &str) -> Result<(), ApiError> {
+    if state.opts.disabled_services.iter().any(|s| s == service) {
+        return Err(ApiError::denied(
+            "accessNotConfigured",
+            format!(
+                "{title} has not been used in project {project} before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/{service}/overview?project={project} then retry."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit() {
+            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,210 @@
+//! The real `google-cloud-compute-v1` client against the fake: if the client cannot parse an
+//! answer, the answer is wrong.
+
+mod common;
+
+use common::{anonymous, client_reason, fast_polls, raw, reason};
+use gcp_double::{Double, Options};
+use google_cloud_compute_v1::client::{GlobalOperations, Networks, Routers, Subnetworks, Firewalls};
+use google_cloud_compute_v1::model::{
+    Firewall, Network, Router, RouterNat, Subnetwork, SubnetworkSecondaryRange, firewall, router_nat, subnetwork,
+};
+use google_cloud_lro::Poller;
+use serde_json::json;
+
+const P: &str = "byoc-test-project";
+const R: &str = "us-central1";
+
+struct Clients {
+    networks: Networks,
+    subnetworks: Subnetworks,
+    firewalls: Firewalls,
+    routers: Routers,
+    operations: GlobalOperations,
+}
+
+async fn clients(double: &Double) -> Clients {
+    common::init();
+    Clients {
+        networks: Networks::builder().with_endpoint(double.url()).with_credentials(anonymous()).with_polling_backoff_policy(fast_polls()).build().await.expect("client"),
+        subnetworks: Subnetworks::builder().with_endpoint(double.url()).with_credentials(anonymous()).with_polling_backoff_policy(fast_polls()).build().await.expect("client"),
+        firewalls: Firewalls::builder().with_endpoint(double.url()).with_credentials(anonymous()).with_polling_backoff_policy(fast_polls()).build().await.expect("client"),
+        routers: Routers::builder().with_endpoint(double.url()).with_credentials(anonymous()).with_polling_backoff_policy(fast_polls()).build().await.expect("client"),
+        operations: GlobalOperations::builder().with_endpoint(double.url()).with_credentials(anonymous()).build().await.expect("client"),
+    }
+}
+
+async fn make_network(c: &Clients, name: &str) {
+    let op = c.networks.insert().set_project(P).set_body(Network::new().set_name(name).set_auto_create_subnetworks(false)).poller().until_done().await.expect("insert network");
+    assert_eq!(op.status, Some(google_cloud_compute_v1::model::operation::Status::Done));
+}
+
+async fn make_subnet(c: &Clients, name: &str, network: &str, range: &str) -> google_cloud_compute_v1::Result<google_cloud_compute_v1::model::Operation> {
+    c.subnetworks
+        .insert()
+        .set_project(P)
+        .set_region(R)
+        .set_body(Subnetwork::new().set_name(name).set_network(format!("global/networks/{network}")).set_ip_cidr_range(range))
+        .poller()
+        .until_done()
+        .await
+}
+
+#[tokio::test]
+async fn a_change_is_visible_only_once_its_operation_is_done() {
+    let double = Double::spawn(Options::default()).expect("spawn");
+    let c = clients(&double).await;
+    let op = c.networks.insert().set_project(P).set_body(Network::new().set_name("vpc").set_auto_create_subnetworks(false)).send().await.expect("insert");
+    assert_eq!(op.status, Some(google_cloud_compute_v1::model::operation::Status::Pending));
+    assert!(op.target_link.as_deref().is_some_and(|l| l.ends_with("/projects/byoc-test-project/global/networks/vpc")), "{op:?}");
+    let err = c.networks.get().set_project(P).set_network("vpc").send().await.expect_err("not visible yet");
+    assert_eq!(err.http_status_code(), Some(404));
+    let name = op.name.clone().expect("operation name");
+    let first = c.operations.get().set_project(P).set_operation(&name).send().await.expect("poll 1");
+    assert_eq!(first.status, Some(google_cloud_compute_v1::model::operation::Status::Running));
+    assert!(c.networks.get().set_project(P).set_network("vpc").send().await.is_err(), "RUNNING is not DONE");
+    let second = c.operations.get().set_project(P).set_operation(&name).send().await.expect("poll 2");
+    assert_eq!(second.status, Some(google_cloud_compute_v1::model::operation::Status::Done));
+    let net = c.networks.get().set_project(P).set_network("vpc").send().await.expect("visible when DONE");
+    assert_eq!(net.name.as_deref(), Some("vpc"));
+    assert!(net.id.is_some() && net.creation_timestamp.is_some() && net.self_link.is_some(), "{net:?}");
+    assert_eq!(double.writes(), vec!["POST /compute/v1/projects/byoc-test-project/global/networks".to_owned()]);
+}
+
+#[tokio::test]
+async fn subnetwork_lifecycle_with_fingerprints() {
+    let double = Double::spawn(Options::default()).expect("spawn");
+    let c = clients(&double).await;
+    make_network(&c, "vpc").await;
+    let range = SubnetworkSecondaryRange::new().set_range_name("pods").set_ip_cidr_range("10.8.0.0/14");
+    c.subnetworks
+        .insert()
+        .set_project(P)
+        .set_region(R)
+        .set_body(
+            Subnetwork::new()
+                .set_name("nodes")
+                .set_network("global/networks/vpc")
+                .set_ip_cidr_range("10.0.0.0/20")
+                .set_purpose(subnetwork::Purpose::Private)
+                .set_secondary_ip_ranges([range]),
+        )
+        .poller()
+        .until_done()
+        .await
+        .expect("insert subnetwork");
+    let got = c.subnetworks.get().set_project(P).set_region(R).set_subnetwork("nodes").send().await.expect("get");
+    let fingerprint = got.fingerprint.clone().expect("fingerprint");
+    assert!(got.network.as_deref().is_some_and(|n| n.ends_with("projects/byoc-test-project/global/networks/vpc")));
+
+    // The first patch with the fingerprint read wins; a second with the same one is stale.
+    let patch = Subnetwork::new().set_private_ip_google_access(true).set_fingerprint(fingerprint.clone());
+    c.subnetworks.patch().set_project(P).set_region(R).set_subnetwork("nodes").set_body(patch.clone()).poller().until_done().await.expect("patch");
+    let err = c.subnetworks.patch().set_project(P).set_region(R).set_subnetwork("nodes").set_body(patch).send().await.expect_err("stale fingerprint");
+    assert_eq!(err.http_status_code(), Some(412), "{err:?}");
+    assert_eq!(client_reason(&err), "conditionNotMet");
+    let after = c.subnetworks.get().set_project(P).set_region(R).set_subnetwork("nodes").send().await.expect("get");
+    assert_eq!(after.private_ip_google_access, Some(true));
+    assert_ne!(after.fingerprint, Some(fingerprint), "a change makes a new fingerprint");
+
+    // The network is in use while the subnetwork lives.
+    let err = c.networks.delete().set_project(P).set_network("vpc").send().await.expect_err("in use");
+    assert_eq!(err.http_status_code(), Some(400));
+    assert_eq!(client_reason(&err), "resourceInUseByAnotherResource");
+    c.subnetworks.delete().set_project(P).set_region(R).set_subnetwork("nodes").poller().until_done().await.expect("delete subnetwork");
+    c.networks.delete().set_project(P).set_network("vpc").poller().until_done().await.expect("delete network");
+    assert_eq!(double.snapshot(), json!({}));
+}
+
+#[tokio::test]
+async fn a_taken_name_is_already_exists() {
+    let double = Double::spawn(Options::default()).expect("spawn");
+    let c = clients(&double).await;
+    make_network(&c, "vpc").await;
+    let err = c.networks.insert().set_project(P).set_body(Network::new().set_name("vpc")).send().await.expect_err("taken");
+    assert_eq!(err.http_status_code(), Some(409));
+    assert_eq!(err.status().map(|s| s.code), Some(google_cloud_gax::error::rpc::Code::AlreadyExists));
+    assert_eq!(client_reason(&err), "alreadyExists");
+}
+
+#[tokio::test]
+async fn overlapping_ranges_and_bad_names_are_refused() {
+    let double = Double::spawn(Options::default()).expect("spawn");
+    let c = clients(&double).await;
+    make_network(&c, "vpc").await;
+    make_subnet(&c, "a", "vpc", "10.0.0.0/20").await.expect("first subnet");
+    let err = make_subnet(&c, "b", "vpc", "10.0.8.0/24").await.expect_err("overlap");
+    assert_eq!(err.http_status_code(), Some(400), "{err:?}");
+    make_network(&c, "other").await;
+    make_subnet(&c, "c", "other", "10.0.8.0/24").await.expect("another network may reuse the range");
+    for bad in ["Upper", "1digit", "trailing-", "x".repeat(64).as_str()] {
+        let err = make_subnet(&c, bad, "vpc", "10.1.0.0/24").await.expect_err("bad name");
+        assert_eq!(err.http_status_code(), Some(400), "{bad}");
+    }
+    let err = make_subnet(&c, "hostbits", "vpc", "10.1.0.1/24").await.expect_err("host bits");
+    assert_eq!(err.http_status_code(), Some(400));
+    let err = make_subnet(&c, "nonet", "missing", "10.2.0.0/24").await.expect_err("missing network");
+    assert_eq!(err.http_status_code(), Some(404));
+    let psc = Subnetwork::new()
+        .set_name("psc")
+        .set_network("global/networks/vpc")
+        .set_ip_cidr_range("10.3.0.0/24")
+        .set_purpose(subnetwork::Purpose::PrivateServiceConnect)
+        .set_secondary_ip_ranges([SubnetworkSecondaryRange::new().set_range_name("x").set_ip_cidr_range("10.4.0.0/24")]);
+    let err = c.subnetworks.insert().set_project(P).set_region(R).set_body(psc).send().await.expect_err("psc with secondary ranges");
+    assert_eq!(err.http_status_code(), Some(400));
+}
+
+#[tokio::test]
+async fn labels_on_kinds_without_labels_are_unknown_fields() {
+    let double = Double::spawn(Options::default()).expect("spawn");
+    let (status, body) = raw(&double.url(), "POST", &format!("/compute/v1/projects/{P}/global/networks"), Some(&json!({"name": "vpc", "labels": {"a": "b"}})));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body.pointer("/error/status"), Some(&json!("INVALID_ARGUMENT")));
+    let (status, _) = raw(&double.url(), "POST", &format!("/compute/v1/projects/{P}/global/networks"), Some(&json!({"name": "vpc"})));
+    assert_eq!(status, 200);
+    let (status, body) = raw(&double.url(), "GET", "/compute/v1/projects/someone-else/global/networks", None);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(reason(&body), "forbidden");
+}
+
+#[tokio::test]
+async fn firewalls_and_router_nat() {
+    let double = Double::spawn(Options { operation_polls: 0, ..Options::default() }).expect("spawn");
+    let c = clients(&double).await;
+    make_network(&c, "vpc").await;
+    make_subnet(&c, "nodes", "vpc", "10.0.0.0/20").await.expect("subnet");
+    let fw = Firewall::new()
+        .set_name("allow-internal")
+        .set_network("global/networks/vpc")
+        .set_direction(firewall::Direction::Ingress)
+        .set_source_ranges(["10.0.0.0/8"])
+        .set_allowed([firewall::Allowed::new().set_ip_protocol("tcp").set_ports(["4566"])]);
+    c.firewalls.insert().set_project(P).set_body(fw.clone()).poller().until_done().await.expect("firewall");
+    let both = fw.clone().set_name("both").set_denied([firewall::Denied::new().set_ip_protocol("udp")]);
+    let err = c.firewalls.insert().set_project(P).set_body(both).send().await.expect_err("allowed and denied");
+    assert_eq!(err.http_status_code(), Some(400));
+    // update (PUT) replaces the whole rule.
+    let replaced = fw.set_source_ranges(["192.168.0.0/16"]);
+    c.firewalls.update().set_project(P).set_firewall("allow-internal").set_body(replaced).poller().until_done().await.expect("update");
+    let got = c.firewalls.get().set_project(P).set_firewall("allow-internal").send().await.expect("get");
+    assert_eq!(got.source_ranges, vec!["192.168.0.0/16".to_owned()]);
+
+    let nat = RouterNat::new()
+        .set_name("nat")
+        .set_nat_ip_allocate_option(router_nat::NatIpAllocateOption::AutoOnly)
+        .set_source_subnetwork_ip_ranges_to_nat(router_nat::SourceSubnetworkIpRangesToNat::ListOfSubnetworks)
+        .set_subnetworks([google_cloud_compute_v1::model::RouterNatSubnetworkToNat::new()
+            .set_name(format!("projects/{P}/regions/{R}/subnetworks/nodes"))
+            .set_source_ip_ranges_to_nat([google_cloud_compute_v1::model::router_nat_subnetwork_to_nat::SourceIpRangesToNat::AllIpRanges])]);
+    let router = Router::new().set_name("router-nat").set_network("global/networks/vpc").set_nats([nat]);
+    c.routers.insert().set_project(P).set_region(R).set_body(router).poller().until_done().await.expect("router");
+    let got = c.routers.get().set_project(P).set_region(R).set_router("router-nat").send().await.expect("get router");
+    assert_eq!(got.nats.len(), 1);
+    let err = c.subnetworks.delete().set_project(P).set_region(R).set_subnetwork("nodes").send().await.expect_err("NAT uses it");
+    assert_eq!(client_reason(&err), "resourceInUseByAnotherResource");
+    let list = c.routers.list().set_project(P).set_region(R).send().await.expect("list");
+    assert_eq!(list.items.len(), 1);
+    let writes = double.writes();
+    assert_eq!(writes.len(), 5, "{writes:?}");
+}
