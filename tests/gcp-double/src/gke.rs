@@ -71,13 +71,13 @@ pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str,
                     Reply::read(json!({"nodePools": state.list(&format!("{cluster_key}/nodePools"))}))
                 }
                 (["nodePools"], None) if m == M::POST => create_node_pool(state, req, project, location, &clusters, cluster),
-                ([np], None) if m == M::GET => {
+                (["nodePools", np], None) if m == M::GET => {
                     let (np, _) = split_verb(np);
                     let pools = format!("{cluster_key}/nodePools");
                     state.get(&clusters, cluster).ok_or_else(|| not_found(&cluster_key))?;
                     state.get(&pools, np).cloned().ok_or_else(|| not_found(&format!("{pools}/{np}"))).and_then(Reply::read)
                 }
-                ([np], None) => {
+                (["nodePools", np], None) => {
                     let (np, verb) = split_verb(np);
                     node_pool_change(state, req, project, location, &clusters, cluster, np, verb)
                 }

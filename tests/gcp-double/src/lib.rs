@@ -12,6 +12,11 @@
 //!   goes PENDING -> RUNNING -> DONE over [`Options::operation_polls`] polls (`get` or
 //!   `wait`); only DONE makes the change visible
 //!   (<https://cloud.google.com/compute/docs/api/how-tos/api-requests-responses#handling_api_responses>).
+//! - GKE, container v1 ([`gke`]): clusters and node pools (create, get, list, update, delete,
+//!   `:setSize`, `:setAutoscaling`) and their operations; a cluster is PROVISIONING until its
+//!   operation is DONE, then RUNNING with its endpoint and CA.
+//! - Every API answers 403 `accessNotConfigured` while its service is in
+//!   [`Options::disabled_services`].
 //!
 //! Errors are Google's error JSON ([`error`]). Every request may instead be answered 429
 //! `RESOURCE_EXHAUSTED` or 503 `UNAVAILABLE` with probability [`Options::fault_rate`],
@@ -19,7 +24,8 @@
 //!
 //! [`Double::snapshot`] shows the stored resources by collection path: Compute's
 //! `projects/P/global/networks`, `projects/P/global/firewalls`,
-//! `projects/P/regions/R/subnetworks`, `projects/P/regions/R/routers`.
+//! `projects/P/regions/R/subnetworks`, `projects/P/regions/R/routers`; GKE's
+//! `projects/P/locations/L/clusters` and `projects/P/locations/L/clusters/C/nodePools`.
 
 pub mod compute;
 pub mod error;

@@ -61,3 +61,35 @@ pub fn client_reason(e: &google_cloud_gax::error::Error) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Inserts a Compute resource over raw HTTP and polls its operation until DONE.
+pub fn compute_insert(url: &str, collection: &str, body: Value) {
+    let (status, op) = raw(url, "POST", &format!("/compute/v1/{collection}"), Some(&body));
+    assert_eq!(status, 200, "{op}");
+    let link = op["selfLink"].as_str().expect("operation selfLink").to_owned();
+    let path = &link[link.find("/compute/v1/").expect("compute path")..];
+    for _ in 0..10 {
+        let (_, op) = raw(url, "GET", path, None);
+        if op["status"] == "DONE" {
+            return;
+        }
+    }
+    panic!("operation {path} never DONE");
+}
+
+/// A network `vpc` with a subnetwork `nodes` (secondary ranges `pods`, `services`) and a
+/// `PRIVATE_SERVICE_CONNECT` subnetwork `psc`, in us-central1.
+pub fn network_with_subnets(url: &str, project: &str) {
+    compute_insert(url, &format!("projects/{project}/global/networks"), serde_json::json!({"name": "vpc", "autoCreateSubnetworks": false}));
+    compute_insert(
+        url,
+        &format!("projects/{project}/regions/us-central1/subnetworks"),
+        serde_json::json!({"name": "nodes", "network": "global/networks/vpc", "ipCidrRange": "10.0.0.0/20",
+            "secondaryIpRanges": [{"rangeName": "pods", "ipCidrRange": "10.8.0.0/14"}, {"rangeName": "services", "ipCidrRange": "10.12.0.0/20"}]}),
+    );
+    compute_insert(
+        url,
+        &format!("projects/{project}/regions/us-central1/subnetworks"),
+        serde_json::json!({"name": "psc", "network": "global/networks/vpc", "ipCidrRange": "10.13.0.0/24", "purpose": "PRIVATE_SERVICE_CONNECT"}),
+    );
+}
