@@ -15,6 +15,12 @@
 //! - GKE, container v1 ([`gke`]): clusters and node pools (create, get, list, update, delete,
 //!   `:setSize`, `:setAutoscaling`) and their operations; a cluster is PROVISIONING until its
 //!   operation is DONE, then RUNNING with its endpoint and CA.
+//! - IAM admin v1 ([`iam`]): service accounts (create with `accountId`, get, list, patch,
+//!   update, delete) and their `getIamPolicy`/`setIamPolicy`/`testIamPermissions`.
+//! - Resource Manager v3 ([`iam`]): `projects/P` (get), its IAM policy with etag
+//!   read-modify-write (a stale etag is 409 `ABORTED`, as the API answers), and
+//!   `testIamPermissions` (leaving out [`Options::denied_permissions`]).
+//! - Service Usage v1 ([`services`]): get, batchGet, list by state, enable/disable.
 //! - Every API answers 403 `accessNotConfigured` while its service is in
 //!   [`Options::disabled_services`].
 //!
@@ -25,12 +31,16 @@
 //! [`Double::snapshot`] shows the stored resources by collection path: Compute's
 //! `projects/P/global/networks`, `projects/P/global/firewalls`,
 //! `projects/P/regions/R/subnetworks`, `projects/P/regions/R/routers`; GKE's
-//! `projects/P/locations/L/clusters` and `projects/P/locations/L/clusters/C/nodePools`.
+//! `projects/P/locations/L/clusters` and `projects/P/locations/L/clusters/C/nodePools`;
+//! IAM's `projects/P/serviceAccounts` (keyed by email) and `iamPolicies` (keyed by resource:
+//! `projects/P`, `projects/P/serviceAccounts/EMAIL`, `b/BUCKET`).
 
 pub mod compute;
 pub mod error;
 pub mod gke;
+pub mod iam;
 pub mod names;
+pub mod services;
 mod state;
 
 use std::convert::Infallible;
@@ -299,6 +309,21 @@ fn route(state: &mut State, req: &Req) -> Result<Reply, ApiError> {
             check_project(state, project)?;
             check_service(state, "container.googleapis.com", "Kubernetes Engine API", project)?;
             gke::route(state, req, project, location, rest)
+        }
+        ["v1", "projects", project, rest @ ..] if rest.first().is_some_and(|s| s.starts_with("serviceAccounts")) => {
+            check_project(state, project)?;
+            check_service(state, "iam.googleapis.com", "Identity and Access Management (IAM) API", project)?;
+            iam::route_accounts(state, req, project, rest)
+        }
+        ["v1", "projects", project, rest @ ..] if rest.first().is_some_and(|s| s.starts_with("services")) => {
+            if *project != state.opts.project && *project != iam::PROJECT_NUMBER {
+                check_project(state, project)?;
+            }
+            services::route(state, req, rest)
+        }
+        ["v3", "projects", target] => {
+            check_service(state, "cloudresourcemanager.googleapis.com", "Cloud Resource Manager API", &state.opts.project.clone())?;
+            iam::route_project(state, req, target)
         }
         _ => Err(ApiError::new(404, "NOT_FOUND", "notFound", format!("the fake does not serve {} /{}", req.method, segs.join("/")))),
     }
