@@ -21,6 +21,10 @@
 //!   read-modify-write (a stale etag is 409 `ABORTED`, as the API answers), and
 //!   `testIamPermissions` (leaving out [`Options::denied_permissions`]).
 //! - Service Usage v1 ([`services`]): get, batchGet, list by state, enable/disable.
+//! - Cloud Storage ([`gcs`]): `/storage/v1`, `/upload/storage/v1` and `/download/storage/v1`
+//!   are forwarded unchanged to the fake-gcs-server given as [`Options::gcs_upstream`],
+//!   except bucket IAM (`/storage/v1/b/B/iam`), which fake-gcs-server lacks and this fake
+//!   keeps (a stale etag there is 412, as Cloud Storage answers preconditions).
 //! - Every API answers 403 `accessNotConfigured` while its service is in
 //!   [`Options::disabled_services`].
 //!
@@ -37,6 +41,7 @@
 
 pub mod compute;
 pub mod error;
+pub mod gcs;
 pub mod gke;
 pub mod iam;
 pub mod names;
@@ -266,6 +271,9 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
     }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    if let Some(resp) = storage(shared, &path, req.clone()).await {
+        return resp;
+    }
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
@@ -297,6 +305,40 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
     }
 }
 
+/// Cloud Storage: everything but bucket IAM goes to the upstream (`None`: not a storage path,
+/// or bucket IAM, which [`route`] answers).
+async fn storage(shared: &Shared, path: &str, req: Request<Bytes>) -> Option<Response<Bytes>> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let upstream = shared.state().opts.gcs_upstream.clone();
+    match segs.as_slice() {
+        ["storage", "v1", "b", bucket, "iam", ..] => {
+            // IAM of a bucket the upstream lacks is 404, as Cloud Storage answers.
+            let upstream = upstream?;
+            let probe = Request::get(format!("/storage/v1/b/{bucket}")).body(Bytes::new()).ok()?;
+            match gcs::forward(&upstream, probe).await {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(r),
+                Err(e) => Some(json_response(e.code, &e.body())),
+            }
+        }
+        ["storage", "v1", ..] | ["upload", "storage", "v1", ..] | ["download", "storage", "v1", ..] => {
+            let method = req.method().clone();
+            let resp = match upstream {
+                Some(up) => gcs::forward(&up, req).await.unwrap_or_else(|e| json_response(e.code, &e.body())),
+                None => {
+                    let e = ApiError::new(404, "NOT_FOUND", "notFound", "the fake has no GCS upstream (Options::gcs_upstream)");
+                    json_response(e.code, &e.body())
+                }
+            };
+            if resp.status().is_success() && method != Method::GET && method != Method::HEAD {
+                shared.state().writes.push(format!("{method} {path}"));
+            }
+            Some(resp)
+        }
+        _ => None,
+    }
+}
+
 fn route(state: &mut State, req: &Req) -> Result<Reply, ApiError> {
     let segs = req.segs();
     match segs.as_slice() {
@@ -321,6 +363,7 @@ fn route(state: &mut State, req: &Req) -> Result<Reply, ApiError> {
             }
             services::route(state, req, rest)
         }
+        ["storage", "v1", "b", bucket, "iam", rest @ ..] => gcs::route_iam(state, req, bucket, rest),
         ["v3", "projects", target] => {
             check_service(state, "cloudresourcemanager.googleapis.com", "Cloud Resource Manager API", &state.opts.project.clone())?;
             iam::route_project(state, req, target)
