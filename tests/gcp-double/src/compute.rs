@@ -64,27 +64,101 @@ impl Kind {
     fn fields(self) -> &'static [&'static str] {
         match self {
             Kind::Network => &[
-                "IPv4Range", "autoCreateSubnetworks", "creationTimestamp", "description", "enableUlaInternalIpv6",
-                "firewallPolicy", "gatewayIPv4", "id", "internalIpv6Range", "kind", "mtu", "name",
-                "networkFirewallPolicyEnforcementOrder", "networkProfile", "params", "peerings", "routingConfig",
-                "selfLink", "selfLinkWithId", "subnetworks",
+                "IPv4Range",
+                "autoCreateSubnetworks",
+                "creationTimestamp",
+                "description",
+                "enableUlaInternalIpv6",
+                "firewallPolicy",
+                "gatewayIPv4",
+                "id",
+                "internalIpv6Range",
+                "kind",
+                "mtu",
+                "name",
+                "networkFirewallPolicyEnforcementOrder",
+                "networkProfile",
+                "params",
+                "peerings",
+                "routingConfig",
+                "selfLink",
+                "selfLinkWithId",
+                "subnetworks",
             ],
             Kind::Subnetwork => &[
-                "allowSubnetCidrRoutesOverlap", "creationTimestamp", "description", "enableFlowLogs", "externalIpv6Prefix",
-                "fingerprint", "gatewayAddress", "id", "internalIpv6Prefix", "ipCidrRange", "ipCollection",
-                "ipv6AccessType", "ipv6CidrRange", "ipv6GceEndpoint", "kind", "logConfig", "name", "network", "params",
-                "privateIpGoogleAccess", "privateIpv6GoogleAccess", "purpose", "region", "reservedInternalRange",
-                "resolveSubnetMask", "role", "secondaryIpRanges", "selfLink", "stackType", "state",
-                "systemReservedExternalIpv6Ranges", "systemReservedInternalIpv6Ranges", "utilizationDetails",
+                "allowSubnetCidrRoutesOverlap",
+                "creationTimestamp",
+                "description",
+                "enableFlowLogs",
+                "externalIpv6Prefix",
+                "fingerprint",
+                "gatewayAddress",
+                "id",
+                "internalIpv6Prefix",
+                "ipCidrRange",
+                "ipCollection",
+                "ipv6AccessType",
+                "ipv6CidrRange",
+                "ipv6GceEndpoint",
+                "kind",
+                "logConfig",
+                "name",
+                "network",
+                "params",
+                "privateIpGoogleAccess",
+                "privateIpv6GoogleAccess",
+                "purpose",
+                "region",
+                "reservedInternalRange",
+                "resolveSubnetMask",
+                "role",
+                "secondaryIpRanges",
+                "selfLink",
+                "stackType",
+                "state",
+                "systemReservedExternalIpv6Ranges",
+                "systemReservedInternalIpv6Ranges",
+                "utilizationDetails",
             ],
             Kind::Firewall => &[
-                "allowed", "creationTimestamp", "denied", "description", "destinationRanges", "direction", "disabled", "id",
-                "kind", "logConfig", "name", "network", "params", "priority", "selfLink", "sourceRanges",
-                "sourceServiceAccounts", "sourceTags", "targetServiceAccounts", "targetTags",
+                "allowed",
+                "creationTimestamp",
+                "denied",
+                "description",
+                "destinationRanges",
+                "direction",
+                "disabled",
+                "id",
+                "kind",
+                "logConfig",
+                "name",
+                "network",
+                "params",
+                "priority",
+                "selfLink",
+                "sourceRanges",
+                "sourceServiceAccounts",
+                "sourceTags",
+                "targetServiceAccounts",
+                "targetTags",
             ],
             Kind::Router => &[
-                "bgp", "bgpPeers", "creationTimestamp", "description", "encryptedInterconnectRouter", "id", "interfaces",
-                "kind", "md5AuthenticationKeys", "name", "nats", "nccGateway", "network", "params", "region", "selfLink",
+                "bgp",
+                "bgpPeers",
+                "creationTimestamp",
+                "description",
+                "encryptedInterconnectRouter",
+                "id",
+                "interfaces",
+                "kind",
+                "md5AuthenticationKeys",
+                "name",
+                "nats",
+                "nccGateway",
+                "network",
+                "params",
+                "region",
+                "selfLink",
             ],
         }
     }
@@ -122,9 +196,7 @@ pub(crate) fn route(state: &mut State, req: &Req, project: &str, rest: &[&str]) 
         ["global", "operations", op] if m == M::GET => poll(state, &format!("projects/{project}/global/operations/{op}")),
         ["global", "operations", op, "wait"] if m == M::POST => poll(state, &format!("projects/{project}/global/operations/{op}")),
         ["regions", r, "operations", op] if m == M::GET => poll(state, &format!("projects/{project}/regions/{r}/operations/{op}")),
-        ["regions", r, "operations", op, "wait"] if m == M::POST => {
-            poll(state, &format!("projects/{project}/regions/{r}/operations/{op}"))
-        }
+        ["regions", r, "operations", op, "wait"] if m == M::POST => poll(state, &format!("projects/{project}/regions/{r}/operations/{op}")),
         ["global", plural] | ["global", plural, _] => {
             let kind = match *plural {
                 "networks" => Kind::Network,
@@ -238,7 +310,15 @@ fn check_fields(kind: Kind, body: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn operation(state: &mut State, project: &str, region: Option<&str>, op_type: &str, target: &str, target_id: &str, effects: Vec<Effect>) -> Value {
+fn operation(
+    state: &mut State,
+    project: &str,
+    region: Option<&str>,
+    op_type: &str,
+    target: &str,
+    target_id: &str,
+    effects: Vec<Effect>,
+) -> Value {
     let name = format!("operation-{}-{:016x}", jiff::Timestamp::now().as_millisecond(), state.random());
     let op_coll = match region {
         Some(r) => format!("projects/{project}/regions/{r}/operations"),
@@ -288,13 +368,26 @@ fn insert(state: &mut State, req: &Req, project: &str, region: Option<&str>, kin
 }
 
 #[allow(clippy::too_many_arguments)]
-fn change(state: &mut State, req: &Req, project: &str, region: Option<&str>, kind: Kind, coll: &str, name: &str, replace: bool) -> Result<Reply, ApiError> {
+fn change(
+    state: &mut State,
+    req: &Req,
+    project: &str,
+    region: Option<&str>,
+    kind: Kind,
+    coll: &str,
+    name: &str,
+    replace: bool,
+) -> Result<Reply, ApiError> {
     let current = state.get(coll, name).cloned().ok_or_else(|| ApiError::not_found(&format!("{coll}/{name}")))?;
     check_fields(kind, &req.body)?;
     if kind == Kind::Subnetwork {
         let sent = req.body.get("fingerprint").and_then(Value::as_str);
         match sent {
-            None => return Err(ApiError::invalid("Invalid value for field 'resource.fingerprint': ''. Fingerprint is required to patch a subnetwork.")),
+            None => {
+                return Err(ApiError::invalid(
+                    "Invalid value for field 'resource.fingerprint': ''. Fingerprint is required to patch a subnetwork.",
+                ));
+            }
             Some(fp) if Some(fp) != current.get("fingerprint").and_then(Value::as_str) => {
                 return Err(ApiError::condition_not_met(format!(
                     "Supplied fingerprint does not match current fingerprint of '{coll}/{name}'; get the subnetwork again and retry."
@@ -400,7 +493,8 @@ fn network_link(state: &State, project: &str, field: &str, body: &Value) -> Resu
         .get("network")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::invalid(format!("Invalid value for field '{field}': ''. The network must be specified.")))?;
-    let (coll, name) = reference(project, text).ok_or_else(|| ApiError::invalid(format!("Invalid value for field '{field}': '{text}'.")))?;
+    let (coll, name) =
+        reference(project, text).ok_or_else(|| ApiError::invalid(format!("Invalid value for field '{field}': '{text}'.")))?;
     if !coll.ends_with("/global/networks") || state.get(&coll, &name).is_none() {
         return Err(ApiError::not_found(&format!("{coll}/{name}")));
     }
@@ -446,14 +540,21 @@ fn validate(state: &State, project: &str, region: Option<&str>, kind: Kind, name
 
 fn validate_subnetwork(state: &State, project: &str, region: &str, name: &str, network: &str, body: &Value) -> Result<(), ApiError> {
     let text = body.get("ipCidrRange").and_then(Value::as_str).unwrap_or_default();
-    let primary = cidr(text).ok_or_else(|| ApiError::invalid(format!("Invalid value for field 'resource.ipCidrRange': '{text}'. Invalid IPCidrRange.")))?;
+    let primary = cidr(text)
+        .ok_or_else(|| ApiError::invalid(format!("Invalid value for field 'resource.ipCidrRange': '{text}'. Invalid IPCidrRange.")))?;
     if has_host_bits(primary) {
         return Err(ApiError::invalid(format!("Invalid value for field 'resource.ipCidrRange': '{text}'. The address has host bits set.")));
     }
     let purpose = body.get("purpose").and_then(Value::as_str).unwrap_or("PRIVATE");
     const PURPOSES: &[&str] = &[
-        "PRIVATE", "PRIVATE_RFC_1918", "PRIVATE_SERVICE_CONNECT", "REGIONAL_MANAGED_PROXY", "GLOBAL_MANAGED_PROXY",
-        "INTERNAL_HTTPS_LOAD_BALANCER", "PRIVATE_NAT", "PEER_MIGRATION",
+        "PRIVATE",
+        "PRIVATE_RFC_1918",
+        "PRIVATE_SERVICE_CONNECT",
+        "REGIONAL_MANAGED_PROXY",
+        "GLOBAL_MANAGED_PROXY",
+        "INTERNAL_HTTPS_LOAD_BALANCER",
+        "PRIVATE_NAT",
+        "PEER_MIGRATION",
     ];
     if !PURPOSES.contains(&purpose) {
         return Err(ApiError::invalid(format!("Invalid value for field 'resource.purpose': '{purpose}'.")));
@@ -461,14 +562,18 @@ fn validate_subnetwork(state: &State, project: &str, region: &str, name: &str, n
     let mut ranges = vec![(format!("{name} primary range"), primary)];
     let secondaries = body.get("secondaryIpRanges").and_then(Value::as_array).cloned().unwrap_or_default();
     if purpose == "PRIVATE_SERVICE_CONNECT" && !secondaries.is_empty() {
-        return Err(ApiError::invalid("Invalid value for field 'resource.secondaryIpRanges': a PRIVATE_SERVICE_CONNECT subnetwork cannot have secondary ranges."));
+        return Err(ApiError::invalid(
+            "Invalid value for field 'resource.secondaryIpRanges': a PRIVATE_SERVICE_CONNECT subnetwork cannot have secondary ranges.",
+        ));
     }
     let mut seen = Vec::new();
     for (i, s) in secondaries.iter().enumerate() {
         let rname = s.get("rangeName").and_then(Value::as_str).unwrap_or_default();
         check_name(&format!("resource.secondaryIpRanges[{i}].rangeName"), rname, 63)?;
         if seen.contains(&rname) {
-            return Err(ApiError::invalid(format!("Invalid value for field 'resource.secondaryIpRanges[{i}].rangeName': '{rname}'. Duplicate range name.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid value for field 'resource.secondaryIpRanges[{i}].rangeName': '{rname}'. Duplicate range name."
+            )));
         }
         seen.push(rname);
         let t = s.get("ipCidrRange").and_then(Value::as_str).unwrap_or_default();
@@ -487,12 +592,21 @@ fn validate_subnetwork(state: &State, project: &str, region: &str, name: &str, n
     let own = self_link(&format!("projects/{project}/regions/{region}/subnetworks"), name);
     let others = state.all_of("subnetworks").into_iter().map(|(_, _, v)| v).chain(state.pending_puts_of("subnetworks"));
     for other in others {
-        if other.get("network").and_then(Value::as_str) != Some(network) || other.get("selfLink").and_then(Value::as_str) == Some(own.as_str()) {
+        if other.get("network").and_then(Value::as_str) != Some(network)
+            || other.get("selfLink").and_then(Value::as_str) == Some(own.as_str())
+        {
             continue;
         }
         let oname = other.get("name").and_then(Value::as_str).unwrap_or_default();
         let mut theirs: Vec<&str> = other.get("ipCidrRange").and_then(Value::as_str).into_iter().collect();
-        theirs.extend(other.get("secondaryIpRanges").and_then(Value::as_array).into_iter().flatten().filter_map(|s| s.get("ipCidrRange").and_then(Value::as_str)));
+        theirs.extend(
+            other
+                .get("secondaryIpRanges")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("ipCidrRange").and_then(Value::as_str)),
+        );
         for t in theirs {
             if let Some(rt) = cidr(t)
                 && let Some((mine, _)) = ranges.iter().find(|(_, r)| overlaps(*r, rt))
@@ -516,7 +630,9 @@ fn validate_firewall(body: &Value) -> Result<(), ApiError> {
         return Err(ApiError::invalid(format!("Invalid value for field 'resource.direction': '{direction}'.")));
     }
     if direction == "EGRESS" && (has("sourceTags") || has("sourceServiceAccounts")) {
-        return Err(ApiError::invalid("Invalid value for field 'resource.sourceTags': an EGRESS firewall cannot have source tags or service accounts."));
+        return Err(ApiError::invalid(
+            "Invalid value for field 'resource.sourceTags': an EGRESS firewall cannot have source tags or service accounts.",
+        ));
     }
     if let Some(p) = body.get("priority").and_then(Value::as_i64)
         && !(0..=65535).contains(&p)
@@ -527,7 +643,9 @@ fn validate_firewall(body: &Value) -> Result<(), ApiError> {
         for (i, r) in body.get(field).and_then(Value::as_array).into_iter().flatten().enumerate() {
             let t = r.as_str().unwrap_or_default();
             if cidr(t).is_none() && cidr(&format!("{t}/32")).is_none() {
-                return Err(ApiError::invalid(format!("Invalid value for field 'resource.{field}[{i}]': '{t}'. Must be a CIDR address range.")));
+                return Err(ApiError::invalid(format!(
+                    "Invalid value for field 'resource.{field}[{i}]': '{t}'. Must be a CIDR address range."
+                )));
             }
         }
     }
@@ -568,11 +686,15 @@ fn validate_router(state: &State, project: &str, region: &str, body: &Value) -> 
         }
         let source = nat.get("sourceSubnetworkIpRangesToNat").and_then(Value::as_str).unwrap_or_default();
         if !["ALL_SUBNETWORKS_ALL_IP_RANGES", "ALL_SUBNETWORKS_ALL_PRIMARY_IP_RANGES", "LIST_OF_SUBNETWORKS"].contains(&source) {
-            return Err(ApiError::invalid(format!("Invalid value for field 'resource.nats[{i}].sourceSubnetworkIpRangesToNat': '{source}'.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid value for field 'resource.nats[{i}].sourceSubnetworkIpRangesToNat': '{source}'."
+            )));
         }
         let subnets = nat.get("subnetworks").and_then(Value::as_array).cloned().unwrap_or_default();
         if source == "LIST_OF_SUBNETWORKS" && subnets.is_empty() {
-            return Err(ApiError::invalid(format!("Invalid value for field 'resource.nats[{i}].subnetworks': LIST_OF_SUBNETWORKS needs at least one subnetwork.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid value for field 'resource.nats[{i}].subnetworks': LIST_OF_SUBNETWORKS needs at least one subnetwork."
+            )));
         }
         for s in &subnets {
             let text = s.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -592,7 +714,9 @@ mod tests {
     #[test]
     fn references_in_every_form_name_one_resource() {
         let want = Some(("projects/p/global/networks".to_owned(), "n".to_owned()));
-        for link in ["https://www.googleapis.com/compute/v1/projects/p/global/networks/n", "projects/p/global/networks/n", "global/networks/n"] {
+        for link in
+            ["https://www.googleapis.com/compute/v1/projects/p/global/networks/n", "projects/p/global/networks/n", "global/networks/n"]
+        {
             assert_eq!(reference("p", link), want, "{link}");
         }
     }

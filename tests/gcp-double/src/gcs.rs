@@ -24,9 +24,11 @@ use crate::{Reply, Req};
 /// Forwards `req` to `upstream` (`http://HOST:PORT`) and answers what it answered.
 pub(crate) async fn forward(upstream: &str, req: Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
     let authority = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
-    let unavailable = |e: &dyn std::fmt::Display| ApiError::new(503, "UNAVAILABLE", "backendError", format!("the GCS upstream {upstream} failed: {e}"));
+    let unavailable =
+        |e: &dyn std::fmt::Display| ApiError::new(503, "UNAVAILABLE", "backendError", format!("the GCS upstream {upstream} failed: {e}"));
     let stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| unavailable(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| unavailable(&e))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| unavailable(&e))?;
     tokio::spawn(conn);
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
@@ -52,7 +54,12 @@ pub(crate) fn route_iam(state: &mut State, req: &Req, bucket: &str, rest: &[&str
             if let Some(etag) = policy.get("etag").and_then(Value::as_str)
                 && Some(etag) != current.get("etag").and_then(Value::as_str)
             {
-                return Err(ApiError::new(412, "FAILED_PRECONDITION", "conditionNotMet", format!("Precondition Failed: the IAM policy of bucket {bucket} changed since etag {etag}.")));
+                return Err(ApiError::new(
+                    412,
+                    "FAILED_PRECONDITION",
+                    "conditionNotMet",
+                    format!("Precondition Failed: the IAM policy of bucket {bucket} changed since etag {etag}."),
+                ));
             }
             if let Some(o) = policy.as_object_mut() {
                 o.remove("etag");
@@ -60,7 +67,12 @@ pub(crate) fn route_iam(state: &mut State, req: &Req, bucket: &str, rest: &[&str
                 o.remove("resourceId");
             }
             let project = state.opts.project.clone();
-            let wrapped = Req { method: req.method.clone(), segments: req.segments.clone(), query: req.query.clone(), body: json!({"policy": policy}) };
+            let wrapped = Req {
+                method: req.method.clone(),
+                segments: req.segments.clone(),
+                query: req.query.clone(),
+                body: json!({"policy": policy}),
+            };
             let reply = iam::set_policy(state, &wrapped, &project, &resource)?;
             Reply::write(present(bucket, reply.body))
         }
@@ -73,7 +85,9 @@ pub(crate) fn route_iam(state: &mut State, req: &Req, bucket: &str, rest: &[&str
                 .collect();
             Reply::read(json!({"kind": "storage#testIamPermissionsResponse", "permissions": granted}))
         }
-        _ => Err(ApiError::new(404, "NOT_FOUND", "notFound", format!("the fake does not serve {} /{}", req.method, req.segments.join("/")))),
+        _ => {
+            Err(ApiError::new(404, "NOT_FOUND", "notFound", format!("the fake does not serve {} /{}", req.method, req.segments.join("/"))))
+        }
     }
 }
 

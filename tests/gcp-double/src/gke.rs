@@ -117,7 +117,9 @@ fn present(state: &State, clusters: &str, mut c: Value) -> Value {
 fn check_idle(state: &State, cluster_key: &str) -> Result<(), ApiError> {
     let prefix = format!("{BASE}{cluster_key}");
     if let Some(op) = state.operations.values().find(|o| {
-        !o.done && o.kind == OpKind::Container && o.json.get("targetLink").and_then(Value::as_str).is_some_and(|t| t == prefix || t.starts_with(&format!("{prefix}/")))
+        !o.done
+            && o.kind == OpKind::Container
+            && o.json.get("targetLink").and_then(Value::as_str).is_some_and(|t| t == prefix || t.starts_with(&format!("{prefix}/")))
     }) {
         let name = op.json.get("name").and_then(Value::as_str).unwrap_or_default();
         return Err(ApiError::new(
@@ -275,7 +277,8 @@ fn create_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     for (pname, p) in stored_pools {
         state.put(&pool_coll, &pname, p);
     }
-    let ca = base64::engine::general_purpose::STANDARD.encode(format!("-----BEGIN CERTIFICATE-----\nfake CA of {key}\n-----END CERTIFICATE-----\n"));
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(format!("-----BEGIN CERTIFICATE-----\nfake CA of {key}\n-----END CERTIFICATE-----\n"));
     let n = state.random();
     effects.push(Effect::Merge {
         collection: clusters.to_owned(),
@@ -295,7 +298,8 @@ fn update_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     let key = format!("{clusters}/{name}");
     let current = state.get(clusters, name).cloned().ok_or_else(|| not_found(&key))?;
     let update = req.body.get("update").and_then(Value::as_object).cloned().unwrap_or_default();
-    let desired: Vec<(&String, &Value)> = update.iter().filter(|(k, _)| k.starts_with("desired") && k.as_str() != "desiredNodePoolId").collect();
+    let desired: Vec<(&String, &Value)> =
+        update.iter().filter(|(k, _)| k.starts_with("desired") && k.as_str() != "desiredNodePoolId").collect();
     if desired.len() != 1 {
         return Err(ApiError::invalid(format!(
             "Exactly one update can be applied to a cluster with each request; got {} ({}).",
@@ -306,7 +310,12 @@ fn update_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     if let Some(etag) = update.get("etag").and_then(Value::as_str)
         && Some(etag) != current.get("etag").and_then(Value::as_str)
     {
-        return Err(ApiError::new(409, "ABORTED", "aborted", format!("The cluster {key} was changed since etag {etag}; get it again and retry.")));
+        return Err(ApiError::new(
+            409,
+            "ABORTED",
+            "aborted",
+            format!("The cluster {key} was changed since etag {etag}; get it again and retry."),
+        ));
     }
     check_idle(state, &key)?;
     let (field, value) = desired[0];
@@ -386,7 +395,16 @@ fn create_node_pool(state: &mut State, req: &Req, project: &str, location: &str,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn node_pool_change(state: &mut State, req: &Req, project: &str, location: &str, clusters: &str, cluster: &str, np: &str, verb: Option<&str>) -> Result<Reply, ApiError> {
+fn node_pool_change(
+    state: &mut State,
+    req: &Req,
+    project: &str,
+    location: &str,
+    clusters: &str,
+    cluster: &str,
+    np: &str,
+    verb: Option<&str>,
+) -> Result<Reply, ApiError> {
     use http::Method as M;
     let key = format!("{clusters}/{cluster}");
     state.get(clusters, cluster).ok_or_else(|| not_found(&key))?;
@@ -406,12 +424,19 @@ fn node_pool_change(state: &mut State, req: &Req, project: &str, location: &str,
         (m, None) if m == M::PUT => {
             let mut config = current.get("config").cloned().unwrap_or(json!({}));
             let mut patch = json!({});
-            for (from, to) in [("machineType", "machineType"), ("diskSizeGb", "diskSizeGb"), ("diskType", "diskType"), ("imageType", "imageType")] {
+            for (from, to) in
+                [("machineType", "machineType"), ("diskSizeGb", "diskSizeGb"), ("diskType", "diskType"), ("imageType", "imageType")]
+            {
                 if let Some(v) = body.get(from) {
                     config[to] = v.clone();
                 }
             }
-            for (from, inner, to) in [("labels", "labels", "labels"), ("resourceLabels", "labels", "resourceLabels"), ("taints", "taints", "taints"), ("tags", "tags", "tags")] {
+            for (from, inner, to) in [
+                ("labels", "labels", "labels"),
+                ("resourceLabels", "labels", "resourceLabels"),
+                ("taints", "taints", "taints"),
+                ("tags", "tags", "tags"),
+            ] {
                 if let Some(v) = body.get(from) {
                     config[to] = v.get(inner).cloned().unwrap_or(Value::Null);
                 }
@@ -426,17 +451,26 @@ fn node_pool_change(state: &mut State, req: &Req, project: &str, location: &str,
             if let Some(etag) = body.get("etag").and_then(Value::as_str)
                 && Some(etag) != current.get("etag").and_then(Value::as_str)
             {
-                return Err(ApiError::new(409, "ABORTED", "aborted", format!("The node pool {target} was changed since etag {etag}; get it again and retry.")));
+                return Err(ApiError::new(
+                    409,
+                    "ABORTED",
+                    "aborted",
+                    format!("The node pool {target} was changed since etag {etag}; get it again and retry."),
+                ));
             }
             ("UPGRADE_NODES", patch)
         }
         (m, Some("setSize")) if m == M::POST => {
-            let n = body.get("nodeCount").and_then(Value::as_i64).ok_or_else(|| ApiError::invalid("Required field 'node_count' not specified."))?;
+            let n = body
+                .get("nodeCount")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ApiError::invalid("Required field 'node_count' not specified."))?;
             if n < 0 {
                 return Err(ApiError::invalid("node_count must be >= 0."));
             }
             check_idle(state, &key)?;
-            let effects = vec![Effect::Merge { collection: clusters.to_owned(), name: cluster.to_owned(), patch: json!({"currentNodeCount": n}) }];
+            let effects =
+                vec![Effect::Merge { collection: clusters.to_owned(), name: cluster.to_owned(), patch: json!({"currentNodeCount": n}) }];
             return Reply::write(operation(state, project, location, "SET_NODE_POOL_SIZE", &target, effects));
         }
         (m, Some("setAutoscaling")) if m == M::POST => {

@@ -261,8 +261,13 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
         let rate = state.opts.fault_rate;
         if rate > 0.0 && state.draw() < rate {
             state.faults += 1;
-            let e = if state.random() % 2 == 0 {
-                ApiError::new(429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", "Quota exceeded for quota metric 'Queries' (injected by the fake)")
+            let e = if state.random().is_multiple_of(2) {
+                ApiError::new(
+                    429,
+                    "RESOURCE_EXHAUSTED",
+                    "rateLimitExceeded",
+                    "Quota exceeded for quota metric 'Queries' (injected by the fake)",
+                )
             } else {
                 ApiError::new(503, "UNAVAILABLE", "backendError", "The service is currently unavailable (injected by the fake).")
             };
@@ -274,11 +279,7 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
     if let Some(resp) = storage(shared, &path, req.clone()).await {
         return resp;
     }
-    let segments: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(|s| percent_decode(s))
-        .collect();
+    let segments: Vec<String> = path.trim_start_matches('/').split('/').map(percent_decode).collect();
     let query: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
     let body = if req.body().is_empty() {
         Value::Null

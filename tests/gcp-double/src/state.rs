@@ -117,9 +117,10 @@ impl State {
 
     /// Whether an operation not yet DONE will create `collection`/`name`.
     pub(crate) fn pending_put(&self, collection: &str, name: &str) -> bool {
-        self.operations.values().filter(|o| !o.done).any(|o| {
-            o.effects.iter().any(|e| matches!(e, Effect::Put { collection: c, name: n, .. } if c == collection && n == name))
-        })
+        self.operations
+            .values()
+            .filter(|o| !o.done)
+            .any(|o| o.effects.iter().any(|e| matches!(e, Effect::Put { collection: c, name: n, .. } if c == collection && n == name)))
     }
 
     /// Every value an operation not yet DONE will store in a collection ending with `/{plural}`.

@@ -5,7 +5,7 @@ mod common;
 
 use common::{anonymous, client_reason, fast_polls, raw, reason};
 use gcp_double::{Double, Options};
-use google_cloud_compute_v1::client::{GlobalOperations, Networks, Routers, Subnetworks, Firewalls};
+use google_cloud_compute_v1::client::{Firewalls, GlobalOperations, Networks, Routers, Subnetworks};
 use google_cloud_compute_v1::model::{
     Firewall, Network, Router, RouterNat, Subnetwork, SubnetworkSecondaryRange, firewall, router_nat, subnetwork,
 };
@@ -26,20 +26,57 @@ struct Clients {
 async fn clients(double: &Double) -> Clients {
     common::init();
     Clients {
-        networks: Networks::builder().with_endpoint(double.url()).with_credentials(anonymous()).with_polling_backoff_policy(fast_polls()).build().await.expect("client"),
-        subnetworks: Subnetworks::builder().with_endpoint(double.url()).with_credentials(anonymous()).with_polling_backoff_policy(fast_polls()).build().await.expect("client"),
-        firewalls: Firewalls::builder().with_endpoint(double.url()).with_credentials(anonymous()).with_polling_backoff_policy(fast_polls()).build().await.expect("client"),
-        routers: Routers::builder().with_endpoint(double.url()).with_credentials(anonymous()).with_polling_backoff_policy(fast_polls()).build().await.expect("client"),
+        networks: Networks::builder()
+            .with_endpoint(double.url())
+            .with_credentials(anonymous())
+            .with_polling_backoff_policy(fast_polls())
+            .build()
+            .await
+            .expect("client"),
+        subnetworks: Subnetworks::builder()
+            .with_endpoint(double.url())
+            .with_credentials(anonymous())
+            .with_polling_backoff_policy(fast_polls())
+            .build()
+            .await
+            .expect("client"),
+        firewalls: Firewalls::builder()
+            .with_endpoint(double.url())
+            .with_credentials(anonymous())
+            .with_polling_backoff_policy(fast_polls())
+            .build()
+            .await
+            .expect("client"),
+        routers: Routers::builder()
+            .with_endpoint(double.url())
+            .with_credentials(anonymous())
+            .with_polling_backoff_policy(fast_polls())
+            .build()
+            .await
+            .expect("client"),
         operations: GlobalOperations::builder().with_endpoint(double.url()).with_credentials(anonymous()).build().await.expect("client"),
     }
 }
 
 async fn make_network(c: &Clients, name: &str) {
-    let op = c.networks.insert().set_project(P).set_body(Network::new().set_name(name).set_auto_create_subnetworks(false)).poller().until_done().await.expect("insert network");
+    let op = c
+        .networks
+        .insert()
+        .set_project(P)
+        .set_body(Network::new().set_name(name).set_auto_create_subnetworks(false))
+        .poller()
+        .until_done()
+        .await
+        .expect("insert network");
     assert_eq!(op.status, Some(google_cloud_compute_v1::model::operation::Status::Done));
 }
 
-async fn make_subnet(c: &Clients, name: &str, network: &str, range: &str) -> google_cloud_compute_v1::Result<google_cloud_compute_v1::model::Operation> {
+async fn make_subnet(
+    c: &Clients,
+    name: &str,
+    network: &str,
+    range: &str,
+) -> google_cloud_compute_v1::Result<google_cloud_compute_v1::model::Operation> {
     c.subnetworks
         .insert()
         .set_project(P)
@@ -54,7 +91,14 @@ async fn make_subnet(c: &Clients, name: &str, network: &str, range: &str) -> goo
 async fn a_change_is_visible_only_once_its_operation_is_done() {
     let double = Double::spawn(Options::default()).expect("spawn");
     let c = clients(&double).await;
-    let op = c.networks.insert().set_project(P).set_body(Network::new().set_name("vpc").set_auto_create_subnetworks(false)).send().await.expect("insert");
+    let op = c
+        .networks
+        .insert()
+        .set_project(P)
+        .set_body(Network::new().set_name("vpc").set_auto_create_subnetworks(false))
+        .send()
+        .await
+        .expect("insert");
     assert_eq!(op.status, Some(google_cloud_compute_v1::model::operation::Status::Pending));
     assert!(op.target_link.as_deref().is_some_and(|l| l.ends_with("/projects/byoc-test-project/global/networks/vpc")), "{op:?}");
     let err = c.networks.get().set_project(P).set_network("vpc").send().await.expect_err("not visible yet");
@@ -99,8 +143,26 @@ async fn subnetwork_lifecycle_with_fingerprints() {
 
     // The first patch with the fingerprint read wins; a second with the same one is stale.
     let patch = Subnetwork::new().set_private_ip_google_access(true).set_fingerprint(fingerprint.clone());
-    c.subnetworks.patch().set_project(P).set_region(R).set_subnetwork("nodes").set_body(patch.clone()).poller().until_done().await.expect("patch");
-    let err = c.subnetworks.patch().set_project(P).set_region(R).set_subnetwork("nodes").set_body(patch).send().await.expect_err("stale fingerprint");
+    c.subnetworks
+        .patch()
+        .set_project(P)
+        .set_region(R)
+        .set_subnetwork("nodes")
+        .set_body(patch.clone())
+        .poller()
+        .until_done()
+        .await
+        .expect("patch");
+    let err = c
+        .subnetworks
+        .patch()
+        .set_project(P)
+        .set_region(R)
+        .set_subnetwork("nodes")
+        .set_body(patch)
+        .send()
+        .await
+        .expect_err("stale fingerprint");
     assert_eq!(err.http_status_code(), Some(412), "{err:?}");
     assert_eq!(client_reason(&err), "conditionNotMet");
     let after = c.subnetworks.get().set_project(P).set_region(R).set_subnetwork("nodes").send().await.expect("get");
@@ -158,7 +220,12 @@ async fn overlapping_ranges_and_bad_names_are_refused() {
 #[tokio::test]
 async fn labels_on_kinds_without_labels_are_unknown_fields() {
     let double = Double::spawn(Options::default()).expect("spawn");
-    let (status, body) = raw(&double.url(), "POST", &format!("/compute/v1/projects/{P}/global/networks"), Some(&json!({"name": "vpc", "labels": {"a": "b"}})));
+    let (status, body) = raw(
+        &double.url(),
+        "POST",
+        &format!("/compute/v1/projects/{P}/global/networks"),
+        Some(&json!({"name": "vpc", "labels": {"a": "b"}})),
+    );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body.pointer("/error/status"), Some(&json!("INVALID_ARGUMENT")));
     let (status, _) = raw(&double.url(), "POST", &format!("/compute/v1/projects/{P}/global/networks"), Some(&json!({"name": "vpc"})));
@@ -196,7 +263,9 @@ async fn firewalls_and_router_nat() {
         .set_source_subnetwork_ip_ranges_to_nat(router_nat::SourceSubnetworkIpRangesToNat::ListOfSubnetworks)
         .set_subnetworks([google_cloud_compute_v1::model::RouterNatSubnetworkToNat::new()
             .set_name(format!("projects/{P}/regions/{R}/subnetworks/nodes"))
-            .set_source_ip_ranges_to_nat([google_cloud_compute_v1::model::router_nat_subnetwork_to_nat::SourceIpRangesToNat::AllIpRanges])]);
+            .set_source_ip_ranges_to_nat([
+                google_cloud_compute_v1::model::router_nat_subnetwork_to_nat::SourceIpRangesToNat::AllIpRanges,
+            ])]);
     let router = Router::new().set_name("router-nat").set_network("global/networks/vpc").set_nats([nat]);
     c.routers.insert().set_project(P).set_region(R).set_body(router).poller().until_done().await.expect("router");
     let got = c.routers.get().set_project(P).set_region(R).set_router("router-nat").send().await.expect("get router");

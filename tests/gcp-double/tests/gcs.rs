@@ -15,7 +15,12 @@ fn fake_gcs() -> &'static str {
     URL.get_or_init(|| {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gcs/start.sh");
-        let out = std::process::Command::new("bash").arg(script).arg(port.to_string()).arg(std::process::id().to_string()).output().expect("run tests/gcs/start.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("run tests/gcs/start.sh");
         assert!(out.status.success(), "starting fake-gcs-server failed:\n{}", String::from_utf8_lossy(&out.stderr));
         format!("http://127.0.0.1:{port}")
     })
@@ -32,7 +37,12 @@ fn storage_calls_reach_fake_gcs_server_through_the_one_endpoint() {
     let (status, body) = raw(&d.url(), "POST", "/storage/v1/b?project=byoc-test-project", Some(&json!({"name": bucket})));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], json!(bucket));
-    let (status, body) = raw(&d.url(), "POST", &format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name=state.json&ifGenerationMatch=0"), Some(&json!({"v": 1})));
+    let (status, body) = raw(
+        &d.url(),
+        "POST",
+        &format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name=state.json&ifGenerationMatch=0"),
+        Some(&json!({"v": 1})),
+    );
     assert_eq!(status, 200, "{body}");
     let generation = body["generation"].as_str().expect("generation").to_owned();
     // Query and body arrive unchanged: the object reads back as written.
@@ -58,7 +68,8 @@ fn bucket_iam_is_kept_by_the_fake_with_etags() {
     let etag = policy["etag"].clone();
     let (status, sa) = raw(&d.url(), "POST", "/v1/projects/byoc-test-project/serviceAccounts", Some(&json!({"accountId": "byoc-agent"})));
     assert_eq!(status, 200, "{sa}");
-    let binding = json!({"role": "roles/storage.objectAdmin", "members": [format!("serviceAccount:{}", sa["email"].as_str().expect("email"))]});
+    let binding =
+        json!({"role": "roles/storage.objectAdmin", "members": [format!("serviceAccount:{}", sa["email"].as_str().expect("email"))]});
     let (status, set) = raw(&d.url(), "PUT", &path, Some(&json!({"etag": etag, "bindings": [binding]})));
     assert_eq!(status, 200, "{set}");
     assert_ne!(set["etag"], etag);

@@ -25,10 +25,16 @@ fn cluster(name: &str) -> Cluster {
         .set_network("vpc")
         .set_subnetwork("nodes")
         .set_ip_allocation_policy(
-            IPAllocationPolicy::new().set_use_ip_aliases(true).set_cluster_secondary_range_name("pods").set_services_secondary_range_name("services"),
+            IPAllocationPolicy::new()
+                .set_use_ip_aliases(true)
+                .set_cluster_secondary_range_name("pods")
+                .set_services_secondary_range_name("services"),
         )
         .set_workload_identity_config(WorkloadIdentityConfig::new().set_workload_pool(format!("{P}.svc.id.goog")))
-        .set_node_pools([NodePool::new().set_name("system").set_initial_node_count(1).set_config(NodeConfig::new().set_machine_type("e2-standard-4"))])
+        .set_node_pools([NodePool::new()
+            .set_name("system")
+            .set_initial_node_count(1)
+            .set_config(NodeConfig::new().set_machine_type("e2-standard-4"))])
 }
 
 /// Polls a GKE operation until DONE (bounded).
@@ -54,7 +60,13 @@ async fn cluster_provisions_then_runs_with_its_endpoint_and_pool() {
     let got = c.get_cluster().set_name(format!("{PARENT}/clusters/rw")).send().await.expect("get");
     assert_eq!(got.status, cluster::Status::Provisioning);
     assert!(got.endpoint.is_empty(), "no endpoint while provisioning");
-    let err = c.create_node_pool().set_parent(format!("{PARENT}/clusters/rw")).set_node_pool(NodePool::new().set_name("compute").set_initial_node_count(1)).send().await.expect_err("busy");
+    let err = c
+        .create_node_pool()
+        .set_parent(format!("{PARENT}/clusters/rw"))
+        .set_node_pool(NodePool::new().set_name("compute").set_initial_node_count(1))
+        .send()
+        .await
+        .expect_err("busy");
     assert_eq!(err.http_status_code(), Some(400), "one operation at a time: {err:?}");
     wait(&c, &op).await;
     let got = c.get_cluster().set_name(format!("{PARENT}/clusters/rw")).send().await.expect("get");
@@ -70,12 +82,15 @@ async fn cluster_provisions_then_runs_with_its_endpoint_and_pool() {
     let op = c
         .create_node_pool()
         .set_parent(format!("{PARENT}/clusters/rw"))
-        .set_node_pool(NodePool::new().set_name("compute").set_initial_node_count(2).set_config(NodeConfig::new().set_machine_type("n2-standard-8")))
+        .set_node_pool(
+            NodePool::new().set_name("compute").set_initial_node_count(2).set_config(NodeConfig::new().set_machine_type("n2-standard-8")),
+        )
         .send()
         .await
         .expect("node pool");
     wait(&c, &op).await;
-    let op = c.set_node_pool_size().set_name(format!("{PARENT}/clusters/rw/nodePools/compute")).set_node_count(5).send().await.expect("setSize");
+    let op =
+        c.set_node_pool_size().set_name(format!("{PARENT}/clusters/rw/nodePools/compute")).set_node_count(5).send().await.expect("setSize");
     assert_eq!(op.operation_type, operation::Type::SetNodePoolSize);
     wait(&c, &op).await;
     let op = c
@@ -132,8 +147,16 @@ async fn clusters_refuse_what_gke_refuses() {
     let cases = [
         ("name too long", cluster(&"c".repeat(41)), 400),
         ("PSC subnetwork for nodes", cluster("a").set_subnetwork("psc").set_ip_allocation_policy(IPAllocationPolicy::new()), 400),
-        ("missing secondary range", cluster("a").set_ip_allocation_policy(IPAllocationPolicy::new().set_cluster_secondary_range_name("nope")), 400),
-        ("wrong workload pool", cluster("a").set_workload_identity_config(WorkloadIdentityConfig::new().set_workload_pool("x.svc.id.goog")), 400),
+        (
+            "missing secondary range",
+            cluster("a").set_ip_allocation_policy(IPAllocationPolicy::new().set_cluster_secondary_range_name("nope")),
+            400,
+        ),
+        (
+            "wrong workload pool",
+            cluster("a").set_workload_identity_config(WorkloadIdentityConfig::new().set_workload_pool("x.svc.id.goog")),
+            400,
+        ),
         ("missing subnetwork", cluster("a").set_subnetwork("nope"), 404),
         ("missing network", cluster("a").set_network("nope"), 404),
         ("no nodes", cluster("a").set_node_pools(Vec::<NodePool>::new()), 400),
@@ -151,7 +174,12 @@ async fn clusters_refuse_what_gke_refuses() {
         .expect_err("missing cluster");
     assert_eq!(err.http_status_code(), Some(404));
     assert_eq!(client_reason(&err), "notFound");
-    let (status, body) = raw(&double.url(), "POST", &format!("/v1/{PARENT}/clusters"), Some(&json!({"cluster": {"name": "l", "initialNodeCount": 1, "network": "vpc", "labels": {"a": "b"}}})));
+    let (status, body) = raw(
+        &double.url(),
+        "POST",
+        &format!("/v1/{PARENT}/clusters"),
+        Some(&json!({"cluster": {"name": "l", "initialNodeCount": 1, "network": "vpc", "labels": {"a": "b"}}})),
+    );
     assert_eq!(status, 400, "{body}");
     assert_eq!(double.snapshot().as_object().map(|o| o.keys().filter(|k| k.contains("clusters")).count()), Some(0));
 }
