@@ -262,11 +262,11 @@ fn present(state: &State, kind: Kind, mut v: Value) -> Value {
 }
 
 fn list(state: &State, req: &Req, coll: &str, kind: Kind) -> Result<Reply, ApiError> {
-    let wanted = req.param("filter").map(name_filter).transpose()?.flatten();
+    let wanted = req.param("filter").map(NameFilter::parse).transpose()?.flatten();
     let items: Vec<Value> = state
         .list(coll)
         .into_iter()
-        .filter(|v| wanted.as_deref().is_none_or(|w| v.get("name").and_then(Value::as_str) == Some(w)))
+        .filter(|v| wanted.as_ref().is_none_or(|w| w.keeps(v.get("name").and_then(Value::as_str).unwrap_or_default())))
         .map(|v| present(state, kind, v))
         .collect();
     let (items, next) = crate::page(items, req.param("maxResults"), req.param("pageToken"))?;
@@ -280,20 +280,48 @@ fn list(state: &State, req: &Req, coll: &str, kind: Kind) -> Result<Reply, ApiEr
     Reply::read(body)
 }
 
-/// The name a `filter` asks for (`name = "x"`, `name eq x`); other filters are refused, so a
-/// test never silently gets an unfiltered list.
-fn name_filter(filter: &str) -> Result<Option<String>, ApiError> {
-    let f = filter.trim().trim_start_matches('(').trim_end_matches(')').trim();
-    if f.is_empty() {
-        return Ok(None);
+/// A list filter on `name`, as Compute reads it
+/// (<https://cloud.google.com/compute/docs/reference/rest/v1/networks/list>): `name = "x"` and
+/// `name != "x"` compare literally, `name eq x` and `name ne x` match an RE2 regular
+/// expression against the whole name. Other filters are refused (400), so a test never
+/// silently gets an unfiltered list.
+enum NameFilter {
+    Is(String, bool),
+    Matches(regex::Regex, bool),
+}
+
+impl NameFilter {
+    fn parse(filter: &str) -> Result<Option<NameFilter>, ApiError> {
+        let f = filter.trim().trim_start_matches('(').trim_end_matches(')').trim();
+        if f.is_empty() {
+            return Ok(None);
+        }
+        let refused =
+            || ApiError::invalid(format!("Invalid list filter expression {filter:?}: the fake filters only on name (=, !=, eq, ne)."));
+        let rest = f.strip_prefix("name").map(str::trim_start).ok_or_else(refused)?;
+        let unquote = |v: &str| v.trim().trim_matches('"').to_owned();
+        if let Some(v) = rest.strip_prefix("!=") {
+            return Ok(Some(NameFilter::Is(unquote(v), false)));
+        }
+        if let Some(v) = rest.strip_prefix('=') {
+            return Ok(Some(NameFilter::Is(unquote(v), true)));
+        }
+        let (v, want) = match (rest.strip_prefix("eq "), rest.strip_prefix("ne ")) {
+            (Some(v), _) => (v, true),
+            (_, Some(v)) => (v, false),
+            _ => return Err(refused()),
+        };
+        let re = regex::Regex::new(&format!("^(?:{})$", unquote(v)))
+            .map_err(|e| ApiError::invalid(format!("Invalid regular expression in filter {filter:?}: {e}")))?;
+        Ok(Some(NameFilter::Matches(re, want)))
     }
-    let value = f
-        .strip_prefix("name")
-        .map(str::trim_start)
-        .and_then(|r| r.strip_prefix('=').or_else(|| r.strip_prefix("eq ")))
-        .map(|v| v.trim().trim_matches('"').to_owned())
-        .ok_or_else(|| ApiError::invalid(format!("the fake only filters on `name = \"...\"`, not {filter:?}")))?;
-    Ok(Some(value))
+
+    fn keeps(&self, name: &str) -> bool {
+        match self {
+            NameFilter::Is(v, want) => (name == v) == *want,
+            NameFilter::Matches(re, want) => re.is_match(name) == *want,
+        }
+    }
 }
 
 fn check_fields(kind: Kind, body: &Value) -> Result<(), ApiError> {

@@ -51,7 +51,15 @@ pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str,
             state.poll_operation(&key, &key).and_then(Reply::read)
         }
         ["clusters"] if m == M::GET => {
-            let items: Vec<Value> = state.list(&clusters).into_iter().map(|c| present(state, &clusters, c)).collect();
+            // Location `-` lists the clusters of every location, as GKE does.
+            let colls: Vec<String> = if location == "-" {
+                let prefix = format!("projects/{project}/locations/");
+                state.collections.keys().filter(|c| c.starts_with(&prefix) && c.ends_with("/clusters")).cloned().collect()
+            } else {
+                vec![clusters.clone()]
+            };
+            let items: Vec<Value> =
+                colls.iter().flat_map(|coll| state.list(coll).into_iter().map(|c| present(state, coll, c)).collect::<Vec<_>>()).collect();
             Reply::read(json!({"clusters": items}))
         }
         ["clusters"] if m == M::POST => create_cluster(state, req, project, location, &clusters),

@@ -354,6 +354,9 @@ fn route(state: &mut State, req: &Req) -> Result<Reply, ApiError> {
             gke::route(state, req, project, location, rest)
         }
         ["v1", "projects", project, rest @ ..] if rest.first().is_some_and(|s| s.starts_with("serviceAccounts")) => {
+            // `projects/-/serviceAccounts/EMAIL`: IAM infers the project from the account.
+            let owned = state.opts.project.clone();
+            let project = if *project == "-" { owned.as_str() } else { project };
             check_project(state, project)?;
             check_service(state, "iam.googleapis.com", "Identity and Access Management (IAM) API", project)?;
             iam::route_accounts(state, req, project, rest)

@@ -277,3 +277,39 @@ async fn firewalls_and_router_nat() {
     let writes = double.writes();
     assert_eq!(writes.len(), 5, "{writes:?}");
 }
+
+#[tokio::test]
+async fn list_filters_and_operation_wait() {
+    let double = Double::spawn(Options::default()).expect("spawn");
+    let c = clients(&double).await;
+    for name in ["byoc-a", "byoc-b", "other"] {
+        make_network(&c, name).await;
+    }
+    let names = |l: google_cloud_compute_v1::model::NetworkList| l.items.into_iter().filter_map(|n| n.name).collect::<Vec<_>>();
+    let got = c.networks.list().set_project(P).set_filter("name eq byoc-.*").send().await.expect("regex filter");
+    assert_eq!(names(got), vec!["byoc-a", "byoc-b"]);
+    let got = c.networks.list().set_project(P).set_filter("name = \"other\"").send().await.expect("literal filter");
+    assert_eq!(names(got), vec!["other"]);
+    let got = c.networks.list().set_project(P).set_filter("name ne byoc-.*").send().await.expect("negated");
+    assert_eq!(names(got), vec!["other"]);
+    let err = c.networks.list().set_project(P).set_filter("description = x").send().await.expect_err("unsupported filter");
+    assert_eq!(err.http_status_code(), Some(400));
+    let page = c.networks.list().set_project(P).set_max_results(2u32).send().await.expect("page 1");
+    let token = page.next_page_token.clone().expect("a second page");
+    assert_eq!(page.items.len(), 2);
+    let rest = c.networks.list().set_project(P).set_max_results(2u32).set_page_token(token).send().await.expect("page 2");
+    assert_eq!((rest.items.len(), rest.next_page_token), (1, None));
+
+    // `wait` advances an operation as `get` does, one step per call.
+    let op = c.networks.delete().set_project(P).set_network("other").send().await.expect("delete");
+    let name = op.name.expect("name");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let got = c.operations.wait().set_project(P).set_operation(&name).send().await.expect("wait");
+        statuses.push(got.status.expect("status"));
+    }
+    use google_cloud_compute_v1::model::operation::Status;
+    assert_eq!(statuses, vec![Status::Running, Status::Done, Status::Done]);
+    let err = c.operations.get().set_project(P).set_operation("operation-missing").send().await.expect_err("no such operation");
+    assert_eq!(err.http_status_code(), Some(404));
+}

@@ -75,6 +75,8 @@ async fn cluster_provisions_then_runs_with_its_endpoint_and_pool() {
     assert_eq!(got.workload_identity_config.map(|w| w.workload_pool), Some(format!("{P}.svc.id.goog")));
     assert_eq!(got.node_pools.len(), 1);
     assert_eq!(got.node_pools[0].status, node_pool::Status::Running);
+    let all = c.list_clusters().set_parent(format!("projects/{P}/locations/-")).send().await.expect("list every location");
+    assert_eq!(all.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["rw"]);
     let err = c.create_cluster().set_parent(PARENT).set_cluster(cluster("rw")).send().await.expect_err("taken");
     assert_eq!(err.http_status_code(), Some(409));
 

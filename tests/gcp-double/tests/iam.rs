@@ -48,7 +48,7 @@ async fn service_accounts_are_created_judged_and_patched() {
         let err = make_account(&c, bad).await.expect_err(bad);
         assert_eq!(err.http_status_code(), Some(400), "{bad}");
     }
-    let got = c.get_service_account().set_name(&sa.name).send().await.expect("get");
+    let got = c.get_service_account().set_name(format!("projects/-/serviceAccounts/{}", sa.email)).send().await.expect("get");
     assert_eq!(got.display_name, "byoc byoc-agent");
     let patched = c
         .patch_service_account()
