@@ -1,7 +1,8 @@
 //! Compute Engine v1: networks, subnetworks, firewalls, routers and their operations.
 //!
 //! Reproduced from the reference (<https://cloud.google.com/compute/docs/reference/rest/v1>):
-//! - names are RFC 1035, 1-63 characters (`naming-resources#resource-name-format`);
+//! - names are RFC 1035, 1-63 characters (`naming-resources#resource-name-format`); a region
+//!   GCP does not have is 400 (`/compute/docs/regions-zones`);
 //! - insert of a taken name: 409 `alreadyExists`; a missing resource: 404 `notFound`;
 //! - a field the resource does not have (e.g. `labels` on a network, subnetwork, firewall or
 //!   router, none of which has labels in v1): 400 "Invalid JSON payload received. Unknown
@@ -206,6 +207,7 @@ pub(crate) fn route(state: &mut State, req: &Req, project: &str, rest: &[&str]) 
             resource(state, req, project, None, kind, rest.get(2).copied())
         }
         ["regions", region, plural] | ["regions", region, plural, _] => {
+            crate::names::check_location("region", region)?;
             let kind = match *plural {
                 "subnetworks" => Kind::Subnetwork,
                 "routers" => Kind::Router,

@@ -9,6 +9,9 @@
 //!   region, not of purpose `PRIVATE_SERVICE_CONNECT` (400), and the secondary ranges named by
 //!   `ipAllocationPolicy` must be ranges of that subnetwork (400);
 //! - `workloadIdentityConfig.workloadPool` must be `{project}.svc.id.goog` (400);
+//! - the location must be a GCP region or zone (400); `resourceLabels` of clusters and node
+//!   pools follow GCP's label rules (keys start with a lowercase letter, 63 characters at
+//!   most, lowercase letters, digits, `_`, `-`; 400 otherwise);
 //! - `labels` is not a Cluster field (it has `resourceLabels`): 400 unknown name;
 //! - `clusters.update` takes exactly one `desired*` field (`ClusterUpdate`: "Exactly one
 //!   update can be applied to a cluster with each request"): 400 otherwise;
@@ -25,7 +28,7 @@ use serde_json::{Map, Value, json};
 
 use crate::compute;
 use crate::error::ApiError;
-use crate::names::check_name;
+use crate::names::{check_labels, check_name};
 use crate::state::{Effect, OpKind, State, now};
 use crate::{Reply, Req};
 
@@ -44,6 +47,9 @@ fn fields_refused(body: &Value, what: &str) -> Result<(), ApiError> {
 pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str, rest: &[&str]) -> Result<Reply, ApiError> {
     use http::Method as M;
     let m = &req.method;
+    if location != "-" {
+        crate::names::check_location("parent", location)?;
+    }
     let clusters = format!("projects/{project}/locations/{location}/clusters");
     match rest {
         ["operations", op] if m == M::GET => {
@@ -165,6 +171,7 @@ fn region_of(location: &str) -> &str {
 fn check_pool(i: &str, pool: &Value) -> Result<(), ApiError> {
     let name = pool.get("name").and_then(Value::as_str).unwrap_or_default();
     check_name(&format!("{i}.name"), name, 40)?;
+    check_labels(&format!("{i}.config.resourceLabels"), pool.pointer("/config/resourceLabels"))?;
     if let Some(a) = pool.get("autoscaling").filter(|a| a.get("enabled").and_then(Value::as_bool) == Some(true)) {
         let min = a.get("minNodeCount").and_then(Value::as_i64).unwrap_or(0);
         let max = a.get("maxNodeCount").and_then(Value::as_i64).unwrap_or(0);
@@ -185,6 +192,7 @@ fn create_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     fields_refused(&cluster, "cluster")?;
     let name = cluster.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     check_name("cluster.name", &name, 40)?;
+    check_labels("cluster.resourceLabels", cluster.get("resourceLabels"))?;
     let key = format!("{clusters}/{name}");
     if state.get(clusters, &name).is_some() {
         return Err(ApiError::new(409, "ALREADY_EXISTS", "alreadyExists", format!("Already exists: {key}.")));
@@ -456,6 +464,7 @@ fn node_pool_change(
             if let Some(v) = body.get("nodeVersion") {
                 patch["version"] = v.clone();
             }
+            check_labels("resourceLabels", body.pointer("/resourceLabels/labels"))?;
             if let Some(etag) = body.get("etag").and_then(Value::as_str)
                 && Some(etag) != current.get("etag").and_then(Value::as_str)
             {

@@ -230,6 +230,8 @@ async fn labels_on_kinds_without_labels_are_unknown_fields() {
     assert_eq!(body.pointer("/error/status"), Some(&json!("INVALID_ARGUMENT")));
     let (status, _) = raw(&double.url(), "POST", &format!("/compute/v1/projects/{P}/global/networks"), Some(&json!({"name": "vpc"})));
     assert_eq!(status, 200);
+    let (status, _) = raw(&double.url(), "GET", &format!("/compute/v1/projects/{P}/regions/us-nowhere1/subnetworks"), None);
+    assert_eq!(status, 400, "a region GCP does not have");
     let (status, body) = raw(&double.url(), "GET", "/compute/v1/projects/someone-else/global/networks", None);
     assert_eq!(status, 403, "{body}");
     assert_eq!(reason(&body), "forbidden");

@@ -162,6 +162,8 @@ async fn clusters_refuse_what_gke_refuses() {
         ("missing subnetwork", cluster("a").set_subnetwork("nope"), 404),
         ("missing network", cluster("a").set_network("nope"), 404),
         ("no nodes", cluster("a").set_node_pools(Vec::<NodePool>::new()), 400),
+        ("label key with a capital", cluster("a").set_resource_labels([("Env", "prod")]), 400),
+        ("label value too long", cluster("a").set_resource_labels([("env", "x".repeat(64))]), 400),
     ];
     for (what, cl, code) in cases {
         let err = c.create_cluster().set_parent(PARENT).set_cluster(cl).send().await.expect_err(what);
@@ -183,5 +185,20 @@ async fn clusters_refuse_what_gke_refuses() {
         Some(&json!({"cluster": {"name": "l", "initialNodeCount": 1, "network": "vpc", "labels": {"a": "b"}}})),
     );
     assert_eq!(status, 400, "{body}");
-    assert_eq!(double.snapshot().as_object().map(|o| o.keys().filter(|k| k.contains("clusters")).count()), Some(0));
+    let err = c
+        .create_cluster()
+        .set_parent(format!("projects/{P}/locations/us-nowhere1"))
+        .set_cluster(cluster("a"))
+        .send()
+        .await
+        .expect_err("bad region");
+    assert_eq!(err.http_status_code(), Some(400));
+    c.create_cluster()
+        .set_parent(PARENT)
+        .set_cluster(cluster("ok").set_resource_labels([("byoc-env", "prod")]))
+        .send()
+        .await
+        .expect("valid labels");
+    let clusters = double.snapshot()[format!("{PARENT}/clusters")].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(clusters, Some(vec!["ok".to_owned()]), "only the valid cluster was stored");
 }
