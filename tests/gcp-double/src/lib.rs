@@ -24,7 +24,9 @@
 //! - Cloud Storage ([`gcs`]): `/storage/v1`, `/upload/storage/v1` and `/download/storage/v1`
 //!   are forwarded unchanged to the fake-gcs-server given as [`Options::gcs_upstream`],
 //!   except bucket IAM (`/storage/v1/b/B/iam`), which fake-gcs-server lacks and this fake
-//!   keeps (a stale etag there is 412, as Cloud Storage answers preconditions).
+//!   keeps (a stale etag there is 412, as Cloud Storage answers preconditions), and the
+//!   bucket fields fake-gcs-server drops (labels, `iamConfiguration`, `lifecycle`, ...;
+//!   collection `buckets`), with bucket names and labels judged as Cloud Storage does.
 //! - Every API answers 403 `accessNotConfigured` while its service is in
 //!   [`Options::disabled_services`].
 //!
@@ -101,7 +103,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -248,7 +250,7 @@ async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     }
 }
 
-fn json_response(status: u16, body: &Value) -> Response<Bytes> {
+pub(crate) fn json_response(status: u16, body: &Value) -> Response<Bytes> {
     let mut resp = Response::new(Bytes::from(body.to_string()));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=UTF-8"));
@@ -325,7 +327,7 @@ async fn storage(shared: &Shared, path: &str, req: Request<Bytes>) -> Option<Res
         ["storage", "v1", ..] | ["upload", "storage", "v1", ..] | ["download", "storage", "v1", ..] => {
             let method = req.method().clone();
             let resp = match upstream {
-                Some(up) => gcs::forward(&up, req).await.unwrap_or_else(|e| json_response(e.code, &e.body())),
+                Some(up) => gcs::storage_call(shared, &up, &segs, req).await,
                 None => {
                     let e = ApiError::new(404, "NOT_FOUND", "notFound", "the fake has no GCS upstream (Options::gcs_upstream)");
                     json_response(e.code, &e.body())

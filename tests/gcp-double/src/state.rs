@@ -206,6 +206,10 @@ impl State {
                 v[key] = json!(fp);
             }
         }
+        // Cloud Storage marks a metadata change with the bucket's metageneration.
+        if let Some(m) = v.get("metageneration").and_then(Value::as_str).and_then(|m| m.parse::<u64>().ok()) {
+            v["metageneration"] = json!((m + 1).to_string());
+        }
         Ok(())
     }
 }
