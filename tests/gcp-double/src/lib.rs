@@ -39,7 +39,23 @@
 //! `projects/P/regions/R/subnetworks`, `projects/P/regions/R/routers`; GKE's
 //! `projects/P/locations/L/clusters` and `projects/P/locations/L/clusters/C/nodePools`;
 //! IAM's `projects/P/serviceAccounts` (keyed by email) and `iamPolicies` (keyed by resource:
-//! `projects/P`, `projects/P/serviceAccounts/EMAIL`, `b/BUCKET`).
+//! `projects/P`, `projects/P/serviceAccounts/EMAIL`, `b/BUCKET`); `buckets` (the bucket
+//! fields the fake keeps over fake-gcs-server, with `metageneration`). Objects and the rest
+//! of each bucket live in fake-gcs-server. [`Double::tamper`] takes the same collection
+//! paths and names.
+//!
+//! Beyond the shared contract (additions, nothing changed): [`Options::region`] is only
+//! informational (every GCP region is accepted, unknown ones are 400); the modules are
+//! public for their constants and rule checks ([`compute::BASE`], [`gke::VERSION`],
+//! [`iam::POLICIES`], [`iam::PROJECT_NUMBER`], [`gcs::BUCKETS`], [`gcs::KEPT`],
+//! [`names::rfc1035`], [`names::location_ok`], [`iam::account_id_ok`],
+//! [`gcs::bucket_name_ok`]) and [`error::ApiError`]; `src/main.rs` runs the fake by hand.
+//!
+//! Not done: Compute addresses, forwarding rules, backend services, health checks and
+//! service attachments (the provider makes none: GKE makes the load balancers, and the
+//! ServiceAttachment is a Kubernetes object, so "a PSC subnet used for an attachment" is
+//! not judged here); `setResourceLabels`, `setLabels` and the other GKE verbs; filters other
+//! than on `name`; authentication (any or no token is accepted).
 
 pub mod compute;
 pub mod error;
