@@ -20,6 +20,9 @@
 //! - a cluster is `PROVISIONING` from its create until the operation is DONE, then `RUNNING`
 //!   with `endpoint`, `masterAuth.clusterCaCertificate` and `currentMasterVersion` filled
 //!   in; a deleted one is `STOPPING` until DONE. Node pools likewise.
+//! - `setResourceLabels` needs the current `labelFingerprint`: otherwise 400
+//!   `FAILED_PRECONDITION` "Labels could not be set due to fingerprint mismatch" (the
+//!   message GKE gives, e.g. terraform-provider-google issue 5608);
 //! - `setSize` (recorded in the cluster's `currentNodeCount`, as node counts are not a field
 //!   of NodePool) and `setAutoscaling` (min <= max, else 400).
 
@@ -80,6 +83,7 @@ pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str,
                 }
                 ([], None) if m == M::PUT => update_cluster(state, req, project, location, &clusters, cluster),
                 ([], None) if m == M::DELETE => delete_cluster(state, project, location, &clusters, cluster),
+                ([], Some("setResourceLabels")) if m == M::POST => set_labels(state, req, project, location, &clusters, cluster),
                 (["nodePools"], None) if m == M::GET => {
                     state.get(&clusters, cluster).ok_or_else(|| not_found(&cluster_key))?;
                     Reply::read(json!({"nodePools": state.list(&format!("{cluster_key}/nodePools"))}))
@@ -366,6 +370,39 @@ fn update_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     Reply::write(operation(state, project, location, "UPDATE_CLUSTER", &key, effects))
 }
 
+/// `:setResourceLabels`: replaces the cluster's labels if `labelFingerprint` is the current
+/// one; otherwise 400 `FAILED_PRECONDITION` "Labels could not be set due to fingerprint
+/// mismatch", as GKE answers (an empty fingerprint included).
+fn set_labels(state: &mut State, req: &Req, project: &str, location: &str, clusters: &str, name: &str) -> Result<Reply, ApiError> {
+    let key = format!("{clusters}/{name}");
+    let current = state.get(clusters, name).cloned().ok_or_else(|| not_found(&key))?;
+    let labels = req.body.get("resourceLabels").cloned().unwrap_or(json!({}));
+    check_labels("resourceLabels", Some(&labels))?;
+    let sent = req.body.get("labelFingerprint").and_then(Value::as_str).unwrap_or_default();
+    let want = current.get("labelFingerprint").and_then(Value::as_str).unwrap_or_default();
+    if sent != want {
+        return Err(ApiError::new(
+            400,
+            "FAILED_PRECONDITION",
+            "failedPrecondition",
+            format!(
+                "Labels could not be set due to fingerprint mismatch; try again with the proper fingerprint: incorrect fingerprint supplied was \"{sent}\", the expected one is \"{want}\"."
+            ),
+        ));
+    }
+    check_idle(state, &key)?;
+    let fp = format!("{:08x}", state.random() as u32);
+    let effects = vec![
+        Effect::Merge { collection: clusters.to_owned(), name: name.to_owned(), patch: json!({"resourceLabels": null}) },
+        Effect::Merge {
+            collection: clusters.to_owned(),
+            name: name.to_owned(),
+            patch: json!({"resourceLabels": labels, "labelFingerprint": fp}),
+        },
+    ];
+    Reply::write(operation(state, project, location, "UPDATE_CLUSTER", &key, effects))
+}
+
 fn delete_cluster(state: &mut State, project: &str, location: &str, clusters: &str, name: &str) -> Result<Reply, ApiError> {
     let key = format!("{clusters}/{name}");
     state.get(clusters, name).ok_or_else(|| not_found(&key))?;
@@ -500,6 +537,11 @@ fn node_pool_change(
     check_idle(state, &key)?;
     let mut patch = patch;
     patch["etag"] = json!(state.fingerprint());
-    let effects = vec![Effect::Merge { collection: pools, name: np.to_owned(), patch }];
+    // `config` is replaced whole (its label maps must lose removed keys), the rest merged.
+    let mut effects = Vec::new();
+    if patch.get("config").is_some() {
+        effects.push(Effect::Merge { collection: pools.clone(), name: np.to_owned(), patch: json!({"config": null}) });
+    }
+    effects.push(Effect::Merge { collection: pools, name: np.to_owned(), patch });
     Reply::write(operation(state, project, location, op_type, &target, effects))
 }

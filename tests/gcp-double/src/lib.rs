@@ -12,8 +12,9 @@
 //!   goes PENDING -> RUNNING -> DONE over [`Options::operation_polls`] polls (`get` or
 //!   `wait`); only DONE makes the change visible
 //!   (<https://cloud.google.com/compute/docs/api/how-tos/api-requests-responses#handling_api_responses>).
-//! - GKE, container v1 ([`gke`]): clusters and node pools (create, get, list, update, delete,
-//!   `:setSize`, `:setAutoscaling`) and their operations; a cluster is PROVISIONING until its
+//! - GKE, container v1 ([`gke`]): clusters (create, get, list, update, delete,
+//!   `:setResourceLabels`) and node pools (create, get, list, update, delete, `:setSize`,
+//!   `:setAutoscaling`) and their operations; a cluster is PROVISIONING until its
 //!   operation is DONE, then RUNNING with its endpoint and CA.
 //! - IAM admin v1 ([`iam`]): service accounts (create with `accountId`, get, list, patch,
 //!   update, delete) and their `getIamPolicy`/`setIamPolicy`/`testIamPermissions`.
@@ -54,7 +55,8 @@
 //! Not done: Compute addresses, forwarding rules, backend services, health checks and
 //! service attachments (the provider makes none: GKE makes the load balancers, and the
 //! ServiceAttachment is a Kubernetes object, so "a PSC subnet used for an attachment" is
-//! not judged here); `setResourceLabels`, `setLabels` and the other GKE verbs; filters other
+//! not judged here); GKE verbs other than `setSize`, `setAutoscaling` and
+//! `setResourceLabels`; filters other
 //! than on `name`; authentication (any or no token is accepted).
 
 pub mod compute;

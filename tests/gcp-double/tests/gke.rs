@@ -116,6 +116,32 @@ async fn cluster_provisions_then_runs_with_its_endpoint_and_pool() {
     let list = c.list_node_pools().set_parent(format!("{PARENT}/clusters/rw")).send().await.expect("list");
     assert_eq!(list.node_pools.len(), 2);
 
+    // Labels: the current fingerprint wins once; a held one is then stale.
+    let held = c.get_cluster().set_name(format!("{PARENT}/clusters/rw")).send().await.expect("get").label_fingerprint;
+    let op = c
+        .set_labels()
+        .set_name(format!("{PARENT}/clusters/rw"))
+        .set_resource_labels([("byoc-env", "prod")])
+        .set_label_fingerprint(&held)
+        .send()
+        .await
+        .expect("setResourceLabels");
+    assert_eq!(op.operation_type, operation::Type::UpdateCluster, "SET_LABELS is deprecated in the API");
+    wait(&c, &op).await;
+    let err = c
+        .set_labels()
+        .set_name(format!("{PARENT}/clusters/rw"))
+        .set_resource_labels([("byoc-env", "dev")])
+        .set_label_fingerprint(&held)
+        .send()
+        .await
+        .expect_err("stale label fingerprint");
+    assert_eq!(err.http_status_code(), Some(400));
+    assert_eq!(err.status().map(|s| s.code), Some(google_cloud_gax::error::rpc::Code::FailedPrecondition));
+    let got = c.get_cluster().set_name(format!("{PARENT}/clusters/rw")).send().await.expect("get");
+    assert_eq!(got.resource_labels.get("byoc-env").map(String::as_str), Some("prod"));
+    assert_ne!(got.label_fingerprint, held);
+
     // update: exactly one desired field.
     let op = c
         .update_cluster()
