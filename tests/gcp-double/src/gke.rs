@@ -161,7 +161,7 @@ fn operation(state: &mut State, project: &str, location: &str, op_type: &str, ta
         "targetLink": format!("{BASE}{target}"),
         "startTime": now(),
     });
-    state.start_operation(format!("projects/{project}/locations/{location}/operations/{name}"), OpKind::Container, json, effects)
+    state.start_operation(format!("projects/{project}/locations/{location}/operations/{name}"), OpKind::Container, json, effects, None)
 }
 
 /// The region of a location (`us-central1-a` -> `us-central1`).

@@ -12,6 +12,10 @@
 //!   goes PENDING -> RUNNING -> DONE over [`Options::operation_polls`] polls (`get` or
 //!   `wait`); only DONE makes the change visible
 //!   (<https://cloud.google.com/compute/docs/api/how-tos/api-requests-responses#handling_api_responses>).
+//!   What Compute reports through the operation (a deletion of something in use, a range
+//!   conflicting with another subnetwork's) ends the operation DONE with `error.errors[]`
+//!   and `httpErrorStatusCode` 400, and changes nothing; note that the client's
+//!   `poller().until_done()` answers such an operation as `Ok`, with `error` set.
 //! - GKE, container v1 ([`gke`]): clusters (create, get, list, update, delete,
 //!   `:setResourceLabels`) and node pools (create, get, list, update, delete, `:setSize`,
 //!   `:setAutoscaling`) and their operations; a cluster is PROVISIONING until its

@@ -37,6 +37,9 @@ pub(crate) struct Operation {
     pub polls: u32,
     pub effects: Vec<Effect>,
     pub done: bool,
+    /// An error the operation ends with at DONE (`errors[].code`, message), instead of its
+    /// effects.
+    pub failure: Option<(String, String)>,
 }
 
 /// Everything the double remembers.
@@ -154,14 +157,23 @@ impl State {
     }
 
     /// Registers an operation; with `operation_polls == 0` it is DONE at once.
-    pub(crate) fn start_operation(&mut self, key: String, kind: OpKind, mut json: Value, effects: Vec<Effect>) -> Value {
+    pub(crate) fn start_operation(
+        &mut self,
+        key: String,
+        kind: OpKind,
+        mut json: Value,
+        effects: Vec<Effect>,
+        failure: Option<(String, String)>,
+    ) -> Value {
         let done = self.opts.operation_polls == 0;
         json["status"] = json!(if done { "DONE" } else { "PENDING" });
         if done {
-            finish(&mut json, kind);
-            self.apply(&effects);
+            finish(&mut json, kind, failure.as_ref());
+            if failure.is_none() {
+                self.apply(&effects);
+            }
         }
-        self.operations.insert(key, Operation { kind, json: json.clone(), polls: 0, effects, done });
+        self.operations.insert(key, Operation { kind, json: json.clone(), polls: 0, effects, done, failure });
         json
     }
 
@@ -177,8 +189,8 @@ impl State {
         if op.polls >= wanted {
             op.done = true;
             op.json["status"] = json!("DONE");
-            finish(&mut op.json, op.kind);
-            let effects = op.effects.clone();
+            finish(&mut op.json, op.kind, op.failure.as_ref());
+            let effects = if op.failure.is_none() { op.effects.clone() } else { Vec::new() };
             let json = op.json.clone();
             self.apply(&effects);
             Ok(json)
@@ -214,14 +226,26 @@ impl State {
     }
 }
 
-fn finish(json: &mut Value, kind: OpKind) {
+/// Marks an operation DONE; a failed one carries Compute's `error.errors[]` and
+/// `httpErrorStatusCode` (<https://cloud.google.com/compute/docs/reference/rest/v1/globalOperations>),
+/// or GKE's `error` status.
+fn finish(json: &mut Value, kind: OpKind, failure: Option<&(String, String)>) {
     match kind {
         OpKind::Compute => {
             json["progress"] = json!(100);
             json["endTime"] = json!(now());
+            if let Some((code, message)) = failure {
+                json["error"] = json!({"errors": [{"code": code, "message": message}]});
+                json["httpErrorStatusCode"] = json!(400);
+                json["httpErrorMessage"] = json!("BAD REQUEST");
+            }
         }
         OpKind::Container => {
             json["endTime"] = json!(now());
+            if let Some((_, message)) = failure {
+                json["error"] = json!({"code": 9, "message": message});
+                json["statusMessage"] = json!(message);
+            }
         }
     }
 }

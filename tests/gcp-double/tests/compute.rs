@@ -169,10 +169,15 @@ async fn subnetwork_lifecycle_with_fingerprints() {
     assert_eq!(after.private_ip_google_access, Some(true));
     assert_ne!(after.fingerprint, Some(fingerprint), "a change makes a new fingerprint");
 
-    // The network is in use while the subnetwork lives.
-    let err = c.networks.delete().set_project(P).set_network("vpc").send().await.expect_err("in use");
-    assert_eq!(err.http_status_code(), Some(400));
-    assert_eq!(client_reason(&err), "resourceInUseByAnotherResource");
+    // The network is in use while the subnetwork lives: the request is taken, its operation
+    // ends DONE with the error (the client's poller answers Ok with `error` set), and nothing
+    // is deleted.
+    let op = c.networks.delete().set_project(P).set_network("vpc").poller().until_done().await.expect("taken");
+    let error = op.error.expect("the operation failed");
+    assert_eq!(error.errors[0].code.as_deref(), Some("RESOURCE_IN_USE_BY_ANOTHER_RESOURCE"));
+    assert!(error.errors[0].message.as_deref().is_some_and(|m| m.contains("is already being used by")));
+    assert_eq!(op.http_error_status_code, Some(400));
+    c.networks.get().set_project(P).set_network("vpc").send().await.expect("the network is still there");
     c.subnetworks.delete().set_project(P).set_region(R).set_subnetwork("nodes").poller().until_done().await.expect("delete subnetwork");
     c.networks.delete().set_project(P).set_network("vpc").poller().until_done().await.expect("delete network");
     assert_eq!(double.snapshot(), json!({}));
@@ -195,8 +200,11 @@ async fn overlapping_ranges_and_bad_names_are_refused() {
     let c = clients(&double).await;
     make_network(&c, "vpc").await;
     make_subnet(&c, "a", "vpc", "10.0.0.0/20").await.expect("first subnet");
-    let err = make_subnet(&c, "b", "vpc", "10.0.8.0/24").await.expect_err("overlap");
-    assert_eq!(err.http_status_code(), Some(400), "{err:?}");
+    let op = make_subnet(&c, "b", "vpc", "10.0.8.0/24").await.expect("taken, failing in the operation");
+    let message = op.error.and_then(|e| e.errors.into_iter().next()).and_then(|e| e.message).unwrap_or_default();
+    assert!(message.contains("conflicts with range 10.0.0.0/20"), "{message}");
+    let missing = c.subnetworks.get().set_project(P).set_region(R).set_subnetwork("b").send().await.expect_err("not created");
+    assert_eq!(missing.http_status_code(), Some(404));
     make_network(&c, "other").await;
     make_subnet(&c, "c", "other", "10.0.8.0/24").await.expect("another network may reuse the range");
     for bad in ["Upper", "1digit", "trailing-", "x".repeat(64).as_str()] {
@@ -272,12 +280,15 @@ async fn firewalls_and_router_nat() {
     c.routers.insert().set_project(P).set_region(R).set_body(router).poller().until_done().await.expect("router");
     let got = c.routers.get().set_project(P).set_region(R).set_router("router-nat").send().await.expect("get router");
     assert_eq!(got.nats.len(), 1);
-    let err = c.subnetworks.delete().set_project(P).set_region(R).set_subnetwork("nodes").send().await.expect_err("NAT uses it");
-    assert_eq!(client_reason(&err), "resourceInUseByAnotherResource");
+    let op = c.subnetworks.delete().set_project(P).set_region(R).set_subnetwork("nodes").send().await.expect("taken");
+    let error = op.error.expect("the operation failed");
+    assert_eq!(error.errors[0].code.as_deref(), Some("RESOURCE_IN_USE_BY_ANOTHER_RESOURCE"));
+    assert_eq!(op.http_error_status_code, Some(400));
     let list = c.routers.list().set_project(P).set_region(R).send().await.expect("list");
     assert_eq!(list.items.len(), 1);
+    // Six requests answered 2xx, the failed deletion among them.
     let writes = double.writes();
-    assert_eq!(writes.len(), 5, "{writes:?}");
+    assert_eq!(writes.len(), 6, "{writes:?}");
 }
 
 #[tokio::test]

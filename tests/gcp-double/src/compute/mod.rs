@@ -13,7 +13,8 @@
 //! - `subnetworks.patch` needs the current `fingerprint`: a stale one is 412
 //!   `conditionNotMet`; `ipCidrRange`, `network`, `purpose` cannot be patched (400);
 //! - a subnetwork whose primary or secondary range overlaps a range of another subnetwork of
-//!   the same network, or has host bits set: 400; a `PRIVATE_SERVICE_CONNECT` subnetwork with
+//!   the same network: a failed operation (below); ranges overlapping each other within
+//!   the subnetwork, or with host bits set: 400; a `PRIVATE_SERVICE_CONNECT` subnetwork with
 //!   secondary ranges: 400;
 //! - a firewall needs exactly one of `allowed`/`denied`, `direction` INGRESS or EGRESS,
 //!   `priority` 0-65535, valid CIDRs; EGRESS takes no source tags;
@@ -21,7 +22,10 @@
 //!   `LIST_OF_SUBNETWORKS` naming existing subnetworks of the router's region;
 //! - the referenced network of a subnetwork, firewall or router must exist (404);
 //! - deleting a network still used by a subnetwork, firewall or router, or a subnetwork still
-//!   named by a router's NAT or a GKE cluster: 400 `resourceInUseByAnotherResource`.
+//!   named by a router's NAT or a GKE cluster: the operation ends DONE with
+//!   `error.errors[].code` `RESOURCE_IN_USE_BY_ANOTHER_RESOURCE` (and `httpErrorStatusCode`
+//!   400) and nothing is deleted; likewise a range conflicting with another subnetwork's
+//!   (code `INVALID_USAGE`): Compute reports these through the operation, not the request.
 
 use serde_json::{Value, json};
 
@@ -343,6 +347,7 @@ fn check_fields(kind: Kind, body: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn operation(
     state: &mut State,
     project: &str,
@@ -351,6 +356,7 @@ fn operation(
     target: &str,
     target_id: &str,
     effects: Vec<Effect>,
+    failure: Option<(String, String)>,
 ) -> Value {
     let name = format!("operation-{}-{:016x}", jiff::Timestamp::now().as_millisecond(), state.random());
     let op_coll = match region {
@@ -372,7 +378,7 @@ fn operation(
     if let Some(r) = region {
         json["region"] = json!(format!("{BASE}projects/{project}/regions/{r}"));
     }
-    state.start_operation(format!("{op_coll}/{name}"), OpKind::Compute, json, effects)
+    state.start_operation(format!("{op_coll}/{name}"), OpKind::Compute, json, effects, failure)
 }
 
 fn insert(state: &mut State, req: &Req, project: &str, region: Option<&str>, kind: Kind, coll: &str) -> Result<Reply, ApiError> {
@@ -383,7 +389,7 @@ fn insert(state: &mut State, req: &Req, project: &str, region: Option<&str>, kin
     if state.get(coll, &name).is_some() || state.pending_put(coll, &name) {
         return Err(ApiError::already_exists(&format!("{coll}/{name}")));
     }
-    validate(state, project, region, kind, &name, &mut body)?;
+    let failure = deferred(validate(state, project, region, kind, &name, &mut body))?;
     let id = state.id();
     let link = self_link(coll, &name);
     body["id"] = json!(id);
@@ -397,7 +403,7 @@ fn insert(state: &mut State, req: &Req, project: &str, region: Option<&str>, kin
         body["fingerprint"] = json!(state.fingerprint());
     }
     let effects = vec![Effect::Put { collection: coll.to_owned(), name: name.clone(), value: body }];
-    Reply::write(operation(state, project, region, "insert", &link, &id, effects))
+    Reply::write(operation(state, project, region, "insert", &link, &id, effects, failure))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -449,7 +455,7 @@ fn change(
             return Err(ApiError::invalid(format!("Invalid value for field 'resource.{field}': it cannot be changed by {}.", req.method)));
         }
     }
-    validate(state, project, region, kind, name, &mut next)?;
+    let failure = deferred(validate(state, project, region, kind, name, &mut next))?;
     for keep in ["id", "kind", "selfLink", "creationTimestamp", "region", "network"] {
         if let Some(v) = current.get(keep) {
             next[keep] = v.clone();
@@ -462,7 +468,17 @@ fn change(
     let link = self_link(coll, name);
     let effects = vec![Effect::Put { collection: coll.to_owned(), name: name.to_owned(), value: next }];
     let op_type = if replace { "update" } else { "patch" };
-    Reply::write(operation(state, project, region, op_type, &link, &id, effects))
+    Reply::write(operation(state, project, region, op_type, &link, &id, effects, failure))
+}
+
+/// Splits a validation result into a refusal of the request and a failure the operation
+/// reports at DONE ([`crate::error::IN_OPERATION`]).
+fn deferred(result: Result<(), ApiError>) -> Result<Option<(String, String)>, ApiError> {
+    match result {
+        Ok(()) => Ok(None),
+        Err(e) if e.reason == crate::error::IN_OPERATION => Ok(Some(("INVALID_USAGE".to_owned(), e.message))),
+        Err(e) => Err(e),
+    }
 }
 
 fn same_ref(project: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
@@ -512,12 +528,15 @@ fn delete(state: &mut State, project: &str, region: Option<&str>, kind: Kind, co
         }
         Kind::Firewall | Kind::Router => Vec::new(),
     };
-    if let Some(user) = users.first() {
-        return Err(ApiError::in_use(&format!("{coll}/{name}"), user));
-    }
+    // Compute reports a deletion of something in use through the operation (Terraform's
+    // "Error waiting for Deleting Network: The network resource ... is already being used
+    // by ..."), with the code RESOURCE_IN_USE_BY_ANOTHER_RESOURCE.
+    let failure = users.first().map(|user| {
+        ("RESOURCE_IN_USE_BY_ANOTHER_RESOURCE".to_owned(), format!("The resource '{coll}/{name}' is already being used by '{user}'"))
+    });
     let id = current.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
     let effects = vec![Effect::Delete { collection: coll.to_owned(), name: name.to_owned() }];
-    Reply::write(operation(state, project, region, "delete", &link, &id, effects))
+    Reply::write(operation(state, project, region, "delete", &link, &id, effects, failure))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{Kind, reference, self_link};
-use crate::error::ApiError;
+use crate::error::{ApiError, IN_OPERATION};
 use crate::names::{check_name, cidr, has_host_bits, overlaps};
 use crate::state::State;
 
@@ -139,9 +139,14 @@ fn validate_subnetwork(state: &State, project: &str, region: &str, name: &str, n
             if let Some(rt) = cidr(t)
                 && let Some((mine, _)) = ranges.iter().find(|(_, r)| overlaps(*r, rt))
             {
-                return Err(ApiError::invalid(format!(
-                    "Invalid IPCidrRange: the {mine} conflicts with range {t} of existing subnetwork '{oname}' in network '{network}'."
-                )));
+                return Err(ApiError::new(
+                    400,
+                    "INVALID_ARGUMENT",
+                    IN_OPERATION,
+                    format!(
+                        "Invalid IPCidrRange: the {mine} conflicts with range {t} of existing subnetwork '{oname}' in network '{network}'."
+                    ),
+                ));
             }
         }
     }
