@@ -51,6 +51,8 @@ pub(crate) struct State {
     next_id: u64,
     rng: u64,
     pub writes: Vec<String>,
+    /// Compute's `requestId`s answered, with the key of the operation each started.
+    pub request_ids: BTreeMap<String, String>,
     pub faults: u64,
 }
 
@@ -58,7 +60,16 @@ impl State {
     pub(crate) fn new(opts: Options) -> State {
         // splitmix64 wants a non-trivial start; the seed alone decides the sequence.
         let rng = opts.seed ^ 0x9E37_79B9_7F4A_7C15;
-        State { opts, collections: BTreeMap::new(), operations: BTreeMap::new(), next_id: 0, rng, writes: Vec::new(), faults: 0 }
+        State {
+            opts,
+            collections: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            next_id: 0,
+            rng,
+            writes: Vec::new(),
+            request_ids: BTreeMap::new(),
+            faults: 0,
+        }
     }
 
     /// The next number of the seeded generator (splitmix64).

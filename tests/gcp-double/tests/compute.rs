@@ -326,3 +326,23 @@ async fn list_filters_and_operation_wait() {
     let err = c.operations.get().set_project(P).set_operation("operation-missing").send().await.expect_err("no such operation");
     assert_eq!(err.http_status_code(), Some(404));
 }
+
+#[tokio::test]
+async fn a_retried_insert_with_its_request_id_is_not_a_duplicate() {
+    let double = Double::spawn(Options::default()).expect("spawn");
+    let c = clients(&double).await;
+    let insert = || {
+        c.networks.insert().set_project(P).set_request_id("3f2a1c52-0d4e-4b8e-9a43-1f7d2b9e6c10").set_body(Network::new().set_name("vpc"))
+    };
+    let first = insert().send().await.expect("first");
+    let again = insert().send().await.expect("the retry answers the same operation");
+    assert_eq!(first.name, again.name);
+    c.operations.get().set_project(P).set_operation(first.name.clone().expect("name")).send().await.expect("poll");
+    c.operations.get().set_project(P).set_operation(first.name.clone().expect("name")).send().await.expect("poll");
+    let done = insert().send().await.expect("after DONE too");
+    assert_eq!(done.status, Some(google_cloud_compute_v1::model::operation::Status::Done));
+    let err = c.networks.insert().set_project(P).set_body(Network::new().set_name("vpc")).send().await.expect_err("a new request");
+    assert_eq!(err.http_status_code(), Some(409));
+    assert_eq!(double.writes().len(), 3, "every mutating request answered 2xx counts: {:?}", double.writes());
+    assert_eq!(double.snapshot()[format!("projects/{P}/global/networks")].as_object().map(|o| o.len()), Some(1));
+}

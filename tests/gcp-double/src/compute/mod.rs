@@ -7,6 +7,8 @@
 //! - a field the resource does not have (e.g. `labels` on a network, subnetwork, firewall or
 //!   router, none of which has labels in v1): 400 "Invalid JSON payload received. Unknown
 //!   name";
+//! - a mutation repeated with the same `requestId` answers the first one's operation and
+//!   changes nothing more (no 409 for a retried insert);
 //! - every mutation answers an Operation (`compute#operation`, `PENDING` -> `RUNNING` ->
 //!   `DONE`), and the change is visible only once it is DONE (`globalOperations/get`,
 //!   `regionOperations/get`, `.../wait`);
@@ -237,6 +239,35 @@ fn poll(state: &mut State, key: &str) -> Result<Reply, ApiError> {
 fn resource(state: &mut State, req: &Req, project: &str, region: Option<&str>, kind: Kind, name: Option<&str>) -> Result<Reply, ApiError> {
     use http::Method as M;
     let coll = collection(project, region, kind);
+    // A mutation repeated with the same `requestId` answers the operation the first one
+    // started and does nothing more ("the server ignores the request if it has already been
+    // completed", the `requestId` parameter of every Compute mutation).
+    let request_id = req.param("requestId").filter(|_| req.method != M::GET).map(|r| format!("{project}/{r}"));
+    if let Some(id) = &request_id
+        && let Some(op) = state.request_ids.get(id).and_then(|key| state.operations.get(key))
+    {
+        // Still a mutating request answered 2xx, so it counts in `writes()`.
+        return Reply::write(op.json.clone());
+    }
+    let reply = resource_call(state, req, project, region, kind, name, &coll)?;
+    if let (Some(id), Some(link)) = (request_id, reply.body.get("selfLink").and_then(Value::as_str)) {
+        let key = link.find("projects/").map(|i| link[i..].to_owned()).unwrap_or_default();
+        state.request_ids.insert(id, key);
+    }
+    Ok(reply)
+}
+
+fn resource_call(
+    state: &mut State,
+    req: &Req,
+    project: &str,
+    region: Option<&str>,
+    kind: Kind,
+    name: Option<&str>,
+    coll: &str,
+) -> Result<Reply, ApiError> {
+    use http::Method as M;
+    let coll = coll.to_owned();
     match (&req.method, name) {
         (m, None) if m == M::GET => list(state, req, &coll, kind),
         (m, None) if m == M::POST => insert(state, req, project, region, kind, &coll),
