@@ -20,6 +20,12 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// The `reason` of an error Compute reports through the operation, not the request: a
+/// subnetwork range conflicting with another subnetwork's (the insert answers an Operation
+/// that ends DONE with the error, as Terraform's "Error waiting to create Subnetwork:
+/// Invalid IPCidrRange ... conflicts with existing subnetwork" shows).
+pub(crate) const IN_OPERATION: &str = "inOperation";
+
 impl ApiError {
     pub(crate) fn new(code: u16, status: &'static str, reason: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { code, status, reason, message: message.into() }
@@ -43,16 +49,6 @@ impl ApiError {
     /// 412 for a stale fingerprint.
     pub(crate) fn condition_not_met(message: impl Into<String>) -> ApiError {
         ApiError::new(412, "FAILED_PRECONDITION", "conditionNotMet", message)
-    }
-
-    /// 400 `resourceInUseByAnotherResource` for a deletion of something still referenced.
-    pub(crate) fn in_use(resource: &str, user: &str) -> ApiError {
-        ApiError::new(
-            400,
-            "FAILED_PRECONDITION",
-            "resourceInUseByAnotherResource",
-            format!("The resource '{resource}' is already being used by '{user}'"),
-        )
     }
 
     /// 403 for a permission the caller lacks, or a service not enabled.

@@ -9,6 +9,9 @@
 //!   region, not of purpose `PRIVATE_SERVICE_CONNECT` (400), and the secondary ranges named by
 //!   `ipAllocationPolicy` must be ranges of that subnetwork (400);
 //! - `workloadIdentityConfig.workloadPool` must be `{project}.svc.id.goog` (400);
+//! - the location must be a GCP region or zone (400); `resourceLabels` of clusters and node
+//!   pools follow GCP's label rules (keys start with a lowercase letter, 63 characters at
+//!   most, lowercase letters, digits, `_`, `-`; 400 otherwise);
 //! - `labels` is not a Cluster field (it has `resourceLabels`): 400 unknown name;
 //! - `clusters.update` takes exactly one `desired*` field (`ClusterUpdate`: "Exactly one
 //!   update can be applied to a cluster with each request"): 400 otherwise;
@@ -17,6 +20,9 @@
 //! - a cluster is `PROVISIONING` from its create until the operation is DONE, then `RUNNING`
 //!   with `endpoint`, `masterAuth.clusterCaCertificate` and `currentMasterVersion` filled
 //!   in; a deleted one is `STOPPING` until DONE. Node pools likewise.
+//! - `setResourceLabels` needs the current `labelFingerprint`: otherwise 400
+//!   `FAILED_PRECONDITION` "Labels could not be set due to fingerprint mismatch" (the
+//!   message GKE gives, e.g. terraform-provider-google issue 5608);
 //! - `setSize` (recorded in the cluster's `currentNodeCount`, as node counts are not a field
 //!   of NodePool) and `setAutoscaling` (min <= max, else 400).
 
@@ -25,7 +31,7 @@ use serde_json::{Map, Value, json};
 
 use crate::compute;
 use crate::error::ApiError;
-use crate::names::check_name;
+use crate::names::{check_labels, check_name};
 use crate::state::{Effect, OpKind, State, now};
 use crate::{Reply, Req};
 
@@ -44,6 +50,9 @@ fn fields_refused(body: &Value, what: &str) -> Result<(), ApiError> {
 pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str, rest: &[&str]) -> Result<Reply, ApiError> {
     use http::Method as M;
     let m = &req.method;
+    if location != "-" {
+        crate::names::check_location("parent", location)?;
+    }
     let clusters = format!("projects/{project}/locations/{location}/clusters");
     match rest {
         ["operations", op] if m == M::GET => {
@@ -51,7 +60,15 @@ pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str,
             state.poll_operation(&key, &key).and_then(Reply::read)
         }
         ["clusters"] if m == M::GET => {
-            let items: Vec<Value> = state.list(&clusters).into_iter().map(|c| present(state, &clusters, c)).collect();
+            // Location `-` lists the clusters of every location, as GKE does.
+            let colls: Vec<String> = if location == "-" {
+                let prefix = format!("projects/{project}/locations/");
+                state.collections.keys().filter(|c| c.starts_with(&prefix) && c.ends_with("/clusters")).cloned().collect()
+            } else {
+                vec![clusters.clone()]
+            };
+            let items: Vec<Value> =
+                colls.iter().flat_map(|coll| state.list(coll).into_iter().map(|c| present(state, coll, c)).collect::<Vec<_>>()).collect();
             Reply::read(json!({"clusters": items}))
         }
         ["clusters"] if m == M::POST => create_cluster(state, req, project, location, &clusters),
@@ -66,6 +83,7 @@ pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str,
                 }
                 ([], None) if m == M::PUT => update_cluster(state, req, project, location, &clusters, cluster),
                 ([], None) if m == M::DELETE => delete_cluster(state, project, location, &clusters, cluster),
+                ([], Some("setResourceLabels")) if m == M::POST => set_labels(state, req, project, location, &clusters, cluster),
                 (["nodePools"], None) if m == M::GET => {
                     state.get(&clusters, cluster).ok_or_else(|| not_found(&cluster_key))?;
                     Reply::read(json!({"nodePools": state.list(&format!("{cluster_key}/nodePools"))}))
@@ -117,7 +135,9 @@ fn present(state: &State, clusters: &str, mut c: Value) -> Value {
 fn check_idle(state: &State, cluster_key: &str) -> Result<(), ApiError> {
     let prefix = format!("{BASE}{cluster_key}");
     if let Some(op) = state.operations.values().find(|o| {
-        !o.done && o.kind == OpKind::Container && o.json.get("targetLink").and_then(Value::as_str).is_some_and(|t| t == prefix || t.starts_with(&format!("{prefix}/")))
+        !o.done
+            && o.kind == OpKind::Container
+            && o.json.get("targetLink").and_then(Value::as_str).is_some_and(|t| t == prefix || t.starts_with(&format!("{prefix}/")))
     }) {
         let name = op.json.get("name").and_then(Value::as_str).unwrap_or_default();
         return Err(ApiError::new(
@@ -141,7 +161,7 @@ fn operation(state: &mut State, project: &str, location: &str, op_type: &str, ta
         "targetLink": format!("{BASE}{target}"),
         "startTime": now(),
     });
-    state.start_operation(format!("projects/{project}/locations/{location}/operations/{name}"), OpKind::Container, json, effects)
+    state.start_operation(format!("projects/{project}/locations/{location}/operations/{name}"), OpKind::Container, json, effects, None)
 }
 
 /// The region of a location (`us-central1-a` -> `us-central1`).
@@ -155,6 +175,7 @@ fn region_of(location: &str) -> &str {
 fn check_pool(i: &str, pool: &Value) -> Result<(), ApiError> {
     let name = pool.get("name").and_then(Value::as_str).unwrap_or_default();
     check_name(&format!("{i}.name"), name, 40)?;
+    check_labels(&format!("{i}.config.resourceLabels"), pool.pointer("/config/resourceLabels"))?;
     if let Some(a) = pool.get("autoscaling").filter(|a| a.get("enabled").and_then(Value::as_bool) == Some(true)) {
         let min = a.get("minNodeCount").and_then(Value::as_i64).unwrap_or(0);
         let max = a.get("maxNodeCount").and_then(Value::as_i64).unwrap_or(0);
@@ -175,6 +196,7 @@ fn create_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     fields_refused(&cluster, "cluster")?;
     let name = cluster.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     check_name("cluster.name", &name, 40)?;
+    check_labels("cluster.resourceLabels", cluster.get("resourceLabels"))?;
     let key = format!("{clusters}/{name}");
     if state.get(clusters, &name).is_some() {
         return Err(ApiError::new(409, "ALREADY_EXISTS", "alreadyExists", format!("Already exists: {key}.")));
@@ -275,7 +297,8 @@ fn create_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     for (pname, p) in stored_pools {
         state.put(&pool_coll, &pname, p);
     }
-    let ca = base64::engine::general_purpose::STANDARD.encode(format!("-----BEGIN CERTIFICATE-----\nfake CA of {key}\n-----END CERTIFICATE-----\n"));
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(format!("-----BEGIN CERTIFICATE-----\nfake CA of {key}\n-----END CERTIFICATE-----\n"));
     let n = state.random();
     effects.push(Effect::Merge {
         collection: clusters.to_owned(),
@@ -295,7 +318,8 @@ fn update_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     let key = format!("{clusters}/{name}");
     let current = state.get(clusters, name).cloned().ok_or_else(|| not_found(&key))?;
     let update = req.body.get("update").and_then(Value::as_object).cloned().unwrap_or_default();
-    let desired: Vec<(&String, &Value)> = update.iter().filter(|(k, _)| k.starts_with("desired") && k.as_str() != "desiredNodePoolId").collect();
+    let desired: Vec<(&String, &Value)> =
+        update.iter().filter(|(k, _)| k.starts_with("desired") && k.as_str() != "desiredNodePoolId").collect();
     if desired.len() != 1 {
         return Err(ApiError::invalid(format!(
             "Exactly one update can be applied to a cluster with each request; got {} ({}).",
@@ -306,7 +330,12 @@ fn update_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     if let Some(etag) = update.get("etag").and_then(Value::as_str)
         && Some(etag) != current.get("etag").and_then(Value::as_str)
     {
-        return Err(ApiError::new(409, "ABORTED", "aborted", format!("The cluster {key} was changed since etag {etag}; get it again and retry.")));
+        return Err(ApiError::new(
+            409,
+            "ABORTED",
+            "aborted",
+            format!("The cluster {key} was changed since etag {etag}; get it again and retry."),
+        ));
     }
     check_idle(state, &key)?;
     let (field, value) = desired[0];
@@ -338,6 +367,39 @@ fn update_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     }
     patch["etag"] = json!(state.fingerprint());
     let effects = vec![Effect::Merge { collection: clusters.to_owned(), name: name.to_owned(), patch }];
+    Reply::write(operation(state, project, location, "UPDATE_CLUSTER", &key, effects))
+}
+
+/// `:setResourceLabels`: replaces the cluster's labels if `labelFingerprint` is the current
+/// one; otherwise 400 `FAILED_PRECONDITION` "Labels could not be set due to fingerprint
+/// mismatch", as GKE answers (an empty fingerprint included).
+fn set_labels(state: &mut State, req: &Req, project: &str, location: &str, clusters: &str, name: &str) -> Result<Reply, ApiError> {
+    let key = format!("{clusters}/{name}");
+    let current = state.get(clusters, name).cloned().ok_or_else(|| not_found(&key))?;
+    let labels = req.body.get("resourceLabels").cloned().unwrap_or(json!({}));
+    check_labels("resourceLabels", Some(&labels))?;
+    let sent = req.body.get("labelFingerprint").and_then(Value::as_str).unwrap_or_default();
+    let want = current.get("labelFingerprint").and_then(Value::as_str).unwrap_or_default();
+    if sent != want {
+        return Err(ApiError::new(
+            400,
+            "FAILED_PRECONDITION",
+            "failedPrecondition",
+            format!(
+                "Labels could not be set due to fingerprint mismatch; try again with the proper fingerprint: incorrect fingerprint supplied was \"{sent}\", the expected one is \"{want}\"."
+            ),
+        ));
+    }
+    check_idle(state, &key)?;
+    let fp = format!("{:08x}", state.random() as u32);
+    let effects = vec![
+        Effect::Merge { collection: clusters.to_owned(), name: name.to_owned(), patch: json!({"resourceLabels": null}) },
+        Effect::Merge {
+            collection: clusters.to_owned(),
+            name: name.to_owned(),
+            patch: json!({"resourceLabels": labels, "labelFingerprint": fp}),
+        },
+    ];
     Reply::write(operation(state, project, location, "UPDATE_CLUSTER", &key, effects))
 }
 
@@ -386,7 +448,16 @@ fn create_node_pool(state: &mut State, req: &Req, project: &str, location: &str,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn node_pool_change(state: &mut State, req: &Req, project: &str, location: &str, clusters: &str, cluster: &str, np: &str, verb: Option<&str>) -> Result<Reply, ApiError> {
+fn node_pool_change(
+    state: &mut State,
+    req: &Req,
+    project: &str,
+    location: &str,
+    clusters: &str,
+    cluster: &str,
+    np: &str,
+    verb: Option<&str>,
+) -> Result<Reply, ApiError> {
     use http::Method as M;
     let key = format!("{clusters}/{cluster}");
     state.get(clusters, cluster).ok_or_else(|| not_found(&key))?;
@@ -406,12 +477,19 @@ fn node_pool_change(state: &mut State, req: &Req, project: &str, location: &str,
         (m, None) if m == M::PUT => {
             let mut config = current.get("config").cloned().unwrap_or(json!({}));
             let mut patch = json!({});
-            for (from, to) in [("machineType", "machineType"), ("diskSizeGb", "diskSizeGb"), ("diskType", "diskType"), ("imageType", "imageType")] {
+            for (from, to) in
+                [("machineType", "machineType"), ("diskSizeGb", "diskSizeGb"), ("diskType", "diskType"), ("imageType", "imageType")]
+            {
                 if let Some(v) = body.get(from) {
                     config[to] = v.clone();
                 }
             }
-            for (from, inner, to) in [("labels", "labels", "labels"), ("resourceLabels", "labels", "resourceLabels"), ("taints", "taints", "taints"), ("tags", "tags", "tags")] {
+            for (from, inner, to) in [
+                ("labels", "labels", "labels"),
+                ("resourceLabels", "labels", "resourceLabels"),
+                ("taints", "taints", "taints"),
+                ("tags", "tags", "tags"),
+            ] {
                 if let Some(v) = body.get(from) {
                     config[to] = v.get(inner).cloned().unwrap_or(Value::Null);
                 }
@@ -423,20 +501,30 @@ fn node_pool_change(state: &mut State, req: &Req, project: &str, location: &str,
             if let Some(v) = body.get("nodeVersion") {
                 patch["version"] = v.clone();
             }
+            check_labels("resourceLabels", body.pointer("/resourceLabels/labels"))?;
             if let Some(etag) = body.get("etag").and_then(Value::as_str)
                 && Some(etag) != current.get("etag").and_then(Value::as_str)
             {
-                return Err(ApiError::new(409, "ABORTED", "aborted", format!("The node pool {target} was changed since etag {etag}; get it again and retry.")));
+                return Err(ApiError::new(
+                    409,
+                    "ABORTED",
+                    "aborted",
+                    format!("The node pool {target} was changed since etag {etag}; get it again and retry."),
+                ));
             }
             ("UPGRADE_NODES", patch)
         }
         (m, Some("setSize")) if m == M::POST => {
-            let n = body.get("nodeCount").and_then(Value::as_i64).ok_or_else(|| ApiError::invalid("Required field 'node_count' not specified."))?;
+            let n = body
+                .get("nodeCount")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ApiError::invalid("Required field 'node_count' not specified."))?;
             if n < 0 {
                 return Err(ApiError::invalid("node_count must be >= 0."));
             }
             check_idle(state, &key)?;
-            let effects = vec![Effect::Merge { collection: clusters.to_owned(), name: cluster.to_owned(), patch: json!({"currentNodeCount": n}) }];
+            let effects =
+                vec![Effect::Merge { collection: clusters.to_owned(), name: cluster.to_owned(), patch: json!({"currentNodeCount": n}) }];
             return Reply::write(operation(state, project, location, "SET_NODE_POOL_SIZE", &target, effects));
         }
         (m, Some("setAutoscaling")) if m == M::POST => {
@@ -449,6 +537,11 @@ fn node_pool_change(state: &mut State, req: &Req, project: &str, location: &str,
     check_idle(state, &key)?;
     let mut patch = patch;
     patch["etag"] = json!(state.fingerprint());
-    let effects = vec![Effect::Merge { collection: pools, name: np.to_owned(), patch }];
+    // `config` is replaced whole (its label maps must lose removed keys), the rest merged.
+    let mut effects = Vec::new();
+    if patch.get("config").is_some() {
+        effects.push(Effect::Merge { collection: pools.clone(), name: np.to_owned(), patch: json!({"config": null}) });
+    }
+    effects.push(Effect::Merge { collection: pools, name: np.to_owned(), patch });
     Reply::write(operation(state, project, location, op_type, &target, effects))
 }

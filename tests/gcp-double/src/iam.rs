@@ -127,7 +127,12 @@ fn create(state: &mut State, req: &Req, project: &str, coll: &str) -> Result<Rep
     }
     let email = format!("{id}@{project}.iam.gserviceaccount.com");
     if state.get(coll, &email).is_some() {
-        return Err(ApiError::new(409, "ALREADY_EXISTS", "alreadyExists", format!("Service account {id} already exists within project projects/{project}.")));
+        return Err(ApiError::new(
+            409,
+            "ALREADY_EXISTS",
+            "alreadyExists",
+            format!("Service account {id} already exists within project projects/{project}."),
+        ));
     }
     let given = req.body.get("serviceAccount").cloned().unwrap_or(json!({}));
     check_texts(&given)?;
@@ -167,7 +172,11 @@ fn change(state: &mut State, req: &Req, coll: &str, email: &str, patch: bool) ->
         let key = match f.as_str() {
             "displayName" | "display_name" => "displayName",
             "description" => "description",
-            other => return Err(ApiError::invalid(format!("Invalid update mask path '{other}': only displayName and description can be changed."))),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid update mask path '{other}': only displayName and description can be changed."
+                )));
+            }
         };
         match given.get(key) {
             Some(v) => sa[key] = v.clone(),
@@ -188,9 +197,20 @@ pub(crate) fn get_policy(state: &State, resource: &str) -> Value {
 }
 
 fn known_member(m: &str) -> bool {
-    ["user:", "serviceAccount:", "group:", "domain:", "principal://", "principalSet://", "deleted:", "projectOwner:", "projectEditor:", "projectViewer:"]
-        .iter()
-        .any(|p| m.starts_with(p))
+    [
+        "user:",
+        "serviceAccount:",
+        "group:",
+        "domain:",
+        "principal://",
+        "principalSet://",
+        "deleted:",
+        "projectOwner:",
+        "projectEditor:",
+        "projectViewer:",
+    ]
+    .iter()
+    .any(|p| m.starts_with(p))
         || m == "allUsers"
         || m == "allAuthenticatedUsers"
 }
@@ -206,7 +226,9 @@ pub(crate) fn set_policy(state: &mut State, req: &Req, project: &str, resource: 
             409,
             "ABORTED",
             "aborted",
-            format!("There were concurrent policy changes to {resource}. Please retry the whole read-modify-write with exponential backoff."),
+            format!(
+                "There were concurrent policy changes to {resource}. Please retry the whole read-modify-write with exponential backoff."
+            ),
         ));
     }
     let version = policy.get("version").and_then(Value::as_i64).unwrap_or(1);
@@ -243,7 +265,9 @@ pub(crate) fn set_policy(state: &mut State, req: &Req, project: &str, resource: 
 
 fn check_member(state: &State, project: &str, m: &str) -> Result<(), ApiError> {
     if !known_member(m) {
-        return Err(ApiError::invalid(format!("Invalid principal: {m}. A principal starts with user:, serviceAccount:, group:, domain:, principal:// or principalSet://.")));
+        return Err(ApiError::invalid(format!(
+            "Invalid principal: {m}. A principal starts with user:, serviceAccount:, group:, domain:, principal:// or principalSet://."
+        )));
     }
     let Some(sa) = m.strip_prefix("serviceAccount:") else { return Ok(()) };
     let pool = format!("{project}.svc.id.goog");
@@ -270,7 +294,8 @@ fn check_member(state: &State, project: &str, m: &str) -> Result<(), ApiError> {
 
 /// `testIamPermissions`: the permissions asked for that are not denied.
 pub(crate) fn test_permissions(state: &State, req: &Req) -> Result<Reply, ApiError> {
-    let asked: Vec<String> = req.body.get("permissions").and_then(Value::as_array).into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect();
+    let asked: Vec<String> =
+        req.body.get("permissions").and_then(Value::as_array).into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect();
     if asked.len() > 100 {
         return Err(ApiError::invalid(format!("At most 100 permissions can be tested at once, not {}.", asked.len())));
     }

@@ -12,8 +12,13 @@
 //!   goes PENDING -> RUNNING -> DONE over [`Options::operation_polls`] polls (`get` or
 //!   `wait`); only DONE makes the change visible
 //!   (<https://cloud.google.com/compute/docs/api/how-tos/api-requests-responses#handling_api_responses>).
-//! - GKE, container v1 ([`gke`]): clusters and node pools (create, get, list, update, delete,
-//!   `:setSize`, `:setAutoscaling`) and their operations; a cluster is PROVISIONING until its
+//!   What Compute reports through the operation (a deletion of something in use, a range
+//!   conflicting with another subnetwork's) ends the operation DONE with `error.errors[]`
+//!   and `httpErrorStatusCode` 400, and changes nothing; note that the client's
+//!   `poller().until_done()` answers such an operation as `Ok`, with `error` set.
+//! - GKE, container v1 ([`gke`]): clusters (create, get, list, update, delete,
+//!   `:setResourceLabels`) and node pools (create, get, list, update, delete, `:setSize`,
+//!   `:setAutoscaling`) and their operations; a cluster is PROVISIONING until its
 //!   operation is DONE, then RUNNING with its endpoint and CA.
 //! - IAM admin v1 ([`iam`]): service accounts (create with `accountId`, get, list, patch,
 //!   update, delete) and their `getIamPolicy`/`setIamPolicy`/`testIamPermissions`.
@@ -24,7 +29,9 @@
 //! - Cloud Storage ([`gcs`]): `/storage/v1`, `/upload/storage/v1` and `/download/storage/v1`
 //!   are forwarded unchanged to the fake-gcs-server given as [`Options::gcs_upstream`],
 //!   except bucket IAM (`/storage/v1/b/B/iam`), which fake-gcs-server lacks and this fake
-//!   keeps (a stale etag there is 412, as Cloud Storage answers preconditions).
+//!   keeps (a stale etag there is 412, as Cloud Storage answers preconditions), and the
+//!   bucket fields fake-gcs-server drops (labels, `iamConfiguration`, `lifecycle`, ...;
+//!   collection `buckets`), with bucket names and labels judged as Cloud Storage does.
 //! - Every API answers 403 `accessNotConfigured` while its service is in
 //!   [`Options::disabled_services`].
 //!
@@ -37,7 +44,24 @@
 //! `projects/P/regions/R/subnetworks`, `projects/P/regions/R/routers`; GKE's
 //! `projects/P/locations/L/clusters` and `projects/P/locations/L/clusters/C/nodePools`;
 //! IAM's `projects/P/serviceAccounts` (keyed by email) and `iamPolicies` (keyed by resource:
-//! `projects/P`, `projects/P/serviceAccounts/EMAIL`, `b/BUCKET`).
+//! `projects/P`, `projects/P/serviceAccounts/EMAIL`, `b/BUCKET`); `buckets` (the bucket
+//! fields the fake keeps over fake-gcs-server, with `metageneration`). Objects and the rest
+//! of each bucket live in fake-gcs-server. [`Double::tamper`] takes the same collection
+//! paths and names.
+//!
+//! Beyond the shared contract (additions, nothing changed): [`Options::region`] is only
+//! informational (every GCP region is accepted, unknown ones are 400); the modules are
+//! public for their constants and rule checks ([`compute::BASE`], [`gke::VERSION`],
+//! [`iam::POLICIES`], [`iam::PROJECT_NUMBER`], [`gcs::BUCKETS`], [`gcs::KEPT`],
+//! [`names::rfc1035`], [`names::location_ok`], [`iam::account_id_ok`],
+//! [`gcs::bucket_name_ok`]) and [`error::ApiError`]; `src/main.rs` runs the fake by hand.
+//!
+//! Not done: Compute addresses, forwarding rules, backend services, health checks and
+//! service attachments (the provider makes none: GKE makes the load balancers, and the
+//! ServiceAttachment is a Kubernetes object, so "a PSC subnet used for an attachment" is
+//! not judged here); GKE verbs other than `setSize`, `setAutoscaling` and
+//! `setResourceLabels`; filters other
+//! than on `name`; authentication (any or no token is accepted).
 
 pub mod compute;
 pub mod error;
@@ -101,7 +125,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -248,7 +272,7 @@ async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     }
 }
 
-fn json_response(status: u16, body: &Value) -> Response<Bytes> {
+pub(crate) fn json_response(status: u16, body: &Value) -> Response<Bytes> {
     let mut resp = Response::new(Bytes::from(body.to_string()));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=UTF-8"));
@@ -261,8 +285,13 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
         let rate = state.opts.fault_rate;
         if rate > 0.0 && state.draw() < rate {
             state.faults += 1;
-            let e = if state.random() % 2 == 0 {
-                ApiError::new(429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", "Quota exceeded for quota metric 'Queries' (injected by the fake)")
+            let e = if state.random().is_multiple_of(2) {
+                ApiError::new(
+                    429,
+                    "RESOURCE_EXHAUSTED",
+                    "rateLimitExceeded",
+                    "Quota exceeded for quota metric 'Queries' (injected by the fake)",
+                )
             } else {
                 ApiError::new(503, "UNAVAILABLE", "backendError", "The service is currently unavailable (injected by the fake).")
             };
@@ -274,11 +303,7 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
     if let Some(resp) = storage(shared, &path, req.clone()).await {
         return resp;
     }
-    let segments: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(|s| percent_decode(s))
-        .collect();
+    let segments: Vec<String> = path.trim_start_matches('/').split('/').map(percent_decode).collect();
     let query: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
     let body = if req.body().is_empty() {
         Value::Null
@@ -324,7 +349,7 @@ async fn storage(shared: &Shared, path: &str, req: Request<Bytes>) -> Option<Res
         ["storage", "v1", ..] | ["upload", "storage", "v1", ..] | ["download", "storage", "v1", ..] => {
             let method = req.method().clone();
             let resp = match upstream {
-                Some(up) => gcs::forward(&up, req).await.unwrap_or_else(|e| json_response(e.code, &e.body())),
+                Some(up) => gcs::storage_call(shared, &up, &segs, req).await,
                 None => {
                     let e = ApiError::new(404, "NOT_FOUND", "notFound", "the fake has no GCS upstream (Options::gcs_upstream)");
                     json_response(e.code, &e.body())
@@ -353,6 +378,9 @@ fn route(state: &mut State, req: &Req) -> Result<Reply, ApiError> {
             gke::route(state, req, project, location, rest)
         }
         ["v1", "projects", project, rest @ ..] if rest.first().is_some_and(|s| s.starts_with("serviceAccounts")) => {
+            // `projects/-/serviceAccounts/EMAIL`: IAM infers the project from the account.
+            let owned = state.opts.project.clone();
+            let project = if *project == "-" { owned.as_str() } else { project };
             check_project(state, project)?;
             check_service(state, "iam.googleapis.com", "Identity and Access Management (IAM) API", project)?;
             iam::route_accounts(state, req, project, rest)

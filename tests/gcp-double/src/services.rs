@@ -16,6 +16,7 @@ const KNOWN: &[&str] = &[
     "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
+    "dns.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
@@ -71,10 +72,7 @@ pub(crate) fn route(state: &mut State, req: &Req, rest: &[&str]) -> Result<Reply
             if names.is_empty() || names.len() > 30 {
                 return Err(ApiError::invalid(format!("batchGet takes 1 to 30 names, not {}.", names.len())));
             }
-            let services = names
-                .iter()
-                .map(|n| service(state, n.rsplit('/').next().unwrap_or_default()))
-                .collect::<Result<Vec<_>, _>>()?;
+            let services = names.iter().map(|n| service(state, n.rsplit('/').next().unwrap_or_default())).collect::<Result<Vec<_>, _>>()?;
             Reply::read(json!({"services": services}))
         }
         ["services", s] => {
@@ -95,9 +93,16 @@ pub(crate) fn route(state: &mut State, req: &Req, rest: &[&str]) -> Result<Reply
                         "response": {"@type": format!("type.googleapis.com/google.api.serviceusage.v1.{kind}"), "service": svc},
                     }))
                 }
-                _ => Err(ApiError::new(404, "NOT_FOUND", "notFound", format!("the fake does not serve {} /{}", req.method, req.segments.join("/")))),
+                _ => Err(ApiError::new(
+                    404,
+                    "NOT_FOUND",
+                    "notFound",
+                    format!("the fake does not serve {} /{}", req.method, req.segments.join("/")),
+                )),
             }
         }
-        _ => Err(ApiError::new(404, "NOT_FOUND", "notFound", format!("the fake does not serve {} /{}", req.method, req.segments.join("/")))),
+        _ => {
+            Err(ApiError::new(404, "NOT_FOUND", "notFound", format!("the fake does not serve {} /{}", req.method, req.segments.join("/"))))
+        }
     }
 }

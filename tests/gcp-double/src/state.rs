@@ -37,6 +37,9 @@ pub(crate) struct Operation {
     pub polls: u32,
     pub effects: Vec<Effect>,
     pub done: bool,
+    /// An error the operation ends with at DONE (`errors[].code`, message), instead of its
+    /// effects.
+    pub failure: Option<(String, String)>,
 }
 
 /// Everything the double remembers.
@@ -48,6 +51,8 @@ pub(crate) struct State {
     next_id: u64,
     rng: u64,
     pub writes: Vec<String>,
+    /// Compute's `requestId`s answered, with the key of the operation each started.
+    pub request_ids: BTreeMap<String, String>,
     pub faults: u64,
 }
 
@@ -55,7 +60,16 @@ impl State {
     pub(crate) fn new(opts: Options) -> State {
         // splitmix64 wants a non-trivial start; the seed alone decides the sequence.
         let rng = opts.seed ^ 0x9E37_79B9_7F4A_7C15;
-        State { opts, collections: BTreeMap::new(), operations: BTreeMap::new(), next_id: 0, rng, writes: Vec::new(), faults: 0 }
+        State {
+            opts,
+            collections: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            next_id: 0,
+            rng,
+            writes: Vec::new(),
+            request_ids: BTreeMap::new(),
+            faults: 0,
+        }
     }
 
     /// The next number of the seeded generator (splitmix64).
@@ -117,9 +131,10 @@ impl State {
 
     /// Whether an operation not yet DONE will create `collection`/`name`.
     pub(crate) fn pending_put(&self, collection: &str, name: &str) -> bool {
-        self.operations.values().filter(|o| !o.done).any(|o| {
-            o.effects.iter().any(|e| matches!(e, Effect::Put { collection: c, name: n, .. } if c == collection && n == name))
-        })
+        self.operations
+            .values()
+            .filter(|o| !o.done)
+            .any(|o| o.effects.iter().any(|e| matches!(e, Effect::Put { collection: c, name: n, .. } if c == collection && n == name)))
     }
 
     /// Every value an operation not yet DONE will store in a collection ending with `/{plural}`.
@@ -153,14 +168,23 @@ impl State {
     }
 
     /// Registers an operation; with `operation_polls == 0` it is DONE at once.
-    pub(crate) fn start_operation(&mut self, key: String, kind: OpKind, mut json: Value, effects: Vec<Effect>) -> Value {
+    pub(crate) fn start_operation(
+        &mut self,
+        key: String,
+        kind: OpKind,
+        mut json: Value,
+        effects: Vec<Effect>,
+        failure: Option<(String, String)>,
+    ) -> Value {
         let done = self.opts.operation_polls == 0;
         json["status"] = json!(if done { "DONE" } else { "PENDING" });
         if done {
-            finish(&mut json, kind);
-            self.apply(&effects);
+            finish(&mut json, kind, failure.as_ref());
+            if failure.is_none() {
+                self.apply(&effects);
+            }
         }
-        self.operations.insert(key, Operation { kind, json: json.clone(), polls: 0, effects, done });
+        self.operations.insert(key, Operation { kind, json: json.clone(), polls: 0, effects, done, failure });
         json
     }
 
@@ -176,8 +200,8 @@ impl State {
         if op.polls >= wanted {
             op.done = true;
             op.json["status"] = json!("DONE");
-            finish(&mut op.json, op.kind);
-            let effects = op.effects.clone();
+            finish(&mut op.json, op.kind, op.failure.as_ref());
+            let effects = if op.failure.is_none() { op.effects.clone() } else { Vec::new() };
             let json = op.json.clone();
             self.apply(&effects);
             Ok(json)
@@ -205,18 +229,34 @@ impl State {
                 v[key] = json!(fp);
             }
         }
+        // Cloud Storage marks a metadata change with the bucket's metageneration.
+        if let Some(m) = v.get("metageneration").and_then(Value::as_str).and_then(|m| m.parse::<u64>().ok()) {
+            v["metageneration"] = json!((m + 1).to_string());
+        }
         Ok(())
     }
 }
 
-fn finish(json: &mut Value, kind: OpKind) {
+/// Marks an operation DONE; a failed one carries Compute's `error.errors[]` and
+/// `httpErrorStatusCode` (<https://cloud.google.com/compute/docs/reference/rest/v1/globalOperations>),
+/// or GKE's `error` status.
+fn finish(json: &mut Value, kind: OpKind, failure: Option<&(String, String)>) {
     match kind {
         OpKind::Compute => {
             json["progress"] = json!(100);
             json["endTime"] = json!(now());
+            if let Some((code, message)) = failure {
+                json["error"] = json!({"errors": [{"code": code, "message": message}]});
+                json["httpErrorStatusCode"] = json!(400);
+                json["httpErrorMessage"] = json!("BAD REQUEST");
+            }
         }
         OpKind::Container => {
             json["endTime"] = json!(now());
+            if let Some((_, message)) = failure {
+                json["error"] = json!({"code": 9, "message": message});
+                json["statusMessage"] = json!(message);
+            }
         }
     }
 }

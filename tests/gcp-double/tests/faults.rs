@@ -54,11 +54,19 @@ fn a_fault_is_google_error_json_and_changes_nothing() {
 fn tamper_changes_a_resource_and_makes_held_fingerprints_stale() {
     let d = Double::spawn(Options::default()).expect("spawn");
     compute_insert(&d.url(), "projects/byoc-test-project/global/networks", json!({"name": "vpc"}));
-    compute_insert(&d.url(), "projects/byoc-test-project/regions/us-central1/subnetworks", json!({"name": "nodes", "network": "global/networks/vpc", "ipCidrRange": "10.0.0.0/20"}));
+    compute_insert(
+        &d.url(),
+        "projects/byoc-test-project/regions/us-central1/subnetworks",
+        json!({"name": "nodes", "network": "global/networks/vpc", "ipCidrRange": "10.0.0.0/20"}),
+    );
     let path = "/compute/v1/projects/byoc-test-project/regions/us-central1/subnetworks/nodes";
     let (_, before) = raw(&d.url(), "GET", path, None);
-    d.tamper("projects/byoc-test-project/regions/us-central1/subnetworks", "nodes", json!({"privateIpGoogleAccess": true, "description": null}))
-        .expect("tamper");
+    d.tamper(
+        "projects/byoc-test-project/regions/us-central1/subnetworks",
+        "nodes",
+        json!({"privateIpGoogleAccess": true, "description": null}),
+    )
+    .expect("tamper");
     let (_, after) = raw(&d.url(), "GET", path, None);
     assert_eq!(after["privateIpGoogleAccess"], json!(true));
     assert_ne!(after["fingerprint"], before["fingerprint"]);

@@ -48,7 +48,7 @@ async fn service_accounts_are_created_judged_and_patched() {
         let err = make_account(&c, bad).await.expect_err(bad);
         assert_eq!(err.http_status_code(), Some(400), "{bad}");
     }
-    let got = c.get_service_account().set_name(&sa.name).send().await.expect("get");
+    let got = c.get_service_account().set_name(format!("projects/-/serviceAccounts/{}", sa.email)).send().await.expect("get");
     assert_eq!(got.display_name, "byoc byoc-agent");
     let patched = c
         .patch_service_account()
@@ -57,7 +57,11 @@ async fn service_accounts_are_created_judged_and_patched() {
         .send()
         .await
         .expect("patch");
-    assert_eq!((patched.description.as_str(), patched.display_name.as_str()), ("the agent", "byoc byoc-agent"), "only the masked field changes");
+    assert_eq!(
+        (patched.description.as_str(), patched.display_name.as_str()),
+        ("the agent", "byoc byoc-agent"),
+        "only the masked field changes"
+    );
     let list = c.list_service_accounts().set_name(format!("projects/{P}")).send().await.expect("list");
     assert_eq!(list.accounts.len(), 1);
     c.delete_service_account().set_name(&sa.name).send().await.expect("delete");
@@ -86,7 +90,13 @@ async fn a_stale_policy_etag_is_aborted_and_a_reread_wins() {
         p.set_bindings(bindings)
     };
     c.set_iam_policy().set_resource(&resource).set_policy(bind(first, "roles/logging.logWriter")).send().await.expect("first write");
-    let err = c.set_iam_policy().set_resource(&resource).set_policy(bind(second, "roles/monitoring.metricWriter")).send().await.expect_err("stale etag");
+    let err = c
+        .set_iam_policy()
+        .set_resource(&resource)
+        .set_policy(bind(second, "roles/monitoring.metricWriter"))
+        .send()
+        .await
+        .expect_err("stale etag");
     assert_eq!(err.http_status_code(), Some(409), "{err:?}");
     assert_eq!(err.status().map(|s| s.code), Some(Code::Aborted));
     // The loser re-reads and both bindings survive.
@@ -111,12 +121,18 @@ async fn bindings_are_judged() {
     let sa = make_account(&admin, "byoc-cluster").await.expect("sa");
     let resource = format!("projects/{P}");
     let cases = [
-        ("missing service account", Binding::new().set_role("roles/viewer").set_members([format!("serviceAccount:nobody@{P}.iam.gserviceaccount.com")])),
+        (
+            "missing service account",
+            Binding::new().set_role("roles/viewer").set_members([format!("serviceAccount:nobody@{P}.iam.gserviceaccount.com")]),
+        ),
         ("bad role", Binding::new().set_role("viewer").set_members(["user:a@example.com"])),
         ("bad member", Binding::new().set_role("roles/viewer").set_members(["a@example.com"])),
         (
             "condition without version 3",
-            Binding::new().set_role("roles/viewer").set_members(["user:a@example.com"]).set_condition(google_cloud_type::model::Expr::new().set_expression("true")),
+            Binding::new()
+                .set_role("roles/viewer")
+                .set_members(["user:a@example.com"])
+                .set_condition(google_cloud_type::model::Expr::new().set_expression("true")),
         ),
     ];
     for (what, b) in cases {
@@ -135,7 +151,9 @@ async fn bindings_are_judged() {
         &double.url(),
         "POST",
         &format!("/v1/projects/{P}/locations/us-central1/clusters"),
-        Some(&json!({"cluster": {"name": "rw", "network": "vpc", "initialNodeCount": 1, "workloadIdentityConfig": {"workloadPool": format!("{P}.svc.id.goog")}}})),
+        Some(
+            &json!({"cluster": {"name": "rw", "network": "vpc", "initialNodeCount": 1, "workloadIdentityConfig": {"workloadPool": format!("{P}.svc.id.goog")}}}),
+        ),
     );
     assert_eq!(status, 200, "{body}");
     let set = admin.set_iam_policy().set_resource(&sa.name).set_policy(wi).send().await.expect("pool exists now");
@@ -146,7 +164,8 @@ async fn bindings_are_judged() {
 
 #[tokio::test]
 async fn test_iam_permissions_leaves_out_the_denied_ones() {
-    let double = Double::spawn(Options { denied_permissions: vec!["container.clusters.create".to_owned()], ..Options::default() }).expect("spawn");
+    let double =
+        Double::spawn(Options { denied_permissions: vec!["container.clusters.create".to_owned()], ..Options::default() }).expect("spawn");
     let c = projects(&double).await;
     let got = c
         .test_iam_permissions()
@@ -164,7 +183,8 @@ async fn test_iam_permissions_leaves_out_the_denied_ones() {
 
 #[tokio::test]
 async fn service_usage_reports_and_gates_the_apis() {
-    let double = Double::spawn(Options { disabled_services: vec!["container.googleapis.com".to_owned()], ..Options::default() }).expect("spawn");
+    let double =
+        Double::spawn(Options { disabled_services: vec!["container.googleapis.com".to_owned()], ..Options::default() }).expect("spawn");
     common::init();
     let c = ServiceUsage::builder().with_endpoint(double.url()).with_credentials(anonymous()).build().await.expect("client");
     let got = c.get_service().set_name(format!("projects/{P}/services/container.googleapis.com")).send().await.expect("get");
@@ -177,7 +197,10 @@ async fn service_usage_reports_and_gates_the_apis() {
         .await
         .expect("batchGet");
     let states: Vec<_> = batch.services.iter().map(|s| s.state.clone()).collect();
-    assert_eq!(states, vec![google_cloud_api_serviceusage_v1::model::State::Enabled, google_cloud_api_serviceusage_v1::model::State::Disabled]);
+    assert_eq!(
+        states,
+        vec![google_cloud_api_serviceusage_v1::model::State::Enabled, google_cloud_api_serviceusage_v1::model::State::Disabled]
+    );
     let enabled = c.list_services().set_parent(format!("projects/{P}")).set_filter("state:ENABLED").send().await.expect("list");
     assert!(enabled.services.iter().all(|s| s.state == google_cloud_api_serviceusage_v1::model::State::Enabled));
     assert!(!enabled.services.iter().any(|s| s.name.ends_with("/container.googleapis.com")));
