@@ -227,31 +227,6 @@ impl Gcp {
             && labels.get("byoc-managed-by").map(String::as_str) == Some("byoc")
     }
 
-    /// Polls `check` until done, printing the state and the time waited at each poll.
-    async fn wait<F, Fut>(&self, what: &str, mut check: F) -> Result<(), CloudError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<Wait, CloudError>>,
-    {
-        let started = Instant::now();
-        loop {
-            match check().await? {
-                Wait::Done => return Ok(()),
-                Wait::Failed(why) => return Err(CloudError::new(what, why)),
-                Wait::Pending(state) => {
-                    if started.elapsed() > self.wait_limit {
-                        return Err(CloudError::new(
-                            what,
-                            format!("still {state} after {}s; look at the operation in the console and apply again", started.elapsed().as_secs()),
-                        ));
-                    }
-                    println!("waiting {what}: {state} ({}s)", started.elapsed().as_secs());
-                    tokio::time::sleep(self.poll).await;
-                }
-            }
-        }
-    }
-
     /// Waits for a Compute operation (global when `region` is `None`) to be DONE; its
     /// errors, if any, are the call's, with the canonical code of its HTTP status.
     async fn compute_done(&self, what: &str, op: google_cloud_compute_v1::model::Operation, region: Option<&str>) -> Result<(), CloudError> {
@@ -298,13 +273,6 @@ impl Gcp {
             };
         }
     }
-}
-
-/// A status read while waiting.
-enum Wait {
-    Done,
-    Pending(String),
-    Failed(String),
 }
 
 /// The canonical code of an HTTP status Google's REST APIs answer with, where the body
@@ -445,7 +413,8 @@ fn unless_gone<T>(result: Result<T, CloudError>) -> Result<Option<T>, CloudError
 /// Whether an error says the service's API is not enabled in the project (403 with
 /// reason `accessNotConfigured`, or `SERVICE_DISABLED`).
 fn api_disabled(e: &CloudError) -> bool {
-    e.is(&["PERMISSION_DENIED"]) && (e.message.contains("accessNotConfigured") || e.message.contains("SERVICE_DISABLED"))
+    e.is(&["PERMISSION_DENIED"])
+        && ["accessNotConfigured", "SERVICE_DISABLED", "before or it is disabled"].iter().any(|m| e.message.contains(m))
 }
 
 /// `Ok` for a read refused because its API is off.
