@@ -222,7 +222,7 @@ fn preflight_reports_a_disabled_api_and_a_denied_permission_together_and_changes
 }
 
 #[test]
-fn drift_on_a_pool_and_a_firewall_is_reported_and_set_back() {
+fn drift_on_a_pool_a_firewall_and_a_bucket_is_reported_and_set_back() {
     let double = double_with(|_| {});
     let repo = example_repo();
     ok(&apply(&repo, &double, &[]));
@@ -231,13 +231,84 @@ fn drift_on_a_pool_and_a_firewall_is_reported_and_set_back() {
         .tamper(&format!("{p}/locations/{REGION}/clusters/byoc-prod-usc1/nodePools"), "system", json!({"autoscaling": {"totalMaxNodeCount": 7}}))
         .expect("tamper pool");
     double.tamper(&format!("{p}/global/firewalls"), "byoc-prod-usc1-internal", json!({"sourceRanges": ["0.0.0.0/0"]})).expect("tamper firewall");
+    // Another actor suspends versioning on the data bucket (in fake-gcs-server itself).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let status = rt.block_on(async {
+        let url = format!("{}/storage/v1/b/{DATA_BUCKET}", double.url());
+        reqwest::Client::new().patch(url).json(&json!({"versioning": {"enabled": false}})).send().await.expect("PATCH bucket").status().as_u16()
+    });
+    assert_eq!(status, 200);
+    assert_ne!(bucket(&double, DATA_BUCKET).expect("bucket")["versioning"]["enabled"], true, "suspended");
     let r = apply(&repo, &double, &[]);
     ok(&r);
+    assert!(r.stdout.contains("gcp.bucket/data `versioning`"), "{}", r.stdout);
+    assert_eq!(bucket(&double, DATA_BUCKET).expect("bucket")["versioning"]["enabled"], true, "set back");
     assert!(r.stdout.contains("gcp.node-pool/system `autoscaling`"), "{}", r.stdout);
     assert!(r.stdout.contains("gcp.firewall/internal `sourceRanges`"), "{}", r.stdout);
     let s = double.snapshot();
     assert_eq!(s[format!("{p}/locations/{REGION}/clusters/byoc-prod-usc1/nodePools")]["system"]["autoscaling"]["totalMaxNodeCount"], 3);
     assert_eq!(s[format!("{p}/global/firewalls")]["byoc-prod-usc1-internal"]["sourceRanges"], json!(["10.30.0.0/16", "10.100.0.0/16"]));
+}
+
+/// Runs `byoc apply` and SIGKILLs it once `k` actions have printed "done"; the number
+/// reached.
+fn apply_killed_after(repo: &Repo, double: &Double, k: usize) -> usize {
+    use std::io::{BufRead, BufReader};
+    let url = double.url();
+    let args =
+        ["apply", "--repo", ".", "--env", "examples/gcp", "--endpoint-url", &url, "--state-dir", "state", "--poll-interval", "0.05", "--cloud-only", "--auto-approve"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_byoc"))
+        .args(args)
+        .current_dir(repo.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("byoc runs");
+    let mut done = 0;
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with("done ") {
+            done += 1;
+            if done == k {
+                child.kill().expect("SIGKILL");
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    done
+}
+
+/// Every collection's names, for comparing two runs' results.
+fn shape(s: &Value) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = s.as_object().into_iter().flatten().map(|(k, _)| (k.clone(), names(s, k))).collect();
+    out.sort();
+    out
+}
+
+/// Killed while Compute, IAM and bucket actions are in flight (before GKE's): a rerun
+/// repeats Compute inserts with the same requestId and waits on the first operation. (A
+/// kill while a GKE operation runs is not covered: the fake advances an operation only
+/// when it is polled, and lists no GKE operations a rerun could find it by, where GKE
+/// finishes it on its own.)
+#[test]
+fn killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
+    let reference = double_with(|_| {});
+    ok(&apply(&example_repo(), &reference, &[]));
+    let want = shape(&reference.snapshot());
+    for k in [1, 3, 6, 9, 12, 14] {
+        let double = double_with(|_| {});
+        let repo = example_repo();
+        assert_eq!(apply_killed_after(&repo, &double, k), k, "killed after step {k}");
+        let rerun = apply(&repo, &double, &[]);
+        ok(&rerun);
+        assert_eq!(shape(&double.snapshot()), want, "k={k}: exactly one of each, as an uninterrupted apply makes");
+        let writes = double.writes();
+        ok(&apply(&repo, &double, &[]));
+        assert_eq!(double.writes(), writes, "k={k}: then nothing to do");
+    }
 }
 
 /// Another writer adding members to roles/viewer on the project until `stop`, one

@@ -92,6 +92,17 @@ fn secondary_property(ranges: &[m::SubnetworkSecondaryRange]) -> Value {
     )
 }
 
+/// Compute's `requestId` for creating `id` with `body`: a UUID made from the
+/// environment, the resource and what is asked, so an apply that resumes after a crash
+/// repeats the very request, and Compute answers the first one's operation (kept 60
+/// minutes) instead of 409 for a resource whose creation is still running.
+pub(super) fn request_id(environment: &str, id: &crate::resource::ResourceId, body: &impl std::fmt::Debug) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{environment}\n{id}\n{body:?}").as_bytes());
+    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+}
+
 impl Gcp {
     fn network_path(&self, name: &str) -> String {
         format!("projects/{}/global/networks/{name}", self.project)
@@ -173,7 +184,7 @@ impl Gcp {
                 .set_name(name)
                 .set_description(text(r, "description"))
                 .set_auto_create_subnetworks(super::flag(r, "autoCreateSubnetworks"));
-            match self.call(&what, || self.networks.insert().set_project(&self.project).set_body(body.clone()).send()).await {
+            match self.call(&what, || self.networks.insert().set_project(&self.project).set_request_id(request_id(&self.environment, &r.id, &body)).set_body(body.clone()).send()).await {
                 Ok(op) => self.compute_done(&what, op, None).await?,
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
                     let n = self.call(&what, || self.networks.get().set_project(&self.project).set_network(name).send()).await?;
@@ -207,7 +218,7 @@ impl Gcp {
         let get = || self.subnetworks.get().set_project(&self.project).set_region(region).set_subnetwork(name).send();
         let mut created = false;
         if existing.is_none() {
-            match self.call(&what, || self.subnetworks.insert().set_project(&self.project).set_region(region).set_body(body.clone()).send()).await {
+            match self.call(&what, || self.subnetworks.insert().set_project(&self.project).set_region(region).set_request_id(request_id(&self.environment, &r.id, &body)).set_body(body.clone()).send()).await {
                 Ok(op) => {
                     self.compute_done(&what, op, Some(region)).await?;
                     created = true;
@@ -254,7 +265,7 @@ impl Gcp {
         let what = format!("compute firewalls.insert for {}", r.id);
         let mut created = false;
         if existing.is_none() {
-            match self.call(&what, || self.firewalls.insert().set_project(&self.project).set_body(body.clone()).send()).await {
+            match self.call(&what, || self.firewalls.insert().set_project(&self.project).set_request_id(request_id(&self.environment, &r.id, &body)).set_body(body.clone()).send()).await {
                 Ok(op) => {
                     self.compute_done(&what, op, None).await?;
                     created = true;
@@ -304,7 +315,7 @@ impl Gcp {
             .set_nats([nat.clone()]);
         let what = format!("compute routers.insert for {}", r.id);
         if existing.is_none() {
-            match self.call(&what, || self.routers.insert().set_project(&self.project).set_region(region).set_body(body.clone()).send()).await {
+            match self.call(&what, || self.routers.insert().set_project(&self.project).set_region(region).set_request_id(request_id(&self.environment, &r.id, &body)).set_body(body.clone()).send()).await {
                 Ok(op) => self.compute_done(&what, op, Some(region)).await?,
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
                     let live = self.call(&what, || self.routers.get().set_project(&self.project).set_region(region).set_router(name).send()).await?;
@@ -383,6 +394,17 @@ impl Gcp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_id_is_a_uuid_that_repeats_for_the_same_request_only() {
+        let id = crate::resource::ResourceId::new(Kind::GcpNetwork, "main");
+        let a = request_id("prod", &id, &"body");
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.split('-').map(str::len).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
+        assert_eq!(a, request_id("prod", &id, &"body"), "a resumed apply repeats it");
+        assert_ne!(a, request_id("staging", &id, &"body"));
+        assert_ne!(a, request_id("prod", &id, &"other body"));
+    }
 
     #[test]
     fn firewall_rules_group_ports_by_protocol_and_read_back_the_same() {

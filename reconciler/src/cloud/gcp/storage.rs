@@ -57,9 +57,8 @@ pub(super) fn bucket_body(r: &Resource) -> Json {
 /// drift on every run.
 pub(super) fn live_settings(b: &Json) -> Map {
     let mut live = Map::new();
-    if let Some(v) = b.pointer("/versioning/enabled").and_then(Json::as_bool) {
-        live.insert("versioning", Value::Bool(v));
-    }
+    // GCS leaves `versioning` out of a bucket whose versioning was never on: off.
+    live.insert("versioning", Value::Bool(b.pointer("/versioning/enabled").and_then(Json::as_bool).unwrap_or(false)));
     if let Some(v) = b.pointer("/iamConfiguration/uniformBucketLevelAccess/enabled").and_then(Json::as_bool) {
         live.insert("uniformBucketLevelAccess", Value::Bool(v));
     }
