@@ -46,8 +46,8 @@ pub struct StoreArgs {
     /// workload identity, or a SAS in AZURE_STORAGE_SAS_TOKEN).
     #[arg(long, conflicts_with = "state_dir", value_parser = crate::state::azblob_flag)]
     pub state_azblob: Option<String>,
-    /// Endpoint of an AWS emulator (every service, and --state-s3), or of a GCS emulator
-    /// for --state-gcs.
+    /// Endpoint of an AWS emulator (every service, and --state-s3), of a GCP emulator (every
+    /// Google API, called anonymously), or of a GCS emulator for --state-gcs.
     #[arg(long)]
     pub endpoint_url: Option<String>,
 }
@@ -99,8 +99,9 @@ pub struct TargetArgs {
     /// command works); 30 to 86400.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u32).range(30..=86_400))]
     pub lease_seconds: u32,
-    /// Skip the preflight checks (service-linked role, node-group quota, IAM permission
-    /// simulation), e.g. against an emulator that cannot answer them. Each skipped check
+    /// Skip the preflight checks (AWS: service-linked role, node-group quota, IAM
+    /// permission simulation; GCP: enabled APIs, testIamPermissions, the region), e.g.
+    /// against an emulator that cannot answer them. Each skipped check
     /// is named on stderr.
     #[arg(long)]
     pub skip_preflight: bool,
