@@ -23,8 +23,8 @@
 //! - `setResourceLabels` needs the current `labelFingerprint`: otherwise 400
 //!   `FAILED_PRECONDITION` "Labels could not be set due to fingerprint mismatch" (the
 //!   message GKE gives, e.g. terraform-provider-google issue 5608);
-//! - `setSize` (recorded in the cluster's `currentNodeCount`, as node counts are not a field
-//!   of NodePool) and `setAutoscaling` (min <= max, else 400).
+//! - `setSize` (recorded per pool in the collection [`SIZES`] under the cluster, as node
+//!   counts are not a field of NodePool; the cluster's `currentNodeCount` is their sum) and `setAutoscaling` (min <= max, else 400).
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -128,7 +128,19 @@ fn present(state: &State, clusters: &str, mut c: Value) -> Value {
     if !pools.is_empty() {
         c["nodePools"] = Value::Array(pools);
     }
+    let nodes: i64 =
+        state.list(&format!("{clusters}/{name}/{SIZES}")).iter().filter_map(|s| s.get("nodeCount").and_then(Value::as_i64)).sum();
+    c["currentNodeCount"] = json!(nodes);
     c
+}
+
+/// The collection (under a cluster) of each node pool's node count: `:setSize` changes it,
+/// and GKE's NodePool has no field for it (only `initialNodeCount`), so the fake keeps it
+/// apart, as `{"nodeCount": N}`; the cluster's `currentNodeCount` is their sum.
+pub const SIZES: &str = "nodePoolSizes";
+
+fn size_effect(cluster_key: &str, pool: &str, n: i64) -> Effect {
+    Effect::Put { collection: format!("{cluster_key}/{SIZES}"), name: pool.to_owned(), value: json!({"nodeCount": n}) }
 }
 
 /// 400 if an operation on `cluster` is still running.
@@ -289,10 +301,9 @@ fn create_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
     } else {
         pools
     };
-    let mut nodes = 0;
     for mut p in pools {
         let pname = p.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        nodes += p.get("initialNodeCount").and_then(Value::as_i64).unwrap_or(0);
+        effects.push(size_effect(&key, &pname, p.get("initialNodeCount").and_then(Value::as_i64).unwrap_or(0)));
         p["selfLink"] = json!(format!("{BASE}{pool_coll}/{pname}"));
         p["status"] = json!("PROVISIONING");
         p["version"] = json!(VERSION);
@@ -300,7 +311,6 @@ fn create_cluster(state: &mut State, req: &Req, project: &str, location: &str, c
         stored_pools.push((pname.clone(), p));
         effects.push(Effect::Merge { collection: pool_coll.clone(), name: pname, patch: json!({"status": "RUNNING"}) });
     }
-    cluster["currentNodeCount"] = json!(nodes);
     state.put(clusters, &name, cluster);
     for (pname, p) in stored_pools {
         state.put(&pool_coll, &pname, p);
@@ -423,7 +433,12 @@ fn delete_cluster(state: &mut State, project: &str, location: &str, clusters: &s
         .list(&pools)
         .iter()
         .filter_map(|p| p.get("name").and_then(Value::as_str))
-        .map(|p| Effect::Delete { collection: pools.clone(), name: p.to_owned() })
+        .flat_map(|p| {
+            [
+                Effect::Delete { collection: pools.clone(), name: p.to_owned() },
+                Effect::Delete { collection: format!("{key}/{SIZES}"), name: p.to_owned() },
+            ]
+        })
         .collect();
     effects.push(Effect::Delete { collection: clusters.to_owned(), name: name.to_owned() });
     Reply::write(operation(state, project, location, "DELETE_CLUSTER", &key, effects))
@@ -447,10 +462,9 @@ fn create_node_pool(state: &mut State, req: &Req, project: &str, location: &str,
     pool["etag"] = json!(state.fingerprint());
     let count = pool.get("initialNodeCount").and_then(Value::as_i64).unwrap_or(0);
     state.put(&pools, &name, pool);
-    let total = state.get(clusters, cluster).and_then(|c| c.get("currentNodeCount")).and_then(Value::as_i64).unwrap_or(0) + count;
     let effects = vec![
         Effect::Merge { collection: pools.clone(), name: name.clone(), patch: json!({"status": "RUNNING"}) },
-        Effect::Merge { collection: clusters.to_owned(), name: cluster.to_owned(), patch: json!({"currentNodeCount": total}) },
+        size_effect(&key, &name, count),
     ];
     Reply::write(operation(state, project, location, "CREATE_NODE_POOL", &format!("{pools}/{name}"), effects))
 }
@@ -479,7 +493,10 @@ fn node_pool_change(
             if let Some(p) = state.collections.get_mut(&pools).and_then(|c| c.get_mut(np)) {
                 p["status"] = json!("STOPPING");
             }
-            let effects = vec![Effect::Delete { collection: pools.clone(), name: np.to_owned() }];
+            let effects = vec![
+                Effect::Delete { collection: pools.clone(), name: np.to_owned() },
+                Effect::Delete { collection: format!("{key}/{SIZES}"), name: np.to_owned() },
+            ];
             return Reply::write(operation(state, project, location, "DELETE_NODE_POOL", &target, effects));
         }
         (m, None) if m == M::PUT => {
@@ -531,8 +548,7 @@ fn node_pool_change(
                 return Err(ApiError::invalid("node_count must be >= 0."));
             }
             check_idle(state, &key)?;
-            let effects =
-                vec![Effect::Merge { collection: clusters.to_owned(), name: cluster.to_owned(), patch: json!({"currentNodeCount": n}) }];
+            let effects = vec![size_effect(&key, np, n)];
             return Reply::write(operation(state, project, location, "SET_NODE_POOL_SIZE", &target, effects));
         }
         (m, Some("setAutoscaling")) if m == M::POST => {

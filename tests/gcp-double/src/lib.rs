@@ -42,7 +42,8 @@
 //! [`Double::snapshot`] shows the stored resources by collection path: Compute's
 //! `projects/P/global/networks`, `projects/P/global/firewalls`,
 //! `projects/P/regions/R/subnetworks`, `projects/P/regions/R/routers`; GKE's
-//! `projects/P/locations/L/clusters` and `projects/P/locations/L/clusters/C/nodePools`;
+//! `projects/P/locations/L/clusters`, `projects/P/locations/L/clusters/C/nodePools` and
+//! `.../clusters/C/nodePoolSizes` (each pool's node count, `{"nodeCount": N}`);
 //! IAM's `projects/P/serviceAccounts` (keyed by email) and `iamPolicies` (keyed by resource:
 //! `projects/P`, `projects/P/serviceAccounts/EMAIL`, `b/BUCKET`); `buckets` (the bucket
 //! fields the fake keeps over fake-gcs-server, with `metageneration`). Objects and the rest
@@ -51,7 +52,7 @@
 //!
 //! Beyond the shared contract (additions, nothing changed): [`Options::region`] is only
 //! informational (every GCP region is accepted, unknown ones are 400); the modules are
-//! public for their constants and rule checks ([`compute::BASE`], [`gke::VERSION`],
+//! public for their constants and rule checks ([`compute::BASE`], [`gke::VERSION`], [`gke::SIZES`],
 //! [`iam::POLICIES`], [`iam::PROJECT_NUMBER`], [`gcs::BUCKETS`], [`gcs::KEPT`],
 //! [`names::rfc1035`], [`names::location_ok`], [`iam::account_id_ok`],
 //! [`gcs::bucket_name_ok`]) and [`error::ApiError`]; `src/main.rs` runs the fake by hand.

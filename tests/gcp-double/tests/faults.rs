@@ -91,3 +91,43 @@ fn the_fake_stops_with_its_last_handle() {
     });
     assert!(stopped, "still listening on {addr}");
 }
+
+/// What the provider must know to count faults one for one: the real clients retry a 503 on
+/// an idempotent call (GET, PUT, DELETE) by themselves, unseen by the caller, and give a 429
+/// and any fault on a POST or PATCH back to it.
+#[tokio::test]
+async fn the_real_client_retries_idempotent_503s_by_itself() {
+    use google_cloud_compute_v1::client::Networks;
+    use google_cloud_compute_v1::model::Network;
+    let d = Double::spawn(Options { operation_polls: 0, ..Options::default() }).expect("spawn");
+    compute_insert(&d.url(), "projects/byoc-test-project/global/networks", json!({"name": "vpc"}));
+    common::init();
+    let client = Networks::builder()
+        .with_endpoint(d.url())
+        .with_credentials(common::anonymous())
+        .with_backoff_policy(common::fast_polls())
+        .build()
+        .await
+        .expect("client");
+    d.set_fault_rate(0.5);
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        match client.get().set_project("byoc-test-project").set_network("vpc").send().await {
+            Ok(_) => seen.push(200),
+            Err(e) => seen.push(e.http_status_code().unwrap_or(0)),
+        }
+    }
+    let faults = d.faults_injected();
+    let visible = seen.iter().filter(|s| **s != 200).count() as u64;
+    assert!(seen.iter().all(|s| [200, 429].contains(s)), "GET: 503s are retried inside the client: {seen:?}");
+    assert!(faults > visible, "{faults} faults injected, {visible} seen by the caller");
+    let before = d.faults_injected();
+    let mut posts = Vec::new();
+    for i in 0..30 {
+        let r = client.insert().set_project("byoc-test-project").set_body(Network::new().set_name(format!("n{i}"))).send().await;
+        posts.push(r.map(|_| 200).unwrap_or_else(|e| e.http_status_code().unwrap_or(0)));
+    }
+    let post_faults = d.faults_injected() - before;
+    assert_eq!(post_faults, posts.iter().filter(|s| **s != 200).count() as u64, "a POST is never retried by the client: {posts:?}");
+    assert!(posts.contains(&503));
+}

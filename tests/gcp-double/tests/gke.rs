@@ -103,6 +103,11 @@ async fn cluster_provisions_then_runs_with_its_endpoint_and_pool() {
         .await
         .expect("setAutoscaling");
     wait(&c, &op).await;
+    let sizes = double.snapshot()[format!("{PARENT}/clusters/rw/nodePoolSizes")].clone();
+    assert_eq!(sizes, json!({"system": {"nodeCount": 1}, "compute": {"nodeCount": 5}}));
+    // `currentNodeCount` is deprecated in the client's model; read it raw.
+    let (_, raw_cluster) = raw(&double.url(), "GET", &format!("/v1/{PARENT}/clusters/rw"), None);
+    assert_eq!(raw_cluster["currentNodeCount"], json!(6));
     let pool = c.get_node_pool().set_name(format!("{PARENT}/clusters/rw/nodePools/compute")).send().await.expect("get pool");
     assert_eq!(pool.autoscaling.map(|a| (a.min_node_count, a.max_node_count)), Some((1, 9)));
     let err = c
