@@ -372,3 +372,35 @@ fn two_writers_racing_on_the_project_policy_lose_no_binding() {
         assert_eq!(members(&s, &p, &role).len(), 1, "ours were kept too: {role}");
     }
 }
+
+/// The daemon's cloud pass on GCP (`run::identity::pass`, as `byoc run` calls it): after a
+/// bootstrap apply, a new cluster and a bigger node pool arrive in one revision; the pass
+/// makes only the new cluster's Google account and its bindings, and reports the pool.
+#[test]
+fn the_daemons_pass_converges_only_cluster_identities_and_reports_the_rest() {
+    let double = double_with(|_| {});
+    let mut repo = example_repo();
+    ok(&apply(&repo, &double, &[]));
+    let text = repo.read("examples/gcp/clusters/ingest.yaml").replace("name: ingest", "name: reporting").replace("prefix: ingest", "prefix: reporting");
+    repo.write("examples/gcp/clusters/reporting.yaml", &text);
+    repo.edit("examples/gcp/environment.yaml", "min: 3\n        max: 9", "min: 3\n        max: 12");
+    repo.commit("reporting, and more nodes");
+    let dir = repo.path().join("examples/gcp");
+    let files = rwproxy::specfiles::read_dir(&dir).expect("specs readable");
+    let specs = byoc::spec::load::load(&dir.to_string_lossy(), &files).unwrap_or_else(|e| panic!("{e:?}"));
+    let store = byoc::state::LocalDir::new(repo.path().join("state")).expect("state dir");
+    let before = double.writes().len();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let url = double.url();
+    let report = rt
+        .block_on(byoc::run::identity::pass(&store, &specs, Some(&url), "main@sha1:test", byoc::run::identity::Pass::Converge))
+        .expect("the pass runs");
+    assert!(report.failed.is_none(), "{:?}", report.failed);
+    assert_eq!(report.done, 3, "the account, its workload identity and its data binding");
+    let new: Vec<String> = double.writes()[before..].to_vec();
+    assert!(new.iter().all(|w| w.contains("/serviceAccounts") || w.ends_with(":setIamPolicy") || w.ends_with("/iam")), "{new:?}");
+    assert!(!new.iter().any(|w| w.contains("nodePools")), "the pool is the environment's: {new:?}");
+    assert!(names(&double.snapshot(), &format!("projects/{PROJECT}/serviceAccounts")).contains(&email("rw-reporting")));
+    assert_eq!(report.environment.summary.update, 1, "{:?}", report.environment.changes);
+    assert!(report.environment.changes.iter().any(|c| c.starts_with("~ update gcp.node-pool/risingwave")), "{:?}", report.environment.changes);
+}
