@@ -78,9 +78,8 @@ fn bucket(double: &Double, name: &str) -> Option<Value> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let r = reqwest::Client::new().get(url).send().await.expect("GET bucket");
-        (r.status().as_u16() == 200).then(|| ()).map(|_| r)
+        if r.status().as_u16() == 200 { Some(r.json::<Value>().await.expect("bucket JSON")) } else { None }
     })
-    .map(|r| rt.block_on(async { r.json::<Value>().await.expect("bucket JSON") }))
 }
 
 fn email(who: &str) -> String {
@@ -234,15 +233,28 @@ fn drift_on_a_pool_a_firewall_and_a_bucket_is_reported_and_set_back() {
     ok(&apply(&repo, &double, &[]));
     let p = format!("projects/{PROJECT}");
     double
-        .tamper(&format!("{p}/locations/{REGION}/clusters/byoc-prod-usc1/nodePools"), "system", json!({"autoscaling": {"totalMaxNodeCount": 7}}))
+        .tamper(
+            &format!("{p}/locations/{REGION}/clusters/byoc-prod-usc1/nodePools"),
+            "system",
+            json!({"autoscaling": {"totalMaxNodeCount": 7}}),
+        )
         .expect("tamper pool");
-    double.tamper(&format!("{p}/global/firewalls"), "byoc-prod-usc1-internal", json!({"sourceRanges": ["0.0.0.0/0"]})).expect("tamper firewall");
+    double
+        .tamper(&format!("{p}/global/firewalls"), "byoc-prod-usc1-internal", json!({"sourceRanges": ["0.0.0.0/0"]}))
+        .expect("tamper firewall");
     // Another actor suspends versioning on the data bucket (in fake-gcs-server itself).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let status = rt.block_on(async {
         let url = format!("{}/storage/v1/b/{DATA_BUCKET}", double.url());
-        reqwest::Client::new().patch(url).json(&json!({"versioning": {"enabled": false}})).send().await.expect("PATCH bucket").status().as_u16()
+        reqwest::Client::new()
+            .patch(url)
+            .json(&json!({"versioning": {"enabled": false}}))
+            .send()
+            .await
+            .expect("PATCH bucket")
+            .status()
+            .as_u16()
     });
     assert_eq!(status, 200);
     assert_ne!(bucket(&double, DATA_BUCKET).expect("bucket")["versioning"]["enabled"], true, "suspended");
@@ -262,8 +274,21 @@ fn drift_on_a_pool_a_firewall_and_a_bucket_is_reported_and_set_back() {
 fn apply_killed_after(repo: &Repo, double: &Double, k: usize) -> usize {
     use std::io::{BufRead, BufReader};
     let url = double.url();
-    let args =
-        ["apply", "--repo", ".", "--env", "examples/gcp", "--endpoint-url", &url, "--state-dir", "state", "--poll-interval", "0.05", "--cloud-only", "--auto-approve"];
+    let args = [
+        "apply",
+        "--repo",
+        ".",
+        "--env",
+        "examples/gcp",
+        "--endpoint-url",
+        &url,
+        "--state-dir",
+        "state",
+        "--poll-interval",
+        "0.05",
+        "--cloud-only",
+        "--auto-approve",
+    ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_byoc"))
         .args(args)
         .current_dir(repo.path())
@@ -381,7 +406,10 @@ fn the_daemons_pass_converges_only_cluster_identities_and_reports_the_rest() {
     let double = double_with(|_| {});
     let mut repo = example_repo();
     ok(&apply(&repo, &double, &[]));
-    let text = repo.read("examples/gcp/clusters/ingest.yaml").replace("name: ingest", "name: reporting").replace("prefix: ingest", "prefix: reporting");
+    let text = repo
+        .read("examples/gcp/clusters/ingest.yaml")
+        .replace("name: ingest", "name: reporting")
+        .replace("prefix: ingest", "prefix: reporting");
     repo.write("examples/gcp/clusters/reporting.yaml", &text);
     repo.edit("examples/gcp/environment.yaml", "min: 3\n        max: 9", "min: 3\n        max: 12");
     repo.commit("reporting, and more nodes");
@@ -402,5 +430,9 @@ fn the_daemons_pass_converges_only_cluster_identities_and_reports_the_rest() {
     assert!(!new.iter().any(|w| w.contains("nodePools")), "the pool is the environment's: {new:?}");
     assert!(names(&double.snapshot(), &format!("projects/{PROJECT}/serviceAccounts")).contains(&email("rw-reporting")));
     assert_eq!(report.environment.summary.update, 1, "{:?}", report.environment.changes);
-    assert!(report.environment.changes.iter().any(|c| c.starts_with("~ update gcp.node-pool/risingwave")), "{:?}", report.environment.changes);
+    assert!(
+        report.environment.changes.iter().any(|c| c.starts_with("~ update gcp.node-pool/risingwave")),
+        "{:?}",
+        report.environment.changes
+    );
 }

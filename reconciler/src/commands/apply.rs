@@ -310,6 +310,8 @@ const GCP_SKIPPED_CHECKS: &[&str] = &[
 
 /// The environment's cloud: one arm per provider, each implementing [`Cloud`], so apply,
 /// destroy and plan --out run one code path whatever the cloud.
+// One value per command, never moved in a loop: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Provider {
     /// AWS, through the AWS SDK.
     Aws(Aws),
@@ -333,12 +335,8 @@ impl Provider {
                 let mut cloud = Aws::connect(&env.name, &env.region, store.endpoint_url.as_deref()).await;
                 cloud.poll = poll;
                 cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
-                cloud.state_store_bucket = store
-                    .state_s3
-                    .as_deref()
-                    .and_then(|u| u.strip_prefix("s3://"))
-                    .and_then(|u| u.split('/').next())
-                    .map(str::to_owned);
+                cloud.state_store_bucket =
+                    store.state_s3.as_deref().and_then(|u| u.strip_prefix("s3://")).and_then(|u| u.split('/').next()).map(str::to_owned);
                 Provider::Aws(cloud)
             }
             CloudKind::Gcp => {
@@ -350,11 +348,17 @@ impl Provider {
                     .filter_map(|(id, r)| ResourceId::parse(id).map(|(kind, id)| crate::cloud::Inventory::applied_resource(&id, kind, r)))
                     .collect();
                 cloud.expect(desired.resources.values().chain(recorded.iter()));
-                cloud.recorded_buckets =
-                    inventory.resources.iter().filter(|(_, r)| r.kind == Kind::GcpBucket.as_str()).map(|(_, r)| r.cloud_id.clone()).collect();
+                cloud.recorded_buckets = inventory
+                    .resources
+                    .iter()
+                    .filter(|(_, r)| r.kind == Kind::GcpBucket.as_str())
+                    .map(|(_, r)| r.cloud_id.clone())
+                    .collect();
                 Provider::Gcp(cloud)
             }
-            other => anyhow::bail!("environment {} is on {}; byoc apply converges AWS and GCP environments so far", env.name, other.as_str()),
+            other => {
+                anyhow::bail!("environment {} is on {}; byoc apply converges AWS and GCP environments so far", env.name, other.as_str())
+            }
         })
     }
 

@@ -180,12 +180,15 @@ pub async fn pass<S: StateStore + ?Sized>(
             pass_with(&cloud, store, specs, &desired, revision, pass).await
         }
         crate::spec::Cloud::Gcp => {
-            let mut cloud = Gcp::connect(&env.name, &env.account, &env.region, endpoint).await.map_err(|e| failed(ApplyError::Observe(e)))?;
+            let mut cloud =
+                Gcp::connect(&env.name, &env.account, &env.region, endpoint).await.map_err(|e| failed(ApplyError::Observe(e)))?;
             let (inventory, _) = apply::load_inventory(store).await.map_err(failed)?;
             let recorded: Vec<Resource> = inventory
                 .resources
                 .iter()
-                .filter_map(|(id, r)| crate::resource::ResourceId::parse(id).map(|(kind, id)| crate::cloud::Inventory::applied_resource(&id, kind, r)))
+                .filter_map(|(id, r)| {
+                    crate::resource::ResourceId::parse(id).map(|(kind, id)| crate::cloud::Inventory::applied_resource(&id, kind, r))
+                })
                 .collect();
             cloud.expect(desired.resources.values().chain(recorded.iter()));
             cloud.recorded_buckets =

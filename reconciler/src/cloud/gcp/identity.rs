@@ -83,7 +83,9 @@ fn same_slot(b: &Json, role: &str, condition: Option<&(String, String)>) -> bool
 /// Whether `policy` holds the binding.
 pub(super) fn holds(policy: &Json, b: &Binding) -> bool {
     policy["bindings"].as_array().is_some_and(|bs| {
-        bs.iter().any(|x| same_slot(x, &b.role, b.condition.as_ref()) && x["members"].as_array().is_some_and(|m| m.iter().any(|m| m == &b.member)))
+        bs.iter().any(|x| {
+            same_slot(x, &b.role, b.condition.as_ref()) && x["members"].as_array().is_some_and(|m| m.iter().any(|m| m == &b.member))
+        })
     })
 }
 
@@ -178,7 +180,12 @@ impl Gcp {
             let parent = format!("projects/{project}");
             let created = self
                 .call(&what, || {
-                    self.iam.create_service_account().set_name(&parent).set_account_id(account_id).set_service_account(account.clone()).send()
+                    self.iam
+                        .create_service_account()
+                        .set_name(&parent)
+                        .set_account_id(account_id)
+                        .set_service_account(account.clone())
+                        .send()
                 })
                 .await;
             match created {
@@ -281,7 +288,10 @@ impl Gcp {
                 Err(e) if e.is(&["ABORTED", "FAILED_PRECONDITION"]) && round < POLICY_ROUNDS => {
                     crate::logging::line(
                         crate::logging::Level::Warn,
-                        &format!("retry: {what}: the policy changed since it was read ({}); reading it again", e.code.as_deref().unwrap_or("")),
+                        &format!(
+                            "retry: {what}: the policy changed since it was read ({}); reading it again",
+                            e.code.as_deref().unwrap_or("")
+                        ),
                     );
                 }
                 Err(e) => return Err(e),

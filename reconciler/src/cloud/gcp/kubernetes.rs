@@ -26,7 +26,9 @@ fn autoscaling(r: &Resource) -> m::NodePoolAutoscaling {
         .set_enabled(true)
         .set_total_min_node_count(int(a.get("totalMinNodes")))
         .set_total_max_node_count(int(a.get("totalMaxNodes")))
-        .set_location_policy(node_pool_autoscaling::LocationPolicy::from(a.get("locationPolicy").and_then(Value::as_str).unwrap_or("BALANCED")))
+        .set_location_policy(node_pool_autoscaling::LocationPolicy::from(
+            a.get("locationPolicy").and_then(Value::as_str).unwrap_or("BALANCED"),
+        ))
 }
 
 /// GKE's autoscaling back in the property's form (what drift is compared on).
@@ -118,7 +120,10 @@ impl Gcp {
                 return Ok(());
             }
             if started.elapsed() > self.wait_limit {
-                return Err(CloudError::new(what, format!("operation {name} not done after {}s; apply again later", started.elapsed().as_secs())));
+                return Err(CloudError::new(
+                    what,
+                    format!("operation {name} not done after {}s; apply again later", started.elapsed().as_secs()),
+                ));
             }
             println!("waiting {what}: {} ({}s)", op.status.name().unwrap_or("PENDING"), started.elapsed().as_secs());
             tokio::time::sleep(self.poll).await;
@@ -222,7 +227,12 @@ impl Gcp {
             let what = format!("container clusters.setResourceLabels for {}", r.id);
             let op = self
                 .gke_call(&what, || {
-                    self.gke.set_labels().set_name(&path).set_resource_labels(labels.clone()).set_label_fingerprint(&live.label_fingerprint).send()
+                    self.gke
+                        .set_labels()
+                        .set_name(&path)
+                        .set_resource_labels(labels.clone())
+                        .set_label_fingerprint(&live.label_fingerprint)
+                        .send()
                 })
                 .await?;
             self.gke_done(&what, op).await?;
@@ -287,7 +297,9 @@ impl Gcp {
                     && a.location_policy == want.location_policy
             });
             if !same {
-                let op = self.gke_call(&what, || self.gke.set_node_pool_autoscaling().set_name(&path).set_autoscaling(want.clone()).send()).await?;
+                let op = self
+                    .gke_call(&what, || self.gke.set_node_pool_autoscaling().set_name(&path).set_autoscaling(want.clone()).send())
+                    .await?;
                 self.gke_done(&what, op).await?;
             }
         }

@@ -122,8 +122,7 @@ impl Gcp {
         // The clients are built without a crypto provider of their own: use the process's.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let endpoint = endpoint.map(|e| e.trim_end_matches('/').to_owned());
-        let anonymous: Option<Credentials> =
-            endpoint.as_ref().map(|_| google_cloud_auth::credentials::anonymous::Builder::new().build());
+        let anonymous: Option<Credentials> = endpoint.as_ref().map(|_| google_cloud_auth::credentials::anonymous::Builder::new().build());
         let e = endpoint.as_deref();
         use google_cloud_compute_v1::client as compute;
         Ok(Gcp {
@@ -184,7 +183,12 @@ impl Gcp {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = google_cloud_gax::Result<T>>,
     {
-        self.retry.call_sorted(what, || { let f = op(); async move { f.await.map_err(|e| sort(what, &e)) } }).await
+        self.retry
+            .call_sorted(what, || {
+                let f = op();
+                async move { f.await.map_err(|e| sort(what, &e)) }
+            })
+            .await
     }
 
     /// Whether a description marks a resource as `id` of this environment.
@@ -229,7 +233,12 @@ impl Gcp {
 
     /// Waits for a Compute operation (global when `region` is `None`) to be DONE; its
     /// errors, if any, are the call's, with the canonical code of its HTTP status.
-    async fn compute_done(&self, what: &str, op: google_cloud_compute_v1::model::Operation, region: Option<&str>) -> Result<(), CloudError> {
+    async fn compute_done(
+        &self,
+        what: &str,
+        op: google_cloud_compute_v1::model::Operation,
+        region: Option<&str>,
+    ) -> Result<(), CloudError> {
         use google_cloud_compute_v1::model::operation::Status;
         let started = Instant::now();
         let name = op.name.clone().unwrap_or_default();
@@ -253,7 +262,10 @@ impl Gcp {
             }
             let state = op.status.as_ref().and_then(|s| s.name()).unwrap_or("PENDING").to_owned();
             if started.elapsed() > self.wait_limit {
-                return Err(CloudError::new(what, format!("operation {name} still {state} after {}s; apply again later", started.elapsed().as_secs())));
+                return Err(CloudError::new(
+                    what,
+                    format!("operation {name} still {state} after {}s; apply again later", started.elapsed().as_secs()),
+                ));
             }
             println!("waiting {what}: {state} ({}s)", started.elapsed().as_secs());
             tokio::time::sleep(self.poll).await;
@@ -317,7 +329,10 @@ fn sort(what: &str, e: &google_cloud_gax::error::Error) -> (Retry, CloudError) {
         return (retry, CloudError { what: what.to_owned(), code: Some(code.to_owned()), message });
     }
     if e.is_connect() {
-        let message = format!("the endpoint refused the connection or does not resolve ({})\n  hint: check --endpoint-url and that it is up", chain(e));
+        let message = format!(
+            "the endpoint refused the connection or does not resolve ({})\n  hint: check --endpoint-url and that it is up",
+            chain(e)
+        );
         return (Retry::No, CloudError { what: what.to_owned(), code: Some(UNREACHABLE.to_owned()), message });
     }
     if e.is_authentication() {
@@ -328,9 +343,13 @@ fn sort(what: &str, e: &google_cloud_gax::error::Error) -> (Retry, CloudError) {
             "the Google credentials could not be used: {}\n  hint: set GOOGLE_APPLICATION_CREDENTIALS (a service-account key or a workload identity federation config), run `gcloud auth application-default login`, or run where the metadata server answers",
             chain(e)
         );
-        return (if transient { Retry::Yes } else { Retry::No }, CloudError { what: what.to_owned(), code: Some("NoCredentials".into()), message });
+        return (
+            if transient { Retry::Yes } else { Retry::No },
+            CloudError { what: what.to_owned(), code: Some("NoCredentials".into()), message },
+        );
     }
-    let retry = if e.is_timeout() || e.is_io() || e.is_transport() || http.is_some_and(|s| s >= 500 || s == 429) { Retry::Yes } else { Retry::No };
+    let retry =
+        if e.is_timeout() || e.is_io() || e.is_transport() || http.is_some_and(|s| s >= 500 || s == 429) { Retry::Yes } else { Retry::No };
     (retry, CloudError::new(what, chain(e)))
 }
 
@@ -391,14 +410,14 @@ fn resolve<'a>(refs: &'a Refs, r: &Resource, name: &str) -> Result<&'a str, Clou
     Ok(f.cloud_id.as_str())
 }
 
-fn found(r: &ResourceId, kind: Kind, cloud_id: impl Into<String>, outputs: impl IntoIterator<Item = (&'static str, String)>, live: Map) -> Found {
-    Found {
-        live,
-        id: r.clone(),
-        kind,
-        cloud_id: cloud_id.into(),
-        outputs: outputs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-    }
+fn found(
+    r: &ResourceId,
+    kind: Kind,
+    cloud_id: impl Into<String>,
+    outputs: impl IntoIterator<Item = (&'static str, String)>,
+    live: Map,
+) -> Found {
+    Found { live, id: r.clone(), kind, cloud_id: cloud_id.into(), outputs: outputs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect() }
 }
 
 /// `None` when the call failed with NOT_FOUND: deletion is idempotent.
@@ -500,20 +519,29 @@ mod tests {
         let answer = |status: u16, body: &str| {
             google_cloud_gax::error::Error::http(status, http::HeaderMap::new(), bytes::Bytes::from(body.to_owned()))
         };
-        let (retry, e) = sort("compute networks.insert", &answer(
-            503,
-            r#"{"error":{"code":503,"message":"backend unavailable","status":"UNAVAILABLE","errors":[{"reason":"backendError"}]}}"#,
-        ));
+        let (retry, e) = sort(
+            "compute networks.insert",
+            &answer(
+                503,
+                r#"{"error":{"code":503,"message":"backend unavailable","status":"UNAVAILABLE","errors":[{"reason":"backendError"}]}}"#,
+            ),
+        );
         assert_eq!((retry, e.code.as_deref()), (Retry::Yes, Some("UNAVAILABLE")), "{e}");
-        let (retry, e) = sort("compute networks.insert", &answer(
-            409,
-            r#"{"error":{"code":409,"message":"The resource 'projects/p/global/networks/n' already exists","errors":[{"reason":"alreadyExists"}]}}"#,
-        ));
+        let (retry, e) = sort(
+            "compute networks.insert",
+            &answer(
+                409,
+                r#"{"error":{"code":409,"message":"The resource 'projects/p/global/networks/n' already exists","errors":[{"reason":"alreadyExists"}]}}"#,
+            ),
+        );
         assert_eq!((retry, e.code.as_deref()), (Retry::No, Some("ALREADY_EXISTS")), "{e}");
-        let (retry, e) = sort("resourcemanager setIamPolicy", &answer(
-            409,
-            r#"{"error":{"code":409,"message":"There were concurrent policy changes.","status":"ABORTED","errors":[{"reason":"aborted"}]}}"#,
-        ));
+        let (retry, e) = sort(
+            "resourcemanager setIamPolicy",
+            &answer(
+                409,
+                r#"{"error":{"code":409,"message":"There were concurrent policy changes.","status":"ABORTED","errors":[{"reason":"aborted"}]}}"#,
+            ),
+        );
         assert_eq!((retry, e.code.as_deref()), (Retry::No, Some("ABORTED")), "a stale etag is read again, not resent: {e}");
         let (retry, e) = sort("x", &answer(429, r#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#));
         assert_eq!((retry, e.code.as_deref()), (Retry::Yes, Some("RESOURCE_EXHAUSTED")), "{e}");

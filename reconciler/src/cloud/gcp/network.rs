@@ -114,7 +114,12 @@ impl Gcp {
 
     pub(super) async fn observe_network(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         let p = &self.project;
-        let networks = list_all!(self, "compute networks.list", |t: String| self.networks.list().set_project(p).set_or_clear_page_token((!t.is_empty()).then_some(t)).send());
+        let networks = list_all!(self, "compute networks.list", |t: String| self
+            .networks
+            .list()
+            .set_project(p)
+            .set_or_clear_page_token((!t.is_empty()).then_some(t))
+            .send());
         for n in networks {
             if let Some(id) = self.described_kind(Kind::GcpNetwork, n.description.as_deref()) {
                 let name = n.name.clone().unwrap_or_default();
@@ -140,7 +145,12 @@ impl Gcp {
                 out.push(found(&id, Kind::GcpSubnetwork, self.subnetwork_path(r, &name), [("name", name)], live));
             }
         }
-        let firewalls = list_all!(self, "compute firewalls.list", |t: String| self.firewalls.list().set_project(p).set_or_clear_page_token((!t.is_empty()).then_some(t)).send());
+        let firewalls = list_all!(self, "compute firewalls.list", |t: String| self
+            .firewalls
+            .list()
+            .set_project(p)
+            .set_or_clear_page_token((!t.is_empty()).then_some(t))
+            .send());
         for f in firewalls {
             if let Some(id) = self.described_kind(Kind::GcpFirewall, f.description.as_deref()) {
                 let name = f.name.clone().unwrap_or_default();
@@ -184,7 +194,17 @@ impl Gcp {
                 .set_name(name)
                 .set_description(text(r, "description"))
                 .set_auto_create_subnetworks(super::flag(r, "autoCreateSubnetworks"));
-            match self.call(&what, || self.networks.insert().set_project(&self.project).set_request_id(request_id(&self.environment, &r.id, &body)).set_body(body.clone()).send()).await {
+            match self
+                .call(&what, || {
+                    self.networks
+                        .insert()
+                        .set_project(&self.project)
+                        .set_request_id(request_id(&self.environment, &r.id, &body))
+                        .set_body(body.clone())
+                        .send()
+                })
+                .await
+            {
                 Ok(op) => self.compute_done(&what, op, None).await?,
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
                     let n = self.call(&what, || self.networks.get().set_project(&self.project).set_network(name).send()).await?;
@@ -218,7 +238,18 @@ impl Gcp {
         let get = || self.subnetworks.get().set_project(&self.project).set_region(region).set_subnetwork(name).send();
         let mut created = false;
         if existing.is_none() {
-            match self.call(&what, || self.subnetworks.insert().set_project(&self.project).set_region(region).set_request_id(request_id(&self.environment, &r.id, &body)).set_body(body.clone()).send()).await {
+            match self
+                .call(&what, || {
+                    self.subnetworks
+                        .insert()
+                        .set_project(&self.project)
+                        .set_region(region)
+                        .set_request_id(request_id(&self.environment, &r.id, &body))
+                        .set_body(body.clone())
+                        .send()
+                })
+                .await
+            {
                 Ok(op) => {
                     self.compute_done(&what, op, Some(region)).await?;
                     created = true;
@@ -243,7 +274,13 @@ impl Gcp {
                 patch.fingerprint = live.fingerprint.clone();
                 let op = self
                     .call(&what, || {
-                        self.subnetworks.patch().set_project(&self.project).set_region(region).set_subnetwork(name).set_body(patch.clone()).send()
+                        self.subnetworks
+                            .patch()
+                            .set_project(&self.project)
+                            .set_region(region)
+                            .set_subnetwork(name)
+                            .set_body(patch.clone())
+                            .send()
                     })
                     .await?;
                 self.compute_done(&what, op, Some(region)).await?;
@@ -265,7 +302,17 @@ impl Gcp {
         let what = format!("compute firewalls.insert for {}", r.id);
         let mut created = false;
         if existing.is_none() {
-            match self.call(&what, || self.firewalls.insert().set_project(&self.project).set_request_id(request_id(&self.environment, &r.id, &body)).set_body(body.clone()).send()).await {
+            match self
+                .call(&what, || {
+                    self.firewalls
+                        .insert()
+                        .set_project(&self.project)
+                        .set_request_id(request_id(&self.environment, &r.id, &body))
+                        .set_body(body.clone())
+                        .send()
+                })
+                .await
+            {
                 Ok(op) => {
                     self.compute_done(&what, op, None).await?;
                     created = true;
@@ -296,7 +343,13 @@ impl Gcp {
                 self.compute_done(&what, op, None).await?;
             }
         }
-        Ok(found(&r.id, Kind::GcpFirewall, format!("projects/{}/global/firewalls/{name}", self.project), [("name", name.to_owned())], Map::new()))
+        Ok(found(
+            &r.id,
+            Kind::GcpFirewall,
+            format!("projects/{}/global/firewalls/{name}", self.project),
+            [("name", name.to_owned())],
+            Map::new(),
+        ))
     }
 
     pub(super) async fn ensure_router(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
@@ -315,10 +368,23 @@ impl Gcp {
             .set_nats([nat.clone()]);
         let what = format!("compute routers.insert for {}", r.id);
         if existing.is_none() {
-            match self.call(&what, || self.routers.insert().set_project(&self.project).set_region(region).set_request_id(request_id(&self.environment, &r.id, &body)).set_body(body.clone()).send()).await {
+            match self
+                .call(&what, || {
+                    self.routers
+                        .insert()
+                        .set_project(&self.project)
+                        .set_region(region)
+                        .set_request_id(request_id(&self.environment, &r.id, &body))
+                        .set_body(body.clone())
+                        .send()
+                })
+                .await
+            {
                 Ok(op) => self.compute_done(&what, op, Some(region)).await?,
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
-                    let live = self.call(&what, || self.routers.get().set_project(&self.project).set_region(region).set_router(name).send()).await?;
+                    let live = self
+                        .call(&what, || self.routers.get().set_project(&self.project).set_region(region).set_router(name).send())
+                        .await?;
                     self.adopt(r, live.description.as_deref(), what.clone(), "router")?;
                     self.patch_nat(r, region, name, nat).await?;
                 }
@@ -327,7 +393,13 @@ impl Gcp {
         } else {
             self.patch_nat(r, region, name, nat).await?;
         }
-        Ok(found(&r.id, Kind::GcpRouterNat, format!("projects/{}/regions/{region}/routers/{name}", self.project), [("name", name.to_owned())], Map::new()))
+        Ok(found(
+            &r.id,
+            Kind::GcpRouterNat,
+            format!("projects/{}/regions/{region}/routers/{name}", self.project),
+            [("name", name.to_owned())],
+            Map::new(),
+        ))
     }
 
     /// Sets the router's NAT to `nat` when it differs (the NAT is a field of the router).
@@ -341,7 +413,9 @@ impl Gcp {
         if !same {
             let patch = m::Router::new().set_nats([nat]);
             let op = self
-                .call(&what, || self.routers.patch().set_project(&self.project).set_region(region).set_router(name).set_body(patch.clone()).send())
+                .call(&what, || {
+                    self.routers.patch().set_project(&self.project).set_region(region).set_router(name).set_body(patch.clone()).send()
+                })
                 .await?;
             self.compute_done(&what, op, Some(region)).await?;
         }
@@ -351,7 +425,9 @@ impl Gcp {
     pub(super) async fn delete_network(&self, f: &Found) -> Result<(), CloudError> {
         let name = last_segment(&f.cloud_id);
         let what = format!("compute networks.delete for {}", f.id);
-        if let Some(op) = unless_gone(self.call(&what, || self.networks.delete().set_project(&self.project).set_network(name).send()).await)? {
+        if let Some(op) =
+            unless_gone(self.call(&what, || self.networks.delete().set_project(&self.project).set_network(name).send()).await)?
+        {
             self.compute_done(&what, op, None).await?;
         }
         Ok(())
@@ -361,9 +437,9 @@ impl Gcp {
         let name = last_segment(&f.cloud_id);
         let what = format!("compute subnetworks.delete for {}", f.id);
         let r = &self.region;
-        if let Some(op) =
-            unless_gone(self.call(&what, || self.subnetworks.delete().set_project(&self.project).set_region(r).set_subnetwork(name).send()).await)?
-        {
+        if let Some(op) = unless_gone(
+            self.call(&what, || self.subnetworks.delete().set_project(&self.project).set_region(r).set_subnetwork(name).send()).await,
+        )? {
             self.compute_done(&what, op, Some(r)).await?;
         }
         Ok(())
@@ -372,7 +448,9 @@ impl Gcp {
     pub(super) async fn delete_firewall(&self, f: &Found) -> Result<(), CloudError> {
         let name = last_segment(&f.cloud_id);
         let what = format!("compute firewalls.delete for {}", f.id);
-        if let Some(op) = unless_gone(self.call(&what, || self.firewalls.delete().set_project(&self.project).set_firewall(name).send()).await)? {
+        if let Some(op) =
+            unless_gone(self.call(&what, || self.firewalls.delete().set_project(&self.project).set_firewall(name).send()).await)?
+        {
             self.compute_done(&what, op, None).await?;
         }
         Ok(())

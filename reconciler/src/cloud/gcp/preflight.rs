@@ -22,19 +22,34 @@ pub fn permissions_for(kind: Kind, action: Action) -> &'static [&'static str] {
     match (kind, delete) {
         (Kind::GcpNetwork, false) => &["compute.networks.create", "compute.networks.get"],
         (Kind::GcpNetwork, true) => &["compute.networks.delete"],
-        (Kind::GcpSubnetwork, false) => &["compute.subnetworks.create", "compute.subnetworks.update", "compute.subnetworks.get", "compute.networks.updatePolicy"],
+        (Kind::GcpSubnetwork, false) => {
+            &["compute.subnetworks.create", "compute.subnetworks.update", "compute.subnetworks.get", "compute.networks.updatePolicy"]
+        }
         (Kind::GcpSubnetwork, true) => &["compute.subnetworks.delete"],
-        (Kind::GcpFirewall, false) => &["compute.firewalls.create", "compute.firewalls.update", "compute.firewalls.get", "compute.networks.updatePolicy"],
+        (Kind::GcpFirewall, false) => {
+            &["compute.firewalls.create", "compute.firewalls.update", "compute.firewalls.get", "compute.networks.updatePolicy"]
+        }
         (Kind::GcpFirewall, true) => &["compute.firewalls.delete"],
         (Kind::GcpRouterNat, false) => &["compute.routers.create", "compute.routers.update", "compute.routers.get"],
         (Kind::GcpRouterNat, true) => &["compute.routers.delete"],
-        (Kind::GcpGkeCluster, false) => &["container.clusters.create", "container.clusters.update", "container.clusters.get", "container.operations.get"],
+        (Kind::GcpGkeCluster, false) => {
+            &["container.clusters.create", "container.clusters.update", "container.clusters.get", "container.operations.get"]
+        }
         (Kind::GcpGkeCluster, true) => &["container.clusters.delete", "container.operations.get"],
-        (Kind::GcpNodePool, false) => &["container.clusters.update", "container.clusters.get", "container.operations.get", "iam.serviceAccounts.actAs"],
+        (Kind::GcpNodePool, false) => {
+            &["container.clusters.update", "container.clusters.get", "container.operations.get", "iam.serviceAccounts.actAs"]
+        }
         (Kind::GcpNodePool, true) => &["container.clusters.update", "container.operations.get"],
         (Kind::GcpServiceAccount, false) => &["iam.serviceAccounts.create", "iam.serviceAccounts.get"],
         (Kind::GcpServiceAccount, true) => &["iam.serviceAccounts.delete"],
-        (Kind::GcpIamBinding, _) => &["resourcemanager.projects.getIamPolicy", "resourcemanager.projects.setIamPolicy", "iam.serviceAccounts.getIamPolicy", "iam.serviceAccounts.setIamPolicy", "storage.buckets.getIamPolicy", "storage.buckets.setIamPolicy"],
+        (Kind::GcpIamBinding, _) => &[
+            "resourcemanager.projects.getIamPolicy",
+            "resourcemanager.projects.setIamPolicy",
+            "iam.serviceAccounts.getIamPolicy",
+            "iam.serviceAccounts.setIamPolicy",
+            "storage.buckets.getIamPolicy",
+            "storage.buckets.setIamPolicy",
+        ],
         (Kind::GcpBucket, false) => &["storage.buckets.create", "storage.buckets.get", "storage.buckets.update"],
         (Kind::GcpBucket, true) => &["storage.buckets.delete", "storage.objects.list", "storage.objects.delete"],
         _ => &[],
@@ -56,7 +71,10 @@ impl Gcp {
         let mut out = Preflight { caller: format!("project {}", self.project), ..Preflight::default() };
         let parent = self.project_path();
         let names: Vec<String> = SERVICES.iter().map(|s| format!("{parent}/services/{s}")).collect();
-        match self.call("serviceusage services.batchGet", || self.usage.batch_get_services().set_parent(&parent).set_names(names.clone()).send()).await {
+        match self
+            .call("serviceusage services.batchGet", || self.usage.batch_get_services().set_parent(&parent).set_names(names.clone()).send())
+            .await
+        {
             Ok(answer) => {
                 for s in SERVICES {
                     let enabled = answer.services.iter().any(|x| {

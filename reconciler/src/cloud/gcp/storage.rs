@@ -21,7 +21,6 @@ pub(super) struct Client {
     credentials: Option<Credentials>,
 }
 
-
 /// What a bucket resource asks for, in the JSON API's form.
 pub(super) fn bucket_body(r: &Resource) -> Json {
     let mut body = json!({
@@ -71,7 +70,10 @@ pub(super) fn live_settings(b: &Json) -> Map {
             .map(|r| {
                 Value::map([
                     ("action", r.pointer("/action/type").and_then(Json::as_str).unwrap_or_default().into()),
-                    ("daysSinceNoncurrentTime", Value::Int(r.pointer("/condition/daysSinceNoncurrentTime").and_then(Json::as_i64).unwrap_or(0))),
+                    (
+                        "daysSinceNoncurrentTime",
+                        Value::Int(r.pointer("/condition/daysSinceNoncurrentTime").and_then(Json::as_i64).unwrap_or(0)),
+                    ),
                 ])
             })
             .collect();
@@ -83,8 +85,12 @@ pub(super) fn live_settings(b: &Json) -> Map {
 /// An HTTP answer that is not a success, as ours, and whether a retry may help.
 fn failure(what: &str, status: u16, body: &str) -> (Retry, CloudError) {
     let v: Option<Json> = serde_json::from_str(body).ok();
-    let message =
-        v.as_ref().and_then(|v| v.pointer("/error/message")).and_then(Json::as_str).map(str::to_owned).unwrap_or_else(|| body.chars().take(200).collect());
+    let message = v
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(Json::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.chars().take(200).collect());
     let reason = v.as_ref().and_then(|v| v.pointer("/error/errors/0/reason")).and_then(Json::as_str);
     let code = super::code_of_http(status, reason);
     let retry = if status == 429 || status >= 500 { Retry::Yes } else { Retry::No };
@@ -100,7 +106,14 @@ impl Client {
                 google_cloud_auth::credentials::Builder::default()
                     .with_scopes(["https://www.googleapis.com/auth/cloud-platform"])
                     .build()
-                    .map_err(|e| CloudError::new("connecting to GCS", format!("no Google credentials ({e}); set GOOGLE_APPLICATION_CREDENTIALS, or run where the metadata server answers")))?,
+                    .map_err(|e| {
+                        CloudError::new(
+                            "connecting to GCS",
+                            format!(
+                                "no Google credentials ({e}); set GOOGLE_APPLICATION_CREDENTIALS, or run where the metadata server answers"
+                            ),
+                        )
+                    })?,
             ),
         };
         let http = reqwest::Client::builder()
@@ -112,7 +125,13 @@ impl Client {
 
     /// Sends one request (`body` as JSON if given) and reads the JSON answer; `None` for
     /// an empty one.
-    async fn send(&self, what: &str, method: reqwest::Method, path: &str, body: Option<&Json>) -> Result<Option<Json>, (Retry, CloudError)> {
+    async fn send(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> Result<Option<Json>, (Retry, CloudError)> {
         let mut request = self.http.request(method, format!("{}{path}", self.endpoint));
         if let Some(c) = &self.credentials {
             match c.headers(http::Extensions::new()).await {
@@ -120,7 +139,14 @@ impl Client {
                 Ok(CacheableResource::NotModified) => {}
                 Err(e) => {
                     let retry = if e.is_transient() { Retry::Yes } else { Retry::No };
-                    return Err((retry, CloudError { what: what.to_owned(), code: Some("NoCredentials".into()), message: format!("getting a Google token: {e}") }));
+                    return Err((
+                        retry,
+                        CloudError {
+                            what: what.to_owned(),
+                            code: Some("NoCredentials".into()),
+                            message: format!("getting a Google token: {e}"),
+                        },
+                    ));
                 }
             }
         }
@@ -144,7 +170,14 @@ impl Client {
     }
 
     /// [`Client::send`] through the retrier.
-    async fn call(&self, retry: &Retrier, what: &str, method: reqwest::Method, path: &str, body: Option<&Json>) -> Result<Option<Json>, CloudError> {
+    async fn call(
+        &self,
+        retry: &Retrier,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> Result<Option<Json>, CloudError> {
         retry.call_sorted(what, || self.send(what, method.clone(), path, body)).await
     }
 
@@ -165,8 +198,10 @@ impl Gcp {
             let what = format!("storage buckets.get {name}");
             let read = self.storage.call(&self.retry, &what, reqwest::Method::GET, &format!("/storage/v1/b/{name}"), None).await;
             let Some(b) = super::unless_gone(read)?.flatten() else { continue };
-            let labels: std::collections::HashMap<String, String> =
-                b["labels"].as_object().map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned()))).collect()).unwrap_or_default();
+            let labels: std::collections::HashMap<String, String> = b["labels"]
+                .as_object()
+                .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned()))).collect())
+                .unwrap_or_default();
             // Only a bucket labelled as this one is ours; another of the same name is
             // refused when ensure meets it.
             if self.labelled_as(&labels, id) || self.recorded_buckets.contains(name) {
@@ -186,7 +221,11 @@ impl Gcp {
             match self.storage.call(&self.retry, &what, reqwest::Method::POST, &path, Some(&body)).await {
                 Ok(_) => created = true,
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
-                    let live = self.storage.call(&self.retry, &what, reqwest::Method::GET, &format!("/storage/v1/b/{name}"), None).await?.unwrap_or_default();
+                    let live = self
+                        .storage
+                        .call(&self.retry, &what, reqwest::Method::GET, &format!("/storage/v1/b/{name}"), None)
+                        .await?
+                        .unwrap_or_default();
                     let labels: std::collections::HashMap<String, String> = live["labels"]
                         .as_object()
                         .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned()))).collect())
@@ -202,7 +241,11 @@ impl Gcp {
             // Converge the settings: one PATCH with every managed setting, only when one
             // differs (a no-op apply writes nothing).
             let what = format!("storage buckets.patch for {}", r.id);
-            let live = self.storage.call(&self.retry, &what, reqwest::Method::GET, &format!("/storage/v1/b/{name}"), None).await?.unwrap_or_default();
+            let live = self
+                .storage
+                .call(&self.retry, &what, reqwest::Method::GET, &format!("/storage/v1/b/{name}"), None)
+                .await?
+                .unwrap_or_default();
             let want = live_settings(&body);
             let now = live_settings(&live);
             let differs = now.iter().any(|(k, v)| want.get(k) != Some(v)) || live.get("labels").is_some_and(|l| *l != body["labels"]);
@@ -224,7 +267,8 @@ impl Gcp {
         let name = &f.cloud_id;
         let what = format!("storage buckets.delete for {}", f.id);
         loop {
-            let list = self.storage.call(&self.retry, &what, reqwest::Method::GET, &format!("/storage/v1/b/{name}/o?versions=true"), None).await;
+            let list =
+                self.storage.call(&self.retry, &what, reqwest::Method::GET, &format!("/storage/v1/b/{name}/o?versions=true"), None).await;
             let Some(list) = super::unless_gone(list)?.flatten() else { return Ok(()) };
             let items = list["items"].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
