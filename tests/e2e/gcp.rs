@@ -436,3 +436,22 @@ fn the_daemons_pass_converges_only_cluster_identities_and_reports_the_rest() {
         report.environment.changes
     );
 }
+
+/// `byoc plan --out` of a GCP environment, then `byoc apply FILE`: the saved plan goes
+/// through the same provider, and applies exactly.
+#[test]
+fn a_saved_plan_of_a_gcp_environment_applies() {
+    let double = double_with(|_| {});
+    let repo = example_repo();
+    let url = double.url();
+    let base = ["--repo", ".", "--env", "examples/gcp", "--endpoint-url", url.as_str(), "--state-dir", "state", "--cloud-only"];
+    let mut plan_args = vec!["plan", "--head", "HEAD", "--out", "plan.json"];
+    plan_args.extend_from_slice(&base);
+    let saved = byoc(repo.path(), &plan_args);
+    assert_eq!(saved.code, 0, "plan --out:\n{}\n{}", saved.stdout, saved.stderr);
+    assert!(double.writes().is_empty(), "planning writes nothing: {:?}", double.writes());
+    let mut apply_args = vec!["apply", "plan.json", "--auto-approve", "--poll-interval", "0.05"];
+    apply_args.extend_from_slice(&base);
+    ok(&byoc(repo.path(), &apply_args));
+    assert_eq!(names(&double.snapshot(), &format!("projects/{PROJECT}/global/networks")), ["byoc-prod-usc1"]);
+}
