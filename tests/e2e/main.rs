@@ -4,6 +4,7 @@ mod aws;
 mod aws_hardening;
 mod aws_real;
 mod bad_specs;
+mod gcp;
 mod golden;
 mod kube;
 mod manifests;

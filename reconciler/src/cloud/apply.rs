@@ -163,7 +163,7 @@ pub fn reconcile(inventory: &Inventory, found: Vec<Found>, desired: &Graph, dele
             overlay_drift(&mut resource, &f.live, &mut o.drift, record.is_none());
         }
         resource.protection = record.and_then(|r| r.protection.clone()).filter(|_| !delete_data);
-        if f.kind == Kind::AwsS3Bucket && !delete_data {
+        if matches!(f.kind, Kind::AwsS3Bucket | Kind::GcpBucket) && !delete_data {
             resource.protection.get_or_insert_with(|| {
                 "buckets hold data; byoc never deletes or replaces one unless destroy is given --delete-data".to_owned()
             });

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod aws;
+pub mod gcp;
 pub mod retry;
 
 use std::collections::BTreeMap;
@@ -171,14 +172,19 @@ pub trait Cloud {
     async fn delete(&self, found: &Found) -> Result<(), CloudError>;
 }
 
-/// The part of a desired graph a cloud converges: everything but Kubernetes objects, which
-/// `byoc clusters` applies.
+/// Kinds that are Kubernetes objects though named for a cloud: a GKE `ServiceAttachment`
+/// is a custom resource applied in the cluster (GKE's controller makes the PSC attachment
+/// from it), never a Compute call.
+pub const IN_CLUSTER: &[Kind] = &[Kind::GcpServiceAttachment];
+
+/// The part of a desired graph a cloud converges: everything but Kubernetes objects
+/// (`k8s.*` and [`IN_CLUSTER`]), which the Kubernetes half applies.
 pub fn cloud_part(graph: &Graph) -> Graph {
     Graph {
         resources: graph
             .resources
             .iter()
-            .filter(|(_, r)| !r.kind.as_str().starts_with("k8s."))
+            .filter(|(_, r)| !r.kind.as_str().starts_with("k8s.") && !IN_CLUSTER.contains(&r.kind))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     }
@@ -208,6 +214,18 @@ pub const DELETE_ORDER: &[Kind] = &[
     Kind::AwsSubnet,
     Kind::AwsS3Bucket,
     Kind::AwsVpc,
+    // GCP: bindings name accounts and buckets; pools belong to the cluster; the cluster
+    // uses the subnetwork and the nodes' account; firewalls, the router and subnetworks
+    // keep the network in use (400 resourceInUseByAnotherResource) until they are gone.
+    Kind::GcpIamBinding,
+    Kind::GcpNodePool,
+    Kind::GcpGkeCluster,
+    Kind::GcpServiceAccount,
+    Kind::GcpRouterNat,
+    Kind::GcpFirewall,
+    Kind::GcpSubnetwork,
+    Kind::GcpBucket,
+    Kind::GcpNetwork,
 ];
 
 /// Position of `kind` in [`DELETE_ORDER`] (kinds not listed go last).

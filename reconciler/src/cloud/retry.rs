@@ -104,6 +104,45 @@ impl Retrier {
         self.retries.load(Ordering::Relaxed)
     }
 
+    /// [`Retrier::call`] for clients other than the AWS SDK's (Google's): `op` sorts its own
+    /// failure into whether a retry may help, and this backs off and counts the same way.
+    pub async fn call_sorted<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, CloudError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, (Retry, CloudError)>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err((Retry::Yes, error)) if attempt < self.attempts => {
+                    self.pause(what, attempt, &error).await;
+                    attempt += 1;
+                }
+                Err((_, error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Sleeps the backoff before attempt `attempt + 1`, saying so, and counts the retry.
+    async fn pause(&self, what: &str, attempt: u32, error: &CloudError) {
+        // Full jitter: uniformly in [0, min(cap, base * 2^(attempt-1))].
+        let ceiling = self.base.saturating_mul(1 << (attempt - 1).min(16)).min(self.cap);
+        let wait = ceiling.mul_f64(rand::rng().random_range(0.0..=1.0));
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        crate::logging::line(
+            crate::logging::Level::Warn,
+            &format!(
+                "retry: {what}: {} (attempt {} of {} in {} ms)",
+                error.code.as_deref().unwrap_or(&error.message),
+                attempt + 1,
+                self.attempts,
+                wait.as_millis()
+            ),
+        );
+        tokio::time::sleep(wait).await;
+    }
+
     /// Calls `op` until it succeeds, fails with an error that is not worth retrying, or
     /// runs out of attempts. `what` names the call in messages (`ec2 CreateVpc for
     /// aws.vpc/main`).
@@ -124,21 +163,7 @@ impl Retrier {
             if !retryable || attempt >= self.attempts {
                 return Err(error);
             }
-            // Full jitter: uniformly in [0, min(cap, base * 2^(attempt-1))].
-            let ceiling = self.base.saturating_mul(1 << (attempt - 1).min(16)).min(self.cap);
-            let wait = ceiling.mul_f64(rand::rng().random_range(0.0..=1.0));
-            self.retries.fetch_add(1, Ordering::Relaxed);
-            crate::logging::line(
-                crate::logging::Level::Warn,
-                &format!(
-                    "retry: {what}: {} (attempt {} of {} in {} ms)",
-                    error.code.as_deref().unwrap_or(&error.message),
-                    attempt + 1,
-                    self.attempts,
-                    wait.as_millis()
-                ),
-            );
-            tokio::time::sleep(wait).await;
+            self.pause(what, attempt, &error).await;
             attempt += 1;
         }
     }

@@ -13,13 +13,16 @@ use super::plan_file::{self, Body};
 use super::{EXIT_ERROR, EXIT_OK, positive_seconds};
 use crate::cloud::apply::{self, ApplyError, Options};
 use crate::cloud::aws::Aws;
+use crate::cloud::aws::preflight::Preflight;
+use crate::cloud::gcp::Gcp;
+use crate::cloud::{Cloud, CloudError, Found, Refs};
 use crate::logging;
 use crate::pipeline::apply::{Kubernetes, write_cloud_outputs};
 use crate::pipeline::load::{LoadError, at_revision};
 use crate::pipeline::plan::{LiveError, live};
 use crate::plan::render::Report;
 use crate::plan::{Action, Plan};
-use crate::resource::{Kind, ResourceId, Value};
+use crate::resource::{Kind, Resource, ResourceId, Value};
 use crate::source;
 use crate::spec::Cloud as CloudKind;
 
@@ -43,8 +46,8 @@ pub struct StoreArgs {
     /// workload identity, or a SAS in AZURE_STORAGE_SAS_TOKEN).
     #[arg(long, conflicts_with = "state_dir", value_parser = crate::state::azblob_flag)]
     pub state_azblob: Option<String>,
-    /// Endpoint of an AWS emulator (every service, and --state-s3), or of a GCS emulator
-    /// for --state-gcs.
+    /// Endpoint of an AWS emulator (every service, and --state-s3), of a GCP emulator (every
+    /// Google API, called anonymously), or of a GCS emulator for --state-gcs.
     #[arg(long)]
     pub endpoint_url: Option<String>,
 }
@@ -96,8 +99,9 @@ pub struct TargetArgs {
     /// command works); 30 to 86400.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u32).range(30..=86_400))]
     pub lease_seconds: u32,
-    /// Skip the preflight checks (service-linked role, node-group quota, IAM permission
-    /// simulation), e.g. against an emulator that cannot answer them. Each skipped check
+    /// Skip the preflight checks (AWS: service-linked role, node-group quota, IAM
+    /// permission simulation; GCP: enabled APIs, testIamPermissions, the region), e.g.
+    /// against an emulator that cannot answer them. Each skipped check
     /// is named on stderr.
     #[arg(long)]
     pub skip_preflight: bool,
@@ -290,13 +294,145 @@ fn finish(result: anyhow::Result<u8>) -> u8 {
 }
 
 /// The checks `--skip-preflight` leaves out, as the warning names them.
-const SKIPPED_CHECKS: &[&str] = &[
+const AWS_SKIPPED_CHECKS: &[&str] = &[
     "the credentials are for the account spec.account names",
     "the quota eks/L-6D54EA21 (managed node groups per cluster) is at least 36",
     "iam:SimulatePrincipalPolicy allows the caller every action the plan needs, with the context its calls carry (iam:PassedToService, ec2:CreateAction)",
     "the service-linked roles AWSServiceRoleForAmazonEKS, AWSServiceRoleForAmazonEKSNodegroup, AWSServiceRoleForAutoScaling and AWSServiceRoleForElasticLoadBalancing exist, or the caller may iam:CreateServiceLinkedRole for them",
     "EKS offers the spec's Kubernetes version in the support the spec asks for (eks:DescribeClusterVersions)",
 ];
+
+const GCP_SKIPPED_CHECKS: &[&str] = &[
+    "the APIs compute, container, iam and cloudresourcemanager are enabled in the project (serviceusage services.batchGet)",
+    "the caller holds every permission the plan needs on the project (testIamPermissions)",
+    "the region exists for GKE",
+];
+
+/// The environment's cloud: one arm per provider, each implementing [`Cloud`], so apply,
+/// destroy and plan --out run one code path whatever the cloud.
+// One value per command, never moved in a loop: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Provider {
+    /// AWS, through the AWS SDK.
+    Aws(Aws),
+    /// GCP, through Google's clients.
+    Gcp(Gcp),
+}
+
+impl Provider {
+    /// Clients for the environment's cloud. `desired` (the cloud graph) and `inventory`
+    /// say what observe must look for by name where the cloud cannot list by ownership
+    /// (buckets; on GCP also IAM bindings and service accounts).
+    async fn connect(
+        env: &crate::spec::Environment,
+        store: &StoreArgs,
+        poll: Duration,
+        desired: &crate::resource::Graph,
+        inventory: &crate::cloud::Inventory,
+    ) -> anyhow::Result<Provider> {
+        Ok(match env.cloud {
+            CloudKind::Aws => {
+                let mut cloud = Aws::connect(&env.name, &env.region, store.endpoint_url.as_deref()).await;
+                cloud.poll = poll;
+                cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
+                cloud.state_store_bucket =
+                    store.state_s3.as_deref().and_then(|u| u.strip_prefix("s3://")).and_then(|u| u.split('/').next()).map(str::to_owned);
+                Provider::Aws(cloud)
+            }
+            CloudKind::Gcp => {
+                let mut cloud = Gcp::connect(&env.name, &env.account, &env.region, store.endpoint_url.as_deref()).await?;
+                cloud.poll = poll;
+                let recorded: Vec<Resource> = inventory
+                    .resources
+                    .iter()
+                    .filter_map(|(id, r)| ResourceId::parse(id).map(|(kind, id)| crate::cloud::Inventory::applied_resource(&id, kind, r)))
+                    .collect();
+                cloud.expect(desired.resources.values().chain(recorded.iter()));
+                cloud.recorded_buckets = inventory
+                    .resources
+                    .iter()
+                    .filter(|(_, r)| r.kind == Kind::GcpBucket.as_str())
+                    .map(|(_, r)| r.cloud_id.clone())
+                    .collect();
+                Provider::Gcp(cloud)
+            }
+            other => {
+                anyhow::bail!("environment {} is on {}; byoc apply converges AWS and GCP environments so far", env.name, other.as_str())
+            }
+        })
+    }
+
+    /// Machine name of the cloud, as plans show it.
+    fn name(&self) -> &'static str {
+        match self {
+            Provider::Aws(_) => "aws",
+            Provider::Gcp(_) => "gcp",
+        }
+    }
+
+    /// Retries made so far.
+    fn retries(&self) -> u32 {
+        match self {
+            Provider::Aws(c) => c.retry.retries(),
+            Provider::Gcp(c) => c.retry.retries(),
+        }
+    }
+
+    /// The checks `--skip-preflight` leaves out.
+    fn skipped_checks(&self) -> &'static [&'static str] {
+        match self {
+            Provider::Aws(_) => AWS_SKIPPED_CHECKS,
+            Provider::Gcp(_) => GCP_SKIPPED_CHECKS,
+        }
+    }
+
+    /// Every preflight problem of `plan`, at once.
+    async fn preflight(&self, plan: &Plan, env: &crate::spec::Environment) -> Preflight {
+        match self {
+            Provider::Aws(c) => {
+                let mut check = c.preflight(plan, &env.account).await;
+                // Which versions EKS offers today, asked of EKS when the cluster is made or changed.
+                if plan.changed().any(|s| s.kind == Kind::AwsEksCluster && s.action != Action::Delete) {
+                    let k = &env.kubernetes;
+                    check.problems.extend(c.version_problems(&k.version, k.extended_support, &k.version_at).await);
+                }
+                check
+            }
+            Provider::Gcp(c) => c.preflight(plan).await,
+        }
+    }
+
+    /// Notes shown under the plan.
+    fn notes(&self, specs: &crate::spec::Specs) -> Vec<String> {
+        match self {
+            Provider::Aws(_) => crate::expand::eks::plan_notes(specs),
+            Provider::Gcp(_) => Vec::new(),
+        }
+    }
+}
+
+impl Cloud for Provider {
+    async fn observe(&self) -> Result<Vec<Found>, CloudError> {
+        match self {
+            Provider::Aws(c) => c.observe().await,
+            Provider::Gcp(c) => c.observe().await,
+        }
+    }
+
+    async fn ensure(&self, desired: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
+        match self {
+            Provider::Aws(c) => c.ensure(desired, existing, refs).await,
+            Provider::Gcp(c) => c.ensure(desired, existing, refs).await,
+        }
+    }
+
+    async fn delete(&self, found: &Found) -> Result<(), CloudError> {
+        match self {
+            Provider::Aws(c) => c.delete(found).await,
+            Provider::Gcp(c) => c.delete(found).await,
+        }
+    }
+}
 
 fn run(request: Request<'_>) -> anyhow::Result<u8> {
     let destroy = matches!(request.mode, Mode::Destroy { .. });
@@ -313,9 +449,6 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let env = &loaded.specs.environment;
-    if env.cloud != CloudKind::Aws {
-        anyhow::bail!("environment {} is on {}; byoc apply converges AWS environments only so far", env.name, env.cloud.as_str());
-    }
     let args = request.store;
     let state_dir = match (&args.state_dir, args.bucket()) {
         (Some(dir), _) => Some(dir.clone()),
@@ -334,11 +467,10 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         let store = crate::state::open(state_dir.as_deref(), args.bucket(), args.endpoint_url.as_deref())
             .await?
             .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir, --state-s3, --state-gcs or --state-azblob"))?;
-        let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
-        cloud.poll = request.poll_interval;
-        cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
-        cloud.state_store_bucket =
-            args.state_s3.as_deref().and_then(|u| u.strip_prefix("s3://")).and_then(|u| u.split('/').next()).map(str::to_owned);
+        // What observe must look for by name where the cloud cannot list by ownership.
+        let (inventory, _) = apply::load_inventory(store.as_ref()).await?;
+        let desired = crate::cloud::cloud_part(&crate::expand::expand(&loaded.specs));
+        let cloud = Provider::connect(env, args, request.poll_interval, &desired, &inventory).await?;
         let client = match request.kube {
             Some(k) => match crate::k8s::client(k.kubeconfig.as_deref(), k.context.as_deref()).await {
                 Ok(c) => Some(c),
@@ -395,8 +527,8 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         }
         let printed = {
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            let notes = if destroy { Vec::new() } else { crate::expand::eks::plan_notes(&loaded.specs) };
-            Report::new(&env.name, "aws", "live", &options.revision, &live.plan)
+            let notes = if destroy { Vec::new() } else { cloud.notes(&loaded.specs) };
+            Report::new(&env.name, cloud.name(), "live", &options.revision, &live.plan)
                 .with_notes(notes)
                 .write_text(&mut stdout)
                 .and_then(|()| stdout.flush())
@@ -447,7 +579,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             println!("nothing to do: the account matches {}", options.revision);
             live.cloud.release().await?;
             if let Mode::Apply { sidecar_image, .. } = request.mode {
-                return sidecar_after_apply(client.as_ref(), sidecar_image, env, request.env, &store).await;
+                return sidecar_after_apply(&cloud, client.as_ref(), sidecar_image, env, request.env, &store).await;
             }
             return Ok(EXIT_OK);
         }
@@ -455,18 +587,13 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             // Nothing to preflight in the cloud.
         } else if request.skip_preflight {
             let mut warning = String::from("warning: --skip-preflight: these preflight checks were NOT made, and a failure they would have caught shows only part-way through:");
-            for check in SKIPPED_CHECKS {
+            for check in cloud.skipped_checks() {
                 warning.push_str("\n  - skipped: ");
                 warning.push_str(check);
             }
             logging::line(logging::Level::Warn, &warning);
         } else {
-            let mut check = cloud.preflight(&live.cloud.plan, &env.account).await;
-            // Which versions EKS offers today, asked of EKS when the cluster is made or changed.
-            if live.cloud.plan.changed().any(|s| s.kind == Kind::AwsEksCluster && s.action != Action::Delete) {
-                let k = &env.kubernetes;
-                check.problems.extend(cloud.version_problems(&k.version, k.extended_support, &k.version_at).await);
-            }
+            let check = cloud.preflight(&live.cloud.plan, env).await;
             println!("credentials: {}", if check.caller.is_empty() { "unknown" } else { &check.caller });
             for n in &check.notes {
                 println!("preflight note: {n}");
@@ -516,12 +643,12 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
                         "applied {done} action(s) to {} in {:.1}s; {} retr{} of throttled or failed calls",
                         env.name,
                         started.elapsed().as_secs_f64(),
-                        cloud.retry.retries(),
-                        if cloud.retry.retries() == 1 { "y" } else { "ies" }
+                        cloud.retries(),
+                        if cloud.retries() == 1 { "y" } else { "ies" }
                     );
                 }
                 Err(e) => {
-                    logging::error(&format!("{e}\n  {} retries were made", cloud.retry.retries()));
+                    logging::error(&format!("{e}\n  {} retries were made", cloud.retries()));
                     return Ok(EXIT_ERROR);
                 }
             }
@@ -529,7 +656,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             live.cloud.release().await?;
         }
         if let Mode::Apply { sidecar_image, .. } = request.mode
-            && sidecar_after_apply(client.as_ref(), sidecar_image, env, request.env, &store).await? != EXIT_OK
+            && sidecar_after_apply(&cloud, client.as_ref(), sidecar_image, env, request.env, &store).await? != EXIT_OK
         {
             return Ok(EXIT_ERROR);
         }
@@ -557,12 +684,18 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
 
 /// Installs the sidecar with the outputs the cloud apply wrote.
 async fn sidecar_after_apply(
+    cloud: &Provider,
     client: Option<&kube::Client>,
     image: Option<&str>,
     env: &crate::spec::Environment,
     env_dir: &str,
     store: &(impl crate::state::StateStore + ?Sized),
 ) -> anyhow::Result<u8> {
+    // The sidecar's manifests and outputs are AWS's so far (IRSA role, S3 state).
+    if let (Provider::Gcp(_), Some(_)) = (cloud, client) {
+        println!("sidecar: not installed: the sidecar install on GCP is not built yet");
+        return Ok(EXIT_OK);
+    }
     let outputs = crate::pipeline::apply::cloud_outputs(store).await?;
     match crate::sidecar::after_apply(client, env, env_dir, &outputs, image).await {
         Ok(()) => Ok(EXIT_OK),

@@ -1,6 +1,8 @@
-//! The daemon's cloud side on AWS: each RisingWave cluster's own identity (its IAM role
-//! under `/byoc/<env>/clusters/`, IRSA-trusted for the cluster's service account, bounded
-//! by the environment's permissions boundary) is converged; everything else in the
+//! The daemon's cloud side on AWS and GCP: each RisingWave cluster's own identity (on AWS
+//! its IAM role under `/byoc/<env>/clusters/`, IRSA-trusted for the cluster's service
+//! account, bounded by the environment's permissions boundary; on GCP its Google service
+//! account `rw-<cluster>` and the bindings made for it: workload identity for the
+//! cluster's Kubernetes service account, and its prefix of the data bucket) is converged; everything else in the
 //! environment (network, EKS, node groups, buckets, load balancers, endpoint service, the
 //! boundary itself) is only observed, and any difference is reported as
 //! `EnvironmentInSync=False` for a person with administrator credentials to apply.
@@ -14,10 +16,11 @@
 
 use crate::cloud::apply::{self, ApplyError, Options, Prepared};
 use crate::cloud::aws::Aws;
-use crate::cloud::cloud_part;
+use crate::cloud::gcp::Gcp;
+use crate::cloud::{Cloud, cloud_part};
 use crate::expand::aws::is_cluster_identity;
 use crate::plan::{Action, Plan, Step, Summary};
-use crate::resource::Graph;
+use crate::resource::{Graph, Kind, Resource};
 use crate::spec::Specs;
 use crate::state::StateStore;
 
@@ -118,7 +121,7 @@ pub fn narrow(env: &str, plan: &mut Plan, desired: &Graph, observed: &Graph, pas
             continue;
         }
         let resource = desired.resources.get(&step.id).or_else(|| observed.resources.get(&step.id));
-        let ours = resource.is_some_and(|r| is_cluster_identity(env, r));
+        let ours = resource.is_some_and(|r| is_identity(env, r));
         if !ours {
             match step.action {
                 Action::Create => drift.summary.create += 1,
@@ -143,12 +146,23 @@ pub fn narrow(env: &str, plan: &mut Plan, desired: &Graph, observed: &Graph, pas
     drift
 }
 
+/// Whether `r` is a RisingWave cluster's own cloud identity, the one thing in the cloud
+/// the daemon may change: on AWS the cluster's IAM role; on GCP the cluster's Google
+/// service account and its bindings, all named from the cluster's namespace `rw-<name>`
+/// (the agent's and the nodes' are `agent` and `nodes`).
+pub fn is_identity(env: &str, r: &Resource) -> bool {
+    let gcp = matches!(r.kind, Kind::GcpServiceAccount | Kind::GcpIamBinding)
+        && r.id.as_str().split_once('/').is_some_and(|(_, name)| name.starts_with("rw-"));
+    gcp || is_cluster_identity(env, r)
+}
+
 /// Who this process is when it holds the environment's apply lease (`host:pid`).
 pub fn holder() -> String {
     format!("{}:{}", apply::hostname(), std::process::id())
 }
 
-/// One pass over the clusters' cloud identities of `specs` (an AWS environment).
+/// One pass over the clusters' cloud identities of `specs` (an AWS or GCP environment;
+/// an Azure one has nothing to do yet).
 pub async fn pass<S: StateStore + ?Sized>(
     store: &S,
     specs: &Specs,
@@ -158,19 +172,52 @@ pub async fn pass<S: StateStore + ?Sized>(
 ) -> Result<PassReport, IdentityError> {
     let env = &specs.environment;
     let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
-    let mut cloud = Aws::connect(&env.name, &env.region, endpoint).await;
-    cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
     let desired = cloud_part(&crate::expand::expand(specs));
+    match env.cloud {
+        crate::spec::Cloud::Aws => {
+            let mut cloud = Aws::connect(&env.name, &env.region, endpoint).await;
+            cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
+            pass_with(&cloud, store, specs, &desired, revision, pass).await
+        }
+        crate::spec::Cloud::Gcp => {
+            let mut cloud =
+                Gcp::connect(&env.name, &env.account, &env.region, endpoint).await.map_err(|e| failed(ApplyError::Observe(e)))?;
+            let (inventory, _) = apply::load_inventory(store).await.map_err(failed)?;
+            let recorded: Vec<Resource> = inventory
+                .resources
+                .iter()
+                .filter_map(|(id, r)| {
+                    crate::resource::ResourceId::parse(id).map(|(kind, id)| crate::cloud::Inventory::applied_resource(&id, kind, r))
+                })
+                .collect();
+            cloud.expect(desired.resources.values().chain(recorded.iter()));
+            cloud.recorded_buckets =
+                inventory.resources.values().filter(|r| r.kind == Kind::GcpBucket.as_str()).map(|r| r.cloud_id.clone()).collect();
+            pass_with(&cloud, store, specs, &desired, revision, pass).await
+        }
+        crate::spec::Cloud::Azure => Ok(PassReport::default()),
+    }
+}
+
+/// [`pass`] with the environment's cloud.
+async fn pass_with<S: StateStore + ?Sized, C: Cloud>(
+    cloud: &C,
+    store: &S,
+    specs: &Specs,
+    desired: &Graph,
+    revision: &str,
+    pass: Pass,
+) -> Result<PassReport, IdentityError> {
+    let env = &specs.environment;
+    let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
     let options = Options { revision: revision.to_owned(), concurrency: 4, holder: holder(), lease_ttl: 300, delete_data: false };
-    let mut prepared: Prepared<'_, S> = apply::prepare(&cloud, store, &desired, &options).await.map_err(failed)?;
-    let mut environment = narrow(&env.name, &mut prepared.plan, &desired, &prepared.observed.graph, pass);
+    let mut prepared: Prepared<'_, S> = apply::prepare(cloud, store, desired, &options).await.map_err(failed)?;
+    let mut environment = narrow(&env.name, &mut prepared.plan, desired, &prepared.observed.graph, pass);
     environment.live = prepared
         .observed
         .drift
         .iter()
-        .filter(|d| {
-            !prepared.observed.graph.resources.iter().any(|(id, r)| is_cluster_identity(&env.name, r) && d.starts_with(&format!("{id} ")))
-        })
+        .filter(|d| !prepared.observed.graph.resources.iter().any(|(id, r)| is_identity(&env.name, r) && d.starts_with(&format!("{id} "))))
         .cloned()
         .collect();
     // A second resource with a tag already seen is the environment's to clean up.
@@ -183,7 +230,7 @@ pub async fn pass<S: StateStore + ?Sized>(
         return Ok(PassReport { environment, done: 0, failed: None });
     }
     // The environment's state is known now; a failed action does not hide it.
-    let executed = match prepared.execute(&cloud, options.concurrency).await {
+    let executed = match prepared.execute(cloud, options.concurrency).await {
         Ok(done) => crate::pipeline::apply::write_cloud_outputs(store).await.map(|()| done),
         Err(e) => Err(e),
     };
@@ -197,8 +244,8 @@ impl super::Daemon {
     /// The daemon's cloud pass at `revision`, with `EnvironmentInSync` set from the
     /// converge pass. `Err` carries how the reconcile ended when the pass failed.
     pub(super) async fn cloud_pass(&self, specs: &Specs, revision: &str, which: Pass) -> Result<(), super::Ended> {
-        // GCP and Azure identities arrive with their providers.
-        if specs.environment.cloud != crate::spec::Cloud::Aws {
+        // Azure identities arrive with its provider.
+        if specs.environment.cloud == crate::spec::Cloud::Azure {
             return Ok(());
         }
         let t = super::now();
@@ -308,5 +355,30 @@ mod tests {
         }
         let mut quiet = Plan { steps: vec![step(&agent, Action::NoOp), step(&new, Action::Create)] };
         assert!(narrow("prod", &mut quiet, &desired, &observed, Pass::Converge).in_sync());
+    }
+
+    #[test]
+    fn on_gcp_the_daemon_runs_only_the_clusters_accounts_and_their_bindings() {
+        let dir = format!("{}/../examples/gcp", env!("CARGO_MANIFEST_DIR"));
+        let files = rwproxy::specfiles::read_dir(std::path::Path::new(&dir)).expect("example readable");
+        let specs = crate::spec::load::load(&dir, &files).unwrap_or_else(|e| panic!("{e:?}"));
+        let desired = cloud_part(&crate::expand::expand(&specs));
+        let mut plan = Plan { steps: desired.resources.values().map(|r| step(r, Action::Create)).collect() };
+        let drift = narrow("prod-usc1", &mut plan, &desired, &Graph::default(), Pass::Converge);
+        let mut ours: Vec<&str> = plan.steps.iter().filter(|s| s.action == Action::Create).map(|s| s.id.as_str()).collect();
+        ours.sort();
+        assert_eq!(
+            ours,
+            [
+                "gcp.iam-binding/rw-analytics-data",
+                "gcp.iam-binding/rw-analytics-workload-identity",
+                "gcp.iam-binding/rw-ingest-data",
+                "gcp.iam-binding/rw-ingest-workload-identity",
+                "gcp.service-account/rw-analytics",
+                "gcp.service-account/rw-ingest",
+            ]
+        );
+        assert_eq!(drift.summary.create, desired.resources.len() - ours.len(), "everything else is the environment's, reported");
+        assert!(drift.changes.iter().any(|c| c.starts_with("+ create gcp.service-account/agent")), "{:?}", drift.changes);
     }
 }

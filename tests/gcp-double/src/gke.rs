@@ -189,8 +189,16 @@ fn check_pool(i: &str, pool: &Value) -> Result<(), ApiError> {
     check_name(&format!("{i}.name"), name, 40)?;
     check_labels(&format!("{i}.config.resourceLabels"), pool.pointer("/config/resourceLabels"))?;
     if let Some(a) = pool.get("autoscaling").filter(|a| a.get("enabled").and_then(Value::as_bool) == Some(true)) {
-        let min = a.get("minNodeCount").and_then(Value::as_i64).unwrap_or(0);
-        let max = a.get("maxNodeCount").and_then(Value::as_i64).unwrap_or(0);
+        // The total_* counts (the whole pool, over its zones) are the alternative to the
+        // per-zone ones and mutually exclusive with them (NodePoolAutoscaling reference).
+        let total = a.get("totalMinNodeCount").is_some() || a.get("totalMaxNodeCount").is_some();
+        let per_zone = a.get("minNodeCount").is_some() || a.get("maxNodeCount").is_some();
+        if total && per_zone {
+            return Err(ApiError::invalid(format!("{i}.autoscaling: total_*_node_count and *_node_count are mutually exclusive.")));
+        }
+        let (min_key, max_key) = if total { ("totalMinNodeCount", "totalMaxNodeCount") } else { ("minNodeCount", "maxNodeCount") };
+        let min = a.get(min_key).and_then(Value::as_i64).unwrap_or(0);
+        let max = a.get(max_key).and_then(Value::as_i64).unwrap_or(0);
         if min < 0 || max < 1 || min > max {
             return Err(ApiError::invalid(format!(
                 "{i}.autoscaling: minNodeCount ({min}) must be >= 0 and <= maxNodeCount ({max}), and maxNodeCount >= 1."

@@ -93,9 +93,19 @@ impl State {
     }
 
     /// A fresh fingerprint or etag: base64 of 8 bytes, as Compute and IAM send them.
+    /// Compute's clients read fingerprints in the URL-safe alphabet, IAM's read etags in
+    /// the standard one: drawn again until it has neither `+`/`/` nor `-`/`_`, so it reads
+    /// the same in both (bounded: each draw is clean with odds of about 2 in 3).
     pub(crate) fn fingerprint(&mut self) -> String {
-        let bytes = self.random().to_be_bytes();
-        base64::engine::general_purpose::STANDARD.encode(bytes)
+        let mut text = String::new();
+        for _ in 0..64 {
+            let bytes = self.random().to_be_bytes();
+            text = base64::engine::general_purpose::STANDARD.encode(bytes);
+            if !text.contains(['+', '/', '-', '_']) {
+                break;
+            }
+        }
+        text
     }
 
     pub(crate) fn get(&self, collection: &str, name: &str) -> Option<&Value> {
