@@ -133,6 +133,7 @@ kinds! {
     K8sServiceAccount => "k8s.service-account", "Kubernetes service account", ["namespace", "name"];
     K8sRisingWave => "k8s.risingwave", "RisingWave (operator resource)", ["namespace", "name", "stateStore", "metaStore"];
     K8sService => "k8s.service", "Kubernetes service", ["namespace", "name", "type"];
+    K8sStorageClass => "k8s.storage-class", "Kubernetes storage class", ["name", "provisioner", "parameters", "volumeBindingMode", "reclaimPolicy", "kubernetesCluster"];
 }
 
 /// A typed property value.

@@ -293,3 +293,75 @@ fn a_node_group_that_failed_to_create_is_replaced_not_kept() {
     assert_eq!(account.counts().get("aws.eks-nodegroup/system"), Some(&1));
     assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update, 0 to replace"));
 }
+
+/// Issue 16 item 8: EKS 1.30+ marks no StorageClass default, so the RisingWave meta store's
+/// claim (which names no class) would stay Pending. The plan shows byoc's `gp3` class, the
+/// apply puts it into the cluster (the Kubernetes API double, which judges it as
+/// kube-apiserver's validation does), and the next plan finds it there and plans nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_shows_a_default_gp3_storage_class_and_apply_puts_it_in_the_cluster() {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+    let account = Account::new().with_autoscaling_role();
+    let endpoint = account.endpoint().to_owned();
+    let d = crate::kube::support::double();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    let client = d.client();
+    let _op = crate::kube::support::operator(&client);
+    let repo = example_repo();
+    let kube_dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kube_dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
+    let kubeconfig = kubeconfig.display().to_string();
+    let apply = || {
+        let dir = repo.path().to_path_buf();
+        let (endpoint, kubeconfig) = (endpoint.clone(), kubeconfig.clone());
+        tokio::task::spawn_blocking(move || {
+            let args = [
+                "apply", "--repo", ".", "--env", "examples/aws", "--endpoint-url", &endpoint, "--state-dir", "state",
+                "--poll-interval", "0.1", "--auto-approve", "--skip-preflight", "--health-timeout", "10", "--kubeconfig", &kubeconfig,
+            ];
+            crate::support::byoc_env(&dir, &args, &crate::state_s3::MOTO_ENV)
+        })
+    };
+
+    let first = apply().await.expect("join");
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert!(first.stdout.contains("+ create k8s.storage-class/gp3"), "{}", first.stdout);
+
+    let classes = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("storage.k8s.io", "v1", "StorageClass"), "storageclasses");
+    let held: Vec<serde_json::Value> = Api::<DynamicObject>::all_with(client.clone(), &classes)
+        .list(&ListParams::default())
+        .await
+        .expect("the double lists storage classes")
+        .items
+        .into_iter()
+        .map(|o| serde_json::to_value(o).expect("json"))
+        .collect();
+    // A claim that names no class gets the one default class: there must be exactly one.
+    let defaults: Vec<&serde_json::Value> = held
+        .iter()
+        .filter(|c| c["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true")
+        .collect();
+    assert_eq!(defaults.len(), 1, "{held:#?}");
+    let gp3 = defaults[0];
+    assert_eq!(gp3["metadata"]["name"], "gp3");
+    assert_eq!(gp3["provisioner"], "ebs.csi.aws.com");
+    assert_eq!(gp3["parameters"], json!({"type": "gp3", "encrypted": "true"}));
+    assert_eq!(gp3["volumeBindingMode"], "WaitForFirstConsumer");
+    assert_eq!(gp3["allowVolumeExpansion"], true);
+    // The RisingWave clusters name no class, so their meta stores' claims get this one.
+    let rws = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("risingwave.risingwavelabs.com", "v1alpha1", "RisingWave"), "risingwaves");
+    let rw = Api::<DynamicObject>::all_with(client.clone(), &rws).list(&ListParams::default()).await.expect("list");
+    assert!(!rw.items.is_empty());
+    for r in &rw.items {
+        let text = serde_json::to_string(r).expect("json");
+        assert!(!text.contains("storageClassName"), "{text}");
+    }
+
+    // The next plan finds the class in the cluster: nothing to do.
+    let second = apply().await.expect("join");
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    assert!(second.stdout.contains("nothing to do"), "{}", second.stdout);
+}
