@@ -136,6 +136,16 @@ kinds! {
     K8sStorageClass => "k8s.storage-class", "Kubernetes storage class", ["name", "provisioner", "parameters", "volumeBindingMode", "reclaimPolicy", "kubernetesCluster"];
 }
 
+impl Kind {
+    /// Whether a replacement is made before the old resource goes, instead of after: an
+    /// EKS node group's nodes are where the pods run, so deleting it first would leave the
+    /// cluster with no capacity until the new group is ACTIVE. The cloud driver gives the
+    /// new one a name apart from the old (both exist for a while).
+    pub fn replaced_by_creating_first(self) -> bool {
+        matches!(self, Kind::AwsEksNodeGroup)
+    }
+}
+
 /// A typed property value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]

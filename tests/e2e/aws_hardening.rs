@@ -365,3 +365,43 @@ async fn the_plan_shows_a_default_gp3_storage_class_and_apply_puts_it_in_the_clu
     assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
     assert!(second.stdout.contains("nothing to do"), "{}", second.stdout);
 }
+
+/// Issue 16 item 7: a node group EKS cannot change in place (here its instance type) is
+/// replaced by creating the new group first, under the next name, and deleting the old one
+/// once the new one is ACTIVE, so the cluster never has none of that group's nodes.
+#[test]
+fn a_replaced_node_group_is_created_under_a_new_name_before_the_old_one_goes() {
+    let account = Account::new().with_autoscaling_role();
+    let mut repo = example_repo();
+    ok(&run(&repo, &approved_apply_args(&account, "state")));
+    let spec = std::fs::read_to_string(repo.path().join("examples/aws/environment.yaml")).expect("spec");
+    assert!(spec.contains("machineType: m6i.large"));
+    repo.write("examples/aws/environment.yaml", &spec.replace("machineType: m6i.large", "machineType: m6i.xlarge"));
+    repo.commit("system nodes: m6i.xlarge");
+    crate::aws::get_json(&format!("{}/__calls/reset", account.endpoint()));
+
+    let replaced = run(&repo, &approved_apply_args(&account, "state"));
+    let out = &ok(&replaced).stdout;
+    assert!(out.contains("-/+ replace aws.eks-nodegroup/system"), "{out}");
+    let created = out.find("aws.eks-nodegroup/system replace system-2 ").unwrap_or_else(|| panic!("no create of system-2:\n{out}"));
+    let deleted = out.find("aws.eks-nodegroup/system replace: deleted system ").unwrap_or_else(|| panic!("no delete of system:\n{out}"));
+    assert!(created < deleted, "the new group is made before the old one goes:\n{out}");
+    // What EKS was asked, in order: the create, then the delete; never the other way.
+    let calls = crate::aws::get_json(&format!("{}/__calls", account.endpoint()));
+    let node_group_calls: Vec<&str> = calls
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter_map(|c| c["action"].as_str())
+        .filter(|a| matches!(*a, "eks:CreateNodegroup" | "eks:DeleteNodegroup"))
+        .collect();
+    assert_eq!(node_group_calls, ["eks:CreateNodegroup", "eks:DeleteNodegroup"]);
+
+    let groups = account.python(
+        "import boto3, json; e = boto3.client('eks'); c = e.list_clusters()['clusters'][0]; \
+         print(json.dumps({n: e.describe_nodegroup(clusterName=c, nodegroupName=n)['nodegroup']['instanceTypes'] for n in e.list_nodegroups(clusterName=c)['nodegroups']}, sort_keys=True))",
+    );
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&groups).expect("json"), json!({"risingwave": ["r6i.2xlarge"], "system-2": ["m6i.xlarge"]}));
+    // The next apply finds the new group by its tags and has nothing to do.
+    assert!(ok(&run(&repo, &approved_apply_args(&account, "state"))).stdout.contains("nothing to do"));
+}
