@@ -405,3 +405,25 @@ fn a_replaced_node_group_is_created_under_a_new_name_before_the_old_one_goes() {
     // The next apply finds the new group by its tags and has nothing to do.
     assert!(ok(&run(&repo, &approved_apply_args(&account, "state"))).stdout.contains("nothing to do"));
 }
+
+/// Issue 16 item 7: a deleted load balancer's and EKS cluster's network interfaces linger
+/// (the front lists them in DescribeNetworkInterfaces for two seconds after each deletion
+/// and refuses subnet, security-group, gateway and VPC deletions meanwhile). Destroy waits
+/// for them to go, with backoff, before it deletes what they hold, so EC2 never has to
+/// refuse a deletion.
+#[test]
+fn destroy_waits_for_the_network_interfaces_of_deleted_load_balancers_and_the_cluster() {
+    let account = Account::new().with_autoscaling_role().real_aws(&["--linger-seconds", "2"]);
+    let repo = example_repo();
+    ok(&run(&repo, &approved_apply_args(&account, "state")));
+    let gone = destroy(&repo, &account, "state", &[]);
+    let text = format!("{}{}", ok(&gone).stdout, gone.stderr);
+    for waited in ["waiting aws.nlb/agent: network interfaces eni-", "waiting aws.eks-cluster/main: network interfaces eni-"] {
+        assert!(text.contains(waited), "{waited}\n{text}");
+    }
+    let linger = crate::aws::get_json(&format!("{}/__linger", account.endpoint()));
+    assert!(linger["listed"].as_u64().unwrap_or(0) >= 2, "{linger}");
+    assert_eq!(linger["injected"], 0, "a deletion was refused while interfaces lingered:\n{text}");
+    assert!(!text.contains("DependencyViolation"), "{text}");
+    assert_eq!(account.counts(), Default::default(), "destroy leaves nothing tagged");
+}

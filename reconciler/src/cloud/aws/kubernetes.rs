@@ -340,7 +340,10 @@ impl Aws {
         self.retry
             .call(&format!("eks DeleteCluster for {} {}", f.id, f.cloud_id), || self.eks.delete_cluster().name(&f.cloud_id).send())
             .await?;
-        self.wait_cluster(&f.id, &f.cloud_id, true).await.map(drop)
+        self.wait_cluster(&f.id, &f.cloud_id, true).await?;
+        // The control plane's network interfaces in the cluster's subnets ("Amazon EKS
+        // <name>") outlive it; the subnets and security groups go after them.
+        self.wait_interfaces_gone(&f.id, &format!("Amazon EKS {}", f.cloud_id)).await
     }
 
     pub(super) async fn wait_node_group(&self, id: &ResourceId, cluster: &str, group: &str, gone: bool) -> Result<(), CloudError> {
