@@ -139,10 +139,11 @@ kinds! {
 impl Kind {
     /// Whether a replacement is made before the old resource goes, instead of after: an
     /// EKS node group's nodes are where the pods run, so deleting it first would leave the
-    /// cluster with no capacity until the new group is ACTIVE. The cloud driver gives the
-    /// new one a name apart from the old (both exist for a while).
+    /// cluster with no capacity until the new group is ACTIVE; its launch template is
+    /// used by the old group until that group is gone. The cloud driver gives the new one
+    /// a name apart from the old (both exist for a while).
     pub fn replaced_by_creating_first(self) -> bool {
-        matches!(self, Kind::AwsEksNodeGroup)
+        matches!(self, Kind::AwsEksNodeGroup | Kind::AwsLaunchTemplate)
     }
 }
 

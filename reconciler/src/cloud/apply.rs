@@ -426,6 +426,8 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
         }
         // 3a. What create-first replacements superseded: only once every create succeeded.
         if progress.failures.is_empty() {
+            // Users first: an old node group before the old launch template it runs on.
+            superseded.sort_by_key(|f| delete_rank(f.kind));
             for old in superseded {
                 let started = Instant::now();
                 match cloud.delete(&old).await {
