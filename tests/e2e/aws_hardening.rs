@@ -319,8 +319,23 @@ async fn the_plan_shows_a_default_gp3_storage_class_and_apply_puts_it_in_the_clu
         let (endpoint, kubeconfig) = (endpoint.clone(), kubeconfig.clone());
         tokio::task::spawn_blocking(move || {
             let args = [
-                "apply", "--repo", ".", "--env", "examples/aws", "--endpoint-url", &endpoint, "--state-dir", "state",
-                "--poll-interval", "0.1", "--auto-approve", "--skip-preflight", "--health-timeout", "10", "--kubeconfig", &kubeconfig,
+                "apply",
+                "--repo",
+                ".",
+                "--env",
+                "examples/aws",
+                "--endpoint-url",
+                &endpoint,
+                "--state-dir",
+                "state",
+                "--poll-interval",
+                "0.1",
+                "--auto-approve",
+                "--skip-preflight",
+                "--health-timeout",
+                "10",
+                "--kubeconfig",
+                &kubeconfig,
             ];
             crate::support::byoc_env(&dir, &args, &crate::state_s3::MOTO_ENV)
         })
@@ -340,10 +355,8 @@ async fn the_plan_shows_a_default_gp3_storage_class_and_apply_puts_it_in_the_clu
         .map(|o| serde_json::to_value(o).expect("json"))
         .collect();
     // A claim that names no class gets the one default class: there must be exactly one.
-    let defaults: Vec<&serde_json::Value> = held
-        .iter()
-        .filter(|c| c["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true")
-        .collect();
+    let defaults: Vec<&serde_json::Value> =
+        held.iter().filter(|c| c["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true").collect();
     assert_eq!(defaults.len(), 1, "{held:#?}");
     let gp3 = defaults[0];
     assert_eq!(gp3["metadata"]["name"], "gp3");
@@ -352,7 +365,8 @@ async fn the_plan_shows_a_default_gp3_storage_class_and_apply_puts_it_in_the_clu
     assert_eq!(gp3["volumeBindingMode"], "WaitForFirstConsumer");
     assert_eq!(gp3["allowVolumeExpansion"], true);
     // The RisingWave clusters name no class, so their meta stores' claims get this one.
-    let rws = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("risingwave.risingwavelabs.com", "v1alpha1", "RisingWave"), "risingwaves");
+    let rws =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("risingwave.risingwavelabs.com", "v1alpha1", "RisingWave"), "risingwaves");
     let rw = Api::<DynamicObject>::all_with(client.clone(), &rws).list(&ListParams::default()).await.expect("list");
     assert!(!rw.items.is_empty());
     for r in &rw.items {
@@ -401,7 +415,10 @@ fn a_replaced_node_group_is_created_under_a_new_name_before_the_old_one_goes() {
         "import boto3, json; e = boto3.client('eks'); c = e.list_clusters()['clusters'][0]; \
          print(json.dumps({n: e.describe_nodegroup(clusterName=c, nodegroupName=n)['nodegroup']['instanceTypes'] for n in e.list_nodegroups(clusterName=c)['nodegroups']}, sort_keys=True))",
     );
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&groups).expect("json"), json!({"risingwave": ["r6i.2xlarge"], "system-2": ["m6i.xlarge"]}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&groups).expect("json"),
+        json!({"risingwave": ["r6i.2xlarge"], "system-2": ["m6i.xlarge"]})
+    );
     // The next apply finds the new group by its tags and has nothing to do.
     assert!(ok(&run(&repo, &approved_apply_args(&account, "state"))).stdout.contains("nothing to do"));
 }

@@ -250,7 +250,8 @@ async fn kubernetes<S: StateStore + ?Sized>(
     let risingwaves = api(ObjectKind::RisingWave).list(&selector).await.map_err(unreachable)?;
     // The environment's cluster-wide objects (the default StorageClass), by name.
     let classes: std::collections::BTreeSet<String> = if desired.resources.values().any(|r| r.kind == Kind::K8sStorageClass) {
-        let storage_classes = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("storage.k8s.io", "v1", "StorageClass"), "storageclasses");
+        let storage_classes =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("storage.k8s.io", "v1", "StorageClass"), "storageclasses");
         Api::<DynamicObject>::all_with(client.clone(), &storage_classes)
             .list(&selector)
             .await

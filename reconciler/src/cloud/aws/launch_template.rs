@@ -55,9 +55,10 @@ impl Aws {
         // next one.
         let base = text(r, "name");
         let name = match refs.get(&r.id) {
-            Some(old) => {
-                super::kubernetes::successor_name(base, old.outputs.get("name").map(String::as_str).filter(|n| !n.is_empty()).unwrap_or(base))
-            }
+            Some(old) => super::kubernetes::successor_name(
+                base,
+                old.outputs.get("name").map(String::as_str).filter(|n| !n.is_empty()).unwrap_or(base),
+            ),
             None => base.to_owned(),
         };
         let name = name.as_str();
