@@ -133,6 +133,18 @@ kinds! {
     K8sServiceAccount => "k8s.service-account", "Kubernetes service account", ["namespace", "name"];
     K8sRisingWave => "k8s.risingwave", "RisingWave (operator resource)", ["namespace", "name", "stateStore", "metaStore"];
     K8sService => "k8s.service", "Kubernetes service", ["namespace", "name", "type"];
+    K8sStorageClass => "k8s.storage-class", "Kubernetes storage class", ["name", "provisioner", "parameters", "volumeBindingMode", "reclaimPolicy", "kubernetesCluster"];
+}
+
+impl Kind {
+    /// Whether a replacement is made before the old resource goes, instead of after: an
+    /// EKS node group's nodes are where the pods run, so deleting it first would leave the
+    /// cluster with no capacity until the new group is ACTIVE; its launch template is
+    /// used by the old group until that group is gone. The cloud driver gives the new one
+    /// a name apart from the old (both exist for a while).
+    pub fn replaced_by_creating_first(self) -> bool {
+        matches!(self, Kind::AwsEksNodeGroup | Kind::AwsLaunchTemplate)
+    }
 }
 
 /// A typed property value.

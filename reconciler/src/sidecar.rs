@@ -286,6 +286,11 @@ pub async fn after_apply(
     };
     let values = SidecarOutputs::aws(env, env_dir, outputs, image.map_or_else(default_image, str::to_owned))?;
     let objects = render(&values)?;
+    // The environment's own objects first: the default StorageClass is cluster-wide and
+    // needed by every RisingWave meta store, the sidecar's or not.
+    for a in install(client, &crate::k8s::objects::environment_objects(env)).await? {
+        println!("cluster: applied {a}");
+    }
     let applied = install(client, &objects).await?;
     for a in &applied {
         println!("sidecar: applied {a}");
@@ -315,9 +320,13 @@ fn api_for(client: &kube::Client, obj: &Value) -> Api<DynamicObject> {
     let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("v1");
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let kind = kind_of(obj);
-    let plural = match kind {
-        "NetworkPolicy" => "networkpolicies".to_owned(),
-        k => format!("{}s", k.to_ascii_lowercase()),
+    let lower = kind.to_ascii_lowercase();
+    let plural = if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else if lower.ends_with("ss") {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
     };
     let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
     match obj.pointer("/metadata/namespace").and_then(Value::as_str) {

@@ -803,6 +803,14 @@ fn nodes_get_their_ami_type_an_encrypted_root_volume_with_the_users_tags_and_the
     let r = run(&repo, &args);
     ok(&r);
     assert!(r.stdout.contains("replace aws.eks-nodegroup/system"), "{}", r.stdout);
+    // Both made before the old ones go (the old group runs on the old template until it is
+    // deleted), the old group before its template.
+    let at = |what: &str| r.stdout.find(what).unwrap_or_else(|| panic!("no {what:?} in:\n{}", r.stdout));
+    let new_template = at("aws.launch-template/system replace lt-");
+    let new_group = at("aws.eks-nodegroup/system replace system-2 ");
+    let old_group = at("aws.eks-nodegroup/system replace: deleted system ");
+    let old_template = at("aws.launch-template/system replace: deleted lt-");
+    assert!(new_template < new_group && new_group < old_group && old_group < old_template, "{}", r.stdout);
     let d = account.inventory()["details"].clone();
     assert_eq!(d["nodeGroups"]["system"]["amiType"], "AL2023_ARM_64_STANDARD");
     assert_eq!(d["launchTemplates"]["aws.launch-template/system"]["size"], 80);

@@ -293,3 +293,154 @@ fn a_node_group_that_failed_to_create_is_replaced_not_kept() {
     assert_eq!(account.counts().get("aws.eks-nodegroup/system"), Some(&1));
     assert!(summary(ok(&run(&repo, &args))).starts_with("0 to create, 0 to update, 0 to replace"));
 }
+
+/// Issue 16 item 8: EKS 1.30+ marks no StorageClass default, so the RisingWave meta store's
+/// claim (which names no class) would stay Pending. The plan shows byoc's `gp3` class, the
+/// apply puts it into the cluster (the Kubernetes API double, which judges it as
+/// kube-apiserver's validation does), and the next plan finds it there and plans nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_shows_a_default_gp3_storage_class_and_apply_puts_it_in_the_cluster() {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+    let account = Account::new().with_autoscaling_role();
+    let endpoint = account.endpoint().to_owned();
+    let d = crate::kube::support::double();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    let client = d.client();
+    let _op = crate::kube::support::operator(&client);
+    let repo = example_repo();
+    let kube_dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kube_dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
+    let kubeconfig = kubeconfig.display().to_string();
+    let apply = || {
+        let dir = repo.path().to_path_buf();
+        let (endpoint, kubeconfig) = (endpoint.clone(), kubeconfig.clone());
+        tokio::task::spawn_blocking(move || {
+            let args = [
+                "apply",
+                "--repo",
+                ".",
+                "--env",
+                "examples/aws",
+                "--endpoint-url",
+                &endpoint,
+                "--state-dir",
+                "state",
+                "--poll-interval",
+                "0.1",
+                "--auto-approve",
+                "--skip-preflight",
+                "--health-timeout",
+                "10",
+                "--kubeconfig",
+                &kubeconfig,
+            ];
+            crate::support::byoc_env(&dir, &args, &crate::state_s3::MOTO_ENV)
+        })
+    };
+
+    let first = apply().await.expect("join");
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert!(first.stdout.contains("+ create k8s.storage-class/gp3"), "{}", first.stdout);
+
+    let classes = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("storage.k8s.io", "v1", "StorageClass"), "storageclasses");
+    let held: Vec<serde_json::Value> = Api::<DynamicObject>::all_with(client.clone(), &classes)
+        .list(&ListParams::default())
+        .await
+        .expect("the double lists storage classes")
+        .items
+        .into_iter()
+        .map(|o| serde_json::to_value(o).expect("json"))
+        .collect();
+    // A claim that names no class gets the one default class: there must be exactly one.
+    let defaults: Vec<&serde_json::Value> =
+        held.iter().filter(|c| c["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true").collect();
+    assert_eq!(defaults.len(), 1, "{held:#?}");
+    let gp3 = defaults[0];
+    assert_eq!(gp3["metadata"]["name"], "gp3");
+    assert_eq!(gp3["provisioner"], "ebs.csi.aws.com");
+    assert_eq!(gp3["parameters"], json!({"type": "gp3", "encrypted": "true"}));
+    assert_eq!(gp3["volumeBindingMode"], "WaitForFirstConsumer");
+    assert_eq!(gp3["allowVolumeExpansion"], true);
+    // The RisingWave clusters name no class, so their meta stores' claims get this one.
+    let rws =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("risingwave.risingwavelabs.com", "v1alpha1", "RisingWave"), "risingwaves");
+    let rw = Api::<DynamicObject>::all_with(client.clone(), &rws).list(&ListParams::default()).await.expect("list");
+    assert!(!rw.items.is_empty());
+    for r in &rw.items {
+        let text = serde_json::to_string(r).expect("json");
+        assert!(!text.contains("storageClassName"), "{text}");
+    }
+
+    // The next plan finds the class in the cluster: nothing to do.
+    let second = apply().await.expect("join");
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    assert!(second.stdout.contains("nothing to do"), "{}", second.stdout);
+}
+
+/// Issue 16 item 7: a node group EKS cannot change in place (here its instance type) is
+/// replaced by creating the new group first, under the next name, and deleting the old one
+/// once the new one is ACTIVE, so the cluster never has none of that group's nodes.
+#[test]
+fn a_replaced_node_group_is_created_under_a_new_name_before_the_old_one_goes() {
+    let account = Account::new().with_autoscaling_role();
+    let mut repo = example_repo();
+    ok(&run(&repo, &approved_apply_args(&account, "state")));
+    let spec = std::fs::read_to_string(repo.path().join("examples/aws/environment.yaml")).expect("spec");
+    assert!(spec.contains("machineType: m6i.large"));
+    repo.write("examples/aws/environment.yaml", &spec.replace("machineType: m6i.large", "machineType: m6i.xlarge"));
+    repo.commit("system nodes: m6i.xlarge");
+    crate::aws::get_json(&format!("{}/__calls/reset", account.endpoint()));
+
+    let replaced = run(&repo, &approved_apply_args(&account, "state"));
+    let out = &ok(&replaced).stdout;
+    assert!(out.contains("-/+ replace aws.eks-nodegroup/system"), "{out}");
+    let created = out.find("aws.eks-nodegroup/system replace system-2 ").unwrap_or_else(|| panic!("no create of system-2:\n{out}"));
+    let deleted = out.find("aws.eks-nodegroup/system replace: deleted system ").unwrap_or_else(|| panic!("no delete of system:\n{out}"));
+    assert!(created < deleted, "the new group is made before the old one goes:\n{out}");
+    // What EKS was asked, in order: the create, then the delete; never the other way.
+    let calls = crate::aws::get_json(&format!("{}/__calls", account.endpoint()));
+    let node_group_calls: Vec<&str> = calls
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter_map(|c| c["action"].as_str())
+        .filter(|a| matches!(*a, "eks:CreateNodegroup" | "eks:DeleteNodegroup"))
+        .collect();
+    assert_eq!(node_group_calls, ["eks:CreateNodegroup", "eks:DeleteNodegroup"]);
+
+    let groups = account.python(
+        "import boto3, json; e = boto3.client('eks'); c = e.list_clusters()['clusters'][0]; \
+         print(json.dumps({n: e.describe_nodegroup(clusterName=c, nodegroupName=n)['nodegroup']['instanceTypes'] for n in e.list_nodegroups(clusterName=c)['nodegroups']}, sort_keys=True))",
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&groups).expect("json"),
+        json!({"risingwave": ["r6i.2xlarge"], "system-2": ["m6i.xlarge"]})
+    );
+    // The next apply finds the new group by its tags and has nothing to do.
+    assert!(ok(&run(&repo, &approved_apply_args(&account, "state"))).stdout.contains("nothing to do"));
+}
+
+/// Issue 16 item 7: a deleted load balancer's and EKS cluster's network interfaces linger
+/// (the front lists them in DescribeNetworkInterfaces for two seconds after each deletion
+/// and refuses subnet, security-group, gateway and VPC deletions meanwhile). Destroy waits
+/// for them to go, with backoff, before it deletes what they hold, so EC2 never has to
+/// refuse a deletion.
+#[test]
+fn destroy_waits_for_the_network_interfaces_of_deleted_load_balancers_and_the_cluster() {
+    let account = Account::new().with_autoscaling_role().real_aws(&["--linger-seconds", "2"]);
+    let repo = example_repo();
+    ok(&run(&repo, &approved_apply_args(&account, "state")));
+    let gone = destroy(&repo, &account, "state", &[]);
+    let text = format!("{}{}", ok(&gone).stdout, gone.stderr);
+    for waited in ["waiting aws.nlb/agent: network interfaces eni-", "waiting aws.eks-cluster/main: network interfaces eni-"] {
+        assert!(text.contains(waited), "{waited}\n{text}");
+    }
+    let linger = crate::aws::get_json(&format!("{}/__linger", account.endpoint()));
+    assert!(linger["listed"].as_u64().unwrap_or(0) >= 2, "{linger}");
+    assert_eq!(linger["injected"], 0, "a deletion was refused while interfaces lingered:\n{text}");
+    assert!(!text.contains("DependencyViolation"), "{text}");
+    assert_eq!(account.counts(), Default::default(), "destroy leaves nothing tagged");
+}

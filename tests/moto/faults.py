@@ -92,7 +92,9 @@
      "Invalid principal in policy". GET /__propagation counts what was injected.
 7. Also in --real-aws mode (the README's table gives each source): --linger N, the
    DependencyViolation answers while a deleted load balancer's or EKS cluster's network
-   interfaces linger (GET /__linger counts them); --fail-node-group NAME, a node group
+   interfaces linger (GET /__linger counts them); --linger-seconds S, those interfaces
+   listed by DescribeNetworkInterfaces for S seconds, refusing the deletions meanwhile;
+   --fail-node-group NAME, a node group
    that stays CREATE_FAILED until deleted; DeleteObjects refused per object by a bucket
    policy that denies s3:DeleteObjectVersion. In every mode: the endpoint-service
    connection calls moto lacks (POST /__connect with a service id connects a consumer's
@@ -562,7 +564,7 @@ def eks_access(method, path, body):
                 {"clusterName": cluster, "principalArn": principal, "associatedAccessPolicies": list(entry["policies"].values())})
 
 
-LINGER = {"armed": False, "left": {}, "injected": 0}  # --linger: resource id -> refusals left
+LINGER = {"armed": False, "left": {}, "injected": 0, "listed": 0}  # --linger: resource id -> refusals left
 LINGERING_DELETES = {"DeleteSubnet": ("SubnetId", "The subnet '{0}' has dependencies and cannot be deleted."),
                      "DeleteSecurityGroup": ("GroupId", "resource {0} has a dependent object"),
                      "DeleteVpc": ("VpcId", "The vpc '{0}' has dependencies and cannot be deleted."),
@@ -596,6 +598,64 @@ def lingering(service, method, path, form):
         LINGER["left"][(action, rid)] = left - 1
         LINGER["injected"] += 1
     body = (f"<Response><Errors><Error><Code>DependencyViolation</Code><Message>{message.format(rid)}</Message>"
+            "</Error></Errors><RequestID>real-aws-mode</RequestID></Response>")
+    return 400, {"Content-Type": "text/xml"}, body
+
+
+ENIS = {}  # --linger-seconds: interface description -> (interface id, time it goes)
+
+
+def lingering_interfaces(service, method, path, form):
+    """--linger-seconds S: a deleted load balancer's network interfaces (described
+    "ELB <type>/<name>/<id>", the ARN after "loadbalancer/") and an EKS cluster's ("Amazon
+    EKS <name>") stay S seconds after the deletion ("Delete a Network Load Balancer", ELB
+    User Guide: the interfaces are released later; "Delete a cluster", EKS User Guide), are
+    listed by DescribeNetworkInterfaces filtered on their description, and until they go
+    DeleteSubnet, DeleteSecurityGroup, DeleteVpc and DetachInternetGateway answer
+    DependencyViolation (counted in GET /__linger "injected"; "listed" counts the reads
+    that found some). moto deletes them at once and lists none."""
+    if ARGS.linger_seconds <= 0:
+        return None
+    action = form.get("Action", [""])[0]
+    now = time.time()
+    owner = None
+    if service == "elasticloadbalancing" and action == "DeleteLoadBalancer":
+        arn = form.get("LoadBalancerArn", [""])[0]
+        if ":loadbalancer/" in arn:
+            owner = "ELB " + arn.split(":loadbalancer/", 1)[1]
+    elif service == "eks" and method == "DELETE" and re.fullmatch(r"/clusters/[^/]+", path):
+        owner = "Amazon EKS " + urllib.parse.unquote(path.rsplit("/", 1)[1])
+    if owner:
+        eni = "eni-" + "".join(random.choice("0123456789abcdef") for _ in range(17))
+        with LOCK:
+            ENIS[owner] = (eni, now + ARGS.linger_seconds)
+        return None
+    if service != "ec2":
+        return None
+    with LOCK:
+        alive = {d: e for d, (e, until) in ENIS.items() if until > now}
+    if action == "DescribeNetworkInterfaces":
+        wanted = set()
+        for k, v in form.items():
+            m = re.fullmatch(r"Filter\.(\d+)\.Name", k)
+            if m and v[0] == "description":
+                wanted.update(vs[0] for kk, vs in form.items() if kk.startswith(f"Filter.{m.group(1)}.Value."))
+        found = [(d, e) for d, e in alive.items() if d in wanted]
+        if not found:
+            return None
+        with LOCK:
+            LINGER["listed"] += 1
+        items = "".join(f"<item><networkInterfaceId>{e}</networkInterfaceId><description>{d}</description>"
+                        f"<status>in-use</status><interfaceType>interface</interfaceType></item>" for d, e in found)
+        body = (f'<DescribeNetworkInterfacesResponse xmlns="{EC2_NS}"><requestId>real-aws-mode</requestId>'
+                f"<networkInterfaceSet>{items}</networkInterfaceSet></DescribeNetworkInterfacesResponse>")
+        return 200, {"Content-Type": "text/xml"}, body
+    if action not in LINGERING_DELETES or not alive:
+        return None
+    field, message = LINGERING_DELETES[action]
+    with LOCK:
+        LINGER["injected"] += 1
+    body = (f"<Response><Errors><Error><Code>DependencyViolation</Code><Message>{message.format(form.get(field, [''])[0])}</Message>"
             "</Error></Errors><RequestID>real-aws-mode</RequestID></Response>")
     return 400, {"Content-Type": "text/xml"}, body
 
@@ -1064,7 +1124,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps(DELAY[0]))
         if self.path == "/__linger":
             with LOCK:
-                return self.answer(200, {"Content-Type": "application/json"}, json.dumps({"injected": LINGER["injected"]}))
+                return self.answer(200, {"Content-Type": "application/json"}, json.dumps({"injected": LINGER["injected"], "listed": LINGER["listed"]}))
         if self.path == "/__connect":
             # A consumer's interface endpoint connects to the service named in the body.
             endpoint = "vpce-" + "".join(random.choice("0123456789abcdef") for _ in range(17))
@@ -1124,7 +1184,8 @@ class Handler(BaseHTTPRequestHandler):
         if service in ("ec2", "elasticloadbalancing") and not form:
             form = urllib.parse.parse_qs(body.decode(errors="replace"), keep_blank_values=True)
         if ARGS.real_aws:
-            refused = lingering(service, self.command, urllib.parse.urlsplit(self.path).path, form)
+            refused = (lingering(service, self.command, urllib.parse.urlsplit(self.path).path, form)
+                       or lingering_interfaces(service, self.command, urllib.parse.urlsplit(self.path).path, form))
             if refused:
                 return self.answer(*refused)
         if service == "ec2":
@@ -1244,6 +1305,7 @@ def main():
     p.add_argument("--propagation", type=int, default=2)
     p.add_argument("--evaluate-policies", action="store_true")
     p.add_argument("--linger", type=int, default=0)
+    p.add_argument("--linger-seconds", type=float, default=0)
     p.add_argument("--fail-node-group", default="")
     p.add_argument("--today", default="")
     ARGS = p.parse_args()

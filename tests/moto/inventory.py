@@ -113,9 +113,12 @@ def main():
             details["cluster"] = {"version": cl.get("version"), "subnets": len(cl["resourcesVpcConfig"].get("subnetIds", []))}
         for ng in eks.list_nodegroups(clusterName=name)["nodegroups"]:
             d = eks.describe_nodegroup(clusterName=name, nodegroupName=ng)["nodegroup"]
-            if add(d.get("tags"), ng):
+            rid = add(d.get("tags"), ng)
+            if rid:
                 sc = d["scalingConfig"]
-                details.setdefault("nodeGroups", {})[ng] = {
+                # By the group's resource name: a replacement runs under the next name
+                # (system-2) while it is the same resource.
+                details.setdefault("nodeGroups", {})[rid.split("/", 1)[-1]] = {
                     "min": sc["minSize"], "max": sc["maxSize"], "instanceTypes": d.get("instanceTypes"),
                     "labels": d.get("labels", {}), "taints": [t["key"] + "=" + t.get("value", "") + ":" + t["effect"] for t in d.get("taints", [])],
                     "amiType": d.get("amiType"), "version": d.get("version"), "launchTemplate": (d.get("launchTemplate") or {}).get("id"),

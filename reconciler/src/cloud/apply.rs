@@ -2,10 +2,13 @@
 //! finished action in the state store before the next is counted as done.
 //!
 //! Phases, each bounded by `concurrency`:
-//! 1. replacements delete the old resource, dependents first ([`super::DELETE_ORDER`]);
+//! 1. replacements delete the old resource, dependents first ([`super::DELETE_ORDER`]),
+//!    but for kinds replaced by creating first ([`Kind::replaced_by_creating_first`]:
+//!    node groups, whose capacity must never drop to zero);
 //! 2. creates, updates and replacements' creates run as soon as what they depend on is
-//!    done;
-//! 3. deletions, dependents first. A failed deletion stops only the deletions of what
+//!    done (a create-first replacement's driver sees the old resource under its own id in
+//!    `refs`, so it names the new one apart);
+//! 3. the old resources of create-first replacements go, then deletions, dependents first. A failed deletion stops only the deletions of what
 //!    the failed resource still uses (its recorded dependencies, transitively; every later
 //!    kind when nothing is recorded, as for a leaked resource); every other deletion goes
 //!    on, and the error lists each resource left and why.
@@ -409,15 +412,32 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
         let concurrency = concurrency.max(1);
 
         // 1. Replacements: the old resource goes first, dependents before dependencies.
-        let replaced: Vec<Step> = steps.iter().filter(|s| s.action == Action::Replace).cloned().collect();
+        let replaced: Vec<Step> = steps.iter().filter(|s| s.action == Action::Replace && !creates_first(s)).cloned().collect();
         self.delete_in_order(cloud, &replaced, &mut refs, &mut progress, concurrency, true).await?;
+        // The old resources of create-first replacements, deleted once their successors exist.
+        let mut superseded: Vec<Found> = Vec::new();
 
         // 2. Creates and updates, each once its dependencies are done.
         if progress.failures.is_empty() {
             let ensures: Vec<&Step> =
                 steps.iter().filter(|s| matches!(s.action, Action::Create | Action::Update | Action::Replace)).collect();
             let desired = std::mem::take(&mut self.desired);
-            self.ensure_in_order(cloud, &desired, &ensures, &mut refs, &mut progress, concurrency).await?;
+            self.ensure_in_order(cloud, &desired, &ensures, &mut refs, &mut progress, concurrency, &mut superseded).await?;
+        }
+        // 3a. What create-first replacements superseded: only once every create succeeded.
+        if progress.failures.is_empty() {
+            // Users first: an old node group before the old launch template it runs on.
+            superseded.sort_by_key(|f| delete_rank(f.kind));
+            for old in superseded {
+                let started = Instant::now();
+                match cloud.delete(&old).await {
+                    Ok(()) => progress.done(&old.id, "replace: deleted", &old.cloud_id, started, false),
+                    Err(e) => progress.failures.push(format!(
+                        "{e}\n  the new {} is in place; the old one ({}) is left and the next apply deletes it",
+                        old.id, old.cloud_id
+                    )),
+                }
+            }
         }
 
         // 3. Deletions (and duplicates), dependents first.
@@ -537,6 +557,7 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn ensure_in_order<C: Cloud>(
         &mut self,
         cloud: &C,
@@ -545,6 +566,7 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
         refs: &mut Refs,
         progress: &mut Progress,
         concurrency: usize,
+        superseded: &mut Vec<Found>,
     ) -> Result<(), ApplyError> {
         let pending_ids: BTreeSet<&ResourceId> = steps.iter().map(|s| &s.id).collect();
         let mut waiting: Vec<&Step> = steps.to_vec();
@@ -562,17 +584,27 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
                     continue;
                 }
                 waiting.remove(i);
-                let existing = refs.get(&step.id).cloned();
-                let deps: Refs = want.depends_on.iter().filter_map(|d| refs.get(d).map(|f| (d.clone(), f.clone()))).collect();
+                let mut existing = refs.get(&step.id).cloned();
+                let mut deps: Refs = want.depends_on.iter().filter_map(|d| refs.get(d).map(|f| (d.clone(), f.clone()))).collect();
+                // A create-first replacement: a new resource, with the old one shown to the
+                // driver under its own id (it must not reuse its name).
+                let mut old = None;
+                if step.action == Action::Replace && creates_first(step) {
+                    old = existing.take();
+                    if let Some(o) = &old {
+                        deps.insert(step.id.clone(), o.clone());
+                    }
+                }
                 running.push(async move {
                     let started = Instant::now();
                     let result = cloud.ensure(want, existing.as_ref(), &deps).await;
-                    (step, result, started)
+                    (step, result, started, old)
                 });
             }
-            let Some((step, result, started)) = self.next_or_renew(&mut running).await? else { break };
+            let Some((step, result, started, old)) = self.next_or_renew(&mut running).await? else { break };
             match result {
                 Ok(found) => {
+                    superseded.extend(old.filter(|o| o.cloud_id != found.cloud_id));
                     let want = &desired.resources[&step.id];
                     self.recorder.done(&step.id, step.action, Some(want), Some(&found)).await?;
                     progress.done(&step.id, step.action.as_str(), &found.cloud_id, started, true);
@@ -601,6 +633,13 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
             }
         }
     }
+}
+
+/// Whether `step` replaces by creating the new resource first. A replacement forced by a
+/// failed creation (`createFailed`) deletes first: the failed one gives no capacity, and
+/// its name is the one to reuse.
+fn creates_first(step: &Step) -> bool {
+    step.kind.replaced_by_creating_first() && !step.changes.iter().any(|c| c.path == "createFailed")
 }
 
 struct Progress {

@@ -194,7 +194,21 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     for n in &node_groups {
         addon = addon.after(n);
     }
-    g.add(addon);
+    let addon = g.add(addon);
+    // The default StorageClass, applied into the cluster with the sidecar; its volumes are
+    // the add-on's.
+    g.add(
+        Resource::new(Kind::K8sStorageClass, super::eks::STORAGE_CLASS)
+            .set("name", super::eks::STORAGE_CLASS)
+            .set("provisioner", super::eks::STORAGE_CLASS_PROVISIONER)
+            .set("parameters", Value::map(super::eks::STORAGE_CLASS_PARAMETERS.map(|(k, v)| (k, Value::from(v)))))
+            .set("volumeBindingMode", super::eks::STORAGE_CLASS_BINDING)
+            .set("reclaimPolicy", super::eks::STORAGE_CLASS_RECLAIM)
+            .set("allowVolumeExpansion", true)
+            .set("default", true)
+            .set("kubernetesCluster", Value::reference(&eks))
+            .after(&addon),
+    );
 
     let mut bucket = |role: &str, name: &str| {
         g.add(

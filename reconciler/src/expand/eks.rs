@@ -23,6 +23,24 @@ pub fn plan_notes(specs: &Specs) -> Vec<String> {
     notes
 }
 
+/// The StorageClass byoc gives an EKS cluster, marked default: EKS 1.30+ marks none
+/// default (the in-tree `gp2` class is no longer annotated), so a PersistentVolumeClaim
+/// without a class, like the RisingWave meta store's, would stay Pending for ever.
+pub const STORAGE_CLASS: &str = "gp3";
+/// The EBS CSI driver (the add-on the graph installs) provisions its volumes.
+pub const STORAGE_CLASS_PROVISIONER: &str = "ebs.csi.aws.com";
+/// The annotation that makes a StorageClass the one a claim without a class gets.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
+/// The StorageClass's parameters (the EBS CSI driver's): gp3 volumes, encrypted with the
+/// account's default EBS key.
+pub const STORAGE_CLASS_PARAMETERS: [(&str, &str); 2] = [("type", "gp3"), ("encrypted", "true")];
+/// A zonal EBS volume must be made in the zone of the node the pod lands on: binding waits
+/// for the pod's scheduling instead of picking a zone first.
+pub const STORAGE_CLASS_BINDING: &str = "WaitForFirstConsumer";
+/// Volumes go with their claims (RisingWave's data lives in S3; the meta store's volume
+/// follows its cluster's deletion policy through its namespace).
+pub const STORAGE_CLASS_RECLAIM: &str = "Delete";
+
 /// `STANDARD` or `EXTENDED`, as EKS's `upgradePolicy.supportType` takes it.
 pub fn support_type(extended: bool) -> &'static str {
     if extended { "EXTENDED" } else { "STANDARD" }

@@ -722,7 +722,7 @@ pub fn cloud_names(graph: &Graph, cloud: Cloud) -> Vec<Named> {
             Kind::AzureManagedIdentity => Some(&AZURE_MANAGED_IDENTITY),
             Kind::AzureFederatedCredential => Some(&AZURE_FEDERATED_CREDENTIAL),
             Kind::AzureRoleAssignment => Some(&AZURE_ROLE_ASSIGNMENT),
-            Kind::K8sNamespace | Kind::K8sServiceAccount | Kind::K8sRisingWave => Some(&K8S_DNS1123_LABEL),
+            Kind::K8sNamespace | Kind::K8sServiceAccount | Kind::K8sRisingWave | Kind::K8sStorageClass => Some(&K8S_DNS1123_LABEL),
             Kind::K8sService => Some(&K8S_DNS1035_LABEL),
             _ => None,
         };

@@ -220,6 +220,32 @@ fn cluster_objects(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Re
     })
 }
 
+/// The environment-wide objects byoc applies into the cluster besides the sidecar: on EKS
+/// the default StorageClass ([`crate::expand::eks::STORAGE_CLASS`]), which the plan shows as
+/// `k8s.storage-class/gp3`. Labelled as byoc's, so the live plan finds it.
+pub fn environment_objects(env: &Environment) -> Vec<Value> {
+    use crate::expand::eks;
+    if env.cloud != Cloud::Aws {
+        return Vec::new();
+    }
+    let parameters: serde_json::Map<String, Value> =
+        eks::STORAGE_CLASS_PARAMETERS.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect();
+    vec![serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": eks::STORAGE_CLASS,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+            "annotations": {eks::DEFAULT_CLASS_ANNOTATION: "true"},
+        },
+        "provisioner": eks::STORAGE_CLASS_PROVISIONER,
+        "parameters": parameters,
+        "volumeBindingMode": eks::STORAGE_CLASS_BINDING,
+        "reclaimPolicy": eks::STORAGE_CLASS_RECLAIM,
+        "allowVolumeExpansion": true,
+    })]
+}
+
 /// The service-account annotation binding the cluster's pods to its cloud identity.
 fn identity(env: &Environment, c: &Cluster, outputs: &CloudOutputs) -> Result<(&'static str, String), ObjectsError> {
     Ok(match env.cloud {

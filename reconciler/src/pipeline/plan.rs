@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use git2::{Oid, Repository};
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use rwproxy::diagnostics::Diagnostic;
 use sha2::{Digest, Sha256};
 
@@ -23,7 +23,7 @@ use crate::cloud::{Cloud, cloud_part};
 use crate::expand::{expand, expand_pair};
 use crate::k8s::objects::{LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY, ObjectKind};
 use crate::plan::{Plan, plan};
-use crate::resource::Graph;
+use crate::resource::{Graph, Kind};
 use crate::source::SourceError;
 use crate::spec::Specs;
 use crate::spec::load::ParseCache;
@@ -248,6 +248,21 @@ async fn kubernetes<S: StateStore + ?Sized>(
     let unreachable = |e: kube::Error| KubernetesError::Api(format!("observing Kubernetes: {e}"));
     let namespaces = api(ObjectKind::Namespace).list(&selector).await.map_err(unreachable)?;
     let risingwaves = api(ObjectKind::RisingWave).list(&selector).await.map_err(unreachable)?;
+    // The environment's cluster-wide objects (the default StorageClass), by name.
+    let classes: std::collections::BTreeSet<String> = if desired.resources.values().any(|r| r.kind == Kind::K8sStorageClass) {
+        let storage_classes =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("storage.k8s.io", "v1", "StorageClass"), "storageclasses");
+        Api::<DynamicObject>::all_with(client.clone(), &storage_classes)
+            .list(&selector)
+            .await
+            .map_err(unreachable)?
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect()
+    } else {
+        std::collections::BTreeSet::new()
+    };
     // cluster -> namespace labels and annotations (deletion policy, orphaned)
     let live: BTreeMap<String, serde_json::Value> = namespaces
         .items
@@ -275,6 +290,7 @@ async fn kubernetes<S: StateStore + ?Sized>(
         "risingwaves": generations,
         "applied": applied_version,
         "inventory": inventory_version,
+        "storageClasses": classes,
     });
     let is_k8s = |kind: &str| kind.starts_with("k8s.");
     let cluster_of = |id: &crate::resource::ResourceId| id.as_str().rsplit_once('/').map(|(_, name)| name.to_owned()).unwrap_or_default();
@@ -289,9 +305,16 @@ async fn kubernetes<S: StateStore + ?Sized>(
         resources: observed
             .resources
             .into_iter()
-            .filter(|(id, r)| !is_k8s(r.kind.as_str()) || live.contains_key(&cluster_of(id)))
+            .filter(|(id, r)| r.kind != Kind::K8sStorageClass && (!is_k8s(r.kind.as_str()) || live.contains_key(&cluster_of(id))))
             .collect(),
     };
+    // A cluster-wide object is there as desired when byoc's of that name is in the cluster
+    // (the sidecar's install applies it whole each time); otherwise it is to be made.
+    for (id, r) in desired.resources.iter().filter(|(_, r)| r.kind == Kind::K8sStorageClass) {
+        if r.properties.get("name").and_then(crate::resource::Value::as_str).is_some_and(|n| classes.contains(n)) {
+            observed.resources.insert(id.clone(), r.clone());
+        }
+    }
     // The cloud part of both sides is the same, so only the Kubernetes steps differ.
     for (id, r) in desired.resources.iter().filter(|(_, r)| !is_k8s(r.kind.as_str())) {
         observed.resources.insert(id.clone(), r.clone());

@@ -1,5 +1,5 @@
 //! The resource types the double serves: a fixed set of built-in types (core; Deployment,
-//! PodDisruptionBudget, NetworkPolicy and RBAC with the fields the API server requires of
+//! PodDisruptionBudget, NetworkPolicy, StorageClass and RBAC with the fields the API server requires of
 //! them) plus those of the
 //! CustomResourceDefinitions it is given, with the part of structural-schema handling the
 //! real API server does on write: unknown fields pruned, `type`, `required` and `minimum`
@@ -64,6 +64,7 @@ impl ResourceType {
             Self::typed("rbac.authorization.k8s.io", "roles", "Role", true, false, role_schema()),
             Self::typed("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", false, false, binding_schema()),
             Self::typed("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", true, false, binding_schema()),
+            Self::typed("storage.k8s.io", "storageclasses", "StorageClass", false, false, storage_class_schema()),
             Self::lease(),
         ]
     }
@@ -166,6 +167,17 @@ fn network_policy_schema() -> Value {
     let peer = open(json!({"ipBlock": open_required(json!({"cidr": {"type": "string"}}), &["cidr"])}));
     let rule = open(json!({"from": {"type": "array", "items": peer}}));
     open(json!({"spec": open(json!({"ingress": {"type": "array", "items": rule}}))}))
+}
+
+/// storage.k8s.io/v1 StorageClass: a provisioner, string parameters, and the binding
+/// modes and reclaim policies kube-apiserver's validation knows.
+fn storage_class_schema() -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "required": ["provisioner"], "properties": {
+        "provisioner": {"type": "string"},
+        "parameters": {"type": "object", "additionalProperties": {"type": "string"}},
+        "volumeBindingMode": {"type": "string", "enum": ["Immediate", "WaitForFirstConsumer"]},
+        "reclaimPolicy": {"type": "string", "enum": ["Delete", "Retain"]},
+        "allowVolumeExpansion": {"type": "boolean"}}})
 }
 
 /// rbac.authorization.k8s.io/v1 Role and ClusterRole: each rule needs its verbs.

@@ -340,7 +340,10 @@ impl Aws {
         self.retry
             .call(&format!("eks DeleteCluster for {} {}", f.id, f.cloud_id), || self.eks.delete_cluster().name(&f.cloud_id).send())
             .await?;
-        self.wait_cluster(&f.id, &f.cloud_id, true).await.map(drop)
+        self.wait_cluster(&f.id, &f.cloud_id, true).await?;
+        // The control plane's network interfaces in the cluster's subnets ("Amazon EKS
+        // <name>") outlive it; the subnets and security groups go after them.
+        self.wait_interfaces_gone(&f.id, &format!("Amazon EKS {}", f.cloud_id)).await
     }
 
     pub(super) async fn wait_node_group(&self, id: &ResourceId, cluster: &str, group: &str, gone: bool) -> Result<(), CloudError> {
@@ -376,7 +379,14 @@ impl Aws {
     pub(super) async fn ensure_node_group(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
         let what = |op: &str| format!("eks {op} for {}", r.id);
         let cluster = resolve_prop(refs, r, "cluster")?.to_owned();
-        let group = short_name(&r.id).to_owned();
+        // The group as it exists; a new one is named after its resource, and a replacement
+        // made while the old group still runs (the engine shows it under `r.id` in `refs`)
+        // takes the next name, since EKS names are unique per cluster.
+        let group = match (existing, refs.get(&r.id)) {
+            (Some(f), _) => f.cloud_id.clone(),
+            (None, Some(old)) => successor_name(short_name(&r.id), &old.cloud_id),
+            (None, None) => short_name(&r.id).to_owned(),
+        };
         let scaling = ekst::NodegroupScalingConfig::builder()
             .min_size(int(r, "minSize"))
             .max_size(int(r, "maxSize"))
@@ -530,5 +540,35 @@ impl Aws {
             })
             .await?;
         self.wait_node_group(&f.id, &cluster, &f.cloud_id, true).await
+    }
+}
+
+/// The name of a node group that replaces `old` while it still runs: `<base>-2`, then
+/// `<base>-3`... (the base shortened so the name stays within EKS's 63 characters).
+pub(crate) fn successor_name(base: &str, old: &str) -> String {
+    let generation = if old == base {
+        1
+    } else {
+        old.rsplit_once('-').filter(|(stem, _)| base.starts_with(stem)).and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(1)
+    };
+    let suffix = format!("-{}", generation + 1);
+    let keep = base.len().min(63 - suffix.len());
+    // Node group names are ASCII (validated), so any byte index is a character boundary.
+    format!("{}{suffix}", base.get(..keep).unwrap_or(base))
+}
+
+#[cfg(test)]
+mod successor_tests {
+    use super::successor_name;
+
+    #[test]
+    fn a_replacement_takes_the_next_name_within_63_characters() {
+        assert_eq!(successor_name("risingwave", "risingwave"), "risingwave-2");
+        assert_eq!(successor_name("risingwave", "risingwave-2"), "risingwave-3");
+        assert_eq!(successor_name("pool-3", "pool-3"), "pool-3-2");
+        let long = "a".repeat(63);
+        let next = successor_name(&long, &long);
+        assert_eq!((next.len(), next.ends_with("-2")), (63, true));
+        assert_eq!(successor_name(&long, &next), format!("{}-3", "a".repeat(61)));
     }
 }

@@ -6,7 +6,7 @@
 use aws_sdk_ec2::types as ec2t;
 
 use super::{Aws, ec2_tags, found, int, missing, strings_map, tag_spec, text};
-use crate::cloud::{CloudError, Found};
+use crate::cloud::{CloudError, Found, Refs};
 use crate::resource::{Kind, Map, Resource};
 
 /// The root device of the AL2023 EKS AMIs.
@@ -27,12 +27,13 @@ impl Aws {
                     && let Some(cloud_id) = t.launch_template_id()
                 {
                     let version = t.latest_version_number().map(|v| v.to_string()).unwrap_or_else(|| "1".to_owned());
+                    let name = t.launch_template_name().unwrap_or_default().to_owned();
                     out.push(Found {
                         live: Map::new(),
                         id,
                         kind: Kind::AwsLaunchTemplate,
                         cloud_id: cloud_id.to_owned(),
-                        outputs: [("version".to_owned(), version)].into(),
+                        outputs: [("version".to_owned(), version), ("name".to_owned(), name)].into(),
                     });
                 }
             }
@@ -43,13 +44,24 @@ impl Aws {
         }
     }
 
-    pub(super) async fn ensure_launch_template(&self, r: &Resource, existing: Option<&Found>) -> Result<Found, CloudError> {
+    pub(super) async fn ensure_launch_template(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
         if let Some(f) = existing {
             // Nothing changes in place: a different template is a replacement.
             return Ok(f.clone());
         }
         let data = launch_template_data(r);
-        let name = text(r, "name");
+        // A replacement is made while the old template still serves the old node group
+        // (the engine shows it under `r.id`): names are unique per region, so it takes the
+        // next one.
+        let base = text(r, "name");
+        let name = match refs.get(&r.id) {
+            Some(old) => super::kubernetes::successor_name(
+                base,
+                old.outputs.get("name").map(String::as_str).filter(|n| !n.is_empty()).unwrap_or(base),
+            ),
+            None => base.to_owned(),
+        };
+        let name = name.as_str();
         let made = self
             .retry
             .call(&format!("ec2 CreateLaunchTemplate for {}", r.id), || {
@@ -64,7 +76,7 @@ impl Aws {
         let t = made.launch_template().ok_or_else(|| missing("ec2 CreateLaunchTemplate", "launchTemplate"))?;
         let id = t.launch_template_id().ok_or_else(|| missing("ec2 CreateLaunchTemplate", "launchTemplateId"))?;
         let version = t.latest_version_number().unwrap_or(1).to_string();
-        Ok(found(r, id, [("version", version)]))
+        Ok(found(r, id, [("version", version), ("name", name.to_owned())]))
     }
 
     pub(super) async fn delete_launch_template(&self, f: &Found) -> Result<(), CloudError> {

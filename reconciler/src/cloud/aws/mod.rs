@@ -318,7 +318,7 @@ impl Cloud for Aws {
             Kind::AwsOidcProvider => self.ensure_oidc(r, existing, refs).await,
             Kind::AwsEksNodeGroup => self.ensure_node_group(r, existing, refs).await,
             Kind::AwsEksAccessEntry => self.ensure_access_entry(r, existing, refs).await,
-            Kind::AwsLaunchTemplate => self.ensure_launch_template(r, existing).await,
+            Kind::AwsLaunchTemplate => self.ensure_launch_template(r, existing, refs).await,
             Kind::AwsEksAddon => self.ensure_addon(r, existing, refs).await,
             Kind::AwsS3Bucket => self.ensure_bucket(r).await,
             Kind::AwsNlb => self.ensure_nlb(r, existing, refs).await,

@@ -111,13 +111,42 @@ impl Aws {
         })
         .await?;
         let Some((_, rest)) = arn.split_once(":loadbalancer/") else { return Ok(()) };
-        let filter = ec2t::Filter::builder().name("description").values(format!("ELB {rest}")).build();
+        self.wait_interfaces_gone(id, &format!("ELB {rest}")).await
+    }
+
+    /// Waits (bounded by the wait limit, polling with the wait's backoff) until no network
+    /// interface described `description` is left: a deleted load balancer's (`ELB
+    /// <type>/<name>/<id>`) or EKS cluster's (`Amazon EKS <name>`) outlive it by minutes,
+    /// and while they exist EC2 refuses to delete their subnets and security groups.
+    /// Waiting here instead of retrying those deletions keeps the refusals out of the log
+    /// and names what is still held.
+    pub(super) async fn wait_interfaces_gone(&self, id: &ResourceId, description: &str) -> Result<(), CloudError> {
+        let filter = ec2t::Filter::builder().name("description").values(description).build();
         let what = format!("ec2 DescribeNetworkInterfaces for {id}");
-        self.wait(id, || async {
+        let started = Instant::now();
+        let limit = DEPENDENCY_LIMIT.min(self.wait_limit);
+        // From the poll interval, doubling up to 30 s: AWS gives no bound, and minutes of
+        // polling at the base interval would only spend the account's EC2 request budget.
+        let mut wait = self.poll;
+        loop {
             let left = self.interfaces(&what, filter.clone()).await?;
-            Ok(if left.is_empty() { Wait::Done } else { Wait::Pending(format!("network interfaces {} releasing", left.join(", "))) })
-        })
-        .await
+            if left.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                return Err(CloudError::new(
+                    id.to_string(),
+                    format!(
+                        "network interfaces {} are still there {} s after it was deleted; they hold its subnets and security groups. Run destroy again later, or ask AWS support if they never go",
+                        left.join(", "),
+                        started.elapsed().as_secs()
+                    ),
+                ));
+            }
+            println!("waiting {id}: network interfaces {} releasing ({}s)", left.join(", "), started.elapsed().as_secs());
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
     }
 
     /// Rejects every endpoint connected to the endpoint service `service` (EC2 refuses to
