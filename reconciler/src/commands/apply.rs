@@ -13,6 +13,8 @@ use super::plan_file::{self, Body};
 use super::{EXIT_ERROR, EXIT_OK, positive_seconds};
 use crate::cloud::apply::{self, ApplyError, Options};
 use crate::cloud::aws::Aws;
+use crate::cloud::azure::{self, Azure};
+use crate::cloud::{Cloud, CloudError, Found, Refs};
 use crate::logging;
 use crate::pipeline::apply::{Kubernetes, write_cloud_outputs};
 use crate::pipeline::load::{LoadError, at_revision};
@@ -47,6 +49,11 @@ pub struct StoreArgs {
     /// for --state-gcs.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for --endpoint-url on Azure, added to the
+    /// system's roots (an ARM emulator's test CA). Azure credentials come from
+    /// AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, else the workload identity.
+    #[arg(long, requires = "endpoint_url")]
+    pub endpoint_ca: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -313,8 +320,8 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let env = &loaded.specs.environment;
-    if env.cloud != CloudKind::Aws {
-        anyhow::bail!("environment {} is on {}; byoc apply converges AWS environments only so far", env.name, env.cloud.as_str());
+    if !matches!(env.cloud, CloudKind::Aws | CloudKind::Azure) {
+        anyhow::bail!("environment {} is on {}; byoc apply converges AWS and Azure environments only so far", env.name, env.cloud.as_str());
     }
     let args = request.store;
     let state_dir = match (&args.state_dir, args.bucket()) {
@@ -334,11 +341,13 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         let store = crate::state::open(state_dir.as_deref(), args.bucket(), args.endpoint_url.as_deref())
             .await?
             .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir, --state-s3, --state-gcs or --state-azblob"))?;
-        let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
-        cloud.poll = request.poll_interval;
-        cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
-        cloud.state_store_bucket =
-            args.state_s3.as_deref().and_then(|u| u.strip_prefix("s3://")).and_then(|u| u.split('/').next()).map(str::to_owned);
+        let cloud = match Provider::connect(&loaded.specs, args, request.poll_interval, store.as_ref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                logging::error(&format!("{e}\n  nothing was changed"));
+                return Ok(EXIT_ERROR);
+            }
+        };
         let client = match request.kube {
             Some(k) => match crate::k8s::client(k.kubeconfig.as_deref(), k.context.as_deref()).await {
                 Ok(c) => Some(c),
@@ -387,7 +396,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         for note in live.cloud.notes() {
             println!("note: {note}");
         }
-        if !destroy && env.kubernetes.api_access.public_cidrs.is_empty() {
+        if !destroy && env.cloud == CloudKind::Aws && env.kubernetes.api_access.public_cidrs.is_empty() {
             println!(
                 "note: the Kubernetes API endpoint of {} is private (kubernetes.apiAccess.publicCidrs is empty): installing in the cluster works only from inside the VPC (a runner or bastion there); from elsewhere, list your network in publicCidrs or use --cloud-only",
                 env.name
@@ -395,8 +404,8 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         }
         let printed = {
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            let notes = if destroy { Vec::new() } else { crate::expand::eks::plan_notes(&loaded.specs) };
-            Report::new(&env.name, "aws", "live", &options.revision, &live.plan)
+            let notes = if destroy || env.cloud != CloudKind::Aws { Vec::new() } else { crate::expand::eks::plan_notes(&loaded.specs) };
+            Report::new(&env.name, env.cloud.as_str(), "live", &options.revision, &live.plan)
                 .with_notes(notes)
                 .write_text(&mut stdout)
                 .and_then(|()| stdout.flush())
@@ -455,18 +464,13 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             // Nothing to preflight in the cloud.
         } else if request.skip_preflight {
             let mut warning = String::from("warning: --skip-preflight: these preflight checks were NOT made, and a failure they would have caught shows only part-way through:");
-            for check in SKIPPED_CHECKS {
+            for check in cloud.skipped_checks() {
                 warning.push_str("\n  - skipped: ");
                 warning.push_str(check);
             }
             logging::line(logging::Level::Warn, &warning);
         } else {
-            let mut check = cloud.preflight(&live.cloud.plan, &env.account).await;
-            // Which versions EKS offers today, asked of EKS when the cluster is made or changed.
-            if live.cloud.plan.changed().any(|s| s.kind == Kind::AwsEksCluster && s.action != Action::Delete) {
-                let k = &env.kubernetes;
-                check.problems.extend(cloud.version_problems(&k.version, k.extended_support, &k.version_at).await);
-            }
+            let check = cloud.preflight(&live.cloud.plan, env).await;
             println!("credentials: {}", if check.caller.is_empty() { "unknown" } else { &check.caller });
             for n in &check.notes {
                 println!("preflight note: {n}");
@@ -516,12 +520,12 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
                         "applied {done} action(s) to {} in {:.1}s; {} retr{} of throttled or failed calls",
                         env.name,
                         started.elapsed().as_secs_f64(),
-                        cloud.retry.retries(),
-                        if cloud.retry.retries() == 1 { "y" } else { "ies" }
+                        cloud.retries(),
+                        if cloud.retries() == 1 { "y" } else { "ies" }
                     );
                 }
                 Err(e) => {
-                    logging::error(&format!("{e}\n  {} retries were made", cloud.retry.retries()));
+                    logging::error(&format!("{e}\n  {} retries were made", cloud.retries()));
                     return Ok(EXIT_ERROR);
                 }
             }
@@ -553,6 +557,119 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         println!("applied the Kubernetes objects of {} in {:.1}s", loaded.name, started.elapsed().as_secs_f64());
         Ok(EXIT_OK)
     })
+}
+
+/// The cloud an environment is on, behind one [`Cloud`], with what differs per provider
+/// (how it connects, its preflight, the checks `--skip-preflight` leaves out).
+enum Provider {
+    Aws(Aws),
+    Azure(Azure),
+}
+
+/// What a provider's preflight found.
+struct Checked {
+    caller: String,
+    problems: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// The checks `--skip-preflight` leaves out on Azure.
+const AZURE_SKIPPED_CHECKS: &[&str] = &[
+    "the resource providers the plan uses are registered in the subscription",
+    "the caller holds Owner, or Contributor with User Access Administrator, on the resource group or above",
+    "the state of the EnableAPIServerVnetIntegrationPreview feature flag",
+];
+
+impl Provider {
+    async fn connect(
+        specs: &crate::spec::Specs,
+        args: &StoreArgs,
+        poll: Duration,
+        store: &(impl crate::state::StateStore + ?Sized),
+    ) -> anyhow::Result<Provider> {
+        let env = &specs.environment;
+        if env.cloud == CloudKind::Azure {
+            let desired = crate::cloud::cloud_part(&crate::expand::expand(specs));
+            let rg = desired
+                .resources
+                .get(&ResourceId::new(Kind::AzureResourceGroup, "main"))
+                .and_then(|r| r.properties.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let extra_ca_pem = match &args.endpoint_ca {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--endpoint-ca {}: {e}", path.display()))?),
+                None => None,
+            };
+            let endpoint = azure::Endpoint { url: args.endpoint_url.clone(), extra_ca_pem };
+            let mut cloud = Azure::connect(&env.name, &env.account, &env.region, &rg, &endpoint, &azure::Credential::from_env())?;
+            cloud.arm().poll = poll;
+            let (inventory, _) = apply::load_inventory(store).await?;
+            cloud.know(&desired, &inventory);
+            return Ok(Provider::Azure(cloud));
+        }
+        let mut cloud = Aws::connect(&env.name, &env.region, args.endpoint_url.as_deref()).await;
+        cloud.poll = poll;
+        cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
+        cloud.state_store_bucket =
+            args.state_s3.as_deref().and_then(|u| u.strip_prefix("s3://")).and_then(|u| u.split('/').next()).map(str::to_owned);
+        Ok(Provider::Aws(cloud))
+    }
+
+    fn retries(&self) -> u32 {
+        match self {
+            Provider::Aws(c) => c.retry.retries(),
+            Provider::Azure(c) => c.retries(),
+        }
+    }
+
+    fn skipped_checks(&self) -> &'static [&'static str] {
+        match self {
+            Provider::Aws(_) => SKIPPED_CHECKS,
+            Provider::Azure(_) => AZURE_SKIPPED_CHECKS,
+        }
+    }
+
+    async fn preflight(&self, plan: &Plan, env: &crate::spec::Environment) -> Checked {
+        match self {
+            Provider::Aws(cloud) => {
+                let mut check = cloud.preflight(plan, &env.account).await;
+                // Which versions EKS offers today, asked of EKS when the cluster is made or changed.
+                if plan.changed().any(|s| s.kind == Kind::AwsEksCluster && s.action != Action::Delete) {
+                    let k = &env.kubernetes;
+                    check.problems.extend(cloud.version_problems(&k.version, k.extended_support, &k.version_at).await);
+                }
+                Checked { caller: check.caller, problems: check.problems, notes: check.notes }
+            }
+            Provider::Azure(cloud) => {
+                let check = cloud.preflight(plan).await;
+                Checked { caller: check.caller, problems: check.problems, notes: check.notes }
+            }
+        }
+    }
+}
+
+impl Cloud for Provider {
+    async fn observe(&self) -> Result<Vec<Found>, CloudError> {
+        match self {
+            Provider::Aws(c) => c.observe().await,
+            Provider::Azure(c) => c.observe().await,
+        }
+    }
+
+    async fn ensure(&self, desired: &crate::resource::Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
+        match self {
+            Provider::Aws(c) => c.ensure(desired, existing, refs).await,
+            Provider::Azure(c) => c.ensure(desired, existing, refs).await,
+        }
+    }
+
+    async fn delete(&self, found: &Found) -> Result<(), CloudError> {
+        match self {
+            Provider::Aws(c) => c.delete(found).await,
+            Provider::Azure(c) => c.delete(found).await,
+        }
+    }
 }
 
 /// Installs the sidecar with the outputs the cloud apply wrote.

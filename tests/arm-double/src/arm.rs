@@ -141,6 +141,8 @@ pub const ROLE_DEFINITIONS: &[(&str, &str)] = &[
     ("b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b", "Azure Kubernetes Service RBAC Cluster Admin"),
     ("4abbcc35-e782-43d8-92c5-2d3f1bd2253f", "Azure Kubernetes Service Cluster User Role"),
     ("0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8", "Azure Kubernetes Service Cluster Admin Role"),
+    // The agent's role on its resource group (policies/azure/agent.json).
+    ("43d0d8ad-25c7-4714-9337-8ba259a9fe05", "Monitoring Reader"),
 ];
 
 const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bab635";
