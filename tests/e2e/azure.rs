@@ -168,6 +168,14 @@ fn azure_apply_creates_every_resource_once_and_a_second_apply_writes_nothing() {
     assert_eq!(count("microsoft.managedidentity/userassignedidentities/federatedidentitycredentials"), 3);
     // No load balancer or Private Link service is made through ARM: AKS makes them.
     assert_eq!(count("microsoft.network/loadbalancers") + count("microsoft.network/privatelinkservices"), 0);
+    let lb_writes: Vec<String> = a
+        .double
+        .writes()
+        .into_iter()
+        .filter(|w| w.to_ascii_lowercase().contains("/loadbalancers/") || w.to_ascii_lowercase().contains("/privatelinkservices/"))
+        .collect();
+    assert!(lb_writes.is_empty(), "{lb_writes:?}");
+    assert!(first.stdout.contains("done ") && first.stdout.contains("azure.private-link-service/agent create service:byoc-system/"), "{}", first.stdout);
 
     // The cluster: OIDC issuer, workload identity, API-server VNet integration, NAT egress.
     let (_, aks) = a.of_type("microsoft.containerservice/managedclusters").remove(0);
@@ -424,16 +432,23 @@ fn apply_killed_after(a: &Azure, k: usize) -> usize {
 
 #[test]
 fn azure_killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
+    let mut waited_out = 0;
     for k in [1, 7, 19, 33] {
         let a = Azure::new(options());
         let reached = apply_killed_after(&a, k);
         assert_eq!(reached, k, "killed after step {k}");
         let rerun = a.apply();
         ok(&rerun);
+        // What the killed apply left mid-provisioning answers 409 AnotherOperationInProgress
+        // to the rerun's PUT, which waits it out.
+        if rerun.stderr.contains(": AnotherOperationInProgress (attempt ") {
+            waited_out += 1;
+        }
         let again = a.apply();
         assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "k={k}: {}", again.stdout);
         assert_eq!(a.of_type("microsoft.managedidentity/userassignedidentities").len(), 4, "k={k}");
         assert_eq!(a.of_type("microsoft.containerservice/managedclusters/agentpools").len(), 2, "k={k}");
         assert_eq!(a.of_type("microsoft.authorization/roleassignments").len(), 7, "k={k}");
     }
+    assert!(waited_out > 0, "some rerun met a resource still provisioning and waited it out");
 }
