@@ -107,13 +107,8 @@ impl Azure {
     /// Resources in the fake by ARM type (lower-case), e.g. `microsoft.network/virtualnetworks`.
     fn of_type(&self, t: &str) -> Vec<(String, Value)> {
         let snap = self.double.snapshot();
-        let mut out: Vec<(String, Value)> = snap
-            .as_object()
-            .expect("snapshot")
-            .iter()
-            .filter(|(id, _)| arm_type(id) == t)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut out: Vec<(String, Value)> =
+            snap.as_object().expect("snapshot").iter().filter(|(id, _)| arm_type(id) == t).map(|(k, v)| (k.clone(), v.clone())).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -175,7 +170,11 @@ fn azure_apply_creates_every_resource_once_and_a_second_apply_writes_nothing() {
         .filter(|w| w.to_ascii_lowercase().contains("/loadbalancers/") || w.to_ascii_lowercase().contains("/privatelinkservices/"))
         .collect();
     assert!(lb_writes.is_empty(), "{lb_writes:?}");
-    assert!(first.stdout.contains("done ") && first.stdout.contains("azure.private-link-service/agent create service:byoc-system/"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("done ") && first.stdout.contains("azure.private-link-service/agent create service:byoc-system/"),
+        "{}",
+        first.stdout
+    );
 
     // The cluster: OIDC issuer, workload identity, API-server VNet integration, NAT egress.
     let (_, aks) = a.of_type("microsoft.containerservice/managedclusters").remove(0);
@@ -277,7 +276,7 @@ fn azure_a_pool_resize_is_one_update_and_destroy_keeps_data_and_retained_identit
     let before = a.double.writes().len();
     let resized = a.apply();
     ok(&resized);
-    let new: Vec<String> = mutating(&a.double.writes()[before..].to_vec()).into_iter().cloned().collect();
+    let new: Vec<String> = mutating(&a.double.writes()[before..]).into_iter().cloned().collect();
     assert_eq!(new.len(), 1, "one write: {new:?}");
     assert!(new[0].starts_with("PUT ") && new[0].to_ascii_lowercase().contains("/agentpools/risingwave"), "{new:?}");
     let pool = a

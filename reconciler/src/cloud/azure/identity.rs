@@ -25,9 +25,11 @@ pub const BUILT_IN_ROLES: &[(&str, &str)] = &[
 
 /// The role definition id of a role name (or a GUID given as is).
 pub fn role_definition(subscription: &str, role: &str) -> Result<String, String> {
-    let guid = BUILT_IN_ROLES.iter().find(|(n, _)| *n == role).map(|(_, g)| *g).or_else(|| {
-        names::AZURE_ROLE_ASSIGNMENT.check(role).ok().map(|()| role)
-    });
+    let guid = BUILT_IN_ROLES
+        .iter()
+        .find(|(n, _)| *n == role)
+        .map(|(_, g)| *g)
+        .or_else(|| names::AZURE_ROLE_ASSIGNMENT.check(role).ok().map(|()| role));
     guid.map(|g| format!("/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{g}"))
         .ok_or_else(|| format!("role {role:?} is not a built-in role byoc knows; give its definition GUID"))
 }
@@ -43,7 +45,9 @@ fn identity_outputs(f: &mut Found, mi: &Json) {
 
 impl Azure {
     pub(super) async fn observe_identity(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
-        let ids = self.observe_type(Kind::AzureManagedIdentity, "Microsoft.ManagedIdentity/userAssignedIdentities", api::MANAGED_IDENTITY, out).await?;
+        let ids = self
+            .observe_type(Kind::AzureManagedIdentity, "Microsoft.ManagedIdentity/userAssignedIdentities", api::MANAGED_IDENTITY, out)
+            .await?;
         let prefix = format!("byoc-{}-", self.environment);
         for (id, mi) in &ids {
             if let Some(f) = out.iter_mut().find(|f| &f.id == id) {
@@ -53,9 +57,9 @@ impl Azure {
             let path = format!("{mi_id}/federatedIdentityCredentials");
             for fc in self.arm.list("list federatedIdentityCredentials", &path, api::MANAGED_IDENTITY).await? {
                 let name = fc.get("name").and_then(Json::as_str).unwrap_or_default();
-                let fid = self.known(Kind::AzureFederatedCredential, &fc).or_else(|| {
-                    name.strip_prefix(&prefix).map(|who| ResourceId::new(Kind::AzureFederatedCredential, who))
-                });
+                let fid = self
+                    .known(Kind::AzureFederatedCredential, &fc)
+                    .or_else(|| name.strip_prefix(&prefix).map(|who| ResourceId::new(Kind::AzureFederatedCredential, who)));
                 if let Some(fid) = fid {
                     out.push(found_json(fid, Kind::AzureFederatedCredential, &fc));
                 }
@@ -70,10 +74,8 @@ impl Azure {
         let principals: Vec<String> =
             out.iter().filter(|f| f.kind == Kind::AzureManagedIdentity).filter_map(|f| f.outputs.get("principalId").cloned()).collect();
         for principal in principals {
-            let path = format!(
-                "{}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{principal}'",
-                self.sub_path()
-            );
+            let path =
+                format!("{}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{principal}'", self.sub_path());
             for ra in self.arm.list("list roleAssignments", &path, api::AUTHORIZATION).await? {
                 let by_owner = || {
                     let (env, id) = names::gcp::owner_of(at_str(&ra, "properties.description"))?;

@@ -65,7 +65,8 @@ impl Azure {
     }
 
     pub(super) async fn observe_kubernetes(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
-        let clusters = self.observe_type(Kind::AzureAksCluster, "Microsoft.ContainerService/managedClusters", api::CONTAINER_SERVICE, out).await?;
+        let clusters =
+            self.observe_type(Kind::AzureAksCluster, "Microsoft.ContainerService/managedClusters", api::CONTAINER_SERVICE, out).await?;
         for (id, cluster) in &clusters {
             if let Some(f) = out.iter_mut().find(|f| &f.id == id) {
                 cluster_outputs(f, cluster);
@@ -88,7 +89,9 @@ impl Azure {
         let path = self.cluster_path(name);
         let identity_id = r.refs_in("identity").into_iter().next();
         let identity = match identity_id {
-            Some(id) => refs.get(&id).ok_or_else(|| CloudError::new(r.id.to_string(), format!("{id} does not exist yet")))?.cloud_id.clone(),
+            Some(id) => {
+                refs.get(&id).ok_or_else(|| CloudError::new(r.id.to_string(), format!("{id} does not exist yet")))?.cloud_id.clone()
+            }
             None => return Err(CloudError::new(r.id.to_string(), "`identity` names no identity")),
         };
         let subnet = resolve(refs, r, "subnet")?.cloud_id.clone();
@@ -105,10 +108,9 @@ impl Azure {
         let pools = match current.as_ref().and_then(|c| at(c, "properties.agentPoolProfiles")) {
             Some(p) => p.clone(),
             None => {
-                let system = self
-                    .pools
-                    .get(text(r, "systemPool"))
-                    .ok_or_else(|| CloudError::new(r.id.to_string(), format!("no node pool {} to be the System pool", text(r, "systemPool"))))?;
+                let system = self.pools.get(text(r, "systemPool")).ok_or_else(|| {
+                    CloudError::new(r.id.to_string(), format!("no node pool {} to be the System pool", text(r, "systemPool")))
+                })?;
                 let mut p = pool_properties(system, &subnet, int(system, "minCount"));
                 p["name"] = json!(pool_name(system));
                 json!([p])

@@ -160,8 +160,7 @@ pub fn arm_error(what: &str, status: u16, body: &Json) -> CloudError {
 /// least: throttling (429, honouring Retry-After), a server error, or a resource another
 /// operation is changing (409 AnotherOperationInProgress, waited out).
 pub fn retryable(status: u16, error: &CloudError) -> bool {
-    status == 429 || status >= 500 || (status == 409 && error.is(&["AnotherOperationInProgress", "OperationNotAllowed"]) && error.message.contains("progress"))
-        || (status == 409 && error.is(&["AnotherOperationInProgress"]))
+    status == 429 || status >= 500 || (status == 409 && error.is(&["AnotherOperationInProgress"]))
 }
 
 impl Arm {
@@ -198,7 +197,8 @@ impl Arm {
             })?,
         };
         let auth: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(token.clone(), [ARM_SCOPE]));
-        let pipeline = Pipeline::new(option_env!("CARGO_PKG_NAME"), option_env!("CARGO_PKG_VERSION"), options(), Vec::new(), vec![auth], None);
+        let pipeline =
+            Pipeline::new(option_env!("CARGO_PKG_NAME"), option_env!("CARGO_PKG_VERSION"), options(), Vec::new(), vec![auth], None);
         Ok(Arm {
             pipeline,
             credential: token,
@@ -215,12 +215,8 @@ impl Arm {
     }
 
     fn url(&self, path: &str, api_version: &str) -> Result<Url, CloudError> {
-        let mut url = if path.starts_with("https://") || path.starts_with("http://") {
-            Url::parse(path)
-        } else {
-            self.base.join(path)
-        }
-        .map_err(|e| CloudError::new(path, e.to_string()))?;
+        let mut url = if path.starts_with("https://") || path.starts_with("http://") { Url::parse(path) } else { self.base.join(path) }
+            .map_err(|e| CloudError::new(path, e.to_string()))?;
         if !api_version.is_empty() && !url.query_pairs().any(|(k, _)| k == "api-version") {
             url.query_pairs_mut().append_pair("api-version", api_version);
         }
@@ -310,7 +306,12 @@ impl Arm {
         self.retry.count();
         crate::logging::line(
             crate::logging::Level::Warn,
-            &format!("retry: {what}: {} (attempt {} in {} ms)", error.code.as_deref().unwrap_or(&error.message), attempt + 1, wait.as_millis()),
+            &format!(
+                "retry: {what}: {} (attempt {} in {} ms)",
+                error.code.as_deref().unwrap_or(&error.message),
+                attempt + 1,
+                wait.as_millis()
+            ),
         );
         tokio::time::sleep(wait).await;
     }
@@ -571,7 +572,13 @@ impl Azure {
     }
 
     /// Lists a resource type of the resource group and keeps what is tagged ours.
-    async fn observe_type(&self, kind: Kind, provider_type: &str, api: &str, out: &mut Vec<Found>) -> Result<Vec<(ResourceId, Json)>, CloudError> {
+    async fn observe_type(
+        &self,
+        kind: Kind,
+        provider_type: &str,
+        api: &str,
+        out: &mut Vec<Found>,
+    ) -> Result<Vec<(ResourceId, Json)>, CloudError> {
         let path = format!("{}/providers/{provider_type}", self.rg_path());
         let mut mine = Vec::new();
         for item in self.arm.list(&format!("list {provider_type}"), &path, api).await? {
@@ -664,13 +671,7 @@ impl Cloud for Azure {
         // What AKS makes from the Services exists once the cluster does.
         if out.iter().any(|f| f.kind == Kind::AzureAksCluster) {
             for r in &self.from_services {
-                out.push(Found {
-                    id: r.id.clone(),
-                    kind: r.kind,
-                    cloud_id: service_made(r),
-                    outputs: BTreeMap::new(),
-                    live: Map::new(),
-                });
+                out.push(Found { id: r.id.clone(), kind: r.kind, cloud_id: service_made(r), outputs: BTreeMap::new(), live: Map::new() });
             }
         }
         Ok(out)
@@ -694,13 +695,9 @@ impl Cloud for Azure {
             Kind::AzureRoleAssignment => self.ensure_role_assignment(r, refs).await,
             // AKS makes these from the Services' annotations (the Kubernetes half): no ARM
             // call creates them here.
-            Kind::AzureLoadBalancer | Kind::AzurePrivateLinkService => Ok(Found {
-                id: r.id.clone(),
-                kind: r.kind,
-                cloud_id: service_made(r),
-                outputs: BTreeMap::new(),
-                live: Map::new(),
-            }),
+            Kind::AzureLoadBalancer | Kind::AzurePrivateLinkService => {
+                Ok(Found { id: r.id.clone(), kind: r.kind, cloud_id: service_made(r), outputs: BTreeMap::new(), live: Map::new() })
+            }
             other => Err(CloudError::new(r.id.to_string(), format!("{} is not an Azure resource", other.label()))),
         }
     }
@@ -713,9 +710,12 @@ impl Cloud for Azure {
             // Adopted groups are never ours to delete; the plan blocks them, and this
             // refuses too.
             Kind::AzureResourceGroup => api::RESOURCES,
-            Kind::AzureVnet | Kind::AzureSubnet | Kind::AzureNsg | Kind::AzurePublicIp | Kind::AzureNatGateway | Kind::AzurePrivateEndpoint => {
-                api::NETWORK
-            }
+            Kind::AzureVnet
+            | Kind::AzureSubnet
+            | Kind::AzureNsg
+            | Kind::AzurePublicIp
+            | Kind::AzureNatGateway
+            | Kind::AzurePrivateEndpoint => api::NETWORK,
             Kind::AzureAksCluster | Kind::AzureNodePool => api::CONTAINER_SERVICE,
             Kind::AzureStorageAccount | Kind::AzureBlobContainer => api::STORAGE,
             Kind::AzureManagedIdentity | Kind::AzureFederatedCredential => api::MANAGED_IDENTITY,
@@ -804,8 +804,10 @@ mod tests {
 
     #[test]
     fn what_blocks_a_write_is_read_while_waiting() {
-        let url = Url::parse("https://h/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c/agentPools/p?api-version=1")
-            .expect("url");
+        let url = Url::parse(
+            "https://h/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c/agentPools/p?api-version=1",
+        )
+        .expect("url");
         let paths: Vec<String> = in_progress_targets(&url).iter().map(|u| u.path().to_owned()).collect();
         assert_eq!(
             paths,

@@ -27,7 +27,8 @@ impl Azure {
             for subnet in self.arm.list("list subnets", &format!("{vnet_id}/subnets"), api::NETWORK).await? {
                 let name = subnet.get("name").and_then(Json::as_str).unwrap_or_default();
                 // In our VNet, so ours: named in the graph, else leaked.
-                let id = self.known(Kind::AzureSubnet, &subnet).unwrap_or_else(|| crate::resource::ResourceId::new(Kind::AzureSubnet, name));
+                let id =
+                    self.known(Kind::AzureSubnet, &subnet).unwrap_or_else(|| crate::resource::ResourceId::new(Kind::AzureSubnet, name));
                 out.push(found_json(id, Kind::AzureSubnet, &subnet));
             }
         }
@@ -68,11 +69,8 @@ impl Azure {
             props["natGateway"] = json!({"id": resolve(refs, r, "natGateway")?.cloud_id});
         }
         let delegation = text(r, "delegation");
-        props["delegations"] = if delegation.is_empty() {
-            json!([])
-        } else {
-            json!([{"name": "aks", "properties": {"serviceName": delegation}}])
-        };
+        props["delegations"] =
+            if delegation.is_empty() { json!([]) } else { json!([{"name": "aks", "properties": {"serviceName": delegation}}]) };
         if let Some(p) = r.properties.get("privateLinkServiceNetworkPolicies").and_then(Value::as_str) {
             props["privateLinkServiceNetworkPolicies"] = json!(p);
         }

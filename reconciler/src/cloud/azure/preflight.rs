@@ -95,7 +95,10 @@ impl Azure {
             }
         }
         if creating.contains(&Kind::AzureAksCluster) {
-            let path = format!("{}/providers/Microsoft.Features/providers/Microsoft.ContainerService/features/{VNET_INTEGRATION_FEATURE}", self.sub_path());
+            let path = format!(
+                "{}/providers/Microsoft.Features/providers/Microsoft.ContainerService/features/{VNET_INTEGRATION_FEATURE}",
+                self.sub_path()
+            );
             match self.arm.get("GET feature", &path, api::FEATURES).await {
                 Ok(Some(f)) if at_str(&f, "properties.state").eq_ignore_ascii_case("Registered") => {}
                 Ok(_) => out.notes.push(format!(

@@ -84,7 +84,9 @@ mod tests {
 
     #[test]
     fn account_settings_read_back_under_the_graphs_names() {
-        let live = account_live(&json!({"properties": {"allowSharedKeyAccess": true, "supportsHttpsTrafficOnly": true, "minimumTlsVersion": "TLS1_0"}}));
+        let live = account_live(
+            &json!({"properties": {"allowSharedKeyAccess": true, "supportsHttpsTrafficOnly": true, "minimumTlsVersion": "TLS1_0"}}),
+        );
         assert_eq!(live.get("allowSharedKeyAccess"), Some(&Value::Bool(true)));
         assert_eq!(live.get("httpsOnly"), Some(&Value::Bool(true)));
         assert_eq!(live.get("minimumTlsVersion"), Some(&Value::from("TLS1_0")));
