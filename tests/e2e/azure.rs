@@ -256,6 +256,16 @@ fn azure_apply_creates_every_resource_once_and_a_second_apply_writes_nothing() {
     want.sort();
     assert_eq!(got, want, "one assignment per policy role, at the narrowest scope");
 
+    // The identities' client ids are what `byoc clusters` annotates service accounts with.
+    let outputs: Value = serde_json::from_str(&a.repo.read("state/cloud-outputs.json")).expect("cloud outputs");
+    let analytics = a
+        .of_type("microsoft.managedidentity/userassignedidentities")
+        .into_iter()
+        .find(|(id, _)| id.ends_with("/byoc-prod-eus2-rw-analytics"))
+        .expect("identity");
+    let client_id = analytics.1["properties"]["clientId"].as_str().expect("client id");
+    assert_eq!(outputs["azure.managed-identity/rw-analytics"].as_str(), Some(client_id), "{outputs}");
+
     // A second apply plans nothing and writes nothing.
     let writes = a.double.writes();
     let started = Instant::now();
