@@ -365,6 +365,11 @@ fn azure_preflight_reports_every_problem_at_once_and_changes_nothing() {
     let a = Azure::new(Options {
         unregistered_providers: vec!["Microsoft.ContainerService".into(), "Microsoft.ManagedIdentity".into()],
         unregistered_features: vec!["Microsoft.ContainerService/EnableAPIServerVnetIntegrationPreview".into()],
+        // Contributor alone on the group: it could create the resources but not assign roles.
+        caller_roles: Some(vec![(
+            format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"),
+            "b24988ac-6180-42a0-ab88-20f7382dd24c".into(),
+        )]),
         ..options()
     });
     let before = mutating(&a.double.writes()).len();
@@ -374,7 +379,13 @@ fn azure_preflight_reports_every_problem_at_once_and_changes_nothing() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let r = byoc_env(a.repo.path(), &args, &env);
     assert_ne!(r.code, 0, "{}", r.stdout);
-    assert!(r.stderr.contains("preflight found 2 problem(s)"), "{}", r.stderr);
+    assert!(r.stderr.contains("preflight found 3 problem(s)"), "{}", r.stderr);
+    let caller = a.double.caller_principal_id();
+    assert!(
+        r.stderr.contains(&format!("the caller ({caller}) holds neither Owner nor Contributor with User Access Administrator")),
+        "the caller's missing role assignment, read from its token's oid:\n{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("Microsoft.ContainerService is NotRegistered"), "{}", r.stderr);
     assert!(r.stderr.contains("Microsoft.ManagedIdentity is NotRegistered"), "{}", r.stderr);
     assert!(r.stdout.contains("EnableAPIServerVnetIntegrationPreview is not registered"), "a note, not a problem:\n{}", r.stdout);
@@ -406,6 +417,55 @@ fn azure_drift_on_a_pool_an_nsg_rule_and_a_storage_setting_is_reported_and_set_b
     let rules = snap[&nsg]["properties"]["securityRules"].as_array().expect("rules").len();
     assert!(rules >= 3, "the NSG's rules are set back: {}", snap[&nsg]);
     // And then it is quiet.
+    let again = a.apply();
+    assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", again.stdout);
+}
+
+#[test]
+fn azure_data_account_keeps_versions_and_deletes_noncurrent_ones_after_the_specs_days_and_drift_is_set_back() {
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let snap = a.double.snapshot();
+    let accounts = a.of_type("microsoft.storage/storageaccounts");
+    assert_eq!(accounts.len(), 2);
+    let data = accounts
+        .iter()
+        .map(|(id, _)| id.clone())
+        .find(|id| id.chars().rev().nth(8) == Some('d'))
+        .expect("the data account (byoc<env>d<hash8>)");
+    // expand/azure.rs NONCURRENT_VERSION_DAYS (private to the crate), as on the other clouds.
+    let days = 7;
+    for (account, _) in &accounts {
+        let blob = &snap[&format!("{account}/blobservices/default")];
+        assert_eq!(blob["properties"]["isVersioningEnabled"], json!(true), "versioning on {account}: {blob}");
+        let policy = &snap[&format!("{account}/managementpolicies/default")];
+        if *account == data {
+            let rules = policy["properties"]["policy"]["rules"].as_array().expect("the data account's lifecycle rules");
+            assert_eq!(rules.len(), 1, "{policy}");
+            assert_eq!(rules[0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"], json!(days));
+            assert_eq!(rules[0]["enabled"], json!(true));
+        } else {
+            assert!(policy.is_null(), "the state account has no lifecycle rule: {policy}");
+        }
+    }
+    // Someone turns versioning off and keeps versions for 30 days instead.
+    let blob = format!("{data}/blobservices/default");
+    a.double.tamper(&blob, json!({"properties": {"isVersioningEnabled": false}})).expect("tamper versioning");
+    let policy = format!("{data}/managementpolicies/default");
+    let mut rules = snap[&policy]["properties"]["policy"]["rules"].clone();
+    rules[0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"] = json!(30);
+    a.double.tamper(&policy, json!({"properties": {"policy": {"rules": rules}}})).expect("tamper policy");
+    let r = a.apply();
+    ok(&r);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("`versioning`: applied true, live false"), "versioning drift reported:\n{all}");
+    assert!(all.contains("`lifecycle`"), "lifecycle drift reported:\n{all}");
+    let snap = a.double.snapshot();
+    assert_eq!(snap[&blob]["properties"]["isVersioningEnabled"], json!(true));
+    assert_eq!(
+        snap[&policy]["properties"]["policy"]["rules"][0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"],
+        json!(days)
+    );
     let again = a.apply();
     assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", again.stdout);
 }

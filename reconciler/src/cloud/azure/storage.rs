@@ -28,7 +28,68 @@ fn account_live(account: &Json) -> Map {
     m
 }
 
+/// The management policy of the graph's `lifecycle` rules: each deletes blob versions
+/// `daysAfterNoncurrentVersionCreated` days after they stopped being current (ARM's
+/// `actions.version.delete.daysAfterCreationGreaterThan`: a version is created when it
+/// stops being the current blob). Block blobs only, as lifecycle rules require a blob type.
+fn management_policy(rules: &[Value]) -> Json {
+    let rules: Vec<Json> = rules
+        .iter()
+        .filter_map(|rule| {
+            let Value::Map(m) = rule else { return None };
+            let days = match m.get("daysAfterNoncurrentVersionCreated") {
+                Some(Value::Int(d)) => *d,
+                _ => return None,
+            };
+            Some(json!({
+                "enabled": true,
+                "name": m.get("name").and_then(Value::as_str).unwrap_or_default(),
+                "type": "Lifecycle",
+                "definition": {
+                    "actions": {"version": {"delete": {"daysAfterCreationGreaterThan": days}}},
+                    "filters": {"blobTypes": ["blockBlob"]},
+                },
+            }))
+        })
+        .collect();
+    json!({"properties": {"policy": {"rules": rules}}})
+}
+
+/// A management policy read back as the graph's `lifecycle` (only enabled rules that delete
+/// noncurrent versions; anything else someone added shows as a difference).
+fn lifecycle_live(policy: &Json) -> Value {
+    let rules = at(policy, "properties.policy.rules").and_then(Json::as_array).cloned().unwrap_or_default();
+    Value::List(
+        rules
+            .iter()
+            .map(|r| {
+                let mut m = Map::new();
+                m.insert("name", Value::from(r.get("name").and_then(Json::as_str).unwrap_or_default()));
+                let days = at(r, "definition.actions.version.delete.daysAfterCreationGreaterThan").and_then(Json::as_i64);
+                let enabled = r.get("enabled").and_then(Json::as_bool).unwrap_or(false);
+                m.insert("action", Value::from(if days.is_some() && enabled { "Delete" } else { "None" }));
+                m.insert("daysAfterNoncurrentVersionCreated", Value::Int(days.unwrap_or(0)));
+                Value::Map(m)
+            })
+            .collect(),
+    )
+}
+
 impl Azure {
+    /// Blob versioning (`blobServices/default`) and the lifecycle rules
+    /// (`managementPolicies/default`) of an account, as the graph names them.
+    async fn blob_settings(&self, account_id: &str, live: &mut Map) -> Result<(), CloudError> {
+        let blob = self.arm.get("GET blobServices", &format!("{account_id}/blobServices/default"), api::STORAGE).await?;
+        if let Some(b) = blob {
+            live.insert("versioning", Value::Bool(at(&b, "properties.isVersioningEnabled").and_then(Json::as_bool).unwrap_or(false)));
+        }
+        match self.arm.get("GET managementPolicies", &format!("{account_id}/managementPolicies/default"), api::STORAGE).await? {
+            Some(p) => live.insert("lifecycle", lifecycle_live(&p)),
+            None => live.insert("lifecycle", Value::List(Vec::new())),
+        };
+        Ok(())
+    }
+
     pub(super) async fn observe_storage(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         let accounts = self.observe_type(Kind::AzureStorageAccount, "Microsoft.Storage/storageAccounts", api::STORAGE, out).await?;
         for (id, account) in &accounts {
@@ -37,6 +98,9 @@ impl Azure {
                 f.outputs.insert("name".into(), account.get("name").and_then(Json::as_str).unwrap_or_default().to_owned());
             }
             let account_id = account.get("id").and_then(Json::as_str).unwrap_or_default();
+            if let Some(f) = out.iter_mut().find(|f| &f.id == id) {
+                self.blob_settings(account_id, &mut f.live).await?;
+            }
             let path = format!("{account_id}/blobServices/default/containers");
             for c in self.arm.list("list containers", &path, api::STORAGE).await? {
                 let name = c.get("name").and_then(Json::as_str).unwrap_or_default();
@@ -63,8 +127,23 @@ impl Azure {
             },
         });
         let account = self.put_tagged(r, existing, &path, api::STORAGE, body).await?;
+        // Versioning before the policy: a rule on versions needs versions to act on.
+        let blob = json!({"properties": {"isVersioningEnabled": flag("versioning")}});
+        self.arm.put(&format!("PUT blobServices for {}", r.id), &format!("{path}/blobServices/default"), api::STORAGE, &blob).await?;
+        let policy_path = format!("{path}/managementPolicies/default");
+        match r.properties.get("lifecycle") {
+            Some(Value::List(rules)) if !rules.is_empty() => {
+                self.arm
+                    .put(&format!("PUT managementPolicies for {}", r.id), &policy_path, api::STORAGE, &management_policy(rules))
+                    .await?;
+            }
+            // No rules wanted (the state account): none are written.
+            _ => {}
+        }
         let mut f = found_json(r.id.clone(), r.kind, &account);
         f.live = account_live(&account);
+        let account_id = account.get("id").and_then(Json::as_str).unwrap_or(&path).to_owned();
+        self.blob_settings(&account_id, &mut f.live).await?;
         f.outputs.insert("name".into(), name.to_owned());
         Ok(f)
     }
@@ -91,5 +170,26 @@ mod tests {
         assert_eq!(live.get("httpsOnly"), Some(&Value::Bool(true)));
         assert_eq!(live.get("minimumTlsVersion"), Some(&Value::from("TLS1_0")));
         assert_eq!(live.get("publicNetworkAccess"), None);
+    }
+
+    #[test]
+    fn azure_lifecycle_rules_read_back_as_written_and_a_changed_day_count_differs() {
+        let rules = vec![Value::map([
+            ("name", "delete-noncurrent-versions".into()),
+            ("action", "Delete".into()),
+            ("daysAfterNoncurrentVersionCreated", 7u32.into()),
+        ])];
+        let mut policy = management_policy(&rules);
+        assert_eq!(
+            policy["properties"]["policy"]["rules"][0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"],
+            json!(7)
+        );
+        assert_eq!(lifecycle_live(&policy), Value::List(rules.clone()));
+        policy["properties"]["policy"]["rules"][0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"] =
+            json!(30);
+        assert_ne!(lifecycle_live(&policy), Value::List(rules.clone()));
+        policy["properties"]["policy"]["rules"][0]["enabled"] = json!(false);
+        policy["properties"]["policy"]["rules"][0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"] = json!(7);
+        assert_ne!(lifecycle_live(&policy), Value::List(rules), "a disabled rule deletes nothing");
     }
 }
