@@ -3,6 +3,7 @@
 mod aws;
 mod aws_hardening;
 mod aws_real;
+mod azure;
 mod bad_specs;
 mod gcp;
 mod golden;

@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod aws;
 pub mod gcp;
+pub mod azure;
 pub mod retry;
 
 use std::collections::BTreeMap;
@@ -226,6 +227,26 @@ pub const DELETE_ORDER: &[Kind] = &[
     Kind::GcpSubnetwork,
     Kind::GcpBucket,
     Kind::GcpNetwork,
+    // Azure: what AKS made from the Services (nothing to call), role assignments and
+    // federated credentials before their identities, pools before their cluster, private
+    // endpoints and containers before their accounts, the cluster before the subnets it
+    // uses, subnets before the NSG, NAT gateway and VNet, the group last.
+    Kind::AzurePrivateLinkService,
+    Kind::AzureLoadBalancer,
+    Kind::AzureRoleAssignment,
+    Kind::AzureFederatedCredential,
+    Kind::AzureNodePool,
+    Kind::AzureAksCluster,
+    Kind::AzureManagedIdentity,
+    Kind::AzurePrivateEndpoint,
+    Kind::AzureBlobContainer,
+    Kind::AzureStorageAccount,
+    Kind::AzureSubnet,
+    Kind::AzureNatGateway,
+    Kind::AzurePublicIp,
+    Kind::AzureNsg,
+    Kind::AzureVnet,
+    Kind::AzureResourceGroup,
 ];
 
 /// Position of `kind` in [`DELETE_ORDER`] (kinds not listed go last).

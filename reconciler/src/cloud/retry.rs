@@ -99,6 +99,12 @@ impl Retrier {
         }
     }
 
+    /// Counts one retry made by a caller that retries by itself (the ARM client, whose
+    /// answers are not the AWS SDK's).
+    pub fn count(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Retries made so far.
     pub fn retries(&self) -> u32 {
         self.retries.load(Ordering::Relaxed)

@@ -14,6 +14,7 @@ use super::{EXIT_ERROR, EXIT_OK, positive_seconds};
 use crate::cloud::apply::{self, ApplyError, Options};
 use crate::cloud::aws::Aws;
 use crate::cloud::aws::preflight::Preflight;
+use crate::cloud::azure::{self, Azure};
 use crate::cloud::gcp::Gcp;
 use crate::cloud::{Cloud, CloudError, Found, Refs};
 use crate::logging;
@@ -50,6 +51,11 @@ pub struct StoreArgs {
     /// Google API, called anonymously), or of a GCS emulator for --state-gcs.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for --endpoint-url on Azure, added to the
+    /// system's roots (an ARM emulator's test CA). Azure credentials come from
+    /// AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, else the workload identity.
+    #[arg(long, requires = "endpoint_url")]
+    pub endpoint_ca: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -302,6 +308,12 @@ const AWS_SKIPPED_CHECKS: &[&str] = &[
     "EKS offers the spec's Kubernetes version in the support the spec asks for (eks:DescribeClusterVersions)",
 ];
 
+const AZURE_SKIPPED_CHECKS: &[&str] = &[
+    "the resource providers the plan uses are registered in the subscription",
+    "the caller holds Owner, or Contributor with User Access Administrator, on the resource group or above",
+    "the state of the EnableAPIServerVnetIntegrationPreview feature flag",
+];
+
 const GCP_SKIPPED_CHECKS: &[&str] = &[
     "the APIs compute, container, iam and cloudresourcemanager are enabled in the project (serviceusage services.batchGet)",
     "the caller holds every permission the plan needs on the project (testIamPermissions)",
@@ -317,6 +329,8 @@ pub enum Provider {
     Aws(Aws),
     /// GCP, through Google's clients.
     Gcp(Gcp),
+    /// Azure, through Azure Resource Manager.
+    Azure(Azure),
 }
 
 impl Provider {
@@ -367,6 +381,7 @@ impl Provider {
         match self {
             Provider::Aws(_) => "aws",
             Provider::Gcp(_) => "gcp",
+            Provider::Azure(_) => "azure",
         }
     }
 
@@ -375,6 +390,7 @@ impl Provider {
         match self {
             Provider::Aws(c) => c.retry.retries(),
             Provider::Gcp(c) => c.retry.retries(),
+            Provider::Azure(c) => c.retries(),
         }
     }
 
@@ -383,6 +399,7 @@ impl Provider {
         match self {
             Provider::Aws(_) => AWS_SKIPPED_CHECKS,
             Provider::Gcp(_) => GCP_SKIPPED_CHECKS,
+            Provider::Azure(_) => AZURE_SKIPPED_CHECKS,
         }
     }
 
@@ -399,6 +416,10 @@ impl Provider {
                 check
             }
             Provider::Gcp(c) => c.preflight(plan).await,
+            Provider::Azure(c) => {
+                let check = c.preflight(plan).await;
+                Preflight { caller: check.caller, problems: check.problems, notes: check.notes }
+            }
         }
     }
 
@@ -406,7 +427,7 @@ impl Provider {
     fn notes(&self, specs: &crate::spec::Specs) -> Vec<String> {
         match self {
             Provider::Aws(_) => crate::expand::eks::plan_notes(specs),
-            Provider::Gcp(_) => Vec::new(),
+            Provider::Gcp(_) | Provider::Azure(_) => Vec::new(),
         }
     }
 }
@@ -416,6 +437,7 @@ impl Cloud for Provider {
         match self {
             Provider::Aws(c) => c.observe().await,
             Provider::Gcp(c) => c.observe().await,
+            Provider::Azure(c) => c.observe().await,
         }
     }
 
@@ -423,6 +445,7 @@ impl Cloud for Provider {
         match self {
             Provider::Aws(c) => c.ensure(desired, existing, refs).await,
             Provider::Gcp(c) => c.ensure(desired, existing, refs).await,
+            Provider::Azure(c) => c.ensure(desired, existing, refs).await,
         }
     }
 
@@ -430,6 +453,7 @@ impl Cloud for Provider {
         match self {
             Provider::Aws(c) => c.delete(found).await,
             Provider::Gcp(c) => c.delete(found).await,
+            Provider::Azure(c) => c.delete(found).await,
         }
     }
 }
@@ -470,7 +494,13 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         // What observe must look for by name where the cloud cannot list by ownership.
         let (inventory, _) = apply::load_inventory(store.as_ref()).await?;
         let desired = crate::cloud::cloud_part(&crate::expand::expand(&loaded.specs));
-        let cloud = Provider::connect(env, args, request.poll_interval, &desired, &inventory).await?;
+        let cloud = match Provider::connect(env, args, request.poll_interval, &desired, &inventory).await {
+            Ok(c) => c,
+            Err(e) => {
+                logging::error(&format!("{e:#}\n  nothing was changed"));
+                return Ok(EXIT_ERROR);
+            }
+        };
         let client = match request.kube {
             Some(k) => match crate::k8s::client(k.kubeconfig.as_deref(), k.context.as_deref()).await {
                 Ok(c) => Some(c),
@@ -519,7 +549,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         for note in live.cloud.notes() {
             println!("note: {note}");
         }
-        if !destroy && env.kubernetes.api_access.public_cidrs.is_empty() {
+        if !destroy && env.cloud == CloudKind::Aws && env.kubernetes.api_access.public_cidrs.is_empty() {
             println!(
                 "note: the Kubernetes API endpoint of {} is private (kubernetes.apiAccess.publicCidrs is empty): installing in the cluster works only from inside the VPC (a runner or bastion there); from elsewhere, list your network in publicCidrs or use --cloud-only",
                 env.name
@@ -692,8 +722,8 @@ async fn sidecar_after_apply(
     store: &(impl crate::state::StateStore + ?Sized),
 ) -> anyhow::Result<u8> {
     // The sidecar's manifests and outputs are AWS's so far (IRSA role, S3 state).
-    if let (Provider::Gcp(_), Some(_)) = (cloud, client) {
-        println!("sidecar: not installed: the sidecar install on GCP is not built yet");
+    if let (Provider::Gcp(_) | Provider::Azure(_), Some(_)) = (cloud, client) {
+        println!("sidecar: not installed: the sidecar install on {} is not built yet", cloud.name());
         return Ok(EXIT_OK);
     }
     let outputs = crate::pipeline::apply::cloud_outputs(store).await?;

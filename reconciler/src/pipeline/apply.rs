@@ -72,7 +72,9 @@ pub async fn write_cloud_outputs(store: &(impl StateStore + ?Sized)) -> Result<(
     let outputs: CloudOutputs = inventory
         .resources
         .iter()
-        .map(|(id, r)| (id.clone(), r.outputs.get("arn").cloned().unwrap_or_else(|| r.cloud_id.clone())))
+        // An IAM role's ARN; an Azure identity's client id (what a service account's
+        // azure.workload.identity/client-id annotation names); else the cloud id.
+        .map(|(id, r)| (id.clone(), r.outputs.get("arn").or(r.outputs.get("clientId")).cloned().unwrap_or_else(|| r.cloud_id.clone())))
         .collect();
     let current = store.get(CLOUD_OUTPUTS_KEY).await?;
     let bytes =

@@ -96,6 +96,14 @@ const KINDS: &[Kind] = &[
         etag: false,
         tracked: false,
     },
+    // An account's lifecycle rules: one policy, named `default`.
+    Kind {
+        key: "microsoft.storage/storageaccounts/managementpolicies",
+        canonical: "Microsoft.Storage/storageAccounts/managementPolicies",
+        lro: false,
+        etag: false,
+        tracked: false,
+    },
     Kind {
         key: "microsoft.storage/storageaccounts/blobservices/containers",
         canonical: "Microsoft.Storage/storageAccounts/blobServices/containers",
@@ -129,7 +137,7 @@ const RA_KIND: &str = "microsoft.authorization/roleassignments";
 
 /// Built-in role definitions the fake knows: (id, roleName).
 pub const ROLE_DEFINITIONS: &[(&str, &str)] = &[
-    ("8e3af657-a8ff-443c-a75c-2fe8c4bab635", "Owner"),
+    ("8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "Owner"),
     ("b24988ac-6180-42a0-ab88-20f7382dd24c", "Contributor"),
     ("acdd72a7-3385-48ef-bd42-f606fba81ae7", "Reader"),
     ("18d7d88d-d35e-4fb5-a5c3-7773c20a72d9", "User Access Administrator"),
@@ -141,9 +149,11 @@ pub const ROLE_DEFINITIONS: &[(&str, &str)] = &[
     ("b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b", "Azure Kubernetes Service RBAC Cluster Admin"),
     ("4abbcc35-e782-43d8-92c5-2d3f1bd2253f", "Azure Kubernetes Service Cluster User Role"),
     ("0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8", "Azure Kubernetes Service Cluster Admin Role"),
+    // The agent's role on its resource group (policies/azure/agent.json).
+    ("43d0d8ad-25c7-4714-9337-8ba259a9fe05", "Monitoring Reader"),
 ];
 
-const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bab635";
+const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
 const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
 const USER_ACCESS_ADMIN: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9";
 const RBAC_ADMIN: &str = "f58310d9-a9f6-439a-9e8d-f62e7b41a168";
@@ -485,9 +495,34 @@ impl State {
                 ),
             );
         }
-        let token = format!("arm-double-{}", self.guid());
+        let token = self.jwt(scope.trim_end_matches("/.default"));
         self.tokens.insert(token.clone());
         Reply::json(200, json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}))
+    }
+
+    /// An access token shaped as Entra's are (header.payload.signature, base64url without
+    /// padding), whose payload names the caller (`oid`, the service principal's object id),
+    /// its tenant (`tid`), the audience and the expiry, so that a client may read who it is
+    /// as it would from a real token. The signature is random bytes, not a signature: the
+    /// fake accepts exactly the tokens it issued (kept in `tokens`), so nothing verifies it.
+    fn jwt(&mut self, audience: &str) -> String {
+        use base64::Engine as _;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let now = jiff::Timestamp::now().as_second();
+        let header = json!({"typ": "JWT", "alg": "RS256", "kid": "arm-double"});
+        let payload = json!({
+            "aud": audience,
+            "iss": format!("https://sts.windows.net/{}/", self.opts.tenant),
+            "iat": now, "nbf": now, "exp": now + 3599,
+            "appid": self.client_id,
+            "idtyp": "app",
+            "oid": CALLER_PRINCIPAL_ID,
+            "sub": CALLER_PRINCIPAL_ID,
+            "tid": self.opts.tenant,
+            "uti": self.guid(),
+        });
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.guid());
+        format!("{}.{}.{signature}", b64(&header), b64(&payload))
     }
 
     pub(crate) fn authenticated(&self, req: &Req) -> bool {

@@ -7,7 +7,10 @@
 //! `azure_core`'s bearer-token policy and `azure_identity` refuse plain-http endpoints. It
 //! judges requests as ARM does rather than accepting whatever a client sends:
 //! - `POST /{tenant}/oauth2/v2.0/token` (client-credentials grant with
-//!   [`Double::client_id`]/[`Double::client_secret`]) gives a bearer token; every ARM call
+//!   [`Double::client_id`]/[`Double::client_secret`]) gives a bearer token shaped as
+//!   Entra's (a JWT whose claims name the caller: `oid` [`Double::caller_principal_id`],
+//!   `tid`, `aud`, `exp`; its signature is not checked by anyone, the fake accepts exactly
+//!   the tokens it issued); every ARM call
 //!   without a token it issued is answered 401 `AuthenticationFailed` /
 //!   `InvalidAuthenticationToken`;
 //! - each namespace accepts only the api-versions in [`API_VERSIONS`], others 400
@@ -24,7 +27,11 @@
 //!   `If-None-Match: *`;
 //! - per-type rules: names, references that must exist, `InUseSubnetCannotBeDeleted`,
 //!   `StorageAccountAlreadyTaken`, NAT gateway zones, AKS `dnsServiceIP` in `serviceCidr`,
-//!   tags, `AnotherOperationInProgress`, `RoleAssignmentExists`, ... (src/arm/types.rs);
+//!   tags, `AnotherOperationInProgress`, `RoleAssignmentExists`, a blob service's
+//!   `isVersioningEnabled` a boolean, an account's lifecycle policy
+//!   (`managementPolicies/default`: named, `Lifecycle` rules with actions and blob types and
+//!   whole days; 400 `InvalidManagementPolicyRules`, a code not confirmed against Azure),
+//!   ... (src/arm/types.rs);
 //! - provider and preview-feature registration state, throttling (429 with `Retry-After`),
 //!   and changes by another actor ([`Double::tamper`]);
 //! - writes refused while the resource, its parent or a child is provisioning (409
@@ -100,8 +107,9 @@ pub struct Options {
     /// Resource providers reported `NotRegistered` (writes to them: 409
     /// `MissingSubscriptionRegistration`).
     pub unregistered_providers: Vec<String>,
-    /// The caller's role assignments, `(scope, roleDefinitionId)`; `None` lets the caller do
-    /// everything. With `Some`, writes need Owner or Contributor at or above the resource,
+    /// The caller's role assignments, `(scope, roleDefinitionId)`, listed by
+    /// `roleAssignments` GETs (not in snapshots); `None` makes the caller Owner of the
+    /// subscription, which lets it do everything. With `Some`, writes need Owner or Contributor at or above the resource,
     /// and role-assignment writes Owner, User Access Administrator or Role Based Access
     /// Control Administrator (403 `AuthorizationFailed` otherwise).
     pub caller_roles: Option<Vec<(String, String)>>,

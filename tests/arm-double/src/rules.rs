@@ -74,7 +74,9 @@ pub(crate) fn name(kind: &str, name: &str) -> Result<(), Refusal> {
             }
             (true, "")
         }
-        "microsoft.storage/storageaccounts/blobservices" => (name == "default", "only 'default'"),
+        "microsoft.storage/storageaccounts/blobservices" | "microsoft.storage/storageaccounts/managementpolicies" => {
+            (name == "default", "only 'default'")
+        }
         "microsoft.storage/storageaccounts/blobservices/containers" => (
             (3..=63).contains(&len)
                 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')

@@ -48,6 +48,71 @@ async fn arm_refuses_requests_without_a_token_it_issued() {
 }
 
 #[tokio::test]
+async fn tokens_are_jwt_shaped_and_name_the_caller_whose_roles_are_listed() {
+    use base64::Engine as _;
+    let rg_scope = format!("/subscriptions/{SUB}/resourceGroups/rg");
+    let contributor = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+    let double =
+        arm_double::Double::spawn(Options { caller_roles: Some(vec![(rg_scope.clone(), contributor.to_owned())]), ..Options::default() })
+            .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(double.ca_pem().as_bytes()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let token_url = format!("{}/00000000-0000-0000-0000-000000000002/oauth2/v2.0/token", double.url());
+    let issued = http
+        .post(&token_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
+            double.client_id(),
+            double.client_secret()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let issued: serde_json::Value = serde_json::from_slice(&issued).unwrap();
+    let token = issued["access_token"].as_str().expect("a token");
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "header.payload.signature: {token}");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).expect("base64url")).expect("JSON claims");
+    assert_eq!(claims["oid"], double.caller_principal_id());
+    assert_eq!(claims["tid"], "00000000-0000-0000-0000-000000000002");
+    assert_eq!(claims["aud"], "https://management.azure.com");
+    assert!(claims["exp"].as_i64().expect("exp") > claims["iat"].as_i64().expect("iat"));
+    // The same claims under another signature are not a token the fake issued.
+    let forged = format!("{}.{}.{}", parts[0], parts[1], b64.encode("not-the-signature"));
+    let url = format!(
+        "{}/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01&$filter=principalId%20eq%20'{}'",
+        double.url(),
+        claims["oid"].as_str().unwrap()
+    );
+    assert_eq!(http.get(&url).bearer_auth(&forged).send().await.unwrap().status().as_u16(), 401);
+    // The caller's own assignments are listed, by its principal, as its administrator made them.
+    let listed = http.get(&url).bearer_auth(token).send().await.unwrap().bytes().await.unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    let value = listed["value"].as_array().expect("value");
+    assert_eq!(value.len(), 1, "{listed}");
+    assert_eq!(value[0]["properties"]["scope"], rg_scope);
+    assert!(value[0]["properties"]["roleDefinitionId"].as_str().unwrap().ends_with(contributor));
+    assert_eq!(value[0]["properties"]["principalId"], double.caller_principal_id());
+    // Without caller_roles the caller is Owner of the subscription (and may do everything).
+    let arm = Arm::new(Options::default());
+    let all = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01")).await;
+    let owners: Vec<&serde_json::Value> = all.body["value"]
+        .as_array()
+        .expect("value")
+        .iter()
+        .filter(|a| a["properties"]["roleDefinitionId"].as_str().is_some_and(|r| r.ends_with("8e3af657-a8ff-443c-a75c-2fe8c4bcb635")))
+        .collect();
+    assert_eq!(owners.len(), 1, "{}", all.body);
+    assert_eq!(owners[0]["properties"]["scope"], format!("/subscriptions/{SUB}"));
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_trust_the_test_ca_cannot_connect() {
     let double = arm_double::Double::spawn(Options::default()).unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();

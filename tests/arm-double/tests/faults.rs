@@ -83,12 +83,13 @@ async fn role_assignments_are_unique_per_scope_role_and_principal() {
         .await;
     assert_eq!((missing.status, missing.code()), (404, "ResourceGroupNotFound"));
 
-    // Listing: atScope() at a resource below sees the group's assignment; principalId filters.
+    // Listing: atScope() at a resource below sees the group's assignment (and the caller's
+    // Owner on the subscription, which the fake's caller holds by default); principalId filters.
     let id_scope = format!("{scope}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rw-compute");
     let below = arm.get(&format!("{id_scope}/providers/Microsoft.Authorization/roleAssignments?{AUTHZ}&$filter=atScope()")).await;
-    assert_eq!(below.body["value"].as_array().map(Vec::len), Some(1), "{}", below.body);
+    assert_eq!(below.body["value"].as_array().map(Vec::len), Some(2), "{}", below.body);
     let sub = arm.get(&format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?{AUTHZ}&$filter=atScope()")).await;
-    assert_eq!(sub.body["value"].as_array().map(Vec::len), Some(0));
+    assert_eq!(sub.body["value"].as_array().map(Vec::len), Some(1), "only the caller's Owner: {}", sub.body);
     let by_principal = arm
         .get(&format!(
             "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?{AUTHZ}&$filter=principalId%20eq%20'{principal}'"

@@ -1,6 +1,8 @@
 //! Per-type rules: what each resource provider checks on PUT and DELETE, and the read-only
 //! fields it fills in.
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 
 use super::{Answer, Entry, Kind, RA_KIND, ROLE_DEFINITIONS, Reply, Req, State, error, str_at};
@@ -65,6 +67,8 @@ impl State {
             }
             "microsoft.storage/storageaccounts" => self.storage_account(key, name, body, existing),
             "microsoft.storage/storageaccounts/blobservices/containers" => container(body),
+            "microsoft.storage/storageaccounts/blobservices" => blob_service(body),
+            "microsoft.storage/storageaccounts/managementpolicies" => management_policy(body),
             "microsoft.managedidentity/userassignedidentities" => {
                 self.identity(body, existing);
                 Ok(())
@@ -939,23 +943,56 @@ impl State {
         let filter = super::query_param(&req.query, "$filter").unwrap_or_default();
         let at_scope = filter.contains("atScope()");
         let principal = filter.split_once("principalId eq '").and_then(|(_, r)| r.split_once('\'')).map(|(p, _)| p.to_ascii_lowercase());
+        let callers = self.caller_assignments();
         let all: Vec<Value> = self
             .resources
             .values()
             .filter(|e| e.kind == RA_KIND)
-            .filter(|e| {
-                let s = str_at(&e.json, &["properties", "scope"]).unwrap_or("").to_ascii_lowercase();
+            .map(|e| &e.json)
+            .chain(callers.iter())
+            .filter(|json| {
+                let s = str_at(json, &["properties", "scope"]).unwrap_or("").to_ascii_lowercase();
                 // atScope(): at or above the scope; otherwise also below it.
                 let above = super::covers(&s, scope_key);
                 let below = super::covers(scope_key, &s);
                 (above || (!at_scope && below))
                     && principal
                         .as_deref()
-                        .is_none_or(|p| str_at(&e.json, &["properties", "principalId"]).is_some_and(|x| x.eq_ignore_ascii_case(p)))
+                        .is_none_or(|p| str_at(json, &["properties", "principalId"]).is_some_and(|x| x.eq_ignore_ascii_case(p)))
             })
-            .map(|e| e.json.clone())
+            .cloned()
             .collect();
         Ok(Reply::json(200, json!({"value": all})))
+    }
+
+    /// The caller's own role assignments, as the subscription's administrator made them
+    /// before byoc ran: those of [`Options::caller_roles`], or Owner on the subscription when
+    /// it is `None` (the fake then lets the caller do everything, as an Owner may). Listed,
+    /// not stored, so snapshots show only what clients wrote.
+    fn caller_assignments(&self) -> Vec<Value> {
+        let sub = format!("/subscriptions/{}", self.opts.subscription);
+        let roles: Vec<(String, String)> = match &self.opts.caller_roles {
+            Some(r) => r.clone(),
+            None => vec![(sub.clone(), super::OWNER.to_owned())],
+        };
+        roles
+            .iter()
+            .enumerate()
+            .map(|(i, (scope, role))| {
+                let name = format!("00000000-0000-4000-8000-{i:012}");
+                json!({
+                    "id": format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+                    "name": name,
+                    "type": "Microsoft.Authorization/roleAssignments",
+                    "properties": {
+                        "roleDefinitionId": format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/{}", super::last_segment(role)),
+                        "principalId": super::CALLER_PRINCIPAL_ID,
+                        "principalType": "ServicePrincipal",
+                        "scope": scope,
+                    }
+                })
+            })
+            .collect()
     }
 
     fn put_assignment(&mut self, req: &Req, scope_id: &str, scope_key: &str, name: &str) -> Answer {
@@ -1098,5 +1135,68 @@ fn container(body: &mut Value) -> Result<(), Reply> {
     body["properties"]["publicAccess"] = json!(access);
     body["properties"]["hasImmutabilityPolicy"] = json!(false);
     body["properties"]["hasLegalHold"] = json!(false);
+    Ok(())
+}
+
+/// `blobServices/default`: the settings the fake keeps must have their types.
+fn blob_service(body: &mut Value) -> Result<(), Reply> {
+    let props = body.get("properties").cloned().unwrap_or(Value::Null);
+    for flag in ["isVersioningEnabled", "changeFeed", "deleteRetentionPolicy"] {
+        if let Some(v) = props.get(flag) {
+            let ok = if flag == "isVersioningEnabled" { v.is_boolean() } else { v.is_object() };
+            if !ok {
+                return Err(bad("InvalidRequestPropertyValue", format!("The value '{v}' is not valid for property {flag}.")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `managementPolicies/default`: a lifecycle policy as the storage provider judges it (rules
+/// named uniquely, of type `Lifecycle`, each with at least one action and the blob types it
+/// applies to; day counts whole and not negative). The error codes are the storage
+/// provider's generic ones; the exact code for each rule violation is unconfirmed.
+fn management_policy(body: &mut Value) -> Result<(), Reply> {
+    let invalid = |m: String| Err(bad("InvalidManagementPolicyRules", m));
+    let Some(rules) = body.pointer("/properties/policy/rules").and_then(Value::as_array) else {
+        return Err(bad("InvalidRequestFormat", "A management policy needs properties.policy.rules."));
+    };
+    if rules.is_empty() {
+        return invalid("A management policy needs at least one rule.".to_owned());
+    }
+    let mut names = HashSet::new();
+    for rule in rules {
+        let name = rule.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() || name.len() > 256 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return invalid(format!("Rule name '{name}' is invalid: letters, digits, '-' and '_', at most 256."));
+        }
+        if !names.insert(name.to_ascii_lowercase()) {
+            return invalid(format!("Rule name '{name}' is used more than once."));
+        }
+        if rule.get("type").and_then(Value::as_str) != Some("Lifecycle") {
+            return invalid(format!("Rule '{name}' must have type 'Lifecycle'."));
+        }
+        if rule.get("enabled").is_some_and(|e| !e.is_boolean()) {
+            return invalid(format!("Rule '{name}': enabled must be a boolean."));
+        }
+        let actions = rule.pointer("/definition/actions").and_then(Value::as_object);
+        if actions.is_none_or(|a| a.is_empty() || a.keys().any(|k| !["baseBlob", "snapshot", "version"].contains(&k.as_str()))) {
+            return invalid(format!("Rule '{name}' needs definition.actions with baseBlob, snapshot or version actions."));
+        }
+        let blob_types = rule.pointer("/definition/filters/blobTypes").and_then(Value::as_array);
+        if blob_types.is_none_or(|t| t.is_empty() || t.iter().any(|b| !matches!(b.as_str(), Some("blockBlob" | "appendBlob")))) {
+            return invalid(format!("Rule '{name}' needs definition.filters.blobTypes of blockBlob or appendBlob."));
+        }
+        for (target, a) in actions.into_iter().flatten() {
+            for (verb, cond) in a.as_object().into_iter().flatten() {
+                for (when, days) in cond.as_object().into_iter().flatten() {
+                    if days.as_u64().is_none() {
+                        return invalid(format!("Rule '{name}': {target}.{verb}.{when} must be a whole number of days, not {days}."));
+                    }
+                }
+            }
+        }
+    }
+    body["properties"]["lastModifiedTime"] = json!(super::now());
     Ok(())
 }

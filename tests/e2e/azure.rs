@@ -1,0 +1,523 @@
+//! The Azure provider end to end: the real `byoc` binary against `arm_double::Double`, a
+//! state-keeping fake of ARM and of the Entra token endpoint served over TLS with a test CA
+//! that byoc is told to trust with `--endpoint-ca`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use arm_double::{Double, Options};
+use serde_json::{Value, json};
+
+use crate::support::{Repo, Run, byoc_env};
+
+/// The example's subscription, region and resource group (adopted: it must exist).
+const SUBSCRIPTION: &str = "0f8e2c4a-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
+const LOCATION: &str = "eastus2";
+const RESOURCE_GROUP: &str = "rg-risingwave-prod";
+
+struct Azure {
+    double: Double,
+    repo: Repo,
+    tenant: String,
+}
+
+fn options() -> Options {
+    Options { subscription: SUBSCRIPTION.into(), location: LOCATION.into(), provisioning_polls: 1, ..Options::default() }
+}
+
+impl Azure {
+    fn new(opts: Options) -> Azure {
+        let tenant = opts.tenant.clone();
+        let double = Double::spawn(opts).expect("arm double starts");
+        let mut repo = Repo::new();
+        repo.copy_from_project("examples/azure", "examples/azure");
+        repo.commit("azure example");
+        repo.write("ca.pem", &double.ca_pem());
+        let a = Azure { double, repo, tenant };
+        a.make_resource_group();
+        a
+    }
+
+    /// The adopted resource group, made as its administrator would before the first apply.
+    fn make_resource_group(&self) {
+        let path = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}");
+        self.arm_put(&path, "2021-04-01", &json!({"location": LOCATION}));
+    }
+
+    /// A PUT through byoc's own ARM client (another actor, in the tests).
+    fn arm_put(&self, path: &str, api: &str, body: &Value) -> Value {
+        let endpoint = byoc::cloud::azure::Endpoint { url: Some(self.double.url()), extra_ca_pem: Some(self.double.ca_pem()) };
+        let credential = byoc::cloud::azure::Credential::ClientSecret {
+            tenant: self.tenant.clone(),
+            client_id: self.double.client_id().to_owned(),
+            secret: self.double.client_secret().to_owned(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let mut arm = byoc::cloud::azure::Arm::new(&endpoint, &credential).expect("client");
+            arm.poll = std::time::Duration::from_millis(100);
+            arm.put("test PUT", path, api, body).await.unwrap_or_else(|e| panic!("{e}"))
+        })
+    }
+
+    fn env(&self) -> Vec<(&str, String)> {
+        vec![
+            ("AZURE_TENANT_ID", self.tenant.clone()),
+            ("AZURE_CLIENT_ID", self.double.client_id().to_owned()),
+            ("AZURE_CLIENT_SECRET", self.double.client_secret().to_owned()),
+        ]
+    }
+
+    fn args<'a>(&'a self, command: &'a str, url: &'a str) -> Vec<&'a str> {
+        vec![
+            command,
+            "--repo",
+            ".",
+            "--env",
+            "examples/azure",
+            "--endpoint-url",
+            url,
+            "--endpoint-ca",
+            "ca.pem",
+            "--state-dir",
+            "state",
+            "--poll-interval",
+            "0.1",
+            "--auto-approve",
+        ]
+    }
+
+    fn run(&self, command: &str, extra: &[&str]) -> Run {
+        let url = self.double.url();
+        let mut args = self.args(command, &url);
+        if command == "apply" {
+            args.push("--cloud-only");
+        }
+        args.extend_from_slice(extra);
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        byoc_env(self.repo.path(), &args, &env)
+    }
+
+    fn apply(&self) -> Run {
+        self.run("apply", &[])
+    }
+
+    /// Resources in the fake by ARM type (lower-case), e.g. `microsoft.network/virtualnetworks`.
+    fn of_type(&self, t: &str) -> Vec<(String, Value)> {
+        let snap = self.double.snapshot();
+        let mut out: Vec<(String, Value)> =
+            snap.as_object().expect("snapshot").iter().filter(|(id, _)| arm_type(id) == t).map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// The type of an ARM id: the provider namespace and each type segment.
+fn arm_type(id: &str) -> String {
+    let Some((_, rest)) = id.rsplit_once("/providers/") else { return "resourcegroup".into() };
+    let segs: Vec<&str> = rest.split('/').collect();
+    let mut t = segs[0].to_owned();
+    for s in segs[1..].iter().step_by(2) {
+        t.push('/');
+        t.push_str(s);
+    }
+    t
+}
+
+fn ok(r: &Run) -> &Run {
+    assert_eq!(r.code, 0, "byoc failed\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    r
+}
+
+fn summary(r: &Run) -> &str {
+    r.stdout.lines().find(|l| l.contains(" to create, ")).unwrap_or_else(|| panic!("no plan summary in:\n{}", r.stdout))
+}
+
+fn mutating(writes: &[String]) -> Vec<&String> {
+    writes.iter().filter(|w| !w.contains("/oauth2/")).collect()
+}
+
+#[test]
+fn azure_apply_creates_every_resource_once_and_a_second_apply_writes_nothing() {
+    let a = Azure::new(options());
+    let started = Instant::now();
+    let first = a.apply();
+    let first_time = started.elapsed();
+    ok(&first);
+    let count = |t: &str| a.of_type(t).len();
+    assert_eq!(count("microsoft.network/virtualnetworks"), 1);
+    // nodes, edge, the API server's delegated subnet, the Private Link subnet.
+    assert_eq!(count("microsoft.network/virtualnetworks/subnets"), 4, "{:?}", a.of_type("microsoft.network/virtualnetworks/subnets"));
+    assert_eq!(count("microsoft.network/networksecuritygroups"), 1);
+    assert_eq!(count("microsoft.network/natgateways"), 1);
+    assert_eq!(count("microsoft.network/publicipaddresses"), 1);
+    assert_eq!(count("microsoft.network/privateendpoints"), 2);
+    assert_eq!(count("microsoft.containerservice/managedclusters"), 1);
+    assert_eq!(count("microsoft.containerservice/managedclusters/agentpools"), 2);
+    assert_eq!(count("microsoft.storage/storageaccounts"), 2);
+    assert_eq!(count("microsoft.storage/storageaccounts/blobservices/containers"), 2);
+    // The control plane, the agent, one per RisingWave cluster.
+    assert_eq!(count("microsoft.managedidentity/userassignedidentities"), 4);
+    assert_eq!(count("microsoft.managedidentity/userassignedidentities/federatedidentitycredentials"), 3);
+    // No load balancer or Private Link service is made through ARM: AKS makes them.
+    assert_eq!(count("microsoft.network/loadbalancers") + count("microsoft.network/privatelinkservices"), 0);
+    let lb_writes: Vec<String> = a
+        .double
+        .writes()
+        .into_iter()
+        .filter(|w| w.to_ascii_lowercase().contains("/loadbalancers/") || w.to_ascii_lowercase().contains("/privatelinkservices/"))
+        .collect();
+    assert!(lb_writes.is_empty(), "{lb_writes:?}");
+    assert!(
+        first.stdout.contains("done ") && first.stdout.contains("azure.private-link-service/agent create service:byoc-system/"),
+        "{}",
+        first.stdout
+    );
+
+    // The cluster: OIDC issuer, workload identity, API-server VNet integration, NAT egress.
+    let (_, aks) = a.of_type("microsoft.containerservice/managedclusters").remove(0);
+    let p = &aks["properties"];
+    assert_eq!(p["oidcIssuerProfile"]["enabled"], json!(true));
+    assert_eq!(p["securityProfile"]["workloadIdentity"]["enabled"], json!(true));
+    assert_eq!(p["apiServerAccessProfile"]["enableVnetIntegration"], json!(true));
+    assert!(p["apiServerAccessProfile"]["subnetId"].as_str().is_some_and(|s| s.ends_with("/subnets/aks-apiserver")), "{p}");
+    assert_eq!(p["networkProfile"]["outboundType"], json!("userAssignedNATGateway"));
+    let issuer = p["oidcIssuerProfile"]["issuerURL"].as_str().expect("issuer").to_owned();
+
+    // Storage accounts locked down.
+    for (_, acct) in a.of_type("microsoft.storage/storageaccounts") {
+        let p = &acct["properties"];
+        assert_eq!((&p["allowSharedKeyAccess"], &p["allowBlobPublicAccess"]), (&json!(false), &json!(false)), "{acct}");
+        assert_eq!(p["minimumTlsVersion"], json!("TLS1_2"));
+        assert_eq!(p["publicNetworkAccess"], json!("Disabled"));
+    }
+
+    // Federated credentials name the issuer and each service account.
+    let mut subjects: Vec<String> = a
+        .of_type("microsoft.managedidentity/userassignedidentities/federatedidentitycredentials")
+        .iter()
+        .map(|(_, fc)| {
+            assert_eq!(fc["properties"]["issuer"].as_str(), Some(issuer.as_str()));
+            fc["properties"]["subject"].as_str().expect("subject").to_owned()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        vec![
+            format!("system:serviceaccount:{}:{}", byoc::expand::AGENT_NAMESPACE, byoc::expand::AGENT_SERVICE_ACCOUNT),
+            "system:serviceaccount:rw-analytics:rw-analytics".to_owned(),
+            "system:serviceaccount:rw-ingest:rw-ingest".to_owned(),
+        ]
+    );
+
+    // Role assignments: the roles of policies/azure/*.json, at the narrowest scope.
+    let roles: std::collections::BTreeMap<String, String> =
+        arm_double::ROLE_DEFINITIONS.iter().map(|(id, name)| ((*id).to_owned(), (*name).to_owned())).collect();
+    let policy = |f: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(crate::support::project_root().join("policies/azure").join(f)).expect("policy");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        v["permissions"].as_array().expect("permissions").iter().map(|p| p.as_str().expect("str").to_owned()).collect()
+    };
+    let mut by_scope: Vec<(String, String)> = a
+        .of_type("microsoft.authorization/roleassignments")
+        .iter()
+        .map(|(_, ra)| {
+            let p = &ra["properties"];
+            let guid = p["roleDefinitionId"].as_str().expect("role").rsplit('/').next().expect("guid").to_owned();
+            let scope = p["scope"].as_str().expect("scope").to_ascii_lowercase();
+            let short = scope.rsplit_once("/providers/").map_or(scope.clone(), |(_, s)| s.to_owned());
+            (short, roles.get(&guid).cloned().unwrap_or(guid))
+        })
+        .collect();
+    by_scope.sort();
+    let mut want: Vec<(String, String)> = Vec::new();
+    for subnet in ["aks-apiserver", "nodes", "private-link"] {
+        want.push((format!("microsoft.network/virtualnetworks/byoc-prod-eus2/subnets/{subnet}"), "Network Contributor".into()));
+    }
+    for role in policy("agent.json") {
+        want.push((format!("/subscriptions/{SUBSCRIPTION}/resourcegroups/{RESOURCE_GROUP}"), role));
+    }
+    for role in policy("cluster.json").iter().chain(policy("cluster.json").iter()) {
+        want.push(("microsoft.storage/storageaccounts/_/blobservices/default/containers/risingwave-data".into(), role.clone()));
+    }
+    let normalize = |s: &str| {
+        // The data account's generated name is not written out above.
+        let mut parts: Vec<&str> = s.split('/').collect();
+        if parts.len() > 3 && parts[0] == "microsoft.storage" {
+            parts[2] = "_";
+        }
+        parts.join("/")
+    };
+    let mut got: Vec<(String, String)> = by_scope.iter().map(|(s, r)| (normalize(s), r.clone())).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "one assignment per policy role, at the narrowest scope");
+
+    // The identities' client ids are what `byoc clusters` annotates service accounts with.
+    let outputs: Value = serde_json::from_str(&a.repo.read("state/cloud-outputs.json")).expect("cloud outputs");
+    let analytics = a
+        .of_type("microsoft.managedidentity/userassignedidentities")
+        .into_iter()
+        .find(|(id, _)| id.ends_with("/byoc-prod-eus2-rw-analytics"))
+        .expect("identity");
+    let client_id = analytics.1["properties"]["clientId"].as_str().expect("client id");
+    assert_eq!(outputs["azure.managed-identity/rw-analytics"].as_str(), Some(client_id), "{outputs}");
+
+    // A second apply plans nothing and writes nothing.
+    let writes = a.double.writes();
+    let started = Instant::now();
+    let second = a.apply();
+    let noop_time = started.elapsed();
+    ok(&second);
+    assert!(summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", second.stdout);
+    assert_eq!(mutating(&a.double.writes()), mutating(&writes), "a no-op apply writes nothing");
+    println!("azure apply of examples/azure: {:.1}s; no-op apply: {:.1}s", first_time.as_secs_f64(), noop_time.as_secs_f64());
+}
+
+#[test]
+fn azure_a_pool_resize_is_one_update_and_destroy_keeps_data_and_retained_identities() {
+    let mut a = Azure::new(options());
+    ok(&a.apply());
+    a.repo.edit("examples/azure/environment.yaml", "max: 9", "max: 12");
+    a.repo.commit("more risingwave nodes");
+    let before = a.double.writes().len();
+    let resized = a.apply();
+    ok(&resized);
+    let new: Vec<String> = mutating(&a.double.writes()[before..]).into_iter().cloned().collect();
+    assert_eq!(new.len(), 1, "one write: {new:?}");
+    assert!(new[0].starts_with("PUT ") && new[0].to_ascii_lowercase().contains("/agentpools/risingwave"), "{new:?}");
+    let pool = a
+        .of_type("microsoft.containerservice/managedclusters/agentpools")
+        .into_iter()
+        .find(|(id, _)| id.ends_with("/risingwave"))
+        .expect("pool");
+    assert_eq!(pool.1["properties"]["maxCount"], json!(12));
+
+    ok(&a.run("destroy", &[]));
+    assert_eq!(a.of_type("microsoft.storage/storageaccounts").len(), 2, "storage accounts stay without --delete-data");
+    let names: Vec<String> = a
+        .of_type("microsoft.managedidentity/userassignedidentities")
+        .iter()
+        .map(|(_, v)| v["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names, vec!["byoc-prod-eus2-rw-analytics".to_owned()], "only the retained cluster's identity stays");
+    assert_eq!(a.of_type("microsoft.containerservice/managedclusters").len(), 0);
+    assert_eq!(a.of_type("microsoft.network/virtualnetworks").len(), 0);
+}
+
+#[test]
+fn azure_throttling_is_retried_after_retry_after_and_an_existing_role_assignment_is_done() {
+    let a = Azure::new(Options { throttle_rate: 0.1, seed: 7, ..options() });
+    let r = a.apply();
+    ok(&r);
+    assert!(a.double.throttled() > 0, "the fake throttled some calls");
+    let retries: u64 = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("applied "))
+        .and_then(|l| l.split("; ").nth(1))
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("retries printed");
+    assert!(retries >= a.double.throttled(), "each throttled call retried: {retries} < {}\n{}", a.double.throttled(), r.stdout);
+    assert!(r.stderr.contains("retry: ") && r.stderr.contains("(attempt 2 in 1000 ms)"), "Retry-After: 1 honoured:\n{}", r.stderr);
+    a.double.set_throttle_rate(0.0);
+
+    // Someone grants the same role to the same principal at the same scope under another
+    // name, after byoc's own assignment is gone: byoc's PUT answers RoleAssignmentExists.
+    let (id, ra) = a
+        .of_type("microsoft.authorization/roleassignments")
+        .into_iter()
+        .find(|(id, _)| id.contains("/subnets/nodes/"))
+        .expect("the control plane's assignment on the nodes subnet");
+    let scope = ra["properties"]["scope"].as_str().expect("scope").to_owned();
+    delete(&a, &id);
+    let other = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/6f3c1a52-1111-4222-8333-944455556666");
+    a.arm_put(
+        &other,
+        "2022-04-01",
+        &json!({"properties": {"roleDefinitionId": ra["properties"]["roleDefinitionId"], "principalId": ra["properties"]["principalId"], "principalType": "ServicePrincipal"}}),
+    );
+    let again = a.apply();
+    ok(&again);
+    assert!(again.stdout.contains("1 to create"), "{}", again.stdout);
+}
+
+fn delete(a: &Azure, id: &str) {
+    let endpoint = byoc::cloud::azure::Endpoint { url: Some(a.double.url()), extra_ca_pem: Some(a.double.ca_pem()) };
+    let credential = byoc::cloud::azure::Credential::ClientSecret {
+        tenant: a.tenant.clone(),
+        client_id: a.double.client_id().to_owned(),
+        secret: a.double.client_secret().to_owned(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let arm = byoc::cloud::azure::Arm::new(&endpoint, &credential).expect("client");
+        arm.delete("test DELETE", id, "2022-04-01").await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+#[test]
+fn azure_preflight_reports_every_problem_at_once_and_changes_nothing() {
+    let a = Azure::new(Options {
+        unregistered_providers: vec!["Microsoft.ContainerService".into(), "Microsoft.ManagedIdentity".into()],
+        unregistered_features: vec!["Microsoft.ContainerService/EnableAPIServerVnetIntegrationPreview".into()],
+        // Contributor alone on the group: it could create the resources but not assign roles.
+        caller_roles: Some(vec![(
+            format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"),
+            "b24988ac-6180-42a0-ab88-20f7382dd24c".into(),
+        )]),
+        ..options()
+    });
+    let before = mutating(&a.double.writes()).len();
+    let url = a.double.url();
+    let args: Vec<&str> = a.args("apply", &url).into_iter().chain(["--cloud-only"]).collect();
+    let env = a.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = byoc_env(a.repo.path(), &args, &env);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("preflight found 3 problem(s)"), "{}", r.stderr);
+    let caller = a.double.caller_principal_id();
+    assert!(
+        r.stderr.contains(&format!("the caller ({caller}) holds neither Owner nor Contributor with User Access Administrator")),
+        "the caller's missing role assignment, read from its token's oid:\n{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("Microsoft.ContainerService is NotRegistered"), "{}", r.stderr);
+    assert!(r.stderr.contains("Microsoft.ManagedIdentity is NotRegistered"), "{}", r.stderr);
+    assert!(r.stdout.contains("EnableAPIServerVnetIntegrationPreview is not registered"), "a note, not a problem:\n{}", r.stdout);
+    assert_eq!(mutating(&a.double.writes()).len(), before, "nothing changed");
+}
+
+#[test]
+fn azure_drift_on_a_pool_an_nsg_rule_and_a_storage_setting_is_reported_and_set_back() {
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let find = |t: &str, end: &str| a.of_type(t).into_iter().find(|(id, _)| id.ends_with(end)).expect(end).0;
+    let pool = find("microsoft.containerservice/managedclusters/agentpools", "/risingwave");
+    a.double.tamper(&pool, json!({"properties": {"maxCount": 20}})).expect("tamper pool");
+    let nsg = find("microsoft.network/networksecuritygroups", "-nodes");
+    a.double
+        .tamper(&nsg, json!({"properties": {"securityRules": [{"name": "byoc-inbound-0", "properties": {"priority": 1000, "direction": "Inbound", "access": "Allow", "protocol": "Tcp", "sourceAddressPrefix": "*", "sourcePortRange": "*", "destinationAddressPrefix": "*", "destinationPortRange": "8443"}}]}}))
+        .expect("tamper nsg");
+    let account = a.of_type("microsoft.storage/storageaccounts").remove(0).0;
+    a.double.tamper(&account, json!({"properties": {"allowSharedKeyAccess": true}})).expect("tamper account");
+    let r = a.apply();
+    ok(&r);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    for what in ["azure.node-pool/risingwave `maxCount`", "azure.nsg/main `inbound`", "`allowSharedKeyAccess`"] {
+        assert!(all.contains(what), "drift of {what} reported:\n{all}");
+    }
+    let snap = a.double.snapshot();
+    assert_eq!(snap[&pool]["properties"]["maxCount"], json!(9));
+    assert_eq!(snap[&account]["properties"]["allowSharedKeyAccess"], json!(false));
+    let rules = snap[&nsg]["properties"]["securityRules"].as_array().expect("rules").len();
+    assert!(rules >= 3, "the NSG's rules are set back: {}", snap[&nsg]);
+    // And then it is quiet.
+    let again = a.apply();
+    assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", again.stdout);
+}
+
+#[test]
+fn azure_data_account_keeps_versions_and_deletes_noncurrent_ones_after_the_specs_days_and_drift_is_set_back() {
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let snap = a.double.snapshot();
+    let accounts = a.of_type("microsoft.storage/storageaccounts");
+    assert_eq!(accounts.len(), 2);
+    let data = accounts
+        .iter()
+        .map(|(id, _)| id.clone())
+        .find(|id| id.chars().rev().nth(8) == Some('d'))
+        .expect("the data account (byoc<env>d<hash8>)");
+    // expand/azure.rs NONCURRENT_VERSION_DAYS (private to the crate), as on the other clouds.
+    let days = 7;
+    for (account, _) in &accounts {
+        let blob = &snap[&format!("{account}/blobservices/default")];
+        assert_eq!(blob["properties"]["isVersioningEnabled"], json!(true), "versioning on {account}: {blob}");
+        let policy = &snap[&format!("{account}/managementpolicies/default")];
+        if *account == data {
+            let rules = policy["properties"]["policy"]["rules"].as_array().expect("the data account's lifecycle rules");
+            assert_eq!(rules.len(), 1, "{policy}");
+            assert_eq!(rules[0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"], json!(days));
+            assert_eq!(rules[0]["enabled"], json!(true));
+        } else {
+            assert!(policy.is_null(), "the state account has no lifecycle rule: {policy}");
+        }
+    }
+    // Someone turns versioning off and keeps versions for 30 days instead.
+    let blob = format!("{data}/blobservices/default");
+    a.double.tamper(&blob, json!({"properties": {"isVersioningEnabled": false}})).expect("tamper versioning");
+    let policy = format!("{data}/managementpolicies/default");
+    let mut rules = snap[&policy]["properties"]["policy"]["rules"].clone();
+    rules[0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"] = json!(30);
+    a.double.tamper(&policy, json!({"properties": {"policy": {"rules": rules}}})).expect("tamper policy");
+    let r = a.apply();
+    ok(&r);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("`versioning`: applied true, live false"), "versioning drift reported:\n{all}");
+    assert!(all.contains("`lifecycle`"), "lifecycle drift reported:\n{all}");
+    let snap = a.double.snapshot();
+    assert_eq!(snap[&blob]["properties"]["isVersioningEnabled"], json!(true));
+    assert_eq!(
+        snap[&policy]["properties"]["policy"]["rules"][0]["definition"]["actions"]["version"]["delete"]["daysAfterCreationGreaterThan"],
+        json!(days)
+    );
+    let again = a.apply();
+    assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", again.stdout);
+}
+
+/// Runs `byoc apply` and SIGKILLs it once `k` actions have printed "done".
+fn apply_killed_after(a: &Azure, k: usize) -> usize {
+    let url = a.double.url();
+    let mut args = a.args("apply", &url);
+    args.push("--cloud-only");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_byoc"))
+        .args(&args)
+        .envs(a.env())
+        .current_dir(a.repo.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("byoc runs");
+    let mut done = 0;
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with("done ") {
+            done += 1;
+            if done == k {
+                child.kill().expect("SIGKILL");
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    done
+}
+
+#[test]
+fn azure_killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
+    let mut waited_out = 0;
+    for k in [1, 7, 19, 33] {
+        let a = Azure::new(options());
+        let reached = apply_killed_after(&a, k);
+        assert_eq!(reached, k, "killed after step {k}");
+        let rerun = a.apply();
+        ok(&rerun);
+        // What the killed apply left mid-provisioning answers 409 AnotherOperationInProgress
+        // to the rerun's PUT, which waits it out.
+        if rerun.stderr.contains(": AnotherOperationInProgress (attempt ") {
+            waited_out += 1;
+        }
+        let again = a.apply();
+        assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "k={k}: {}", again.stdout);
+        assert_eq!(a.of_type("microsoft.managedidentity/userassignedidentities").len(), 4, "k={k}");
+        assert_eq!(a.of_type("microsoft.containerservice/managedclusters/agentpools").len(), 2, "k={k}");
+        assert_eq!(a.of_type("microsoft.authorization/roleassignments").len(), 7, "k={k}");
+    }
+    assert!(waited_out > 0, "some rerun met a resource still provisioning and waited it out");
+}
