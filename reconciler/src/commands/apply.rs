@@ -370,8 +370,25 @@ impl Provider {
                     .collect();
                 Provider::Gcp(cloud)
             }
-            other => {
-                anyhow::bail!("environment {} is on {}; byoc apply converges AWS and GCP environments so far", env.name, other.as_str())
+            CloudKind::Azure => {
+                let rg = desired
+                    .resources
+                    .get(&ResourceId::new(Kind::AzureResourceGroup, "main"))
+                    .and_then(|r| r.properties.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let extra_ca_pem = match &store.endpoint_ca {
+                    Some(path) => {
+                        Some(std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--endpoint-ca {}: {e}", path.display()))?)
+                    }
+                    None => None,
+                };
+                let endpoint = azure::Endpoint { url: store.endpoint_url.clone(), extra_ca_pem };
+                let mut cloud = Azure::connect(&env.name, &env.account, &env.region, &rg, &endpoint, &azure::Credential::from_env())?;
+                cloud.arm().poll = poll;
+                cloud.know(desired, inventory);
+                Provider::Azure(cloud)
             }
         })
     }
