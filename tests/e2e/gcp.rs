@@ -217,12 +217,21 @@ fn preflight_reports_a_disabled_api_and_a_denied_permission_together_and_changes
         o.disabled_services = vec!["container.googleapis.com".into()];
         o.denied_permissions = vec!["compute.networks.create".into()];
     });
-    let repo = example_repo();
+    let mut repo = example_repo();
+    // A region GCP does not have (GKE answers its list 400 `Location ... does not exist.`).
+    repo.edit("examples/gcp/environment.yaml", "region: us-central1", "region: us-nowhere1");
+    repo.edit(
+        "examples/gcp/environment.yaml",
+        "zones: [us-central1-a, us-central1-b, us-central1-c]",
+        "zones: [us-nowhere1-a, us-nowhere1-b]",
+    );
+    repo.commit("a region GCP does not have");
     let r = apply(&repo, &double, &[]);
     assert_ne!(r.code, 0);
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(all.contains("container.googleapis.com is not enabled"), "{all}");
     assert!(all.contains("compute.networks.create"), "{all}");
+    assert!(all.contains("the region \"us-nowhere1\" does not exist"), "{all}");
     assert!(double.writes().is_empty(), "nothing changed: {:?}", double.writes());
 }
 

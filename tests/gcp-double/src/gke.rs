@@ -9,7 +9,7 @@
 //!   region, not of purpose `PRIVATE_SERVICE_CONNECT` (400), and the secondary ranges named by
 //!   `ipAllocationPolicy` must be ranges of that subnetwork (400);
 //! - `workloadIdentityConfig.workloadPool` must be `{project}.svc.id.goog` (400);
-//! - the location must be a GCP region or zone (400); `resourceLabels` of clusters and node
+//! - the location must be a GCP region or zone (400 `Location "X" does not exist.`, also on a list); `resourceLabels` of clusters and node
 //!   pools follow GCP's label rules (keys start with a lowercase letter, 63 characters at
 //!   most, lowercase letters, digits, `_`, `-`; 400 otherwise);
 //! - `labels` is not a Cluster field (it has `resourceLabels`): 400 unknown name;
@@ -50,8 +50,11 @@ fn fields_refused(body: &Value, what: &str) -> Result<(), ApiError> {
 pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str, rest: &[&str]) -> Result<Reply, ApiError> {
     use http::Method as M;
     let m = &req.method;
-    if location != "-" {
-        crate::names::check_location("parent", location)?;
+    // GKE answers a location it does not have with 400 INVALID_ARGUMENT
+    // `Location "X" does not exist.` (as gcloud prints it: "ResponseError: code=400,
+    // message=Location ... does not exist."), on a list as on anything under it.
+    if location != "-" && !crate::names::location_ok(location) {
+        return Err(ApiError::invalid(format!("Location \"{location}\" does not exist.")));
     }
     let clusters = format!("projects/{project}/locations/{location}/clusters");
     match rest {

@@ -229,6 +229,13 @@ async fn clusters_refuse_what_gke_refuses() {
         .await
         .expect_err("bad region");
     assert_eq!(err.http_status_code(), Some(400));
+    // A list in a location GKE lacks is refused too (preflight's region check calls it),
+    // with GKE's status and message.
+    let err = c.list_clusters().set_parent(format!("projects/{P}/locations/us-nowhere1")).send().await.expect_err("list, bad region");
+    assert_eq!(err.http_status_code(), Some(400));
+    let status = err.status().expect("a service error");
+    assert_eq!(status.code, google_cloud_gax::error::rpc::Code::InvalidArgument);
+    assert_eq!(status.message, "Location \"us-nowhere1\" does not exist.");
     c.create_cluster()
         .set_parent(PARENT)
         .set_cluster(cluster("ok").set_resource_labels([("byoc-env", "prod")]))

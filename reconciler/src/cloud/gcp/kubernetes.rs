@@ -133,7 +133,10 @@ impl Gcp {
 
     pub(super) async fn observe_gke(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         let parent = self.location_path();
-        let clusters = self.call("container clusters.list", || self.gke.list_clusters().set_parent(&parent).send()).await?.clusters;
+        let clusters = super::none_in_unknown_region(
+            self.call("container clusters.list", || self.gke.list_clusters().set_parent(&parent).send()).await.map(|l| l.clusters),
+            &self.region,
+        )?;
         for c in clusters.into_iter().filter(|c| self.labelled_ours(&c.resource_labels)) {
             // The resource label is the id in label form; the cluster is `main` in every
             // graph byoc makes, and any other is reported under its GKE name.
