@@ -464,3 +464,61 @@ fn a_saved_plan_of_a_gcp_environment_applies() {
     ok(&byoc(repo.path(), &apply_args));
     assert_eq!(names(&double.snapshot(), &format!("projects/{PROJECT}/global/networks")), ["byoc-prod-usc1"]);
 }
+
+/// The permissions of the agent's custom role (policies/gcp/agent-role.json).
+fn agent_role_permissions() -> Vec<String> {
+    let text = std::fs::read_to_string(project_root().join("policies/gcp/agent-role.json")).expect("policies/gcp/agent-role.json");
+    let v: Value = serde_json::from_str(&text).expect("role JSON");
+    v["includedPermissions"].as_array().expect("includedPermissions").iter().filter_map(|p| p.as_str().map(str::to_owned)).collect()
+}
+
+/// A bootstrap apply, then a new cluster in the repository: the daemon's pass run with
+/// every permission outside `granted` denied; whether it converged, and the permissions
+/// the fake checked during the pass.
+fn daemon_pass_granted(granted: &[String]) -> (Result<usize, String>, Vec<String>) {
+    let double = double_with(|_| {});
+    let mut repo = example_repo();
+    ok(&apply(&repo, &double, &[]));
+    let text = repo
+        .read("examples/gcp/clusters/ingest.yaml")
+        .replace("name: ingest", "name: reporting")
+        .replace("prefix: ingest", "prefix: reporting");
+    repo.write("examples/gcp/clusters/reporting.yaml", &text);
+    repo.commit("reporting");
+    let dir = repo.path().join("examples/gcp");
+    let files = rwproxy::specfiles::read_dir(&dir).expect("specs readable");
+    let specs = byoc::spec::load::load(&dir.to_string_lossy(), &files).unwrap_or_else(|e| panic!("{e:?}"));
+    let store = byoc::state::LocalDir::new(repo.path().join("state")).expect("state dir");
+    double.set_denied_permissions(
+        gcp_double::authz::ALL.iter().filter(|p| !granted.iter().any(|g| g == *p)).map(|p| (*p).to_owned()).collect(),
+    );
+    double.clear_permissions_checked();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let url = double.url();
+    let report = rt.block_on(byoc::run::identity::pass(&store, &specs, Some(&url), "main@sha1:test", byoc::run::identity::Pass::Converge));
+    let outcome = match report {
+        Ok(r) => match r.failed {
+            None => Ok(r.done),
+            Some(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    (outcome, double.permissions_checked())
+}
+
+/// The daemon's least privilege: with every permission outside the agent's custom role
+/// denied, its pass makes the new cluster's account and bindings; the role holds exactly
+/// the permissions the pass is checked for; and without any one of them the pass fails.
+#[test]
+fn the_daemons_pass_needs_exactly_the_agents_custom_role() {
+    let role = agent_role_permissions();
+    let (outcome, checked) = daemon_pass_granted(&role);
+    assert_eq!(outcome, Ok(3), "the account, its workload identity and its data binding");
+    assert_eq!(checked, role, "the role holds exactly what the pass is checked for");
+    for p in &role {
+        let fewer: Vec<String> = role.iter().filter(|q| *q != p).cloned().collect();
+        let (outcome, _) = daemon_pass_granted(&fewer);
+        let e = outcome.expect_err(&format!("the pass without {p} fails"));
+        assert!(e.contains(p.as_str()) || e.contains("PERMISSION_DENIED"), "{p}: {e}");
+    }
+}
