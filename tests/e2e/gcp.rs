@@ -281,6 +281,12 @@ fn drift_on_a_pool_a_firewall_and_a_bucket_is_reported_and_set_back() {
 /// Runs `byoc apply` and SIGKILLs it once `k` actions have printed "done"; the number
 /// reached.
 fn apply_killed_after(repo: &Repo, double: &Double, k: usize) -> usize {
+    apply_killed_when(repo, double, |line, done| line.starts_with("done ") && done == k).1
+}
+
+/// Runs `byoc apply` and SIGKILLs it at the first line `kill(line, actions done so far)`
+/// accepts; whether it was killed, and the actions done.
+fn apply_killed_when(repo: &Repo, double: &Double, kill: impl Fn(&str, usize) -> bool) -> (bool, usize) {
     use std::io::{BufRead, BufReader};
     let url = double.url();
     let args = [
@@ -306,19 +312,21 @@ fn apply_killed_after(repo: &Repo, double: &Double, k: usize) -> usize {
         .spawn()
         .expect("byoc runs");
     let mut done = 0;
+    let mut killed = false;
     let stdout = child.stdout.take().expect("stdout");
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         if line.starts_with("done ") {
             done += 1;
-            if done == k {
-                child.kill().expect("SIGKILL");
-                break;
-            }
+        }
+        if kill(&line, done) {
+            child.kill().expect("SIGKILL");
+            killed = true;
+            break;
         }
     }
     let _ = child.wait();
-    done
+    (killed, done)
 }
 
 /// Every collection's names, for comparing two runs' results.
@@ -329,10 +337,8 @@ fn shape(s: &Value) -> Vec<(String, Vec<String>)> {
 }
 
 /// Killed while Compute, IAM and bucket actions are in flight (before GKE's): a rerun
-/// repeats Compute inserts with the same requestId and waits on the first operation. (A
-/// kill while a GKE operation runs is not covered: the fake advances an operation only
-/// when it is polled, and lists no GKE operations a rerun could find it by, where GKE
-/// finishes it on its own.)
+/// repeats Compute inserts with the same requestId and waits on the first operation.
+/// (Killed while a GKE operation runs: the next test.)
 #[test]
 fn killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
     let reference = double_with(|_| {});
@@ -520,5 +526,40 @@ fn the_daemons_pass_needs_exactly_the_agents_custom_role() {
         let (outcome, _) = daemon_pass_granted(&fewer);
         let e = outcome.expect_err(&format!("the pass without {p} fails"));
         assert!(e.contains(p.as_str()) || e.contains("PERMISSION_DENIED"), "{p}: {e}");
+    }
+}
+
+/// Killed while GKE creates the cluster, or a node pool: the operation is left running
+/// (the cluster or pool PROVISIONING); the rerun finds it among the location's operations,
+/// waits for it, and creates nothing twice.
+#[test]
+fn killed_while_a_gke_operation_runs_the_rerun_waits_for_it_and_creates_nothing_twice() {
+    let reference = double_with(|_| {});
+    ok(&apply(&example_repo(), &reference, &[]));
+    let want = shape(&reference.snapshot());
+    let p = format!("projects/{PROJECT}/locations/{REGION}/clusters");
+    for (waiting, collection, name) in [
+        ("waiting container clusters.create", p.clone(), "byoc-prod-usc1"),
+        ("waiting container nodePools.create for gcp.node-pool/system", format!("{p}/byoc-prod-usc1/nodePools"), "system"),
+    ] {
+        // Enough polls that the operation is still running when the kill lands.
+        let double = double_with(|o| o.operation_polls = 6);
+        let repo = example_repo();
+        let (killed, _) = apply_killed_when(&repo, &double, |line, _| {
+            // gke_done's line ("...: PENDING"), not a wait for another pool's operation.
+            line.starts_with(waiting) && (line.contains(": PENDING") || line.contains(": RUNNING"))
+        });
+        assert!(killed, "{waiting}: reached");
+        assert_eq!(double.snapshot()[&collection][name]["status"], "PROVISIONING", "{waiting}: killed mid-operation");
+        let rerun = apply(&repo, &double, &[]);
+        ok(&rerun);
+        assert_eq!(double.snapshot()[&collection][name]["status"], "RUNNING", "{waiting}");
+        assert_eq!(shape(&double.snapshot()), want, "{waiting}: exactly one of each");
+        let creates = |suffix: &str| double.writes().iter().filter(|w| w.starts_with("POST ") && w.ends_with(suffix)).count();
+        assert_eq!(creates("/clusters"), 1, "{waiting}: one cluster create: {:?}", double.writes());
+        assert_eq!(creates("/nodePools"), 2, "{waiting}: one create per pool: {:?}", double.writes());
+        let writes = double.writes();
+        ok(&apply(&repo, &double, &[]));
+        assert_eq!(double.writes(), writes, "{waiting}: then nothing to do");
     }
 }

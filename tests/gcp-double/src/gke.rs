@@ -23,6 +23,9 @@
 //! - `setResourceLabels` needs the current `labelFingerprint`: otherwise 400
 //!   `FAILED_PRECONDITION` "Labels could not be set due to fingerprint mismatch" (the
 //!   message GKE gives, e.g. terraform-provider-google issue 5608);
+//! - `operations.list` answers the location's operations (running and done); only a get
+//!   of one advances it (the fake has no clock), so a caller that finds a running one
+//!   polls it to DONE as it would wait on GKE;
 //! - `setSize` (recorded per pool in the collection [`SIZES`] under the cluster, as node
 //!   counts are not a field of NodePool; the cluster's `currentNodeCount` is their sum) and `setAutoscaling` (min <= max, else 400).
 
@@ -61,6 +64,22 @@ pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str,
         ["operations", op] if m == M::GET => {
             let key = format!("projects/{project}/locations/{location}/operations/{op}");
             state.poll_operation(&key, &key).and_then(Reply::read)
+        }
+        ["operations"] if m == M::GET => {
+            // `projects.locations.operations.list`: every operation of the location (of
+            // all, for `-`), running or done, as they are; listing advances none.
+            let prefix = if location == "-" {
+                format!("projects/{project}/locations/")
+            } else {
+                format!("projects/{project}/locations/{location}/operations/")
+            };
+            let items: Vec<Value> = state
+                .operations
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix) && k.contains("/operations/"))
+                .map(|(_, o)| o.json.clone())
+                .collect();
+            Reply::read(json!({"operations": items}))
         }
         ["clusters"] if m == M::GET => {
             // Location `-` lists the clusters of every location, as GKE does.

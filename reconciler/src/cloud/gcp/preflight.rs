@@ -32,14 +32,22 @@ pub fn permissions_for(kind: Kind, action: Action) -> &'static [&'static str] {
         (Kind::GcpFirewall, true) => &["compute.firewalls.delete"],
         (Kind::GcpRouterNat, false) => &["compute.routers.create", "compute.routers.update", "compute.routers.get"],
         (Kind::GcpRouterNat, true) => &["compute.routers.delete"],
-        (Kind::GcpGkeCluster, false) => {
-            &["container.clusters.create", "container.clusters.update", "container.clusters.get", "container.operations.get"]
-        }
-        (Kind::GcpGkeCluster, true) => &["container.clusters.delete", "container.operations.get"],
-        (Kind::GcpNodePool, false) => {
-            &["container.clusters.update", "container.clusters.get", "container.operations.get", "iam.serviceAccounts.actAs"]
-        }
-        (Kind::GcpNodePool, true) => &["container.clusters.update", "container.operations.get"],
+        (Kind::GcpGkeCluster, false) => &[
+            "container.clusters.create",
+            "container.clusters.update",
+            "container.clusters.get",
+            "container.operations.get",
+            "container.operations.list",
+        ],
+        (Kind::GcpGkeCluster, true) => &["container.clusters.delete", "container.operations.get", "container.operations.list"],
+        (Kind::GcpNodePool, false) => &[
+            "container.clusters.update",
+            "container.clusters.get",
+            "container.operations.get",
+            "container.operations.list",
+            "iam.serviceAccounts.actAs",
+        ],
+        (Kind::GcpNodePool, true) => &["container.clusters.update", "container.operations.get", "container.operations.list"],
         (Kind::GcpServiceAccount, false) => &["iam.serviceAccounts.create", "iam.serviceAccounts.get"],
         (Kind::GcpServiceAccount, true) => &["iam.serviceAccounts.delete"],
         (Kind::GcpIamBinding, _) => &[
