@@ -217,12 +217,21 @@ fn preflight_reports_a_disabled_api_and_a_denied_permission_together_and_changes
         o.disabled_services = vec!["container.googleapis.com".into()];
         o.denied_permissions = vec!["compute.networks.create".into()];
     });
-    let repo = example_repo();
+    let mut repo = example_repo();
+    // A region GCP does not have (GKE answers its list 400 `Location ... does not exist.`).
+    repo.edit("examples/gcp/environment.yaml", "region: us-central1", "region: us-nowhere1");
+    repo.edit(
+        "examples/gcp/environment.yaml",
+        "zones: [us-central1-a, us-central1-b, us-central1-c]",
+        "zones: [us-nowhere1-a, us-nowhere1-b]",
+    );
+    repo.commit("a region GCP does not have");
     let r = apply(&repo, &double, &[]);
     assert_ne!(r.code, 0);
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(all.contains("container.googleapis.com is not enabled"), "{all}");
     assert!(all.contains("compute.networks.create"), "{all}");
+    assert!(all.contains("the region \"us-nowhere1\" does not exist"), "{all}");
     assert!(double.writes().is_empty(), "nothing changed: {:?}", double.writes());
 }
 
@@ -272,6 +281,12 @@ fn drift_on_a_pool_a_firewall_and_a_bucket_is_reported_and_set_back() {
 /// Runs `byoc apply` and SIGKILLs it once `k` actions have printed "done"; the number
 /// reached.
 fn apply_killed_after(repo: &Repo, double: &Double, k: usize) -> usize {
+    apply_killed_when(repo, double, |line, done| line.starts_with("done ") && done == k).1
+}
+
+/// Runs `byoc apply` and SIGKILLs it at the first line `kill(line, actions done so far)`
+/// accepts; whether it was killed, and the actions done.
+fn apply_killed_when(repo: &Repo, double: &Double, kill: impl Fn(&str, usize) -> bool) -> (bool, usize) {
     use std::io::{BufRead, BufReader};
     let url = double.url();
     let args = [
@@ -297,19 +312,21 @@ fn apply_killed_after(repo: &Repo, double: &Double, k: usize) -> usize {
         .spawn()
         .expect("byoc runs");
     let mut done = 0;
+    let mut killed = false;
     let stdout = child.stdout.take().expect("stdout");
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         if line.starts_with("done ") {
             done += 1;
-            if done == k {
-                child.kill().expect("SIGKILL");
-                break;
-            }
+        }
+        if kill(&line, done) {
+            child.kill().expect("SIGKILL");
+            killed = true;
+            break;
         }
     }
     let _ = child.wait();
-    done
+    (killed, done)
 }
 
 /// Every collection's names, for comparing two runs' results.
@@ -320,10 +337,8 @@ fn shape(s: &Value) -> Vec<(String, Vec<String>)> {
 }
 
 /// Killed while Compute, IAM and bucket actions are in flight (before GKE's): a rerun
-/// repeats Compute inserts with the same requestId and waits on the first operation. (A
-/// kill while a GKE operation runs is not covered: the fake advances an operation only
-/// when it is polled, and lists no GKE operations a rerun could find it by, where GKE
-/// finishes it on its own.)
+/// repeats Compute inserts with the same requestId and waits on the first operation.
+/// (Killed while a GKE operation runs: the next test.)
 #[test]
 fn killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
     let reference = double_with(|_| {});
@@ -454,4 +469,97 @@ fn a_saved_plan_of_a_gcp_environment_applies() {
     apply_args.extend_from_slice(&base);
     ok(&byoc(repo.path(), &apply_args));
     assert_eq!(names(&double.snapshot(), &format!("projects/{PROJECT}/global/networks")), ["byoc-prod-usc1"]);
+}
+
+/// The permissions of the agent's custom role (policies/gcp/agent-role.json).
+fn agent_role_permissions() -> Vec<String> {
+    let text = std::fs::read_to_string(project_root().join("policies/gcp/agent-role.json")).expect("policies/gcp/agent-role.json");
+    let v: Value = serde_json::from_str(&text).expect("role JSON");
+    v["includedPermissions"].as_array().expect("includedPermissions").iter().filter_map(|p| p.as_str().map(str::to_owned)).collect()
+}
+
+/// A bootstrap apply, then a new cluster in the repository: the daemon's pass run with
+/// every permission outside `granted` denied; whether it converged, and the permissions
+/// the fake checked during the pass.
+fn daemon_pass_granted(granted: &[String]) -> (Result<usize, String>, Vec<String>) {
+    let double = double_with(|_| {});
+    let mut repo = example_repo();
+    ok(&apply(&repo, &double, &[]));
+    let text = repo
+        .read("examples/gcp/clusters/ingest.yaml")
+        .replace("name: ingest", "name: reporting")
+        .replace("prefix: ingest", "prefix: reporting");
+    repo.write("examples/gcp/clusters/reporting.yaml", &text);
+    repo.commit("reporting");
+    let dir = repo.path().join("examples/gcp");
+    let files = rwproxy::specfiles::read_dir(&dir).expect("specs readable");
+    let specs = byoc::spec::load::load(&dir.to_string_lossy(), &files).unwrap_or_else(|e| panic!("{e:?}"));
+    let store = byoc::state::LocalDir::new(repo.path().join("state")).expect("state dir");
+    double.set_denied_permissions(
+        gcp_double::authz::ALL.iter().filter(|p| !granted.iter().any(|g| g == *p)).map(|p| (*p).to_owned()).collect(),
+    );
+    double.clear_permissions_checked();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let url = double.url();
+    let report = rt.block_on(byoc::run::identity::pass(&store, &specs, Some(&url), "main@sha1:test", byoc::run::identity::Pass::Converge));
+    let outcome = match report {
+        Ok(r) => match r.failed {
+            None => Ok(r.done),
+            Some(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    (outcome, double.permissions_checked())
+}
+
+/// The daemon's least privilege: with every permission outside the agent's custom role
+/// denied, its pass makes the new cluster's account and bindings; the role holds exactly
+/// the permissions the pass is checked for; and without any one of them the pass fails.
+#[test]
+fn the_daemons_pass_needs_exactly_the_agents_custom_role() {
+    let role = agent_role_permissions();
+    let (outcome, checked) = daemon_pass_granted(&role);
+    assert_eq!(outcome, Ok(3), "the account, its workload identity and its data binding");
+    assert_eq!(checked, role, "the role holds exactly what the pass is checked for");
+    for p in &role {
+        let fewer: Vec<String> = role.iter().filter(|q| *q != p).cloned().collect();
+        let (outcome, _) = daemon_pass_granted(&fewer);
+        let e = outcome.expect_err(&format!("the pass without {p} fails"));
+        assert!(e.contains(p.as_str()) || e.contains("PERMISSION_DENIED"), "{p}: {e}");
+    }
+}
+
+/// Killed while GKE creates the cluster, or a node pool: the operation is left running
+/// (the cluster or pool PROVISIONING); the rerun finds it among the location's operations,
+/// waits for it, and creates nothing twice.
+#[test]
+fn killed_while_a_gke_operation_runs_the_rerun_waits_for_it_and_creates_nothing_twice() {
+    let reference = double_with(|_| {});
+    ok(&apply(&example_repo(), &reference, &[]));
+    let want = shape(&reference.snapshot());
+    let p = format!("projects/{PROJECT}/locations/{REGION}/clusters");
+    for (waiting, collection, name) in [
+        ("waiting container clusters.create", p.clone(), "byoc-prod-usc1"),
+        ("waiting container nodePools.create for gcp.node-pool/system", format!("{p}/byoc-prod-usc1/nodePools"), "system"),
+    ] {
+        // Enough polls that the operation is still running when the kill lands.
+        let double = double_with(|o| o.operation_polls = 6);
+        let repo = example_repo();
+        let (killed, _) = apply_killed_when(&repo, &double, |line, _| {
+            // gke_done's line ("...: PENDING"), not a wait for another pool's operation.
+            line.starts_with(waiting) && (line.contains(": PENDING") || line.contains(": RUNNING"))
+        });
+        assert!(killed, "{waiting}: reached");
+        assert_eq!(double.snapshot()[&collection][name]["status"], "PROVISIONING", "{waiting}: killed mid-operation");
+        let rerun = apply(&repo, &double, &[]);
+        ok(&rerun);
+        assert_eq!(double.snapshot()[&collection][name]["status"], "RUNNING", "{waiting}");
+        assert_eq!(shape(&double.snapshot()), want, "{waiting}: exactly one of each");
+        let creates = |suffix: &str| double.writes().iter().filter(|w| w.starts_with("POST ") && w.ends_with(suffix)).count();
+        assert_eq!(creates("/clusters"), 1, "{waiting}: one cluster create: {:?}", double.writes());
+        assert_eq!(creates("/nodePools"), 2, "{waiting}: one create per pool: {:?}", double.writes());
+        let writes = double.writes();
+        ok(&apply(&repo, &double, &[]));
+        assert_eq!(double.writes(), writes, "{waiting}: then nothing to do");
+    }
 }

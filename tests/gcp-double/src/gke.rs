@@ -9,7 +9,7 @@
 //!   region, not of purpose `PRIVATE_SERVICE_CONNECT` (400), and the secondary ranges named by
 //!   `ipAllocationPolicy` must be ranges of that subnetwork (400);
 //! - `workloadIdentityConfig.workloadPool` must be `{project}.svc.id.goog` (400);
-//! - the location must be a GCP region or zone (400); `resourceLabels` of clusters and node
+//! - the location must be a GCP region or zone (400 `Location "X" does not exist.`, also on a list); `resourceLabels` of clusters and node
 //!   pools follow GCP's label rules (keys start with a lowercase letter, 63 characters at
 //!   most, lowercase letters, digits, `_`, `-`; 400 otherwise);
 //! - `labels` is not a Cluster field (it has `resourceLabels`): 400 unknown name;
@@ -23,6 +23,9 @@
 //! - `setResourceLabels` needs the current `labelFingerprint`: otherwise 400
 //!   `FAILED_PRECONDITION` "Labels could not be set due to fingerprint mismatch" (the
 //!   message GKE gives, e.g. terraform-provider-google issue 5608);
+//! - `operations.list` answers the location's operations (running and done); only a get
+//!   of one advances it (the fake has no clock), so a caller that finds a running one
+//!   polls it to DONE as it would wait on GKE;
 //! - `setSize` (recorded per pool in the collection [`SIZES`] under the cluster, as node
 //!   counts are not a field of NodePool; the cluster's `currentNodeCount` is their sum) and `setAutoscaling` (min <= max, else 400).
 
@@ -50,14 +53,33 @@ fn fields_refused(body: &Value, what: &str) -> Result<(), ApiError> {
 pub(crate) fn route(state: &mut State, req: &Req, project: &str, location: &str, rest: &[&str]) -> Result<Reply, ApiError> {
     use http::Method as M;
     let m = &req.method;
-    if location != "-" {
-        crate::names::check_location("parent", location)?;
+    // GKE answers a location it does not have with 400 INVALID_ARGUMENT
+    // `Location "X" does not exist.` (as gcloud prints it: "ResponseError: code=400,
+    // message=Location ... does not exist."), on a list as on anything under it.
+    if location != "-" && !crate::names::location_ok(location) {
+        return Err(ApiError::invalid(format!("Location \"{location}\" does not exist.")));
     }
     let clusters = format!("projects/{project}/locations/{location}/clusters");
     match rest {
         ["operations", op] if m == M::GET => {
             let key = format!("projects/{project}/locations/{location}/operations/{op}");
             state.poll_operation(&key, &key).and_then(Reply::read)
+        }
+        ["operations"] if m == M::GET => {
+            // `projects.locations.operations.list`: every operation of the location (of
+            // all, for `-`), running or done, as they are; listing advances none.
+            let prefix = if location == "-" {
+                format!("projects/{project}/locations/")
+            } else {
+                format!("projects/{project}/locations/{location}/operations/")
+            };
+            let items: Vec<Value> = state
+                .operations
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix) && k.contains("/operations/"))
+                .map(|(_, o)| o.json.clone())
+                .collect();
+            Reply::read(json!({"operations": items}))
         }
         ["clusters"] if m == M::GET => {
             // Location `-` lists the clusters of every location, as GKE does.

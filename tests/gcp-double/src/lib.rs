@@ -64,6 +64,7 @@
 //! `setResourceLabels`; filters other
 //! than on `name`; authentication (any or no token is accepted).
 
+pub mod authz;
 pub mod compute;
 pub mod error;
 pub mod gcs;
@@ -101,7 +102,8 @@ pub struct Options {
     pub operation_polls: u32,
     /// Services (`compute.googleapis.com`, ...) that are disabled in the project.
     pub disabled_services: Vec<String>,
-    /// Permissions `testIamPermissions` leaves out of its answer.
+    /// Permissions the caller lacks: `testIamPermissions` leaves them out of its answer, and
+    /// a request that needs one ([`authz::permission`]) is answered 403 `PERMISSION_DENIED`.
     pub denied_permissions: Vec<String>,
 }
 
@@ -200,6 +202,21 @@ impl Double {
     /// `METHOD PATH` of every mutating request answered 2xx, in order.
     pub fn writes(&self) -> Vec<String> {
         self.state().writes.clone()
+    }
+
+    /// Every permission a request was checked for (granted or not), sorted.
+    pub fn permissions_checked(&self) -> Vec<String> {
+        self.state().permissions_checked.iter().cloned().collect()
+    }
+
+    /// Forgets the permissions checked so far.
+    pub fn clear_permissions_checked(&self) {
+        self.state().permissions_checked.clear();
+    }
+
+    /// Denies exactly `permissions` from now on (requests needing one answer 403).
+    pub fn set_denied_permissions(&self, permissions: Vec<String>) {
+        self.state().opts.denied_permissions = permissions;
     }
 
     /// How many requests were answered with an injected fault.
@@ -301,6 +318,14 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
     }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    if let Some(p) = authz::permission(&method, &path) {
+        let mut state = shared.state();
+        state.permissions_checked.insert(p.to_owned());
+        if state.opts.denied_permissions.iter().any(|d| d == p) {
+            let e = ApiError::denied("forbidden", format!("Permission '{p}' denied on resource '{path}' (or it may not exist)."));
+            return json_response(e.code, &e.body());
+        }
+    }
     if let Some(resp) = storage(shared, &path, req.clone()).await {
         return resp;
     }

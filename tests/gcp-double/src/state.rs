@@ -54,6 +54,8 @@ pub(crate) struct State {
     /// Compute's `requestId`s answered, with the key of the operation each started.
     pub request_ids: BTreeMap<String, String>,
     pub faults: u64,
+    /// Permissions requests were checked for ([`crate::authz`]).
+    pub permissions_checked: std::collections::BTreeSet<String>,
 }
 
 impl State {
@@ -69,6 +71,7 @@ impl State {
             writes: Vec::new(),
             request_ids: BTreeMap::new(),
             faults: 0,
+            permissions_checked: Default::default(),
         }
     }
 

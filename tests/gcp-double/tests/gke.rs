@@ -59,6 +59,14 @@ async fn cluster_provisions_then_runs_with_its_endpoint_and_pool() {
     assert!(op.target_link.ends_with("/projects/byoc-test-project/locations/us-central1/clusters/rw"), "{op:?}");
     let got = c.get_cluster().set_name(format!("{PARENT}/clusters/rw")).send().await.expect("get");
     assert_eq!(got.status, cluster::Status::Provisioning);
+    // The location's operations list the running create (how a rerun finds it); listing
+    // advances nothing.
+    for _ in 0..3 {
+        let listed = c.list_operations().set_parent(PARENT).send().await.expect("list operations").operations;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].name, op.name);
+        assert_ne!(listed[0].status, operation::Status::Done);
+    }
     assert!(got.endpoint.is_empty(), "no endpoint while provisioning");
     let err = c
         .create_node_pool()
@@ -229,6 +237,13 @@ async fn clusters_refuse_what_gke_refuses() {
         .await
         .expect_err("bad region");
     assert_eq!(err.http_status_code(), Some(400));
+    // A list in a location GKE lacks is refused too (preflight's region check calls it),
+    // with GKE's status and message.
+    let err = c.list_clusters().set_parent(format!("projects/{P}/locations/us-nowhere1")).send().await.expect_err("list, bad region");
+    assert_eq!(err.http_status_code(), Some(400));
+    let status = err.status().expect("a service error");
+    assert_eq!(status.code, google_cloud_gax::error::rpc::Code::InvalidArgument);
+    assert_eq!(status.message, "Location \"us-nowhere1\" does not exist.");
     c.create_cluster()
         .set_parent(PARENT)
         .set_cluster(cluster("ok").set_resource_labels([("byoc-env", "prod")]))

@@ -80,6 +80,24 @@ impl Gcp {
         format!("projects/{}/locations/{}", self.project, self.region)
     }
 
+    /// Waits for every operation still running on the cluster `cluster` (a path
+    /// `projects/P/locations/L/clusters/C`), or on one of its pools: an apply killed while
+    /// GKE created the cluster or a pool left it running, and the rerun must wait for it
+    /// (GKE would refuse another change meanwhile) rather than create or change again.
+    async fn wait_running(&self, cluster: &str) -> Result<(), CloudError> {
+        let parent = self.location_path();
+        let ops = self.call("container operations.list", || self.gke.list_operations().set_parent(&parent).send()).await?.operations;
+        let target = format!("/{cluster}");
+        for op in ops {
+            let on_cluster = op.target_link.ends_with(&target) || op.target_link.contains(&format!("{target}/"));
+            if on_cluster && op.status != m::operation::Status::Done {
+                let what = format!("container {} (started before, still running)", op.operation_type.name().unwrap_or("operation"));
+                self.gke_done(&what, op).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A mutating GKE call. GKE runs one operation at a time per cluster and refuses
     /// another meanwhile (400 FAILED_PRECONDITION "incompatible operation"): two pools of
     /// one cluster made at once take turns, waiting for the other's operation.
@@ -133,7 +151,10 @@ impl Gcp {
 
     pub(super) async fn observe_gke(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         let parent = self.location_path();
-        let clusters = self.call("container clusters.list", || self.gke.list_clusters().set_parent(&parent).send()).await?.clusters;
+        let clusters = super::none_in_unknown_region(
+            self.call("container clusters.list", || self.gke.list_clusters().set_parent(&parent).send()).await.map(|l| l.clusters),
+            &self.region,
+        )?;
         for c in clusters.into_iter().filter(|c| self.labelled_ours(&c.resource_labels)) {
             // The resource label is the id in label form; the cluster is `main` in every
             // graph byoc makes, and any other is reported under its GKE name.
@@ -213,6 +234,9 @@ impl Gcp {
                 Err(e) => return Err(e),
             }
         }
+        if existing.is_some() {
+            self.wait_running(&path).await?;
+        }
         let what = format!("container clusters.get for {}", r.id);
         let live = self.call(&what, || self.gke.get_cluster().set_name(&path).send()).await?;
         // The default pool GKE made with the cluster: byoc's pools replace it.
@@ -254,6 +278,10 @@ impl Gcp {
         let want = autoscaling(r);
         let what = format!("container nodePools.create for {}", r.id);
         let mut created = false;
+        // An operation on the cluster or a pool an earlier apply started and did not see
+        // through (killed) is waited for first: GKE refuses another meanwhile, and the
+        // pool it creates may be this one.
+        self.wait_running(&cluster).await?;
         if existing.is_none() {
             let config = m::NodeConfig::new()
                 .set_machine_type(text(r, "machineType"))
@@ -308,6 +336,7 @@ impl Gcp {
 
     pub(super) async fn delete_cluster(&self, f: &Found) -> Result<(), CloudError> {
         let what = format!("container clusters.delete for {}", f.id);
+        self.wait_running(&f.cloud_id).await?;
         if let Some(op) = unless_gone(self.gke_call(&what, || self.gke.delete_cluster().set_name(&f.cloud_id).send()).await)? {
             self.gke_done(&what, op).await?;
         }
@@ -316,6 +345,7 @@ impl Gcp {
 
     pub(super) async fn delete_node_pool(&self, f: &Found) -> Result<(), CloudError> {
         let what = format!("container nodePools.delete for {}", f.id);
+        self.wait_running(f.cloud_id.split("/nodePools/").next().unwrap_or(&f.cloud_id)).await?;
         if let Some(op) = unless_gone(self.gke_call(&what, || self.gke.delete_node_pool().set_name(&f.cloud_id).send()).await)? {
             self.gke_done(&what, op).await?;
         }

@@ -431,9 +431,26 @@ fn unless_gone<T>(result: Result<T, CloudError>) -> Result<Option<T>, CloudError
 
 /// Whether an error says the service's API is not enabled in the project (403 with
 /// reason `accessNotConfigured`, or `SERVICE_DISABLED`).
-fn api_disabled(e: &CloudError) -> bool {
+pub(super) fn api_disabled(e: &CloudError) -> bool {
     e.is(&["PERMISSION_DENIED"])
         && ["accessNotConfigured", "SERVICE_DISABLED", "before or it is disabled"].iter().any(|m| e.message.contains(m))
+}
+
+/// Whether an error says the region does not exist: Compute answers a regional list there
+/// 400 `Invalid value for field 'region': 'X'. Unknown region.`, GKE 400 `Location "X" does
+/// not exist.` (both INVALID_ARGUMENT, naming the region).
+pub(super) fn unknown_region(e: &CloudError, region: &str) -> bool {
+    e.is(&["INVALID_ARGUMENT"]) && (e.message.contains(&format!("'{region}'")) || e.message.contains(&format!("\"{region}\"")))
+}
+
+/// The items of a regional list, none where the region does not exist: nothing byoc made
+/// can be there, and preflight reports the region (with every other problem) before any
+/// change.
+pub(super) fn none_in_unknown_region<T>(result: Result<Vec<T>, CloudError>, region: &str) -> Result<Vec<T>, CloudError> {
+    match result {
+        Err(e) if unknown_region(&e, region) => Ok(Vec::new()),
+        other => other,
+    }
 }
 
 /// `Ok` for a read refused because its API is off.

@@ -127,13 +127,19 @@ impl Gcp {
             }
         }
         let r = &self.region;
-        let subnetworks = list_all!(self, "compute subnetworks.list", |t: String| self
-            .subnetworks
-            .list()
-            .set_project(p)
-            .set_region(r)
-            .set_or_clear_page_token((!t.is_empty()).then_some(t))
-            .send());
+        let subnetworks = super::none_in_unknown_region(
+            async {
+                Ok(list_all!(self, "compute subnetworks.list", |t: String| self
+                    .subnetworks
+                    .list()
+                    .set_project(p)
+                    .set_region(r)
+                    .set_or_clear_page_token((!t.is_empty()).then_some(t))
+                    .send()))
+            }
+            .await,
+            r,
+        )?;
         for s in subnetworks {
             if let Some(id) = self.described_kind(Kind::GcpSubnetwork, s.description.as_deref()) {
                 let name = s.name.clone().unwrap_or_default();
@@ -160,13 +166,19 @@ impl Gcp {
                 out.push(found(&id, Kind::GcpFirewall, format!("projects/{p}/global/firewalls/{name}"), [("name", name)], live));
             }
         }
-        let routers = list_all!(self, "compute routers.list", |t: String| self
-            .routers
-            .list()
-            .set_project(p)
-            .set_region(r)
-            .set_or_clear_page_token((!t.is_empty()).then_some(t))
-            .send());
+        let routers = super::none_in_unknown_region(
+            async {
+                Ok(list_all!(self, "compute routers.list", |t: String| self
+                    .routers
+                    .list()
+                    .set_project(p)
+                    .set_region(r)
+                    .set_or_clear_page_token((!t.is_empty()).then_some(t))
+                    .send()))
+            }
+            .await,
+            r,
+        )?;
         for router in routers {
             if let Some(id) = self.described_kind(Kind::GcpRouterNat, router.description.as_deref()) {
                 let name = router.name.clone().unwrap_or_default();

@@ -1,8 +1,8 @@
 //! Checks made before any change, every problem reported at once: the APIs byoc calls are
 //! enabled in the project (Service Usage `services:batchGet`), the caller holds every
 //! permission the plan needs on the project (Resource Manager `testIamPermissions`, which
-//! answers the subset held), and the region exists (GKE answers a list in an unknown
-//! location with INVALID_ARGUMENT or NOT_FOUND).
+//! answers the subset held), and the region exists (GKE, or Compute when GKE's API is off,
+//! answers a list in an unknown region with INVALID_ARGUMENT naming it).
 
 use std::collections::BTreeSet;
 
@@ -32,14 +32,22 @@ pub fn permissions_for(kind: Kind, action: Action) -> &'static [&'static str] {
         (Kind::GcpFirewall, true) => &["compute.firewalls.delete"],
         (Kind::GcpRouterNat, false) => &["compute.routers.create", "compute.routers.update", "compute.routers.get"],
         (Kind::GcpRouterNat, true) => &["compute.routers.delete"],
-        (Kind::GcpGkeCluster, false) => {
-            &["container.clusters.create", "container.clusters.update", "container.clusters.get", "container.operations.get"]
-        }
-        (Kind::GcpGkeCluster, true) => &["container.clusters.delete", "container.operations.get"],
-        (Kind::GcpNodePool, false) => {
-            &["container.clusters.update", "container.clusters.get", "container.operations.get", "iam.serviceAccounts.actAs"]
-        }
-        (Kind::GcpNodePool, true) => &["container.clusters.update", "container.operations.get"],
+        (Kind::GcpGkeCluster, false) => &[
+            "container.clusters.create",
+            "container.clusters.update",
+            "container.clusters.get",
+            "container.operations.get",
+            "container.operations.list",
+        ],
+        (Kind::GcpGkeCluster, true) => &["container.clusters.delete", "container.operations.get", "container.operations.list"],
+        (Kind::GcpNodePool, false) => &[
+            "container.clusters.update",
+            "container.clusters.get",
+            "container.operations.get",
+            "container.operations.list",
+            "iam.serviceAccounts.actAs",
+        ],
+        (Kind::GcpNodePool, true) => &["container.clusters.update", "container.operations.get", "container.operations.list"],
         (Kind::GcpServiceAccount, false) => &["iam.serviceAccounts.create", "iam.serviceAccounts.get"],
         (Kind::GcpServiceAccount, true) => &["iam.serviceAccounts.delete"],
         (Kind::GcpIamBinding, _) => &[
@@ -113,11 +121,22 @@ impl Gcp {
                 Err(e) => out.problems.push(format!("could not test the caller's permissions ({e})")),
             }
         }
+        // The region is checked by a list in it: GKE's, or Compute's when GKE's API is off
+        // (reported above); both answer a region GCP lacks 400 INVALID_ARGUMENT naming it.
         let location = format!("{parent}/locations/{}", self.region);
-        if let Err(e) = self.call("container clusters.list", || self.gke.list_clusters().set_parent(&location).send()).await {
-            if e.is(&["INVALID_ARGUMENT", "NOT_FOUND"]) {
+        let mut listed = self.call("container clusters.list", || self.gke.list_clusters().set_parent(&location).send()).await.map(|_| ());
+        if matches!(&listed, Err(e) if super::api_disabled(e)) {
+            listed = self
+                .call("compute subnetworks.list", || {
+                    self.subnetworks.list().set_project(&self.project).set_region(&self.region).set_max_results(1_u32).send()
+                })
+                .await
+                .map(|_| ());
+        }
+        if let Err(e) = listed {
+            if super::unknown_region(&e, &self.region) || e.is(&["NOT_FOUND"]) {
                 out.problems.push(format!(
-                    "the region {:?} does not exist for GKE in project {} ({}); set spec.region to a GCP region such as us-central1",
+                    "the region {:?} does not exist in project {} ({}); set spec.region to a GCP region such as us-central1",
                     self.region, self.project, e.message
                 ));
             } else {
