@@ -237,8 +237,13 @@ fn azure_apply_creates_every_resource_once_and_a_second_apply_writes_nothing() {
     for subnet in ["aks-apiserver", "nodes", "private-link"] {
         want.push((format!("microsoft.network/virtualnetworks/byoc-prod-eus2/subnets/{subnet}"), "Network Contributor".into()));
     }
+    // The agent's roles on the group, but its state store's on the state container only.
     for role in policy("agent.json") {
-        want.push((format!("/subscriptions/{SUBSCRIPTION}/resourcegroups/{RESOURCE_GROUP}"), role));
+        if role == "Storage Blob Data Contributor" {
+            want.push(("microsoft.storage/storageaccounts/_/blobservices/default/containers/byoc-state".into(), role));
+        } else {
+            want.push((format!("/subscriptions/{SUBSCRIPTION}/resourcegroups/{RESOURCE_GROUP}"), role));
+        }
     }
     for role in policy("cluster.json").iter().chain(policy("cluster.json").iter()) {
         want.push(("microsoft.storage/storageaccounts/_/blobservices/default/containers/risingwave-data".into(), role.clone()));
@@ -255,6 +260,16 @@ fn azure_apply_creates_every_resource_once_and_a_second_apply_writes_nothing() {
     got.sort();
     want.sort();
     assert_eq!(got, want, "one assignment per policy role, at the narrowest scope");
+    // The agent may assign (and remove) only the clusters' data role.
+    let rbac_admin = a
+        .of_type("microsoft.authorization/roleassignments")
+        .into_iter()
+        .map(|(_, ra)| ra)
+        .find(|ra| ra["properties"]["roleDefinitionId"].as_str().is_some_and(|r| r.ends_with("f58310d9-a9f6-439a-9e8d-f62e7b41a168")))
+        .expect("the agent's Role Based Access Control Administrator");
+    let condition = rbac_admin["properties"]["condition"].as_str().expect("a condition");
+    assert_eq!(rbac_admin["properties"]["conditionVersion"], json!("2.0"));
+    assert_eq!(condition.matches("GuidEquals {ba92f5b4-2d11-453d-a403-e96b0029c9fe}").count(), 2, "write and delete: {condition}");
 
     // The identities' client ids are what `byoc clusters` annotates service accounts with.
     let outputs: Value = serde_json::from_str(&a.repo.read("state/cloud-outputs.json")).expect("cloud outputs");
@@ -517,7 +532,7 @@ fn azure_killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
         assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "k={k}: {}", again.stdout);
         assert_eq!(a.of_type("microsoft.managedidentity/userassignedidentities").len(), 4, "k={k}");
         assert_eq!(a.of_type("microsoft.containerservice/managedclusters/agentpools").len(), 2, "k={k}");
-        assert_eq!(a.of_type("microsoft.authorization/roleassignments").len(), 7, "k={k}");
+        assert_eq!(a.of_type("microsoft.authorization/roleassignments").len(), 10, "k={k}");
     }
     assert!(waited_out > 0, "some rerun met a resource still provisioning and waited it out");
 }

@@ -1,6 +1,8 @@
-//! The daemon's cloud side on AWS: each RisingWave cluster's own identity (its IAM role
-//! under `/byoc/<env>/clusters/`, IRSA-trusted for the cluster's service account, bounded
-//! by the environment's permissions boundary) is converged; everything else in the
+//! The daemon's cloud side on AWS and Azure: each RisingWave cluster's own identity (on AWS
+//! its IAM role under `/byoc/<env>/clusters/`, IRSA-trusted for the cluster's service
+//! account, bounded by the environment's permissions boundary; on Azure its user-assigned
+//! identity `rw-<cluster>`, the federated credential trusting the cluster's service account
+//! and its prefix-conditioned role on the data container) is converged; everything else in the
 //! environment (network, EKS, node groups, buckets, load balancers, endpoint service, the
 //! boundary itself) is only observed, and any difference is reported as
 //! `EnvironmentInSync=False` for a person with administrator credentials to apply.
@@ -14,10 +16,11 @@
 
 use crate::cloud::apply::{self, ApplyError, Options, Prepared};
 use crate::cloud::aws::Aws;
-use crate::cloud::cloud_part;
+use crate::cloud::azure::{self, Azure};
+use crate::cloud::{Cloud, cloud_part};
 use crate::expand::aws::is_cluster_identity;
 use crate::plan::{Action, Plan, Step, Summary};
-use crate::resource::Graph;
+use crate::resource::{Graph, Kind, Resource};
 use crate::spec::Specs;
 use crate::state::StateStore;
 
@@ -118,7 +121,7 @@ pub fn narrow(env: &str, plan: &mut Plan, desired: &Graph, observed: &Graph, pas
             continue;
         }
         let resource = desired.resources.get(&step.id).or_else(|| observed.resources.get(&step.id));
-        let ours = resource.is_some_and(|r| is_cluster_identity(env, r));
+        let ours = resource.is_some_and(|r| is_identity(env, r));
         if !ours {
             match step.action {
                 Action::Create => drift.summary.create += 1,
@@ -143,12 +146,20 @@ pub fn narrow(env: &str, plan: &mut Plan, desired: &Graph, observed: &Graph, pas
     drift
 }
 
+/// Whether `r` is a RisingWave cluster's own cloud identity, the one thing in the cloud
+/// the daemon may change (on AWS the cluster's IAM role; on Azure its managed identity,
+/// federated credential and role assignment).
+pub fn is_identity(env: &str, r: &Resource) -> bool {
+    is_cluster_identity(env, r) || crate::expand::azure::is_cluster_identity(r)
+}
+
 /// Who this process is when it holds the environment's apply lease (`host:pid`).
 pub fn holder() -> String {
     format!("{}:{}", apply::hostname(), std::process::id())
 }
 
-/// One pass over the clusters' cloud identities of `specs` (an AWS environment).
+/// One pass over the clusters' cloud identities of `specs` (an AWS or Azure environment;
+/// a GCP one has nothing to do here yet).
 pub async fn pass<S: StateStore + ?Sized>(
     store: &S,
     specs: &Specs,
@@ -158,19 +169,53 @@ pub async fn pass<S: StateStore + ?Sized>(
 ) -> Result<PassReport, IdentityError> {
     let env = &specs.environment;
     let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
-    let mut cloud = Aws::connect(&env.name, &env.region, endpoint).await;
-    cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
     let desired = cloud_part(&crate::expand::expand(specs));
+    match env.cloud {
+        crate::spec::Cloud::Aws => {
+            let mut cloud = Aws::connect(&env.name, &env.region, endpoint).await;
+            cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
+            pass_with(&cloud, store, specs, &desired, revision, pass).await
+        }
+        crate::spec::Cloud::Azure => {
+            // As `byoc apply` connects (commands::apply), with the pod's workload identity
+            // (or a client secret from the environment) and the resource group the graph names.
+            let rg = desired
+                .resources
+                .get(&crate::resource::ResourceId::new(Kind::AzureResourceGroup, "main"))
+                .and_then(|r| r.properties.get("name"))
+                .and_then(crate::resource::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let endpoint = azure::Endpoint { url: endpoint.map(str::to_owned), extra_ca_pem: None };
+            let mut cloud = Azure::connect(&env.name, &env.account, &env.region, &rg, &endpoint, &azure::Credential::from_env())
+                .map_err(|e| failed(ApplyError::Observe(e)))?;
+            let (inventory, _) = apply::load_inventory(store).await.map_err(failed)?;
+            cloud.know(&desired, &inventory);
+            pass_with(&cloud, store, specs, &desired, revision, pass).await
+        }
+        crate::spec::Cloud::Gcp => Ok(PassReport::default()),
+    }
+}
+
+/// [`pass`] with the environment's cloud.
+async fn pass_with<S: StateStore + ?Sized, C: Cloud>(
+    cloud: &C,
+    store: &S,
+    specs: &Specs,
+    desired: &Graph,
+    revision: &str,
+    pass: Pass,
+) -> Result<PassReport, IdentityError> {
+    let env = &specs.environment;
+    let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
     let options = Options { revision: revision.to_owned(), concurrency: 4, holder: holder(), lease_ttl: 300, delete_data: false };
-    let mut prepared: Prepared<'_, S> = apply::prepare(&cloud, store, &desired, &options).await.map_err(failed)?;
-    let mut environment = narrow(&env.name, &mut prepared.plan, &desired, &prepared.observed.graph, pass);
+    let mut prepared: Prepared<'_, S> = apply::prepare(cloud, store, desired, &options).await.map_err(failed)?;
+    let mut environment = narrow(&env.name, &mut prepared.plan, desired, &prepared.observed.graph, pass);
     environment.live = prepared
         .observed
         .drift
         .iter()
-        .filter(|d| {
-            !prepared.observed.graph.resources.iter().any(|(id, r)| is_cluster_identity(&env.name, r) && d.starts_with(&format!("{id} ")))
-        })
+        .filter(|d| !prepared.observed.graph.resources.iter().any(|(id, r)| is_identity(&env.name, r) && d.starts_with(&format!("{id} "))))
         .cloned()
         .collect();
     // A second resource with a tag already seen is the environment's to clean up.
@@ -183,7 +228,7 @@ pub async fn pass<S: StateStore + ?Sized>(
         return Ok(PassReport { environment, done: 0, failed: None });
     }
     // The environment's state is known now; a failed action does not hide it.
-    let executed = match prepared.execute(&cloud, options.concurrency).await {
+    let executed = match prepared.execute(cloud, options.concurrency).await {
         Ok(done) => crate::pipeline::apply::write_cloud_outputs(store).await.map(|()| done),
         Err(e) => Err(e),
     };
@@ -197,8 +242,8 @@ impl super::Daemon {
     /// The daemon's cloud pass at `revision`, with `EnvironmentInSync` set from the
     /// converge pass. `Err` carries how the reconcile ended when the pass failed.
     pub(super) async fn cloud_pass(&self, specs: &Specs, revision: &str, which: Pass) -> Result<(), super::Ended> {
-        // GCP and Azure identities arrive with their providers.
-        if specs.environment.cloud != crate::spec::Cloud::Aws {
+        // GCP identities arrive with its provider.
+        if specs.environment.cloud == crate::spec::Cloud::Gcp {
             return Ok(());
         }
         let t = super::now();
@@ -246,7 +291,6 @@ impl super::Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::{Kind, Resource};
 
     fn role(name: &str, path: Option<&str>) -> Resource {
         let r = Resource::new(Kind::AwsIamRole, name).set("name", format!("byoc-prod-{name}"));
@@ -308,5 +352,40 @@ mod tests {
         }
         let mut quiet = Plan { steps: vec![step(&agent, Action::NoOp), step(&new, Action::Create)] };
         assert!(narrow("prod", &mut quiet, &desired, &observed, Pass::Converge).in_sync());
+    }
+
+    #[test]
+    fn on_azure_the_daemon_converges_each_clusters_identity_credential_and_data_role_and_nothing_else() {
+        let dir = format!("{}/../examples/azure", env!("CARGO_MANIFEST_DIR"));
+        let files = rwproxy::specfiles::read_dir(std::path::Path::new(&dir)).expect("example readable");
+        let specs = crate::spec::load::load(&dir, &files).unwrap_or_else(|e| panic!("{e:?}"));
+        let desired = cloud_part(&crate::expand::expand(&specs));
+        let ours: Vec<&Resource> = desired.resources.values().filter(|r| is_identity("prod", r)).collect();
+        // Per cluster: its managed identity, federated credential and role on the data container.
+        assert!(!specs.clusters.is_empty());
+        for c in &specs.clusters {
+            let ns = crate::expand::cluster_namespace(c);
+            for (kind, name) in [
+                (Kind::AzureManagedIdentity, ns.clone()),
+                (Kind::AzureFederatedCredential, ns.clone()),
+                (Kind::AzureRoleAssignment, format!("{ns}-data")),
+            ] {
+                assert!(
+                    ours.iter().any(|r| r.kind == kind && r.id.as_str().ends_with(&format!("/{name}"))),
+                    "{kind:?} {name} is the daemon's"
+                );
+            }
+        }
+        assert_eq!(ours.len(), 3 * specs.clusters.len(), "{:?}", ours.iter().map(|r| &r.id).collect::<Vec<_>>());
+        // The agent's identity and roles, the network, AKS and storage are the environment's.
+        let plan = Plan { steps: desired.resources.values().map(|r| step(r, Action::Create)).collect() };
+        let mut converge = plan.clone();
+        let drift = narrow("prod", &mut converge, &desired, &Graph::default(), Pass::Converge);
+        let creates = converge.steps.iter().filter(|s| s.action == Action::Create).count();
+        assert_eq!(creates, ours.len());
+        assert_eq!(drift.summary.create, desired.resources.len() - ours.len());
+        let agent = crate::resource::ResourceId::new(Kind::AzureManagedIdentity, "agent");
+        assert!(desired.resources.contains_key(&agent));
+        assert!(drift.changes.iter().any(|c| c.contains(&format!("{agent}:"))), "the agent's identity is reported: {:?}", drift.changes);
     }
 }
