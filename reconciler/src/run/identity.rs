@@ -168,33 +168,48 @@ pub async fn pass<S: StateStore + ?Sized>(
     pass: Pass,
 ) -> Result<PassReport, IdentityError> {
     let env = &specs.environment;
-    let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
-    let desired = cloud_part(&crate::expand::expand(specs));
     match env.cloud {
         crate::spec::Cloud::Aws => {
+            let desired = cloud_part(&crate::expand::expand(specs));
             let mut cloud = Aws::connect(&env.name, &env.region, endpoint).await;
             cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
             pass_with(&cloud, store, specs, &desired, revision, pass).await
         }
         crate::spec::Cloud::Azure => {
-            // As `byoc apply` connects (commands::apply), with the pod's workload identity
-            // (or a client secret from the environment) and the resource group the graph names.
-            let rg = desired
-                .resources
-                .get(&crate::resource::ResourceId::new(Kind::AzureResourceGroup, "main"))
-                .and_then(|r| r.properties.get("name"))
-                .and_then(crate::resource::Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            // The pod's workload identity (or a client secret from the environment).
             let endpoint = azure::Endpoint { url: endpoint.map(str::to_owned), extra_ca_pem: None };
-            let mut cloud = Azure::connect(&env.name, &env.account, &env.region, &rg, &endpoint, &azure::Credential::from_env())
-                .map_err(|e| failed(ApplyError::Observe(e)))?;
-            let (inventory, _) = apply::load_inventory(store).await.map_err(failed)?;
-            cloud.know(&desired, &inventory);
-            pass_with(&cloud, store, specs, &desired, revision, pass).await
+            azure_pass(store, specs, &endpoint, &azure::Credential::from_env(), revision, pass).await
         }
         crate::spec::Cloud::Gcp => Ok(PassReport::default()),
     }
+}
+
+/// [`pass`] on an Azure environment, connected as `byoc apply` connects (commands::apply):
+/// to the resource group the graph names, with what the inventory recorded known. Public
+/// so that a test can give the ARM fake's CA, for which the daemon has no setting.
+pub async fn azure_pass<S: StateStore + ?Sized>(
+    store: &S,
+    specs: &Specs,
+    endpoint: &azure::Endpoint,
+    credential: &azure::Credential,
+    revision: &str,
+    pass: Pass,
+) -> Result<PassReport, IdentityError> {
+    let env = &specs.environment;
+    let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
+    let desired = cloud_part(&crate::expand::expand(specs));
+    let rg = desired
+        .resources
+        .get(&crate::resource::ResourceId::new(Kind::AzureResourceGroup, "main"))
+        .and_then(|r| r.properties.get("name"))
+        .and_then(crate::resource::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut cloud =
+        Azure::connect(&env.name, &env.account, &env.region, &rg, endpoint, credential).map_err(|e| failed(ApplyError::Observe(e)))?;
+    let (inventory, _) = apply::load_inventory(store).await.map_err(failed)?;
+    cloud.know(&desired, &inventory);
+    pass_with(&cloud, store, specs, &desired, revision, pass).await
 }
 
 /// [`pass`] with the environment's cloud.
