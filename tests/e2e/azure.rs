@@ -237,8 +237,13 @@ fn azure_apply_creates_every_resource_once_and_a_second_apply_writes_nothing() {
     for subnet in ["aks-apiserver", "nodes", "private-link"] {
         want.push((format!("microsoft.network/virtualnetworks/byoc-prod-eus2/subnets/{subnet}"), "Network Contributor".into()));
     }
+    // The agent's roles on the group, but its state store's on the state container only.
     for role in policy("agent.json") {
-        want.push((format!("/subscriptions/{SUBSCRIPTION}/resourcegroups/{RESOURCE_GROUP}"), role));
+        if role == "Storage Blob Data Contributor" {
+            want.push(("microsoft.storage/storageaccounts/_/blobservices/default/containers/byoc-state".into(), role));
+        } else {
+            want.push((format!("/subscriptions/{SUBSCRIPTION}/resourcegroups/{RESOURCE_GROUP}"), role));
+        }
     }
     for role in policy("cluster.json").iter().chain(policy("cluster.json").iter()) {
         want.push(("microsoft.storage/storageaccounts/_/blobservices/default/containers/risingwave-data".into(), role.clone()));
@@ -255,6 +260,16 @@ fn azure_apply_creates_every_resource_once_and_a_second_apply_writes_nothing() {
     got.sort();
     want.sort();
     assert_eq!(got, want, "one assignment per policy role, at the narrowest scope");
+    // The agent may assign (and remove) only the clusters' data role.
+    let rbac_admin = a
+        .of_type("microsoft.authorization/roleassignments")
+        .into_iter()
+        .map(|(_, ra)| ra)
+        .find(|ra| ra["properties"]["roleDefinitionId"].as_str().is_some_and(|r| r.ends_with("f58310d9-a9f6-439a-9e8d-f62e7b41a168")))
+        .expect("the agent's Role Based Access Control Administrator");
+    let condition = rbac_admin["properties"]["condition"].as_str().expect("a condition");
+    assert_eq!(rbac_admin["properties"]["conditionVersion"], json!("2.0"));
+    assert_eq!(condition.matches("GuidEquals {ba92f5b4-2d11-453d-a403-e96b0029c9fe}").count(), 2, "write and delete: {condition}");
 
     // The identities' client ids are what `byoc clusters` annotates service accounts with.
     let outputs: Value = serde_json::from_str(&a.repo.read("state/cloud-outputs.json")).expect("cloud outputs");
@@ -470,6 +485,62 @@ fn azure_data_account_keeps_versions_and_deletes_noncurrent_ones_after_the_specs
     assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", again.stdout);
 }
 
+/// The daemon's cloud pass on Azure (`run::identity::pass` through `azure_pass`, given the
+/// fake's CA): after a bootstrap apply, a new cluster and a bigger pool arrive in one
+/// revision; the pass makes only the new cluster's identity, federated credential and data
+/// role, and reports the pool.
+#[test]
+fn azure_the_daemons_pass_converges_only_cluster_identities_and_reports_the_rest() {
+    let mut a = Azure::new(options());
+    ok(&a.apply());
+    let text = a
+        .repo
+        .read("examples/azure/clusters/ingest.yaml")
+        .replace("name: ingest", "name: reporting")
+        .replace("prefix: ingest", "prefix: reporting");
+    a.repo.write("examples/azure/clusters/reporting.yaml", &text);
+    a.repo.edit("examples/azure/environment.yaml", "min: 3\n        max: 9", "min: 3\n        max: 12");
+    a.repo.commit("reporting, and more nodes");
+    let dir = a.repo.path().join("examples/azure");
+    let files = rwproxy::specfiles::read_dir(&dir).expect("specs readable");
+    let specs = byoc::spec::load::load(&dir.to_string_lossy(), &files).unwrap_or_else(|e| panic!("{e:?}"));
+    let store = byoc::state::LocalDir::new(a.repo.path().join("state")).expect("state dir");
+    let before = mutating(&a.double.writes()).len();
+    let endpoint = byoc::cloud::azure::Endpoint { url: Some(a.double.url()), extra_ca_pem: Some(a.double.ca_pem()) };
+    let credential = byoc::cloud::azure::Credential::ClientSecret {
+        tenant: a.tenant.clone(),
+        client_id: a.double.client_id().to_owned(),
+        secret: a.double.client_secret().to_owned(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let report = rt
+        .block_on(byoc::run::identity::azure_pass(
+            &store,
+            &specs,
+            &endpoint,
+            &credential,
+            "main@sha1:test",
+            byoc::run::identity::Pass::Converge,
+        ))
+        .expect("the pass runs");
+    assert!(report.failed.is_none(), "{:?}", report.failed);
+    assert_eq!(report.done, 3, "the identity, its federated credential and its data role");
+    let writes = a.double.writes();
+    let new: Vec<&String> = mutating(&writes).into_iter().skip(before).collect();
+    assert_eq!(new.len(), 3, "{new:?}");
+    assert!(new.iter().all(|w| w.contains("rw-reporting") || w.contains("/roleAssignments/")), "{new:?}");
+    assert!(!new.iter().any(|w| w.contains("agentPools")), "the pool is the environment's: {new:?}");
+    assert!(
+        a.of_type("microsoft.managedidentity/userassignedidentities").iter().any(|(id, _)| id.ends_with("-rw-reporting")),
+        "the new cluster's identity exists"
+    );
+    assert!(
+        report.environment.changes.iter().any(|c| c.starts_with("~ update azure.node-pool/risingwave")),
+        "{:?}",
+        report.environment.changes
+    );
+}
+
 /// Runs `byoc apply` and SIGKILLs it once `k` actions have printed "done".
 fn apply_killed_after(a: &Azure, k: usize) -> usize {
     let url = a.double.url();
@@ -517,7 +588,7 @@ fn azure_killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
         assert!(summary(ok(&again)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "k={k}: {}", again.stdout);
         assert_eq!(a.of_type("microsoft.managedidentity/userassignedidentities").len(), 4, "k={k}");
         assert_eq!(a.of_type("microsoft.containerservice/managedclusters/agentpools").len(), 2, "k={k}");
-        assert_eq!(a.of_type("microsoft.authorization/roleassignments").len(), 7, "k={k}");
+        assert_eq!(a.of_type("microsoft.authorization/roleassignments").len(), 10, "k={k}");
     }
     assert!(waited_out > 0, "some rerun met a resource still provisioning and waited it out");
 }

@@ -32,7 +32,7 @@
 
 use ipnet::IpNet;
 
-use super::permissions::{AZURE_AGENT_ROLES, AZURE_CLUSTER_ROLES};
+use super::permissions::{AZURE_AGENT_ASSIGNABLE_ROLES, AZURE_AGENT_ROLES, AZURE_AGENT_STATE_ROLES, AZURE_CLUSTER_ROLES};
 use super::{
     AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, WorkloadIdentity, cluster_namespace,
     names, tagged,
@@ -319,8 +319,17 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     }
 
     let agent = identity(env, g, &rg, "agent", &aks, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT, None);
+    let slug = |role: &str| role.to_ascii_lowercase().replace(' ', "-");
     for role in AZURE_AGENT_ROLES {
-        g.add(role_assignment(env, &format!("agent-{}", role.to_ascii_lowercase().replace(' ', "-")), &agent, role, &rg));
+        let mut ra = role_assignment(env, &format!("agent-{}", slug(role)), &agent, role, &rg);
+        if *role == "Role Based Access Control Administrator" {
+            ra = ra.set("condition", assignable_roles_condition(AZURE_AGENT_ASSIGNABLE_ROLES)).set("conditionVersion", "2.0");
+        }
+        g.add(ra);
+    }
+    let state = containers[1].clone();
+    for role in AZURE_AGENT_STATE_ROLES {
+        g.add(role_assignment(env, &format!("agent-state-{}", slug(role)), &agent, role, &state));
     }
     Foundation { kube_cluster: aks.clone(), data_bucket: data, identity_issuer: aks }
 }
@@ -351,6 +360,19 @@ fn identity(
     id
 }
 
+/// The ABAC condition that lets a Role Based Access Control Administrator assignment write
+/// and delete only assignments of `roles` ("Delegate Azure role assignment management to
+/// others with conditions"): the requested role on a write, the existing one on a delete.
+pub(crate) fn assignable_roles_condition(roles: &[&str]) -> String {
+    const RA: &str = "Microsoft.Authorization/roleAssignments";
+    let guids: Vec<&str> =
+        roles.iter().filter_map(|r| crate::cloud::azure::identity::BUILT_IN_ROLES.iter().find(|(n, _)| n == r).map(|(_, g)| *g)).collect();
+    let guids = guids.join(", ");
+    format!(
+        "((!(ActionMatches{{'{RA}/write'}})) OR (@Request[{RA}:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{guids}}})) AND ((!(ActionMatches{{'{RA}/delete'}})) OR (@Resource[{RA}:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{guids}}}))"
+    )
+}
+
 /// The ABAC condition of a cluster's role assignment on the data container: blob reads,
 /// writes and deletes only under `<prefix>/`, and listing (a read with the `Blob.List`
 /// sub-operation, whose blob path is not known) only with a `prefix` under it.
@@ -359,6 +381,15 @@ pub(crate) fn prefix_condition(prefix: &str) -> String {
     format!(
         "((!(ActionMatches{{'{BLOBS}/read'}} AND NOT SubOperationMatches{{'Blob.List'}}) AND !(ActionMatches{{'{BLOBS}/write'}}) AND !(ActionMatches{{'{BLOBS}/add/action'}}) AND !(ActionMatches{{'{BLOBS}/delete'}})) OR (@Resource[{BLOBS}:path] StringStartsWith '{prefix}/')) AND ((!(ActionMatches{{'{BLOBS}/read'}} AND SubOperationMatches{{'Blob.List'}})) OR (@Request[{BLOBS}:prefix] StringStartsWith '{prefix}/'))"
     )
+}
+
+/// Whether `r` is a RisingWave cluster's own identity on Azure, the one thing in the cloud
+/// the daemon may change: the cluster's user-assigned identity, its federated credential and
+/// its role assignment on the data container, all named from the cluster's namespace
+/// `rw-<name>` (the agent's are `agent` and `agent-<role>`).
+pub fn is_cluster_identity(r: &Resource) -> bool {
+    matches!(r.kind, Kind::AzureManagedIdentity | Kind::AzureFederatedCredential | Kind::AzureRoleAssignment)
+        && r.id.as_str().split_once('/').is_some_and(|(_, name)| name.starts_with("rw-"))
 }
 
 pub(super) fn cluster_identity(

@@ -79,8 +79,21 @@ pub const GCP_NODE_ROLES: &[&str] = &["roles/container.defaultNodeServiceAccount
 /// GCP role of a RisingWave cluster, on the data bucket with a condition on its prefix.
 pub const GCP_CLUSTER_ROLES: &[&str] = &["roles/storage.objectUser"];
 
-/// Azure roles of the agent, on the resource group.
-pub const AZURE_AGENT_ROLES: &[&str] = &["Network Contributor", "Monitoring Reader"];
+/// Azure roles of the agent, on the resource group: reading everything it observes
+/// (Monitoring Reader's `*/read`), the network it reports on (Network Contributor, as the
+/// seed), the clusters' user-assigned identities and federated credentials it converges
+/// (Managed Identity Contributor), and their role assignments (Role Based Access Control
+/// Administrator, limited by [`AZURE_AGENT_ASSIGNABLE_ROLES`] through an ABAC condition).
+pub const AZURE_AGENT_ROLES: &[&str] =
+    &["Network Contributor", "Monitoring Reader", "Managed Identity Contributor", "Role Based Access Control Administrator"];
+
+/// Azure role of the agent on the state container: the state store, its lease and the
+/// inventory are blobs there.
+pub const AZURE_AGENT_STATE_ROLES: &[&str] = &["Storage Blob Data Contributor"];
+
+/// The roles the agent may assign and remove (the clusters' role on the data container):
+/// the condition on its Role Based Access Control Administrator assignment.
+pub const AZURE_AGENT_ASSIGNABLE_ROLES: &[&str] = AZURE_CLUSTER_ROLES;
 
 /// Azure role of a RisingWave cluster, on the data container.
 pub const AZURE_CLUSTER_ROLES: &[&str] = &["Storage Blob Data Contributor"];
@@ -108,7 +121,7 @@ mod tests {
             ("gcp/agent.json", GCP_AGENT_ROLES.to_vec()),
             ("gcp/cluster.json", GCP_CLUSTER_ROLES.to_vec()),
             ("gcp/nodes.json", GCP_NODE_ROLES.to_vec()),
-            ("azure/agent.json", AZURE_AGENT_ROLES.to_vec()),
+            ("azure/agent.json", [AZURE_AGENT_ROLES, AZURE_AGENT_STATE_ROLES].concat()),
             ("azure/cluster.json", AZURE_CLUSTER_ROLES.to_vec()),
         ];
         for (path, code) in cases {

@@ -1,8 +1,10 @@
-//! The daemon's cloud side on AWS and GCP: each RisingWave cluster's own identity (on AWS
-//! its IAM role under `/byoc/<env>/clusters/`, IRSA-trusted for the cluster's service
-//! account, bounded by the environment's permissions boundary; on GCP its Google service
-//! account `rw-<cluster>` and the bindings made for it: workload identity for the
-//! cluster's Kubernetes service account, and its prefix of the data bucket) is converged; everything else in the
+//! The daemon's cloud side on AWS, GCP and Azure: each RisingWave cluster's own identity
+//! (on AWS its IAM role under `/byoc/<env>/clusters/`, IRSA-trusted for the cluster's
+//! service account, bounded by the environment's permissions boundary; on GCP its Google
+//! service account `rw-<cluster>` and the bindings made for it: workload identity for the
+//! cluster's Kubernetes service account, and its prefix of the data bucket; on Azure its
+//! user-assigned identity `rw-<cluster>`, the federated credential trusting the cluster's
+//! service account and its prefix-conditioned role on the data container) is converged; everything else in the
 //! environment (network, EKS, node groups, buckets, load balancers, endpoint service, the
 //! boundary itself) is only observed, and any difference is reported as
 //! `EnvironmentInSync=False` for a person with administrator credentials to apply.
@@ -16,6 +18,7 @@
 
 use crate::cloud::apply::{self, ApplyError, Options, Prepared};
 use crate::cloud::aws::Aws;
+use crate::cloud::azure::{self, Azure};
 use crate::cloud::gcp::Gcp;
 use crate::cloud::{Cloud, cloud_part};
 use crate::expand::aws::is_cluster_identity;
@@ -149,11 +152,12 @@ pub fn narrow(env: &str, plan: &mut Plan, desired: &Graph, observed: &Graph, pas
 /// Whether `r` is a RisingWave cluster's own cloud identity, the one thing in the cloud
 /// the daemon may change: on AWS the cluster's IAM role; on GCP the cluster's Google
 /// service account and its bindings, all named from the cluster's namespace `rw-<name>`
-/// (the agent's and the nodes' are `agent` and `nodes`).
+/// (the agent's and the nodes' are `agent` and `nodes`); on Azure its managed identity,
+/// federated credential and role assignment.
 pub fn is_identity(env: &str, r: &Resource) -> bool {
     let gcp = matches!(r.kind, Kind::GcpServiceAccount | Kind::GcpIamBinding)
         && r.id.as_str().split_once('/').is_some_and(|(_, name)| name.starts_with("rw-"));
-    gcp || is_cluster_identity(env, r)
+    gcp || is_cluster_identity(env, r) || crate::expand::azure::is_cluster_identity(r)
 }
 
 /// Who this process is when it holds the environment's apply lease (`host:pid`).
@@ -161,8 +165,7 @@ pub fn holder() -> String {
     format!("{}:{}", apply::hostname(), std::process::id())
 }
 
-/// One pass over the clusters' cloud identities of `specs` (an AWS or GCP environment;
-/// an Azure one has nothing to do yet).
+/// One pass over the clusters' cloud identities of `specs` (an AWS, GCP or Azure environment).
 pub async fn pass<S: StateStore + ?Sized>(
     store: &S,
     specs: &Specs,
@@ -178,6 +181,11 @@ pub async fn pass<S: StateStore + ?Sized>(
             let mut cloud = Aws::connect(&env.name, &env.region, endpoint).await;
             cloud.buckets = vec![env.data_bucket.clone(), env.state_bucket.clone()];
             pass_with(&cloud, store, specs, &desired, revision, pass).await
+        }
+        crate::spec::Cloud::Azure => {
+            // The pod's workload identity (or a client secret from the environment).
+            let endpoint = azure::Endpoint { url: endpoint.map(str::to_owned), extra_ca_pem: None };
+            azure_pass(store, specs, &endpoint, &azure::Credential::from_env(), revision, pass).await
         }
         crate::spec::Cloud::Gcp => {
             let mut cloud =
@@ -195,8 +203,35 @@ pub async fn pass<S: StateStore + ?Sized>(
                 inventory.resources.values().filter(|r| r.kind == Kind::GcpBucket.as_str()).map(|r| r.cloud_id.clone()).collect();
             pass_with(&cloud, store, specs, &desired, revision, pass).await
         }
-        crate::spec::Cloud::Azure => Ok(PassReport::default()),
     }
+}
+
+/// [`pass`] on an Azure environment, connected as `byoc apply` connects (commands::apply):
+/// to the resource group the graph names, with what the inventory recorded known. Public
+/// so that a test can give the ARM fake's CA, for which the daemon has no setting.
+pub async fn azure_pass<S: StateStore + ?Sized>(
+    store: &S,
+    specs: &Specs,
+    endpoint: &azure::Endpoint,
+    credential: &azure::Credential,
+    revision: &str,
+    pass: Pass,
+) -> Result<PassReport, IdentityError> {
+    let env = &specs.environment;
+    let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
+    let desired = cloud_part(&crate::expand::expand(specs));
+    let rg = desired
+        .resources
+        .get(&crate::resource::ResourceId::new(Kind::AzureResourceGroup, "main"))
+        .and_then(|r| r.properties.get("name"))
+        .and_then(crate::resource::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut cloud =
+        Azure::connect(&env.name, &env.account, &env.region, &rg, endpoint, credential).map_err(|e| failed(ApplyError::Observe(e)))?;
+    let (inventory, _) = apply::load_inventory(store).await.map_err(failed)?;
+    cloud.know(&desired, &inventory);
+    pass_with(&cloud, store, specs, &desired, revision, pass).await
 }
 
 /// [`pass`] with the environment's cloud.
@@ -244,10 +279,6 @@ impl super::Daemon {
     /// The daemon's cloud pass at `revision`, with `EnvironmentInSync` set from the
     /// converge pass. `Err` carries how the reconcile ended when the pass failed.
     pub(super) async fn cloud_pass(&self, specs: &Specs, revision: &str, which: Pass) -> Result<(), super::Ended> {
-        // Azure identities arrive with its provider.
-        if specs.environment.cloud == crate::spec::Cloud::Azure {
-            return Ok(());
-        }
         let t = super::now();
         match self.store.get(crate::cloud::INVENTORY_KEY).await {
             Ok(Some(_)) => {}
@@ -293,7 +324,6 @@ impl super::Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::{Kind, Resource};
 
     fn role(name: &str, path: Option<&str>) -> Resource {
         let r = Resource::new(Kind::AwsIamRole, name).set("name", format!("byoc-prod-{name}"));
@@ -380,5 +410,40 @@ mod tests {
         );
         assert_eq!(drift.summary.create, desired.resources.len() - ours.len(), "everything else is the environment's, reported");
         assert!(drift.changes.iter().any(|c| c.starts_with("+ create gcp.service-account/agent")), "{:?}", drift.changes);
+    }
+
+    #[test]
+    fn on_azure_the_daemon_converges_each_clusters_identity_credential_and_data_role_and_nothing_else() {
+        let dir = format!("{}/../examples/azure", env!("CARGO_MANIFEST_DIR"));
+        let files = rwproxy::specfiles::read_dir(std::path::Path::new(&dir)).expect("example readable");
+        let specs = crate::spec::load::load(&dir, &files).unwrap_or_else(|e| panic!("{e:?}"));
+        let desired = cloud_part(&crate::expand::expand(&specs));
+        let ours: Vec<&Resource> = desired.resources.values().filter(|r| is_identity("prod", r)).collect();
+        // Per cluster: its managed identity, federated credential and role on the data container.
+        assert!(!specs.clusters.is_empty());
+        for c in &specs.clusters {
+            let ns = crate::expand::cluster_namespace(c);
+            for (kind, name) in [
+                (Kind::AzureManagedIdentity, ns.clone()),
+                (Kind::AzureFederatedCredential, ns.clone()),
+                (Kind::AzureRoleAssignment, format!("{ns}-data")),
+            ] {
+                assert!(
+                    ours.iter().any(|r| r.kind == kind && r.id.as_str().ends_with(&format!("/{name}"))),
+                    "{kind:?} {name} is the daemon's"
+                );
+            }
+        }
+        assert_eq!(ours.len(), 3 * specs.clusters.len(), "{:?}", ours.iter().map(|r| &r.id).collect::<Vec<_>>());
+        // The agent's identity and roles, the network, AKS and storage are the environment's.
+        let plan = Plan { steps: desired.resources.values().map(|r| step(r, Action::Create)).collect() };
+        let mut converge = plan.clone();
+        let drift = narrow("prod", &mut converge, &desired, &Graph::default(), Pass::Converge);
+        let creates = converge.steps.iter().filter(|s| s.action == Action::Create).count();
+        assert_eq!(creates, ours.len());
+        assert_eq!(drift.summary.create, desired.resources.len() - ours.len());
+        let agent = crate::resource::ResourceId::new(Kind::AzureManagedIdentity, "agent");
+        assert!(desired.resources.contains_key(&agent));
+        assert!(drift.changes.iter().any(|c| c.contains(&format!("{agent}:"))), "the agent's identity is reported: {:?}", drift.changes);
     }
 }

@@ -144,6 +144,7 @@ pub const ROLE_DEFINITIONS: &[(&str, &str)] = &[
     ("f58310d9-a9f6-439a-9e8d-f62e7b41a168", "Role Based Access Control Administrator"),
     ("4d97b98b-1d4f-4787-a291-c67834d212e7", "Network Contributor"),
     ("f1a07417-d97a-45cb-824c-7a7467783830", "Managed Identity Operator"),
+    ("e40ec5ca-96e0-45a2-b4ff-59039f2c2b59", "Managed Identity Contributor"),
     ("ba92f5b4-2d11-453d-a403-e96b0029c9fe", "Storage Blob Data Contributor"),
     ("2a2b9908-6ea1-4ae2-8e65-a410df84e7d1", "Storage Blob Data Reader"),
     ("b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b", "Azure Kubernetes Service RBAC Cluster Admin"),

@@ -232,11 +232,21 @@ impl Double {
         let reply = match self.fic_write_slot(&request).await {
             Ok(Some(identity)) => {
                 // Hold the identity while the write "runs", so an overlapping one collides.
+                // The write runs on its own task: as in Azure, a write accepted goes on (and
+                // then frees the identity) when its client disconnects, e.g. a killed apply;
+                // tied to the connection, the slot would stay taken for good.
                 let hold = *self.shared.fic_write_time.lock().unwrap_or_else(|e| e.into_inner());
-                tokio::time::sleep(hold).await;
-                let reply = self.state().handle(&request);
-                self.fic_writes().remove(&identity);
-                reply
+                let this = self.clone();
+                let write = tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    let reply = this.state().handle(&request);
+                    this.fic_writes().remove(&identity);
+                    reply
+                });
+                match write.await {
+                    Ok(reply) => reply,
+                    Err(_) => arm::Reply::error(500, "InternalServerError", "The fake's write task failed."),
+                }
             }
             Ok(None) => self.state().handle(&request),
             Err(reply) => reply,

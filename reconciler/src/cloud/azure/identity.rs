@@ -21,6 +21,8 @@ pub const BUILT_IN_ROLES: &[(&str, &str)] = &[
     ("Contributor", "b24988ac-6180-42a0-ab88-20f7382dd24c"),
     ("Owner", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"),
     ("User Access Administrator", "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"),
+    ("Role Based Access Control Administrator", "f58310d9-a9f6-439a-9e8d-f62e7b41a168"),
+    ("Managed Identity Contributor", "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59"),
 ];
 
 /// The role definition id of a role name (or a GUID given as is).
@@ -158,7 +160,8 @@ mod tests {
     #[test]
     fn roles_of_the_policies_have_definitions_and_an_unknown_name_is_refused() {
         let sub = "00000000-0000-0000-0000-000000000001";
-        for role in crate::expand::permissions::AZURE_AGENT_ROLES.iter().chain(crate::expand::permissions::AZURE_CLUSTER_ROLES) {
+        use crate::expand::permissions::{AZURE_AGENT_ROLES, AZURE_AGENT_STATE_ROLES, AZURE_CLUSTER_ROLES};
+        for role in AZURE_AGENT_ROLES.iter().chain(AZURE_AGENT_STATE_ROLES).chain(AZURE_CLUSTER_ROLES) {
             let id = role_definition(sub, role).unwrap_or_else(|e| panic!("{e}"));
             assert!(id.starts_with(&format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/")), "{id}");
         }

@@ -24,7 +24,7 @@
 //! Kubernetes half); this provider never creates or deletes them through ARM. It reports
 //! them as found once their cluster exists, with what AKS made if it can be read.
 
-mod identity;
+pub(crate) mod identity;
 mod kubernetes;
 mod network;
 pub mod preflight;
