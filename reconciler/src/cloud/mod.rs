@@ -10,8 +10,8 @@
 
 pub mod apply;
 pub mod aws;
-pub mod gcp;
 pub mod azure;
+pub mod gcp;
 pub mod retry;
 
 use std::collections::BTreeMap;
