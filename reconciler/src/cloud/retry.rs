@@ -279,7 +279,7 @@ fn find<'e, T: std::error::Error + 'static>(error: &'e (dyn std::error::Error + 
 
 /// An error and its sources on one line (`dispatch failure: io error: ...: Connection
 /// refused (os error 111)`), each said once: what a person needs, not the debug dump.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(error);
     while let Some(e) = current {

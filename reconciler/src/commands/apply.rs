@@ -356,28 +356,11 @@ impl Provider {
             CloudKind::Gcp => {
                 let mut cloud = Gcp::connect(&env.name, &env.account, &env.region, store.endpoint_url.as_deref()).await?;
                 cloud.poll = poll;
-                let recorded: Vec<Resource> = inventory
-                    .resources
-                    .iter()
-                    .filter_map(|(id, r)| ResourceId::parse(id).map(|(kind, id)| crate::cloud::Inventory::applied_resource(&id, kind, r)))
-                    .collect();
-                cloud.expect(desired.resources.values().chain(recorded.iter()));
-                cloud.recorded_buckets = inventory
-                    .resources
-                    .iter()
-                    .filter(|(_, r)| r.kind == Kind::GcpBucket.as_str())
-                    .map(|(_, r)| r.cloud_id.clone())
-                    .collect();
+                cloud.know(desired, inventory);
                 Provider::Gcp(cloud)
             }
             CloudKind::Azure => {
-                let rg = desired
-                    .resources
-                    .get(&ResourceId::new(Kind::AzureResourceGroup, "main"))
-                    .and_then(|r| r.properties.get("name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
+                let rg = crate::expand::azure::resource_group_name(desired);
                 let extra_ca_pem = match &store.endpoint_ca {
                     Some(path) => {
                         Some(std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--endpoint-ca {}: {e}", path.display()))?)

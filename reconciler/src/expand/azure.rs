@@ -415,6 +415,18 @@ pub(super) fn cluster_identity(
     }
 }
 
+/// The name of the environment's resource group in a graph `expand` made (empty if the
+/// graph has none): the scope every Azure call of `byoc apply` and the daemon is made in.
+pub fn resource_group_name(graph: &Graph) -> String {
+    graph
+        .resources
+        .get(&ResourceId::new(Kind::AzureResourceGroup, "main"))
+        .and_then(|r| r.properties.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -191,16 +191,7 @@ pub async fn pass<S: StateStore + ?Sized>(
             let mut cloud =
                 Gcp::connect(&env.name, &env.account, &env.region, endpoint).await.map_err(|e| failed(ApplyError::Observe(e)))?;
             let (inventory, _) = apply::load_inventory(store).await.map_err(failed)?;
-            let recorded: Vec<Resource> = inventory
-                .resources
-                .iter()
-                .filter_map(|(id, r)| {
-                    crate::resource::ResourceId::parse(id).map(|(kind, id)| crate::cloud::Inventory::applied_resource(&id, kind, r))
-                })
-                .collect();
-            cloud.expect(desired.resources.values().chain(recorded.iter()));
-            cloud.recorded_buckets =
-                inventory.resources.values().filter(|r| r.kind == Kind::GcpBucket.as_str()).map(|r| r.cloud_id.clone()).collect();
+            cloud.know(&desired, &inventory);
             pass_with(&cloud, store, specs, &desired, revision, pass).await
         }
     }
@@ -220,13 +211,7 @@ pub async fn azure_pass<S: StateStore + ?Sized>(
     let env = &specs.environment;
     let failed = |source| IdentityError::Apply { revision: revision.to_owned(), source };
     let desired = cloud_part(&crate::expand::expand(specs));
-    let rg = desired
-        .resources
-        .get(&crate::resource::ResourceId::new(Kind::AzureResourceGroup, "main"))
-        .and_then(|r| r.properties.get("name"))
-        .and_then(crate::resource::Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let rg = crate::expand::azure::resource_group_name(&desired);
     let mut cloud =
         Azure::connect(&env.name, &env.account, &env.region, &rg, endpoint, credential).map_err(|e| failed(ApplyError::Observe(e)))?;
     let (inventory, _) = apply::load_inventory(store).await.map_err(failed)?;

@@ -157,10 +157,15 @@ pub fn arm_error(what: &str, status: u16, body: &Json) -> CloudError {
 }
 
 /// Whether an ARM answer may succeed if the request is made again, and after how long at
-/// least: throttling (429, honouring Retry-After), a server error, or a resource another
-/// operation is changing (409 AnotherOperationInProgress, waited out).
+/// least: throttling (429, honouring Retry-After), a server error, a resource another
+/// operation is changing (409 AnotherOperationInProgress, waited out), or an identity whose
+/// federated credentials another write is changing (409, which Azure answers to concurrent
+/// writes under one identity, e.g. a rerun right after a killed apply whose writes still run).
 pub fn retryable(status: u16, error: &CloudError) -> bool {
-    status == 429 || status >= 500 || (status == 409 && error.is(&["AnotherOperationInProgress"]))
+    status == 429
+        || status >= 500
+        || (status == 409
+            && error.is(&["AnotherOperationInProgress", "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"]))
 }
 
 impl Arm {
@@ -775,6 +780,12 @@ mod tests {
         let e = arm_error("PUT managedClusters", 409, &body);
         assert!(e.is(&["AnotherOperationInProgress"]), "{e}");
         assert!(retryable(409, &e));
+        let fic = arm_error(
+            "PUT federatedIdentityCredential",
+            409,
+            &json!({"error": {"code": "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity", "message": "concurrent"}}),
+        );
+        assert!(retryable(409, &fic), "a concurrent credential write is waited out, as after a killed apply");
         let exists = arm_error("PUT roleAssignments", 409, &json!({"error": {"code": "RoleAssignmentExists", "message": "exists"}}));
         assert!(!retryable(409, &exists), "an existing assignment is an answer, not a reason to wait");
         let throttled = arm_error("GET", 429, &json!({"error": {"code": "TooManyRequests", "message": "slow down"}}));

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_gax::retry_policy::NeverRetry;
 
-use super::retry::{Retrier, Retry};
+use super::retry::{Retrier, Retry, chain};
 use super::{Cloud, CloudError, Found, Refs};
 use crate::expand::names;
 use crate::resource::{Kind, Map, Resource, ResourceId, Value};
@@ -148,6 +148,21 @@ impl Gcp {
             poll: Duration::from_secs(10),
             wait_limit: Duration::from_secs(40 * 60),
         })
+    }
+
+    /// Tells observe what GCP cannot list by ownership, from the desired graph and the
+    /// inventory's applied resources (so what is no longer desired is still found and
+    /// deleted), and which buckets an earlier apply recorded. `byoc apply` and the daemon
+    /// both connect through this.
+    pub fn know(&mut self, desired: &crate::resource::Graph, inventory: &super::Inventory) {
+        let recorded: Vec<Resource> = inventory
+            .resources
+            .iter()
+            .filter_map(|(id, r)| ResourceId::parse(id).map(|(kind, id)| super::Inventory::applied_resource(&id, kind, r)))
+            .collect();
+        self.expect(desired.resources.values().chain(recorded.iter()));
+        self.recorded_buckets =
+            inventory.resources.values().filter(|r| r.kind == Kind::GcpBucket.as_str()).map(|r| r.cloud_id.clone()).collect();
     }
 
     /// Tells observe what to look for that GCP cannot list by ownership: the buckets (by
@@ -351,20 +366,6 @@ fn sort(what: &str, e: &google_cloud_gax::error::Error) -> (Retry, CloudError) {
     let retry =
         if e.is_timeout() || e.is_io() || e.is_transport() || http.is_some_and(|s| s >= 500 || s == 429) { Retry::Yes } else { Retry::No };
     (retry, CloudError::new(what, chain(e)))
-}
-
-/// An error and its sources on one line, each said once.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(error);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
 }
 
 fn text<'a>(r: &'a Resource, name: &str) -> &'a str {
