@@ -18,15 +18,7 @@ const STATE_BUCKET: &str = "byoc-prod-usc1-acme-data-prod-state";
 
 /// A fake-gcs-server of this test's own (buckets are global names; tests must not share).
 fn fake_gcs() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let out = Command::new("bash")
-        .arg(project_root().join("tests/gcs/start.sh"))
-        .arg(port.to_string())
-        .arg(std::process::id().to_string())
-        .output()
-        .expect("run tests/gcs/start.sh");
-    assert!(out.status.success(), "starting fake-gcs-server failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    format!("http://127.0.0.1:{port}")
+    crate::state_gcs::start_fake_gcs()
 }
 
 fn double_with(f: impl FnOnce(&mut Options)) -> Double {

@@ -17,17 +17,20 @@ use crate::support::project_root;
 /// when this test binary exits).
 pub fn fake_gcs() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let out = Command::new("bash")
-            .arg(project_root().join("tests/gcs/start.sh"))
-            .arg(port.to_string())
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("run tests/gcs/start.sh");
-        assert!(out.status.success(), "starting fake-gcs-server failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        format!("http://127.0.0.1:{port}")
-    })
+    URL.get_or_init(start_fake_gcs)
+}
+
+/// A new fake-gcs-server (tests/gcs/start.sh), tied to this test binary; its endpoint.
+pub fn start_fake_gcs() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let out = Command::new("bash")
+        .arg(project_root().join("tests/gcs/start.sh"))
+        .arg(port.to_string())
+        .arg(std::process::id().to_string())
+        .output()
+        .expect("run tests/gcs/start.sh");
+    assert!(out.status.success(), "starting fake-gcs-server failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    format!("http://127.0.0.1:{port}")
 }
 
 fn runtime() -> tokio::runtime::Runtime {
