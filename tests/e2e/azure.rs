@@ -592,3 +592,76 @@ fn azure_killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
     }
     assert!(waited_out > 0, "some rerun met a resource still provisioning and waited it out");
 }
+
+/// Acceptance 1's last step: after `byoc apply` on the fake, `byoc clusters` against the
+/// Kubernetes double annotates each cluster's service account with the client id the fake
+/// assigned to that cluster's identity (read back from the fake), labels its pods for the
+/// workload-identity webhook, and names the cluster whose identity is missing from the
+/// cloud outputs.
+#[test]
+fn azure_clusters_annotates_each_service_account_with_the_client_id_azure_assigned() {
+    use byoc::k8s::objects::ObjectKind;
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    // The double's client and server are tokio services: made inside the runtime.
+    let _entered = rt.enter();
+    let d = crate::kube::support::double();
+    let client = d.client();
+    let (addr, _server, _operator) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        (addr, d.serve(listener), crate::kube::support::operator(&client))
+    });
+    a.repo.write("kubeconfig", &kube_double::kubeconfig(&format!("http://{addr}")));
+    let clusters = || {
+        byoc_env(
+            a.repo.path(),
+            &[
+                "clusters",
+                "--env",
+                "examples/azure",
+                "--state-dir",
+                "state",
+                "--kubeconfig",
+                "kubeconfig",
+                "--health-timeout",
+                "20",
+                "--poll-interval",
+                "0.1",
+            ],
+            &[],
+        )
+    };
+    ok(&clusters());
+    for cluster in ["analytics", "ingest"] {
+        let ns = format!("rw-{cluster}");
+        let (_, identity) = a
+            .of_type("microsoft.managedidentity/userassignedidentities")
+            .into_iter()
+            .find(|(id, _)| id.ends_with(&format!("/byoc-prod-eus2-{ns}")))
+            .unwrap_or_else(|| panic!("the fake holds {ns}'s identity"));
+        let client_id = identity["properties"]["clientId"].as_str().expect("the fake assigned a client id").to_owned();
+        let sa = rt
+            .block_on(crate::kube::support::get(&client, ObjectKind::ServiceAccount, Some(&ns), &ns))
+            .unwrap_or_else(|| panic!("service account {ns}/{ns}"));
+        assert_eq!(sa["metadata"]["annotations"]["azure.workload.identity/client-id"].as_str(), Some(client_id.as_str()), "{sa}");
+        let rw = rt.block_on(crate::kube::support::get(&client, ObjectKind::RisingWave, Some(&ns), cluster)).expect("RisingWave");
+        for component in ["meta", "frontend", "compute", "compactor"] {
+            let labels = &rw["spec"]["components"][component]["nodeGroups"][0]["template"]["metadata"]["labels"];
+            assert_eq!(labels["azure.workload.identity/use"], json!("true"), "{component} of {cluster}: {labels}");
+        }
+    }
+
+    // An identity missing from cloud-outputs.json: the error names the cluster.
+    let mut outputs: Value = serde_json::from_str(&a.repo.read("state/cloud-outputs.json")).expect("cloud outputs");
+    outputs.as_object_mut().expect("object").remove("azure.managed-identity/rw-ingest").expect("ingest's client id was there");
+    a.repo.write("state/cloud-outputs.json", &serde_json::to_string_pretty(&outputs).expect("json"));
+    let missing = clusters();
+    assert_ne!(missing.code, 0, "{}", missing.stdout);
+    assert!(
+        missing.stderr.contains("cluster \"ingest\"") && missing.stderr.contains("azure.managed-identity/rw-ingest"),
+        "the error names the cluster and its identity:\n{}",
+        missing.stderr
+    );
+}
