@@ -665,3 +665,66 @@ fn azure_clusters_annotates_each_service_account_with_the_client_id_azure_assign
         missing.stderr
     );
 }
+
+/// The storage accounts take no public traffic, so pods reach them through their private
+/// endpoints only if the accounts' names resolve there: the blob private DNS zone, linked
+/// to the VNet, holding each endpoint through its zone group. Made once, untouched by a
+/// second apply, removed by destroy (which keeps the accounts).
+#[test]
+fn azure_the_blob_private_dns_zone_is_linked_to_the_vnet_and_names_each_endpoint_and_destroy_removes_them() {
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let zones = a.of_type("microsoft.network/privatednszones");
+    assert_eq!(zones.len(), 1, "{zones:?}");
+    let (_, zone) = &zones[0];
+    assert_eq!((zone["name"].as_str(), zone["location"].as_str()), (Some("privatelink.blob.core.windows.net"), Some("global")));
+    assert_eq!(zone["tags"]["byoc-environment"], json!("prod-eus2"), "the zone carries the ownership tags: {zone}");
+    let zone_id = zone["id"].as_str().expect("zone id");
+    let links = a.of_type("microsoft.network/privatednszones/virtualnetworklinks");
+    assert_eq!(links.len(), 1, "{links:?}");
+    let (_, vnet) = a.of_type("microsoft.network/virtualnetworks").remove(0);
+    assert_eq!(links[0].1["properties"]["virtualNetwork"]["id"], vnet["id"], "linked to the environment's VNet");
+    assert_eq!(links[0].1["properties"]["registrationEnabled"], json!(false));
+    assert_eq!(links[0].1["tags"]["byoc-environment"], json!("prod-eus2"));
+    let groups = a.of_type("microsoft.network/privateendpoints/privatednszonegroups");
+    let endpoints: Vec<String> = a.of_type("microsoft.network/privateendpoints").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(groups.len(), endpoints.len(), "one zone group per endpoint: {groups:?}");
+    for endpoint in &endpoints {
+        let (_, group) = groups
+            .iter()
+            .find(|(id, _)| id.starts_with(&format!("{endpoint}/privatednszonegroups/")))
+            .unwrap_or_else(|| panic!("{endpoint} has a zone group"));
+        let configs = group["properties"]["privateDnsZoneConfigs"].as_array().expect("configs");
+        assert_eq!(configs.len(), 1, "{group}");
+        assert_eq!(configs[0]["properties"]["privateDnsZoneId"].as_str(), Some(zone_id), "{group}");
+    }
+    let puts = |fragment: &str| a.double.writes().iter().filter(|w| w.starts_with("PUT ") && w.contains(fragment)).count();
+    let zone_puts = a
+        .double
+        .writes()
+        .iter()
+        .filter(|w| w.starts_with("PUT ") && w.ends_with("/privateDnsZones/privatelink.blob.core.windows.net"))
+        .count();
+    assert_eq!(
+        (zone_puts, puts("/virtualNetworkLinks/"), puts("/privateDnsZoneGroups/")),
+        (1, 1, 2),
+        "each written once: {:#?}",
+        a.double.writes()
+    );
+
+    let writes = a.double.writes();
+    let second = a.apply();
+    assert!(summary(ok(&second)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", second.stdout);
+    assert_eq!(mutating(&a.double.writes()), mutating(&writes), "a no-op apply writes nothing");
+
+    ok(&a.run("destroy", &[]));
+    for t in [
+        "microsoft.network/privatednszones",
+        "microsoft.network/privatednszones/virtualnetworklinks",
+        "microsoft.network/privateendpoints/privatednszonegroups",
+        "microsoft.network/privateendpoints",
+    ] {
+        assert_eq!(a.of_type(t).len(), 0, "{t} removed by destroy");
+    }
+    assert_eq!(a.of_type("microsoft.storage/storageaccounts").len(), 2, "the accounts stay without --delete-data");
+}

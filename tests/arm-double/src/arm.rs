@@ -25,6 +25,13 @@ pub const API_VERSIONS: &[(&str, &[&str])] = &[
     ("microsoft.authorization", &["2022-04-01"]),
 ];
 
+/// Private DNS zones and their virtual network links are versioned apart from the rest of
+/// Microsoft.Network (the `privatedns` specification): only these are accepted for them, and
+/// none of them for the other Microsoft.Network types.
+pub const PRIVATE_DNS_API_VERSIONS: &[&str] = &["2024-06-01"];
+/// The type keys [`PRIVATE_DNS_API_VERSIONS`] applies to; global, never regional.
+const PRIVATE_DNS_ZONES: &str = "microsoft.network/privatednszones";
+
 /// The principal (object id) the fake's service principal has.
 pub const CALLER_PRINCIPAL_ID: &str = "33333333-3333-3333-3333-333333333333";
 
@@ -69,6 +76,21 @@ const KINDS: &[Kind] = &[
     Kind {
         key: "microsoft.network/privateendpoints",
         canonical: "Microsoft.Network/privateEndpoints",
+        lro: true,
+        etag: true,
+        tracked: true,
+    },
+    Kind {
+        key: "microsoft.network/privateendpoints/privatednszonegroups",
+        canonical: "Microsoft.Network/privateEndpoints/privateDnsZoneGroups",
+        lro: true,
+        etag: true,
+        tracked: false,
+    },
+    Kind { key: PRIVATE_DNS_ZONES, canonical: "Microsoft.Network/privateDnsZones", lro: true, etag: true, tracked: true },
+    Kind {
+        key: "microsoft.network/privatednszones/virtualnetworklinks",
+        canonical: "Microsoft.Network/privateDnsZones/virtualNetworkLinks",
         lro: true,
         etag: true,
         tracked: true,
@@ -1035,7 +1057,11 @@ impl State {
                 ),
             ));
         };
-        self.check_api_version(req, ns)?;
+        if kind.key.starts_with(PRIVATE_DNS_ZONES) {
+            check_private_dns_api_version(req)?;
+        } else {
+            self.check_api_version(req, ns)?;
+        }
         let rg_key = self.rg_key(rg_name);
         let Some(rg) = self.resources.get(&rg_key) else {
             return Err(error(404, "ResourceGroupNotFound", format!("Resource group '{rg_name}' could not be found.")));
@@ -1197,7 +1223,20 @@ impl State {
                 Some(l) => l.to_ascii_lowercase().replace(' ', ""),
                 None => return Err(error(400, "LocationRequired", "The location property is required for this definition.")),
             };
-            check_location(&location)?;
+            if kind.key.starts_with(PRIVATE_DNS_ZONES) {
+                if location != "global" {
+                    return Err(error(
+                        400,
+                        "LocationNotAvailableForResourceType",
+                        format!(
+                            "The provided location '{location}' is not available for resource type '{}'. List of available regions is 'global'.",
+                            kind.canonical
+                        ),
+                    ));
+                }
+            } else {
+                check_location(&location)?;
+            }
             if let Some(old) = existing_json.as_ref().and_then(|e| str_at(e, &["location"]))
                 && old != location
             {
@@ -1481,6 +1520,24 @@ fn parse_body(body: &Bytes) -> Result<Value, Reply> {
         Err(e) => {
             Err(error(400, "InvalidRequestContent", format!("The request content was invalid and could not be deserialized: '{e}'.")))
         }
+    }
+}
+
+/// The api-version of a private DNS zone or link request ([`PRIVATE_DNS_API_VERSIONS`]).
+fn check_private_dns_api_version(req: &Req) -> Result<(), Reply> {
+    match query_param(&req.query, "api-version") {
+        None => {
+            Err(error(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."))
+        }
+        Some(v) if PRIVATE_DNS_API_VERSIONS.contains(&v.as_str()) => Ok(()),
+        Some(v) => Err(error(
+            400,
+            "NoRegisteredProviderFound",
+            format!(
+                "No registered resource provider found for location 'global' and API version '{v}' for type 'privateDnsZones'. The supported api-versions are '{}'.",
+                PRIVATE_DNS_API_VERSIONS.join(", ")
+            ),
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`Cloud`] on Azure: an ARM client over azure_core's pipeline, one typed module per
 //! resource provider, each pinned to one api-version: [`network`] (Microsoft.Network:
-//! VNet, subnets, NSG, NAT gateway, public IP, private endpoints), [`kubernetes`]
+//! VNet, subnets, NSG, NAT gateway, public IP, private endpoints, the private DNS zone of
+//! blob endpoints with its VNet link and the endpoints' zone groups), [`kubernetes`]
 //! (Microsoft.ContainerService: the managed cluster and its agent pools), [`storage`]
 //! (Microsoft.Storage: accounts and blob containers), [`identity`]
 //! (Microsoft.ManagedIdentity and Microsoft.Authorization: user-assigned identities,
@@ -57,6 +58,9 @@ pub mod api {
     pub const FEATURES: &str = "2021-07-01";
     /// Microsoft.Network.
     pub const NETWORK: &str = "2024-05-01";
+    /// Microsoft.Network's private DNS zones and their virtual network links, versioned
+    /// apart from the rest of Microsoft.Network (the privatedns specification).
+    pub const PRIVATE_DNS: &str = "2024-06-01";
     /// Microsoft.ContainerService (managed clusters, agent pools).
     pub const CONTAINER_SERVICE: &str = "2025-01-01";
     /// Microsoft.Storage.
@@ -572,7 +576,12 @@ impl Azure {
             return Err(self.not_ours(r, &what, path));
         }
         body["tags"] = tags_json(r);
-        body["location"] = json!(self.location);
+        // Private DNS zones and their links are global; everything else is regional.
+        let location = match r.properties.get("location").and_then(Value::as_str) {
+            Some("global") => "global",
+            _ => self.location.as_str(),
+        };
+        body["location"] = json!(location);
         self.arm.put(&what, path, api, &body).await
     }
 
@@ -691,6 +700,9 @@ impl Cloud for Azure {
             Kind::AzurePublicIp => self.ensure_public_ip(r, existing).await,
             Kind::AzureNatGateway => self.ensure_nat(r, existing, refs).await,
             Kind::AzurePrivateEndpoint => self.ensure_private_endpoint(r, existing, refs).await,
+            Kind::AzurePrivateDnsZone => self.ensure_private_dns_zone(r, existing).await,
+            Kind::AzurePrivateDnsZoneLink => self.ensure_private_dns_link(r, existing, refs).await,
+            Kind::AzurePrivateDnsZoneGroup => self.ensure_private_dns_zone_group(r, refs).await,
             Kind::AzureAksCluster => self.ensure_cluster(r, existing, refs).await,
             Kind::AzureNodePool => self.ensure_pool(r, refs).await,
             Kind::AzureStorageAccount => self.ensure_account(r, existing).await,
@@ -720,7 +732,9 @@ impl Cloud for Azure {
             | Kind::AzureNsg
             | Kind::AzurePublicIp
             | Kind::AzureNatGateway
-            | Kind::AzurePrivateEndpoint => api::NETWORK,
+            | Kind::AzurePrivateEndpoint
+            | Kind::AzurePrivateDnsZoneGroup => api::NETWORK,
+            Kind::AzurePrivateDnsZone | Kind::AzurePrivateDnsZoneLink => api::PRIVATE_DNS,
             Kind::AzureAksCluster | Kind::AzureNodePool => api::CONTAINER_SERVICE,
             Kind::AzureStorageAccount | Kind::AzureBlobContainer => api::STORAGE,
             Kind::AzureManagedIdentity | Kind::AzureFederatedCredential => api::MANAGED_IDENTITY,

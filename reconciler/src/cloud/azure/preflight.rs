@@ -40,9 +40,15 @@ pub struct Preflight {
 /// The resource provider namespace a kind is created through.
 fn namespace(kind: Kind) -> Option<&'static str> {
     Some(match kind {
-        Kind::AzureVnet | Kind::AzureSubnet | Kind::AzureNsg | Kind::AzurePublicIp | Kind::AzureNatGateway | Kind::AzurePrivateEndpoint => {
-            "Microsoft.Network"
-        }
+        Kind::AzureVnet
+        | Kind::AzureSubnet
+        | Kind::AzureNsg
+        | Kind::AzurePublicIp
+        | Kind::AzureNatGateway
+        | Kind::AzurePrivateEndpoint
+        | Kind::AzurePrivateDnsZone
+        | Kind::AzurePrivateDnsZoneLink
+        | Kind::AzurePrivateDnsZoneGroup => "Microsoft.Network",
         Kind::AzureAksCluster | Kind::AzureNodePool => "Microsoft.ContainerService",
         Kind::AzureStorageAccount | Kind::AzureBlobContainer => "Microsoft.Storage",
         Kind::AzureManagedIdentity | Kind::AzureFederatedCredential => "Microsoft.ManagedIdentity",
