@@ -728,3 +728,126 @@ fn azure_the_blob_private_dns_zone_is_linked_to_the_vnet_and_names_each_endpoint
     }
     assert_eq!(a.of_type("microsoft.storage/storageaccounts").len(), 2, "the accounts stay without --delete-data");
 }
+
+/// The daemon's pass authenticated as the agent's own identity (a federated token whose
+/// issuer and subject its federated credential trusts, as AKS's webhook mounts it) and
+/// judged by the fake by the actions of the roles assigned to that identity: with one of
+/// them removed the pass fails naming the action it lacked; with exactly the roles of
+/// `policies/azure/agent.json` it makes the new cluster's identity, credential and role.
+#[test]
+fn azure_the_daemons_pass_runs_with_exactly_the_agents_roles_and_fails_naming_the_action_without_one() {
+    use base64::Engine as _;
+    let mut a = Azure::new(options());
+    ok(&a.apply());
+    let text = a
+        .repo
+        .read("examples/azure/clusters/ingest.yaml")
+        .replace("name: ingest", "name: reporting")
+        .replace("prefix: ingest", "prefix: reporting");
+    a.repo.write("examples/azure/clusters/reporting.yaml", &text);
+    a.repo.commit("reporting");
+
+    // The agent's identity and what its federated credential trusts, read from the fake.
+    let (agent_id, agent) = a
+        .of_type("microsoft.managedidentity/userassignedidentities")
+        .into_iter()
+        .find(|(id, _)| id.ends_with("/byoc-prod-eus2-agent"))
+        .expect("the agent's identity");
+    let client_id = agent["properties"]["clientId"].as_str().expect("client id").to_owned();
+    let principal = agent["properties"]["principalId"].as_str().expect("principal id").to_owned();
+    let (_, fc) = a
+        .of_type("microsoft.managedidentity/userassignedidentities/federatedidentitycredentials")
+        .into_iter()
+        .find(|(id, _)| id.starts_with(&format!("{agent_id}/")))
+        .expect("the agent's federated credential");
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 3600;
+    let sa_token = format!(
+        "{}.{}.c2ln",
+        b64(&json!({"alg": "RS256", "kid": "aks"})),
+        b64(
+            &json!({"iss": fc["properties"]["issuer"], "sub": fc["properties"]["subject"], "aud": ["api://AzureADTokenExchange"], "exp": exp})
+        )
+    );
+    a.repo.write("sa-token", &sa_token);
+    let credential = byoc::cloud::azure::Credential::Federated {
+        tenant: a.tenant.clone(),
+        client_id: client_id.clone(),
+        token_file: a.repo.path().join("sa-token"),
+    };
+    let endpoint = byoc::cloud::azure::Endpoint { url: Some(a.double.url()), extra_ca_pem: Some(a.double.ca_pem()) };
+    let dir = a.repo.path().join("examples/azure");
+    let files = rwproxy::specfiles::read_dir(&dir).expect("specs readable");
+    let specs = byoc::spec::load::load(&dir.to_string_lossy(), &files).unwrap_or_else(|e| panic!("{e:?}"));
+    let store = byoc::state::LocalDir::new(a.repo.path().join("state")).expect("state dir");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let pass = || {
+        rt.block_on(byoc::run::identity::azure_pass(
+            &store,
+            &specs,
+            &endpoint,
+            &credential,
+            "main@sha1:test",
+            byoc::run::identity::Pass::Converge,
+        ))
+        .expect("the pass runs")
+    };
+
+    // The agent's assignments are exactly the policy's roles.
+    let roles: std::collections::BTreeMap<&str, &str> = arm_double::ROLE_DEFINITIONS.iter().copied().collect();
+    let agents: Vec<(String, Value)> = a
+        .of_type("microsoft.authorization/roleassignments")
+        .into_iter()
+        .filter(|(_, ra)| ra["properties"]["principalId"].as_str() == Some(principal.as_str()))
+        .collect();
+    let mut held: Vec<String> = agents
+        .iter()
+        .map(|(_, ra)| {
+            let guid = ra["properties"]["roleDefinitionId"].as_str().expect("role").rsplit('/').next().expect("guid");
+            roles.get(guid).copied().unwrap_or(guid).to_owned()
+        })
+        .collect();
+    held.sort();
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::support::project_root().join("policies/azure/agent.json")).expect("agent policy"),
+    )
+    .expect("json");
+    let mut want: Vec<String> =
+        policy["permissions"].as_array().expect("permissions").iter().map(|p| p.as_str().expect("str").to_owned()).collect();
+    want.sort();
+    assert_eq!(held, want, "the agent holds exactly the policy's roles");
+
+    // Without Managed Identity Contributor the pass cannot make the cluster's identity.
+    let (mic_id, mic) = agents
+        .iter()
+        .find(|(_, ra)| ra["properties"]["roleDefinitionId"].as_str().is_some_and(|r| r.ends_with("e40ec5ca-96e0-45a2-b4ff-59039f2c2b59")))
+        .cloned()
+        .expect("the agent's Managed Identity Contributor");
+    delete(&a, &mic_id);
+    let before = mutating(&a.double.writes()).len();
+    let refused = pass();
+    let failure = format!("{:?}", refused.failed.expect("the pass fails without the role"));
+    assert!(
+        failure.contains("AuthorizationFailed")
+            && failure.contains("Microsoft.ManagedIdentity/userAssignedIdentities/write")
+            && failure.contains(&principal),
+        "the failure names the action and the agent: {failure}"
+    );
+    assert_eq!(mutating(&a.double.writes()).len(), before, "nothing was written as the agent");
+
+    // The role back (as the administrator), the same pass succeeds.
+    let p = &mic["properties"];
+    let scope = p["scope"].as_str().expect("scope");
+    a.arm_put(
+        &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{}", mic["name"].as_str().expect("name")),
+        "2022-04-01",
+        &json!({"properties": {"roleDefinitionId": p["roleDefinitionId"], "principalId": p["principalId"], "principalType": "ServicePrincipal", "description": p["description"]}}),
+    );
+    let report = pass();
+    assert!(report.failed.is_none(), "{:?}", report.failed);
+    assert_eq!(report.done, 3, "the identity, its federated credential and its data role");
+    assert!(
+        a.of_type("microsoft.managedidentity/userassignedidentities").iter().any(|(id, _)| id.ends_with("-rw-reporting")),
+        "made as the agent"
+    );
+}

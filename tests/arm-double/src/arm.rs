@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::Options;
 use crate::rules;
 
+mod access;
 mod types;
 
 /// The api-versions each namespace accepts (`resourcegroups` and `providers` are
@@ -307,6 +308,8 @@ pub struct State {
     resources: BTreeMap<String, Entry>,
     ops: HashMap<String, Op>,
     tokens: HashSet<String>,
+    /// Tokens issued to managed identities (by federation): token -> (principal, client id).
+    identity_tokens: HashMap<String, (String, String)>,
     rng: u64,
     throttle_rng: u64,
     pub(crate) throttle_rate: f64,
@@ -415,6 +418,7 @@ impl State {
             resources: BTreeMap::new(),
             ops: HashMap::new(),
             tokens: HashSet::new(),
+            identity_tokens: HashMap::new(),
             rng: seed,
             throttle_rng: seed ^ 0x5555_5555_5555_5555,
             throttle_rate,
@@ -456,6 +460,12 @@ impl State {
         if let Err(reply) = self.authenticate(req) {
             return reply;
         }
+        // A managed identity is held to the roles assigned to it.
+        if let Some((principal, client_id)) = self.identity_caller(req)
+            && let Err(reply) = self.judge_identity(&principal, &client_id, req, &segs, &lower)
+        {
+            return reply;
+        }
         if self.throttle_rate > 0.0 {
             let draw = (splitmix(&mut self.throttle_rng) >> 11) as f64 / (1u64 << 53) as f64;
             if draw < self.throttle_rate {
@@ -493,6 +503,12 @@ impl State {
         if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
             return entra(400, "unsupported_grant_type", 70003, "AADSTS70003: The app requested an unsupported grant type.".to_owned());
         }
+        let scope = form.get("scope").cloned().unwrap_or_default();
+        if form.get("client_assertion_type").map(String::as_str) == Some(access::JWT_BEARER) {
+            let client_id = form.get("client_id").cloned().unwrap_or_default();
+            let assertion = form.get("client_assertion").cloned().unwrap_or_default();
+            return self.federated_token(&client_id, &assertion, &scope);
+        }
         if form.get("client_id") != Some(&self.client_id) {
             return entra(
                 400,
@@ -507,7 +523,6 @@ impl State {
         if form.get("client_secret") != Some(&self.client_secret) {
             return entra(401, "invalid_client", 7000215, "AADSTS7000215: Invalid client secret provided.".to_owned());
         }
-        let scope = form.get("scope").cloned().unwrap_or_default();
         if !scope.ends_with("/.default") {
             return entra(
                 400,
@@ -529,6 +544,12 @@ impl State {
     /// as it would from a real token. The signature is random bytes, not a signature: the
     /// fake accepts exactly the tokens it issued (kept in `tokens`), so nothing verifies it.
     fn jwt(&mut self, audience: &str) -> String {
+        let app = self.client_id.clone();
+        self.jwt_for(audience, &app, CALLER_PRINCIPAL_ID)
+    }
+
+    /// [`State::jwt`] for the application `app` whose principal is `oid`.
+    fn jwt_for(&mut self, audience: &str, app: &str, oid: &str) -> String {
         use base64::Engine as _;
         let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         let now = jiff::Timestamp::now().as_second();
@@ -537,10 +558,10 @@ impl State {
             "aud": audience,
             "iss": format!("https://sts.windows.net/{}/", self.opts.tenant),
             "iat": now, "nbf": now, "exp": now + 3599,
-            "appid": self.client_id,
+            "appid": app,
             "idtyp": "app",
-            "oid": CALLER_PRINCIPAL_ID,
-            "sub": CALLER_PRINCIPAL_ID,
+            "oid": oid,
+            "sub": oid,
             "tid": self.opts.tenant,
             "uti": self.guid(),
         });

@@ -81,6 +81,17 @@ pub enum Credential {
     /// The pod's workload identity (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
     /// `AZURE_FEDERATED_TOKEN_FILE`, set by AKS's webhook).
     WorkloadIdentity,
+    /// A managed identity through a federated token, as the pod's workload identity is,
+    /// named explicitly: the identity's client id, its tenant and the file holding the
+    /// Kubernetes service-account token that its federated credential trusts.
+    Federated {
+        /// Tenant.
+        tenant: String,
+        /// The managed identity's client id.
+        client_id: String,
+        /// The projected service-account token.
+        token_file: std::path::PathBuf,
+    },
     /// A service principal's client secret (bootstrap from a laptop or CI, tests).
     ClientSecret {
         /// Tenant.
@@ -180,14 +191,20 @@ impl Arm {
             .map_err(|e| CloudError::new("azure endpoint", format!("{e}; give an https URL")))?;
         let transport = transport(endpoint.extra_ca_pem.as_deref())?;
         let options = || ClientOptions { retry: RetryOptions::none(), transport: Some(transport.clone()), ..Default::default() };
+        // Entra is asked through the same transport (and so trusts the same extra CA); an
+        // endpoint given is the authority too (an emulator serves both).
+        let entra_options = || {
+            let mut client_options = options();
+            if endpoint.url.is_some() {
+                let mut custom = azure_core::cloud::CustomConfiguration::default();
+                custom.authority_host = base.as_str().trim_end_matches('/').to_owned();
+                client_options.cloud = Some(Arc::new(custom.into()));
+            }
+            client_options
+        };
         let token: Arc<dyn TokenCredential> = match credential {
             Credential::ClientSecret { tenant, client_id, secret } => {
-                let mut client_options = options();
-                if endpoint.url.is_some() {
-                    let mut custom = azure_core::cloud::CustomConfiguration::default();
-                    custom.authority_host = base.as_str().trim_end_matches('/').to_owned();
-                    client_options.cloud = Some(Arc::new(custom.into()));
-                }
+                let client_options = entra_options();
                 azure_identity::ClientSecretCredential::new(
                     tenant,
                     client_id.clone(),
@@ -196,7 +213,23 @@ impl Arm {
                 )
                 .map_err(|e| CloudError::new("azure credential", format!("{e}; check AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET")))?
             }
-            Credential::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(None).map_err(|e| {
+            Credential::Federated { tenant, client_id, token_file } => {
+                azure_identity::WorkloadIdentityCredential::new(Some(azure_identity::WorkloadIdentityCredentialOptions {
+                    credential_options: azure_identity::ClientAssertionCredentialOptions { client_options: entra_options() },
+                    client_id: Some(client_id.clone()),
+                    tenant_id: Some(tenant.clone()),
+                    token_file_path: Some(token_file.clone()),
+                    ..Default::default()
+                }))
+                .map_err(|e| CloudError::new("azure credential", format!("{e}; check the identity's client id and {}", token_file.display())))?
+            }
+            Credential::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(Some(
+                azure_identity::WorkloadIdentityCredentialOptions {
+                    credential_options: azure_identity::ClientAssertionCredentialOptions { client_options: entra_options() },
+                    ..Default::default()
+                },
+            ))
+            .map_err(|e| {
                 CloudError::new(
                     "azure credential",
                     format!(
