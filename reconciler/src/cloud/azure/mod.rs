@@ -219,7 +219,6 @@ impl Arm {
                     client_id: Some(client_id.clone()),
                     tenant_id: Some(tenant.clone()),
                     token_file_path: Some(token_file.clone()),
-                    ..Default::default()
                 }))
                 .map_err(|e| CloudError::new("azure credential", format!("{e}; check the identity's client id and {}", token_file.display())))?
             }
