@@ -851,3 +851,199 @@ fn azure_the_daemons_pass_runs_with_exactly_the_agents_roles_and_fails_naming_th
         "made as the agent"
     );
 }
+
+/// The Kubernetes double served over HTTP for the real binary, with the stand-in operator,
+/// on a runtime of its own (the test thread runs the binary); its kubeconfig is written into
+/// the repository as `kubeconfig`.
+struct Kube {
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    _server: tokio::task::JoinHandle<()>,
+    _operator: crate::kube::support::Operator,
+}
+
+impl Kube {
+    fn new(a: &Azure) -> Kube {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let (client, addr, server, operator) = rt.block_on(async {
+            let d = crate::kube::support::double();
+            let client = d.client();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = d.serve(listener);
+            let operator = crate::kube::support::operator(&client);
+            (client, addr, server, operator)
+        });
+        a.repo.write("kubeconfig", &kube_double::kubeconfig(&format!("http://{addr}")));
+        Kube { rt, client, _server: server, _operator: operator }
+    }
+
+    fn get(&self, kind: &kube::discovery::ApiResource, ns: &str, name: &str) -> Option<Value> {
+        let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(self.client.clone(), ns, kind);
+        self.rt.block_on(api.get_opt(name)).expect("get").map(|o| serde_json::to_value(o).expect("json"))
+    }
+
+    /// Every object of the kinds byoc applies, as `kind ns/name` -> its resourceVersion
+    /// (which the API server moves only when the object changes).
+    fn versions(&self) -> std::collections::BTreeMap<String, String> {
+        self.objects().into_iter().map(|(k, v)| (k, v["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned())).collect()
+    }
+
+    /// Every object of the kinds byoc applies, as `kind ns/name` -> the object.
+    fn objects(&self) -> std::collections::BTreeMap<String, Value> {
+        use k8s_openapi::api::{apps, core, networking, policy, rbac};
+        let kinds = [
+            kube::discovery::ApiResource::erase::<core::v1::Namespace>(&()),
+            kube::discovery::ApiResource::erase::<core::v1::ServiceAccount>(&()),
+            kube::discovery::ApiResource::erase::<core::v1::Service>(&()),
+            kube::discovery::ApiResource::erase::<core::v1::ConfigMap>(&()),
+            kube::discovery::ApiResource::erase::<apps::v1::Deployment>(&()),
+            kube::discovery::ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
+            kube::discovery::ApiResource::erase::<policy::v1::PodDisruptionBudget>(&()),
+            kube::discovery::ApiResource::erase::<rbac::v1::Role>(&()),
+            kube::discovery::ApiResource::erase::<rbac::v1::RoleBinding>(&()),
+            kube::discovery::ApiResource::erase::<rbac::v1::ClusterRole>(&()),
+            kube::discovery::ApiResource::erase::<rbac::v1::ClusterRoleBinding>(&()),
+            byoc::k8s::objects::ObjectKind::RisingWave.api_resource(),
+        ];
+        let mut out = std::collections::BTreeMap::new();
+        for kind in kinds {
+            let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(self.client.clone(), &kind);
+            for o in self.rt.block_on(api.list(&Default::default())).expect("list").items {
+                let key = format!(
+                    "{} {}/{}",
+                    kind.kind,
+                    o.metadata.namespace.clone().unwrap_or_default(),
+                    o.metadata.name.clone().unwrap_or_default()
+                );
+                out.insert(key, serde_json::to_value(o).expect("json"));
+            }
+        }
+        out
+    }
+}
+
+impl Azure {
+    /// `byoc apply` of the cloud and then Kubernetes: the sidecar and the clusters.
+    fn apply_with_kube(&self) -> Run {
+        let url = self.double.url();
+        let mut args = self.args("apply", &url);
+        args.extend_from_slice(&["--kubeconfig", "kubeconfig", "--health-timeout", "30"]);
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        byoc_env(self.repo.path(), &args, &env)
+    }
+}
+
+const SERVICE: fn() -> kube::discovery::ApiResource = || kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
+
+/// `byoc apply` with a kubeconfig installs the Azure sidecar: its service account names the
+/// client id the fake gave the agent's identity, and the agent's and proxy's Services carry
+/// the Private Link annotations of the graph, visible to and auto-approved for the spec's
+/// control-plane subscriptions (two here, unlike the overlay's example); a second apply
+/// changes nothing in the fake or in Kubernetes.
+#[test]
+fn azure_apply_installs_the_sidecar_with_the_agents_client_id_and_private_link_for_the_control_plane() {
+    let mut a = Azure::new(options());
+    let subscriptions = "11111111-2222-4333-8444-555555555555 66666666-7777-4888-9999-aaaaaaaaaaaa";
+    a.repo.edit(
+        "examples/azure/environment.yaml",
+        "principals: [9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d]",
+        "principals: [11111111-2222-4333-8444-555555555555, 66666666-7777-4888-9999-aaaaaaaaaaaa]",
+    );
+    a.repo.commit("two control-plane subscriptions");
+    let k = Kube::new(&a);
+    let first = a.apply_with_kube();
+    ok(&first);
+    assert!(first.stdout.contains("sidecar: "), "{}", first.stdout);
+
+    let (_, agent) = a
+        .of_type("microsoft.managedidentity/userassignedidentities")
+        .into_iter()
+        .find(|(id, _)| id.ends_with("/byoc-prod-eus2-agent"))
+        .expect("the agent's identity");
+    let client_id = agent["properties"]["clientId"].as_str().expect("client id");
+    let sa = k
+        .get(
+            &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::ServiceAccount>(&()),
+            byoc::expand::AGENT_NAMESPACE,
+            byoc::expand::AGENT_SERVICE_ACCOUNT,
+        )
+        .expect("the sidecar's service account");
+    assert_eq!(sa["metadata"]["annotations"]["azure.workload.identity/client-id"].as_str(), Some(client_id), "{sa}");
+
+    for (role, service) in [("agent", byoc::expand::AGENT_SERVICE), ("proxy", byoc::expand::PROXY_SERVICE)] {
+        let svc = k.get(&SERVICE(), byoc::expand::AGENT_NAMESPACE, service).unwrap_or_else(|| panic!("Service {service}"));
+        let an = &svc["metadata"]["annotations"];
+        assert_eq!(an["service.beta.kubernetes.io/azure-load-balancer-internal"], json!("true"), "{service}: {an}");
+        assert_eq!(an["service.beta.kubernetes.io/azure-pls-create"], json!("true"), "{service}: {an}");
+        assert_eq!(an["service.beta.kubernetes.io/azure-pls-name"], json!(format!("byoc-prod-eus2-{role}")), "{service}: {an}");
+        assert_eq!(an["service.beta.kubernetes.io/azure-pls-visibility"], json!(subscriptions), "{service}: {an}");
+        assert_eq!(an["service.beta.kubernetes.io/azure-pls-auto-approval"], json!(subscriptions), "{service}: {an}");
+    }
+
+    let fake = a.double.snapshot();
+    let writes = mutating(&a.double.writes()).len();
+    let versions = k.versions();
+    let second = a.apply_with_kube();
+    ok(&second);
+    assert!(second.stdout.contains(" 0 changed"), "{}", second.stdout);
+    assert_eq!(mutating(&a.double.writes()).len(), writes, "the second apply writes nothing to ARM");
+    assert_eq!(a.double.snapshot(), fake);
+    assert_eq!(k.versions(), versions, "the second apply changes nothing in Kubernetes");
+}
+
+/// Acceptance 2: dropping `publicProxy` removes the `rwproxy-public` Service and the NSG's
+/// rule for its CIDRs, and nothing else in ARM; in Kubernetes the only other change is the
+/// proxy's NetworkPolicy no longer admitting those CIDRs.
+#[test]
+fn azure_dropping_the_public_proxy_removes_only_its_service_and_its_nsg_rule() {
+    let mut a = Azure::new(options());
+    let k = Kube::new(&a);
+    ok(&a.apply_with_kube());
+    assert!(k.get(&SERVICE(), byoc::expand::AGENT_NAMESPACE, "rwproxy-public").is_some(), "the public proxy's Service");
+    let fake = a.double.snapshot();
+    let objects = k.objects();
+    let versions = k.versions();
+    let writes = mutating(&a.double.writes()).len();
+
+    a.repo.edit("examples/azure/environment.yaml", "  exposure:\n    proxy:\n      public:\n        allowedCidrs: [198.51.100.0/24]\n", "");
+    a.repo.commit("no public proxy");
+    let dropped = a.apply_with_kube();
+    ok(&dropped);
+
+    // ARM: one write, the NSG without the public rule.
+    let new: Vec<String> = mutating(&a.double.writes()).into_iter().skip(writes).cloned().collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(new[0].starts_with("PUT ") && new[0].contains("/networkSecurityGroups/"), "{new:?}");
+    let after = a.double.snapshot();
+    let (before_map, after_map) = (fake.as_object().expect("map"), after.as_object().expect("map"));
+    assert_eq!(before_map.keys().collect::<Vec<_>>(), after_map.keys().collect::<Vec<_>>(), "nothing made or deleted in ARM");
+    for (id, v) in before_map {
+        if id.contains("/networksecuritygroups/") {
+            let sources: Vec<&str> = after_map[id]["properties"]["securityRules"]
+                .as_array()
+                .expect("rules")
+                .iter()
+                .filter_map(|r| r["properties"]["sourceAddressPrefix"].as_str())
+                .collect();
+            assert!(!sources.contains(&"198.51.100.0/24"), "the public rule is gone: {sources:?}");
+        } else {
+            assert_eq!(&after_map[id], v, "{id} unchanged");
+        }
+    }
+
+    // Kubernetes: the Service gone; the proxy's NetworkPolicy narrowed; nothing else.
+    let now = k.objects();
+    let now_versions = k.versions();
+    let gone: Vec<&String> = objects.keys().filter(|key| !now.contains_key(*key)).collect();
+    assert_eq!(gone, vec![&format!("Service {}/rwproxy-public", byoc::expand::AGENT_NAMESPACE)], "{gone:?}");
+    assert_eq!(now.len() + 1, objects.len(), "nothing made in Kubernetes");
+    let changed: Vec<&String> = now_versions.keys().filter(|key| versions.get(*key) != now_versions.get(*key)).collect();
+    assert_eq!(changed.len(), 1, "the proxy's NetworkPolicy, nothing else: {changed:?}");
+    for key in &changed {
+        assert!(key.starts_with("NetworkPolicy "), "only a NetworkPolicy may change besides: {key}");
+        assert!(serde_json::to_string(&objects[*key]).expect("json").contains("198.51.100.0/24"), "{key} admitted the public CIDRs");
+        assert!(!serde_json::to_string(&now[*key]).expect("json").contains("198.51.100.0/24"), "{key} no longer admits them");
+    }
+}
