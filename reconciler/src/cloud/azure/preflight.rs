@@ -37,7 +37,10 @@ pub struct Preflight {
     pub notes: Vec<String>,
 }
 
-/// The resource provider namespace a kind is created through.
+/// The resource provider namespace a kind is created through. The private DNS zone, its
+/// VNet link and the endpoints' zone groups are Microsoft.Network's: the caller's
+/// Contributor covers writing them (the role check below), and the agent, which only
+/// observes them, reads them with Monitoring Reader's `*/read`.
 fn namespace(kind: Kind) -> Option<&'static str> {
     Some(match kind {
         Kind::AzureVnet
