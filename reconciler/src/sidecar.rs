@@ -83,10 +83,13 @@ pub enum SidecarError {
         /// What is wrong.
         message: String,
     },
+    /// Objects deleted before a destroy are still there when the wait ends.
+    #[error("{0}")]
+    StillThere(String),
     /// The Kubernetes API refused or could not be reached.
     #[error("{action} {object}: {source}")]
     Kube {
-        /// `applying` or `deleting`.
+        /// `applying`, `reading` or `deleting`.
         action: &'static str,
         /// `Kind namespace/name`.
         object: String,
@@ -103,7 +106,7 @@ impl SidecarError {
     /// Whether trying again later can help: only a call the API server failed or refused
     /// (it may be starting, or a webhook may be down); the rest needs a person.
     pub fn retryable(&self) -> bool {
-        matches!(self, SidecarError::Kube { .. })
+        matches!(self, SidecarError::Kube { .. } | SidecarError::StillThere(_))
     }
 }
 
@@ -528,21 +531,71 @@ pub async fn after_apply(
     Ok(())
 }
 
-/// The step before `byoc destroy` deletes the cloud: remove the sidecar (and so the load
-/// balancers its Services own) while its cluster is still there. Without a named cluster it
-/// says so and skips.
-pub async fn before_destroy(kube: KubeTarget<'_>, cloud: Cloud, graph: &Graph) -> Result<(), SidecarError> {
+/// How long `byoc destroy` waits for the sidecar's objects to be gone from the API server
+/// (their finalizers run: the cloud's controllers delete the load balancers and the GKE
+/// ServiceAttachments' PSC attachments behind them) before it deletes the cluster.
+pub const REMOVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The step before `byoc destroy` deletes the cloud: remove the sidecar while its cluster
+/// is still there, and wait until its objects are gone. The wait matters: a `LoadBalancer`
+/// Service and a GKE ServiceAttachment carry finalizers under which the cloud's controller
+/// deletes the load balancer and the attachment; deleting the cluster before they ran
+/// leaves those behind, holding the subnets the cloud destroy then cannot delete. Without a
+/// named cluster it says so and skips.
+pub async fn before_destroy(kube: KubeTarget<'_>, cloud: Cloud, graph: &Graph, poll: std::time::Duration) -> Result<(), SidecarError> {
     if !kube.given() {
         println!("sidecar: not removed: no --kubeconfig or --context names the environment's cluster");
         return Ok(());
     }
     let client = crate::k8s::client(kube.kubeconfig, kube.context).await?;
-    let removed = remove(&client, &ordered(cloud, graph)?).await?;
+    let objects = ordered(cloud, graph)?;
+    let removed = remove(&client, &objects).await?;
     for r in &removed {
         println!("sidecar: deleted {r}");
     }
-    println!("sidecar: {} object(s) deleted", removed.len());
+    wait_gone(&client, &objects, REMOVAL_TIMEOUT, poll).await?;
+    println!("sidecar: {} object(s) deleted and gone", removed.len());
     Ok(())
+}
+
+/// Waits until none of `objects` is left in the API server, polling every `poll` for at
+/// most `timeout`; then names what is still there and the finalizers holding it.
+pub async fn wait_gone(
+    client: &kube::Client,
+    objects: &[Value],
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+) -> Result<(), SidecarError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut left = Vec::new();
+        for obj in objects {
+            let found = api_for(client, obj).get_opt(name_of(obj)).await.map_err(|source| SidecarError::Kube {
+                action: "reading",
+                object: describe(obj),
+                source,
+            })?;
+            if let Some(o) = found {
+                let finalizers = o.metadata.finalizers.unwrap_or_default();
+                left.push(if finalizers.is_empty() {
+                    describe(obj)
+                } else {
+                    format!("{} (finalizers: {})", describe(obj), finalizers.join(", "))
+                });
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SidecarError::StillThere(format!(
+                "after {} s these are still in the cluster: {}; their controllers have not finished deleting what they made (load balancers, attachments); destroy again once they are gone",
+                timeout.as_secs(),
+                left.join("; ")
+            )));
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// The API of `obj`'s kind (and namespace).

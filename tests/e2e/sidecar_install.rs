@@ -218,10 +218,40 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     let after = held(&client, &find("Deployment", "byoc")).await.expect("deployment");
     assert_eq!(after["metadata"]["generation"], deployment["metadata"]["generation"], "re-applying the same objects changes nothing");
 
+    // The cloud's load-balancer controller holds each LoadBalancer Service with a finalizer
+    // until it has deleted the load balancer: destroy must wait for it before deleting the
+    // cluster, or the load balancer is left behind holding the subnets.
+    let services = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "byoc-system",
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Service"), "services"),
+    );
+    let finalizer =
+        kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["service.kubernetes.io/load-balancer-cleanup"]}}));
+    services.patch("rwproxy", &kube::api::PatchParams::default(), &finalizer).await.expect("the controller's finalizer");
+
     // Destroy: every object deleted, each before EKS deletes the cluster.
     d.clear_requests();
-    let destroyed = run("destroy", vec![]).await.expect("join");
+    let destroying = run("destroy", vec![]);
+    let eks_client = aws_sdk_eks::Client::new(&config);
+    let mut marked = false;
+    for _ in 0..300 {
+        let s = services.get_opt("rwproxy").await.expect("get");
+        if s.as_ref().is_some_and(|s| s.metadata.deletion_timestamp.is_some()) {
+            marked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(marked, "destroy deletes the proxy's Service");
+    // Held by the finalizer: the cloud must wait.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(eks_client.list_clusters().send().await.expect("clusters").clusters().len(), 1, "EKS waits for the Service to go");
+    let release = kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+    services.patch("rwproxy", &kube::api::PatchParams::default(), &release).await.expect("the controller is done");
+    let destroyed = destroying.await.expect("join");
     assert_eq!(destroyed.code, 0, "{}\n{}", destroyed.stdout, destroyed.stderr);
+    assert!(destroyed.stdout.contains("sidecar: 17 object(s) deleted and gone"), "{}", destroyed.stdout);
     let deletes = d.writes().iter().filter(|r| r.method == http::Method::DELETE).count();
     assert_eq!(deletes, 17, "{:?}", d.writes());
     let lines: Vec<&str> = destroyed.stdout.lines().collect();
@@ -229,7 +259,6 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     let eks =
         lines.iter().position(|l| l.starts_with("done ") && l.contains("aws.eks-cluster/")).expect("the EKS cluster's deletion reported");
     assert!(last_sidecar < eks, "the sidecar goes before the cluster:\n{}", destroyed.stdout);
-    let eks_client = aws_sdk_eks::Client::new(&config);
     assert_eq!(eks_client.list_clusters().send().await.expect("clusters").clusters().len(), 0, "EKS deleted");
     // The namespace stays Terminating for a moment (50 ms in this double); bounded wait.
     for obj in &objects {

@@ -661,7 +661,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         }
         // The sidecar goes while its cluster is still there to delete it from.
         if let Mode::Destroy { sidecar, .. } = request.mode
-            && let Err(e) = crate::sidecar::before_destroy(sidecar, env.cloud, &full).await
+            && let Err(e) = crate::sidecar::before_destroy(sidecar, env.cloud, &full, request.poll_interval).await
         {
             logging::error(&format!("{e:#}\n  nothing was deleted in the cloud; without --kubeconfig/--context destroy skips the sidecar"));
             live.cloud.release().await?;

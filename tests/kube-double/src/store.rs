@@ -126,15 +126,36 @@ impl Store {
 
     /// Removes namespaces whose termination is over, with everything in them.
     pub fn sweep(&mut self) {
-        let now = Instant::now();
+        let instant = Instant::now();
         let gone: Vec<String> = self
             .objects
             .iter()
-            .filter(|((t, _, _), s)| t == "/namespaces" && s.gone_at.is_some_and(|at| at <= now))
+            .filter(|((t, _, _), s)| t == "/namespaces" && s.gone_at.is_some_and(|at| at <= instant))
             .map(|((_, _, name), _)| name.clone())
             .collect();
         for ns in gone {
-            self.objects.retain(|(t, n, name), _| !(n == &ns || (t == "/namespaces" && name == &ns)));
+            // As the namespace controller does: objects without finalizers go, those with
+            // are marked for deletion and keep the namespace Terminating until their
+            // controllers remove the finalizers.
+            let held = |s: &Stored| s.obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            let stamp = now();
+            let mut waiting = false;
+            self.objects.retain(|(t, n, _), s| {
+                if n != &ns || t == "/namespaces" {
+                    return true;
+                }
+                if held(s) {
+                    waiting = true;
+                    if s.obj.pointer("/metadata/deletionTimestamp").is_none() {
+                        s.obj["metadata"]["deletionTimestamp"] = Value::String(stamp.clone());
+                    }
+                    return true;
+                }
+                false
+            });
+            if !waiting {
+                self.objects.retain(|(t, _, name), _| !(t == "/namespaces" && name == &ns));
+            }
         }
     }
 
@@ -412,6 +433,16 @@ impl Store {
     }
 
     fn commit(&mut self, rt: &ResourceType, key: Key, mut stored: Stored, new: Value) -> Result<Value> {
+        // An object marked for deletion goes once its last finalizer is removed.
+        let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
+            && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty)
+            && rt.plural != "namespaces";
+        if finalized {
+            stored.obj = new;
+            let out = self.rendered(&stored, rt);
+            self.objects.remove(&key);
+            return Ok(out);
+        }
         let changed = stored.obj != new;
         let spec_changed = spec_part(&stored.obj) != spec_part(&new);
         stored.obj = new;
@@ -458,6 +489,21 @@ impl Store {
                 stored.obj["status"] = json!({"phase": "Terminating"});
             }
             let stored = stored.clone();
+            return Ok(self.rendered(&stored, rt));
+        }
+        // Finalizers hold the object, marked for deletion, until their controllers remove
+        // them (a LoadBalancer Service's `service.kubernetes.io/load-balancer-cleanup`,
+        // GKE's on a ServiceAttachment), as the API server does.
+        let held = stored.obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        if held {
+            if stored.obj.pointer("/metadata/deletionTimestamp").is_none() {
+                stored.obj["metadata"]["deletionTimestamp"] = Value::String(now());
+                let rv = self.next_revision();
+                if let Some(stored) = self.objects.get_mut(&key) {
+                    stored.obj["metadata"]["resourceVersion"] = Value::String(rv);
+                }
+            }
+            let stored = self.objects.get(&key).cloned().ok_or_else(|| not_found(rt, name))?;
             return Ok(self.rendered(&stored, rt));
         }
         self.objects.remove(&key);
@@ -605,6 +651,37 @@ mod tests {
         assert_eq!(first["metadata"]["resourceVersion"], same["metadata"]["resourceVersion"]);
         let out = s.apply(&t, "a", "c", cm(json!({"x": "1"})), "byoc", false).expect("drop y");
         assert_eq!(out["data"], json!({"x": "1"}));
+    }
+
+    #[test]
+    fn a_finalizer_holds_a_deleted_object_until_its_controller_removes_it() {
+        let mut s = store_with_ns();
+        let t = cm_type();
+        let mut held = cm(json!({"x": "1"}));
+        held["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+        s.apply(&t, "a", "c", held, "controller", false).expect("create");
+        let marked = s.delete(&t, "a", "c").expect("delete");
+        assert!(marked["metadata"]["deletionTimestamp"].is_string(), "{marked}");
+        assert!(s.get(&t, "a", "c").expect("still there")["metadata"]["deletionTimestamp"].is_string());
+        s.update(&t, "a", "c", Some(&json!({"metadata": {"finalizers": null}})), None, "controller").expect("finalized");
+        assert_eq!(s.get(&t, "a", "c").expect_err("gone").code, 404);
+    }
+
+    #[test]
+    fn a_terminating_namespace_waits_for_its_finalized_objects() {
+        let mut s = store_with_ns();
+        s.terminate_after = Duration::from_millis(0);
+        let t = cm_type();
+        let mut held = cm(json!({"x": "1"}));
+        held["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+        s.apply(&t, "a", "c", held, "controller", false).expect("create");
+        s.delete(&ns_type(), "", "a").expect("delete");
+        s.sweep();
+        assert!(s.get(&t, "a", "c").expect("held")["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(s.get(&ns_type(), "", "a").expect("still terminating")["status"]["phase"], "Terminating");
+        s.update(&t, "a", "c", Some(&json!({"metadata": {"finalizers": null}})), None, "controller").expect("finalized");
+        s.sweep();
+        assert_eq!(s.get(&ns_type(), "", "a").expect_err("gone").code, 404);
     }
 
     #[test]
