@@ -34,8 +34,8 @@ use ipnet::IpNet;
 
 use super::permissions::{AZURE_AGENT_ASSIGNABLE_ROLES, AZURE_AGENT_ROLES, AZURE_AGENT_STATE_ROLES, AZURE_CLUSTER_ROLES};
 use super::{
-    AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, WorkloadIdentity, cluster_namespace,
-    names, tagged,
+    AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, PUBLIC_PROXY_SERVICE, WorkloadIdentity,
+    cluster_namespace, names, tagged,
 };
 use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
@@ -44,8 +44,6 @@ use crate::spec::{Cluster, Environment, Tier};
 /// version (assumed from Microsoft.ContainerService's monthly GA cadence; the client that
 /// pins it confirms it).
 pub const AKS_API_VERSION: &str = "2025-05-01";
-/// The public proxy's Service (`manifests/components/public-proxy/service.yaml`).
-pub const PUBLIC_PROXY_SERVICE: &str = "rwproxy-public";
 /// Days a noncurrent blob version stays in the data account before the lifecycle rule
 /// deletes it (as on the other clouds).
 pub const NONCURRENT_VERSION_DAYS: u32 = 7;
