@@ -229,11 +229,6 @@ impl Double {
         self.state().opts.denied_permissions = permissions;
     }
 
-    /// Forgets every Compute `requestId` seen, as Compute does 60 minutes after a request.
-    pub fn expire_request_ids(&self) {
-        self.state().request_ids.clear();
-    }
-
     /// From now on, acts as `member` (see [`Options::caller`]); `None`: anyone again.
     pub fn act_as(&self, member: Option<String>) {
         self.state().opts.caller = member;
