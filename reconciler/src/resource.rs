@@ -112,6 +112,7 @@ kinds! {
     GcpBucket => "gcp.bucket", "GCP storage bucket", ["name", "location"];
     GcpServiceAccount => "gcp.service-account", "GCP service account", ["accountId"];
     GcpIamBinding => "gcp.iam-binding", "GCP IAM binding", ["resource", "role", "member"];
+    GcpCustomRole => "gcp.custom-role", "GCP custom IAM role", ["roleId", "project"];
     GcpServiceAttachment => "gcp.service-attachment", "GCP Private Service Connect attachment (GKE ServiceAttachment)", ["name", "namespace", "service"];
     AzureResourceGroup => "azure.resource-group", "Azure resource group", ["name", "location"];
     AzureVnet => "azure.vnet", "Azure virtual network", ["name", "resourceGroup"];

@@ -92,11 +92,30 @@ fn members(snapshot: &Value, resource: &str, role: &str) -> Vec<String> {
     out
 }
 
-/// Roles a policies/gcp/*.json file lists.
+/// The id of the agent's custom role in the example environment (prod-usc1).
+const AGENT_ROLE: &str = "byoc_prod_usc1_agent";
+
+/// Roles a policies/gcp/*.json file lists, with `<project>` and `<agent-role>` (the agent's
+/// custom role's id) filled in for the example.
 fn policy_roles(file: &str) -> Vec<String> {
     let text = std::fs::read_to_string(project_root().join("policies/gcp").join(file)).expect("policy file");
     let v: Value = serde_json::from_str(&text).expect("policy JSON");
-    v["permissions"].as_array().expect("permissions").iter().filter_map(|r| r.as_str().map(str::to_owned)).collect()
+    v["permissions"]
+        .as_array()
+        .expect("permissions")
+        .iter()
+        .filter_map(|r| r.as_str().map(|r| r.replace("<project>", PROJECT).replace("<agent-role>", AGENT_ROLE)))
+        .collect()
+}
+
+/// The agent's custom role as the fake has it.
+fn agent_role(double: &Double) -> Value {
+    double.snapshot()[format!("projects/{PROJECT}/roles")][AGENT_ROLE].clone()
+}
+
+/// A role's permissions as the fake has them.
+fn role_permissions(role: &Value) -> Vec<String> {
+    role["includedPermissions"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect()
 }
 
 #[test]
@@ -126,7 +145,23 @@ fn apply_creates_every_gcp_resource_once_and_a_second_apply_writes_nothing() {
     assert_eq!(nodes["secondaryIpRanges"].as_array().map(Vec::len), Some(2), "{nodes}");
     let nat = &s[format!("{p}/regions/{REGION}/routers")]["byoc-prod-usc1-nat"];
     assert_eq!(nat["nats"][0]["natIpAllocateOption"], "AUTO_ONLY");
-    // Roles: exactly what policies/gcp/*.json say, on the project and the data bucket.
+    // The agent's custom role, with exactly the permissions of policies/gcp/agent-role.json.
+    assert_eq!(names(&s, &format!("{p}/roles")), [AGENT_ROLE]);
+    let role = agent_role(&double);
+    assert_eq!(role_permissions(&role), agent_role_permissions(), "{role}");
+    assert_eq!((role["title"].as_str(), role["stage"].as_str()), (Some("byoc agent"), Some("GA")), "{role}");
+    // Roles: exactly what policies/gcp/*.json say, on the project and the data bucket; the
+    // agent holds its custom role and no other role on the project.
+    assert_eq!(policy_roles("agent.json"), [format!("{p}/roles/{AGENT_ROLE}")]);
+    let agent_member = json!(format!("serviceAccount:{}", email("agent")));
+    let agents_roles: Vec<&str> = s["iamPolicies"][&p]["bindings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["members"].as_array().is_some_and(|m| m.contains(&agent_member)))
+        .filter_map(|b| b["role"].as_str())
+        .collect();
+    assert_eq!(agents_roles, policy_roles("agent.json"), "the agent's roles on the project are agent.json's");
     for role in policy_roles("agent.json") {
         assert_eq!(members(&s, &p, &role), [format!("serviceAccount:{}", email("agent"))], "{role}");
     }
@@ -470,13 +505,16 @@ fn agent_role_permissions() -> Vec<String> {
     v["includedPermissions"].as_array().expect("includedPermissions").iter().filter_map(|p| p.as_str().map(str::to_owned)).collect()
 }
 
-/// A bootstrap apply, then a new cluster in the repository: the daemon's pass run with
-/// every permission outside `granted` denied; whether it converged, and the permissions
-/// the fake checked during the pass.
-fn daemon_pass_granted(granted: &[String]) -> (Result<usize, String>, Vec<String>) {
+/// A bootstrap apply, then a new cluster in the repository: the daemon's pass run as the
+/// agent's Google account, holding only the roles apply bound to it (the fake grants a
+/// permission only through a custom role bound on the project), with `denied` taken away
+/// besides; whether it converged, the permissions the fake checked during the pass, and
+/// the permissions of the custom role apply made.
+fn daemon_pass_as_the_agent(denied: &[String]) -> (Result<usize, String>, Vec<String>, Vec<String>) {
     let double = double_with(|_| {});
     let mut repo = example_repo();
     ok(&apply(&repo, &double, &[]));
+    let created = role_permissions(&agent_role(&double));
     let text = repo
         .read("examples/gcp/clusters/ingest.yaml")
         .replace("name: ingest", "name: reporting")
@@ -487,9 +525,8 @@ fn daemon_pass_granted(granted: &[String]) -> (Result<usize, String>, Vec<String
     let files = rwproxy::specfiles::read_dir(&dir).expect("specs readable");
     let specs = byoc::spec::load::load(&dir.to_string_lossy(), &files).unwrap_or_else(|e| panic!("{e:?}"));
     let store = byoc::state::LocalDir::new(repo.path().join("state")).expect("state dir");
-    double.set_denied_permissions(
-        gcp_double::authz::ALL.iter().filter(|p| !granted.iter().any(|g| g == *p)).map(|p| (*p).to_owned()).collect(),
-    );
+    double.act_as(Some(format!("serviceAccount:{}", email("agent"))));
+    double.set_denied_permissions(denied.to_vec());
     double.clear_permissions_checked();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let url = double.url();
@@ -501,21 +538,22 @@ fn daemon_pass_granted(granted: &[String]) -> (Result<usize, String>, Vec<String
         },
         Err(e) => Err(e.to_string()),
     };
-    (outcome, double.permissions_checked())
+    (outcome, double.permissions_checked(), created)
 }
 
-/// The daemon's least privilege: with every permission outside the agent's custom role
-/// denied, its pass makes the new cluster's account and bindings; the role holds exactly
-/// the permissions the pass is checked for; and without any one of them the pass fails.
+/// The daemon's least privilege: acting as the agent's account with only what `byoc
+/// apply` bound to it (its custom role, made from policies/gcp/agent-role.json), its pass
+/// makes the new cluster's account and bindings; the role holds exactly the permissions
+/// the pass is checked for; and without any one of them the pass fails.
 #[test]
 fn the_daemons_pass_needs_exactly_the_agents_custom_role() {
     let role = agent_role_permissions();
-    let (outcome, checked) = daemon_pass_granted(&role);
+    let (outcome, checked, created) = daemon_pass_as_the_agent(&[]);
+    assert_eq!(created, role, "apply made the role of the file");
     assert_eq!(outcome, Ok(3), "the account, its workload identity and its data binding");
     assert_eq!(checked, role, "the role holds exactly what the pass is checked for");
     for p in &role {
-        let fewer: Vec<String> = role.iter().filter(|q| *q != p).cloned().collect();
-        let (outcome, _) = daemon_pass_granted(&fewer);
+        let (outcome, _, _) = daemon_pass_as_the_agent(std::slice::from_ref(p));
         let e = outcome.expect_err(&format!("the pass without {p} fails"));
         assert!(e.contains(p.as_str()) || e.contains("PERMISSION_DENIED"), "{p}: {e}");
     }
@@ -554,4 +592,55 @@ fn killed_while_a_gke_operation_runs_the_rerun_waits_for_it_and_creates_nothing_
         ok(&apply(&repo, &double, &[]));
         assert_eq!(double.writes(), writes, "{waiting}: then nothing to do");
     }
+}
+
+/// The agent's custom role after `byoc destroy`: GCP soft-deletes it and keeps its id, so
+/// the next apply's create is answered 409; apply undeletes the role and sets it to the
+/// file, binds the agent again, and a third apply writes nothing.
+#[test]
+fn after_destroy_the_next_apply_undeletes_the_agents_custom_role() {
+    let double = double_with(|_| {});
+    let repo = example_repo();
+    ok(&apply(&repo, &double, &[]));
+    ok(&destroy(&repo, &double, &[]));
+    let p = format!("projects/{PROJECT}");
+    let role = agent_role(&double);
+    assert_eq!(role["deleted"], true, "destroy deletes the role (softly, as GCP does): {role}");
+    assert!(members(&double.snapshot(), &p, &format!("{p}/roles/{AGENT_ROLE}")).is_empty(), "and unbinds the agent first");
+    // Right away: within Compute's 60 minutes the first apply's `requestId`s are answered
+    // with their old operations, and creating nothing then is not taken for done.
+    let before = double.writes().len();
+    let again = apply(&repo, &double, &[]);
+    ok(&again);
+    let role = agent_role(&double);
+    assert_eq!(role.get("deleted"), None, "undeleted: {role}");
+    assert_eq!(role_permissions(&role), agent_role_permissions());
+    let undeletes = double.writes()[before..].iter().filter(|w| w.ends_with(&format!("/roles/{AGENT_ROLE}:undelete"))).count();
+    assert_eq!(undeletes, 1, "{:?}", double.writes());
+    assert_eq!(names(&double.snapshot(), &format!("{p}/global/networks")), ["byoc-prod-usc1"], "the network made again");
+    assert_eq!(members(&double.snapshot(), &p, &format!("{p}/roles/{AGENT_ROLE}")), [format!("serviceAccount:{}", email("agent"))]);
+    let writes = double.writes();
+    ok(&apply(&repo, &double, &[]));
+    assert_eq!(double.writes(), writes, "then nothing to do");
+}
+
+/// Someone adds a permission to the agent's custom role and drops another: apply reports
+/// the drift on `includedPermissions` and sets the role back to the file with one update.
+#[test]
+fn drift_on_the_agents_custom_role_is_reported_and_set_back() {
+    let double = double_with(|_| {});
+    let repo = example_repo();
+    ok(&apply(&repo, &double, &[]));
+    let mut tampered = agent_role_permissions();
+    tampered.retain(|p| p != "iam.serviceAccounts.create");
+    tampered.push("iam.serviceAccounts.delete".to_owned());
+    tampered.sort();
+    double.tamper(&format!("projects/{PROJECT}/roles"), AGENT_ROLE, json!({"includedPermissions": tampered})).expect("tamper role");
+    let before = double.writes().len();
+    let r = apply(&repo, &double, &[]);
+    ok(&r);
+    assert!(r.stdout.contains("gcp.custom-role/agent `includedPermissions`"), "{}", r.stdout);
+    let new: Vec<String> = double.writes()[before..].to_vec();
+    assert_eq!(new, [format!("PATCH /v1/projects/{PROJECT}/roles/{AGENT_ROLE}")], "one update");
+    assert_eq!(role_permissions(&agent_role(&double)), agent_role_permissions(), "set back");
 }

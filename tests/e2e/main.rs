@@ -6,6 +6,7 @@ mod aws_real;
 mod azure;
 mod bad_specs;
 mod gcp;
+mod gcp_sidecar;
 mod golden;
 mod kube;
 mod manifests;

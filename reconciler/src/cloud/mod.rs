@@ -215,10 +215,11 @@ pub const DELETE_ORDER: &[Kind] = &[
     Kind::AwsSubnet,
     Kind::AwsS3Bucket,
     Kind::AwsVpc,
-    // GCP: bindings name accounts and buckets; pools belong to the cluster; the cluster
+    // GCP: bindings name accounts, buckets and custom roles; pools belong to the cluster; the cluster
     // uses the subnetwork and the nodes' account; firewalls, the router and subnetworks
     // keep the network in use (400 resourceInUseByAnotherResource) until they are gone.
     Kind::GcpIamBinding,
+    Kind::GcpCustomRole,
     Kind::GcpNodePool,
     Kind::GcpGkeCluster,
     Kind::GcpServiceAccount,

@@ -19,7 +19,7 @@
 //! internal Service a `ServiceAttachment` publishing it through Private Service Connect on
 //! the PSC subnetwork, accepting only the control plane's projects.
 
-use super::permissions::{GCP_AGENT_ROLES, GCP_CLUSTER_ROLES, GCP_NODE_ROLES};
+use super::permissions::{GCP_CLUSTER_ROLES, GCP_NODE_ROLES, gcp_agent_role, gcp_agent_roles};
 use super::{
     AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, WorkloadIdentity, cluster_namespace,
     cluster_service_account, names,
@@ -224,7 +224,27 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
         AGENT_SERVICE_ACCOUNT,
         None,
     );
-    project_bindings(env, g, "agent", &agent, GCP_AGENT_ROLES);
+    // The agent's one role on the project: its custom role (policies/gcp/agent-role.json),
+    // made here, so the daemon holds exactly the permissions its pass uses.
+    let (title, permissions) = gcp_agent_role();
+    let role_id = names::gcp::custom_role(&env.name, "agent");
+    let role = g.add(
+        described(env, Kind::GcpCustomRole, "agent")
+            .set("roleId", role_id.as_str())
+            .set("project", &env.account)
+            .set("title", title)
+            .set("includedPermissions", Value::strings(&permissions))
+            .set("stage", "GA"),
+    );
+    for role_name in gcp_agent_roles(&env.account, &role_id) {
+        g.add(
+            Resource::new(Kind::GcpIamBinding, "agent-custom-role")
+                .set("resource", format!("projects/{}", env.account))
+                .set("role", role_name)
+                .set("member", Value::reference(&agent))
+                .after(&role),
+        );
+    }
     Foundation { kube_cluster: gke.clone(), data_bucket: data, identity_issuer: gke }
 }
 
@@ -419,6 +439,23 @@ mod tests {
             .map(|r| text(r, "role"))
             .collect();
         assert_eq!(node_roles, GCP_NODE_ROLES);
+    }
+
+    #[test]
+    fn the_agent_is_bound_to_its_custom_role_only_which_holds_the_policy_files_permissions() {
+        let (first, second) = two_environments();
+        let role = get(&first, Kind::GcpCustomRole, "agent");
+        assert_eq!(text(role, "roleId"), "byoc_prod_usc1_agent");
+        assert_ne!(text(role, "roleId"), text(get(&second, Kind::GcpCustomRole, "agent"), "roleId"));
+        let file: serde_json::Value = serde_json::from_str(include_str!("../../../policies/gcp/agent-role.json")).expect("agent-role.json");
+        let want: Vec<&str> = file["includedPermissions"].as_array().expect("permissions").iter().filter_map(|p| p.as_str()).collect();
+        assert_eq!(role.properties.get("includedPermissions"), Some(&Value::strings(&want)));
+        let agent = Value::reference(&ResourceId::new(Kind::GcpServiceAccount, "agent"));
+        let bound: Vec<&Resource> =
+            first.resources.values().filter(|r| r.kind == Kind::GcpIamBinding && r.properties.get("member") == Some(&agent)).collect();
+        assert_eq!(bound.len(), 1, "one binding on the project: {bound:?}");
+        assert_eq!(text(bound[0], "role"), "projects/acme-data-prod/roles/byoc_prod_usc1_agent");
+        assert!(bound[0].depends_on.contains(&role.id), "bound once the role exists");
     }
 
     #[test]

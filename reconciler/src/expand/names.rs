@@ -136,6 +136,9 @@ fn aws_tag(c: char) -> bool {
     let mut buf = [0u8; 4];
     ALLOWED.is_match(c.encode_utf8(&mut buf))
 }
+fn role_id(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '.'
+}
 fn gcp_label(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
 }
@@ -268,6 +271,9 @@ pub const GCP_SERVICE_ACCOUNT: Rule = Rule {
     summary: "6 to 30 lower-case letters, digits and '-', starting with a letter and not ending with '-'",
     ..GCP_RESOURCE
 };
+/// Custom IAM role ids (`projects/P/roles/ID`): `[a-zA-Z0-9_.]{3,64}`, no hyphens
+/// (<https://cloud.google.com/iam/docs/reference/rest/v1/projects.roles/create>).
+pub const GCP_CUSTOM_ROLE: Rule = rule("GCP custom role id", 3, 64, role_id, "3 to 64 letters, digits, '_' and '.' (no '-')");
 /// Label keys (byoc writes only the ASCII part of what GCP allows).
 pub const GCP_LABEL_KEY: Rule = Rule {
     first: lower,
@@ -538,6 +544,19 @@ pub mod gcp {
         shorten(&format!("byoc-{env}-{who}"), GCP_SERVICE_ACCOUNT.max)
     }
 
+    /// A custom IAM role id of the environment: `byoc_<env>_<who>` with the environment's
+    /// hyphens as `_` (role ids take no `-`; environment names are DNS labels, which hold
+    /// no `_`, so two environments never meet in one id), at most 64 (cut with a hash).
+    pub fn custom_role(env: &str, who: &str) -> String {
+        let base = format!("byoc_{env}_{who}").replace('-', "_");
+        if base.chars().count() <= GCP_CUSTOM_ROLE.max {
+            return base;
+        }
+        let hash = hash8(&base);
+        let keep: String = base.chars().take(GCP_CUSTOM_ROLE.max - hash.len() - 1).collect();
+        format!("{}_{hash}", keep.trim_end_matches('_'))
+    }
+
     /// The `description` byoc writes on a resource that cannot carry labels: which
     /// environment owns it and which resource of the graph it is.
     pub fn ownership_description(env: &str, id: &str) -> String {
@@ -754,6 +773,11 @@ pub fn cloud_names(graph: &Graph, cloud: Cloud) -> Vec<Named> {
             && let Some(id) = r.properties.get("accountId").and_then(Value::as_str)
         {
             push("accountId".to_owned(), &GCP_SERVICE_ACCOUNT, id);
+        }
+        if r.kind == Kind::GcpCustomRole
+            && let Some(id) = r.properties.get("roleId").and_then(Value::as_str)
+        {
+            push("roleId".to_owned(), &GCP_CUSTOM_ROLE, id);
         }
         if r.kind == Kind::AwsNlb
             && let (Some(lb), Some(Value::List(listeners))) = (name, r.properties.get("listeners"))

@@ -69,8 +69,34 @@ pub const AWS_CLUSTER_OBJECT_ACTIONS: &[&str] =
 /// AWS actions of a RisingWave cluster on the data bucket itself (listing its prefix).
 pub const AWS_CLUSTER_BUCKET_ACTIONS: &[&str] = &["s3:ListBucket"];
 
-/// GCP roles of the agent, on the project.
-pub const GCP_AGENT_ROLES: &[&str] = &["roles/compute.networkViewer", "roles/monitoring.viewer"];
+/// GCP roles of the agent, on the project, as published in `policies/gcp/agent.json`:
+/// only the agent's custom role ([`GCP_AGENT_ROLE`]), created by `byoc apply` in the
+/// project, with `<project>` and `<agent-role>` standing for the project and the role's id
+/// ([`gcp_agent_roles`]). The custom role holds every permission the daemon's pass uses,
+/// so no predefined role is bound besides it.
+pub const GCP_AGENT_ROLES: &[&str] = &["projects/<project>/roles/<agent-role>"];
+
+/// The agent's custom role as published for review in `policies/gcp/agent-role.json` (the
+/// format `gcloud iam roles create --file` reads). Compiled in, so the file reviewed is
+/// the role applied.
+pub const GCP_AGENT_ROLE: &str = include_str!("../../../policies/gcp/agent-role.json");
+
+/// [`GCP_AGENT_ROLES`] for a project whose agent role has the id `role_id`.
+pub fn gcp_agent_roles(project: &str, role_id: &str) -> Vec<String> {
+    GCP_AGENT_ROLES.iter().map(|r| r.replace("<project>", project).replace("<agent-role>", role_id)).collect()
+}
+
+/// `(title, includedPermissions)` of [`GCP_AGENT_ROLE`]. The file is checked by the tests
+/// below; a broken one yields an empty role, not a panic.
+pub fn gcp_agent_role() -> (String, Vec<String>) {
+    let doc: serde_json::Value = serde_json::from_str(GCP_AGENT_ROLE).unwrap_or_default();
+    let title = doc["title"].as_str().unwrap_or("byoc agent").to_owned();
+    let permissions = doc["includedPermissions"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    (title, permissions)
+}
 
 /// GCP role of the GKE nodes' own service account, on the project: what GKE's nodes need
 /// (logs, metrics, image pulls), instead of the Compute Engine default account's Editor.
@@ -112,6 +138,19 @@ mod tests {
             .iter()
             .map(|v| v.as_str().expect("string").to_owned())
             .collect()
+    }
+
+    #[test]
+    fn the_agents_custom_role_file_is_a_role_of_sorted_permissions() {
+        let (title, permissions) = gcp_agent_role();
+        assert_eq!(title, "byoc agent");
+        assert_eq!(permissions.len(), 15, "{permissions:?}");
+        let mut sorted = permissions.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, permissions, "sorted, each once");
+        assert!(permissions.iter().all(|p| p.split('.').count() == 3), "service.resource.verb: {permissions:?}");
+        assert_eq!(gcp_agent_roles("acme", "byoc_prod_agent"), ["projects/acme/roles/byoc_prod_agent"]);
     }
 
     #[test]

@@ -8,14 +8,17 @@
 //! `compute.globalOperations.get` / `compute.regionOperations.get`), GKE
 //! (<https://cloud.google.com/kubernetes-engine/docs/reference/api-permissions>: node pools
 //! are read with `container.clusters.get` and changed with `container.clusters.update`),
-//! IAM (<https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts>),
+//! IAM (<https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts>,
+//! custom roles `iam.roles.create|get|list|update|delete|undelete`),
 //! Resource Manager (`resourcemanager.projects.get|getIamPolicy|setIamPolicy`;
 //! `testIamPermissions` needs none), Service Usage (`serviceusage.services.get|list`) and
 //! Cloud Storage (<https://cloud.google.com/storage/docs/json_api/v1/>; `testIamPermissions`
 //! needs none).
 //!
-//! Not reproduced: conditions, roles (a caller holds every permission not denied), and each
-//! API's own wording of the refusal (one message for all).
+//! Not reproduced: conditions; predefined roles (without [`crate::Options::caller`] a caller
+//! holds every permission not denied; with one, only what the project's custom roles bound
+//! to it hold); resource-level policies; and each API's own wording of the refusal (one
+//! message for all).
 
 use http::Method;
 
@@ -50,6 +53,12 @@ pub const ALL: &[&str] = &[
     "container.clusters.update",
     "container.operations.get",
     "container.operations.list",
+    "iam.roles.create",
+    "iam.roles.delete",
+    "iam.roles.get",
+    "iam.roles.list",
+    "iam.roles.undelete",
+    "iam.roles.update",
     "iam.serviceAccounts.create",
     "iam.serviceAccounts.delete",
     "iam.serviceAccounts.get",
@@ -112,6 +121,13 @@ pub fn permission(method: &Method, path: &str) -> Option<&'static str> {
         ["v1", "projects", _, "locations", _, "clusters", _, "nodePools", ..] => {
             format!("container.clusters.{}", if method == Method::GET { "get" } else { "update" })
         }
+        // Custom roles (<https://cloud.google.com/iam/docs/reference/rest/v1/projects.roles>).
+        ["v1", "projects", _, "roles"] => format!("iam.roles.{}", crud(method, false)),
+        ["v1", "projects", _, "roles", r] => match verb(r).as_deref() {
+            Some("undelete") => "iam.roles.undelete".to_owned(),
+            Some(_) => "iam.roles.update".to_owned(),
+            None => format!("iam.roles.{}", crud(method, true)),
+        },
         ["v1", "projects", _, "serviceAccounts"] => format!("iam.serviceAccounts.{}", crud(method, false)),
         ["v1", "projects", _, "serviceAccounts", a, ..] => match verb(a).as_deref() {
             Some(v @ ("getIamPolicy" | "setIamPolicy")) => format!("iam.serviceAccounts.{v}"),
@@ -160,6 +176,11 @@ mod tests {
             p(Method::POST, "/v1/projects/-/serviceAccounts/a@p.iam.gserviceaccount.com:setIamPolicy"),
             Some("iam.serviceAccounts.setIamPolicy")
         );
+        assert_eq!(p(Method::POST, "/v1/projects/p/roles"), Some("iam.roles.create"));
+        assert_eq!(p(Method::PATCH, "/v1/projects/p/roles/byoc_x"), Some("iam.roles.update"));
+        assert_eq!(p(Method::POST, "/v1/projects/p/roles/byoc_x:undelete"), Some("iam.roles.undelete"));
+        assert_eq!(p(Method::DELETE, "/v1/projects/p/roles/byoc_x"), Some("iam.roles.delete"));
+        assert_eq!(p(Method::GET, "/v1/projects/p/roles/byoc_x"), Some("iam.roles.get"));
         assert_eq!(p(Method::POST, "/v3/projects/p:getIamPolicy"), Some("resourcemanager.projects.getIamPolicy"));
         assert_eq!(p(Method::POST, "/v3/projects/p:testIamPermissions"), None);
         assert_eq!(p(Method::PUT, "/storage/v1/b/b/iam"), Some("storage.buckets.setIamPolicy"));

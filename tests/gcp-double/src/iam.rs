@@ -13,7 +13,8 @@
 //!   were concurrent policy changes"), so callers redo the whole read-modify-write. The
 //!   issue's "412 on a stale IAM policy etag" is not what the API does; this fake follows
 //!   the API. A policy set without an etag overwrites;
-//! - bindings need a role `roles/...`, `projects/P/roles/...` or `organizations/O/roles/...`
+//! - bindings need a role `roles/...` (a custom one of this project must exist, see
+//!   [`crate::roles`]), `projects/P/roles/...` or `organizations/O/roles/...`
 //!   and members with a known prefix (`user:`, `serviceAccount:`, `group:`, `domain:`,
 //!   `principal://`, `principalSet://`, `allUsers`, `allAuthenticatedUsers`); a conditional
 //!   binding needs policy version 3 (400);
@@ -239,6 +240,11 @@ pub(crate) fn set_policy(state: &mut State, req: &Req, project: &str, resource: 
     for (i, b) in bindings.iter().enumerate() {
         let role = b.get("role").and_then(Value::as_str).unwrap_or_default();
         if !(role.starts_with("roles/") || role.starts_with("projects/") || role.starts_with("organizations/")) || role.ends_with('/') {
+            return Err(ApiError::invalid(format!("Role ({role}) does not exist in the resource's hierarchy (bindings[{i}]).")));
+        }
+        // A custom role of this project must exist (a deleted one stays bindable: GCP
+        // keeps its bindings, inactive, until it is undeleted or purged).
+        if role.starts_with(&format!("projects/{project}/roles/")) && !crate::roles::exists(state, role) {
             return Err(ApiError::invalid(format!("Role ({role}) does not exist in the resource's hierarchy (bindings[{i}]).")));
         }
         if b.get("condition").is_some() && version < 3 {

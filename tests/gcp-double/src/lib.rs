@@ -22,6 +22,8 @@
 //!   operation is DONE, then RUNNING with its endpoint and CA.
 //! - IAM admin v1 ([`iam`]): service accounts (create with `accountId`, get, list, patch,
 //!   update, delete) and their `getIamPolicy`/`setIamPolicy`/`testIamPermissions`.
+//! - IAM admin v1 custom roles of the project ([`roles`]): create, get, list, patch with
+//!   etag, soft delete, undelete; a binding naming `projects/P/roles/ID` needs the role.
 //! - Resource Manager v3 ([`iam`]): `projects/P` (get), its IAM policy with etag
 //!   read-modify-write (a stale etag is 409 `ABORTED`, as the API answers), and
 //!   `testIamPermissions` (leaving out [`Options::denied_permissions`]).
@@ -71,6 +73,7 @@ pub mod gcs;
 pub mod gke;
 pub mod iam;
 pub mod names;
+pub mod roles;
 pub mod services;
 mod state;
 
@@ -105,6 +108,12 @@ pub struct Options {
     /// Permissions the caller lacks: `testIamPermissions` leaves them out of its answer, and
     /// a request that needs one ([`authz::permission`]) is answered 403 `PERMISSION_DENIED`.
     pub denied_permissions: Vec<String>,
+    /// The principal the caller is (`serviceAccount:EMAIL`), or none: anyone. With one, a
+    /// request needing a permission ([`authz::permission`]) is also refused unless a
+    /// binding of the project's policy gives that principal, unconditionally, a custom role
+    /// of the project ([`roles`]) holding the permission. Predefined roles grant nothing
+    /// here (the fake does not know their permissions).
+    pub caller: Option<String>,
 }
 
 impl Default for Options {
@@ -118,6 +127,7 @@ impl Default for Options {
             operation_polls: 2,
             disabled_services: Vec::new(),
             denied_permissions: Vec::new(),
+            caller: None,
         }
     }
 }
@@ -217,6 +227,11 @@ impl Double {
     /// Denies exactly `permissions` from now on (requests needing one answer 403).
     pub fn set_denied_permissions(&self, permissions: Vec<String>) {
         self.state().opts.denied_permissions = permissions;
+    }
+
+    /// From now on, acts as `member` (see [`Options::caller`]); `None`: anyone again.
+    pub fn act_as(&self, member: Option<String>) {
+        self.state().opts.caller = member;
     }
 
     /// How many requests were answered with an injected fault.
@@ -321,7 +336,11 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
     if let Some(p) = authz::permission(&method, &path) {
         let mut state = shared.state();
         state.permissions_checked.insert(p.to_owned());
-        if state.opts.denied_permissions.iter().any(|d| d == p) {
+        let held = match state.opts.caller.clone() {
+            Some(member) => granted(&state, &member, p),
+            None => true,
+        };
+        if !held || state.opts.denied_permissions.iter().any(|d| d == p) {
             let e = ApiError::denied("forbidden", format!("Permission '{p}' denied on resource '{path}' (or it may not exist)."));
             return json_response(e.code, &e.body());
         }
@@ -354,6 +373,22 @@ async fn answer(shared: &Shared, req: Request<Bytes>) -> Response<Bytes> {
         }
         Err(e) => json_response(e.code, &e.body()),
     }
+}
+
+/// Whether the project's policy binds `member`, without a condition, to a custom role of
+/// the project that holds `permission`.
+fn granted(state: &State, member: &str, permission: &str) -> bool {
+    let project = format!("projects/{}", state.opts.project);
+    let policy = iam::get_policy(state, &project);
+    policy["bindings"].as_array().into_iter().flatten().any(|b| {
+        b.get("condition").is_none()
+            && b["members"].as_array().is_some_and(|ms| ms.iter().any(|m| m == member))
+            && b["role"]
+                .as_str()
+                .filter(|r| r.starts_with(&format!("{project}/roles/")))
+                .and_then(|r| roles::permissions_of(state, r))
+                .is_some_and(|ps| ps.iter().any(|p| p == permission))
+    })
 }
 
 /// Cloud Storage: everything but bucket IAM goes to the upstream (`None`: not a storage path,
@@ -402,6 +437,11 @@ fn route(state: &mut State, req: &Req) -> Result<Reply, ApiError> {
             check_project(state, project)?;
             check_service(state, "container.googleapis.com", "Kubernetes Engine API", project)?;
             gke::route(state, req, project, location, rest)
+        }
+        ["v1", "projects", project, rest @ ..] if rest.first() == Some(&"roles") => {
+            check_project(state, project)?;
+            check_service(state, "iam.googleapis.com", "Identity and Access Management (IAM) API", project)?;
+            roles::route(state, req, project, rest)
         }
         ["v1", "projects", project, rest @ ..] if rest.first().is_some_and(|s| s.starts_with("serviceAccounts")) => {
             // `projects/-/serviceAccounts/EMAIL`: IAM infers the project from the account.

@@ -212,3 +212,64 @@ async fn service_usage_reports_and_gates_the_apis() {
     let (status, _) = raw(&double.url(), "GET", &format!("/v1/projects/{P}/locations/us-central1/clusters"), None);
     assert_eq!(status, 200);
 }
+
+/// Custom roles through the real client: bad ids refused 400, a taken id 409 (a deleted
+/// one too), an update with a stale etag 409 ABORTED, delete is soft, undelete brings the
+/// role back, and a binding to a custom role that does not exist is refused.
+#[tokio::test]
+async fn custom_roles_are_judged_soft_deleted_and_undeleted() {
+    use google_cloud_iam_admin_v1::model::Role;
+    use google_cloud_iam_admin_v1::model::role::RoleLaunchStage;
+    let double = Double::spawn(Options::default()).expect("spawn");
+    let c = iam(&double).await;
+    let role = || {
+        Role::new()
+            .set_title("byoc agent")
+            .set_included_permissions(["iam.roles.get", "compute.networks.list"])
+            .set_stage(RoleLaunchStage::Ga)
+    };
+    let create = |id: &'static str| c.create_role().set_parent(format!("projects/{P}")).set_role_id(id).set_role(role()).send();
+    for bad in ["byoc-agent", "ab", "x".repeat(65).leak() as &str] {
+        let err = create(bad).await.expect_err(bad);
+        assert_eq!((err.http_status_code(), err.status().map(|s| s.code)), (Some(400), Some(Code::InvalidArgument)), "{bad}");
+    }
+    let made = create("byoc_prod_agent").await.expect("create");
+    assert_eq!(made.name, format!("projects/{P}/roles/byoc_prod_agent"));
+    assert_eq!(made.included_permissions, ["compute.networks.list", "iam.roles.get"], "kept sorted");
+    assert_eq!(made.stage, RoleLaunchStage::Ga);
+    assert!(!made.etag.is_empty());
+    let err = create("byoc_prod_agent").await.expect_err("taken");
+    assert_eq!((err.http_status_code(), err.status().map(|s| s.code)), (Some(409), Some(Code::AlreadyExists)));
+
+    // An update carrying the etag read succeeds once; the same etag again is stale.
+    let name = made.name.clone();
+    let update = |etag: bytes::Bytes| {
+        let body = json!({"name": name, "role": serde_json::to_value(role().set_title("changed").set_etag(etag)).expect("json"), "updateMask": "title"});
+        let request: google_cloud_iam_admin_v1::model::UpdateRoleRequest = serde_json::from_value(body).expect("request");
+        c.update_role().with_request(request).send()
+    };
+    let updated = update(made.etag.clone()).await.expect("update with the etag read");
+    assert_eq!(updated.title, "changed");
+    let err = update(made.etag.clone()).await.expect_err("stale etag");
+    assert_eq!((err.http_status_code(), err.status().map(|s| s.code)), (Some(409), Some(Code::Aborted)));
+
+    let deleted = c.delete_role().set_name(&name).send().await.expect("delete");
+    assert!(deleted.deleted);
+    let got = c.get_role().set_name(&name).send().await.expect("a deleted role is still read");
+    assert!(got.deleted);
+    let err = create("byoc_prod_agent").await.expect_err("a deleted role keeps its id");
+    assert_eq!(err.http_status_code(), Some(409));
+    let err = update(got.etag.clone()).await.expect_err("a deleted role cannot be changed");
+    assert_eq!(err.http_status_code(), Some(400));
+    let back = c.undelete_role().set_name(&name).set_etag(got.etag.clone()).send().await.expect("undelete");
+    assert!(!back.deleted);
+    assert_eq!(back.title, "changed", "undelete brings the role back as it was");
+
+    let (status, body) = raw(
+        &double.url(),
+        "POST",
+        &format!("/v3/projects/{P}:setIamPolicy"),
+        Some(&json!({"policy": {"bindings": [{"role": format!("projects/{P}/roles/nope"), "members": ["user:a@example.com"]}]}})),
+    );
+    assert_eq!(status, 400, "{body}");
+}

@@ -1,6 +1,7 @@
 //! [`Cloud`] on GCP with Google's generated REST clients, one file per service:
 //! [`network`] (VPC network, subnetworks, firewall rules, Cloud Router + NAT),
 //! [`kubernetes`] (GKE cluster, node pools), [`identity`] (service accounts, IAM bindings),
+//! [`custom_role`] (the agent's custom IAM role),
 //! [`storage`] (GCS buckets over the JSON API) and [`preflight`] (checks made before any
 //! change). This file holds the provider type, its clients, Google's errors as
 //! [`CloudError`]s, waiting on operations, and the [`Cloud`] impl that dispatches each
@@ -19,6 +20,8 @@
 //!   description names this environment. A create answered ALREADY_EXISTS adopts the
 //!   resource only if its description names this resource of this environment; otherwise
 //!   it is an [`OWNERSHIP_CONFLICT`].
+//! - The agent's custom role takes no labels either: its id is named from the environment
+//!   and its `description` carries the ownership line; observe reads it by id.
 //! - IAM bindings are not resources in GCP: a binding is ours when the inventory or the
 //!   desired graph names it ([`Gcp::bindings`]) and the policy holds its role and member
 //!   (one of our service accounts, or the workload-identity member of one). Bindings are
@@ -28,6 +31,7 @@
 //!   by the Kubernetes half: [`super::cloud_part`] leaves it out, and this provider refuses
 //!   it rather than call Compute for it.
 
+mod custom_role;
 mod identity;
 mod kubernetes;
 mod network;
@@ -82,6 +86,8 @@ pub struct Gcp {
     /// Service accounts' emails by resource id, for the bindings whose member or target
     /// is one that observe did not find.
     pub accounts: Vec<(ResourceId, String)>,
+    /// Custom roles' full names (`projects/P/roles/ID`) by resource id: observe reads these.
+    pub roles: Vec<(ResourceId, String)>,
     /// Retries of every call.
     pub retry: Retrier,
     /// Time between operation and status reads while waiting.
@@ -144,6 +150,7 @@ impl Gcp {
             recorded_buckets: Vec::new(),
             bindings: Vec::new(),
             accounts: Vec::new(),
+            roles: Vec::new(),
             retry: Retrier::default(),
             poll: Duration::from_secs(10),
             wait_limit: Duration::from_secs(40 * 60),
@@ -182,6 +189,7 @@ impl Gcp {
                     };
                     self.accounts.push((r.id.clone(), identity::email(text(r, "accountId"), project)));
                 }
+                Kind::GcpCustomRole => self.expect_custom_role(r),
                 _ => {}
             }
         }
@@ -475,6 +483,7 @@ impl Cloud for Gcp {
         disabled_is_empty(self.observe_network(&mut out).await)?;
         disabled_is_empty(self.observe_gke(&mut out).await)?;
         disabled_is_empty(self.observe_service_accounts(&mut out).await)?;
+        disabled_is_empty(self.observe_custom_roles(&mut out).await)?;
         disabled_is_empty(self.observe_buckets(&mut out).await)?;
         disabled_is_empty(self.observe_bindings(&mut out).await)?;
         Ok(out)
@@ -490,6 +499,7 @@ impl Cloud for Gcp {
             Kind::GcpNodePool => self.ensure_node_pool(r, existing, refs).await,
             Kind::GcpServiceAccount => self.ensure_service_account(r, existing).await,
             Kind::GcpIamBinding => self.ensure_binding(r, refs).await,
+            Kind::GcpCustomRole => self.ensure_custom_role(r, existing).await,
             Kind::GcpBucket => self.ensure_bucket(r, existing).await,
             Kind::GcpServiceAttachment => Err(CloudError::new(
                 r.id.to_string(),
@@ -509,6 +519,7 @@ impl Cloud for Gcp {
             Kind::GcpNodePool => self.delete_node_pool(f).await,
             Kind::GcpServiceAccount => self.delete_service_account(f).await,
             Kind::GcpIamBinding => self.delete_binding(f).await,
+            Kind::GcpCustomRole => self.delete_custom_role(f).await,
             Kind::GcpBucket => self.delete_bucket(f).await,
             other => Err(CloudError::new(f.id.to_string(), format!("{} is not a GCP resource", other.label()))),
         };

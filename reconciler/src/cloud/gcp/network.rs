@@ -103,6 +103,16 @@ pub(super) fn request_id(environment: &str, id: &crate::resource::ResourceId, bo
     format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
 }
 
+/// The `requestId` of a second insert of `id` with `body`, sent when the first one's
+/// operation finished without the resource existing: Compute answers a `requestId` it saw
+/// within the last 60 minutes with that request's operation and does nothing else, so an
+/// apply soon after a destroy (same environment, resource and body, so the same id) gets
+/// the first apply's operation back and creates nothing. Deterministic too, so a rerun
+/// after a kill during this second insert repeats it.
+pub(super) fn second_request_id(environment: &str, id: &crate::resource::ResourceId, body: &impl std::fmt::Debug) -> String {
+    request_id(environment, id, &(body, "again: the first request id was answered by an earlier, finished request"))
+}
+
 impl Gcp {
     fn network_path(&self, name: &str) -> String {
         format!("projects/{}/global/networks/{name}", self.project)
@@ -206,18 +216,16 @@ impl Gcp {
                 .set_name(name)
                 .set_description(text(r, "description"))
                 .set_auto_create_subnetworks(super::flag(r, "autoCreateSubnetworks"));
-            match self
-                .call(&what, || {
-                    self.networks
-                        .insert()
-                        .set_project(&self.project)
-                        .set_request_id(request_id(&self.environment, &r.id, &body))
-                        .set_body(body.clone())
-                        .send()
-                })
-                .await
-            {
-                Ok(op) => self.compute_done(&what, op, None).await?,
+            let insert = |rid: String| self.networks.insert().set_project(&self.project).set_request_id(rid).set_body(body.clone()).send();
+            let get = || self.networks.get().set_project(&self.project).set_network(name).send();
+            match self.call(&what, || insert(request_id(&self.environment, &r.id, &body))).await {
+                Ok(op) => {
+                    self.compute_done(&what, op, None).await?;
+                    if unless_gone(self.call(&what, get).await)?.is_none() {
+                        let op = self.call(&what, || insert(second_request_id(&self.environment, &r.id, &body))).await?;
+                        self.compute_done(&what, op, None).await?;
+                    }
+                }
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
                     let n = self.call(&what, || self.networks.get().set_project(&self.project).set_network(name).send()).await?;
                     self.adopt(r, n.description.as_deref(), what.clone(), "network")?;
@@ -250,20 +258,16 @@ impl Gcp {
         let get = || self.subnetworks.get().set_project(&self.project).set_region(region).set_subnetwork(name).send();
         let mut created = false;
         if existing.is_none() {
-            match self
-                .call(&what, || {
-                    self.subnetworks
-                        .insert()
-                        .set_project(&self.project)
-                        .set_region(region)
-                        .set_request_id(request_id(&self.environment, &r.id, &body))
-                        .set_body(body.clone())
-                        .send()
-                })
-                .await
-            {
+            let insert = |rid: String| {
+                self.subnetworks.insert().set_project(&self.project).set_region(region).set_request_id(rid).set_body(body.clone()).send()
+            };
+            match self.call(&what, || insert(request_id(&self.environment, &r.id, &body))).await {
                 Ok(op) => {
                     self.compute_done(&what, op, Some(region)).await?;
+                    if unless_gone(self.call(&what, get).await)?.is_none() {
+                        let op = self.call(&what, || insert(second_request_id(&self.environment, &r.id, &body))).await?;
+                        self.compute_done(&what, op, Some(region)).await?;
+                    }
                     created = true;
                 }
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
@@ -314,19 +318,15 @@ impl Gcp {
         let what = format!("compute firewalls.insert for {}", r.id);
         let mut created = false;
         if existing.is_none() {
-            match self
-                .call(&what, || {
-                    self.firewalls
-                        .insert()
-                        .set_project(&self.project)
-                        .set_request_id(request_id(&self.environment, &r.id, &body))
-                        .set_body(body.clone())
-                        .send()
-                })
-                .await
-            {
+            let insert = |rid: String| self.firewalls.insert().set_project(&self.project).set_request_id(rid).set_body(body.clone()).send();
+            let get = || self.firewalls.get().set_project(&self.project).set_firewall(name).send();
+            match self.call(&what, || insert(request_id(&self.environment, &r.id, &body))).await {
                 Ok(op) => {
                     self.compute_done(&what, op, None).await?;
+                    if unless_gone(self.call(&what, get).await)?.is_none() {
+                        let op = self.call(&what, || insert(second_request_id(&self.environment, &r.id, &body))).await?;
+                        self.compute_done(&what, op, None).await?;
+                    }
                     created = true;
                 }
                 Err(e) if !e.is(&["ALREADY_EXISTS"]) => return Err(e),
@@ -380,19 +380,18 @@ impl Gcp {
             .set_nats([nat.clone()]);
         let what = format!("compute routers.insert for {}", r.id);
         if existing.is_none() {
-            match self
-                .call(&what, || {
-                    self.routers
-                        .insert()
-                        .set_project(&self.project)
-                        .set_region(region)
-                        .set_request_id(request_id(&self.environment, &r.id, &body))
-                        .set_body(body.clone())
-                        .send()
-                })
-                .await
-            {
-                Ok(op) => self.compute_done(&what, op, Some(region)).await?,
+            let insert = |rid: String| {
+                self.routers.insert().set_project(&self.project).set_region(region).set_request_id(rid).set_body(body.clone()).send()
+            };
+            let get = || self.routers.get().set_project(&self.project).set_region(region).set_router(name).send();
+            match self.call(&what, || insert(request_id(&self.environment, &r.id, &body))).await {
+                Ok(op) => {
+                    self.compute_done(&what, op, Some(region)).await?;
+                    if unless_gone(self.call(&what, get).await)?.is_none() {
+                        let op = self.call(&what, || insert(second_request_id(&self.environment, &r.id, &body))).await?;
+                        self.compute_done(&what, op, Some(region)).await?;
+                    }
+                }
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
                     let live = self
                         .call(&what, || self.routers.get().set_project(&self.project).set_region(region).set_router(name).send())
@@ -494,6 +493,9 @@ mod tests {
         assert_eq!(a, request_id("prod", &id, &"body"), "a resumed apply repeats it");
         assert_ne!(a, request_id("staging", &id, &"body"));
         assert_ne!(a, request_id("prod", &id, &"other body"));
+        let again = second_request_id("prod", &id, &"body");
+        assert_ne!(a, again, "an insert answered by an earlier request's operation is sent under another id");
+        assert_eq!(again, second_request_id("prod", &id, &"body"), "which a resumed apply repeats");
     }
 
     #[test]

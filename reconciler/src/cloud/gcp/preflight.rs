@@ -50,6 +50,8 @@ pub fn permissions_for(kind: Kind, action: Action) -> &'static [&'static str] {
         (Kind::GcpNodePool, true) => &["container.clusters.update", "container.operations.get", "container.operations.list"],
         (Kind::GcpServiceAccount, false) => &["iam.serviceAccounts.create", "iam.serviceAccounts.get"],
         (Kind::GcpServiceAccount, true) => &["iam.serviceAccounts.delete"],
+        (Kind::GcpCustomRole, false) => &["iam.roles.create", "iam.roles.get", "iam.roles.update", "iam.roles.undelete"],
+        (Kind::GcpCustomRole, true) => &["iam.roles.delete"],
         (Kind::GcpIamBinding, _) => &[
             "resourcemanager.projects.getIamPolicy",
             "resourcemanager.projects.setIamPolicy",
@@ -162,6 +164,7 @@ mod tests {
             Kind::GcpNodePool,
             Kind::GcpServiceAccount,
             Kind::GcpIamBinding,
+            Kind::GcpCustomRole,
             Kind::GcpBucket,
         ] {
             for action in [Action::Create, Action::Delete] {

@@ -215,6 +215,7 @@ fn documented(rule: &Rule) -> Option<(regex::Regex, usize)> {
         "GCP resource name" => (r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$", 63),
         "GKE cluster or node pool name" => (r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$", 40),
         "GCP service account id" => (r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$", 30),
+        "GCP custom role id" => (r"^[a-zA-Z0-9_.]{3,64}$", 64),
         "GCS bucket name" => (r"^[a-z0-9][a-z0-9_.-]*[a-z0-9]$", 63),
         "GCP label key" => (r"^[a-z][a-z0-9_-]*$", 63),
         "GCP label value" => (r"^[a-z0-9_-]*$", 63),
@@ -352,6 +353,7 @@ fn every_gcp_name_function_gives_a_valid_name_for_every_accepted_input() {
         for who in ["agent", "nodes", &format!("rw-{c1}"), &format!("rw-{c2}")] {
             holds(&GCP_SERVICE_ACCOUNT, &gcp::service_account(&env, who))?;
         }
+        holds(&GCP_CUSTOM_ROLE, &gcp::custom_role(&env, "agent"))?;
         for role in ["data", "state"] {
             holds(&GCP_BUCKET, &gcp::bucket(&env, &project, role))?;
         }
@@ -365,6 +367,7 @@ fn every_gcp_name_function_gives_a_valid_name_for_every_accepted_input() {
         if env != other_env {
             prop_assert_ne!(gcp::bucket(&env, &project, "data"), gcp::bucket(&other_env, &project, "data"));
             prop_assert_ne!(gcp::service_account(&env, "agent"), gcp::service_account(&other_env, "agent"));
+            prop_assert_ne!(gcp::custom_role(&env, "agent"), gcp::custom_role(&other_env, "agent"));
             prop_assert_ne!(gcp::resource(&env, None), gcp::resource(&other_env, None));
         }
         let id = format!("gcp.subnetwork/{subnet}");
