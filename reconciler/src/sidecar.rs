@@ -149,8 +149,10 @@ pub struct SidecarOutputs {
     /// Who may reach the SQL port: the network, the private-connectivity NAT range and the
     /// spec's public allowed CIDRs.
     pub proxy_cidrs: Vec<IpNet>,
-    /// AWS: the VPC, whose NLB sends PROXY protocol headers RWProxy trusts. GCP's and
-    /// Azure's passthrough load balancers keep the client's address, so no header.
+    /// Where PROXY protocol v2 headers RWProxy trusts come from: on AWS the VPC (the
+    /// NLB), on GCP the Private Service Connect NAT subnet, on Azure the Private Link
+    /// subnet (both rewrite the source address, so the header carries the client's).
+    /// `None`: no such range, and RWProxy reads no header.
     pub proxy_protocol_from: Option<IpNet>,
     /// Annotations replacing the overlay's example ones, by Service name (Azure: the
     /// Private Link settings of each internal Service, from the graph).
@@ -189,7 +191,7 @@ impl SidecarOutputs {
                 let email =
                     format!("{}@{}.iam.gserviceaccount.com", crate::expand::names::gcp::service_account(&env.name, "agent"), env.account);
                 let psc: Vec<IpNet> = env.network.private_service_connect.into_iter().collect();
-                (email, format!("gs://{}/reconciler", env.state_bucket), psc.clone(), psc.first().copied(), None)
+                (email, format!("gs://{}/reconciler", env.state_bucket), psc.clone(), psc.first().copied(), psc.first().copied())
             }
             Cloud::Azure => {
                 let client_id = outputs.get(AGENT_IDENTITY_ID).filter(|c| !c.is_empty()).cloned().ok_or_else(|| {
@@ -200,7 +202,7 @@ impl SidecarOutputs {
                 let account = crate::expand::names::azure::storage_account(&env.account, &env.name, "state");
                 let url = format!("https://{account}.blob.core.windows.net/{}/reconciler", env.state_bucket);
                 let pls: Vec<IpNet> = env.network.private_link.into_iter().collect();
-                (client_id, url, pls.clone(), pls.first().copied(), None)
+                (client_id, url, pls.clone(), pls.first().copied(), pls.first().copied())
             }
         };
         let mut proxy_cidrs = vec![env.network.cidr];
@@ -411,19 +413,19 @@ pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
                 let containers =
                     obj.pointer_mut("/spec/template/spec/containers").and_then(Value::as_array_mut).ok_or_else(|| missing("containers"))?;
                 let mut filled = false;
+                let is_ppv2 = |a: &Value| a.as_str().is_some_and(|s| s.starts_with("--proxy-protocol-from="));
                 for c in containers.iter_mut() {
                     c["image"] = Value::String(outputs.image.clone());
-                    for a in c.get_mut("args").and_then(Value::as_array_mut).into_iter().flatten() {
-                        if a.as_str().is_some_and(|s| s.starts_with("--proxy-protocol-from=")) {
-                            let from = outputs.proxy_protocol_from.ok_or_else(|| {
-                                manifests_error(
-                                    cloud,
-                                    "rwproxy has --proxy-protocol-from, but this cloud's load balancers send no PROXY header",
-                                )
-                            })?;
-                            *a = Value::String(format!("--proxy-protocol-from={from}"));
-                            filled = true;
+                    let Some(args) = c.get_mut("args").and_then(Value::as_array_mut) else { continue };
+                    match outputs.proxy_protocol_from {
+                        Some(from) => {
+                            for a in args.iter_mut().filter(|a| is_ppv2(a)) {
+                                *a = Value::String(format!("--proxy-protocol-from={from}"));
+                                filled = true;
+                            }
                         }
+                        // No range sends headers: RWProxy must not expect one.
+                        None => args.retain(|a| !is_ppv2(a)),
                     }
                 }
                 if !filled && outputs.proxy_protocol_from.is_some() {
@@ -748,9 +750,22 @@ mod tests {
                 crate::run::config::parse("reconciler.yaml", &config, std::path::Path::new("/etc/byoc")).err().unwrap_or_default();
             let store: Vec<_> = problems.iter().filter(|d| d.message.contains("stateStore")).collect();
             assert!(store.is_empty(), "{cloud}: {store:?}");
+            // PROXY headers come from AWS's NLB (the VPC), GCP's PSC NAT subnet, Azure's
+            // Private Link subnet: RWProxy trusts exactly that range.
             let args = &objects.last().expect("deployment")["spec"]["template"]["spec"]["containers"][1]["args"];
-            let ppv2 = args.as_array().expect("args").iter().any(|a| a.as_str().is_some_and(|s| s.starts_with("--proxy-protocol-from=")));
-            assert_eq!(ppv2, env.cloud == Cloud::Aws, "{cloud}: only AWS's NLB sends PROXY headers");
+            let ppv2: Vec<&str> = args
+                .as_array()
+                .expect("args")
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|s| s.starts_with("--proxy-protocol-from="))
+                .collect();
+            let range = match env.cloud {
+                Cloud::Aws => env.network.cidr,
+                Cloud::Gcp => env.network.private_service_connect.expect("psc"),
+                Cloud::Azure => env.network.private_link.expect("private link"),
+            };
+            assert_eq!(ppv2, [format!("--proxy-protocol-from={range}")], "{cloud}");
         }
     }
 
@@ -770,7 +785,14 @@ mod tests {
             let projects: Vec<&str> =
                 a["spec"]["consumerAllowList"].as_array().expect("list").iter().filter_map(|c| c["project"].as_str()).collect();
             assert_eq!(projects, env.control_plane_principals.iter().map(String::as_str).collect::<Vec<_>>());
-            services.push(a["spec"]["resourceRef"]["name"].as_str().expect("service").to_owned());
+            assert_eq!(a["apiVersion"], "networking.gke.io/v1");
+            assert_eq!(a["metadata"]["namespace"], AGENT_NAMESPACE);
+            assert_eq!(a["spec"]["resourceRef"]["kind"], "Service");
+            assert!(a["spec"]["consumerAllowList"].as_array().expect("list").iter().all(|c| c["connectionLimit"].is_u64()));
+            // Only the SQL path carries the client's address in a PROXY header.
+            let service = a["spec"]["resourceRef"]["name"].as_str().expect("service").to_owned();
+            assert_eq!(a["spec"]["proxyProtocol"], service == "rwproxy", "{service}");
+            services.push(service);
         }
         services.sort();
         assert_eq!(services, ["byoc-agent", "rwproxy"]);
@@ -794,6 +816,8 @@ mod tests {
             let s = objects.iter().find(|o| kind_of(o) == "Service" && name_of(o) == service).expect("service");
             let a = &s["metadata"]["annotations"];
             assert_eq!(a["service.beta.kubernetes.io/azure-pls-create"], "true", "{service}");
+            let ppv2 = if service == "rwproxy" { "true" } else { "false" };
+            assert_eq!(a["service.beta.kubernetes.io/azure-pls-proxy-protocol"], ppv2, "{service}");
             assert_eq!(a["service.beta.kubernetes.io/azure-pls-visibility"], env.control_plane_principals.join(" ").as_str());
             assert_eq!(a["service.beta.kubernetes.io/azure-pls-auto-approval"], env.control_plane_principals.join(" ").as_str());
             assert!(a["service.beta.kubernetes.io/azure-pls-name"].as_str().expect("name").starts_with(&format!("byoc-{}", env.name)));
@@ -809,15 +833,19 @@ mod tests {
         for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
             let mut values = outputs();
             values.cloud = cloud;
-            values.proxy_protocol_from = (cloud == Cloud::Aws).then_some(values.proxy_protocol_from).flatten();
             values.public_proxy = Some(vec!["198.51.100.0/24".parse().unwrap()]);
             let objects = render(&values).expect("render");
             let public = objects.iter().find(|o| name_of(o) == PUBLIC_PROXY_SERVICE).expect("public service");
             assert_eq!(public["spec"]["loadBalancerSourceRanges"], json!(["198.51.100.0/24"]));
             assert_eq!(public["spec"]["type"], "LoadBalancer");
-            let internal =
-                public["metadata"]["annotations"].as_object().into_iter().flatten().any(|(_, v)| v == "internal" || v == "Internal");
-            assert!(!internal, "{cloud:?}: the public Service is not internal");
+            let annotations = &public["metadata"]["annotations"];
+            match cloud {
+                Cloud::Aws => assert_eq!(annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"], "internet-facing"),
+                Cloud::Gcp => assert!(annotations.get("networking.gke.io/load-balancer-type").is_none(), "{annotations}"),
+                Cloud::Azure => {
+                    assert!(annotations.get("service.beta.kubernetes.io/azure-load-balancer-internal").is_none(), "{annotations}")
+                }
+            }
             // destroy removes it whether or not the spec has one now.
             let (_, graph) = example("aws");
             assert!(ordered(cloud, &graph).expect("ordered").iter().any(|o| name_of(o) == PUBLIC_PROXY_SERVICE));

@@ -133,6 +133,12 @@ fn apply_creates_every_gcp_resource_once_and_a_second_apply_writes_nothing() {
     assert_eq!(names(&s, &format!("{p}/global/firewalls")), ["byoc-prod-usc1-health-checks", "byoc-prod-usc1-internal"]);
     assert_eq!(names(&s, &format!("{p}/regions/{REGION}/routers")), ["byoc-prod-usc1-nat"]);
     assert_eq!(names(&s, &format!("{p}/locations/{REGION}/clusters")), ["byoc-prod-usc1"]);
+    // Dataplane V2, so the sidecar's NetworkPolicies are enforced.
+    let cluster = &s[format!("{p}/locations/{REGION}/clusters").as_str()]["byoc-prod-usc1"];
+    // Proto3 JSON takes an enum by name or number; the client sends the number
+    // (DatapathProvider.ADVANCED_DATAPATH = 2).
+    let datapath = &cluster["networkConfig"]["datapathProvider"];
+    assert!(datapath == "ADVANCED_DATAPATH" || datapath == 2, "{cluster}");
     assert_eq!(names(&s, &format!("{p}/locations/{REGION}/clusters/byoc-prod-usc1/nodePools")), ["risingwave", "system"]);
     let accounts = names(&s, &format!("{p}/serviceAccounts"));
     assert_eq!(accounts.len(), 4, "agent, nodes and one per cluster: {accounts:?}");

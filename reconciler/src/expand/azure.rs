@@ -323,7 +323,10 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             ("service.beta.kubernetes.io/azure-pls-ip-configuration-subnet", names::azure::PRIVATE_LINK_SUBNET.into()),
             ("service.beta.kubernetes.io/azure-pls-visibility", subscriptions.as_str().into()),
             ("service.beta.kubernetes.io/azure-pls-auto-approval", subscriptions.as_str().into()),
-            ("service.beta.kubernetes.io/azure-pls-proxy-protocol", "false".into()),
+            // Private Link rewrites the source to its NAT address: the SQL path sends a
+            // PROXY v2 header with the client's, so RWProxy's CIDR allowlists see it; the
+            // agent authenticates by certificate and reads no header.
+            ("service.beta.kubernetes.io/azure-pls-proxy-protocol", if role == "proxy" { "true" } else { "false" }.into()),
         ]);
         g.add(
             untagged(Kind::AzurePrivateLinkService, role)

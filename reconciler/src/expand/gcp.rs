@@ -35,6 +35,8 @@ pub const PODS_RANGE: &str = "pods";
 pub const SERVICES_RANGE: &str = "services";
 /// Id of the Private Service Connect NAT subnetwork; validation keeps subnets from taking it.
 pub const PSC_SUBNET: &str = "psc";
+/// GKE's dataplane: Dataplane V2 (eBPF), which enforces NetworkPolicy.
+pub const DATAPATH_PROVIDER: &str = "ADVANCED_DATAPATH";
 /// GKE release channel: patch versions of the spec's minor arrive with Google's fixes,
 /// and the minor moves only when the spec says so.
 pub const RELEASE_CHANNEL: &str = "REGULAR";
@@ -147,7 +149,12 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
             .set("ipAllocation", Value::map([("podsRange", PODS_RANGE.into()), ("servicesRange", SERVICES_RANGE.into())]))
             .set("privateNodes", true)
             .set("privateEndpoint", true)
-            .set("workloadPool", format!("{}.svc.id.goog", env.account)),
+            .set("workloadPool", format!("{}.svc.id.goog", env.account))
+            // GKE Dataplane V2: without it (or the Calico add-on) GKE Standard enforces no
+            // NetworkPolicy, and the sidecar's (agent port from the PSC NAT subnet only, the
+            // SQL port from the allowed CIDRs) would be stored and ignored. GKE sets it at
+            // creation only.
+            .set("datapathProvider", DATAPATH_PROVIDER),
     );
 
     // Nodes run as an account of their own with the node roles only, not as the
@@ -209,7 +216,10 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("natSubnets", Value::List(vec![Value::reference(&psc_subnet)]))
                 .set("connectionPreference", "ACCEPT_MANUAL")
                 .set("consumerAllowList", Value::List(accept.clone()))
-                .set("proxyProtocol", false)
+                // The SQL path sends a PROXY v2 header with the consumer's address (PSC
+                // rewrites the source to its NAT subnet), so RWProxy's CIDR allowlists see
+                // the client; the agent authenticates by certificate and reads no header.
+                .set("proxyProtocol", role == "proxy")
                 .set("kubernetesCluster", Value::reference(&gke)),
         );
     }

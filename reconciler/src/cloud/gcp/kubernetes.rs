@@ -222,7 +222,8 @@ impl Gcp {
                         .set_enable_private_nodes(super::flag(r, "privateNodes"))
                         .set_enable_private_endpoint(super::flag(r, "privateEndpoint")),
                 )
-                .set_workload_identity_config(m::WorkloadIdentityConfig::new().set_workload_pool(text(r, "workloadPool")));
+                .set_workload_identity_config(m::WorkloadIdentityConfig::new().set_workload_pool(text(r, "workloadPool")))
+                .set_network_config(m::NetworkConfig::new().set_datapath_provider(m::DatapathProvider::from(text(r, "datapathProvider"))));
             match self.call(&what, || self.gke.create_cluster().set_parent(&parent).set_cluster(cluster.clone()).send()).await {
                 Ok(op) => self.gke_done(&what, op).await?,
                 Err(e) if e.is(&["ALREADY_EXISTS"]) => {
