@@ -729,6 +729,51 @@ fn azure_the_blob_private_dns_zone_is_linked_to_the_vnet_and_names_each_endpoint
     assert_eq!(a.of_type("microsoft.storage/storageaccounts").len(), 2, "the accounts stay without --delete-data");
 }
 
+/// In landing-zone subscriptions an Azure Policy (deployIfNotExists) puts its own zone
+/// group, pointing at the hub's zone, on every blob endpoint. byoc reports it as an
+/// ownership conflict, kept, and never deletes it (not even destroy --delete-data).
+#[test]
+fn azure_a_zone_group_someone_else_put_on_byocs_endpoint_is_reported_as_not_ours_and_never_deleted() {
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let hub = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-hub-dns");
+    a.arm_put(&hub, "2021-04-01", &json!({"location": LOCATION}));
+    let hub_zone = format!("{hub}/providers/Microsoft.Network/privateDnsZones/privatelink.blob.core.windows.net");
+    a.arm_put(&hub_zone, "2024-06-01", &json!({"location": "global"}));
+    let (_, endpoint) = a.of_type("microsoft.network/privateendpoints").remove(0);
+    let endpoint_id = endpoint["id"].as_str().expect("endpoint id").to_owned();
+    let policy_group = format!("{endpoint_id}/privateDnsZoneGroups/deployedByPolicy");
+    a.arm_put(
+        &policy_group,
+        "2024-05-01",
+        &json!({"properties": {"privateDnsZoneConfigs": [
+            {"name": "privatelink-blob-core-windows-net", "properties": {"privateDnsZoneId": hub_zone}},
+        ]}}),
+    );
+
+    let before = a.double.writes().len();
+    let again = a.apply();
+    ok(&again);
+    let kept = again
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("kept: ") && l.contains("/deployedByPolicy"))
+        .unwrap_or_else(|| panic!("the policy's group is reported:\n{}", again.stdout));
+    assert!(kept.contains("OwnershipConflict") && kept.contains("byoc did not make it") && kept.contains("never deletes"), "{kept}");
+    assert!(summary(&again).contains("0 to delete, 1 blocked"), "{}", again.stdout);
+    assert!(!again.stdout.contains("leaked"), "not reported as leaked (that would delete it):\n{}", again.stdout);
+    assert_eq!(mutating(&a.double.writes()[before..]), Vec::<&String>::new(), "nothing written, nothing deleted");
+    let groups = a.of_type("microsoft.network/privateendpoints/privatednszonegroups");
+    assert!(groups.iter().any(|(id, _)| id.ends_with("/deployedbypolicy")), "{groups:?}");
+
+    // Destroy deletes byoc's zone groups, never the policy's (it goes with the endpoint in
+    // Azure, which is ARM's doing, not a DELETE byoc sends).
+    ok(&a.run("destroy", &["--delete-data"]));
+    let deletes: Vec<String> = a.double.writes().into_iter().filter(|w| w.starts_with("DELETE ")).collect();
+    assert!(!deletes.iter().any(|w| w.to_ascii_lowercase().contains("/deployedbypolicy")), "{deletes:#?}");
+    assert!(deletes.iter().any(|w| w.contains("/privateDnsZoneGroups/")), "byoc's own groups are deleted: {deletes:#?}");
+}
+
 /// The daemon's pass authenticated as the agent's own identity (a federated token whose
 /// issuer and subject its federated credential trusts, as AKS's webhook mounts it) and
 /// judged by the fake by the actions of the roles assigned to that identity: with one of
