@@ -729,6 +729,48 @@ fn azure_the_blob_private_dns_zone_is_linked_to_the_vnet_and_names_each_endpoint
     assert_eq!(a.of_type("microsoft.storage/storageaccounts").len(), 2, "the accounts stay without --delete-data");
 }
 
+/// A `privatelink.blob.core.windows.net` zone someone already made in the adopted group:
+/// its name is fixed by Azure, so the refusal says the zone is not byoc's and how to adopt
+/// or remove it, not "choose other names"; following the adoption advice works.
+#[test]
+fn azure_an_untagged_blob_zone_in_the_adopted_group_is_refused_with_how_to_adopt_or_remove_it() {
+    let a = Azure::new(options());
+    let zone = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/privateDnsZones/privatelink.blob.core.windows.net"
+    );
+    a.arm_put(&zone, "2024-06-01", &json!({"location": "global"}));
+    let refused = a.apply();
+    assert_eq!(refused.code, 1, "refused:\n{}\n{}", refused.stdout, refused.stderr);
+    let all = format!("{}{}", refused.stdout, refused.stderr);
+    let line = all
+        .lines()
+        .find(|l| l.contains("OwnershipConflict") && l.contains("privateDnsZones"))
+        .unwrap_or_else(|| panic!("the zone's conflict is reported:\n{all}"));
+    for want in [
+        "the private DNS zone privatelink.blob.core.windows.net already exists in resource group rg-risingwave-prod",
+        "is not this environment's",
+        "no name in the environment spec avoids it",
+        "--tags byoc-environment=prod-eus2 byoc-resource=azure.private-dns-zone/",
+        "or remove it (az network private-dns zone delete -g rg-risingwave-prod -n privatelink.blob.core.windows.net",
+    ] {
+        assert!(line.contains(want), "{want:?} missing from: {line}");
+    }
+    assert!(!line.contains("choose other names"), "advice that cannot be followed: {line}");
+
+    // Following the advice: tagged as the environment's, the zone is adopted, not made again.
+    let tag = line.split("--tags ").nth(1).and_then(|t| t.split(')').next()).expect("the tags to set");
+    let tags: serde_json::Map<String, Value> = tag
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), json!(v.trim_end_matches(','))))
+        .collect();
+    a.arm_put(&zone, "2024-06-01", &json!({"location": "global", "tags": tags}));
+    ok(&a.apply());
+    let zones = a.of_type("microsoft.network/privatednszones");
+    assert_eq!(zones.len(), 1, "{zones:?}");
+    assert_eq!(zones[0].1["tags"]["byoc-environment"], json!("prod-eus2"));
+}
+
 /// In landing-zone subscriptions an Azure Policy (deployIfNotExists) puts its own zone
 /// group, pointing at the hub's zone, on every blob endpoint. byoc reports it as an
 /// ownership conflict, kept, and never deletes it (not even destroy --delete-data).
