@@ -717,7 +717,21 @@ fn azure_the_blob_private_dns_zone_is_linked_to_the_vnet_and_names_each_endpoint
     assert!(summary(ok(&second)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", second.stdout);
     assert_eq!(mutating(&a.double.writes()), mutating(&writes), "a no-op apply writes nothing");
 
+    let before = a.double.writes().len();
     ok(&a.run("destroy", &[]));
+    // The order ARM needs, read from the DELETEs the fake accepted: each zone group before
+    // its endpoint (the group writes the endpoint's record into the zone), the VNet link
+    // before the zone (ARM refuses a zone with links: 409 CannotDeleteResource).
+    let deletes: Vec<String> =
+        a.double.writes()[before..].iter().filter_map(|w| w.strip_prefix("DELETE ")).map(str::to_ascii_lowercase).collect();
+    let at = |what: &str| {
+        deletes.iter().position(|d| d.ends_with(&what.to_ascii_lowercase())).unwrap_or_else(|| panic!("no DELETE of {what}: {deletes:#?}"))
+    };
+    for endpoint in &endpoints {
+        let (group, _) = groups.iter().find(|(id, _)| id.starts_with(&format!("{endpoint}/privatednszonegroups/"))).expect("group");
+        assert!(at(group) < at(endpoint), "{group} deleted before {endpoint}: {deletes:#?}");
+    }
+    assert!(at(&links[0].0) < at(zone_id), "the link deleted before the zone: {deletes:#?}");
     for t in [
         "microsoft.network/privatednszones",
         "microsoft.network/privatednszones/virtualnetworklinks",
@@ -759,11 +773,8 @@ fn azure_an_untagged_blob_zone_in_the_adopted_group_is_refused_with_how_to_adopt
 
     // Following the advice: tagged as the environment's, the zone is adopted, not made again.
     let tag = line.split("--tags ").nth(1).and_then(|t| t.split(')').next()).expect("the tags to set");
-    let tags: serde_json::Map<String, Value> = tag
-        .split(' ')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), json!(v.trim_end_matches(','))))
-        .collect();
+    let tags: serde_json::Map<String, Value> =
+        tag.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), json!(v.trim_end_matches(',')))).collect();
     a.arm_put(&zone, "2024-06-01", &json!({"location": "global", "tags": tags}));
     ok(&a.apply());
     let zones = a.of_type("microsoft.network/privatednszones");

@@ -864,6 +864,25 @@ impl State {
                 }
                 Ok(())
             }
+            // A private DNS zone goes only once its virtual network links are gone: ARM answers
+            // 409 `CannotDeleteResource` naming one (the body as Terraform's azurerm provider
+            // reports it, learntocloud/networking-lab issue 8; the REST reference does not show
+            // this error, so its exact text is not confirmed from Microsoft's pages).
+            "microsoft.network/privatednszones" => {
+                let prefix = format!("{key}/virtualnetworklinks/");
+                let Some(link) = self.resources.iter().find(|(k, _)| k.starts_with(&prefix)).map(|(_, e)| &e.json) else {
+                    return Ok(());
+                };
+                let zone = self.resources.get(key).and_then(|e| str_at(&e.json, &["name"])).unwrap_or("");
+                Err(error(
+                    409,
+                    "CannotDeleteResource",
+                    format!(
+                        "Cannot delete resource while nested resources exist. Some existing nested resource IDs include: 'Microsoft.Network/privateDnsZones/{zone}/virtualNetworkLinks/{}'. Please delete all nested resources before deleting this resource.",
+                        str_at(link, &["name"]).unwrap_or("")
+                    ),
+                ))
+            }
             "microsoft.containerservice/managedclusters/agentpools" => {
                 let Some(me) = self.resources.get(key) else { return Ok(()) };
                 if str_at(&me.json, &["properties", "mode"]) != Some("System") {
