@@ -362,6 +362,11 @@ fn azure_throttling_is_retried_after_retry_after_and_an_existing_role_assignment
 }
 
 fn delete(a: &Azure, id: &str) {
+    delete_at(a, id, "2022-04-01");
+}
+
+/// A DELETE by another actor, at `api`.
+fn delete_at(a: &Azure, id: &str, api: &str) {
     let endpoint = byoc::cloud::azure::Endpoint { url: Some(a.double.url()), extra_ca_pem: Some(a.double.ca_pem()) };
     let credential = byoc::cloud::azure::Credential::ClientSecret {
         tenant: a.tenant.clone(),
@@ -371,7 +376,7 @@ fn delete(a: &Azure, id: &str) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let arm = byoc::cloud::azure::Arm::new(&endpoint, &credential).expect("client");
-        arm.delete("test DELETE", id, "2022-04-01").await.unwrap_or_else(|e| panic!("{e}"));
+        arm.delete("test DELETE", id, api).await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
 
@@ -783,8 +788,9 @@ fn azure_an_untagged_blob_zone_in_the_adopted_group_is_refused_with_how_to_adopt
 }
 
 /// In landing-zone subscriptions an Azure Policy (deployIfNotExists) puts its own zone
-/// group, pointing at the hub's zone, on every blob endpoint. byoc reports it as an
-/// ownership conflict, kept, and never deletes it (not even destroy --delete-data).
+/// group, pointing at the hub's zone, on every blob endpoint that has none (Azure allows one
+/// per endpoint). byoc reports it as an ownership conflict, kept, never deletes it (not even
+/// destroy --delete-data), and says why its own group cannot be added.
 #[test]
 fn azure_a_zone_group_someone_else_put_on_byocs_endpoint_is_reported_as_not_ours_and_never_deleted() {
     let a = Azure::new(options());
@@ -795,6 +801,14 @@ fn azure_a_zone_group_someone_else_put_on_byocs_endpoint_is_reported_as_not_ours
     a.arm_put(&hub_zone, "2024-06-01", &json!({"location": "global"}));
     let (_, endpoint) = a.of_type("microsoft.network/privateendpoints").remove(0);
     let endpoint_id = endpoint["id"].as_str().expect("endpoint id").to_owned();
+    // The policy's remediation finds the endpoint without a group (byoc's was removed by
+    // hand) and adds its own.
+    let (ours, _) = a
+        .of_type("microsoft.network/privateendpoints/privatednszonegroups")
+        .into_iter()
+        .find(|(id, _)| id.starts_with(&format!("{}/", endpoint_id.to_ascii_lowercase())))
+        .expect("byoc's group on the endpoint");
+    delete_at(&a, &ours, "2024-05-01");
     let policy_group = format!("{endpoint_id}/privateDnsZoneGroups/deployedByPolicy");
     a.arm_put(
         &policy_group,
@@ -806,7 +820,7 @@ fn azure_a_zone_group_someone_else_put_on_byocs_endpoint_is_reported_as_not_ours
 
     let before = a.double.writes().len();
     let again = a.apply();
-    ok(&again);
+    assert_eq!(again.code, 1, "byoc's own group cannot be added:\n{}\n{}", again.stdout, again.stderr);
     let kept = again
         .stdout
         .lines()
@@ -815,16 +829,28 @@ fn azure_a_zone_group_someone_else_put_on_byocs_endpoint_is_reported_as_not_ours
     assert!(kept.contains("OwnershipConflict") && kept.contains("byoc did not make it") && kept.contains("never deletes"), "{kept}");
     assert!(summary(&again).contains("0 to delete, 1 blocked"), "{}", again.stdout);
     assert!(!again.stdout.contains("leaked"), "not reported as leaked (that would delete it):\n{}", again.stdout);
+    let all = format!("{}{}", again.stdout, again.stderr);
+    assert!(
+        all.lines().any(|l| l.contains("OwnershipConflict")
+            && l.contains("already holds the DNS zone group deployedByPolicy")
+            && l.contains("one group per endpoint")),
+        "why byoc's group is not made:\n{all}"
+    );
     assert_eq!(mutating(&a.double.writes()[before..]), Vec::<&String>::new(), "nothing written, nothing deleted");
     let groups = a.of_type("microsoft.network/privateendpoints/privatednszonegroups");
     assert!(groups.iter().any(|(id, _)| id.ends_with("/deployedbypolicy")), "{groups:?}");
 
     // Destroy deletes byoc's zone groups, never the policy's (it goes with the endpoint in
     // Azure, which is ARM's doing, not a DELETE byoc sends).
+    let before = a.double.writes().len();
     ok(&a.run("destroy", &["--delete-data"]));
-    let deletes: Vec<String> = a.double.writes().into_iter().filter(|w| w.starts_with("DELETE ")).collect();
-    assert!(!deletes.iter().any(|w| w.to_ascii_lowercase().contains("/deployedbypolicy")), "{deletes:#?}");
-    assert!(deletes.iter().any(|w| w.contains("/privateDnsZoneGroups/")), "byoc's own groups are deleted: {deletes:#?}");
+    let deletes: Vec<String> = a.double.writes()[before..]
+        .iter()
+        .filter(|w| w.starts_with("DELETE ") && w.to_ascii_lowercase().contains("/privatednszonegroups/"))
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    assert_eq!(deletes.len(), 1, "byoc's own group on the other endpoint only: {deletes:#?}");
+    assert!(!deletes[0].contains("/deployedbypolicy") && !deletes[0].contains(&endpoint_id.to_ascii_lowercase()), "{deletes:#?}");
 }
 
 /// The daemon's pass authenticated as the agent's own identity (a federated token whose

@@ -560,6 +560,12 @@ async fn private_dns_zones_links_and_zone_groups_name_what_exists() {
     assert_eq!((refused.status, refused.code()), (400, "InvalidPrivateDnsZoneIds"), "{}", refused.body);
     let ok = arm.create(&group, config(&zone_id)).await;
     assert!(ok.status < 300, "{}", ok.body);
+    // One zone group per endpoint: a second one under another name is refused.
+    let second = arm.put(&net("rg", "privateEndpoints/pe/privateDnsZoneGroups/deployedByPolicy"), config(&zone_id)).await;
+    assert_eq!(second.status, 400, "{}", second.body);
+    assert!(second.body.to_string().contains("more than one private dns zone groups"), "{}", second.body);
+    let again = arm.put(&group, config(&zone_id)).await;
+    assert!(again.status < 300, "the same group can be written again: {}", again.body);
 
     // A zone with a virtual network link cannot be deleted (nor is the link taken with it);
     // once the link is gone it can.

@@ -196,7 +196,24 @@ impl Azure {
     pub(super) async fn ensure_private_dns_zone_group(&self, r: &Resource, refs: &Refs) -> Result<Found, CloudError> {
         let endpoint = resolve(refs, r, "endpoint")?;
         let zone = resolve(refs, r, "zone")?;
-        let path = format!("{}/privateDnsZoneGroups/{}", endpoint.cloud_id, text(r, "name"));
+        let name = text(r, "name");
+        let path = format!("{}/privateDnsZoneGroups/{name}", endpoint.cloud_id);
+        // Azure allows one group per endpoint: someone else's there (an Azure Policy's) keeps
+        // ours out. Refused here as the conflict it is, rather than as ARM's bare 400.
+        let groups = format!("{}/privateDnsZoneGroups", endpoint.cloud_id);
+        for group in self.arm.list(&format!("list private DNS zone groups for {}", r.id), &groups, api::NETWORK).await? {
+            let other = group.get("name").and_then(Json::as_str).unwrap_or_default();
+            if !other.eq_ignore_ascii_case(name) {
+                return Err(CloudError {
+                    what: format!("PUT private DNS zone group for {}", r.id),
+                    code: Some(OWNERSHIP_CONFLICT.to_owned()),
+                    message: format!(
+                        "private endpoint {} already holds the DNS zone group {other}, which byoc did not make (an Azure Policy deployIfNotExists adds one in landing-zone subscriptions), and Azure allows one group per endpoint, so byoc's group {name} cannot be added; byoc does not delete it. If the endpoint should resolve through that zone, the group is not needed; otherwise delete {other} and exempt the resource group from the policy, then apply again",
+                        endpoint.cloud_id
+                    ),
+                });
+            }
+        }
         // A config's name is free text; the zone's name with dots turned into hyphens, as the portal does.
         let zone_name = zone.cloud_id.rsplit('/').next().unwrap_or_default().replace('.', "-");
         let body = json!({"properties": {"privateDnsZoneConfigs": [

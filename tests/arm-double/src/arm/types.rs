@@ -356,6 +356,16 @@ impl State {
         if configs.is_empty() || configs.len() > 5 {
             return Err(bad("InvalidRequestFormat", format!("Private DNS zone group {id} needs 1-5 privateDnsZoneConfigs.")));
         }
+        // One group per endpoint ("Adding multiple DNS zone groups to a single Private
+        // Endpoint is not supported", Azure's private endpoint DNS page). The message is the
+        // one users report (pulumi-azure-native issue 2179); the code is not confirmed.
+        let lower = id.to_ascii_lowercase();
+        if let Some((endpoint, _)) = lower.split_once("/privatednszonegroups/") {
+            let prefix = format!("{endpoint}/privatednszonegroups/");
+            if self.resources.keys().any(|k| k.starts_with(&prefix) && *k != lower) {
+                return Err(bad("BadRequest", "Cannot create more than one private dns zone groups in the private endpoint."));
+            }
+        }
         for c in &configs {
             let zone = str_at(c, &["properties", "privateDnsZoneId"]).unwrap_or_default();
             if !zone.to_ascii_lowercase().contains("/providers/microsoft.network/privatednszones/") || !self.exists(zone) {
