@@ -362,6 +362,11 @@ fn azure_throttling_is_retried_after_retry_after_and_an_existing_role_assignment
 }
 
 fn delete(a: &Azure, id: &str) {
+    delete_at(a, id, "2022-04-01");
+}
+
+/// A DELETE by another actor, at `api`.
+fn delete_at(a: &Azure, id: &str, api: &str) {
     let endpoint = byoc::cloud::azure::Endpoint { url: Some(a.double.url()), extra_ca_pem: Some(a.double.ca_pem()) };
     let credential = byoc::cloud::azure::Credential::ClientSecret {
         tenant: a.tenant.clone(),
@@ -371,7 +376,7 @@ fn delete(a: &Azure, id: &str) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let arm = byoc::cloud::azure::Arm::new(&endpoint, &credential).expect("client");
-        arm.delete("test DELETE", id, "2022-04-01").await.unwrap_or_else(|e| panic!("{e}"));
+        arm.delete("test DELETE", id, api).await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
 
@@ -717,7 +722,21 @@ fn azure_the_blob_private_dns_zone_is_linked_to_the_vnet_and_names_each_endpoint
     assert!(summary(ok(&second)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", second.stdout);
     assert_eq!(mutating(&a.double.writes()), mutating(&writes), "a no-op apply writes nothing");
 
+    let before = a.double.writes().len();
     ok(&a.run("destroy", &[]));
+    // The order ARM needs, read from the DELETEs the fake accepted: each zone group before
+    // its endpoint (the group writes the endpoint's record into the zone), the VNet link
+    // before the zone (ARM refuses a zone with links: 409 CannotDeleteResource).
+    let deletes: Vec<String> =
+        a.double.writes()[before..].iter().filter_map(|w| w.strip_prefix("DELETE ")).map(str::to_ascii_lowercase).collect();
+    let at = |what: &str| {
+        deletes.iter().position(|d| d.ends_with(&what.to_ascii_lowercase())).unwrap_or_else(|| panic!("no DELETE of {what}: {deletes:#?}"))
+    };
+    for endpoint in &endpoints {
+        let (group, _) = groups.iter().find(|(id, _)| id.starts_with(&format!("{endpoint}/privatednszonegroups/"))).expect("group");
+        assert!(at(group) < at(endpoint), "{group} deleted before {endpoint}: {deletes:#?}");
+    }
+    assert!(at(&links[0].0) < at(zone_id), "the link deleted before the zone: {deletes:#?}");
     for t in [
         "microsoft.network/privatednszones",
         "microsoft.network/privatednszones/virtualnetworklinks",
@@ -727,6 +746,111 @@ fn azure_the_blob_private_dns_zone_is_linked_to_the_vnet_and_names_each_endpoint
         assert_eq!(a.of_type(t).len(), 0, "{t} removed by destroy");
     }
     assert_eq!(a.of_type("microsoft.storage/storageaccounts").len(), 2, "the accounts stay without --delete-data");
+}
+
+/// A `privatelink.blob.core.windows.net` zone someone already made in the adopted group:
+/// its name is fixed by Azure, so the refusal says the zone is not byoc's and how to adopt
+/// or remove it, not "choose other names"; following the adoption advice works.
+#[test]
+fn azure_an_untagged_blob_zone_in_the_adopted_group_is_refused_with_how_to_adopt_or_remove_it() {
+    let a = Azure::new(options());
+    let zone = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/privateDnsZones/privatelink.blob.core.windows.net"
+    );
+    a.arm_put(&zone, "2024-06-01", &json!({"location": "global"}));
+    let refused = a.apply();
+    assert_eq!(refused.code, 1, "refused:\n{}\n{}", refused.stdout, refused.stderr);
+    let all = format!("{}{}", refused.stdout, refused.stderr);
+    let line = all
+        .lines()
+        .find(|l| l.contains("OwnershipConflict") && l.contains("privateDnsZones"))
+        .unwrap_or_else(|| panic!("the zone's conflict is reported:\n{all}"));
+    for want in [
+        "the private DNS zone privatelink.blob.core.windows.net already exists in resource group rg-risingwave-prod",
+        "is not this environment's",
+        "no name in the environment spec avoids it",
+        "--tags byoc-environment=prod-eus2 byoc-resource=azure.private-dns-zone/",
+        "or remove it (az network private-dns zone delete -g rg-risingwave-prod -n privatelink.blob.core.windows.net",
+    ] {
+        assert!(line.contains(want), "{want:?} missing from: {line}");
+    }
+    assert!(!line.contains("choose other names"), "advice that cannot be followed: {line}");
+
+    // Following the advice: tagged as the environment's, the zone is adopted, not made again.
+    let tag = line.split("--tags ").nth(1).and_then(|t| t.split(')').next()).expect("the tags to set");
+    let tags: serde_json::Map<String, Value> =
+        tag.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), json!(v.trim_end_matches(',')))).collect();
+    a.arm_put(&zone, "2024-06-01", &json!({"location": "global", "tags": tags}));
+    ok(&a.apply());
+    let zones = a.of_type("microsoft.network/privatednszones");
+    assert_eq!(zones.len(), 1, "{zones:?}");
+    assert_eq!(zones[0].1["tags"]["byoc-environment"], json!("prod-eus2"));
+}
+
+/// In landing-zone subscriptions an Azure Policy (deployIfNotExists) puts its own zone
+/// group, pointing at the hub's zone, on every blob endpoint that has none (Azure allows one
+/// per endpoint). byoc reports it as an ownership conflict, kept, never deletes it (not even
+/// destroy --delete-data), and says why its own group cannot be added.
+#[test]
+fn azure_a_zone_group_someone_else_put_on_byocs_endpoint_is_reported_as_not_ours_and_never_deleted() {
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let hub = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-hub-dns");
+    a.arm_put(&hub, "2021-04-01", &json!({"location": LOCATION}));
+    let hub_zone = format!("{hub}/providers/Microsoft.Network/privateDnsZones/privatelink.blob.core.windows.net");
+    a.arm_put(&hub_zone, "2024-06-01", &json!({"location": "global"}));
+    let (_, endpoint) = a.of_type("microsoft.network/privateendpoints").remove(0);
+    let endpoint_id = endpoint["id"].as_str().expect("endpoint id").to_owned();
+    // The policy's remediation finds the endpoint without a group (byoc's was removed by
+    // hand) and adds its own.
+    let (ours, _) = a
+        .of_type("microsoft.network/privateendpoints/privatednszonegroups")
+        .into_iter()
+        .find(|(id, _)| id.starts_with(&format!("{}/", endpoint_id.to_ascii_lowercase())))
+        .expect("byoc's group on the endpoint");
+    delete_at(&a, &ours, "2024-05-01");
+    let policy_group = format!("{endpoint_id}/privateDnsZoneGroups/deployedByPolicy");
+    a.arm_put(
+        &policy_group,
+        "2024-05-01",
+        &json!({"properties": {"privateDnsZoneConfigs": [
+            {"name": "privatelink-blob-core-windows-net", "properties": {"privateDnsZoneId": hub_zone}},
+        ]}}),
+    );
+
+    let before = a.double.writes().len();
+    let again = a.apply();
+    assert_eq!(again.code, 1, "byoc's own group cannot be added:\n{}\n{}", again.stdout, again.stderr);
+    let kept = again
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("kept: ") && l.contains("/deployedByPolicy"))
+        .unwrap_or_else(|| panic!("the policy's group is reported:\n{}", again.stdout));
+    assert!(kept.contains("OwnershipConflict") && kept.contains("byoc did not make it") && kept.contains("never deletes"), "{kept}");
+    assert!(summary(&again).contains("0 to delete, 1 blocked"), "{}", again.stdout);
+    assert!(!again.stdout.contains("leaked"), "not reported as leaked (that would delete it):\n{}", again.stdout);
+    let all = format!("{}{}", again.stdout, again.stderr);
+    assert!(
+        all.lines().any(|l| l.contains("OwnershipConflict")
+            && l.contains("already holds the DNS zone group deployedByPolicy")
+            && l.contains("one group per endpoint")),
+        "why byoc's group is not made:\n{all}"
+    );
+    assert_eq!(mutating(&a.double.writes()[before..]), Vec::<&String>::new(), "nothing written, nothing deleted");
+    let groups = a.of_type("microsoft.network/privateendpoints/privatednszonegroups");
+    assert!(groups.iter().any(|(id, _)| id.ends_with("/deployedbypolicy")), "{groups:?}");
+
+    // Destroy deletes byoc's zone groups, never the policy's (it goes with the endpoint in
+    // Azure, which is ARM's doing, not a DELETE byoc sends).
+    let before = a.double.writes().len();
+    ok(&a.run("destroy", &["--delete-data"]));
+    let deletes: Vec<String> = a.double.writes()[before..]
+        .iter()
+        .filter(|w| w.starts_with("DELETE ") && w.to_ascii_lowercase().contains("/privatednszonegroups/"))
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    assert_eq!(deletes.len(), 1, "byoc's own group on the other endpoint only: {deletes:#?}");
+    assert!(!deletes[0].contains("/deployedbypolicy") && !deletes[0].contains(&endpoint_id.to_ascii_lowercase()), "{deletes:#?}");
 }
 
 /// The daemon's pass authenticated as the agent's own identity (a federated token whose

@@ -136,6 +136,12 @@ fn overlay_drift(resource: &mut Resource, live: &Map, notes: &mut Vec<String>, f
     }
 }
 
+/// Key of [`Found::live`] a provider sets on something it found in the environment's place
+/// that is not the environment's (a DNS zone group an Azure Policy put on byoc's private
+/// endpoint), its value saying why: the plan shows it as kept (blocked, with that reason),
+/// and nothing deletes it, not even `destroy --delete-data`.
+pub const NOT_OURS: &str = "notOurs";
+
 /// Reads the account and the inventory together.
 pub fn reconcile(inventory: &Inventory, found: Vec<Found>, desired: &Graph, delete_data: bool) -> Observed {
     let mut o = Observed::default();
@@ -157,6 +163,7 @@ pub fn reconcile(inventory: &Inventory, found: Vec<Found>, desired: &Graph, dele
                 o.adopted.insert(f.id.clone());
                 Resource { protection: None, ..want.clone() }
             }
+            (None, None) if f.live.get(NOT_OURS).is_some() => Resource { id: f.id.clone(), ..Resource::new(f.kind, "not ours") },
             (None, None) => {
                 o.leaked.insert(f.id.clone());
                 Resource { id: f.id.clone(), ..Resource::new(f.kind, "leaked") }
@@ -170,6 +177,11 @@ pub fn reconcile(inventory: &Inventory, found: Vec<Found>, desired: &Graph, dele
             resource.protection.get_or_insert_with(|| {
                 "buckets hold data; byoc never deletes or replaces one unless destroy is given --delete-data".to_owned()
             });
+        }
+        if record.is_none()
+            && let Some(why) = f.live.get(NOT_OURS).and_then(Value::as_str)
+        {
+            resource.protection = Some(why.to_owned());
         }
         o.graph.resources.insert(f.id.clone(), resource);
         o.found.insert(f.id.clone(), f);
@@ -720,6 +732,24 @@ mod tests {
         assert_eq!(kept.steps[0].action, Action::Blocked);
         let deleted = plan_apply(&Graph::default(), &reconcile(&Inventory::default(), seen(), &Graph::default(), true));
         assert_eq!(deleted.steps[0].action, Action::Delete);
+    }
+
+    #[test]
+    fn what_a_provider_marks_not_ours_is_shown_kept_and_never_deleted() {
+        let group = ResourceId::new(Kind::AzurePrivateDnsZoneGroup, "pe-data-blob/deployedByPolicy");
+        let seen = || {
+            let mut f = found(&group, Kind::AzurePrivateDnsZoneGroup, "/x/privateDnsZoneGroups/deployedByPolicy");
+            f.live.insert(NOT_OURS, Value::from("OwnershipConflict: someone else's"));
+            vec![f]
+        };
+        for delete_data in [false, true] {
+            let o = reconcile(&Inventory::default(), seen(), &Graph::default(), delete_data);
+            assert!(o.leaked.is_empty(), "not leaked: it was never ours");
+            let p = plan_apply(&Graph::default(), &o);
+            assert_eq!(p.steps.len(), 1);
+            assert_eq!(p.steps[0].action, Action::Blocked, "delete_data {delete_data}");
+            assert!(p.steps[0].reason.contains("OwnershipConflict: someone else's"), "{}", p.steps[0].reason);
+        }
     }
 
     /// A cloud that holds `existing`, fails to create the ones named in `fail` and to

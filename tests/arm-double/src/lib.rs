@@ -43,7 +43,10 @@
 //! - writes refused while the resource, its parent or a child is provisioning (409
 //!   `AnotherOperationInProgress`), PUTs into a group being deleted (409
 //!   `ResourceGroupBeingDeleted`), a VNet PUT that leaves out a subnet deletes it (and is
-//!   refused while that subnet is in use), overlapping federated identity credential writes
+//!   refused while that subnet is in use), a private DNS zone deleted while it has virtual
+//!   network links (409 `CannotDeleteResource`, the body as users report it, not confirmed
+//!   in Microsoft's reference), a second DNS zone group on a private endpoint (400, the
+//!   message users report; the code is not confirmed), overlapping federated identity credential writes
 //!   on one identity (409), role assignments for a principal still replicating
 //!   ([`Double::set_principal_replication_delay`]), the caller's own roles
 //!   ([`Options::caller_roles`], 403 `AuthorizationFailed`), and planned operation failures

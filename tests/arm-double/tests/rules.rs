@@ -560,4 +560,31 @@ async fn private_dns_zones_links_and_zone_groups_name_what_exists() {
     assert_eq!((refused.status, refused.code()), (400, "InvalidPrivateDnsZoneIds"), "{}", refused.body);
     let ok = arm.create(&group, config(&zone_id)).await;
     assert!(ok.status < 300, "{}", ok.body);
+    // One zone group per endpoint: a second one under another name is refused.
+    let second = arm.put(&net("rg", "privateEndpoints/pe/privateDnsZoneGroups/deployedByPolicy"), config(&zone_id)).await;
+    assert_eq!(second.status, 400, "{}", second.body);
+    assert!(second.body.to_string().contains("more than one private dns zone groups"), "{}", second.body);
+    let again = arm.put(&group, config(&zone_id)).await;
+    assert!(again.status < 300, "the same group can be written again: {}", again.body);
+
+    // A zone with a virtual network link cannot be deleted (nor is the link taken with it);
+    // once the link is gone it can.
+    let refused = arm.delete(&zone_path(DNS)).await;
+    assert_eq!((refused.status, refused.code()), (409, "CannotDeleteResource"), "{}", refused.body);
+    let message = refused.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("nested resources exist")
+            && message.contains("Microsoft.Network/privateDnsZones/privatelink.blob.core.windows.net/virtualNetworkLinks/link"),
+        "{message}"
+    );
+    let (link_path, _) = link("privatelink.blob.core.windows.net", &vnet);
+    assert!(arm.get(&link_path).await.status == 200 && arm.get(&zone_path(DNS)).await.status == 200, "both still there");
+    let gone = arm.delete(&link_path).await;
+    assert!(gone.status < 300, "{}", gone.body);
+    if let Some(url) = gone.header("azure-asyncoperation") {
+        let url = url.to_owned();
+        assert_eq!(arm.wait(&url).await, "Succeeded");
+    }
+    let deleted = arm.delete(&zone_path(DNS)).await;
+    assert!(deleted.status < 300, "{}", deleted.body);
 }

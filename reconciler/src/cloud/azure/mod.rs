@@ -587,12 +587,32 @@ impl Azure {
 
     /// The error for something under our name that is not ours.
     fn not_ours(&self, r: &Resource, what: &str, arm_id: &str) -> CloudError {
+        if r.kind == Kind::AzurePrivateDnsZone {
+            return self.zone_not_ours(r, what, arm_id);
+        }
         CloudError {
             what: what.to_owned(),
             code: Some(OWNERSHIP_CONFLICT.to_owned()),
             message: format!(
                 "{arm_id} already exists and is not tagged as this environment's ({TAG_ENVIRONMENT}={}, {TAG_RESOURCE}={}); byoc does not take over what it did not make. Delete or rename it, or choose other names in the environment spec",
                 self.environment, r.id
+            ),
+        }
+    }
+
+    /// A private DNS zone's name is fixed by Azure (`privatelink.blob.core.windows.net` for
+    /// blob endpoints), so "choose other names" cannot be followed: an untagged zone of that
+    /// name in the (adopted) resource group is either to be adopted or removed.
+    fn zone_not_ours(&self, r: &Resource, what: &str, arm_id: &str) -> CloudError {
+        let zone = text(r, "name");
+        CloudError {
+            what: what.to_owned(),
+            code: Some(OWNERSHIP_CONFLICT.to_owned()),
+            message: format!(
+                "the private DNS zone {zone} already exists in resource group {rg} ({arm_id}) and is not this environment's (it lacks the tags {TAG_ENVIRONMENT}={env}, {TAG_RESOURCE}={id}); byoc does not take over what it did not make. Its name is fixed by Azure for blob private endpoints, so no name in the environment spec avoids it. Either adopt it: tag it as the environment's (az tag update --operation Merge --resource-id {arm_id} --tags {TAG_ENVIRONMENT}={env} {TAG_RESOURCE}={id}), after which byoc manages it, links it to the VNet and deletes it on destroy; or remove it (az network private-dns zone delete -g {rg} -n {zone}, after deleting its virtual network links) if nothing else uses it",
+                rg = self.resource_group,
+                env = self.environment,
+                id = r.id,
             ),
         }
     }

@@ -3,12 +3,14 @@
 //! private endpoints with their DNS zone groups, and the private DNS zone the accounts'
 //! names resolve in there, with its VNet link (zones and links at [`api::PRIVATE_DNS`]).
 //! Subnets take no tags: they are ours because they are in our tagged VNet; a zone group
-//! neither, and is ours because it is on our tagged endpoint.
+//! neither, and is ours when it is on our tagged endpoint and named as the graph names it
+//! (any other group there is someone else's, reported and never deleted).
 
 use serde_json::{Value as Json, json};
 
-use super::{Azure, Found, Refs, api, at, at_str, found_json, resolve, strings, text};
+use super::{Azure, Found, OWNERSHIP_CONFLICT, Refs, api, at, at_str, found_json, resolve, strings, text};
 use crate::cloud::CloudError;
+use crate::cloud::apply::NOT_OURS;
 use crate::resource::{Kind, Map, Resource, Value};
 
 /// Priority of the NSG's first rule; each next rule one more.
@@ -52,13 +54,17 @@ impl Azure {
         }
         for (_, pe) in self.observe_type(Kind::AzurePrivateEndpoint, "Microsoft.Network/privateEndpoints", api::NETWORK, out).await? {
             let pe_id = pe.get("id").and_then(Json::as_str).unwrap_or_default();
+            let pe_name = pe.get("name").and_then(Json::as_str).unwrap_or_default();
             for group in self.arm.list("list private DNS zone groups", &format!("{pe_id}/privateDnsZoneGroups"), api::NETWORK).await? {
-                let name = group.get("name").and_then(Json::as_str).unwrap_or_default();
-                // On our endpoint, so ours: named in the graph, else leaked.
-                let id = self
-                    .known(Kind::AzurePrivateDnsZoneGroup, &group)
-                    .unwrap_or_else(|| crate::resource::ResourceId::new(Kind::AzurePrivateDnsZoneGroup, name));
-                out.push(found_json(id, Kind::AzurePrivateDnsZoneGroup, &group));
+                // Ours when named as the graph names it (or recorded). Any other one was
+                // added by someone else: in landing-zone subscriptions an Azure Policy
+                // (deployIfNotExists) puts its own group, pointing at a hub zone, on every
+                // blob endpoint; deleting it would fight the policy on every apply.
+                if let Some(id) = self.known(Kind::AzurePrivateDnsZoneGroup, &group) {
+                    out.push(found_json(id, Kind::AzurePrivateDnsZoneGroup, &group));
+                } else {
+                    out.push(foreign_zone_group(pe_name, &group));
+                }
             }
         }
         Ok(())
@@ -190,7 +196,24 @@ impl Azure {
     pub(super) async fn ensure_private_dns_zone_group(&self, r: &Resource, refs: &Refs) -> Result<Found, CloudError> {
         let endpoint = resolve(refs, r, "endpoint")?;
         let zone = resolve(refs, r, "zone")?;
-        let path = format!("{}/privateDnsZoneGroups/{}", endpoint.cloud_id, text(r, "name"));
+        let name = text(r, "name");
+        let path = format!("{}/privateDnsZoneGroups/{name}", endpoint.cloud_id);
+        // Azure allows one group per endpoint: someone else's there (an Azure Policy's) keeps
+        // ours out. Refused here as the conflict it is, rather than as ARM's bare 400.
+        let groups = format!("{}/privateDnsZoneGroups", endpoint.cloud_id);
+        for group in self.arm.list(&format!("list private DNS zone groups for {}", r.id), &groups, api::NETWORK).await? {
+            let other = group.get("name").and_then(Json::as_str).unwrap_or_default();
+            if !other.eq_ignore_ascii_case(name) {
+                return Err(CloudError {
+                    what: format!("PUT private DNS zone group for {}", r.id),
+                    code: Some(OWNERSHIP_CONFLICT.to_owned()),
+                    message: format!(
+                        "private endpoint {} already holds the DNS zone group {other}, which byoc did not make (an Azure Policy deployIfNotExists adds one in landing-zone subscriptions), and Azure allows one group per endpoint, so byoc's group {name} cannot be added; byoc does not delete it. If the endpoint should resolve through that zone, the group is not needed; otherwise delete {other} and exempt the resource group from the policy, then apply again",
+                        endpoint.cloud_id
+                    ),
+                });
+            }
+        }
         // A config's name is free text; the zone's name with dots turned into hyphens, as the portal does.
         let zone_name = zone.cloud_id.rsplit('/').next().unwrap_or_default().replace('.', "-");
         let body = json!({"properties": {"privateDnsZoneConfigs": [
@@ -200,6 +223,28 @@ impl Azure {
         let group = self.arm.put(&what, &path, api::NETWORK, &body).await?;
         Ok(found_json(r.id.clone(), r.kind, &group))
     }
+}
+
+/// A private DNS zone group on byoc's endpoint `pe_name` that byoc did not make: found
+/// (under the endpoint's name, as two endpoints may each hold one of the same name) and
+/// marked not ours, so the plan shows it as an ownership conflict and nothing deletes it.
+fn foreign_zone_group(pe_name: &str, group: &Json) -> Found {
+    let name = group.get("name").and_then(Json::as_str).unwrap_or_default();
+    let id = crate::resource::ResourceId::new(Kind::AzurePrivateDnsZoneGroup, &format!("{pe_name}/{name}"));
+    let zones: Vec<&str> = at(group, "properties.privateDnsZoneConfigs")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| at_str(c, "properties.privateDnsZoneId"))
+        .collect();
+    let arm_id = group.get("id").and_then(Json::as_str).unwrap_or_default();
+    let why = format!(
+        "{OWNERSHIP_CONFLICT}: private DNS zone group {arm_id} (zones: {}) is on byoc's private endpoint {pe_name} but byoc did not make it (byoc names its group {pe_name}); an Azure Policy (deployIfNotExists) may have added it. byoc never deletes it. If that zone is where the endpoint should resolve, leave it (and the policy) be; if byoc's zone should, delete the group and exempt the resource group from the policy",
+        zones.join(", ")
+    );
+    let mut f = found_json(id, Kind::AzurePrivateDnsZoneGroup, group);
+    f.live.insert(NOT_OURS, Value::from(why.as_str()));
+    f
 }
 
 /// The NSG's inbound allow rules in the graph's form (`inbound: [{port, from}]`), read

@@ -356,6 +356,16 @@ impl State {
         if configs.is_empty() || configs.len() > 5 {
             return Err(bad("InvalidRequestFormat", format!("Private DNS zone group {id} needs 1-5 privateDnsZoneConfigs.")));
         }
+        // One group per endpoint ("Adding multiple DNS zone groups to a single Private
+        // Endpoint is not supported", Azure's private endpoint DNS page). The message is the
+        // one users report (pulumi-azure-native issue 2179); the code is not confirmed.
+        let lower = id.to_ascii_lowercase();
+        if let Some((endpoint, _)) = lower.split_once("/privatednszonegroups/") {
+            let prefix = format!("{endpoint}/privatednszonegroups/");
+            if self.resources.keys().any(|k| k.starts_with(&prefix) && *k != lower) {
+                return Err(bad("BadRequest", "Cannot create more than one private dns zone groups in the private endpoint."));
+            }
+        }
         for c in &configs {
             let zone = str_at(c, &["properties", "privateDnsZoneId"]).unwrap_or_default();
             if !zone.to_ascii_lowercase().contains("/providers/microsoft.network/privatednszones/") || !self.exists(zone) {
@@ -863,6 +873,25 @@ impl State {
                     }
                 }
                 Ok(())
+            }
+            // A private DNS zone goes only once its virtual network links are gone: ARM answers
+            // 409 `CannotDeleteResource` naming one (the body as Terraform's azurerm provider
+            // reports it, learntocloud/networking-lab issue 8; the REST reference does not show
+            // this error, so its exact text is not confirmed from Microsoft's pages).
+            "microsoft.network/privatednszones" => {
+                let prefix = format!("{key}/virtualnetworklinks/");
+                let Some(link) = self.resources.iter().find(|(k, _)| k.starts_with(&prefix)).map(|(_, e)| &e.json) else {
+                    return Ok(());
+                };
+                let zone = self.resources.get(key).and_then(|e| str_at(&e.json, &["name"])).unwrap_or("");
+                Err(error(
+                    409,
+                    "CannotDeleteResource",
+                    format!(
+                        "Cannot delete resource while nested resources exist. Some existing nested resource IDs include: 'Microsoft.Network/privateDnsZones/{zone}/virtualNetworkLinks/{}'. Please delete all nested resources before deleting this resource.",
+                        str_at(link, &["name"]).unwrap_or("")
+                    ),
+                ))
             }
             "microsoft.containerservice/managedclusters/agentpools" => {
                 let Some(me) = self.resources.get(key) else { return Ok(()) };
