@@ -174,6 +174,11 @@ fn apply_creates_every_gcp_resource_once_and_a_second_apply_writes_nothing() {
     for role in policy_roles("nodes.json") {
         assert_eq!(members(&s, &p, &role), [format!("serviceAccount:{}", email("nodes"))], "{role}");
     }
+    // The daemon's state: object access on the state bucket alone.
+    for role in policy_roles("agent-state.json") {
+        assert_eq!(members(&s, &format!("b/{STATE_BUCKET}"), &role), [format!("serviceAccount:{}", email("agent"))], "{role}");
+        assert!(members(&s, &format!("b/{DATA_BUCKET}"), &role).iter().all(|m| *m != format!("serviceAccount:{}", email("agent"))));
+    }
     for role in policy_roles("cluster.json") {
         assert_eq!(members(&s, &format!("b/{DATA_BUCKET}"), &role).len(), 2, "one per cluster: {role}");
     }

@@ -200,7 +200,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
         "lifecycle",
         Value::List(vec![Value::map([("action", "Delete".into()), ("daysSinceNoncurrentTime", NONCURRENT_VERSION_DAYS.into())])]),
     ));
-    g.add(bucket("state", &env.state_bucket));
+    let state = g.add(bucket("state", &env.state_bucket));
 
     let accept: Vec<Value> = env
         .control_plane_principals
@@ -253,6 +253,16 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                 .set("role", role_name)
                 .set("member", Value::reference(&agent))
                 .after(&role),
+        );
+    }
+    // The daemon keeps its state in the state bucket (the sidecar's `stateStore: {gcs:}`):
+    // object access there and nowhere else (policies/gcp/agent-state.json).
+    for role_name in GCP_AGENT_STATE_ROLES {
+        g.add(
+            Resource::new(Kind::GcpIamBinding, "agent-state")
+                .set("resource", Value::reference(&state))
+                .set("role", *role_name)
+                .set("member", Value::reference(&agent)),
         );
     }
     Foundation { kube_cluster: gke.clone(), data_bucket: data, identity_issuer: gke }
@@ -463,9 +473,14 @@ mod tests {
         let agent = Value::reference(&ResourceId::new(Kind::GcpServiceAccount, "agent"));
         let bound: Vec<&Resource> =
             first.resources.values().filter(|r| r.kind == Kind::GcpIamBinding && r.properties.get("member") == Some(&agent)).collect();
-        assert_eq!(bound.len(), 1, "one binding on the project: {bound:?}");
-        assert_eq!(text(bound[0], "role"), "projects/acme-data-prod/roles/byoc_prod_usc1_agent");
-        assert!(bound[0].depends_on.contains(&role.id), "bound once the role exists");
+        assert_eq!(bound.len(), 2, "one binding on the project, one on the state bucket: {bound:?}");
+        let project = bound.iter().find(|b| text(b, "resource") == "projects/acme-data-prod").expect("project binding");
+        assert_eq!(text(project, "role"), "projects/acme-data-prod/roles/byoc_prod_usc1_agent");
+        assert!(project.depends_on.contains(&role.id), "bound once the role exists");
+        let state = bound.iter().find(|b| b.properties.get("resource") != project.properties.get("resource")).expect("state binding");
+        assert_eq!(state.properties.get("resource"), Some(&Value::reference(&ResourceId::new(Kind::GcpBucket, "state"))));
+        assert_eq!(text(state, "role"), "roles/storage.objectUser");
+        assert!(state.properties.get("condition").is_none(), "the whole state bucket, which holds only the daemon's state");
     }
 
     #[test]

@@ -76,6 +76,11 @@ pub const AWS_CLUSTER_BUCKET_ACTIONS: &[&str] = &["s3:ListBucket"];
 /// so no predefined role is bound besides it.
 pub const GCP_AGENT_ROLES: &[&str] = &["projects/<project>/roles/<agent-role>"];
 
+/// GCP roles of the agent on the state bucket, as published in
+/// `policies/gcp/agent-state.json`: the daemon reads and writes its state there (objects
+/// only; the bucket's settings are `byoc apply`'s).
+pub const GCP_AGENT_STATE_ROLES: &[&str] = &["roles/storage.objectUser"];
+
 /// The agent's custom role as published for review in `policies/gcp/agent-role.json` (the
 /// format `gcloud iam roles create --file` reads). Compiled in, so the file reviewed is
 /// the role applied.
@@ -155,9 +160,10 @@ mod tests {
 
     #[test]
     fn policy_files_match_the_code() {
-        let cases: [(&str, Vec<&str>); 6] = [
+        let cases: [(&str, Vec<&str>); 7] = [
             ("aws/cluster.json", [AWS_CLUSTER_OBJECT_ACTIONS, AWS_CLUSTER_BUCKET_ACTIONS].concat()),
             ("gcp/agent.json", GCP_AGENT_ROLES.to_vec()),
+            ("gcp/agent-state.json", GCP_AGENT_STATE_ROLES.to_vec()),
             ("gcp/cluster.json", GCP_CLUSTER_ROLES.to_vec()),
             ("gcp/nodes.json", GCP_NODE_ROLES.to_vec()),
             ("azure/agent.json", [AZURE_AGENT_ROLES, AZURE_AGENT_STATE_ROLES].concat()),
