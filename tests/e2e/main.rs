@@ -8,6 +8,7 @@ mod bad_specs;
 mod gcp;
 mod golden;
 mod kube;
+mod lb_controller;
 mod manifests;
 mod operating;
 mod operating_aws;

@@ -122,7 +122,11 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     }
     // Server-side apply as byoc, in dependency order: the Namespace first, the Deployment last.
     // (The RisingWave clusters' own namespaces and objects follow; they are not the sidecar's.)
-    let sidecar_uri = |u: &str| u.contains("byoc-system") || u.contains("/clusterroles/") || u.contains("/clusterrolebindings/");
+    // (The load balancer controller's own cluster roles are tests/e2e/lb_controller.rs's.)
+    let sidecar_uri = |u: &str| {
+        (u.contains("byoc-system") || u.contains("/clusterroles/") || u.contains("/clusterrolebindings/"))
+            && !u.contains("aws-load-balancer")
+    };
     let patches: Vec<String> =
         d.writes().iter().filter(|r| r.method == http::Method::PATCH && sidecar_uri(&r.uri)).map(|r| r.uri.clone()).collect();
     assert_eq!(patches.len(), 16, "{patches:#?}");

@@ -727,6 +727,15 @@ async fn sidecar_after_apply(
         return Ok(EXIT_OK);
     }
     let outputs = crate::pipeline::apply::cloud_outputs(store).await?;
+    // The controller first: it makes the NLBs of the sidecar's Services (AWS only).
+    if let (Provider::Aws(_), Some(client)) = (cloud, client)
+        && let Err(e) = crate::cloud::aws::lb_controller::after_apply(client, env, &outputs).await
+    {
+        logging::error(&format!(
+            "{e:#}\n  the cloud is applied; the load balancer controller and the sidecar are not: fix the cause and run byoc apply again"
+        ));
+        return Ok(EXIT_ERROR);
+    }
     match crate::sidecar::after_apply(client, env, env_dir, &outputs, image).await {
         Ok(()) => Ok(EXIT_OK),
         Err(e) => {
