@@ -124,6 +124,9 @@ kinds! {
     AzureStorageAccount => "azure.storage-account", "Azure storage account", ["name", "location", "resourceGroup", "sku"];
     AzureBlobContainer => "azure.blob-container", "Azure blob container", ["account", "name"];
     AzurePrivateEndpoint => "azure.private-endpoint", "Azure private endpoint", ["name", "resourceGroup", "subnet", "target", "groupId"];
+    AzurePrivateDnsZone => "azure.private-dns-zone", "Azure private DNS zone", ["name", "resourceGroup"];
+    AzurePrivateDnsZoneLink => "azure.private-dns-zone-link", "Azure private DNS zone virtual network link", ["name", "zone", "vnet"];
+    AzurePrivateDnsZoneGroup => "azure.private-dns-zone-group", "Azure private endpoint DNS zone group", ["name", "endpoint", "zone"];
     AzureManagedIdentity => "azure.managed-identity", "Azure user-assigned identity", ["name", "resourceGroup"];
     AzureFederatedCredential => "azure.federated-credential", "Azure federated identity credential", ["name", "identity", "issuer", "subject"];
     AzureRoleAssignment => "azure.role-assignment", "Azure role assignment", ["name", "principal", "role", "scope"];

@@ -1,13 +1,20 @@
 //! The sidecar in the customer's cluster: `byoc apply` installs it after the environment
 //! converges, `byoc destroy` removes it before the cluster goes.
 //!
-//! The objects are `kubectl kustomize manifests/overlays/aws`, rendered ahead of time into
-//! `manifests/rendered/aws.yaml` and embedded here, so the customer's CI needs no kubectl
-//! or kustomize at run time (kustomize's configMapGenerator hashing, JSON patches and
-//! labels are not worth re-implementing). tests/e2e/sidecar_install.rs fails when that file
-//! differs from what the overlay renders, so the two cannot drift. byoc then fills in the
-//! values the overlay leaves as placeholders (the workload identity, the state store, the
+//! The objects are `kubectl kustomize manifests/overlays/<cloud>`, rendered ahead of time
+//! into `manifests/rendered/<cloud>.yaml` and embedded here, so the customer's CI needs no
+//! kubectl or kustomize at run time (kustomize's configMapGenerator hashing, JSON patches
+//! and labels are not worth re-implementing). tests/e2e/sidecar_install.rs fails when a file
+//! differs from what its overlay renders, so the two cannot drift. byoc then fills in the
+//! values each overlay leaves as placeholders (the workload identity, the state store, the
 //! CIDRs, the image) from the environment's spec and the outputs of the apply.
+//!
+//! Besides the overlay, the environment's graph decides the load-balancer objects
+//! (`../shared/DESIGN.md`, "Load balancers and private connectivity"): on GCP a GKE
+//! `ServiceAttachment` per internal Service (the graph's `gcp.service-attachment/*`), on
+//! Azure the Private Link annotations of each internal Service (the graph's
+//! `azure.private-link-service/*`), and on every cloud the public proxy's Service when the
+//! spec has `publicProxy`, deleted again when it no longer has.
 
 use std::collections::BTreeMap;
 
@@ -16,16 +23,31 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind,
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::spec::{Environment, Tier};
+use crate::expand::{AGENT_NAMESPACE, PUBLIC_PROXY_SERVICE};
+use crate::resource::{Graph, Kind, ResourceId};
+use crate::spec::{Cloud, Environment, Tier};
 
-/// `kubectl kustomize manifests/overlays/aws`, with the overlay's placeholders.
-const AWS_RENDERED: &str = include_str!("../../manifests/rendered/aws.yaml");
+/// `kubectl kustomize manifests/overlays/<cloud>`, with the overlay's placeholders.
+fn rendered(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Aws => include_str!("../../manifests/rendered/aws.yaml"),
+        Cloud::Gcp => include_str!("../../manifests/rendered/gcp.yaml"),
+        Cloud::Azure => include_str!("../../manifests/rendered/azure.yaml"),
+    }
+}
+
+/// The optional public proxy Service (`manifests/components/public-proxy`), which no
+/// overlay includes: byoc adds it when the spec has `publicProxy`.
+const PUBLIC_PROXY: &str = include_str!("../../manifests/components/public-proxy/service.yaml");
 
 /// The field manager of byoc's server-side applies.
 pub const FIELD_MANAGER: &str = "byoc";
 
 /// The resource id of the agent's IRSA role (see expand/aws.rs).
 const AGENT_ROLE_ID: &str = "aws.iam-role/agent";
+
+/// The resource id of the agent's managed identity (see expand/azure.rs).
+const AGENT_IDENTITY_ID: &str = "azure.managed-identity/agent";
 
 /// Annotation on the pod template carrying the configuration's digest: the ConfigMaps keep
 /// the names kustomize gave them, so this is what rolls the pods when byoc's values change.
@@ -41,6 +63,7 @@ const ORDER: &[&str] = &[
     "RoleBinding",
     "ConfigMap",
     "Service",
+    "ServiceAttachment",
     "NetworkPolicy",
     "PodDisruptionBudget",
     "Deployment",
@@ -53,8 +76,13 @@ pub enum SidecarError {
     #[error("{0}")]
     Missing(String),
     /// The embedded manifests do not have the shape byoc fills in.
-    #[error("manifests/rendered/aws.yaml: {0}; regenerate it with `kubectl kustomize manifests/overlays/aws`")]
-    Manifests(String),
+    #[error("manifests/rendered/{cloud}.yaml: {message}; regenerate it with `kubectl kustomize manifests/overlays/{cloud}`")]
+    Manifests {
+        /// The overlay.
+        cloud: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The Kubernetes API refused or could not be reached.
     #[error("{action} {object}: {source}")]
     Kube {
@@ -79,49 +107,177 @@ impl SidecarError {
     }
 }
 
+/// The ServiceAccount annotation binding the daemon's pods to their cloud identity.
+pub fn identity_annotation(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Aws => "eks.amazonaws.com/role-arn",
+        Cloud::Gcp => "iam.gke.io/gcp-service-account",
+        Cloud::Azure => "azure.workload.identity/client-id",
+    }
+}
+
+/// The Reconciler config's `stateStore` key for the cloud's object store.
+fn state_store_key(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Aws => "s3",
+        Cloud::Gcp => "gcs",
+        Cloud::Azure => "azureBlob",
+    }
+}
+
 /// The environment's values the sidecar's objects carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarOutputs {
-    /// The ARN of the agent's IRSA role, as the apply created it.
-    pub role_arn: String,
-    /// `s3://BUCKET/PREFIX` of the daemon's state.
+    /// Whose overlay.
+    pub cloud: Cloud,
+    /// The daemon's cloud identity, as [`identity_annotation`] names it: the ARN of the
+    /// agent's IRSA role, the agent's Google service account's email, or the client id of
+    /// the agent's managed identity.
+    pub identity: String,
+    /// The URL of the daemon's state store (`s3://`, `gs://` or the blob container's
+    /// `https://` URL, with the prefix).
     pub state_store: String,
     /// The environment directory inside the repository (the Reconciler's `environment`).
     pub environment: String,
-    /// Where connections to the agent port come from: the private subnets, which the
-    /// internal NLB (IP targets, behind the private endpoint) forwards from.
+    /// Where connections to the agent port come from: on AWS the private subnets (the
+    /// internal NLB forwards from its addresses there), on GCP the Private Service Connect
+    /// NAT subnet, on Azure the Private Link subnet.
     pub agent_cidrs: Vec<IpNet>,
-    /// Who may reach the SQL port: the VPC (the internal NLB) and the spec's public
-    /// allowed CIDRs.
+    /// Who may reach the SQL port: the network, the private-connectivity NAT range and the
+    /// spec's public allowed CIDRs.
     pub proxy_cidrs: Vec<IpNet>,
-    /// The VPC, whose NLB sends PROXY protocol headers RWProxy trusts.
-    pub vpc_cidr: IpNet,
+    /// AWS: the VPC, whose NLB sends PROXY protocol headers RWProxy trusts. GCP's and
+    /// Azure's passthrough load balancers keep the client's address, so no header.
+    pub proxy_protocol_from: Option<IpNet>,
+    /// Annotations replacing the overlay's example ones, by Service name (Azure: the
+    /// Private Link settings of each internal Service, from the graph).
+    pub service_annotations: BTreeMap<String, BTreeMap<String, String>>,
+    /// The public proxy Service's source ranges; `None`: no public proxy (and one left
+    /// from an earlier apply is deleted).
+    pub public_proxy: Option<Vec<IpNet>>,
+    /// Further objects the graph adds (GCP: the GKE ServiceAttachments).
+    pub attachments: Vec<Value>,
     /// The container image of both containers.
     pub image: String,
 }
 
 impl SidecarOutputs {
-    /// The values for `env` after an apply whose cloud outputs (resource id to ARN or cloud
-    /// id, the `cloud-outputs.json` of the state) are `outputs`.
-    pub fn aws(env: &Environment, env_dir: &str, outputs: &BTreeMap<String, String>, image: String) -> Result<Self, SidecarError> {
-        let role_arn = outputs.get(AGENT_ROLE_ID).filter(|a| a.starts_with("arn:")).cloned().ok_or_else(|| {
-            SidecarError::Missing(format!(
-                "the state has no ARN for {AGENT_ROLE_ID} (the agent's IRSA role); the environment's apply must finish first"
-            ))
-        })?;
-        let agent_cidrs: Vec<IpNet> = env.network.subnets.iter().filter(|s| s.tier == Tier::Private).map(|s| s.cidr).collect();
+    /// The values for `env` after an apply of the graph `graph` whose cloud outputs
+    /// (resource id to ARN, client id or cloud id: the `cloud-outputs.json` of the state)
+    /// are `outputs`.
+    pub fn new(
+        env: &Environment,
+        graph: &Graph,
+        env_dir: &str,
+        outputs: &BTreeMap<String, String>,
+        image: String,
+    ) -> Result<Self, SidecarError> {
+        let (identity, state_store, agent_cidrs, nat_range, proxy_protocol_from) = match env.cloud {
+            Cloud::Aws => {
+                let arn = outputs.get(AGENT_ROLE_ID).filter(|a| a.starts_with("arn:")).cloned().ok_or_else(|| {
+                    SidecarError::Missing(format!(
+                        "the state has no ARN for {AGENT_ROLE_ID} (the agent's IRSA role); the environment's apply must finish first"
+                    ))
+                })?;
+                let private: Vec<IpNet> = env.network.subnets.iter().filter(|s| s.tier == Tier::Private).map(|s| s.cidr).collect();
+                (arn, format!("s3://{}/reconciler", env.state_bucket), private, None, Some(env.network.cidr))
+            }
+            Cloud::Gcp => {
+                let email =
+                    format!("{}@{}.iam.gserviceaccount.com", crate::expand::names::gcp::service_account(&env.name, "agent"), env.account);
+                let psc: Vec<IpNet> = env.network.private_service_connect.into_iter().collect();
+                (email, format!("gs://{}/reconciler", env.state_bucket), psc.clone(), psc.first().copied(), None)
+            }
+            Cloud::Azure => {
+                let client_id = outputs.get(AGENT_IDENTITY_ID).filter(|c| !c.is_empty()).cloned().ok_or_else(|| {
+                    SidecarError::Missing(format!(
+                        "the state has no client id for {AGENT_IDENTITY_ID} (the agent's managed identity); the environment's apply must finish first"
+                    ))
+                })?;
+                let account = crate::expand::names::azure::storage_account(&env.account, &env.name, "state");
+                let url = format!("https://{account}.blob.core.windows.net/{}/reconciler", env.state_bucket);
+                let pls: Vec<IpNet> = env.network.private_link.into_iter().collect();
+                (client_id, url, pls.clone(), pls.first().copied(), None)
+            }
+        };
         let mut proxy_cidrs = vec![env.network.cidr];
+        proxy_cidrs.extend(nat_range.filter(|r| !env.network.cidr.contains(r)));
         proxy_cidrs.extend(env.public_proxy.iter().flatten().copied());
         Ok(SidecarOutputs {
-            role_arn,
-            state_store: format!("s3://{}/reconciler", env.state_bucket),
+            cloud: env.cloud,
+            identity,
+            state_store,
             environment: env_dir.trim_end_matches('/').to_owned(),
             agent_cidrs: if agent_cidrs.is_empty() { vec![env.network.cidr] } else { agent_cidrs },
             proxy_cidrs,
-            vpc_cidr: env.network.cidr,
+            proxy_protocol_from,
+            service_annotations: private_link_annotations(graph),
+            public_proxy: env.public_proxy.clone(),
+            attachments: service_attachments(graph)?,
             image,
         })
     }
+}
+
+/// Azure: the annotations AKS makes each internal Service's Private Link service from, as
+/// the graph's `azure.private-link-service/*` resources carry them.
+fn private_link_annotations(graph: &Graph) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for r in graph.resources.values().filter(|r| r.kind == Kind::AzurePrivateLinkService) {
+        let service = r.properties.get("service").and_then(crate::resource::Value::as_str).unwrap_or_default();
+        let annotations: BTreeMap<String, String> = match r.properties.get("annotations") {
+            Some(crate::resource::Value::Map(m)) => m.iter().filter_map(|(k, v)| Some((k.to_string(), v.as_str()?.to_owned()))).collect(),
+            _ => BTreeMap::new(),
+        };
+        out.insert(service.to_owned(), annotations);
+    }
+    out
+}
+
+/// GCP: a GKE `ServiceAttachment` (networking.gke.io/v1) for each of the graph's
+/// `gcp.service-attachment/*`: GKE's controller publishes the Service's internal load
+/// balancer through Private Service Connect on the NAT subnets named, to the projects
+/// listed only.
+fn service_attachments(graph: &Graph) -> Result<Vec<Value>, SidecarError> {
+    use crate::resource::Value as V;
+    let text = |r: &crate::resource::Resource, key: &str| r.properties.get(key).and_then(V::as_str).unwrap_or_default().to_owned();
+    let mut out = Vec::new();
+    for r in graph.resources.values().filter(|r| r.kind == Kind::GcpServiceAttachment) {
+        let mut subnets = Vec::new();
+        let mut missing = None;
+        if let Some(v) = r.properties.get("natSubnets") {
+            v.for_each_ref(
+                &mut |id: &ResourceId| match graph.resources.get(id).and_then(|s| s.properties.get("name")).and_then(V::as_str) {
+                    Some(name) => subnets.push(Value::String(name.to_owned())),
+                    None => missing = Some(id.to_string()),
+                },
+            );
+        }
+        if let Some(id) = missing {
+            return Err(SidecarError::Missing(format!("{}: its NAT subnet {id} is not in the environment's graph", r.id)));
+        }
+        let accept = match r.properties.get("consumerAllowList") {
+            Some(v) => serde_json::to_value(v).unwrap_or(Value::Null),
+            None => json!([]),
+        };
+        out.push(json!({
+            "apiVersion": "networking.gke.io/v1",
+            "kind": "ServiceAttachment",
+            "metadata": {
+                "name": text(r, "name"),
+                "namespace": text(r, "namespace"),
+                "labels": {"app.kubernetes.io/part-of": "byoc"},
+            },
+            "spec": {
+                "connectionPreference": text(r, "connectionPreference"),
+                "natSubnets": subnets,
+                "proxyProtocol": matches!(r.properties.get("proxyProtocol"), Some(V::Bool(true))),
+                "resourceRef": {"kind": "Service", "name": text(r, "service")},
+                "consumerAllowList": accept,
+            },
+        }));
+    }
+    Ok(out)
 }
 
 /// The image byoc installs unless told otherwise: its own release.
@@ -145,10 +301,42 @@ pub fn describe(obj: &Value) -> String {
     }
 }
 
-/// The embedded overlay as objects, placeholders and all.
-pub fn embedded() -> Result<Vec<Value>, SidecarError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(AWS_RENDERED).map_err(|e| SidecarError::Manifests(e.to_string()))?;
+fn manifests_error(cloud: Cloud, message: impl Into<String>) -> SidecarError {
+    SidecarError::Manifests { cloud: cloud.as_str(), message: message.into() }
+}
+
+/// The cloud's embedded overlay as objects, placeholders and all.
+pub fn embedded(cloud: Cloud) -> Result<Vec<Value>, SidecarError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(rendered(cloud)).map_err(|e| manifests_error(cloud, e.to_string()))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The public proxy's Service for `cloud`, reachable from `allowed`: the component's
+/// Service with the cloud's annotations for an internet-facing load balancer (AWS: the Load
+/// Balancer Controller's NLB, which sends PROXY protocol v2 like the internal one; GCP and
+/// Azure make an external passthrough load balancer from a plain `LoadBalancer` Service).
+pub fn public_proxy_service(cloud: Cloud, allowed: &[IpNet]) -> Result<Value, SidecarError> {
+    let mut service: Value =
+        serde_saphyr::from_str(PUBLIC_PROXY).map_err(|e| SidecarError::Manifests { cloud: "public-proxy", message: e.to_string() })?;
+    if name_of(&service) != PUBLIC_PROXY_SERVICE || service.pointer("/metadata/namespace").and_then(Value::as_str) != Some(AGENT_NAMESPACE)
+    {
+        return Err(SidecarError::Manifests {
+            cloud: "public-proxy",
+            message: format!("manifests/components/public-proxy/service.yaml must be the Service {AGENT_NAMESPACE}/{PUBLIC_PROXY_SERVICE}"),
+        });
+    }
+    service["spec"]["loadBalancerSourceRanges"] = Value::Array(allowed.iter().map(|c| Value::String(c.to_string())).collect());
+    service["metadata"]["labels"]["app.kubernetes.io/part-of"] = Value::String("byoc".into());
+    if cloud == Cloud::Aws {
+        service["metadata"]["annotations"] = json!({
+            "service.beta.kubernetes.io/aws-load-balancer-type": "external",
+            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
+            "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+            "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*",
+        });
+        service["spec"]["loadBalancerClass"] = Value::String("service.k8s.aws/nlb".into());
+    }
+    Ok(service)
 }
 
 fn ip_blocks(cidrs: &[IpNet]) -> Value {
@@ -157,11 +345,11 @@ fn ip_blocks(cidrs: &[IpNet]) -> Value {
 
 /// Replaces the one line of the Reconciler config that starts (after indentation) with
 /// `key:`, keeping its indentation.
-fn replace_line(text: &str, key: &str, value: &str) -> Result<String, SidecarError> {
+fn replace_line(cloud: Cloud, text: &str, key: &str, value: &str) -> Result<String, SidecarError> {
     let prefix = format!("{key}:");
     let hits = text.lines().filter(|l| l.trim_start().starts_with(&prefix)).count();
     if hits != 1 {
-        return Err(SidecarError::Manifests(format!("the Reconciler config has {hits} `{key}:` line(s), byoc fills exactly one")));
+        return Err(manifests_error(cloud, format!("the Reconciler config has {hits} `{key}:` line(s), byoc fills exactly one")));
     }
     let mut out: String = text
         .lines()
@@ -179,23 +367,29 @@ fn replace_line(text: &str, key: &str, value: &str) -> Result<String, SidecarErr
     Ok(out)
 }
 
+fn rank(o: &Value) -> usize {
+    ORDER.iter().position(|k| *k == kind_of(o)).unwrap_or(ORDER.len())
+}
+
 /// The sidecar's objects with `outputs` filled in, in the order they are applied.
 pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
-    let mut objects = embedded()?;
-    let missing = |what: &str| SidecarError::Manifests(format!("{what} is not where byoc fills it in"));
+    let cloud = outputs.cloud;
+    let mut objects = embedded(cloud)?;
+    let missing = |what: &str| manifests_error(cloud, format!("{what} is not where byoc fills it in"));
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let identity_pointer = format!("/metadata/annotations/{}", identity_annotation(cloud).replace('~', "~0").replace('/', "~1"));
     let mut digest = Sha256::new();
     for obj in &mut objects {
         match (kind_of(obj), name_of(obj)) {
             ("ServiceAccount", "byoc") => {
-                let a =
-                    obj.pointer_mut("/metadata/annotations/eks.amazonaws.com~1role-arn").ok_or_else(|| missing("the IRSA annotation"))?;
-                *a = Value::String(outputs.role_arn.clone());
+                *obj.pointer_mut(&identity_pointer).ok_or_else(|| missing("the workload-identity annotation"))? =
+                    Value::String(outputs.identity.clone());
             }
             ("ConfigMap", n) if n.starts_with("byoc-config-") => {
                 let text = obj.pointer("/data/reconciler.yaml").and_then(Value::as_str).ok_or_else(|| missing("reconciler.yaml"))?;
-                let text = replace_line(text, "stateStore", &format!("{{s3: {}}}", quoted(&outputs.state_store)))?;
-                let text = replace_line(&text, "environment", &quoted(&outputs.environment))?;
+                let store = format!("{{{}: {}}}", state_store_key(cloud), quoted(&outputs.state_store));
+                let text = replace_line(cloud, text, "stateStore", &store)?;
+                let text = replace_line(cloud, &text, "environment", &quoted(&outputs.environment))?;
                 obj["data"]["reconciler.yaml"] = Value::String(text);
             }
             ("NetworkPolicy", "byoc-agent") => {
@@ -206,6 +400,10 @@ pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
                 *obj.pointer_mut("/spec/ingress/0/from").ok_or_else(|| missing("the proxy policy's sources"))? =
                     ip_blocks(&outputs.proxy_cidrs);
             }
+            ("Service", name) if outputs.service_annotations.contains_key(name) => {
+                let annotations = &outputs.service_annotations[name];
+                obj["metadata"]["annotations"] = json!(annotations);
+            }
             ("Deployment", "byoc") => {
                 let containers =
                     obj.pointer_mut("/spec/template/spec/containers").and_then(Value::as_array_mut).ok_or_else(|| missing("containers"))?;
@@ -214,18 +412,33 @@ pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
                     c["image"] = Value::String(outputs.image.clone());
                     for a in c.get_mut("args").and_then(Value::as_array_mut).into_iter().flatten() {
                         if a.as_str().is_some_and(|s| s.starts_with("--proxy-protocol-from=")) {
-                            *a = Value::String(format!("--proxy-protocol-from={}", outputs.vpc_cidr));
+                            let from = outputs.proxy_protocol_from.ok_or_else(|| {
+                                manifests_error(
+                                    cloud,
+                                    "rwproxy has --proxy-protocol-from, but this cloud's load balancers send no PROXY header",
+                                )
+                            })?;
+                            *a = Value::String(format!("--proxy-protocol-from={from}"));
                             filled = true;
                         }
                     }
                 }
-                if !filled {
+                if !filled && outputs.proxy_protocol_from.is_some() {
                     return Err(missing("rwproxy's --proxy-protocol-from"));
                 }
             }
             _ => {}
         }
     }
+    for service in outputs.service_annotations.keys() {
+        if !objects.iter().any(|o| kind_of(o) == "Service" && name_of(o) == service) {
+            return Err(manifests_error(cloud, format!("the graph annotates the Service {service}, which the overlay does not have")));
+        }
+    }
+    if let Some(allowed) = &outputs.public_proxy {
+        objects.push(public_proxy_service(cloud, allowed)?);
+    }
+    objects.extend(outputs.attachments.iter().cloned());
     // Digest after filling in: the ConfigMaps' data as applied.
     for obj in objects.iter().filter(|o| kind_of(o) == "ConfigMap") {
         digest.update(name_of(obj).as_bytes());
@@ -236,19 +449,22 @@ pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
         let meta = obj.pointer_mut("/spec/template/metadata").ok_or_else(|| missing("the pod template's metadata"))?;
         meta["annotations"][CONFIG_DIGEST_ANNOTATION] = Value::String(digest.clone());
     }
-    let rank = |o: &Value| ORDER.iter().position(|k| *k == kind_of(o)).unwrap_or(ORDER.len());
     if let Some(o) = objects.iter().find(|o| rank(o) == ORDER.len()) {
-        return Err(SidecarError::Manifests(format!("{} is of a kind byoc does not install", describe(o))));
+        return Err(manifests_error(cloud, format!("{} is of a kind byoc does not install", describe(o))));
     }
-    objects.sort_by_key(|o| rank(o));
+    objects.sort_by_key(rank);
     Ok(objects)
 }
 
-/// The embedded objects in the order [`install`] applies them (their names are all
-/// [`remove`] needs).
-pub fn ordered() -> Result<Vec<Value>, SidecarError> {
-    let mut objects = embedded()?;
-    objects.sort_by_key(|o| ORDER.iter().position(|k| *k == kind_of(o)).unwrap_or(ORDER.len()));
+/// Every object the sidecar of `cloud` can have in a cluster, for the environment's graph
+/// (the public proxy's Service whether or not the spec has one, the graph's
+/// ServiceAttachments), in the order [`install`] applies them: their names are all
+/// [`remove`] needs.
+pub fn ordered(cloud: Cloud, graph: &Graph) -> Result<Vec<Value>, SidecarError> {
+    let mut objects = embedded(cloud)?;
+    objects.push(public_proxy_service(cloud, &[])?);
+    objects.extend(service_attachments(graph)?);
+    objects.sort_by_key(rank);
     Ok(objects)
 }
 
@@ -271,11 +487,13 @@ impl KubeTarget<'_> {
 }
 
 /// The step after `byoc apply` converged the cloud: install (or update) the sidecar with
-/// the environment's outputs into the cluster `client` reaches. Without one (`--cloud-only`,
-/// or no Kubernetes configured) it says so and skips.
+/// the environment's outputs into the cluster `client` reaches, and delete the public
+/// proxy's Service when the spec no longer has one. Without a client (`--cloud-only`, or no
+/// Kubernetes configured) it says so and skips.
 pub async fn after_apply(
     client: Option<&kube::Client>,
     env: &Environment,
+    graph: &Graph,
     env_dir: &str,
     outputs: &BTreeMap<String, String>,
     image: Option<&str>,
@@ -284,30 +502,42 @@ pub async fn after_apply(
         println!("sidecar: not installed: no Kubernetes cluster (--cloud-only, or none configured)");
         return Ok(());
     };
-    let values = SidecarOutputs::aws(env, env_dir, outputs, image.map_or_else(default_image, str::to_owned))?;
+    let values = SidecarOutputs::new(env, graph, env_dir, outputs, image.map_or_else(default_image, str::to_owned))?;
     let objects = render(&values)?;
     // The environment's own objects first: the default StorageClass is cluster-wide and
     // needed by every RisingWave meta store, the sidecar's or not.
     for a in install(client, &crate::k8s::objects::environment_objects(env)).await? {
-        println!("cluster: applied {a}");
+        println!("cluster: {a}");
     }
     let applied = install(client, &objects).await?;
     for a in &applied {
-        println!("sidecar: applied {a}");
+        println!("sidecar: {a}");
     }
-    println!("sidecar: {} object(s) applied with the role {} and the state {}", applied.len(), values.role_arn, values.state_store);
+    if values.public_proxy.is_none() {
+        for r in remove(client, &[public_proxy_service(env.cloud, &[])?]).await? {
+            println!("sidecar: deleted {r} (the spec has no publicProxy)");
+        }
+    }
+    let changed = applied.iter().filter(|a| !a.starts_with("unchanged ")).count();
+    println!(
+        "sidecar: {} object(s), {changed} changed, with the identity {} and the state {}",
+        applied.len(),
+        values.identity,
+        values.state_store
+    );
     Ok(())
 }
 
-/// The step before `byoc destroy` deletes the cloud: remove the sidecar while its cluster
-/// is still there. Without a named cluster it says so and skips.
-pub async fn before_destroy(kube: KubeTarget<'_>) -> Result<(), SidecarError> {
+/// The step before `byoc destroy` deletes the cloud: remove the sidecar (and so the load
+/// balancers its Services own) while its cluster is still there. Without a named cluster it
+/// says so and skips.
+pub async fn before_destroy(kube: KubeTarget<'_>, cloud: Cloud, graph: &Graph) -> Result<(), SidecarError> {
     if !kube.given() {
         println!("sidecar: not removed: no --kubeconfig or --context names the environment's cluster");
         return Ok(());
     }
     let client = crate::k8s::client(kube.kubeconfig, kube.context).await?;
-    let removed = remove(&client, &ordered()?).await?;
+    let removed = remove(&client, &ordered(cloud, graph)?).await?;
     for r in &removed {
         println!("sidecar: deleted {r}");
     }
@@ -336,18 +566,24 @@ fn api_for(client: &kube::Client, obj: &Value) -> Api<DynamicObject> {
 }
 
 /// Server-side applies `objects` (from [`render`]) in order, as field manager `byoc`,
-/// taking over fields another manager set (byoc owns these objects). Returns what was
-/// applied, as `Kind namespace/name`.
+/// taking over fields another manager set (byoc owns these objects). Returns what happened
+/// to each, as `created|updated|unchanged Kind namespace/name`: the API server keeps an
+/// object's resourceVersion when an apply changes nothing, so a rerun can say it wrote
+/// nothing.
 pub async fn install(client: &kube::Client, objects: &[Value]) -> Result<Vec<String>, SidecarError> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut done = Vec::new();
     for obj in objects {
-        api_for(client, obj).patch(name_of(obj), &params, &Patch::Apply(obj)).await.map_err(|source| SidecarError::Kube {
-            action: "applying",
-            object: describe(obj),
-            source,
-        })?;
-        done.push(describe(obj));
+        let api = api_for(client, obj);
+        let failed = |source| SidecarError::Kube { action: "applying", object: describe(obj), source };
+        let before = api.get_opt(name_of(obj)).await.map_err(failed)?.and_then(|o| o.metadata.resource_version);
+        let after = api.patch(name_of(obj), &params, &Patch::Apply(obj)).await.map_err(failed)?.metadata.resource_version;
+        let what = match before {
+            None => "created",
+            Some(rv) if Some(&rv) == after.as_ref() => "unchanged",
+            Some(_) => "updated",
+        };
+        done.push(format!("{what} {}", describe(obj)));
     }
     Ok(done)
 }
@@ -372,14 +608,27 @@ mod tests {
 
     fn outputs() -> SidecarOutputs {
         SidecarOutputs {
-            role_arn: "arn:aws:iam::123456789012:role/byoc-x-agent".into(),
+            cloud: Cloud::Aws,
+            identity: "arn:aws:iam::123456789012:role/byoc-x-agent".into(),
             state_store: "s3://st/reconciler".into(),
             environment: "envs/x".into(),
             agent_cidrs: vec!["10.1.0.0/19".parse().unwrap(), "10.1.32.0/19".parse().unwrap()],
             proxy_cidrs: vec!["10.1.0.0/16".parse().unwrap(), "203.0.113.0/24".parse().unwrap()],
-            vpc_cidr: "10.1.0.0/16".parse().unwrap(),
+            proxy_protocol_from: Some("10.1.0.0/16".parse().unwrap()),
+            service_annotations: BTreeMap::new(),
+            public_proxy: None,
+            attachments: Vec::new(),
             image: "registry.example/byoc:9".into(),
         }
+    }
+
+    /// The example environment of `cloud`, its graph and outputs as an apply writes them.
+    fn example(cloud: &str) -> (crate::spec::Specs, Graph) {
+        let dir = format!("{}/../examples/{cloud}", env!("CARGO_MANIFEST_DIR"));
+        let files = rwproxy::specfiles::read_dir(std::path::Path::new(&dir)).expect("example readable");
+        let specs = crate::spec::load::load(&dir, &files).unwrap_or_else(|e| panic!("{e:?}"));
+        let graph = crate::expand::expand(&specs);
+        (specs, graph)
     }
 
     #[test]
@@ -400,6 +649,7 @@ mod tests {
         assert!(config.contains("  environment: \"envs/x\"\n"), "{config}");
         let agent = objects.iter().find(|o| kind_of(o) == "NetworkPolicy" && name_of(o) == "byoc-agent").expect("policy");
         assert_eq!(agent["spec"]["ingress"][0]["from"][1]["ipBlock"]["cidr"], "10.1.32.0/19");
+        assert!(!objects.iter().any(|o| name_of(o) == PUBLIC_PROXY_SERVICE), "no publicProxy, no public Service");
     }
 
     #[test]
@@ -412,5 +662,112 @@ mod tests {
         other.state_store = "s3://other/reconciler".into();
         assert_ne!(digest(&outputs()), digest(&other));
         assert_eq!(digest(&outputs()), digest(&outputs()));
+    }
+
+    #[test]
+    fn every_clouds_overlay_renders_with_its_identity_state_store_and_no_placeholder_left() {
+        let mut outputs_by_id = BTreeMap::new();
+        outputs_by_id.insert(AGENT_ROLE_ID.to_owned(), "arn:aws:iam::123456789012:role/byoc-prod-use1-agent".to_owned());
+        outputs_by_id.insert(AGENT_IDENTITY_ID.to_owned(), "5f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b".to_owned());
+        for cloud in ["aws", "gcp", "azure"] {
+            let (specs, graph) = example(cloud);
+            let env = &specs.environment;
+            let values = SidecarOutputs::new(env, &graph, "examples/x", &outputs_by_id, "registry.example/byoc:9".into()).expect("values");
+            let objects = render(&values).expect("render");
+            let text = serde_json::to_string(&objects).expect("json");
+            // The overlays' example values: none may reach a cluster.
+            for placeholder in
+                ["111122223333", "example-project", "00000000-0000-0000-0000-000000000000", "byoc-prod-infra-state", ":latest"]
+            {
+                assert!(!text.contains(placeholder), "{cloud}: {placeholder} left in the rendering");
+            }
+            let sa = objects.iter().find(|o| kind_of(o) == "ServiceAccount").expect("sa");
+            assert_eq!(sa["metadata"]["annotations"][identity_annotation(env.cloud)], values.identity.as_str(), "{cloud}");
+            let config = objects.iter().find(|o| name_of(o).starts_with("byoc-config-")).expect("config")["data"]["reconciler.yaml"]
+                .as_str()
+                .expect("text")
+                .to_owned();
+            let line = format!("  stateStore: {{{}: \"{}\"}}\n", state_store_key(env.cloud), values.state_store);
+            assert!(config.contains(&line), "{cloud}: {config}");
+            // The state store the daemon is told is one the config loader accepts (the
+            // files the config names are the pod's, not here: those problems are expected).
+            let problems =
+                crate::run::config::parse("reconciler.yaml", &config, std::path::Path::new("/etc/byoc")).err().unwrap_or_default();
+            let store: Vec<_> = problems.iter().filter(|d| d.message.contains("stateStore")).collect();
+            assert!(store.is_empty(), "{cloud}: {store:?}");
+            let args = &objects.last().expect("deployment")["spec"]["template"]["spec"]["containers"][1]["args"];
+            let ppv2 = args.as_array().expect("args").iter().any(|a| a.as_str().is_some_and(|s| s.starts_with("--proxy-protocol-from=")));
+            assert_eq!(ppv2, env.cloud == Cloud::Aws, "{cloud}: only AWS's NLB sends PROXY headers");
+        }
+    }
+
+    #[test]
+    fn gcp_gets_a_service_attachment_per_internal_service_accepting_only_the_control_planes_projects() {
+        let (specs, graph) = example("gcp");
+        let env = &specs.environment;
+        let values = SidecarOutputs::new(env, &graph, "examples/gcp", &BTreeMap::new(), "i:1".into()).expect("values");
+        let objects = render(&values).expect("render");
+        let attachments: Vec<&Value> = objects.iter().filter(|o| kind_of(o) == "ServiceAttachment").collect();
+        assert_eq!(attachments.len(), 2);
+        let psc = crate::expand::names::gcp::compute(&env.name, crate::expand::gcp::PSC_SUBNET);
+        let mut services = Vec::new();
+        for a in attachments {
+            assert_eq!(a["spec"]["natSubnets"], json!([psc]));
+            assert_eq!(a["spec"]["connectionPreference"], "ACCEPT_MANUAL");
+            let projects: Vec<&str> =
+                a["spec"]["consumerAllowList"].as_array().expect("list").iter().filter_map(|c| c["project"].as_str()).collect();
+            assert_eq!(projects, env.control_plane_principals.iter().map(String::as_str).collect::<Vec<_>>());
+            services.push(a["spec"]["resourceRef"]["name"].as_str().expect("service").to_owned());
+        }
+        services.sort();
+        assert_eq!(services, ["byoc-agent", "rwproxy"]);
+        // Applied after the Services they publish.
+        let position = |k: &str| objects.iter().position(|o| kind_of(o) == k).expect("kind");
+        assert!(position("Service") < position("ServiceAttachment"));
+        // The agent port is reached through PSC: from its NAT subnet only.
+        let agent = objects.iter().find(|o| kind_of(o) == "NetworkPolicy" && name_of(o) == "byoc-agent").expect("policy");
+        assert_eq!(agent["spec"]["ingress"][0]["from"], ip_blocks(&[env.network.private_service_connect.expect("psc")]));
+    }
+
+    #[test]
+    fn azure_services_carry_the_graphs_private_link_annotations() {
+        let (specs, graph) = example("azure");
+        let env = &specs.environment;
+        let mut outputs = BTreeMap::new();
+        outputs.insert(AGENT_IDENTITY_ID.to_owned(), "5f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b".to_owned());
+        let values = SidecarOutputs::new(env, &graph, "examples/azure", &outputs, "i:1".into()).expect("values");
+        let objects = render(&values).expect("render");
+        for service in ["byoc-agent", "rwproxy"] {
+            let s = objects.iter().find(|o| kind_of(o) == "Service" && name_of(o) == service).expect("service");
+            let a = &s["metadata"]["annotations"];
+            assert_eq!(a["service.beta.kubernetes.io/azure-pls-create"], "true", "{service}");
+            assert_eq!(a["service.beta.kubernetes.io/azure-pls-visibility"], env.control_plane_principals.join(" ").as_str());
+            assert_eq!(a["service.beta.kubernetes.io/azure-pls-auto-approval"], env.control_plane_principals.join(" ").as_str());
+            assert!(a["service.beta.kubernetes.io/azure-pls-name"].as_str().expect("name").starts_with(&format!("byoc-{}", env.name)));
+        }
+        let mut without = outputs.clone();
+        without.remove(AGENT_IDENTITY_ID);
+        let e = SidecarOutputs::new(env, &graph, "examples/azure", &without, "i:1".into()).expect_err("no client id");
+        assert!(e.to_string().contains(AGENT_IDENTITY_ID), "{e}");
+    }
+
+    #[test]
+    fn the_public_proxy_service_comes_and_goes_with_the_spec() {
+        for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
+            let mut values = outputs();
+            values.cloud = cloud;
+            values.proxy_protocol_from = (cloud == Cloud::Aws).then_some(values.proxy_protocol_from).flatten();
+            values.public_proxy = Some(vec!["198.51.100.0/24".parse().unwrap()]);
+            let objects = render(&values).expect("render");
+            let public = objects.iter().find(|o| name_of(o) == PUBLIC_PROXY_SERVICE).expect("public service");
+            assert_eq!(public["spec"]["loadBalancerSourceRanges"], json!(["198.51.100.0/24"]));
+            assert_eq!(public["spec"]["type"], "LoadBalancer");
+            let internal =
+                public["metadata"]["annotations"].as_object().into_iter().flatten().any(|(_, v)| v == "internal" || v == "Internal");
+            assert!(!internal, "{cloud:?}: the public Service is not internal");
+            // destroy removes it whether or not the spec has one now.
+            let (_, graph) = example("aws");
+            assert!(ordered(cloud, &graph).expect("ordered").iter().any(|o| name_of(o) == PUBLIC_PROXY_SERVICE));
+        }
     }
 }

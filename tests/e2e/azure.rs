@@ -592,3 +592,458 @@ fn azure_killed_after_a_step_a_rerun_completes_with_exactly_one_of_each() {
     }
     assert!(waited_out > 0, "some rerun met a resource still provisioning and waited it out");
 }
+
+/// Acceptance 1's last step: after `byoc apply` on the fake, `byoc clusters` against the
+/// Kubernetes double annotates each cluster's service account with the client id the fake
+/// assigned to that cluster's identity (read back from the fake), labels its pods for the
+/// workload-identity webhook, and names the cluster whose identity is missing from the
+/// cloud outputs.
+#[test]
+fn azure_clusters_annotates_each_service_account_with_the_client_id_azure_assigned() {
+    use byoc::k8s::objects::ObjectKind;
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    // The double's client and server are tokio services: made inside the runtime.
+    let _entered = rt.enter();
+    let d = crate::kube::support::double();
+    let client = d.client();
+    let (addr, _server, _operator) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        (addr, d.serve(listener), crate::kube::support::operator(&client))
+    });
+    a.repo.write("kubeconfig", &kube_double::kubeconfig(&format!("http://{addr}")));
+    let clusters = || {
+        byoc_env(
+            a.repo.path(),
+            &[
+                "clusters",
+                "--env",
+                "examples/azure",
+                "--state-dir",
+                "state",
+                "--kubeconfig",
+                "kubeconfig",
+                "--health-timeout",
+                "20",
+                "--poll-interval",
+                "0.1",
+            ],
+            &[],
+        )
+    };
+    ok(&clusters());
+    for cluster in ["analytics", "ingest"] {
+        let ns = format!("rw-{cluster}");
+        let (_, identity) = a
+            .of_type("microsoft.managedidentity/userassignedidentities")
+            .into_iter()
+            .find(|(id, _)| id.ends_with(&format!("/byoc-prod-eus2-{ns}")))
+            .unwrap_or_else(|| panic!("the fake holds {ns}'s identity"));
+        let client_id = identity["properties"]["clientId"].as_str().expect("the fake assigned a client id").to_owned();
+        let sa = rt
+            .block_on(crate::kube::support::get(&client, ObjectKind::ServiceAccount, Some(&ns), &ns))
+            .unwrap_or_else(|| panic!("service account {ns}/{ns}"));
+        assert_eq!(sa["metadata"]["annotations"]["azure.workload.identity/client-id"].as_str(), Some(client_id.as_str()), "{sa}");
+        let rw = rt.block_on(crate::kube::support::get(&client, ObjectKind::RisingWave, Some(&ns), cluster)).expect("RisingWave");
+        for component in ["meta", "frontend", "compute", "compactor"] {
+            let labels = &rw["spec"]["components"][component]["nodeGroups"][0]["template"]["metadata"]["labels"];
+            assert_eq!(labels["azure.workload.identity/use"], json!("true"), "{component} of {cluster}: {labels}");
+        }
+    }
+
+    // An identity missing from cloud-outputs.json: the error names the cluster.
+    let mut outputs: Value = serde_json::from_str(&a.repo.read("state/cloud-outputs.json")).expect("cloud outputs");
+    outputs.as_object_mut().expect("object").remove("azure.managed-identity/rw-ingest").expect("ingest's client id was there");
+    a.repo.write("state/cloud-outputs.json", &serde_json::to_string_pretty(&outputs).expect("json"));
+    let missing = clusters();
+    assert_ne!(missing.code, 0, "{}", missing.stdout);
+    assert!(
+        missing.stderr.contains("cluster \"ingest\"") && missing.stderr.contains("azure.managed-identity/rw-ingest"),
+        "the error names the cluster and its identity:\n{}",
+        missing.stderr
+    );
+}
+
+/// The storage accounts take no public traffic, so pods reach them through their private
+/// endpoints only if the accounts' names resolve there: the blob private DNS zone, linked
+/// to the VNet, holding each endpoint through its zone group. Made once, untouched by a
+/// second apply, removed by destroy (which keeps the accounts).
+#[test]
+fn azure_the_blob_private_dns_zone_is_linked_to_the_vnet_and_names_each_endpoint_and_destroy_removes_them() {
+    let a = Azure::new(options());
+    ok(&a.apply());
+    let zones = a.of_type("microsoft.network/privatednszones");
+    assert_eq!(zones.len(), 1, "{zones:?}");
+    let (_, zone) = &zones[0];
+    assert_eq!((zone["name"].as_str(), zone["location"].as_str()), (Some("privatelink.blob.core.windows.net"), Some("global")));
+    assert_eq!(zone["tags"]["byoc-environment"], json!("prod-eus2"), "the zone carries the ownership tags: {zone}");
+    let zone_id = zone["id"].as_str().expect("zone id");
+    let links = a.of_type("microsoft.network/privatednszones/virtualnetworklinks");
+    assert_eq!(links.len(), 1, "{links:?}");
+    let (_, vnet) = a.of_type("microsoft.network/virtualnetworks").remove(0);
+    assert_eq!(links[0].1["properties"]["virtualNetwork"]["id"], vnet["id"], "linked to the environment's VNet");
+    assert_eq!(links[0].1["properties"]["registrationEnabled"], json!(false));
+    assert_eq!(links[0].1["tags"]["byoc-environment"], json!("prod-eus2"));
+    let groups = a.of_type("microsoft.network/privateendpoints/privatednszonegroups");
+    let endpoints: Vec<String> = a.of_type("microsoft.network/privateendpoints").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(groups.len(), endpoints.len(), "one zone group per endpoint: {groups:?}");
+    for endpoint in &endpoints {
+        let (_, group) = groups
+            .iter()
+            .find(|(id, _)| id.starts_with(&format!("{endpoint}/privatednszonegroups/")))
+            .unwrap_or_else(|| panic!("{endpoint} has a zone group"));
+        let configs = group["properties"]["privateDnsZoneConfigs"].as_array().expect("configs");
+        assert_eq!(configs.len(), 1, "{group}");
+        assert_eq!(configs[0]["properties"]["privateDnsZoneId"].as_str(), Some(zone_id), "{group}");
+    }
+    let puts = |fragment: &str| a.double.writes().iter().filter(|w| w.starts_with("PUT ") && w.contains(fragment)).count();
+    let zone_puts = a
+        .double
+        .writes()
+        .iter()
+        .filter(|w| w.starts_with("PUT ") && w.ends_with("/privateDnsZones/privatelink.blob.core.windows.net"))
+        .count();
+    assert_eq!(
+        (zone_puts, puts("/virtualNetworkLinks/"), puts("/privateDnsZoneGroups/")),
+        (1, 1, 2),
+        "each written once: {:#?}",
+        a.double.writes()
+    );
+
+    let writes = a.double.writes();
+    let second = a.apply();
+    assert!(summary(ok(&second)).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", second.stdout);
+    assert_eq!(mutating(&a.double.writes()), mutating(&writes), "a no-op apply writes nothing");
+
+    ok(&a.run("destroy", &[]));
+    for t in [
+        "microsoft.network/privatednszones",
+        "microsoft.network/privatednszones/virtualnetworklinks",
+        "microsoft.network/privateendpoints/privatednszonegroups",
+        "microsoft.network/privateendpoints",
+    ] {
+        assert_eq!(a.of_type(t).len(), 0, "{t} removed by destroy");
+    }
+    assert_eq!(a.of_type("microsoft.storage/storageaccounts").len(), 2, "the accounts stay without --delete-data");
+}
+
+/// The daemon's pass authenticated as the agent's own identity (a federated token whose
+/// issuer and subject its federated credential trusts, as AKS's webhook mounts it) and
+/// judged by the fake by the actions of the roles assigned to that identity: with one of
+/// them removed the pass fails naming the action it lacked; with exactly the roles of
+/// `policies/azure/agent.json` it makes the new cluster's identity, credential and role.
+#[test]
+fn azure_the_daemons_pass_runs_with_exactly_the_agents_roles_and_fails_naming_the_action_without_one() {
+    use base64::Engine as _;
+    let mut a = Azure::new(options());
+    ok(&a.apply());
+    let text = a
+        .repo
+        .read("examples/azure/clusters/ingest.yaml")
+        .replace("name: ingest", "name: reporting")
+        .replace("prefix: ingest", "prefix: reporting");
+    a.repo.write("examples/azure/clusters/reporting.yaml", &text);
+    a.repo.commit("reporting");
+
+    // The agent's identity and what its federated credential trusts, read from the fake.
+    let (agent_id, agent) = a
+        .of_type("microsoft.managedidentity/userassignedidentities")
+        .into_iter()
+        .find(|(id, _)| id.ends_with("/byoc-prod-eus2-agent"))
+        .expect("the agent's identity");
+    let client_id = agent["properties"]["clientId"].as_str().expect("client id").to_owned();
+    let principal = agent["properties"]["principalId"].as_str().expect("principal id").to_owned();
+    let (_, fc) = a
+        .of_type("microsoft.managedidentity/userassignedidentities/federatedidentitycredentials")
+        .into_iter()
+        .find(|(id, _)| id.starts_with(&format!("{agent_id}/")))
+        .expect("the agent's federated credential");
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 3600;
+    let sa_token = format!(
+        "{}.{}.c2ln",
+        b64(&json!({"alg": "RS256", "kid": "aks"})),
+        b64(
+            &json!({"iss": fc["properties"]["issuer"], "sub": fc["properties"]["subject"], "aud": ["api://AzureADTokenExchange"], "exp": exp})
+        )
+    );
+    a.repo.write("sa-token", &sa_token);
+    let credential = byoc::cloud::azure::Credential::Federated {
+        tenant: a.tenant.clone(),
+        client_id: client_id.clone(),
+        token_file: a.repo.path().join("sa-token"),
+    };
+    let endpoint = byoc::cloud::azure::Endpoint { url: Some(a.double.url()), extra_ca_pem: Some(a.double.ca_pem()) };
+    let dir = a.repo.path().join("examples/azure");
+    let files = rwproxy::specfiles::read_dir(&dir).expect("specs readable");
+    let specs = byoc::spec::load::load(&dir.to_string_lossy(), &files).unwrap_or_else(|e| panic!("{e:?}"));
+    let store = byoc::state::LocalDir::new(a.repo.path().join("state")).expect("state dir");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let pass = || {
+        rt.block_on(byoc::run::identity::azure_pass(
+            &store,
+            &specs,
+            &endpoint,
+            &credential,
+            "main@sha1:test",
+            byoc::run::identity::Pass::Converge,
+        ))
+        .expect("the pass runs")
+    };
+
+    // The agent's assignments are exactly the policy's roles.
+    let roles: std::collections::BTreeMap<&str, &str> = arm_double::ROLE_DEFINITIONS.iter().copied().collect();
+    let agents: Vec<(String, Value)> = a
+        .of_type("microsoft.authorization/roleassignments")
+        .into_iter()
+        .filter(|(_, ra)| ra["properties"]["principalId"].as_str() == Some(principal.as_str()))
+        .collect();
+    let mut held: Vec<String> = agents
+        .iter()
+        .map(|(_, ra)| {
+            let guid = ra["properties"]["roleDefinitionId"].as_str().expect("role").rsplit('/').next().expect("guid");
+            roles.get(guid).copied().unwrap_or(guid).to_owned()
+        })
+        .collect();
+    held.sort();
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::support::project_root().join("policies/azure/agent.json")).expect("agent policy"),
+    )
+    .expect("json");
+    let mut want: Vec<String> =
+        policy["permissions"].as_array().expect("permissions").iter().map(|p| p.as_str().expect("str").to_owned()).collect();
+    want.sort();
+    assert_eq!(held, want, "the agent holds exactly the policy's roles");
+
+    // Without Managed Identity Contributor the pass cannot make the cluster's identity.
+    let (mic_id, mic) = agents
+        .iter()
+        .find(|(_, ra)| ra["properties"]["roleDefinitionId"].as_str().is_some_and(|r| r.ends_with("e40ec5ca-96e0-45a2-b4ff-59039f2c2b59")))
+        .cloned()
+        .expect("the agent's Managed Identity Contributor");
+    delete(&a, &mic_id);
+    let before = mutating(&a.double.writes()).len();
+    let refused = pass();
+    let failure = format!("{:?}", refused.failed.expect("the pass fails without the role"));
+    assert!(
+        failure.contains("AuthorizationFailed")
+            && failure.contains("Microsoft.ManagedIdentity/userAssignedIdentities/write")
+            && failure.contains(&principal),
+        "the failure names the action and the agent: {failure}"
+    );
+    assert_eq!(mutating(&a.double.writes()).len(), before, "nothing was written as the agent");
+
+    // The role back (as the administrator), the same pass succeeds.
+    let p = &mic["properties"];
+    let scope = p["scope"].as_str().expect("scope");
+    a.arm_put(
+        &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{}", mic["name"].as_str().expect("name")),
+        "2022-04-01",
+        &json!({"properties": {"roleDefinitionId": p["roleDefinitionId"], "principalId": p["principalId"], "principalType": "ServicePrincipal", "description": p["description"]}}),
+    );
+    let report = pass();
+    assert!(report.failed.is_none(), "{:?}", report.failed);
+    assert_eq!(report.done, 3, "the identity, its federated credential and its data role");
+    assert!(
+        a.of_type("microsoft.managedidentity/userassignedidentities").iter().any(|(id, _)| id.ends_with("-rw-reporting")),
+        "made as the agent"
+    );
+}
+
+/// The Kubernetes double served over HTTP for the real binary, with the stand-in operator,
+/// on a runtime of its own (the test thread runs the binary); its kubeconfig is written into
+/// the repository as `kubeconfig`.
+struct Kube {
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    _server: tokio::task::JoinHandle<()>,
+    _operator: crate::kube::support::Operator,
+}
+
+impl Kube {
+    fn new(a: &Azure) -> Kube {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let (client, addr, server, operator) = rt.block_on(async {
+            let d = crate::kube::support::double();
+            let client = d.client();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = d.serve(listener);
+            let operator = crate::kube::support::operator(&client);
+            (client, addr, server, operator)
+        });
+        a.repo.write("kubeconfig", &kube_double::kubeconfig(&format!("http://{addr}")));
+        Kube { rt, client, _server: server, _operator: operator }
+    }
+
+    fn get(&self, kind: &kube::discovery::ApiResource, ns: &str, name: &str) -> Option<Value> {
+        let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(self.client.clone(), ns, kind);
+        self.rt.block_on(api.get_opt(name)).expect("get").map(|o| serde_json::to_value(o).expect("json"))
+    }
+
+    /// Every object of the kinds byoc applies, as `kind ns/name` -> its resourceVersion
+    /// (which the API server moves only when the object changes).
+    fn versions(&self) -> std::collections::BTreeMap<String, String> {
+        self.objects().into_iter().map(|(k, v)| (k, v["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned())).collect()
+    }
+
+    /// Every object of the kinds byoc applies, as `kind ns/name` -> the object.
+    fn objects(&self) -> std::collections::BTreeMap<String, Value> {
+        use k8s_openapi::api::{apps, core, networking, policy, rbac};
+        let kinds = [
+            kube::discovery::ApiResource::erase::<core::v1::Namespace>(&()),
+            kube::discovery::ApiResource::erase::<core::v1::ServiceAccount>(&()),
+            kube::discovery::ApiResource::erase::<core::v1::Service>(&()),
+            kube::discovery::ApiResource::erase::<core::v1::ConfigMap>(&()),
+            kube::discovery::ApiResource::erase::<apps::v1::Deployment>(&()),
+            kube::discovery::ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
+            kube::discovery::ApiResource::erase::<policy::v1::PodDisruptionBudget>(&()),
+            kube::discovery::ApiResource::erase::<rbac::v1::Role>(&()),
+            kube::discovery::ApiResource::erase::<rbac::v1::RoleBinding>(&()),
+            kube::discovery::ApiResource::erase::<rbac::v1::ClusterRole>(&()),
+            kube::discovery::ApiResource::erase::<rbac::v1::ClusterRoleBinding>(&()),
+            byoc::k8s::objects::ObjectKind::RisingWave.api_resource(),
+        ];
+        let mut out = std::collections::BTreeMap::new();
+        for kind in kinds {
+            let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(self.client.clone(), &kind);
+            for o in self.rt.block_on(api.list(&Default::default())).expect("list").items {
+                let key = format!(
+                    "{} {}/{}",
+                    kind.kind,
+                    o.metadata.namespace.clone().unwrap_or_default(),
+                    o.metadata.name.clone().unwrap_or_default()
+                );
+                out.insert(key, serde_json::to_value(o).expect("json"));
+            }
+        }
+        out
+    }
+}
+
+impl Azure {
+    /// `byoc apply` of the cloud and then Kubernetes: the sidecar and the clusters.
+    fn apply_with_kube(&self) -> Run {
+        let url = self.double.url();
+        let mut args = self.args("apply", &url);
+        args.extend_from_slice(&["--kubeconfig", "kubeconfig", "--health-timeout", "30"]);
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        byoc_env(self.repo.path(), &args, &env)
+    }
+}
+
+const SERVICE: fn() -> kube::discovery::ApiResource = || kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
+
+/// `byoc apply` with a kubeconfig installs the Azure sidecar: its service account names the
+/// client id the fake gave the agent's identity, and the agent's and proxy's Services carry
+/// the Private Link annotations of the graph, visible to and auto-approved for the spec's
+/// control-plane subscriptions (two here, unlike the overlay's example); a second apply
+/// changes nothing in the fake or in Kubernetes.
+#[test]
+fn azure_apply_installs_the_sidecar_with_the_agents_client_id_and_private_link_for_the_control_plane() {
+    let mut a = Azure::new(options());
+    let subscriptions = "11111111-2222-4333-8444-555555555555 66666666-7777-4888-9999-aaaaaaaaaaaa";
+    a.repo.edit(
+        "examples/azure/environment.yaml",
+        "principals: [9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d]",
+        "principals: [11111111-2222-4333-8444-555555555555, 66666666-7777-4888-9999-aaaaaaaaaaaa]",
+    );
+    a.repo.commit("two control-plane subscriptions");
+    let k = Kube::new(&a);
+    let first = a.apply_with_kube();
+    ok(&first);
+    assert!(first.stdout.contains("sidecar: "), "{}", first.stdout);
+
+    let (_, agent) = a
+        .of_type("microsoft.managedidentity/userassignedidentities")
+        .into_iter()
+        .find(|(id, _)| id.ends_with("/byoc-prod-eus2-agent"))
+        .expect("the agent's identity");
+    let client_id = agent["properties"]["clientId"].as_str().expect("client id");
+    let sa = k
+        .get(
+            &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::ServiceAccount>(&()),
+            byoc::expand::AGENT_NAMESPACE,
+            byoc::expand::AGENT_SERVICE_ACCOUNT,
+        )
+        .expect("the sidecar's service account");
+    assert_eq!(sa["metadata"]["annotations"]["azure.workload.identity/client-id"].as_str(), Some(client_id), "{sa}");
+
+    for (role, service) in [("agent", byoc::expand::AGENT_SERVICE), ("proxy", byoc::expand::PROXY_SERVICE)] {
+        let svc = k.get(&SERVICE(), byoc::expand::AGENT_NAMESPACE, service).unwrap_or_else(|| panic!("Service {service}"));
+        let an = &svc["metadata"]["annotations"];
+        assert_eq!(an["service.beta.kubernetes.io/azure-load-balancer-internal"], json!("true"), "{service}: {an}");
+        assert_eq!(an["service.beta.kubernetes.io/azure-pls-create"], json!("true"), "{service}: {an}");
+        assert_eq!(an["service.beta.kubernetes.io/azure-pls-name"], json!(format!("byoc-prod-eus2-{role}")), "{service}: {an}");
+        assert_eq!(an["service.beta.kubernetes.io/azure-pls-visibility"], json!(subscriptions), "{service}: {an}");
+        assert_eq!(an["service.beta.kubernetes.io/azure-pls-auto-approval"], json!(subscriptions), "{service}: {an}");
+    }
+
+    let fake = a.double.snapshot();
+    let writes = mutating(&a.double.writes()).len();
+    let versions = k.versions();
+    let second = a.apply_with_kube();
+    ok(&second);
+    assert!(second.stdout.contains(" 0 changed"), "{}", second.stdout);
+    assert_eq!(mutating(&a.double.writes()).len(), writes, "the second apply writes nothing to ARM");
+    assert_eq!(a.double.snapshot(), fake);
+    assert_eq!(k.versions(), versions, "the second apply changes nothing in Kubernetes");
+}
+
+/// Acceptance 2: dropping `publicProxy` removes the `rwproxy-public` Service and the NSG's
+/// rule for its CIDRs, and nothing else in ARM; in Kubernetes the only other change is the
+/// proxy's NetworkPolicy no longer admitting those CIDRs.
+#[test]
+fn azure_dropping_the_public_proxy_removes_only_its_service_and_its_nsg_rule() {
+    let mut a = Azure::new(options());
+    let k = Kube::new(&a);
+    ok(&a.apply_with_kube());
+    assert!(k.get(&SERVICE(), byoc::expand::AGENT_NAMESPACE, "rwproxy-public").is_some(), "the public proxy's Service");
+    let fake = a.double.snapshot();
+    let objects = k.objects();
+    let versions = k.versions();
+    let writes = mutating(&a.double.writes()).len();
+
+    a.repo.edit("examples/azure/environment.yaml", "  exposure:\n    proxy:\n      public:\n        allowedCidrs: [198.51.100.0/24]\n", "");
+    a.repo.commit("no public proxy");
+    let dropped = a.apply_with_kube();
+    ok(&dropped);
+
+    // ARM: one write, the NSG without the public rule.
+    let new: Vec<String> = mutating(&a.double.writes()).into_iter().skip(writes).cloned().collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(new[0].starts_with("PUT ") && new[0].contains("/networkSecurityGroups/"), "{new:?}");
+    let after = a.double.snapshot();
+    let (before_map, after_map) = (fake.as_object().expect("map"), after.as_object().expect("map"));
+    assert_eq!(before_map.keys().collect::<Vec<_>>(), after_map.keys().collect::<Vec<_>>(), "nothing made or deleted in ARM");
+    for (id, v) in before_map {
+        if id.contains("/networksecuritygroups/") {
+            let sources: Vec<&str> = after_map[id]["properties"]["securityRules"]
+                .as_array()
+                .expect("rules")
+                .iter()
+                .filter_map(|r| r["properties"]["sourceAddressPrefix"].as_str())
+                .collect();
+            assert!(!sources.contains(&"198.51.100.0/24"), "the public rule is gone: {sources:?}");
+        } else {
+            assert_eq!(&after_map[id], v, "{id} unchanged");
+        }
+    }
+
+    // Kubernetes: the Service gone; the proxy's NetworkPolicy narrowed; nothing else.
+    let now = k.objects();
+    let now_versions = k.versions();
+    let gone: Vec<&String> = objects.keys().filter(|key| !now.contains_key(*key)).collect();
+    assert_eq!(gone, vec![&format!("Service {}/rwproxy-public", byoc::expand::AGENT_NAMESPACE)], "{gone:?}");
+    assert_eq!(now.len() + 1, objects.len(), "nothing made in Kubernetes");
+    let changed: Vec<&String> = now_versions.keys().filter(|key| versions.get(*key) != now_versions.get(*key)).collect();
+    assert_eq!(changed.len(), 1, "the proxy's NetworkPolicy, nothing else: {changed:?}");
+    for key in &changed {
+        assert!(key.starts_with("NetworkPolicy "), "only a NetworkPolicy may change besides: {key}");
+        assert!(serde_json::to_string(&objects[*key]).expect("json").contains("198.51.100.0/24"), "{key} admitted the public CIDRs");
+        assert!(!serde_json::to_string(&now[*key]).expect("json").contains("198.51.100.0/24"), "{key} no longer admits them");
+    }
+}

@@ -11,18 +11,27 @@ use serde_json::Value;
 use crate::aws::example_repo;
 use crate::manifests::{config_in, kustomize};
 use crate::state_s3::MOTO_ENV;
+use byoc::resource::Graph;
+use byoc::spec::Cloud;
+
 use crate::support::{byoc_env, project_root};
 
 #[test]
-fn the_embedded_rendering_is_what_kubectl_kustomize_renders_from_the_aws_overlay() {
-    let live = kustomize(&project_root().join("manifests/overlays/aws"));
-    let embedded = byoc::sidecar::embedded().expect("embedded manifests parse");
-    assert_eq!(embedded, live, "manifests/rendered/aws.yaml is stale: regenerate it with `kubectl kustomize manifests/overlays/aws`");
+fn the_embedded_renderings_are_what_kubectl_kustomize_renders_from_each_clouds_overlay() {
+    for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
+        let name = cloud.as_str();
+        let live = kustomize(&project_root().join(format!("manifests/overlays/{name}")));
+        let embedded = byoc::sidecar::embedded(cloud).expect("embedded manifests parse");
+        assert_eq!(
+            embedded, live,
+            "manifests/rendered/{name}.yaml is stale: regenerate it with `kubectl kustomize manifests/overlays/{name}`"
+        );
+    }
 }
 
 #[test]
 fn the_service_account_is_the_one_the_agent_role_trusts() {
-    let objects = byoc::sidecar::ordered().expect("embedded");
+    let objects = byoc::sidecar::ordered(Cloud::Aws, &Graph::default()).expect("embedded");
     let sa = objects.iter().find(|o| o["kind"] == "ServiceAccount").expect("service account");
     assert_eq!(sa["metadata"]["name"], byoc::expand::AGENT_SERVICE_ACCOUNT);
     assert_eq!(sa["metadata"]["namespace"], byoc::expand::AGENT_NAMESPACE);
@@ -113,10 +122,10 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
     assert!(applied.stdout.contains("action(s) to prod-use1"), "{}", applied.stdout);
 
-    let objects = byoc::sidecar::ordered().expect("embedded");
-    // Namespace, ServiceAccount, 2 roles, 2 bindings, 2 ConfigMaps, 2 Services,
-    // 4 NetworkPolicies, the PDB and the Deployment.
-    assert_eq!(objects.len(), 16);
+    let objects = byoc::sidecar::ordered(Cloud::Aws, &Graph::default()).expect("embedded");
+    // Namespace, ServiceAccount, 2 roles, 2 bindings, 2 ConfigMaps, 3 Services (the
+    // example has a public proxy), 4 NetworkPolicies, the PDB and the Deployment.
+    assert_eq!(objects.len(), 17);
     for obj in &objects {
         assert!(held(&client, obj).await.is_some(), "{} is in the double after apply", byoc::sidecar::describe(obj));
     }
@@ -129,10 +138,10 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     };
     let patches: Vec<String> =
         d.writes().iter().filter(|r| r.method == http::Method::PATCH && sidecar_uri(&r.uri)).map(|r| r.uri.clone()).collect();
-    assert_eq!(patches.len(), 16, "{patches:#?}");
+    assert_eq!(patches.len(), 17, "{patches:#?}");
     assert!(patches.iter().all(|u| u.contains("fieldManager=byoc") && u.contains("force=true")), "{patches:#?}");
     assert!(patches[0].starts_with("/api/v1/namespaces/byoc-system?"), "{patches:#?}");
-    assert!(patches[15].starts_with("/apis/apps/v1/namespaces/byoc-system/deployments/byoc?"), "{patches:#?}");
+    assert!(patches[16].starts_with("/apis/apps/v1/namespaces/byoc-system/deployments/byoc?"), "{patches:#?}");
 
     let find =
         |kind: &str, name: &str| objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name).expect("object").clone();
@@ -208,7 +217,8 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     d.clear_requests();
     let again = run("apply", vec!["--sidecar-image".into(), "registry.test/byoc:1.2.3".into()]).await.expect("join");
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
-    assert!(again.stdout.contains("sidecar: 16 object(s) applied"), "{}", again.stdout);
+    assert!(again.stdout.contains("sidecar: 17 object(s), 0 changed"), "{}", again.stdout);
+    assert!(!again.stdout.contains("sidecar: updated") && !again.stdout.contains("sidecar: created"), "{}", again.stdout);
     let after = held(&client, &find("Deployment", "byoc")).await.expect("deployment");
     assert_eq!(after["metadata"]["generation"], deployment["metadata"]["generation"], "re-applying the same objects changes nothing");
 
@@ -217,7 +227,7 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     let destroyed = run("destroy", vec![]).await.expect("join");
     assert_eq!(destroyed.code, 0, "{}\n{}", destroyed.stdout, destroyed.stderr);
     let deletes = d.writes().iter().filter(|r| r.method == http::Method::DELETE).count();
-    assert_eq!(deletes, 16, "{:?}", d.writes());
+    assert_eq!(deletes, 17, "{:?}", d.writes());
     let lines: Vec<&str> = destroyed.stdout.lines().collect();
     let last_sidecar = lines.iter().rposition(|l| l.starts_with("sidecar: deleted ")).expect("sidecar deletions reported");
     let eks =
@@ -245,12 +255,16 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
 #[test]
 fn filling_in_gives_what_kustomize_gives_with_the_same_values_in_an_overlay() {
     let outputs = byoc::sidecar::SidecarOutputs {
-        role_arn: "arn:aws:iam::123456789012:role/byoc-t-agent".into(),
+        cloud: Cloud::Aws,
+        identity: "arn:aws:iam::123456789012:role/byoc-t-agent".into(),
         state_store: "s3://t-state/reconciler".into(),
         environment: "envs/t".into(),
         agent_cidrs: vec!["10.9.0.0/19".parse().expect("cidr"), "10.9.32.0/19".parse().expect("cidr")],
         proxy_cidrs: vec!["10.9.0.0/16".parse().expect("cidr"), "198.51.100.0/24".parse().expect("cidr")],
-        vpc_cidr: "10.9.0.0/16".parse().expect("cidr"),
+        proxy_protocol_from: Some("10.9.0.0/16".parse().expect("cidr")),
+        service_annotations: Default::default(),
+        public_proxy: None,
+        attachments: Vec::new(),
         image: "registry.test/byoc:7".into(),
     };
     let dir = tempfile::tempdir().expect("tempdir");

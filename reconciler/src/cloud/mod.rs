@@ -230,7 +230,9 @@ pub const DELETE_ORDER: &[Kind] = &[
     // Azure: what AKS made from the Services (nothing to call), role assignments and
     // federated credentials before their identities, pools before their cluster, private
     // endpoints and containers before their accounts, the cluster before the subnets it
-    // uses, subnets before the NSG, NAT gateway and VNet, the group last.
+    // uses, subnets before the NSG, NAT gateway and VNet, the group last. A private
+    // endpoint's DNS zone group goes before the endpoint; the zone's VNet link before the
+    // zone and the VNet it names.
     Kind::AzurePrivateLinkService,
     Kind::AzureLoadBalancer,
     Kind::AzureRoleAssignment,
@@ -238,7 +240,10 @@ pub const DELETE_ORDER: &[Kind] = &[
     Kind::AzureNodePool,
     Kind::AzureAksCluster,
     Kind::AzureManagedIdentity,
+    Kind::AzurePrivateDnsZoneGroup,
     Kind::AzurePrivateEndpoint,
+    Kind::AzurePrivateDnsZoneLink,
+    Kind::AzurePrivateDnsZone,
     Kind::AzureBlobContainer,
     Kind::AzureStorageAccount,
     Kind::AzureSubnet,

@@ -493,7 +493,9 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             .ok_or_else(|| anyhow::anyhow!("no state store: give --state-dir, --state-s3, --state-gcs or --state-azblob"))?;
         // What observe must look for by name where the cloud cannot list by ownership.
         let (inventory, _) = apply::load_inventory(store.as_ref()).await?;
-        let desired = crate::cloud::cloud_part(&crate::expand::expand(&loaded.specs));
+        // The whole graph: the sidecar's load-balancer objects come from its in-cluster part.
+        let full = crate::expand::expand(&loaded.specs);
+        let desired = crate::cloud::cloud_part(&full);
         let cloud = match Provider::connect(env, args, request.poll_interval, &desired, &inventory).await {
             Ok(c) => c,
             Err(e) => {
@@ -609,7 +611,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             println!("nothing to do: the account matches {}", options.revision);
             live.cloud.release().await?;
             if let Mode::Apply { sidecar_image, .. } = request.mode {
-                return sidecar_after_apply(&cloud, client.as_ref(), sidecar_image, env, request.env, &store).await;
+                return sidecar_after_apply(client.as_ref(), &full, sidecar_image, env, request.env, &store).await;
             }
             return Ok(EXIT_OK);
         }
@@ -659,7 +661,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         }
         // The sidecar goes while its cluster is still there to delete it from.
         if let Mode::Destroy { sidecar, .. } = request.mode
-            && let Err(e) = crate::sidecar::before_destroy(sidecar).await
+            && let Err(e) = crate::sidecar::before_destroy(sidecar, env.cloud, &full).await
         {
             logging::error(&format!("{e:#}\n  nothing was deleted in the cloud; without --kubeconfig/--context destroy skips the sidecar"));
             live.cloud.release().await?;
@@ -686,7 +688,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             live.cloud.release().await?;
         }
         if let Mode::Apply { sidecar_image, .. } = request.mode
-            && sidecar_after_apply(&cloud, client.as_ref(), sidecar_image, env, request.env, &store).await? != EXIT_OK
+            && sidecar_after_apply(client.as_ref(), &full, sidecar_image, env, request.env, &store).await? != EXIT_OK
         {
             return Ok(EXIT_ERROR);
         }
@@ -714,21 +716,16 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
 
 /// Installs the sidecar with the outputs the cloud apply wrote.
 async fn sidecar_after_apply(
-    cloud: &Provider,
     client: Option<&kube::Client>,
+    graph: &crate::resource::Graph,
     image: Option<&str>,
     env: &crate::spec::Environment,
     env_dir: &str,
     store: &(impl crate::state::StateStore + ?Sized),
 ) -> anyhow::Result<u8> {
-    // The sidecar's manifests and outputs are AWS's so far (IRSA role, S3 state).
-    if let (Provider::Gcp(_) | Provider::Azure(_), Some(_)) = (cloud, client) {
-        println!("sidecar: not installed: the sidecar install on {} is not built yet", cloud.name());
-        return Ok(EXIT_OK);
-    }
     let outputs = crate::pipeline::apply::cloud_outputs(store).await?;
     // The controller first: it makes the NLBs of the sidecar's Services (AWS only).
-    if let (Provider::Aws(_), Some(client)) = (cloud, client)
+    if let (CloudKind::Aws, Some(client)) = (env.cloud, client)
         && let Err(e) = crate::cloud::aws::lb_controller::after_apply(client, env, &outputs).await
     {
         logging::error(&format!(
@@ -736,7 +733,7 @@ async fn sidecar_after_apply(
         ));
         return Ok(EXIT_ERROR);
     }
-    match crate::sidecar::after_apply(client, env, env_dir, &outputs, image).await {
+    match crate::sidecar::after_apply(client, env, graph, env_dir, &outputs, image).await {
         Ok(()) => Ok(EXIT_OK),
         Err(e) => {
             logging::error(&format!("{e:#}\n  the cloud is applied; the sidecar is not: fix the cause and run byoc apply again"));

@@ -34,8 +34,8 @@ use ipnet::IpNet;
 
 use super::permissions::{AZURE_AGENT_ASSIGNABLE_ROLES, AZURE_AGENT_ROLES, AZURE_AGENT_STATE_ROLES, AZURE_CLUSTER_ROLES};
 use super::{
-    AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, WorkloadIdentity, cluster_namespace,
-    names, tagged,
+    AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, PUBLIC_PROXY_SERVICE, WorkloadIdentity,
+    cluster_namespace, names, tagged,
 };
 use crate::resource::{Graph, Kind, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, Tier};
@@ -44,11 +44,12 @@ use crate::spec::{Cluster, Environment, Tier};
 /// version (assumed from Microsoft.ContainerService's monthly GA cadence; the client that
 /// pins it confirms it).
 pub const AKS_API_VERSION: &str = "2025-05-01";
-/// The public proxy's Service (`manifests/components/public-proxy/service.yaml`).
-pub const PUBLIC_PROXY_SERVICE: &str = "rwproxy-public";
 /// Days a noncurrent blob version stays in the data account before the lifecycle rule
 /// deletes it (as on the other clouds).
 pub const NONCURRENT_VERSION_DAYS: u32 = 7;
+/// The private DNS zone of blob private endpoints ("Azure Private Endpoint private DNS zone
+/// values"): a storage account's public name is a CNAME into it.
+pub const BLOB_PRIVATE_DNS_ZONE: &str = "privatelink.blob.core.windows.net";
 /// The built-in role the AKS control-plane identity holds on the subnets it uses.
 pub const CONTROL_PLANE_ROLE: &str = "Network Contributor";
 
@@ -236,6 +237,24 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     // are off: pods reach each account through a private endpoint in the nodes subnet and
     // authenticate with their workload identity.
     let sku = if env.network.zones.len() > 1 { "Standard_ZRS" } else { "Standard_LRS" };
+    // With public network access off, the accounts' public names must resolve to their
+    // private endpoints inside the VNet: the private DNS zone of blob endpoints, linked to
+    // the VNet (without auto-registration of the VMs' names). Private DNS zones and their
+    // links are global resources.
+    let blob_zone = g.add(
+        tagged(env, Kind::AzurePrivateDnsZone, "blob")
+            .set("name", BLOB_PRIVATE_DNS_ZONE)
+            .set("resourceGroup", Value::reference(&rg))
+            .set("location", "global"),
+    );
+    g.add(
+        tagged(env, Kind::AzurePrivateDnsZoneLink, "blob")
+            .set("name", names::azure::resource(&env.name, None))
+            .set("zone", Value::reference(&blob_zone))
+            .set("vnet", Value::reference(&vnet))
+            .set("registrationEnabled", false)
+            .set("location", "global"),
+    );
     let mut containers = Vec::new();
     for (role, container) in [("data", &env.data_bucket), ("state", &env.state_bucket)] {
         let mut account = in_rg(Kind::AzureStorageAccount, role, names::azure::storage_account(&env.account, &env.name, role))
@@ -272,12 +291,21 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
                     )),
             ),
         );
-        g.add(
-            in_rg(Kind::AzurePrivateEndpoint, &format!("{role}-blob"), names::azure::resource(&env.name, Some(&format!("{role}-blob"))))
+        let endpoint_name = names::azure::resource(&env.name, Some(&format!("{role}-blob")));
+        let endpoint = g.add(
+            in_rg(Kind::AzurePrivateEndpoint, &format!("{role}-blob"), endpoint_name.clone())
                 .set("subnet", Value::reference(&nodes_subnet))
                 .set("target", Value::reference(&account))
-                .set("groupId", "blob")
-                .set("privateDnsZone", "privatelink.blob.core.windows.net"),
+                .set("groupId", "blob"),
+        );
+        // The endpoint's address is written into the zone as the account's A record, so
+        // `<account>.blob.core.windows.net` (a CNAME to `<account>.privatelink...`)
+        // resolves to it inside the VNet. Named like its endpoint (zone groups take no tags).
+        g.add(
+            untagged(Kind::AzurePrivateDnsZoneGroup, &format!("{role}-blob"))
+                .set("name", endpoint_name)
+                .set("endpoint", Value::reference(&endpoint))
+                .set("zone", Value::reference(&blob_zone)),
         );
     }
     let data = containers[0].clone();
@@ -623,7 +651,19 @@ mod tests {
             assert_eq!(c.properties.get("account"), Some(&Value::reference(&account.id)));
             let pe = get(&g, Kind::AzurePrivateEndpoint, &format!("{role}-blob"));
             assert_eq!(pe.properties.get("target"), Some(&Value::reference(&account.id)));
+            // Each endpoint's address goes into the blob private DNS zone.
+            let group = get(&g, Kind::AzurePrivateDnsZoneGroup, &format!("{role}-blob"));
+            assert_eq!(group.properties.get("endpoint"), Some(&Value::reference(&pe.id)));
+            assert_eq!(group.properties.get("zone"), Some(&Value::reference(&ResourceId::new(Kind::AzurePrivateDnsZone, "blob"))));
+            assert!(group.properties.get("tags").is_none(), "zone groups take no tags");
         }
+        let zone = get(&g, Kind::AzurePrivateDnsZone, "blob");
+        assert_eq!((text(zone, "name"), text(zone, "location")), ("privatelink.blob.core.windows.net", "global"));
+        assert!(zone.properties.get("tags").is_some());
+        let link = get(&g, Kind::AzurePrivateDnsZoneLink, "blob");
+        assert_eq!(link.properties.get("vnet"), Some(&Value::reference(&ResourceId::new(Kind::AzureVnet, "main"))));
+        assert_eq!(link.properties.get("registrationEnabled"), Some(&Value::from(false)));
+        assert_eq!(text(link, "location"), "global");
         assert_ne!(text(get(&g, Kind::AzureStorageAccount, "data"), "name"), text(get(&g, Kind::AzureStorageAccount, "state"), "name"));
         assert_eq!(text(get(&g, Kind::AzureStorageAccount, "data"), "name"), storage_account_name(&specs.environment));
         match get(&g, Kind::AzureStorageAccount, "data").properties.get("lifecycle") {

@@ -30,6 +30,9 @@ pub const AGENT_PORT: u16 = 8443;
 pub const AGENT_SERVICE: &str = "byoc-agent";
 /// See [`AGENT_SERVICE`].
 pub const PROXY_SERVICE: &str = "rwproxy";
+/// The public proxy's Service (`manifests/components/public-proxy/service.yaml`), there
+/// only when the spec has `publicProxy`.
+pub const PUBLIC_PROXY_SERVICE: &str = "rwproxy-public";
 
 /// What the environment's expansion hands to the per-cluster expansion.
 pub(crate) struct Foundation {

@@ -600,7 +600,9 @@ pub mod gcp {
 ///   named [`azure::federated_credential`] from the environment;
 /// - role assignments are named by a GUID derived from the subscription, the environment
 ///   and the graph's resource id ([`azure::role_assignment`]), so observe can read each by
-///   its name, and carry [`azure::ownership_description`] in their `description`.
+///   its name, and carry [`azure::ownership_description`] in their `description`;
+/// - a private endpoint's DNS zone group lives inside byoc's private endpoint (tagged) and
+///   is named like it.
 pub mod azure {
     use super::*;
 
@@ -620,6 +622,7 @@ pub mod azure {
         Kind::AzureFederatedCredential,
         Kind::AzurePrivateLinkService,
         Kind::AzureLoadBalancer,
+        Kind::AzurePrivateDnsZoneGroup,
     ];
 
     /// byoc's subnet delegated to AKS for API-server VNet integration.
@@ -717,7 +720,13 @@ pub fn cloud_names(graph: &Graph, cloud: Cloud) -> Vec<Named> {
             Kind::AzureAksCluster => Some(&AZURE_AKS_CLUSTER),
             Kind::AzureStorageAccount => Some(&AZURE_STORAGE_ACCOUNT),
             Kind::AzureBlobContainer => Some(&AZURE_CONTAINER),
-            Kind::AzureNsg | Kind::AzureNatGateway | Kind::AzurePublicIp | Kind::AzurePrivateEndpoint => Some(&AZURE_NETWORK),
+            Kind::AzureNsg
+            | Kind::AzureNatGateway
+            | Kind::AzurePublicIp
+            | Kind::AzurePrivateEndpoint
+            | Kind::AzurePrivateDnsZone
+            | Kind::AzurePrivateDnsZoneLink
+            | Kind::AzurePrivateDnsZoneGroup => Some(&AZURE_NETWORK),
             Kind::AzureLoadBalancer | Kind::AzurePrivateLinkService => Some(&AZURE_NETWORK),
             Kind::AzureManagedIdentity => Some(&AZURE_MANAGED_IDENTITY),
             Kind::AzureFederatedCredential => Some(&AZURE_FEDERATED_CREDENTIAL),

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::Options;
 use crate::rules;
 
+mod access;
 mod types;
 
 /// The api-versions each namespace accepts (`resourcegroups` and `providers` are
@@ -24,6 +25,13 @@ pub const API_VERSIONS: &[(&str, &[&str])] = &[
     ("microsoft.managedidentity", &["2023-01-31"]),
     ("microsoft.authorization", &["2022-04-01"]),
 ];
+
+/// Private DNS zones and their virtual network links are versioned apart from the rest of
+/// Microsoft.Network (the `privatedns` specification): only these are accepted for them, and
+/// none of them for the other Microsoft.Network types.
+pub const PRIVATE_DNS_API_VERSIONS: &[&str] = &["2024-06-01"];
+/// The type keys [`PRIVATE_DNS_API_VERSIONS`] applies to; global, never regional.
+const PRIVATE_DNS_ZONES: &str = "microsoft.network/privatednszones";
 
 /// The principal (object id) the fake's service principal has.
 pub const CALLER_PRINCIPAL_ID: &str = "33333333-3333-3333-3333-333333333333";
@@ -69,6 +77,21 @@ const KINDS: &[Kind] = &[
     Kind {
         key: "microsoft.network/privateendpoints",
         canonical: "Microsoft.Network/privateEndpoints",
+        lro: true,
+        etag: true,
+        tracked: true,
+    },
+    Kind {
+        key: "microsoft.network/privateendpoints/privatednszonegroups",
+        canonical: "Microsoft.Network/privateEndpoints/privateDnsZoneGroups",
+        lro: true,
+        etag: true,
+        tracked: false,
+    },
+    Kind { key: PRIVATE_DNS_ZONES, canonical: "Microsoft.Network/privateDnsZones", lro: true, etag: true, tracked: true },
+    Kind {
+        key: "microsoft.network/privatednszones/virtualnetworklinks",
+        canonical: "Microsoft.Network/privateDnsZones/virtualNetworkLinks",
         lro: true,
         etag: true,
         tracked: true,
@@ -285,6 +308,8 @@ pub struct State {
     resources: BTreeMap<String, Entry>,
     ops: HashMap<String, Op>,
     tokens: HashSet<String>,
+    /// Tokens issued to managed identities (by federation): token -> (principal, client id).
+    identity_tokens: HashMap<String, (String, String)>,
     rng: u64,
     throttle_rng: u64,
     pub(crate) throttle_rate: f64,
@@ -393,6 +418,7 @@ impl State {
             resources: BTreeMap::new(),
             ops: HashMap::new(),
             tokens: HashSet::new(),
+            identity_tokens: HashMap::new(),
             rng: seed,
             throttle_rng: seed ^ 0x5555_5555_5555_5555,
             throttle_rate,
@@ -434,6 +460,12 @@ impl State {
         if let Err(reply) = self.authenticate(req) {
             return reply;
         }
+        // A managed identity is held to the roles assigned to it.
+        if let Some((principal, client_id)) = self.identity_caller(req)
+            && let Err(reply) = self.judge_identity(&principal, &client_id, req, &segs, &lower)
+        {
+            return reply;
+        }
         if self.throttle_rate > 0.0 {
             let draw = (splitmix(&mut self.throttle_rng) >> 11) as f64 / (1u64 << 53) as f64;
             if draw < self.throttle_rate {
@@ -471,6 +503,12 @@ impl State {
         if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
             return entra(400, "unsupported_grant_type", 70003, "AADSTS70003: The app requested an unsupported grant type.".to_owned());
         }
+        let scope = form.get("scope").cloned().unwrap_or_default();
+        if form.get("client_assertion_type").map(String::as_str) == Some(access::JWT_BEARER) {
+            let client_id = form.get("client_id").cloned().unwrap_or_default();
+            let assertion = form.get("client_assertion").cloned().unwrap_or_default();
+            return self.federated_token(&client_id, &assertion, &scope);
+        }
         if form.get("client_id") != Some(&self.client_id) {
             return entra(
                 400,
@@ -485,7 +523,6 @@ impl State {
         if form.get("client_secret") != Some(&self.client_secret) {
             return entra(401, "invalid_client", 7000215, "AADSTS7000215: Invalid client secret provided.".to_owned());
         }
-        let scope = form.get("scope").cloned().unwrap_or_default();
         if !scope.ends_with("/.default") {
             return entra(
                 400,
@@ -507,6 +544,12 @@ impl State {
     /// as it would from a real token. The signature is random bytes, not a signature: the
     /// fake accepts exactly the tokens it issued (kept in `tokens`), so nothing verifies it.
     fn jwt(&mut self, audience: &str) -> String {
+        let app = self.client_id.clone();
+        self.jwt_for(audience, &app, CALLER_PRINCIPAL_ID)
+    }
+
+    /// [`State::jwt`] for the application `app` whose principal is `oid`.
+    fn jwt_for(&mut self, audience: &str, app: &str, oid: &str) -> String {
         use base64::Engine as _;
         let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         let now = jiff::Timestamp::now().as_second();
@@ -515,10 +558,10 @@ impl State {
             "aud": audience,
             "iss": format!("https://sts.windows.net/{}/", self.opts.tenant),
             "iat": now, "nbf": now, "exp": now + 3599,
-            "appid": self.client_id,
+            "appid": app,
             "idtyp": "app",
-            "oid": CALLER_PRINCIPAL_ID,
-            "sub": CALLER_PRINCIPAL_ID,
+            "oid": oid,
+            "sub": oid,
             "tid": self.opts.tenant,
             "uti": self.guid(),
         });
@@ -1035,7 +1078,11 @@ impl State {
                 ),
             ));
         };
-        self.check_api_version(req, ns)?;
+        if kind.key.starts_with(PRIVATE_DNS_ZONES) {
+            check_private_dns_api_version(req)?;
+        } else {
+            self.check_api_version(req, ns)?;
+        }
         let rg_key = self.rg_key(rg_name);
         let Some(rg) = self.resources.get(&rg_key) else {
             return Err(error(404, "ResourceGroupNotFound", format!("Resource group '{rg_name}' could not be found.")));
@@ -1197,7 +1244,20 @@ impl State {
                 Some(l) => l.to_ascii_lowercase().replace(' ', ""),
                 None => return Err(error(400, "LocationRequired", "The location property is required for this definition.")),
             };
-            check_location(&location)?;
+            if kind.key.starts_with(PRIVATE_DNS_ZONES) {
+                if location != "global" {
+                    return Err(error(
+                        400,
+                        "LocationNotAvailableForResourceType",
+                        format!(
+                            "The provided location '{location}' is not available for resource type '{}'. List of available regions is 'global'.",
+                            kind.canonical
+                        ),
+                    ));
+                }
+            } else {
+                check_location(&location)?;
+            }
             if let Some(old) = existing_json.as_ref().and_then(|e| str_at(e, &["location"]))
                 && old != location
             {
@@ -1481,6 +1541,24 @@ fn parse_body(body: &Bytes) -> Result<Value, Reply> {
         Err(e) => {
             Err(error(400, "InvalidRequestContent", format!("The request content was invalid and could not be deserialized: '{e}'.")))
         }
+    }
+}
+
+/// The api-version of a private DNS zone or link request ([`PRIVATE_DNS_API_VERSIONS`]).
+fn check_private_dns_api_version(req: &Req) -> Result<(), Reply> {
+    match query_param(&req.query, "api-version") {
+        None => {
+            Err(error(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."))
+        }
+        Some(v) if PRIVATE_DNS_API_VERSIONS.contains(&v.as_str()) => Ok(()),
+        Some(v) => Err(error(
+            400,
+            "NoRegisteredProviderFound",
+            format!(
+                "No registered resource provider found for location 'global' and API version '{v}' for type 'privateDnsZones'. The supported api-versions are '{}'.",
+                PRIVATE_DNS_API_VERSIONS.join(", ")
+            ),
+        )),
     }
 }
 

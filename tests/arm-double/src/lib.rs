@@ -14,7 +14,13 @@
 //!   without a token it issued is answered 401 `AuthenticationFailed` /
 //!   `InvalidAuthenticationToken`;
 //! - each namespace accepts only the api-versions in [`API_VERSIONS`], others 400
-//!   `InvalidApiVersionParameter`, a missing one 400 `MissingApiVersionParameter`;
+//!   `InvalidApiVersionParameter`, a missing one 400 `MissingApiVersionParameter`; private
+//!   DNS zones and their links only [`PRIVATE_DNS_API_VERSIONS`] (400
+//!   `NoRegisteredProviderFound`), at location `global` only;
+//! - a private DNS zone's virtual network link must name an existing VNet (400
+//!   `BadRequest`), a private endpoint's zone group existing private DNS zones (400
+//!   `InvalidPrivateDnsZoneIds`; both codes written from the error's meaning, not
+//!   confirmed against Azure);
 //! - resource groups; resources by id under
 //!   `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type}/{name}[/{child}/{name}]`:
 //!   PUT (create or update), GET, DELETE, list; long-running kinds answer 201 with
@@ -85,7 +91,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-pub use arm::{API_VERSIONS, CALLER_PRINCIPAL_ID, ROLE_DEFINITIONS};
+pub use arm::{API_VERSIONS, CALLER_PRINCIPAL_ID, PRIVATE_DNS_API_VERSIONS, ROLE_DEFINITIONS};
 
 /// How the fake behaves.
 #[derive(Debug, Clone)]

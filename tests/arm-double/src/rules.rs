@@ -44,6 +44,18 @@ pub(crate) fn name(kind: &str, name: &str) -> Result<(), Refusal> {
             (1..=80).contains(&len) && chars_ok(name, "_.-") && first_alnum(name) && ends_word,
             "1-80 characters of letters, digits, underscores, periods and hyphens, starting with a letter or digit and ending with a letter, digit or underscore",
         ),
+        "microsoft.network/privateendpoints/privatednszonegroups" | "microsoft.network/privatednszones/virtualnetworklinks" => (
+            (1..=80).contains(&len) && chars_ok(name, "_.-") && first_alnum(name) && ends_word,
+            "1-80 characters of letters, digits, underscores, periods and hyphens, starting with a letter or digit and ending with a letter, digit or underscore",
+        ),
+        // A DNS name of two or more labels, each 1-63 letters, digits and hyphens not
+        // starting or ending with a hyphen; at most 253 characters.
+        "microsoft.network/privatednszones" => (
+            len <= 253
+                && name.split('.').count() >= 2
+                && name.split('.').all(|l| (1..=63).contains(&l.len()) && chars_ok(l, "-") && !l.starts_with('-') && !l.ends_with('-')),
+            "a DNS name of at least two labels of letters, digits and hyphens",
+        ),
         "microsoft.containerservice/managedclusters" => (
             (1..=63).contains(&len) && chars_ok(name, "_-") && first_alnum(name) && ends_alnum,
             "1-63 characters of letters, digits, underscores and hyphens, starting and ending with a letter or digit",

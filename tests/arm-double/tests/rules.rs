@@ -498,3 +498,66 @@ async fn user_assigned_nat_gateway_outbound_needs_the_nat_gateway_on_the_subnet(
     let d = arm.delete(&net("rg", "natGateways/nat")).await;
     assert_eq!(d.status, 400);
 }
+
+/// Private DNS: zones and links are global, at the privatedns api-version only; a link
+/// names an existing VNet, a private endpoint's zone group an existing zone.
+#[tokio::test]
+async fn private_dns_zones_links_and_zone_groups_name_what_exists() {
+    const DNS: &str = "api-version=2024-06-01";
+    let arm = fresh(1).await;
+    let subnet = vnet_with_subnet(&arm).await;
+    let vnet = subnet.rsplit_once("/subnets/").expect("subnet of a vnet").0.to_owned();
+    let zone_path =
+        |q: &str| format!("{}/providers/Microsoft.Network/privateDnsZones/privatelink.blob.core.windows.net?{q}", rg_path("rg"));
+    // Microsoft.Network's general api-version is not one privateDnsZones has.
+    let wrong = arm.put(&zone_path(NET), json!({"location": "global"})).await;
+    assert_eq!((wrong.status, wrong.code()), (400, "NoRegisteredProviderFound"), "{}", wrong.body);
+    let regional = arm.put(&zone_path(DNS), json!({"location": "eastus"})).await;
+    assert_eq!((regional.status, regional.code()), (400, "LocationNotAvailableForResourceType"), "{}", regional.body);
+    let bad_name = arm
+        .put(&format!("{}/providers/Microsoft.Network/privateDnsZones/nodots?{DNS}", rg_path("rg")), json!({"location": "global"}))
+        .await;
+    assert_eq!(bad_name.status, 400, "{}", bad_name.body);
+
+    let link = |zone: &str, target: &str| {
+        (
+            format!("{}/providers/Microsoft.Network/privateDnsZones/{zone}/virtualNetworkLinks/link?{DNS}", rg_path("rg")),
+            json!({"location": "global", "properties": {"virtualNetwork": {"id": target}, "registrationEnabled": false}}),
+        )
+    };
+    // A link under a zone that does not exist yet.
+    let (p, b) = link("privatelink.blob.core.windows.net", &vnet);
+    assert_eq!(arm.put(&p, b).await.code(), "ParentResourceNotFound");
+    let zone = arm.create(&zone_path(DNS), json!({"location": "global", "tags": {"byoc-environment": "e"}})).await;
+    assert!(zone.status == 200 || zone.status == 201, "{}", zone.body);
+    let zone_id = zone.body["id"].as_str().expect("zone id").to_owned();
+    let (p, b) = link("privatelink.blob.core.windows.net", &format!("{}/providers/Microsoft.Network/virtualNetworks/gone", rg_path("rg")));
+    let missing_vnet = arm.put(&p, b).await;
+    assert_eq!((missing_vnet.status, missing_vnet.code()), (400, "BadRequest"), "{}", missing_vnet.body);
+    let (p, b) = link("privatelink.blob.core.windows.net", &vnet);
+    let made = arm.create(&p, b).await;
+    assert_eq!(made.body["properties"]["registrationEnabled"], json!(false), "{}", made.body);
+
+    // A private endpoint to a storage account, then its zone group.
+    let account = format!("{}/providers/Microsoft.Storage/storageAccounts/acct1?{STG}", rg_path("rg"));
+    let a = arm.create(&account, json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})).await;
+    assert!(a.status < 300, "{}", a.body);
+    let account_id = format!("{}/providers/Microsoft.Storage/storageAccounts/acct1", rg_path("rg"));
+    let pe = net("rg", "privateEndpoints/pe");
+    let e = arm
+        .create(
+            &pe,
+            json!({"location": "eastus", "properties": {"subnet": {"id": subnet}, "privateLinkServiceConnections": [
+                {"name": "c", "properties": {"privateLinkServiceId": account_id, "groupIds": ["blob"]}}]}}),
+        )
+        .await;
+    assert!(e.status < 300, "{}", e.body);
+    let group = net("rg", "privateEndpoints/pe/privateDnsZoneGroups/pe");
+    let config =
+        |zone: &str| json!({"properties": {"privateDnsZoneConfigs": [{"name": "blob", "properties": {"privateDnsZoneId": zone}}]}});
+    let nowhere = format!("{}/providers/Microsoft.Network/privateDnsZones/privatelink.dfs.core.windows.net", rg_path("rg"));
+    let refused = arm.put(&group, config(&nowhere)).await;
+    assert_eq!((refused.status, refused.code()), (400, "InvalidPrivateDnsZoneIds"), "{}", refused.body);
+    let ok = arm.create(&group, config(&zone_id)).await;
+    assert!(ok.status < 300, "{}", ok.body);
+}

@@ -72,12 +72,15 @@ impl Azure {
 
     /// The role assignments of our identities: by principal, each matched by name (the
     /// derived GUID) or, when neither desired nor recorded, by the owner in its description.
+    /// Listed at the resource group, which with a principal filter gives the assignments at,
+    /// above and below it: every scope byoc assigns at is in the group, and the daemon's
+    /// identity may read role assignments there but not in the whole subscription.
     pub(super) async fn observe_role_assignments(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         let principals: Vec<String> =
             out.iter().filter(|f| f.kind == Kind::AzureManagedIdentity).filter_map(|f| f.outputs.get("principalId").cloned()).collect();
         for principal in principals {
             let path =
-                format!("{}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{principal}'", self.sub_path());
+                format!("{}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{principal}'", self.rg_path());
             for ra in self.arm.list("list roleAssignments", &path, api::AUTHORIZATION).await? {
                 let by_owner = || {
                     let (env, id) = names::gcp::owner_of(at_str(&ra, "properties.description"))?;

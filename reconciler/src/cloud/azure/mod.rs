@@ -1,6 +1,7 @@
 //! [`Cloud`] on Azure: an ARM client over azure_core's pipeline, one typed module per
 //! resource provider, each pinned to one api-version: [`network`] (Microsoft.Network:
-//! VNet, subnets, NSG, NAT gateway, public IP, private endpoints), [`kubernetes`]
+//! VNet, subnets, NSG, NAT gateway, public IP, private endpoints, the private DNS zone of
+//! blob endpoints with its VNet link and the endpoints' zone groups), [`kubernetes`]
 //! (Microsoft.ContainerService: the managed cluster and its agent pools), [`storage`]
 //! (Microsoft.Storage: accounts and blob containers), [`identity`]
 //! (Microsoft.ManagedIdentity and Microsoft.Authorization: user-assigned identities,
@@ -57,6 +58,9 @@ pub mod api {
     pub const FEATURES: &str = "2021-07-01";
     /// Microsoft.Network.
     pub const NETWORK: &str = "2024-05-01";
+    /// Microsoft.Network's private DNS zones and their virtual network links, versioned
+    /// apart from the rest of Microsoft.Network (the privatedns specification).
+    pub const PRIVATE_DNS: &str = "2024-06-01";
     /// Microsoft.ContainerService (managed clusters, agent pools).
     pub const CONTAINER_SERVICE: &str = "2025-01-01";
     /// Microsoft.Storage.
@@ -77,6 +81,17 @@ pub enum Credential {
     /// The pod's workload identity (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
     /// `AZURE_FEDERATED_TOKEN_FILE`, set by AKS's webhook).
     WorkloadIdentity,
+    /// A managed identity through a federated token, as the pod's workload identity is,
+    /// named explicitly: the identity's client id, its tenant and the file holding the
+    /// Kubernetes service-account token that its federated credential trusts.
+    Federated {
+        /// Tenant.
+        tenant: String,
+        /// The managed identity's client id.
+        client_id: String,
+        /// The projected service-account token.
+        token_file: std::path::PathBuf,
+    },
     /// A service principal's client secret (bootstrap from a laptop or CI, tests).
     ClientSecret {
         /// Tenant.
@@ -176,14 +191,20 @@ impl Arm {
             .map_err(|e| CloudError::new("azure endpoint", format!("{e}; give an https URL")))?;
         let transport = transport(endpoint.extra_ca_pem.as_deref())?;
         let options = || ClientOptions { retry: RetryOptions::none(), transport: Some(transport.clone()), ..Default::default() };
+        // Entra is asked through the same transport (and so trusts the same extra CA); an
+        // endpoint given is the authority too (an emulator serves both).
+        let entra_options = || {
+            let mut client_options = options();
+            if endpoint.url.is_some() {
+                let mut custom = azure_core::cloud::CustomConfiguration::default();
+                custom.authority_host = base.as_str().trim_end_matches('/').to_owned();
+                client_options.cloud = Some(Arc::new(custom.into()));
+            }
+            client_options
+        };
         let token: Arc<dyn TokenCredential> = match credential {
             Credential::ClientSecret { tenant, client_id, secret } => {
-                let mut client_options = options();
-                if endpoint.url.is_some() {
-                    let mut custom = azure_core::cloud::CustomConfiguration::default();
-                    custom.authority_host = base.as_str().trim_end_matches('/').to_owned();
-                    client_options.cloud = Some(Arc::new(custom.into()));
-                }
+                let client_options = entra_options();
                 azure_identity::ClientSecretCredential::new(
                     tenant,
                     client_id.clone(),
@@ -192,7 +213,22 @@ impl Arm {
                 )
                 .map_err(|e| CloudError::new("azure credential", format!("{e}; check AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET")))?
             }
-            Credential::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(None).map_err(|e| {
+            Credential::Federated { tenant, client_id, token_file } => {
+                azure_identity::WorkloadIdentityCredential::new(Some(azure_identity::WorkloadIdentityCredentialOptions {
+                    credential_options: azure_identity::ClientAssertionCredentialOptions { client_options: entra_options() },
+                    client_id: Some(client_id.clone()),
+                    tenant_id: Some(tenant.clone()),
+                    token_file_path: Some(token_file.clone()),
+                }))
+                .map_err(|e| CloudError::new("azure credential", format!("{e}; check the identity's client id and {}", token_file.display())))?
+            }
+            Credential::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(Some(
+                azure_identity::WorkloadIdentityCredentialOptions {
+                    credential_options: azure_identity::ClientAssertionCredentialOptions { client_options: entra_options() },
+                    ..Default::default()
+                },
+            ))
+            .map_err(|e| {
                 CloudError::new(
                     "azure credential",
                     format!(
@@ -572,7 +608,12 @@ impl Azure {
             return Err(self.not_ours(r, &what, path));
         }
         body["tags"] = tags_json(r);
-        body["location"] = json!(self.location);
+        // Private DNS zones and their links are global; everything else is regional.
+        let location = match r.properties.get("location").and_then(Value::as_str) {
+            Some("global") => "global",
+            _ => self.location.as_str(),
+        };
+        body["location"] = json!(location);
         self.arm.put(&what, path, api, &body).await
     }
 
@@ -691,6 +732,9 @@ impl Cloud for Azure {
             Kind::AzurePublicIp => self.ensure_public_ip(r, existing).await,
             Kind::AzureNatGateway => self.ensure_nat(r, existing, refs).await,
             Kind::AzurePrivateEndpoint => self.ensure_private_endpoint(r, existing, refs).await,
+            Kind::AzurePrivateDnsZone => self.ensure_private_dns_zone(r, existing).await,
+            Kind::AzurePrivateDnsZoneLink => self.ensure_private_dns_link(r, existing, refs).await,
+            Kind::AzurePrivateDnsZoneGroup => self.ensure_private_dns_zone_group(r, refs).await,
             Kind::AzureAksCluster => self.ensure_cluster(r, existing, refs).await,
             Kind::AzureNodePool => self.ensure_pool(r, refs).await,
             Kind::AzureStorageAccount => self.ensure_account(r, existing).await,
@@ -720,7 +764,9 @@ impl Cloud for Azure {
             | Kind::AzureNsg
             | Kind::AzurePublicIp
             | Kind::AzureNatGateway
-            | Kind::AzurePrivateEndpoint => api::NETWORK,
+            | Kind::AzurePrivateEndpoint
+            | Kind::AzurePrivateDnsZoneGroup => api::NETWORK,
+            Kind::AzurePrivateDnsZone | Kind::AzurePrivateDnsZoneLink => api::PRIVATE_DNS,
             Kind::AzureAksCluster | Kind::AzureNodePool => api::CONTAINER_SERVICE,
             Kind::AzureStorageAccount | Kind::AzureBlobContainer => api::STORAGE,
             Kind::AzureManagedIdentity | Kind::AzureFederatedCredential => api::MANAGED_IDENTITY,

@@ -1,7 +1,9 @@
 //! Microsoft.Network ([`api::NETWORK`]): the VNet, its subnets (with delegation, NSG,
-//! NAT gateway), the NSG, the NAT gateway and its public IP, and the storage accounts'
-//! private endpoints. Subnets take no tags: they are ours because they are in our tagged
-//! VNet.
+//! NAT gateway), the NSG, the NAT gateway and its public IP, the storage accounts'
+//! private endpoints with their DNS zone groups, and the private DNS zone the accounts'
+//! names resolve in there, with its VNet link (zones and links at [`api::PRIVATE_DNS`]).
+//! Subnets take no tags: they are ours because they are in our tagged VNet; a zone group
+//! neither, and is ours because it is on our tagged endpoint.
 
 use serde_json::{Value as Json, json};
 
@@ -40,7 +42,25 @@ impl Azure {
         }
         self.observe_type(Kind::AzurePublicIp, "Microsoft.Network/publicIPAddresses", api::NETWORK, out).await?;
         self.observe_type(Kind::AzureNatGateway, "Microsoft.Network/natGateways", api::NETWORK, out).await?;
-        self.observe_type(Kind::AzurePrivateEndpoint, "Microsoft.Network/privateEndpoints", api::NETWORK, out).await?;
+        for (_, zone) in self.observe_type(Kind::AzurePrivateDnsZone, "Microsoft.Network/privateDnsZones", api::PRIVATE_DNS, out).await? {
+            let zone_id = zone.get("id").and_then(Json::as_str).unwrap_or_default();
+            for link in self.arm.list("list virtual network links", &format!("{zone_id}/virtualNetworkLinks"), api::PRIVATE_DNS).await? {
+                if let Some(id) = self.ours(Kind::AzurePrivateDnsZoneLink, &link) {
+                    out.push(found_json(id, Kind::AzurePrivateDnsZoneLink, &link));
+                }
+            }
+        }
+        for (_, pe) in self.observe_type(Kind::AzurePrivateEndpoint, "Microsoft.Network/privateEndpoints", api::NETWORK, out).await? {
+            let pe_id = pe.get("id").and_then(Json::as_str).unwrap_or_default();
+            for group in self.arm.list("list private DNS zone groups", &format!("{pe_id}/privateDnsZoneGroups"), api::NETWORK).await? {
+                let name = group.get("name").and_then(Json::as_str).unwrap_or_default();
+                // On our endpoint, so ours: named in the graph, else leaked.
+                let id = self
+                    .known(Kind::AzurePrivateDnsZoneGroup, &group)
+                    .unwrap_or_else(|| crate::resource::ResourceId::new(Kind::AzurePrivateDnsZoneGroup, name));
+                out.push(found_json(id, Kind::AzurePrivateDnsZoneGroup, &group));
+            }
+        }
         Ok(())
     }
 
@@ -147,6 +167,38 @@ impl Azure {
         }});
         let pe = self.put_tagged(r, existing, &path, api::NETWORK, body).await?;
         Ok(found_json(r.id.clone(), r.kind, &pe))
+    }
+
+    pub(super) async fn ensure_private_dns_zone(&self, r: &Resource, existing: Option<&Found>) -> Result<Found, CloudError> {
+        let path = self.network_path("privateDnsZones", text(r, "name"));
+        let zone = self.put_tagged(r, existing, &path, api::PRIVATE_DNS, json!({"properties": {}})).await?;
+        Ok(found_json(r.id.clone(), r.kind, &zone))
+    }
+
+    pub(super) async fn ensure_private_dns_link(&self, r: &Resource, existing: Option<&Found>, refs: &Refs) -> Result<Found, CloudError> {
+        let zone = resolve(refs, r, "zone")?;
+        let vnet = resolve(refs, r, "vnet")?;
+        let path = format!("{}/virtualNetworkLinks/{}", zone.cloud_id, text(r, "name"));
+        let registration = matches!(r.properties.get("registrationEnabled"), Some(Value::Bool(true)));
+        let body = json!({"properties": {"virtualNetwork": {"id": vnet.cloud_id}, "registrationEnabled": registration}});
+        let link = self.put_tagged(r, existing, &path, api::PRIVATE_DNS, body).await?;
+        Ok(found_json(r.id.clone(), r.kind, &link))
+    }
+
+    /// The endpoint's zone group: Azure writes the endpoint's address into the zone as an A
+    /// record and keeps it there while the group exists.
+    pub(super) async fn ensure_private_dns_zone_group(&self, r: &Resource, refs: &Refs) -> Result<Found, CloudError> {
+        let endpoint = resolve(refs, r, "endpoint")?;
+        let zone = resolve(refs, r, "zone")?;
+        let path = format!("{}/privateDnsZoneGroups/{}", endpoint.cloud_id, text(r, "name"));
+        // A config's name is free text; the zone's name with dots turned into hyphens, as the portal does.
+        let zone_name = zone.cloud_id.rsplit('/').next().unwrap_or_default().replace('.', "-");
+        let body = json!({"properties": {"privateDnsZoneConfigs": [
+            {"name": zone_name, "properties": {"privateDnsZoneId": zone.cloud_id}},
+        ]}});
+        let what = format!("PUT private DNS zone group for {}", r.id);
+        let group = self.arm.put(&what, &path, api::NETWORK, &body).await?;
+        Ok(found_json(r.id.clone(), r.kind, &group))
     }
 }
 

@@ -37,12 +37,21 @@ pub struct Preflight {
     pub notes: Vec<String>,
 }
 
-/// The resource provider namespace a kind is created through.
+/// The resource provider namespace a kind is created through. The private DNS zone, its
+/// VNet link and the endpoints' zone groups are Microsoft.Network's: the caller's
+/// Contributor covers writing them (the role check below), and the agent, which only
+/// observes them, reads them with Monitoring Reader's `*/read`.
 fn namespace(kind: Kind) -> Option<&'static str> {
     Some(match kind {
-        Kind::AzureVnet | Kind::AzureSubnet | Kind::AzureNsg | Kind::AzurePublicIp | Kind::AzureNatGateway | Kind::AzurePrivateEndpoint => {
-            "Microsoft.Network"
-        }
+        Kind::AzureVnet
+        | Kind::AzureSubnet
+        | Kind::AzureNsg
+        | Kind::AzurePublicIp
+        | Kind::AzureNatGateway
+        | Kind::AzurePrivateEndpoint
+        | Kind::AzurePrivateDnsZone
+        | Kind::AzurePrivateDnsZoneLink
+        | Kind::AzurePrivateDnsZoneGroup => "Microsoft.Network",
         Kind::AzureAksCluster | Kind::AzureNodePool => "Microsoft.ContainerService",
         Kind::AzureStorageAccount | Kind::AzureBlobContainer => "Microsoft.Storage",
         Kind::AzureManagedIdentity | Kind::AzureFederatedCredential => "Microsoft.ManagedIdentity",

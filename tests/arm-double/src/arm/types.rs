@@ -61,6 +61,9 @@ impl State {
             "microsoft.network/natgateways" => self.nat_gateway(id, body),
             "microsoft.network/publicipaddresses" => self.public_ip(body, existing),
             "microsoft.network/privateendpoints" => self.private_endpoint(id, body),
+            "microsoft.network/privatednszones" => Ok(()),
+            "microsoft.network/privatednszones/virtualnetworklinks" => self.virtual_network_link(id, body),
+            "microsoft.network/privateendpoints/privatednszonegroups" => self.zone_group(id, body),
             "microsoft.containerservice/managedclusters" => self.managed_cluster(id, key, name, body, existing),
             "microsoft.containerservice/managedclusters/agentpools" => {
                 self.agent_pool(id, name, body.get_mut("properties"), existing.is_none())
@@ -321,6 +324,47 @@ impl State {
             }
         };
         body["properties"]["ipAddress"] = json!(ip);
+        Ok(())
+    }
+
+    /// A zone's link names an existing VNet; `registrationEnabled` is a flag (false when
+    /// left out).
+    fn virtual_network_link(&mut self, id: &str, body: &mut Value) -> Result<(), Reply> {
+        let Some(vnet) = str_at(body, &["properties", "virtualNetwork", "id"]).map(str::to_owned) else {
+            return Err(bad("BadRequest", format!("Virtual network link {id} needs properties.virtualNetwork.id.")));
+        };
+        if !vnet.to_ascii_lowercase().contains("/providers/microsoft.network/virtualnetworks/") || !self.exists(&vnet) {
+            return Err(bad(
+                "BadRequest",
+                format!("Virtual network link {id}: the virtual network {vnet} does not exist; link an existing virtual network."),
+            ));
+        }
+        match body["properties"].get("registrationEnabled") {
+            None => body["properties"]["registrationEnabled"] = json!(false),
+            Some(Value::Bool(_)) => {}
+            Some(other) => {
+                return Err(bad("BadRequest", format!("Virtual network link {id}: registrationEnabled {other} is not a boolean.")));
+            }
+        }
+        body["properties"]["virtualNetworkLinkState"] = json!("Completed");
+        Ok(())
+    }
+
+    /// A private endpoint's zone group names one to five existing private DNS zones.
+    fn zone_group(&mut self, id: &str, body: &mut Value) -> Result<(), Reply> {
+        let configs = body["properties"]["privateDnsZoneConfigs"].as_array().cloned().unwrap_or_default();
+        if configs.is_empty() || configs.len() > 5 {
+            return Err(bad("InvalidRequestFormat", format!("Private DNS zone group {id} needs 1-5 privateDnsZoneConfigs.")));
+        }
+        for c in &configs {
+            let zone = str_at(c, &["properties", "privateDnsZoneId"]).unwrap_or_default();
+            if !zone.to_ascii_lowercase().contains("/providers/microsoft.network/privatednszones/") || !self.exists(zone) {
+                return Err(bad(
+                    "InvalidPrivateDnsZoneIds",
+                    format!("Private DNS zone group {id}: private DNS zone '{zone}' does not exist or is not a private DNS zone."),
+                ));
+            }
+        }
         Ok(())
     }
 
