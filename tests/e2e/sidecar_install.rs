@@ -368,6 +368,7 @@ fn cloud_only_or_no_cluster_skips_the_sidecar_and_an_unreachable_one_stops_destr
         "{}",
         applied.stdout
     );
+    assert!(applied.stdout.contains("lb-controller: not installed: no Kubernetes cluster"), "{}", applied.stdout);
 
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
