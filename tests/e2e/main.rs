@@ -9,6 +9,7 @@ mod gcp;
 mod gcp_sidecar;
 mod golden;
 mod kube;
+mod lb_controller;
 mod manifests;
 mod operating;
 mod operating_aws;

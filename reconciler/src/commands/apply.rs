@@ -724,6 +724,21 @@ async fn sidecar_after_apply(
     store: &(impl crate::state::StateStore + ?Sized),
 ) -> anyhow::Result<u8> {
     let outputs = crate::pipeline::apply::cloud_outputs(store).await?;
+    // The controller first: it makes the NLBs of the sidecar's Services (AWS only).
+    match (env.cloud, client) {
+        (CloudKind::Aws, None) => {
+            println!("lb-controller: not installed: no Kubernetes cluster (--cloud-only, or none configured)");
+        }
+        (CloudKind::Aws, Some(client)) => {
+            if let Err(e) = crate::cloud::aws::lb_controller::after_apply(client, env, &outputs).await {
+                logging::error(&format!(
+                    "{e:#}\n  the cloud is applied; the load balancer controller and the sidecar are not: fix the cause and run byoc apply again"
+                ));
+                return Ok(EXIT_ERROR);
+            }
+        }
+        _ => {}
+    }
     match crate::sidecar::after_apply(client, env, graph, env_dir, &outputs, image).await {
         Ok(()) => Ok(EXIT_OK),
         Err(e) => {

@@ -1,7 +1,7 @@
 //! The resource types the double serves: a fixed set of built-in types (core; Deployment,
-//! PodDisruptionBudget, NetworkPolicy, StorageClass and RBAC with the fields the API server requires of
-//! them) plus those of the
-//! CustomResourceDefinitions it is given, with the part of structural-schema handling the
+//! PodDisruptionBudget, NetworkPolicy, StorageClass, webhook configurations and RBAC with
+//! the fields the API server requires of them) plus those of the
+//! CustomResourceDefinitions it is given or that are written to it, with the part of structural-schema handling the
 //! real API server does on write: unknown fields pruned, `type`, `required` and `minimum`
 //! checked (422 with the field path).
 
@@ -65,6 +65,23 @@ impl ResourceType {
             Self::typed("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", false, false, binding_schema()),
             Self::typed("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", true, false, binding_schema()),
             Self::typed("storage.k8s.io", "storageclasses", "StorageClass", false, false, storage_class_schema()),
+            Self::typed(
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                "MutatingWebhookConfiguration",
+                false,
+                false,
+                webhook_configuration_schema(),
+            ),
+            Self::typed(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                "ValidatingWebhookConfiguration",
+                false,
+                false,
+                webhook_configuration_schema(),
+            ),
+            Self::typed(CRD_GROUP, CRD_PLURAL, "CustomResourceDefinition", false, true, crd_schema()),
             Self::lease(),
         ]
     }
@@ -138,6 +155,43 @@ impl ResourceType {
             })
             .collect()
     }
+}
+
+/// The group of CustomResourceDefinitions: writing one makes the double serve its kind.
+pub const CRD_GROUP: &str = "apiextensions.k8s.io";
+/// See [`CRD_GROUP`].
+pub const CRD_PLURAL: &str = "customresourcedefinitions";
+
+/// admissionregistration.k8s.io/v1 Mutating/ValidatingWebhookConfiguration: each webhook
+/// needs a name, where to call (a service or a URL), its side effects and the review
+/// versions it speaks (what kube-apiserver refuses a v1 webhook without).
+fn webhook_configuration_schema() -> Value {
+    let service = open_required(json!({"name": {"type": "string"}, "namespace": {"type": "string"}}), &["name", "namespace"]);
+    let client = open(json!({"service": service, "caBundle": {"type": "string"}}));
+    let webhook = open_required(
+        json!({
+            "name": {"type": "string"},
+            "clientConfig": client,
+            "sideEffects": {"type": "string", "enum": ["None", "NoneOnDryRun"]},
+            "failurePolicy": {"type": "string", "enum": ["Ignore", "Fail"]},
+            "admissionReviewVersions": {"type": "array", "items": {"type": "string"}}
+        }),
+        &["name", "clientConfig", "sideEffects", "admissionReviewVersions"],
+    );
+    open(json!({"webhooks": {"type": "array", "items": webhook}}))
+}
+
+/// apiextensions.k8s.io/v1 CustomResourceDefinition: group, names, scope and versions
+/// (the rest of what the API server checks, a served version with a schema, is
+/// [`ResourceType::from_crd`]'s).
+fn crd_schema() -> Value {
+    let names = open_required(json!({"plural": {"type": "string"}, "kind": {"type": "string"}}), &["plural", "kind"]);
+    let spec = open_required(
+        json!({"group": {"type": "string"}, "names": names, "scope": {"type": "string", "enum": ["Namespaced", "Cluster"]},
+               "versions": {"type": "array", "items": open_required(json!({"name": {"type": "string"}}), &["name"])}}),
+        &["group", "names", "scope", "versions"],
+    );
+    open_required(json!({"spec": spec}), &["spec"])
 }
 
 /// An object schema that keeps fields it does not describe, with `props` and `required`.

@@ -86,6 +86,10 @@ pub struct Store {
     pub terminate_after: Duration,
 }
 
+fn is_crd(rt: &ResourceType) -> bool {
+    rt.group == schema::CRD_GROUP && rt.plural == schema::CRD_PLURAL
+}
+
 fn type_key(rt: &ResourceType) -> String {
     format!("{}/{}", rt.group, rt.plural)
 }
@@ -242,6 +246,21 @@ impl Store {
             None if rt.namespaced => body["metadata"]["namespace"] = Value::String(ns.to_owned()),
             _ => {}
         }
+        if is_crd(rt) {
+            let group = body.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+            let plural = body.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+            if name != format!("{plural}.{group}") {
+                return Err(invalid(
+                    rt,
+                    name,
+                    "metadata.name",
+                    format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+                ));
+            }
+            if let Err(e) = ResourceType::from_crd(&body.to_string()) {
+                return Err(invalid(rt, name, "spec", format!("{e:#}")));
+            }
+        }
         if let Some(schema) = &rt.schema {
             let problems = schema::validate(schema, body);
             if !problems.is_empty() {
@@ -296,10 +315,24 @@ impl Store {
             "services" => body["spec"]["clusterIP"] = Value::String(format!("10.96.{}.{}", self.uids / 250, self.uids % 250 + 1)),
             _ => {}
         }
+        self.serve_crd(rt, &body);
         let stored = Stored { obj: body, managers: vec![managed], gone_at: None };
         let out = self.rendered(&stored, rt);
         self.objects.insert((type_key(rt), ns.to_owned(), name.to_owned()), stored);
         out
+    }
+
+    /// After a CustomResourceDefinition is written, its kind is served (replacing what an
+    /// earlier version of it served), as the API server establishes it.
+    fn serve_crd(&mut self, rt: &ResourceType, crd: &Value) {
+        if !is_crd(rt) {
+            return;
+        }
+        // check_body judged it already; an unreadable one serves nothing.
+        if let Ok(types) = ResourceType::from_crd(&crd.to_string()) {
+            self.types.retain(|t| !types.iter().any(|n| n.group == t.group && n.plural == t.plural));
+            self.types.extend(types);
+        }
     }
 
     /// POST: create.
@@ -455,6 +488,7 @@ impl Store {
             let generation = stored.obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             stored.obj["metadata"]["generation"] = json!(generation + 1);
         }
+        self.serve_crd(rt, &stored.obj);
         let out = self.rendered(&stored, rt);
         self.objects.insert(key, stored);
         Ok(out)
@@ -506,7 +540,16 @@ impl Store {
             let stored = self.objects.get(&key).cloned().ok_or_else(|| not_found(rt, name))?;
             return Ok(self.rendered(&stored, rt));
         }
-        self.objects.remove(&key);
+        if let Some(gone) = self.objects.remove(&key)
+            && is_crd(rt)
+            && let Ok(types) = ResourceType::from_crd(&gone.obj.to_string())
+        {
+            // The API server deletes a CRD's objects with it and stops serving its kind.
+            for t in &types {
+                self.objects.retain(|(k, _, _), _| k != &type_key(t));
+            }
+            self.types.retain(|t| !types.iter().any(|n| n.group == t.group && n.plural == t.plural));
+        }
         Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                   "details": {"name": name, "kind": rt.plural, "uid": ""}}))
     }
@@ -735,5 +778,32 @@ mod tests {
         let sel = parse_selector("a=1,b!=2,c,!d").expect("parse");
         assert!(matches(&sel, &json!({"metadata": {"labels": {"a": "1", "b": "3", "c": ""}}})));
         assert!(!matches(&sel, &json!({"metadata": {"labels": {"a": "1", "c": "", "d": "x"}}})));
+    }
+
+    #[test]
+    fn a_written_crd_serves_its_kind_until_it_is_deleted() {
+        let mut s = store_with_ns();
+        let crd_type = ResourceType::builtin().into_iter().find(is_crd).expect("CRDs are served");
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "widgets", "kind": "Widget"},
+                     "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                        "type": "object", "properties": {"spec": {"type": "object", "required": ["size"],
+                            "properties": {"size": {"type": "integer"}}}}}}}]}});
+        assert!(s.resource_type("example.com", "v1", "widgets").is_none());
+        let mut misnamed = crd.clone();
+        misnamed["metadata"]["name"] = json!("widgets");
+        let e = s.apply(&crd_type, "", "widgets", misnamed, "byoc", false).expect_err("name");
+        assert_eq!(e.code, 422, "{}", e.message);
+        s.apply(&crd_type, "", "widgets.example.com", crd, "byoc", false).expect("crd");
+        let t = s.resource_type("example.com", "v1", "widgets").expect("served once written");
+        let widget =
+            |size: Value| json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": size}});
+        let e = s.apply(&t, "a", "w", widget(json!("big")), "byoc", false).expect_err("its schema judges writes");
+        assert_eq!(e.code, 422, "{}", e.message);
+        s.apply(&t, "a", "w", widget(json!(3)), "byoc", false).expect("widget");
+        s.delete(&crd_type, "", "widgets.example.com").expect("delete");
+        assert!(s.resource_type("example.com", "v1", "widgets").is_none());
+        assert!(s.get(&t, "a", "w").is_err(), "its objects go with it");
     }
 }

@@ -3,7 +3,8 @@
 //! service), [`identity`] (IAM roles, the clusters' permissions boundary, the cluster's OIDC
 //! provider), [`kubernetes`] (EKS cluster, node groups), [`access`] (who administers it), [`launch_template`] (the node groups'
 //! launch templates), [`addons`] (EKS add-ons), [`storage`] (S3 buckets),
-//! [`load_balancing`] (ELBv2 network load balancers, their listeners and target groups) and
+//! [`load_balancing`] (ELBv2 network load balancers, their listeners and target groups),
+//! [`lb_controller`] (the AWS Load Balancer Controller installed in the cluster) and
 //! [`preflight`] (checks made before any change). This file holds the provider type, its
 //! clients, what every service shares (ownership tags, property readers, reference
 //! resolution, waiting) and the [`Cloud`] impl that dispatches each resource kind to its
@@ -19,6 +20,7 @@ mod gateway_endpoints;
 mod identity;
 mod kubernetes;
 mod launch_template;
+pub mod lb_controller;
 mod load_balancing;
 mod network;
 pub mod preflight;
