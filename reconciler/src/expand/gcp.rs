@@ -19,7 +19,7 @@
 //! internal Service a `ServiceAttachment` publishing it through Private Service Connect on
 //! the PSC subnetwork, accepting only the control plane's projects.
 
-use super::permissions::{GCP_CLUSTER_ROLES, GCP_NODE_ROLES, gcp_agent_role, gcp_agent_roles};
+use super::permissions::{GCP_AGENT_STATE_ROLES, GCP_CLUSTER_ROLES, GCP_NODE_ROLES, gcp_agent_role, gcp_agent_roles};
 use super::{
     AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, WorkloadIdentity, cluster_namespace,
     cluster_service_account, names,
