@@ -238,3 +238,27 @@ async fn dropping_the_public_proxy_deletes_exactly_its_firewall_rule_and_service
     let (was, is) = (cidrs(&before["NetworkPolicy byoc-system/rwproxy"]), cidrs(&after["NetworkPolicy byoc-system/rwproxy"]));
     assert_eq!(was.iter().filter(|c| !is.contains(c)).collect::<Vec<_>>(), ["203.0.113.0/24"], "{was:?} -> {is:?}");
 }
+
+/// A cluster without the risingwave-operator (so without its CRD): the apply stops before
+/// changing anything, saying what to install, instead of a bare 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_the_risingwave_operator_is_refused_with_what_to_install() {
+    let d = kube_double::Double::new(&[GKE_CRD]).expect("the CRD loads");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    let gcp = gcp_double();
+    let repo = example_repo();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kubeconfig(&dir, addr);
+
+    let refused = apply(&repo, &gcp.url(), &kubeconfig).await;
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("install the risingwave-operator in the cluster first"),
+        "the error says what is missing: {}",
+        refused.stderr
+    );
+    assert!(d.writes().is_empty(), "nothing written in the cluster: {:?}", d.writes());
+    assert!(!refused.stdout.contains("applied "), "nothing applied in the cloud: {}", refused.stdout);
+}

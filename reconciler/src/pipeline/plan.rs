@@ -247,7 +247,14 @@ async fn kubernetes<S: StateStore + ?Sized>(
     let selector = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let unreachable = |e: kube::Error| KubernetesError::Api(format!("observing Kubernetes: {e}"));
     let namespaces = api(ObjectKind::Namespace).list(&selector).await.map_err(unreachable)?;
-    let risingwaves = api(ObjectKind::RisingWave).list(&selector).await.map_err(unreachable)?;
+    let risingwaves = api(ObjectKind::RisingWave).list(&selector).await.map_err(|e| match e {
+        // The kind is not served: the operator (which installs the CRD) is not there.
+        kube::Error::Api(s) if s.code == 404 => KubernetesError::Api(format!(
+            "observing Kubernetes: the cluster does not serve {} (the RisingWave CRD): install the risingwave-operator in the cluster first (it brings the CRD), or use --cloud-only",
+            ObjectKind::RisingWave.api_resource().api_version
+        )),
+        e => unreachable(e),
+    })?;
     // The environment's cluster-wide objects (the default StorageClass), by name.
     let classes: std::collections::BTreeSet<String> = if desired.resources.values().any(|r| r.kind == Kind::K8sStorageClass) {
         let storage_classes =
