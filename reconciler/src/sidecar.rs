@@ -290,12 +290,21 @@ pub fn default_image() -> String {
     format!("ghcr.io/risingwavelabs/byoc:{}", env!("CARGO_PKG_VERSION"))
 }
 
-fn name_of(obj: &Value) -> &str {
+/// `metadata.name` of a manifest object ("" when it has none).
+pub(crate) fn name_of(obj: &Value) -> &str {
     obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
 }
 
-fn kind_of(obj: &Value) -> &str {
+/// `kind` of a manifest object ("" when it has none).
+pub(crate) fn kind_of(obj: &Value) -> &str {
     obj.get("kind").and_then(Value::as_str).unwrap_or("")
+}
+
+/// The objects of a multi-document YAML rendering (`kubectl kustomize` output), empty
+/// documents left out.
+pub(crate) fn documents(text: &str) -> Result<Vec<Value>, String> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
 /// `Kind namespace/name`, for messages.
@@ -312,8 +321,7 @@ fn manifests_error(cloud: Cloud, message: impl Into<String>) -> SidecarError {
 
 /// The cloud's embedded overlay as objects, placeholders and all.
 pub fn embedded(cloud: Cloud) -> Result<Vec<Value>, SidecarError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(rendered(cloud)).map_err(|e| manifests_error(cloud, e.to_string()))?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    documents(rendered(cloud)).map_err(|e| manifests_error(cloud, e))
 }
 
 /// The public proxy's Service for `cloud`, reachable from `allowed`: the component's

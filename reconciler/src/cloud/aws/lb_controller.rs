@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::expand::aws::{LOAD_BALANCER_CONTROLLER, LOAD_BALANCER_CONTROLLER_NAMESPACE, LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT};
 use crate::resource::{Kind, ResourceId};
-use crate::sidecar::{SidecarError, describe};
+use crate::sidecar::{SidecarError, describe, kind_of, name_of};
 use crate::spec::Environment;
 
 /// `kubectl kustomize manifests/aws-load-balancer-controller`, with its placeholders.
@@ -224,18 +224,9 @@ pub fn cert_secret(cert: &WebhookCert) -> Value {
     })
 }
 
-fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
-}
-
-fn kind_of(obj: &Value) -> &str {
-    obj.get("kind").and_then(Value::as_str).unwrap_or("")
-}
-
 /// The embedded manifests as objects, placeholders and all.
 pub fn embedded() -> Result<Vec<Value>, LbControllerError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(RENDERED).map_err(|e| LbControllerError::Manifests(e.to_string()))?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    crate::sidecar::documents(RENDERED).map_err(LbControllerError::Manifests)
 }
 
 /// The controller's objects with `outputs` and `cert` filled in (the certificate's Secret
