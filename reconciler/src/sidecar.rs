@@ -23,7 +23,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind,
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::expand::{AGENT_NAMESPACE, PUBLIC_PROXY_SERVICE};
+use crate::expand::{AGENT_NAMESPACE, PROXY_SERVICE, PUBLIC_PROXY_SERVICE};
 use crate::resource::{Graph, Kind, ResourceId};
 use crate::spec::{Cloud, Environment, Tier};
 
@@ -162,6 +162,10 @@ pub struct SidecarOutputs {
     pub public_proxy: Option<Vec<IpNet>>,
     /// Further objects the graph adds (GCP: the GKE ServiceAttachments).
     pub attachments: Vec<Value>,
+    /// The port the SQL Services (internal and public) listen on: the spec's
+    /// `exposure.proxy.port`, which the cloud's firewall rules and security groups open.
+    /// RWProxy's container port stays the overlay's (`targetPort: sql`).
+    pub proxy_port: u16,
     /// The container image of both containers.
     pub image: String,
 }
@@ -219,6 +223,7 @@ impl SidecarOutputs {
             service_annotations: private_link_annotations(graph),
             public_proxy: env.public_proxy.clone(),
             attachments: service_attachments(graph)?,
+            proxy_port: env.proxy_port,
             image,
         })
     }
@@ -452,6 +457,12 @@ pub fn render(outputs: &SidecarOutputs) -> Result<Vec<Value>, SidecarError> {
         objects.push(public_proxy_service(cloud, allowed)?);
     }
     objects.extend(outputs.attachments.iter().cloned());
+    // The SQL Services listen on the spec's port, which the cloud's rules open.
+    for obj in objects.iter_mut().filter(|o| kind_of(o) == "Service" && [PROXY_SERVICE, PUBLIC_PROXY_SERVICE].contains(&name_of(o))) {
+        let ports = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut).ok_or_else(|| missing("the SQL Service's ports"))?;
+        let sql = ports.iter_mut().find(|p| p["name"] == "sql").ok_or_else(|| missing("the SQL Service's `sql` port"))?;
+        sql["port"] = json!(outputs.proxy_port);
+    }
     // Digest after filling in: the ConfigMaps' data as applied.
     for obj in objects.iter().filter(|o| kind_of(o) == "ConfigMap") {
         digest.update(name_of(obj).as_bytes());
@@ -681,6 +692,7 @@ mod tests {
             service_annotations: BTreeMap::new(),
             public_proxy: None,
             attachments: Vec::new(),
+            proxy_port: 4566,
             image: "registry.example/byoc:9".into(),
         }
     }
@@ -834,6 +846,20 @@ mod tests {
         without.remove(AGENT_IDENTITY_ID);
         let e = SidecarOutputs::new(env, &graph, "examples/azure", &without, "i:1".into()).expect_err("no client id");
         assert!(e.to_string().contains(AGENT_IDENTITY_ID), "{e}");
+    }
+
+    #[test]
+    fn the_sql_services_listen_on_the_specs_port_and_reach_rwproxys_container_port() {
+        let mut values = outputs();
+        values.proxy_port = 6543;
+        values.public_proxy = Some(vec!["198.51.100.0/24".parse().unwrap()]);
+        let objects = render(&values).expect("render");
+        for service in [PROXY_SERVICE, PUBLIC_PROXY_SERVICE] {
+            let s = objects.iter().find(|o| kind_of(o) == "Service" && name_of(o) == service).expect("service");
+            assert_eq!(s["spec"]["ports"], json!([{"name": "sql", "port": 6543, "targetPort": "sql", "protocol": "TCP"}]), "{service}");
+        }
+        let agent = objects.iter().find(|o| kind_of(o) == "Service" && name_of(o) == "byoc-agent").expect("agent");
+        assert_eq!(agent["spec"]["ports"][0]["port"], 8443, "the agent's port is not the SQL port");
     }
 
     #[test]

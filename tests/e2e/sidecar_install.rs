@@ -294,6 +294,7 @@ fn filling_in_gives_what_kustomize_gives_with_the_same_values_in_an_overlay() {
         service_annotations: Default::default(),
         public_proxy: None,
         attachments: Vec::new(),
+        proxy_port: 4566,
         image: "registry.test/byoc:7".into(),
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -308,7 +308,7 @@ pub async fn install(
 pub async fn after_apply(client: &kube::Client, env: &Environment, outputs: &BTreeMap<String, String>) -> Result<(), LbControllerError> {
     let applied = install(client, env, outputs).await?;
     for a in &applied {
-        println!("lb-controller: applied {a}");
+        println!("lb-controller: {a}");
     }
     println!("lb-controller: {} object(s) applied", applied.len());
     Ok(())
