@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Shows tests/moto/lb_controller.py doing to moto what the AWS Load Balancer Controller does
+# to AWS: moto and the Kubernetes double on loopback ports, an EKS cluster in a VPC with
+# private subnets tagged kubernetes.io/role/internal-elb in two zones, Services in
+# byoc-system, then checks NLBs, tags, listeners, target groups, security groups, status,
+# finalizers, idempotence and deletion. Exits non-zero on the first failed check.
+# Usage: bash tests/moto/test_lb_controller.sh   (KUBE_DOUBLE=path to the double's binary)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+py="${BYOC_MOTO_VENV:-$HOME/.cache/byoc/moto-venv}/bin/python"
+double="${KUBE_DOUBLE:-$root/target/debug/kube-double}"
+[ -x "$double" ] || { echo "no kube-double at $double: cargo build -p kube-double, or set KUBE_DOUBLE" >&2; exit 2; }
+start=$(date +%s.%N)
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+moto_port=$(free_port)
+bash "$here/start.sh" "$moto_port" $$ >/dev/null
+"$double" --listen 127.0.0.1:0 --lifetime 120 >"$work/kubeconfig" &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'server:' "$work/kubeconfig" 2>/dev/null && break; sleep 0.05; done
+grep -q 'server:' "$work/kubeconfig" || { echo "FAIL: the kube double printed no kubeconfig" >&2; exit 1; }
+
+export AWS_URL="http://127.0.0.1:$moto_port" KUBECONFIG_FILE="$work/kubeconfig" LOG="$work/controller.log"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+
+# Shared helpers for the checks below (python, boto3 and urllib).
+cat >"$work/lib.py" <<'EOF'
+import json, os, re, sys, time, urllib.request, urllib.error
+import boto3
+kw = dict(endpoint_url=os.environ["AWS_URL"], region_name="us-east-1")
+ec2, elb, eks, iam = (boto3.client(s, **kw) for s in ("ec2", "elbv2", "eks", "iam"))
+text = open(os.environ["KUBECONFIG_FILE"]).read()
+SERVER = re.search(r"server:\s*(\S+)", text).group(1)
+def kube(method, path, body=None, ctype="application/json"):
+    req = urllib.request.Request(SERVER + path, method=method, data=None if body is None else json.dumps(body).encode())
+    req.add_header("Authorization", "Bearer double"); req.add_header("Content-Type", ctype)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+def svc(name):
+    return kube("GET", f"/api/v1/namespaces/byoc-system/services/{name}")
+def tags(arn):
+    return {t["Key"]: t["Value"] for t in elb.describe_tags(ResourceArns=[arn])["TagDescriptions"][0]["Tags"]}
+def lbs():
+    return {tags(l["LoadBalancerArn"]).get("service.k8s.aws/stack"): l for l in elb.describe_load_balancers()["LoadBalancers"]}
+def inventory():
+    """Everything ELB and EC2 hold that a controller could have made, to compare rounds."""
+    out = []
+    for l in elb.describe_load_balancers()["LoadBalancers"]:
+        out.append(l["LoadBalancerArn"])
+        out += [x["ListenerArn"] for x in elb.describe_listeners(LoadBalancerArn=l["LoadBalancerArn"])["Listeners"]]
+    out += [t["TargetGroupArn"] for t in elb.describe_target_groups()["TargetGroups"]]
+    out += [(g["GroupId"], json.dumps(g["IpPermissions"], sort_keys=True)) for g in ec2.describe_security_groups()["SecurityGroups"]]
+    return sorted(map(str, out))
+def check(cond, msg):
+    if not cond:
+        print(f"FAIL: {msg}", file=sys.stderr); sys.exit(1)
+def wait(what, fn, tries=100):
+    for _ in range(tries):  # bounded: 100 x 0.1 s
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    check(False, f"timed out waiting for {what}")
+EOF
+export PYTHONPATH="$work"
+
+# The account: a VPC with two private subnets tagged for internal NLBs, one more subnet
+# tagged for internal NLBs but for another cluster (must be skipped), no public subnet
+# and no subnet tagged kubernetes.io/role/elb; an EKS cluster on the private subnets.
+"$py" - <<'EOF'
+from lib import *
+vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+def subnet(cidr, az, t):
+    return ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=az, TagSpecifications=[
+        {"ResourceType": "subnet", "Tags": [{"Key": k, "Value": v} for k, v in t.items()]}])["Subnet"]["SubnetId"]
+a = subnet("10.40.1.0/24", "us-east-1a", {"kubernetes.io/role/internal-elb": "1"})
+b = subnet("10.40.2.0/24", "us-east-1b", {"kubernetes.io/role/internal-elb": ""})
+subnet("10.40.3.0/24", "us-east-1a", {"kubernetes.io/role/internal-elb": "1", "kubernetes.io/cluster/other": "owned"})
+role = iam.create_role(RoleName="eks-cluster", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+eks.create_cluster(name="byoc-test", roleArn=role, resourcesVpcConfig={"subnetIds": [a, b]})
+open(os.environ["KUBECONFIG_FILE"] + ".subnets", "w").write(f"{a} {b}")
+kube("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "byoc-system"}})
+A = "service.beta.kubernetes.io/"
+def service(name, ann, ports, cls="service.k8s.aws/nlb", **spec):
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "byoc-system", "annotations": ann},
+            "spec": dict(type="LoadBalancer", selector={"app": "byoc"}, ports=ports, **spec)}
+    if cls:
+        body["spec"]["loadBalancerClass"] = cls
+    kube("POST", "/api/v1/namespaces/byoc-system/services", body)
+service("rwproxy", {A + "aws-load-balancer-nlb-target-type": "ip", A + "aws-load-balancer-proxy-protocol": "*"},
+        [{"name": "sql", "port": 4566, "targetPort": 4566, "protocol": "TCP"}], loadBalancerSourceRanges=["10.0.0.0/8"])
+service("byoc-agent", {A + "aws-load-balancer-scheme": "internal"},
+        [{"name": "api", "port": 8443, "targetPort": 8443, "nodePort": 30443, "protocol": "TCP"}])
+service("rwproxy-public", {A + "aws-load-balancer-scheme": "internet-facing", A + "aws-load-balancer-nlb-target-type": "ip"},
+        [{"name": "sql", "port": 4566, "protocol": "TCP"}])
+service("other-class", {}, [{"name": "x", "port": 80, "protocol": "TCP"}], cls=None)
+EOF
+
+"$py" "$here/lb_controller.py" --kubeconfig "$work/kubeconfig" --aws "$AWS_URL" --region us-east-1 \
+  --cluster byoc-test --owner $$ --lifetime 60 --interval 0.1 2>"$LOG" &
+ctl=$!
+pids+=($ctl)
+
+"$py" - <<'EOF' || { cat "$LOG" >&2; exit 1; }
+from lib import *
+a, b = open(os.environ["KUBECONFIG_FILE"] + ".subnets").read().split()
+host = lambda n: ((svc(n).get("status") or {}).get("loadBalancer") or {}).get("ingress")
+for name in ("rwproxy", "byoc-agent"):
+    wait(f"{name}'s status hostname", lambda: host(name))
+found = lbs()
+for name, port, tg_port, ttype, pp, cidr in (("rwproxy", 4566, 4566, "ip", "true", "10.0.0.0/8"),
+                                             ("byoc-agent", 8443, 30443, "instance", "false", "0.0.0.0/0")):
+    stack = f"byoc-system/{name}"
+    lb = found.get(stack)
+    check(lb, f"no NLB tagged service.k8s.aws/stack={stack}")
+    s = svc(name)
+    check(host(name) == [{"hostname": lb["DNSName"]}], f"{name} status {host(name)} is not the NLB's {lb['DNSName']}")
+    check("service.k8s.aws/resources" in s["metadata"].get("finalizers", []), f"{name} has no finalizer")
+    check(lb["Type"] == "network" and lb["Scheme"] == "internal", f"{name}: {lb['Type']} {lb['Scheme']}")
+    check(re.fullmatch(r"k8s-byocsyst-" + name.replace("-", "")[:8] + r"-[0-9a-f]{10}", lb["LoadBalancerName"]) and len(lb["LoadBalancerName"]) <= 32,
+          f"NLB name {lb['LoadBalancerName']}")
+    check(tags(lb["LoadBalancerArn"]) == {"elbv2.k8s.aws/cluster": "byoc-test", "service.k8s.aws/stack": stack,
+                                         "service.k8s.aws/resource": "LoadBalancer"}, f"NLB tags {tags(lb['LoadBalancerArn'])}")
+    check(sorted(z["SubnetId"] for z in lb["AvailabilityZones"]) == sorted([a, b]), f"{name} subnets {lb['AvailabilityZones']} (want {a} {b}, not the other cluster's)")
+    ls = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    check([(l["Port"], l["Protocol"]) for l in ls] == [(port, "TCP")], f"{name} listeners {ls}")
+    tg = elb.describe_target_groups(TargetGroupArns=[ls[0]["DefaultActions"][0]["TargetGroupArn"]])["TargetGroups"][0]
+    check((tg["Protocol"], tg["Port"], tg["TargetType"]) == ("TCP", tg_port, ttype), f"{name} target group {tg}")
+    check(tags(tg["TargetGroupArn"]).get("service.k8s.aws/resource") == f"{stack}:{port}", f"TG tags {tags(tg['TargetGroupArn'])}")
+    attrs = {x["Key"]: x["Value"] for x in elb.describe_target_group_attributes(TargetGroupArn=tg["TargetGroupArn"])["Attributes"]}
+    check(attrs.get("proxy_protocol_v2.enabled", "false") == pp, f"{name} proxy_protocol_v2.enabled={attrs.get('proxy_protocol_v2.enabled')}")
+    sgs = ec2.describe_security_groups(GroupIds=lb["SecurityGroups"])["SecurityGroups"]
+    check(len(sgs) == 1, f"{name} NLB security groups {lb.get('SecurityGroups')}")
+    sg = sgs[0]
+    st = {t["Key"]: t["Value"] for t in sg["Tags"]}
+    check(st.get("service.k8s.aws/stack") == stack and st.get("elbv2.k8s.aws/cluster") == "byoc-test", f"SG tags {st}")
+    rules = [(p["IpProtocol"], p["FromPort"], p["ToPort"], r["CidrIp"]) for p in sg["IpPermissions"] for r in p["IpRanges"]]
+    check(rules == [("tcp", port, port, cidr)], f"{name} SG ingress {rules}")
+for name in ("rwproxy-public", "other-class"):
+    s = svc(name)
+    check(f"byoc-system/{name}" not in found, f"{name} got an NLB")
+    check(not s["metadata"].get("finalizers"), f"{name} got a finalizer {s['metadata'].get('finalizers')}")
+    check(not (s.get("status") or {}).get("loadBalancer"), f"{name} got a status {s.get('status')}")
+check("byoc-system/rwproxy-public: unable to resolve at least one subnet" in open(os.environ["LOG"]).read(),
+      "no 'unable to resolve at least one subnet' for the internet-facing Service")
+print("ok: NLBs, listeners, target groups, security groups, status and finalizers")
+
+# A second round changes nothing: same AWS inventory, no writes to the Services.
+before = (inventory(), [svc(n)["metadata"]["resourceVersion"] for n in ("rwproxy", "byoc-agent", "rwproxy-public")])
+log_lines = len(open(os.environ["LOG"]).read().splitlines())
+time.sleep(0.6)  # several polls at 0.1 s
+after = (inventory(), [svc(n)["metadata"]["resourceVersion"] for n in ("rwproxy", "byoc-agent", "rwproxy-public")])
+check(before == after, "a later poll changed something")
+check(len(open(os.environ["LOG"]).read().splitlines()) == log_lines, "a later poll logged an action")
+print("ok: later polls change nothing")
+
+# Deleting a Service: it stays, terminating, until its NLB, target groups and security
+# group are gone; then it goes. The other Service keeps its NLB.
+lb = lbs()["byoc-system/rwproxy"]
+sg_id = lb["SecurityGroups"][0]
+held = kube("DELETE", "/api/v1/namespaces/byoc-system/services/rwproxy")
+check(held and held.get("metadata", {}).get("deletionTimestamp"), f"DELETE did not leave rwproxy terminating: {held}")
+wait("rwproxy to go", lambda: svc("rwproxy") is None)
+check("byoc-system/rwproxy" not in lbs(), "rwproxy's NLB outlived its Service")
+check(not [t for t in elb.describe_target_groups()["TargetGroups"] if tags(t["TargetGroupArn"]).get("service.k8s.aws/stack") == "byoc-system/rwproxy"],
+      "rwproxy's target group outlived its Service")
+check(sg_id not in [g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]], "rwproxy's security group outlived its Service")
+log = open(os.environ["LOG"]).read()
+check(log.index(f"deleted NLB {lb['LoadBalancerName']}") < log.index("removed finalizer service.k8s.aws/resources from byoc-system/rwproxy"),
+      "the finalizer went before the NLB")
+check("byoc-system/byoc-agent" in lbs(), "byoc-agent's NLB went with rwproxy")
+print("ok: a deleted Service is held until its NLB, target group and security group are gone")
+EOF
+kill "$ctl" 2>/dev/null || true
+printf 'PASS: tests/moto/test_lb_controller.sh in %.1f s\n' "$(echo "$(date +%s.%N) - $start" | bc)"
