@@ -75,7 +75,7 @@ EOF
 export PYTHONPATH="$work"
 
 # The account: a VPC with two private subnets tagged for internal NLBs, one more subnet
-# tagged for internal NLBs but for another cluster (must be skipped), no public subnet
+# tagged for internal NLBs but for another cluster, alone in its zone (must be skipped), no public subnet
 # and no subnet tagged kubernetes.io/role/elb; an EKS cluster on the private subnets.
 "$py" - <<'EOF'
 from lib import *
@@ -85,7 +85,7 @@ def subnet(cidr, az, t):
         {"ResourceType": "subnet", "Tags": [{"Key": k, "Value": v} for k, v in t.items()]}])["Subnet"]["SubnetId"]
 a = subnet("10.40.1.0/24", "us-east-1a", {"kubernetes.io/role/internal-elb": "1"})
 b = subnet("10.40.2.0/24", "us-east-1b", {"kubernetes.io/role/internal-elb": ""})
-subnet("10.40.3.0/24", "us-east-1a", {"kubernetes.io/role/internal-elb": "1", "kubernetes.io/cluster/other": "owned"})
+subnet("10.40.3.0/24", "us-east-1c", {"kubernetes.io/role/internal-elb": "1", "kubernetes.io/cluster/other": "owned"})
 role = iam.create_role(RoleName="eks-cluster", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
 eks.create_cluster(name="byoc-test", roleArn=role, resourcesVpcConfig={"subnetIds": [a, b]})
@@ -181,6 +181,67 @@ check(log.index(f"deleted NLB {lb['LoadBalancerName']}") < log.index("removed fi
       "the finalizer went before the NLB")
 check("byoc-system/byoc-agent" in lbs(), "byoc-agent's NLB went with rwproxy")
 print("ok: a deleted Service is held until its NLB, target group and security group are gone")
+
+# With no subnet tagged kubernetes.io/role/elb, subnets whose route table reaches an
+# internet gateway are the internet-facing candidates (SubnetDiscoveryByReachability).
+vpc = ec2.describe_subnets(SubnetIds=[a])["Subnets"][0]["VpcId"]
+pub = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.10.0/24", AvailabilityZone="us-east-1b")["Subnet"]["SubnetId"]
+time.sleep(0.5)
+check("byoc-system/rwproxy-public" not in lbs(), "an internet-facing NLB in a subnet without a route to an internet gateway")
+igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+ec2.create_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+ec2.associate_route_table(RouteTableId=rt, SubnetId=pub)
+public = wait("rwproxy-public's NLB", lambda: lbs().get("byoc-system/rwproxy-public"))
+check(public["Scheme"] == "internet-facing" and [z["SubnetId"] for z in public["AvailabilityZones"]] == [pub],
+      f"rwproxy-public: {public['Scheme']} in {public['AvailabilityZones']}, want internet-facing in {pub}")
+wait("rwproxy-public's status", lambda: host("rwproxy-public") == [{"hostname": public["DNSName"]}])
+print("ok: an internet-facing Service gets its NLB once a public subnet exists")
+
+# A changed port: the old listener and target group go, new ones come; the NLB stays.
+agent = lbs()["byoc-system/byoc-agent"]
+kube("PATCH", "/api/v1/namespaces/byoc-system/services/byoc-agent",
+     {"spec": {"ports": [{"name": "api", "port": 9443, "targetPort": 8443, "nodePort": 30943, "protocol": "TCP"}]}},
+     "application/merge-patch+json")
+def moved():
+    ls = elb.describe_listeners(LoadBalancerArn=agent["LoadBalancerArn"])["Listeners"]
+    return [l["Port"] for l in ls] == [9443] and ls
+ls = wait("byoc-agent's listener on 9443", moved)
+tg = elb.describe_target_groups(TargetGroupArns=[ls[0]["DefaultActions"][0]["TargetGroupArn"]])["TargetGroups"][0]
+check(tg["Port"] == 30943, f"byoc-agent's new target group port {tg['Port']}")
+mine = [t for t in elb.describe_target_groups()["TargetGroups"] if tags(t["TargetGroupArn"]).get("service.k8s.aws/stack") == "byoc-system/byoc-agent"]
+check(len(mine) == 1, f"byoc-agent has {len(mine)} target groups")
+wait("byoc-agent's security group on 9443 only", lambda: [(p["FromPort"], r["CidrIp"]) for p in ec2.describe_security_groups(
+    GroupIds=agent["SecurityGroups"])["SecurityGroups"][0]["IpPermissions"] for r in p["IpRanges"]] == [(9443, "0.0.0.0/0")])
+check(lbs()["byoc-system/byoc-agent"]["LoadBalancerArn"] == agent["LoadBalancerArn"], "a port change replaced the NLB")
+print("ok: a port change moves the listener, target group and security group rule")
+
+# A Service that goes without the controller (its finalizer removed by hand) leaves its
+# NLB behind, as on AWS.
+kube("PATCH", "/api/v1/namespaces/byoc-system/services/byoc-agent", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+kube("DELETE", "/api/v1/namespaces/byoc-system/services/byoc-agent")
+check(svc("byoc-agent") is None, "byoc-agent is still there without a finalizer")
+time.sleep(0.5)
+check("byoc-system/byoc-agent" in lbs(), "the stand-in collected an orphan without --gc-orphans")
+print("ok: an orphaned stack stays without --gc-orphans")
 EOF
 kill "$ctl" 2>/dev/null || true
+wait "$ctl" 2>/dev/null || true
+"$py" "$here/lb_controller.py" --kubeconfig "$work/kubeconfig" --aws "$AWS_URL" --region us-east-1 \
+  --cluster byoc-test --owner $$ --lifetime 60 --interval 0.1 --gc-orphans 2>>"$LOG" &
+ctl=$!
+pids+=($ctl)
+"$py" - <<'EOF' || { cat "$LOG" >&2; exit 1; }
+from lib import *
+wait("the orphaned NLB to be collected", lambda: "byoc-system/byoc-agent" not in lbs())
+left = [t for t in elb.describe_target_groups()["TargetGroups"] if tags(t["TargetGroupArn"]).get("service.k8s.aws/stack") == "byoc-system/byoc-agent"]
+left += [g for g in ec2.describe_security_groups()["SecurityGroups"]
+         if {t["Key"]: t["Value"] for t in g.get("Tags", [])}.get("service.k8s.aws/stack") == "byoc-system/byoc-agent"]
+check(not left, f"--gc-orphans left {left}")
+check("byoc-system/rwproxy-public" in lbs(), "--gc-orphans collected a live Service's NLB")
+print("ok: --gc-orphans collects the stack of a Service that is gone, and only that")
+EOF
+kill "$ctl" 2>/dev/null || true
+if [ -n "${VERBOSE:-}" ]; then cat "$LOG" >&2; fi
 printf 'PASS: tests/moto/test_lb_controller.sh in %.1f s\n' "$(echo "$(date +%s.%N) - $start" | bc)"
