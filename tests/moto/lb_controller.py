@@ -55,6 +55,12 @@ What it follows, from the controller's documentation and behaviour
   group). Tags on everything: `elbv2.k8s.aws/cluster=<cluster>`,
   `service.k8s.aws/stack=<ns>/<name>` and `service.k8s.aws/resource=` `LoadBalancer`
   (NLB), `ManagedLBSecurityGroup` (security group) or `<ns>/<name>:<port>` (target group).
+* docs/deploy/security_groups.md, "Backend Security Groups": one shared backend group per
+  cluster, `k8s-traffic-<cluster>-<10 hex of SHA-256(cluster)>`, description "[k8s] Shared
+  Backend SecurityGroup for LoadBalancer", tags `elbv2.k8s.aws/cluster=<cluster>` and
+  `elbv2.k8s.aws/resource=backend-sg`, attached to every NLB beside its frontend group and
+  deleted when the last Service holding the finalizer lets go (a VPC cannot be deleted
+  while it is there, which is what a destroy must wait for).
 * A scheme change replaces the NLB (the scheme of an NLB cannot change); ports removed
   from the Service lose their listener and target group.
 
@@ -69,11 +75,10 @@ Where moto, or this stand-in, differs from AWS and the real controller:
   retries that on the next poll, and holds the finalizer until the group is gone.
 * moto accepts a second NLB of an existing name with other settings (AWS answers
   `DuplicateLoadBalancerName`); the stand-in never asks, finding its NLB by tags first.
-* The real controller also makes a shared backend security group
-  (`k8s-traffic-<cluster>-<hash>`), attaches it to the NLB, opens the nodes' or pods'
-  security groups to it and registers targets (nodes or pod IPs) in the target groups;
-  the stand-in does none of that (there are no nodes or pods in moto), so target groups
-  stay empty.
+* The real controller opens the nodes' (instance targets) or pods' (ip targets) security
+  groups to the backend group and registers the nodes or pod IPs in the target groups;
+  the stand-in does neither (there are no nodes or pods in moto), so target groups stay
+  empty.
 * Orphans: the real controller cleans up only through its finalizer; a Service that went
   without it (finalizer removed by hand, namespace force-deleted) leaves its NLB behind
   in AWS. So does the stand-in, unless `--gc-orphans` is given: then NLBs, target groups
@@ -99,6 +104,7 @@ ANN = "service.beta.kubernetes.io/"
 T_CLUSTER = "elbv2.k8s.aws/cluster"
 T_STACK = "service.k8s.aws/stack"
 T_RESOURCE = "service.k8s.aws/resource"
+T_ELBV2_RESOURCE = "elbv2.k8s.aws/resource"
 
 
 def log(msg):
@@ -171,6 +177,7 @@ class Controller:
         self.gc_orphans = args.gc_orphans
         self._vpc = None
         self.last_error = {}
+        self.finalized = set()
 
     # ---- AWS lookups -------------------------------------------------------------------
 
@@ -216,6 +223,45 @@ class Controller:
         if stack:
             filters.append({"Name": f"tag:{T_STACK}", "Values": [stack]})
         return self.ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
+
+    def backend_security_group(self, create):
+        """The cluster's shared backend group's id (made when `create`), or None."""
+        vpc_id, _ = self.vpc()
+        found = self.ec2.describe_security_groups(Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": f"tag:{T_CLUSTER}", "Values": [self.cluster]},
+            {"Name": f"tag:{T_ELBV2_RESOURCE}", "Values": ["backend-sg"]}])["SecurityGroups"]
+        if found or not create:
+            return found[0]["GroupId"] if found else None
+        name = f"k8s-traffic-{sanitize(self.cluster)[:232]}-{hashlib.sha256(self.cluster.encode()).hexdigest()[:10]}"
+        gid = self.ec2.create_security_group(
+            GroupName=name, Description="[k8s] Shared Backend SecurityGroup for LoadBalancer", VpcId=vpc_id,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(
+                {T_CLUSTER: self.cluster, T_ELBV2_RESOURCE: "backend-sg"})}])["GroupId"]
+        log(f"created backend security group {gid} ({name})")
+        return gid
+
+    def release_backend_security_group(self, services, leaving):
+        """Deletes the backend group once no Service but `leaving` (and those finalized
+        earlier in this poll) holds the finalizer; True when it is gone or still needed,
+        False while AWS still holds it."""
+        for svc in services:
+            m = svc["metadata"]
+            stack = f"{m['namespace']}/{m['name']}"
+            if stack != leaving and stack not in self.finalized and FINALIZER in (m.get("finalizers") or []):
+                return True
+        gid = self.backend_security_group(create=False)
+        if gid is None:
+            return True
+        try:
+            self.ec2.delete_security_group(GroupId=gid)
+            log(f"deleted backend security group {gid}: no Service needs it")
+            return True
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "DependencyViolation":
+                raise
+            log(f"backend security group {gid} still in use; retrying next poll")
+            return False
 
     def resolve_subnets(self, scheme):
         vpc_id, _ = self.vpc()
@@ -313,7 +359,7 @@ class Controller:
             svc = self.kube.patch(svc, {"metadata": {"finalizers": fins, "resourceVersion": m["resourceVersion"]}})
             log(f"added finalizer {FINALIZER} to {d['stack']}")
         vpc_id, _ = self.vpc()
-        sg = self.ensure_security_group(d, vpc_id)
+        groups = [self.ensure_security_group(d, vpc_id), self.backend_security_group(create=True)]
         found = lbs.get(d["stack"])
         if found and found[0]["Scheme"] != d["scheme"]:
             log(f"{d['stack']}: scheme changed to {d['scheme']}; replacing NLB {found[0]['LoadBalancerName']}")
@@ -321,11 +367,14 @@ class Controller:
             found = None
         if found:
             lb = found[0]
+            if sorted(lb.get("SecurityGroups") or []) != sorted(groups):
+                self.elb.set_security_groups(LoadBalancerArn=lb["LoadBalancerArn"], SecurityGroups=groups)
+                log(f"set security groups {groups} on {lb['LoadBalancerName']}")
         else:
             tags = dict(d["base"], **{T_RESOURCE: "LoadBalancer"})
             lb = self.elb.create_load_balancer(
                 Name=d["lb_name"], Type="network", Scheme=d["scheme"], Subnets=subnets,
-                SecurityGroups=[sg], Tags=tag_list(tags))["LoadBalancers"][0]
+                SecurityGroups=groups, Tags=tag_list(tags))["LoadBalancers"][0]
             log(f"created NLB {lb['LoadBalancerName']} ({d['scheme']}) in {','.join(subnets)} for {d['stack']}")
         self.ensure_ports(d, vpc_id, lb)
         want = [{"hostname": lb["DNSName"]}]
@@ -433,21 +482,25 @@ class Controller:
                 done = False
         return done
 
-    def finalize(self, svc, lbs):
+    def finalize(self, svc, lbs, services):
         m = svc["metadata"]
         stack = f"{m['namespace']}/{m['name']}"
         if not self.delete_stack(stack, lbs):
+            return
+        if not self.release_backend_security_group(services, stack):
             return
         if ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
             svc = self.kube.patch(svc, {"status": {"loadBalancer": None}}, status=True)
         rest = [f for f in m.get("finalizers") or [] if f != FINALIZER]
         self.kube.patch(svc, {"metadata": {"finalizers": rest, "resourceVersion": svc["metadata"]["resourceVersion"]}})
         log(f"removed finalizer {FINALIZER} from {stack}")
+        self.finalized.add(stack)
 
     # ---- the loop ------------------------------------------------------------------------
 
     def poll(self):
         services = self.kube.services()
+        self.finalized = set()  # stacks whose finalizer this poll removed
         lbs = self.our_load_balancers()
         existing = set()
         for svc in services:
@@ -460,7 +513,7 @@ class Controller:
                 if m.get("deletionTimestamp") or not ours:
                     # Deleted, or no longer an NLB Service of this class: clean up if we made it.
                     if held:
-                        self.finalize(svc, lbs)
+                        self.finalize(svc, lbs, services)
                     continue
                 self.ensure(svc, lbs)
                 self.last_error.pop(stack, None)
@@ -472,14 +525,15 @@ class Controller:
                     log(f"{stack}: {text}")
                     self.last_error[stack] = text
         if self.gc_orphans:
-            self.collect(existing, lbs)
+            self.collect(existing, lbs, services)
 
-    def collect(self, existing, lbs):
+    def collect(self, existing, lbs, services):
         stacks = set(lbs) | {t[T_STACK] for _, t in self.our_target_groups()}
         stacks |= {tags_dict(sg.get("Tags"))[T_STACK] for sg in self.our_security_groups()}
         for stack in sorted(stacks - existing):
             log(f"{stack}: the Service is gone; collecting its resources")
             self.delete_stack(stack, lbs)
+        self.release_backend_security_group(services, None)
 
 
 def owner_alive(pid):

@@ -141,8 +141,11 @@ for name, port, tg_port, ttype, pp, cidr in (("rwproxy", 4566, 4566, "ip", "true
     attrs = {x["Key"]: x["Value"] for x in elb.describe_target_group_attributes(TargetGroupArn=tg["TargetGroupArn"])["Attributes"]}
     check(attrs.get("proxy_protocol_v2.enabled", "false") == pp, f"{name} proxy_protocol_v2.enabled={attrs.get('proxy_protocol_v2.enabled')}")
     sgs = ec2.describe_security_groups(GroupIds=lb["SecurityGroups"])["SecurityGroups"]
-    check(len(sgs) == 1, f"{name} NLB security groups {lb.get('SecurityGroups')}")
-    sg = sgs[0]
+    backend = [g for g in sgs if g["GroupName"].startswith("k8s-traffic-byoctest-")]
+    check(len(sgs) == 2 and len(backend) == 1, f"{name} NLB security groups {[g['GroupName'] for g in sgs]}: want a frontend and the backend")
+    check({t["Key"]: t["Value"] for t in backend[0]["Tags"]} == {"elbv2.k8s.aws/cluster": "byoc-test", "elbv2.k8s.aws/resource": "backend-sg"},
+          f"backend SG tags {backend[0]['Tags']}")
+    sg = [g for g in sgs if g not in backend][0]
     st = {t["Key"]: t["Value"] for t in sg["Tags"]}
     check(st.get("service.k8s.aws/stack") == stack and st.get("elbv2.k8s.aws/cluster") == "byoc-test", f"SG tags {st}")
     rules = [(p["IpProtocol"], p["FromPort"], p["ToPort"], r["CidrIp"]) for p in sg["IpPermissions"] for r in p["IpRanges"]]
@@ -180,6 +183,9 @@ log = open(os.environ["LOG"]).read()
 check(log.index(f"deleted NLB {lb['LoadBalancerName']}") < log.index("removed finalizer service.k8s.aws/resources from byoc-system/rwproxy"),
       "the finalizer went before the NLB")
 check("byoc-system/byoc-agent" in lbs(), "byoc-agent's NLB went with rwproxy")
+backend = [g for g in lb["SecurityGroups"] if g != sg_id]
+check(backend and backend[0] in [g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]],
+      "the shared backend security group went while byoc-agent still uses it")
 print("ok: a deleted Service is held until its NLB, target group and security group are gone")
 
 # With no subnet tagged kubernetes.io/role/elb, subnets whose route table reaches an
@@ -241,6 +247,16 @@ left += [g for g in ec2.describe_security_groups()["SecurityGroups"]
 check(not left, f"--gc-orphans left {left}")
 check("byoc-system/rwproxy-public" in lbs(), "--gc-orphans collected a live Service's NLB")
 print("ok: --gc-orphans collects the stack of a Service that is gone, and only that")
+
+# The last Service holding the finalizer goes: the shared backend security group goes too.
+backend = [g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith("k8s-traffic-")]
+check(len(backend) == 1, f"backend security groups {backend}")
+kube("DELETE", "/api/v1/namespaces/byoc-system/services/rwproxy-public")
+wait("rwproxy-public to go", lambda: svc("rwproxy-public") is None)
+check(backend[0] not in [g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]],
+      "the backend security group outlived the last Service")
+check(not lbs(), f"NLBs left: {list(lbs())}")
+print("ok: the backend security group goes with the last Service")
 EOF
 kill "$ctl" 2>/dev/null || true
 if [ -n "${VERBOSE:-}" ]; then cat "$LOG" >&2; fi
