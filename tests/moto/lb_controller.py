@@ -83,7 +83,11 @@ Where moto, or this stand-in, differs from AWS and the real controller:
   without it (finalizer removed by hand, namespace force-deleted) leaves its NLB behind
   in AWS. So does the stand-in, unless `--gc-orphans` is given: then NLBs, target groups
   and security groups tagged with this cluster whose Service no longer exists are deleted.
-* No events, no backoff: a failed step is logged and retried on the next poll.
+* Like the controller, it reconciles a Service when the Service changes (a new
+  resourceVersion) or when it starts, not on every poll, so drift made in AWS behind its
+  back is not repaired until then (the controller's resync period is hours). A Service
+  whose reconcile failed is retried every poll (the controller backs off exponentially).
+* No events: a failure is one log line (again only when its text changes).
 """
 import argparse
 import hashlib
@@ -178,6 +182,8 @@ class Controller:
         self._vpc = None
         self.last_error = {}
         self.finalized = set()
+        self.converged = {}  # stack -> (uid, resourceVersion) last converged
+        self._lbs = None
 
     # ---- AWS lookups -------------------------------------------------------------------
 
@@ -350,13 +356,17 @@ class Controller:
             tg_name=lambda port, tg_port: k8s_name(ns, name, self.cluster, uid, str(tg_port), str(port), target_type, "TCP"),
         )
 
-    def ensure(self, svc, lbs):
+    def ensure(self, svc):
+        """Converges one Service's stack; returns the Service's resourceVersion after the
+        stand-in's own writes, so an unchanged Service is not reconciled again."""
+        lbs = self.lbs()
         d = self.desired(svc)
         subnets = self.resolve_subnets(d["scheme"])
         m = svc["metadata"]
         if FINALIZER not in (m.get("finalizers") or []):
             fins = (m.get("finalizers") or []) + [FINALIZER]
             svc = self.kube.patch(svc, {"metadata": {"finalizers": fins, "resourceVersion": m["resourceVersion"]}})
+            m = svc["metadata"]
             log(f"added finalizer {FINALIZER} to {d['stack']}")
         vpc_id, _ = self.vpc()
         groups = [self.ensure_security_group(d, vpc_id), self.backend_security_group(create=True)]
@@ -379,8 +389,9 @@ class Controller:
         self.ensure_ports(d, vpc_id, lb)
         want = [{"hostname": lb["DNSName"]}]
         if ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") != want:
-            self.kube.patch(svc, {"status": {"loadBalancer": {"ingress": want}}}, status=True)
+            svc = self.kube.patch(svc, {"status": {"loadBalancer": {"ingress": want}}}, status=True)
             log(f"set {d['stack']} status hostname {lb['DNSName']}")
+        return svc["metadata"]["resourceVersion"]
 
     def ensure_security_group(self, d, vpc_id):
         groups = self.our_security_groups(d["stack"])
@@ -462,8 +473,9 @@ class Controller:
         self.elb.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
         log(f"deleted NLB {lb['LoadBalancerName']}")
 
-    def delete_stack(self, stack, lbs):
+    def delete_stack(self, stack):
         """Deletes what the stack owns; True once nothing is left."""
+        lbs = self.lbs()
         if stack in lbs:
             self.delete_lb(lbs.pop(stack)[0])
         for tg, t in self.our_target_groups():
@@ -482,10 +494,11 @@ class Controller:
                 done = False
         return done
 
-    def finalize(self, svc, lbs, services):
+    def finalize(self, svc, services):
         m = svc["metadata"]
         stack = f"{m['namespace']}/{m['name']}"
-        if not self.delete_stack(stack, lbs):
+        self.converged.pop(stack, None)
+        if not self.delete_stack(stack):
             return
         if not self.release_backend_security_group(services, stack):
             return
@@ -501,7 +514,7 @@ class Controller:
     def poll(self):
         services = self.kube.services()
         self.finalized = set()  # stacks whose finalizer this poll removed
-        lbs = self.our_load_balancers()
+        self._lbs = None
         existing = set()
         for svc in services:
             m, spec = svc["metadata"], svc.get("spec", {})
@@ -513,9 +526,14 @@ class Controller:
                 if m.get("deletionTimestamp") or not ours:
                     # Deleted, or no longer an NLB Service of this class: clean up if we made it.
                     if held:
-                        self.finalize(svc, lbs, services)
+                        self.finalize(svc, services)
                     continue
-                self.ensure(svc, lbs)
+                # Like the controller, which reconciles a Service when it changes (and on
+                # its restart), not on every tick: drift in AWS is not repaired meanwhile.
+                if self.converged.get(stack) == (m.get("uid"), m.get("resourceVersion")):
+                    continue
+                rv = self.ensure(svc)
+                self.converged[stack] = (m.get("uid"), rv)
                 self.last_error.pop(stack, None)
             except (ModelError, ClientError, urllib.error.URLError) as e:
                 text = str(e)
@@ -524,15 +542,23 @@ class Controller:
                 if self.last_error.get(stack) != text:  # one line per distinct failure
                     log(f"{stack}: {text}")
                     self.last_error[stack] = text
+        for stack in set(self.converged) - existing:
+            del self.converged[stack]
         if self.gc_orphans:
-            self.collect(existing, lbs, services)
+            self.collect(existing, services)
 
-    def collect(self, existing, lbs, services):
-        stacks = set(lbs) | {t[T_STACK] for _, t in self.our_target_groups()}
+    def lbs(self):
+        """This poll's {stack: (NLB, tags)}, listed on first use."""
+        if self._lbs is None:
+            self._lbs = self.our_load_balancers()
+        return self._lbs
+
+    def collect(self, existing, services):
+        stacks = set(self.lbs()) | {t[T_STACK] for _, t in self.our_target_groups()}
         stacks |= {tags_dict(sg.get("Tags"))[T_STACK] for sg in self.our_security_groups()}
         for stack in sorted(stacks - existing):
             log(f"{stack}: the Service is gone; collecting its resources")
-            self.delete_stack(stack, lbs)
+            self.delete_stack(stack)
         self.release_backend_security_group(services, None)
 
 
