@@ -100,7 +100,8 @@ kinds! {
     AwsLaunchTemplate => "aws.launch-template", "AWS EC2 launch template", ["name", "rootVolumeGiB", "volumeType", "encrypted", "instanceTags"];
     AwsEksAddon => "aws.eks-addon", "AWS EKS add-on", ["cluster", "name"];
     AwsS3Bucket => "aws.s3-bucket", "AWS S3 bucket", ["name", "region"];
-    AwsNlb => "aws.nlb", "AWS network load balancer", ["name", "scheme", "subnets"];
+    AwsNlb => "aws.nlb", "AWS network load balancer (byoc's own, before the controller; deleted)", ["name", "scheme", "subnets"];
+    AwsServiceNlb => "aws.service-nlb", "AWS NLB of a Service (the controller's)", [];
     AwsVpcEndpointService => "aws.vpc-endpoint-service", "AWS VPC endpoint service", [];
     AwsVpcEndpoint => "aws.vpc-endpoint", "AWS VPC endpoint", ["vpc", "service", "type"];
     GcpNetwork => "gcp.network", "GCP VPC network", ["name"];

@@ -18,7 +18,10 @@ use serde_json::Value;
 use crate::state_s3::{MOTO_ENV, start_moto};
 use crate::support::{Killed, Repo, Run, byoc_env, project_root};
 
-/// Every AWS resource examples/aws describes.
+/// Every AWS resource examples/aws describes and an apply without a cluster makes: the
+/// agent's and the proxy's NLBs are their Services' (made by the AWS Load Balancer
+/// Controller in the cluster) and their endpoint services follow them
+/// (tests/e2e/aws_endpoint_services.rs).
 const EXPECTED: &[&str] = &[
     "aws.eks-addon/aws-ebs-csi-driver",
     "aws.eks-cluster/main",
@@ -35,33 +38,22 @@ const EXPECTED: &[&str] = &[
     "aws.launch-template/risingwave",
     "aws.launch-template/system",
     "aws.nat-gateway/main",
-    "aws.nlb/agent",
-    "aws.nlb/proxy",
-    "aws.nlb/proxy-public",
     "aws.oidc-provider/main",
     "aws.route-table/private",
     "aws.route-table/public",
     "aws.s3-bucket/data",
     "aws.s3-bucket/state",
-    "aws.security-group/agent",
     "aws.security-group/cluster",
-    "aws.security-group/proxy",
-    "aws.security-group/proxy-public",
     "aws.subnet/private-a",
     "aws.subnet/private-b",
     "aws.subnet/private-c",
     "aws.subnet/public-a",
     "aws.subnet/public-b",
     "aws.subnet/public-c",
-    "aws.vpc-endpoint-service/agent",
-    "aws.vpc-endpoint-service/proxy",
     "aws.vpc-endpoint/s3",
     "aws.vpc/main",
-    // Owned by the NAT gateway and the load balancers, tagged with their ids.
+    // Owned by the NAT gateway, tagged with its id.
     "eip:aws.nat-gateway/main",
-    "tg:aws.nlb/agent",
-    "tg:aws.nlb/proxy",
-    "tg:aws.nlb/proxy-public",
 ];
 
 fn venv_python() -> PathBuf {
@@ -175,6 +167,26 @@ impl Account {
         inv["tagged"].as_object().expect("tagged").iter().map(|(k, v)| (k.clone(), v.as_array().map_or(0, Vec::len))).collect()
     }
 
+    /// The stand-in AWS Load Balancer Controller (tests/moto/lb_controller.py) of the EKS
+    /// cluster `cluster`, watching the Kubernetes double `kubeconfig` reaches: it makes
+    /// and deletes the NLBs of the LoadBalancer Services there, in this account, through
+    /// the front (so its calls meet the front's real-AWS behaviours too). Stops when
+    /// dropped.
+    pub(crate) fn lb_controller(&self, kubeconfig: &Path, cluster: &str) -> Killed {
+        let child = Command::new(venv_python())
+            .arg(project_root().join("tests/moto/lb_controller.py"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--aws", self.endpoint(), "--region", "us-east-1", "--cluster", cluster])
+            .args(["--owner", &std::process::id().to_string(), "--lifetime", "900"])
+            .envs(MOTO_ENV)
+            // One line per action on stderr: shown when BYOC_TEST_LB_CONTROLLER_LOG is set.
+            .stderr(if std::env::var_os("BYOC_TEST_LB_CONTROLLER_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .expect("start lb_controller.py");
+        Killed(child)
+    }
+
     fn faults_injected(&self) -> u64 {
         get_json(&format!("{}/__faults", self.endpoint())).as_object().expect("counts").values().filter_map(Value::as_u64).sum()
     }
@@ -258,7 +270,11 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
 
     let first = run(&repo, &args);
     ok(&first);
-    assert!(summary(&first).starts_with("38 to create, 0 to update"), "{}", summary(&first));
+    assert!(summary(&first).starts_with("30 to create, 0 to update, 0 to replace, 0 to delete, 4 blocked"), "{}", summary(&first));
+    // Without a cluster, what stands on the sidecar's Services waits, and says so.
+    for id in ["aws.service-nlb/agent", "aws.service-nlb/proxy", "aws.vpc-endpoint-service/agent", "aws.vpc-endpoint-service/proxy"] {
+        assert!(first.stdout.contains(&format!("kept: {id}: waits for the sidecar's Services")), "{id}\n{}", first.stdout);
+    }
     assert_exactly_one_of_each(&account.counts());
 
     let inv = account.inventory();
@@ -282,7 +298,6 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
             .any(|r| r.as_str().is_some_and(|r| r.starts_with("0.0.0.0/0->nat-")))
     );
     assert_eq!(routes["aws.route-table/private"]["subnets"], 3);
-    assert_eq!(d["ingress"]["aws.security-group/proxy-public"], serde_json::json!(["tcp:4566:203.0.113.0/24"]));
     assert_eq!(d["cluster"]["version"], "1.35");
     assert_eq!(d["nodeGroups"]["risingwave"]["taints"], serde_json::json!(["dedicated=risingwave:NO_SCHEDULE"]));
     assert_eq!((d["nodeGroups"]["risingwave"]["min"].as_i64(), d["nodeGroups"]["risingwave"]["max"].as_i64()), (Some(4), Some(12)));
@@ -315,18 +330,6 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     want.sort();
     assert_eq!(d["roles"]["aws.iam-role/agent"]["actions"], serde_json::json!(want));
     assert_eq!(d["roles"]["aws.iam-role/eks-cluster"]["managed"], serde_json::json!(["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"]));
-    assert_eq!(d["nlbs"]["aws.nlb/proxy-public"]["scheme"], "internet-facing");
-    assert_eq!(d["nlbs"]["aws.nlb/agent"]["scheme"], "internal");
-    assert_eq!(d["nlbs"]["aws.nlb/proxy"]["ports"], serde_json::json!([4566]));
-    // One endpoint service per internal NLB (an interface endpoint reaches one NLB per
-    // zone), each waiting for acceptance.
-    for service in ["aws.vpc-endpoint-service/agent", "aws.vpc-endpoint-service/proxy"] {
-        assert_eq!(
-            d["endpointServices"][service],
-            serde_json::json!({"loadBalancers": 1, "principals": ["arn:aws:iam::210987654321:root"], "acceptanceRequired": true}),
-            "{service}"
-        );
-    }
     // The AWS Load Balancer Controller's role: trusted by its service account only, with
     // the policy published in policies/aws/load-balancer-controller.json.
     let lbc = &d["roles"]["aws.iam-role/load-balancer-controller"];
@@ -339,7 +342,7 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     let second = run(&repo, &args);
     ok(&second);
     assert!(
-        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 0 blocked, 38 unchanged"),
+        summary(&second).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete, 4 blocked, 30 unchanged"),
         "{}",
         summary(&second)
     );
@@ -354,17 +357,14 @@ fn apply_creates_every_resource_then_plans_nothing_resizes_removes_and_destroys(
     assert!(resize.stdout.contains("~ update aws.eks-nodegroup/risingwave"), "{}", resize.stdout);
     assert_eq!(account.inventory()["details"]["nodeGroups"]["risingwave"]["max"], 16);
 
-    // Remove the external NLB: it is deleted, with the security group that only it used.
+    // Remove the external NLB: on AWS it is its Service's (the sidecar deletes the Service,
+    // tests/e2e/sidecar_install.rs), so nothing changes in the cloud.
     repo.edit("examples/aws/environment.yaml", "      public:\n        allowedCidrs: [203.0.113.0/24]\n", "");
     repo.commit("no public endpoint");
     let removal = run(&repo, &args);
     ok(&removal);
-    assert!(summary(&removal).starts_with("0 to create, 0 to update, 0 to replace, 2 to delete"), "{}", summary(&removal));
-    assert_eq!(removal.stdout.matches("- delete aws.nlb/proxy-public").count(), 1, "{}", removal.stdout);
-    let counts = account.counts();
-    assert!(!counts.contains_key("aws.nlb/proxy-public") && !counts.contains_key("tg:aws.nlb/proxy-public"), "{counts:?}");
-    assert!(!counts.contains_key("aws.security-group/proxy-public"), "{counts:?}");
-    assert_eq!(counts.len(), EXPECTED.len() - 3);
+    assert!(summary(&removal).starts_with("0 to create, 0 to update, 0 to replace, 0 to delete"), "{}", summary(&removal));
+    assert_eq!(account.counts().len(), EXPECTED.len());
 
     // Destroy keeps the buckets (and the retained cluster's role) unless told otherwise.
     let mut destroy: Vec<&str> = args.clone();
@@ -519,8 +519,8 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     let out = child.wait_with_output().expect("byoc ends");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("38 to create"), "the live plan is shown first:\n{stdout}");
-    assert!(stderr.contains("Apply these 38 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
+    assert!(stdout.contains("30 to create"), "the live plan is shown first:\n{stdout}");
+    assert!(stderr.contains("Apply these 30 change(s) to prod-use1? Only 'yes' approves: "), "{stderr}");
     assert!(stderr.contains("not applied: only 'yes' approves; nothing was changed"), "{stderr}");
     assert_eq!(account.counts(), Default::default());
 }
@@ -908,7 +908,6 @@ fn the_longest_valid_names_apply_and_destroy() {
     let counts = account.counts_of(ENV);
     assert_eq!(counts.len(), EXPECTED.len() + 1, "every resource and the third cluster's role: {counts:?}");
     let d = &account.inventory_of(ENV)["details"];
-    assert_eq!(d["nlbs"]["aws.nlb/proxy"]["ports"], serde_json::json!([9999]));
     let role = d["roles"][format!("aws.iam-role/rw-{long}")]["arn"].as_str().expect("the long cluster's role").to_owned();
     let name = role.rsplit('/').next().unwrap_or_default();
     assert!(name.len() <= 64 && name.starts_with(&format!("byoc-{ENV}-")), "{name}");
@@ -936,13 +935,6 @@ fn destroy_deletes_what_is_half_created_and_passes_over_what_is_already_gone() {
     ok(&run(&repo, &args));
     account.python(&format!(
         "{FIND}
-# The public load balancer as a run that stopped before its target group left it: no
-# listener, no target group (DescribeTargetGroups by load balancer answers TargetGroupNotFound).
-arn = lb('aws.nlb/proxy-public')['LoadBalancerArn']
-for l in elb.describe_listeners(LoadBalancerArn=arn)['Listeners']:
-    elb.delete_listener(ListenerArn=l['ListenerArn'])
-for t in elb.describe_target_groups(LoadBalancerArn=arn)['TargetGroups']:
-    elb.delete_target_group(TargetGroupArn=t['TargetGroupArn'])
 # A role created but never given its policy.
 iam.delete_role_policy(RoleName='byoc-prod-use1-rw-analytics', PolicyName='byoc')
 # Already gone: a role, a bucket, a node group, the public route table and the internet gateway.
@@ -960,8 +952,6 @@ for a in igw.get('Attachments', []):
 ec2.delete_internet_gateway(InternetGatewayId=igw['InternetGatewayId'])
 "
     ));
-    let counts = account.counts();
-    assert!(!counts.contains_key("tg:aws.nlb/proxy-public") && counts.contains_key("aws.nlb/proxy-public"), "{counts:?}");
     let mut destroy = args.clone();
     destroy[0] = "destroy";
     destroy.push("--delete-data");
@@ -976,7 +966,6 @@ ec2.delete_internet_gateway(InternetGatewayId=igw['InternetGatewayId'])
             out.stdout
         );
     }
-    assert!(out.stdout.contains("aws.nlb/proxy-public delete"), "{}", out.stdout);
     assert_eq!(account.counts(), Default::default(), "destroy --delete-data leaves nothing tagged");
 }
 

@@ -111,7 +111,6 @@ fn a_ci_user_scoped_by_condition_keys_is_judged_as_aws_would_judge_its_calls() {
         "CreateSubnet",
         "CreateVpc",
         "CreateVpcEndpoint",
-        "CreateVpcEndpointServiceConfiguration",
     ];
     let as_user = |(key, secret): &(String, String), state: &str| {
         let env = [
@@ -126,7 +125,7 @@ fn a_ci_user_scoped_by_condition_keys_is_judged_as_aws_would_judge_its_calls() {
     let narrow = user_with_policy(&account, "ci-narrow", &scoped_policy("ec2.amazonaws.com", &["CreateVpc"]));
     let refused = as_user(&narrow, "state-narrow");
     assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
-    let problem = "arn:aws:iam::123456789012:user/ci-narrow is not allowed 9 action(s) this plan needs: ec2:CreateTags (implicitDeny) when tagging in AllocateAddress, ec2:CreateTags (implicitDeny) when tagging in CreateInternetGateway, ec2:CreateTags (implicitDeny) when tagging in CreateNatGateway, ec2:CreateTags (implicitDeny) when tagging in CreateRouteTable, ec2:CreateTags (implicitDeny) when tagging in CreateSecurityGroup, ec2:CreateTags (implicitDeny) when tagging in CreateSubnet, ec2:CreateTags (implicitDeny) when tagging in CreateVpcEndpoint, ec2:CreateTags (implicitDeny) when tagging in CreateVpcEndpointServiceConfiguration, iam:PassRole (implicitDeny) when passing a role to eks.amazonaws.com";
+    let problem = "arn:aws:iam::123456789012:user/ci-narrow is not allowed 8 action(s) this plan needs: ec2:CreateTags (implicitDeny) when tagging in AllocateAddress, ec2:CreateTags (implicitDeny) when tagging in CreateInternetGateway, ec2:CreateTags (implicitDeny) when tagging in CreateNatGateway, ec2:CreateTags (implicitDeny) when tagging in CreateRouteTable, ec2:CreateTags (implicitDeny) when tagging in CreateSecurityGroup, ec2:CreateTags (implicitDeny) when tagging in CreateSubnet, ec2:CreateTags (implicitDeny) when tagging in CreateVpcEndpoint, iam:PassRole (implicitDeny) when passing a role to eks.amazonaws.com";
     assert!(refused.stderr.contains(problem), "{}", refused.stderr);
     assert_eq!(account.counts(), Default::default());
 
@@ -150,12 +149,7 @@ fn service_linked_roles_of_a_fresh_account_are_made_on_first_use_if_the_caller_m
     let repo = example_repo();
     let applied = run(&repo, &approved_apply_args(&account, "state"));
     ok(&applied);
-    for role in [
-        "AWSServiceRoleForAmazonEKS",
-        "AWSServiceRoleForAmazonEKSNodegroup",
-        "AWSServiceRoleForAutoScaling",
-        "AWSServiceRoleForElasticLoadBalancing",
-    ] {
+    for role in ["AWSServiceRoleForAmazonEKS", "AWSServiceRoleForAmazonEKSNodegroup", "AWSServiceRoleForAutoScaling"] {
         assert!(
             applied.stderr.contains(&format!("the service-linked role {role} does not exist yet; AWS makes it on first use"))
                 || applied.stdout.contains(&format!("the service-linked role {role} does not exist yet; AWS makes it on first use")),
@@ -169,7 +163,9 @@ fn service_linked_roles_of_a_fresh_account_are_made_on_first_use_if_the_caller_m
     fresh.front(&["--deny", "iam:CreateServiceLinkedRole"]);
     let refused = run(&repo, &approved_apply_args(&fresh, "state2"));
     assert_eq!(refused.code, 1, "{}", refused.stdout);
-    assert!(refused.stderr.contains("preflight found 4 problem(s); nothing was changed"), "{}", refused.stderr);
+    // (ELB's role is the controller's first NLB's, checked by an apply that reaches the
+    // cluster: without one no NLB is made.)
+    assert!(refused.stderr.contains("preflight found 3 problem(s); nothing was changed"), "{}", refused.stderr);
     assert!(
         refused.stderr.contains("the service-linked role AWSServiceRoleForAutoScaling does not exist in this account and arn:aws:sts::123456789012:user/moto may not create it (iam:CreateServiceLinkedRole for autoscaling.amazonaws.com: implicitDeny)"),
         "{}",
@@ -200,11 +196,15 @@ fn destroy(repo: &crate::support::Repo, account: &Account, state: &str, extra: &
 /// groups, the gateway detach and the VPC are retried while the network interfaces of the
 /// deleted load balancers and EKS cluster linger (the front refuses each of them three
 /// times with DependencyViolation after the first such deletion).
-#[test]
-fn destroy_rejects_connected_endpoints_and_waits_out_lingering_network_interfaces() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_rejects_connected_endpoints_and_waits_out_lingering_network_interfaces() {
     let account = Account::new().with_autoscaling_role().real_aws(&["--linger", "3"]);
     let repo = example_repo();
-    ok(&run(&repo, &approved_apply_args(&account, "state")));
+    // The endpoint services front the NLBs of the sidecar's Services: a cluster is needed.
+    let cluster = crate::aws_endpoint_services::Cluster::new(&account).await;
+    let mut args = approved_apply_args(&account, "state");
+    args.extend(cluster.args());
+    ok(&tokio::task::block_in_place(|| run(&repo, &args)));
     let service = account.python(
         "import boto3; print(boto3.client('ec2').describe_vpc_endpoint_service_configurations()['ServiceConfigurations'][0]['ServiceId'])",
     );
@@ -215,7 +215,7 @@ fn destroy_rejects_connected_endpoints_and_waits_out_lingering_network_interface
     ));
     assert!(endpoint.trim().starts_with("\"vpce-"), "{endpoint}");
 
-    let gone = destroy(&repo, &account, "state", &[]);
+    let gone = tokio::task::block_in_place(|| destroy(&repo, &account, "state", &["--kubeconfig", &cluster.kubeconfig]));
     ok(&gone);
     let text = format!("{}{}", gone.stdout, gone.stderr);
     assert!(text.contains("rejecting 1 endpoint connection(s) to aws.vpc-endpoint-service/"), "{text}");
@@ -314,6 +314,9 @@ async fn the_plan_shows_a_default_gp3_storage_class_and_apply_puts_it_in_the_clu
     let kubeconfig = kube_dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
     let kubeconfig = kubeconfig.display().to_string();
+    // The controller's stand-in makes the NLBs of the sidecar's Services, which the
+    // endpoint services front.
+    let _controller = account.lb_controller(std::path::Path::new(&kubeconfig), "byoc-prod-use1");
     let apply = || {
         let dir = repo.path().to_path_buf();
         let (endpoint, kubeconfig) = (endpoint.clone(), kubeconfig.clone());
@@ -423,7 +426,7 @@ fn a_replaced_node_group_is_created_under_a_new_name_before_the_old_one_goes() {
     assert!(ok(&run(&repo, &approved_apply_args(&account, "state"))).stdout.contains("nothing to do"));
 }
 
-/// Issue 16 item 7: a deleted load balancer's and EKS cluster's network interfaces linger
+/// Issue 16 item 7: a deleted EKS cluster's network interfaces linger
 /// (the front lists them in DescribeNetworkInterfaces for two seconds after each deletion
 /// and refuses subnet, security-group, gateway and VPC deletions meanwhile). Destroy waits
 /// for them to go, with backoff, before it deletes what they hold, so EC2 never has to
@@ -435,9 +438,10 @@ fn destroy_waits_for_the_network_interfaces_of_deleted_load_balancers_and_the_cl
     ok(&run(&repo, &approved_apply_args(&account, "state")));
     let gone = destroy(&repo, &account, "state", &[]);
     let text = format!("{}{}", ok(&gone).stdout, gone.stderr);
-    for waited in ["waiting aws.nlb/agent: network interfaces eni-", "waiting aws.eks-cluster/main: network interfaces eni-"] {
-        assert!(text.contains(waited), "{waited}\n{text}");
-    }
+    // (The load balancers' own wait is in tests/e2e/aws_endpoint_services.rs: they are the
+    // controller's, made in the cluster.)
+    let waited = "waiting aws.eks-cluster/main: network interfaces eni-";
+    assert!(text.contains(waited), "{waited}\n{text}");
     let linger = crate::aws::get_json(&format!("{}/__linger", account.endpoint()));
     assert!(linger["listed"].as_u64().unwrap_or(0) >= 2, "{linger}");
     assert_eq!(linger["injected"], 0, "a deletion was refused while interfaces lingered:\n{text}");

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `byoc` binary against real git repositories.
 
 mod aws;
+mod aws_endpoint_services;
 mod aws_hardening;
 mod aws_real;
 mod azure;

@@ -101,6 +101,9 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     let kubeconfig = kube_dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
     let kubeconfig = kubeconfig.display().to_string();
+    // The controller's stand-in makes the NLBs of the sidecar's Services, which the
+    // endpoint services front.
+    let controller = account.lb_controller(std::path::Path::new(&kubeconfig), "byoc-prod-use1");
 
     let run = |verb: &'static str, extra: Vec<String>| {
         let dir = repo.path().to_path_buf();
@@ -132,12 +135,18 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     // Server-side apply as byoc, in dependency order: the Namespace first, the Deployment last.
     // (The RisingWave clusters' own namespaces and objects follow; they are not the sidecar's.)
     // (The load balancer controller's own cluster roles are tests/e2e/lb_controller.rs's.)
+    // The controller's stand-in writes its finalizer and status onto the sidecar's Services.
+    let by_controller = |r: &kube_double::Recorded| r.user_agent.as_deref() == Some("aws-load-balancer-controller-stand-in");
     let sidecar_uri = |u: &str| {
         (u.contains("byoc-system") || u.contains("/clusterroles/") || u.contains("/clusterrolebindings/"))
             && !u.contains("aws-load-balancer")
     };
-    let patches: Vec<String> =
-        d.writes().iter().filter(|r| r.method == http::Method::PATCH && sidecar_uri(&r.uri)).map(|r| r.uri.clone()).collect();
+    let patches: Vec<String> = d
+        .writes()
+        .iter()
+        .filter(|r| r.method == http::Method::PATCH && sidecar_uri(&r.uri) && !by_controller(r))
+        .map(|r| r.uri.clone())
+        .collect();
     assert_eq!(patches.len(), 17, "{patches:#?}");
     assert!(patches.iter().all(|u| u.contains("fieldManager=byoc") && u.contains("force=true")), "{patches:#?}");
     assert!(patches[0].starts_with("/api/v1/namespaces/byoc-system?"), "{patches:#?}");
@@ -222,17 +231,22 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     let after = held(&client, &find("Deployment", "byoc")).await.expect("deployment");
     assert_eq!(after["metadata"]["generation"], deployment["metadata"]["generation"], "re-applying the same objects changes nothing");
 
-    // The cloud's load-balancer controller holds each LoadBalancer Service with a finalizer
-    // until it has deleted the load balancer: destroy must wait for it before deleting the
-    // cluster, or the load balancer is left behind holding the subnets.
+    // The AWS Load Balancer Controller (its stand-in) holds each of its Services with its
+    // finalizer until it has deleted the NLB: destroy must wait for it before deleting the
+    // cluster, or the NLB is left behind holding the subnets. The controller is paused to
+    // show the wait.
     let services = Api::<DynamicObject>::namespaced_with(
         client.clone(),
         "byoc-system",
         &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Service"), "services"),
     );
-    let finalizer =
-        kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["service.kubernetes.io/load-balancer-cleanup"]}}));
-    services.patch("rwproxy", &kube::api::PatchParams::default(), &finalizer).await.expect("the controller's finalizer");
+    let held_by = services.get("rwproxy").await.expect("the proxy's Service").metadata.finalizers.unwrap_or_default();
+    assert_eq!(held_by, ["service.k8s.aws/resources"], "the controller holds the Service it made an NLB for");
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill").args([sig, &controller.0.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
 
     // Destroy: every object deleted, each before EKS deletes the cluster.
     d.clear_requests();
@@ -251,8 +265,7 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     // Held by the finalizer: the cloud must wait.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(eks_client.list_clusters().send().await.expect("clusters").clusters().len(), 1, "EKS waits for the Service to go");
-    let release = kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
-    services.patch("rwproxy", &kube::api::PatchParams::default(), &release).await.expect("the controller is done");
+    signal("-CONT");
     let destroyed = destroying.await.expect("join");
     assert_eq!(destroyed.code, 0, "{}\n{}", destroyed.stdout, destroyed.stderr);
     assert!(destroyed.stdout.contains("sidecar: 17 object(s) deleted and gone"), "{}", destroyed.stdout);

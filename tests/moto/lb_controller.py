@@ -131,6 +131,8 @@ class Kube:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.server + path, data=data, method=method)
         req.add_header("Accept", "application/json")
+        # Named, as the real controller's client names itself, so tests can tell its writes apart.
+        req.add_header("User-Agent", "aws-load-balancer-controller-stand-in")
         if data is not None:
             req.add_header("Content-Type", content_type)
         if self.token:

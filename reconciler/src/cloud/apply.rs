@@ -383,6 +383,18 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
         notes
     }
 
+    /// Takes the changes `later` picks out of what [`Prepared::execute`] runs (they stay in
+    /// the plan as no-ops) and returns them: the caller runs them in a later pass, planned
+    /// again from what exists then. Nothing is recorded for them.
+    pub fn defer(&mut self, later: impl Fn(&Step) -> bool) -> Vec<Step> {
+        let mut deferred = Vec::new();
+        for s in self.plan.steps.iter_mut().filter(|s| !matches!(s.action, Action::NoOp | Action::Blocked) && later(s)) {
+            deferred.push(s.clone());
+            s.action = Action::NoOp;
+        }
+        deferred
+    }
+
     /// Whether there is anything to do.
     pub fn has_work(&self) -> bool {
         self.plan.steps.iter().any(|s| !matches!(s.action, Action::NoOp | Action::Blocked)) || !self.observed.duplicates.is_empty()

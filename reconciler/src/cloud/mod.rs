@@ -197,6 +197,7 @@ pub fn cloud_part(graph: &Graph) -> Graph {
 pub const DELETE_ORDER: &[Kind] = &[
     Kind::AwsVpcEndpointService,
     Kind::AwsVpcEndpoint,
+    Kind::AwsServiceNlb,
     Kind::AwsNlb,
     // An add-on runs on the nodes and belongs to the cluster: it goes first.
     Kind::AwsEksAddon,

@@ -18,7 +18,7 @@ use crate::cloud::azure::{self, Azure};
 use crate::cloud::gcp::Gcp;
 use crate::cloud::{Cloud, CloudError, Found, Refs};
 use crate::logging;
-use crate::pipeline::apply::{Kubernetes, write_cloud_outputs};
+use crate::pipeline::apply::{Kubernetes, after_kubernetes, cloud_after_kubernetes, write_cloud_outputs};
 use crate::pipeline::load::{LoadError, at_revision};
 use crate::pipeline::plan::{LiveError, live};
 use crate::plan::render::Report;
@@ -659,6 +659,9 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             live.cloud.release().await?;
             return Ok(EXIT_ERROR);
         }
+        // An apply's deletions, and what stands on the load balancers of the sidecar's
+        // Services, wait for the Kubernetes half (pipeline::apply::after_kubernetes).
+        let later = if destroy { Vec::new() } else { live.cloud.defer(after_kubernetes) };
         // The sidecar goes while its cluster is still there to delete it from.
         if let Mode::Destroy { sidecar, .. } = request.mode
             && let Err(e) = crate::sidecar::before_destroy(sidecar, env.cloud, &full, request.poll_interval).await
@@ -667,7 +670,7 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             live.cloud.release().await?;
             return Ok(EXIT_ERROR);
         }
-        if cloud_work {
+        if live.cloud.has_work() {
             match live.cloud.execute(&cloud, options.concurrency).await {
                 Ok(done) => {
                     write_cloud_outputs(store.as_ref()).await?;
@@ -690,7 +693,29 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         if let Mode::Apply { sidecar_image, .. } = request.mode
             && sidecar_after_apply(client.as_ref(), &full, sidecar_image, env, request.env, &store).await? != EXIT_OK
         {
+            if !later.is_empty() {
+                println!("not applied yet: {} change(s) that follow the cluster's add-ons; the next apply makes them", later.len());
+            }
             return Ok(EXIT_ERROR);
+        }
+        if !later.is_empty() {
+            match cloud_after_kubernetes(&cloud, store.as_ref(), &desired, &options, client.is_some()).await {
+                Ok(done) => {
+                    if done > 0 {
+                        println!(
+                            "applied {done} action(s) that follow the cluster's add-ons to {} in {:.1}s",
+                            env.name,
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                Err(e) => {
+                    logging::error(&format!(
+                        "{e}\n  the cloud's first pass and the cluster's add-ons are applied; fix the cause and run byoc apply again"
+                    ));
+                    return Ok(EXIT_ERROR);
+                }
+            }
         }
         let (Some(client), Mode::Apply { health_timeout, .. }) = (client, &request.mode) else { return Ok(EXIT_OK) };
         if !kubernetes_work {

@@ -1,16 +1,23 @@
 //! AWS: VPC with subnets, gateways and security groups; EKS with its roles, OIDC provider
-//! and managed node groups; S3 buckets; NLBs; a VPC endpoint service per internal NLB; IRSA
+//! and managed node groups; S3 buckets; a VPC endpoint service per internal NLB (the NLBs
+//! are the sidecar's Services', made by the AWS Load Balancer Controller); IRSA
 //! roles (the agent's, the AWS Load Balancer Controller's, the clusters').
 
 use super::permissions::{
     AWS_CLUSTER_BUCKET_ACTIONS, AWS_CLUSTER_OBJECT_ACTIONS, aws_agent_statements, aws_load_balancer_controller_statements,
 };
 use super::{
-    AGENT_NAMESPACE, AGENT_PORT, AGENT_SERVICE_ACCOUNT, Foundation, WorkloadIdentity, cluster_namespace, names, tagged as resource,
+    AGENT_NAMESPACE, AGENT_SERVICE, AGENT_SERVICE_ACCOUNT, Foundation, PROXY_SERVICE, WorkloadIdentity, cluster_namespace, names,
+    tagged as resource,
 };
 use crate::expand::TAG_ENVIRONMENT;
 use crate::resource::{Graph, Kind, Map, Resource, ResourceId, Value};
 use crate::spec::{Cluster, Environment, NatGateways, Tier};
+
+/// The internal NLBs the AWS Load Balancer Controller makes for the sidecar's Services, by
+/// the id name of their `aws.service-nlb` resource: the control plane reaches each through
+/// a VPC endpoint service of its own.
+pub const SERVICE_LOAD_BALANCERS: [(&str, &str); 2] = [("agent", AGENT_SERVICE), ("proxy", PROXY_SERVICE)];
 
 pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let prefix = format!("byoc-{}", env.name);
@@ -66,26 +73,12 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     );
 
     let vpc_cidr = env.network.cidr.to_string();
-    let rule = |port: Value, from: &str| Value::map([("protocol", "tcp".into()), ("port", port), ("from", from.into())]);
     let sg_cluster = g.add(
         resource(env, Kind::AwsSecurityGroup, "cluster")
             .set("vpc", Value::reference(&vpc))
             .set("name", format!("{prefix}-cluster"))
             .set("ingress", Value::List(vec![Value::map([("protocol", "all".into()), ("from", vpc_cidr.as_str().into())])])),
     );
-    let sg_agent = g.add(
-        resource(env, Kind::AwsSecurityGroup, "agent")
-            .set("vpc", Value::reference(&vpc))
-            .set("name", format!("{prefix}-agent"))
-            .set("ingress", Value::List(vec![rule(AGENT_PORT.into(), &vpc_cidr)])),
-    );
-    let sg_proxy = g.add(
-        resource(env, Kind::AwsSecurityGroup, "proxy")
-            .set("vpc", Value::reference(&vpc))
-            .set("name", format!("{prefix}-proxy"))
-            .set("ingress", Value::List(vec![rule(env.proxy_port.into(), &vpc_cidr)])),
-    );
-
     let cluster_role = g.add(
         resource(env, Kind::AwsIamRole, "eks-cluster")
             .set("name", names::aws::role(&env.name, "eks-cluster"))
@@ -107,7 +100,7 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let k = &env.kubernetes;
     let eks = g.add(
         resource(env, Kind::AwsEksCluster, "main")
-            .set("name", prefix.clone())
+            .set("name", names::aws::eks_cluster(&env.name))
             .set("version", &k.version)
             // Explicit, never EKS's default (EXTENDED): extended support costs six times
             // standard, and a STANDARD cluster is upgraded by EKS at the end of standard
@@ -229,35 +222,24 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
         r.properties.insert("noncurrentVersionDays", Value::from(env.noncurrent_version_days));
     }
 
-    let nlb = |g: &mut Graph, name: &str, scheme: &str, subnets: &[ResourceId], sg: &ResourceId, port: u16| {
-        g.add(
-            resource(env, Kind::AwsNlb, name)
-                .set("name", names::aws::load_balancer(&env.name, name))
-                .set("scheme", scheme)
-                .set("subnets", Value::references(subnets))
-                .set("securityGroups", Value::references([sg]))
-                .set("listeners", Value::List(vec![Value::map([("protocol", "TCP".into()), ("port", port.into())])]))
-                .set("crossZone", true),
-        )
-    };
-    let nlb_agent = nlb(g, "agent", "internal", &private, &sg_agent, AGENT_PORT);
-    let nlb_proxy = nlb(g, "proxy", "internal", &private, &sg_proxy, env.proxy_port);
-    if let Some(allowed) = &env.public_proxy {
-        let sg_public = g.add(
-            resource(env, Kind::AwsSecurityGroup, "proxy-public")
-                .set("vpc", Value::reference(&vpc))
-                .set("name", format!("{prefix}-proxy-public"))
-                .set("ingress", Value::List(allowed.iter().map(|c| rule(env.proxy_port.into(), &c.to_string())).collect())),
+    // The agent's and the proxy's internal NLBs are their Services' (byoc-system/byoc-agent,
+    // byoc-system/rwproxy), made by the AWS Load Balancer Controller once the sidecar is
+    // installed; the graph names them so that each gets a VPC endpoint service of its own,
+    // made after the Kubernetes half (`crate::pipeline::apply::after_kubernetes`). An
+    // interface endpoint reaches one NLB per zone, so two NLBs behind one service would give
+    // the control plane one of the two. Each connection waits for acceptance, and only the
+    // control plane's principals may ask. The public proxy's NLB, if any, is its Service's
+    // alone: nothing in the cloud stands on it.
+    for (role, service) in SERVICE_LOAD_BALANCERS {
+        let lb = g.add(
+            resource(env, Kind::AwsServiceNlb, role)
+                .set("service", format!("{AGENT_NAMESPACE}/{service}"))
+                .set("cluster", Value::reference(&eks))
+                .set("scheme", "internal"),
         );
-        nlb(g, "proxy-public", "internet-facing", &public, &sg_public, env.proxy_port);
-    }
-    // One endpoint service per internal NLB: an interface endpoint reaches one NLB per zone,
-    // so two NLBs behind one service would give the control plane one of the two. Each
-    // connection waits for acceptance, and only the control plane's principals may ask.
-    for (role, lb) in [("agent", &nlb_agent), ("proxy", &nlb_proxy)] {
         g.add(
             resource(env, Kind::AwsVpcEndpointService, role)
-                .set("loadBalancers", Value::references([lb]))
+                .set("loadBalancers", Value::references([&lb]))
                 .set("allowedPrincipals", Value::strings(&env.control_plane_principals))
                 .set("acceptanceRequired", true),
         );
@@ -491,7 +473,7 @@ mod tests {
             fronted.push(lbs[0].to_string());
         }
         fronted.sort();
-        assert_eq!(fronted, ["aws.nlb/agent", "aws.nlb/proxy"], "every internal NLB, and only those");
+        assert_eq!(fronted, ["aws.service-nlb/agent", "aws.service-nlb/proxy"], "every internal NLB, and only those");
     }
 
     #[test]

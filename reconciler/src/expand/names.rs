@@ -461,14 +461,9 @@ fn hash8(text: &str) -> String {
 pub mod aws {
     use super::*;
 
-    /// An environment's load balancer: `byoc-<env>-<role>`, at most 32.
-    pub fn load_balancer(env: &str, role: &str) -> String {
-        shorten(&format!("byoc-{env}-{role}"), AWS_LOAD_BALANCER.max)
-    }
-
-    /// The target group of a load balancer's listener: `<lb>-<port>`, at most 32.
-    pub fn target_group(lb: &str, port: i64) -> String {
-        shorten(&format!("{lb}-{port}"), AWS_TARGET_GROUP.max)
+    /// The environment's EKS cluster: `byoc-<env>` (validation keeps it within 100).
+    pub fn eks_cluster(env: &str) -> String {
+        format!("byoc-{env}")
     }
 
     /// An IAM role of the environment: `byoc-<env>-<suffix>`, at most 64. The
@@ -778,17 +773,6 @@ pub fn cloud_names(graph: &Graph, cloud: Cloud) -> Vec<Named> {
             && let Some(id) = r.properties.get("roleId").and_then(Value::as_str)
         {
             push("roleId".to_owned(), &GCP_CUSTOM_ROLE, id);
-        }
-        if r.kind == Kind::AwsNlb
-            && let (Some(lb), Some(Value::List(listeners))) = (name, r.properties.get("listeners"))
-        {
-            for l in listeners {
-                if let Value::Map(m) = l
-                    && let Some(Value::Int(port)) = m.get("port")
-                {
-                    push(format!("target group of port {port}"), &AWS_TARGET_GROUP, &aws::target_group(lb, *port));
-                }
-            }
         }
         if r.kind == Kind::K8sRisingWave
             && let Some(name) = name

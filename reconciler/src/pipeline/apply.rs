@@ -3,12 +3,22 @@
 //! `byoc apply`, `byoc clusters` and the daemon alike), and what passes between them: the
 //! values only the cloud knows ([`CLOUD_OUTPUTS_KEY`]) and the revision whose Kubernetes
 //! half was applied last ([`KUBERNETES_REVISION_KEY`]), which the next plan observes.
+//!
+//! `byoc apply` runs the cloud half in two passes around the cluster's own add-ons (the AWS
+//! Load Balancer Controller, the sidecar): first every create and update but those
+//! [`after_kubernetes`] picks, then, planned again from what exists, the rest
+//! ([`cloud_after_kubernetes`]): what stands on the load balancers the sidecar's Services
+//! make, and every deletion.
 
 use git2::Oid;
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::Cloud;
+use crate::cloud::apply::ApplyError;
 use crate::k8s::objects::{CloudOutputs, ClusterObjects};
 use crate::k8s::reconcile::{ClusterReport, Options, Reconciler, Report};
+use crate::plan::{Action, Step};
+use crate::resource::{Graph, Kind};
 use crate::spec::Specs;
 use crate::state::{StateError, StateStore};
 
@@ -81,6 +91,43 @@ pub async fn write_cloud_outputs(store: &(impl StateStore + ?Sized)) -> Result<(
         serde_json::to_vec_pretty(&outputs).map_err(|e| StateError::Io { key: CLOUD_OUTPUTS_KEY.into(), message: e.to_string() })?;
     store.put(CLOUD_OUTPUTS_KEY, &bytes, current.as_ref().map(|v| v.version.as_str())).await?;
     Ok(())
+}
+
+/// Cloud kinds that stand on what the Kubernetes half makes: on AWS the NLBs the Load
+/// Balancer Controller makes for the sidecar's Services, and the endpoint services in
+/// front of them.
+pub const AFTER_KUBERNETES: &[Kind] = &[Kind::AwsServiceNlb, Kind::AwsVpcEndpointService];
+
+/// Whether a planned cloud change waits for the Kubernetes half: what stands on the
+/// sidecar's load balancers, and every deletion (nothing goes while the cluster's add-ons
+/// may still use it; byoc's own NLBs of before go once the endpoint services front the
+/// controller's).
+pub fn after_kubernetes(step: &Step) -> bool {
+    step.action == Action::Delete || AFTER_KUBERNETES.contains(&step.kind)
+}
+
+/// The cloud pass after the Kubernetes half: `desired` (the cloud part of the graph)
+/// planned again from what exists, and run; returns how many actions finished. With
+/// `installed` false (no cluster was reached) what stands on the sidecar's Services is left
+/// for an apply that reaches it (the plan showed it blocked) and the rest runs.
+pub async fn cloud_after_kubernetes<S: StateStore + ?Sized, C: Cloud>(
+    cloud: &C,
+    store: &S,
+    desired: &Graph,
+    options: &crate::cloud::apply::Options,
+    installed: bool,
+) -> Result<usize, ApplyError> {
+    let mut prepared = crate::cloud::apply::prepare(cloud, store, desired, options).await?;
+    if !installed {
+        prepared.defer(|s| AFTER_KUBERNETES.contains(&s.kind) && s.action != Action::Delete);
+    }
+    if !prepared.has_work() {
+        prepared.release().await?;
+        return Ok(0);
+    }
+    let done = prepared.execute(cloud, options.concurrency).await?;
+    write_cloud_outputs(store).await?;
+    Ok(done)
 }
 
 /// The revision whose Kubernetes half was applied last.

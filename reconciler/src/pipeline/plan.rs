@@ -22,7 +22,7 @@ use crate::cloud::apply::{ApplyError, Options, Prepared, prepare};
 use crate::cloud::{Cloud, cloud_part};
 use crate::expand::{expand, expand_pair};
 use crate::k8s::objects::{LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY, ObjectKind};
-use crate::plan::{Plan, plan};
+use crate::plan::{Action, Plan, plan};
 use crate::resource::{Graph, Kind};
 use crate::source::SourceError;
 use crate::spec::Specs;
@@ -174,6 +174,18 @@ impl<S: StateStore + ?Sized> LivePlan<'_, S> {
     }
 }
 
+/// Without a cluster to install the sidecar in, what stands on its Services' load
+/// balancers cannot be made: those changes are shown blocked, with what to do.
+fn waits_for_the_cluster(plan: &mut Plan) {
+    for s in plan.steps.iter_mut().filter(|s| {
+        super::apply::AFTER_KUBERNETES.contains(&s.kind) && matches!(s.action, Action::Create | Action::Update | Action::Replace)
+    }) {
+        s.action = Action::Blocked;
+        s.reason = "waits for the sidecar's Services, whose load balancers it stands on: byoc apply with --kubeconfig/--context makes it"
+            .to_owned();
+    }
+}
+
 /// Observes and plans `loaded` (the revision to apply) against the live environment: the
 /// cloud through `cloud`, Kubernetes through `kube` (`None`: the cloud half only).
 #[tracing::instrument(level = "info", skip_all, fields(stage = "plan", revision = %loaded.name, environment = env_dir))]
@@ -189,7 +201,10 @@ pub async fn live<'a, S: StateStore + ?Sized, C: Cloud>(
     destroy: bool,
 ) -> Result<LivePlan<'a, S>, LiveError> {
     let desired = if destroy { Graph::default() } else { expand(&loaded.specs) };
-    let prepared = prepare(cloud, store, &cloud_part(&desired), options).await?;
+    let mut prepared = prepare(cloud, store, &cloud_part(&desired), options).await?;
+    if kube.is_none() && !destroy {
+        waits_for_the_cluster(&mut prepared.plan);
+    }
     // Past this point the lease is held: an error gives it back before it is returned.
     let observed = async {
         let mut fingerprint = Sha256::new();

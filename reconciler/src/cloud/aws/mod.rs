@@ -3,7 +3,8 @@
 //! service), [`identity`] (IAM roles, the clusters' permissions boundary, the cluster's OIDC
 //! provider), [`kubernetes`] (EKS cluster, node groups), [`access`] (who administers it), [`launch_template`] (the node groups'
 //! launch templates), [`addons`] (EKS add-ons), [`storage`] (S3 buckets),
-//! [`load_balancing`] (ELBv2 network load balancers, their listeners and target groups),
+//! [`load_balancing`] (the NLBs the AWS Load Balancer Controller makes for the sidecar's
+//! Services, and byoc's own NLBs of before, which it deletes),
 //! [`lb_controller`] (the AWS Load Balancer Controller installed in the cluster) and
 //! [`preflight`] (checks made before any change). This file holds the provider type, its
 //! clients, what every service shares (ownership tags, property readers, reference
@@ -258,7 +259,16 @@ enum Wait {
 
 impl Aws {
     /// Polls `check` until done, printing the state and the time waited at each poll.
-    async fn wait<F, Fut>(&self, id: &ResourceId, mut check: F) -> Result<(), CloudError>
+    async fn wait<F, Fut>(&self, id: &ResourceId, check: F) -> Result<(), CloudError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Wait, CloudError>>,
+    {
+        self.wait_up_to(id, self.wait_limit, check).await
+    }
+
+    /// [`Aws::wait`] for at most `limit`.
+    async fn wait_up_to<F, Fut>(&self, id: &ResourceId, limit: Duration, mut check: F) -> Result<(), CloudError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Wait, CloudError>>,
@@ -269,7 +279,7 @@ impl Aws {
                 Wait::Done => return Ok(()),
                 Wait::Failed(why) => return Err(CloudError::new(id.to_string(), why)),
                 Wait::Pending(state) => {
-                    if started.elapsed() > self.wait_limit {
+                    if started.elapsed() > limit {
                         return Err(CloudError::new(id.to_string(), format!("still {state} after {}s", started.elapsed().as_secs())));
                     }
                     println!("waiting {id}: {state} ({}s)", started.elapsed().as_secs());
@@ -323,7 +333,7 @@ impl Cloud for Aws {
             Kind::AwsLaunchTemplate => self.ensure_launch_template(r, existing, refs).await,
             Kind::AwsEksAddon => self.ensure_addon(r, existing, refs).await,
             Kind::AwsS3Bucket => self.ensure_bucket(r).await,
-            Kind::AwsNlb => self.ensure_nlb(r, existing, refs).await,
+            Kind::AwsServiceNlb => self.ensure_service_nlb(r, refs).await,
             Kind::AwsVpcEndpointService => self.ensure_endpoint_service(r, existing, refs).await,
             Kind::AwsVpcEndpoint => self.ensure_vpc_endpoint(r, existing, refs).await,
             other => Err(CloudError::new(r.id.to_string(), format!("{} is not an AWS resource", other.label()))),
@@ -365,6 +375,7 @@ impl Cloud for Aws {
             Kind::AwsEksAddon => self.delete_addon(f).await,
             Kind::AwsS3Bucket => self.delete_bucket(f).await,
             Kind::AwsNlb => self.delete_nlb(f).await,
+            Kind::AwsServiceNlb => self.delete_service_nlb(f).await,
             Kind::AwsVpcEndpointService => self.delete_endpoint_service(f).await,
             Kind::AwsVpcEndpoint => self.delete_vpc_endpoint(f).await,
             other => Err(CloudError::new(f.id.to_string(), format!("{} is not an AWS resource", other.label()))),

@@ -143,19 +143,26 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
             "s3:PutLifecycleConfiguration",
         ],
         (Kind::AwsS3Bucket, true) => &["s3:ListBucketVersions", "s3:DeleteObjectVersion", "s3:DeleteBucket"],
-        (Kind::AwsNlb, false) => &[
-            "elasticloadbalancing:CreateLoadBalancer",
-            "elasticloadbalancing:AddTags",
-            "elasticloadbalancing:ModifyLoadBalancerAttributes",
-            "elasticloadbalancing:DescribeListeners",
-            "elasticloadbalancing:CreateTargetGroup",
+        // Made by the AWS Load Balancer Controller with its own role: byoc only waits for it.
+        (Kind::AwsServiceNlb, false) => &["elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTags"],
+        // Found gone once the sidecar is removed; one left is deleted with what the
+        // controller made for it.
+        (Kind::AwsServiceNlb, true) => &[
             "elasticloadbalancing:DescribeTargetGroups",
-            "elasticloadbalancing:CreateListener",
+            "elasticloadbalancing:DescribeTags",
+            "elasticloadbalancing:DescribeListeners",
             "elasticloadbalancing:DeleteListener",
+            "elasticloadbalancing:DeleteLoadBalancer",
             "elasticloadbalancing:DeleteTargetGroup",
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DeleteSecurityGroup",
         ],
+        // byoc's own NLBs of before: only deleted.
         (Kind::AwsNlb, true) => &[
             "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeTags",
             "elasticloadbalancing:DescribeListeners",
             "elasticloadbalancing:DeleteListener",
             "elasticloadbalancing:DeleteLoadBalancer",
@@ -184,7 +191,9 @@ pub const SERVICE_LINKED_ROLES: &[(&str, &str, Kind)] = &[
     ("AWSServiceRoleForAmazonEKS", "eks.amazonaws.com", Kind::AwsEksCluster),
     ("AWSServiceRoleForAmazonEKSNodegroup", "eks-nodegroup.amazonaws.com", Kind::AwsEksNodeGroup),
     (AUTOSCALING_ROLE, "autoscaling.amazonaws.com", Kind::AwsEksNodeGroup),
-    ("AWSServiceRoleForElasticLoadBalancing", "elasticloadbalancing.amazonaws.com", Kind::AwsNlb),
+    // The controller's first NLB needs it (its policy may create it; an administrator's
+    // apply checks it is there or can be made).
+    ("AWSServiceRoleForElasticLoadBalancing", "elasticloadbalancing.amazonaws.com", Kind::AwsServiceNlb),
 ];
 
 /// The service `iam:PassRole` passes roles to: EKS takes the cluster role and the node role.
