@@ -2,8 +2,17 @@
 
 Usage (with the moto venv's python, which has boto3):
 
-    python tests/moto/lb_controller.py --kubeconfig FILE --aws URL --region R \
-        --cluster NAME --owner PID [--lifetime S] [--interval 0.1] [--gc-orphans]
+    python tests/moto/lb_controller.py --kubeconfig FILE --aws URL --owner PID \
+        (--cluster NAME [--region R] [--default-target-type instance|ip]
+         | --from-deployment kube-system/aws-load-balancer-controller)
+        [--lifetime S] [--interval 0.1] [--gc-orphans]
+
+With `--from-deployment NS/NAME` it reads the controller's flags (`--cluster-name`,
+`--aws-region`, `--aws-vpc-id`, `--default-target-type`) from that Deployment in the
+double, as the controller's pod gets them, and does nothing while the Deployment is
+absent or being deleted (no controller pod runs then): a test sees a wrong cluster name
+or VPC id that byoc renders, and Services made before the controller is installed wait.
+With `--cluster` the VPC is the EKS cluster's (DescribeCluster).
 
 No API server and no real controller can run on these machines, so the tests of byoc's
 AWS environment (issue 16 item 1) need something that does to moto what the controller
@@ -28,9 +37,9 @@ What it follows, from the controller's documentation and behaviour
 (github.com/kubernetes-sigs/aws-load-balancer-controller, docs/ and pkg/):
 
 * docs/guide/service/annotations.md: `service.beta.kubernetes.io/aws-load-balancer-scheme`
-  (`internal` by default), `...-nlb-target-type` (`instance` by default when
-  `loadBalancerClass` is set; `instance` needs the port's `nodePort`, and a Service
-  without one is refused, as the controller refuses it), `...-proxy-protocol: "*"`
+  (`internal` by default), `...-nlb-target-type` (default: the controller's
+  `--default-target-type`, itself `instance` by default; byoc renders `ip`; the older
+  `aws-load-balancer-type: nlb-ip` also means ip), `...-proxy-protocol: "*"`
   (target-group attribute `proxy_protocol_v2.enabled=true`), `spec.loadBalancerSourceRanges`
   then `service.beta.kubernetes.io/load-balancer-source-ranges` for the frontend security
   group's ingress, `0.0.0.0/0` when neither is set (for internal NLBs too: the controller's
@@ -66,6 +75,15 @@ What it follows, from the controller's documentation and behaviour
 
 Where moto, or this stand-in, differs from AWS and the real controller:
 
+* The Kubernetes double allocates no nodePorts, so an `instance` target group has no
+  port to point at: the stand-in refuses such a Service port ("instance targets need a
+  nodePort") unless the test gives `nodePort` itself. The real API server allocates one
+  and the controller refuses only with `allocateLoadBalancerNodePorts: false`.
+* The controller's Service mutating webhook (on by default in its Helm chart) sets
+  `loadBalancerClass` on new LoadBalancer Services that have none; byoc's rendering
+  (manifests/rendered/aws-load-balancer-controller.yaml) has no such webhook and the
+  double runs no webhooks, so here a Service without the class is left alone, as it is
+  on a cluster with byoc's rendering.
 * moto's EKS `DescribeCluster` returns `resourcesVpcConfig` without `vpcId`; the VPC is
   then read from the cluster's first subnet.
 * moto reports a new NLB `provisioning` and `active` from the first describe on (AWS takes

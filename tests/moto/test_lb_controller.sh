@@ -202,6 +202,7 @@ ctl=$!
 pids+=($ctl)
 "$py" - <<'EOF' || { cat "$LOG" >&2; exit 1; }
 from lib import *
+A = "service.beta.kubernetes.io/"
 a, b, vpc = open(os.environ["KUBECONFIG_FILE"] + ".subnets").read().split()
 restarted = lambda: open(os.environ["LOG"]).read().split("--- restarted\n", 1)[1]
 # The failing Service comes last in the list, so its error line means one full poll.
@@ -272,6 +273,17 @@ wait("byoc-agent's security group on 9443 only", lambda: [(p["FromPort"], r["Cid
     GroupIds=agent["SecurityGroups"])["SecurityGroups"][0]["IpPermissions"] for r in p["IpRanges"]] == [(9443, "0.0.0.0/0")])
 check(lbs()["byoc-system/byoc-agent"]["LoadBalancerArn"] == agent["LoadBalancerArn"], "a port change replaced the NLB")
 print("ok: a port change moves the listener, target group and security group rule")
+
+# A scheme change replaces the NLB (an NLB's scheme cannot change) and the status follows.
+kube("PATCH", "/api/v1/namespaces/byoc-system/services/byoc-agent",
+     {"metadata": {"annotations": {A + "aws-load-balancer-scheme": "internet-facing"}}}, "application/merge-patch+json")
+new = wait("byoc-agent's internet-facing NLB", lambda: (lbs().get("byoc-system/byoc-agent") or {}).get("Scheme") == "internet-facing"
+           and lbs()["byoc-system/byoc-agent"])
+check(new["LoadBalancerArn"] != agent["LoadBalancerArn"] and new["LoadBalancerName"] != agent["LoadBalancerName"],
+      "the scheme change kept the NLB")
+check(agent["LoadBalancerArn"] not in [l["LoadBalancerArn"] for l in elb.describe_load_balancers()["LoadBalancers"]], "the internal NLB stayed")
+wait("byoc-agent's status to follow", lambda: host("byoc-agent") == [{"hostname": new["DNSName"]}])
+print("ok: a scheme change replaces the NLB")
 
 # A Service that goes without the controller (its finalizer removed by hand) leaves its
 # NLB behind, as on AWS.
