@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Shows tests/moto/lb_controller.py doing to moto what the AWS Load Balancer Controller does
-# to AWS: moto and the Kubernetes double on loopback ports, an EKS cluster in a VPC with
-# private subnets tagged kubernetes.io/role/internal-elb in two zones, Services in
-# byoc-system, then checks NLBs, tags, listeners, target groups, security groups, status,
-# finalizers, idempotence and deletion. Exits non-zero on the first failed check.
-# Usage: bash tests/moto/test_lb_controller.sh   (KUBE_DOUBLE=path to the double's binary)
+# to AWS: moto (behind faults.py's real-AWS mode) and the Kubernetes double on loopback
+# ports, an EKS cluster in a VPC with private subnets tagged kubernetes.io/role/internal-elb
+# in two zones, Services in byoc-system, then checks, in order: nothing happens before the
+# controller's Deployment exists; NLBs, tags, subnets, listeners, target groups (proxy
+# protocol), frontend and backend security groups, status and finalizers; no NLB (and no
+# finalizer) without a usable subnet; a restarted stand-in changes nothing; a deleted
+# Service stays terminating until its NLB, target group and security group are gone
+# (through DependencyViolation); an internet-facing NLB once a public subnet exists;
+# port and scheme changes; orphans kept, or collected with --gc-orphans; the backend
+# security group goes with the last Service. Exits non-zero on the first failed check.
+# Usage: bash tests/moto/test_lb_controller.sh   (KUBE_DOUBLE=path to the double's
+# binary, default target/debug/kube-double; VERBOSE=1 prints the stand-in's log)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -324,4 +331,4 @@ print("ok: the backend security group goes with the last Service")
 EOF
 kill "$ctl" 2>/dev/null || true
 if [ -n "${VERBOSE:-}" ]; then cat "$LOG" >&2; fi
-printf 'PASS: tests/moto/test_lb_controller.sh in %.1f s\n' "$(echo "$(date +%s.%N) - $start" | bc)"
+awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "PASS: tests/moto/test_lb_controller.sh in %.1f s\n", e - s }'
