@@ -2,8 +2,17 @@
 
 Usage (with the moto venv's python, which has boto3):
 
-    python tests/moto/lb_controller.py --kubeconfig FILE --aws URL --region R \
-        --cluster NAME --owner PID [--lifetime S] [--interval 0.1] [--gc-orphans]
+    python tests/moto/lb_controller.py --kubeconfig FILE --aws URL --owner PID \
+        (--cluster NAME [--region R] [--default-target-type instance|ip]
+         | --from-deployment kube-system/aws-load-balancer-controller)
+        [--lifetime S] [--interval 0.1] [--gc-orphans]
+
+With `--from-deployment NS/NAME` it reads the controller's flags (`--cluster-name`,
+`--aws-region`, `--aws-vpc-id`, `--default-target-type`) from that Deployment in the
+double, as the controller's pod gets them, and does nothing while the Deployment is
+absent or being deleted (no controller pod runs then): a test sees a wrong cluster name
+or VPC id that byoc renders, and Services made before the controller is installed wait.
+With `--cluster` the VPC is the EKS cluster's (DescribeCluster).
 
 No API server and no real controller can run on these machines, so the tests of byoc's
 AWS environment (issue 16 item 1) need something that does to moto what the controller
@@ -28,9 +37,9 @@ What it follows, from the controller's documentation and behaviour
 (github.com/kubernetes-sigs/aws-load-balancer-controller, docs/ and pkg/):
 
 * docs/guide/service/annotations.md: `service.beta.kubernetes.io/aws-load-balancer-scheme`
-  (`internal` by default), `...-nlb-target-type` (`instance` by default when
-  `loadBalancerClass` is set; `instance` needs the port's `nodePort`, and a Service
-  without one is refused, as the controller refuses it), `...-proxy-protocol: "*"`
+  (`internal` by default), `...-nlb-target-type` (default: the controller's
+  `--default-target-type`, itself `instance` by default; byoc renders `ip`; the older
+  `aws-load-balancer-type: nlb-ip` also means ip), `...-proxy-protocol: "*"`
   (target-group attribute `proxy_protocol_v2.enabled=true`), `spec.loadBalancerSourceRanges`
   then `service.beta.kubernetes.io/load-balancer-source-ranges` for the frontend security
   group's ingress, `0.0.0.0/0` when neither is set (for internal NLBs too: the controller's
@@ -66,6 +75,15 @@ What it follows, from the controller's documentation and behaviour
 
 Where moto, or this stand-in, differs from AWS and the real controller:
 
+* The Kubernetes double allocates no nodePorts, so an `instance` target group has no
+  port to point at: the stand-in refuses such a Service port ("instance targets need a
+  nodePort") unless the test gives `nodePort` itself. The real API server allocates one
+  and the controller refuses only with `allocateLoadBalancerNodePorts: false`.
+* The controller's Service mutating webhook (on by default in its Helm chart) sets
+  `loadBalancerClass` on new LoadBalancer Services that have none; byoc's rendering
+  (manifests/rendered/aws-load-balancer-controller.yaml) has no such webhook and the
+  double runs no webhooks, so here a Service without the class is left alone, as it is
+  on a cluster with byoc's rendering.
 * moto's EKS `DescribeCluster` returns `resourcesVpcConfig` without `vpcId`; the VPC is
   then read from the cluster's first subnet.
 * moto reports a new NLB `provisioning` and `active` from the first describe on (AWS takes
@@ -173,31 +191,73 @@ class ModelError(Exception):
 class Controller:
     def __init__(self, args):
         self.kube = Kube(args.kubeconfig)
-        kw = dict(endpoint_url=args.aws, region_name=args.region,
+        self.aws = args.aws
+        self.deployment = args.from_deployment
+        self.gc_orphans = args.gc_orphans
+        self.last_error = {}
+        self.finalized = set()
+        self.converged = {}  # stack -> (uid, resourceVersion) last converged
+        self._lbs = None
+        self.waiting = False
+        self.config = None
+        if args.cluster:
+            self.configure({"cluster-name": args.cluster, "aws-region": args.region,
+                            "default-target-type": args.default_target_type})
+
+    def configure(self, config):
+        """Takes the controller's flags (without `--`): cluster-name, aws-region, and
+        optionally aws-vpc-id and default-target-type."""
+        if config == self.config:
+            return
+        if not config.get("cluster-name") or not config.get("aws-region"):
+            raise ModelError(f"the controller needs --cluster-name and --aws-region, got {config}")
+        if config.get("default-target-type", "instance") not in ("instance", "ip"):
+            raise ModelError(f"invalid value {config['default-target-type']} for default target type")
+        kw = dict(endpoint_url=self.aws, region_name=config["aws-region"],
                   aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
                   aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"))
         self.ec2 = boto3.client("ec2", **kw)
         self.elb = boto3.client("elbv2", **kw)
         self.eks = boto3.client("eks", **kw)
-        self.cluster = args.cluster
-        self.gc_orphans = args.gc_orphans
-        self._vpc = None
-        self.last_error = {}
-        self.finalized = set()
-        self.converged = {}  # stack -> (uid, resourceVersion) last converged
-        self._lbs = None
+        self.cluster = config["cluster-name"]
+        self.default_target_type = config.get("default-target-type", "instance")
+        self._vpc = config.get("aws-vpc-id")
+        self.config = config
+        self.converged = {}  # a new configuration reconciles every Service again, as a restart does
+        log(f"configured: cluster {self.cluster}, region {config['aws-region']}, "
+            f"VPC {self._vpc or '(from EKS)'}, default target type {self.default_target_type}")
+
+    def from_deployment(self):
+        """The running controller's flags from its Deployment, or None when it is not
+        installed (then nothing is reconciled, as when no controller pod runs)."""
+        ns, name = self.deployment.split("/", 1)
+        try:
+            dep = self.kube.call("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+        if dep["metadata"].get("deletionTimestamp"):
+            return None
+        containers = dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
+        config = {}
+        for arg in (containers[0].get("args") or []) if containers else []:
+            if arg.startswith("--") and "=" in arg:
+                key, value = arg[2:].split("=", 1)
+                config[key] = value
+        return {k: v for k, v in config.items() if k in ("cluster-name", "aws-region", "aws-vpc-id", "default-target-type")}
 
     # ---- AWS lookups -------------------------------------------------------------------
 
     def vpc(self):
+        """The VPC's id: --aws-vpc-id, as the controller takes it, else the EKS cluster's."""
         if self._vpc is None:
             cfg = self.eks.describe_cluster(name=self.cluster)["cluster"]["resourcesVpcConfig"]
             vpc_id = cfg.get("vpcId")
             if not vpc_id:  # moto leaves vpcId out; AWS always gives it
                 subnet = self.ec2.describe_subnets(SubnetIds=cfg["subnetIds"][:1])["Subnets"][0]
                 vpc_id = subnet["VpcId"]
-            vpc = self.ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]
-            self._vpc = (vpc_id, vpc["CidrBlock"])
+            self._vpc = vpc_id
         return self._vpc
 
     def our_load_balancers(self):
@@ -234,7 +294,7 @@ class Controller:
 
     def backend_security_group(self, create):
         """The cluster's shared backend group's id (made when `create`), or None."""
-        vpc_id, _ = self.vpc()
+        vpc_id = self.vpc()
         found = self.ec2.describe_security_groups(Filters=[
             {"Name": "vpc-id", "Values": [vpc_id]},
             {"Name": f"tag:{T_CLUSTER}", "Values": [self.cluster]},
@@ -272,7 +332,7 @@ class Controller:
             return False
 
     def resolve_subnets(self, scheme):
-        vpc_id, _ = self.vpc()
+        vpc_id = self.vpc()
         subnets = self.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
         role = "kubernetes.io/role/internal-elb" if scheme == "internal" else "kubernetes.io/role/elb"
         candidates = [s for s in subnets if tags_dict(s.get("Tags")).get(role) in ("", "1")]
@@ -326,7 +386,9 @@ class Controller:
         scheme = ann.get(ANN + "aws-load-balancer-scheme", "internal")
         if scheme not in ("internal", "internet-facing"):
             raise ModelError(f"invalid load balancer scheme {scheme!r}: use internal or internet-facing")
-        target_type = ann.get(ANN + "aws-load-balancer-nlb-target-type", "instance")
+        target_type = ann.get(ANN + "aws-load-balancer-nlb-target-type", self.default_target_type)
+        if ann.get(ANN + "aws-load-balancer-type") == "nlb-ip":  # the older spelling of ip targets
+            target_type = "ip"
         if target_type not in ("instance", "ip"):
             raise ModelError(f"invalid target type {target_type!r}: use instance or ip")
         ranges = spec.get("loadBalancerSourceRanges") or [
@@ -370,7 +432,7 @@ class Controller:
             svc = self.kube.patch(svc, {"metadata": {"finalizers": fins, "resourceVersion": m["resourceVersion"]}})
             m = svc["metadata"]
             log(f"added finalizer {FINALIZER} to {d['stack']}")
-        vpc_id, _ = self.vpc()
+        vpc_id = self.vpc()
         groups = [self.ensure_security_group(d, vpc_id), self.backend_security_group(create=True)]
         found = lbs.get(d["stack"])
         if found and found[0]["Scheme"] != d["scheme"]:
@@ -514,6 +576,21 @@ class Controller:
     # ---- the loop ------------------------------------------------------------------------
 
     def poll(self):
+        if self.deployment:
+            config = self.from_deployment()
+            if config is None:
+                if not self.waiting:
+                    log(f"Deployment {self.deployment} not found: no controller runs, nothing is reconciled")
+                    self.waiting = True
+                return
+            self.waiting = False
+            try:
+                self.configure(config)
+            except ModelError as e:
+                if self.last_error.get("config") != str(e):
+                    log(f"Deployment {self.deployment}: {e}")
+                    self.last_error["config"] = str(e)
+                return
         services = self.kube.services()
         self.finalized = set()  # stacks whose finalizer this poll removed
         self._lbs = None
@@ -578,18 +655,25 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--aws", required=True, help="moto's URL, e.g. http://127.0.0.1:5000")
-    p.add_argument("--region", required=True)
-    p.add_argument("--cluster", required=True, help="the EKS cluster's name (its VPC holds the NLBs)")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--cluster", help="the EKS cluster's name (its VPC holds the NLBs); or --from-deployment")
+    p.add_argument("--default-target-type", default="instance", help="the controller's --default-target-type")
+    p.add_argument("--from-deployment", metavar="NS/NAME",
+                   help="take --cluster-name, --aws-region, --aws-vpc-id and --default-target-type from the "
+                        "controller's Deployment (e.g. kube-system/aws-load-balancer-controller) and act only "
+                        "while it exists")
     p.add_argument("--owner", type=int, required=True, help="stop when this process exits")
     p.add_argument("--lifetime", type=float, default=600.0, help="stop after this many seconds")
     p.add_argument("--interval", type=float, default=0.1, help="seconds between polls")
     p.add_argument("--gc-orphans", action="store_true",
                    help="delete stacks whose Service is gone (the real controller does not)")
     args = p.parse_args()
+    if not args.cluster and not args.from_deployment:
+        p.error("give --cluster, or --from-deployment to read it from the controller's Deployment")
     ctl = Controller(args)
     deadline = time.monotonic() + args.lifetime
     polls = int(args.lifetime / max(args.interval, 0.01)) + 1
-    log(f"watching Services of class {CLASS} for cluster {args.cluster}")
+    log(f"watching Services of class {CLASS}" + (f" while Deployment {args.from_deployment} exists" if args.from_deployment else ""))
     for _ in range(polls):  # bounded: at most lifetime/interval polls
         if time.monotonic() > deadline or not owner_alive(args.owner):
             break
