@@ -167,17 +167,18 @@ impl Account {
         inv["tagged"].as_object().expect("tagged").iter().map(|(k, v)| (k.clone(), v.as_array().map_or(0, Vec::len))).collect()
     }
 
-    /// The stand-in AWS Load Balancer Controller (tests/moto/lb_controller.py) of the EKS
-    /// cluster `cluster`, watching the Kubernetes double `kubeconfig` reaches: it makes
-    /// and deletes the NLBs of the LoadBalancer Services there, in this account, through
-    /// the front (so its calls meet the front's real-AWS behaviours too). Stops when
-    /// dropped.
-    pub(crate) fn lb_controller(&self, kubeconfig: &Path, cluster: &str) -> Killed {
+    /// The stand-in AWS Load Balancer Controller (tests/moto/lb_controller.py) in the
+    /// Kubernetes double `kubeconfig` reaches: once byoc has installed the controller's
+    /// Deployment it reads its flags from it (cluster name, VPC, region, as the real pod
+    /// does), then makes and deletes the NLBs of the LoadBalancer Services there, in this
+    /// account, through the front (so its calls meet the front's real-AWS behaviours too).
+    /// Stops when dropped.
+    pub(crate) fn lb_controller(&self, kubeconfig: &Path) -> Killed {
         let child = Command::new(venv_python())
             .arg(project_root().join("tests/moto/lb_controller.py"))
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--aws", self.endpoint(), "--region", "us-east-1", "--cluster", cluster])
+            .args(["--aws", self.endpoint(), "--from-deployment", "kube-system/aws-load-balancer-controller"])
             .args(["--owner", &std::process::id().to_string(), "--lifetime", "900"])
             .envs(MOTO_ENV)
             // One line per action on stderr: shown when BYOC_TEST_LB_CONTROLLER_LOG is set.

@@ -56,7 +56,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kubeconfig");
         std::fs::write(&path, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
-        let controller = account.lb_controller(&path, "byoc-prod-use1");
+        let controller = account.lb_controller(&path);
         Cluster { double, kubeconfig: path.display().to_string(), controller, _server: server, _operator: operator, _dir: dir }
     }
 
@@ -150,4 +150,30 @@ async fn each_endpoint_service_fronts_its_services_nlb_made_by_the_controller_af
     let left = read(&account);
     assert_eq!(left, json!({"lbs": {}, "services": {}}), "the controller deleted its NLBs with their Services");
     assert_eq!(account.counts(), Default::default(), "destroy --delete-data leaves nothing tagged");
+}
+
+/// The stand-in itself, held to what the controller does (tests/moto/test_lb_controller.sh:
+/// NLBs, tags, subnets, listeners, target groups, security groups, finalizers, deletion
+/// through DependencyViolation, restarts), against a double served here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_stand_in_does_what_the_controller_does() {
+    let double = kube_double::Double::new(&[]).expect("double");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _server = double.serve(listener);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
+    let script = crate::support::project_root().join("tests/moto/test_lb_controller.sh");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash").arg(script).env("SERVED_KUBECONFIG", &kubeconfig).output().expect("bash runs")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "test_lb_controller.sh:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -316,7 +316,7 @@ async fn the_plan_shows_a_default_gp3_storage_class_and_apply_puts_it_in_the_clu
     let kubeconfig = kubeconfig.display().to_string();
     // The controller's stand-in makes the NLBs of the sidecar's Services, which the
     // endpoint services front.
-    let _controller = account.lb_controller(std::path::Path::new(&kubeconfig), "byoc-prod-use1");
+    let _controller = account.lb_controller(std::path::Path::new(&kubeconfig));
     let apply = || {
         let dir = repo.path().to_path_buf();
         let (endpoint, kubeconfig) = (endpoint.clone(), kubeconfig.clone());

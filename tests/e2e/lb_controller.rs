@@ -64,7 +64,7 @@ async fn apply_installs_the_controller_before_the_sidecar_with_the_environments_
     let kubeconfig = kubeconfig.display().to_string();
     // The controller's stand-in makes the NLBs of the sidecar's Services, which the
     // endpoint services front.
-    let _controller = account.lb_controller(std::path::Path::new(&kubeconfig), "byoc-prod-use1");
+    let _controller = account.lb_controller(std::path::Path::new(&kubeconfig));
     let run = || {
         let dir = repo.path().to_path_buf();
         let (moto, kubeconfig) = (moto.clone(), kubeconfig.clone());

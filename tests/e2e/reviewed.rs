@@ -44,7 +44,7 @@ impl World {
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
         // The controller's stand-in makes the NLBs of the sidecar's Services.
-        let controller = account.lb_controller(&kubeconfig, "byoc-prod-use1");
+        let controller = account.lb_controller(&kubeconfig);
         World { account, double, _server: server, _operator: op, repo: example_repo(), kubeconfig, _dir: dir, _controller: controller }
     }
 

@@ -103,7 +103,7 @@ async fn apply_installs_the_sidecar_with_the_environments_outputs_and_destroy_re
     let kubeconfig = kubeconfig.display().to_string();
     // The controller's stand-in makes the NLBs of the sidecar's Services, which the
     // endpoint services front.
-    let controller = account.lb_controller(std::path::Path::new(&kubeconfig), "byoc-prod-use1");
+    let controller = account.lb_controller(std::path::Path::new(&kubeconfig));
 
     let run = |verb: &'static str, extra: Vec<String>| {
         let dir = repo.path().to_path_buf();
