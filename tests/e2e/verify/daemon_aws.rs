@@ -280,7 +280,19 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
     s.git(&["clone", "-q", "--bare", ".", &remote.display().to_string()]);
     s.git(&["remote", "add", "origin", &remote.display().to_string()]);
 
-    // The administrator's bootstrap: the whole environment, cluster roles included.
+    // The cluster, and in it the AWS Load Balancer Controller's stand-in, which makes the
+    // NLBs of the sidecar's Services that the endpoint services front.
+    let d = double();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_addr = listener.local_addr().expect("addr");
+    let _server = d.serve(listener);
+    let _op = operator(&d.client());
+    std::fs::write(work.join("kubeconfig"), kube_double::kubeconfig(&format!("http://{api_addr}"))).expect("kubeconfig");
+    let controller = account.lb_controller(&work.join("kubeconfig"));
+    let kubeconfig = work.join("kubeconfig").display().to_string();
+
+    // The administrator's bootstrap: the whole environment, cluster roles included, and the
+    // sidecar.
     let apply = crate::support::byoc_env(
         &s.repo(),
         &[
@@ -296,18 +308,18 @@ async fn the_daemon_converges_cluster_roles_only_reports_environment_drift_and_s
             "--poll-interval",
             "0.1",
             "--auto-approve",
+            "--kubeconfig",
+            &kubeconfig,
+            "--health-timeout",
+            "10",
         ],
         &MOTO_ENV,
     );
     assert_eq!(apply.code, 0, "{}\n{}", apply.stdout, apply.stderr);
+    // From here on every call is the daemon's: the controller (its own identity) is done.
+    drop(controller);
     calls(&account, true);
 
-    let d = double();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api_addr = listener.local_addr().expect("addr");
-    let _server = d.serve(listener);
-    let _op = operator(&d.client());
-    std::fs::write(work.join("kubeconfig"), kube_double::kubeconfig(&format!("http://{api_addr}"))).expect("kubeconfig");
     std::fs::write(work.join("webhook-secret"), "hook-s3cret\n").expect("secret");
     std::fs::write(work.join("git-token"), "git-s3cret\n").expect("token");
     // The repository over the https test server (git http-backend behind TLS and a token).
