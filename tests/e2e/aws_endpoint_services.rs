@@ -36,11 +36,10 @@ print(json.dumps({'lbs': lbs, 'services': services}))
 /// Controller's stand-in making the NLBs of its Services in `account`. Everything stops
 /// when it is dropped.
 pub(crate) struct Cluster {
-    pub double: kube_double::Double,
     /// `--kubeconfig` for byoc.
     pub kubeconfig: String,
-    /// The controller's stand-in process.
-    pub controller: crate::support::Killed,
+    _double: kube_double::Double,
+    _controller: crate::support::Killed,
     _server: tokio::task::JoinHandle<()>,
     _operator: crate::kube::support::Operator,
     _dir: tempfile::TempDir,
@@ -57,7 +56,14 @@ impl Cluster {
         let path = dir.path().join("kubeconfig");
         std::fs::write(&path, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
         let controller = account.lb_controller(&path);
-        Cluster { double, kubeconfig: path.display().to_string(), controller, _server: server, _operator: operator, _dir: dir }
+        Cluster {
+            kubeconfig: path.display().to_string(),
+            _double: double,
+            _controller: controller,
+            _server: server,
+            _operator: operator,
+            _dir: dir,
+        }
     }
 
     /// The flags that give byoc this cluster.
