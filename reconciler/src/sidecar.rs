@@ -563,20 +563,43 @@ pub const REMOVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// deletes the load balancer and the attachment; deleting the cluster before they ran
 /// leaves those behind, holding the subnets the cloud destroy then cannot delete. Without a
 /// named cluster it says so and skips.
-pub async fn before_destroy(kube: KubeTarget<'_>, cloud: Cloud, graph: &Graph, poll: std::time::Duration) -> Result<(), SidecarError> {
-    if !kube.given() {
+pub async fn before_destroy(
+    client: Option<&kube::Client>,
+    cloud: Cloud,
+    graph: &Graph,
+    poll: std::time::Duration,
+) -> Result<(), SidecarError> {
+    let Some(client) = client else {
         println!("sidecar: not removed: no --kubeconfig or --context names the environment's cluster");
         return Ok(());
-    }
-    let client = crate::k8s::client(kube.kubeconfig, kube.context).await?;
+    };
     let objects = ordered(cloud, graph)?;
-    let removed = remove(&client, &objects).await?;
+    let removed = remove(client, &objects).await?;
     for r in &removed {
         println!("sidecar: deleted {r}");
     }
-    wait_gone(&client, &objects, REMOVAL_TIMEOUT, poll).await?;
+    wait_gone(client, &objects, REMOVAL_TIMEOUT, poll).await?;
     println!("sidecar: {} object(s) deleted and gone", removed.len());
     Ok(())
+}
+
+/// The client destroy removes the sidecar with, `None` when no cluster is named; the
+/// cluster is asked for the sidecar's namespace first, so one that cannot be reached
+/// stops destroy before anything is deleted.
+pub async fn destroy_client(kube: KubeTarget<'_>, cloud: Cloud, graph: &Graph) -> Result<Option<kube::Client>, SidecarError> {
+    if !kube.given() {
+        return Ok(None);
+    }
+    let client = crate::k8s::client(kube.kubeconfig, kube.context).await?;
+    let objects = ordered(cloud, graph)?;
+    if let Some(first) = objects.first() {
+        api_for(&client, first).get_opt(name_of(first)).await.map_err(|source| SidecarError::Kube {
+            action: "reading",
+            object: describe(first),
+            source,
+        })?;
+    }
+    Ok(Some(client))
 }
 
 /// Waits until none of `objects` is left in the API server, polling every `poll` for at

@@ -94,10 +94,11 @@ async fn each_endpoint_service_fronts_its_services_nlb_made_by_the_controller_af
     let account = Account::new().with_autoscaling_role();
     let endpoint = account.endpoint().to_owned();
     let cluster = Cluster::new(&account).await;
-    let repo = example_repo();
+    let mut repo = example_repo();
+    let root = repo.path().to_path_buf();
     let kubeconfig = cluster.kubeconfig.clone();
     let run = |verb: &'static str, extra: &'static [&'static str]| {
-        let dir = repo.path().to_path_buf();
+        let dir = root.clone();
         let (endpoint, kubeconfig) = (endpoint.clone(), kubeconfig.clone());
         tokio::task::spawn_blocking(move || {
             let mut args = vec![verb, "--repo", ".", "--env", "examples/aws", "--endpoint-url", &endpoint, "--state-dir", "state"];
@@ -140,6 +141,37 @@ async fn each_endpoint_service_fronts_its_services_nlb_made_by_the_controller_af
     assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
     assert!(second.stdout.contains("nothing to do"), "{}", second.stdout);
 
+    // Once the NLBs exist, an apply without the cluster (a CI runner outside the VPC) may
+    // change what stands on them: a new control-plane principal reaches both endpoint
+    // services.
+    repo.edit(
+        "examples/aws/environment.yaml",
+        "      - arn:aws:iam::210987654321:root\n",
+        "      - arn:aws:iam::210987654321:root\n      - arn:aws:iam::210987654321:role/vendor-ops\n",
+    );
+    repo.commit("a second control-plane principal");
+    let (dir, e) = (root.clone(), endpoint.clone());
+    let cloud_only = tokio::task::spawn_blocking(move || {
+        let args = ["apply", "--repo", ".", "--env", "examples/aws", "--endpoint-url", &e, "--state-dir", "state"];
+        byoc_env(
+            &dir,
+            &[&args[..], &["--poll-interval", "0.1", "--auto-approve", "--skip-preflight", "--cloud-only"]].concat(),
+            &crate::state_s3::MOTO_ENV,
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(cloud_only.code, 0, "{}\n{}", cloud_only.stdout, cloud_only.stderr);
+    assert!(cloud_only.stdout.contains("~ update aws.vpc-endpoint-service/agent"), "{}", cloud_only.stdout);
+    assert!(!cloud_only.stdout.contains("waiting: "), "nothing waits once the NLBs exist:\n{}", cloud_only.stdout);
+    let principals = read(&account)["services"]["aws.vpc-endpoint-service/proxy"]["principals"].clone();
+    let mut principals: Vec<String> = serde_json::from_value(principals).expect("principals");
+    principals.sort();
+    assert_eq!(principals, ["arn:aws:iam::210987654321:role/vendor-ops", "arn:aws:iam::210987654321:root"]);
+
+    // The front refuses to delete an NLB an endpoint service fronts (ResourceInUse, as
+    // ELBv2 does), so the controller can let the Services go only once byoc has deleted
+    // the endpoint services: destroy deletes them first, then the sidecar, then the rest.
     let destroyed = run("destroy", &["--delete-data"]).await.expect("join");
     assert_eq!(destroyed.code, 0, "{}\n{}", destroyed.stdout, destroyed.stderr);
     let last_sidecar = destroyed
@@ -149,10 +181,17 @@ async fn each_endpoint_service_fronts_its_services_nlb_made_by_the_controller_af
         .iter()
         .rposition(|l| l.starts_with("sidecar: deleted "))
         .expect("sidecar deletions reported");
-    for id in ["aws.vpc-endpoint-service/agent", "aws.service-nlb/agent", "aws.subnet/private-a"] {
+    let first_sidecar = position(&destroyed, "sidecar: deleted ");
+    for id in ["aws.vpc-endpoint-service/agent", "aws.vpc-endpoint-service/proxy"] {
+        assert!(done(&destroyed, id) < first_sidecar, "{id} goes before the sidecar:\n{}", destroyed.stdout);
+    }
+    for id in ["aws.subnet/private-a", "aws.eks-cluster/main"] {
         assert!(last_sidecar < done(&destroyed, id), "{id} goes after the sidecar:\n{}", destroyed.stdout);
     }
-    assert!(done(&destroyed, "aws.vpc-endpoint-service/agent") < done(&destroyed, "aws.subnet/private-a"), "{}", destroyed.stdout);
+    // The controller deleted its NLBs with their Services: byoc's second pass finds them
+    // gone and deletes none itself.
+    assert!(destroyed.stdout.contains("note: aws.service-nlb/agent is in the inventory but no longer exists"), "{}", destroyed.stdout);
+    assert!(!destroyed.stderr.contains("is still there"), "{}", destroyed.stderr);
     let left = read(&account);
     assert_eq!(left, json!({"lbs": {}, "services": {}}), "the controller deleted its NLBs with their Services");
     assert_eq!(account.counts(), Default::default(), "destroy --delete-data leaves nothing tagged");

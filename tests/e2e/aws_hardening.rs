@@ -438,8 +438,9 @@ fn destroy_waits_for_the_network_interfaces_of_deleted_load_balancers_and_the_cl
     ok(&run(&repo, &approved_apply_args(&account, "state")));
     let gone = destroy(&repo, &account, "state", &[]);
     let text = format!("{}{}", ok(&gone).stdout, gone.stderr);
-    // (The load balancers' own wait is in tests/e2e/aws_endpoint_services.rs: they are the
-    // controller's, made in the cluster.)
+    // (No NLB here: they are the controller's, made in the cluster. One byoc finds left
+    // over is deleted and waited for the same way, `delete_service_nlb`; that path has no
+    // test with lingering interfaces.)
     let waited = "waiting aws.eks-cluster/main: network interfaces eni-";
     assert!(text.contains(waited), "{waited}\n{text}");
     let linger = crate::aws::get_json(&format!("{}/__linger", account.endpoint()));

@@ -54,6 +54,8 @@
    are answered with the ValidationError (400, Sender) AWS sends, without reaching moto.
    So an end-to-end test fails the way a real account would if byoc ever derives such a
    name again.
+   Likewise DeleteLoadBalancer of an NLB a VPC endpoint service still lists is refused
+   with ResourceInUse (400), as ELBv2 refuses it; moto deletes it.
    Everything else goes to moto unchanged.
    - EKS access entries (CreateAccessEntry, DescribeAccessEntry, ListAccessEntries,
      DeleteAccessEntry, AssociateAccessPolicy, ListAssociatedAccessPolicies) and the
@@ -708,6 +710,30 @@ def endpoint_connections(action, form):
     return None
 
 
+def nlb_in_use(form, region):
+    """ELBv2 DeleteLoadBalancer of an NLB that a VPC endpoint service still lists: AWS
+    refuses it (400 ResourceInUse, "Load balancer '<arn>' cannot be deleted because it is
+    currently associated with another service"; the AWS Load Balancer Controller logs it
+    when an endpoint service fronts its NLB); moto deletes it and leaves the endpoint
+    service pointing at nothing."""
+    if form.get("Action", [""])[0] != "DeleteLoadBalancer":
+        return None
+    arn = form.get("LoadBalancerArn", [""])[0]
+    up = urllib.parse.urlsplit(ARGS.upstream)
+    conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+    auth = f"AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/ec2/aws4_request"
+    conn.request("POST", "/", body="Action=DescribeVpcEndpointServiceConfigurations&Version=2016-11-15",
+                 headers={"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"})
+    data = conn.getresponse().read().decode(errors="replace")
+    conn.close()
+    if arn and f"<item>{arn}</item>" in data:
+        return 400, {"Content-Type": "text/xml"}, (
+            '<ErrorResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><Error><Type>Sender</Type>'
+            f"<Code>ResourceInUse</Code><Message>Load balancer '{arn}' cannot be deleted because it is currently associated with another service</Message>"
+            "</Error><RequestId>faults-front</RequestId></ErrorResponse>").encode()
+    return None
+
+
 def page_eks_list(method, path):
     """EKS list calls with maxResults set to --page-size (AWS pages them; see the docs)."""
     split = urllib.parse.urlsplit(path)
@@ -1192,6 +1218,10 @@ class Handler(BaseHTTPRequestHandler):
             answered = endpoint_connections(form.get("Action", [""])[0], form)
             if answered:
                 return self.answer(*answered)
+        if service == "elasticloadbalancing":
+            refused = nlb_in_use(form, region_of(self.headers))
+            if refused:
+                return self.answer(*refused)
         if ARGS.real_aws:
             late = not_visible_yet(service, self.command, urllib.parse.urlsplit(self.path).path, form, json_body)
             if late:

@@ -384,8 +384,8 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
     }
 
     /// Takes the changes `later` picks out of what [`Prepared::execute`] runs (they stay in
-    /// the plan as no-ops) and returns them: the caller runs them in a later pass, planned
-    /// again from what exists then. Nothing is recorded for them.
+    /// the plan as no-ops) and returns them, for a later pass (planned again from what
+    /// exists then) or to report. Nothing is recorded for them.
     pub fn defer(&mut self, later: impl Fn(&Step) -> bool) -> Vec<Step> {
         let mut deferred = Vec::new();
         for s in self.plan.steps.iter_mut().filter(|s| !matches!(s.action, Action::NoOp | Action::Blocked) && later(s)) {
@@ -393,6 +393,12 @@ impl<S: StateStore + ?Sized> Prepared<'_, S> {
             s.action = Action::NoOp;
         }
         deferred
+    }
+
+    /// Leaves the second resources tagged as one of ours (found by observe) for a later
+    /// apply instead of deleting them in this one.
+    pub fn leave_duplicates(&mut self) {
+        self.observed.duplicates.clear();
     }
 
     /// Whether there is anything to do.

@@ -18,7 +18,7 @@ use crate::cloud::azure::{self, Azure};
 use crate::cloud::gcp::Gcp;
 use crate::cloud::{Cloud, CloudError, Found, Refs};
 use crate::logging;
-use crate::pipeline::apply::{Kubernetes, after_kubernetes, cloud_after_kubernetes, write_cloud_outputs};
+use crate::pipeline::apply::{Kubernetes, WAITS_FOR_THE_CLUSTER, after_kubernetes, cloud_after_kubernetes, write_cloud_outputs};
 use crate::pipeline::load::{LoadError, at_revision};
 use crate::pipeline::plan::{LiveError, live};
 use crate::plan::render::Report;
@@ -304,7 +304,7 @@ const AWS_SKIPPED_CHECKS: &[&str] = &[
     "the credentials are for the account spec.account names",
     "the quota eks/L-6D54EA21 (managed node groups per cluster) is at least 36",
     "iam:SimulatePrincipalPolicy allows the caller every action the plan needs, with the context its calls carry (iam:PassedToService, ec2:CreateAction)",
-    "the service-linked roles AWSServiceRoleForAmazonEKS, AWSServiceRoleForAmazonEKSNodegroup, AWSServiceRoleForAutoScaling and AWSServiceRoleForElasticLoadBalancing exist, or the caller may iam:CreateServiceLinkedRole for them",
+    "the service-linked roles AWSServiceRoleForAmazonEKS, AWSServiceRoleForAmazonEKSNodegroup and AWSServiceRoleForAutoScaling exist, or the caller may iam:CreateServiceLinkedRole for them",
     "EKS offers the spec's Kubernetes version in the support the spec asks for (eks:DescribeClusterVersions)",
 ];
 
@@ -608,7 +608,15 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         let kubernetes_work = live.kubernetes_changes();
         let cloud_work = live.cloud.has_work();
         if !cloud_work && !kubernetes_work {
-            println!("nothing to do: the account matches {}", options.revision);
+            let waiting = live.plan.steps.iter().filter(|s| s.reason == WAITS_FOR_THE_CLUSTER).count();
+            if waiting == 0 {
+                println!("nothing to do: the account matches {}", options.revision);
+            } else {
+                println!(
+                    "nothing to do without the cluster: the account matches {} but for {waiting} change(s) waiting for it",
+                    options.revision
+                );
+            }
             live.cloud.release().await?;
             if let Mode::Apply { sidecar_image, .. } = request.mode {
                 return sidecar_after_apply(client.as_ref(), &full, sidecar_image, env, request.env, &store).await;
@@ -659,17 +667,30 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
             live.cloud.release().await?;
             return Ok(EXIT_ERROR);
         }
-        // An apply's deletions, and what stands on the load balancers of the sidecar's
-        // Services, wait for the Kubernetes half (pipeline::apply::after_kubernetes).
-        let later = if destroy { Vec::new() } else { live.cloud.defer(after_kubernetes) };
-        // The sidecar goes while its cluster is still there to delete it from.
-        if let Mode::Destroy { sidecar, .. } = request.mode
-            && let Err(e) = crate::sidecar::before_destroy(sidecar, env.cloud, &full, request.poll_interval).await
-        {
-            logging::error(&format!("{e:#}\n  nothing was deleted in the cloud; without --kubeconfig/--context destroy skips the sidecar"));
-            live.cloud.release().await?;
-            return Ok(EXIT_ERROR);
-        }
+        // The cluster destroy removes the sidecar from, reached before anything is deleted.
+        let sidecar_client = match request.mode {
+            Mode::Destroy { sidecar, .. } => match crate::sidecar::destroy_client(sidecar, env.cloud, &full).await {
+                Ok(c) => c,
+                Err(e) => {
+                    logging::error(&format!(
+                        "{e:#}\n  nothing was deleted in the cloud; without --kubeconfig/--context destroy skips the sidecar"
+                    ));
+                    live.cloud.release().await?;
+                    return Ok(EXIT_ERROR);
+                }
+            },
+            _ => None,
+        };
+        // The cloud in two passes around the cluster's add-ons (pipeline::apply). An apply
+        // defers its deletions and what stands on the load balancers of the sidecar's
+        // Services until the controller and the sidecar are in. A destroy deletes the
+        // endpoint services first: AWS refuses to delete an NLB an endpoint service
+        // fronts, so the controller could not let the sidecar's Services go.
+        let later = if destroy {
+            live.cloud.defer(|s| s.kind != Kind::AwsVpcEndpointService)
+        } else {
+            live.cloud.defer(after_kubernetes)
+        };
         if live.cloud.has_work() {
             match live.cloud.execute(&cloud, options.concurrency).await {
                 Ok(done) => {
@@ -690,28 +711,58 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
         } else {
             live.cloud.release().await?;
         }
-        if let Mode::Apply { sidecar_image, .. } = request.mode
-            && sidecar_after_apply(client.as_ref(), &full, sidecar_image, env, request.env, &store).await? != EXIT_OK
-        {
+        let add_ons = match request.mode {
+            Mode::Apply { sidecar_image, .. } => sidecar_after_apply(client.as_ref(), &full, sidecar_image, env, request.env, &store).await?,
+            // The sidecar goes while its cluster is still there to delete it from.
+            Mode::Destroy { .. } => match crate::sidecar::before_destroy(sidecar_client.as_ref(), env.cloud, &full, request.poll_interval).await {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    logging::error(&format!("{e:#}\n  only the endpoint services (if any) were deleted in the cloud; fix the cause and run byoc destroy again"));
+                    EXIT_ERROR
+                }
+            },
+            Mode::Save { .. } => EXIT_OK,
+        };
+        if add_ons != EXIT_OK {
             if !later.is_empty() {
-                println!("not applied yet: {} change(s) that follow the cluster's add-ons; the next apply makes them", later.len());
+                println!("not applied yet: {} change(s) that follow the cluster's add-ons; the next run makes them", later.len());
             }
             return Ok(EXIT_ERROR);
         }
         if !later.is_empty() {
-            match cloud_after_kubernetes(&cloud, store.as_ref(), &desired, &options, client.is_some()).await {
-                Ok(done) => {
-                    if done > 0 {
+            let graph = if destroy { crate::resource::Graph::default() } else { desired.clone() };
+            let installed = destroy || client.is_some();
+            match cloud_after_kubernetes(&cloud, store.as_ref(), &graph, &options, &later, installed).await {
+                Ok(after) => {
+                    for note in &after.notes {
+                        println!("note: {note}");
+                    }
+                    if after.done > 0 {
                         println!(
-                            "applied {done} action(s) that follow the cluster's add-ons to {} in {:.1}s",
+                            "applied {} action(s) that follow the cluster's add-ons to {} in {:.1}s",
+                            after.done,
                             env.name,
                             started.elapsed().as_secs_f64()
+                        );
+                    }
+                    for s in &after.waiting {
+                        println!("waiting: {} {}: {}", s.action.as_str(), s.id, WAITS_FOR_THE_CLUSTER);
+                    }
+                    for s in &after.unapproved {
+                        logging::line(
+                            logging::Level::Warn,
+                            &format!(
+                                "warning: not applied: {} {}: found by the second pass, not in the approved plan (something changed meanwhile); the next apply plans it",
+                                s.action.as_str(),
+                                s.id
+                            ),
                         );
                     }
                 }
                 Err(e) => {
                     logging::error(&format!(
-                        "{e}\n  the cloud's first pass and the cluster's add-ons are applied; fix the cause and run byoc apply again"
+                        "{e}\n  the cloud's first pass and the cluster's add-ons are done; fix the cause and run byoc {} again",
+                        if destroy { "destroy" } else { "apply" }
                     ));
                     return Ok(EXIT_ERROR);
                 }
@@ -775,7 +826,8 @@ async fn sidecar_after_apply(
 
 fn report_blocked(plan: &Plan) {
     for s in plan.steps.iter().filter(|s| s.action == Action::Blocked) {
-        println!("kept: {}: {}", s.id, s.reason);
+        let word = if s.reason == WAITS_FOR_THE_CLUSTER { "waiting" } else { "kept" };
+        println!("{word}: {}: {}", s.id, s.reason);
     }
 }
 

@@ -19,6 +19,11 @@ use crate::spec::{Cluster, Environment, NatGateways, Tier};
 /// a VPC endpoint service of its own.
 pub const SERVICE_LOAD_BALANCERS: [(&str, &str); 2] = [("agent", AGENT_SERVICE), ("proxy", PROXY_SERVICE)];
 
+/// The controller's `service.k8s.aws/stack` tag value of the sidecar's Service `service`.
+pub fn service_stack(service: &str) -> String {
+    format!("{AGENT_NAMESPACE}/{service}")
+}
+
 pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     let prefix = format!("byoc-{}", env.name);
     let vpc = g.add(
@@ -232,8 +237,9 @@ pub(super) fn environment(env: &Environment, g: &mut Graph) -> Foundation {
     // alone: nothing in the cloud stands on it.
     for (role, service) in SERVICE_LOAD_BALANCERS {
         let lb = g.add(
-            resource(env, Kind::AwsServiceNlb, role)
-                .set("service", format!("{AGENT_NAMESPACE}/{service}"))
+            // No tags: the controller tags it (`elbv2.k8s.aws/cluster`, `service.k8s.aws/stack`).
+            Resource::new(Kind::AwsServiceNlb, role)
+                .set("service", service_stack(service))
                 .set("cluster", Value::reference(&eks))
                 .set("scheme", "internal"),
         );

@@ -13,8 +13,8 @@
 use git2::Oid;
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::Cloud;
 use crate::cloud::apply::ApplyError;
+use crate::cloud::{Cloud, Refs};
 use crate::k8s::objects::{CloudOutputs, ClusterObjects};
 use crate::k8s::reconcile::{ClusterReport, Options, Reconciler, Report};
 use crate::plan::{Action, Step};
@@ -98,36 +98,93 @@ pub async fn write_cloud_outputs(store: &(impl StateStore + ?Sized)) -> Result<(
 /// front of them.
 pub const AFTER_KUBERNETES: &[Kind] = &[Kind::AwsServiceNlb, Kind::AwsVpcEndpointService];
 
-/// Whether a planned cloud change waits for the Kubernetes half: what stands on the
-/// sidecar's load balancers, and every deletion (nothing goes while the cluster's add-ons
-/// may still use it; byoc's own NLBs of before go once the endpoint services front the
-/// controller's).
+/// Why a change is blocked when no cluster was reached (see [`needs_the_cluster`]).
+pub const WAITS_FOR_THE_CLUSTER: &str =
+    "waits for the sidecar's Services, whose load balancers it stands on: byoc apply with --kubeconfig/--context makes it";
+
+/// Whether a planned cloud change of an apply waits for the Kubernetes half: what stands
+/// on the sidecar's load balancers, and every deletion (nothing goes while the cluster's
+/// add-ons may still use it; byoc's own NLBs of before go once the endpoint services front
+/// the controller's).
 pub fn after_kubernetes(step: &Step) -> bool {
     step.action == Action::Delete || AFTER_KUBERNETES.contains(&step.kind)
 }
 
+/// Whether `step` cannot be made without the cluster: a Service's NLB that does not exist
+/// yet, an endpoint service in front of one, and (so the endpoint services keep fronting
+/// them until they move) the deletion of byoc's own NLBs of before. `found` is what
+/// exists; `desired`, the graph planned.
+pub fn needs_the_cluster(step: &Step, desired: &Graph, found: &Refs) -> bool {
+    match (step.kind, step.action) {
+        (_, Action::NoOp | Action::Blocked) => false,
+        (Kind::AwsNlb, Action::Delete) => true,
+        (_, Action::Delete) => false,
+        (Kind::AwsServiceNlb, _) => !found.contains_key(&step.id),
+        (Kind::AwsVpcEndpointService, _) => {
+            desired.resources.get(&step.id).is_some_and(|r| r.refs_in("loadBalancers").iter().any(|lb| !found.contains_key(lb)))
+        }
+        _ => false,
+    }
+}
+
+/// What the cloud pass after the Kubernetes half did.
+#[derive(Debug, Default)]
+pub struct AfterKubernetes {
+    /// Actions finished.
+    pub done: usize,
+    /// Changes the second plan found that were not approved (something moved between the
+    /// passes): not made; the next apply plans them.
+    pub unapproved: Vec<Step>,
+    /// Changes left for an apply that reaches the cluster (none was reached).
+    pub waiting: Vec<Step>,
+    /// What the second plan noted reading the account (`Prepared::notes`).
+    pub notes: Vec<String>,
+}
+
 /// The cloud pass after the Kubernetes half: `desired` (the cloud part of the graph)
-/// planned again from what exists, and run; returns how many actions finished. With
-/// `installed` false (no cluster was reached) what stands on the sidecar's Services is left
-/// for an apply that reaches it (the plan showed it blocked) and the rest runs.
+/// planned again from what exists, and of that exactly the `approved` changes run (those
+/// the first pass deferred, which the user approved); anything else is returned, not
+/// made. With `installed` false (no cluster was reached) what [`needs_the_cluster`] waits.
+/// The lease went back after the first pass: one held meanwhile (the daemon's pass) is
+/// waited for, at most its time to live.
 pub async fn cloud_after_kubernetes<S: StateStore + ?Sized, C: Cloud>(
     cloud: &C,
     store: &S,
     desired: &Graph,
     options: &crate::cloud::apply::Options,
+    approved: &[Step],
     installed: bool,
-) -> Result<usize, ApplyError> {
-    let mut prepared = crate::cloud::apply::prepare(cloud, store, desired, options).await?;
-    if !installed {
-        prepared.defer(|s| AFTER_KUBERNETES.contains(&s.kind) && s.action != Action::Delete);
-    }
+) -> Result<AfterKubernetes, ApplyError> {
+    let started = std::time::Instant::now();
+    let ttl = std::time::Duration::from_secs(u64::try_from(options.lease_ttl).unwrap_or(0));
+    let mut prepared = loop {
+        match crate::cloud::apply::prepare(cloud, store, desired, options).await {
+            Err(ApplyError::Lease(e)) if started.elapsed() < ttl => {
+                tracing::info!(stage = "apply", "waiting for the environment's lease to run the second cloud pass: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1).min(ttl)).await;
+            }
+            other => break other?,
+        }
+    };
+    // The same change of the same resource; a create approved may now read as an update
+    // (the controller made the NLB meanwhile, and it is adopted), not as a deletion.
+    let same = |a: &Step, s: &Step| a.id == s.id && (a.action == Action::Delete) == (s.action == Action::Delete);
+    let unapproved = prepared.defer(|s| !approved.iter().any(|a| same(a, s)));
+    let notes = prepared.notes();
+    prepared.leave_duplicates();
+    let waiting = if installed {
+        Vec::new()
+    } else {
+        let found = prepared.observed.found.clone();
+        prepared.defer(|s| needs_the_cluster(s, desired, &found))
+    };
     if !prepared.has_work() {
         prepared.release().await?;
-        return Ok(0);
+        return Ok(AfterKubernetes { done: 0, unapproved, waiting, notes });
     }
     let done = prepared.execute(cloud, options.concurrency).await?;
     write_cloud_outputs(store).await?;
-    Ok(done)
+    Ok(AfterKubernetes { done, unapproved, waiting, notes })
 }
 
 /// The revision whose Kubernetes half was applied last.
@@ -210,5 +267,47 @@ impl<'a, S: StateStore + ?Sized> Kubernetes<'a, S> {
             .map_err(|e| KubernetesError::Malformed { key: KUBERNETES_REVISION_KEY, message: e.to_string() })?;
         self.store.put(KUBERNETES_REVISION_KEY, &bytes, version.as_deref()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::Found;
+    use crate::resource::{Resource, ResourceId, Value};
+
+    fn step(kind: Kind, name: &str, action: Action) -> Step {
+        Step { id: ResourceId::new(kind, name), kind, action, reason: String::new(), changes: Vec::new(), depends_on: Vec::new() }
+    }
+
+    fn found(kind: Kind, name: &str) -> (ResourceId, Found) {
+        let id = ResourceId::new(kind, name);
+        (id.clone(), Found { id, kind, cloud_id: format!("{name}-1"), outputs: Default::default(), live: Default::default() })
+    }
+
+    #[test]
+    fn without_the_cluster_only_what_stands_on_a_missing_nlb_and_the_old_nlbs_deletion_wait() {
+        let nlb = ResourceId::new(Kind::AwsServiceNlb, "agent");
+        let mut desired = Graph::default();
+        desired.add(Resource::new(Kind::AwsServiceNlb, "agent"));
+        desired.add(Resource::new(Kind::AwsVpcEndpointService, "agent").set("loadBalancers", Value::references([&nlb])));
+        let none = Refs::new();
+        let made: Refs = [found(Kind::AwsServiceNlb, "agent")].into_iter().collect();
+        let create_nlb = step(Kind::AwsServiceNlb, "agent", Action::Create);
+        let update_service = step(Kind::AwsVpcEndpointService, "agent", Action::Update);
+        // No NLB yet: both wait; once it exists, neither does.
+        assert!(needs_the_cluster(&create_nlb, &desired, &none));
+        assert!(needs_the_cluster(&update_service, &desired, &none));
+        assert!(!needs_the_cluster(&update_service, &desired, &made));
+        // byoc's own NLB of before goes only once the endpoint service has moved, which
+        // needs the cluster; any other deletion does not wait, nor does anything else.
+        assert!(needs_the_cluster(&step(Kind::AwsNlb, "agent", Action::Delete), &desired, &made));
+        assert!(!needs_the_cluster(&step(Kind::AwsVpcEndpointService, "agent", Action::Delete), &desired, &none));
+        assert!(!needs_the_cluster(&step(Kind::AwsSubnet, "a", Action::Create), &desired, &none));
+        assert!(!needs_the_cluster(&step(Kind::AwsServiceNlb, "agent", Action::Blocked), &desired, &none));
+        // With the cluster, every deletion and every change on those kinds follows it.
+        assert!(after_kubernetes(&step(Kind::AwsSubnet, "a", Action::Delete)));
+        assert!(after_kubernetes(&update_service));
+        assert!(!after_kubernetes(&step(Kind::AwsSubnet, "a", Action::Create)));
     }
 }

@@ -176,13 +176,12 @@ impl<S: StateStore + ?Sized> LivePlan<'_, S> {
 
 /// Without a cluster to install the sidecar in, what stands on its Services' load
 /// balancers cannot be made: those changes are shown blocked, with what to do.
-fn waits_for_the_cluster(plan: &mut Plan) {
-    for s in plan.steps.iter_mut().filter(|s| {
-        super::apply::AFTER_KUBERNETES.contains(&s.kind) && matches!(s.action, Action::Create | Action::Update | Action::Replace)
-    }) {
-        s.action = Action::Blocked;
-        s.reason = "waits for the sidecar's Services, whose load balancers it stands on: byoc apply with --kubeconfig/--context makes it"
-            .to_owned();
+fn waits_for_the_cluster(plan: &mut Plan, desired: &Graph, found: &crate::cloud::Refs) {
+    for s in plan.steps.iter_mut() {
+        if super::apply::needs_the_cluster(s, desired, found) {
+            s.action = Action::Blocked;
+            s.reason = super::apply::WAITS_FOR_THE_CLUSTER.to_owned();
+        }
     }
 }
 
@@ -203,7 +202,8 @@ pub async fn live<'a, S: StateStore + ?Sized, C: Cloud>(
     let desired = if destroy { Graph::default() } else { expand(&loaded.specs) };
     let mut prepared = prepare(cloud, store, &cloud_part(&desired), options).await?;
     if kube.is_none() && !destroy {
-        waits_for_the_cluster(&mut prepared.plan);
+        let found = prepared.observed.found.clone();
+        waits_for_the_cluster(&mut prepared.plan, &cloud_part(&desired), &found);
     }
     // Past this point the lease is held: an error gives it back before it is returned.
     let observed = async {

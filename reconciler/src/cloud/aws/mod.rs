@@ -313,6 +313,7 @@ impl Cloud for Aws {
         self.observe_launch_templates(&mut out).await?;
         self.observe_s3(&mut out).await?;
         self.observe_elb(&mut out).await?;
+        private_connectivity::link_endpoint_services(&mut out);
         Ok(out)
     }
 

@@ -186,14 +186,13 @@ pub fn actions_for(kind: Kind, action: Action) -> &'static [&'static str] {
 }
 
 /// The service-linked roles AWS makes on first use, the service each is for, and the kind
-/// whose creation first uses it.
+/// whose creation first uses it. (ELB's, `AWSServiceRoleForElasticLoadBalancing`, is not
+/// byoc's to check: the controller's first NLB makes it, and its policy,
+/// `policies/aws/load-balancer-controller.json`, may create it.)
 pub const SERVICE_LINKED_ROLES: &[(&str, &str, Kind)] = &[
     ("AWSServiceRoleForAmazonEKS", "eks.amazonaws.com", Kind::AwsEksCluster),
     ("AWSServiceRoleForAmazonEKSNodegroup", "eks-nodegroup.amazonaws.com", Kind::AwsEksNodeGroup),
     (AUTOSCALING_ROLE, "autoscaling.amazonaws.com", Kind::AwsEksNodeGroup),
-    // The controller's first NLB needs it (its policy may create it; an administrator's
-    // apply checks it is there or can be made).
-    ("AWSServiceRoleForElasticLoadBalancing", "elasticloadbalancing.amazonaws.com", Kind::AwsServiceNlb),
 ];
 
 /// The service `iam:PassRole` passes roles to: EKS takes the cluster role and the node role.

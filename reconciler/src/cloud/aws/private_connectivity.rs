@@ -9,6 +9,27 @@ use super::{Aws, ec2_tags, flag, found, missing, resolve_list, strings, tag_spec
 use crate::cloud::{CloudError, Found, Refs};
 use crate::resource::{Kind, Resource, Value};
 
+/// Output of a found endpoint service: its NLBs' ARNs, comma-separated.
+const LOAD_BALANCER_ARNS: &str = "loadBalancerArns";
+
+/// Sets each found endpoint service's live `loadBalancers`: a reference to each NLB observe
+/// found by that ARN (the plan's form), the ARN itself for one it did not. An endpoint
+/// service left in front of a replaced NLB, or of none, then shows as drift and is set back.
+pub(super) fn link_endpoint_services(found: &mut [Found]) {
+    let by_arn: std::collections::BTreeMap<String, crate::resource::ResourceId> =
+        found.iter().filter(|f| matches!(f.kind, Kind::AwsServiceNlb | Kind::AwsNlb)).map(|f| (f.cloud_id.clone(), f.id.clone())).collect();
+    for f in found.iter_mut().filter(|f| f.kind == Kind::AwsVpcEndpointService) {
+        let Some(arns) = f.outputs.get(LOAD_BALANCER_ARNS) else { continue };
+        let mut lbs: Vec<Value> = arns
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(|arn| by_arn.get(arn).map_or_else(|| Value::from(arn), Value::reference))
+            .collect();
+        lbs.sort_by_key(|v| v.to_string());
+        f.live.insert("loadBalancers", Value::List(lbs));
+    }
+}
+
 impl Aws {
     pub(super) async fn observe_endpoint_services(&self, out: &mut Vec<Found>) -> Result<(), CloudError> {
         // Tags are checked here rather than filtered by the service: not every emulator
@@ -51,12 +72,14 @@ impl Aws {
                 ]
                 .into_iter()
                 .collect();
+                let mut arns: Vec<String> = s.network_load_balancer_arns().to_vec();
+                arns.sort();
                 out.push(Found {
                     live,
                     id,
                     kind: Kind::AwsVpcEndpointService,
                     cloud_id: cloud_id.to_owned(),
-                    outputs: [("serviceName".to_owned(), name)].into(),
+                    outputs: [("serviceName".to_owned(), name), (LOAD_BALANCER_ARNS.to_owned(), arns.join(","))].into(),
                 });
             }
         }
