@@ -48,22 +48,10 @@ pub(crate) struct Cluster {
 impl Cluster {
     pub(crate) async fn new(account: &Account) -> Cluster {
         let double = crate::kube::support::double();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = double.serve(listener);
+        let (server, dir, kubeconfig) = crate::kube::support::served(&double).await;
         let operator = crate::kube::support::operator(&double.client());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("kubeconfig");
-        std::fs::write(&path, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
-        let controller = account.lb_controller(&path);
-        Cluster {
-            kubeconfig: path.display().to_string(),
-            _double: double,
-            _controller: controller,
-            _server: server,
-            _operator: operator,
-            _dir: dir,
-        }
+        let controller = account.lb_controller(std::path::Path::new(&kubeconfig));
+        Cluster { kubeconfig, _double: double, _controller: controller, _server: server, _operator: operator, _dir: dir }
     }
 
     /// The flags that give byoc this cluster.
@@ -203,12 +191,7 @@ async fn each_endpoint_service_fronts_its_services_nlb_made_by_the_controller_af
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controllers_stand_in_does_what_the_controller_does() {
     let double = kube_double::Double::new(&[]).expect("double");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let _server = double.serve(listener);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
+    let (_server, _dir, kubeconfig) = crate::kube::support::served(&double).await;
     let script = crate::support::project_root().join("tests/moto/test_lb_controller.sh");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("bash").arg(script).env("SERVED_KUBECONFIG", &kubeconfig).output().expect("bash runs")

@@ -111,18 +111,6 @@ async fn cluster(client: &kube::Client) -> BTreeMap<String, Value> {
     out
 }
 
-/// `d` served over HTTP on a loopback port, and a kubeconfig file for it: the server task,
-/// the directory holding the file (removed when dropped) and the file's path.
-async fn served(d: &kube_double::Double) -> (tokio::task::JoinHandle<()>, tempfile::TempDir, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = d.serve(listener);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
-    (server, dir, path.display().to_string())
-}
-
 /// The control plane's projects examples/gcp accepts.
 fn control_plane_projects() -> Vec<String> {
     crate::kube::support::example("gcp").environment.control_plane_principals
@@ -131,7 +119,7 @@ fn control_plane_projects() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_publishes_both_services_through_gke_service_attachments_and_a_second_apply_changes_nothing() {
     let d = kube_double();
-    let (_server, _dir, kubeconfig) = served(&d).await;
+    let (_server, _dir, kubeconfig) = crate::kube::support::served(&d).await;
     let client = d.client();
     let _op = crate::kube::support::operator(&client);
     let gcp = gcp_double();
@@ -190,7 +178,7 @@ async fn apply_publishes_both_services_through_gke_service_attachments_and_a_sec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_public_proxy_deletes_exactly_its_firewall_rule_and_service() {
     let d = kube_double();
-    let (_server, _dir, kubeconfig) = served(&d).await;
+    let (_server, _dir, kubeconfig) = crate::kube::support::served(&d).await;
     let client = d.client();
     let _op = crate::kube::support::operator(&client);
     let gcp = gcp_double();
@@ -241,7 +229,7 @@ async fn dropping_the_public_proxy_deletes_exactly_its_firewall_rule_and_service
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_without_the_risingwave_operator_is_refused_with_what_to_install() {
     let d = kube_double::Double::new(&[GKE_CRD]).expect("the CRD loads");
-    let (_server, _dir, kubeconfig) = served(&d).await;
+    let (_server, _dir, kubeconfig) = crate::kube::support::served(&d).await;
     let gcp = gcp_double();
     let repo = example_repo();
 

@@ -214,7 +214,10 @@ mod tests {
             // GCP IAM bindings are entries in a policy, with nowhere to mark them: the
             // inventory records them.
             // What Azure cannot tag is proven byoc's by name and inventory (names::azure).
-            let untagged = |r: &&Resource| r.kind == Kind::GcpIamBinding || names::azure::UNTAGGED.contains(&r.kind);
+            // The AWS Load Balancer Controller tags the NLBs it makes with its own tags, by
+            // which byoc finds them.
+            let untagged =
+                |r: &&Resource| matches!(r.kind, Kind::GcpIamBinding | Kind::AwsServiceNlb) || names::azure::UNTAGGED.contains(&r.kind);
             for r in g.resources.values().filter(|r| !r.kind.as_str().starts_with("k8s.") && !untagged(r)) {
                 let owner = match r.properties.get("tags").or_else(|| r.properties.get("labels")) {
                     Some(Value::Map(m)) => m.get(TAG_MANAGED_BY).or_else(|| m.get("byoc-managed-by")).cloned(),

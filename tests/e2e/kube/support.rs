@@ -181,3 +181,15 @@ pub fn byoc_writes(d: &Double) -> Vec<String> {
         .map(|r| format!("{} {}", r.method, r.uri.split('?').next().unwrap_or("")))
         .collect()
 }
+
+/// `d` served over HTTP on a loopback port, and a kubeconfig file for it: the server task,
+/// the directory holding the file (removed when dropped) and the file's path.
+pub async fn served(d: &kube_double::Double) -> (tokio::task::JoinHandle<()>, tempfile::TempDir, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = d.serve(listener);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, kube_double::kubeconfig(&format!("http://{addr}"))).expect("kubeconfig");
+    (server, dir, path.display().to_string())
+}
