@@ -739,8 +739,9 @@ fn run(request: Request<'_>) -> anyhow::Result<u8> {
                     }
                     if after.done > 0 {
                         println!(
-                            "applied {} action(s) that follow the cluster's add-ons to {} in {:.1}s",
+                            "applied {} action(s) {} to {} in {:.1}s",
                             after.done,
+                            if destroy { "after the sidecar's removal" } else { "after the cluster's add-ons" },
                             env.name,
                             started.elapsed().as_secs_f64()
                         );
