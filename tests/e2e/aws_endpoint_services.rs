@@ -120,6 +120,18 @@ async fn each_endpoint_service_fronts_its_services_nlb_made_by_the_controller_af
             "{live}"
         );
     }
+    // What the control plane's interface endpoint to each service reaches, zone by zone (the
+    // front answers as PrivateLink routes: one NLB per zone): its Service's NLB in every
+    // zone. Two NLBs behind one service would leave one unreachable here.
+    for (role, service) in [("agent", "byoc-system/byoc-agent"), ("proxy", "byoc-system/rwproxy")] {
+        let id = account.python(&format!(
+            "import boto3\nfor c in boto3.client('ec2').describe_vpc_endpoint_service_configurations()['ServiceConfigurations']:\n    if any(t['Value'] == 'aws.vpc-endpoint-service/{role}' for t in c.get('Tags', [])): print(c['ServiceId'])"
+        ));
+        let reached = crate::aws::get_json(&format!("{}/__reaches/{}", account.endpoint(), id.trim()));
+        let zones = reached.as_object().expect("zones");
+        assert_eq!(zones.len(), 3, "{role}: one per zone of the private subnets: {reached}");
+        assert!(zones.values().all(|arn| *arn == lbs[service]["arn"]), "{role} reaches its Service's NLB in every zone: {reached}");
+    }
     // The public proxy's NLB is its Service's alone: internet-facing, fronted by nothing.
     assert_eq!(lbs["byoc-system/rwproxy-public"]["scheme"], "internet-facing", "{live}");
     assert_eq!(live["services"].as_object().map(|s| s.len()), Some(2), "{live}");

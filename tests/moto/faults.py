@@ -100,7 +100,8 @@
    that stays CREATE_FAILED until deleted; DeleteObjects refused per object by a bucket
    policy that denies s3:DeleteObjectVersion. In every mode: the endpoint-service
    connection calls moto lacks (POST /__connect with a service id connects a consumer's
-   endpoint), and with --evaluate-policies SimulatePrincipalPolicy evaluates the caller's
+   endpoint; GET /__reaches/<service id> says which NLB such an endpoint reaches in each
+   zone: one per zone, the service's first there), and with --evaluate-policies SimulatePrincipalPolicy evaluates the caller's
    inline policies from moto's IAM with the request's context entries (GET /__simulations
    lists what was asked).
 4. A request log: every call is recorded as the IAM action it needs and the resource it
@@ -734,6 +735,38 @@ def nlb_in_use(form, region):
     return None
 
 
+def moto_query(service, region, params):
+    """A query-protocol call to moto (EC2, ELBv2), signed for `region`; the answer's text."""
+    up = urllib.parse.urlsplit(ARGS.upstream)
+    conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+    auth = f"AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request"
+    conn.request("POST", "/", body=urllib.parse.urlencode(params),
+                 headers={"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"})
+    data = conn.getresponse().read().decode(errors="replace")
+    conn.close()
+    return data
+
+
+def reaches(service_id, region):
+    """GET /__reaches/<endpoint service id>: which NLB a consumer's interface endpoint to
+    that service reaches in each zone. An interface endpoint has one network interface per
+    zone, and each sends to one of the service's NLBs in its zone ("Share your services
+    through AWS PrivateLink", PrivateLink Guide: the service provider's load balancers, one
+    per zone used; a second NLB in the same zone is an alternative, not an addition), so a
+    service fronting two NLBs in the same zones gives the consumer only one of them. The
+    first NLB the service lists, in the order EC2 lists them, wins each zone."""
+    services = moto_query("ec2", region, {"Action": "DescribeVpcEndpointServiceConfigurations", "Version": "2016-11-15",
+                                          "ServiceId.1": service_id})
+    arns = re.findall(r"<item>(arn:aws:elasticloadbalancing:[^<]+)</item>", services)
+    out = {}
+    for arn in arns:
+        lb = moto_query("elasticloadbalancing", region, {"Action": "DescribeLoadBalancers", "Version": "2015-12-01",
+                                                         "LoadBalancerArns.member.1": arn})
+        for zone in re.findall(r"<ZoneName>([^<]+)</ZoneName>", lb):
+            out.setdefault(zone, arn)
+    return out
+
+
 def page_eks_list(method, path):
     """EKS list calls with maxResults set to --page-size (AWS pages them; see the docs)."""
     split = urllib.parse.urlsplit(path)
@@ -1151,6 +1184,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/__linger":
             with LOCK:
                 return self.answer(200, {"Content-Type": "application/json"}, json.dumps({"injected": LINGER["injected"], "listed": LINGER["listed"]}))
+        if self.path.startswith("/__reaches/"):
+            return self.answer(200, {"Content-Type": "application/json"},
+                               json.dumps(reaches(self.path.rsplit("/", 1)[1], region_of(self.headers))))
         if self.path == "/__connect":
             # A consumer's interface endpoint connects to the service named in the body.
             endpoint = "vpce-" + "".join(random.choice("0123456789abcdef") for _ in range(17))
